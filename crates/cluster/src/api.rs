@@ -1,0 +1,278 @@
+//! The key-value API every front end (RESP, HTTP) calls.
+//!
+//! This is the seam between the protocol crates and the cluster: a front end
+//! turns bytes into a call on [`Kv`] and turns the result (or [`KvError`]) back
+//! into bytes. Whether the answer comes from one local engine or from a quorum
+//! of replicas is invisible here. Nothing in this module does I/O.
+
+use std::future::Future;
+
+use bytes::Bytes;
+
+use crate::version::{CausalContext, Hlc};
+
+/// How many replicas must answer a request.
+///
+/// Levels name a count relative to the replication factor N; `Count` is an
+/// explicit R or W. On a single node every level is satisfied by the one
+/// replica, except that a count above 1 cannot be met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    One,
+    Two,
+    Three,
+    Quorum,
+    All,
+    LocalOne,
+    LocalQuorum,
+    EachQuorum,
+    /// An explicit number of replicas (R for reads, W for writes).
+    Count(u8),
+}
+
+impl Consistency {
+    /// Parses a level name (`ONE`, `QUORUM`, `LOCAL_QUORUM`, ...) or a count.
+    pub fn parse(text: &str) -> Option<Self> {
+        let upper = text.trim().to_ascii_uppercase();
+        Some(match upper.as_str() {
+            "ONE" => Self::One,
+            "TWO" => Self::Two,
+            "THREE" => Self::Three,
+            "QUORUM" => Self::Quorum,
+            "ALL" => Self::All,
+            "LOCAL_ONE" => Self::LocalOne,
+            "LOCAL_QUORUM" => Self::LocalQuorum,
+            "EACH_QUORUM" => Self::EachQuorum,
+            other => {
+                let n: u8 = other.parse().ok()?;
+                if n == 0 {
+                    return None;
+                }
+                Self::Count(n)
+            }
+        })
+    }
+
+    /// The number of answers needed out of `n` replicas in one data center.
+    pub fn required(self, n: usize) -> usize {
+        let quorum = n / 2 + 1;
+        match self {
+            Self::One | Self::LocalOne => 1,
+            Self::Two => 2,
+            Self::Three => 3,
+            Self::Quorum | Self::LocalQuorum | Self::EachQuorum => quorum,
+            Self::All => n,
+            Self::Count(c) => c as usize,
+        }
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            Self::One => "ONE".into(),
+            Self::Two => "TWO".into(),
+            Self::Three => "THREE".into(),
+            Self::Quorum => "QUORUM".into(),
+            Self::All => "ALL".into(),
+            Self::LocalOne => "LOCAL_ONE".into(),
+            Self::LocalQuorum => "LOCAL_QUORUM".into(),
+            Self::EachQuorum => "EACH_QUORUM".into(),
+            Self::Count(c) => c.to_string(),
+        }
+    }
+}
+
+/// Options of a read.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOptions {
+    /// `None` takes the configured default (R).
+    pub consistency: Option<Consistency>,
+}
+
+/// When a write applies, relative to what the coordinator reads first.
+///
+/// Conditions are checked against the coordinator's read at the requested
+/// consistency; across replicas they are not atomic (see ARCHITECTURE.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Condition {
+    #[default]
+    Always,
+    /// Only if no live value exists (Redis `NX`).
+    IfAbsent,
+    /// Only if a live value exists (Redis `XX`).
+    IfPresent,
+}
+
+/// What a write does to the key's time to live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Expiry {
+    /// No expiry (Redis `SET` without `EX`/`PX`/`KEEPTTL`).
+    #[default]
+    Never,
+    /// Expire at this wall-clock time, in milliseconds since the Unix epoch.
+    At(u64),
+    /// Keep the expiry of the value being replaced (Redis `KEEPTTL`).
+    Keep,
+}
+
+/// Options of a put or delete.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// `None` takes the configured default (W).
+    pub consistency: Option<Consistency>,
+    /// The causal context from an earlier read: the write supersedes exactly
+    /// what that read saw. `None` means "supersede what the coordinator sees
+    /// now" (plain Redis `SET` semantics).
+    pub context: Option<CausalContext>,
+    pub condition: Condition,
+    pub expiry: Expiry,
+    /// Return the resolved value the write replaced (Redis `SET ... GET`).
+    pub return_previous: bool,
+}
+
+/// One concurrent version of a key's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sibling {
+    pub value: Bytes,
+    /// Hybrid-logical-clock time of the write that made this sibling; the
+    /// last-writer-wins resolver picks the greatest.
+    pub hlc: Hlc,
+    /// The node that coordinated the write (tie-break for equal `hlc`).
+    pub actor: u64,
+    pub expires_at_ms: Option<u64>,
+}
+
+/// The answer to a read: every live sibling plus the causal context that a
+/// later write passes back to supersede them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadResult {
+    /// Live (not deleted, not expired) siblings, in a stable order.
+    pub siblings: Vec<Sibling>,
+    pub context: CausalContext,
+}
+
+impl ReadResult {
+    /// The sibling the last-writer-wins resolver picks, if any is live.
+    pub fn resolved(&self) -> Option<&Sibling> {
+        self.siblings.iter().max_by_key(|s| (s.hlc, s.actor))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.siblings.is_empty()
+    }
+}
+
+/// The answer to a put or delete.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// False when a [`Condition`] was not met and nothing was written.
+    pub applied: bool,
+    /// The resolved value before the write, when asked for.
+    pub previous: Option<Sibling>,
+}
+
+/// A failed request, as every front end reports it.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KvError {
+    #[error("key is {len} bytes, the limit is {max}")]
+    KeyTooLarge { len: usize, max: usize },
+    #[error("value is {len} bytes, the limit is {max}")]
+    ValueTooLarge { len: usize, max: usize },
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("invalid causal context: {0}")]
+    BadContext(String),
+    /// Fewer replicas answered than the consistency level needs.
+    #[error("{required} required, {answered} answered: {why}")]
+    Unavailable {
+        required: usize,
+        answered: usize,
+        why: String,
+    },
+    /// The local store refuses writes after a failed log write or fsync.
+    #[error("store is read-only: {0}")]
+    ReadOnly(String),
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("node is shutting down")]
+    ShuttingDown,
+}
+
+impl KvError {
+    /// A stable, machine-readable code for the error (HTTP JSON `code`, RESP
+    /// error prefix in lower case).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::KeyTooLarge { .. } => "key_too_large",
+            Self::ValueTooLarge { .. } => "value_too_large",
+            Self::InvalidArgument(_) => "invalid_argument",
+            Self::BadContext(_) => "bad_context",
+            Self::Unavailable { .. } => "unavailable",
+            Self::ReadOnly(_) => "read_only",
+            Self::Storage(_) => "storage",
+            Self::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// A snapshot of what a node knows about itself, for `INFO`, `/v1/status` and
+/// the metrics.
+#[derive(Debug, Clone, Default)]
+pub struct NodeInfo {
+    pub node_id: u64,
+    pub version: &'static str,
+    pub uptime_ms: u64,
+    pub replication_factor: usize,
+    pub default_read: String,
+    pub default_write: String,
+    /// Estimated number of live keys in local storage.
+    pub keys_estimate: u64,
+    pub storage: Vec<(String, u64)>,
+}
+
+/// The key-value API. Implemented by the coordinator; called by every front
+/// end. Keys and values are opaque bytes; limits are enforced here so every
+/// front end reports them the same way.
+pub trait Kv: Send + Sync + 'static {
+    /// Reads every live sibling of `key` and its causal context.
+    fn get(
+        &self,
+        key: Bytes,
+        opts: ReadOptions,
+    ) -> impl Future<Output = Result<ReadResult, KvError>> + Send;
+
+    /// Writes `value` under `key`.
+    fn put(
+        &self,
+        key: Bytes,
+        value: Bytes,
+        opts: WriteOptions,
+    ) -> impl Future<Output = Result<WriteOutcome, KvError>> + Send;
+
+    /// Deletes `key` with a versioned tombstone. `applied` is true when a live
+    /// value existed (Redis `DEL` counts it).
+    fn delete(
+        &self,
+        key: Bytes,
+        opts: WriteOptions,
+    ) -> impl Future<Output = Result<WriteOutcome, KvError>> + Send;
+
+    /// Changes the expiry of a live key without changing its value; false when
+    /// the key has no live value. `Expiry::Keep` is a no-op that reports
+    /// existence.
+    fn set_expiry(
+        &self,
+        key: Bytes,
+        expiry: Expiry,
+        opts: WriteOptions,
+    ) -> impl Future<Output = Result<bool, KvError>> + Send;
+
+    /// Counts live keys exactly (a full local scan; `DBSIZE`).
+    fn count_keys(&self) -> impl Future<Output = Result<u64, KvError>> + Send;
+
+    /// What the node knows about itself.
+    fn info(&self) -> NodeInfo;
+
+    /// The current wall-clock time of the node, in ms (for TTL answers).
+    fn now_ms(&self) -> u64;
+}

@@ -1,0 +1,29 @@
+//! ringkv's request layer: everything between a front end and local storage.
+//!
+//! Front ends (RESP, HTTP) call the [`Kv`] API; the [`Node`] implements it by
+//! versioning each write into the key's sibling set and applying it to the
+//! local store through the [`LocalStore`] trait. This crate never parses
+//! client bytes and never touches files directly.
+//!
+//! # Layout
+//! - [`api`]: the `Kv` trait, request options, results and errors.
+//! - [`version`]: hybrid logical clocks, version vectors, sibling sets and
+//!   their encodings.
+//! - [`store`]: the `LocalStore` trait the node uses to reach storage, and its
+//!   implementation over the LSM engine.
+//! - [`node`]: the coordinator.
+//! - [`node_id`]: a node's stable identity, kept in its data directory.
+
+pub mod api;
+pub mod node;
+pub mod node_id;
+pub mod store;
+pub mod version;
+
+pub use api::{
+    Condition, Consistency, Expiry, Kv, KvError, NodeInfo, ReadOptions, ReadResult, Sibling,
+    WriteOptions, WriteOutcome,
+};
+pub use node::{Node, NodeConfig};
+pub use store::{LocalStore, StoreError};
+pub use version::{CausalContext, Hlc, SiblingSet, VersionVector};

@@ -1,0 +1,403 @@
+//! ringkv's HTTP front end.
+//!
+//! Turns HTTP requests into calls on the [`Kv`] API and their results into
+//! responses. It owns routing, percent-decoding of binary keys, the JSON error
+//! shape and the multipart answer for siblings; it never touches storage.
+//!
+//! # Routes
+//! - `GET /v1/kv/{key}`: the value (200), `404` when absent, or `300 Multiple
+//!   Choices` with every sibling as a `multipart/mixed` body when concurrent
+//!   writes left siblings (as Riak does). `?resolve=lww` answers the
+//!   last-writer-wins value instead. `?r=LEVEL` sets the read consistency.
+//!   The causal context comes back in the `X-Ringkv-Context` header (base64url).
+//! - `PUT /v1/kv/{key}`: stores the body (binary-safe). `?ttl=SECONDS`,
+//!   `?w=LEVEL`; an `X-Ringkv-Context` header makes the write supersede exactly
+//!   what that read saw. Answers `204`.
+//! - `DELETE /v1/kv/{key}`: a versioned tombstone. Answers `204`.
+//! - `GET /v1/status`: the node's own view, as JSON.
+//! - `GET /healthz`: `ok`.
+//! - `GET /metrics`: Prometheus text format.
+//!
+//! Keys are the percent-decoded bytes of the path segment after `/v1/kv/`, so
+//! any byte string can be a key (`%00`, `%2F`, ...).
+//!
+//! Errors are JSON: `{"code": "value_too_large", "message": "..."}`, with a
+//! stable `code` (see [`KvError::code`]).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ringkv_cluster::{
+    CausalContext, Consistency, Expiry, Kv, KvError, ReadOptions, WriteOptions,
+};
+use serde::Deserialize;
+
+/// The header carrying the opaque causal context.
+pub const CONTEXT_HEADER: &str = "x-ringkv-context";
+
+/// Renders the Prometheus text exposition of every metric.
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Settings of the HTTP front end.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Largest request body accepted, in bytes (the value limit plus slack;
+    /// larger bodies are refused before they are read whole).
+    pub body_bytes_max: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            body_bytes_max: 1024 * 1024 + 4096,
+        }
+    }
+}
+
+struct AppState<K> {
+    kv: Arc<K>,
+    metrics: MetricsRender,
+}
+
+impl<K> Clone for AppState<K> {
+    fn clone(&self) -> Self {
+        Self {
+            kv: Arc::clone(&self.kv),
+            metrics: Arc::clone(&self.metrics),
+        }
+    }
+}
+
+/// The router for every route above.
+pub fn router<K: Kv>(kv: Arc<K>, metrics: MetricsRender, config: &HttpConfig) -> Router {
+    let state = AppState { kv, metrics };
+    Router::new()
+        .route(
+            "/v1/kv/{*key}",
+            get(get_key::<K>).put(put_key::<K>).delete(delete_key::<K>),
+        )
+        .route("/v1/status", get(status::<K>))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics_text::<K>))
+        .layer(DefaultBodyLimit::max(config.body_bytes_max))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then finishes
+/// in-flight requests and returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// An error answer: a status and a stable code.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The one place where cluster errors become HTTP statuses.
+impl From<KvError> for ApiError {
+    fn from(e: KvError) -> Self {
+        let status = match &e {
+            KvError::KeyTooLarge { .. } | KvError::ValueTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            KvError::InvalidArgument(_) | KvError::BadContext(_) => StatusCode::BAD_REQUEST,
+            KvError::Unavailable { .. } | KvError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            KvError::ReadOnly(_) | KvError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self {
+            status,
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        metrics::counter!("ringkv_http_errors_total", "code" => self.code).increment(1);
+        let body = serde_json::json!({ "code": self.code, "message": self.message });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct KeyParams {
+    r: Option<String>,
+    w: Option<String>,
+    ttl: Option<u64>,
+    resolve: Option<String>,
+}
+
+fn level(text: Option<&str>) -> Result<Option<Consistency>, ApiError> {
+    text.map(|t| {
+        Consistency::parse(t).ok_or_else(|| {
+            ApiError::bad_request("invalid_argument", format!("unknown consistency level {t:?}"))
+        })
+    })
+    .transpose()
+}
+
+/// The key: the percent-decoded bytes after `/v1/kv/`.
+fn key_of(uri: &Uri) -> Result<Bytes, ApiError> {
+    let raw = uri
+        .path()
+        .strip_prefix("/v1/kv/")
+        .ok_or_else(|| ApiError::bad_request("invalid_argument", "no key in path"))?;
+    let key = percent_decode(raw.as_bytes())
+        .ok_or_else(|| ApiError::bad_request("invalid_argument", "bad percent-encoding in key"))?;
+    if key.is_empty() {
+        return Err(ApiError::bad_request("invalid_argument", "empty key"));
+    }
+    Ok(Bytes::from(key))
+}
+
+fn percent_decode(input: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'%' {
+            let hex = input.get(i + 1..i + 3)?;
+            let text = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(text, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(input[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+fn context_of(headers: &HeaderMap) -> Result<Option<CausalContext>, ApiError> {
+    let Some(value) = headers.get(CONTEXT_HEADER) else {
+        return Ok(None);
+    };
+    let bad = |why: String| ApiError::from(KvError::BadContext(why));
+    let bytes = URL_SAFE_NO_PAD
+        .decode(value.as_bytes())
+        .map_err(|e| bad(format!("not base64url: {e}")))?;
+    CausalContext::decode_context(&bytes)
+        .map(Some)
+        .map_err(|e| bad(e.to_string()))
+}
+
+fn context_header(ctx: &CausalContext) -> Option<HeaderValue> {
+    HeaderValue::from_str(&URL_SAFE_NO_PAD.encode(ctx.encode_context())).ok()
+}
+
+async fn get_key<K: Kv>(
+    State(state): State<AppState<K>>,
+    uri: Uri,
+    Query(params): Query<KeyParams>,
+) -> Result<Response, ApiError> {
+    let key = key_of(&uri)?;
+    let opts = ReadOptions {
+        consistency: level(params.r.as_deref())?,
+    };
+    let result = state.kv.get(key, opts).await?;
+    let mut headers = HeaderMap::new();
+    if let Some(v) = context_header(&result.context) {
+        headers.insert(CONTEXT_HEADER, v);
+    }
+    let lww = params.resolve.as_deref() == Some("lww");
+    match result.siblings.len() {
+        0 => Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: "key not found".into(),
+        }),
+        1 => Ok(value_response(&result.siblings[0], headers)),
+        _ if lww => match result.resolved() {
+            Some(s) => Ok(value_response(s, headers)),
+            None => Err(ApiError::from(KvError::Storage("no resolved sibling".into()))),
+        },
+        _ => Ok(multiple_choices(&result.siblings, headers)),
+    }
+}
+
+fn value_response(s: &ringkv_cluster::Sibling, mut headers: HeaderMap) -> Response {
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Some(t) = s.expires_at_ms
+        && let Ok(v) = HeaderValue::from_str(&t.to_string())
+    {
+        headers.insert("x-ringkv-expires-at-ms", v);
+    }
+    (StatusCode::OK, headers, Body::from(s.value.clone())).into_response()
+}
+
+/// Every sibling as one part of a `multipart/mixed` body.
+fn multiple_choices(siblings: &[ringkv_cluster::Sibling], mut headers: HeaderMap) -> Response {
+    let boundary = multipart_boundary(siblings);
+    let mut body = Vec::new();
+    for s in siblings {
+        body.extend_from_slice(b"--");
+        body.extend_from_slice(boundary.as_bytes());
+        body.extend_from_slice(b"\r\nContent-Type: application/octet-stream\r\n");
+        body.extend_from_slice(format!("X-Ringkv-Hlc: {}\r\n\r\n", s.hlc).as_bytes());
+        body.extend_from_slice(&s.value);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"--");
+    body.extend_from_slice(boundary.as_bytes());
+    body.extend_from_slice(b"--\r\n");
+    if let Ok(v) = HeaderValue::from_str(&format!("multipart/mixed; boundary={boundary}")) {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    (StatusCode::MULTIPLE_CHOICES, headers, Body::from(body)).into_response()
+}
+
+/// A boundary that occurs in no sibling's value.
+fn multipart_boundary(siblings: &[ringkv_cluster::Sibling]) -> String {
+    let mut n: u64 = 0x5249_4e47;
+    loop {
+        let candidate = format!("ringkv-{n:016x}");
+        let clash = siblings.iter().any(|s| {
+            s.value
+                .windows(candidate.len())
+                .any(|w| w == candidate.as_bytes())
+        });
+        if !clash {
+            return candidate;
+        }
+        n = n.wrapping_mul(6364136223846793005).wrapping_add(1);
+    }
+}
+
+async fn put_key<K: Kv>(
+    State(state): State<AppState<K>>,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(params): Query<KeyParams>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let key = key_of(&uri)?;
+    let expiry = match params.ttl {
+        None => Expiry::Never,
+        Some(0) => {
+            return Err(ApiError::bad_request(
+                "invalid_argument",
+                "ttl must be a positive number of seconds",
+            ));
+        }
+        Some(secs) => Expiry::At(
+            state
+                .kv
+                .now_ms()
+                .saturating_add(secs.saturating_mul(1000)),
+        ),
+    };
+    let opts = WriteOptions {
+        consistency: level(params.w.as_deref())?,
+        context: context_of(&headers)?,
+        expiry,
+        ..WriteOptions::default()
+    };
+    state.kv.put(key, body, opts).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn delete_key<K: Kv>(
+    State(state): State<AppState<K>>,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(params): Query<KeyParams>,
+) -> Result<Response, ApiError> {
+    let key = key_of(&uri)?;
+    let opts = WriteOptions {
+        consistency: level(params.w.as_deref())?,
+        context: context_of(&headers)?,
+        ..WriteOptions::default()
+    };
+    state.kv.delete(key, opts).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn status<K: Kv>(State(state): State<AppState<K>>) -> Response {
+    let info = state.kv.info();
+    let storage: serde_json::Map<String, serde_json::Value> = info
+        .storage
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::from(*v)))
+        .collect();
+    axum::Json(serde_json::json!({
+        "node_id": format!("{:016x}", info.node_id),
+        "version": info.version,
+        "uptime_ms": info.uptime_ms,
+        "replication_factor": info.replication_factor,
+        "default_read": info.default_read,
+        "default_write": info.default_write,
+        "keys_estimate": info.keys_estimate,
+        "storage": storage,
+    }))
+    .into_response()
+}
+
+async fn metrics_text<K: Kv>(State(state): State<AppState<K>>) -> Response {
+    let text = (state.metrics)();
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding_is_binary_safe_and_strict() {
+        assert_eq!(percent_decode(b"a%2Fb%00"), Some(b"a/b\0".to_vec()));
+        assert_eq!(percent_decode(b"plain"), Some(b"plain".to_vec()));
+        assert_eq!(percent_decode(b"bad%2"), None);
+        assert_eq!(percent_decode(b"bad%zz"), None);
+    }
+
+    #[test]
+    fn boundary_avoids_values() {
+        let first = multipart_boundary(&[]);
+        let s = ringkv_cluster::Sibling {
+            value: bytes::Bytes::from(format!("xx{first}yy")),
+            hlc: 1,
+            actor: 1,
+            expires_at_ms: None,
+        };
+        let second = multipart_boundary(std::slice::from_ref(&s));
+        assert_ne!(first, second);
+    }
+}
