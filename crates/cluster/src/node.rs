@@ -188,9 +188,8 @@ impl<S: LocalStore> Inner<S> {
     fn load(&self, key: &[u8]) -> Result<SiblingSet, KvError> {
         match self.store.get(key).map_err(store_error)? {
             None => Ok(SiblingSet::default()),
-            Some(bytes) => SiblingSet::decode(&bytes).map_err(|e| {
-                KvError::Storage(format!("record of a key failed to decode: {e}"))
-            }),
+            Some(bytes) => SiblingSet::decode(&bytes)
+                .map_err(|e| KvError::Storage(format!("record of a key failed to decode: {e}"))),
         }
     }
 
@@ -404,5 +403,293 @@ pub fn record_purgeable(record: &Bytes, now_ms: u64, grace_ms: u64) -> bool {
         }
         // Never purge what cannot be read: it is reported, not destroyed.
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::version::VersionVector;
+    use ringkv_env::{Clock, ManualClock};
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    /// A test double for the engine: a map of records, honouring expiry.
+    #[derive(Default)]
+    struct MapStore {
+        map: Mutex<BTreeMap<Vec<u8>, (Bytes, Option<u64>)>>,
+    }
+
+    impl LocalStore for MapStore {
+        fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
+            Ok(self.map.lock().get(key).map(|(v, _)| v.clone()))
+        }
+        fn put(&self, key: &[u8], record: &[u8], exp: Option<u64>) -> Result<(), StoreError> {
+            self.map
+                .lock()
+                .insert(key.to_vec(), (Bytes::copy_from_slice(record), exp));
+            Ok(())
+        }
+        fn for_each(&self, visit: &mut dyn FnMut(&[u8], &Bytes) -> bool) -> Result<(), StoreError> {
+            for (k, (v, _)) in self.map.lock().iter() {
+                if !visit(k, v) {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        fn stats(&self) -> Vec<(String, u64)> {
+            Vec::new()
+        }
+        fn keys_estimate(&self) -> u64 {
+            self.map.lock().len() as u64
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn blocking_writes(&self) -> bool {
+            false
+        }
+    }
+
+    fn node() -> (Node<MapStore>, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let config = NodeConfig {
+            key_bytes_max: 8,
+            value_bytes_max: 16,
+            siblings_max: 3,
+            ..NodeConfig::default()
+        };
+        let node = Node::new(7, MapStore::default(), clock.clone(), config);
+        (node, clock)
+    }
+
+    fn k(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    async fn value(node: &Node<MapStore>, key: &str) -> Option<Bytes> {
+        let r = node.get(k(key), ReadOptions::default()).await.expect("get");
+        r.resolved().map(|s| s.value.clone())
+    }
+
+    #[tokio::test]
+    async fn put_get_delete_roundtrip() {
+        let (node, _) = node();
+        assert_eq!(value(&node, "a").await, None);
+        let out = node
+            .put(k("a"), k("1"), WriteOptions::default())
+            .await
+            .expect("put");
+        assert!(out.applied);
+        node.put(k("a"), k("2"), WriteOptions::default())
+            .await
+            .expect("put");
+        assert_eq!(value(&node, "a").await, Some(k("2")));
+        // Plain writes supersede what the node sees: no siblings.
+        let r = node.get(k("a"), ReadOptions::default()).await.expect("get");
+        assert_eq!(r.siblings.len(), 1);
+        let del = node
+            .delete(k("a"), WriteOptions::default())
+            .await
+            .expect("delete");
+        assert!(del.applied);
+        assert_eq!(value(&node, "a").await, None);
+        let again = node
+            .delete(k("a"), WriteOptions::default())
+            .await
+            .expect("delete");
+        assert!(
+            !again.applied,
+            "deleting a missing key reports nothing deleted"
+        );
+        assert_eq!(node.count_keys().await.expect("count"), 0);
+    }
+
+    #[tokio::test]
+    async fn conditions_and_previous_value() {
+        let (node, _) = node();
+        let nx = WriteOptions {
+            condition: Condition::IfAbsent,
+            ..WriteOptions::default()
+        };
+        assert!(
+            node.put(k("a"), k("1"), nx.clone())
+                .await
+                .expect("nx")
+                .applied
+        );
+        assert!(!node.put(k("a"), k("2"), nx).await.expect("nx").applied);
+        assert_eq!(value(&node, "a").await, Some(k("1")));
+        let xx = WriteOptions {
+            condition: Condition::IfPresent,
+            return_previous: true,
+            ..WriteOptions::default()
+        };
+        let out = node.put(k("a"), k("3"), xx.clone()).await.expect("xx");
+        assert!(out.applied);
+        assert_eq!(out.previous.map(|p| p.value), Some(k("1")));
+        assert!(!node.put(k("b"), k("3"), xx).await.expect("xx").applied);
+        assert_eq!(value(&node, "b").await, None);
+    }
+
+    #[tokio::test]
+    async fn expiry_hides_keys_and_can_be_changed() {
+        let (node, clock) = node();
+        let now = clock.now_ms();
+        let opts = WriteOptions {
+            expiry: Expiry::At(now + 1_000),
+            ..WriteOptions::default()
+        };
+        node.put(k("a"), k("1"), opts).await.expect("put");
+        // KEEPTTL keeps it through an overwrite.
+        let keep = WriteOptions {
+            expiry: Expiry::Keep,
+            ..WriteOptions::default()
+        };
+        node.put(k("a"), k("2"), keep).await.expect("put");
+        let r = node.get(k("a"), ReadOptions::default()).await.expect("get");
+        assert_eq!(
+            r.resolved().and_then(|s| s.expires_at_ms),
+            Some(now + 1_000)
+        );
+        clock.advance(Duration::from_millis(999));
+        assert_eq!(value(&node, "a").await, Some(k("2")));
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(value(&node, "a").await, None);
+        assert!(
+            !node
+                .set_expiry(k("a"), Expiry::Never, WriteOptions::default())
+                .await
+                .expect("persist"),
+            "an expired key cannot be persisted"
+        );
+        node.put(k("b"), k("1"), WriteOptions::default())
+            .await
+            .expect("put");
+        let later = clock.now_ms() + 50;
+        assert!(
+            node.set_expiry(k("b"), Expiry::At(later), WriteOptions::default())
+                .await
+                .expect("expire")
+        );
+        let r = node.get(k("b"), ReadOptions::default()).await.expect("get");
+        assert_eq!(r.resolved().and_then(|s| s.expires_at_ms), Some(later));
+        assert!(
+            node.set_expiry(k("b"), Expiry::Never, WriteOptions::default())
+                .await
+                .expect("persist")
+        );
+        clock.advance(Duration::from_millis(100));
+        assert_eq!(value(&node, "b").await, Some(k("1")));
+        // An expiry in the past deletes.
+        let past = clock.now_ms() - 1;
+        assert!(
+            node.set_expiry(k("b"), Expiry::At(past), WriteOptions::default())
+                .await
+                .expect("expire")
+        );
+        assert_eq!(value(&node, "b").await, None);
+    }
+
+    #[tokio::test]
+    async fn stale_contexts_make_siblings_and_a_merged_context_resolves() {
+        let (node, _) = node();
+        node.put(k("a"), k("base"), WriteOptions::default())
+            .await
+            .expect("put");
+        let seen = node.get(k("a"), ReadOptions::default()).await.expect("get");
+        for v in ["x", "y"] {
+            let opts = WriteOptions {
+                context: Some(seen.context.clone()),
+                ..WriteOptions::default()
+            };
+            node.put(k("a"), k(v), opts).await.expect("put");
+        }
+        let both = node.get(k("a"), ReadOptions::default()).await.expect("get");
+        let mut values: Vec<_> = both.siblings.iter().map(|s| s.value.clone()).collect();
+        values.sort();
+        assert_eq!(values, vec![k("x"), k("y")]);
+        // LWW resolver picks the later write.
+        assert_eq!(both.resolved().map(|s| s.value.clone()), Some(k("y")));
+        let opts = WriteOptions {
+            context: Some(both.context.clone()),
+            ..WriteOptions::default()
+        };
+        node.put(k("a"), k("z"), opts).await.expect("put");
+        let one = node.get(k("a"), ReadOptions::default()).await.expect("get");
+        assert_eq!(one.siblings.len(), 1);
+        assert_eq!(one.siblings[0].value, k("z"));
+    }
+
+    #[tokio::test]
+    async fn siblings_are_bounded() {
+        let (node, _) = node();
+        for i in 0..10 {
+            let opts = WriteOptions {
+                context: Some(VersionVector::new()),
+                ..WriteOptions::default()
+            };
+            node.put(k("a"), k(&i.to_string()), opts)
+                .await
+                .expect("put");
+        }
+        let r = node.get(k("a"), ReadOptions::default()).await.expect("get");
+        assert_eq!(r.siblings.len(), 3);
+        let mut values: Vec<_> = r.siblings.iter().map(|s| s.value.clone()).collect();
+        values.sort();
+        assert_eq!(values, vec![k("7"), k("8"), k("9")]);
+    }
+
+    #[tokio::test]
+    async fn limits_and_unreachable_levels_are_errors() {
+        let (node, _) = node();
+        let err = node
+            .put(k("123456789"), k("v"), WriteOptions::default())
+            .await
+            .expect_err("key too large");
+        assert_eq!(err, KvError::KeyTooLarge { len: 9, max: 8 });
+        let err = node
+            .put(k("a"), Bytes::from(vec![0u8; 17]), WriteOptions::default())
+            .await
+            .expect_err("value too large");
+        assert_eq!(err, KvError::ValueTooLarge { len: 17, max: 16 });
+        let two = ReadOptions {
+            consistency: Some(Consistency::Count(2)),
+        };
+        let err = node.get(k("a"), two).await.expect_err("R=2 on one node");
+        assert!(
+            matches!(
+                err,
+                KvError::Unavailable {
+                    required: 2,
+                    answered: 1,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(value(&node, "a").await, None, "nothing was written");
+    }
+
+    #[test]
+    fn purge_rule_needs_dead_and_past_grace() {
+        let mut set = SiblingSet::default();
+        set.update(&VersionVector::new(), 1, 1_000 << 16, None, None);
+        let rec = Bytes::from(set.encode());
+        assert!(!record_purgeable(&rec, 1_500, 1_000));
+        assert!(record_purgeable(&rec, 2_001, 1_000));
+        let mut live = SiblingSet::default();
+        live.update(&VersionVector::new(), 1, 1_000 << 16, Some(k("v")), None);
+        assert!(!record_purgeable(
+            &Bytes::from(live.encode()),
+            u64::MAX / 2,
+            0
+        ));
+        assert!(!record_purgeable(
+            &Bytes::from_static(b"junk"),
+            u64::MAX / 2,
+            0
+        ));
     }
 }

@@ -16,7 +16,11 @@ pub fn load_or_create(dir: &Path) -> io::Result<u64> {
         Ok(text) => parse(text.trim()).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("{} does not hold a node id: {:?}", path.display(), text.trim()),
+                format!(
+                    "{} does not hold a node id: {:?}",
+                    path.display(),
+                    text.trim()
+                ),
             )
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {

@@ -29,8 +29,7 @@ pub trait LocalStore: Send + Sync + 'static {
 
     /// Stores `record` under `key`; the store may drop it after
     /// `expires_at_ms`.
-    fn put(&self, key: &[u8], record: &[u8], expires_at_ms: Option<u64>)
-    -> Result<(), StoreError>;
+    fn put(&self, key: &[u8], record: &[u8], expires_at_ms: Option<u64>) -> Result<(), StoreError>;
 
     /// Visits every stored record in key order until `visit` returns false.
     fn for_each(&self, visit: &mut dyn FnMut(&[u8], &Bytes) -> bool) -> Result<(), StoreError>;

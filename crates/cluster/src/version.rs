@@ -462,7 +462,10 @@ impl SiblingSet {
                 Some(bytes.slice(start..start + len))
             };
             let dot = Dot { actor, counter };
-            if siblings.last().is_some_and(|s: &StoredSibling| s.dot >= dot) {
+            if siblings
+                .last()
+                .is_some_and(|s: &StoredSibling| s.dot >= dot)
+            {
                 return Err(DecodeError::NotCanonical);
             }
             siblings.push(StoredSibling {

@@ -89,7 +89,8 @@ impl ManualClock {
     pub fn advance(&self, by: Duration) {
         self.wall_ms
             .fetch_add(by.as_millis() as u64, Ordering::SeqCst);
-        self.mono_ns.fetch_add(by.as_nanos() as u64, Ordering::SeqCst);
+        self.mono_ns
+            .fetch_add(by.as_nanos() as u64, Ordering::SeqCst);
     }
 
     /// Sets the wall time (a skew or jump); the monotonic reading is untouched.

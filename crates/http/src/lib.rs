@@ -35,9 +35,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ringkv_cluster::{
-    CausalContext, Consistency, Expiry, Kv, KvError, ReadOptions, WriteOptions,
-};
+use ringkv_cluster::{CausalContext, Consistency, Expiry, Kv, KvError, ReadOptions, WriteOptions};
 use serde::Deserialize;
 
 /// The header carrying the opaque causal context.
@@ -160,7 +158,10 @@ struct KeyParams {
 fn level(text: Option<&str>) -> Result<Option<Consistency>, ApiError> {
     text.map(|t| {
         Consistency::parse(t).ok_or_else(|| {
-            ApiError::bad_request("invalid_argument", format!("unknown consistency level {t:?}"))
+            ApiError::bad_request(
+                "invalid_argument",
+                format!("unknown consistency level {t:?}"),
+            )
         })
     })
     .transpose()
@@ -238,7 +239,9 @@ async fn get_key<K: Kv>(
         1 => Ok(value_response(&result.siblings[0], headers)),
         _ if lww => match result.resolved() {
             Some(s) => Ok(value_response(s, headers)),
-            None => Err(ApiError::from(KvError::Storage("no resolved sibling".into()))),
+            None => Err(ApiError::from(KvError::Storage(
+                "no resolved sibling".into(),
+            ))),
         },
         _ => Ok(multiple_choices(&result.siblings, headers)),
     }
@@ -311,12 +314,7 @@ async fn put_key<K: Kv>(
                 "ttl must be a positive number of seconds",
             ));
         }
-        Some(secs) => Expiry::At(
-            state
-                .kv
-                .now_ms()
-                .saturating_add(secs.saturating_mul(1000)),
-        ),
+        Some(secs) => Expiry::At(state.kv.now_ms().saturating_add(secs.saturating_mul(1000))),
     };
     let opts = WriteOptions {
         consistency: level(params.w.as_deref())?,
