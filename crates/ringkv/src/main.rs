@@ -1,1 +1,24 @@
-fn main() {}
+//! The `ringkv` binary: wires the layers together and offers the admin verbs.
+//!
+//! It owns no logic of its own beyond configuration, process lifecycle and
+//! printing: storage, the coordinator and the front ends live in their crates.
+
+mod bench;
+mod cli;
+mod config;
+mod local_cluster;
+mod server;
+mod status;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    match cli::run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringkv: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! `ringkv bench`: measurements against peer systems, in one run on this
+//! machine.
+//!
+//! `ringkv bench redis` starts Debian's `redis-server` and a ringkv node (this
+//! binary, as a child process, commit log on with periodic sync) side by side
+//! and runs the same `redis-benchmark` against both, then prints ops/s,
+//! p50/p99 and the ringkv/Redis ratios. Each row is the median of `--runs`
+//! runs, alternating the two servers so both see the same machine load.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// ringkv vs. Redis with redis-benchmark (SET and GET, with and without
+    /// pipelining).
+    Redis(RedisBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RedisBenchArgs {
+    /// Requests per redis-benchmark run (`-n`).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub requests: u64,
+    /// Keyspace size (`-r`).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub keyspace: u64,
+    /// Value size in bytes (`-d`).
+    #[arg(long, default_value_t = 100)]
+    pub data_size: usize,
+    /// Concurrent connections (`-c`).
+    #[arg(long, default_value_t = 50)]
+    pub clients: usize,
+    /// Pipeline depth of the pipelined rows (`-P`).
+    #[arg(long, default_value_t = 16)]
+    pub pipeline: usize,
+    /// Runs per row; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Commit-log sync mode of the ringkv node.
+    #[arg(long, default_value = "periodic")]
+    pub sync: String,
+    /// redis-benchmark threads (`--threads`); 0 leaves the default.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Redis(args) => redis(args),
+    }
+}
+
+/// One redis-benchmark result row.
+#[derive(Debug, Clone, Copy, Default)]
+struct Row {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Kills and reaps a child when dropped, so no server outlives the bench.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_port(port: u16, within: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listens on port {port} after {within:?}")
+}
+
+fn which(tool: &str) -> anyhow::Result<()> {
+    let ok = Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !ok {
+        bail!("{tool} not found: apt-get install redis-server redis-tools");
+    }
+    Ok(())
+}
+
+fn start_redis(dir: &Path, port: u16) -> anyhow::Result<Guard> {
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting redis-server")?;
+    let guard = Guard(child);
+    wait_for_port(port, Duration::from_secs(10))?;
+    Ok(guard)
+}
+
+fn start_ringkv(dir: &Path, port: u16, sync: &str) -> anyhow::Result<Guard> {
+    let exe = std::env::current_exe().context("locating the ringkv binary")?;
+    let http = free_port()?;
+    let child = Command::new(exe)
+        .arg("server")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--resp-addr", &format!("127.0.0.1:{port}")])
+        .args(["--http-addr", &format!("127.0.0.1:{http}")])
+        .args(["--sync", sync, "--log", "warn"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting the ringkv node")?;
+    let guard = Guard(child);
+    wait_for_port(port, Duration::from_secs(30))?;
+    Ok(guard)
+}
+
+fn run_benchmark(port: u16, test: &str, args: &RedisBenchArgs, pipeline: usize) -> anyhow::Result<Row> {
+    let mut cmd = Command::new("redis-benchmark");
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-t", test, "-n", &args.requests.to_string()])
+        .args(["-r", &args.keyspace.to_string()])
+        .args(["-d", &args.data_size.to_string()])
+        .args(["-c", &args.clients.to_string()])
+        .args(["-P", &pipeline.to_string()])
+        .args(["--csv", "-q"]);
+    if args.threads > 0 {
+        cmd.args(["--threads", &args.threads.to_string()]);
+    }
+    let out = cmd.output().context("running redis-benchmark")?;
+    if !out.status.success() {
+        bail!(
+            "redis-benchmark failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    parse_csv(&String::from_utf8_lossy(&out.stdout), test)
+}
+
+/// Parses `redis-benchmark --csv`: a header line naming the columns, then
+/// one line per test.
+fn parse_csv(text: &str, test: &str) -> anyhow::Result<Row> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<String> = lines
+        .next()
+        .context("empty redis-benchmark output")?
+        .split(',')
+        .map(|s| s.trim_matches('"').to_string())
+        .collect();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .with_context(|| format!("redis-benchmark output has no {name} column"))
+    };
+    let (rps, p50, p99) = (col("rps")?, col("p50_latency_ms")?, col("p99_latency_ms")?);
+    for line in lines {
+        let fields: Vec<&str> = line.split(',').map(|s| s.trim_matches('"')).collect();
+        if fields
+            .first()
+            .is_some_and(|t| t.eq_ignore_ascii_case(test))
+        {
+            let num = |i: usize| -> anyhow::Result<f64> {
+                fields
+                    .get(i)
+                    .and_then(|f| f.parse().ok())
+                    .with_context(|| format!("bad number in {line:?}"))
+            };
+            return Ok(Row {
+                rps: num(rps)?,
+                p50_ms: num(p50)?,
+                p99_ms: num(p99)?,
+            });
+        }
+    }
+    bail!("redis-benchmark printed no {test} row")
+}
+
+fn median(mut rows: Vec<Row>) -> Row {
+    let mid = rows.len() / 2;
+    let pick = |rows: &mut Vec<Row>, key: fn(&Row) -> f64| {
+        rows.sort_by(|a, b| key(a).total_cmp(&key(b)));
+        key(&rows[mid])
+    };
+    Row {
+        rps: pick(&mut rows, |r| r.rps),
+        p50_ms: pick(&mut rows, |r| r.p50_ms),
+        p99_ms: pick(&mut rows, |r| r.p99_ms),
+    }
+}
+
+fn redis(args: RedisBenchArgs) -> anyhow::Result<()> {
+    which("redis-server")?;
+    which("redis-benchmark")?;
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let tmp = std::env::temp_dir().join(format!("ringkv-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let redis_port = free_port()?;
+    let ringkv_port = free_port()?;
+    let _redis = start_redis(&tmp, redis_port)?;
+    let _ringkv = start_ringkv(&tmp.join("ringkv"), ringkv_port, &args.sync)?;
+
+    let rows = [
+        ("SET", "set", 1),
+        ("GET", "get", 1),
+        ("SET", "set", args.pipeline),
+        ("GET", "get", args.pipeline),
+    ];
+    println!(
+        "redis-benchmark -n {} -r {} -d {} -c {} ; median of {} runs ; ringkv sync={}",
+        args.requests, args.keyspace, args.data_size, args.clients, args.runs, args.sync
+    );
+    println!(
+        "{:<10} {:>4} | {:>12} {:>8} {:>8} | {:>12} {:>8} {:>8} | {:>7} {:>7}",
+        "test", "P", "redis ops/s", "p50 ms", "p99 ms", "ringkv ops/s", "p50 ms", "p99 ms", "ops x", "p99 x"
+    );
+    for (name, test, pipeline) in rows {
+        let mut redis_rows = Vec::new();
+        let mut ringkv_rows = Vec::new();
+        for _ in 0..args.runs {
+            redis_rows.push(run_benchmark(redis_port, test, &args, pipeline)?);
+            ringkv_rows.push(run_benchmark(ringkv_port, test, &args, pipeline)?);
+        }
+        let r = median(redis_rows);
+        let k = median(ringkv_rows);
+        println!(
+            "{:<10} {:>4} | {:>12.0} {:>8.3} {:>8.3} | {:>12.0} {:>8.3} {:>8.3} | {:>7.2} {:>7.2}",
+            name,
+            pipeline,
+            r.rps,
+            r.p50_ms,
+            r.p99_ms,
+            k.rps,
+            k.p50_ms,
+            k.p99_ms,
+            k.rps / r.rps,
+            k.p99_ms / r.p99_ms.max(f64::EPSILON)
+        );
+    }
+    drop(_ringkv);
+    drop(_redis);
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_redis_benchmark_csv() {
+        let text = "\"test\",\"rps\",\"avg_latency_ms\",\"min_latency_ms\",\"p50_latency_ms\",\"p95_latency_ms\",\"p99_latency_ms\",\"max_latency_ms\"\n\"SET\",\"123456.79\",\"0.250\",\"0.080\",\"0.239\",\"0.367\",\"0.479\",\"1.655\"\n";
+        let row = parse_csv(text, "set").expect("parse");
+        assert!((row.rps - 123_456.79).abs() < 1e-6);
+        assert!((row.p50_ms - 0.239).abs() < 1e-9);
+        assert!((row.p99_ms - 0.479).abs() < 1e-9);
+        assert!(parse_csv(text, "get").is_err());
+    }
+
+    #[test]
+    fn median_is_per_column() {
+        let rows = vec![
+            Row { rps: 1.0, p50_ms: 9.0, p99_ms: 5.0 },
+            Row { rps: 3.0, p50_ms: 1.0, p99_ms: 4.0 },
+            Row { rps: 2.0, p50_ms: 5.0, p99_ms: 6.0 },
+        ];
+        let m = median(rows);
+        assert_eq!((m.rps, m.p50_ms, m.p99_ms), (2.0, 5.0, 5.0));
+    }
+}

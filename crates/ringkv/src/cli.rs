@@ -1,0 +1,150 @@
+//! Command-line surface: subcommands and the flags that override the config
+//! file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, SyncMode};
+
+#[derive(Debug, Parser)]
+#[command(name = "ringkv", version, about = "A leaderless, replicated key-value store")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one node.
+    Server(ServerArgs),
+    /// Run a local cluster on this machine with data in a local folder.
+    LocalCluster(LocalClusterArgs),
+    /// Show a node's status (over its HTTP port).
+    Status(AdminArgs),
+    /// Show token ownership of the ring (over a node's HTTP port).
+    Ring(AdminArgs),
+    /// Benchmarks against peers.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct NodeFlags {
+    /// TOML configuration file; flags override it.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Data directory.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Redis protocol listen address.
+    #[arg(long)]
+    pub resp_addr: Option<SocketAddr>,
+    /// HTTP listen address.
+    #[arg(long)]
+    pub http_addr: Option<SocketAddr>,
+    /// Node-to-node listen address.
+    #[arg(long)]
+    pub cluster_addr: Option<SocketAddr>,
+    /// Comma-separated cluster addresses of seed nodes.
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Option<Vec<String>>,
+    /// Commit-log sync mode: `always` or `periodic`.
+    #[arg(long, value_parser = parse_sync)]
+    pub sync: Option<SyncMode>,
+    /// Log filter, e.g. `info` or `ringkv_cluster=debug` (RUST_LOG overrides).
+    #[arg(long)]
+    pub log: Option<String>,
+}
+
+fn parse_sync(s: &str) -> Result<SyncMode, String> {
+    match s {
+        "always" => Ok(SyncMode::Always),
+        "periodic" => Ok(SyncMode::Periodic),
+        other => Err(format!("unknown sync mode {other:?} (always | periodic)")),
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    #[command(flatten)]
+    pub node: NodeFlags,
+    /// Print the merged configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LocalClusterArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
+    /// Folder holding every node's data directory.
+    #[arg(long, default_value = "ringkv-data")]
+    pub dir: PathBuf,
+    /// RESP port of the first node; node i listens on base + 10*i (HTTP on
+    /// base + 10*i + 1, cluster on base + 10*i + 2).
+    #[arg(long, default_value_t = 7379)]
+    pub base_port: u16,
+    #[command(flatten)]
+    pub node: NodeFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// A node's HTTP address.
+    #[arg(long, default_value = "127.0.0.1:7380")]
+    pub http: String,
+}
+
+impl NodeFlags {
+    /// Loads the config file (if any), applies the flags and validates.
+    pub fn resolve(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = &self.data_dir {
+            config.node.data_dir = v.clone();
+        }
+        if let Some(v) = self.resp_addr {
+            config.node.resp_addr = v;
+        }
+        if let Some(v) = self.http_addr {
+            config.node.http_addr = v;
+        }
+        if let Some(v) = self.cluster_addr {
+            config.node.cluster_addr = v;
+        }
+        if let Some(v) = &self.seeds {
+            config.node.seeds = v.clone();
+        }
+        if let Some(v) = self.sync {
+            config.storage.sync = v;
+        }
+        if let Some(v) = &self.log {
+            config.node.log = v.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Server(args) => {
+            let config = args.node.resolve()?;
+            if args.print_config {
+                print!("{}", toml::to_string_pretty(&config)?);
+                return Ok(());
+            }
+            crate::server::init_logging(&config.node.log);
+            crate::server::run_until_signal(config)
+        }
+        Command::LocalCluster(args) => crate::local_cluster::run(args),
+        Command::Status(args) => crate::status::status(&args.http),
+        Command::Ring(args) => crate::status::ring(&args.http),
+        Command::Bench(cmd) => crate::bench::run(cmd),
+    }
+}

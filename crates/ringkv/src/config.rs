@@ -1,0 +1,247 @@
+//! Node configuration: defaults, then the TOML file, then command-line flags.
+//!
+//! Every limit has a name and a default here; `ringkv server --print-config`
+//! shows the merged result. Unknown keys in the file are an error, so a typo
+//! never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeSection,
+    pub limits: LimitsSection,
+    pub storage: StorageSection,
+    pub cluster: ClusterSection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node: NodeSection::default(),
+            limits: LimitsSection::default(),
+            storage: StorageSection::default(),
+            cluster: ClusterSection::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    /// Where the node keeps its data, commit log and identity.
+    pub data_dir: PathBuf,
+    /// Redis protocol listener.
+    pub resp_addr: SocketAddr,
+    /// HTTP listener (REST, status, metrics).
+    pub http_addr: SocketAddr,
+    /// Node-to-node listener.
+    pub cluster_addr: SocketAddr,
+    /// Cluster addresses of nodes to contact on start.
+    pub seeds: Vec<String>,
+    /// Data center and rack of this node (replica placement).
+    pub dc: String,
+    pub rack: String,
+    /// Default log filter (`RUST_LOG` overrides it).
+    pub log: String,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("ringkv-data"),
+            resp_addr: SocketAddr::from(([127, 0, 0, 1], 7379)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 7380)),
+            cluster_addr: SocketAddr::from(([127, 0, 0, 1], 7381)),
+            seeds: Vec::new(),
+            dc: "dc1".into(),
+            rack: "rack1".into(),
+            log: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSection {
+    pub key_bytes_max: usize,
+    pub value_bytes_max: usize,
+    /// Largest RESP bulk string (covers values plus protocol slack).
+    pub bulk_bytes_max: usize,
+    /// Most arguments in one RESP command.
+    pub args_max: usize,
+    /// Longest inline (telnet-style) command line.
+    pub inline_bytes_max: usize,
+    /// Most client connections at once (RESP); the rest are refused.
+    pub connections_max: usize,
+    /// Most bytes buffered per connection before it is closed.
+    pub input_buffer_bytes_max: usize,
+    /// A connection idle this long is closed (slowloris guard); 0 disables.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            key_bytes_max: 1024,
+            value_bytes_max: 1024 * 1024,
+            bulk_bytes_max: 1024 * 1024 + 1024,
+            args_max: 1024 * 1024,
+            inline_bytes_max: 64 * 1024,
+            connections_max: 10_000,
+            input_buffer_bytes_max: 64 * 1024 * 1024,
+            idle_timeout_ms: 300_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Acknowledge after fsync (survives power loss).
+    Always,
+    /// Hand each write to the OS before acknowledging (survives kill -9) and
+    /// fsync every `sync_interval_ms`.
+    Periodic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Lz4,
+    Zstd,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSection {
+    pub sync: SyncMode,
+    pub sync_interval_ms: u64,
+    pub memtable_bytes_max: usize,
+    pub block_cache_bytes: usize,
+    pub compression: Compression,
+    pub bloom_bits_per_key: usize,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        Self {
+            sync: SyncMode::Periodic,
+            sync_interval_ms: 100,
+            memtable_bytes_max: 64 * 1024 * 1024,
+            block_cache_bytes: 256 * 1024 * 1024,
+            compression: Compression::Lz4,
+            bloom_bits_per_key: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Replication factor N.
+    pub replication_factor: usize,
+    /// Default read consistency (level name or count).
+    pub read: String,
+    /// Default write consistency (level name or count).
+    pub write: String,
+    pub siblings_max: usize,
+    pub tombstone_grace_ms: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        Self {
+            replication_factor: 3,
+            read: "QUORUM".into(),
+            write: "QUORUM".into(),
+            siblings_max: 64,
+            tombstone_grace_ms: 24 * 3600 * 1000,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; missing keys take their defaults.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+
+    /// Checks what serde cannot: relations between settings.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let l = &self.limits;
+        if l.key_bytes_max == 0 || l.value_bytes_max == 0 {
+            bail!("limits.key_bytes_max and limits.value_bytes_max must be positive");
+        }
+        if l.bulk_bytes_max < l.value_bytes_max.max(l.key_bytes_max) {
+            bail!(
+                "limits.bulk_bytes_max ({}) must be at least limits.value_bytes_max ({})",
+                l.bulk_bytes_max,
+                l.value_bytes_max
+            );
+        }
+        if l.input_buffer_bytes_max < l.bulk_bytes_max {
+            bail!("limits.input_buffer_bytes_max must be at least limits.bulk_bytes_max");
+        }
+        if l.connections_max == 0 || l.args_max == 0 {
+            bail!("limits.connections_max and limits.args_max must be positive");
+        }
+        let c = &self.cluster;
+        if c.replication_factor == 0 {
+            bail!("cluster.replication_factor must be at least 1");
+        }
+        for (name, level) in [("cluster.read", &c.read), ("cluster.write", &c.write)] {
+            if ringkv_cluster::Consistency::parse(level).is_none() {
+                bail!("{name}: unknown consistency level {level:?}");
+            }
+        }
+        if self.storage.sync == SyncMode::Periodic && self.storage.sync_interval_ms == 0 {
+            bail!("storage.sync_interval_ms must be positive with periodic sync");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_loopback() {
+        let c = Config::default();
+        c.validate().expect("defaults validate");
+        assert!(c.node.resp_addr.ip().is_loopback());
+        assert!(c.node.http_addr.ip().is_loopback());
+        assert!(c.node.cluster_addr.ip().is_loopback());
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_typos_are_errors() {
+        let c: Config = toml::from_str(
+            "[limits]\nvalue_bytes_max = 10\n[storage]\nsync = \"always\"\n",
+        )
+        .expect("parse");
+        assert_eq!(c.limits.value_bytes_max, 10);
+        assert_eq!(c.limits.key_bytes_max, 1024);
+        assert_eq!(c.storage.sync, SyncMode::Always);
+        let err = toml::from_str::<Config>("[limits]\nvalue_bytes_mx = 10\n");
+        assert!(err.is_err(), "unknown key must be refused");
+    }
+
+    #[test]
+    fn bad_relations_are_refused() {
+        let mut c = Config::default();
+        c.cluster.read = "MOST".into();
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.limits.bulk_bytes_max = 10;
+        assert!(c.validate().is_err());
+    }
+}

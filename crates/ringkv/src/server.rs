@@ -1,0 +1,248 @@
+//! Runs one node: opens storage, builds the coordinator, starts the front
+//! ends, and shuts everything down in order.
+//!
+//! Shutdown order: stop accepting (both front ends) -> let in-flight requests
+//! finish -> sync the commit log -> close the engine. A restart then finds
+//! every acknowledged write.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::Context;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use ringkv_cluster::store::EngineStore;
+use ringkv_cluster::{Consistency, Node, NodeConfig};
+use tokio::sync::watch;
+
+use crate::config::{Compression, Config, SyncMode};
+
+/// Sets up `tracing` once per process: `RUST_LOG` wins over `default`.
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true)
+        .try_init();
+}
+
+/// The process-wide Prometheus recorder.
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+                    0.05, 0.1, 0.25, 0.5, 1.0,
+                ])
+                .map(|b| b.build_recorder())
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+            let handle = recorder.handle();
+            // Another recorder may already be installed (tests in one
+            // process); the handle still renders this recorder's view.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// A node running inside this process.
+pub struct RunningNode {
+    pub node_id: u64,
+    pub resp_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningNode {
+    /// Stops the node gracefully and waits until its data is synced.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await.context("node task panicked")?
+    }
+}
+
+fn storage_options(config: &Config) -> ringkv_storage::Options {
+    let s = &config.storage;
+    ringkv_storage::Options {
+        sync: match s.sync {
+            SyncMode::Always => ringkv_storage::SyncMode::Always,
+            SyncMode::Periodic => ringkv_storage::SyncMode::Periodic {
+                interval_ms: s.sync_interval_ms,
+            },
+        },
+        memtable_bytes_max: s.memtable_bytes_max,
+        block_cache_bytes: s.block_cache_bytes,
+        compression: match s.compression {
+            Compression::None => ringkv_storage::Compression::None,
+            Compression::Lz4 => ringkv_storage::Compression::Lz4,
+            Compression::Zstd => ringkv_storage::Compression::Zstd,
+        },
+        bloom_bits_per_key: s.bloom_bits_per_key,
+        ..ringkv_storage::Options::default()
+    }
+}
+
+fn node_config(config: &Config) -> NodeConfig {
+    let c = &config.cluster;
+    NodeConfig {
+        key_bytes_max: config.limits.key_bytes_max,
+        value_bytes_max: config.limits.value_bytes_max,
+        replication_factor: c.replication_factor,
+        default_read: Consistency::parse(&c.read).unwrap_or(Consistency::Quorum),
+        default_write: Consistency::parse(&c.write).unwrap_or(Consistency::Quorum),
+        siblings_max: c.siblings_max,
+        tombstone_grace_ms: c.tombstone_grace_ms,
+    }
+}
+
+fn resp_config(config: &Config) -> ringkv_resp::RespConfig {
+    let l = &config.limits;
+    ringkv_resp::RespConfig {
+        connections_max: l.connections_max,
+        input_buffer_bytes_max: l.input_buffer_bytes_max,
+        bulk_bytes_max: l.bulk_bytes_max,
+        args_max: l.args_max,
+        inline_bytes_max: l.inline_bytes_max,
+        idle_timeout_ms: l.idle_timeout_ms,
+        ..ringkv_resp::RespConfig::default()
+    }
+}
+
+/// Opens storage and starts the front ends; returns once both listen.
+pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
+    let data_dir = config.node.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let node_id = ringkv_cluster::node_id::load_or_create(&data_dir)
+        .with_context(|| format!("reading node id in {}", data_dir.display()))?;
+    let clock = ringkv_env::SystemClock::shared();
+    let node_config = node_config(&config);
+    let store_dir = data_dir.join("store");
+    let options = storage_options(&config);
+    let engine = tokio::task::spawn_blocking({
+        let clock = clock.clone();
+        move || ringkv_storage::Engine::open_with(&store_dir, options, ringkv_storage::fs::real(), clock)
+    })
+    .await
+    .context("storage open task")?
+    .with_context(|| format!("opening storage in {}", data_dir.display()))?;
+    let store = EngineStore::new(engine, clock.clone(), node_config.tombstone_grace_ms);
+    let node = Arc::new(Node::new(node_id, store, clock, node_config));
+
+    let resp_listener = tokio::net::TcpListener::bind(config.node.resp_addr)
+        .await
+        .with_context(|| format!("binding RESP address {}", config.node.resp_addr))?;
+    let http_listener = tokio::net::TcpListener::bind(config.node.http_addr)
+        .await
+        .with_context(|| format!("binding HTTP address {}", config.node.http_addr))?;
+    let resp_addr = resp_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+
+    let (shutdown, watch_rx) = watch::channel(false);
+    let wait_for = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let handle = metrics_handle();
+    let render: ringkv_http::MetricsRender = Arc::new(move || handle.render());
+    let http_config = ringkv_http::HttpConfig {
+        body_bytes_max: config.limits.value_bytes_max + 4096,
+    };
+    let router = ringkv_http::router(Arc::clone(&node), render, &http_config);
+    let http_task = tokio::spawn(ringkv_http::serve(
+        http_listener,
+        router,
+        wait_for(watch_rx.clone()),
+    ));
+    let resp_task = tokio::spawn(ringkv_resp::serve(
+        resp_listener,
+        Arc::clone(&node),
+        resp_config(&config),
+        wait_for(watch_rx.clone()),
+    ));
+    tracing::info!(
+        node = %ringkv_cluster::node_id::display(node_id),
+        %resp_addr,
+        %http_addr,
+        data_dir = %data_dir.display(),
+        "node serving"
+    );
+
+    let task = tokio::spawn(async move {
+        let resp = resp_task.await.context("RESP server task")?;
+        let http = http_task.await.context("HTTP server task")?;
+        // Front ends have drained: make everything acknowledged durable.
+        let flushed = {
+            let node = Arc::clone(&node);
+            tokio::task::spawn_blocking(move || node.store().close())
+                .await
+                .context("storage close task")?
+        };
+        resp.context("RESP server")?;
+        http.context("HTTP server")?;
+        flushed.context("closing storage")?;
+        tracing::info!("node stopped; storage synced and closed");
+        Ok(())
+    });
+
+    Ok(RunningNode {
+        node_id,
+        resp_addr,
+        http_addr,
+        shutdown,
+        task,
+    })
+}
+
+/// Builds the runtime.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ringkv")
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT: shutting down"),
+        _ = term => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+/// `ringkv server`: runs one node until SIGINT/SIGTERM.
+pub fn run_until_signal(config: Config) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let node = start(config).await?;
+        println!(
+            "ringkv node {} ready: redis-cli -p {}  |  curl http://{}/v1/status",
+            ringkv_cluster::node_id::display(node.node_id),
+            node.resp_addr.port(),
+            node.http_addr
+        );
+        shutdown_signal().await;
+        node.stop().await
+    })
+}

@@ -1,0 +1,134 @@
+//! Real clients against a real node: redis-cli and Python's `redis` package
+//! (which speaks RESP3 through HELLO 3 by default). When the tools are
+//! missing these tests skip with a note, unless RINGKV_REQUIRE_TOOLS=1 (CI),
+//! where a missing tool is a failure.
+
+mod common;
+
+use std::process::Command;
+
+use common::{NodeProc, have, tools_required};
+
+fn tool_present(tool: &str) -> bool {
+    if have(tool) {
+        return true;
+    }
+    assert!(
+        !tools_required(),
+        "{tool} is required (RINGKV_REQUIRE_TOOLS=1) but missing"
+    );
+    eprintln!("skipping: {tool} not installed");
+    false
+}
+
+fn redis_cli(node: &NodeProc, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &node.resp.port().to_string(), "-h", "127.0.0.1"])
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+#[test]
+fn redis_cli_drives_the_node() {
+    if !tool_present("redis-cli") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = NodeProc::start(dir.path(), &[]);
+    assert_eq!(redis_cli(&node, &["PING"]), "PONG");
+    assert_eq!(redis_cli(&node, &["SET", "greeting", "hello", "EX", "60"]), "OK");
+    assert_eq!(redis_cli(&node, &["GET", "greeting"]), "hello");
+    let ttl: i64 = redis_cli(&node, &["TTL", "greeting"]).parse().expect("ttl");
+    assert!((59..=60).contains(&ttl));
+    assert_eq!(redis_cli(&node, &["MSET", "a", "1", "b", "2"]), "OK");
+    assert_eq!(redis_cli(&node, &["MGET", "a", "b", "nope"]), "1\n2\n");
+    assert_eq!(redis_cli(&node, &["EXISTS", "a", "b", "nope"]), "2");
+    assert_eq!(redis_cli(&node, &["DEL", "a", "nope"]), "1");
+    assert_eq!(redis_cli(&node, &["DBSIZE"]), "2");
+    let err = redis_cli(&node, &["INCR", "b"]);
+    assert!(err.contains("ERR") && err.contains("INCR"), "{err}");
+    let err = redis_cli(&node, &["NOSUCHCMD", "x"]);
+    assert!(err.starts_with("ERR unknown command"), "{err}");
+    let info = redis_cli(&node, &["INFO", "keyspace"]);
+    assert!(info.contains("db0:keys="), "{info}");
+    // The interactive mode's first requests (COMMAND DOCS) must not break it.
+    let out = Command::new("redis-cli")
+        .args(["-p", &node.resp.port().to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            if let Some(stdin) = child.stdin.as_mut() {
+                stdin.write_all(b"GET greeting\nQUIT\n")?;
+            }
+            child.wait_with_output()
+        })
+        .expect("interactive redis-cli");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("hello"), "interactive output: {text}");
+}
+
+const PY_CLIENT: &str = r#"
+import sys, redis
+port = int(sys.argv[1])
+r = redis.Redis(host="127.0.0.1", port=port, protocol=int(sys.argv[2]))
+assert r.ping()
+assert r.set("py:k", b"\x00\xffbin") is True
+assert r.get("py:k") == b"\x00\xffbin", r.get("py:k")
+assert r.set("py:k", "new", nx=True) is None
+assert r.set("py:k", "v2", xx=True, get=True) == b"\x00\xffbin"
+assert r.mset({"py:a": "1", "py:b": "2"}) is True
+assert r.mget(["py:a", "py:b", "py:none"]) == [b"1", b"2", None]
+assert r.expire("py:a", 100) is True
+assert 99 <= r.ttl("py:a") <= 100
+assert r.delete("py:a", "py:b", "py:none") == 2
+assert r.exists("py:a") == 0
+p = r.pipeline(transaction=False)
+for i in range(100):
+    p.set(f"py:p{i}", i)
+assert all(p.execute())
+assert r.get("py:p99") == b"99"
+try:
+    r.incr("py:p1")
+    raise SystemExit("INCR must be refused")
+except redis.ResponseError as e:
+    assert "INCR" in str(e), e
+info = r.info("server")
+assert "redis_version" in info or "ringkv_version" in info, info
+print("python ok")
+"#;
+
+#[test]
+fn python_redis_client_works_in_resp2_and_resp3() {
+    if !tool_present("python3") {
+        return;
+    }
+    let has_module = Command::new("python3")
+        .args(["-c", "import redis"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_module {
+        assert!(!tools_required(), "Python's redis package is required but missing");
+        eprintln!("skipping: Python's redis package not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = NodeProc::start(dir.path(), &[]);
+    for protocol in ["2", "3"] {
+        let out = Command::new("python3")
+            .args(["-c", PY_CLIENT, &node.resp.port().to_string(), protocol])
+            .output()
+            .expect("run python");
+        assert!(
+            out.status.success(),
+            "python client (RESP{protocol}) failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("python ok"));
+    }
+}
