@@ -17,6 +17,7 @@
 pub mod api;
 pub mod node;
 pub mod node_id;
+pub mod ring;
 pub mod store;
 pub mod version;
 

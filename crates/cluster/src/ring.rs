@@ -1,0 +1,497 @@
+//! The ring: consistent hashing with virtual nodes, weights, and replica
+//! placement across racks and data centers.
+//!
+//! # Tokens (part of the on-disk and wire contract: do not change)
+//! A key's token is `xxh3_64(key)` with seed 0, a `u64`. The ring is the
+//! circle of `u64` values. A virtual node is one token owned by a physical
+//! node; it owns the range `(previous token, token]`, wrapping at `u64::MAX`.
+//!
+//! # Token allocation
+//! Tokens are state, not derived: they are chosen once when a node joins and
+//! spread by gossip with the rest of the ring. A joining node with weight `w`
+//! takes `w * tokens_per_weight` tokens; each splits, at its midpoint, the
+//! largest range owned by the node that is currently most over its fair share
+//! (ownership / weight). This keeps primary ownership within a few percent of
+//! proportional to weight and makes a join take about `1/(n+1)` of the keys,
+//! all from the nodes that had the most.
+//!
+//! # Placement
+//! The preference list of a token walks the ring clockwise from the token's
+//! range and, per data center, picks `rf[dc]` distinct physical nodes,
+//! preferring racks not used yet in that DC (as Cassandra's
+//! NetworkTopologyStrategy does); when a DC has fewer racks than replicas, the
+//! skipped nodes fill the remaining places in ring order.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// A key's position on the ring.
+pub type Token = u64;
+
+/// The token of a key: `xxh3_64(key)`, seed 0. Do not change: on disk and on
+/// the wire.
+pub fn token_of(key: &[u8]) -> Token {
+    xxhash_rust::xxh3::xxh3_64(key)
+}
+
+/// A physical node as the ring sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingNode {
+    pub id: u64,
+    pub dc: String,
+    pub rack: String,
+    /// Relative capacity; a node of weight 2 owns twice the share of weight 1.
+    pub weight: u32,
+}
+
+/// Replication factor per data center.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replication {
+    pub per_dc: BTreeMap<String, usize>,
+}
+
+impl Replication {
+    /// The same factor in one data center.
+    pub fn simple(dc: &str, n: usize) -> Self {
+        Self {
+            per_dc: BTreeMap::from([(dc.to_string(), n)]),
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.per_dc.values().sum()
+    }
+}
+
+/// Errors of ring changes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RingError {
+    #[error("node {0:016x} is already in the ring")]
+    AlreadyMember(u64),
+    #[error("node {0:016x} is not in the ring")]
+    NotMember(u64),
+    #[error("weight must be between 1 and {max}", max = WEIGHT_MAX)]
+    BadWeight,
+    #[error("the ring has no free token left near a split point")]
+    TokenSpaceExhausted,
+}
+
+/// Largest accepted node weight.
+pub const WEIGHT_MAX: u32 = 64;
+
+/// The token ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ring {
+    /// Token -> owning node id, sorted.
+    tokens: BTreeMap<Token, u64>,
+    nodes: BTreeMap<u64, RingNode>,
+    tokens_per_weight: usize,
+}
+
+impl Ring {
+    pub fn new(tokens_per_weight: usize) -> Self {
+        Self {
+            tokens: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            tokens_per_weight: tokens_per_weight.max(1),
+        }
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = &RingNode> {
+        self.nodes.values()
+    }
+
+    pub fn node(&self, id: u64) -> Option<&RingNode> {
+        self.nodes.get(&id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Every (token, owner) pair in token order.
+    pub fn tokens(&self) -> impl Iterator<Item = (Token, u64)> + '_ {
+        self.tokens.iter().map(|(&t, &n)| (t, n))
+    }
+
+    /// The tokens a node owns.
+    pub fn tokens_of(&self, id: u64) -> Vec<Token> {
+        self.tokens
+            .iter()
+            .filter(|&(_, &n)| n == id)
+            .map(|(&t, _)| t)
+            .collect()
+    }
+
+    /// Adds a node with tokens chosen to even out ownership; returns them.
+    pub fn add_node(&mut self, node: RingNode) -> Result<Vec<Token>, RingError> {
+        if self.nodes.contains_key(&node.id) {
+            return Err(RingError::AlreadyMember(node.id));
+        }
+        if node.weight == 0 || node.weight > WEIGHT_MAX {
+            return Err(RingError::BadWeight);
+        }
+        let count = node.weight as usize * self.tokens_per_weight;
+        let tokens = self.allocate(node.id, node.weight, count)?;
+        self.insert_with_tokens(node, &tokens)?;
+        Ok(tokens)
+    }
+
+    /// Adds a node with known tokens (from gossip or the node's own state).
+    pub fn insert_with_tokens(
+        &mut self,
+        node: RingNode,
+        tokens: &[Token],
+    ) -> Result<(), RingError> {
+        if self.nodes.contains_key(&node.id) {
+            return Err(RingError::AlreadyMember(node.id));
+        }
+        for &t in tokens {
+            self.tokens.entry(t).or_insert(node.id);
+        }
+        self.nodes.insert(node.id, node);
+        Ok(())
+    }
+
+    pub fn remove_node(&mut self, id: u64) -> Result<RingNode, RingError> {
+        let node = self.nodes.remove(&id).ok_or(RingError::NotMember(id))?;
+        self.tokens.retain(|_, n| *n != id);
+        Ok(node)
+    }
+
+    /// The size of the range ending at `token` (the distance from the
+    /// previous token), as a u128 so that a one-token ring owns 2^64.
+    fn range_len(&self, token: Token) -> u128 {
+        let prev = self
+            .tokens
+            .range(..token)
+            .next_back()
+            .or_else(|| self.tokens.iter().next_back())
+            .map(|(&t, _)| t);
+        match prev {
+            Some(p) if p < token => u128::from(token - p),
+            Some(p) if p > token => (1u128 << 64) - u128::from(p) + u128::from(token),
+            _ => 1u128 << 64,
+        }
+    }
+
+    /// Primary ownership of each node, as a fraction of the ring.
+    pub fn ownership(&self) -> HashMap<u64, f64> {
+        let mut owned: HashMap<u64, u128> = self.nodes.keys().map(|&id| (id, 0)).collect();
+        for (&t, &n) in &self.tokens {
+            *owned.entry(n).or_default() += self.range_len(t);
+        }
+        let total = (1u128 << 64) as f64;
+        owned
+            .into_iter()
+            .map(|(id, o)| (id, o as f64 / total))
+            .collect()
+    }
+
+    fn allocate(&self, id: u64, weight: u32, count: usize) -> Result<Vec<Token>, RingError> {
+        if self.tokens.is_empty() {
+            // The first node: evenly spaced tokens, offset by its id so two
+            // independently started rings do not collide.
+            let step = u64::MAX / count as u64;
+            let offset = id % step.max(1);
+            return Ok((0..count as u64)
+                .map(|i| offset.wrapping_add(i * step))
+                .collect());
+        }
+        // Working copy: ranges per owner, largest first on demand.
+        let mut tokens = self.tokens.clone();
+        let mut owned: HashMap<u64, u128> = HashMap::new();
+        for &t in tokens.keys() {
+            let owner = tokens[&t];
+            *owned.entry(owner).or_default() += self.range_len(t);
+        }
+        let weights: HashMap<u64, u32> = self
+            .nodes
+            .values()
+            .map(|n| (n.id, n.weight))
+            .chain(std::iter::once((id, weight)))
+            .collect();
+        let total_weight: u64 = weights.values().map(|&w| u64::from(w)).sum();
+        let ring = 1u128 << 64;
+        let fair = |n: u64| ring * u128::from(weights[&n]) / u128::from(total_weight);
+        let target = fair(id);
+        // Each token takes about an equal slice of the new node's share.
+        let chunk = (target / count as u128).max(1);
+        let mut taken: u128 = 0;
+        let mut chosen = Vec::with_capacity(count);
+        // Small excesses can make a token take less than a chunk: allow a
+        // few extra tokens to reach the share, never unboundedly many.
+        let tokens_max = count * 2;
+        while taken + chunk / 2 < target && chosen.len() < tokens_max {
+            // The most over-served node, by ownership beyond its fair share.
+            let victim = owned
+                .iter()
+                .filter(|&(&n, _)| n != id)
+                .map(|(&n, &o)| (n, o.saturating_sub(fair(n))))
+                .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)));
+            let Some((victim, excess)) = victim else {
+                break;
+            };
+            if excess == 0 {
+                break;
+            }
+            // Its largest range.
+            let (end, len) = tokens
+                .iter()
+                .filter(|&(_, &n)| n == victim)
+                .map(|(&t, _)| (t, range_len_in(&tokens, t)))
+                .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+                .ok_or(RingError::TokenSpaceExhausted)?;
+            let take = chunk
+                .min(excess)
+                .min(target - taken)
+                .min(len.saturating_sub(1));
+            if take == 0 {
+                return Err(RingError::TokenSpaceExhausted);
+            }
+            // The new token ends the first `take` of the range: the new node
+            // owns (start, start + take], the victim keeps the rest.
+            let start = (u128::from(end) + ring - len) % ring;
+            let cut = ((start + take) % ring) as u64;
+            if tokens.contains_key(&cut) {
+                return Err(RingError::TokenSpaceExhausted);
+            }
+            tokens.insert(cut, id);
+            *owned.entry(victim).or_default() -= take;
+            *owned.entry(id).or_default() += take;
+            taken += take;
+            chosen.push(cut);
+        }
+        chosen.sort_unstable();
+        Ok(chosen)
+    }
+
+    /// The owners of a token's range in walk order: every physical node at
+    /// most once, starting with the primary.
+    fn walk(&self, token: Token) -> impl Iterator<Item = u64> + '_ {
+        let mut seen = HashSet::new();
+        self.tokens
+            .range(token..)
+            .chain(self.tokens.range(..token))
+            .map(|(_, &n)| n)
+            .filter(move |n| seen.insert(*n))
+    }
+
+    /// The preference list of `token`: per data center, `rf[dc]` distinct
+    /// nodes, racks spread first. Ordered by ring walk.
+    pub fn preference_list(&self, token: Token, replication: &Replication) -> Vec<u64> {
+        let mut chosen: Vec<u64> = Vec::new();
+        let mut per_dc: HashMap<&str, usize> = HashMap::new();
+        let mut racks: HashMap<&str, HashSet<&str>> = HashMap::new();
+        let mut skipped: HashMap<&str, Vec<u64>> = HashMap::new();
+        let racks_in_dc: HashMap<&str, usize> = {
+            let mut m: HashMap<&str, HashSet<&str>> = HashMap::new();
+            for n in self.nodes.values() {
+                m.entry(n.dc.as_str()).or_default().insert(n.rack.as_str());
+            }
+            m.into_iter().map(|(dc, r)| (dc, r.len())).collect()
+        };
+        for id in self.walk(token) {
+            let Some(node) = self.nodes.get(&id) else {
+                continue;
+            };
+            let dc = node.dc.as_str();
+            let want = replication.per_dc.get(dc).copied().unwrap_or(0);
+            let have = per_dc.get(dc).copied().unwrap_or(0);
+            if have >= want {
+                continue;
+            }
+            let used = racks.entry(dc).or_default();
+            let all_racks_used = used.len() >= racks_in_dc.get(dc).copied().unwrap_or(0);
+            if used.contains(node.rack.as_str()) && !all_racks_used {
+                skipped.entry(dc).or_default().push(id);
+                continue;
+            }
+            used.insert(node.rack.as_str());
+            chosen.push(id);
+            *per_dc.entry(dc).or_default() += 1;
+        }
+        // Fill from skipped nodes where a DC has fewer racks than replicas.
+        for (dc, ids) in skipped {
+            let want = replication.per_dc.get(dc).copied().unwrap_or(0);
+            for id in ids {
+                if per_dc.get(dc).copied().unwrap_or(0) >= want {
+                    break;
+                }
+                chosen.push(id);
+                *per_dc.entry(dc).or_default() += 1;
+            }
+        }
+        // Present in ring-walk order.
+        let order: HashMap<u64, usize> =
+            self.walk(token).enumerate().map(|(i, n)| (n, i)).collect();
+        chosen.sort_by_key(|n| order.get(n).copied().unwrap_or(usize::MAX));
+        chosen
+    }
+}
+
+fn range_len_in(tokens: &BTreeMap<Token, u64>, token: Token) -> u128 {
+    let prev = tokens
+        .range(..token)
+        .next_back()
+        .or_else(|| tokens.iter().next_back())
+        .map(|(&t, _)| t);
+    match prev {
+        Some(p) if p < token => u128::from(token - p),
+        Some(p) if p > token => (1u128 << 64) - u128::from(p) + u128::from(token),
+        _ => 1u128 << 64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn node(id: u64, dc: &str, rack: &str) -> RingNode {
+        RingNode {
+            id,
+            dc: dc.into(),
+            rack: rack.into(),
+            weight: 1,
+        }
+    }
+
+    fn ring_of(n: u64, racks: u64) -> Ring {
+        let mut ring = Ring::new(64);
+        for i in 1..=n {
+            ring.add_node(node(i * 7919, "dc1", &format!("r{}", i % racks)))
+                .expect("add");
+        }
+        ring
+    }
+
+    #[test]
+    fn token_hash_is_stable() {
+        // Pinned: changing the hash would move every key on disk.
+        assert_eq!(token_of(b""), 0x2d06_8005_38d3_94c2);
+        assert_eq!(token_of(b"ringkv"), xxhash_rust::xxh3::xxh3_64(b"ringkv"));
+    }
+
+    #[test]
+    fn ten_equal_nodes_balance_within_ten_percent() {
+        let ring = ring_of(10, 3);
+        let own = ring.ownership();
+        let max = own.values().cloned().fold(0.0, f64::max);
+        let min = own.values().cloned().fold(1.0, f64::min);
+        assert!(max / min <= 1.10, "max {max} min {min}");
+        let sum: f64 = own.values().sum();
+        assert!((sum - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn weight_two_owns_about_twice() {
+        let mut ring = ring_of(4, 4);
+        ring.add_node(RingNode {
+            weight: 2,
+            ..node(99, "dc1", "r9")
+        })
+        .expect("add");
+        let own = ring.ownership();
+        let heavy = own[&99];
+        let light: f64 = own
+            .iter()
+            .filter(|(id, _)| **id != 99)
+            .map(|(_, o)| o)
+            .sum::<f64>()
+            / 4.0;
+        let ratio = heavy / light;
+        assert!((1.8..=2.2).contains(&ratio), "ratio {ratio}");
+    }
+
+    #[test]
+    fn join_moves_about_one_over_n_plus_one() {
+        let before = ring_of(4, 2);
+        let mut after = before.clone();
+        after.add_node(node(12345, "dc1", "r0")).expect("add");
+        let rf = Replication::simple("dc1", 1);
+        let keys = 20_000u64;
+        let moved = (0..keys)
+            .filter(|i| {
+                let t = token_of(&i.to_le_bytes());
+                before.preference_list(t, &rf) != after.preference_list(t, &rf)
+            })
+            .count() as f64
+            / keys as f64;
+        // Ideal: 1/5 = 0.2. Every moved key goes to the new node.
+        assert!((0.17..=0.23).contains(&moved), "moved {moved}");
+        for i in 0..keys {
+            let t = token_of(&i.to_le_bytes());
+            let (b, a) = (
+                before.preference_list(t, &rf),
+                after.preference_list(t, &rf),
+            );
+            if b != a {
+                assert_eq!(a, vec![12345], "a moved key went to an old node");
+            }
+        }
+    }
+
+    #[test]
+    fn racks_are_spread_and_dcs_get_their_count() {
+        let mut ring = Ring::new(16);
+        for i in 0..6u64 {
+            ring.add_node(node(100 + i, "east", &format!("e{}", i % 3)))
+                .expect("add");
+            ring.add_node(node(200 + i, "west", "w0")).expect("add");
+        }
+        let rf = Replication {
+            per_dc: BTreeMap::from([("east".into(), 3), ("west".into(), 2)]),
+        };
+        for k in 0..500u64 {
+            let list = ring.preference_list(token_of(&k.to_le_bytes()), &rf);
+            assert_eq!(list.len(), 5);
+            let east: Vec<_> = list.iter().filter(|&&n| n < 200).collect();
+            let west: Vec<_> = list.iter().filter(|&&n| n >= 200).collect();
+            assert_eq!((east.len(), west.len()), (3, 2));
+            let racks: HashSet<_> = east
+                .iter()
+                .map(|&&n| ring.node(n).map(|x| x.rack.clone()))
+                .collect();
+            assert_eq!(racks.len(), 3, "east replicas share a rack: {list:?}");
+        }
+    }
+
+    #[test]
+    fn removing_a_node_gives_its_ranges_to_the_others() {
+        let mut ring = ring_of(5, 5);
+        let gone = 3 * 7919;
+        ring.remove_node(gone).expect("remove");
+        assert!(ring.tokens().all(|(_, n)| n != gone));
+        assert_eq!(ring.remove_node(gone), Err(RingError::NotMember(gone)));
+        let own = ring.ownership();
+        assert_eq!(own.len(), 4);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn preference_lists_have_n_distinct_nodes(
+            n in 1u64..12, racks in 1u64..4, rf in 1usize..5, key in any::<u64>()
+        ) {
+            let ring = ring_of(n, racks);
+            let list = ring.preference_list(token_of(&key.to_le_bytes()), &Replication::simple("dc1", rf));
+            prop_assert_eq!(list.len(), rf.min(n as usize));
+            let distinct: HashSet<_> = list.iter().collect();
+            prop_assert_eq!(distinct.len(), list.len());
+            // Racks are spread as far as they go.
+            let used: HashSet<_> = list.iter().filter_map(|&id| ring.node(id).map(|x| x.rack.clone())).collect();
+            let racks_present: HashSet<_> = ring.nodes().map(|x| x.rack.clone()).collect();
+            prop_assert_eq!(used.len(), list.len().min(racks_present.len()));
+            // The primary owns the token's range.
+            let t = token_of(&key.to_le_bytes());
+            let primary = ring.tokens().find(|&(tok, _)| tok >= t).or_else(|| ring.tokens().next()).map(|(_, n)| n);
+            if rf >= 1 && racks_present.len() >= list.len() {
+                prop_assert_eq!(list.first().copied(), primary);
+            }
+        }
+    }
+}
