@@ -15,10 +15,12 @@
 //! - [`node_id`]: a node's stable identity, kept in its data directory.
 
 pub mod api;
+pub mod message;
 pub mod node;
 pub mod node_id;
 pub mod ring;
 pub mod store;
+pub mod transport;
 pub mod version;
 
 pub use api::{

@@ -1,0 +1,424 @@
+//! Node-to-node messages and their wire format.
+//!
+//! # Frame (format version 1; do not change without bumping the version)
+//! ```text
+//! frame    := len:u32be payload                 len <= frame_bytes_max
+//! payload  := magic:u16be=0x524B ("RK") version:u8=1 kind:u8 id:u64le body
+//! kind     := 0 request | 1 response | 2 hello
+//! body     := postcard(Request) | postcard(Response) | postcard(Hello)
+//! ```
+//! `id` pairs a response with its request on a multiplexed connection (the
+//! hello uses 0). The first frame each side sends on a new connection is a
+//! hello naming the cluster and the sender; a peer of another cluster, or
+//! speaking another version, is disconnected.
+//!
+//! Bodies are postcard (a stable, documented serde format). Every field that
+//! carries ringkv data is validated on decode: records are decoded with
+//! [`SiblingSet::decode`](crate::SiblingSet::decode) by their users, version
+//! vectors through [`VersionVector`]'s checked conversion.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::api::{Condition, Consistency, Expiry};
+use crate::version::VersionVector;
+
+/// Magic number opening every payload: "RK".
+pub const FRAME_MAGIC: u16 = 0x524B;
+/// Wire format version.
+pub const WIRE_VERSION: u8 = 1;
+/// Fixed header bytes before the body.
+pub const HEADER_BYTES: usize = 2 + 1 + 1 + 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Request = 0,
+    Response = 1,
+    Hello = 2,
+}
+
+/// The first frame on a connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub cluster: String,
+    pub node_id: u64,
+}
+
+/// A node's life cycle in the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeStatus {
+    /// Owns tokens, serves reads and writes.
+    Normal,
+    /// Taking ownership (streaming in); receives writes for its ranges.
+    Joining,
+    /// Handing its ranges away (decommission).
+    Leaving,
+    /// Gone from the ring.
+    Left,
+}
+
+/// Load figures a node gossips about itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Load {
+    /// Client operations per second coordinated, over the last interval.
+    pub ops_per_sec: u64,
+    /// p99 latency of coordinated operations, microseconds.
+    pub p99_us: u64,
+    /// Bytes on disk.
+    pub disk_bytes: u64,
+    /// Estimated stored keys.
+    pub keys: u64,
+}
+
+/// What a node says about itself through gossip. A state with a greater
+/// `(generation, heartbeat)` replaces an older one whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeState {
+    pub id: u64,
+    /// Start time (ms) of this incarnation: a restarted node outranks every
+    /// heartbeat of its previous life.
+    pub generation: u64,
+    /// Bumped every gossip round by the node itself.
+    pub heartbeat: u64,
+    pub cluster_addr: String,
+    pub resp_addr: String,
+    pub http_addr: String,
+    pub dc: String,
+    pub rack: String,
+    pub weight: u32,
+    pub tokens: Vec<u64>,
+    pub status: NodeStatus,
+    pub load: Load,
+}
+
+impl NodeState {
+    /// The version of this state for gossip merges.
+    pub fn version(&self) -> (u64, u64) {
+        (self.generation, self.heartbeat)
+    }
+}
+
+/// A version vector on the wire, validated on decode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WireContext(pub Bytes);
+
+impl WireContext {
+    pub fn from_vv(vv: &VersionVector) -> Self {
+        Self(Bytes::from(vv.encode_context()))
+    }
+
+    pub fn to_vv(&self) -> Result<VersionVector, crate::version::DecodeError> {
+        VersionVector::decode_context(&self.0)
+    }
+}
+
+/// A client write forwarded to a replica that coordinates it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardedWrite {
+    pub key: Bytes,
+    pub op: WriteOp,
+    pub consistency: Option<WireConsistency>,
+    pub context: Option<WireContext>,
+    pub condition: WireCondition,
+    pub return_previous: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteOp {
+    Put { value: Bytes, expiry: WireExpiry },
+    Delete,
+    SetExpiry { expiry: WireExpiry },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireConsistency {
+    One,
+    Two,
+    Three,
+    Quorum,
+    All,
+    LocalOne,
+    LocalQuorum,
+    EachQuorum,
+    Count(u8),
+}
+
+impl From<Consistency> for WireConsistency {
+    fn from(c: Consistency) -> Self {
+        match c {
+            Consistency::One => Self::One,
+            Consistency::Two => Self::Two,
+            Consistency::Three => Self::Three,
+            Consistency::Quorum => Self::Quorum,
+            Consistency::All => Self::All,
+            Consistency::LocalOne => Self::LocalOne,
+            Consistency::LocalQuorum => Self::LocalQuorum,
+            Consistency::EachQuorum => Self::EachQuorum,
+            Consistency::Count(n) => Self::Count(n),
+        }
+    }
+}
+
+impl From<WireConsistency> for Consistency {
+    fn from(c: WireConsistency) -> Self {
+        match c {
+            WireConsistency::One => Self::One,
+            WireConsistency::Two => Self::Two,
+            WireConsistency::Three => Self::Three,
+            WireConsistency::Quorum => Self::Quorum,
+            WireConsistency::All => Self::All,
+            WireConsistency::LocalOne => Self::LocalOne,
+            WireConsistency::LocalQuorum => Self::LocalQuorum,
+            WireConsistency::EachQuorum => Self::EachQuorum,
+            WireConsistency::Count(n) => Self::Count(n),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireCondition {
+    Always,
+    IfAbsent,
+    IfPresent,
+}
+
+impl From<Condition> for WireCondition {
+    fn from(c: Condition) -> Self {
+        match c {
+            Condition::Always => Self::Always,
+            Condition::IfAbsent => Self::IfAbsent,
+            Condition::IfPresent => Self::IfPresent,
+        }
+    }
+}
+
+impl From<WireCondition> for Condition {
+    fn from(c: WireCondition) -> Self {
+        match c {
+            WireCondition::Always => Self::Always,
+            WireCondition::IfAbsent => Self::IfAbsent,
+            WireCondition::IfPresent => Self::IfPresent,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireExpiry {
+    Never,
+    At(u64),
+    Keep,
+}
+
+impl From<Expiry> for WireExpiry {
+    fn from(e: Expiry) -> Self {
+        match e {
+            Expiry::Never => Self::Never,
+            Expiry::At(t) => Self::At(t),
+            Expiry::Keep => Self::Keep,
+        }
+    }
+}
+
+impl From<WireExpiry> for Expiry {
+    fn from(e: WireExpiry) -> Self {
+        match e {
+            WireExpiry::Never => Self::Never,
+            WireExpiry::At(t) => Self::At(t),
+            WireExpiry::Keep => Self::Keep,
+        }
+    }
+}
+
+/// A request from one node to another.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    Ping,
+    /// Push-pull gossip: the sender's view; the answer is the receiver's.
+    Gossip {
+        states: Vec<NodeState>,
+    },
+    /// Read this replica's record of a key.
+    Read {
+        key: Bytes,
+    },
+    /// Merge this record (an encoded sibling set) into the replica's own.
+    Merge {
+        key: Bytes,
+        record: Bytes,
+    },
+    /// Coordinate this client write as a replica of its key.
+    Coordinate(ForwardedWrite),
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    Pong,
+    Gossip {
+        states: Vec<NodeState>,
+    },
+    /// The replica's record, if it has one.
+    Record(Option<Bytes>),
+    Merged,
+    /// The outcome of a coordinated write.
+    Coordinated(CoordinatedOutcome),
+    /// The request failed; `code` is a [`KvError`](crate::KvError) code.
+    Error {
+        code: String,
+        message: String,
+    },
+}
+
+/// A coordinated write's outcome, on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinatedOutcome {
+    pub applied: bool,
+    /// The previous resolved value: (value, hlc, actor, expires_at_ms).
+    pub previous: Option<(Bytes, u64, u64, Option<u64>)>,
+}
+
+/// A malformed or foreign frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("frame shorter than its header")]
+    Short,
+    #[error("bad magic {0:#06x}")]
+    BadMagic(u16),
+    #[error("unsupported wire version {0}")]
+    Version(u8),
+    #[error("unknown frame kind {0}")]
+    Kind(u8),
+    #[error("body does not decode: {0}")]
+    Body(String),
+    #[error("body does not encode: {0}")]
+    Encode(String),
+}
+
+/// Encodes one payload (the length prefix is the codec's).
+pub fn encode<T: Serialize>(kind: Kind, id: u64, body: &T) -> Result<Bytes, WireError> {
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_u16(FRAME_MAGIC);
+    buf.put_u8(WIRE_VERSION);
+    buf.put_u8(kind as u8);
+    buf.put_u64_le(id);
+    let body = postcard::to_allocvec(body).map_err(|e| WireError::Encode(e.to_string()))?;
+    buf.extend_from_slice(&body);
+    Ok(buf.freeze())
+}
+
+/// Splits a payload into its kind, id and body bytes.
+pub fn decode_header(mut payload: Bytes) -> Result<(Kind, u64, Bytes), WireError> {
+    if payload.len() < HEADER_BYTES {
+        return Err(WireError::Short);
+    }
+    let magic = payload.get_u16();
+    if magic != FRAME_MAGIC {
+        return Err(WireError::BadMagic(magic));
+    }
+    let version = payload.get_u8();
+    if version != WIRE_VERSION {
+        return Err(WireError::Version(version));
+    }
+    let kind = match payload.get_u8() {
+        0 => Kind::Request,
+        1 => Kind::Response,
+        2 => Kind::Hello,
+        k => return Err(WireError::Kind(k)),
+    };
+    let id = payload.get_u64_le();
+    Ok((kind, id, payload))
+}
+
+/// Decodes a body.
+pub fn decode_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, WireError> {
+    postcard::from_bytes(body).map_err(|e| WireError::Body(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn state() -> NodeState {
+        NodeState {
+            id: 7,
+            generation: 1,
+            heartbeat: 2,
+            cluster_addr: "127.0.0.1:7381".into(),
+            resp_addr: "127.0.0.1:7379".into(),
+            http_addr: "127.0.0.1:7380".into(),
+            dc: "dc1".into(),
+            rack: "r1".into(),
+            weight: 1,
+            tokens: vec![1, 2, 3],
+            status: NodeStatus::Normal,
+            load: Load::default(),
+        }
+    }
+
+    #[test]
+    fn request_roundtrip() {
+        let reqs = vec![
+            Request::Ping,
+            Request::Gossip {
+                states: vec![state()],
+            },
+            Request::Read {
+                key: Bytes::from_static(b"k"),
+            },
+            Request::Merge {
+                key: Bytes::from_static(b"k"),
+                record: Bytes::from_static(b"\xD7\x01\x00\x00"),
+            },
+            Request::Coordinate(ForwardedWrite {
+                key: Bytes::from_static(b"k"),
+                op: WriteOp::Put {
+                    value: Bytes::from_static(b"v"),
+                    expiry: WireExpiry::At(5),
+                },
+                consistency: Some(WireConsistency::Count(2)),
+                context: Some(WireContext::from_vv(&VersionVector::from_entries([(1, 2)]))),
+                condition: WireCondition::IfAbsent,
+                return_previous: true,
+            }),
+        ];
+        for (i, req) in reqs.into_iter().enumerate() {
+            let frame = encode(Kind::Request, i as u64, &req).expect("encode");
+            let (kind, id, body) = decode_header(frame).expect("header");
+            assert_eq!((kind, id), (Kind::Request, i as u64));
+            let back: Request = decode_body(&body).expect("body");
+            assert_eq!(back, req);
+        }
+    }
+
+    #[test]
+    fn foreign_frames_are_refused() {
+        assert_eq!(
+            decode_header(Bytes::from_static(b"RK")),
+            Err(WireError::Short)
+        );
+        let mut f = BytesMut::from(&encode(Kind::Hello, 0, &Request::Ping).expect("encode")[..]);
+        f[0] = 0;
+        assert!(matches!(
+            decode_header(f.freeze()),
+            Err(WireError::BadMagic(_))
+        ));
+        let mut f = BytesMut::from(&encode(Kind::Hello, 0, &Request::Ping).expect("encode")[..]);
+        f[2] = 9;
+        assert_eq!(decode_header(f.freeze()), Err(WireError::Version(9)));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok((_, _, body)) = decode_header(Bytes::from(bytes.clone())) {
+                let _ = decode_body::<Request>(&body);
+                let _ = decode_body::<Response>(&body);
+                let _ = decode_body::<Hello>(&body);
+            }
+            let _ = decode_body::<Request>(&bytes);
+            let _ = decode_body::<Response>(&bytes);
+        }
+    }
+}

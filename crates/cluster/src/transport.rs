@@ -1,0 +1,699 @@
+//! Node-to-node transport: the trait the cluster talks through, a TCP
+//! implementation, and an in-memory one for tests and simulation.
+//!
+//! The cluster never opens sockets itself: it calls [`Transport::call`] and
+//! answers requests through a [`Handler`]. The TCP transport keeps one
+//! multiplexed connection per peer (request ids pair answers with requests),
+//! reconnects on demand, bounds every queue, and times out every call. The
+//! in-memory transport routes calls to handlers in the same process and can
+//! drop, delay or partition traffic, driven by a seed.
+//!
+//! Wire format: see [`crate::message`].
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+
+use crate::message::{self, Hello, Kind, Request, Response};
+
+/// A boxed, sendable future.
+pub type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Who to call: a node id and its cluster address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Peer {
+    pub id: u64,
+    pub addr: String,
+}
+
+/// Why a call got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot reach {0}")]
+    Unreachable(String),
+    #[error("timed out")]
+    Timeout,
+    #[error("connection closed")]
+    Closed,
+    #[error("too many requests queued for the peer")]
+    Overloaded,
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// Sends requests to peers.
+pub trait Transport: Send + Sync + 'static {
+    fn call(
+        &self,
+        peer: &Peer,
+        req: Request,
+        timeout: Duration,
+    ) -> BoxFut<Result<Response, TransportError>>;
+}
+
+/// Answers requests from peers.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, from: u64, req: Request) -> BoxFut<Response>;
+}
+
+/// Limits and timeouts of the TCP transport.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// Cluster name both sides must agree on in the hello.
+    pub cluster: String,
+    /// Largest frame accepted or sent, in bytes.
+    pub frame_bytes_max: usize,
+    /// Requests queued for one peer before callers are refused.
+    pub peer_queue_max: usize,
+    /// Requests from one connection handled at once.
+    pub inflight_per_connection_max: usize,
+    /// Inbound connections at once.
+    pub connections_max: usize,
+    pub connect_timeout_ms: u64,
+    pub hello_timeout_ms: u64,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            cluster: "ringkv".into(),
+            frame_bytes_max: 8 * 1024 * 1024,
+            peer_queue_max: 4096,
+            inflight_per_connection_max: 1024,
+            connections_max: 1024,
+            connect_timeout_ms: 2_000,
+            hello_timeout_ms: 5_000,
+        }
+    }
+}
+
+fn codec(frame_bytes_max: usize) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(4)
+        .max_frame_length(frame_bytes_max)
+        .new_codec()
+}
+
+/// One multiplexed client connection to a peer.
+struct Conn {
+    tx: mpsc::Sender<Bytes>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
+    next_id: AtomicU64,
+    alive: AtomicBool,
+}
+
+/// The TCP transport's client side.
+pub struct TcpTransport {
+    self_id: u64,
+    config: TransportConfig,
+    conns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>>>,
+}
+
+impl TcpTransport {
+    pub fn new(self_id: u64, config: TransportConfig) -> Self {
+        Self {
+            self_id,
+            config,
+            conns: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn conn(&self, addr: &str) -> Result<Arc<Conn>, TransportError> {
+        let slot = {
+            let mut conns = self.conns.lock();
+            Arc::clone(conns.entry(addr.to_string()).or_default())
+        };
+        let mut guard = slot.lock().await;
+        if let Some(c) = guard.as_ref()
+            && c.alive.load(Ordering::Acquire)
+        {
+            return Ok(Arc::clone(c));
+        }
+        let conn = self.connect(addr).await?;
+        *guard = Some(Arc::clone(&conn));
+        Ok(conn)
+    }
+
+    async fn connect(&self, addr: &str) -> Result<Arc<Conn>, TransportError> {
+        let connect = TcpStream::connect(addr);
+        let stream = tokio::time::timeout(
+            Duration::from_millis(self.config.connect_timeout_ms),
+            connect,
+        )
+        .await
+        .map_err(|_| TransportError::Unreachable(format!("{addr}: connect timed out")))?
+        .map_err(|e| TransportError::Unreachable(format!("{addr}: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        let (r, w) = stream.into_split();
+        let mut reader = FramedRead::new(r, codec(self.config.frame_bytes_max));
+        let mut writer = FramedWrite::new(w, codec(self.config.frame_bytes_max));
+        let hello = Hello {
+            cluster: self.config.cluster.clone(),
+            node_id: self.self_id,
+        };
+        let frame = message::encode(Kind::Hello, 0, &hello)
+            .map_err(|e| TransportError::Protocol(e.to_string()))?;
+        writer
+            .send(frame)
+            .await
+            .map_err(|e| TransportError::Unreachable(format!("{addr}: {e}")))?;
+        let answer = tokio::time::timeout(
+            Duration::from_millis(self.config.hello_timeout_ms),
+            reader.next(),
+        )
+        .await
+        .map_err(|_| TransportError::Unreachable(format!("{addr}: no hello")))?;
+        let payload = match answer {
+            Some(Ok(p)) => p.freeze(),
+            _ => {
+                return Err(TransportError::Unreachable(format!(
+                    "{addr}: closed during hello"
+                )));
+            }
+        };
+        let (kind, _, body) =
+            message::decode_header(payload).map_err(|e| TransportError::Protocol(e.to_string()))?;
+        let their: Hello =
+            message::decode_body(&body).map_err(|e| TransportError::Protocol(e.to_string()))?;
+        if kind != Kind::Hello || their.cluster != self.config.cluster {
+            return Err(TransportError::Protocol(format!(
+                "{addr} belongs to cluster {:?}, not {:?}",
+                their.cluster, self.config.cluster
+            )));
+        }
+
+        let (tx, mut rx) = mpsc::channel::<Bytes>(self.config.peer_queue_max);
+        let conn = Arc::new(Conn {
+            tx,
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            alive: AtomicBool::new(true),
+        });
+        // Writer: drains the queue, flushing when it runs dry.
+        let wconn = Arc::clone(&conn);
+        tokio::spawn(async move {
+            while let Some(frame) = rx.recv().await {
+                if writer.feed(frame).await.is_err() {
+                    break;
+                }
+                while let Ok(more) = rx.try_recv() {
+                    if writer.feed(more).await.is_err() {
+                        wconn.alive.store(false, Ordering::Release);
+                        return;
+                    }
+                }
+                if SinkExt::<Bytes>::flush(&mut writer).await.is_err() {
+                    break;
+                }
+            }
+            wconn.alive.store(false, Ordering::Release);
+        });
+        // Reader: hands each response to its caller.
+        let rconn = Arc::clone(&conn);
+        tokio::spawn(async move {
+            while let Some(Ok(payload)) = reader.next().await {
+                let Ok((Kind::Response, id, body)) = message::decode_header(payload.freeze())
+                else {
+                    break;
+                };
+                let Ok(resp) = message::decode_body::<Response>(&body) else {
+                    break;
+                };
+                if let Some(tx) = rconn.pending.lock().remove(&id) {
+                    let _ = tx.send(resp);
+                }
+            }
+            rconn.alive.store(false, Ordering::Release);
+            // Dropping the senders wakes every waiting caller with Closed.
+            rconn.pending.lock().clear();
+        });
+        Ok(conn)
+    }
+}
+
+impl Transport for Arc<TcpTransport> {
+    fn call(
+        &self,
+        peer: &Peer,
+        req: Request,
+        timeout: Duration,
+    ) -> BoxFut<Result<Response, TransportError>> {
+        let this = Arc::clone(self);
+        let addr = peer.addr.clone();
+        Box::pin(async move {
+            let work = async {
+                let conn = this.conn(&addr).await?;
+                let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
+                let frame = message::encode(Kind::Request, id, &req)
+                    .map_err(|e| TransportError::Protocol(e.to_string()))?;
+                if frame.len() > this.config.frame_bytes_max {
+                    return Err(TransportError::Protocol(format!(
+                        "request of {} bytes exceeds frame_bytes_max",
+                        frame.len()
+                    )));
+                }
+                let (tx, rx) = oneshot::channel();
+                conn.pending.lock().insert(id, tx);
+                let guard = PendingGuard {
+                    conn: Arc::clone(&conn),
+                    id,
+                };
+                conn.tx.try_send(frame).map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => TransportError::Overloaded,
+                    mpsc::error::TrySendError::Closed(_) => TransportError::Closed,
+                })?;
+                let resp = rx.await.map_err(|_| TransportError::Closed)?;
+                drop(guard);
+                Ok(resp)
+            };
+            tokio::time::timeout(timeout, work)
+                .await
+                .map_err(|_| TransportError::Timeout)?
+        })
+    }
+}
+
+/// Removes a pending entry when a call is abandoned (timeout, error).
+struct PendingGuard {
+    conn: Arc<Conn>,
+    id: u64,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.conn.pending.lock().remove(&self.id);
+    }
+}
+
+/// Serves peers' requests on `listener` until `shutdown` resolves.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    self_id: u64,
+    config: TransportConfig,
+    handler: Arc<dyn Handler>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let connections = Arc::new(Semaphore::new(config.connections_max));
+    let config = Arc::new(config);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            tracing::warn!(%remote, "cluster connection refused: connections_max reached");
+            continue;
+        };
+        let handler = Arc::clone(&handler);
+        let config = Arc::clone(&config);
+        tokio::spawn(async move {
+            if let Err(e) = serve_conn(stream, self_id, &config, handler).await {
+                tracing::debug!(%remote, error = %e, "cluster connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_conn(
+    stream: TcpStream,
+    self_id: u64,
+    config: &TransportConfig,
+    handler: Arc<dyn Handler>,
+) -> Result<(), TransportError> {
+    let _ = stream.set_nodelay(true);
+    let (r, w) = stream.into_split();
+    let mut reader = FramedRead::new(r, codec(config.frame_bytes_max));
+    let mut writer = FramedWrite::new(w, codec(config.frame_bytes_max));
+    let first = tokio::time::timeout(
+        Duration::from_millis(config.hello_timeout_ms),
+        reader.next(),
+    )
+    .await
+    .map_err(|_| TransportError::Timeout)?
+    .ok_or(TransportError::Closed)?
+    .map_err(|e| TransportError::Protocol(e.to_string()))?;
+    let (kind, _, body) = message::decode_header(first.freeze())
+        .map_err(|e| TransportError::Protocol(e.to_string()))?;
+    let hello: Hello =
+        message::decode_body(&body).map_err(|e| TransportError::Protocol(e.to_string()))?;
+    if kind != Kind::Hello || hello.cluster != config.cluster {
+        return Err(TransportError::Protocol(format!(
+            "peer of cluster {:?} refused",
+            hello.cluster
+        )));
+    }
+    let from = hello.node_id;
+    let ours = Hello {
+        cluster: config.cluster.clone(),
+        node_id: self_id,
+    };
+    let frame = message::encode(Kind::Hello, 0, &ours)
+        .map_err(|e| TransportError::Protocol(e.to_string()))?;
+    writer
+        .send(frame)
+        .await
+        .map_err(|e| TransportError::Protocol(e.to_string()))?;
+
+    let (tx, mut rx) = mpsc::channel::<Bytes>(config.inflight_per_connection_max);
+    let write_task = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            if writer.feed(frame).await.is_err() {
+                return;
+            }
+            while let Ok(more) = rx.try_recv() {
+                if writer.feed(more).await.is_err() {
+                    return;
+                }
+            }
+            if SinkExt::<Bytes>::flush(&mut writer).await.is_err() {
+                return;
+            }
+        }
+    });
+    let inflight = Arc::new(Semaphore::new(config.inflight_per_connection_max));
+    while let Some(next) = reader.next().await {
+        let payload = next.map_err(|e| TransportError::Protocol(e.to_string()))?;
+        let (kind, id, body) = message::decode_header(payload.freeze())
+            .map_err(|e| TransportError::Protocol(e.to_string()))?;
+        if kind != Kind::Request {
+            return Err(TransportError::Protocol("expected a request".into()));
+        }
+        let resp_tx = tx.clone();
+        let req = match message::decode_body::<Request>(&body) {
+            Ok(req) => req,
+            Err(e) => {
+                let resp = Response::Error {
+                    code: "invalid_argument".into(),
+                    message: e.to_string(),
+                };
+                if let Ok(frame) = message::encode(Kind::Response, id, &resp) {
+                    let _ = resp_tx.send(frame).await;
+                }
+                continue;
+            }
+        };
+        // Backpressure: a connection with too many requests in flight stops
+        // being read until some finish.
+        let permit = Arc::clone(&inflight)
+            .acquire_owned()
+            .await
+            .map_err(|_| TransportError::Closed)?;
+        let handler = Arc::clone(&handler);
+        tokio::spawn(async move {
+            let resp = handler.handle(from, req).await;
+            if let Ok(frame) = message::encode(Kind::Response, id, &resp) {
+                let _ = resp_tx.send(frame).await;
+            }
+            drop(permit);
+        });
+    }
+    drop(tx);
+    let _ = write_task.await;
+    Ok(())
+}
+
+/// Faults the in-memory network applies.
+#[derive(Debug, Default)]
+struct Faults {
+    /// Directed pairs (from, to) whose messages are lost.
+    blocked: HashSet<(u64, u64)>,
+    /// Probability in parts per million that a message is lost.
+    drop_ppm: u32,
+    rng_state: u64,
+}
+
+impl Faults {
+    fn lost(&mut self, from: u64, to: u64) -> bool {
+        if self.blocked.contains(&(from, to)) {
+            return true;
+        }
+        if self.drop_ppm == 0 {
+            return false;
+        }
+        // splitmix64: deterministic for a given seed and call order.
+        self.rng_state = self.rng_state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng_state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z % 1_000_000) < u64::from(self.drop_ppm)
+    }
+}
+
+/// An in-process network of handlers, with injectable faults.
+#[derive(Default)]
+pub struct MemNetwork {
+    handlers: Mutex<HashMap<u64, Arc<dyn Handler>>>,
+    faults: Mutex<Faults>,
+}
+
+impl MemNetwork {
+    pub fn new(seed: u64) -> Arc<Self> {
+        let net = Self::default();
+        net.faults.lock().rng_state = seed;
+        Arc::new(net)
+    }
+
+    /// Attaches (or replaces) the handler of node `id`.
+    pub fn register(&self, id: u64, handler: Arc<dyn Handler>) {
+        self.handlers.lock().insert(id, handler);
+    }
+
+    /// Detaches node `id`: calls to it fail as if it crashed.
+    pub fn unregister(&self, id: u64) {
+        self.handlers.lock().remove(&id);
+    }
+
+    /// Loses every message between the two groups, both ways.
+    pub fn partition(&self, a: &[u64], b: &[u64]) {
+        let mut f = self.faults.lock();
+        for &x in a {
+            for &y in b {
+                f.blocked.insert((x, y));
+                f.blocked.insert((y, x));
+            }
+        }
+    }
+
+    /// Loses messages from `from` to `to` only.
+    pub fn block_one_way(&self, from: u64, to: u64) {
+        self.faults.lock().blocked.insert((from, to));
+    }
+
+    pub fn heal(&self) {
+        self.faults.lock().blocked.clear();
+    }
+
+    /// Loses each message with probability `ppm` / 1,000,000.
+    pub fn set_drop_ppm(&self, ppm: u32) {
+        self.faults.lock().drop_ppm = ppm;
+    }
+
+    /// A transport for node `self_id` on this network.
+    pub fn transport(self: &Arc<Self>, self_id: u64) -> MemTransport {
+        MemTransport {
+            net: Arc::clone(self),
+            self_id,
+        }
+    }
+}
+
+/// One node's view of a [`MemNetwork`].
+#[derive(Clone)]
+pub struct MemTransport {
+    net: Arc<MemNetwork>,
+    self_id: u64,
+}
+
+impl Transport for MemTransport {
+    fn call(
+        &self,
+        peer: &Peer,
+        req: Request,
+        timeout: Duration,
+    ) -> BoxFut<Result<Response, TransportError>> {
+        let net = Arc::clone(&self.net);
+        let from = self.self_id;
+        let to = peer.id;
+        Box::pin(async move {
+            let lost_there = net.faults.lock().lost(from, to);
+            let handler = net.handlers.lock().get(&to).cloned();
+            let Some(handler) = handler else {
+                return Err(TransportError::Unreachable(format!(
+                    "node {to:016x} is down"
+                )));
+            };
+            if lost_there {
+                tokio::time::sleep(timeout).await;
+                return Err(TransportError::Timeout);
+            }
+            // Round-trip through the codec so the simulation exercises the
+            // real encoding.
+            let frame = message::encode(Kind::Request, 1, &req)
+                .map_err(|e| TransportError::Protocol(e.to_string()))?;
+            let (_, _, body) = message::decode_header(frame)
+                .map_err(|e| TransportError::Protocol(e.to_string()))?;
+            let req: Request =
+                message::decode_body(&body).map_err(|e| TransportError::Protocol(e.to_string()))?;
+            let resp = tokio::time::timeout(timeout, handler.handle(from, req))
+                .await
+                .map_err(|_| TransportError::Timeout)?;
+            if net.faults.lock().lost(to, from) {
+                return Err(TransportError::Timeout);
+            }
+            Ok(resp)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Echo(u64);
+
+    impl Handler for Echo {
+        fn handle(&self, from: u64, req: Request) -> BoxFut<Response> {
+            let me = self.0;
+            Box::pin(async move {
+                match req {
+                    Request::Ping => Response::Pong,
+                    Request::Read { key } => {
+                        let mut v = key.to_vec();
+                        v.extend_from_slice(format!(":{from}->{me}").as_bytes());
+                        Response::Record(Some(Bytes::from(v)))
+                    }
+                    _ => Response::Error {
+                        code: "invalid_argument".into(),
+                        message: "unexpected".into(),
+                    },
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn tcp_multiplexes_many_requests_on_one_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(serve_tcp(
+            listener,
+            2,
+            TransportConfig::default(),
+            Arc::new(Echo(2)),
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
+        let t = Arc::new(TcpTransport::new(1, TransportConfig::default()));
+        let peer = Peer { id: 2, addr };
+        let calls = (0..200).map(|i| {
+            let t = Arc::clone(&t);
+            let peer = peer.clone();
+            async move {
+                let key = Bytes::from(format!("k{i}"));
+                let r = t
+                    .call(&peer, Request::Read { key }, Duration::from_secs(5))
+                    .await
+                    .expect("call");
+                (i, r)
+            }
+        });
+        for (i, r) in futures::future::join_all(calls).await {
+            assert_eq!(r, Response::Record(Some(Bytes::from(format!("k{i}:1->2")))));
+        }
+        assert_eq!(t.conns.lock().len(), 1, "one connection per peer");
+        let _ = stop_tx.send(());
+        server.await.expect("join").expect("serve");
+    }
+
+    #[tokio::test]
+    async fn tcp_refuses_other_clusters_and_dead_peers() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(serve_tcp(
+            listener,
+            2,
+            TransportConfig::default(),
+            Arc::new(Echo(2)),
+            std::future::pending(),
+        ));
+        let other = TransportConfig {
+            cluster: "other".into(),
+            ..TransportConfig::default()
+        };
+        let t = Arc::new(TcpTransport::new(1, other));
+        let err = t
+            .call(&Peer { id: 2, addr }, Request::Ping, Duration::from_secs(5))
+            .await
+            .expect_err("foreign cluster");
+        assert!(
+            matches!(
+                err,
+                TransportError::Protocol(_) | TransportError::Unreachable(_)
+            ),
+            "{err:?}"
+        );
+        // Nothing listens here.
+        let free = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let dead = free.local_addr().expect("addr").to_string();
+        drop(free);
+        let t = Arc::new(TcpTransport::new(1, TransportConfig::default()));
+        let err = t
+            .call(
+                &Peer { id: 3, addr: dead },
+                Request::Ping,
+                Duration::from_secs(5),
+            )
+            .await
+            .expect_err("dead peer");
+        assert!(matches!(err, TransportError::Unreachable(_)), "{err:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn mem_network_partitions_and_heals() {
+        let net = MemNetwork::new(1);
+        net.register(1, Arc::new(Echo(1)));
+        net.register(2, Arc::new(Echo(2)));
+        let t1 = net.transport(1);
+        let p2 = Peer {
+            id: 2,
+            addr: String::new(),
+        };
+        let ok = t1
+            .call(&p2, Request::Ping, Duration::from_millis(100))
+            .await;
+        assert_eq!(ok, Ok(Response::Pong));
+        net.partition(&[1], &[2]);
+        let lost = t1
+            .call(&p2, Request::Ping, Duration::from_millis(100))
+            .await;
+        assert_eq!(lost, Err(TransportError::Timeout));
+        net.heal();
+        net.unregister(2);
+        let down = t1
+            .call(&p2, Request::Ping, Duration::from_millis(100))
+            .await;
+        assert!(matches!(down, Err(TransportError::Unreachable(_))));
+    }
+}
