@@ -1,0 +1,390 @@
+//! The memtable: recent writes in a concurrent sorted map, with byte accounting.
+//!
+//! Owns the in-memory ordering of internal keys (user key ascending, sequence
+//! number descending) and nothing else: which memtable is active, when one
+//! becomes immutable and when it is flushed are the engine's decisions.
+//! Entries are never removed from a memtable; a memtable is dropped whole once
+//! it has been written to an SSTable and no reader holds it.
+
+use std::borrow::Borrow;
+use std::cmp::Ordering;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
+
+use bytes::Bytes;
+use crossbeam_skiplist::SkipMap;
+
+use crate::batch::BatchOp;
+use crate::types::{Entry, Item, Kind, Op};
+
+/// Bytes charged per entry on top of key and value (skiplist node, tower,
+/// `Bytes` headers), so that many tiny entries still fill the budget.
+const ENTRY_OVERHEAD_BYTES: usize = 96;
+
+/// An internal key: user key and sequence number.
+#[derive(Debug, Clone)]
+struct MemKey {
+    key: Bytes,
+    seq: u64,
+}
+
+/// A borrowed view of an internal key, so lookups need no allocation.
+trait KeyView {
+    fn user_key(&self) -> &[u8];
+    fn seq(&self) -> u64;
+}
+
+impl KeyView for MemKey {
+    fn user_key(&self) -> &[u8] {
+        &self.key
+    }
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+struct Lookup<'a> {
+    key: &'a [u8],
+    seq: u64,
+}
+
+impl KeyView for Lookup<'_> {
+    fn user_key(&self) -> &[u8] {
+        self.key
+    }
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+fn cmp_views(a: &dyn KeyView, b: &dyn KeyView) -> Ordering {
+    a.user_key()
+        .cmp(b.user_key())
+        .then_with(|| b.seq().cmp(&a.seq()))
+}
+
+impl PartialEq for dyn KeyView + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        cmp_views(self, other) == Ordering::Equal
+    }
+}
+impl Eq for dyn KeyView + '_ {}
+impl PartialOrd for dyn KeyView + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for dyn KeyView + '_ {
+    fn cmp(&self, other: &Self) -> Ordering {
+        cmp_views(self, other)
+    }
+}
+
+impl PartialEq for MemKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.seq == other.seq && self.key == other.key
+    }
+}
+impl Eq for MemKey {}
+impl PartialOrd for MemKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for MemKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        cmp_views(self, other)
+    }
+}
+
+impl<'a> Borrow<dyn KeyView + 'a> for MemKey {
+    fn borrow(&self) -> &(dyn KeyView + 'a) {
+        self
+    }
+}
+
+/// One memtable.
+pub(crate) struct Memtable {
+    map: SkipMap<MemKey, Op>,
+    bytes: AtomicUsize,
+    entries: AtomicUsize,
+    max_seq: AtomicU64,
+    /// Bytes appended to this memtable's log segment.
+    log_bytes: AtomicU64,
+    /// The log segment that holds this memtable's writes.
+    log_number: u64,
+}
+
+impl std::fmt::Debug for Memtable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memtable")
+            .field("bytes", &self.bytes())
+            .field("entries", &self.len())
+            .field("log_number", &self.log_number)
+            .finish()
+    }
+}
+
+impl Memtable {
+    pub fn new(log_number: u64) -> Self {
+        Memtable {
+            map: SkipMap::new(),
+            bytes: AtomicUsize::new(0),
+            entries: AtomicUsize::new(0),
+            max_seq: AtomicU64::new(0),
+            log_bytes: AtomicU64::new(0),
+            log_number,
+        }
+    }
+
+    pub fn log_number(&self) -> u64 {
+        self.log_number
+    }
+
+    /// Bytes of this memtable's log segment.
+    pub fn log_bytes(&self) -> u64 {
+        self.log_bytes.load(AtomicOrdering::Relaxed)
+    }
+
+    pub fn add_log_bytes(&self, n: u64) {
+        self.log_bytes.fetch_add(n, AtomicOrdering::Relaxed);
+    }
+
+    /// Accounted bytes (keys, values and per-entry overhead).
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(AtomicOrdering::Relaxed)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.load(AtomicOrdering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The highest sequence number inserted.
+    pub fn max_seq(&self) -> u64 {
+        self.max_seq.load(AtomicOrdering::Acquire)
+    }
+
+    /// Inserts one operation at sequence number `seq`. Key and value share one
+    /// allocation.
+    pub fn insert(&self, seq: u64, op: &BatchOp<'_>) {
+        let mut buf = Vec::with_capacity(op.key.len() + op.value.len());
+        buf.extend_from_slice(op.key);
+        buf.extend_from_slice(op.value);
+        let all = Bytes::from(buf);
+        let key = all.slice(..op.key.len());
+        let value = match op.kind {
+            Kind::Delete => Op::Delete,
+            Kind::Put | Kind::PutExpiring => Op::Put(Entry {
+                value: all.slice(op.key.len()..),
+                expires_at_ms: op.expires_at_ms,
+            }),
+        };
+        self.insert_op(key, seq, value);
+    }
+
+    pub fn insert_op(&self, key: Bytes, seq: u64, op: Op) {
+        let charged = key.len()
+            + match &op {
+                Op::Put(e) => e.value.len(),
+                Op::Delete => 0,
+            }
+            + ENTRY_OVERHEAD_BYTES;
+        self.map.insert(MemKey { key, seq }, op);
+        self.bytes.fetch_add(charged, AtomicOrdering::Relaxed);
+        self.entries.fetch_add(1, AtomicOrdering::Relaxed);
+        self.max_seq.fetch_max(seq, AtomicOrdering::AcqRel);
+    }
+
+    /// The newest version of `key` with sequence number at most `snapshot_seq`.
+    pub fn get(&self, key: &[u8], snapshot_seq: u64) -> Option<(u64, Op)> {
+        let probe = Lookup {
+            key,
+            seq: snapshot_seq,
+        };
+        let e = self
+            .map
+            .lower_bound(Bound::Included(&probe as &dyn KeyView))?;
+        if e.key().key.as_ref() != key {
+            return None;
+        }
+        Some((e.key().seq, e.value().clone()))
+    }
+
+    /// Up to `limit` items after `from` (in internal-key order) whose user key
+    /// is within `end`, skipping versions newer than `snapshot_seq`. `from` is
+    /// a start bound on user keys for the first call, then the last internal
+    /// key returned. Returns fewer than `limit` items only at the end.
+    pub fn collect(
+        &self,
+        from: &Cursor,
+        end: Bound<&[u8]>,
+        snapshot_seq: u64,
+        limit: usize,
+        out: &mut Vec<Item>,
+    ) {
+        let start_probe;
+        let start: Bound<&dyn KeyView> = match from {
+            Cursor::Start(Bound::Unbounded) => Bound::Unbounded,
+            Cursor::Start(Bound::Included(k)) => {
+                start_probe = Lookup {
+                    key: k.as_ref(),
+                    seq: u64::MAX,
+                };
+                Bound::Included(&start_probe)
+            }
+            Cursor::Start(Bound::Excluded(k)) => {
+                start_probe = Lookup {
+                    key: k.as_ref(),
+                    seq: 0,
+                };
+                Bound::Excluded(&start_probe)
+            }
+            Cursor::After(k, seq) => {
+                start_probe = Lookup {
+                    key: k.as_ref(),
+                    seq: *seq,
+                };
+                Bound::Excluded(&start_probe)
+            }
+        };
+        let mut taken = 0;
+        for e in self.map.range::<dyn KeyView, _>((start, Bound::Unbounded)) {
+            let k = e.key();
+            let within = match end {
+                Bound::Unbounded => true,
+                Bound::Included(x) => k.key.as_ref() <= x,
+                Bound::Excluded(x) => k.key.as_ref() < x,
+            };
+            if !within {
+                break;
+            }
+            if k.seq > snapshot_seq {
+                continue;
+            }
+            out.push(Item {
+                key: k.key.clone(),
+                seq: k.seq,
+                op: e.value().clone(),
+            });
+            taken += 1;
+            if taken >= limit {
+                break;
+            }
+        }
+    }
+
+    /// Every entry in internal-key order (for flushing).
+    pub fn items(&self) -> impl Iterator<Item = Item> + '_ {
+        self.map.iter().map(|e| Item {
+            key: e.key().key.clone(),
+            seq: e.key().seq,
+            op: e.value().clone(),
+        })
+    }
+}
+
+/// Where a chunked memtable scan resumes.
+#[derive(Debug, Clone)]
+pub(crate) enum Cursor {
+    Start(Bound<Bytes>),
+    After(Bytes, u64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put<'a>(k: &'a [u8], v: &'a [u8]) -> BatchOp<'a> {
+        BatchOp {
+            kind: Kind::Put,
+            key: k,
+            value: v,
+            expires_at_ms: None,
+        }
+    }
+
+    fn del(k: &[u8]) -> BatchOp<'_> {
+        BatchOp {
+            kind: Kind::Delete,
+            key: k,
+            value: b"",
+            expires_at_ms: None,
+        }
+    }
+
+    fn value_of(op: Op) -> Option<Vec<u8>> {
+        match op {
+            Op::Put(e) => Some(e.value.to_vec()),
+            Op::Delete => None,
+        }
+    }
+
+    #[test]
+    fn get_sees_the_newest_version_at_or_below_the_snapshot() {
+        let m = Memtable::new(1);
+        m.insert(1, &put(b"a", b"a1"));
+        m.insert(3, &put(b"a", b"a3"));
+        m.insert(5, &del(b"a"));
+        m.insert(2, &put(b"ab", b"ab2"));
+        assert_eq!(m.get(b"a", 0), None);
+        assert_eq!(
+            m.get(b"a", 1).map(|(s, o)| (s, value_of(o))),
+            Some((1, Some(b"a1".to_vec())))
+        );
+        assert_eq!(
+            m.get(b"a", 4).map(|(s, o)| (s, value_of(o))),
+            Some((3, Some(b"a3".to_vec())))
+        );
+        assert_eq!(
+            m.get(b"a", 9).map(|(s, o)| (s, value_of(o))),
+            Some((5, None))
+        );
+        // A key that is a prefix of another is not confused with it.
+        assert_eq!(m.get(b"", 9), None);
+        assert_eq!(m.get(b"ab", 9).map(|(s, _)| s), Some(2));
+        assert_eq!(m.get(b"b", 9), None);
+        assert_eq!(m.max_seq(), 5);
+        assert_eq!(m.len(), 4);
+        assert!(m.bytes() >= 4 * ENTRY_OVERHEAD_BYTES);
+    }
+
+    #[test]
+    fn collect_walks_in_internal_key_order_in_chunks() {
+        let m = Memtable::new(1);
+        let mut seq = 0;
+        for k in [b"b".as_slice(), b"a", b"c", b"a", b"d"] {
+            seq += 1;
+            m.insert(seq, &put(k, b"v"));
+        }
+        let mut all = Vec::new();
+        let mut cur = Cursor::Start(Bound::Included(Bytes::from_static(b"a")));
+        loop {
+            let mut chunk = Vec::new();
+            m.collect(&cur, Bound::Excluded(b"d"), 3, 2, &mut chunk);
+            let Some(last) = chunk.last() else { break };
+            cur = Cursor::After(last.key.clone(), last.seq);
+            all.extend(chunk);
+        }
+        let got: Vec<(Vec<u8>, u64)> = all.into_iter().map(|i| (i.key.to_vec(), i.seq)).collect();
+        // seq 4 (second "a") and 5 ("d") are above the snapshot / out of range.
+        assert_eq!(
+            got,
+            vec![(b"a".to_vec(), 2), (b"b".to_vec(), 1), (b"c".to_vec(), 3)]
+        );
+
+        let mut after_a = Vec::new();
+        m.collect(
+            &Cursor::Start(Bound::Excluded(Bytes::from_static(b"a"))),
+            Bound::Unbounded,
+            9,
+            10,
+            &mut after_a,
+        );
+        assert_eq!(after_a.first().map(|i| i.key.to_vec()), Some(b"b".to_vec()));
+        assert_eq!(after_a.len(), 3);
+    }
+}

@@ -1,0 +1,360 @@
+//! Reads an SSTable: opens it (footer, index, bloom filter and properties are
+//! verified and kept in memory), answers point lookups with at most one data
+//! block read, and iterates key ranges.
+//!
+//! Keeping the index and filter of every open table in memory is what makes a
+//! point hit cost about one block read when the data set is far larger than
+//! the block cache.
+
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+
+use super::block::{Block, BlockCursor, RawEntry};
+use super::bloom::Bloom;
+use super::format::{FOOTER_BYTES, Footer, Handle, IndexEntry, TableProps, decode_index};
+use super::frame::{self, FrameError};
+use crate::cache::BlockCache;
+use crate::coding::Malformed;
+use crate::error::{Error, Result};
+use crate::fs::{Fs, ReadableFile};
+use crate::stats::Counters;
+use crate::types::Item;
+
+/// Compaction reads ahead this many bytes at a time (and bypasses the cache).
+const COMPACTION_READAHEAD_BYTES: usize = 1 << 20;
+
+/// An open SSTable.
+pub(crate) struct Table {
+    number: u64,
+    path: PathBuf,
+    file: Arc<dyn ReadableFile>,
+    index: Vec<IndexEntry>,
+    bloom: Bloom,
+    props: TableProps,
+    file_bytes: u64,
+    data_end: u64,
+    cache: Arc<BlockCache>,
+    counters: Arc<Counters>,
+    fs: Arc<dyn Fs>,
+    /// Set when no version lists the table any more: the file is removed when
+    /// the last reader lets go of it.
+    obsolete: AtomicBool,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("number", &self.number)
+            .field("file_bytes", &self.file_bytes)
+            .field("entries", &self.props.entries)
+            .finish()
+    }
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        if self.obsolete.load(Ordering::Acquire) {
+            if let Err(e) = self.fs.remove(&self.path) {
+                tracing::warn!(file = %self.path.display(), "could not remove obsolete table: {e}");
+            }
+        }
+    }
+}
+
+fn corrupt(path: &Path, base: u64, m: Malformed) -> Error {
+    Error::corruption(path, base + m.offset as u64, m.detail)
+}
+
+fn frame_err(path: &Path, h: Handle, e: FrameError) -> Error {
+    match e {
+        FrameError::Malformed(m) => Error::corruption(path, h.offset + m.offset as u64, m.detail),
+        FrameError::Unsupported(s) => Error::Unsupported(format!("{}: {s}", path.display())),
+    }
+}
+
+impl Table {
+    /// Opens and verifies a table file.
+    pub fn open(
+        fs: Arc<dyn Fs>,
+        path: PathBuf,
+        number: u64,
+        cache: Arc<BlockCache>,
+        counters: Arc<Counters>,
+    ) -> Result<Table> {
+        let file = fs
+            .open(&path)
+            .map_err(|e| Error::io("open table", &path, e))?;
+        let file_bytes = file.len();
+        if file_bytes < FOOTER_BYTES as u64 {
+            return Err(Error::corruption(
+                &path,
+                0,
+                "file shorter than a table footer",
+            ));
+        }
+        let footer_at = file_bytes - FOOTER_BYTES as u64;
+        let mut fb = [0u8; FOOTER_BYTES];
+        file.read_exact_at(footer_at, &mut fb)
+            .map_err(|e| Error::io("read table footer", &path, e))?;
+        let footer = Footer::decode(&fb, file_bytes).map_err(|m| corrupt(&path, footer_at, m))?;
+        let read = |h: Handle| -> Result<Bytes> {
+            let mut buf = vec![0u8; h.len as usize];
+            file.read_exact_at(h.offset, &mut buf)
+                .map_err(|e| Error::io("read table block", &path, e))?;
+            frame::decode(&buf).map_err(|e| frame_err(&path, h, e))
+        };
+        let data_end = footer.filter.offset;
+        let index_raw = read(footer.index)?;
+        let index = decode_index(&index_raw, data_end)
+            .map_err(|m| corrupt(&path, footer.index.offset, m))?;
+        let bloom = Bloom::parse(&read(footer.filter)?)
+            .map_err(|m| corrupt(&path, footer.filter.offset, m))?;
+        let props = TableProps::decode(&read(footer.meta)?)
+            .map_err(|m| corrupt(&path, footer.meta.offset, m))?;
+        let consistent = match index.last() {
+            None => props.entries == 0,
+            Some(last) => props.entries > 0 && last.last_key == props.largest,
+        };
+        if !consistent {
+            return Err(Error::corruption(
+                &path,
+                footer.meta.offset,
+                "table properties disagree with the index",
+            ));
+        }
+        Ok(Table {
+            number,
+            path,
+            file,
+            index,
+            bloom,
+            props,
+            file_bytes,
+            data_end,
+            cache,
+            counters,
+            fs,
+            obsolete: AtomicBool::new(false),
+        })
+    }
+
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
+    pub fn props(&self) -> &TableProps {
+        &self.props
+    }
+
+    pub fn file_bytes(&self) -> u64 {
+        self.file_bytes
+    }
+
+    pub fn smallest(&self) -> &[u8] {
+        &self.props.smallest
+    }
+
+    pub fn largest(&self) -> &[u8] {
+        &self.props.largest
+    }
+
+    /// Bytes of index and filter held in memory.
+    pub fn memory_bytes(&self) -> usize {
+        self.bloom.bytes()
+            + self
+                .index
+                .iter()
+                .map(|e| e.last_key.len() + 48)
+                .sum::<usize>()
+    }
+
+    /// Marks the file for removal once the last reference is dropped.
+    pub fn mark_obsolete(&self) {
+        self.obsolete.store(true, Ordering::Release);
+    }
+
+    /// Index of the first block whose last key is `>= key` (`> key` with
+    /// `after`); `index.len()` when there is none.
+    fn find_block(&self, key: &[u8], after: bool) -> usize {
+        self.index.partition_point(|e| {
+            if after {
+                e.last_key.as_ref() <= key
+            } else {
+                e.last_key.as_ref() < key
+            }
+        })
+    }
+
+    fn block_err(&self, i: usize, m: Malformed) -> Error {
+        let base = self.index.get(i).map(|e| e.handle.offset).unwrap_or(0);
+        Error::corruption(
+            &self.path,
+            base,
+            format!(
+                "data block: {} (at +{} of the decoded block)",
+                m.detail, m.offset
+            ),
+        )
+    }
+
+    /// The `i`-th data block, through the block cache.
+    fn block(&self, i: usize) -> Result<Arc<Block>> {
+        let h = self.index[i].handle;
+        if let Some(b) = self.cache.get(self.number, h.offset) {
+            Counters::add(&self.counters.block_cache_hits, 1);
+            return Ok(b);
+        }
+        Counters::add(&self.counters.block_cache_misses, 1);
+        let mut buf = vec![0u8; h.len as usize];
+        self.file
+            .read_exact_at(h.offset, &mut buf)
+            .map_err(|e| Error::io("read data block", &self.path, e))?;
+        Counters::add(&self.counters.block_reads, 1);
+        Counters::add(&self.counters.block_read_bytes, u64::from(h.len));
+        let raw = frame::decode(&buf).map_err(|e| frame_err(&self.path, h, e))?;
+        let block = Arc::new(Block::parse(raw).map_err(|m| self.block_err(i, m))?);
+        self.cache.insert(self.number, h.offset, block.clone());
+        Ok(block)
+    }
+
+    /// The entry for exactly `key`, if the table holds one. `hash` is
+    /// `bloom::key_hash(key)`, computed once per lookup.
+    pub fn get(&self, key: &[u8], hash: u64) -> Result<Option<RawEntry>> {
+        if key < self.smallest() || key > self.largest() || !self.bloom.may_contain(hash) {
+            return Ok(None);
+        }
+        let i = self.find_block(key, false);
+        if i >= self.index.len() {
+            return Ok(None);
+        }
+        let block = self.block(i)?;
+        block.get(key).map_err(|m| self.block_err(i, m))
+    }
+
+    /// Approximate file offset where `key` would be.
+    pub fn approximate_offset(&self, key: &[u8]) -> u64 {
+        let i = self.find_block(key, false);
+        self.index
+            .get(i)
+            .map(|e| e.handle.offset)
+            .unwrap_or(self.data_end)
+    }
+
+    /// An iterator over `[start, end)` style bounds. `compaction` reads ahead
+    /// and bypasses the block cache.
+    pub fn iter(
+        self: &Arc<Self>,
+        start: Bound<&[u8]>,
+        end: Bound<Bytes>,
+        compaction: bool,
+    ) -> TableIter {
+        let (block_idx, seek) = match start {
+            Bound::Unbounded => (0, None),
+            Bound::Included(k) => (self.find_block(k, false), Some((k.to_vec(), false))),
+            Bound::Excluded(k) => (self.find_block(k, true), Some((k.to_vec(), true))),
+        };
+        TableIter {
+            table: self.clone(),
+            block_idx,
+            cursor: None,
+            seek,
+            end,
+            compaction,
+            readahead: None,
+        }
+    }
+}
+
+/// A forward iterator over one table.
+pub(crate) struct TableIter {
+    table: Arc<Table>,
+    block_idx: usize,
+    cursor: Option<BlockCursor>,
+    seek: Option<(Vec<u8>, bool)>,
+    end: Bound<Bytes>,
+    compaction: bool,
+    readahead: Option<(u64, Bytes)>,
+}
+
+impl TableIter {
+    fn load_block(&mut self, i: usize) -> Result<Arc<Block>> {
+        if !self.compaction {
+            return self.table.block(i);
+        }
+        let t = &self.table;
+        let h = t.index[i].handle;
+        let end = h.offset + u64::from(h.len);
+        let covered = self
+            .readahead
+            .as_ref()
+            .is_some_and(|(start, buf)| h.offset >= *start && end <= start + buf.len() as u64);
+        if !covered {
+            let want = (h.len as usize).max(COMPACTION_READAHEAD_BYTES) as u64;
+            let chunk_end = (h.offset + want).min(t.data_end).max(end);
+            let mut buf = vec![0u8; (chunk_end - h.offset) as usize];
+            t.file
+                .read_exact_at(h.offset, &mut buf)
+                .map_err(|e| Error::io("read table for compaction", &t.path, e))?;
+            Counters::add(&t.counters.compaction_bytes_read, buf.len() as u64);
+            self.readahead = Some((h.offset, Bytes::from(buf)));
+        }
+        let Some((start, buf)) = &self.readahead else {
+            return Err(Error::corruption(
+                &t.path,
+                h.offset,
+                "readahead buffer missing",
+            ));
+        };
+        let from = (h.offset - start) as usize;
+        let framed = &buf[from..from + h.len as usize];
+        let raw = frame::decode(framed).map_err(|e| frame_err(&t.path, h, e))?;
+        Ok(Arc::new(Block::parse(raw).map_err(|m| t.block_err(i, m))?))
+    }
+
+    /// The next item, or `None` at the end of the range.
+    pub fn next_item(&mut self) -> Result<Option<Item>> {
+        loop {
+            if self.cursor.is_none() {
+                if self.block_idx >= self.table.index.len() {
+                    return Ok(None);
+                }
+                let block = self.load_block(self.block_idx)?;
+                let mut c = BlockCursor::new(block);
+                if let Some((k, after)) = self.seek.take() {
+                    c.seek(&k, after)
+                        .map_err(|m| self.table.block_err(self.block_idx, m))?;
+                }
+                self.cursor = Some(c);
+            }
+            let Some(c) = self.cursor.as_mut() else {
+                continue;
+            };
+            match c
+                .next_item()
+                .map_err(|m| self.table.block_err(self.block_idx, m))?
+            {
+                Some(item) => {
+                    let within = match &self.end {
+                        Bound::Unbounded => true,
+                        Bound::Included(e) => item.key <= e,
+                        Bound::Excluded(e) => item.key < e,
+                    };
+                    if !within {
+                        self.block_idx = self.table.index.len();
+                        self.cursor = None;
+                        return Ok(None);
+                    }
+                    return Ok(Some(item));
+                }
+                None => {
+                    self.cursor = None;
+                    self.block_idx += 1;
+                }
+            }
+        }
+    }
+}
