@@ -19,10 +19,17 @@ pub mod membership;
 pub mod message;
 pub mod node;
 pub mod node_id;
+pub mod replica;
 pub mod ring;
 pub mod store;
 pub mod transport;
 pub mod version;
+
+#[cfg(test)]
+mod testing;
+
+#[cfg(test)]
+mod cluster_tests;
 
 pub use api::{
     Condition, Consistency, Expiry, Kv, KvError, NodeInfo, ReadOptions, ReadResult, Sibling,

@@ -1,35 +1,52 @@
-//! The coordinator: turns [`Kv`] calls into versioned updates of local
-//! storage.
+//! The coordinator: every node accepts every request and runs it against
+//! the key's replicas. No client is ever redirected.
 //!
-//! Every write is a read-modify-write of the key's sibling set under a
-//! per-key lock (a striped lock table), so concurrent writes to one key on
-//! this node never lose each other. The write path, top to bottom:
-//! validate limits -> lock the key -> read and decode the record -> check the
-//! condition (NX/XX) -> take an HLC timestamp -> apply the write to the
-//! sibling set with its causal context -> bound the siblings -> encode ->
-//! store (commit log, memtable) -> answer.
+//! # Request path
+//! 1. Validate limits (key and value size).
+//! 2. Find the key's preference list: `token = xxh3_64(key)`, then the ring
+//!    walk (see [`crate::ring`]). Drop replicas known to be down.
+//! 3. Work out what the consistency level requires (a total count, or counts
+//!    per data center for `LOCAL_*` and `EACH_QUORUM`), counted against the
+//!    preference list. If the live replicas cannot meet it, fail at once
+//!    with `Unavailable`.
+//! 4. Reads: ask every live replica (this node's own copy directly), answer
+//!    as soon as enough have answered with the merge of their records, and
+//!    let the rest finish in the background: replicas whose record differs
+//!    from the merge get the merge (read repair).
+//! 5. Writes: if this node is a replica, it coordinates: it applies the write
+//!    to its own copy (minting the new version, see [`crate::replica`]), then
+//!    sends the new record to the other live replicas and answers when enough
+//!    have acknowledged; the others keep going in the background. If this
+//!    node is not a replica, it forwards the write to the first live replica,
+//!    which coordinates it.
 //!
-//! The read path: read and decode the record -> drop expired and deleted
-//! siblings -> answer the live siblings and the record's version vector as
-//! the causal context.
-//!
-//! With one node every key has one replica; consistency levels are counted
-//! against the replicas that exist, so `QUORUM` is met by the one replica and
-//! an explicit count above it fails with `Unavailable`.
+//! A failed write may still have reached some replicas (as in every Dynamo
+//! store): the client learns the outcome is unknown, never that it is false.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
-use parking_lot::Mutex;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use ringkv_env::SharedClock;
 
 use crate::api::{
-    Condition, Consistency, Expiry, Kv, KvError, NodeInfo, ReadOptions, ReadResult, Sibling,
-    WriteOptions, WriteOutcome,
+    Consistency, Expiry, Kv, KvError, NodeInfo, ReadOptions, ReadResult, WriteOptions, WriteOutcome,
 };
-use crate::store::{LocalStore, StoreError};
-use crate::version::{HlcState, SiblingSet, hlc_physical_ms};
+use crate::membership::{Membership, MembershipConfig};
+use crate::message::{
+    CoordinatedOutcome, ForwardedWrite, Load, NodeState, NodeStatus, Request, Response,
+    WireContext, WireExpiry, WriteOp,
+};
+use crate::replica::{Change, Replica, store_error, to_sibling};
+use crate::ring::{Replication, Ring, RingNode, token_of};
+use crate::store::LocalStore;
+use crate::transport::{BoxFut, Handler, MemNetwork, Transport, TransportError};
+use crate::version::SiblingSet;
+
+pub use crate::replica::record_purgeable;
 
 /// Settings of the request layer.
 #[derive(Debug, Clone)]
@@ -46,6 +63,8 @@ pub struct NodeConfig {
     pub siblings_max: usize,
     /// How long a tombstone is kept before compaction may purge it.
     pub tombstone_grace_ms: u64,
+    /// How long a coordinator waits for replicas.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -58,14 +77,12 @@ impl Default for NodeConfig {
             default_write: Consistency::Quorum,
             siblings_max: 64,
             tombstone_grace_ms: 24 * 3600 * 1000,
+            request_timeout_ms: 2_000,
         }
     }
 }
 
-/// Number of stripes in the per-key lock table.
-const KEY_LOCK_STRIPES: usize = 1024;
-
-/// A ringkv node serving the [`Kv`] API from its local store.
+/// A ringkv node: replica of its ranges, coordinator of any request.
 pub struct Node<S: LocalStore> {
     inner: Arc<Inner<S>>,
 }
@@ -79,270 +96,712 @@ impl<S: LocalStore> Clone for Node<S> {
 }
 
 struct Inner<S> {
-    id: u64,
-    store: S,
-    clock: SharedClock,
+    replica: Replica<S>,
+    membership: Arc<Membership>,
+    transport: Arc<dyn Transport>,
     config: NodeConfig,
-    hlc: Mutex<HlcState>,
-    key_locks: Box<[Mutex<()>]>,
     started_ms: u64,
-    siblings_dropped: AtomicU64,
+}
+
+/// What a consistency level asks of the preference list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Requirement {
+    /// Answers needed from any data center.
+    total: usize,
+    /// Answers needed from specific data centers.
+    per_dc: Vec<(String, usize)>,
+}
+
+impl Requirement {
+    fn count(&self) -> usize {
+        self.total + self.per_dc.iter().map(|(_, n)| n).sum::<usize>()
+    }
+
+    fn met(&self, answered: &[u64], dc_of: &HashMap<u64, String>) -> bool {
+        if answered.len() < self.total {
+            return false;
+        }
+        self.per_dc.iter().all(|(dc, need)| {
+            answered
+                .iter()
+                .filter(|id| dc_of.get(id).is_some_and(|d| d == dc))
+                .count()
+                >= *need
+        })
+    }
 }
 
 impl<S: LocalStore> Node<S> {
+    /// A node alone in its cluster (no peers yet). Its ring holds itself.
     pub fn new(id: u64, store: S, clock: SharedClock, config: NodeConfig) -> Self {
+        let replication = Replication::simple("dc1", config.replication_factor);
+        let mut ring = Ring::new(MembershipConfig::default().tokens_per_weight);
+        let tokens = ring
+            .add_node(RingNode {
+                id,
+                dc: "dc1".into(),
+                rack: "rack1".into(),
+                weight: 1,
+            })
+            .unwrap_or_default();
+        let me = NodeState {
+            id,
+            generation: clock.now_ms(),
+            heartbeat: 0,
+            cluster_addr: String::new(),
+            resp_addr: String::new(),
+            http_addr: String::new(),
+            dc: "dc1".into(),
+            rack: "rack1".into(),
+            weight: 1,
+            tokens,
+            status: NodeStatus::Normal,
+            load: Load::default(),
+        };
+        let membership = Arc::new(Membership::new(
+            me,
+            replication,
+            clock.clone(),
+            MembershipConfig::default(),
+        ));
+        let transport: Arc<dyn Transport> = Arc::new(MemNetwork::new(0).transport(id));
+        Self::with_cluster(store, clock, config, membership, transport)
+    }
+
+    /// A node in a cluster: `membership` holds its own state (tokens
+    /// included), `transport` reaches its peers.
+    pub fn with_cluster(
+        store: S,
+        clock: SharedClock,
+        config: NodeConfig,
+        membership: Arc<Membership>,
+        transport: Arc<dyn Transport>,
+    ) -> Self {
+        let id = membership.self_id();
         let started_ms = clock.now_ms();
-        let key_locks = (0..KEY_LOCK_STRIPES).map(|_| Mutex::new(())).collect();
+        let replica = Replica::new(id, store, clock, config.siblings_max);
         Self {
             inner: Arc::new(Inner {
-                id,
-                store,
-                clock,
+                replica,
+                membership,
+                transport,
                 config,
-                hlc: Mutex::new(HlcState::default()),
-                key_locks,
                 started_ms,
-                siblings_dropped: AtomicU64::new(0),
             }),
         }
     }
 
     pub fn id(&self) -> u64 {
-        self.inner.id
+        self.inner.replica.id()
     }
 
     pub fn store(&self) -> &S {
-        &self.inner.store
+        self.inner.replica.store()
     }
 
     pub fn config(&self) -> &NodeConfig {
         &self.inner.config
     }
 
-    /// Makes every acknowledged write durable (shutdown).
-    pub fn flush(&self) -> Result<(), KvError> {
-        self.inner.store.flush().map_err(store_error)
+    pub fn membership(&self) -> &Arc<Membership> {
+        &self.inner.membership
     }
 
-    /// Runs a write on the executor, or on the blocking pool when the store
-    /// may wait for an fsync.
-    async fn run_write<T: Send + 'static>(
+    /// Makes every acknowledged write durable (shutdown).
+    pub fn flush(&self) -> Result<(), KvError> {
+        self.store().flush().map_err(store_error)
+    }
+
+    /// This node's own stored record of `key` (tests, `explain`).
+    pub fn debug_local_record(&self, key: &[u8]) -> SiblingSet {
+        self.inner.replica.read(key).unwrap_or_default()
+    }
+
+    /// This node as a request handler for its peers.
+    pub fn handler(&self) -> Arc<dyn Handler> {
+        Arc::new(self.clone())
+    }
+
+    /// Gossips until `shutdown` resolves: one round per
+    /// `gossip_interval_ms` with a random peer, and with a seed whenever no
+    /// peer is known alive (and now and then anyway, to heal partitions of
+    /// the membership view).
+    pub async fn run_gossip(
+        self,
+        seeds: Vec<String>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let interval = Duration::from_millis(self.inner.membership.config().gossip_interval_ms);
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        let mut round: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = ticker.tick() => {}
+            }
+            round += 1;
+            self.gossip_round(&seeds, round).await;
+        }
+    }
+
+    /// One gossip exchange. Public so tests and simulations can drive it.
+    pub async fn gossip_round(&self, seeds: &[String], round: u64) {
+        let m = &self.inner.membership;
+        m.tick();
+        let draw = splitmix(self.id() ^ round);
+        let target = match m.gossip_target(draw) {
+            Some(p) if round % 10 != 0 || seeds.is_empty() => Some(p),
+            other => seeds
+                .get((draw as usize) % seeds.len().max(1))
+                .map(|addr| crate::transport::Peer {
+                    id: 0,
+                    addr: addr.clone(),
+                })
+                .filter(|p| {
+                    m.state(m.self_id())
+                        .is_none_or(|me| me.cluster_addr != p.addr)
+                })
+                .or(other),
+        };
+        let Some(peer) = target else {
+            return;
+        };
+        let req = Request::Gossip { states: m.states() };
+        let timeout = Duration::from_millis(m.config().gossip_interval_ms.max(200));
+        match self.inner.transport.call(&peer, req, timeout).await {
+            Ok(Response::Gossip { states }) => {
+                m.merge(states);
+            }
+            Ok(other) => tracing::debug!(?other, "unexpected gossip answer"),
+            Err(e) => tracing::debug!(peer = %peer.addr, error = %e, "gossip failed"),
+        }
+    }
+
+    /// Runs a blocking local write off the executor when the store may wait
+    /// for an fsync.
+    async fn local_update(
         &self,
-        f: impl FnOnce(&Inner<S>) -> Result<T, KvError> + Send + 'static,
-    ) -> Result<T, KvError> {
-        if self.inner.store.blocking_writes() {
-            let inner = Arc::clone(&self.inner);
-            tokio::task::spawn_blocking(move || f(&inner))
+        key: Bytes,
+        change: Change,
+        opts: WriteOptions,
+    ) -> Result<(WriteOutcome, Option<SiblingSet>), KvError> {
+        if self.store().blocking_writes() {
+            let node = self.clone();
+            tokio::task::spawn_blocking(move || node.inner.replica.update(&key, change, &opts))
                 .await
                 .map_err(|e| KvError::Storage(format!("write task failed: {e}")))?
         } else {
-            f(&self.inner)
+            self.inner.replica.update(&key, change, &opts)
         }
     }
-}
 
-fn store_error(e: StoreError) -> KvError {
-    match e {
-        StoreError::ReadOnly(why) => KvError::ReadOnly(why),
-        other => KvError::Storage(other.to_string()),
-    }
-}
-
-impl<S: LocalStore> Inner<S> {
-    /// Replicas of a key that exist: N, capped by the nodes in the ring.
-    fn replicas(&self) -> usize {
-        self.config.replication_factor.clamp(1, 1)
-    }
-
-    fn check_level(&self, level: Consistency) -> Result<(), KvError> {
-        let n = self.replicas();
-        let required = level.required(n);
-        if required > n {
-            return Err(KvError::Unavailable {
-                required,
-                answered: n,
-                why: format!(
-                    "{} needs {required} replicas; the ring holds {n} replica(s) of each key",
-                    level.name()
-                ),
-            });
+    async fn local_merge(&self, key: Bytes, set: SiblingSet) -> Result<bool, KvError> {
+        if self.store().blocking_writes() {
+            let node = self.clone();
+            tokio::task::spawn_blocking(move || node.inner.replica.merge(&key, &set))
+                .await
+                .map_err(|e| KvError::Storage(format!("merge task failed: {e}")))?
+        } else {
+            self.inner.replica.merge(&key, &set)
         }
-        Ok(())
     }
 
     fn check_key(&self, key: &[u8]) -> Result<(), KvError> {
-        if key.len() > self.config.key_bytes_max {
+        let max = self.inner.config.key_bytes_max;
+        if key.len() > max {
             return Err(KvError::KeyTooLarge {
                 len: key.len(),
-                max: self.config.key_bytes_max,
+                max,
             });
+        }
+        if key.is_empty() {
+            return Err(KvError::InvalidArgument("empty key".into()));
         }
         Ok(())
     }
 
-    fn lock(&self, key: &[u8]) -> parking_lot::MutexGuard<'_, ()> {
-        let h = xxhash64(key) as usize % self.key_locks.len();
-        self.key_locks[h].lock()
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.inner.config.request_timeout_ms)
     }
 
-    fn load(&self, key: &[u8]) -> Result<SiblingSet, KvError> {
-        match self.store.get(key).map_err(store_error)? {
-            None => Ok(SiblingSet::default()),
-            Some(bytes) => SiblingSet::decode(&bytes)
-                .map_err(|e| KvError::Storage(format!("record of a key failed to decode: {e}"))),
+    /// The preference list of a key, the live part of it, and what `level`
+    /// requires of it.
+    fn plan(
+        &self,
+        key: &[u8],
+        level: Consistency,
+    ) -> Result<(Vec<u64>, HashMap<u64, String>, Requirement), KvError> {
+        let m = &self.inner.membership;
+        let prefs = m.preference_list(token_of(key));
+        let dc_of: HashMap<u64, String> = prefs
+            .iter()
+            .filter_map(|&id| m.dc_of(id).map(|dc| (id, dc)))
+            .collect();
+        let local_dc = m.dc_of(m.self_id()).unwrap_or_default();
+        let mut n_dc: HashMap<&str, usize> = HashMap::new();
+        for dc in dc_of.values() {
+            *n_dc.entry(dc.as_str()).or_default() += 1;
         }
+        let n = prefs.len();
+        let quorum = |k: usize| k / 2 + 1;
+        let req = match level {
+            Consistency::LocalOne | Consistency::LocalQuorum => {
+                let local_n = n_dc.get(local_dc.as_str()).copied().unwrap_or(0);
+                if local_n == 0 {
+                    return Err(KvError::Unavailable {
+                        required: 1,
+                        answered: 0,
+                        why: format!(
+                            "no replica of this key in the local data center {local_dc:?}"
+                        ),
+                    });
+                }
+                let need = if level == Consistency::LocalOne {
+                    1
+                } else {
+                    quorum(local_n)
+                };
+                Requirement {
+                    total: 0,
+                    per_dc: vec![(local_dc, need)],
+                }
+            }
+            Consistency::EachQuorum => Requirement {
+                total: 0,
+                per_dc: n_dc
+                    .iter()
+                    .map(|(dc, &k)| (dc.to_string(), quorum(k)))
+                    .collect(),
+            },
+            other => Requirement {
+                total: other.required(n),
+                per_dc: Vec::new(),
+            },
+        };
+        if req.count() > n || n == 0 {
+            return Err(KvError::Unavailable {
+                required: req.count(),
+                answered: n,
+                why: format!(
+                    "{} needs {} replicas; the ring holds {n} replica(s) of this key",
+                    level.name(),
+                    req.count()
+                ),
+            });
+        }
+        let live: Vec<u64> = prefs.iter().copied().filter(|&id| m.is_alive(id)).collect();
+        if !req.met(&live, &dc_of) {
+            let down: Vec<String> = prefs
+                .iter()
+                .filter(|id| !live.contains(id))
+                .map(|id| crate::node_id::display(*id))
+                .collect();
+            return Err(KvError::Unavailable {
+                required: req.count(),
+                answered: live.len(),
+                why: format!("replicas down: {}", down.join(", ")),
+            });
+        }
+        Ok((live, dc_of, req))
     }
 
-    fn resolved(set: &SiblingSet, now_ms: u64) -> Option<Sibling> {
-        set.live(now_ms)
-            .max_by_key(|s| (s.hlc, s.dot.actor))
-            .map(|s| to_sibling(s))
-    }
-
-    fn read(&self, key: &[u8], opts: &ReadOptions) -> Result<ReadResult, KvError> {
-        self.check_key(key)?;
-        self.check_level(opts.consistency.unwrap_or(self.config.default_read))?;
-        let set = self.load(key)?;
-        let now = self.clock.now_ms();
-        let siblings = set.live(now).map(to_sibling).collect();
-        Ok(ReadResult {
-            siblings,
-            context: set.vv,
+    /// Reads one replica's record.
+    fn read_from(&self, id: u64, key: Bytes) -> BoxFut<(u64, Result<SiblingSet, String>)> {
+        let node = self.clone();
+        Box::pin(async move {
+            if id == node.id() {
+                return (id, node.inner.replica.read(&key).map_err(|e| e.to_string()));
+            }
+            let Some(peer) = node.inner.membership.peer(id) else {
+                return (id, Err("unknown node".into()));
+            };
+            let timeout = node.timeout();
+            let answer = match node
+                .inner
+                .transport
+                .call(&peer, Request::Read { key }, timeout)
+                .await
+            {
+                Ok(Response::Record(None)) => Ok(SiblingSet::default()),
+                Ok(Response::Record(Some(bytes))) => {
+                    SiblingSet::decode(&bytes).map_err(|e| format!("bad record: {e}"))
+                }
+                Ok(Response::Error { message, .. }) => Err(message),
+                Ok(other) => Err(format!("unexpected answer {other:?}")),
+                Err(e) => Err(e.to_string()),
+            };
+            (id, answer)
         })
     }
 
-    /// The write path. `value` `None` is a delete.
-    fn write(
+    /// Sends a record to one replica to merge.
+    fn merge_to(&self, id: u64, key: Bytes, record: Bytes) -> BoxFut<(u64, Result<(), String>)> {
+        let node = self.clone();
+        Box::pin(async move {
+            let Some(peer) = node.inner.membership.peer(id) else {
+                return (id, Err("unknown node".into()));
+            };
+            let timeout = node.timeout();
+            let answer = match node
+                .inner
+                .transport
+                .call(&peer, Request::Merge { key, record }, timeout)
+                .await
+            {
+                Ok(Response::Merged) => Ok(()),
+                Ok(Response::Error { message, .. }) => Err(message),
+                Ok(other) => Err(format!("unexpected answer {other:?}")),
+                Err(e) => Err(e.to_string()),
+            };
+            (id, answer)
+        })
+    }
+
+    async fn coordinate_read(&self, key: Bytes, opts: ReadOptions) -> Result<ReadResult, KvError> {
+        self.check_key(&key)?;
+        let level = opts.consistency.unwrap_or(self.inner.config.default_read);
+        let (live, dc_of, req) = self.plan(&key, level)?;
+        let now = self.inner.replica.now_ms();
+        let to_result = |set: &SiblingSet| ReadResult {
+            siblings: set.live(now).map(to_sibling).collect(),
+            context: set.vv.clone(),
+        };
+        // One replica, and it is us: no fan-out, no repair.
+        if live.len() == 1 && live[0] == self.id() {
+            let set = self.inner.replica.read(&key)?;
+            return Ok(to_result(&set));
+        }
+        let mut pending: FuturesUnordered<_> = live
+            .iter()
+            .map(|&id| self.read_from(id, key.clone()))
+            .collect();
+        let mut answered: Vec<u64> = Vec::new();
+        let mut records: Vec<(u64, SiblingSet)> = Vec::new();
+        let mut failures: Vec<String> = Vec::new();
+        while let Some((id, answer)) = pending.next().await {
+            match answer {
+                Ok(set) => {
+                    answered.push(id);
+                    records.push((id, set));
+                }
+                Err(why) => failures.push(format!("{}: {why}", crate::node_id::display(id))),
+            }
+            if req.met(&answered, &dc_of) {
+                break;
+            }
+        }
+        if !req.met(&answered, &dc_of) {
+            metrics::counter!("ringkv_unavailable_total", "op" => "read").increment(1);
+            return Err(KvError::Unavailable {
+                required: req.count(),
+                answered: answered.len(),
+                why: failures.join("; "),
+            });
+        }
+        let mut merged = SiblingSet::default();
+        for (_, set) in &records {
+            merged.merge(set);
+        }
+        let result = to_result(&merged);
+        // The rest answer in the background; every stale replica gets the
+        // merge (read repair).
+        let node = self.clone();
+        tokio::spawn(async move {
+            while let Some((id, answer)) = pending.next().await {
+                if let Ok(set) = answer {
+                    merged.merge(&set);
+                    records.push((id, set));
+                }
+            }
+            node.read_repair(key, merged, records).await;
+        });
+        Ok(result)
+    }
+
+    async fn read_repair(&self, key: Bytes, merged: SiblingSet, records: Vec<(u64, SiblingSet)>) {
+        let stale: Vec<u64> = records
+            .iter()
+            .filter(|(_, set)| *set != merged)
+            .map(|(id, _)| *id)
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        let record = Bytes::from(merged.encode());
+        for id in stale {
+            metrics::counter!("ringkv_read_repairs_total").increment(1);
+            if id == self.id() {
+                if let Err(e) = self.local_merge(key.clone(), merged.clone()).await {
+                    tracing::warn!(error = %e, "local read repair failed");
+                }
+            } else {
+                let (_, r) = self.merge_to(id, key.clone(), record.clone()).await;
+                if let Err(e) = r {
+                    tracing::debug!(node = %crate::node_id::display(id), error = %e, "read repair failed");
+                }
+            }
+        }
+    }
+
+    async fn coordinate_write(
         &self,
-        key: &[u8],
-        value: Option<Bytes>,
-        opts: &WriteOptions,
+        key: Bytes,
+        change: Change,
+        opts: WriteOptions,
     ) -> Result<WriteOutcome, KvError> {
-        self.check_key(key)?;
-        if let Some(v) = &value
-            && v.len() > self.config.value_bytes_max
+        self.check_key(&key)?;
+        if let Change::Put(v) = &change
+            && v.len() > self.inner.config.value_bytes_max
         {
             return Err(KvError::ValueTooLarge {
                 len: v.len(),
-                max: self.config.value_bytes_max,
+                max: self.inner.config.value_bytes_max,
             });
         }
-        self.check_level(opts.consistency.unwrap_or(self.config.default_write))?;
+        let level = opts.consistency.unwrap_or(self.inner.config.default_write);
+        let (live, dc_of, req) = self.plan(&key, level)?;
+        if !live.contains(&self.id()) {
+            return self.forward(key, change, opts, &live, &req).await;
+        }
+        let (outcome, record) = self.local_update(key.clone(), change, opts).await?;
+        let Some(record) = record else {
+            return Ok(outcome);
+        };
+        let mut acked = vec![self.id()];
+        if req.met(&acked, &dc_of) && live.len() == 1 {
+            return Ok(outcome);
+        }
+        let bytes = Bytes::from(record.encode());
+        let mut pending: FuturesUnordered<_> = live
+            .iter()
+            .filter(|&&id| id != self.id())
+            .map(|&id| self.merge_to(id, key.clone(), bytes.clone()))
+            .collect();
+        let mut failures = Vec::new();
+        while !req.met(&acked, &dc_of) {
+            let Some((id, answer)) = pending.next().await else {
+                break;
+            };
+            match answer {
+                Ok(()) => acked.push(id),
+                Err(why) => failures.push(format!("{}: {why}", crate::node_id::display(id))),
+            }
+        }
+        // Replicas beyond the requirement still get the write.
+        if !pending.is_empty() {
+            tokio::spawn(async move { while pending.next().await.is_some() {} });
+        }
+        if !req.met(&acked, &dc_of) {
+            metrics::counter!("ringkv_unavailable_total", "op" => "write").increment(1);
+            return Err(KvError::Unavailable {
+                required: req.count(),
+                answered: acked.len(),
+                why: failures.join("; "),
+            });
+        }
+        Ok(outcome)
+    }
 
-        let _guard = self.lock(key);
-        let mut set = self.load(key)?;
-        let now = self.clock.now_ms();
-        let before = Self::resolved(&set, now);
-        let met = match opts.condition {
-            Condition::Always => true,
-            Condition::IfAbsent => before.is_none(),
-            Condition::IfPresent => before.is_some(),
+    /// Hands a write to a replica that coordinates it.
+    async fn forward(
+        &self,
+        key: Bytes,
+        change: Change,
+        opts: WriteOptions,
+        live: &[u64],
+        req: &Requirement,
+    ) -> Result<WriteOutcome, KvError> {
+        let op = match change {
+            Change::Put(value) => WriteOp::Put {
+                value,
+                expiry: WireExpiry::from(opts.expiry),
+            },
+            Change::Delete => WriteOp::Delete,
+            Change::Expiry(e) => WriteOp::SetExpiry {
+                expiry: WireExpiry::from(e),
+            },
         };
-        let previous = if opts.return_previous {
-            before.clone()
-        } else {
-            None
+        let fw = ForwardedWrite {
+            key,
+            op,
+            consistency: opts.consistency.map(Into::into),
+            context: opts.context.as_ref().map(WireContext::from_vv),
+            condition: opts.condition.into(),
+            return_previous: opts.return_previous,
         };
-        // Deleting what is not there writes nothing (Redis DEL answers 0).
-        if !met || (value.is_none() && before.is_none() && opts.context.is_none()) {
-            return Ok(WriteOutcome {
-                applied: false,
-                previous,
-            });
+        let mut failures = Vec::new();
+        for &id in live {
+            let Some(peer) = self.inner.membership.peer(id) else {
+                continue;
+            };
+            // The coordinator's own wait plus one hop.
+            let timeout = self.timeout() * 2;
+            match self
+                .inner
+                .transport
+                .call(&peer, Request::Coordinate(fw.clone()), timeout)
+                .await
+            {
+                Ok(Response::Coordinated(out)) => {
+                    return Ok(WriteOutcome {
+                        applied: out.applied,
+                        previous: out.previous.map(|(value, hlc, actor, expires_at_ms)| {
+                            crate::api::Sibling {
+                                value,
+                                hlc,
+                                actor,
+                                expires_at_ms,
+                            }
+                        }),
+                    });
+                }
+                Ok(Response::Error { code, message }) => {
+                    return Err(error_from_wire(&code, message));
+                }
+                Ok(other) => failures.push(format!("unexpected answer {other:?}")),
+                // Not reached at all: another replica may coordinate.
+                Err(e @ (TransportError::Unreachable(_) | TransportError::Overloaded)) => {
+                    failures.push(format!("{}: {e}", crate::node_id::display(id)));
+                }
+                // It may have been applied: do not apply it twice.
+                Err(e) => {
+                    return Err(KvError::Unavailable {
+                        required: req.count(),
+                        answered: 0,
+                        why: format!(
+                            "coordinator {} did not answer: {e}",
+                            crate::node_id::display(id)
+                        ),
+                    });
+                }
+            }
         }
-        let expires_at_ms = match (value.is_some(), opts.expiry) {
-            (false, _) | (true, Expiry::Never) => None,
-            (true, Expiry::At(t)) => Some(t),
-            (true, Expiry::Keep) => before.as_ref().and_then(|b| b.expires_at_ms),
-        };
-        let context = opts.context.clone().unwrap_or_else(|| set.vv.clone());
-        let hlc = self.hlc.lock().next(now);
-        let deleted = value.is_none();
-        set.update(&context, self.id, hlc, value, expires_at_ms);
-        let dropped = set.bound_siblings(self.config.siblings_max);
-        if dropped > 0 {
-            self.siblings_dropped
-                .fetch_add(dropped as u64, Ordering::Relaxed);
-            metrics::counter!("ringkv_siblings_dropped_total").increment(dropped as u64);
-        }
-        self.store
-            .put(key, &set.encode(), set.record_expiry())
-            .map_err(store_error)?;
-        Ok(WriteOutcome {
-            applied: !deleted || before.is_some(),
-            previous,
+        Err(KvError::Unavailable {
+            required: req.count(),
+            answered: 0,
+            why: format!("no replica could coordinate: {}", failures.join("; ")),
         })
     }
 
-    fn set_expiry(&self, key: &[u8], expiry: Expiry, opts: &WriteOptions) -> Result<bool, KvError> {
-        self.check_key(key)?;
-        self.check_level(opts.consistency.unwrap_or(self.config.default_write))?;
-        let _guard = self.lock(key);
-        let mut set = self.load(key)?;
-        let now = self.clock.now_ms();
-        let Some(current) = Self::resolved(&set, now) else {
-            return Ok(false);
-        };
-        let (value, expires_at_ms) = match expiry {
-            Expiry::Keep => return Ok(true),
-            Expiry::Never if current.expires_at_ms.is_none() => return Ok(true),
-            Expiry::Never => (Some(current.value), None),
-            // An expiry in the past deletes the key, as in Redis.
-            Expiry::At(t) if t <= now => (None, None),
-            Expiry::At(t) => (Some(current.value), Some(t)),
-        };
-        let context = set.vv.clone();
-        let hlc = self.hlc.lock().next(now);
-        set.update(&context, self.id, hlc, value, expires_at_ms);
-        self.store
-            .put(key, &set.encode(), set.record_expiry())
-            .map_err(store_error)?;
-        Ok(true)
-    }
-
-    fn count_keys(&self) -> Result<u64, KvError> {
-        let now = self.clock.now_ms();
-        let mut live = 0u64;
-        let mut corrupt = 0u64;
-        self.store
-            .for_each(&mut |_, bytes| {
-                match SiblingSet::decode(bytes) {
-                    Ok(set) if !set.is_dead(now) => live += 1,
-                    Ok(_) => {}
-                    Err(_) => corrupt += 1,
+    async fn handle_request(&self, from: u64, req: Request) -> Response {
+        let _ = from;
+        match req {
+            Request::Ping => Response::Pong,
+            Request::Gossip { states } => {
+                self.inner.membership.merge(states);
+                Response::Gossip {
+                    states: self.inner.membership.states(),
                 }
-                true
-            })
-            .map_err(store_error)?;
-        if corrupt > 0 {
-            tracing::warn!(corrupt, "records failed to decode while counting keys");
+            }
+            Request::Read { key } => match self.inner.replica.read_raw(&key) {
+                Ok(rec) => Response::Record(rec),
+                Err(e) => error_to_wire(&e),
+            },
+            Request::Merge { key, record } => {
+                let set = match SiblingSet::decode(&record) {
+                    Ok(set) => set,
+                    Err(e) => {
+                        return error_to_wire(&KvError::InvalidArgument(format!(
+                            "record does not decode: {e}"
+                        )));
+                    }
+                };
+                match self.local_merge(key, set).await {
+                    Ok(_) => Response::Merged,
+                    Err(e) => error_to_wire(&e),
+                }
+            }
+            Request::Coordinate(fw) => {
+                let context = match fw.context.as_ref().map(WireContext::to_vv).transpose() {
+                    Ok(c) => c,
+                    Err(e) => return error_to_wire(&KvError::BadContext(e.to_string())),
+                };
+                let (change, expiry) = match fw.op {
+                    WriteOp::Put { value, expiry } => (Change::Put(value), Expiry::from(expiry)),
+                    WriteOp::Delete => (Change::Delete, Expiry::Never),
+                    WriteOp::SetExpiry { expiry } => {
+                        (Change::Expiry(Expiry::from(expiry)), Expiry::Never)
+                    }
+                };
+                let opts = WriteOptions {
+                    consistency: fw.consistency.map(Into::into),
+                    context,
+                    condition: fw.condition.into(),
+                    expiry,
+                    return_previous: fw.return_previous,
+                };
+                // Coordinate here only if we are a replica; never forward
+                // again (no loops).
+                let level = opts.consistency.unwrap_or(self.inner.config.default_write);
+                match self.plan(&fw.key, level) {
+                    Ok((live, _, _)) if live.contains(&self.id()) => {}
+                    Ok(_) => {
+                        return error_to_wire(&KvError::Unavailable {
+                            required: 1,
+                            answered: 0,
+                            why: "forwarded to a node that is not a replica".into(),
+                        });
+                    }
+                    Err(e) => return error_to_wire(&e),
+                }
+                match self.coordinate_write(fw.key, change, opts).await {
+                    Ok(out) => Response::Coordinated(CoordinatedOutcome {
+                        applied: out.applied,
+                        previous: out
+                            .previous
+                            .map(|p| (p.value, p.hlc, p.actor, p.expires_at_ms)),
+                    }),
+                    Err(e) => error_to_wire(&e),
+                }
+            }
         }
-        Ok(live)
     }
 }
 
-fn to_sibling(s: &crate::version::StoredSibling) -> Sibling {
-    Sibling {
-        value: s.value.clone().unwrap_or_default(),
-        hlc: s.hlc,
-        actor: s.dot.actor,
-        expires_at_ms: s.expires_at_ms,
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn error_to_wire(e: &KvError) -> Response {
+    Response::Error {
+        code: e.code().to_string(),
+        message: e.to_string(),
     }
 }
 
-fn xxhash64(key: &[u8]) -> u64 {
-    // FNV-1a: only for lock striping, never stored.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in key {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+/// Rebuilds a coordinator's error from the wire, keeping its kind.
+fn error_from_wire(code: &str, message: String) -> KvError {
+    match code {
+        "read_only" => KvError::ReadOnly(message),
+        "invalid_argument" | "key_too_large" | "value_too_large" => {
+            KvError::InvalidArgument(message)
+        }
+        "bad_context" => KvError::BadContext(message),
+        "unavailable" => KvError::Unavailable {
+            required: 0,
+            answered: 0,
+            why: message,
+        },
+        "shutting_down" => KvError::ShuttingDown,
+        _ => KvError::Storage(message),
     }
-    h
+}
+
+impl<S: LocalStore> Handler for Node<S> {
+    fn handle(&self, from: u64, req: Request) -> BoxFut<Response> {
+        let node = self.clone();
+        Box::pin(async move { node.handle_request(from, req).await })
+    }
 }
 
 impl<S: LocalStore> Kv for Node<S> {
     async fn get(&self, key: Bytes, opts: ReadOptions) -> Result<ReadResult, KvError> {
-        self.inner.read(&key, &opts)
+        self.coordinate_read(key, opts).await
     }
 
     async fn put(
@@ -351,13 +810,11 @@ impl<S: LocalStore> Kv for Node<S> {
         value: Bytes,
         opts: WriteOptions,
     ) -> Result<WriteOutcome, KvError> {
-        self.run_write(move |inner| inner.write(&key, Some(value), &opts))
-            .await
+        self.coordinate_write(key, Change::Put(value), opts).await
     }
 
     async fn delete(&self, key: Bytes, opts: WriteOptions) -> Result<WriteOutcome, KvError> {
-        self.run_write(move |inner| inner.write(&key, None, &opts))
-            .await
+        self.coordinate_write(key, Change::Delete, opts).await
     }
 
     async fn set_expiry(
@@ -366,91 +823,42 @@ impl<S: LocalStore> Kv for Node<S> {
         expiry: Expiry,
         opts: WriteOptions,
     ) -> Result<bool, KvError> {
-        self.run_write(move |inner| inner.set_expiry(&key, expiry, &opts))
+        self.coordinate_write(key, Change::Expiry(expiry), opts)
             .await
+            .map(|o| o.applied)
     }
 
     async fn count_keys(&self) -> Result<u64, KvError> {
-        self.inner.count_keys()
+        self.inner.replica.count_live()
     }
 
     fn info(&self) -> NodeInfo {
         let inner = &self.inner;
         NodeInfo {
-            node_id: inner.id,
+            node_id: self.id(),
             version: env!("CARGO_PKG_VERSION"),
-            uptime_ms: inner.clock.now_ms().saturating_sub(inner.started_ms),
-            replication_factor: inner.replicas(),
+            uptime_ms: inner.replica.now_ms().saturating_sub(inner.started_ms),
+            replication_factor: inner.config.replication_factor,
             default_read: inner.config.default_read.name(),
             default_write: inner.config.default_write.name(),
-            keys_estimate: inner.store.keys_estimate(),
-            storage: inner.store.stats(),
+            keys_estimate: self.store().keys_estimate(),
+            storage: self.store().stats(),
         }
     }
 
     fn now_ms(&self) -> u64 {
-        self.inner.clock.now_ms()
-    }
-}
-
-/// True when a stored record may be purged by compaction at `now_ms`: every
-/// sibling is deleted or expired and the newest is older than the grace
-/// period.
-pub fn record_purgeable(record: &Bytes, now_ms: u64, grace_ms: u64) -> bool {
-    match SiblingSet::decode(record) {
-        Ok(set) => {
-            set.is_dead(now_ms) && hlc_physical_ms(set.max_hlc()).saturating_add(grace_ms) < now_ms
-        }
-        // Never purge what cannot be read: it is reported, not destroyed.
-        Err(_) => false,
+        self.inner.replica.now_ms()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::Condition;
+    use crate::testing::MapStore;
     use crate::version::VersionVector;
     use ringkv_env::{Clock, ManualClock};
-    use std::collections::BTreeMap;
     use std::time::Duration;
-
-    /// A test double for the engine: a map of records, honouring expiry.
-    #[derive(Default)]
-    struct MapStore {
-        map: Mutex<BTreeMap<Vec<u8>, (Bytes, Option<u64>)>>,
-    }
-
-    impl LocalStore for MapStore {
-        fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
-            Ok(self.map.lock().get(key).map(|(v, _)| v.clone()))
-        }
-        fn put(&self, key: &[u8], record: &[u8], exp: Option<u64>) -> Result<(), StoreError> {
-            self.map
-                .lock()
-                .insert(key.to_vec(), (Bytes::copy_from_slice(record), exp));
-            Ok(())
-        }
-        fn for_each(&self, visit: &mut dyn FnMut(&[u8], &Bytes) -> bool) -> Result<(), StoreError> {
-            for (k, (v, _)) in self.map.lock().iter() {
-                if !visit(k, v) {
-                    break;
-                }
-            }
-            Ok(())
-        }
-        fn stats(&self) -> Vec<(String, u64)> {
-            Vec::new()
-        }
-        fn keys_estimate(&self) -> u64 {
-            self.map.lock().len() as u64
-        }
-        fn flush(&self) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn blocking_writes(&self) -> bool {
-            false
-        }
-    }
 
     fn node() -> (Node<MapStore>, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::new(1_700_000_000_000));

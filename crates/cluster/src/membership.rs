@@ -1,0 +1,427 @@
+//! Membership: who is in the cluster, what they own, and who is alive.
+//!
+//! Every node gossips about once per `gossip_interval_ms` with one random
+//! peer (push-pull: each side sends every state it knows and keeps, per node,
+//! the state with the greater `(generation, heartbeat)`). A node bumps its own
+//! heartbeat every round; a restart starts a new generation that outranks its
+//! previous life. The ring is rebuilt, deterministically, from the states of
+//! the nodes that own tokens, so every node that has heard the same states
+//! computes the same ring.
+//!
+//! Failure detection is phi-accrual (Hayashibara et al., as in Cassandra): for
+//! each peer we keep the intervals between heartbeat increases seen through
+//! gossip, and `phi = elapsed / mean_interval * log10(e)`; a peer is down while
+//! `phi >= phi_convict`. That is evidence, not a guess: a peer is marked down
+//! only when its heartbeats stop arriving for many times their usual
+//! interval, and up again as soon as a newer heartbeat is seen.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use ringkv_env::SharedClock;
+
+use crate::message::{NodeState, NodeStatus};
+use crate::ring::{Replication, Ring, RingNode, Token};
+use crate::transport::Peer;
+
+/// Settings of gossip and failure detection.
+#[derive(Debug, Clone)]
+pub struct MembershipConfig {
+    pub gossip_interval_ms: u64,
+    /// phi at or above which a peer is considered down.
+    pub phi_convict: f64,
+    /// Heartbeat intervals remembered per peer.
+    pub intervals_max: usize,
+    pub tokens_per_weight: usize,
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        Self {
+            gossip_interval_ms: 1_000,
+            phi_convict: 8.0,
+            intervals_max: 100,
+            tokens_per_weight: 64,
+        }
+    }
+}
+
+/// Phi-accrual failure detector for one peer.
+#[derive(Debug, Clone)]
+pub struct PhiDetector {
+    intervals_ms: VecDeque<f64>,
+    last: Option<Duration>,
+    intervals_max: usize,
+    /// Floor on the mean interval so a burst of quick heartbeats does not
+    /// make the detector twitchy.
+    mean_floor_ms: f64,
+}
+
+impl PhiDetector {
+    pub fn new(intervals_max: usize, expected_interval_ms: f64) -> Self {
+        Self {
+            intervals_ms: VecDeque::with_capacity(intervals_max),
+            last: None,
+            intervals_max: intervals_max.max(1),
+            mean_floor_ms: expected_interval_ms,
+        }
+    }
+
+    /// Records a heartbeat arrival at monotonic time `now`.
+    pub fn heartbeat(&mut self, now: Duration) {
+        if let Some(last) = self.last {
+            let ms = now.saturating_sub(last).as_secs_f64() * 1000.0;
+            if self.intervals_ms.len() == self.intervals_max {
+                self.intervals_ms.pop_front();
+            }
+            self.intervals_ms.push_back(ms);
+        }
+        self.last = Some(now);
+    }
+
+    /// The suspicion level at `now` (0 right after a heartbeat).
+    pub fn phi(&self, now: Duration) -> f64 {
+        let Some(last) = self.last else {
+            return f64::INFINITY;
+        };
+        let mean = if self.intervals_ms.is_empty() {
+            self.mean_floor_ms
+        } else {
+            (self.intervals_ms.iter().sum::<f64>() / self.intervals_ms.len() as f64)
+                .max(self.mean_floor_ms)
+        };
+        let elapsed = now.saturating_sub(last).as_secs_f64() * 1000.0;
+        elapsed / mean * std::f64::consts::LOG10_E
+    }
+}
+
+/// The cluster as this node knows it.
+pub struct Membership {
+    self_id: u64,
+    clock: SharedClock,
+    config: MembershipConfig,
+    states: RwLock<HashMap<u64, NodeState>>,
+    detectors: Mutex<HashMap<u64, PhiDetector>>,
+    ring: RwLock<Arc<Ring>>,
+    replication: Replication,
+}
+
+impl Membership {
+    /// Starts from this node's own state.
+    pub fn new(
+        me: NodeState,
+        replication: Replication,
+        clock: SharedClock,
+        config: MembershipConfig,
+    ) -> Self {
+        let self_id = me.id;
+        let m = Self {
+            self_id,
+            clock,
+            ring: RwLock::new(Arc::new(Ring::new(config.tokens_per_weight))),
+            config,
+            states: RwLock::new(HashMap::from([(self_id, me)])),
+            detectors: Mutex::new(HashMap::new()),
+            replication,
+        };
+        m.rebuild_ring();
+        m
+    }
+
+    pub fn self_id(&self) -> u64 {
+        self.self_id
+    }
+
+    pub fn config(&self) -> &MembershipConfig {
+        &self.config
+    }
+
+    pub fn replication(&self) -> &Replication {
+        &self.replication
+    }
+
+    /// The current ring.
+    pub fn ring(&self) -> Arc<Ring> {
+        Arc::clone(&self.ring.read())
+    }
+
+    /// Every known state.
+    pub fn states(&self) -> Vec<NodeState> {
+        let mut v: Vec<NodeState> = self.states.read().values().cloned().collect();
+        v.sort_by_key(|s| s.id);
+        v
+    }
+
+    pub fn state(&self, id: u64) -> Option<NodeState> {
+        self.states.read().get(&id).cloned()
+    }
+
+    /// Changes this node's own state (tokens, status, load) and bumps its
+    /// heartbeat so the change spreads.
+    pub fn update_self(&self, f: impl FnOnce(&mut NodeState)) {
+        {
+            let mut states = self.states.write();
+            if let Some(me) = states.get_mut(&self.self_id) {
+                f(me);
+                me.heartbeat += 1;
+            }
+        }
+        self.rebuild_ring();
+    }
+
+    /// One gossip round's own bump.
+    pub fn tick(&self) {
+        if let Some(me) = self.states.write().get_mut(&self.self_id) {
+            me.heartbeat += 1;
+        }
+    }
+
+    /// Folds in states heard from a peer; returns true if anything changed.
+    pub fn merge(&self, incoming: Vec<NodeState>) -> bool {
+        let now = self.clock.monotonic();
+        let mut changed = false;
+        let mut ring_changed = false;
+        {
+            let mut states = self.states.write();
+            let mut detectors = self.detectors.lock();
+            for s in incoming {
+                if s.id == self.self_id {
+                    // Nobody knows us better than we do; a peer holding a
+                    // newer generation of us than ours would mean a clock
+                    // jump: keep ours, gossip will override theirs.
+                    continue;
+                }
+                let newer = match states.get(&s.id) {
+                    None => true,
+                    Some(old) => s.version() > old.version(),
+                };
+                if !newer {
+                    continue;
+                }
+                let old = states.get(&s.id);
+                if old.is_none_or(|o| o.tokens != s.tokens || o.status != s.status) {
+                    ring_changed = true;
+                }
+                detectors
+                    .entry(s.id)
+                    .or_insert_with(|| {
+                        PhiDetector::new(
+                            self.config.intervals_max,
+                            self.config.gossip_interval_ms as f64,
+                        )
+                    })
+                    .heartbeat(now);
+                states.insert(s.id, s);
+                changed = true;
+            }
+        }
+        if ring_changed {
+            self.rebuild_ring();
+        }
+        changed
+    }
+
+    fn rebuild_ring(&self) {
+        let states = self.states.read();
+        let mut ids: Vec<u64> = states.keys().copied().collect();
+        ids.sort_unstable();
+        let mut ring = Ring::new(self.config.tokens_per_weight);
+        for id in ids {
+            let s = &states[&id];
+            if !matches!(s.status, NodeStatus::Normal | NodeStatus::Leaving) || s.tokens.is_empty()
+            {
+                continue;
+            }
+            let node = RingNode {
+                id,
+                dc: s.dc.clone(),
+                rack: s.rack.clone(),
+                weight: s.weight.max(1),
+            };
+            // Lower ids insert first and keep a contested token: every node
+            // builds the same ring from the same states.
+            let _ = ring.insert_with_tokens(node, &s.tokens);
+        }
+        *self.ring.write() = Arc::new(ring);
+    }
+
+    /// True when `id` is believed alive (this node always is).
+    pub fn is_alive(&self, id: u64) -> bool {
+        if id == self.self_id {
+            return true;
+        }
+        let now = self.clock.monotonic();
+        self.detectors
+            .lock()
+            .get(&id)
+            .is_some_and(|d| d.phi(now) < self.config.phi_convict)
+    }
+
+    /// The current phi of a peer (for status output).
+    pub fn phi(&self, id: u64) -> f64 {
+        if id == self.self_id {
+            return 0.0;
+        }
+        let now = self.clock.monotonic();
+        self.detectors
+            .lock()
+            .get(&id)
+            .map_or(f64::INFINITY, |d| d.phi(now))
+    }
+
+    /// How to reach a node.
+    pub fn peer(&self, id: u64) -> Option<Peer> {
+        self.states.read().get(&id).map(|s| Peer {
+            id,
+            addr: s.cluster_addr.clone(),
+        })
+    }
+
+    pub fn dc_of(&self, id: u64) -> Option<String> {
+        self.states.read().get(&id).map(|s| s.dc.clone())
+    }
+
+    /// The preference list of a token.
+    pub fn preference_list(&self, token: Token) -> Vec<u64> {
+        self.ring().preference_list(token, &self.replication)
+    }
+
+    /// A random peer to gossip with: mostly live ones, sometimes a down one
+    /// (so a recovered node is noticed).
+    pub fn gossip_target(&self, draw: u64) -> Option<Peer> {
+        let states = self.states.read();
+        let mut live = Vec::new();
+        let mut down = Vec::new();
+        let mut ids: Vec<u64> = states
+            .keys()
+            .copied()
+            .filter(|&id| id != self.self_id)
+            .collect();
+        ids.sort_unstable();
+        for id in ids {
+            if states[&id].status == NodeStatus::Left {
+                continue;
+            }
+            if self.is_alive(id) {
+                live.push(id);
+            } else {
+                down.push(id);
+            }
+        }
+        let pick_down = !down.is_empty() && (live.is_empty() || draw % 4 == 0);
+        let pool = if pick_down { &down } else { &live };
+        if pool.is_empty() {
+            return None;
+        }
+        let id = pool[(draw / 4) as usize % pool.len()];
+        states.get(&id).map(|s| Peer {
+            id,
+            addr: s.cluster_addr.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Load;
+    use ringkv_env::ManualClock;
+
+    fn state(id: u64, tokens: Vec<u64>) -> NodeState {
+        NodeState {
+            id,
+            generation: 1,
+            heartbeat: 0,
+            cluster_addr: format!("127.0.0.1:{id}"),
+            resp_addr: String::new(),
+            http_addr: String::new(),
+            dc: "dc1".into(),
+            rack: "r1".into(),
+            weight: 1,
+            tokens,
+            status: NodeStatus::Normal,
+            load: Load::default(),
+        }
+    }
+
+    #[test]
+    fn phi_grows_with_silence_and_resets_on_heartbeat() {
+        let mut d = PhiDetector::new(10, 100.0);
+        let t = |ms: u64| Duration::from_millis(ms);
+        for i in 0..10 {
+            d.heartbeat(t(i * 100));
+        }
+        assert!(d.phi(t(950)) < 1.0);
+        // 8 / log10(e) * 100 ms = ~1842 ms of silence convicts.
+        assert!(d.phi(t(900 + 1_700)) < 8.0);
+        assert!(d.phi(t(900 + 1_900)) >= 8.0);
+        d.heartbeat(t(3_000));
+        assert!(d.phi(t(3_000)) < 0.01);
+    }
+
+    #[test]
+    fn newer_states_win_and_peers_go_down_on_silence_and_up_on_heartbeat() {
+        let clock = Arc::new(ManualClock::new(0));
+        let config = MembershipConfig {
+            gossip_interval_ms: 100,
+            ..MembershipConfig::default()
+        };
+        let m = Membership::new(
+            state(1, vec![10]),
+            Replication::simple("dc1", 2),
+            clock.clone(),
+            config,
+        );
+        assert!(!m.is_alive(2), "unknown nodes are not alive");
+        let mut s2 = state(2, vec![20]);
+        assert!(m.merge(vec![s2.clone()]));
+        assert!(m.is_alive(2));
+        assert_eq!(m.ring().len(), 2);
+        assert!(!m.merge(vec![s2.clone()]), "same version changes nothing");
+        for _ in 0..5 {
+            clock.advance(Duration::from_millis(100));
+            s2.heartbeat += 1;
+            m.merge(vec![s2.clone()]);
+        }
+        clock.advance(Duration::from_millis(3_000));
+        assert!(!m.is_alive(2), "silent peer convicted");
+        s2.heartbeat += 1;
+        m.merge(vec![s2.clone()]);
+        assert!(m.is_alive(2), "heartbeat revives");
+        // An older state never replaces a newer one.
+        let mut stale = s2.clone();
+        stale.heartbeat = 0;
+        stale.tokens = vec![99];
+        assert!(!m.merge(vec![stale]));
+        assert_eq!(m.state(2).map(|s| s.tokens), Some(vec![20]));
+        // A restart (new generation) wins even with a low heartbeat.
+        let mut reborn = state(2, vec![21]);
+        reborn.generation = 2;
+        assert!(m.merge(vec![reborn]));
+        assert_eq!(m.ring().tokens_of(2), vec![21]);
+    }
+
+    #[test]
+    fn same_states_give_the_same_ring_everywhere() {
+        let clock = Arc::new(ManualClock::new(0));
+        let a = Membership::new(
+            state(1, vec![5, 50]),
+            Replication::simple("dc1", 2),
+            clock.clone(),
+            MembershipConfig::default(),
+        );
+        let b = Membership::new(
+            state(2, vec![5, 70]),
+            Replication::simple("dc1", 2),
+            clock,
+            MembershipConfig::default(),
+        );
+        a.merge(b.states());
+        b.merge(a.states());
+        assert_eq!(*a.ring(), *b.ring());
+        // The contested token 5 goes to the lower id.
+        assert_eq!(a.ring().tokens().find(|&(t, _)| t == 5), Some((5, 1)));
+    }
+}

@@ -1,0 +1,278 @@
+//! The replica: this node's copy of the keys it owns, and the versioned
+//! operations on it.
+//!
+//! Every change of a key is a read-modify-write of its sibling set under a
+//! per-key lock (a striped lock table), so concurrent changes of one key on
+//! this node never lose each other. Two kinds of change exist:
+//!
+//! - [`Replica::update`]: this node coordinates a client write. Read and
+//!   decode the record -> check the condition (NX/XX) -> take an HLC
+//!   timestamp -> apply the write with its causal context, minting a new dot
+//!   with this node as the actor -> bound the siblings -> encode -> store.
+//!   The new record is returned so the coordinator can send it to the other
+//!   replicas.
+//! - [`Replica::merge`]: another replica sent its record (replication, read
+//!   repair, hint replay, anti-entropy). Merge it into ours and store.
+//!
+//! Only a replica of a key ever mints dots for it, and it always stores its
+//! own writes before sending them, so its counter for the key is never
+//! reused: dots stay unique.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use ringkv_env::SharedClock;
+
+use crate::api::{Condition, Expiry, KvError, Sibling, WriteOptions, WriteOutcome};
+use crate::store::{LocalStore, StoreError};
+use crate::version::{HlcState, SiblingSet, StoredSibling, hlc_physical_ms};
+
+/// Number of stripes in the per-key lock table.
+const KEY_LOCK_STRIPES: usize = 1024;
+
+/// A client write as the replica applies it.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Put(Bytes),
+    Delete,
+    /// Change only the expiry of the live value.
+    Expiry(Expiry),
+}
+
+pub struct Replica<S> {
+    id: u64,
+    store: S,
+    clock: SharedClock,
+    hlc: Mutex<HlcState>,
+    key_locks: Box<[Mutex<()>]>,
+    siblings_max: usize,
+    siblings_dropped: AtomicU64,
+}
+
+pub(crate) fn store_error(e: StoreError) -> KvError {
+    match e {
+        StoreError::ReadOnly(why) => KvError::ReadOnly(why),
+        other => KvError::Storage(other.to_string()),
+    }
+}
+
+/// The sibling a client sees.
+pub fn to_sibling(s: &StoredSibling) -> Sibling {
+    Sibling {
+        value: s.value.clone().unwrap_or_default(),
+        hlc: s.hlc,
+        actor: s.dot.actor,
+        expires_at_ms: s.expires_at_ms,
+    }
+}
+
+/// The live sibling the last-writer-wins resolver picks.
+pub fn resolved(set: &SiblingSet, now_ms: u64) -> Option<Sibling> {
+    set.live(now_ms)
+        .max_by_key(|s| (s.hlc, s.dot.actor))
+        .map(to_sibling)
+}
+
+impl<S: LocalStore> Replica<S> {
+    pub fn new(id: u64, store: S, clock: SharedClock, siblings_max: usize) -> Self {
+        Self {
+            id,
+            store,
+            clock,
+            hlc: Mutex::new(HlcState::default()),
+            key_locks: (0..KEY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            siblings_max,
+            siblings_dropped: AtomicU64::new(0),
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    pub fn siblings_dropped(&self) -> u64 {
+        self.siblings_dropped.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self, key: &[u8]) -> parking_lot::MutexGuard<'_, ()> {
+        let h = fnv1a(key) as usize % self.key_locks.len();
+        self.key_locks[h].lock()
+    }
+
+    /// The stored record of `key` (empty when absent).
+    pub fn read(&self, key: &[u8]) -> Result<SiblingSet, KvError> {
+        match self.store.get(key).map_err(store_error)? {
+            None => Ok(SiblingSet::default()),
+            Some(bytes) => SiblingSet::decode(&bytes)
+                .map_err(|e| KvError::Storage(format!("record of a key failed to decode: {e}"))),
+        }
+    }
+
+    /// The stored record's bytes, for sending to a peer.
+    pub fn read_raw(&self, key: &[u8]) -> Result<Option<Bytes>, KvError> {
+        self.store.get(key).map_err(store_error)
+    }
+
+    fn bound_and_store(&self, key: &[u8], set: &mut SiblingSet) -> Result<(), KvError> {
+        let dropped = set.bound_siblings(self.siblings_max);
+        if dropped > 0 {
+            self.siblings_dropped
+                .fetch_add(dropped as u64, Ordering::Relaxed);
+            metrics::counter!("ringkv_siblings_dropped_total").increment(dropped as u64);
+        }
+        self.store
+            .put(key, &set.encode(), set.record_expiry())
+            .map_err(store_error)
+    }
+
+    /// Applies a client write coordinated by this node. Returns the outcome
+    /// and, when something was written, the new record to replicate.
+    pub fn update(
+        &self,
+        key: &[u8],
+        change: Change,
+        opts: &WriteOptions,
+    ) -> Result<(WriteOutcome, Option<SiblingSet>), KvError> {
+        let _guard = self.lock(key);
+        let mut set = self.read(key)?;
+        let now = self.clock.now_ms();
+        let before = resolved(&set, now);
+        let previous = if opts.return_previous {
+            before.clone()
+        } else {
+            None
+        };
+        let not_written = |applied| {
+            Ok((
+                WriteOutcome {
+                    applied,
+                    previous: previous.clone(),
+                },
+                None,
+            ))
+        };
+        let (value, expires_at_ms) = match change {
+            Change::Put(value) => {
+                let met = match opts.condition {
+                    Condition::Always => true,
+                    Condition::IfAbsent => before.is_none(),
+                    Condition::IfPresent => before.is_some(),
+                };
+                if !met {
+                    return not_written(false);
+                }
+                let exp = match opts.expiry {
+                    Expiry::Never => None,
+                    Expiry::At(t) => Some(t),
+                    Expiry::Keep => before.as_ref().and_then(|b| b.expires_at_ms),
+                };
+                (Some(value), exp)
+            }
+            Change::Delete => {
+                // Deleting what this replica does not see writes nothing
+                // unless the client names what it deletes (a context).
+                if before.is_none() && opts.context.is_none() {
+                    return not_written(false);
+                }
+                (None, None)
+            }
+            Change::Expiry(expiry) => {
+                let Some(current) = before.clone() else {
+                    return not_written(false);
+                };
+                match expiry {
+                    Expiry::Keep => return not_written(true),
+                    Expiry::Never if current.expires_at_ms.is_none() => return not_written(true),
+                    Expiry::Never => (Some(current.value), None),
+                    // An expiry in the past deletes the key, as in Redis.
+                    Expiry::At(t) if t <= now => (None, None),
+                    Expiry::At(t) => (Some(current.value), Some(t)),
+                }
+            }
+        };
+        let deleted = value.is_none();
+        let context = opts.context.clone().unwrap_or_else(|| set.vv.clone());
+        let hlc = self.hlc.lock().next(now);
+        set.update(&context, self.id, hlc, value, expires_at_ms);
+        self.bound_and_store(key, &mut set)?;
+        Ok((
+            WriteOutcome {
+                applied: !deleted || before.is_some(),
+                previous,
+            },
+            Some(set),
+        ))
+    }
+
+    /// Merges a peer's record of `key` into ours. Returns true when ours
+    /// changed.
+    pub fn merge(&self, key: &[u8], incoming: &SiblingSet) -> Result<bool, KvError> {
+        self.hlc.lock().observe(incoming.max_hlc());
+        let _guard = self.lock(key);
+        let mut set = self.read(key)?;
+        let before = set.clone();
+        set.merge(incoming);
+        if set == before {
+            return Ok(false);
+        }
+        self.bound_and_store(key, &mut set)?;
+        Ok(true)
+    }
+
+    /// Counts live keys in local storage (a full scan).
+    pub fn count_live(&self) -> Result<u64, KvError> {
+        let now = self.clock.now_ms();
+        let mut live = 0u64;
+        let mut corrupt = 0u64;
+        self.store
+            .for_each(&mut |_, bytes| {
+                match SiblingSet::decode(bytes) {
+                    Ok(set) if !set.is_dead(now) => live += 1,
+                    Ok(_) => {}
+                    Err(_) => corrupt += 1,
+                }
+                true
+            })
+            .map_err(store_error)?;
+        if corrupt > 0 {
+            tracing::warn!(corrupt, "records failed to decode while counting keys");
+        }
+        Ok(live)
+    }
+}
+
+fn fnv1a(key: &[u8]) -> u64 {
+    // Only for lock striping, never stored.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// True when a stored record may be purged by compaction at `now_ms`: every
+/// sibling is deleted or expired and the newest is older than the grace
+/// period.
+pub fn record_purgeable(record: &Bytes, now_ms: u64, grace_ms: u64) -> bool {
+    match SiblingSet::decode(record) {
+        Ok(set) => {
+            set.is_dead(now_ms) && hlc_physical_ms(set.max_hlc()).saturating_add(grace_ms) < now_ms
+        }
+        // Never purge what cannot be read: it is reported, not destroyed.
+        Err(_) => false,
+    }
+}
