@@ -2,6 +2,7 @@
 //! rate limiter and file naming.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -12,6 +13,8 @@ use parking_lot::Mutex;
 pub(crate) struct RateLimiter {
     bytes_per_sec: u64,
     state: Mutex<(Instant, f64)>,
+    /// Set on shutdown: waiting writers return at once.
+    cancelled: AtomicBool,
 }
 
 /// The bucket holds at most this many seconds of budget (burst).
@@ -23,6 +26,7 @@ impl RateLimiter {
         (bytes_per_sec > 0).then(|| RateLimiter {
             bytes_per_sec,
             state: Mutex::new((Instant::now(), 0.0)),
+            cancelled: AtomicBool::new(false),
         })
     }
 
@@ -38,9 +42,19 @@ impl RateLimiter {
             st.1 -= bytes as f64;
             if st.1 < 0.0 { -st.1 / rate } else { 0.0 }
         };
-        if wait > 0.0 {
-            std::thread::sleep(Duration::from_secs_f64(wait.min(10.0)));
+        let until = Instant::now() + Duration::from_secs_f64(wait.clamp(0.0, 3600.0));
+        while !self.cancelled.load(Ordering::Acquire) {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            std::thread::sleep((until - now).min(Duration::from_millis(20)));
         }
+    }
+
+    /// Wakes every waiter for good (engine shutdown).
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
     }
 }
 

@@ -337,6 +337,9 @@ fn close_core(core: &Arc<Core>, threads: &Mutex<Vec<JoinHandle<()>>>) -> Result<
         return Err(Error::Closed);
     }
     core.shutdown.store(true, Ordering::Release);
+    if let Some(l) = &core.limiter {
+        l.cancel();
+    }
     {
         let _st = core.state.lock();
         core.bg_cv.notify_all();
