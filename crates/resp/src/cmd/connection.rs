@@ -1,0 +1,200 @@
+//! Connection commands: PING, ECHO, SELECT, QUIT, RESET, AUTH and HELLO.
+//!
+//! - `PING [message]`: `+PONG`, or the message as a bulk string.
+//! - `ECHO message`: the message.
+//! - `SELECT index`: ringkv has one keyspace; `SELECT 0` is `+OK`, any other
+//!   index `-ERR DB index is out of range`.
+//! - `QUIT`: `+OK`, then the connection closes.
+//! - `RESET`: back to RESP2, no name, the node's consistency levels,
+//!   unauthenticated when a password is set; `+RESET`.
+//! - `AUTH [username] password`: only the `default` user exists.
+//! - `HELLO [protover [AUTH username password] [SETNAME name]]`: switches
+//!   the connection to RESP2 or RESP3 (`-NOPROTO` for anything else) and
+//!   answers the server map (`server`, `version`, `proto`, `id`, `mode`,
+//!   `role`, `modules`, plus `ringkv_version` and `node_id`). The `version`
+//!   field is the Redis version whose protocol ringkv speaks, since clients
+//!   use it to decide which commands to send.
+
+use bytes::Bytes;
+use ringkv_cluster::Kv;
+
+use crate::cmd::{Ctx, client};
+use crate::error::CommandError;
+use crate::frame::{Frame, Protocol};
+use crate::parse::{Args, is, to_int};
+
+/// The Redis version whose commands and replies ringkv follows.
+pub const REDIS_VERSION: &str = "7.2.0";
+
+pub(crate) fn ping(mut args: Args<'_>) -> Result<Frame, CommandError> {
+    match args.next() {
+        None => Ok(Frame::simple_static("PONG")),
+        Some(message) => {
+            args.finish()
+                .map_err(|_| CommandError::WrongArity("ping".into()))?;
+            Ok(Frame::Bulk(message.clone()))
+        }
+    }
+}
+
+pub(crate) fn echo(mut args: Args<'_>) -> Result<Frame, CommandError> {
+    Ok(Frame::Bulk(args.bytes()?))
+}
+
+pub(crate) fn select(mut args: Args<'_>) -> Result<Frame, CommandError> {
+    match args.int()? {
+        0 => Ok(Frame::ok()),
+        _ => Err(CommandError::Invalid("DB index is out of range".into())),
+    }
+}
+
+pub(crate) fn quit<K>(ctx: &mut Ctx<'_, K>) -> Result<Frame, CommandError> {
+    ctx.session.closing = true;
+    Ok(Frame::ok())
+}
+
+pub(crate) fn reset<K>(ctx: &mut Ctx<'_, K>) -> Result<Frame, CommandError> {
+    let s = &mut *ctx.session;
+    s.protocol = Protocol::Resp2;
+    s.name = None;
+    s.read_level = None;
+    s.write_level = None;
+    s.authenticated = ctx.shared.config.password.is_none();
+    Ok(Frame::simple_static("RESET"))
+}
+
+pub(crate) fn auth<K>(ctx: &mut Ctx<'_, K>, mut args: Args<'_>) -> Result<Frame, CommandError> {
+    let (user, password) = match args.remaining() {
+        1 => (None, args.bytes()?),
+        2 => (Some(args.bytes()?), args.bytes()?),
+        _ => return Err(CommandError::Syntax),
+    };
+    let Some(expected) = &ctx.shared.config.password else {
+        return Err(CommandError::Invalid(
+            "AUTH <password> called without any password configured for the default user. \
+             Are you sure your configuration is correct?"
+                .into(),
+        ));
+    };
+    check_password(ctx, user.as_deref(), &password, expected)?;
+    Ok(Frame::ok())
+}
+
+/// Checks credentials against the configured password; marks the session
+/// authenticated on success.
+fn check_password<K>(
+    ctx: &mut Ctx<'_, K>,
+    user: Option<&[u8]>,
+    password: &[u8],
+    expected: &str,
+) -> Result<(), CommandError> {
+    let user_ok = user.is_none_or(|u| u == b"default");
+    if user_ok && constant_time_eq(password, expected.as_bytes()) {
+        ctx.session.authenticated = true;
+        Ok(())
+    } else {
+        Err(CommandError::WrongPass)
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a
+/// guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, &x) in a.iter().enumerate() {
+        let y = b.get(i % b.len().max(1)).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+pub(crate) fn hello<K: Kv>(
+    ctx: &mut Ctx<'_, K>,
+    mut args: Args<'_>,
+) -> Result<Frame, CommandError> {
+    let mut protocol = ctx.session.protocol;
+    if let Some(version) = args.next() {
+        protocol = match to_int(version) {
+            Ok(2) => Protocol::Resp2,
+            Ok(3) => Protocol::Resp3,
+            Ok(_) => return Err(CommandError::NoProto),
+            Err(_) => {
+                return Err(CommandError::Invalid(
+                    "Protocol version is not an integer or out of range".into(),
+                ));
+            }
+        };
+    }
+    let mut credentials: Option<(Bytes, Bytes)> = None;
+    let mut name: Option<Bytes> = None;
+    while let Some(option) = args.next() {
+        if is(option, "AUTH") && args.remaining() >= 2 {
+            credentials = Some((args.bytes()?, args.bytes()?));
+        } else if is(option, "SETNAME") && args.remaining() >= 1 {
+            let n = args.bytes()?;
+            client::check_name(&n)?;
+            name = Some(n);
+        } else {
+            return Err(CommandError::Invalid(format!(
+                "Syntax error in HELLO option '{}'",
+                crate::error::lossy(option)
+            )));
+        }
+    }
+    match (&credentials, ctx.shared.config.password.clone()) {
+        (Some((user, password)), Some(expected)) => {
+            check_password(ctx, Some(user), password, &expected)?;
+        }
+        // Without a configured password every credential is accepted, as
+        // Redis' passwordless default user does.
+        (Some(_), None) => {}
+        // Only HELLO ... AUTH may open a connection that needs a password.
+        (None, _) if !ctx.session.authenticated => return Err(CommandError::NoAuth),
+        (None, _) => {}
+    }
+    if name.is_some() {
+        ctx.session.name = name;
+    }
+    ctx.session.protocol = protocol;
+    let info = ctx.kv.info();
+    Ok(Frame::Map(vec![
+        (Frame::bulk_static("server"), Frame::bulk_static("ringkv")),
+        (
+            Frame::bulk_static("version"),
+            Frame::bulk_static(REDIS_VERSION),
+        ),
+        (
+            Frame::bulk_static("proto"),
+            Frame::Integer(protocol.version()),
+        ),
+        (
+            Frame::bulk_static("id"),
+            Frame::Integer(ctx.session.id as i64),
+        ),
+        (Frame::bulk_static("mode"), Frame::bulk_static("standalone")),
+        (Frame::bulk_static("role"), Frame::bulk_static("master")),
+        (Frame::bulk_static("modules"), Frame::Array(Vec::new())),
+        (
+            Frame::bulk_static("ringkv_version"),
+            Frame::bulk_static(info.version),
+        ),
+        (
+            Frame::bulk_static("node_id"),
+            Frame::bulk_string(format!("{:016x}", info.node_id)),
+        ),
+    ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

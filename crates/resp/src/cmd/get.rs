@@ -1,0 +1,103 @@
+//! Reads of the resolved value: GET, MGET, GETDEL, STRLEN.
+//!
+//! Plain Redis reads see one value per key: the sibling the node's resolver
+//! picks (last writer wins by hybrid logical clock). `RINGKV.GETALL` shows
+//! every sibling. Reads use the connection's read level
+//! (`RINGKV.CONSISTENCY`), else the node's default.
+//!
+//! - `GET key`: the value, or null.
+//! - `MGET key [key ...]`: an array of values or nulls; each key is read
+//!   independently, at most `key_fanout_max` at a time.
+//! - `GETDEL key`: deletes the key and returns the value it replaced.
+//! - `STRLEN key`: the length of the value, 0 when missing.
+
+use bytes::Bytes;
+use ringkv_cluster::{Kv, ReadResult};
+
+use crate::cmd::{Ctx, fan_out};
+use crate::error::CommandError;
+use crate::frame::Frame;
+use crate::parse::Args;
+
+/// The resolved value of a read, if any sibling is live.
+pub(crate) fn resolved_value(read: &ReadResult) -> Option<Bytes> {
+    read.resolved().map(|s| s.value.clone())
+}
+
+pub(crate) struct Get {
+    key: Bytes,
+}
+
+impl Get {
+    pub(crate) fn parse(mut args: Args<'_>) -> Result<Self, CommandError> {
+        let key = args.bytes()?;
+        args.finish()?;
+        Ok(Self { key })
+    }
+
+    pub(crate) async fn apply<K: Kv>(self, ctx: &mut Ctx<'_, K>) -> Result<Frame, CommandError> {
+        let read = ctx.kv.get(self.key, ctx.session.read_options()).await?;
+        Ok(Frame::bulk_or_null(resolved_value(&read)))
+    }
+}
+
+pub(crate) struct Mget<'a> {
+    keys: &'a [Bytes],
+}
+
+impl<'a> Mget<'a> {
+    pub(crate) fn parse(mut args: Args<'a>) -> Result<Self, CommandError> {
+        Ok(Self { keys: args.rest() })
+    }
+
+    pub(crate) async fn apply<K: Kv>(self, ctx: &mut Ctx<'_, K>) -> Result<Frame, CommandError> {
+        let kv = ctx.kv;
+        let opts = ctx.session.read_options();
+        let reads = fan_out(self.keys, ctx.shared.config.key_fanout_max, |key| {
+            kv.get(key.clone(), opts.clone())
+        })
+        .await?;
+        let values = reads
+            .iter()
+            .map(|read| Frame::bulk_or_null(resolved_value(read)))
+            .collect();
+        Ok(Frame::Array(values))
+    }
+}
+
+pub(crate) struct Getdel {
+    key: Bytes,
+}
+
+impl Getdel {
+    pub(crate) fn parse(mut args: Args<'_>) -> Result<Self, CommandError> {
+        let key = args.bytes()?;
+        args.finish()?;
+        Ok(Self { key })
+    }
+
+    pub(crate) async fn apply<K: Kv>(self, ctx: &mut Ctx<'_, K>) -> Result<Frame, CommandError> {
+        let mut opts = ctx.session.write_options();
+        opts.return_previous = true;
+        let outcome = ctx.kv.delete(self.key, opts).await?;
+        Ok(Frame::bulk_or_null(outcome.previous.map(|s| s.value)))
+    }
+}
+
+pub(crate) struct Strlen {
+    key: Bytes,
+}
+
+impl Strlen {
+    pub(crate) fn parse(mut args: Args<'_>) -> Result<Self, CommandError> {
+        let key = args.bytes()?;
+        args.finish()?;
+        Ok(Self { key })
+    }
+
+    pub(crate) async fn apply<K: Kv>(self, ctx: &mut Ctx<'_, K>) -> Result<Frame, CommandError> {
+        let read = ctx.kv.get(self.key, ctx.session.read_options()).await?;
+        let len = resolved_value(&read).map_or(0, |v| v.len());
+        Ok(Frame::Integer(len as i64))
+    }
+}

@@ -1,0 +1,247 @@
+//! Server commands: DBSIZE, INFO, CONFIG GET, TIME.
+//!
+//! - `DBSIZE`: the exact number of live keys in this node's storage (a full
+//!   local scan; with replication that is this node's replicas, not the
+//!   cluster's key count).
+//! - `INFO [section ...]`: `key:value` lines under `# Section` headings, as
+//!   Redis prints them. Sections: `server`, `clients`, `stats`, `keyspace`,
+//!   and `ringkv` (node id, replication factor, default consistency levels,
+//!   storage figures). No argument, `default`, `all` and `everything` print
+//!   them all; unknown sections print nothing.
+//! - `CONFIG GET pattern [pattern ...]`: the few settings that exist in
+//!   Redis' vocabulary (`maxclients`, `timeout`, `proto-max-bulk-len`,
+//!   `client-query-buffer-limit`, `databases`, `save`, `appendonly`),
+//!   matched by glob; a map in RESP3, a flat array in RESP2. Tools such as
+//!   redis-benchmark read `save` and `appendonly`. `CONFIG SET` and the rest
+//!   are refused: ringkv is configured by its file and flags.
+//! - `TIME`: the node's wall clock as `[seconds, microseconds]`.
+
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use ringkv_cluster::Kv;
+
+use crate::cmd::Ctx;
+use crate::cmd::connection::REDIS_VERSION;
+use crate::error::{CommandError, lossy};
+use crate::frame::Frame;
+use crate::parse::{Args, is};
+
+pub(crate) async fn dbsize<K: Kv>(ctx: &mut Ctx<'_, K>) -> Result<Frame, CommandError> {
+    let n = ctx.kv.count_keys().await?;
+    Ok(Frame::Integer(n.min(i64::MAX as u64) as i64))
+}
+
+pub(crate) fn time<K: Kv>(ctx: &mut Ctx<'_, K>) -> Result<Frame, CommandError> {
+    let now_ms = ctx.kv.now_ms();
+    Ok(Frame::Array(vec![
+        Frame::bulk_string((now_ms / 1000).to_string()),
+        Frame::bulk_string(((now_ms % 1000) * 1000).to_string()),
+    ]))
+}
+
+const SECTIONS: [&str; 5] = ["server", "clients", "stats", "keyspace", "ringkv"];
+
+pub(crate) fn info<K: Kv>(ctx: &mut Ctx<'_, K>, mut args: Args<'_>) -> Result<Frame, CommandError> {
+    let mut wanted = [false; SECTIONS.len()];
+    if args.is_empty() {
+        wanted = [true; SECTIONS.len()];
+    }
+    while let Some(word) = args.next() {
+        if is(word, "all") || is(word, "default") || is(word, "everything") {
+            wanted = [true; SECTIONS.len()];
+        }
+        for (i, name) in SECTIONS.iter().enumerate() {
+            if is(word, name) {
+                wanted[i] = true;
+            }
+        }
+    }
+    let mut out = String::with_capacity(1024);
+    for (i, name) in SECTIONS.iter().enumerate() {
+        if !wanted[i] {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str("\r\n");
+        }
+        section(ctx, name, &mut out);
+    }
+    Ok(Frame::Bulk(Bytes::from(out)))
+}
+
+/// Appends one `key:value` line.
+fn line(out: &mut String, key: &str, value: impl std::fmt::Display) {
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{key}:{value}\r\n");
+}
+
+fn section<K: Kv>(ctx: &Ctx<'_, K>, name: &str, out: &mut String) {
+    let shared = ctx.shared;
+    let stats = shared.stats.snapshot();
+    match name {
+        "server" => {
+            let uptime_s = shared.started.elapsed().as_secs();
+            out.push_str("# Server\r\n");
+            line(out, "redis_version", REDIS_VERSION);
+            line(out, "ringkv_version", ctx.kv.info().version);
+            line(out, "redis_mode", "standalone");
+            line(out, "os", std::env::consts::OS);
+            line(out, "arch_bits", usize::BITS);
+            line(out, "process_id", std::process::id());
+            line(out, "tcp_port", shared.port);
+            line(out, "uptime_in_seconds", uptime_s);
+            line(out, "uptime_in_days", uptime_s / 86_400);
+        }
+        "clients" => {
+            out.push_str("# Clients\r\n");
+            line(out, "connected_clients", stats.connected_clients);
+            line(out, "maxclients", shared.config.connections_max);
+            line(out, "blocked_clients", 0);
+        }
+        "stats" => {
+            out.push_str("# Stats\r\n");
+            line(
+                out,
+                "total_connections_received",
+                stats.total_connections_received,
+            );
+            line(
+                out,
+                "total_commands_processed",
+                stats.total_commands_processed,
+            );
+            line(
+                out,
+                "instantaneous_ops_per_sec",
+                stats.instantaneous_ops_per_sec,
+            );
+            line(out, "total_net_input_bytes", stats.total_net_input_bytes);
+            line(out, "total_net_output_bytes", stats.total_net_output_bytes);
+            line(out, "rejected_connections", stats.rejected_connections);
+            line(out, "total_error_replies", stats.total_error_replies);
+        }
+        "keyspace" => {
+            out.push_str("# Keyspace\r\n");
+            let keys = ctx.kv.info().keys_estimate;
+            if keys > 0 {
+                let _ = write!(out, "db0:keys={keys},expires=0,avg_ttl=0\r\n");
+            }
+        }
+        "ringkv" => {
+            let node = ctx.kv.info();
+            out.push_str("# Ringkv\r\n");
+            line(out, "node_id", format_args!("{:016x}", node.node_id));
+            line(out, "node_uptime_in_seconds", node.uptime_ms / 1000);
+            line(out, "replication_factor", node.replication_factor);
+            line(out, "default_read_consistency", &node.default_read);
+            line(out, "default_write_consistency", &node.default_write);
+            line(out, "keys_estimate", node.keys_estimate);
+            for (key, value) in &node.storage {
+                let key: String = key
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                    .collect();
+                line(out, &format!("storage_{key}"), value);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Settings answered by `CONFIG GET`, in Redis' names.
+fn config_values<K>(ctx: &Ctx<'_, K>) -> Vec<(&'static str, String)> {
+    let c = &ctx.shared.config;
+    vec![
+        ("maxclients", c.connections_max.to_string()),
+        ("timeout", (c.idle_timeout_ms / 1000).to_string()),
+        ("proto-max-bulk-len", c.bulk_bytes_max.to_string()),
+        (
+            "client-query-buffer-limit",
+            c.input_buffer_bytes_max.to_string(),
+        ),
+        ("databases", "1".into()),
+        // No snapshots: every write goes to the commit log.
+        ("save", String::new()),
+        ("appendonly", "yes".into()),
+    ]
+}
+
+pub(crate) fn config<K>(ctx: &mut Ctx<'_, K>, args: &[Bytes]) -> Result<Frame, CommandError> {
+    let sub = args.get(1).ok_or(CommandError::Syntax)?;
+    if is(sub, "GET") {
+        if args.len() < 3 {
+            return Err(CommandError::WrongArity("config|get".into()));
+        }
+        let values = config_values(ctx);
+        let mut pairs = Vec::new();
+        for (name, value) in &values {
+            if args[2..]
+                .iter()
+                .any(|pattern| glob(pattern, name.as_bytes()))
+            {
+                pairs.push((
+                    Frame::bulk_static(name),
+                    Frame::Bulk(Bytes::from(value.clone())),
+                ));
+            }
+        }
+        Ok(Frame::Map(pairs))
+    } else if is(sub, "SET") || is(sub, "RESETSTAT") || is(sub, "REWRITE") {
+        Err(CommandError::Unsupported {
+            command: format!("CONFIG {}", lossy(sub).to_ascii_uppercase()),
+            why: "ringkv is configured by its TOML file and command-line flags",
+        })
+    } else {
+        Err(CommandError::UnknownSubcommand {
+            command: "CONFIG",
+            sub: lossy(sub),
+        })
+    }
+}
+
+/// Redis-style glob: `*`, `?`, and literal bytes, case-insensitive.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    // Iterative matching with one backtrack point: linear in practice and
+    // never recursive, whatever the client sends.
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c.eq_ignore_ascii_case(&text[t]) => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    p = sp + 1;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p.min(pattern.len())..].iter().all(|&c| c == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_matches_like_redis() {
+        assert!(glob(b"*", b"maxclients"));
+        assert!(glob(b"max*", b"maxclients"));
+        assert!(glob(b"MAXCLIENTS", b"maxclients"));
+        assert!(glob(b"*client*", b"client-query-buffer-limit"));
+        assert!(glob(b"sa?e", b"save"));
+        assert!(!glob(b"save", b"saves"));
+        assert!(!glob(b"x*", b"maxclients"));
+        assert!(glob(b"**", b""));
+    }
+}

@@ -1,0 +1,137 @@
+//! Redis commands ringkv refuses, each with the reason, so a client gets an
+//! honest error instead of `unknown command` or, worse, a wrong answer.
+//!
+//! The main family is read-modify-write: INCR, APPEND, list pushes and the
+//! like must read a value, change it and write it back as one atomic step.
+//! ringkv is leaderless: replicas accept writes independently and concurrent
+//! writes become siblings, so no node can make such a step atomic. Clients
+//! read (with `RINGKV.GETALL`), compute, and write with the causal context
+//! (`RINGKV.PUT ... CONTEXT`), resolving any siblings themselves. The other
+//! families need features ringkv does not have (transactions, scripts, key
+//! scans, databases other than 0).
+
+use crate::error::CommandError;
+
+const RMW: &str = "ringkv is leaderless and cannot do an atomic read-modify-write across \
+                   replicas; read with RINGKV.GETALL, compute, and write with RINGKV.PUT ... \
+                   CONTEXT instead";
+const TYPES: &str = "ringkv stores opaque byte strings; data structures need an atomic \
+                     read-modify-write across replicas, which a leaderless store cannot do";
+const MULTI_KEY: &str = "ringkv has no atomicity across keys; write the keys one by one";
+const SCRIPTS: &str = "ringkv runs no server-side scripts or transactions; keys are independent";
+const SCAN: &str = "ringkv does not enumerate keys over RESP; keys are spread over the ring";
+const FLUSH: &str = "ringkv does not drop every key at once; delete keys one by one";
+const PUBSUB: &str = "ringkv is a key-value store without messaging";
+
+/// Every refused command and why. Names are upper case.
+const REFUSED: &[(&str, &str)] = &[
+    ("INCR", RMW),
+    ("INCRBY", RMW),
+    ("INCRBYFLOAT", RMW),
+    ("DECR", RMW),
+    ("DECRBY", RMW),
+    ("APPEND", RMW),
+    ("SETRANGE", RMW),
+    ("SETBIT", RMW),
+    ("BITFIELD", RMW),
+    ("BITOP", RMW),
+    ("GETEX", RMW),
+    ("LPUSH", TYPES),
+    ("RPUSH", TYPES),
+    ("LPUSHX", TYPES),
+    ("RPUSHX", TYPES),
+    ("LPOP", TYPES),
+    ("RPOP", TYPES),
+    ("LSET", TYPES),
+    ("LINSERT", TYPES),
+    ("LREM", TYPES),
+    ("LTRIM", TYPES),
+    ("LMOVE", TYPES),
+    ("RPOPLPUSH", TYPES),
+    ("LRANGE", TYPES),
+    ("LLEN", TYPES),
+    ("SADD", TYPES),
+    ("SREM", TYPES),
+    ("SPOP", TYPES),
+    ("SMOVE", TYPES),
+    ("SMEMBERS", TYPES),
+    ("HSET", TYPES),
+    ("HSETNX", TYPES),
+    ("HMSET", TYPES),
+    ("HDEL", TYPES),
+    ("HGET", TYPES),
+    ("HGETALL", TYPES),
+    ("HINCRBY", TYPES),
+    ("HINCRBYFLOAT", TYPES),
+    ("ZADD", TYPES),
+    ("ZINCRBY", TYPES),
+    ("ZREM", TYPES),
+    ("ZRANGE", TYPES),
+    ("ZPOPMIN", TYPES),
+    ("ZPOPMAX", TYPES),
+    ("PFADD", TYPES),
+    ("PFMERGE", TYPES),
+    ("GEOADD", TYPES),
+    ("XADD", TYPES),
+    ("MSETNX", MULTI_KEY),
+    ("RENAME", MULTI_KEY),
+    ("RENAMENX", MULTI_KEY),
+    ("COPY", MULTI_KEY),
+    ("MOVE", MULTI_KEY),
+    ("MULTI", SCRIPTS),
+    ("EXEC", SCRIPTS),
+    ("DISCARD", SCRIPTS),
+    ("WATCH", SCRIPTS),
+    ("UNWATCH", SCRIPTS),
+    ("EVAL", SCRIPTS),
+    ("EVALSHA", SCRIPTS),
+    ("EVAL_RO", SCRIPTS),
+    ("FCALL", SCRIPTS),
+    ("SCRIPT", SCRIPTS),
+    ("FUNCTION", SCRIPTS),
+    ("KEYS", SCAN),
+    ("SCAN", SCAN),
+    ("RANDOMKEY", SCAN),
+    ("FLUSHDB", FLUSH),
+    ("FLUSHALL", FLUSH),
+    ("SUBSCRIBE", PUBSUB),
+    ("PSUBSCRIBE", PUBSUB),
+    ("PUBLISH", PUBSUB),
+];
+
+/// The refusal for `name`, when it is a command ringkv refuses.
+pub(crate) fn refusal(name: &[u8]) -> Option<CommandError> {
+    REFUSED
+        .iter()
+        .find(|(refused, _)| name.eq_ignore_ascii_case(refused.as_bytes()))
+        .map(|&(refused, why)| CommandError::Unsupported {
+            command: refused.to_string(),
+            why,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incr_explains_why() {
+        let e = refusal(b"incr").expect("refused");
+        assert_eq!(
+            e.to_string(),
+            "ERR INCR is not supported: ringkv is leaderless and cannot do an atomic \
+             read-modify-write across replicas; read with RINGKV.GETALL, compute, and write \
+             with RINGKV.PUT ... CONTEXT instead"
+        );
+        assert!(refusal(b"GET").is_none());
+        assert!(refusal(b"lpush").is_some());
+    }
+
+    #[test]
+    fn refused_names_are_upper_case_and_not_supported_commands() {
+        for (name, _) in REFUSED {
+            assert_eq!(*name, name.to_ascii_uppercase());
+            assert!(crate::cmd::Cmd::find(name.as_bytes()).is_none(), "{name}");
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! One client connection: read, parse, execute, reply, in a loop.
+//!
+//! The loop, top to bottom: execute every complete request already in the
+//! input buffer, in order, encoding each reply into the output buffer
+//! (written early only past `reply_flush_bytes_max`); write the replies in
+//! one go; then wait for more bytes, the idle deadline, or shutdown. So a
+//! pipelined batch costs one read and one write, and a request's arguments
+//! are slices of the input buffer, never copies.
+//!
+//! Closing: on EOF, QUIT, a protocol error (after its `-ERR Protocol error`
+//! reply), the idle timeout (no complete request for `idle_timeout_ms`; a
+//! client that drips bytes without finishing a request is closed too), a
+//! write that makes no progress for `idle_timeout_ms`, and shutdown (after
+//! the requests already buffered).
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use ringkv_cluster::Kv;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::cmd::{self, Ctx, Session};
+use crate::error::CommandError;
+use crate::frame::{ProtocolError, RequestParser};
+use crate::server::Shared;
+use crate::stats::{Batch, record_error};
+
+/// Bytes read per read call when the parser does not need more.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Idle buffers larger than this are given back after use.
+const BUFFER_RETAINED_BYTES_MAX: usize = 1024 * 1024;
+/// After a protocol error, how much the client may still send (and how
+/// long) before the socket closes: the rest is read and dropped so the
+/// error reply is not lost to a TCP reset.
+const LINGER_BYTES_MAX: usize = 1024 * 1024;
+const LINGER: Duration = Duration::from_millis(500);
+/// Write deadline when no idle timeout is configured.
+const WRITE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(300);
+
+/// Why a connection ends.
+#[derive(Debug)]
+enum Close {
+    Eof,
+    Quit,
+    Shutdown,
+    Idle,
+    Protocol(ProtocolError),
+    Io(io::Error),
+}
+
+impl std::fmt::Display for Close {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Close::Eof => f.write_str("client closed"),
+            Close::Quit => f.write_str("QUIT"),
+            Close::Shutdown => f.write_str("server shutdown"),
+            Close::Idle => f.write_str("idle timeout"),
+            Close::Protocol(e) => write!(f, "protocol error: {e}"),
+            Close::Io(e) => write!(f, "i/o error: {e}"),
+        }
+    }
+}
+
+struct Connection<K> {
+    stream: TcpStream,
+    session: Session,
+    kv: Arc<K>,
+    shared: Arc<Shared>,
+    parser: RequestParser,
+    input: BytesMut,
+    output: BytesMut,
+    args: Vec<Bytes>,
+    batch: Batch,
+}
+
+/// Serves one connection until it closes.
+pub(crate) async fn serve<K: Kv>(
+    stream: TcpStream,
+    session: Session,
+    kv: Arc<K>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) {
+    let mut conn = Connection {
+        stream,
+        session,
+        parser: RequestParser::new(shared.limits),
+        kv,
+        shared,
+        input: BytesMut::with_capacity(READ_CHUNK_BYTES),
+        output: BytesMut::with_capacity(READ_CHUNK_BYTES),
+        args: Vec::with_capacity(8),
+        batch: Batch::default(),
+    };
+    let why = conn.run(stop).await;
+    conn.shared.stats.add_batch(&conn.batch);
+    tracing::debug!(client = conn.session.id, peer = %conn.session.peer, reason = %why, "connection closed");
+    if let Close::Protocol(_) = why {
+        conn.linger().await;
+    }
+}
+
+impl<K: Kv> Connection<K> {
+    async fn run(&mut self, stop: CancellationToken) -> Close {
+        let idle = Duration::from_millis(self.shared.config.idle_timeout_ms);
+        let idle_enabled = !idle.is_zero();
+        let mut last_request = Instant::now();
+        let sleep = tokio::time::sleep(idle);
+        tokio::pin!(sleep);
+        let stopped = stop.clone().cancelled_owned();
+        tokio::pin!(stopped);
+
+        loop {
+            match self.execute_buffered().await {
+                Ok(0) => {}
+                Ok(_) => last_request = Instant::now(),
+                Err(close) => return close,
+            }
+            if let Err(e) = self.flush().await {
+                return Close::Io(e);
+            }
+            self.shared.stats.add_batch(&self.batch);
+            self.batch = Batch::default();
+            if stop.is_cancelled() {
+                return Close::Shutdown;
+            }
+            if self.input.is_empty() && self.input.capacity() > BUFFER_RETAINED_BYTES_MAX {
+                self.input = BytesMut::with_capacity(READ_CHUNK_BYTES);
+            }
+            self.reserve_input();
+
+            loop {
+                tokio::select! {
+                    biased;
+                    read = self.stream.read_buf(&mut self.input) => match read {
+                        Ok(0) => return Close::Eof,
+                        Ok(n) => {
+                            self.batch.input_bytes += n as u64;
+                            break;
+                        }
+                        Err(e) => return Close::Io(e),
+                    },
+                    () = &mut stopped => return Close::Shutdown,
+                    () = &mut sleep, if idle_enabled => {
+                        // The timer is only moved when it fires, not on every
+                        // request: one timer registration per idle period.
+                        let deadline = last_request + idle;
+                        if Instant::now() >= deadline {
+                            return Close::Idle;
+                        }
+                        sleep.as_mut().reset(deadline);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes room for the next read. The buffer grows with the bytes that
+    /// actually arrive (at most doubling per read), even when a header
+    /// announces a large bulk, so a client cannot make the node reserve
+    /// memory it has not sent.
+    fn reserve_input(&mut self) {
+        let wanted = self.parser.bytes_wanted();
+        let room = READ_CHUNK_BYTES.max(wanted.min(self.input.len().max(READ_CHUNK_BYTES)));
+        let limit = self.shared.config.input_buffer_bytes_max;
+        let room = room.min(limit.saturating_sub(self.input.len()).max(1));
+        if self.input.capacity() - self.input.len() < room {
+            self.input.reserve(room);
+        }
+    }
+
+    /// Executes every complete request in the input buffer; returns how many.
+    async fn execute_buffered(&mut self) -> Result<u64, Close> {
+        let mut executed = 0;
+        loop {
+            match self.parser.parse(&mut self.input, &mut self.args) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    record_error("protocol");
+                    self.batch.errors += 1;
+                    CommandError::Protocol(e.clone())
+                        .to_frame()
+                        .encode(&mut self.output, self.session.protocol);
+                    // Send the reply before closing; a failed write changes
+                    // nothing, the connection is closing anyway.
+                    let _ = self.flush().await;
+                    return Err(Close::Protocol(e));
+                }
+            }
+            executed += 1;
+            self.batch.commands += 1;
+            let mut ctx = Ctx {
+                kv: &*self.kv,
+                session: &mut self.session,
+                shared: &self.shared,
+            };
+            let outcome = cmd::execute(&mut ctx, &self.args).await;
+            self.args.clear();
+            if let Some(kind) = outcome.error {
+                record_error(kind);
+                self.batch.errors += 1;
+            }
+            outcome
+                .reply
+                .encode(&mut self.output, self.session.protocol);
+            if self.session.closing {
+                let _ = self.flush().await;
+                return Err(Close::Quit);
+            }
+            if self.output.len() >= self.shared.config.reply_flush_bytes_max {
+                self.flush().await.map_err(Close::Io)?;
+            }
+        }
+        // A request larger than the input buffer limit is refused by the
+        // parser from its headers; this catches anything that slips past.
+        if self.input.len() >= self.shared.config.input_buffer_bytes_max {
+            let e = ProtocolError::RequestTooLarge {
+                max: self.shared.config.input_buffer_bytes_max,
+            };
+            CommandError::Protocol(e.clone())
+                .to_frame()
+                .encode(&mut self.output, self.session.protocol);
+            let _ = self.flush().await;
+            return Err(Close::Protocol(e));
+        }
+        Ok(executed)
+    }
+
+    /// Writes the buffered replies: one non-blocking attempt first (the
+    /// usual case, no timer), then a bounded wait for a slow reader.
+    async fn flush(&mut self) -> io::Result<()> {
+        if self.output.is_empty() {
+            return Ok(());
+        }
+        let total = self.output.len();
+        let written = match self.stream.try_write(&self.output) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        if written < total {
+            let deadline = match self.shared.config.idle_timeout_ms {
+                0 => WRITE_TIMEOUT_DEFAULT,
+                ms => Duration::from_millis(ms),
+            };
+            tokio::time::timeout(deadline, self.stream.write_all(&self.output[written..]))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client is not reading"))??;
+        }
+        self.batch.output_bytes += total as u64;
+        self.output.clear();
+        if self.output.capacity() > BUFFER_RETAINED_BYTES_MAX {
+            self.output = BytesMut::with_capacity(READ_CHUNK_BYTES);
+        }
+        Ok(())
+    }
+
+    /// Closes after a protocol error without losing the error reply: stop
+    /// sending, then read and drop what the client still sends, briefly.
+    async fn linger(&mut self) {
+        let _ = self.stream.shutdown().await;
+        let mut drained = 0;
+        let mut sink = [0u8; 8192];
+        let _ = tokio::time::timeout(LINGER, async {
+            while drained < LINGER_BYTES_MAX {
+                match self.stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => drained += n,
+                }
+            }
+        })
+        .await;
+    }
+}
