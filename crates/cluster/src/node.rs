@@ -246,6 +246,97 @@ impl<S: LocalStore> Node<S> {
         }
     }
 
+    /// Learns the ring from `seeds` and picks this node's tokens so that
+    /// ownership evens out (see [`crate::ring`]). A node with no seed other
+    /// than itself starts a new ring. Fails when no seed answers within
+    /// `wait`.
+    pub async fn choose_tokens(
+        &self,
+        seeds: &[String],
+        wait: Duration,
+    ) -> Result<Vec<u64>, String> {
+        let m = &self.inner.membership;
+        let me = m
+            .state(m.self_id())
+            .ok_or_else(|| "own state missing".to_string())?;
+        let others: Vec<String> = seeds
+            .iter()
+            .filter(|s| **s != me.cluster_addr)
+            .cloned()
+            .collect();
+        if !others.is_empty() {
+            let deadline = tokio::time::Instant::now() + wait;
+            let mut i = 0usize;
+            while m.ring().is_empty() {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(format!(
+                        "no seed answered within {wait:?} (seeds: {})",
+                        others.join(", ")
+                    ));
+                }
+                let peer = crate::transport::Peer {
+                    id: 0,
+                    addr: others[i % others.len()].clone(),
+                };
+                i += 1;
+                if !self.gossip_with(&peer).await {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        let mut ring = (*m.ring()).clone();
+        let _ = ring.remove_node(me.id);
+        ring.add_node(RingNode {
+            id: me.id,
+            dc: me.dc.clone(),
+            rack: me.rack.clone(),
+            weight: me.weight.max(1),
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    /// Takes ownership of `tokens` (status NORMAL) and tells the seeds at
+    /// once, so a node joining next already sees these tokens.
+    pub async fn announce(&self, tokens: Vec<u64>, seeds: &[String]) {
+        let m = &self.inner.membership;
+        let own_addr = m
+            .state(m.self_id())
+            .map(|s| s.cluster_addr)
+            .unwrap_or_default();
+        m.update_self(|s| {
+            s.tokens = tokens;
+            s.status = NodeStatus::Normal;
+        });
+        for addr in seeds.iter().filter(|a| **a != own_addr) {
+            let peer = crate::transport::Peer {
+                id: 0,
+                addr: addr.clone(),
+            };
+            self.gossip_with(&peer).await;
+        }
+    }
+
+    /// One push-pull exchange with `peer`; true when it answered.
+    pub async fn gossip_with(&self, peer: &crate::transport::Peer) -> bool {
+        let m = &self.inner.membership;
+        let req = Request::Gossip { states: m.states() };
+        let timeout = Duration::from_millis(m.config().gossip_interval_ms.max(500));
+        match self.inner.transport.call(peer, req, timeout).await {
+            Ok(Response::Gossip { states }) => {
+                m.merge(states);
+                true
+            }
+            Ok(other) => {
+                tracing::debug!(?other, "unexpected gossip answer");
+                false
+            }
+            Err(e) => {
+                tracing::debug!(peer = %peer.addr, error = %e, "gossip failed");
+                false
+            }
+        }
+    }
+
     /// One gossip exchange. Public so tests and simulations can drive it.
     pub async fn gossip_round(&self, seeds: &[String], round: u64) {
         let m = &self.inner.membership;
@@ -268,15 +359,7 @@ impl<S: LocalStore> Node<S> {
         let Some(peer) = target else {
             return;
         };
-        let req = Request::Gossip { states: m.states() };
-        let timeout = Duration::from_millis(m.config().gossip_interval_ms.max(200));
-        match self.inner.transport.call(&peer, req, timeout).await {
-            Ok(Response::Gossip { states }) => {
-                m.merge(states);
-            }
-            Ok(other) => tracing::debug!(?other, "unexpected gossip answer"),
-            Err(e) => tracing::debug!(peer = %peer.addr, error = %e, "gossip failed"),
-        }
+        self.gossip_with(&peer).await;
     }
 
     /// Runs a blocking local write off the executor when the store may wait

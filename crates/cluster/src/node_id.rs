@@ -1,13 +1,65 @@
-//! A node's stable identity.
+//! A node's stable identity: its id and its ring tokens.
 //!
 //! The id is a random 64-bit number drawn on first start and kept in the file
 //! `NODE_ID` in the data directory, so a restarted node keeps its place in
-//! version vectors (and, with the cluster, in the ring).
+//! version vectors. Its tokens, chosen when it first joins, are kept in
+//! `TOKENS` (one decimal token per line), so a restart keeps its place in the
+//! ring. Both files are written whole (write, fsync, rename, fsync dir).
 
 use std::io;
 use std::path::Path;
 
 const NODE_ID_FILE: &str = "NODE_ID";
+const TOKENS_FILE: &str = "TOKENS";
+/// Most tokens a node may hold (weight max x tokens per weight, with room).
+pub const TOKENS_MAX: usize = 65_536;
+
+fn write_atomically(dir: &Path, name: &str, text: &str) -> io::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The tokens this node holds, if it has joined before.
+pub fn load_tokens(dir: &Path) -> io::Result<Option<Vec<u64>>> {
+    let path = dir.join(TOKENS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+    let mut tokens = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if tokens.len() >= TOKENS_MAX {
+            return Err(bad(format!(
+                "{} holds more than {TOKENS_MAX} tokens",
+                path.display()
+            )));
+        }
+        let t: u64 = line
+            .parse()
+            .map_err(|_| bad(format!("{} holds a bad token {line:?}", path.display())))?;
+        tokens.push(t);
+    }
+    if tokens.is_empty() {
+        return Err(bad(format!("{} holds no token", path.display())));
+    }
+    Ok(Some(tokens))
+}
+
+/// Records this node's tokens.
+pub fn save_tokens(dir: &Path, tokens: &[u64]) -> io::Result<()> {
+    let text: String = tokens.iter().map(|t| format!("{t}\n")).collect();
+    write_atomically(dir, TOKENS_FILE, &text)
+}
 
 /// Reads the node id from `dir`, creating one on first start.
 pub fn load_or_create(dir: &Path) -> io::Result<u64> {
@@ -29,17 +81,8 @@ pub fn load_or_create(dir: &Path) -> io::Result<u64> {
             while id == 0 {
                 id = rand::random::<u64>();
             }
-            // Write, fsync, rename, fsync the directory: a crash leaves either
-            // no id or a whole one.
-            let tmp = dir.join(format!("{NODE_ID_FILE}.tmp"));
-            {
-                use std::io::Write;
-                let mut f = std::fs::File::create(&tmp)?;
-                writeln!(f, "{id:016x}")?;
-                f.sync_all()?;
-            }
-            std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(dir)?.sync_all()?;
+            // A crash leaves either no id or a whole one.
+            write_atomically(dir, NODE_ID_FILE, &format!("{id:016x}\n"))?;
             Ok(id)
         }
         Err(e) => Err(e),
@@ -70,5 +113,18 @@ mod tests {
         std::fs::write(dir.path().join(NODE_ID_FILE), "not hex").expect("write");
         let err = load_or_create(dir.path()).expect_err("garbage must be refused");
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn tokens_roundtrip_and_garbage_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(load_tokens(dir.path()).expect("none"), None);
+        save_tokens(dir.path(), &[3, 1, u64::MAX]).expect("save");
+        assert_eq!(
+            load_tokens(dir.path()).expect("load"),
+            Some(vec![3, 1, u64::MAX])
+        );
+        std::fs::write(dir.path().join(TOKENS_FILE), "12\nnope\n").expect("write");
+        assert!(load_tokens(dir.path()).is_err());
     }
 }

@@ -47,3 +47,133 @@ pub trait LocalStore: Send + Sync + 'static {
     /// executor).
     fn blocking_writes(&self) -> bool;
 }
+
+/// [`LocalStore`] over ringkv's LSM engine.
+///
+/// Installs the compaction filter through which the cluster purges its own
+/// dead records (every sibling deleted or expired) once the tombstone grace
+/// period has passed.
+pub struct EngineStore {
+    engine: ringkv_storage::Engine,
+    blocking: bool,
+}
+
+struct GraceFilter {
+    clock: ringkv_env::SharedClock,
+    grace_ms: u64,
+}
+
+impl ringkv_storage::CompactionFilter for GraceFilter {
+    fn decide(
+        &self,
+        _key: &[u8],
+        value: &[u8],
+        _expires_at_ms: Option<u64>,
+    ) -> ringkv_storage::FilterDecision {
+        let record = Bytes::copy_from_slice(value);
+        if crate::replica::record_purgeable(&record, self.clock.now_ms(), self.grace_ms) {
+            ringkv_storage::FilterDecision::Remove
+        } else {
+            ringkv_storage::FilterDecision::Keep
+        }
+    }
+}
+
+fn engine_error(e: ringkv_storage::Error) -> StoreError {
+    match e {
+        ringkv_storage::Error::ReadOnly { cause } => StoreError::ReadOnly(cause),
+        e @ ringkv_storage::Error::Corruption { .. } => StoreError::Corruption(e.to_string()),
+        other => StoreError::Other(other.to_string()),
+    }
+}
+
+impl EngineStore {
+    pub fn new(
+        engine: ringkv_storage::Engine,
+        clock: ringkv_env::SharedClock,
+        tombstone_grace_ms: u64,
+        blocking: bool,
+    ) -> Self {
+        engine.set_compaction_filter(std::sync::Arc::new(GraceFilter {
+            clock,
+            grace_ms: tombstone_grace_ms,
+        }));
+        Self { engine, blocking }
+    }
+
+    pub fn engine(&self) -> &ringkv_storage::Engine {
+        &self.engine
+    }
+
+    /// Syncs the log and stops the engine's background work.
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.engine.close().map_err(engine_error)
+    }
+}
+
+impl LocalStore for EngineStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
+        self.engine
+            .get(key)
+            .map(|e| e.map(|e| e.value))
+            .map_err(engine_error)
+    }
+
+    fn put(&self, key: &[u8], record: &[u8], expires_at_ms: Option<u64>) -> Result<(), StoreError> {
+        self.engine
+            .put(key, record, expires_at_ms)
+            .map_err(engine_error)
+    }
+
+    fn for_each(&self, visit: &mut dyn FnMut(&[u8], &Bytes) -> bool) -> Result<(), StoreError> {
+        for item in self.engine.scan(..).map_err(engine_error)? {
+            let (key, entry) = item.map_err(engine_error)?;
+            if !visit(&key, &entry.value) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> Vec<(String, u64)> {
+        let s = self.engine.stats();
+        vec![
+            ("disk_bytes".into(), s.disk_bytes),
+            ("table_bytes".into(), s.table_bytes),
+            ("log_bytes".into(), s.log_bytes),
+            ("memtable_bytes".into(), s.memtable_bytes),
+            (
+                "pending_compaction_bytes".into(),
+                s.pending_compaction_bytes,
+            ),
+            ("block_cache_hits".into(), s.block_cache_hits),
+            ("block_cache_misses".into(), s.block_cache_misses),
+            ("block_cache_bytes".into(), s.block_cache_bytes),
+            ("block_reads".into(), s.block_reads),
+            ("log_syncs".into(), s.log_syncs),
+            ("flushes".into(), s.flushes),
+            ("compactions".into(), s.compactions),
+            ("live_keys_estimate".into(), s.live_keys_estimate),
+            (
+                "write_amplification_milli".into(),
+                (s.write_amplification * 1000.0) as u64,
+            ),
+            (
+                "space_amplification_milli".into(),
+                (s.space_amplification * 1000.0) as u64,
+            ),
+        ]
+    }
+
+    fn keys_estimate(&self) -> u64 {
+        self.engine.stats().live_keys_estimate
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.engine.sync().map_err(engine_error)
+    }
+
+    fn blocking_writes(&self) -> bool {
+        self.blocking
+    }
+}
