@@ -136,7 +136,12 @@ fn start_ringkv(dir: &Path, port: u16, sync: &str) -> anyhow::Result<Guard> {
     Ok(guard)
 }
 
-fn run_benchmark(port: u16, test: &str, args: &RedisBenchArgs, pipeline: usize) -> anyhow::Result<Row> {
+fn run_benchmark(
+    port: u16,
+    test: &str,
+    args: &RedisBenchArgs,
+    pipeline: usize,
+) -> anyhow::Result<Row> {
     let mut cmd = Command::new("redis-benchmark");
     cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(["-t", test, "-n", &args.requests.to_string()])
@@ -177,10 +182,7 @@ fn parse_csv(text: &str, test: &str) -> anyhow::Result<Row> {
     let (rps, p50, p99) = (col("rps")?, col("p50_latency_ms")?, col("p99_latency_ms")?);
     for line in lines {
         let fields: Vec<&str> = line.split(',').map(|s| s.trim_matches('"')).collect();
-        if fields
-            .first()
-            .is_some_and(|t| t.eq_ignore_ascii_case(test))
-        {
+        if fields.first().is_some_and(|t| t.eq_ignore_ascii_case(test)) {
             let num = |i: usize| -> anyhow::Result<f64> {
                 fields
                     .get(i)
@@ -235,7 +237,16 @@ fn redis(args: RedisBenchArgs) -> anyhow::Result<()> {
     );
     println!(
         "{:<10} {:>4} | {:>12} {:>8} {:>8} | {:>12} {:>8} {:>8} | {:>7} {:>7}",
-        "test", "P", "redis ops/s", "p50 ms", "p99 ms", "ringkv ops/s", "p50 ms", "p99 ms", "ops x", "p99 x"
+        "test",
+        "P",
+        "redis ops/s",
+        "p50 ms",
+        "p99 ms",
+        "ringkv ops/s",
+        "p50 ms",
+        "p99 ms",
+        "ops x",
+        "p99 x"
     );
     for (name, test, pipeline) in rows {
         let mut redis_rows = Vec::new();
@@ -283,9 +294,21 @@ mod tests {
     #[test]
     fn median_is_per_column() {
         let rows = vec![
-            Row { rps: 1.0, p50_ms: 9.0, p99_ms: 5.0 },
-            Row { rps: 3.0, p50_ms: 1.0, p99_ms: 4.0 },
-            Row { rps: 2.0, p50_ms: 5.0, p99_ms: 6.0 },
+            Row {
+                rps: 1.0,
+                p50_ms: 9.0,
+                p99_ms: 5.0,
+            },
+            Row {
+                rps: 3.0,
+                p50_ms: 1.0,
+                p99_ms: 4.0,
+            },
+            Row {
+                rps: 2.0,
+                p50_ms: 5.0,
+                p99_ms: 6.0,
+            },
         ];
         let m = median(rows);
         assert_eq!((m.rps, m.p50_ms, m.p99_ms), (2.0, 5.0, 5.0));

@@ -9,7 +9,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{Config, SyncMode};
 
 #[derive(Debug, Parser)]
-#[command(name = "ringkv", version, about = "A leaderless, replicated key-value store")]
+#[command(
+    name = "ringkv",
+    version,
+    about = "A leaderless, replicated key-value store"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -46,6 +46,9 @@ pub struct NodeSection {
     /// Data center and rack of this node (replica placement).
     pub dc: String,
     pub rack: String,
+    /// Relative capacity: a node of weight 2 owns twice the share of the
+    /// ring of a node of weight 1.
+    pub weight: u32,
     /// Default log filter (`RUST_LOG` overrides it).
     pub log: String,
 }
@@ -60,6 +63,7 @@ impl Default for NodeSection {
             seeds: Vec::new(),
             dc: "dc1".into(),
             rack: "rack1".into(),
+            weight: 1,
             log: "info".into(),
         }
     }
@@ -89,11 +93,11 @@ impl Default for LimitsSection {
         Self {
             key_bytes_max: 1024,
             value_bytes_max: 1024 * 1024,
-            bulk_bytes_max: 1024 * 1024 + 1024,
+            bulk_bytes_max: 8 * 1024 * 1024,
             args_max: 1024 * 1024,
             inline_bytes_max: 64 * 1024,
             connections_max: 10_000,
-            input_buffer_bytes_max: 64 * 1024 * 1024,
+            input_buffer_bytes_max: 16 * 1024 * 1024,
             idle_timeout_ms: 300_000,
         }
     }
@@ -144,24 +148,45 @@ impl Default for StorageSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterSection {
-    /// Replication factor N.
+    /// Nodes only talk to peers of the same cluster name.
+    pub name: String,
+    /// Replication factor N (in this node's data center, unless
+    /// `dc_replication` names every data center's own).
     pub replication_factor: usize,
+    /// Replication factor per data center, e.g. `{ dc1 = 3, dc2 = 3 }`.
+    pub dc_replication: std::collections::BTreeMap<String, usize>,
     /// Default read consistency (level name or count).
     pub read: String,
     /// Default write consistency (level name or count).
     pub write: String,
     pub siblings_max: usize,
     pub tombstone_grace_ms: u64,
+    /// How long a coordinator waits for replicas.
+    pub request_timeout_ms: u64,
+    pub gossip_interval_ms: u64,
+    /// Suspicion level at which a silent peer is marked down.
+    pub phi_convict: f64,
+    /// Virtual nodes per unit of weight.
+    pub tokens_per_weight: usize,
+    /// How long a new node waits for a seed to answer.
+    pub join_timeout_ms: u64,
 }
 
 impl Default for ClusterSection {
     fn default() -> Self {
         Self {
+            name: "ringkv".into(),
+            dc_replication: std::collections::BTreeMap::new(),
             replication_factor: 3,
             read: "QUORUM".into(),
             write: "QUORUM".into(),
             siblings_max: 64,
             tombstone_grace_ms: 24 * 3600 * 1000,
+            request_timeout_ms: 2_000,
+            gossip_interval_ms: 1_000,
+            phi_convict: 8.0,
+            tokens_per_weight: 64,
+            join_timeout_ms: 30_000,
         }
     }
 }
@@ -202,6 +227,17 @@ impl Config {
                 bail!("{name}: unknown consistency level {level:?}");
             }
         }
+        if !(1..=64).contains(&self.node.weight) {
+            bail!("node.weight must be between 1 and 64");
+        }
+        if c.gossip_interval_ms == 0 || c.request_timeout_ms == 0 || c.tokens_per_weight == 0 {
+            bail!(
+                "cluster.gossip_interval_ms, request_timeout_ms and tokens_per_weight must be positive"
+            );
+        }
+        if c.phi_convict <= 0.0 {
+            bail!("cluster.phi_convict must be positive");
+        }
         if self.storage.sync == SyncMode::Periodic && self.storage.sync_interval_ms == 0 {
             bail!("storage.sync_interval_ms must be positive with periodic sync");
         }
@@ -224,10 +260,9 @@ mod tests {
 
     #[test]
     fn file_overrides_defaults_and_typos_are_errors() {
-        let c: Config = toml::from_str(
-            "[limits]\nvalue_bytes_max = 10\n[storage]\nsync = \"always\"\n",
-        )
-        .expect("parse");
+        let c: Config =
+            toml::from_str("[limits]\nvalue_bytes_max = 10\n[storage]\nsync = \"always\"\n")
+                .expect("parse");
         assert_eq!(c.limits.value_bytes_max, 10);
         assert_eq!(c.limits.key_bytes_max, 1024);
         assert_eq!(c.storage.sync, SyncMode::Always);

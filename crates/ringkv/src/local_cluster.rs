@@ -40,7 +40,10 @@ pub fn run(args: LocalClusterArgs) -> anyhow::Result<()> {
     let rt = server::runtime()?;
     rt.block_on(async {
         let node = server::start(config.clone()).await?;
-        println!("ringkv local cluster: 1 node, data in {}", config.node.data_dir.display());
+        println!(
+            "ringkv local cluster: 1 node, data in {}",
+            config.node.data_dir.display()
+        );
         println!(
             "  node1  id {}  resp {}  http {}",
             ringkv_cluster::node_id::display(node.node_id),
@@ -49,11 +52,17 @@ pub fn run(args: LocalClusterArgs) -> anyhow::Result<()> {
         );
         println!();
         println!("Connect:");
-        println!("  redis-cli -p {} SET greeting hello", node.resp_addr.port());
+        println!(
+            "  redis-cli -p {} SET greeting hello",
+            node.resp_addr.port()
+        );
         println!("  redis-cli -p {} GET greeting", node.resp_addr.port());
         println!("  curl http://{}/v1/kv/greeting", node.http_addr);
         println!("  curl http://{}/v1/status", node.http_addr);
-        println!("Ctrl-C stops the cluster; data stays in {}.", config.node.data_dir.display());
+        println!(
+            "Ctrl-C stops the cluster; data stays in {}.",
+            config.node.data_dir.display()
+        );
         server::shutdown_signal().await;
         node.stop().await
     })

@@ -7,10 +7,15 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use ringkv_cluster::membership::{Membership, MembershipConfig};
+use ringkv_cluster::message::{Load, NodeState, NodeStatus};
+use ringkv_cluster::ring::Replication;
 use ringkv_cluster::store::EngineStore;
+use ringkv_cluster::transport::{TcpTransport, TransportConfig, serve_tcp};
 use ringkv_cluster::{Consistency, Node, NodeConfig};
 use tokio::sync::watch;
 
@@ -33,8 +38,8 @@ fn metrics_handle() -> PrometheusHandle {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets(&[
-                    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
-                    0.05, 0.1, 0.25, 0.5, 1.0,
+                    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+                    0.1, 0.25, 0.5, 1.0,
                 ])
                 .map(|b| b.build_recorder())
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
@@ -52,6 +57,7 @@ pub struct RunningNode {
     pub node_id: u64,
     pub resp_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    pub cluster_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -74,13 +80,13 @@ fn storage_options(config: &Config) -> ringkv_storage::Options {
             },
         },
         memtable_bytes_max: s.memtable_bytes_max,
-        block_cache_bytes: s.block_cache_bytes,
         compression: match s.compression {
             Compression::None => ringkv_storage::Compression::None,
             Compression::Lz4 => ringkv_storage::Compression::Lz4,
             Compression::Zstd => ringkv_storage::Compression::Zstd,
         },
-        bloom_bits_per_key: s.bloom_bits_per_key,
+        bloom_bits_per_key: s.bloom_bits_per_key as u32,
+        block_cache_bytes: s.block_cache_bytes as u64,
         ..ringkv_storage::Options::default()
     }
 }
@@ -95,6 +101,7 @@ fn node_config(config: &Config) -> NodeConfig {
         default_write: Consistency::parse(&c.write).unwrap_or(Consistency::Quorum),
         siblings_max: c.siblings_max,
         tombstone_grace_ms: c.tombstone_grace_ms,
+        request_timeout_ms: c.request_timeout_ms,
     }
 }
 
@@ -111,40 +118,141 @@ fn resp_config(config: &Config) -> ringkv_resp::RespConfig {
     }
 }
 
-/// Opens storage and starts the front ends; returns once both listen.
+fn membership_config(config: &Config) -> MembershipConfig {
+    MembershipConfig {
+        gossip_interval_ms: config.cluster.gossip_interval_ms,
+        phi_convict: config.cluster.phi_convict,
+        tokens_per_weight: config.cluster.tokens_per_weight,
+        ..MembershipConfig::default()
+    }
+}
+
+fn replication(config: &Config) -> Replication {
+    if config.cluster.dc_replication.is_empty() {
+        Replication::simple(&config.node.dc, config.cluster.replication_factor)
+    } else {
+        Replication {
+            per_dc: config.cluster.dc_replication.clone(),
+        }
+    }
+}
+
+/// Opens storage, joins the cluster and starts the front ends; returns once
+/// every listener is up and the node owns its tokens.
 pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let data_dir = config.node.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let node_id = ringkv_cluster::node_id::load_or_create(&data_dir)
         .with_context(|| format!("reading node id in {}", data_dir.display()))?;
+    let saved_tokens = ringkv_cluster::node_id::load_tokens(&data_dir)
+        .with_context(|| format!("reading tokens in {}", data_dir.display()))?;
     let clock = ringkv_env::SystemClock::shared();
     let node_config = node_config(&config);
     let store_dir = data_dir.join("store");
     let options = storage_options(&config);
     let engine = tokio::task::spawn_blocking({
         let clock = clock.clone();
-        move || ringkv_storage::Engine::open_with(&store_dir, options, ringkv_storage::fs::real(), clock)
+        move || {
+            ringkv_storage::Engine::open_with(
+                &store_dir,
+                options,
+                ringkv_storage::RealFs::shared(),
+                clock,
+            )
+        }
     })
     .await
     .context("storage open task")?
     .with_context(|| format!("opening storage in {}", data_dir.display()))?;
-    let store = EngineStore::new(engine, clock.clone(), node_config.tombstone_grace_ms);
-    let node = Arc::new(Node::new(node_id, store, clock, node_config));
+    let blocking = config.storage.sync == SyncMode::Always;
+    let store = EngineStore::new(
+        engine,
+        clock.clone(),
+        node_config.tombstone_grace_ms,
+        blocking,
+    );
 
-    let resp_listener = tokio::net::TcpListener::bind(config.node.resp_addr)
-        .await
-        .with_context(|| format!("binding RESP address {}", config.node.resp_addr))?;
-    let http_listener = tokio::net::TcpListener::bind(config.node.http_addr)
-        .await
-        .with_context(|| format!("binding HTTP address {}", config.node.http_addr))?;
+    let bind = |addr: SocketAddr, what: &'static str| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {what} address {addr}"))
+    };
+    let resp_listener = bind(config.node.resp_addr, "RESP").await?;
+    let http_listener = bind(config.node.http_addr, "HTTP").await?;
+    let cluster_listener = bind(config.node.cluster_addr, "cluster").await?;
     let resp_addr = resp_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
+    let cluster_addr = cluster_listener.local_addr()?;
+
+    let me = NodeState {
+        id: node_id,
+        generation: clock.now_ms(),
+        heartbeat: 0,
+        cluster_addr: cluster_addr.to_string(),
+        resp_addr: resp_addr.to_string(),
+        http_addr: http_addr.to_string(),
+        dc: config.node.dc.clone(),
+        rack: config.node.rack.clone(),
+        weight: config.node.weight,
+        tokens: saved_tokens.clone().unwrap_or_default(),
+        status: if saved_tokens.is_some() {
+            NodeStatus::Normal
+        } else {
+            NodeStatus::Joining
+        },
+        load: Load::default(),
+    };
+    let membership = Arc::new(Membership::new(
+        me,
+        replication(&config),
+        clock.clone(),
+        membership_config(&config),
+    ));
+    let transport_config = TransportConfig {
+        cluster: config.cluster.name.clone(),
+        ..TransportConfig::default()
+    };
+    let transport = Arc::new(TcpTransport::new(node_id, transport_config.clone()));
+    let node = Arc::new(Node::with_cluster(
+        store,
+        clock,
+        node_config,
+        membership,
+        Arc::new(transport),
+    ));
 
     let (shutdown, watch_rx) = watch::channel(false);
     let wait_for = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let cluster_task = tokio::spawn(serve_tcp(
+        cluster_listener,
+        node_id,
+        transport_config,
+        node.handler(),
+        wait_for(watch_rx.clone()),
+    ));
+
+    // Join: a node that owns no tokens yet learns the ring from its seeds
+    // and picks tokens; they are kept so a restart keeps its place.
+    let seeds = config.node.seeds.clone();
+    let tokens = match saved_tokens {
+        Some(t) => t,
+        None => {
+            let wait = Duration::from_millis(config.cluster.join_timeout_ms);
+            let t = node
+                .choose_tokens(&seeds, wait)
+                .await
+                .map_err(|e| anyhow::anyhow!("joining the cluster: {e}"))?;
+            ringkv_cluster::node_id::save_tokens(&data_dir, &t)
+                .with_context(|| format!("saving tokens in {}", data_dir.display()))?;
+            t
+        }
+    };
+    node.announce(tokens, &seeds).await;
+    let gossip_task =
+        tokio::spawn(Node::clone(&node).run_gossip(seeds, wait_for(watch_rx.clone())));
 
     let handle = metrics_handle();
     let render: ringkv_http::MetricsRender = Arc::new(move || handle.render());
@@ -167,6 +275,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         node = %ringkv_cluster::node_id::display(node_id),
         %resp_addr,
         %http_addr,
+        %cluster_addr,
         data_dir = %data_dir.display(),
         "node serving"
     );
@@ -174,8 +283,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let task = tokio::spawn(async move {
         let resp = resp_task.await.context("RESP server task")?;
         let http = http_task.await.context("HTTP server task")?;
+        let _ = gossip_task.await;
+        let cluster = cluster_task.await.context("cluster server task")?;
         // Front ends have drained: make everything acknowledged durable.
-        let flushed = {
+        let closed = {
             let node = Arc::clone(&node);
             tokio::task::spawn_blocking(move || node.store().close())
                 .await
@@ -183,7 +294,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         };
         resp.context("RESP server")?;
         http.context("HTTP server")?;
-        flushed.context("closing storage")?;
+        cluster.context("cluster server")?;
+        closed.context("closing storage")?;
         tracing::info!("node stopped; storage synced and closed");
         Ok(())
     });
@@ -192,6 +304,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         node_id,
         resp_addr,
         http_addr,
+        cluster_addr,
         shutdown,
         task,
     })
@@ -237,10 +350,11 @@ pub fn run_until_signal(config: Config) -> anyhow::Result<()> {
     rt.block_on(async {
         let node = start(config).await?;
         println!(
-            "ringkv node {} ready: redis-cli -p {}  |  curl http://{}/v1/status",
+            "ringkv node {} ready: redis-cli -p {}  |  curl http://{}/v1/status  |  cluster {}",
             ringkv_cluster::node_id::display(node.node_id),
             node.resp_addr.port(),
-            node.http_addr
+            node.http_addr,
+            node.cluster_addr
         );
         shutdown_signal().await;
         node.stop().await

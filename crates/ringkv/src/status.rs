@@ -37,7 +37,10 @@ pub fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .context("malformed HTTP status line")?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()

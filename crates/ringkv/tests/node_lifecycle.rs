@@ -49,7 +49,11 @@ fn acknowledged_writes_survive_kill_9_in_default_config() {
     let mut con = node.redis();
     for i in 0..2_000 {
         let got: Option<String> = con.get(format!("key:{i}")).expect("get");
-        assert_eq!(got.as_deref(), Some(value.as_str()), "key:{i} lost after kill -9");
+        assert_eq!(
+            got.as_deref(),
+            Some(value.as_str()),
+            "key:{i} lost after kill -9"
+        );
     }
 }
 
@@ -116,7 +120,13 @@ fn http_api_roundtrip_binary_keys_ttl_and_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = NodeProc::start(dir.path(), &[]);
     let value: Vec<u8> = (0..=255u8).collect();
-    let (s, _, _) = http(node.http, "PUT", "/v1/kv/bin%00key%2F1?ttl=100", &[], &value);
+    let (s, _, _) = http(
+        node.http,
+        "PUT",
+        "/v1/kv/bin%00key%2F1?ttl=100",
+        &[],
+        &value,
+    );
     assert_eq!(s, 204);
     let (s, headers, body) = http(node.http, "GET", "/v1/kv/bin%00key%2F1", &[], b"");
     assert_eq!(s, 200);
@@ -139,7 +149,13 @@ fn http_api_roundtrip_binary_keys_ttl_and_errors() {
     assert_eq!(s, 400);
     let err: serde_json::Value = serde_json::from_slice(&body).expect("json error");
     assert_eq!(err["code"], "invalid_argument");
-    let (s, _, body) = http(node.http, "PUT", "/v1/kv/a", &[("x-ringkv-context", "!!")], b"v");
+    let (s, _, body) = http(
+        node.http,
+        "PUT",
+        "/v1/kv/a",
+        &[("x-ringkv-context", "!!")],
+        b"v",
+    );
     assert_eq!(s, 400);
     let err: serde_json::Value = serde_json::from_slice(&body).expect("json error");
     assert_eq!(err["code"], "bad_context");
@@ -153,7 +169,10 @@ fn http_api_roundtrip_binary_keys_ttl_and_errors() {
     let (s, _, body) = http(node.http, "GET", "/metrics", &[], b"");
     assert_eq!(s, 200);
     let text = String::from_utf8_lossy(&body);
-    assert!(text.contains("ringkv_resp_commands_total"), "metrics: {text}");
+    assert!(
+        text.contains("ringkv_resp_commands_total"),
+        "metrics: {text}"
+    );
 }
 
 #[test]
@@ -170,7 +189,13 @@ fn http_siblings_answer_multiple_choices_and_context_resolves() {
         .expect("context");
     // Two writers with the same stale context: both survive as siblings.
     for v in [b"apple".as_slice(), b"pear".as_slice()] {
-        let (s, _, _) = http(node.http, "PUT", "/v1/kv/cart", &[("x-ringkv-context", &ctx)], v);
+        let (s, _, _) = http(
+            node.http,
+            "PUT",
+            "/v1/kv/cart",
+            &[("x-ringkv-context", &ctx)],
+            v,
+        );
         assert_eq!(s, 204);
     }
     let (s, headers, body) = http(node.http, "GET", "/v1/kv/cart", &[], b"");

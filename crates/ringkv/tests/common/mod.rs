@@ -26,6 +26,7 @@ impl NodeProc {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--resp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(["--cluster-addr", "127.0.0.1:0"])
             .args(["--log", "warn"])
             .args(extra)
             .stdout(Stdio::piped())
@@ -67,8 +68,7 @@ impl NodeProc {
     }
 
     pub fn redis(&self) -> redis::Connection {
-        let client =
-            redis::Client::open(format!("redis://{}/", self.resp)).expect("redis client");
+        let client = redis::Client::open(format!("redis://{}/", self.resp)).expect("redis client");
         client.get_connection().expect("redis connection")
     }
 
@@ -113,7 +113,8 @@ pub fn http(
     body: &[u8],
 ) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let mut s = TcpStream::connect(addr).expect("connect http");
-    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -157,8 +158,8 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
         let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") else {
             return out;
         };
-        let size = usize::from_str_radix(String::from_utf8_lossy(&raw[..eol]).trim(), 16)
-            .unwrap_or(0);
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&raw[..eol]).trim(), 16).unwrap_or(0);
         if size == 0 || raw.len() < eol + 2 + size {
             return out;
         }
