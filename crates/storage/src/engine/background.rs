@@ -412,6 +412,35 @@ pub(crate) fn flush_and_wait(core: &Core) -> Result<()> {
     }
 }
 
+/// Waits until no memtable waits for flush and no compaction is running or
+/// due.
+pub(crate) fn wait_idle(core: &Core) -> Result<()> {
+    let mut st = core.state.lock();
+    loop {
+        if let Some(e) = core.sticky_error() {
+            return Err(e);
+        }
+        if core.shutdown.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let v = core.current_sv();
+        let idle = v.imm.is_empty()
+            && !st.flushing
+            && !st.busy_levels.iter().any(|b| *b)
+            && compaction::pick(
+                &v.version,
+                &core.opts,
+                &st.busy_levels,
+                &mut st.pointers.clone(),
+            )
+            .is_none();
+        if idle {
+            return Ok(());
+        }
+        core.bg_cv.wait(&mut st);
+    }
+}
+
 /// Full manual compaction: everything ends in the bottom-most populated
 /// level, which is rewritten too (so expired entries and tombstones there go).
 pub(crate) fn compact_all(core: &Core) -> Result<()> {

@@ -592,6 +592,13 @@ impl Engine {
         background::compact_all(self.core())
     }
 
+    /// Waits until background flushes and compactions have caught up (no
+    /// memtable waiting, no level over its target). For tests and benchmarks.
+    pub fn wait_idle(&self) -> Result<()> {
+        self.core().check_open()?;
+        background::wait_idle(self.core())
+    }
+
     /// Fsyncs the commit log now.
     pub fn sync(&self) -> Result<()> {
         write::sync_log(self.core())
