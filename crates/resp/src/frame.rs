@@ -22,7 +22,8 @@
 //!             | non-ws-byte+
 //! ```
 //!
-//! `*0`, `*-1` and blank inline lines are empty requests: they are consumed and
+//! `*0`, `*-1` and blank inline lines are empty requests (a count below -1
+//! is an error): they are consumed and
 //! answered with nothing, as Redis does. Requests are flat: an element that is
 //! not a bulk string (a nested array, say) is a protocol error, so request
 //! nesting is limited to one level by the grammar itself. Clients of RESP3
@@ -224,8 +225,12 @@ impl RequestParser {
                         return Ok(false);
                     };
                     let count = parse_i64(count).ok_or(ProtocolError::InvalidMultibulkLength)?;
+                    if count < -1 {
+                        return Err(ProtocolError::InvalidMultibulkLength);
+                    }
                     if count <= 0 {
-                        // `*0` and `*-1`: an empty request, ignored.
+                        // `*0` and `*-1` (the null array): an empty request,
+                        // ignored as Redis does.
                         buf.advance(next);
                         continue;
                     }
@@ -1005,6 +1010,7 @@ mod tests {
             (b"*x\r\n", InvalidMultibulkLength),
             (b"*1x\r\n", InvalidMultibulkLength),
             (b"*99999999999999999999\r\n", InvalidMultibulkLength),
+            (b"*-2\r\n", InvalidMultibulkLength),
             (b"*9\r\n", TooManyArgs { count: 9, max: 8 }),
             (b"*1\r\n$-1\r\n", InvalidBulkLength),
             (b"*1\r\n$-5\r\n", InvalidBulkLength),

@@ -370,6 +370,10 @@ impl RawClient {
         }
     }
 
+    pub async fn try_send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
     pub async fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write");
     }
@@ -388,6 +392,26 @@ impl RawClient {
             .await
             .expect("connection open")
             .expect("a reply")
+    }
+
+    /// Reads one reply and also returns its bytes as they came on the wire.
+    pub async fn read_raw(&mut self) -> (Bytes, Frame) {
+        let limits = Limits::default();
+        tokio::time::timeout(READ_TIMEOUT, async {
+            loop {
+                let before = self.buf.clone();
+                if let Some(frame) =
+                    parse_frame(&mut self.buf, &limits).expect("server speaks RESP")
+                {
+                    let used = before.len() - self.buf.len();
+                    return (before.freeze().slice(..used), frame);
+                }
+                let n = self.stream.read_buf(&mut self.buf).await.expect("read");
+                assert!(n > 0, "connection closed before a whole reply");
+            }
+        })
+        .await
+        .expect("reply within the read timeout")
     }
 
     /// One reply, `Ok(None)` on EOF before a whole reply, `Err` on a reset.

@@ -1,0 +1,374 @@
+//! The protocol byte by byte: inline commands, pipelining, RESP3, and bad
+//! input. Every bad request gets its error (and, where the stream cannot be
+//! resynchronised, a closed connection) while a well-behaved client on
+//! another connection keeps working.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use common::{RawClient, TestServer, VALUE_BYTES_MAX, bulk, error, error_text, simple};
+use ringkv_resp::frame::encode_request;
+use ringkv_resp::{Frame, RespConfig};
+
+/// Asserts that a client on another connection is served normally.
+async fn assert_healthy(bystander: &mut RawClient, key: &str) {
+    assert_eq!(
+        bystander.cmd(&[b"SET", key.as_bytes(), b"ok"]).await,
+        Frame::ok()
+    );
+    assert_eq!(bystander.cmd(&[b"GET", key.as_bytes()]).await, bulk("ok"));
+}
+
+/// Sends `input` on a fresh connection; expects exactly `want` and then a
+/// closed connection.
+async fn expect_protocol_error(server: &TestServer, input: &[u8], want: &str) {
+    let mut bad = server.raw().await;
+    bad.send(input).await;
+    let frames = bad.read_until_closed().await;
+    assert_eq!(
+        frames,
+        vec![error(want)],
+        "input {:?}",
+        String::from_utf8_lossy(&input[..input.len().min(64)])
+    );
+}
+
+#[tokio::test]
+async fn inline_commands_as_telnet_sends_them() {
+    let server = TestServer::start().await;
+    let mut c = server.raw().await;
+    c.send(b"PING\r\n").await;
+    assert_eq!(c.read().await, simple("PONG"));
+    c.send(b"set greeting \"hello world\"\r\n").await;
+    assert_eq!(c.read().await, Frame::ok());
+    // Bare LF, extra spaces, lower case.
+    c.send(b"  get   greeting\n").await;
+    assert_eq!(c.read().await, bulk("hello world"));
+    // Blank lines are ignored; the next command answers.
+    c.send(b"\r\n\r\nECHO 'it\\'s'\r\n").await;
+    assert_eq!(c.read().await, bulk("it's"));
+    c.send(b"ECHO \"unbalanced\r\n").await;
+    assert_eq!(
+        c.read_until_closed().await,
+        vec![error("ERR Protocol error: unbalanced quotes in request")]
+    );
+}
+
+#[tokio::test]
+async fn exact_error_wording() {
+    let server = TestServer::start().await;
+    let mut c = server.raw().await;
+    c.send(b"*2\r\n$3\r\nfoo\r\n$1\r\na\r\n").await;
+    // The trailing space after 'a' is part of Redis' wording.
+    let want: &[u8] = b"-ERR unknown command 'foo', with args beginning with: 'a' \r\n";
+    let (raw, _) = c.read_raw().await;
+    assert_eq!(&raw[..], want);
+}
+
+#[tokio::test]
+async fn a_hundred_pipelined_commands_in_one_write() {
+    let server = TestServer::start().await;
+    let mut c = server.raw().await;
+    let mut batch = BytesMut::new();
+    for i in 0..50 {
+        let key = format!("k{i}");
+        let value = format!("v{i}");
+        encode_request(&[b"SET", key.as_bytes(), value.as_bytes()], &mut batch);
+        encode_request(&[b"GET", key.as_bytes()], &mut batch);
+    }
+    c.send(&batch).await;
+    for i in 0..50 {
+        assert_eq!(c.read().await, Frame::ok(), "SET {i}");
+        assert_eq!(c.read().await, bulk(&format!("v{i}")), "GET {i}");
+    }
+    let stats = server.stats.snapshot();
+    assert!(stats.total_commands_processed >= 100, "{stats:?}");
+    // Inline and multibulk mixed in one write, with an error in the middle
+    // that does not stop the pipeline.
+    c.send(b"PING\r\n*1\r\n$4\r\nNOPE\r\nECHO x\r\n").await;
+    assert_eq!(c.read().await, simple("PONG"));
+    assert_eq!(
+        c.read().await,
+        error("ERR unknown command 'NOPE', with args beginning with: ")
+    );
+    assert_eq!(c.read().await, bulk("x"));
+}
+
+#[tokio::test]
+async fn requests_split_across_writes() {
+    let server = TestServer::start().await;
+    let mut c = server.raw().await;
+    let mut req = BytesMut::new();
+    let value = vec![b'z'; 40_000];
+    encode_request(&[&b"SET"[..], b"big", &value], &mut req);
+    for piece in req.chunks(7_001) {
+        c.send(piece).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(c.read().await, Frame::ok());
+    assert_eq!(
+        c.cmd(&[b"GET", b"big"]).await,
+        Frame::Bulk(Bytes::from(value))
+    );
+    // Byte by byte.
+    for byte in b"*2\r\n$4\r\nECHO\r\n$2\r\nhi\r\n" {
+        c.send(&[*byte]).await;
+    }
+    assert_eq!(c.read().await, bulk("hi"));
+    // Binary values survive.
+    let binary = b"\x00\r\n\xff$-1\r\n";
+    assert_eq!(c.cmd(&[b"SET", b"bin", binary]).await, Frame::ok());
+    assert_eq!(
+        c.cmd(&[b"GET", b"bin"]).await,
+        Frame::Bulk(Bytes::from_static(binary))
+    );
+}
+
+#[tokio::test]
+async fn hello_switches_protocol() {
+    let server = TestServer::start().await;
+    let mut c = server.raw().await;
+    // RESP2 null until HELLO 3.
+    assert_eq!(c.cmd(&[b"GET", b"nope"]).await, Frame::Null);
+    c.send(b"HELLO 3\r\n").await;
+    let (raw, hello) = c.read_raw().await;
+    assert_eq!(raw[0], b'%', "HELLO 3 answers a RESP3 map");
+    let Frame::Map(pairs) = hello else {
+        panic!("{hello:?}")
+    };
+    let field = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| *k == bulk(name))
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(field("server"), Some(bulk("ringkv")));
+    assert_eq!(field("proto"), Some(Frame::Integer(3)));
+    assert_eq!(field("mode"), Some(bulk("standalone")));
+    assert_eq!(field("modules"), Some(Frame::Array(vec![])));
+
+    // RESP3 nulls and maps on the wire.
+    c.send(b"GET nope\r\n").await;
+    let (raw, null) = c.read_raw().await;
+    assert_eq!((&raw[..], null), (&b"_\r\n"[..], Frame::Null));
+    c.send(b"RINGKV.CONSISTENCY\r\n").await;
+    assert!(matches!(c.read().await, Frame::Map(_)));
+    // Unsupported version: NOPROTO, and the protocol stays RESP3.
+    assert_eq!(
+        c.cmd(&[b"HELLO", b"4"]).await,
+        error("NOPROTO unsupported protocol version")
+    );
+    assert_eq!(
+        c.cmd(&[b"HELLO", b"x"]).await,
+        error("ERR Protocol version is not an integer or out of range")
+    );
+    // HELLO with SETNAME; back to RESP2 where maps are flat arrays.
+    let reply = c.cmd(&[b"HELLO", b"2", b"SETNAME", b"me"]).await;
+    let Frame::Array(flat) = reply else {
+        panic!("HELLO 2 answers a flat array: {reply:?}")
+    };
+    assert_eq!(flat[0], bulk("server"));
+    assert_eq!(c.cmd(&[b"CLIENT", b"GETNAME"]).await, bulk("me"));
+    // RESET goes back to RESP2 and clears the name.
+    c.cmd(&[b"HELLO", b"3"]).await;
+    assert_eq!(c.cmd(&[b"RESET"]).await, simple("RESET"));
+    assert_eq!(c.cmd(&[b"CLIENT", b"GETNAME"]).await, Frame::Null);
+    c.send(b"GET nope\r\n").await;
+    let (raw, _) = c.read_raw().await;
+    assert_eq!(&raw[..], b"$-1\r\n");
+}
+
+#[tokio::test]
+async fn quit_closes_after_its_reply() {
+    let server = TestServer::start().await;
+    let mut c = server.raw().await;
+    c.send(b"QUIT\r\nPING\r\n").await;
+    assert_eq!(c.read_until_closed().await, vec![Frame::ok()]);
+}
+
+#[tokio::test]
+async fn malformed_frames_get_errors_and_are_closed() {
+    let server = TestServer::start_with(RespConfig {
+        args_max: 16,
+        bulk_bytes_max: 4096,
+        input_buffer_bytes_max: 32 * 1024,
+        inline_bytes_max: 1024,
+        ..RespConfig::default()
+    })
+    .await;
+    let mut bystander = server.raw().await;
+    assert_healthy(&mut bystander, "before").await;
+
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            b"*1\r\n:1\r\n".to_vec(),
+            "ERR Protocol error: expected '$', got ':'",
+        ),
+        (
+            b"*2\r\n*1\r\n$1\r\na\r\n".to_vec(),
+            "ERR Protocol error: expected '$', got '*'",
+        ),
+        (
+            b"*x\r\n".to_vec(),
+            "ERR Protocol error: invalid multibulk length",
+        ),
+        (
+            b"*-5\r\n".to_vec(),
+            "ERR Protocol error: invalid multibulk length",
+        ),
+        (
+            b"*1\r\n$-5\r\n".to_vec(),
+            "ERR Protocol error: invalid bulk length",
+        ),
+        (
+            b"*1\r\n$1x\r\n".to_vec(),
+            "ERR Protocol error: invalid bulk length",
+        ),
+        (
+            b"*1\r\n$3\r\nabcdef\r\n".to_vec(),
+            "ERR Protocol error: expected CRLF after bulk data",
+        ),
+        (
+            b"*99999999999\r\n".to_vec(),
+            "ERR Protocol error: too many arguments: 99999999999, the limit is 16",
+        ),
+        (
+            b"*1\r\n$9223372036854775807\r\n".to_vec(),
+            "ERR Protocol error: bulk length 9223372036854775807 exceeds the limit of 4096 bytes",
+        ),
+        (
+            b"*1\r\n$99999999999999999999999\r\n".to_vec(),
+            "ERR Protocol error: invalid bulk length",
+        ),
+        (
+            [b"*1\r\n$".as_slice(), &[b'9'; 100]].concat(),
+            "ERR Protocol error: too big bulk count string",
+        ),
+    ];
+    for (input, want) in &cases {
+        expect_protocol_error(&server, input, want).await;
+    }
+
+    // Too many arguments, sent in full.
+    let args: Vec<&[u8]> = std::iter::repeat_n(&b"x"[..], 17).collect();
+    let mut req = BytesMut::new();
+    encode_request(&args, &mut req);
+    expect_protocol_error(
+        &server,
+        &req,
+        "ERR Protocol error: too many arguments: 17, the limit is 16",
+    )
+    .await;
+
+    // An oversized bulk, sent in full: refused from its header.
+    let mut req = BytesMut::new();
+    encode_request(&[&b"SET"[..], b"k", &vec![b'v'; 5000]], &mut req);
+    expect_protocol_error(
+        &server,
+        &req,
+        "ERR Protocol error: bulk length 5000 exceeds the limit of 4096 bytes",
+    )
+    .await;
+
+    // An inline line with no CRLF past the limit.
+    expect_protocol_error(
+        &server,
+        &vec![b'a'; 5000],
+        "ERR Protocol error: too big inline request",
+    )
+    .await;
+
+    // A request whose elements add up past the input buffer.
+    let mut req = BytesMut::new();
+    let chunk = vec![b'v'; 4000];
+    let many: Vec<&[u8]> = std::iter::repeat_n(&chunk[..], 16).collect();
+    encode_request(&many, &mut req);
+    expect_protocol_error(
+        &server,
+        &req,
+        "ERR Protocol error: request exceeds the limit of 32768 bytes",
+    )
+    .await;
+
+    assert_healthy(&mut bystander, "after").await;
+    assert_eq!(server.stats.snapshot().connected_clients, 1);
+}
+
+#[tokio::test]
+async fn oversized_values_within_the_bulk_limit_keep_the_connection() {
+    let server = TestServer::start().await;
+    let mut c = server.raw().await;
+    let value = vec![b'v'; VALUE_BYTES_MAX + 10];
+    let reply = c.cmd(&[b"SET", b"k", &value]).await;
+    assert_eq!(
+        error_text(&reply),
+        format!(
+            "ERR value is {} bytes, the limit is {VALUE_BYTES_MAX}",
+            VALUE_BYTES_MAX + 10
+        )
+    );
+    // Same connection, next request.
+    assert_eq!(c.cmd(&[b"SET", b"k", b"small"]).await, Frame::ok());
+    assert_eq!(c.cmd(&[b"GET", b"k"]).await, bulk("small"));
+}
+
+#[tokio::test]
+async fn authentication_when_a_password_is_set() {
+    let server = TestServer::start_with(RespConfig {
+        password: Some("s3cret".into()),
+        ..RespConfig::default()
+    })
+    .await;
+    let mut c = server.raw().await;
+    assert_eq!(
+        c.cmd(&[b"GET", b"k"]).await,
+        error("NOAUTH Authentication required.")
+    );
+    assert_eq!(
+        c.cmd(&[b"HELLO", b"3"]).await,
+        error("NOAUTH Authentication required.")
+    );
+    assert_eq!(
+        c.cmd(&[b"AUTH", b"wrong"]).await,
+        error("WRONGPASS invalid username-password pair or user is disabled.")
+    );
+    assert_eq!(c.cmd(&[b"AUTH", b"default", b"s3cret"]).await, Frame::ok());
+    assert_eq!(c.cmd(&[b"SET", b"k", b"v"]).await, Frame::ok());
+    // RESET forgets the authentication.
+    c.cmd(&[b"RESET"]).await;
+    assert_eq!(
+        c.cmd(&[b"GET", b"k"]).await,
+        error("NOAUTH Authentication required.")
+    );
+    // HELLO can authenticate and switch protocol at once.
+    let reply = c
+        .cmd(&[b"HELLO", b"3", b"AUTH", b"default", b"s3cret"])
+        .await;
+    assert!(matches!(reply, Frame::Map(_)), "{reply:?}");
+    assert_eq!(c.cmd(&[b"GET", b"k"]).await, bulk("v"));
+
+    // redis-rs with the password in the URL.
+    let url = format!("redis://:s3cret@{}/", server.addr);
+    let mut conn = redis::Client::open(url)
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("authenticated connection");
+    let v: String = redis::cmd("GET")
+        .arg("k")
+        .query_async(&mut conn)
+        .await
+        .expect("GET");
+    assert_eq!(v, "v");
+
+    // Without a password configured, AUTH says so.
+    let open = TestServer::start().await;
+    let mut c = open.raw().await;
+    let reply = c.cmd(&[b"AUTH", b"x"]).await;
+    assert!(
+        error_text(&reply).starts_with("ERR AUTH <password> called without any password"),
+        "{reply:?}"
+    );
+}
