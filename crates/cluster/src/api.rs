@@ -230,6 +230,64 @@ pub struct NodeInfo {
     pub storage: Vec<(String, u64)>,
 }
 
+/// One node as the cluster view shows it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeView {
+    pub id: u64,
+    pub cluster_addr: String,
+    pub resp_addr: String,
+    pub http_addr: String,
+    pub dc: String,
+    pub rack: String,
+    pub weight: u32,
+    /// NORMAL, JOINING, LEAVING or LEFT.
+    pub status: String,
+    /// Believed alive by the node answering.
+    pub alive: bool,
+    /// Suspicion level of the failure detector (0 for the answering node).
+    pub phi: f64,
+    /// Share of the ring this node is primary for (0..1).
+    pub ownership: f64,
+    pub tokens: usize,
+    pub ops_per_sec: u64,
+    pub p99_us: u64,
+    pub disk_bytes: u64,
+    pub keys: u64,
+}
+
+/// The cluster as one node sees it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterView {
+    /// The node answering.
+    pub self_id: u64,
+    pub nodes: Vec<NodeView>,
+    /// Replication factor per data center.
+    pub replication: Vec<(String, usize)>,
+    /// Every (token, owner) of the ring, in token order.
+    pub tokens: Vec<(u64, u64)>,
+}
+
+/// One replica's copy of a key, for `explain`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaView {
+    pub node_id: u64,
+    pub alive: bool,
+    /// The replica's version vector as (actor, counter) pairs, or why it
+    /// could not be read.
+    pub version: Result<Vec<(u64, u64)>, String>,
+    /// Live siblings held: (actor, counter, hlc, value bytes).
+    pub siblings: Vec<(u64, u64, u64, usize)>,
+    pub tombstones: usize,
+}
+
+/// Where a key lives and what each replica holds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Explain {
+    pub token: u64,
+    pub preference_list: Vec<u64>,
+    pub replicas: Vec<ReplicaView>,
+}
+
 /// The key-value API. Implemented by the coordinator; called by every front
 /// end. Keys and values are opaque bytes; limits are enforced here so every
 /// front end reports them the same way.
@@ -275,4 +333,19 @@ pub trait Kv: Send + Sync + 'static {
 
     /// The current wall-clock time of the node, in ms (for TTL answers).
     fn now_ms(&self) -> u64;
+
+    /// The cluster as this node sees it.
+    fn cluster(&self) -> ClusterView {
+        ClusterView::default()
+    }
+
+    /// A key's token, preference list and each replica's version.
+    fn explain(&self, key: Bytes) -> impl Future<Output = Result<Explain, KvError>> + Send {
+        let _ = key;
+        async {
+            Err(KvError::InvalidArgument(
+                "explain is not supported here".into(),
+            ))
+        }
+    }
 }

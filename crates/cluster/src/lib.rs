@@ -32,8 +32,8 @@ mod testing;
 mod cluster_tests;
 
 pub use api::{
-    Condition, Consistency, Expiry, Kv, KvError, NodeInfo, ReadOptions, ReadResult, Sibling,
-    WriteOptions, WriteOutcome,
+    ClusterView, Condition, Consistency, Expiry, Explain, Kv, KvError, NodeInfo, NodeView,
+    ReadOptions, ReadResult, ReplicaView, Sibling, WriteOptions, WriteOutcome,
 };
 pub use node::{Node, NodeConfig};
 pub use store::{LocalStore, StoreError};

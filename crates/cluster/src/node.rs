@@ -33,7 +33,8 @@ use futures::stream::FuturesUnordered;
 use ringkv_env::SharedClock;
 
 use crate::api::{
-    Consistency, Expiry, Kv, KvError, NodeInfo, ReadOptions, ReadResult, WriteOptions, WriteOutcome,
+    ClusterView, Consistency, Expiry, Explain, Kv, KvError, NodeInfo, NodeView, ReadOptions,
+    ReadResult, ReplicaView, WriteOptions, WriteOutcome,
 };
 use crate::membership::{Membership, MembershipConfig};
 use crate::message::{
@@ -931,6 +932,89 @@ impl<S: LocalStore> Kv for Node<S> {
 
     fn now_ms(&self) -> u64 {
         self.inner.replica.now_ms()
+    }
+
+    fn cluster(&self) -> ClusterView {
+        let m = &self.inner.membership;
+        let ring = m.ring();
+        let ownership = ring.ownership();
+        let nodes = m
+            .states()
+            .into_iter()
+            .map(|s| NodeView {
+                id: s.id,
+                alive: m.is_alive(s.id),
+                phi: m.phi(s.id),
+                ownership: ownership.get(&s.id).copied().unwrap_or(0.0),
+                tokens: s.tokens.len(),
+                cluster_addr: s.cluster_addr,
+                resp_addr: s.resp_addr,
+                http_addr: s.http_addr,
+                dc: s.dc,
+                rack: s.rack,
+                weight: s.weight,
+                status: format!("{:?}", s.status).to_ascii_uppercase(),
+                ops_per_sec: s.load.ops_per_sec,
+                p99_us: s.load.p99_us,
+                disk_bytes: s.load.disk_bytes,
+                keys: s.load.keys,
+            })
+            .collect();
+        ClusterView {
+            self_id: m.self_id(),
+            nodes,
+            replication: m
+                .replication()
+                .per_dc
+                .iter()
+                .map(|(dc, n)| (dc.clone(), *n))
+                .collect(),
+            tokens: ring.tokens().collect(),
+        }
+    }
+
+    async fn explain(&self, key: Bytes) -> Result<Explain, KvError> {
+        self.check_key(&key)?;
+        let m = &self.inner.membership;
+        let token = token_of(&key);
+        let prefs = m.preference_list(token);
+        let now = self.inner.replica.now_ms();
+        let reads = prefs.iter().map(|&id| self.read_from(id, key.clone()));
+        let answers = futures::future::join_all(reads).await;
+        let replicas = answers
+            .into_iter()
+            .map(|(id, answer)| {
+                let (version, siblings, tombstones) = match answer {
+                    Ok(set) => (
+                        Ok(set.vv.entries().to_vec()),
+                        set.live(now)
+                            .map(|s| {
+                                (
+                                    s.dot.actor,
+                                    s.dot.counter,
+                                    s.hlc,
+                                    s.value.as_ref().map_or(0, |v| v.len()),
+                                )
+                            })
+                            .collect(),
+                        set.siblings.iter().filter(|s| s.value.is_none()).count(),
+                    ),
+                    Err(e) => (Err(e), Vec::new(), 0),
+                };
+                ReplicaView {
+                    node_id: id,
+                    alive: m.is_alive(id),
+                    version,
+                    siblings,
+                    tombstones,
+                }
+            })
+            .collect();
+        Ok(Explain {
+            token,
+            preference_list: prefs,
+            replicas,
+        })
     }
 }
 

@@ -15,6 +15,10 @@
 //!   what that read saw. Answers `204`.
 //! - `DELETE /v1/kv/{key}`: a versioned tombstone. Answers `204`.
 //! - `GET /v1/status`: the node's own view, as JSON.
+//! - `GET /v1/cluster`: every node with its state, liveness, ownership share
+//!   and load, the replication factors, and the ring's tokens.
+//! - `GET /v1/explain/{key}`: the key's token, preference list and each
+//!   replica's version vector and siblings.
 //! - `GET /healthz`: `ok`.
 //! - `GET /metrics`: Prometheus text format.
 //!
@@ -83,6 +87,8 @@ pub fn router<K: Kv>(kv: Arc<K>, metrics: MetricsRender, config: &HttpConfig) ->
             get(get_key::<K>).put(put_key::<K>).delete(delete_key::<K>),
         )
         .route("/v1/status", get(status::<K>))
+        .route("/v1/cluster", get(cluster::<K>))
+        .route("/v1/explain/{*key}", get(explain::<K>))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_text::<K>))
         .layer(DefaultBodyLimit::max(config.body_bytes_max))
@@ -167,11 +173,12 @@ fn level(text: Option<&str>) -> Result<Option<Consistency>, ApiError> {
     .transpose()
 }
 
-/// The key: the percent-decoded bytes after `/v1/kv/`.
+/// The key: the percent-decoded bytes after `/v1/kv/` (or `/v1/explain/`).
 fn key_of(uri: &Uri) -> Result<Bytes, ApiError> {
-    let raw = uri
-        .path()
+    let path = uri.path();
+    let raw = path
         .strip_prefix("/v1/kv/")
+        .or_else(|| path.strip_prefix("/v1/explain/"))
         .ok_or_else(|| ApiError::bad_request("invalid_argument", "no key in path"))?;
     let key = percent_decode(raw.as_bytes())
         .ok_or_else(|| ApiError::bad_request("invalid_argument", "bad percent-encoding in key"))?;
@@ -360,6 +367,89 @@ async fn status<K: Kv>(State(state): State<AppState<K>>) -> Response {
         "storage": storage,
     }))
     .into_response()
+}
+
+async fn cluster<K: Kv>(State(state): State<AppState<K>>) -> Response {
+    let view = state.kv.cluster();
+    let nodes: Vec<serde_json::Value> = view
+        .nodes
+        .iter()
+        .map(|n| {
+            serde_json::json!({
+                "id": format!("{:016x}", n.id),
+                "status": n.status,
+                "alive": n.alive,
+                "phi": if n.phi.is_finite() { serde_json::Value::from(n.phi) } else { serde_json::Value::Null },
+                "ownership": n.ownership,
+                "tokens": n.tokens,
+                "weight": n.weight,
+                "dc": n.dc,
+                "rack": n.rack,
+                "cluster_addr": n.cluster_addr,
+                "resp_addr": n.resp_addr,
+                "http_addr": n.http_addr,
+                "load": {
+                    "ops_per_sec": n.ops_per_sec,
+                    "p99_us": n.p99_us,
+                    "disk_bytes": n.disk_bytes,
+                    "keys": n.keys,
+                },
+            })
+        })
+        .collect();
+    let replication: serde_json::Map<String, serde_json::Value> = view
+        .replication
+        .iter()
+        .map(|(dc, n)| (dc.clone(), serde_json::Value::from(*n)))
+        .collect();
+    let tokens: Vec<serde_json::Value> = view
+        .tokens
+        .iter()
+        .map(|(t, n)| serde_json::json!([t.to_string(), format!("{n:016x}")]))
+        .collect();
+    axum::Json(serde_json::json!({
+        "self": format!("{:016x}", view.self_id),
+        "nodes": nodes,
+        "replication": replication,
+        "tokens": tokens,
+    }))
+    .into_response()
+}
+
+async fn explain<K: Kv>(State(state): State<AppState<K>>, uri: Uri) -> Result<Response, ApiError> {
+    let key = key_of(&uri)?;
+    let e = state.kv.explain(key).await?;
+    let replicas: Vec<serde_json::Value> = e
+        .replicas
+        .iter()
+        .map(|r| {
+            let version = match &r.version {
+                Ok(vv) => serde_json::json!(
+                    vv.iter()
+                        .map(|(a, c)| serde_json::json!([format!("{a:016x}"), c]))
+                        .collect::<Vec<_>>()
+                ),
+                Err(why) => serde_json::json!({ "error": why }),
+            };
+            serde_json::json!({
+                "node": format!("{:016x}", r.node_id),
+                "alive": r.alive,
+                "version": version,
+                "siblings": r.siblings.iter().map(|(a, c, hlc, len)| serde_json::json!({
+                    "dot": [format!("{a:016x}"), c],
+                    "hlc": hlc,
+                    "value_bytes": len,
+                })).collect::<Vec<_>>(),
+                "tombstones": r.tombstones,
+            })
+        })
+        .collect();
+    Ok(axum::Json(serde_json::json!({
+        "token": e.token.to_string(),
+        "preference_list": e.preference_list.iter().map(|n| format!("{n:016x}")).collect::<Vec<_>>(),
+        "replicas": replicas,
+    }))
+    .into_response())
 }
 
 async fn metrics_text<K: Kv>(State(state): State<AppState<K>>) -> Response {

@@ -29,6 +29,8 @@ pub enum Command {
     Status(AdminArgs),
     /// Show token ownership of the ring (over a node's HTTP port).
     Ring(AdminArgs),
+    /// Show a key's token, preference list and each replica's version.
+    Explain(ExplainArgs),
     /// Benchmarks against peers.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -82,7 +84,7 @@ pub struct ServerArgs {
 #[derive(Debug, Args)]
 pub struct LocalClusterArgs {
     /// Number of nodes.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 3)]
     pub nodes: usize,
     /// Folder holding every node's data directory.
     #[arg(long, default_value = "ringkv-data")]
@@ -93,6 +95,14 @@ pub struct LocalClusterArgs {
     pub base_port: u16,
     #[command(flatten)]
     pub node: NodeFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The key (UTF-8 text).
+    pub key: String,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +159,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::LocalCluster(args) => crate::local_cluster::run(args),
         Command::Status(args) => crate::status::status(&args.http),
         Command::Ring(args) => crate::status::ring(&args.http),
+        Command::Explain(args) => crate::status::explain(&args.admin.http, &args.key),
         Command::Bench(cmd) => crate::bench::run(cmd),
     }
 }

@@ -1,69 +1,167 @@
-//! `ringkv local-cluster`: the README's main job. Starts nodes on this
-//! machine with their data under one folder and prints how to connect.
+//! `ringkv local-cluster`: the README's main job. Starts N node processes on
+//! this machine, each with its own data directory under one folder and its
+//! own ports, joined into one cluster, and prints how to connect. Ctrl-C
+//! stops them all gracefully.
 
-use anyhow::bail;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
 
 use crate::cli::LocalClusterArgs;
-use crate::server;
+
+/// Most nodes one local cluster may start.
+const LOCAL_NODES_MAX: usize = 64;
+/// How long one node may take to become ready.
+const NODE_READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+struct Started {
+    child: Child,
+    resp: String,
+    http: String,
+    cluster: String,
+}
+
+fn terminate(children: &mut [Started]) {
+    for s in children.iter() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &s.child.id().to_string()])
+            .status();
+    }
+    for s in children.iter_mut() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match s.child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = s.child.kill();
+                    let _ = s.child.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+}
 
 pub fn run(args: LocalClusterArgs) -> anyhow::Result<()> {
-    if args.nodes == 0 {
-        bail!("--nodes must be at least 1");
+    if args.nodes == 0 || args.nodes > LOCAL_NODES_MAX {
+        bail!("--nodes must be between 1 and {LOCAL_NODES_MAX}");
     }
-    if args.nodes > 1 {
-        bail!(
-            "--nodes {}: this build runs single-node clusters only (the ring and \
-             replication are not wired into the binary yet); use --nodes 1",
-            args.nodes
-        );
-    }
-    let mut config = args.node.resolve()?;
+    let exe = std::env::current_exe().context("locating the ringkv binary")?;
     let base = args.base_port;
-    let i = 0u16;
-    let port = |offset: u16| -> anyhow::Result<u16> {
-        base.checked_add(10 * i + offset)
-            .ok_or_else(|| anyhow::anyhow!("--base-port {base} is too high"))
+    let port = |i: usize, offset: usize| -> anyhow::Result<u16> {
+        u16::try_from(base as usize + 10 * i + offset)
+            .map_err(|_| anyhow::anyhow!("--base-port {base} is too high for {} nodes", args.nodes))
     };
-    if args.node.data_dir.is_none() {
-        config.node.data_dir = args.dir.join(format!("node{}", i + 1));
+    let host = "127.0.0.1";
+    let first_cluster = format!("{host}:{}", port(0, 2)?);
+    let mut started: Vec<Started> = Vec::new();
+    for i in 0..args.nodes {
+        let dir = args.dir.join(format!("node{}", i + 1));
+        let mut cmd = Command::new(&exe);
+        cmd.arg("server")
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--resp-addr", &format!("{host}:{}", port(i, 0)?)])
+            .args(["--http-addr", &format!("{host}:{}", port(i, 1)?)])
+            .args(["--cluster-addr", &format!("{host}:{}", port(i, 2)?)]);
+        if i > 0 {
+            cmd.args(["--seeds", &first_cluster]);
+        }
+        if let Some(c) = &args.node.config {
+            cmd.arg("--config").arg(c);
+        }
+        if let Some(sync) = args.node.sync {
+            cmd.args([
+                "--sync",
+                if sync == crate::config::SyncMode::Always {
+                    "always"
+                } else {
+                    "periodic"
+                },
+            ]);
+        }
+        cmd.args(["--log", args.node.log.as_deref().unwrap_or("warn")]);
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting node {}", i + 1))?;
+        let stdout = child.stdout.take().context("node stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + NODE_READY_TIMEOUT;
+        let ready = loop {
+            if Instant::now() > deadline {
+                break None;
+            }
+            match lines.next() {
+                Some(Ok(line)) if line.contains(" ready: ") => break Some(line),
+                Some(Ok(line)) => println!("node{}: {line}", i + 1),
+                _ => break None,
+            }
+        };
+        let Some(line) = ready else {
+            let _ = child.kill();
+            let _ = child.wait();
+            terminate(&mut started);
+            bail!("node {} did not start (see its log above)", i + 1);
+        };
+        // Keep forwarding the node's output.
+        let n = i + 1;
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                println!("node{n}: {line}");
+            }
+        });
+        let field = |after: &str| {
+            line.split(after)
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+                .unwrap_or("?")
+                .trim_end_matches("/v1/status")
+                .to_string()
+        };
+        started.push(Started {
+            child,
+            resp: format!("{host}:{}", field("redis-cli -p ")),
+            http: field("http://"),
+            cluster: field("cluster "),
+        });
     }
-    if args.node.resp_addr.is_none() {
-        config.node.resp_addr.set_port(port(0)?);
+
+    println!(
+        "ringkv local cluster: {} node(s), data in {}",
+        started.len(),
+        args.dir.display()
+    );
+    for (i, s) in started.iter().enumerate() {
+        println!(
+            "  node{}  resp {}  http {}  cluster {}  pid {}",
+            i + 1,
+            s.resp,
+            s.http,
+            s.cluster,
+            s.child.id()
+        );
     }
-    if args.node.http_addr.is_none() {
-        config.node.http_addr.set_port(port(1)?);
-    }
-    if args.node.cluster_addr.is_none() {
-        config.node.cluster_addr.set_port(port(2)?);
-    }
-    server::init_logging(&config.node.log);
-    let rt = server::runtime()?;
-    rt.block_on(async {
-        let node = server::start(config.clone()).await?;
-        println!(
-            "ringkv local cluster: 1 node, data in {}",
-            config.node.data_dir.display()
-        );
-        println!(
-            "  node1  id {}  resp {}  http {}",
-            ringkv_cluster::node_id::display(node.node_id),
-            node.resp_addr,
-            node.http_addr
-        );
-        println!();
-        println!("Connect:");
-        println!(
-            "  redis-cli -p {} SET greeting hello",
-            node.resp_addr.port()
-        );
-        println!("  redis-cli -p {} GET greeting", node.resp_addr.port());
-        println!("  curl http://{}/v1/kv/greeting", node.http_addr);
-        println!("  curl http://{}/v1/status", node.http_addr);
-        println!(
-            "Ctrl-C stops the cluster; data stays in {}.",
-            config.node.data_dir.display()
-        );
-        server::shutdown_signal().await;
-        node.stop().await
-    })
+    let resp_port = port(0, 0)?;
+    let http = &started[0].http;
+    println!();
+    println!("Connect (any node serves any key):");
+    println!("  redis-cli -p {resp_port} SET greeting hello");
+    println!("  redis-cli -p {resp_port} GET greeting");
+    println!("  curl http://{http}/v1/kv/greeting");
+    println!("  curl http://{http}/v1/cluster");
+    println!("  ringkv status --http {http}");
+    println!(
+        "Ctrl-C stops the cluster; data stays in {}.",
+        args.dir.display()
+    );
+
+    let rt = crate::server::runtime()?;
+    rt.block_on(crate::server::shutdown_signal());
+    terminate(&mut started);
+    Ok(())
 }

@@ -72,19 +72,105 @@ fn get_json(addr: &str, path: &str) -> anyhow::Result<serde_json::Value> {
     serde_json::from_str(&body).with_context(|| format!("{path} did not answer JSON"))
 }
 
-/// `ringkv status`.
+/// `ringkv status`: every node as the asked node sees it.
 pub fn status(addr: &str) -> anyhow::Result<()> {
-    let v = get_json(addr, "/v1/status")?;
-    println!("{}", serde_json::to_string_pretty(&v)?);
+    let v = get_json(addr, "/v1/cluster")?;
+    let me = v["self"].as_str().unwrap_or("?");
+    let replication = v["replication"].to_string();
+    let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
+    println!("cluster seen by {me}; replication {replication}");
+    println!(
+        "{:<17} {:<8} {:<5} {:>7} {:>6} {:<6} {:<8} {:<21} {:<21} {:>9} {:>8} {:>10}",
+        "node",
+        "status",
+        "alive",
+        "owns",
+        "phi",
+        "dc",
+        "rack",
+        "resp",
+        "http",
+        "ops/s",
+        "p99 us",
+        "keys"
+    );
+    for n in &nodes {
+        let phi = n["phi"]
+            .as_f64()
+            .map_or("-".to_string(), |p| format!("{p:.1}"));
+        println!(
+            "{:<17} {:<8} {:<5} {:>6.1}% {:>6} {:<6} {:<8} {:<21} {:<21} {:>9} {:>8} {:>10}",
+            n["id"].as_str().unwrap_or("?"),
+            n["status"].as_str().unwrap_or("?"),
+            if n["alive"].as_bool().unwrap_or(false) {
+                "up"
+            } else {
+                "DOWN"
+            },
+            n["ownership"].as_f64().unwrap_or(0.0) * 100.0,
+            phi,
+            n["dc"].as_str().unwrap_or("?"),
+            n["rack"].as_str().unwrap_or("?"),
+            n["resp_addr"].as_str().unwrap_or("?"),
+            n["http_addr"].as_str().unwrap_or("?"),
+            n["load"]["ops_per_sec"].as_u64().unwrap_or(0),
+            n["load"]["p99_us"].as_u64().unwrap_or(0),
+            n["load"]["keys"].as_u64().unwrap_or(0),
+        );
+    }
     Ok(())
 }
 
-/// `ringkv ring`.
+/// `ringkv ring`: token ownership.
 pub fn ring(addr: &str) -> anyhow::Result<()> {
-    let v = get_json(addr, "/v1/status")?;
-    let id = v["node_id"].as_str().unwrap_or("?");
-    println!("ring: 1 node");
-    println!("  {id}  owns 100.0% of tokens (single-node ring)");
+    let v = get_json(addr, "/v1/cluster")?;
+    let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
+    let tokens = v["tokens"].as_array().cloned().unwrap_or_default();
+    println!("ring: {} nodes, {} tokens", nodes.len(), tokens.len());
+    for n in &nodes {
+        println!(
+            "  {}  {:>6.2}%  {:>4} tokens  weight {}  {}",
+            n["id"].as_str().unwrap_or("?"),
+            n["ownership"].as_f64().unwrap_or(0.0) * 100.0,
+            n["tokens"].as_u64().unwrap_or(0),
+            n["weight"].as_u64().unwrap_or(1),
+            n["status"].as_str().unwrap_or("?"),
+        );
+    }
+    println!("token ranges (end token -> owner):");
+    for t in tokens.iter().take(TOKENS_SHOWN_MAX) {
+        println!(
+            "  {:>20}  {}",
+            t[0].as_str().unwrap_or("?"),
+            t[1].as_str().unwrap_or("?")
+        );
+    }
+    if tokens.len() > TOKENS_SHOWN_MAX {
+        println!(
+            "  ... {} more (GET /v1/cluster lists all)",
+            tokens.len() - TOKENS_SHOWN_MAX
+        );
+    }
+    Ok(())
+}
+
+/// Token lines `ringkv ring` prints at most.
+const TOKENS_SHOWN_MAX: usize = 64;
+
+/// `ringkv explain KEY`: where a key lives and each replica's version.
+pub fn explain(addr: &str, key: &str) -> anyhow::Result<()> {
+    let encoded: String = key
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let v = get_json(addr, &format!("/v1/explain/{encoded}"))?;
+    println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
 }
 
