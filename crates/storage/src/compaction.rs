@@ -322,7 +322,7 @@ fn merge_into(job: &Job, ctx: &RunCtx<'_>, out: &mut Outputs<'_, '_>) -> Result<
     let mut n = 0u64;
     while let Some(item) = items.next_item()? {
         n += 1;
-        if n % SHUTDOWN_CHECK_ITEMS == 0 && ctx.shutdown.load(Ordering::Acquire) {
+        if n.is_multiple_of(SHUTDOWN_CHECK_ITEMS) && ctx.shutdown.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
         let Some(item) = decide(job, ctx, item) else {

@@ -158,10 +158,10 @@ impl Options {
         {
             return bad("batch_bytes_max / group_commit_bytes_max out of range");
         }
-        if let SyncMode::Periodic { interval_ms } = self.sync {
-            if interval_ms == 0 {
-                return bad("periodic sync interval_ms must be positive");
-            }
+        if let SyncMode::Periodic { interval_ms } = self.sync
+            && interval_ms == 0
+        {
+            return bad("periodic sync interval_ms must be positive");
         }
         if self.compression == Compression::Zstd && !cfg!(feature = "zstd") {
             return Err(Error::Unsupported(

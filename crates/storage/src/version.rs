@@ -38,20 +38,19 @@ impl Version {
     /// The newest version of `key` at or below `snapshot_seq` in any table.
     pub fn get(&self, key: &[u8], hash: u64, snapshot_seq: u64) -> Result<Option<(u64, Op)>> {
         for t in &self.levels[0] {
-            if let Some(e) = t.get(key, hash)? {
-                if e.seq <= snapshot_seq {
-                    return Ok(Some((e.seq, e.op)));
-                }
+            if let Some(e) = t.get(key, hash)?
+                && e.seq <= snapshot_seq
+            {
+                return Ok(Some((e.seq, e.op)));
             }
         }
         for level in &self.levels[1..] {
             let i = level.partition_point(|t| t.largest() < key);
-            if let Some(t) = level.get(i) {
-                if let Some(e) = t.get(key, hash)? {
-                    if e.seq <= snapshot_seq {
-                        return Ok(Some((e.seq, e.op)));
-                    }
-                }
+            if let Some(t) = level.get(i)
+                && let Some(e) = t.get(key, hash)?
+                && e.seq <= snapshot_seq
+            {
+                return Ok(Some((e.seq, e.op)));
             }
         }
         Ok(None)

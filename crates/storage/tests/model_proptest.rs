@@ -180,7 +180,7 @@ impl NowForTest for std::sync::Arc<ringkv_env::ManualClock> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 2_000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, max_shrink_iters: 2_000, ..ProptestConfig::default() })]
 
     #[test]
     fn engine_matches_a_btreemap_model(steps in proptest::collection::vec(step(), 1..400), seed: u64) {

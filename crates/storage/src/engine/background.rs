@@ -66,11 +66,11 @@ fn flush_thread(core: Arc<Core>) {
                 if core.shutdown.load(Ordering::Acquire) {
                     return;
                 }
-                if core.sticky_error().is_none() {
-                    if let Some(m) = core.current_sv().imm.last() {
-                        st.flushing = true;
-                        break m.clone();
-                    }
+                if core.sticky_error().is_none()
+                    && let Some(m) = core.current_sv().imm.last()
+                {
+                    st.flushing = true;
+                    break m.clone();
                 }
                 core.bg_cv.wait(&mut st);
             }
@@ -186,12 +186,12 @@ pub(crate) fn remove_logs_below(core: &Core, number: u64) {
         return;
     };
     for name in names {
-        if let Some(FileKind::Log(n)) = parse_file_name(&name) {
-            if n < number {
-                let p = log_path(&core.dir, n);
-                if let Err(e) = core.fs.remove(&p) {
-                    tracing::warn!(file = %p.display(), "could not remove flushed log segment: {e}");
-                }
+        if let Some(FileKind::Log(n)) = parse_file_name(&name)
+            && n < number
+        {
+            let p = log_path(&core.dir, n);
+            if let Err(e) = core.fs.remove(&p) {
+                tracing::warn!(file = %p.display(), "could not remove flushed log segment: {e}");
             }
         }
     }

@@ -324,10 +324,10 @@ struct Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        if !self.core.closed.load(Ordering::Acquire) {
-            if let Err(e) = close_core(&self.core, &self.threads) {
-                tracing::warn!(dir = %self.core.dir.display(), "closing on drop: {e}");
-            }
+        if !self.core.closed.load(Ordering::Acquire)
+            && let Err(e) = close_core(&self.core, &self.threads)
+        {
+            tracing::warn!(dir = %self.core.dir.display(), "closing on drop: {e}");
         }
     }
 }

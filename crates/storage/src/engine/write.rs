@@ -282,12 +282,12 @@ pub(crate) fn rotate(core: &Core, st: &mut State, log: &mut LogState) -> Result<
         .map_err(|e| Error::io("create log segment", &path, e))?;
     // The old segment must be durable before the new one can hold later
     // writes: recovery accepts a torn tail only in the last segment.
-    if core.opts.sync != SyncMode::Always {
-        if let Err(e) = log.file.sync() {
-            let err = Error::io("fsync log", &log.path, e);
-            core.set_sticky_locked(err.to_string());
-            return Err(err);
-        }
+    if core.opts.sync != SyncMode::Always
+        && let Err(e) = log.file.sync()
+    {
+        let err = Error::io("fsync log", &log.path, e);
+        core.set_sticky_locked(err.to_string());
+        return Err(err);
     }
     if let Err(e) = core.fs.sync_dir(&core.dir) {
         let err = Error::io("fsync directory", &core.dir, e);

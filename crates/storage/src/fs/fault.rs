@@ -56,6 +56,7 @@ struct State {
     /// Successful syncs left before every sync fails (None: unlimited).
     syncs_left: Option<u64>,
     sync_count: u64,
+    sync_attempts: u64,
 }
 
 impl State {
@@ -76,6 +77,7 @@ impl State {
 
     fn sync_allowed(&mut self) -> io::Result<()> {
         self.check()?;
+        self.sync_attempts += 1;
         if self.fail_sync {
             return Err(io::Error::other("injected fsync failure"));
         }
@@ -116,6 +118,7 @@ impl FaultFs {
                 fail_writes: false,
                 syncs_left: None,
                 sync_count: 0,
+                sync_attempts: 0,
             })),
         }
     }
@@ -171,6 +174,7 @@ impl FaultFs {
                 fail_writes: false,
                 syncs_left: None,
                 sync_count: 0,
+                sync_attempts: 0,
             })),
         }
     }
@@ -201,6 +205,11 @@ impl FaultFs {
     /// How many fsyncs succeeded so far.
     pub fn sync_count(&self) -> u64 {
         self.state.lock().sync_count
+    }
+
+    /// How many fsyncs were attempted (failed ones included).
+    pub fn sync_attempts(&self) -> u64 {
+        self.state.lock().sync_attempts
     }
 
     /// Bytes held by named files.
@@ -262,13 +271,13 @@ impl WritableFile for FaultWritable {
         if st.fail_writes {
             return Err(io::Error::other("injected write failure"));
         }
-        if let Some(max) = st.space_bytes_max {
-            if st.used_bytes() + data.len() as u64 > max {
-                return Err(io::Error::new(
-                    io::ErrorKind::StorageFull,
-                    format!("no space left writing {}", self.path.display()),
-                ));
-            }
+        if let Some(max) = st.space_bytes_max
+            && st.used_bytes() + data.len() as u64 > max
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!("no space left writing {}", self.path.display()),
+            ));
         }
         let node = st
             .nodes

@@ -57,10 +57,10 @@ impl std::fmt::Debug for Table {
 
 impl Drop for Table {
     fn drop(&mut self) {
-        if self.obsolete.load(Ordering::Acquire) {
-            if let Err(e) = self.fs.remove(&self.path) {
-                tracing::warn!(file = %self.path.display(), "could not remove obsolete table: {e}");
-            }
+        if self.obsolete.load(Ordering::Acquire)
+            && let Err(e) = self.fs.remove(&self.path)
+        {
+            tracing::warn!(file = %self.path.display(), "could not remove obsolete table: {e}");
         }
     }
 }
