@@ -1,6 +1,9 @@
 //! Every command through a real client (redis-rs, tokio), in RESP2 and
 //! RESP3, against a server over an in-memory `Kv`.
 
+// A failed query fails the test; `unwrap` keeps the many one-line assertions short.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{KEY_BYTES_MAX, TestServer, VALUE_BYTES_MAX};
