@@ -171,6 +171,13 @@ impl Membership {
         self.rebuild_ring();
     }
 
+    /// Replaces this node's load figures (spread with the next round).
+    pub fn set_load(&self, load: crate::message::Load) {
+        if let Some(me) = self.states.write().get_mut(&self.self_id) {
+            me.load = load;
+        }
+    }
+
     /// One gossip round's own bump.
     pub fn tick(&self) {
         if let Some(me) = self.states.write().get_mut(&self.self_id) {

@@ -25,6 +25,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -96,8 +97,57 @@ impl<S: LocalStore> Clone for Node<S> {
     }
 }
 
+/// Buckets of the coordinator's latency histogram: bucket `i` counts
+/// operations that took less than `2^i` microseconds.
+const LATENCY_BUCKETS: usize = 32;
+
+/// Coordinated operations and their latency, cheap enough for every request.
+#[derive(Default)]
+struct OpStats {
+    ops: AtomicU64,
+    buckets: [AtomicU64; LATENCY_BUCKETS],
+}
+
+impl OpStats {
+    fn record(&self, micros: u64) {
+        self.ops.fetch_add(1, Ordering::Relaxed);
+        let i = (64 - micros.leading_zeros() as usize).min(LATENCY_BUCKETS - 1);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> (u64, [u64; LATENCY_BUCKETS]) {
+        let mut b = [0u64; LATENCY_BUCKETS];
+        for (i, x) in self.buckets.iter().enumerate() {
+            b[i] = x.load(Ordering::Relaxed);
+        }
+        (self.ops.load(Ordering::Relaxed), b)
+    }
+}
+
+/// The p99 (upper bucket bound, microseconds) of the operations between two
+/// snapshots.
+fn p99_between(before: &[u64; LATENCY_BUCKETS], after: &[u64; LATENCY_BUCKETS]) -> u64 {
+    let deltas: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    let total: u64 = deltas.iter().sum();
+    if total == 0 {
+        return 0;
+    }
+    let target = total - total / 100;
+    let mut seen = 0;
+    for (i, d) in deltas.iter().enumerate() {
+        seen += d;
+        if seen >= target {
+            return 1u64 << i;
+        }
+    }
+    1u64 << (LATENCY_BUCKETS - 1)
+}
+
 struct Inner<S> {
     replica: Replica<S>,
+    ops: OpStats,
+    /// Snapshot at the last load report: (monotonic ms, ops, buckets).
+    last_report: parking_lot::Mutex<(u64, u64, [u64; LATENCY_BUCKETS])>,
     membership: Arc<Membership>,
     transport: Arc<dyn Transport>,
     config: NodeConfig,
@@ -184,6 +234,8 @@ impl<S: LocalStore> Node<S> {
         Self {
             inner: Arc::new(Inner {
                 replica,
+                ops: OpStats::default(),
+                last_report: parking_lot::Mutex::new((0, 0, [0; LATENCY_BUCKETS])),
                 membership,
                 transport,
                 config,
@@ -338,9 +390,47 @@ impl<S: LocalStore> Node<S> {
         }
     }
 
+    /// Measures this node's load since the last report and puts it in its
+    /// gossiped state.
+    fn report_load(&self) {
+        let now_ms = self.inner.replica.clock().monotonic().as_millis() as u64;
+        let (ops, buckets) = self.inner.ops.snapshot();
+        let mut last = self.inner.last_report.lock();
+        let (t0, ops0, buckets0) = *last;
+        let elapsed_ms = now_ms.saturating_sub(t0).max(1);
+        let load = Load {
+            ops_per_sec: (ops - ops0) * 1000 / elapsed_ms,
+            p99_us: p99_between(&buckets0, &buckets),
+            disk_bytes: self
+                .store()
+                .stats()
+                .iter()
+                .find(|(k, _)| k == "disk_bytes")
+                .map_or(0, |(_, v)| *v),
+            keys: self.store().keys_estimate(),
+        };
+        *last = (now_ms, ops, buckets);
+        drop(last);
+        self.inner.membership.set_load(load);
+    }
+
+    /// Times a coordinated operation for the load report and the metrics.
+    async fn timed<T>(&self, op: &'static str, f: impl std::future::Future<Output = T>) -> T {
+        let clock = self.inner.replica.clock();
+        let start = clock.monotonic();
+        let out = f.await;
+        let elapsed = clock.monotonic().saturating_sub(start);
+        self.inner.ops.record(elapsed.as_micros() as u64);
+        metrics::histogram!("ringkv_coordinator_seconds", "op" => op).record(elapsed.as_secs_f64());
+        out
+    }
+
     /// One gossip exchange. Public so tests and simulations can drive it.
     pub async fn gossip_round(&self, seeds: &[String], round: u64) {
         let m = &self.inner.membership;
+        if round % LOAD_REPORT_ROUNDS == 0 {
+            self.report_load();
+        }
         m.tick();
         let draw = splitmix(self.id() ^ round);
         let target = match m.gossip_target(draw) {
@@ -844,6 +934,9 @@ impl<S: LocalStore> Node<S> {
     }
 }
 
+/// Gossip rounds between two load reports.
+const LOAD_REPORT_ROUNDS: u64 = 5;
+
 fn splitmix(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -885,7 +978,7 @@ impl<S: LocalStore> Handler for Node<S> {
 
 impl<S: LocalStore> Kv for Node<S> {
     async fn get(&self, key: Bytes, opts: ReadOptions) -> Result<ReadResult, KvError> {
-        self.coordinate_read(key, opts).await
+        self.timed("get", self.coordinate_read(key, opts)).await
     }
 
     async fn put(
@@ -894,11 +987,13 @@ impl<S: LocalStore> Kv for Node<S> {
         value: Bytes,
         opts: WriteOptions,
     ) -> Result<WriteOutcome, KvError> {
-        self.coordinate_write(key, Change::Put(value), opts).await
+        self.timed("put", self.coordinate_write(key, Change::Put(value), opts))
+            .await
     }
 
     async fn delete(&self, key: Bytes, opts: WriteOptions) -> Result<WriteOutcome, KvError> {
-        self.coordinate_write(key, Change::Delete, opts).await
+        self.timed("delete", self.coordinate_write(key, Change::Delete, opts))
+            .await
     }
 
     async fn set_expiry(
@@ -1021,6 +1116,27 @@ impl<S: LocalStore> Kv for Node<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn p99_reads_the_right_bucket() {
+        let stats = OpStats::default();
+        let (_, before) = stats.snapshot();
+        for _ in 0..990 {
+            stats.record(100); // bucket 7: < 128 us
+        }
+        for _ in 0..10 {
+            stats.record(5_000); // bucket 13: < 8192 us
+        }
+        let (ops, after) = stats.snapshot();
+        assert_eq!(ops, 1000);
+        assert_eq!(p99_between(&before, &after), 128);
+        for _ in 0..20 {
+            stats.record(5_000);
+        }
+        let (_, later) = stats.snapshot();
+        assert_eq!(p99_between(&before, &later), 8192);
+        assert_eq!(p99_between(&later, &later), 0);
+    }
     use crate::api::Condition;
     use crate::testing::MapStore;
     use crate::version::VersionVector;

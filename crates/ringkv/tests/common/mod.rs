@@ -14,6 +14,7 @@ pub struct NodeProc {
     pub child: Child,
     pub resp: SocketAddr,
     pub http: SocketAddr,
+    pub cluster: SocketAddr,
     pub data_dir: PathBuf,
 }
 
@@ -57,12 +58,19 @@ impl NodeProc {
             .and_then(|s| s.split('/').next())
             .and_then(|s| s.parse().ok())
             .expect("HTTP address in ready line");
+        let cluster: SocketAddr = line
+            .split("cluster ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .expect("cluster address in ready line");
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         NodeProc {
             child,
             resp: SocketAddr::from(([127, 0, 0, 1], port)),
             http,
+            cluster,
             data_dir: data_dir.to_path_buf(),
         }
     }
