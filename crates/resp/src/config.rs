@@ -3,8 +3,8 @@
 //!
 //! Memory a client can make the node hold is bounded by
 //! `connections_max * input_buffer_bytes_max` for requests, and by the reply
-//! flush threshold plus one reply for answers; both are checked before the
-//! bytes are read or buffered.
+//! flush threshold plus one reply (at most `reply_bytes_max` for MGET) for
+//! answers.
 
 use crate::frame::Limits;
 
@@ -37,6 +37,9 @@ pub struct RespConfig {
     /// Replies are written once this many bytes are buffered, even in the
     /// middle of a pipelined batch; otherwise once per batch.
     pub reply_flush_bytes_max: usize,
+    /// Largest reply one multi-key read (MGET) may build, in bytes; past it
+    /// the command fails instead of buffering without bound.
+    pub reply_bytes_max: usize,
     /// Most keys of one multi-key command (MGET, DEL, EXISTS, MSET) in flight
     /// against the cluster at once.
     pub key_fanout_max: usize,
@@ -55,6 +58,7 @@ impl Default for RespConfig {
             inline_bytes_max: 64 * 1024,
             idle_timeout_ms: 300_000,
             reply_flush_bytes_max: 64 * 1024,
+            reply_bytes_max: 64 * 1024 * 1024,
             key_fanout_max: 64,
             password: None,
         }

@@ -372,3 +372,28 @@ async fn authentication_when_a_password_is_set() {
         "{reply:?}"
     );
 }
+
+#[tokio::test]
+async fn mget_replies_are_bounded() {
+    let server = TestServer::start_with(RespConfig {
+        reply_bytes_max: 1000,
+        ..RespConfig::default()
+    })
+    .await;
+    let mut c = server.raw().await;
+    let value = vec![b'v'; 600];
+    for key in [&b"a"[..], b"b", b"c"] {
+        assert_eq!(c.cmd(&[b"SET", key, &value]).await, Frame::ok());
+    }
+    let one = c.cmd(&[b"MGET", b"a", b"missing"]).await;
+    assert_eq!(
+        one,
+        Frame::Array(vec![Frame::Bulk(Bytes::from(value.clone())), Frame::Null])
+    );
+    assert_eq!(
+        c.cmd(&[b"MGET", b"a", b"b", b"c"]).await,
+        error("ERR MGET reply exceeds 1000 bytes (reply_bytes_max); read fewer keys at once")
+    );
+    // The connection carries on.
+    assert_eq!(c.cmd(&[b"PING"]).await, simple("PONG"));
+}

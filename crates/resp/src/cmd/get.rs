@@ -7,14 +7,15 @@
 //!
 //! - `GET key`: the value, or null.
 //! - `MGET key [key ...]`: an array of values or nulls; each key is read
-//!   independently, at most `key_fanout_max` at a time.
+//!   independently, at most `key_fanout_max` at a time. A reply larger than
+//!   `reply_bytes_max` is refused rather than buffered.
 //! - `GETDEL key`: deletes the key and returns the value it replaced.
 //! - `STRLEN key`: the length of the value, 0 when missing.
 
 use bytes::Bytes;
 use ringkv_cluster::{Kv, ReadResult};
 
-use crate::cmd::{Ctx, fan_out};
+use crate::cmd::Ctx;
 use crate::error::CommandError;
 use crate::frame::Frame;
 use crate::parse::Args;
@@ -53,14 +54,26 @@ impl<'a> Mget<'a> {
     pub(crate) async fn apply<K: Kv>(self, ctx: &mut Ctx<'_, K>) -> Result<Frame, CommandError> {
         let kv = ctx.kv;
         let opts = ctx.session.read_options();
-        let reads = fan_out(self.keys, ctx.shared.config.key_fanout_max, |key| {
-            kv.get(key.clone(), opts.clone())
-        })
-        .await?;
-        let values = reads
-            .iter()
-            .map(|read| Frame::bulk_or_null(resolved_value(read)))
-            .collect();
+        let reply_bytes_max = ctx.shared.config.reply_bytes_max;
+        let mut reply_bytes = 0usize;
+        let mut values = Vec::with_capacity(self.keys.len().min(1024));
+        for chunk in self.keys.chunks(ctx.shared.config.key_fanout_max.max(1)) {
+            let reads = futures::future::join_all(
+                chunk.iter().map(|key| kv.get(key.clone(), opts.clone())),
+            )
+            .await;
+            for read in reads {
+                let value = resolved_value(&read?);
+                reply_bytes += value.as_ref().map_or(0, |v| v.len()) + 16;
+                if reply_bytes > reply_bytes_max {
+                    return Err(CommandError::Invalid(format!(
+                        "MGET reply exceeds {reply_bytes_max} bytes (reply_bytes_max); \
+                         read fewer keys at once"
+                    )));
+                }
+                values.push(Frame::bulk_or_null(value));
+            }
+        }
         Ok(Frame::Array(values))
     }
 }

@@ -190,8 +190,6 @@ pub struct Session {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub opened: Instant,
-    /// The last command run (lower case), for `CLIENT INFO`.
-    pub last_command: &'static str,
     /// Set by QUIT: close once the reply is written.
     pub closing: bool,
 }
@@ -210,7 +208,6 @@ impl Session {
             peer,
             local,
             opened: Instant::now(),
-            last_command: "NULL",
             closing: false,
         }
     }
@@ -299,7 +296,6 @@ async fn run<K: Kv>(ctx: &mut Ctx<'_, K>, cmd: Cmd, args: &[Bytes]) -> Result<Fr
     if !ctx.session.authenticated && !spec.flags.contains(&"no-auth") {
         return Err(CommandError::NoAuth);
     }
-    ctx.session.last_command = spec.name;
     let started = Instant::now();
     let result = dispatch(ctx, cmd, args).await;
     ctx.shared.metrics.record(cmd, started.elapsed());
