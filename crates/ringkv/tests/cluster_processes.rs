@@ -198,3 +198,107 @@ fn three_nodes_quorum_failures_and_rejoin() {
         Some("x")
     );
 }
+
+/// RESP2 `RINGKV.GETALL`: (context, values).
+fn getall(con: &mut redis::Connection, key: &str) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let (ctx, values): (Vec<u8>, Vec<Vec<u8>>) = redis::cmd("RINGKV.GETALL")
+        .arg(key)
+        .query(con)
+        .expect("RINGKV.GETALL");
+    (ctx, values)
+}
+
+#[test]
+fn five_nodes_siblings_across_coordinators_and_levels() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let nodes = start_cluster(root.path(), 5);
+    let mut cons: Vec<_> = nodes.iter().map(|n| n.redis()).collect();
+    for c in cons.iter_mut() {
+        let _: () = redis::cmd("RINGKV.CONSISTENCY")
+            .arg("QUORUM")
+            .query(c)
+            .expect("level");
+    }
+    // Every key lands on exactly N=3 of the 5 nodes.
+    let _: () = redis::cmd("SET")
+        .arg("cart")
+        .arg("base")
+        .query(&mut cons[0])
+        .expect("SET");
+    let (_, _, body) = http(nodes[3].http, "GET", "/v1/explain/cart", &[], b"");
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        v["preference_list"].as_array().map(Vec::len),
+        Some(3),
+        "{v}"
+    );
+
+    // Two clients read the same context, then write through different
+    // coordinators: both values survive as siblings.
+    let (ctx, values) = getall(&mut cons[1], "cart");
+    assert_eq!(values, vec![b"base".to_vec()]);
+    let _: () = redis::cmd("RINGKV.PUT")
+        .arg("cart")
+        .arg("apple")
+        .arg("CONTEXT")
+        .arg(&ctx)
+        .query(&mut cons[2])
+        .expect("PUT apple");
+    let _: () = redis::cmd("RINGKV.PUT")
+        .arg("cart")
+        .arg("pear")
+        .arg("CONTEXT")
+        .arg(&ctx)
+        .query(&mut cons[4])
+        .expect("PUT pear");
+    let _: () = redis::cmd("RINGKV.CONSISTENCY")
+        .arg("ALL")
+        .query(&mut cons[3])
+        .expect("level");
+    let (merged_ctx, mut values) = getall(&mut cons[3], "cart");
+    values.sort();
+    assert_eq!(values, vec![b"apple".to_vec(), b"pear".to_vec()]);
+    // Plain GET resolves by last writer: one of them, never the old base.
+    let plain: String = redis::cmd("GET")
+        .arg("cart")
+        .query(&mut cons[0])
+        .expect("GET");
+    assert!(plain == "apple" || plain == "pear", "{plain}");
+    // A write with the merged context resolves the siblings everywhere.
+    let _: () = redis::cmd("RINGKV.PUT")
+        .arg("cart")
+        .arg("apple+pear")
+        .arg("CONTEXT")
+        .arg(&merged_ctx)
+        .query(&mut cons[0])
+        .expect("resolve");
+    for c in cons.iter_mut() {
+        let _: () = redis::cmd("RINGKV.CONSISTENCY")
+            .arg("ALL")
+            .query(c)
+            .expect("level");
+        let (_, values) = getall(c, "cart");
+        assert_eq!(values, vec![b"apple+pear".to_vec()]);
+    }
+    // A bad context is refused and changes nothing.
+    let err = redis::cmd("RINGKV.PUT")
+        .arg("cart")
+        .arg("x")
+        .arg("CONTEXT")
+        .arg("garbage")
+        .query::<()>(&mut cons[0])
+        .expect_err("bad context");
+    assert!(err.to_string().contains("context"), "{err}");
+    let (_, values) = getall(&mut cons[0], "cart");
+    assert_eq!(values, vec![b"apple+pear".to_vec()]);
+    // Deletes are versioned too.
+    let n: i64 = redis::cmd("DEL")
+        .arg("cart")
+        .query(&mut cons[2])
+        .expect("DEL");
+    assert_eq!(n, 1);
+    for c in cons.iter_mut() {
+        let got: Option<String> = redis::cmd("GET").arg("cart").query(c).expect("GET");
+        assert_eq!(got, None);
+    }
+}
