@@ -41,6 +41,11 @@ const LINGER_BYTES_MAX: usize = 1024 * 1024;
 const LINGER: Duration = Duration::from_millis(500);
 /// Write deadline when no idle timeout is configured.
 const WRITE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(300);
+/// Once shutdown has begun, how long a client that is not reading may hold
+/// it up.
+const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(5);
+/// Argument vectors larger than this are given back after use.
+const ARGS_RETAINED_MAX: usize = 1024;
 
 /// Why a connection ends.
 #[derive(Debug)]
@@ -76,6 +81,7 @@ struct Connection<K> {
     output: BytesMut,
     args: Vec<Bytes>,
     batch: Batch,
+    stop: CancellationToken,
 }
 
 /// Serves one connection until it closes.
@@ -96,8 +102,9 @@ pub(crate) async fn serve<K: Kv>(
         output: BytesMut::with_capacity(READ_CHUNK_BYTES),
         args: Vec::with_capacity(8),
         batch: Batch::default(),
+        stop,
     };
-    let why = conn.run(stop).await;
+    let why = conn.run().await;
     conn.shared.stats.add_batch(&conn.batch);
     tracing::debug!(client = conn.session.id, peer = %conn.session.peer, reason = %why, "connection closed");
     if let Close::Protocol(_) = why {
@@ -106,13 +113,13 @@ pub(crate) async fn serve<K: Kv>(
 }
 
 impl<K: Kv> Connection<K> {
-    async fn run(&mut self, stop: CancellationToken) -> Close {
+    async fn run(&mut self) -> Close {
         let idle = Duration::from_millis(self.shared.config.idle_timeout_ms);
         let idle_enabled = !idle.is_zero();
         let mut last_request = Instant::now();
         let sleep = tokio::time::sleep(idle);
         tokio::pin!(sleep);
-        let stopped = stop.clone().cancelled_owned();
+        let stopped = self.stop.clone().cancelled_owned();
         tokio::pin!(stopped);
 
         loop {
@@ -126,7 +133,7 @@ impl<K: Kv> Connection<K> {
             }
             self.shared.stats.add_batch(&self.batch);
             self.batch = Batch::default();
-            if stop.is_cancelled() {
+            if self.stop.is_cancelled() {
                 return Close::Shutdown;
             }
             if self.input.is_empty() && self.input.capacity() > BUFFER_RETAINED_BYTES_MAX {
@@ -202,6 +209,9 @@ impl<K: Kv> Connection<K> {
             };
             let outcome = cmd::execute(&mut ctx, &self.args).await;
             self.args.clear();
+            if self.args.capacity() > ARGS_RETAINED_MAX {
+                self.args = Vec::with_capacity(8);
+            }
             if let Some(kind) = outcome.error {
                 record_error(kind);
                 self.batch.errors += 1;
@@ -249,9 +259,18 @@ impl<K: Kv> Connection<K> {
                 0 => WRITE_TIMEOUT_DEFAULT,
                 ms => Duration::from_millis(ms),
             };
-            tokio::time::timeout(deadline, self.stream.write_all(&self.output[written..]))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client is not reading"))??;
+            let stop = self.stop.clone();
+            let shutdown_grace = async move {
+                stop.cancelled().await;
+                tokio::time::sleep(SHUTDOWN_WRITE_GRACE).await;
+            };
+            let not_reading = || io::Error::new(io::ErrorKind::TimedOut, "client is not reading");
+            tokio::select! {
+                result = tokio::time::timeout(deadline, self.stream.write_all(&self.output[written..])) => {
+                    result.map_err(|_| not_reading())??;
+                }
+                () = shutdown_grace => return Err(not_reading()),
+            }
         }
         self.batch.output_bytes += total as u64;
         self.output.clear();

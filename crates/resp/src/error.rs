@@ -33,6 +33,15 @@ pub enum CommandError {
     /// A command ringkv knows but does not offer, and why.
     #[error("ERR {command} is not supported: {why}")]
     Unsupported { command: String, why: &'static str },
+    /// A command sent after a refused `MULTI`, before `EXEC` or `DISCARD`.
+    #[error(
+        "ERR command not run: this connection's MULTI was refused, and commands up to EXEC or \
+         DISCARD are refused with it"
+    )]
+    InRefusedTransaction,
+    /// `EXEC` closing a refused `MULTI`.
+    #[error("EXECABORT Transaction discarded because ringkv does not support MULTI.")]
+    ExecAbort,
     #[error("NOPROTO unsupported protocol version")]
     NoProto,
     #[error("NOAUTH Authentication required.")]
@@ -73,7 +82,9 @@ impl CommandError {
             Self::Syntax | Self::NotInteger | Self::InvalidExpire(_) | Self::Invalid(_) => {
                 "bad_argument"
             }
-            Self::Unsupported { .. } => "unsupported",
+            Self::Unsupported { .. } | Self::InRefusedTransaction | Self::ExecAbort => {
+                "unsupported"
+            }
             Self::NoProto => "noproto",
             Self::NoAuth | Self::WrongPass => "auth",
             Self::Protocol(_) => "protocol",

@@ -494,7 +494,7 @@ async fn unknown_and_refused_commands() {
         "{text}"
     );
     for name in [
-        "APPEND", "LPUSH", "HSET", "MULTI", "EVAL", "KEYS", "FLUSHALL", "MSETNX",
+        "APPEND", "LPUSH", "HSET", "WATCH", "EVAL", "KEYS", "FLUSHALL", "MSETNX",
     ] {
         let e = query::<Value>(&mut c, &[name, "k", "v"]).await.unwrap_err();
         assert!(

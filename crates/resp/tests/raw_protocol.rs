@@ -397,3 +397,33 @@ async fn mget_replies_are_bounded() {
     // The connection carries on.
     assert_eq!(c.cmd(&[b"PING"]).await, simple("PONG"));
 }
+
+#[tokio::test]
+async fn a_refused_multi_runs_none_of_its_commands() {
+    let server = TestServer::start().await;
+    let mut c = server.raw().await;
+    let mut batch = BytesMut::new();
+    encode_request(&[&b"MULTI"[..]], &mut batch);
+    encode_request(&[&b"SET"[..], b"t", b"1"], &mut batch);
+    encode_request(&[&b"EXEC"[..]], &mut batch);
+    encode_request(&[&b"GET"[..], b"t"], &mut batch);
+    c.send(&batch).await;
+    let multi = error_text(&c.read().await);
+    assert!(
+        multi.starts_with("ERR MULTI is not supported: ringkv has no transactions"),
+        "{multi}"
+    );
+    assert!(error_text(&c.read().await).starts_with("ERR command not run"));
+    assert_eq!(
+        c.read().await,
+        error("EXECABORT Transaction discarded because ringkv does not support MULTI.")
+    );
+    // Nothing of the transaction ran; after EXEC the connection is normal.
+    assert_eq!(c.read().await, Frame::Null);
+    c.cmd(&[b"MULTI"]).await;
+    assert_eq!(c.cmd(&[b"DISCARD"]).await, Frame::ok());
+    assert_eq!(c.cmd(&[b"SET", b"t", b"2"]).await, Frame::ok());
+    c.cmd(&[b"MULTI"]).await;
+    assert_eq!(c.cmd(&[b"RESET"]).await, simple("RESET"));
+    assert_eq!(c.cmd(&[b"GET", b"t"]).await, bulk("2"));
+}

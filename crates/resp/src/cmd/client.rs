@@ -61,7 +61,14 @@ pub(crate) fn client<K>(ctx: &mut Ctx<'_, K>, args: &[Bytes]) -> Result<Frame, C
         arity(0, "info")?;
         Ok(Frame::Bulk(Bytes::from(info_line(ctx))))
     } else if is(sub, "NO-EVICT") || is(sub, "NO-TOUCH") {
-        arity(1, "no-evict")?;
+        arity(
+            1,
+            if is(sub, "NO-EVICT") {
+                "no-evict"
+            } else {
+                "no-touch"
+            },
+        )?;
         let flag = rest.bytes()?;
         if is(&flag, "ON") || is(&flag, "OFF") {
             Ok(Frame::ok())

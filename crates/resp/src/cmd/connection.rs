@@ -5,8 +5,8 @@
 //! - `SELECT index`: ringkv has one keyspace; `SELECT 0` is `+OK`, any other
 //!   index `-ERR DB index is out of range`.
 //! - `QUIT`: `+OK`, then the connection closes.
-//! - `RESET`: back to RESP2, no name, the node's consistency levels,
-//!   unauthenticated when a password is set; `+RESET`.
+//! - `RESET`: back to RESP2, no name, the node's consistency levels, out of
+//!   a refused MULTI, unauthenticated when a password is set; `+RESET`.
 //! - `AUTH [username] password`: only the `default` user exists.
 //! - `HELLO [protover [AUTH username password] [SETNAME name]]`: switches
 //!   the connection to RESP2 or RESP3 (`-NOPROTO` for anything else) and
@@ -59,6 +59,7 @@ pub(crate) fn reset<K>(ctx: &mut Ctx<'_, K>) -> Result<Frame, CommandError> {
     s.name = None;
     s.read_level = None;
     s.write_level = None;
+    s.in_refused_transaction = false;
     s.authenticated = ctx.shared.config.password.is_none();
     Ok(Frame::simple_static("RESET"))
 }

@@ -192,6 +192,8 @@ pub struct Session {
     pub opened: Instant,
     /// Set by QUIT: close once the reply is written.
     pub closing: bool,
+    /// Set by a refused MULTI: commands are refused until EXEC or DISCARD.
+    pub in_refused_transaction: bool,
 }
 
 impl Session {
@@ -209,6 +211,7 @@ impl Session {
             local,
             opened: Instant::now(),
             closing: false,
+            in_refused_transaction: false,
         }
     }
 
@@ -261,21 +264,47 @@ where
 
 /// Runs one request (`args[0]` is the command name) and returns its reply.
 pub(crate) async fn execute<K: Kv>(ctx: &mut Ctx<'_, K>, args: &[Bytes]) -> Outcome {
-    let result = match args.first().and_then(|name| Cmd::find(name)) {
-        Some(cmd) => run(ctx, cmd, args).await,
-        None => Err(match args.first() {
-            Some(name) => {
-                unsupported::refusal(name).unwrap_or_else(|| CommandError::unknown_command(args))
+    let cmd = args.first().and_then(|name| Cmd::find(name));
+    let result =
+        if ctx.session.in_refused_transaction && !matches!(cmd, Some(Cmd::Quit | Cmd::Reset)) {
+            close_refused_transaction(ctx.session, args)
+        } else {
+            match cmd {
+                Some(cmd) => run(ctx, cmd, args).await,
+                None => Err(match args.first() {
+                    Some(name) => {
+                        if unsupported::opens_transaction(name) {
+                            ctx.session.in_refused_transaction = true;
+                        }
+                        unsupported::refusal(name)
+                            .unwrap_or_else(|| CommandError::unknown_command(args))
+                    }
+                    None => CommandError::unknown_command(args),
+                }),
             }
-            None => CommandError::unknown_command(args),
-        }),
-    };
+        };
     match result {
         Ok(reply) => Outcome { reply, error: None },
         Err(e) => Outcome {
             reply: e.to_frame(),
             error: Some(e.kind()),
         },
+    }
+}
+
+/// Inside a refused MULTI: EXEC and DISCARD end it (EXEC with Redis'
+/// EXECABORT, so clients report the transaction as not run; DISCARD with
+/// `+OK`, nothing having run); anything else is refused.
+fn close_refused_transaction(session: &mut Session, args: &[Bytes]) -> Result<Frame, CommandError> {
+    let name = args.first().map_or(&b""[..], |n| &n[..]);
+    if name.eq_ignore_ascii_case(b"EXEC") {
+        session.in_refused_transaction = false;
+        Err(CommandError::ExecAbort)
+    } else if name.eq_ignore_ascii_case(b"DISCARD") {
+        session.in_refused_transaction = false;
+        Ok(Frame::ok())
+    } else {
+        Err(CommandError::InRefusedTransaction)
     }
 }
 

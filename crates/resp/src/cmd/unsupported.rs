@@ -19,6 +19,9 @@ const TYPES: &str = "ringkv stores opaque byte strings; data structures need an 
                      read-modify-write across replicas, which a leaderless store cannot do";
 const MULTI_KEY: &str = "ringkv has no atomicity across keys; write the keys one by one";
 const SCRIPTS: &str = "ringkv runs no server-side scripts or transactions; keys are independent";
+const TRANSACTION: &str = "ringkv has no transactions across keys; the commands up to EXEC or \
+                           DISCARD are refused too. Send them as a plain pipeline instead \
+                           (redis-py: pipeline(transaction=False))";
 const SCAN: &str = "ringkv does not enumerate keys over RESP; keys are spread over the ring";
 const FLUSH: &str = "ringkv does not drop every key at once; delete keys one by one";
 const PUBSUB: &str = "ringkv is a key-value store without messaging";
@@ -78,7 +81,7 @@ const REFUSED: &[(&str, &str)] = &[
     ("RENAMENX", MULTI_KEY),
     ("COPY", MULTI_KEY),
     ("MOVE", MULTI_KEY),
-    ("MULTI", SCRIPTS),
+    ("MULTI", TRANSACTION),
     ("EXEC", SCRIPTS),
     ("DISCARD", SCRIPTS),
     ("WATCH", SCRIPTS),
@@ -98,6 +101,13 @@ const REFUSED: &[(&str, &str)] = &[
     ("PSUBSCRIBE", PUBSUB),
     ("PUBLISH", PUBSUB),
 ];
+
+/// True for `MULTI`: after it, the connection refuses every command until
+/// `EXEC` or `DISCARD`, so a client that did not notice the refusal cannot
+/// have half of its transaction applied.
+pub(crate) fn opens_transaction(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"MULTI")
+}
 
 /// The refusal for `name`, when it is a command ringkv refuses.
 pub(crate) fn refusal(name: &[u8]) -> Option<CommandError> {
