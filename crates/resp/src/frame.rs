@@ -261,7 +261,9 @@ impl RequestParser {
                     return Ok(true);
                 }
                 State::Inline { scanned } => {
-                    let window_end = buf.len().min(self.limits.inline_bytes_max + 1);
+                    let window_end = buf
+                        .len()
+                        .min(self.limits.inline_bytes_max.saturating_add(1));
                     let found = buf
                         .get(scanned..window_end)
                         .and_then(|w| w.iter().position(|&b| b == b'\n'));
@@ -322,10 +324,12 @@ impl RequestParser {
                     max: self.limits.bulk_bytes_max,
                 });
             }
-            let data_end = data_start + len as usize;
+            let data_end = data_start.saturating_add(len as usize);
             // Each remaining element needs at least `$0\r\n\r\n`.
             let remaining = args_total - self.ranges.len() - 1;
-            let at_least = (data_end + 2).saturating_add(remaining.saturating_mul(6));
+            let at_least = data_end
+                .saturating_add(2)
+                .saturating_add(remaining.saturating_mul(6));
             if at_least > self.limits.request_bytes_max {
                 return Err(ProtocolError::RequestTooLarge {
                     max: self.limits.request_bytes_max,
@@ -774,11 +778,11 @@ fn scan(
                     max: limits.bulk_bytes_max,
                 });
             }
-            let end = next + len as usize;
+            let end = next.saturating_add(len as usize);
             if kind == b'=' && (len < 4 || buf.get(next + 3).is_some_and(|&c| c != b':')) {
                 return Err(ProtocolError::Invalid("verbatim string"));
             }
-            if buf.len() < end + 2 {
+            if buf.len() < end.saturating_add(2) {
                 return Ok(None);
             }
             if &buf[end..end + 2] != b"\r\n" {
