@@ -6,6 +6,14 @@
 //! and runs the same `redis-benchmark` against both, then prints ops/s,
 //! p50/p99 and the ringkv/Redis ratios. Each row is the median of `--runs`
 //! runs, alternating the two servers so both see the same machine load.
+//!
+//! `ringkv bench cluster` does the same with a three-node ringkv cluster
+//! (N=3, R=W=2), a single Redis, and a three-node etcd cluster (Debian's
+//! `etcd-server`, driven by [`etcd`]'s HTTP client at the same value size and
+//! concurrency), and reports CPU time per operation of the server processes.
+
+mod cluster;
+mod etcd;
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -20,6 +28,8 @@ pub enum BenchCommand {
     /// ringkv vs. Redis with redis-benchmark (SET and GET, with and without
     /// pipelining).
     Redis(RedisBenchArgs),
+    /// A three-node ringkv cluster vs. one Redis and a three-node etcd.
+    Cluster(cluster::ClusterBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -53,23 +63,24 @@ pub struct RedisBenchArgs {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Redis(args) => redis(args),
+        BenchCommand::Cluster(args) => cluster::run(args),
     }
 }
 
 /// One redis-benchmark result row.
 #[derive(Debug, Clone, Copy, Default)]
-struct Row {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
+pub(crate) struct Row {
+    pub(crate) rps: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Kills and reaps a child when dropped, so no server outlives the bench.
-struct Guard(Child);
+pub(crate) struct Guard(pub(crate) Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -78,7 +89,7 @@ impl Drop for Guard {
     }
 }
 
-fn wait_for_port(port: u16, within: Duration) -> anyhow::Result<()> {
+pub(crate) fn wait_for_port(port: u16, within: Duration) -> anyhow::Result<()> {
     let start = Instant::now();
     while start.elapsed() < within {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -89,7 +100,7 @@ fn wait_for_port(port: u16, within: Duration) -> anyhow::Result<()> {
     bail!("nothing listens on port {port} after {within:?}")
 }
 
-fn which(tool: &str) -> anyhow::Result<()> {
+pub(crate) fn which(tool: &str) -> anyhow::Result<()> {
     let ok = Command::new(tool)
         .arg("--version")
         .stdout(Stdio::null())
@@ -102,7 +113,7 @@ fn which(tool: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn start_redis(dir: &Path, port: u16) -> anyhow::Result<Guard> {
+pub(crate) fn start_redis(dir: &Path, port: u16) -> anyhow::Result<Guard> {
     let child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
@@ -120,8 +131,10 @@ fn start_redis(dir: &Path, port: u16) -> anyhow::Result<Guard> {
 fn start_ringkv(dir: &Path, port: u16, sync: &str) -> anyhow::Result<Guard> {
     let exe = std::env::current_exe().context("locating the ringkv binary")?;
     let http = free_port()?;
+    let cluster = free_port()?;
     let child = Command::new(exe)
         .arg("server")
+        .args(["--cluster-addr", &format!("127.0.0.1:{cluster}")])
         .arg("--data-dir")
         .arg(dir)
         .args(["--resp-addr", &format!("127.0.0.1:{port}")])
@@ -136,7 +149,7 @@ fn start_ringkv(dir: &Path, port: u16, sync: &str) -> anyhow::Result<Guard> {
     Ok(guard)
 }
 
-fn run_benchmark(
+pub(crate) fn run_benchmark(
     port: u16,
     test: &str,
     args: &RedisBenchArgs,
@@ -199,7 +212,7 @@ fn parse_csv(text: &str, test: &str) -> anyhow::Result<Row> {
     bail!("redis-benchmark printed no {test} row")
 }
 
-fn median(mut rows: Vec<Row>) -> Row {
+pub(crate) fn median(mut rows: Vec<Row>) -> Row {
     let mid = rows.len() / 2;
     let pick = |rows: &mut Vec<Row>, key: fn(&Row) -> f64| {
         rows.sort_by(|a, b| key(a).total_cmp(&key(b)));
