@@ -23,7 +23,7 @@ use parking_lot::{Mutex, RwLock};
 use ringkv_env::SharedClock;
 
 use crate::message::{NodeState, NodeStatus};
-use crate::ring::{Replication, Ring, RingNode, Token};
+use crate::ring::{Placement, Replication, Ring, RingNode, Token};
 use crate::transport::Peer;
 
 /// Settings of gossip and failure detection.
@@ -104,7 +104,7 @@ pub struct Membership {
     config: MembershipConfig,
     states: RwLock<HashMap<u64, NodeState>>,
     detectors: Mutex<HashMap<u64, PhiDetector>>,
-    ring: RwLock<Arc<Ring>>,
+    placement: RwLock<Arc<Placement>>,
     replication: Replication,
 }
 
@@ -120,7 +120,10 @@ impl Membership {
         let m = Self {
             self_id,
             clock,
-            ring: RwLock::new(Arc::new(Ring::new(config.tokens_per_weight))),
+            placement: RwLock::new(Arc::new(Placement::new(
+                Ring::new(config.tokens_per_weight),
+                replication.clone(),
+            ))),
             config,
             states: RwLock::new(HashMap::from([(self_id, me)])),
             detectors: Mutex::new(HashMap::new()),
@@ -142,9 +145,14 @@ impl Membership {
         &self.replication
     }
 
+    /// The current ring with its preference lists.
+    pub fn placement(&self) -> Arc<Placement> {
+        Arc::clone(&self.placement.read())
+    }
+
     /// The current ring.
-    pub fn ring(&self) -> Arc<Ring> {
-        Arc::clone(&self.ring.read())
+    pub fn ring(&self) -> Ring {
+        self.placement.read().ring().clone()
     }
 
     /// Every known state.
@@ -251,7 +259,7 @@ impl Membership {
             // builds the same ring from the same states.
             let _ = ring.insert_with_tokens(node, &s.tokens);
         }
-        *self.ring.write() = Arc::new(ring);
+        *self.placement.write() = Arc::new(Placement::new(ring, self.replication.clone()));
     }
 
     /// True when `id` is believed alive (this node always is).
@@ -292,7 +300,7 @@ impl Membership {
 
     /// The preference list of a token.
     pub fn preference_list(&self, token: Token) -> Vec<u64> {
-        self.ring().preference_list(token, &self.replication)
+        self.placement.read().preference_list(token).to_vec()
     }
 
     /// A random peer to gossip with: mostly live ones, sometimes a down one
@@ -427,7 +435,7 @@ mod tests {
         );
         a.merge(b.states());
         b.merge(a.states());
-        assert_eq!(*a.ring(), *b.ring());
+        assert_eq!(a.ring(), b.ring());
         // The contested token 5 goes to the lower id.
         assert_eq!(a.ring().tokens().find(|&(t, _)| t == 5), Some((5, 1)));
     }

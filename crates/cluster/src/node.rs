@@ -154,6 +154,10 @@ struct Inner<S> {
     started_ms: u64,
 }
 
+/// The data center of each replica in a preference list; empty when the
+/// consistency level does not look at data centers.
+type DcOf = Vec<(u64, String)>;
+
 /// What a consistency level asks of the preference list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Requirement {
@@ -168,14 +172,14 @@ impl Requirement {
         self.total + self.per_dc.iter().map(|(_, n)| n).sum::<usize>()
     }
 
-    fn met(&self, answered: &[u64], dc_of: &HashMap<u64, String>) -> bool {
+    fn met(&self, answered: &[u64], dc_of: &DcOf) -> bool {
         if answered.len() < self.total {
             return false;
         }
         self.per_dc.iter().all(|(dc, need)| {
             answered
                 .iter()
-                .filter(|id| dc_of.get(id).is_some_and(|d| d == dc))
+                .filter(|id| dc_of.iter().any(|(n, d)| n == *id && d == dc))
                 .count()
                 >= *need
         })
@@ -320,7 +324,7 @@ impl<S: LocalStore> Node<S> {
         if !others.is_empty() {
             let deadline = tokio::time::Instant::now() + wait;
             let mut i = 0usize;
-            while m.ring().is_empty() {
+            while m.placement().ring().is_empty() {
                 if tokio::time::Instant::now() >= deadline {
                     return Err(format!(
                         "no seed answered within {wait:?} (seeds: {})",
@@ -337,7 +341,7 @@ impl<S: LocalStore> Node<S> {
                 }
             }
         }
-        let mut ring = (*m.ring()).clone();
+        let mut ring = m.ring();
         let _ = ring.remove_node(me.id);
         ring.add_node(RingNode {
             id: me.id,
@@ -506,16 +510,29 @@ impl<S: LocalStore> Node<S> {
         &self,
         key: &[u8],
         level: Consistency,
-    ) -> Result<(Vec<u64>, HashMap<u64, String>, Requirement), KvError> {
+    ) -> Result<(Vec<u64>, DcOf, Requirement), KvError> {
         let m = &self.inner.membership;
         let prefs = m.preference_list(token_of(key));
-        let dc_of: HashMap<u64, String> = prefs
-            .iter()
-            .filter_map(|&id| m.dc_of(id).map(|dc| (id, dc)))
-            .collect();
-        let local_dc = m.dc_of(m.self_id()).unwrap_or_default();
+        let dc_aware = matches!(
+            level,
+            Consistency::LocalOne | Consistency::LocalQuorum | Consistency::EachQuorum
+        );
+        // Only data-center-aware levels pay for looking up data centers.
+        let dc_of: DcOf = if dc_aware {
+            prefs
+                .iter()
+                .filter_map(|&id| m.dc_of(id).map(|dc| (id, dc)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let local_dc = if dc_aware {
+            m.dc_of(m.self_id()).unwrap_or_default()
+        } else {
+            String::new()
+        };
         let mut n_dc: HashMap<&str, usize> = HashMap::new();
-        for dc in dc_of.values() {
+        for (_, dc) in &dc_of {
             *n_dc.entry(dc.as_str()).or_default() += 1;
         }
         let n = prefs.len();

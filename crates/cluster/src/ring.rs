@@ -333,6 +333,51 @@ impl Ring {
     }
 }
 
+/// A ring with every vnode's preference list worked out once, so the request
+/// path does a binary search instead of a ring walk.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    ring: Ring,
+    replication: Replication,
+    /// Tokens in ring order, and the preference list of each one's range.
+    tokens: Vec<Token>,
+    lists: Vec<Vec<u64>>,
+}
+
+impl Placement {
+    pub fn new(ring: Ring, replication: Replication) -> Self {
+        let tokens: Vec<Token> = ring.tokens().map(|(t, _)| t).collect();
+        let lists = tokens
+            .iter()
+            .map(|&t| ring.preference_list(t, &replication))
+            .collect();
+        Self {
+            ring,
+            replication,
+            tokens,
+            lists,
+        }
+    }
+
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    pub fn replication(&self) -> &Replication {
+        &self.replication
+    }
+
+    /// The preference list of `token` (the list of the vnode owning it).
+    pub fn preference_list(&self, token: Token) -> &[u64] {
+        if self.tokens.is_empty() {
+            return &[];
+        }
+        let i = self.tokens.partition_point(|&t| t < token);
+        let i = if i == self.tokens.len() { 0 } else { i };
+        &self.lists[i]
+    }
+}
+
 fn range_len_in(tokens: &BTreeMap<Token, u64>, token: Token) -> u128 {
     let prev = tokens
         .range(..token)
@@ -473,6 +518,23 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn placement_matches_the_ring_walk(n in 1u64..9, racks in 1u64..4, rf in 1usize..4, keys in proptest::collection::vec(any::<u64>(), 1..50)) {
+            let ring = ring_of(n, racks);
+            let rep = Replication::simple("dc1", rf);
+            let placement = Placement::new(ring.clone(), rep.clone());
+            for k in keys {
+                let t = token_of(&k.to_le_bytes());
+                prop_assert_eq!(placement.preference_list(t).to_vec(), ring.preference_list(t, &rep));
+            }
+            // Exact token boundaries and the wrap-around.
+            for (t, _) in ring.tokens() {
+                prop_assert_eq!(placement.preference_list(t).to_vec(), ring.preference_list(t, &rep));
+                prop_assert_eq!(placement.preference_list(t.wrapping_add(1)).to_vec(), ring.preference_list(t.wrapping_add(1), &rep));
+            }
+            prop_assert_eq!(placement.preference_list(u64::MAX).to_vec(), ring.preference_list(u64::MAX, &rep));
+        }
+
         #[test]
         fn preference_lists_have_n_distinct_nodes(
             n in 1u64..12, racks in 1u64..4, rf in 1usize..5, key in any::<u64>()
