@@ -253,6 +253,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     node.announce(tokens, &seeds).await;
     let gossip_task =
         tokio::spawn(Node::clone(&node).run_gossip(seeds, wait_for(watch_rx.clone())));
+    let gauges_task = tokio::spawn(export_gauges(Arc::clone(&node), wait_for(watch_rx.clone())));
 
     let handle = metrics_handle();
     let render: ringkv_http::MetricsRender = Arc::new(move || handle.render());
@@ -284,6 +285,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         let resp = resp_task.await.context("RESP server task")?;
         let http = http_task.await.context("HTTP server task")?;
         let _ = gossip_task.await;
+        let _ = gauges_task.await;
         let cluster = cluster_task.await.context("cluster server task")?;
         // Front ends have drained: make everything acknowledged durable.
         let closed = {
@@ -308,6 +310,37 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         shutdown,
         task,
     })
+}
+
+/// How often storage and cluster figures are copied into the metrics.
+const GAUGES_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Copies storage statistics and cluster liveness into Prometheus gauges
+/// until `shutdown` resolves.
+async fn export_gauges(
+    node: Arc<Node<EngineStore>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use ringkv_cluster::Kv;
+    let mut ticker = tokio::time::interval(GAUGES_INTERVAL);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = ticker.tick() => {}
+        }
+        let info = node.info();
+        for (name, value) in info.storage {
+            metrics::gauge!(format!("ringkv_storage_{name}")).set(value as f64);
+        }
+        let view = node.cluster();
+        let down = view.nodes.iter().filter(|n| !n.alive).count();
+        metrics::gauge!("ringkv_cluster_nodes").set(view.nodes.len() as f64);
+        metrics::gauge!("ringkv_cluster_nodes_down").set(down as f64);
+        if let Some(me) = view.nodes.iter().find(|n| n.id == view.self_id) {
+            metrics::gauge!("ringkv_ring_ownership").set(me.ownership);
+        }
+    }
 }
 
 /// Builds the runtime.
