@@ -31,8 +31,22 @@ pub trait LocalStore: Send + Sync + 'static {
     /// `expires_at_ms`.
     fn put(&self, key: &[u8], record: &[u8], expires_at_ms: Option<u64>) -> Result<(), StoreError>;
 
-    /// Visits every stored record in key order until `visit` returns false.
-    fn for_each(&self, visit: &mut dyn FnMut(&[u8], &Bytes) -> bool) -> Result<(), StoreError>;
+    /// Visits every stored record, in token order, until `visit` returns
+    /// false. `visit` gets the user key and the record.
+    fn for_each(&self, visit: &mut dyn FnMut(&[u8], &Bytes) -> bool) -> Result<(), StoreError> {
+        self.scan_tokens(0, u64::MAX, true, visit)
+    }
+
+    /// Visits the records whose token `t` lies in `(start, end]` (or
+    /// `[start, end]` when `include_start`), in token order, until `visit`
+    /// returns false. `start <= end`: callers split wrapping ranges.
+    fn scan_tokens(
+        &self,
+        start: u64,
+        end: u64,
+        include_start: bool,
+        visit: &mut dyn FnMut(&[u8], &Bytes) -> bool,
+    ) -> Result<(), StoreError>;
 
     /// Named figures for `INFO` and the metrics.
     fn stats(&self) -> Vec<(String, u64)>;
@@ -49,6 +63,12 @@ pub trait LocalStore: Send + Sync + 'static {
 }
 
 /// [`LocalStore`] over ringkv's LSM engine.
+///
+/// # Engine keys (on disk: do not change)
+/// A user key is stored under `token:u64be ++ key`, where `token =
+/// xxh3_64(key)` (see [`crate::ring::token_of`]). Records are thus ordered by
+/// token, so a token range (what anti-entropy compares and what streaming
+/// moves) is one contiguous scan of the engine.
 ///
 /// Installs the compaction filter through which the cluster purges its own
 /// dead records (every sibling deleted or expired) once the tombstone grace
@@ -111,24 +131,61 @@ impl EngineStore {
     }
 }
 
+/// The engine key of a user key: its token, big-endian, then the key.
+pub fn engine_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + key.len());
+    k.extend_from_slice(&crate::ring::token_of(key).to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
 impl LocalStore for EngineStore {
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
         self.engine
-            .get(key)
+            .get(&engine_key(key))
             .map(|e| e.map(|e| e.value))
             .map_err(engine_error)
     }
 
     fn put(&self, key: &[u8], record: &[u8], expires_at_ms: Option<u64>) -> Result<(), StoreError> {
         self.engine
-            .put(key, record, expires_at_ms)
+            .put(&engine_key(key), record, expires_at_ms)
             .map_err(engine_error)
     }
 
-    fn for_each(&self, visit: &mut dyn FnMut(&[u8], &Bytes) -> bool) -> Result<(), StoreError> {
-        for item in self.engine.scan(..).map_err(engine_error)? {
-            let (key, entry) = item.map_err(engine_error)?;
-            if !visit(&key, &entry.value) {
+    fn scan_tokens(
+        &self,
+        start: u64,
+        end: u64,
+        include_start: bool,
+        visit: &mut dyn FnMut(&[u8], &Bytes) -> bool,
+    ) -> Result<(), StoreError> {
+        use std::ops::Bound;
+        let lower = start.to_be_bytes();
+        // Every key of token `end` sorts below `end + 1`; at u64::MAX the
+        // scan runs to the end.
+        let upper = end.checked_add(1).map(u64::to_be_bytes);
+        let scan = self
+            .engine
+            .scan_bounds(
+                Bound::Included(&lower[..]),
+                match &upper {
+                    Some(u) => Bound::Excluded(&u[..]),
+                    None => Bound::Unbounded,
+                },
+            )
+            .map_err(engine_error)?;
+        for item in scan {
+            let (ekey, entry) = item.map_err(engine_error)?;
+            let Some((token, key)) = ekey.split_first_chunk::<8>() else {
+                return Err(StoreError::Corruption(
+                    "engine key shorter than its token prefix".into(),
+                ));
+            };
+            if !include_start && u64::from_be_bytes(*token) == start {
+                continue;
+            }
+            if !visit(key, &entry.value) {
                 break;
             }
         }
@@ -175,5 +232,67 @@ impl LocalStore for EngineStore {
 
     fn blocking_writes(&self) -> bool {
         self.blocking
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::token_of;
+
+    fn store(dir: &std::path::Path) -> EngineStore {
+        let engine =
+            ringkv_storage::Engine::open(dir, ringkv_storage::Options::default()).expect("open");
+        EngineStore::new(engine, ringkv_env::SystemClock::shared(), 1_000, false)
+    }
+
+    #[test]
+    fn token_ranges_scan_in_token_order_with_exact_bounds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(dir.path());
+        let keys: Vec<Vec<u8>> = (0..300u32)
+            .map(|i| format!("key{i}").into_bytes())
+            .collect();
+        for k in &keys {
+            s.put(k, b"rec", None).expect("put");
+        }
+        assert_eq!(s.get(b"key7").expect("get").as_deref(), Some(&b"rec"[..]));
+        let mut tokens: Vec<u64> = keys.iter().map(|k| token_of(k)).collect();
+        tokens.sort_unstable();
+        // A range (start, end] picked between two stored tokens.
+        let (start, end) = (tokens[50], tokens[120]);
+        let mut seen = Vec::new();
+        s.scan_tokens(start, end, false, &mut |k, _| {
+            seen.push(token_of(k));
+            true
+        })
+        .expect("scan");
+        assert_eq!(
+            seen,
+            tokens[51..=120].to_vec(),
+            "(start, end], in token order"
+        );
+        let mut seen = Vec::new();
+        s.scan_tokens(start, end, true, &mut |k, _| {
+            seen.push(token_of(k));
+            true
+        })
+        .expect("scan");
+        assert_eq!(seen, tokens[50..=120].to_vec(), "[start, end]");
+        let mut all = 0;
+        s.for_each(&mut |_, _| {
+            all += 1;
+            true
+        })
+        .expect("all");
+        assert_eq!(all, 300);
+        // Stopping early stops.
+        let mut two = 0;
+        s.for_each(&mut |_, _| {
+            two += 1;
+            two < 2
+        })
+        .expect("stop");
+        assert_eq!(two, 2);
     }
 }

@@ -24,9 +24,23 @@ impl LocalStore for MapStore {
             .insert(key.to_vec(), (Bytes::copy_from_slice(record), exp));
         Ok(())
     }
-    fn for_each(&self, visit: &mut dyn FnMut(&[u8], &Bytes) -> bool) -> Result<(), StoreError> {
-        for (k, (v, _)) in self.map.lock().iter() {
-            if !visit(k, v) {
+    fn scan_tokens(
+        &self,
+        start: u64,
+        end: u64,
+        include_start: bool,
+        visit: &mut dyn FnMut(&[u8], &Bytes) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut hits: Vec<(u64, Vec<u8>, Bytes)> = self
+            .map
+            .lock()
+            .iter()
+            .map(|(k, (v, _))| (crate::ring::token_of(k), k.clone(), v.clone()))
+            .filter(|(t, _, _)| (*t > start || (include_start && *t == start)) && *t <= end)
+            .collect();
+        hits.sort();
+        for (_, k, v) in hits {
+            if !visit(&k, &v) {
                 break;
             }
         }
