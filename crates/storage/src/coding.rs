@@ -114,6 +114,13 @@ impl<'a> Reader<'a> {
     }
 
     pub fn varint(&mut self) -> DecodeResult<u64> {
+        // Fast path: most lengths fit in one byte.
+        if let Some(&b) = self.buf.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
         let mut v: u64 = 0;
         for i in 0..VARINT64_BYTES_MAX {
             let Some(&b) = self.buf.get(self.pos + i) else {

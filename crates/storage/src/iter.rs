@@ -20,8 +20,10 @@ use crate::memtable::{Cursor, Memtable};
 use crate::table::{Table, TableIter};
 use crate::types::{Entry, Item, Op};
 
-/// Items a memtable source fetches per chunk.
-const MEM_SCAN_CHUNK_MAX: usize = 256;
+/// Items a memtable source fetches in its first chunk (short scans stay
+/// cheap); each later chunk is four times larger, up to the max.
+const MEM_SCAN_CHUNK_FIRST: usize = 16;
+const MEM_SCAN_CHUNK_MAX: usize = 1024;
 
 /// A sorted stream of items.
 pub(crate) trait Source: Send {
@@ -42,6 +44,7 @@ pub(crate) struct MemSource {
     snapshot_seq: u64,
     /// The current chunk, reversed (next item last).
     buf: Vec<Item>,
+    chunk: usize,
     done: bool,
 }
 
@@ -58,6 +61,7 @@ impl MemSource {
             end,
             snapshot_seq,
             buf: Vec::new(),
+            chunk: MEM_SCAN_CHUNK_FIRST,
             done: false,
         }
     }
@@ -75,12 +79,13 @@ impl Source for MemSource {
                 &self.cursor,
                 end,
                 self.snapshot_seq,
-                MEM_SCAN_CHUNK_MAX,
+                self.chunk,
                 &mut self.buf,
             );
-            if self.buf.len() < MEM_SCAN_CHUNK_MAX {
+            if self.buf.len() < self.chunk {
                 self.done = true;
             }
+            self.chunk = (self.chunk * 4).min(MEM_SCAN_CHUNK_MAX);
             if let Some(last) = self.buf.last() {
                 self.cursor = Cursor::After(last.key.clone(), last.seq);
             }

@@ -229,6 +229,8 @@ pub(crate) fn install(
             .filter(|m| flushed.is_none_or(|f| !Arc::ptr_eq(m, f)))
             .cloned()
             .collect();
+        core.l0_files
+            .store(version.levels[0].len(), Ordering::Release);
         *g = Arc::new(SuperVersion {
             mem: g.mem.clone(),
             imm,

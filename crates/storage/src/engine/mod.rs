@@ -32,7 +32,7 @@ mod write;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
@@ -91,6 +91,8 @@ pub(crate) struct Core {
 
     pub sv: RwLock<Arc<SuperVersion>>,
     pub visible_seq: AtomicU64,
+    /// Tables in L0 of the current version (the write path's cheap check).
+    pub l0_files: AtomicUsize,
 
     pub queue: Mutex<std::collections::VecDeque<Arc<Waiter>>>,
     pub log: Mutex<LogState>,

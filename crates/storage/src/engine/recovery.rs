@@ -19,7 +19,7 @@
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -278,6 +278,7 @@ pub(crate) fn open(
     fs.sync_dir(dir)
         .map_err(|e| Error::io("fsync directory", dir, e))?;
     let active = Arc::new(Memtable::new(new_log));
+    let l0_files = version.levels[0].len();
     let levels_max = opts.levels_max;
     let limiter = RateLimiter::new(opts.compaction_write_bytes_per_sec_max).map(Arc::new);
     Ok(Arc::new(Core {
@@ -294,6 +295,7 @@ pub(crate) fn open(
             version: Arc::new(version),
         })),
         visible_seq: AtomicU64::new(last_seq),
+        l0_files: AtomicUsize::new(l0_files),
         queue: Mutex::new(VecDeque::new()),
         current_log: Mutex::new(file.clone()),
         log: Mutex::new(LogState {

@@ -214,8 +214,9 @@ fn commit_group(core: &Core, group: &[Arc<Waiter>]) -> Result<()> {
 /// Ensures the active memtable has room, rotating or stalling as needed.
 fn make_room(core: &Core, log: &mut LogState) -> Result<()> {
     let o = &core.opts;
-    let l0_files = || core.current_sv().version.levels[0].len();
-    if log.mem.bytes() < o.memtable_bytes_max && l0_files() < o.l0_slowdown_files {
+    if log.mem.bytes() < o.memtable_bytes_max
+        && core.l0_files.load(Ordering::Acquire) < o.l0_slowdown_files
+    {
         return Ok(());
     }
     let started = Instant::now();

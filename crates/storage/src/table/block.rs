@@ -130,6 +130,16 @@ pub(crate) struct Block {
     restart_count: usize,
 }
 
+/// An entry's decoded fixed parts; the value is materialised on demand.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    seq: u64,
+    kind: Kind,
+    expires_at_ms: Option<u64>,
+    value_start: usize,
+    value_len: usize,
+}
+
 /// One entry as decoded, without its key.
 #[derive(Debug, Clone)]
 pub(crate) struct RawEntry {
@@ -184,9 +194,10 @@ impl Block {
         get_u32_at(&self.data, self.restarts_at + 4 * i).unwrap_or(0) as usize
     }
 
-    /// Decodes the entry at `off`, rebuilding its key in `key` (which must hold
-    /// the previous entry's key). Returns the entry and the next offset.
-    pub fn decode_at(&self, off: usize, key: &mut Vec<u8>) -> DecodeResult<(RawEntry, usize)> {
+    /// Decodes the entry at `off` without touching its value, rebuilding its
+    /// key in `key` (which must hold the previous entry's key). Returns the
+    /// entry's head and the next offset.
+    fn head_at(&self, off: usize, key: &mut Vec<u8>) -> DecodeResult<(Head, usize)> {
         let body = &self.data[..self.restarts_at];
         let mut r = Reader::new(body.get(off..).unwrap_or(&[]));
         let fix = |m: Malformed| Malformed {
@@ -206,33 +217,45 @@ impl Block {
         let Some(kind) = Kind::from_u8(trailer as u8) else {
             return bad(off, "unknown entry kind");
         };
-        let seq = trailer >> 8;
-        let op = match kind {
-            Kind::Delete => {
-                if value_len != 0 {
-                    return bad(off, "delete entry with a value");
-                }
-                Op::Delete
-            }
-            Kind::Put | Kind::PutExpiring => {
-                let expires_at_ms = if kind == Kind::PutExpiring {
-                    Some(r.u64().map_err(fix)?)
-                } else {
-                    None
-                };
-                let start = off + r.pos();
-                r.bytes(value_len).map_err(fix)?;
-                Op::Put(Entry {
-                    value: self.data.slice(start..start + value_len),
-                    expires_at_ms,
-                })
-            }
+        let expires_at_ms = match kind {
+            Kind::Delete if value_len != 0 => return bad(off, "delete entry with a value"),
+            Kind::PutExpiring => Some(r.u64().map_err(fix)?),
+            _ => None,
         };
-        Ok((RawEntry { seq, op }, off + r.pos()))
+        let value_start = off + r.pos();
+        r.bytes(value_len).map_err(fix)?;
+        Ok((
+            Head {
+                seq: trailer >> 8,
+                kind,
+                expires_at_ms,
+                value_start,
+                value_len,
+            },
+            off + r.pos(),
+        ))
     }
 
-    /// The key stored at restart point `i`.
-    fn restart_key(&self, i: usize, key: &mut Vec<u8>) -> DecodeResult<()> {
+    fn entry(&self, h: &Head) -> RawEntry {
+        let op = match h.kind {
+            Kind::Delete => Op::Delete,
+            Kind::Put | Kind::PutExpiring => Op::Put(Entry {
+                value: self.data.slice(h.value_start..h.value_start + h.value_len),
+                expires_at_ms: h.expires_at_ms,
+            }),
+        };
+        RawEntry { seq: h.seq, op }
+    }
+
+    /// Decodes the entry at `off`, rebuilding its key in `key` (which must hold
+    /// the previous entry's key). Returns the entry and the next offset.
+    pub fn decode_at(&self, off: usize, key: &mut Vec<u8>) -> DecodeResult<(RawEntry, usize)> {
+        let (h, next) = self.head_at(off, key)?;
+        Ok((self.entry(&h), next))
+    }
+
+    /// The key stored at restart point `i`, in place.
+    fn restart_key(&self, i: usize) -> DecodeResult<&[u8]> {
         let off = self.restart(i);
         let mut r = Reader::new(self.data.get(off..self.restarts_at).unwrap_or(&[]));
         let shared = r.varint()?;
@@ -241,12 +264,24 @@ impl Block {
         }
         let unshared = r.varint_len(usize::MAX)?;
         let _value_len = r.varint()?;
-        key.clear();
-        key.extend_from_slice(r.bytes(unshared).map_err(|m| Malformed {
+        r.bytes(unshared).map_err(|m| Malformed {
             offset: m.offset + off,
             detail: m.detail,
-        })?);
-        Ok(())
+        })
+    }
+
+    /// The last restart point whose key does not pass `passes` (0 if all do).
+    fn search_restarts(&self, passes: impl Fn(&[u8]) -> bool) -> DecodeResult<usize> {
+        let (mut lo, mut hi) = (0usize, self.restart_count - 1);
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            if passes(self.restart_key(mid)?) {
+                hi = mid - 1;
+            } else {
+                lo = mid;
+            }
+        }
+        Ok(lo)
     }
 
     /// Positions on the first entry whose key is `>= target` (or `> target`
@@ -267,25 +302,16 @@ impl Block {
             Ordering::Equal => !after,
             Ordering::Greater => true,
         };
-        // The last restart whose key does not pass.
-        let (mut lo, mut hi) = (0usize, self.restart_count - 1);
-        while lo < hi {
-            let mid = (lo + hi).div_ceil(2);
-            self.restart_key(mid, key)?;
-            if passes(key) {
-                hi = mid - 1;
-            } else {
-                lo = mid;
-            }
-        }
-        let mut off = self.restart(lo);
+        let lo = self.search_restarts(passes)?;
+        let first = self.restart(lo);
+        let mut off = first;
         key.clear();
-        let mut prev = Vec::new();
+        let mut prev = Vec::with_capacity(target.len() + 16);
         while off < self.restarts_at {
             prev.clear();
             prev.extend_from_slice(key);
-            let (_, next) = self.decode_at(off, key)?;
-            if key.as_slice() <= prev.as_slice() && off != self.restart(lo) {
+            let (_, next) = self.head_at(off, key)?;
+            if off != first && key.as_slice() <= prev.as_slice() {
                 return bad(off, "keys out of order");
             }
             if passes(key) {
@@ -297,14 +323,30 @@ impl Block {
         Ok(None)
     }
 
-    /// The entry for exactly `target`.
+    /// The entry for exactly `target`: a binary search over the restart keys
+    /// (compared in place), then a scan of at most one restart interval that
+    /// materialises only the matching value.
     pub fn get(&self, target: &[u8]) -> DecodeResult<Option<RawEntry>> {
-        let mut key = Vec::with_capacity(target.len() + 16);
-        let Some(off) = self.seek(target, false, &mut key)? else {
+        if self.restart_count == 0 {
             return Ok(None);
+        }
+        let lo = self.search_restarts(|k| k > target)?;
+        let mut off = self.restart(lo);
+        let end = if lo + 1 < self.restart_count {
+            self.restart(lo + 1)
+        } else {
+            self.restarts_at
         };
-        let (e, _) = self.decode_at(off, &mut key)?;
-        Ok((key == target).then_some(e))
+        let mut key = Vec::with_capacity(target.len() + 16);
+        while off < end {
+            let (h, next) = self.head_at(off, &mut key)?;
+            match key.as_slice().cmp(target) {
+                Ordering::Less => off = next,
+                Ordering::Equal => return Ok(Some(self.entry(&h))),
+                Ordering::Greater => return Ok(None),
+            }
+        }
+        Ok(None)
     }
 
     /// The offset where entries end (start of the restart array).
