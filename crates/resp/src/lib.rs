@@ -26,11 +26,12 @@
 //! - [`frame`]: the request parser (RESP2 arrays and inline commands, with
 //!   limits) and the reply encoder (RESP2 and RESP3). The grammar is
 //!   written down there.
-//! - [`parse`]: a cursor over a command's arguments.
-//! - [`cmd`]: the command table and one module per family of commands.
+//! - `parse`: a cursor over a command's arguments.
+//! - `cmd`: the command table and one module per family of commands; each
+//!   module's doc lists its commands, arguments and replies.
 //! - [`error`]: command errors and their one mapping to RESP error replies
 //!   (cluster errors included).
-//! - [`connection`]: the per-connection loop (pipelining, timeouts).
+//! - `connection`: the per-connection loop (pipelining, timeouts).
 //! - [`server`]: accept loop, connection limit, graceful shutdown.
 //! - [`config`]: [`RespConfig`], every limit with its default.
 //! - [`stats`]: shared counters for `INFO` and the metrics.
@@ -39,9 +40,10 @@
 //! `ringkv_resp_commands_total{cmd}`, `ringkv_resp_command_seconds{cmd}`
 //! (histogram), `ringkv_resp_errors_total{kind}`, `ringkv_resp_connections`
 //! (gauge) and `ringkv_resp_rejected_connections_total`, through the
-//! `metrics` facade.
+//! `metrics` facade. Per-command handles are registered when the server is
+//! created, so install the recorder first.
 
-pub mod cmd;
+mod cmd;
 pub mod config;
 mod connection;
 pub mod error;

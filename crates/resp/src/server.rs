@@ -1,7 +1,7 @@
 //! The TCP server: accepts connections, enforces the connection limit, and
 //! shuts down gracefully.
 //!
-//! One task per connection ([`crate::connection`]). At accept, a connection
+//! One task per connection (`crate::connection`). At accept, a connection
 //! past `connections_max` is answered `-ERR max number of clients reached`
 //! and closed without a task. When the shutdown future resolves the server
 //! stops accepting (the listener is dropped), tells every connection to
@@ -34,7 +34,7 @@ const MAX_CLIENTS_REPLY: &[u8] = b"-ERR max number of clients reached\r\n";
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What every connection of one server shares.
-pub struct Shared {
+pub(crate) struct Shared {
     pub(crate) config: RespConfig,
     pub(crate) limits: Limits,
     pub(crate) stats: Arc<RespStats>,
