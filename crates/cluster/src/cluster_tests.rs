@@ -9,6 +9,7 @@ use bytes::Bytes;
 use ringkv_env::ManualClock;
 
 use crate::api::{Consistency, Kv, KvError, ReadOptions, WriteOptions};
+use crate::hints::{HintConfig, HintStore};
 use crate::membership::{Membership, MembershipConfig};
 use crate::message::{Load, NodeState, NodeStatus};
 use crate::node::{Node, NodeConfig};
@@ -24,6 +25,10 @@ struct TestCluster {
 }
 
 fn cluster(n: usize, rf: usize) -> TestCluster {
+    cluster_with(n, rf, false)
+}
+
+fn cluster_with(n: usize, rf: usize, strict_quorum: bool) -> TestCluster {
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let net = MemNetwork::new(7);
     let mut ring = Ring::new(16);
@@ -65,10 +70,12 @@ fn cluster(n: usize, rf: usize) -> TestCluster {
         ));
         let node = Node::with_cluster(
             MapStore::default(),
+            HintStore::in_memory(HintConfig::default()),
             clock.clone(),
             NodeConfig {
                 replication_factor: rf,
                 request_timeout_ms: 200,
+                strict_quorum,
                 ..NodeConfig::default()
             },
             membership,
@@ -347,4 +354,93 @@ async fn writes_through_a_non_replica_are_forwarded() {
         None,
         "the outsider stores nothing"
     );
+}
+
+fn own_value(c: &TestCluster, id: u64, key: &str) -> Option<Bytes> {
+    crate::replica::resolved(
+        &c.node(id).debug_local_record(key.as_bytes()),
+        c.clock_now(),
+    )
+    .map(|s| s.value)
+}
+
+#[tokio::test(start_paused = true)]
+async fn sloppy_quorum_hints_a_down_replica_and_replays_when_it_returns() {
+    let mut c = cluster(5, 3);
+    let key = "hinted";
+    let replicas = c.replicas(key.as_bytes());
+    let (coord, victim) = (replicas[0], replicas[1]);
+    c.kill(victim);
+    c.kill(replicas[2]);
+    c.pass(3_000).await;
+    // Two of three replicas down: W=2 still succeeds, a stand-in holds a
+    // hint for one of them and stands in for it.
+    c.node(coord)
+        .put(b(key), b("v1"), w(Consistency::Count(2)))
+        .await
+        .expect("sloppy W=2 with two replicas down");
+    let held: u64 = c
+        .nodes
+        .iter()
+        .flat_map(|n| n.hints_pending())
+        .filter(|(t, _, _)| *t == victim)
+        .map(|(_, count, _)| count)
+        .sum();
+    assert_eq!(held, 1, "one hint held for the victim");
+    assert_eq!(own_value(&c, victim, key), None);
+    // The victim returns; replay delivers and deletes the hint.
+    c.net.register(victim, c.node(victim).handler());
+    c.down.retain(|&d| d != victim);
+    c.pass(500).await;
+    let mut delivered = 0;
+    for n in &c.nodes {
+        delivered += n.replay_hints_once().await;
+    }
+    assert_eq!(delivered, 1);
+    assert_eq!(own_value(&c, victim, key), Some(b("v1")), "hint replayed");
+    let left: usize = c
+        .nodes
+        .iter()
+        .map(|n| {
+            n.hints_pending()
+                .iter()
+                .filter(|(t, _, _)| *t == victim)
+                .count()
+        })
+        .sum();
+    assert_eq!(left, 0, "delivered hints are deleted");
+}
+
+#[tokio::test(start_paused = true)]
+async fn strict_quorum_does_not_count_hints() {
+    let mut c = cluster_with(5, 3, true);
+    let key = "strict";
+    let replicas = c.replicas(key.as_bytes());
+    c.kill(replicas[1]);
+    c.kill(replicas[2]);
+    c.pass(3_000).await;
+    let err = c
+        .node(replicas[0])
+        .put(b(key), b("v"), w(Consistency::Count(2)))
+        .await
+        .expect_err("strict W=2 with two replicas down");
+    match err {
+        KvError::Unavailable {
+            required, answered, ..
+        } => assert_eq!((required, answered), (2, 1)),
+        other => panic!("wrong error {other:?}"),
+    }
+    // W=1 still works, and the missed replicas get hints anyway.
+    c.node(replicas[0])
+        .put(b(key), b("v"), w(Consistency::One))
+        .await
+        .expect("W=1");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let held: u64 = c
+        .nodes
+        .iter()
+        .flat_map(|n| n.hints_pending())
+        .map(|(_, n, _)| n)
+        .sum();
+    assert!(held >= 2, "hints kept for both down replicas: {held}");
 }

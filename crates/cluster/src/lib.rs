@@ -15,6 +15,7 @@
 //! - [`node_id`]: a node's stable identity, kept in its data directory.
 
 pub mod api;
+pub mod hints;
 pub mod membership;
 pub mod message;
 pub mod node;

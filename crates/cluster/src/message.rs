@@ -249,6 +249,13 @@ pub enum Request {
     },
     /// Coordinate this client write as a replica of its key.
     Coordinate(ForwardedWrite),
+    /// Hold this record of `key` for `target`, which is down (hinted
+    /// handoff); answered `Merged` once stored durably.
+    Hint {
+        target: u64,
+        key: Bytes,
+        record: Bytes,
+    },
 }
 
 /// The answer to a [`Request`].

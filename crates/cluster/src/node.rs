@@ -37,6 +37,7 @@ use crate::api::{
     ClusterView, Consistency, Expiry, Explain, Kv, KvError, NodeInfo, NodeView, ReadOptions,
     ReadResult, ReplicaView, WriteOptions, WriteOutcome,
 };
+use crate::hints::{DropReason, HintConfig, HintStore};
 use crate::membership::{Membership, MembershipConfig};
 use crate::message::{
     CoordinatedOutcome, ForwardedWrite, Load, NodeState, NodeStatus, Request, Response,
@@ -67,6 +68,11 @@ pub struct NodeConfig {
     pub tombstone_grace_ms: u64,
     /// How long a coordinator waits for replicas.
     pub request_timeout_ms: u64,
+    /// When true, hinted writes held by stand-ins do not count towards W
+    /// (read-your-writes under R + W > N even while replicas are down).
+    pub strict_quorum: bool,
+    /// How often held hints are offered to their returned owners.
+    pub hint_replay_interval_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -80,6 +86,8 @@ impl Default for NodeConfig {
             siblings_max: 64,
             tombstone_grace_ms: 24 * 3600 * 1000,
             request_timeout_ms: 2_000,
+            strict_quorum: false,
+            hint_replay_interval_ms: 1_000,
         }
     }
 }
@@ -145,6 +153,7 @@ fn p99_between(before: &[u64; LATENCY_BUCKETS], after: &[u64; LATENCY_BUCKETS]) 
 
 struct Inner<S> {
     replica: Replica<S>,
+    hints: HintStore,
     ops: OpStats,
     /// Snapshot at the last load report: (monotonic ms, ops, buckets).
     last_report: parking_lot::Mutex<(u64, u64, [u64; LATENCY_BUCKETS])>,
@@ -152,6 +161,29 @@ struct Inner<S> {
     transport: Arc<dyn Transport>,
     config: NodeConfig,
     started_ms: u64,
+}
+
+/// Where a coordinator sent a record.
+#[derive(Debug, Clone, Copy)]
+enum Sent {
+    /// To the replica itself.
+    Replica(u64),
+    /// To a stand-in holding a hint for `target`.
+    Hinted { target: u64, via: u64 },
+}
+
+impl Sent {
+    fn target(self) -> u64 {
+        match self {
+            Sent::Replica(id) | Sent::Hinted { target: id, .. } => id,
+        }
+    }
+
+    fn via(self) -> u64 {
+        match self {
+            Sent::Replica(id) | Sent::Hinted { via: id, .. } => id,
+        }
+    }
 }
 
 /// The data center of each replica in a preference list; empty when the
@@ -220,13 +252,15 @@ impl<S: LocalStore> Node<S> {
             MembershipConfig::default(),
         ));
         let transport: Arc<dyn Transport> = Arc::new(MemNetwork::new(0).transport(id));
-        Self::with_cluster(store, clock, config, membership, transport)
+        let hints = HintStore::in_memory(HintConfig::default());
+        Self::with_cluster(store, hints, clock, config, membership, transport)
     }
 
     /// A node in a cluster: `membership` holds its own state (tokens
     /// included), `transport` reaches its peers.
     pub fn with_cluster(
         store: S,
+        hints: HintStore,
         clock: SharedClock,
         config: NodeConfig,
         membership: Arc<Membership>,
@@ -238,6 +272,7 @@ impl<S: LocalStore> Node<S> {
         Self {
             inner: Arc::new(Inner {
                 replica,
+                hints,
                 ops: OpStats::default(),
                 last_report: parking_lot::Mutex::new((0, 0, [0; LATENCY_BUCKETS])),
                 membership,
@@ -506,11 +541,13 @@ impl<S: LocalStore> Node<S> {
 
     /// The preference list of a key, the live part of it, and what `level`
     /// requires of it.
+    #[allow(clippy::type_complexity)]
     fn plan(
         &self,
         key: &[u8],
         level: Consistency,
-    ) -> Result<(Vec<u64>, DcOf, Requirement), KvError> {
+        sloppy: bool,
+    ) -> Result<(Vec<u64>, Vec<u64>, DcOf, Requirement), KvError> {
         let m = &self.inner.membership;
         let prefs = m.preference_list(token_of(key));
         let dc_aware = matches!(
@@ -583,7 +620,12 @@ impl<S: LocalStore> Node<S> {
             });
         }
         let live: Vec<u64> = prefs.iter().copied().filter(|&id| m.is_alive(id)).collect();
-        if !req.met(&live, &dc_of) {
+        let enough = if sloppy {
+            !live.is_empty()
+        } else {
+            req.met(&live, &dc_of)
+        };
+        if !enough {
             let down: Vec<String> = prefs
                 .iter()
                 .filter(|id| !live.contains(id))
@@ -595,7 +637,7 @@ impl<S: LocalStore> Node<S> {
                 why: format!("replicas down: {}", down.join(", ")),
             });
         }
-        Ok((live, dc_of, req))
+        Ok((prefs, live, dc_of, req))
     }
 
     /// Reads one replica's record.
@@ -653,7 +695,7 @@ impl<S: LocalStore> Node<S> {
     async fn coordinate_read(&self, key: Bytes, opts: ReadOptions) -> Result<ReadResult, KvError> {
         self.check_key(&key)?;
         let level = opts.consistency.unwrap_or(self.inner.config.default_read);
-        let (live, dc_of, req) = self.plan(&key, level)?;
+        let (_, live, dc_of, req) = self.plan(&key, level, false)?;
         let now = self.inner.replica.now_ms();
         let to_result = |set: &SiblingSet| ReadResult {
             siblings: set.live(now).map(to_sibling).collect(),
@@ -752,7 +794,10 @@ impl<S: LocalStore> Node<S> {
             });
         }
         let level = opts.consistency.unwrap_or(self.inner.config.default_write);
-        let (live, dc_of, req) = self.plan(&key, level)?;
+        let strict = self.inner.config.strict_quorum;
+        // Sloppy quorum: stand-ins may take the place of down replicas, so
+        // only a wholly unreachable preference list fails up front.
+        let (prefs, live, dc_of, req) = self.plan(&key, level, !strict)?;
         if !live.contains(&self.id()) {
             return self.forward(key, change, opts, &live, &req).await;
         }
@@ -761,38 +806,226 @@ impl<S: LocalStore> Node<S> {
             return Ok(outcome);
         };
         let mut acked = vec![self.id()];
-        if req.met(&acked, &dc_of) && live.len() == 1 {
+        if req.met(&acked, &dc_of) && prefs.len() == 1 {
             return Ok(outcome);
         }
         let bytes = Bytes::from(record.encode());
-        let mut pending: FuturesUnordered<_> = live
+        let mut pending: FuturesUnordered<BoxFut<(Sent, Result<(), String>)>> = live
             .iter()
             .filter(|&&id| id != self.id())
-            .map(|&id| self.merge_to(id, key.clone(), bytes.clone()))
+            .map(|&id| {
+                let f = self.merge_to(id, key.clone(), bytes.clone());
+                Box::pin(async move {
+                    let (_, r) = f.await;
+                    (Sent::Replica(id), r)
+                }) as BoxFut<_>
+            })
             .collect();
-        let mut failures = Vec::new();
-        while !req.met(&acked, &dc_of) {
-            let Some((id, answer)) = pending.next().await else {
-                break;
-            };
-            match answer {
-                Ok(()) => acked.push(id),
-                Err(why) => failures.push(format!("{}: {why}", crate::node_id::display(id))),
+        // Down replicas: a stand-in holds a hint for each.
+        let token = token_of(&key);
+        let mut used: Vec<u64> = Vec::new();
+        for &down in prefs.iter().filter(|id| !live.contains(id)) {
+            match self.stand_in(token, down, &prefs, &used) {
+                Some(via) => {
+                    used.push(via);
+                    pending.push(self.hint_to(via, down, key.clone(), bytes.clone()));
+                }
+                None => self.hold_hint(down, &key, &bytes),
             }
         }
-        // Replicas beyond the requirement still get the write.
+        let mut failures = Vec::new();
+        while !req.met(&acked, &dc_of) {
+            let Some((sent, answer)) = pending.next().await else {
+                break;
+            };
+            match (sent, answer) {
+                (Sent::Replica(id), Ok(())) => acked.push(id),
+                // A stand-in stands for the replica it holds the hint of.
+                (Sent::Hinted { target, .. }, Ok(())) if !strict => acked.push(target),
+                (Sent::Hinted { .. }, Ok(())) => {}
+                (sent, Err(why)) => {
+                    failures.push(format!("{}: {why}", crate::node_id::display(sent.via())));
+                    self.hold_hint(sent.target(), &key, &bytes);
+                }
+            }
+        }
+        // Replicas beyond the requirement still get the write; failures
+        // become hints held here.
         if !pending.is_empty() {
-            tokio::spawn(async move { while pending.next().await.is_some() {} });
+            let node = self.clone();
+            tokio::spawn(async move {
+                while let Some((sent, answer)) = pending.next().await {
+                    if answer.is_err() {
+                        node.hold_hint(sent.target(), &key, &bytes);
+                    }
+                }
+            });
         }
         if !req.met(&acked, &dc_of) {
             metrics::counter!("ringkv_unavailable_total", "op" => "write").increment(1);
+            let mut why = failures.join("; ");
+            if strict && prefs.len() > live.len() {
+                why = format!("strict quorum: hints do not count; {why}");
+            }
             return Err(KvError::Unavailable {
                 required: req.count(),
                 answered: acked.len(),
-                why: failures.join("; "),
+                why,
             });
         }
         Ok(outcome)
+    }
+
+    /// The stand-in for a down replica: the next live node on the ring walk
+    /// that is not a replica of the key and not already standing in,
+    /// preferring the down node's data center.
+    fn stand_in(&self, token: u64, down: u64, prefs: &[u64], used: &[u64]) -> Option<u64> {
+        let m = &self.inner.membership;
+        let dc = m.dc_of(down);
+        let candidates: Vec<u64> = m
+            .placement()
+            .ring()
+            .walk_nodes(token)
+            .into_iter()
+            .filter(|id| !prefs.contains(id) && !used.contains(id) && m.is_alive(*id))
+            .collect();
+        candidates
+            .iter()
+            .copied()
+            .find(|id| m.dc_of(*id) == dc)
+            .or_else(|| candidates.first().copied())
+    }
+
+    /// Sends a hint to a stand-in.
+    fn hint_to(
+        &self,
+        via: u64,
+        target: u64,
+        key: Bytes,
+        record: Bytes,
+    ) -> BoxFut<(Sent, Result<(), String>)> {
+        let node = self.clone();
+        Box::pin(async move {
+            let sent = Sent::Hinted { target, via };
+            let Some(peer) = node.inner.membership.peer(via) else {
+                return (sent, Err("unknown node".into()));
+            };
+            let req = Request::Hint {
+                target,
+                key,
+                record,
+            };
+            let r = match node.inner.transport.call(&peer, req, node.timeout()).await {
+                Ok(Response::Merged) => Ok(()),
+                Ok(Response::Error { message, .. }) => Err(message),
+                Ok(other) => Err(format!("unexpected answer {other:?}")),
+                Err(e) => Err(e.to_string()),
+            };
+            (sent, r)
+        })
+    }
+
+    /// Keeps a hint here for `target` (it missed a write this node
+    /// coordinated). Failures are logged and counted, never fatal to the
+    /// client's write, which has its answer already.
+    fn hold_hint(&self, target: u64, key: &[u8], record: &[u8]) {
+        if target == self.id() {
+            return;
+        }
+        let now = self.inner.replica.now_ms();
+        match self.inner.hints.add(target, now, key, record) {
+            Ok(_) => {}
+            Err(e) => {
+                metrics::counter!("ringkv_hints_dropped_total", "reason" => "error").increment(1);
+                tracing::warn!(target = %crate::node_id::display(target), error = %e, "hint not stored");
+            }
+        }
+    }
+
+    /// Hints held here, per target: (target, count, bytes).
+    pub fn hints_pending(&self) -> Vec<(u64, u64, u64)> {
+        self.inner
+            .hints
+            .pending()
+            .into_iter()
+            .map(|(t, p)| (t, p.count, p.bytes))
+            .collect()
+    }
+
+    /// Replays held hints to their owners until `shutdown` resolves.
+    pub async fn run_hint_replay(self, shutdown: impl std::future::Future<Output = ()>) {
+        let interval = Duration::from_millis(self.inner.config.hint_replay_interval_ms.max(1));
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = ticker.tick() => {}
+            }
+            self.replay_hints_once().await;
+        }
+    }
+
+    /// One replay pass: every live target gets its oldest hints, at most
+    /// `replay_per_sec_max` per second. Returns how many were delivered.
+    pub async fn replay_hints_once(&self) -> u64 {
+        let hints = &self.inner.hints;
+        let config = hints.config().clone();
+        let mut delivered = 0;
+        for (target, _) in hints.pending() {
+            if !self.inner.membership.is_alive(target) {
+                continue;
+            }
+            loop {
+                let batch = match hints.oldest(target, config.replay_batch_max) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading hints failed");
+                        break;
+                    }
+                };
+                if batch.is_empty() {
+                    break;
+                }
+                let now = self.inner.replica.now_ms();
+                let mut stalled = false;
+                let started = tokio::time::Instant::now();
+                for hint in &batch {
+                    if now.saturating_sub(hint.created_ms) > config.age_ms_max {
+                        let _ = hints.remove(hint, Some(DropReason::Expired));
+                        continue;
+                    }
+                    let (_, r) = self
+                        .merge_to(target, hint.key.clone(), hint.record.clone())
+                        .await;
+                    match r {
+                        Ok(()) => {
+                            delivered += 1;
+                            if let Err(e) = hints.remove(hint, None) {
+                                tracing::warn!(error = %e, "removing a delivered hint failed");
+                            }
+                        }
+                        Err(why) => {
+                            tracing::debug!(target = %crate::node_id::display(target), %why, "hint replay paused");
+                            stalled = true;
+                            break;
+                        }
+                    }
+                }
+                if stalled {
+                    break;
+                }
+                // Bounded rate: a batch takes at least its share of a second.
+                let floor = Duration::from_secs_f64(
+                    batch.len() as f64 / config.replay_per_sec_max.max(1) as f64,
+                );
+                if let Some(rest) = floor.checked_sub(started.elapsed()) {
+                    tokio::time::sleep(rest).await;
+                }
+            }
+        }
+        delivered
     }
 
     /// Hands a write to a replica that coordinates it.
@@ -904,6 +1137,27 @@ impl<S: LocalStore> Node<S> {
                     Err(e) => error_to_wire(&e),
                 }
             }
+            Request::Hint {
+                target,
+                key,
+                record,
+            } => {
+                if SiblingSet::decode(&record).is_err() {
+                    return error_to_wire(&KvError::InvalidArgument(
+                        "hinted record does not decode".into(),
+                    ));
+                }
+                let now = self.inner.replica.now_ms();
+                match self.inner.hints.add(target, now, &key, &record) {
+                    Ok(true) => Response::Merged,
+                    Ok(false) => error_to_wire(&KvError::Unavailable {
+                        required: 1,
+                        answered: 0,
+                        why: "hint budget for the target is full".into(),
+                    }),
+                    Err(e) => error_to_wire(&crate::replica::store_error(e)),
+                }
+            }
             Request::Coordinate(fw) => {
                 let context = match fw.context.as_ref().map(WireContext::to_vv).transpose() {
                     Ok(c) => c,
@@ -926,8 +1180,8 @@ impl<S: LocalStore> Node<S> {
                 // Coordinate here only if we are a replica; never forward
                 // again (no loops).
                 let level = opts.consistency.unwrap_or(self.inner.config.default_write);
-                match self.plan(&fw.key, level) {
-                    Ok((live, _, _)) if live.contains(&self.id()) => {}
+                match self.plan(&fw.key, level, !self.inner.config.strict_quorum) {
+                    Ok((_, live, _, _)) if live.contains(&self.id()) => {}
                     Ok(_) => {
                         return error_to_wire(&KvError::Unavailable {
                             required: 1,

@@ -269,6 +269,11 @@ impl Ring {
         Ok(chosen)
     }
 
+    /// Every physical node once, in ring-walk order from `token`.
+    pub fn walk_nodes(&self, token: Token) -> Vec<u64> {
+        self.walk(token).collect()
+    }
+
     /// The owners of a token's range in walk order: every physical node at
     /// most once, starting with the primary.
     fn walk(&self, token: Token) -> impl Iterator<Item = u64> + '_ {
