@@ -43,6 +43,19 @@ impl WriteBatch {
         Self::default()
     }
 
+    /// A batch whose encoding can grow to `bytes` without reallocating.
+    pub fn with_capacity(bytes: usize) -> Self {
+        WriteBatch {
+            rep: Vec::with_capacity(bytes),
+            ..Self::default()
+        }
+    }
+
+    /// Encoded bytes of one put of these sizes (for `with_capacity`).
+    pub fn put_bytes(key_len: usize, value_len: usize) -> usize {
+        1 + 10 + key_len + 8 + 10 + value_len
+    }
+
     /// Adds a put. `expires_at_ms` is an absolute Unix time in milliseconds.
     pub fn put(&mut self, key: &[u8], value: &[u8], expires_at_ms: Option<u64>) -> &mut Self {
         match expires_at_ms {

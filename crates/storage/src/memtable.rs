@@ -33,12 +33,43 @@ fn key_prefix(key: &[u8]) -> u64 {
     u64::from_be_bytes(b)
 }
 
-/// An internal key: user key and sequence number.
+/// An internal key: user key and sequence number. The key and the value of
+/// an entry share one allocation (`data`); the key is `data[..key_len]`.
 #[derive(Debug, Clone)]
 struct MemKey {
     prefix: u64,
-    key: Bytes,
+    data: Bytes,
+    key_len: usize,
     seq: u64,
+}
+
+impl MemKey {
+    fn key_bytes(&self) -> &[u8] {
+        &self.data[..self.key_len]
+    }
+
+    fn key(&self) -> Bytes {
+        self.data.slice(..self.key_len)
+    }
+}
+
+/// What a memtable entry says; a put's value is `data[key_len..]` of its key.
+#[derive(Debug, Clone, Copy)]
+enum MemValue {
+    Put { expires_at_ms: Option<u64> },
+    Delete,
+}
+
+impl MemValue {
+    fn op(&self, k: &MemKey) -> Op {
+        match self {
+            MemValue::Delete => Op::Delete,
+            MemValue::Put { expires_at_ms } => Op::Put(Entry {
+                value: k.data.slice(k.key_len..),
+                expires_at_ms: *expires_at_ms,
+            }),
+        }
+    }
 }
 
 /// A borrowed view of an internal key, so lookups need no allocation.
@@ -53,7 +84,7 @@ impl KeyView for MemKey {
         self.prefix
     }
     fn user_key(&self) -> &[u8] {
-        &self.key
+        self.key_bytes()
     }
     fn seq(&self) -> u64 {
         self.seq
@@ -114,7 +145,7 @@ impl Ord for dyn KeyView + '_ {
 
 impl PartialEq for MemKey {
     fn eq(&self, other: &Self) -> bool {
-        self.seq == other.seq && self.key == other.key
+        self.seq == other.seq && self.key_bytes() == other.key_bytes()
     }
 }
 impl Eq for MemKey {}
@@ -127,7 +158,7 @@ impl Ord for MemKey {
     fn cmp(&self, other: &Self) -> Ordering {
         self.prefix
             .cmp(&other.prefix)
-            .then_with(|| self.key.as_ref().cmp(other.key.as_ref()))
+            .then_with(|| self.key_bytes().cmp(other.key_bytes()))
             .then_with(|| other.seq.cmp(&self.seq))
     }
 }
@@ -140,7 +171,7 @@ impl<'a> Borrow<dyn KeyView + 'a> for MemKey {
 
 /// One memtable.
 pub(crate) struct Memtable {
-    map: SkipMap<MemKey, Op>,
+    map: SkipMap<MemKey, MemValue>,
     bytes: AtomicUsize,
     entries: AtomicUsize,
     max_seq: AtomicU64,
@@ -209,32 +240,25 @@ impl Memtable {
         let mut buf = Vec::with_capacity(op.key.len() + op.value.len());
         buf.extend_from_slice(op.key);
         buf.extend_from_slice(op.value);
-        let all = Bytes::from(buf);
-        let key = all.slice(..op.key.len());
         let value = match op.kind {
-            Kind::Delete => Op::Delete,
-            Kind::Put | Kind::PutExpiring => Op::Put(Entry {
-                value: all.slice(op.key.len()..),
+            Kind::Delete => MemValue::Delete,
+            Kind::Put | Kind::PutExpiring => MemValue::Put {
                 expires_at_ms: op.expires_at_ms,
-            }),
+            },
         };
-        self.insert_op(key, seq, value);
+        self.insert_raw(Bytes::from(buf), op.key.len(), seq, value);
     }
 
-    pub fn insert_op(&self, key: Bytes, seq: u64, op: Op) {
-        let charged = key.len()
-            + match &op {
-                Op::Put(e) => e.value.len(),
-                Op::Delete => 0,
-            }
-            + ENTRY_OVERHEAD_BYTES;
+    fn insert_raw(&self, data: Bytes, key_len: usize, seq: u64, value: MemValue) {
+        let charged = data.len() + ENTRY_OVERHEAD_BYTES;
         self.map.insert(
             MemKey {
-                prefix: key_prefix(&key),
-                key,
+                prefix: key_prefix(&data[..key_len]),
+                data,
+                key_len,
                 seq,
             },
-            op,
+            value,
         );
         self.bytes.fetch_add(charged, AtomicOrdering::Relaxed);
         self.entries.fetch_add(1, AtomicOrdering::Relaxed);
@@ -247,10 +271,10 @@ impl Memtable {
         let e = self
             .map
             .lower_bound(Bound::Included(&probe as &dyn KeyView))?;
-        if e.key().key.as_ref() != key {
+        if e.key().key_bytes() != key {
             return None;
         }
-        Some((e.key().seq, e.value().clone()))
+        Some((e.key().seq, e.value().op(e.key())))
     }
 
     /// Up to `limit` items after `from` (in internal-key order) whose user key
@@ -286,8 +310,8 @@ impl Memtable {
             let k = e.key();
             let within = match end {
                 Bound::Unbounded => true,
-                Bound::Included(x) => k.key.as_ref() <= x,
-                Bound::Excluded(x) => k.key.as_ref() < x,
+                Bound::Included(x) => k.key_bytes() <= x,
+                Bound::Excluded(x) => k.key_bytes() < x,
             };
             if !within {
                 break;
@@ -296,9 +320,9 @@ impl Memtable {
                 continue;
             }
             out.push(Item {
-                key: k.key.clone(),
+                key: k.key(),
                 seq: k.seq,
-                op: e.value().clone(),
+                op: e.value().op(k),
             });
             taken += 1;
             if taken >= limit {
@@ -310,9 +334,9 @@ impl Memtable {
     /// Every entry in internal-key order (for flushing).
     pub fn items(&self) -> impl Iterator<Item = Item> + '_ {
         self.map.iter().map(|e| Item {
-            key: e.key().key.clone(),
+            key: e.key().key(),
             seq: e.key().seq,
-            op: e.value().clone(),
+            op: e.value().op(e.key()),
         })
     }
 }

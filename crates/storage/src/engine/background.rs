@@ -76,6 +76,7 @@ fn flush_thread(core: Arc<Core>) {
             }
         };
         let result = flush_memtable(&core, &mem);
+        drop(mem);
         let mut st = core.state.lock();
         st.flushing = false;
         match result {
@@ -279,9 +280,13 @@ fn compaction_thread(core: Arc<Core>) {
         };
         let Some(job) = job else { continue };
         let result = execute(&core, &job);
+        let (level, output_level) = (job.level, job.output_level);
+        // Release the inputs before anyone can see the levels as idle, so
+        // replaced files are gone by then.
+        drop(job);
         let mut st = core.state.lock();
-        st.busy_levels[job.level] = false;
-        st.busy_levels[job.output_level] = false;
+        st.busy_levels[level] = false;
+        st.busy_levels[output_level] = false;
         match result {
             Ok(()) | Err(Error::Closed) => {}
             Err(e) => core.set_sticky_locked(format!("compaction failed: {e}")),

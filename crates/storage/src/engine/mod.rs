@@ -429,14 +429,14 @@ impl Engine {
     /// Stores `value` under `key`, optionally expiring at `expires_at_ms`
     /// (Unix ms).
     pub fn put(&self, key: &[u8], value: &[u8], expires_at_ms: Option<u64>) -> Result<()> {
-        let mut b = WriteBatch::new();
+        let mut b = WriteBatch::with_capacity(WriteBatch::put_bytes(key.len(), value.len()));
         b.put(key, value, expires_at_ms);
         self.write(b)
     }
 
     /// Deletes `key` (writes an engine tombstone).
     pub fn delete(&self, key: &[u8]) -> Result<()> {
-        let mut b = WriteBatch::new();
+        let mut b = WriteBatch::with_capacity(WriteBatch::put_bytes(key.len(), 0));
         b.delete(key);
         self.write(b)
     }

@@ -305,6 +305,7 @@ pub(crate) fn open(
             mem: active,
             last_seq,
             buf: Vec::with_capacity(opts.group_commit_bytes_max.min(1 << 20)),
+            group: Vec::new(),
         }),
         state: Mutex::new(State {
             next_file_number,

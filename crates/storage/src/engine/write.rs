@@ -42,6 +42,8 @@ pub(crate) struct LogState {
     pub mem: Arc<Memtable>,
     pub last_seq: u64,
     pub buf: Vec<u8>,
+    /// The leader's group, reused across groups.
+    pub group: Vec<Arc<Waiter>>,
 }
 
 enum WaiterState {
@@ -131,26 +133,29 @@ pub(crate) fn write(core: &Arc<Core>, batch: WriteBatch) -> Result<()> {
             }
         }
     }
-    // This writer leads: take a group from the head of the queue.
-    let group: Vec<Arc<Waiter>> = {
+    // This writer leads: take the log, then a group from the head of the queue
+    // (into a buffer reused across groups).
+    let mut guard = core.log.lock();
+    let mut group = std::mem::take(&mut guard.group);
+    {
         let q = core.queue.lock();
         let mut bytes = 0usize;
-        let mut g = Vec::new();
         for w in q.iter() {
-            if !g.is_empty() && bytes + w.batch.encoded_bytes() > core.opts.group_commit_bytes_max {
+            if !group.is_empty()
+                && bytes + w.batch.encoded_bytes() > core.opts.group_commit_bytes_max
+            {
                 break;
             }
             bytes += w.batch.encoded_bytes();
-            g.push(w.clone());
+            group.push(w.clone());
         }
-        g
-    };
-    let result = commit_group(core, &group);
+    }
+    let result = commit_group(core, &mut guard, &group);
     let mut q = core.queue.lock();
-    for w in &group {
+    for w in group.drain(..) {
         let popped = q.pop_front();
-        debug_assert!(popped.as_ref().is_some_and(|p| Arc::ptr_eq(p, w)));
-        if !Arc::ptr_eq(w, &me) {
+        debug_assert!(popped.as_ref().is_some_and(|p| Arc::ptr_eq(p, &w)));
+        if !Arc::ptr_eq(&w, &me) {
             w.finish(result.as_ref().err().map(Error::duplicate));
         }
     }
@@ -158,14 +163,14 @@ pub(crate) fn write(core: &Arc<Core>, batch: WriteBatch) -> Result<()> {
         next.promote();
     }
     drop(q);
+    guard.group = group;
+    drop(guard);
     result
 }
 
-fn commit_group(core: &Core, group: &[Arc<Waiter>]) -> Result<()> {
-    let mut guard = core.log.lock();
+fn commit_group(core: &Core, log: &mut LogState, group: &[Arc<Waiter>]) -> Result<()> {
     core.check_writable()?;
-    make_room(core, &mut guard)?;
-    let log = &mut *guard;
+    make_room(core, log)?;
     log.buf.clear();
     let mut seq = log.last_seq;
     let mut user_bytes = 0u64;
