@@ -265,6 +265,10 @@ pub struct ClusterView {
     pub replication: Vec<(String, usize)>,
     /// Every (token, owner) of the ring, in token order.
     pub tokens: Vec<(u64, u64)>,
+    /// Hints the answering node holds: (target, count, bytes).
+    pub hints_pending: Vec<(u64, u64, u64)>,
+    /// Hints the answering node dropped: (budget full, expired).
+    pub hints_dropped: (u64, u64),
 }
 
 /// One replica's copy of a key, for `explain`.

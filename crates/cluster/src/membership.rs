@@ -325,7 +325,7 @@ impl Membership {
                 down.push(id);
             }
         }
-        let pick_down = !down.is_empty() && (live.is_empty() || draw % 4 == 0);
+        let pick_down = !down.is_empty() && (live.is_empty() || draw.is_multiple_of(4));
         let pool = if pick_down { &down } else { &live };
         if pool.is_empty() {
             return None;

@@ -467,13 +467,13 @@ impl<S: LocalStore> Node<S> {
     /// One gossip exchange. Public so tests and simulations can drive it.
     pub async fn gossip_round(&self, seeds: &[String], round: u64) {
         let m = &self.inner.membership;
-        if round % LOAD_REPORT_ROUNDS == 0 {
+        if round.is_multiple_of(LOAD_REPORT_ROUNDS) {
             self.report_load();
         }
         m.tick();
         let draw = splitmix(self.id() ^ round);
         let target = match m.gossip_target(draw) {
-            Some(p) if round % 10 != 0 || seeds.is_empty() => Some(p),
+            Some(p) if !round.is_multiple_of(10) || seeds.is_empty() => Some(p),
             other => seeds
                 .get((draw as usize) % seeds.len().max(1))
                 .map(|addr| crate::transport::Peer {
@@ -1336,6 +1336,8 @@ impl<S: LocalStore> Kv for Node<S> {
                 .map(|(dc, n)| (dc.clone(), *n))
                 .collect(),
             tokens: ring.tokens().collect(),
+            hints_pending: self.hints_pending(),
+            hints_dropped: self.inner.hints.dropped(),
         }
     }
 

@@ -7,11 +7,14 @@ use parking_lot::Mutex;
 
 use crate::store::{LocalStore, StoreError};
 
+/// A record and its expiry.
+type Stored = (Bytes, Option<u64>);
+
 /// A stand-in for the engine in unit tests: a map of records. Expiry is left
 /// to the record's own siblings, as the coordinator filters them anyway.
 #[derive(Default)]
 pub struct MapStore {
-    map: Mutex<BTreeMap<Vec<u8>, (Bytes, Option<u64>)>>,
+    map: Mutex<BTreeMap<Vec<u8>, Stored>>,
 }
 
 impl LocalStore for MapStore {

@@ -112,11 +112,15 @@ struct Conn {
     alive: AtomicBool,
 }
 
+/// One peer's connection, created on first use and replaced when it dies;
+/// the async lock keeps two callers from connecting at once.
+type ConnSlot = Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>;
+
 /// The TCP transport's client side.
 pub struct TcpTransport {
     self_id: u64,
     config: TransportConfig,
-    conns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>>>,
+    conns: Mutex<HashMap<String, ConnSlot>>,
 }
 
 impl TcpTransport {

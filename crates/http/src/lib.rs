@@ -412,6 +412,13 @@ async fn cluster<K: Kv>(State(state): State<AppState<K>>) -> Response {
         "nodes": nodes,
         "replication": replication,
         "tokens": tokens,
+        "hints": {
+            "pending": view.hints_pending.iter().map(|(t, n, b)| serde_json::json!({
+                "target": format!("{t:016x}"), "count": n, "bytes": b,
+            })).collect::<Vec<_>>(),
+            "dropped_full": view.hints_dropped.0,
+            "dropped_expired": view.hints_dropped.1,
+        },
     }))
     .into_response()
 }

@@ -17,6 +17,7 @@ pub struct Config {
     pub limits: LimitsSection,
     pub storage: StorageSection,
     pub cluster: ClusterSection,
+    pub hints: HintsSection,
 }
 
 impl Default for Config {
@@ -26,6 +27,7 @@ impl Default for Config {
             limits: LimitsSection::default(),
             storage: StorageSection::default(),
             cluster: ClusterSection::default(),
+            hints: HintsSection::default(),
         }
     }
 }
@@ -170,6 +172,33 @@ pub struct ClusterSection {
     pub tokens_per_weight: usize,
     /// How long a new node waits for a seed to answer.
     pub join_timeout_ms: u64,
+    /// When true, hints held by stand-ins do not count towards W.
+    pub strict_quorum: bool,
+}
+
+/// Hinted handoff limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HintsSection {
+    /// Most bytes of hints held for one down node.
+    pub target_bytes_max: u64,
+    /// Hints older than this are dropped (counted) instead of replayed.
+    pub age_ms_max: u64,
+    /// Most hints replayed per second.
+    pub replay_per_sec_max: u64,
+    /// How often held hints are offered to returned owners.
+    pub replay_interval_ms: u64,
+}
+
+impl Default for HintsSection {
+    fn default() -> Self {
+        Self {
+            target_bytes_max: 256 * 1024 * 1024,
+            age_ms_max: 3 * 3600 * 1000,
+            replay_per_sec_max: 5_000,
+            replay_interval_ms: 1_000,
+        }
+    }
 }
 
 impl Default for ClusterSection {
@@ -187,6 +216,7 @@ impl Default for ClusterSection {
             phi_convict: 8.0,
             tokens_per_weight: 64,
             join_timeout_ms: 30_000,
+            strict_quorum: false,
         }
     }
 }

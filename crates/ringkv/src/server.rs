@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use ringkv_cluster::hints::{EngineHints, HintConfig, HintStore};
 use ringkv_cluster::membership::{Membership, MembershipConfig};
 use ringkv_cluster::message::{Load, NodeState, NodeStatus};
 use ringkv_cluster::ring::Replication;
@@ -102,6 +103,8 @@ fn node_config(config: &Config) -> NodeConfig {
         siblings_max: c.siblings_max,
         tombstone_grace_ms: c.tombstone_grace_ms,
         request_timeout_ms: c.request_timeout_ms,
+        strict_quorum: c.strict_quorum,
+        hint_replay_interval_ms: config.hints.replay_interval_ms,
     }
 }
 
@@ -165,6 +168,36 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     .await
     .context("storage open task")?
     .with_context(|| format!("opening storage in {}", data_dir.display()))?;
+    // Hints live in an engine of their own, so a flood of them never
+    // competes with the data's compaction.
+    let hints_dir = data_dir.join("hints");
+    let hint_config = HintConfig {
+        target_bytes_max: config.hints.target_bytes_max,
+        age_ms_max: config.hints.age_ms_max,
+        replay_per_sec_max: config.hints.replay_per_sec_max,
+        ..HintConfig::default()
+    };
+    let hint_options = ringkv_storage::Options {
+        memtable_bytes_max: 8 * 1024 * 1024,
+        block_cache_bytes: 8 * 1024 * 1024,
+        ..storage_options(&config)
+    };
+    let (hints, hint_engine) = tokio::task::spawn_blocking({
+        let clock = clock.clone();
+        move || -> anyhow::Result<_> {
+            let engine = ringkv_storage::Engine::open_with(
+                &hints_dir,
+                hint_options,
+                ringkv_storage::RealFs::shared(),
+                clock,
+            )?;
+            let store = HintStore::open(EngineHints::new(engine.clone()), hint_config)?;
+            Ok((store, engine))
+        }
+    })
+    .await
+    .context("hint store open task")?
+    .with_context(|| format!("opening the hint store in {}", data_dir.display()))?;
     let blocking = config.storage.sync == SyncMode::Always;
     let store = EngineStore::new(
         engine,
@@ -216,6 +249,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let transport = Arc::new(TcpTransport::new(node_id, transport_config.clone()));
     let node = Arc::new(Node::with_cluster(
         store,
+        hints,
         clock,
         node_config,
         membership,
@@ -253,6 +287,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     node.announce(tokens, &seeds).await;
     let gossip_task =
         tokio::spawn(Node::clone(&node).run_gossip(seeds, wait_for(watch_rx.clone())));
+    let replay_task = tokio::spawn(Node::clone(&node).run_hint_replay(wait_for(watch_rx.clone())));
     let gauges_task = tokio::spawn(export_gauges(Arc::clone(&node), wait_for(watch_rx.clone())));
 
     let handle = metrics_handle();
@@ -286,13 +321,18 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         let http = http_task.await.context("HTTP server task")?;
         let _ = gossip_task.await;
         let _ = gauges_task.await;
+        let _ = replay_task.await;
         let cluster = cluster_task.await.context("cluster server task")?;
         // Front ends have drained: make everything acknowledged durable.
         let closed = {
             let node = Arc::clone(&node);
-            tokio::task::spawn_blocking(move || node.store().close())
-                .await
-                .context("storage close task")?
+            tokio::task::spawn_blocking(move || {
+                let hints = hint_engine.close();
+                node.store().close()?;
+                hints.map_err(|e| ringkv_cluster::StoreError::Other(e.to_string()))
+            })
+            .await
+            .context("storage close task")?
         };
         resp.context("RESP server")?;
         http.context("HTTP server")?;
@@ -334,6 +374,11 @@ async fn export_gauges(
             metrics::gauge!(format!("ringkv_storage_{name}")).set(value as f64);
         }
         let view = node.cluster();
+        for (target, count, bytes) in node.hints_pending() {
+            let t = ringkv_cluster::node_id::display(target);
+            metrics::gauge!("ringkv_hints_pending", "target" => t.clone()).set(count as f64);
+            metrics::gauge!("ringkv_hints_pending_bytes", "target" => t).set(bytes as f64);
+        }
         let down = view.nodes.iter().filter(|n| !n.alive).count();
         metrics::gauge!("ringkv_cluster_nodes").set(view.nodes.len() as f64);
         metrics::gauge!("ringkv_cluster_nodes_down").set(down as f64);

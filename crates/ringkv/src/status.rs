@@ -118,6 +118,28 @@ pub fn status(addr: &str) -> anyhow::Result<()> {
             n["load"]["keys"].as_u64().unwrap_or(0),
         );
     }
+    let hints = v["hints"]["pending"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if hints.is_empty() {
+        println!("hints held by {me}: none");
+    } else {
+        println!("hints held by {me}:");
+        for h in hints {
+            println!(
+                "  for {}  {} hints  {} bytes",
+                h["target"].as_str().unwrap_or("?"),
+                h["count"].as_u64().unwrap_or(0),
+                h["bytes"].as_u64().unwrap_or(0)
+            );
+        }
+    }
+    println!(
+        "hints dropped by {me}: {} (budget full), {} (expired)",
+        v["hints"]["dropped_full"].as_u64().unwrap_or(0),
+        v["hints"]["dropped_expired"].as_u64().unwrap_or(0)
+    );
     Ok(())
 }
 
