@@ -15,23 +15,12 @@ use bytes::Bytes;
 use crossbeam_skiplist::SkipMap;
 
 use crate::batch::BatchOp;
+use crate::coding::key_prefix;
 use crate::types::{Entry, Item, Kind, Op};
 
 /// Bytes charged per entry on top of key and value (skiplist node, tower,
 /// `Bytes` headers), so that many tiny entries still fill the budget.
 const ENTRY_OVERHEAD_BYTES: usize = 96;
-
-/// The first 8 bytes of a key, big-endian, zero-padded. Comparing prefixes
-/// first orders keys correctly whenever the prefixes differ (a zero-padded
-/// shorter key is a prefix of the longer one up to the first difference), and
-/// it spares the skiplist a pointer chase to the key bytes on most
-/// comparisons: that cache miss dominated memtable inserts.
-fn key_prefix(key: &[u8]) -> u64 {
-    let mut b = [0u8; 8];
-    let n = key.len().min(8);
-    b[..n].copy_from_slice(&key[..n]);
-    u64::from_be_bytes(b)
-}
 
 /// An internal key: user key and sequence number. The key and the value of
 /// an entry share one allocation (`data`); the key is `data[..key_len]`.

@@ -18,7 +18,7 @@ use super::bloom::Bloom;
 use super::format::{FOOTER_BYTES, Footer, Handle, IndexEntry, TableProps, decode_index};
 use super::frame::{self, FrameError};
 use crate::cache::BlockCache;
-use crate::coding::Malformed;
+use crate::coding::{Malformed, key_prefix};
 use crate::error::{Error, Result};
 use crate::fs::{Fs, ReadableFile};
 use crate::stats::Counters;
@@ -33,6 +33,9 @@ pub(crate) struct Table {
     path: PathBuf,
     file: Arc<dyn ReadableFile>,
     index: Vec<IndexEntry>,
+    /// `key_prefix` of each index key: a dense array the binary search walks
+    /// before it touches key bytes.
+    index_prefixes: Vec<u64>,
     bloom: Bloom,
     props: TableProps,
     file_bytes: u64,
@@ -126,11 +129,13 @@ impl Table {
                 "table properties disagree with the index",
             ));
         }
+        let index_prefixes = index.iter().map(|e| key_prefix(&e.last_key)).collect();
         Ok(Table {
             number,
             path,
             file,
             index,
+            index_prefixes,
             bloom,
             props,
             file_bytes,
@@ -168,7 +173,7 @@ impl Table {
             + self
                 .index
                 .iter()
-                .map(|e| e.last_key.len() + 48)
+                .map(|e| e.last_key.len() + 56)
                 .sum::<usize>()
     }
 
@@ -180,13 +185,26 @@ impl Table {
     /// Index of the first block whose last key is `>= key` (`> key` with
     /// `after`); `index.len()` when there is none.
     fn find_block(&self, key: &[u8], after: bool) -> usize {
-        self.index.partition_point(|e| {
-            if after {
-                e.last_key.as_ref() <= key
+        let kp = key_prefix(key);
+        // partition_point over (prefix, key) order.
+        let (mut lo, mut hi) = (0usize, self.index.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let ord = self.index_prefixes[mid]
+                .cmp(&kp)
+                .then_with(|| self.index[mid].last_key.as_ref().cmp(key));
+            let before = match ord {
+                std::cmp::Ordering::Less => true,
+                std::cmp::Ordering::Equal => after,
+                std::cmp::Ordering::Greater => false,
+            };
+            if before {
+                lo = mid + 1;
             } else {
-                e.last_key.as_ref() < key
+                hi = mid;
             }
-        })
+        }
+        lo
     }
 
     fn block_err(&self, i: usize, m: Malformed) -> Error {
