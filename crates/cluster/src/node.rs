@@ -151,8 +151,19 @@ fn p99_between(before: &[u64; LATENCY_BUCKETS], after: &[u64; LATENCY_BUCKETS]) 
     1u64 << (LATENCY_BUCKETS - 1)
 }
 
+/// Coordinated operation kinds, for the latency histograms.
+#[derive(Debug, Clone, Copy)]
+enum OpKind {
+    Get = 0,
+    Put = 1,
+    Delete = 2,
+}
+
 struct Inner<S> {
     replica: Replica<S>,
+    /// `ringkv_coordinator_seconds{op}`, registered once (no lookup per
+    /// request); indexed by [`OpKind`].
+    latency: [metrics::Histogram; 3],
     hints: HintStore,
     ops: OpStats,
     /// Snapshot at the last load report: (monotonic ms, ops, buckets).
@@ -272,6 +283,11 @@ impl<S: LocalStore> Node<S> {
         Self {
             inner: Arc::new(Inner {
                 replica,
+                latency: [
+                    metrics::histogram!("ringkv_coordinator_seconds", "op" => "get"),
+                    metrics::histogram!("ringkv_coordinator_seconds", "op" => "put"),
+                    metrics::histogram!("ringkv_coordinator_seconds", "op" => "delete"),
+                ],
                 hints,
                 ops: OpStats::default(),
                 last_report: parking_lot::Mutex::new((0, 0, [0; LATENCY_BUCKETS])),
@@ -454,13 +470,13 @@ impl<S: LocalStore> Node<S> {
     }
 
     /// Times a coordinated operation for the load report and the metrics.
-    async fn timed<T>(&self, op: &'static str, f: impl std::future::Future<Output = T>) -> T {
+    async fn timed<T>(&self, op: OpKind, f: impl std::future::Future<Output = T>) -> T {
         let clock = self.inner.replica.clock();
         let start = clock.monotonic();
         let out = f.await;
         let elapsed = clock.monotonic().saturating_sub(start);
         self.inner.ops.record(elapsed.as_micros() as u64);
-        metrics::histogram!("ringkv_coordinator_seconds", "op" => op).record(elapsed.as_secs_f64());
+        self.inner.latency[op as usize].record(elapsed.as_secs_f64());
         out
     }
 
@@ -1249,7 +1265,8 @@ impl<S: LocalStore> Handler for Node<S> {
 
 impl<S: LocalStore> Kv for Node<S> {
     async fn get(&self, key: Bytes, opts: ReadOptions) -> Result<ReadResult, KvError> {
-        self.timed("get", self.coordinate_read(key, opts)).await
+        self.timed(OpKind::Get, self.coordinate_read(key, opts))
+            .await
     }
 
     async fn put(
@@ -1258,13 +1275,19 @@ impl<S: LocalStore> Kv for Node<S> {
         value: Bytes,
         opts: WriteOptions,
     ) -> Result<WriteOutcome, KvError> {
-        self.timed("put", self.coordinate_write(key, Change::Put(value), opts))
-            .await
+        self.timed(
+            OpKind::Put,
+            self.coordinate_write(key, Change::Put(value), opts),
+        )
+        .await
     }
 
     async fn delete(&self, key: Bytes, opts: WriteOptions) -> Result<WriteOutcome, KvError> {
-        self.timed("delete", self.coordinate_write(key, Change::Delete, opts))
-            .await
+        self.timed(
+            OpKind::Delete,
+            self.coordinate_write(key, Change::Delete, opts),
+        )
+        .await
     }
 
     async fn set_expiry(

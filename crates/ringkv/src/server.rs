@@ -143,6 +143,9 @@ fn replication(config: &Config) -> Replication {
 /// Opens storage, joins the cluster and starts the front ends; returns once
 /// every listener is up and the node owns its tokens.
 pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
+    // The recorder goes first: components register their metric handles
+    // when they are built.
+    let metrics = metrics_handle();
     let data_dir = config.node.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
@@ -290,8 +293,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let replay_task = tokio::spawn(Node::clone(&node).run_hint_replay(wait_for(watch_rx.clone())));
     let gauges_task = tokio::spawn(export_gauges(Arc::clone(&node), wait_for(watch_rx.clone())));
 
-    let handle = metrics_handle();
-    let render: ringkv_http::MetricsRender = Arc::new(move || handle.render());
+    let render: ringkv_http::MetricsRender = Arc::new(move || metrics.render());
     let http_config = ringkv_http::HttpConfig {
         body_bytes_max: config.limits.value_bytes_max + 4096,
     };
