@@ -1,0 +1,127 @@
+//! Real processes: a replica killed with SIGKILL during a write load misses
+//! writes; the others keep hints for it; when it restarts, the hints are
+//! replayed and it holds every acknowledged write, with no hint left.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{NodeProc, http};
+
+const FAST: &str = "[cluster]\ngossip_interval_ms = 100\nrequest_timeout_ms = 1000\n\
+                    [hints]\nreplay_interval_ms = 200\n";
+
+fn cluster_json(node: &NodeProc) -> serde_json::Value {
+    let (s, _, body) = http(node.http, "GET", "/v1/cluster", &[], b"");
+    assert_eq!(s, 200);
+    serde_json::from_slice(&body).expect("json")
+}
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn start(dir: &Path, cfg: &str, seed: Option<&str>) -> NodeProc {
+    let mut args = vec!["--config", cfg];
+    if let Some(s) = seed {
+        args.extend(["--seeds", s]);
+    }
+    NodeProc::start(dir, &args)
+}
+
+/// The victim's own copy of `key` holds exactly `value`.
+fn holds(node: &NodeProc, victim_id: &str, key: &str, value: &str) -> bool {
+    let (_, _, body) = http(node.http, "GET", &format!("/v1/explain/{key}"), &[], b"");
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    v["replicas"].as_array().is_some_and(|rs| {
+        rs.iter().any(|r| {
+            r["node"] == victim_id
+                && r["siblings"].as_array().is_some_and(|s| {
+                    s.len() == 1 && s[0]["value_bytes"].as_u64() == Some(value.len() as u64)
+                })
+        })
+    })
+}
+
+#[test]
+fn killed_replica_gets_its_hints_after_restart() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let cfg_path = root.path().join("ringkv.toml");
+    std::fs::write(&cfg_path, FAST).expect("config");
+    let cfg = cfg_path.to_string_lossy().into_owned();
+    let a = start(&root.path().join("a"), &cfg, None);
+    let seed = a.cluster.to_string();
+    let b = start(&root.path().join("b"), &cfg, Some(&seed));
+    let c = start(&root.path().join("c"), &cfg, Some(&seed));
+    wait_until("three nodes up", 30, || {
+        cluster_json(&a)["nodes"]
+            .as_array()
+            .is_some_and(|n| n.iter().filter(|x| x["alive"] == true).count() == 3)
+    });
+    let victim_id = cluster_json(&c)["self"].as_str().expect("id").to_string();
+    let victim_dir = c.data_dir.clone();
+
+    // A write load at QUORUM; the victim dies in the middle of it.
+    let mut con = a.redis();
+    let mut acked = Vec::new();
+    for i in 0..400 {
+        if i == 100 {
+            sigkill(c.child.id());
+        }
+        let key = format!("load:{i}");
+        let value = format!("value-{i}");
+        let r: redis::RedisResult<()> = redis::cmd("SET").arg(&key).arg(&value).query(&mut con);
+        if r.is_ok() {
+            acked.push((key, value));
+        }
+    }
+    drop(c);
+    assert!(
+        acked.len() >= 390,
+        "QUORUM writes kept succeeding: {}",
+        acked.len()
+    );
+
+    // The survivors hold hints for the victim.
+    wait_until("hints held for the victim", 30, || {
+        [&a, &b].iter().any(|n| {
+            cluster_json(n)["hints"]["pending"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|x| x["target"] == victim_id.as_str()))
+        })
+    });
+
+    // Restart: the hints are replayed and deleted.
+    let back = start(&victim_dir, &cfg, Some(&seed));
+    wait_until("hints replayed", 60, || {
+        [&a, &b].iter().all(|n| {
+            cluster_json(n)["hints"]["pending"]
+                .as_array()
+                .is_some_and(|h| h.is_empty())
+        })
+    });
+    // Every acknowledged write is on the returned replica's own copy.
+    let missing: Vec<&String> = acked
+        .iter()
+        .filter(|(k, v)| !holds(&back, &victim_id, k, v))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not on the returned replica: {missing:?}"
+    );
+}
+
+/// SIGKILL by pid (the node value stays alive until its drop reaps it).
+fn sigkill(pid: u32) {
+    let ok = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill -9");
+    assert!(ok.success());
+}
