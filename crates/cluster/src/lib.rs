@@ -13,10 +13,12 @@
 //!   implementation over the LSM engine.
 //! - [`node`]: the coordinator.
 //! - [`node_id`]: a node's stable identity, kept in its data directory.
+//! - [`merkle`]: Merkle trees over token ranges.
 
 pub mod api;
 pub mod hints;
 pub mod membership;
+pub mod merkle;
 pub mod message;
 pub mod node;
 pub mod node_id;
