@@ -711,7 +711,13 @@ impl<S: LocalStore> Node<S> {
     async fn coordinate_read(&self, key: Bytes, opts: ReadOptions) -> Result<ReadResult, KvError> {
         self.check_key(&key)?;
         let level = opts.consistency.unwrap_or(self.inner.config.default_read);
-        let (_, live, dc_of, req) = self.plan(&key, level, false)?;
+        let (_, mut live, dc_of, req) = self.plan(&key, level, false)?;
+        // Local levels read only the local data center's replicas.
+        if matches!(level, Consistency::LocalOne | Consistency::LocalQuorum)
+            && let Some((dc, _)) = req.per_dc.first()
+        {
+            live.retain(|id| dc_of.iter().any(|(n, d)| n == id && d == dc));
+        }
         let now = self.inner.replica.now_ms();
         let to_result = |set: &SiblingSet| ReadResult {
             siblings: set.live(now).map(to_sibling).collect(),

@@ -56,6 +56,15 @@ pub struct NodeFlags {
     /// Comma-separated cluster addresses of seed nodes.
     #[arg(long, value_delimiter = ',')]
     pub seeds: Option<Vec<String>>,
+    /// Data center of this node (replica placement).
+    #[arg(long)]
+    pub dc: Option<String>,
+    /// Rack of this node (replica placement).
+    #[arg(long)]
+    pub rack: Option<String>,
+    /// Relative capacity (share of the ring), 1 to 64.
+    #[arg(long)]
+    pub weight: Option<u32>,
     /// Commit-log sync mode: `always` or `periodic`.
     #[arg(long, value_parser = parse_sync)]
     pub sync: Option<SyncMode>,
@@ -133,6 +142,15 @@ impl NodeFlags {
         }
         if let Some(v) = &self.seeds {
             config.node.seeds = v.clone();
+        }
+        if let Some(v) = &self.dc {
+            config.node.dc = v.clone();
+        }
+        if let Some(v) = &self.rack {
+            config.node.rack = v.clone();
+        }
+        if let Some(v) = self.weight {
+            config.node.weight = v;
         }
         if let Some(v) = self.sync {
             config.storage.sync = v;
