@@ -28,6 +28,10 @@ trait Kv {
     fn settle(&self);
     /// Data blocks read from disk (or the OS page cache) so far.
     fn block_reads(&self) -> Option<u64>;
+    /// Engine-specific shape after a load.
+    fn describe(&self) -> String {
+        String::new()
+    }
 }
 
 const CACHE_BYTES: u64 = 64 << 20;
@@ -50,6 +54,8 @@ impl Ringkv {
             level_base_bytes: 256 << 20,
             level_size_multiplier: 10,
             table_target_bytes: 64 << 20,
+            // The peers do not limit compaction I/O by default either.
+            compaction_write_bytes_per_sec_max: 0,
             ..ringkv_storage::Options::default()
         };
         Ringkv(ringkv_storage::Engine::open(dir, opts).expect("open ringkv"))
@@ -76,6 +82,13 @@ impl Kv for Ringkv {
     }
     fn block_reads(&self) -> Option<u64> {
         Some(self.0.stats().block_reads)
+    }
+    fn describe(&self) -> String {
+        let s = self.0.stats();
+        format!(
+            "files/level {:?}, bytes/level {:?}, table {} B, log {} B, engine write-amp {:.2}",
+            s.files_per_level, s.bytes_per_level, s.table_bytes, s.log_bytes, s.write_amplification
+        )
     }
 }
 
@@ -390,6 +403,7 @@ fn main() {
         kv.settle();
         let settle = t.elapsed().as_secs_f64();
         let user = a.keys * (16 + a.value_bytes as u64);
+        eprintln!("   {ename} after load: {}", kv.describe());
         let wamp = (io_write_bytes() - io0) as f64 / user as f64;
         r.extra = format!(
             "disk {:.1} MiB, write-amp {wamp:.2} (OS bytes written / user bytes), settle {settle:.1}s",
@@ -449,6 +463,7 @@ fn main() {
                 kv.put(&key(i), &bval);
             });
             kv.settle();
+            eprintln!("   {ename} after big load: {}", kv.describe());
             let wamp = (io_write_bytes() - io0) as f64 / a.big_bytes as f64;
             r.extra = format!(
                 "disk {:.0} MiB, write-amp {wamp:.2}",

@@ -68,3 +68,29 @@ impl BlockCache {
         self.capacity_bytes
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    /// An empty block (4 bytes: a zero restart count).
+    fn block() -> Arc<Block> {
+        Arc::new(Block::parse(Bytes::from_static(&[0, 0, 0, 0])).unwrap())
+    }
+
+    #[test]
+    fn the_byte_budget_bounds_what_is_kept() {
+        let c = BlockCache::new(64 * 100);
+        for i in 0..1_000 {
+            c.insert(1, i, block());
+        }
+        // Each entry weighs 68 bytes: at most ~94 fit in 6400.
+        assert!(c.weight_bytes() <= 64 * 100, "{}", c.weight_bytes());
+        let kept = (0..1_000).filter(|&i| c.get(1, i).is_some()).count();
+        assert!(kept > 10 && kept <= 100, "{kept}");
+        let off = BlockCache::new(0);
+        off.insert(1, 1, block());
+        assert!(off.get(1, 1).is_none());
+    }
+}

@@ -376,3 +376,99 @@ fn decide(job: &Job, ctx: &RunCtx<'_>, item: Item) -> Option<Item> {
     Counters::add(why, 1);
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::FaultFs;
+    use crate::version::Edit;
+    use crate::version::tests::table;
+
+    fn opts() -> Options {
+        Options {
+            l0_compaction_trigger_files: 2,
+            l0_slowdown_files: 4,
+            l0_stop_files: 8,
+            level_base_bytes: 10_000,
+            level_size_multiplier: 10,
+            table_target_bytes: 1_000,
+            levels_max: 4,
+            ..Options::default()
+        }
+    }
+
+    #[test]
+    fn level_targets_grow_by_the_multiplier() {
+        let o = opts();
+        assert_eq!(level_target_bytes(&o, 1), 10_000);
+        assert_eq!(level_target_bytes(&o, 3), 1_000_000);
+    }
+
+    #[test]
+    fn l0_over_its_trigger_is_compacted_with_overlapping_l1() {
+        let fs = FaultFs::new(1);
+        let v = Arc::new(
+            Version {
+                levels: vec![Vec::new(); 4],
+            }
+            .apply(&Edit {
+                removed: vec![],
+                added: vec![
+                    (0, table(&fs, 1, &["b", "d"], 10, 0)),
+                    (0, table(&fs, 2, &["c", "e"], 20, 0)),
+                    (1, table(&fs, 3, &["a"], 1, 0)),
+                    (1, table(&fs, 4, &["d", "f"], 1, 0)),
+                    (1, table(&fs, 5, &["x"], 1, 0)),
+                ],
+            }),
+        );
+        let mut ptrs = vec![Bytes::new(); 4];
+        let job = pick(&v, &opts(), &[false; 4], &mut ptrs).expect("L0 is over its trigger");
+        assert_eq!((job.level, job.output_level), (0, 1));
+        assert_eq!(job.inputs.len(), 2);
+        assert_eq!(
+            job.next_inputs
+                .iter()
+                .map(|t| t.number())
+                .collect::<Vec<_>>(),
+            vec![4]
+        );
+        // Busy levels are skipped.
+        assert!(pick(&v, &opts(), &[false, true, false, false], &mut ptrs).is_none());
+    }
+
+    #[test]
+    fn an_oversized_level_moves_files_down_round_robin_and_trivially_when_possible() {
+        let fs = FaultFs::new(2);
+        let big = 6_000;
+        let v = Arc::new(
+            Version {
+                levels: vec![Vec::new(); 4],
+            }
+            .apply(&Edit {
+                removed: vec![],
+                added: vec![
+                    (1, table(&fs, 1, &["a", "b"], 1, big)),
+                    (1, table(&fs, 2, &["c", "d"], 1, big)),
+                    (1, table(&fs, 3, &["e", "f"], 1, big)),
+                    (2, table(&fs, 4, &["c"], 1, 0)),
+                ],
+            }),
+        );
+        let scores = level_scores(&v, &opts());
+        assert!(scores[1] > 1.0, "{scores:?}");
+        assert!(pending_bytes(&v, &opts()) > 0);
+        let mut ptrs = vec![Bytes::new(); 4];
+        let j1 = pick(&v, &opts(), &[false; 4], &mut ptrs).unwrap();
+        assert_eq!(j1.inputs[0].number(), 1);
+        assert!(j1.trivial_move, "nothing below overlaps a..b");
+        let j2 = pick(&v, &opts(), &[false; 4], &mut ptrs).unwrap();
+        assert_eq!(j2.inputs[0].number(), 2);
+        assert!(!j2.trivial_move, "c..d overlaps L2");
+        assert_eq!(j2.next_inputs.len(), 1);
+        let j3 = pick(&v, &opts(), &[false; 4], &mut ptrs).unwrap();
+        assert_eq!(j3.inputs[0].number(), 3);
+        let j4 = pick(&v, &opts(), &[false; 4], &mut ptrs).unwrap();
+        assert_eq!(j4.inputs[0].number(), 1, "wraps around");
+    }
+}

@@ -63,7 +63,8 @@ pub struct Options {
     pub table_target_bytes: u64,
     /// Background compaction threads.
     pub compaction_threads_max: usize,
-    /// Compaction write rate limit (0: unlimited).
+    /// Compaction write rate limit (0: unlimited). Flushes are not limited:
+    /// they are what frees memtable memory.
     pub compaction_write_bytes_per_sec_max: u64,
     /// The longest a write waits for flush/compaction before it fails with
     /// `Error::WriteStall`.
@@ -98,7 +99,7 @@ impl Default for Options {
             level_size_multiplier: 10,
             table_target_bytes: 64 << 20,
             compaction_threads_max: 1,
-            compaction_write_bytes_per_sec_max: 0,
+            compaction_write_bytes_per_sec_max: 256 << 20,
             write_stall_ms_max: 10_000,
             salvage: false,
             key_bytes_max: 64 << 10,

@@ -163,3 +163,125 @@ impl Version {
         Ok(())
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::cache::BlockCache;
+    use crate::fs::{FaultFs, Fs};
+    use crate::options::Compression;
+    use crate::stats::Counters;
+    use crate::table::{BuildOptions, TableBuilder};
+    use crate::types::{Entry, Item};
+    use bytes::Bytes;
+    use std::path::PathBuf;
+
+    /// A table numbered `number` holding `keys` (value = key, seq = `seq`).
+    pub(crate) fn table(
+        fs: &FaultFs,
+        number: u64,
+        keys: &[&str],
+        seq: u64,
+        pad: usize,
+    ) -> Arc<Table> {
+        let dir = PathBuf::from("/v");
+        fs.create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{number:06}.sst"));
+        let f = fs.create(&path).unwrap();
+        let opts = BuildOptions {
+            block_bytes: 4096,
+            restart_interval: 16,
+            compression: Compression::None,
+            zstd_level: 1,
+            bloom_bits_per_key: 10,
+        };
+        let mut b = TableBuilder::new(f, path.clone(), opts, None);
+        for k in keys {
+            b.add(&Item {
+                key: Bytes::copy_from_slice(k.as_bytes()),
+                seq,
+                op: Op::Put(Entry {
+                    value: Bytes::from(format!("{k}@{seq}{}", " ".repeat(pad))),
+                    expires_at_ms: None,
+                }),
+            })
+            .unwrap();
+        }
+        b.finish().unwrap();
+        let fs: Arc<dyn Fs> = Arc::new(fs.clone());
+        Arc::new(
+            Table::open(
+                fs,
+                path,
+                number,
+                Arc::new(BlockCache::new(1 << 20)),
+                Arc::new(Counters::default()),
+            )
+            .unwrap(),
+        )
+    }
+
+    fn value(v: &Version, key: &str) -> Option<String> {
+        let h = crate::table::bloom::key_hash(key.as_bytes());
+        v.get(key.as_bytes(), h, u64::MAX)
+            .unwrap()
+            .map(|(_, op)| match op {
+                Op::Put(e) => String::from_utf8(e.value.to_vec())
+                    .unwrap()
+                    .trim_end()
+                    .to_string(),
+                Op::Delete => "deleted".into(),
+            })
+    }
+
+    #[test]
+    fn reads_prefer_newer_l0_then_shallower_levels() {
+        let fs = FaultFs::new(1);
+        let edit = Edit {
+            removed: vec![],
+            added: vec![
+                (0, table(&fs, 1, &["a", "m"], 10, 0)),
+                (0, table(&fs, 2, &["m", "z"], 20, 0)),
+                (1, table(&fs, 3, &["a", "c"], 5, 0)),
+                (1, table(&fs, 4, &["d", "f"], 5, 0)),
+                (2, table(&fs, 5, &["a", "f", "q"], 1, 0)),
+            ],
+        };
+        let v = Version {
+            levels: vec![Vec::new(); 4],
+        }
+        .apply(&edit);
+        assert_eq!(
+            v.levels[0].iter().map(|t| t.number()).collect::<Vec<_>>(),
+            vec![2, 1]
+        );
+        assert_eq!(value(&v, "m").as_deref(), Some("m@20"));
+        assert_eq!(value(&v, "a").as_deref(), Some("a@10"));
+        assert_eq!(value(&v, "c").as_deref(), Some("c@5"));
+        assert_eq!(value(&v, "f").as_deref(), Some("f@5"));
+        assert_eq!(value(&v, "q").as_deref(), Some("q@1"));
+        assert_eq!(value(&v, "b"), None);
+        assert_eq!(v.overlapping(1, b"b", b"e").len(), 2);
+        assert_eq!(v.overlapping(1, b"g", b"h").len(), 0);
+        assert!(v.key_may_exist_below(1, b"e"));
+        assert!(!v.key_may_exist_below(1, b"z"));
+        assert!(!v.key_may_exist_below(2, b"a"));
+        let v2 = v.apply(&Edit {
+            removed: vec![3, 4],
+            added: vec![],
+        });
+        assert_eq!(v2.levels[1].len(), 0);
+        assert_eq!(v2.table_count(), 3);
+        assert_eq!(v2.records().len(), 3);
+    }
+
+    #[test]
+    fn overlapping_tables_in_a_sorted_level_are_detected() {
+        let fs = FaultFs::new(2);
+        let mut levels = vec![Vec::new(); 3];
+        levels[1].push(table(&fs, 1, &["a", "k"], 1, 0));
+        levels[1].push(table(&fs, 2, &["j", "z"], 1, 0));
+        Version::sort_levels(&mut levels);
+        assert!(Version { levels }.check().is_err());
+    }
+}

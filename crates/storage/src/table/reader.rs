@@ -376,3 +376,177 @@ impl TableIter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::{FaultFs, Fs};
+    use crate::options::Compression;
+    use crate::table::{BuildOptions, TableBuilder};
+    use crate::types::{Entry, Op};
+    use proptest::prelude::*;
+
+    fn build_opts(compression: Compression) -> BuildOptions {
+        BuildOptions {
+            block_bytes: 256,
+            restart_interval: 4,
+            compression,
+            zstd_level: 1,
+            bloom_bits_per_key: 10,
+        }
+    }
+
+    fn item(i: u32) -> Item {
+        Item {
+            key: Bytes::from(format!("key{:05}", i * 2)),
+            seq: u64::from(i) + 1,
+            op: if i.is_multiple_of(7) {
+                Op::Delete
+            } else {
+                Op::Put(Entry {
+                    value: Bytes::from(format!("value-{i}-{}", "x".repeat((i % 30) as usize))),
+                    expires_at_ms: i.is_multiple_of(5).then_some(u64::from(i)),
+                })
+            },
+        }
+    }
+
+    fn write_table(fs: &FaultFs, n: u32, compression: Compression) -> PathBuf {
+        let dir = PathBuf::from("/t");
+        fs.create_dir_all(&dir).unwrap();
+        let path = dir.join("000001.sst");
+        let f = fs.create(&path).unwrap();
+        let mut b = TableBuilder::new(f, path.clone(), build_opts(compression), None);
+        for i in 0..n {
+            b.add(&item(i)).unwrap();
+        }
+        let (props, bytes) = b.finish().unwrap();
+        assert_eq!(props.entries, u64::from(n));
+        assert_eq!(Some(bytes), fs.file_len(&path));
+        path
+    }
+
+    fn open(fs: &FaultFs, path: &Path) -> Result<Arc<Table>> {
+        let fs: Arc<dyn Fs> = Arc::new(fs.clone());
+        Table::open(
+            fs,
+            path.to_path_buf(),
+            1,
+            Arc::new(BlockCache::new(1 << 20)),
+            Arc::new(Counters::default()),
+        )
+        .map(Arc::new)
+    }
+
+    #[test]
+    fn builder_and_reader_round_trip_with_every_codec() {
+        for c in [Compression::None, Compression::Lz4, Compression::Zstd] {
+            let fs = FaultFs::new(1);
+            let path = write_table(&fs, 500, c);
+            let t = open(&fs, &path).unwrap();
+            assert_eq!(t.smallest(), b"key00000");
+            assert_eq!(t.largest(), format!("key{:05}", 998).as_bytes());
+            assert!(t.props().data_blocks > 10);
+            for i in 0..500 {
+                let want = item(i);
+                let got = t
+                    .get(&want.key, crate::table::bloom::key_hash(&want.key))
+                    .unwrap()
+                    .unwrap();
+                assert_eq!((got.seq, got.op), (want.seq, want.op));
+                let odd = format!("key{:05}", i * 2 + 1);
+                assert!(
+                    t.get(
+                        odd.as_bytes(),
+                        crate::table::bloom::key_hash(odd.as_bytes())
+                    )
+                    .unwrap()
+                    .is_none()
+                );
+            }
+            // Full and bounded iteration, cached and compaction-style.
+            for compaction in [false, true] {
+                let mut it = t.iter(Bound::Unbounded, Bound::Unbounded, compaction);
+                let mut n = 0;
+                while let Some(x) = it.next_item().unwrap() {
+                    assert_eq!(x, item(n));
+                    n += 1;
+                }
+                assert_eq!(n, 500);
+            }
+            let mut it = t.iter(
+                Bound::Excluded(b"key00100"),
+                Bound::Included(Bytes::from_static(b"key00200")),
+                false,
+            );
+            let mut keys = Vec::new();
+            while let Some(x) = it.next_item().unwrap() {
+                keys.push(x.key);
+            }
+            assert_eq!(keys.len(), 50);
+            assert_eq!(keys[0].as_ref(), b"key00102");
+            assert_eq!(keys[49].as_ref(), b"key00200");
+            let mid = t.approximate_offset(b"key00500");
+            assert!(mid > 0 && mid < t.file_bytes());
+        }
+    }
+
+    #[test]
+    fn an_empty_table_opens_and_finds_nothing() {
+        let fs = FaultFs::new(2);
+        let path = write_table(&fs, 0, Compression::Lz4);
+        let t = open(&fs, &path).unwrap();
+        assert!(
+            t.get(b"a", crate::table::bloom::key_hash(b"a"))
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            t.iter(Bound::Unbounded, Bound::Unbounded, false)
+                .next_item()
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_files_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let fs = FaultFs::new(3);
+            let dir = PathBuf::from("/t");
+            fs.create_dir_all(&dir).unwrap();
+            let path = dir.join("000009.sst");
+            fs.create(&path).unwrap().append(&bytes).unwrap();
+            if let Ok(t) = open(&fs, &path) {
+                let _ = t.get(b"k", crate::table::bloom::key_hash(b"k"));
+                let mut it = t.iter(Bound::Unbounded, Bound::Unbounded, true);
+                while let Ok(Some(_)) = it.next_item() {}
+            }
+        }
+
+        #[test]
+        fn damaged_tables_error_or_serve_only_true_data(flips in proptest::collection::vec((any::<usize>(), 1u8..=255), 1..4)) {
+            let fs = FaultFs::new(4);
+            let path = write_table(&fs, 200, Compression::Lz4);
+            let len = fs.file_len(&path).unwrap() as usize;
+            for (pos, x) in flips {
+                fs.corrupt_byte(&path, pos % len, x).unwrap();
+            }
+            if let Ok(t) = open(&fs, &path) {
+                for i in 0..200 {
+                    let want = item(i);
+                    if let Ok(Some(got)) = t.get(&want.key, crate::table::bloom::key_hash(&want.key)) {
+                        prop_assert_eq!((got.seq, got.op), (want.seq, want.op));
+                    }
+                }
+                let mut it = t.iter(Bound::Unbounded, Bound::Unbounded, false);
+                while let Ok(Some(x)) = it.next_item() {
+                    let i: u32 = std::str::from_utf8(&x.key[3..]).unwrap().parse::<u32>().unwrap() / 2;
+                    prop_assert_eq!(x, item(i));
+                }
+            }
+        }
+    }
+}
