@@ -271,6 +271,38 @@ pub struct ClusterView {
     pub hints_dropped: (u64, u64),
 }
 
+/// Anti-entropy progress and figures of one node (`ringkv repair`,
+/// `GET /v1/repair`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepairStatus {
+    /// An on-demand pass is running.
+    pub running: bool,
+    /// Ranges of the on-demand pass (running or last) done, and in all.
+    pub ranges_done: u64,
+    pub ranges_total: u64,
+    /// Ranges of the background pass done so far, and in all.
+    pub background_ranges_done: u64,
+    pub background_ranges_total: u64,
+    /// Full passes completed (on demand or in the background).
+    pub passes_completed: u64,
+    /// Ranges this node replicates.
+    pub ranges_replicated: u64,
+    /// Ranges whose last sync with every other replica succeeded.
+    pub ranges_in_sync: u64,
+    /// Time since the least recently fully synced range was synced (since
+    /// the node started when it never was), in ms.
+    pub oldest_unsynced_range_age_ms: u64,
+    /// Keys whose record changed here or on a peer, since start.
+    pub keys_repaired: u64,
+    /// Anti-entropy bytes sent and received, since start.
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Stored records that failed to decode: skipped, never sent.
+    pub corrupt_records_skipped: u64,
+    /// Range syncs that failed (peer unreachable, timeouts, ...).
+    pub sync_failures: u64,
+}
+
 /// One replica's copy of a key, for `explain`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplicaView {
@@ -341,6 +373,19 @@ pub trait Kv: Send + Sync + 'static {
     /// The cluster as this node sees it.
     fn cluster(&self) -> ClusterView {
         ClusterView::default()
+    }
+
+    /// Anti-entropy progress, where the implementation has it.
+    fn repair_status(&self) -> Option<RepairStatus> {
+        None
+    }
+
+    /// Starts a full anti-entropy pass over every range this node
+    /// replicates, in the background; false when one is already running.
+    fn start_repair(&self) -> Result<bool, KvError> {
+        Err(KvError::InvalidArgument(
+            "repair is not supported here".into(),
+        ))
     }
 
     /// A key's token, preference list and each replica's version.

@@ -14,7 +14,11 @@
 //! - [`node`]: the coordinator.
 //! - [`node_id`]: a node's stable identity, kept in its data directory.
 //! - [`merkle`]: Merkle trees over token ranges.
+//! - [`anti_entropy`]: replicas comparing those trees and exchanging the
+//!   keys that differ, continuously and on demand; the sync ledger behind
+//!   the tombstone purge rule.
 
+pub mod anti_entropy;
 pub mod api;
 pub mod hints;
 pub mod membership;
@@ -36,7 +40,7 @@ mod cluster_tests;
 
 pub use api::{
     ClusterView, Condition, Consistency, Expiry, Explain, Kv, KvError, NodeInfo, NodeView,
-    ReadOptions, ReadResult, ReplicaView, Sibling, WriteOptions, WriteOutcome,
+    ReadOptions, ReadResult, RepairStatus, ReplicaView, Sibling, WriteOptions, WriteOutcome,
 };
 pub use node::{Node, NodeConfig};
 pub use store::{LocalStore, StoreError};

@@ -12,7 +12,26 @@
 //! hello naming the cluster and the sender; a peer of another cluster, or
 //! speaking another version, is disconnected.
 //!
-//! Bodies are postcard (a stable, documented serde format). Every field that
+//! Bodies are postcard (a stable, documented serde format). Enum variants are
+//! appended, never reordered, so older variants keep their encodings; a peer
+//! that does not know a newer variant fails to decode it and answers nothing.
+//!
+//! Anti-entropy (see [`crate::anti_entropy`], hashes in [`crate::merkle`]):
+//! ```text
+//! Request::MerkleNodes { start, end, depth, level, indexes }
+//!     -> Response::MerkleNodes { keys, root, children }
+//!        the responder's tree of (start, end] at `depth`: its key count, its
+//!        root, and the 16 child hashes of each node `indexes[i]` of `level`
+//!        (children[16 i .. 16 i + 16]); `indexes` empty asks for the root
+//!        only (and makes the responder take a fresh snapshot).
+//! Request::RangeDigests { ranges: [(start, end)] }
+//!     -> Response::RangeDigests { ranges: [DigestList { digests, complete }] }
+//!        (key, xxh3_64(record)) of each range in token order; answered in
+//!        request order, possibly for fewer ranges than asked; the last list
+//!        may be cut short (`complete = false`) at the responder's budget.
+//! ```
+//!
+//! Every field that
 //! carries ringkv data is validated on decode: records are decoded with
 //! [`SiblingSet::decode`](crate::SiblingSet::decode) by their users, version
 //! vectors through [`VersionVector`]'s checked conversion.
@@ -256,6 +275,21 @@ pub enum Request {
         key: Bytes,
         record: Bytes,
     },
+    /// Anti-entropy: nodes of the Merkle tree of `(start, end]` at `depth`:
+    /// the 16 children of each node `indexes` of `level` (the root only when
+    /// `indexes` is empty). At most `merkle::NODE_INDEXES_MAX` indexes.
+    MerkleNodes {
+        start: u64,
+        end: u64,
+        depth: u8,
+        level: u8,
+        indexes: Vec<u32>,
+    },
+    /// Anti-entropy: the (key, record digest) pairs of each `(start, end]`.
+    /// At most `anti_entropy::DIGEST_RANGES_MAX` ranges.
+    RangeDigests {
+        ranges: Vec<(u64, u64)>,
+    },
 }
 
 /// The answer to a [`Request`].
@@ -275,6 +309,26 @@ pub enum Response {
         code: String,
         message: String,
     },
+    /// The responder's key count and root for the range, and the requested
+    /// children, 16 per index, in request order.
+    MerkleNodes {
+        keys: u64,
+        root: u64,
+        children: Vec<u64>,
+    },
+    /// One list per answered range, in request order.
+    RangeDigests {
+        ranges: Vec<DigestList>,
+    },
+}
+
+/// The (key, record digest) pairs of one token range, in token order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestList {
+    pub digests: Vec<(Bytes, u64)>,
+    /// False when the responder's budget cut the list short: the rest
+    /// follows the last token listed.
+    pub complete: bool,
 }
 
 /// A coordinated write's outcome, on the wire.
@@ -389,6 +443,16 @@ mod tests {
                 condition: WireCondition::IfAbsent,
                 return_previous: true,
             }),
+            Request::MerkleNodes {
+                start: u64::MAX,
+                end: 5,
+                depth: 2,
+                level: 1,
+                indexes: vec![0, 15],
+            },
+            Request::RangeDigests {
+                ranges: vec![(1, 2), (u64::MAX, 0)],
+            },
         ];
         for (i, req) in reqs.into_iter().enumerate() {
             let frame = encode(Kind::Request, i as u64, &req).expect("encode");
@@ -396,6 +460,35 @@ mod tests {
             assert_eq!((kind, id), (Kind::Request, i as u64));
             let back: Request = decode_body(&body).expect("body");
             assert_eq!(back, req);
+        }
+    }
+
+    #[test]
+    fn anti_entropy_responses_roundtrip() {
+        let resps = vec![
+            Response::MerkleNodes {
+                keys: 3,
+                root: u64::MAX,
+                children: (0..16).collect(),
+            },
+            Response::RangeDigests {
+                ranges: vec![
+                    DigestList {
+                        digests: vec![(Bytes::from_static(b"k"), 9)],
+                        complete: true,
+                    },
+                    DigestList {
+                        digests: Vec::new(),
+                        complete: false,
+                    },
+                ],
+            },
+        ];
+        for resp in resps {
+            let frame = encode(Kind::Response, 3, &resp).expect("encode");
+            let (_, _, body) = decode_header(frame).expect("header");
+            let back: Response = decode_body(&body).expect("body");
+            assert_eq!(back, resp);
         }
     }
 

@@ -172,6 +172,8 @@ struct Inner<S> {
     transport: Arc<dyn Transport>,
     config: NodeConfig,
     started_ms: u64,
+    /// Anti-entropy state: sync ledger, responder snapshots, progress.
+    ae: crate::anti_entropy::AntiEntropy,
 }
 
 /// Where a coordinator sent a record.
@@ -279,6 +281,11 @@ impl<S: LocalStore> Node<S> {
     ) -> Self {
         let id = membership.self_id();
         let started_ms = clock.now_ms();
+        let ae = crate::anti_entropy::AntiEntropy::new(Arc::clone(&membership), clock.clone());
+        // Compaction purges a dead record only once its range is synced
+        // with every replica past it (the tombstone rule).
+        let ledger = Arc::clone(ae.ledger());
+        store.set_synced_at(Arc::new(move |token| ledger.synced_at(token)));
         let replica = Replica::new(id, store, clock, config.siblings_max);
         Self {
             inner: Arc::new(Inner {
@@ -295,6 +302,7 @@ impl<S: LocalStore> Node<S> {
                 transport,
                 config,
                 started_ms,
+                ae,
             }),
         }
     }
@@ -323,6 +331,14 @@ impl<S: LocalStore> Node<S> {
     /// This node's own stored record of `key` (tests, `explain`).
     pub fn debug_local_record(&self, key: &[u8]) -> SiblingSet {
         self.inner.replica.read(key).unwrap_or_default()
+    }
+
+    pub(crate) fn anti_entropy(&self) -> &crate::anti_entropy::AntiEntropy {
+        &self.inner.ae
+    }
+
+    pub(crate) fn transport(&self) -> &Arc<dyn Transport> {
+        &self.inner.transport
     }
 
     /// This node as a request handler for its peers.
@@ -526,7 +542,7 @@ impl<S: LocalStore> Node<S> {
         }
     }
 
-    async fn local_merge(&self, key: Bytes, set: SiblingSet) -> Result<bool, KvError> {
+    pub(crate) async fn local_merge(&self, key: Bytes, set: SiblingSet) -> Result<bool, KvError> {
         if self.store().blocking_writes() {
             let node = self.clone();
             tokio::task::spawn_blocking(move || node.inner.replica.merge(&key, &set))
@@ -1180,6 +1196,12 @@ impl<S: LocalStore> Node<S> {
                     Err(e) => error_to_wire(&crate::replica::store_error(e)),
                 }
             }
+            req @ (Request::MerkleNodes { .. } | Request::RangeDigests { .. }) => {
+                match self.answer_anti_entropy(req).await {
+                    Ok(resp) => resp,
+                    Err(e) => error_to_wire(&e),
+                }
+            }
             Request::Coordinate(fw) => {
                 let context = match fw.context.as_ref().map(WireContext::to_vv).transpose() {
                     Ok(c) => c,
@@ -1368,6 +1390,14 @@ impl<S: LocalStore> Kv for Node<S> {
             hints_pending: self.hints_pending(),
             hints_dropped: self.inner.hints.dropped(),
         }
+    }
+
+    fn repair_status(&self) -> Option<crate::api::RepairStatus> {
+        Some(Node::repair_status(self))
+    }
+
+    fn start_repair(&self) -> Result<bool, KvError> {
+        Node::start_repair(self)
     }
 
     async fn explain(&self, key: Bytes) -> Result<Explain, KvError> {

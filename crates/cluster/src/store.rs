@@ -21,6 +21,11 @@ pub enum StoreError {
     Other(String),
 }
 
+/// When the range of a token last completed an anti-entropy sync with every
+/// other replica (wall-clock ms), `None` when it never did: the node's sync
+/// ledger, asked by the compaction filter before it purges a dead record.
+pub type SyncedAt = std::sync::Arc<dyn Fn(u64) -> Option<u64> + Send + Sync>;
+
 /// What the coordinator needs from local storage. Calls may block (disk I/O,
 /// and fsync when [`LocalStore::blocking_writes`] says so).
 pub trait LocalStore: Send + Sync + 'static {
@@ -60,6 +65,12 @@ pub trait LocalStore: Send + Sync + 'static {
     /// True when a put waits for an fsync (so callers move it off the async
     /// executor).
     fn blocking_writes(&self) -> bool;
+
+    /// Installs the sync ledger compaction consults before purging a dead
+    /// record. Stores that never purge ignore it.
+    fn set_synced_at(&self, synced_at: SyncedAt) {
+        let _ = synced_at;
+    }
 }
 
 /// [`LocalStore`] over ringkv's LSM engine.
@@ -72,26 +83,43 @@ pub trait LocalStore: Send + Sync + 'static {
 ///
 /// Installs the compaction filter through which the cluster purges its own
 /// dead records (every sibling deleted or expired) once the tombstone grace
-/// period has passed.
+/// period has passed and anti-entropy has synced the record's range with
+/// every replica since its last write (see [`crate::anti_entropy`]). Until
+/// the node installs its ledger ([`LocalStore::set_synced_at`]) nothing is
+/// purged.
 pub struct EngineStore {
     engine: ringkv_storage::Engine,
     blocking: bool,
+    filter: std::sync::Arc<GraceFilter>,
 }
 
 struct GraceFilter {
     clock: ringkv_env::SharedClock,
     grace_ms: u64,
+    synced_at: parking_lot::RwLock<Option<SyncedAt>>,
 }
 
 impl ringkv_storage::CompactionFilter for GraceFilter {
     fn decide(
         &self,
-        _key: &[u8],
+        key: &[u8],
         value: &[u8],
         _expires_at_ms: Option<u64>,
     ) -> ringkv_storage::FilterDecision {
         let record = Bytes::copy_from_slice(value);
-        if crate::replica::record_purgeable(&record, self.clock.now_ms(), self.grace_ms) {
+        let token = key
+            .split_first_chunk::<8>()
+            .map(|(t, _)| u64::from_be_bytes(*t));
+        let synced_at = || {
+            let ledger = self.synced_at.read();
+            ledger.as_ref().zip(token).and_then(|(f, t)| f(t))
+        };
+        if crate::anti_entropy::dead_record_purgeable(
+            &record,
+            self.clock.now_ms(),
+            self.grace_ms,
+            synced_at,
+        ) {
             ringkv_storage::FilterDecision::Remove
         } else {
             ringkv_storage::FilterDecision::Keep
@@ -114,11 +142,17 @@ impl EngineStore {
         tombstone_grace_ms: u64,
         blocking: bool,
     ) -> Self {
-        engine.set_compaction_filter(std::sync::Arc::new(GraceFilter {
+        let filter = std::sync::Arc::new(GraceFilter {
             clock,
             grace_ms: tombstone_grace_ms,
-        }));
-        Self { engine, blocking }
+            synced_at: parking_lot::RwLock::new(None),
+        });
+        engine.set_compaction_filter(filter.clone());
+        Self {
+            engine,
+            blocking,
+            filter,
+        }
     }
 
     pub fn engine(&self) -> &ringkv_storage::Engine {
@@ -232,6 +266,10 @@ impl LocalStore for EngineStore {
 
     fn blocking_writes(&self) -> bool {
         self.blocking
+    }
+
+    fn set_synced_at(&self, synced_at: SyncedAt) {
+        *self.filter.synced_at.write() = Some(synced_at);
     }
 }
 
