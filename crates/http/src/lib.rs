@@ -19,6 +19,10 @@
 //!   and load, the replication factors, and the ring's tokens.
 //! - `GET /v1/explain/{key}`: the key's token, preference list and each
 //!   replica's version vector and siblings.
+//! - `GET /v1/repair`: anti-entropy progress and figures, as JSON.
+//! - `POST /v1/repair`: starts a full anti-entropy pass over every range the
+//!   node replicates (`202`, with the progress), unless one is running
+//!   (`409`, with the progress).
 //! - `GET /healthz`: `ok`.
 //! - `GET /metrics`: Prometheus text format.
 //!
@@ -89,6 +93,10 @@ pub fn router<K: Kv>(kv: Arc<K>, metrics: MetricsRender, config: &HttpConfig) ->
         .route("/v1/status", get(status::<K>))
         .route("/v1/cluster", get(cluster::<K>))
         .route("/v1/explain/{*key}", get(explain::<K>))
+        .route(
+            "/v1/repair",
+            get(repair_status::<K>).post(start_repair::<K>),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_text::<K>))
         .layer(DefaultBodyLimit::max(config.body_bytes_max))
@@ -459,6 +467,42 @@ async fn explain<K: Kv>(State(state): State<AppState<K>>, uri: Uri) -> Result<Re
     .into_response())
 }
 
+fn repair_json(kv: &impl Kv) -> Result<serde_json::Value, ApiError> {
+    let s = kv
+        .repair_status()
+        .ok_or_else(|| ApiError::bad_request("invalid_argument", "repair is not supported here"))?;
+    Ok(serde_json::json!({
+        "running": s.running,
+        "ranges_done": s.ranges_done,
+        "ranges_total": s.ranges_total,
+        "background_ranges_done": s.background_ranges_done,
+        "background_ranges_total": s.background_ranges_total,
+        "passes_completed": s.passes_completed,
+        "ranges_replicated": s.ranges_replicated,
+        "ranges_in_sync": s.ranges_in_sync,
+        "oldest_unsynced_range_age_ms": s.oldest_unsynced_range_age_ms,
+        "keys_repaired": s.keys_repaired,
+        "bytes_sent": s.bytes_sent,
+        "bytes_received": s.bytes_received,
+        "corrupt_records_skipped": s.corrupt_records_skipped,
+        "sync_failures": s.sync_failures,
+    }))
+}
+
+async fn repair_status<K: Kv>(State(state): State<AppState<K>>) -> Result<Response, ApiError> {
+    Ok(axum::Json(repair_json(state.kv.as_ref())?).into_response())
+}
+
+async fn start_repair<K: Kv>(State(state): State<AppState<K>>) -> Result<Response, ApiError> {
+    let started = state.kv.start_repair()?;
+    let status = if started {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::CONFLICT
+    };
+    Ok((status, axum::Json(repair_json(state.kv.as_ref())?)).into_response())
+}
+
 async fn metrics_text<K: Kv>(State(state): State<AppState<K>>) -> Response {
     let text = (state.metrics)();
     (
@@ -474,6 +518,97 @@ async fn metrics_text<K: Kv>(State(state): State<AppState<K>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A map of records: enough storage for a one-node cluster.
+    #[derive(Default)]
+    struct Records(parking_lot::Mutex<std::collections::BTreeMap<Vec<u8>, bytes::Bytes>>);
+
+    impl ringkv_cluster::LocalStore for Records {
+        fn get(&self, key: &[u8]) -> Result<Option<bytes::Bytes>, ringkv_cluster::StoreError> {
+            Ok(self.0.lock().get(key).cloned())
+        }
+        fn put(
+            &self,
+            key: &[u8],
+            record: &[u8],
+            _: Option<u64>,
+        ) -> Result<(), ringkv_cluster::StoreError> {
+            self.0
+                .lock()
+                .insert(key.to_vec(), bytes::Bytes::copy_from_slice(record));
+            Ok(())
+        }
+        fn scan_tokens(
+            &self,
+            _: u64,
+            _: u64,
+            _: bool,
+            _: &mut dyn FnMut(&[u8], &bytes::Bytes) -> bool,
+        ) -> Result<(), ringkv_cluster::StoreError> {
+            Ok(())
+        }
+        fn stats(&self) -> Vec<(String, u64)> {
+            Vec::new()
+        }
+        fn keys_estimate(&self) -> u64 {
+            0
+        }
+        fn flush(&self) -> Result<(), ringkv_cluster::StoreError> {
+            Ok(())
+        }
+        fn blocking_writes(&self) -> bool {
+            false
+        }
+    }
+
+    async fn call(app: &Router, method: &str) -> (StatusCode, serde_json::Value) {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri("/v1/repair")
+            .body(Body::empty())
+            .expect("request");
+        let resp = app.clone().oneshot(req).await.expect("answer");
+        let status = resp.status();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, serde_json::from_slice(&body).expect("json"))
+    }
+
+    #[tokio::test]
+    async fn repair_starts_a_pass_and_reports_progress() {
+        let node = ringkv_cluster::Node::new(
+            7,
+            Records::default(),
+            std::sync::Arc::new(ringkv_env::ManualClock::new(1_700_000_000_000)),
+            ringkv_cluster::NodeConfig::default(),
+        );
+        let app = router(
+            Arc::new(node),
+            Arc::new(String::new),
+            &HttpConfig::default(),
+        );
+        let (status, body) = call(&app, "GET").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["running"], false);
+        assert_eq!(body["passes_completed"], 0);
+        let ranges = body["ranges_replicated"].as_u64().expect("ranges");
+        assert!(ranges > 0, "a lone node replicates its whole ring");
+        let (status, _) = call(&app, "POST").await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        for _ in 0..200 {
+            let (_, body) = call(&app, "GET").await;
+            if body["passes_completed"] == 1 && body["running"] == false {
+                assert_eq!(body["ranges_done"].as_u64(), Some(ranges));
+                assert_eq!(body["ranges_total"].as_u64(), Some(ranges));
+                // Alone, every range is in sync with everyone there is.
+                assert_eq!(body["ranges_in_sync"].as_u64(), Some(ranges));
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the repair pass did not finish");
+    }
 
     #[test]
     fn percent_decoding_is_binary_safe_and_strict() {
