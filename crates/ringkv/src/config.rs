@@ -18,6 +18,7 @@ pub struct Config {
     pub storage: StorageSection,
     pub cluster: ClusterSection,
     pub hints: HintsSection,
+    pub anti_entropy: AntiEntropySection,
 }
 
 impl Default for Config {
@@ -28,6 +29,7 @@ impl Default for Config {
             storage: StorageSection::default(),
             cluster: ClusterSection::default(),
             hints: HintsSection::default(),
+            anti_entropy: AntiEntropySection::default(),
         }
     }
 }
@@ -174,6 +176,25 @@ pub struct ClusterSection {
     pub join_timeout_ms: u64,
     /// When true, hints held by stand-ins do not count towards W.
     pub strict_quorum: bool,
+}
+
+/// Continuous anti-entropy (Merkle-tree sync of replicated ranges).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AntiEntropySection {
+    /// Range syncs (one range with one peer) started per second, at most.
+    pub ranges_per_sec_max: u32,
+    /// Pause between two background passes over every range.
+    pub pass_pause_ms: u64,
+}
+
+impl Default for AntiEntropySection {
+    fn default() -> Self {
+        Self {
+            ranges_per_sec_max: 2,
+            pass_pause_ms: 10_000,
+        }
+    }
 }
 
 /// Hinted handoff limits.

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use ringkv_cluster::anti_entropy::AntiEntropyConfig;
 use ringkv_cluster::hints::{EngineHints, HintConfig, HintStore};
 use ringkv_cluster::membership::{Membership, MembershipConfig};
 use ringkv_cluster::message::{Load, NodeState, NodeStatus};
@@ -292,6 +293,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         tokio::spawn(Node::clone(&node).run_gossip(seeds, wait_for(watch_rx.clone())));
     let replay_task = tokio::spawn(Node::clone(&node).run_hint_replay(wait_for(watch_rx.clone())));
     let gauges_task = tokio::spawn(export_gauges(Arc::clone(&node), wait_for(watch_rx.clone())));
+    node.set_anti_entropy_config(AntiEntropyConfig {
+        ranges_per_sec_max: config.anti_entropy.ranges_per_sec_max,
+        pass_pause_ms: config.anti_entropy.pass_pause_ms,
+        ..AntiEntropyConfig::default()
+    });
+    let ae_task = tokio::spawn(Node::clone(&node).run_anti_entropy(wait_for(watch_rx.clone())));
 
     let render: ringkv_http::MetricsRender = Arc::new(move || metrics.render());
     let http_config = ringkv_http::HttpConfig {
@@ -324,6 +331,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         let _ = gossip_task.await;
         let _ = gauges_task.await;
         let _ = replay_task.await;
+        let _ = ae_task.await;
         let cluster = cluster_task.await.context("cluster server task")?;
         // Front ends have drained: make everything acknowledged durable.
         let closed = {
