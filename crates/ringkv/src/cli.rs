@@ -31,6 +31,9 @@ pub enum Command {
     Ring(AdminArgs),
     /// Show a key's token, preference list and each replica's version.
     Explain(ExplainArgs),
+    /// Run an anti-entropy pass over every range a node replicates now, and
+    /// follow its progress.
+    Repair(RepairArgs),
     /// Benchmarks against peers.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -107,6 +110,15 @@ pub struct LocalClusterArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RepairArgs {
+    /// Start the pass and return without following it.
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct ExplainArgs {
     /// The key (UTF-8 text).
     pub key: String,
@@ -178,6 +190,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => crate::status::status(&args.http),
         Command::Ring(args) => crate::status::ring(&args.http),
         Command::Explain(args) => crate::status::explain(&args.admin.http, &args.key),
+        Command::Repair(args) => crate::status::repair(&args.admin.http, !args.no_wait),
         Command::Bench(cmd) => crate::bench::run(cmd),
     }
 }

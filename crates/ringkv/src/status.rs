@@ -11,6 +11,11 @@ const ADMIN_RESPONSE_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
 /// A minimal HTTP/1.1 GET (admin answers are small JSON documents).
 pub fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    http_request(addr, "GET", path)
+}
+
+/// A minimal HTTP/1.1 request without a body.
+pub fn http_request(addr: &str, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
     let sock = addr
         .to_socket_addrs()
         .with_context(|| format!("resolving {addr}"))?
@@ -21,7 +26,7 @@ pub fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )?;
     let mut raw = Vec::new();
     stream
@@ -135,12 +140,59 @@ pub fn status(addr: &str) -> anyhow::Result<()> {
             );
         }
     }
+    if let Ok(r) = get_json(addr, "/v1/repair") {
+        println!(
+            "anti-entropy on {me}: {} of {} ranges in sync with every replica; oldest unsynced {:.0}s ago; {} passes; {} keys repaired",
+            r["ranges_in_sync"].as_u64().unwrap_or(0),
+            r["ranges_replicated"].as_u64().unwrap_or(0),
+            r["oldest_unsynced_range_age_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
+            r["passes_completed"].as_u64().unwrap_or(0),
+            r["keys_repaired"].as_u64().unwrap_or(0),
+        );
+    }
     println!(
         "hints dropped by {me}: {} (budget full), {} (expired)",
         v["hints"]["dropped_full"].as_u64().unwrap_or(0),
         v["hints"]["dropped_expired"].as_u64().unwrap_or(0)
     );
     Ok(())
+}
+
+/// `ringkv repair`: starts an on-demand anti-entropy pass on a node and
+/// follows its progress until it ends.
+pub fn repair(addr: &str, wait: bool) -> anyhow::Result<()> {
+    let (code, body) = http_request(addr, "POST", "/v1/repair")?;
+    match code {
+        202 => println!("repair started on {addr}"),
+        409 => println!("a repair pass is already running on {addr}; following it"),
+        other => bail!("/v1/repair answered {other}: {body}"),
+    }
+    if !wait {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    loop {
+        let v = get_json(addr, "/v1/repair")?;
+        let done = v["ranges_done"].as_u64().unwrap_or(0);
+        let total = v["ranges_total"].as_u64().unwrap_or(0);
+        println!(
+            "  {done}/{total} ranges  {} keys repaired  {} B sent  {} B received  {} failures  ({:.0}s)",
+            v["keys_repaired"].as_u64().unwrap_or(0),
+            v["bytes_sent"].as_u64().unwrap_or(0),
+            v["bytes_received"].as_u64().unwrap_or(0),
+            v["sync_failures"].as_u64().unwrap_or(0),
+            started.elapsed().as_secs_f64()
+        );
+        if v["running"] != true {
+            println!(
+                "repair finished: {} of {} ranges in sync with every replica",
+                v["ranges_in_sync"].as_u64().unwrap_or(0),
+                v["ranges_replicated"].as_u64().unwrap_or(0)
+            );
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
 }
 
 /// `ringkv ring`: token ownership.
