@@ -182,8 +182,14 @@ impl LocalStore for EngineStore {
     }
 
     fn put(&self, key: &[u8], record: &[u8], expires_at_ms: Option<u64>) -> Result<(), StoreError> {
+        // The engine is never told the expiry: if it dropped an expired
+        // record on its own, a replica that missed the expiring write could
+        // hand its older value back through anti-entropy. Expired records
+        // are dead records, purged by the compaction filter under the same
+        // rule as tombstones (grace period, then every replica synced).
+        let _ = expires_at_ms;
         self.engine
-            .put(&engine_key(key), record, expires_at_ms)
+            .put(&engine_key(key), record, None)
             .map_err(engine_error)
     }
 
@@ -282,6 +288,33 @@ mod tests {
         let engine =
             ringkv_storage::Engine::open(dir, ringkv_storage::Options::default()).expect("open");
         EngineStore::new(engine, ringkv_env::SystemClock::shared(), 1_000, false)
+    }
+
+    #[test]
+    fn expired_records_are_left_to_the_cluster_not_dropped_by_the_engine() {
+        use crate::version::{SiblingSet, VersionVector};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(dir.path());
+        let mut set = SiblingSet::default();
+        set.update(
+            &VersionVector::new(),
+            1,
+            1 << 16,
+            Some(Bytes::from_static(b"v")),
+            Some(1_000),
+        );
+        // Expired long ago: an engine TTL would drop it at once.
+        s.put(b"k", &set.encode(), set.record_expiry())
+            .expect("put");
+        s.engine().flush().expect("flush");
+        s.engine().compact().expect("compact");
+        let rec = s.get(b"k").expect("get").expect("record kept");
+        let back = SiblingSet::decode(&rec).expect("decode");
+        assert!(back.is_dead(2_000), "still dead to readers");
+        assert_eq!(
+            back, set,
+            "the record (and its version) survives compaction"
+        );
     }
 
     #[test]
