@@ -103,3 +103,92 @@ fn a_wiped_replica_is_restored_without_any_command() {
     assert!(out.status.success(), "ringkv repair failed: {text}");
     assert!(text.contains("repair finished"), "{text}");
 }
+
+#[test]
+fn a_delete_missed_past_the_grace_period_stays_deleted() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let cfg_path = root.path().join("ringkv.toml");
+    // A one-second grace period, and hints too short-lived to deliver the
+    // delete: only anti-entropy and the purge rule stand between the key and
+    // its resurrection.
+    std::fs::write(
+        &cfg_path,
+        "[cluster]\ngossip_interval_ms = 100\nrequest_timeout_ms = 1000\n\
+         tombstone_grace_ms = 1000\n\
+         [anti_entropy]\nranges_per_sec_max = 200\npass_pause_ms = 300\n\
+         [hints]\nage_ms_max = 1\n",
+    )
+    .expect("config");
+    let cfg = cfg_path.to_string_lossy().into_owned();
+    let a = NodeProc::start(&root.path().join("a"), &["--config", &cfg]);
+    let seed = a.cluster.to_string();
+    let b = NodeProc::start(
+        &root.path().join("b"),
+        &["--config", &cfg, "--seeds", &seed],
+    );
+    let c = NodeProc::start(
+        &root.path().join("c"),
+        &["--config", &cfg, "--seeds", &seed],
+    );
+    wait_until("three nodes up", 30, || {
+        json(&a, "/v1/cluster")["nodes"]
+            .as_array()
+            .is_some_and(|n| n.iter().filter(|x| x["alive"] == true).count() == 3)
+    });
+    let mut con = a.redis();
+    let _: () = redis::cmd("RINGKV.CONSISTENCY")
+        .arg("ALL")
+        .query(&mut con)
+        .expect("level");
+    let _: () = redis::cmd("SET")
+        .arg("gone")
+        .arg("old")
+        .query(&mut con)
+        .expect("SET");
+    let dir = c.data_dir.clone();
+    let status = c.terminate();
+    assert!(status.success());
+    wait_until("c seen down", 30, || {
+        json(&a, "/v1/cluster")["nodes"]
+            .as_array()
+            .is_some_and(|n| n.iter().filter(|x| x["alive"] == true).count() == 2)
+    });
+    let _: () = redis::cmd("RINGKV.CONSISTENCY")
+        .arg("QUORUM")
+        .query(&mut con)
+        .expect("level");
+    let n: i64 = redis::cmd("DEL").arg("gone").query(&mut con).expect("DEL");
+    assert_eq!(n, 1);
+    // Well past the grace period, with compactions on the survivors.
+    std::thread::sleep(Duration::from_millis(2_500));
+    let c = NodeProc::start(&dir, &["--config", &cfg, "--seeds", &seed]);
+    wait_until("three nodes up again", 30, || {
+        json(&b, "/v1/cluster")["nodes"]
+            .as_array()
+            .is_some_and(|n| n.iter().filter(|x| x["alive"] == true).count() == 3)
+    });
+    // Anti-entropy brings the tombstone to c; the key never comes back.
+    let me = json(&c, "/v1/cluster")["self"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    wait_until("c to hold the tombstone", 60, || {
+        let v = json(&c, "/v1/explain/gone");
+        v["replicas"].as_array().is_some_and(|rs| {
+            rs.iter().any(|r| {
+                r["node"] == me.as_str()
+                    && r["siblings"].as_array().is_some_and(|s| s.is_empty())
+                    && r["tombstones"].as_u64() == Some(1)
+            })
+        })
+    });
+    for node in [&a, &b, &c] {
+        let mut con = node.redis();
+        let _: () = redis::cmd("RINGKV.CONSISTENCY")
+            .arg("ALL")
+            .query(&mut con)
+            .expect("level");
+        let got: Option<String> = redis::cmd("GET").arg("gone").query(&mut con).expect("GET");
+        assert_eq!(got, None, "the deleted key came back");
+    }
+}
