@@ -289,6 +289,11 @@ impl Config {
         if c.phi_convict <= 0.0 {
             bail!("cluster.phi_convict must be positive");
         }
+        // A hint that outlived the grace period could deliver a value whose
+        // tombstone is already purged.
+        if self.hints.age_ms_max >= c.tombstone_grace_ms {
+            bail!("hints.age_ms_max must be below cluster.tombstone_grace_ms");
+        }
         if self.storage.sync == SyncMode::Periodic && self.storage.sync_interval_ms == 0 {
             bail!("storage.sync_interval_ms must be positive with periodic sync");
         }
