@@ -16,7 +16,7 @@ use crate::version::{CausalContext, Hlc};
 /// Levels name a count relative to the replication factor N; `Count` is an
 /// explicit R or W. On a single node every level is satisfied by the one
 /// replica, except that a count above 1 cannot be met.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Consistency {
     One,
     Two,
@@ -92,7 +92,7 @@ pub struct ReadOptions {
 ///
 /// Conditions are checked against the coordinator's read at the requested
 /// consistency; across replicas they are not atomic (see ARCHITECTURE.md).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Condition {
     #[default]
     Always,
@@ -103,7 +103,7 @@ pub enum Condition {
 }
 
 /// What a write does to the key's time to live.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Expiry {
     /// No expiry (Redis `SET` without `EX`/`PX`/`KEEPTTL`).
     #[default]

@@ -137,116 +137,17 @@ impl WireContext {
 pub struct ForwardedWrite {
     pub key: Bytes,
     pub op: WriteOp,
-    pub consistency: Option<WireConsistency>,
+    pub consistency: Option<Consistency>,
     pub context: Option<WireContext>,
-    pub condition: WireCondition,
+    pub condition: Condition,
     pub return_previous: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WriteOp {
-    Put { value: Bytes, expiry: WireExpiry },
+    Put { value: Bytes, expiry: Expiry },
     Delete,
-    SetExpiry { expiry: WireExpiry },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum WireConsistency {
-    One,
-    Two,
-    Three,
-    Quorum,
-    All,
-    LocalOne,
-    LocalQuorum,
-    EachQuorum,
-    Count(u8),
-}
-
-impl From<Consistency> for WireConsistency {
-    fn from(c: Consistency) -> Self {
-        match c {
-            Consistency::One => Self::One,
-            Consistency::Two => Self::Two,
-            Consistency::Three => Self::Three,
-            Consistency::Quorum => Self::Quorum,
-            Consistency::All => Self::All,
-            Consistency::LocalOne => Self::LocalOne,
-            Consistency::LocalQuorum => Self::LocalQuorum,
-            Consistency::EachQuorum => Self::EachQuorum,
-            Consistency::Count(n) => Self::Count(n),
-        }
-    }
-}
-
-impl From<WireConsistency> for Consistency {
-    fn from(c: WireConsistency) -> Self {
-        match c {
-            WireConsistency::One => Self::One,
-            WireConsistency::Two => Self::Two,
-            WireConsistency::Three => Self::Three,
-            WireConsistency::Quorum => Self::Quorum,
-            WireConsistency::All => Self::All,
-            WireConsistency::LocalOne => Self::LocalOne,
-            WireConsistency::LocalQuorum => Self::LocalQuorum,
-            WireConsistency::EachQuorum => Self::EachQuorum,
-            WireConsistency::Count(n) => Self::Count(n),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum WireCondition {
-    Always,
-    IfAbsent,
-    IfPresent,
-}
-
-impl From<Condition> for WireCondition {
-    fn from(c: Condition) -> Self {
-        match c {
-            Condition::Always => Self::Always,
-            Condition::IfAbsent => Self::IfAbsent,
-            Condition::IfPresent => Self::IfPresent,
-        }
-    }
-}
-
-impl From<WireCondition> for Condition {
-    fn from(c: WireCondition) -> Self {
-        match c {
-            WireCondition::Always => Self::Always,
-            WireCondition::IfAbsent => Self::IfAbsent,
-            WireCondition::IfPresent => Self::IfPresent,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum WireExpiry {
-    Never,
-    At(u64),
-    Keep,
-}
-
-impl From<Expiry> for WireExpiry {
-    fn from(e: Expiry) -> Self {
-        match e {
-            Expiry::Never => Self::Never,
-            Expiry::At(t) => Self::At(t),
-            Expiry::Keep => Self::Keep,
-        }
-    }
-}
-
-impl From<WireExpiry> for Expiry {
-    fn from(e: WireExpiry) -> Self {
-        match e {
-            WireExpiry::Never => Self::Never,
-            WireExpiry::At(t) => Self::At(t),
-            WireExpiry::Keep => Self::Keep,
-        }
-    }
+    SetExpiry { expiry: Expiry },
 }
 
 /// A request from one node to another.
@@ -436,11 +337,11 @@ mod tests {
                 key: Bytes::from_static(b"k"),
                 op: WriteOp::Put {
                     value: Bytes::from_static(b"v"),
-                    expiry: WireExpiry::At(5),
+                    expiry: Expiry::At(5),
                 },
-                consistency: Some(WireConsistency::Count(2)),
+                consistency: Some(Consistency::Count(2)),
                 context: Some(WireContext::from_vv(&VersionVector::from_entries([(1, 2)]))),
-                condition: WireCondition::IfAbsent,
+                condition: Condition::IfAbsent,
                 return_previous: true,
             }),
             Request::MerkleNodes {

@@ -41,7 +41,7 @@ use crate::hints::{DropReason, HintConfig, HintStore};
 use crate::membership::{Membership, MembershipConfig};
 use crate::message::{
     CoordinatedOutcome, ForwardedWrite, Load, NodeState, NodeStatus, Request, Response,
-    WireContext, WireExpiry, WriteOp,
+    WireContext, WriteOp,
 };
 use crate::replica::{Change, Replica, store_error, to_sibling};
 use crate::ring::{Replication, Ring, RingNode, token_of};
@@ -1078,19 +1078,17 @@ impl<S: LocalStore> Node<S> {
         let op = match change {
             Change::Put(value) => WriteOp::Put {
                 value,
-                expiry: WireExpiry::from(opts.expiry),
+                expiry: opts.expiry,
             },
             Change::Delete => WriteOp::Delete,
-            Change::Expiry(e) => WriteOp::SetExpiry {
-                expiry: WireExpiry::from(e),
-            },
+            Change::Expiry(e) => WriteOp::SetExpiry { expiry: e },
         };
         let fw = ForwardedWrite {
             key,
             op,
-            consistency: opts.consistency.map(Into::into),
+            consistency: opts.consistency,
             context: opts.context.as_ref().map(WireContext::from_vv),
-            condition: opts.condition.into(),
+            condition: opts.condition,
             return_previous: opts.return_previous,
         };
         let mut failures = Vec::new();
@@ -1208,16 +1206,14 @@ impl<S: LocalStore> Node<S> {
                     Err(e) => return error_to_wire(&KvError::BadContext(e.to_string())),
                 };
                 let (change, expiry) = match fw.op {
-                    WriteOp::Put { value, expiry } => (Change::Put(value), Expiry::from(expiry)),
+                    WriteOp::Put { value, expiry } => (Change::Put(value), expiry),
                     WriteOp::Delete => (Change::Delete, Expiry::Never),
-                    WriteOp::SetExpiry { expiry } => {
-                        (Change::Expiry(Expiry::from(expiry)), Expiry::Never)
-                    }
+                    WriteOp::SetExpiry { expiry } => (Change::Expiry(expiry), Expiry::Never),
                 };
                 let opts = WriteOptions {
-                    consistency: fw.consistency.map(Into::into),
+                    consistency: fw.consistency,
                     context,
-                    condition: fw.condition.into(),
+                    condition: fw.condition,
                     expiry,
                     return_previous: fw.return_previous,
                 };
