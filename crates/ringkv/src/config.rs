@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub node: NodeSection,
@@ -19,19 +19,6 @@ pub struct Config {
     pub cluster: ClusterSection,
     pub hints: HintsSection,
     pub anti_entropy: AntiEntropySection,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            node: NodeSection::default(),
-            limits: LimitsSection::default(),
-            storage: StorageSection::default(),
-            cluster: ClusterSection::default(),
-            hints: HintsSection::default(),
-            anti_entropy: AntiEntropySection::default(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
