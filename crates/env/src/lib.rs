@@ -10,10 +10,12 @@
 //!   monotonic reading (for timeouts and rates).
 //! - [`SystemClock`]: the real clock.
 //! - [`ManualClock`]: a clock that only moves when told, for tests and simulation.
+//! - [`SkewedClock`]: another clock's wall time shifted by an offset that can be
+//!   changed while it runs (clock-skew fault injection on real processes).
 //! - [`Rng`] / [`SeededRng`]: a tiny deterministic generator (splitmix64).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A source of time. Implementations must be cheap to call and thread-safe.
@@ -109,6 +111,47 @@ impl Clock for ManualClock {
     }
 }
 
+/// Another clock whose wall time is shifted by an offset that can change at run
+/// time: the clock-skew hook of fault injection on real processes. The
+/// monotonic reading is the inner clock's, untouched, because skew is a
+/// property of wall clocks (NTP steps, misconfigured hosts), never of elapsed
+/// time.
+#[derive(Debug)]
+pub struct SkewedClock {
+    inner: SharedClock,
+    offset_ms: AtomicI64,
+}
+
+impl SkewedClock {
+    /// `inner` with no skew.
+    pub fn new(inner: SharedClock) -> Self {
+        Self {
+            inner,
+            offset_ms: AtomicI64::new(0),
+        }
+    }
+
+    /// Shifts the wall time by `offset_ms` (negative: into the past) from now
+    /// on; replaces any earlier offset.
+    pub fn set_offset_ms(&self, offset_ms: i64) {
+        self.offset_ms.store(offset_ms, Ordering::SeqCst);
+    }
+
+    pub fn offset_ms(&self) -> i64 {
+        self.offset_ms.load(Ordering::SeqCst)
+    }
+}
+
+impl Clock for SkewedClock {
+    fn now_ms(&self) -> u64 {
+        self.inner.now_ms().saturating_add_signed(self.offset_ms())
+    }
+
+    fn monotonic(&self) -> Duration {
+        self.inner.monotonic()
+    }
+}
+
 /// A source of randomness. Deterministic implementations make simulations replay.
 pub trait Rng: Send + std::fmt::Debug {
     fn next_u64(&mut self) -> u64;
@@ -162,6 +205,22 @@ mod tests {
         c.set_wall_ms(10);
         assert_eq!(c.now_ms(), 10);
         assert_eq!(c.monotonic(), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn skewed_clock_shifts_wall_time_only() {
+        let base = Arc::new(ManualClock::new(10_000));
+        let c = SkewedClock::new(base.clone());
+        assert_eq!(c.now_ms(), 10_000);
+        c.set_offset_ms(2_500);
+        assert_eq!(c.now_ms(), 12_500);
+        c.set_offset_ms(-20_000);
+        assert_eq!(c.now_ms(), 0, "saturates at the epoch");
+        c.set_offset_ms(-1_000);
+        base.advance(Duration::from_millis(5));
+        assert_eq!(c.now_ms(), 9_005);
+        assert_eq!(c.monotonic(), Duration::from_millis(5));
+        assert_eq!(c.offset_ms(), -1_000);
     }
 
     #[test]

@@ -25,6 +25,8 @@
 //!   (`409`, with the progress).
 //! - `GET /healthz`: `ok`.
 //! - `GET /metrics`: Prometheus text format.
+//! - `/v1/debug/*`: fault injection, only with `[debug] fault_injection =
+//!   true` (see [`debug`]).
 //!
 //! Keys are the percent-decoded bytes of the path segment after `/v1/kv/`, so
 //! any byte string can be a key (`%00`, `%2F`, ...).
@@ -45,6 +47,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ringkv_cluster::{CausalContext, Consistency, Expiry, Kv, KvError, ReadOptions, WriteOptions};
 use serde::Deserialize;
+
+pub mod debug;
+pub use debug::{FaultControl, debug_router};
 
 /// The header carrying the opaque causal context.
 pub const CONTEXT_HEADER: &str = "x-ringkv-context";

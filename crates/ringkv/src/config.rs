@@ -19,6 +19,7 @@ pub struct Config {
     pub cluster: ClusterSection,
     pub hints: HintsSection,
     pub anti_entropy: AntiEntropySection,
+    pub debug: DebugSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -207,6 +208,16 @@ impl Default for HintsSection {
             replay_interval_ms: 1_000,
         }
     }
+}
+
+/// Testing hooks; all off by default and never for production.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DebugSection {
+    /// Serves `/v1/debug/{partition,heal,skew}` over HTTP: peers can be
+    /// blocked (both ways) and the wall clock skewed at run time. For the
+    /// `ringkv prove` harness only.
+    pub fault_injection: bool,
 }
 
 impl Default for ClusterSection {

@@ -155,6 +155,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let saved_tokens = ringkv_cluster::node_id::load_tokens(&data_dir)
         .with_context(|| format!("reading tokens in {}", data_dir.display()))?;
     let clock = ringkv_env::SystemClock::shared();
+    let faults =
+        (config.debug.fault_injection).then(|| crate::fault_hooks::FaultHooks::new(clock.clone()));
+    let clock = faults.as_ref().map_or(clock, |f| f.clock());
     let node_config = node_config(&config);
     let store_dir = data_dir.join("store");
     let options = storage_options(&config);
@@ -257,7 +260,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         clock,
         node_config,
         membership,
-        Arc::new(transport),
+        crate::fault_hooks::transport(faults.as_ref(), transport),
     ));
 
     let (shutdown, watch_rx) = watch::channel(false);
@@ -268,7 +271,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         cluster_listener,
         node_id,
         transport_config,
-        node.handler(),
+        crate::fault_hooks::handler(faults.as_ref(), node.handler()),
         wait_for(watch_rx.clone()),
     ));
 
@@ -305,6 +308,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         body_bytes_max: config.limits.value_bytes_max + 4096,
     };
     let router = ringkv_http::router(Arc::clone(&node), render, &http_config);
+    let router = crate::fault_hooks::routes(faults.as_ref(), router);
     let http_task = tokio::spawn(ringkv_http::serve(
         http_listener,
         router,
