@@ -37,6 +37,9 @@ pub enum Command {
     /// Benchmarks against peers.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+    /// Proofs on real processes: Jepsen-style fault runs and crash loops.
+    #[command(subcommand)]
+    Prove(crate::proof::ProveCommand),
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -192,5 +195,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Explain(args) => crate::status::explain(&args.admin.http, &args.key),
         Command::Repair(args) => crate::status::repair(&args.admin.http, !args.no_wait),
         Command::Bench(cmd) => crate::bench::run(cmd),
+        Command::Prove(cmd) => crate::proof::run(cmd),
     }
 }

@@ -6,7 +6,9 @@
 mod bench;
 mod cli;
 mod config;
+mod fault_hooks;
 mod local_cluster;
+mod proof;
 mod server;
 mod status;
 

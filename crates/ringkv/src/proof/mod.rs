@@ -1,0 +1,50 @@
+//! `ringkv prove`: the guarantees of the brief shown on real processes, not
+//! claimed. See `docs/PROOF.md` for how to run the long versions and what
+//! each run checks.
+//!
+//! # Layout
+//! - [`procs`]: node processes (start, SIGKILL, SIGSTOP/SIGCONT, restart on
+//!   the same data directory and ports), a small HTTP client, scratch
+//!   directories. Every child is killed and reaped on drop.
+//! - [`history`]: operations with invoke/ok/fail/unknown outcomes on one
+//!   monotonic clock.
+//! - [`workload`]: the clients (generators) of the set and register
+//!   workloads.
+//! - [`nemesis`]: the seeded fault schedule (kill, pause, partition, skew)
+//!   and healing.
+//! - [`checker`]: what a history and the final reads must satisfy.
+//! - [`jepsen`]: `ringkv prove jepsen`, which puts these together.
+//! - [`crashloop`]: `ringkv prove crashloop`, a single node killed with
+//!   SIGKILL over and over.
+//!
+//! The harness talks to nodes only through their public interfaces (RESP,
+//! HTTP) and the opt-in `/v1/debug/*` routes (`[debug] fault_injection`).
+
+mod checker;
+mod crashloop;
+mod history;
+mod jepsen;
+mod nemesis;
+mod procs;
+mod workload;
+
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum ProveCommand {
+    /// A Jepsen-style run: a cluster of node processes, concurrent clients
+    /// recording a history, faults (kill -9, pause, partition, clock skew),
+    /// heal, then the checkers. Exits non-zero on a violation.
+    Jepsen(jepsen::JepsenArgs),
+    /// One node with the commit log fsynced on every write, killed with
+    /// SIGKILL at random moments and restarted; every acknowledged write
+    /// must survive. Exits non-zero on a loss.
+    Crashloop(crashloop::CrashloopArgs),
+}
+
+pub fn run(cmd: ProveCommand) -> anyhow::Result<()> {
+    match cmd {
+        ProveCommand::Jepsen(args) => jepsen::run(args),
+        ProveCommand::Crashloop(args) => crashloop::run(args),
+    }
+}

@@ -1,0 +1,345 @@
+//! Node processes for the proofs: `ringkv server` children on loopback
+//! ports, started, killed with SIGKILL, paused with SIGSTOP, resumed and
+//! restarted on the same data directory and ports; plus a small HTTP client
+//! for their status and debug routes.
+//!
+//! Every child is owned by a [`NodeProc`]; dropping it kills and reaps the
+//! process, so no node outlives the harness on any exit path (error, panic,
+//! or a normal return).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// How long a node may take to print its ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Timeout of one HTTP exchange with a node.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest HTTP answer read from a node.
+const HTTP_BODY_BYTES_MAX: u64 = 16 * 1024 * 1024;
+
+/// A free loopback port (the OS picks it; it stays ours by convention).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The addresses a node listens on; kept across restarts.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub resp: SocketAddr,
+    pub http: SocketAddr,
+    pub cluster: SocketAddr,
+}
+
+impl Ports {
+    pub fn pick() -> anyhow::Result<Self> {
+        let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        Ok(Self {
+            resp: at(free_port()?),
+            http: at(free_port()?),
+            cluster: at(free_port()?),
+        })
+    }
+}
+
+/// One `ringkv server` child. Killed and reaped on drop.
+pub struct NodeProc {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub config: PathBuf,
+    pub ports: Ports,
+    pub extra: Vec<String>,
+    child: Option<Child>,
+    paused: bool,
+}
+
+impl NodeProc {
+    /// A node description; nothing runs until [`NodeProc::start`].
+    pub fn new(name: &str, data_dir: &Path, config: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        Ok(Self {
+            name: name.to_string(),
+            data_dir: data_dir.to_path_buf(),
+            config: config.to_path_buf(),
+            ports: Ports::pick()?,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            paused: false,
+        })
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Starts the process with `seeds` and waits for its ready line. Its
+    /// stderr (logs) goes to `node.log` in the data directory's parent.
+    pub fn start(&mut self, seeds: &[SocketAddr]) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            bail!("{} is already running", self.name);
+        }
+        let exe = std::env::current_exe().context("locating the ringkv binary")?;
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("creating {}", self.data_dir.display()))?;
+        let log_path = self.data_dir.with_extension("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("server")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--resp-addr", &self.ports.resp.to_string()])
+            .args(["--http-addr", &self.ports.http.to_string()])
+            .args(["--cluster-addr", &self.ports.cluster.to_string()])
+            .args(["--log", "warn"])
+            .args(&self.extra);
+        if !seeds.is_empty() {
+            let list: Vec<String> = seeds.iter().map(|s| s.to_string()).collect();
+            cmd.args(["--seeds", &list.join(",")]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("starting {}", self.name))?;
+        let stdout = child.stdout.take();
+        // Owned from here on: an early return below kills and reaps it.
+        self.child = Some(child);
+        self.paused = false;
+        let Some(stdout) = stdout else {
+            bail!("{}: no stdout pipe", self.name);
+        };
+        // A reader thread forwards the ready line and then keeps draining, so
+        // the child never blocks on a full pipe; it ends when the child does.
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if line.contains(" ready: ") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(_) => Ok(()),
+            Err(_) => {
+                self.kill9();
+                bail!(
+                    "{} did not become ready within {READY_TIMEOUT:?} (log: {})",
+                    self.name,
+                    log_path.display()
+                )
+            }
+        }
+    }
+
+    /// SIGKILL and reap: the process gets no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.paused = false;
+    }
+
+    /// SIGSTOP: the process stays, frozen; its sockets stay open.
+    pub fn pause(&mut self) -> anyhow::Result<()> {
+        self.signal("STOP")?;
+        self.paused = true;
+        Ok(())
+    }
+
+    /// SIGCONT after [`NodeProc::pause`].
+    pub fn resume(&mut self) -> anyhow::Result<()> {
+        self.signal("CONT")?;
+        self.paused = false;
+        Ok(())
+    }
+
+    fn signal(&self, sig: &str) -> anyhow::Result<()> {
+        let Some(pid) = self.pid() else {
+            bail!("{} is not running", self.name);
+        };
+        let ok = Command::new("kill")
+            .args([format!("-{sig}"), pid.to_string()])
+            .status()
+            .context("running kill")?;
+        if !ok.success() {
+            bail!("kill -{sig} {pid} failed");
+        }
+        Ok(())
+    }
+
+    /// SIGTERM and wait (bounded) for a clean exit; SIGKILL after that.
+    pub fn terminate(&mut self, within: Duration) -> anyhow::Result<bool> {
+        if self.paused {
+            let _ = self.resume();
+        }
+        let _ = self.signal("TERM");
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let Some(child) = self.child.as_mut() else {
+                return Ok(true);
+            };
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status.success());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill9();
+        Ok(false)
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        // SIGKILL also ends a stopped process.
+        self.kill9();
+    }
+}
+
+/// A RESP connection to `addr` with read and write timeouts.
+pub fn connect_redis(addr: SocketAddr, timeout: Duration) -> redis::RedisResult<redis::Connection> {
+    let client = redis::Client::open(format!("redis://{addr}/"))?;
+    let con = client.get_connection_with_timeout(timeout)?;
+    con.set_read_timeout(Some(timeout))?;
+    con.set_write_timeout(Some(timeout))?;
+    Ok(con)
+}
+
+/// One HTTP/1.1 exchange: (status, body). Bounded in time and size.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> anyhow::Result<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)
+        .with_context(|| format!("connecting to {addr}"))?;
+    s.set_read_timeout(Some(HTTP_TIMEOUT))?;
+    s.set_write_timeout(Some(HTTP_TIMEOUT))?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.take(HTTP_BODY_BYTES_MAX).read_to_end(&mut raw)?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .with_context(|| format!("{method} {path}: no header end"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status: u16 = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("{method} {path}: no status"))?;
+    let mut body = raw[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    Ok((status, body))
+}
+
+/// GET `path` as JSON (status 200 required).
+pub fn get_json(addr: SocketAddr, path: &str) -> anyhow::Result<serde_json::Value> {
+    let (status, body) = http(addr, "GET", path, b"")?;
+    if status != 200 {
+        bail!("GET {path} on {addr}: status {status}");
+    }
+    serde_json::from_slice(&body).with_context(|| format!("GET {path} on {addr}: not JSON"))
+}
+
+/// POST a JSON body (status 200 required).
+pub fn post_json(addr: SocketAddr, path: &str, body: &serde_json::Value) -> anyhow::Result<()> {
+    let (status, answer) = http(addr, "POST", path, body.to_string().as_bytes())?;
+    if status != 200 {
+        bail!(
+            "POST {path} on {addr}: status {status}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    Ok(())
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&raw[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 || raw.len() < eol + 2 + size {
+            return out;
+        }
+        out.extend_from_slice(&raw[eol + 2..eol + 2 + size]);
+        raw = &raw[(eol + 4 + size).min(raw.len())..];
+    }
+}
+
+/// A scratch directory for one run: removed on success unless kept, always
+/// kept (and named) on failure so the node logs can be read.
+pub struct WorkDir {
+    pub path: PathBuf,
+    keep: bool,
+}
+
+impl WorkDir {
+    /// `given`, or a fresh directory under the system temp dir.
+    pub fn new(given: Option<&Path>, what: &str, seed: u64) -> anyhow::Result<Self> {
+        let (path, keep) = match given {
+            Some(p) => (p.to_path_buf(), true),
+            None => (
+                std::env::temp_dir()
+                    .join(format!("ringkv-prove-{what}-{seed}-{}", std::process::id())),
+                false,
+            ),
+        };
+        if path.exists() {
+            std::fs::remove_dir_all(&path)
+                .with_context(|| format!("clearing {}", path.display()))?;
+        }
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self { path, keep })
+    }
+
+    /// Keeps the directory (a failed run).
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
