@@ -86,8 +86,16 @@ impl Kv for Ringkv {
     fn describe(&self) -> String {
         let s = self.0.stats();
         format!(
-            "files/level {:?}, bytes/level {:?}, table {} B, log {} B, engine write-amp {:.2}",
-            s.files_per_level, s.bytes_per_level, s.table_bytes, s.log_bytes, s.write_amplification
+            "files/level {:?}, bytes/level {:?}, table {} B, engine write-amp {:.2}, stalls {} ({} ms), flushes {}, compactions {} (+{} moves)",
+            s.files_per_level,
+            s.bytes_per_level,
+            s.table_bytes,
+            s.write_amplification,
+            s.write_stalls,
+            s.write_stall_total_us / 1000,
+            s.flushes,
+            s.compactions,
+            s.trivial_moves
         )
     }
 }

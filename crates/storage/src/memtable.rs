@@ -16,7 +16,7 @@ use crossbeam_skiplist::SkipMap;
 
 use crate::batch::BatchOp;
 use crate::coding::key_prefix;
-use crate::types::{Entry, Item, Kind, Op};
+use crate::types::{Entry, Item, ItemRef, Kind, Op};
 
 /// Bytes charged per entry on top of key and value (skiplist node, tower,
 /// `Bytes` headers), so that many tiny entries still fill the budget.
@@ -320,7 +320,39 @@ impl Memtable {
         }
     }
 
-    /// Every entry in internal-key order (for flushing).
+    /// The newest version of every key, in key order, borrowed (for flushing
+    /// without an allocation per entry).
+    pub fn for_each_newest<E>(
+        &self,
+        mut f: impl FnMut(&ItemRef<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut prev_key: Option<crossbeam_skiplist::map::Entry<'_, MemKey, MemValue>> = None;
+        for e in self.map.iter() {
+            if prev_key
+                .as_ref()
+                .is_some_and(|p| p.key().key_bytes() == e.key().key_bytes())
+            {
+                continue;
+            }
+            let k = e.key();
+            let (kind, expires_at_ms) = match e.value() {
+                MemValue::Delete => (Kind::Delete, None),
+                MemValue::Put { expires_at_ms } => (Kind::Put, *expires_at_ms),
+            };
+            f(&ItemRef {
+                key: k.key_bytes(),
+                seq: k.seq,
+                kind,
+                value: &k.data[k.key_len..],
+                expires_at_ms,
+            })?;
+            prev_key = Some(e);
+        }
+        Ok(())
+    }
+
+    /// Every entry in internal-key order.
+    #[cfg(test)]
     pub fn items(&self) -> impl Iterator<Item = Item> + '_ {
         self.map.iter().map(|e| Item {
             key: e.key().key(),

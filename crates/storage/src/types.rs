@@ -69,3 +69,39 @@ pub(crate) struct Item {
     pub seq: u64,
     pub op: Op,
 }
+
+/// A borrowed view of one version of one key, for writing tables without
+/// allocating per entry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ItemRef<'a> {
+    pub key: &'a [u8],
+    pub seq: u64,
+    pub kind: Kind,
+    pub value: &'a [u8],
+    pub expires_at_ms: Option<u64>,
+}
+
+impl Item {
+    pub fn as_item_ref(&self) -> ItemRef<'_> {
+        match &self.op {
+            Op::Delete => ItemRef {
+                key: &self.key,
+                seq: self.seq,
+                kind: Kind::Delete,
+                value: &[],
+                expires_at_ms: None,
+            },
+            Op::Put(e) => ItemRef {
+                key: &self.key,
+                seq: self.seq,
+                kind: if e.expires_at_ms.is_some() {
+                    Kind::PutExpiring
+                } else {
+                    Kind::Put
+                },
+                value: &e.value,
+                expires_at_ms: e.expires_at_ms,
+            },
+        }
+    }
+}

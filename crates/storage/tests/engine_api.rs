@@ -13,6 +13,16 @@ use common::*;
 use ringkv_storage::{CompactionFilter, Error, FilterDecision, Options, SyncMode, WriteBatch};
 
 #[test]
+fn handles_are_shareable_across_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<ringkv_storage::Engine>();
+    send_sync::<ringkv_storage::Snapshot>();
+    send::<ringkv_storage::ScanIter>();
+    send_sync::<ringkv_storage::Error>();
+}
+
+#[test]
 fn put_get_delete_round_trip_through_memtable_tables_and_reopen() {
     let fs = fault_fs(1);
     let c = clock(1_000);

@@ -124,19 +124,15 @@ pub(crate) fn build_table(
         .create(&path)
         .map_err(|e| Error::io("create table", &path, e))?;
     let mut b = TableBuilder::new(file, path.clone(), build.clone(), None);
-    let mut last: Option<bytes::Bytes> = None;
     let result = (|| {
-        for item in mem.items() {
-            // Items come newest first within a key: keep the first.
-            if last.as_ref() == Some(&item.key) {
-                continue;
-            }
-            last = Some(item.key.clone());
-            if shutdown.is_some_and(|s| s.load(Ordering::Acquire)) {
+        let mut n = 0u64;
+        mem.for_each_newest(|item| {
+            n += 1;
+            if n.is_multiple_of(4096) && shutdown.is_some_and(|s| s.load(Ordering::Acquire)) {
                 return Err(Error::Closed);
             }
-            b.add(&item)?;
-        }
+            b.add_ref(item)
+        })?;
         b.finish()
     })();
     let (_, bytes) = match result {

@@ -14,6 +14,12 @@
 //! 5. Insert into the memtable, publish the new visible sequence number, and
 //!    wake the followers with the group's result; the next waiting writer
 //!    becomes leader.
+//!
+//! Limits: the commit queue holds one entry per caller thread blocked in a
+//! write, so its length is bounded by the caller's concurrency (the cluster
+//! bounds that with its connection limits); a group writes at most
+//! `group_commit_bytes_max` (plus one batch) to the log buffer; one batch is at
+//! most `batch_bytes_max`.
 
 use std::path::PathBuf;
 use std::sync::Arc;

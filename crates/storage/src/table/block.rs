@@ -25,7 +25,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::coding::{DecodeResult, Malformed, Reader, get_u32_at, put_u32, put_u64, put_varint};
-use crate::types::{Entry, Item, Kind, Op};
+use crate::types::{Entry, Item, ItemRef, Kind, Op};
 
 /// Sequence numbers must fit in the 56 high bits of the trailer.
 pub(crate) const SEQ_MAX: u64 = (1 << 56) - 1;
@@ -67,8 +67,14 @@ impl BlockBuilder {
     }
 
     /// Adds an entry; its key must be greater than the previous one.
+    #[cfg(test)]
     pub fn add(&mut self, item: &Item) {
-        debug_assert!(self.entries == 0 || item.key.as_ref() > self.last_key.as_slice());
+        self.add_ref(&item.as_item_ref());
+    }
+
+    /// Adds an entry; its key must be greater than the previous one.
+    pub fn add_ref(&mut self, item: &ItemRef<'_>) {
+        debug_assert!(self.entries == 0 || item.key > self.last_key.as_slice());
         debug_assert!(item.seq <= SEQ_MAX);
         let shared = if self.since_restart == 0 {
             self.restarts.push(self.buf.len() as u32);
@@ -81,20 +87,26 @@ impl BlockBuilder {
                 .count()
         };
         let suffix = &item.key[shared..];
-        let (kind, value, expires) = match &item.op {
-            Op::Delete => (Kind::Delete, &[][..], None),
-            Op::Put(e) => match e.expires_at_ms {
-                None => (Kind::Put, e.value.as_ref(), None),
-                Some(t) => (Kind::PutExpiring, e.value.as_ref(), Some(t)),
-            },
+        let value = if item.kind == Kind::Delete {
+            &[][..]
+        } else {
+            item.value
         };
         put_varint(&mut self.buf, shared as u64);
         put_varint(&mut self.buf, suffix.len() as u64);
         put_varint(&mut self.buf, value.len() as u64);
         self.buf.extend_from_slice(suffix);
-        put_u64(&mut self.buf, (item.seq << 8) | kind as u64);
-        if let Some(t) = expires {
-            put_u64(&mut self.buf, t);
+        let kind = match (item.kind, item.expires_at_ms) {
+            (Kind::Delete, _) => Kind::Delete,
+            (_, Some(t)) => {
+                put_u64(&mut self.buf, (item.seq << 8) | Kind::PutExpiring as u64);
+                put_u64(&mut self.buf, t);
+                Kind::PutExpiring
+            }
+            (_, None) => Kind::Put,
+        };
+        if kind != Kind::PutExpiring {
+            put_u64(&mut self.buf, (item.seq << 8) | kind as u64);
         }
         self.buf.extend_from_slice(value);
         self.last_key.truncate(shared);

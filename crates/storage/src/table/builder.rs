@@ -30,7 +30,7 @@ use super::{bloom, frame};
 use crate::error::{Error, Result};
 use crate::fs::WritableFile;
 use crate::options::Compression;
-use crate::types::{Item, Op};
+use crate::types::{Item, ItemRef, Kind};
 use crate::util::RateLimiter;
 
 /// Output is handed to the file system in chunks of this size.
@@ -56,6 +56,7 @@ pub(crate) struct TableBuilder {
     offset: u64,
     block: BlockBuilder,
     raw: Vec<u8>,
+    last_key: Vec<u8>,
     index: Vec<IndexEntry>,
     hashes: Vec<u64>,
     props: TableProps,
@@ -77,6 +78,7 @@ impl TableBuilder {
             out: Vec::with_capacity(WRITE_BUFFER_BYTES_MAX + 8192),
             offset: 0,
             raw: Vec::new(),
+            last_key: Vec::new(),
             index: Vec::new(),
             hashes: Vec::new(),
             props: TableProps {
@@ -93,26 +95,33 @@ impl TableBuilder {
 
     /// Adds an item; keys must strictly increase.
     pub fn add(&mut self, item: &Item) -> Result<()> {
-        if self.props.entries > 0 && item.key <= self.props.largest {
+        self.add_ref(&item.as_item_ref())
+    }
+
+    /// Adds a borrowed item; keys must strictly increase.
+    pub fn add_ref(&mut self, item: &ItemRef<'_>) -> Result<()> {
+        if self.props.entries > 0 && item.key <= self.last_key.as_slice() {
             return Err(Error::InvalidArgument(format!(
                 "table keys out of order writing {}",
                 self.path.display()
             )));
         }
         if self.props.entries == 0 {
-            self.props.smallest = item.key.clone();
+            self.props.smallest = Bytes::copy_from_slice(item.key);
         }
-        self.props.largest = item.key.clone();
+        self.last_key.clear();
+        self.last_key.extend_from_slice(item.key);
         self.props.entries += 1;
         self.props.raw_key_bytes += item.key.len() as u64;
-        match &item.op {
-            Op::Delete => self.props.tombstones += 1,
-            Op::Put(e) => self.props.raw_value_bytes += e.value.len() as u64,
+        if item.kind == Kind::Delete {
+            self.props.tombstones += 1;
+        } else {
+            self.props.raw_value_bytes += item.value.len() as u64;
         }
         self.props.min_seq = self.props.min_seq.min(item.seq);
         self.props.max_seq = self.props.max_seq.max(item.seq);
-        self.hashes.push(bloom::key_hash(&item.key));
-        self.block.add(item);
+        self.hashes.push(bloom::key_hash(item.key));
+        self.block.add_ref(item);
         if self.block.estimated_bytes() >= self.opts.block_bytes {
             self.finish_block()?;
         }
@@ -181,6 +190,7 @@ impl TableBuilder {
         if self.props.entries == 0 {
             self.props.min_seq = 0;
         }
+        self.props.largest = Bytes::copy_from_slice(&self.last_key);
         let mut meta_raw = Vec::new();
         self.props.encode(&mut meta_raw);
         let meta = self.add_frame(&meta_raw, Compression::None);
