@@ -47,7 +47,7 @@ fn files(fs: &FaultFs) -> Vec<PathBuf> {
         .collect()
 }
 
-fn replace(fs: &FaultFs, path: &PathBuf, bytes: &[u8]) {
+fn replace(fs: &FaultFs, path: &std::path::Path, bytes: &[u8]) {
     fs.remove(path).unwrap();
     let f = fs.create(path).unwrap();
     f.append(bytes).unwrap();
