@@ -1171,9 +1171,9 @@ mod tests {
     use crate::api::{Consistency, Kv, ReadOptions, WriteOptions};
     use crate::hints::{HintConfig, HintStore};
     use crate::membership::MembershipConfig;
-    use crate::message::{Load, NodeState, NodeStatus};
+    use crate::message::NodeState;
     use crate::node::NodeConfig;
-    use crate::ring::{Replication, Ring, RingNode};
+    use crate::ring::Replication;
     use crate::testing::MapStore;
     use crate::transport::MemNetwork;
     use crate::version::VersionVector;
@@ -1198,33 +1198,7 @@ mod tests {
 
     fn cluster_of<S: LocalStore>(n: usize, rf: usize, make: Box<dyn Fn(u64) -> S>) -> Cluster<S> {
         let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-        let mut ring = Ring::new(16);
-        let mut states = Vec::new();
-        for i in 0..n {
-            let id = 1000 + i as u64;
-            let tokens = ring
-                .add_node(RingNode {
-                    id,
-                    dc: "dc1".into(),
-                    rack: format!("r{i}"),
-                    weight: 1,
-                })
-                .expect("tokens");
-            states.push(NodeState {
-                id,
-                generation: 1,
-                heartbeat: 0,
-                cluster_addr: format!("node{id}"),
-                resp_addr: String::new(),
-                http_addr: String::new(),
-                dc: "dc1".into(),
-                rack: format!("r{i}"),
-                weight: 1,
-                tokens,
-                status: NodeStatus::Normal,
-                load: Load::default(),
-            });
-        }
+        let states = crate::testing::ring_states(n, 16);
         let mut c = Cluster {
             nodes: Vec::new(),
             make,

@@ -11,9 +11,8 @@ use ringkv_env::ManualClock;
 use crate::api::{Consistency, Kv, KvError, ReadOptions, WriteOptions};
 use crate::hints::{HintConfig, HintStore};
 use crate::membership::{Membership, MembershipConfig};
-use crate::message::{Load, NodeState, NodeStatus};
 use crate::node::{Node, NodeConfig};
-use crate::ring::{Replication, Ring, RingNode, token_of};
+use crate::ring::{Replication, token_of};
 use crate::testing::MapStore;
 use crate::transport::MemNetwork;
 
@@ -31,37 +30,14 @@ fn cluster(n: usize, rf: usize) -> TestCluster {
 fn cluster_with(n: usize, rf: usize, strict_quorum: bool) -> TestCluster {
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let net = MemNetwork::new(7);
-    let mut ring = Ring::new(16);
     let config = MembershipConfig {
         gossip_interval_ms: 100,
         tokens_per_weight: 16,
         ..MembershipConfig::default()
     };
     let mut nodes = Vec::new();
-    for i in 0..n {
-        let id = 1000 + i as u64;
-        let tokens = ring
-            .add_node(RingNode {
-                id,
-                dc: "dc1".into(),
-                rack: format!("r{i}"),
-                weight: 1,
-            })
-            .expect("tokens");
-        let state = NodeState {
-            id,
-            generation: 1,
-            heartbeat: 0,
-            cluster_addr: format!("node{id}"),
-            resp_addr: String::new(),
-            http_addr: String::new(),
-            dc: "dc1".into(),
-            rack: format!("r{i}"),
-            weight: 1,
-            tokens,
-            status: NodeStatus::Normal,
-            load: Load::default(),
-        };
+    for state in crate::testing::ring_states(n, 16) {
+        let id = state.id;
         let membership = Arc::new(Membership::new(
             state,
             Replication::simple("dc1", rf),

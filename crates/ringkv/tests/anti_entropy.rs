@@ -24,6 +24,23 @@ fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Number of nodes `node` sees alive.
+fn alive(node: &NodeProc) -> usize {
+    json(node, "/v1/cluster")["nodes"]
+        .as_array()
+        .map_or(0, |n| n.iter().filter(|x| x["alive"] == true).count())
+}
+
+/// Three nodes joined through the first, all seen alive.
+fn start_three(root: &std::path::Path, cfg: &str) -> (NodeProc, NodeProc, NodeProc) {
+    let a = NodeProc::start(&root.join("a"), &["--config", cfg]);
+    let seed = a.cluster.to_string();
+    let b = NodeProc::start(&root.join("b"), &["--config", cfg, "--seeds", &seed]);
+    let c = NodeProc::start(&root.join("c"), &["--config", cfg, "--seeds", &seed]);
+    wait_until("three nodes up", 30, || alive(&a) == 3);
+    (a, b, c)
+}
+
 fn own_copy_has(node: &NodeProc, me: &str, key: &str) -> bool {
     let v = json(node, &format!("/v1/explain/{key}"));
     v["replicas"].as_array().is_some_and(|rs| {
@@ -38,21 +55,8 @@ fn a_wiped_replica_is_restored_without_any_command() {
     let cfg_path = root.path().join("ringkv.toml");
     std::fs::write(&cfg_path, FAST).expect("config");
     let cfg = cfg_path.to_string_lossy().into_owned();
-    let a = NodeProc::start(&root.path().join("a"), &["--config", &cfg]);
+    let (a, b, c) = start_three(root.path(), &cfg);
     let seed = a.cluster.to_string();
-    let b = NodeProc::start(
-        &root.path().join("b"),
-        &["--config", &cfg, "--seeds", &seed],
-    );
-    let c = NodeProc::start(
-        &root.path().join("c"),
-        &["--config", &cfg, "--seeds", &seed],
-    );
-    wait_until("three nodes up", 30, || {
-        json(&a, "/v1/cluster")["nodes"]
-            .as_array()
-            .is_some_and(|n| n.iter().filter(|x| x["alive"] == true).count() == 3)
-    });
     let mut con = a.redis();
     let _: () = redis::cmd("RINGKV.CONSISTENCY")
         .arg("ALL")
@@ -120,21 +124,8 @@ fn a_delete_missed_past_the_grace_period_stays_deleted() {
     )
     .expect("config");
     let cfg = cfg_path.to_string_lossy().into_owned();
-    let a = NodeProc::start(&root.path().join("a"), &["--config", &cfg]);
+    let (a, b, c) = start_three(root.path(), &cfg);
     let seed = a.cluster.to_string();
-    let b = NodeProc::start(
-        &root.path().join("b"),
-        &["--config", &cfg, "--seeds", &seed],
-    );
-    let c = NodeProc::start(
-        &root.path().join("c"),
-        &["--config", &cfg, "--seeds", &seed],
-    );
-    wait_until("three nodes up", 30, || {
-        json(&a, "/v1/cluster")["nodes"]
-            .as_array()
-            .is_some_and(|n| n.iter().filter(|x| x["alive"] == true).count() == 3)
-    });
     let mut con = a.redis();
     let _: () = redis::cmd("RINGKV.CONSISTENCY")
         .arg("ALL")
@@ -148,11 +139,7 @@ fn a_delete_missed_past_the_grace_period_stays_deleted() {
     let dir = c.data_dir.clone();
     let status = c.terminate();
     assert!(status.success());
-    wait_until("c seen down", 30, || {
-        json(&a, "/v1/cluster")["nodes"]
-            .as_array()
-            .is_some_and(|n| n.iter().filter(|x| x["alive"] == true).count() == 2)
-    });
+    wait_until("c seen down", 30, || alive(&a) == 2);
     let _: () = redis::cmd("RINGKV.CONSISTENCY")
         .arg("QUORUM")
         .query(&mut con)
@@ -162,11 +149,7 @@ fn a_delete_missed_past_the_grace_period_stays_deleted() {
     // Well past the grace period, with compactions on the survivors.
     std::thread::sleep(Duration::from_millis(2_500));
     let c = NodeProc::start(&dir, &["--config", &cfg, "--seeds", &seed]);
-    wait_until("three nodes up again", 30, || {
-        json(&b, "/v1/cluster")["nodes"]
-            .as_array()
-            .is_some_and(|n| n.iter().filter(|x| x["alive"] == true).count() == 3)
-    });
+    wait_until("three nodes up again", 30, || alive(&b) == 3);
     // Anti-entropy brings the tombstone to c; the key never comes back.
     let me = json(&c, "/v1/cluster")["self"]
         .as_str()
