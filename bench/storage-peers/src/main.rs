@@ -274,6 +274,7 @@ struct Row {
     secs: f64,
     p50_us: f64,
     p99_us: f64,
+    cpu_us_per_op: f64,
     extra: String,
 }
 
@@ -289,6 +290,7 @@ fn hist() -> Histogram<u64> {
 
 fn timed(engine: &'static str, workload: &str, ops: u64, mut f: impl FnMut(u64)) -> Row {
     let mut h = hist();
+    let cpu0 = cpu_secs();
     let start = Instant::now();
     for i in 0..ops {
         let t = Instant::now();
@@ -309,6 +311,7 @@ fn timed(engine: &'static str, workload: &str, ops: u64, mut f: impl FnMut(u64))
         secs,
         p50_us: h.value_at_quantile(0.50) as f64 / 1000.0,
         p99_us: h.value_at_quantile(0.99) as f64 / 1000.0,
+        cpu_us_per_op: (cpu_secs() - cpu0) * 1e6 / ops as f64,
         extra: String::new(),
     }
 }
@@ -326,6 +329,23 @@ fn dir_bytes(dir: &Path) -> u64 {
         }
     }
     total
+}
+
+/// CPU time (user + system, all threads) this process used so far, in
+/// seconds. Unlike wall time it is not inflated when other processes on a
+/// shared machine take the cores.
+fn cpu_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which is in parentheses).
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Bytes this process caused to be written to storage (Linux /proc/self/io).
@@ -350,6 +370,7 @@ struct Args {
     big_reads: u64,
     engines: Vec<String>,
     dir: PathBuf,
+    runs: usize,
 }
 
 fn parse_args() -> Args {
@@ -362,6 +383,7 @@ fn parse_args() -> Args {
         big_reads: 200_000,
         engines: vec!["ringkv".into(), "fjall".into(), "rocksdb".into()],
         dir: PathBuf::from("bench-data"),
+        runs: 1,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -376,6 +398,7 @@ fn parse_args() -> Args {
             "--big-reads" => a.big_reads = v.parse().expect("--big-reads N"),
             "--engines" => a.engines = v.split(',').map(str::to_string).collect(),
             "--dir" => a.dir = PathBuf::from(v),
+            "--runs" => a.runs = v.parse().expect("--runs N"),
             other => panic!("unknown argument {other}; see run.sh"),
         }
         i += 2;
@@ -398,7 +421,16 @@ fn main() {
     let a = parse_args();
     let mut rows: Vec<Row> = Vec::new();
     let mut val = vec![0u8; a.value_bytes];
-    for name in &a.engines {
+    // Each run rotates the engine order, so a burst of load from other
+    // processes does not always land on the same engine.
+    let mut plan = Vec::new();
+    for run in 0..a.runs {
+        let n = a.engines.len();
+        for i in 0..n {
+            plan.push(a.engines[(i + run) % n].clone());
+        }
+    }
+    for name in &plan {
         let dir = a.dir.join(format!("{name}-small"));
         let (ename, kv) = open_engine(name, &dir);
         eprintln!("== {ename}: load {} keys x {} B", a.keys, a.value_bytes);
@@ -501,26 +533,47 @@ fn blocks_per(kv: &dyn Kv, before: Option<u64>, ops: u64) -> String {
     }
 }
 
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
 fn print_table(rows: &[Row]) {
-    println!("| workload | engine | ops | ops/s | p50 µs | p99 µs | notes |");
-    println!("|---|---|---:|---:|---:|---:|---|");
-    let mut workloads: Vec<&str> = Vec::new();
+    println!("| workload | engine | ops | ops/s (median) | p50 µs | p99 µs | CPU µs/op | ops/s per run | notes |");
+    println!("|---|---|---:|---:|---:|---:|---:|---|---|");
+    let mut keys: Vec<(&str, &str)> = Vec::new();
     for r in rows {
-        if !workloads.contains(&r.workload.as_str()) {
-            workloads.push(&r.workload);
+        if !keys.iter().any(|(w, _)| *w == r.workload) {
+            keys.push((&r.workload, ""));
         }
     }
-    for w in workloads {
-        for r in rows.iter().filter(|r| r.workload == w) {
+    let mut engines: Vec<&str> = Vec::new();
+    for r in rows {
+        if !engines.contains(&r.engine) {
+            engines.push(r.engine);
+        }
+    }
+    engines.sort_by_key(|e| ["ringkv", "fjall", "rocksdb"].iter().position(|x| x == e));
+    for (w, _) in keys {
+        for e in &engines {
+            let rs: Vec<&Row> = rows.iter().filter(|r| r.workload == w && r.engine == *e).collect();
+            if rs.is_empty() {
+                continue;
+            }
+            let mut by_ops = rs.clone();
+            by_ops.sort_by(|x, y| x.ops_per_sec().total_cmp(&y.ops_per_sec()));
+            let mid = by_ops[by_ops.len() / 2];
             println!(
-                "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {} |",
-                r.workload,
-                r.engine,
-                r.ops,
-                r.ops_per_sec(),
-                r.p50_us,
-                r.p99_us,
-                r.extra
+                "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} |",
+                w,
+                e,
+                mid.ops,
+                mid.ops_per_sec(),
+                median(rs.iter().map(|r| r.p50_us).collect()),
+                median(rs.iter().map(|r| r.p99_us).collect()),
+                median(rs.iter().map(|r| r.cpu_us_per_op).collect()),
+                rs.iter().map(|r| format!("{:.0}", r.ops_per_sec())).collect::<Vec<_>>().join(" / "),
+                mid.extra
             );
         }
     }
