@@ -11,6 +11,13 @@
 //!   including it are fine); a value whose counter was never invoked (or is
 //!   not a counter at all) is a *phantom*; a key whose final read (at ALL,
 //!   after healing) is below its last acknowledged counter is *lost*.
+//!
+//! One subtlety: a write whose outcome is unknown (the client timed out) may
+//! take effect at any later time, after the writer's next writes too. A
+//! replica that applies it late supersedes whatever it had seen (plain `SET`
+//! uses the replica's own context), so it is then a causal successor of a
+//! write with a higher counter. Reads that return such a late write are not
+//! stale; they are counted as `late_writes` instead.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -28,6 +35,9 @@ pub struct Verdict {
     /// Unknown-outcome writes found present / absent at the end.
     pub unknown_present: u64,
     pub unknown_absent: u64,
+    /// Reads (and final reads) explained only by a write with an unknown
+    /// outcome that took effect after a later acknowledged one.
+    pub late_writes: u64,
     /// Up to [`EXAMPLES_MAX`] human-readable examples of violations.
     pub examples: Vec<String>,
 }
@@ -110,8 +120,14 @@ pub fn check_register(ops: &[Op], final_reads: &HashMap<u32, Vec<Seen>>) -> Verd
     // writes as (invoke_us, counter).
     let mut acked: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
     let mut invoked: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
+    // Writes that may take effect late: (key, counter) of every write that
+    // was not acknowledged.
+    let mut indeterminate: std::collections::HashSet<(u32, u64)> = Default::default();
     for op in ops {
         if let OpKind::Write { key, counter } = op.kind {
+            if op.outcome != Outcome::Ok {
+                indeterminate.insert((key, counter));
+            }
             invoked
                 .entry(key)
                 .or_default()
@@ -161,9 +177,13 @@ pub fn check_register(ops: &[Op], final_reads: &HashMap<u32, Vec<Seen>>) -> Verd
         let required = max_before(acked.get(&key), op.invoke_us, false);
         let ceiling = max_before(invoked.get(&key), op.complete_us, true);
         let mut best = 0;
+        let mut late = false;
         for s in &op.seen {
             match s {
-                Seen::Counter(c) if *c <= ceiling => best = best.max(*c),
+                Seen::Counter(c) if *c <= ceiling => {
+                    best = best.max(*c);
+                    late |= *c < required && indeterminate.contains(&(key, *c));
+                }
                 other => {
                     let text = format!("{other:?}");
                     if phantoms_seen.insert((key, text.clone()), ()).is_none() {
@@ -176,7 +196,9 @@ pub fn check_register(ops: &[Op], final_reads: &HashMap<u32, Vec<Seen>>) -> Verd
                 }
             }
         }
-        if best < required {
+        if best < required && late {
+            v.late_writes += 1;
+        } else if best < required {
             v.stale += 1;
             v.example(format!(
                 "key {key}: read by client {} invoked at {}us returned {:?}, but counter {required} was acknowledged before it began",
@@ -196,9 +218,13 @@ pub fn check_register(ops: &[Op], final_reads: &HashMap<u32, Vec<Seen>>) -> Verd
             .map_or(0, |x| x.1);
         let seen = final_reads.get(&key).map(Vec::as_slice).unwrap_or(&[]);
         let mut best = 0;
+        let mut late = false;
         for s in seen {
             match s {
-                Seen::Counter(c) if *c <= ceiling => best = best.max(*c),
+                Seen::Counter(c) if *c <= ceiling => {
+                    best = best.max(*c);
+                    late |= *c < last_acked && indeterminate.contains(&(key, *c));
+                }
                 other => {
                     v.phantom += 1;
                     v.example(format!(
@@ -207,7 +233,9 @@ pub fn check_register(ops: &[Op], final_reads: &HashMap<u32, Vec<Seen>>) -> Verd
                 }
             }
         }
-        if best < last_acked {
+        if best < last_acked && late {
+            v.late_writes += 1;
+        } else if best < last_acked {
             v.lost += 1;
             v.example(format!(
                 "key {key}: final read returned {seen:?}, but counter {last_acked} was acknowledged"
@@ -305,6 +333,25 @@ mod tests {
         finals.insert(7, vec![Seen::Counter(3), Seen::Garbage("x".into())]);
         let v = check_register(&ops, &finals);
         assert_eq!((v.lost, v.phantom), (0, 2), "{v:?}");
+    }
+
+    #[test]
+    fn a_timed_out_write_that_lands_late_is_not_stale() {
+        let ops = vec![
+            write(3, 1, Outcome::Ok, 0, 10),
+            // Times out at a paused coordinator...
+            write(3, 2, Outcome::Unknown, 20, 2_000),
+            // ...the next write is acknowledged elsewhere...
+            write(3, 3, Outcome::Ok, 2_100, 2_200),
+            // ...then the paused node wakes and applies 2 over 3.
+            read(3, 2_300, 2_400, vec![2]),
+            // 1 was acknowledged before 3 was sent: that read is stale.
+            read(3, 2_300, 2_400, vec![1]),
+        ];
+        let mut finals = HashMap::new();
+        finals.insert(3, vec![Seen::Counter(2)]);
+        let v = check_register(&ops, &finals);
+        assert_eq!((v.stale, v.late_writes, v.lost), (1, 2, 0), "{v:?}");
     }
 
     #[test]

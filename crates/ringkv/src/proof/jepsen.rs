@@ -135,7 +135,7 @@ fn start_cluster(dir: &std::path::Path, n: usize, mode: Mode) -> anyhow::Result<
     }
     let cluster = Cluster { nodes, ids };
     cluster
-        .wait_converged(Duration::from_secs(60))
+        .wait_converged(Instant::now(), Duration::from_secs(60))
         .context("waiting for the new cluster to see all its nodes")?;
     Ok(cluster)
 }
@@ -235,6 +235,47 @@ pub struct Report {
     pub errors: Vec<(String, u64)>,
 }
 
+/// Writes the history and the faults, in invoke order, to `history.txt`:
+/// the evidence a failed run leaves for whoever investigates it.
+fn write_history(dir: &std::path::Path, ops: &[Op], faults: &[FaultEvent]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut lines: Vec<(u64, String)> = Vec::with_capacity(ops.len() + faults.len() * 2);
+    for op in ops {
+        lines.push((
+            op.invoke_us,
+            format!(
+                "{:>12} {:>12} client {:>3} {:?} {:?} seen={:?}{}",
+                op.invoke_us,
+                op.complete_us,
+                op.client,
+                op.kind,
+                op.outcome,
+                op.seen,
+                op.error
+                    .as_deref()
+                    .map(|e| format!(" error={e}"))
+                    .unwrap_or_default()
+            ),
+        ));
+    }
+    for f in faults {
+        lines.push((
+            f.start_us,
+            format!("{:>12} nemesis start: {}", f.start_us, f.detail),
+        ));
+        lines.push((
+            f.end_us,
+            format!("{:>12} nemesis end: {}", f.end_us, f.fault.name()),
+        ));
+    }
+    lines.sort_by_key(|(t, _)| *t);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("history.txt"))?);
+    for (_, line) in lines {
+        writeln!(out, "{line}")?;
+    }
+    out.flush()
+}
+
 /// Most distinct errors listed in the report.
 const ERRORS_LISTED_MAX: usize = 5;
 
@@ -295,7 +336,10 @@ pub fn run(args: JepsenArgs) -> anyhow::Result<()> {
                 || (args.mode == Mode::Strict && report.verdict.stale > 0);
             if violation {
                 dir.keep();
-                println!("node logs and data kept in {}", dir.path.display());
+                println!(
+                    "history (history.txt), node logs and data kept in {}",
+                    dir.path.display()
+                );
                 println!("reproduce (same seed: same operation and fault schedule): {repro}");
                 bail!("guarantee violated (see the examples above)");
             }
@@ -346,8 +390,16 @@ fn run_in(
         handles.push(handle);
     }
     let faults_until = until.checked_sub(Duration::from_secs(3)).unwrap_or(until);
-    let events = nemesis::run(&mut cluster, faults, seed, clock, faults_until);
-    if events.is_err() {
+    let converge_within = Duration::from_secs(args.converge_timeout_secs);
+    // Convergence is timed from the last heal while the clients keep going,
+    // as an application would see it.
+    let healed = nemesis::run(&mut cluster, faults, seed, clock, faults_until).and_then(
+        |(events, healed_at)| {
+            let took = cluster.wait_converged(healed_at, converge_within)?;
+            Ok((events, took))
+        },
+    );
+    if healed.is_err() {
         stop.store(true, Ordering::Relaxed);
     }
     let mut ops = Vec::new();
@@ -361,9 +413,9 @@ fn run_in(
             Err(_) => bail!("a client thread panicked"),
         }
     }
-    let events = events?;
-    cluster.heal_all()?;
-    let convergence = cluster.wait_converged(Duration::from_secs(args.converge_timeout_secs))?;
+    let (events, convergence) = healed?;
+    // The last writes' hints must be handed over before the final reads.
+    cluster.wait_converged(Instant::now(), converge_within)?;
     let verdict = match args.workload {
         Workload::Set => {
             let finals = final_set_reads(&cluster, &ops, args.clients)?;
@@ -378,6 +430,7 @@ fn run_in(
     for node in &mut cluster.nodes {
         let _ = node.terminate(Duration::from_secs(10));
     }
+    write_history(dir, &ops, &events).context("writing history.txt")?;
     Ok(Report {
         counts: history::counts(&ops),
         verdict,
@@ -434,6 +487,12 @@ fn print_report(args: &JepsenArgs, r: &Report) {
         }
     );
     println!("phantom         {}", v.phantom);
+    if args.workload == Workload::Register {
+        println!(
+            "late writes     {} (reads that saw a timed-out write land after a later acknowledged one)",
+            v.late_writes
+        );
+    }
     if args.workload == Workload::Set {
         println!(
             "unknown adds    {} present, {} absent at the end",
@@ -442,7 +501,7 @@ fn print_report(args: &JepsenArgs, r: &Report) {
     }
     println!("faults          {} ({})", r.faults.len(), kinds.join(", "));
     println!(
-        "convergence     {:.1} s after healing",
+        "convergence     {:.1} s from the last heal to every node alive to all, no hints held",
         r.convergence.as_secs_f64()
     );
     println!("connect errors  {}", r.connect_failures);
@@ -453,12 +512,13 @@ fn print_report(args: &JepsenArgs, r: &Report) {
         println!("  violation: {e}");
     }
     println!(
-        "figures: ops={} acknowledged={} lost={} stale={} phantom={} unknown={} faults={} convergence_ms={}",
+        "figures: ops={} acknowledged={} lost={} stale={} phantom={} late_writes={} unknown={} faults={} convergence_ms={}",
         c.ops,
         c.acknowledged,
         v.lost,
         v.stale,
         v.phantom,
+        v.late_writes,
         c.unknown,
         r.faults.len(),
         r.convergence.as_millis()

@@ -103,12 +103,13 @@ impl Cluster {
         })
     }
 
-    /// Waits (bounded) until [`Cluster::converged`]; the time it took.
-    pub fn wait_converged(&self, within: Duration) -> anyhow::Result<Duration> {
+    /// Waits (bounded by `within`) until [`Cluster::converged`]; the time
+    /// from `since` (the last heal) until then.
+    pub fn wait_converged(&self, since: Instant, within: Duration) -> anyhow::Result<Duration> {
         let start = Instant::now();
         while start.elapsed() < within {
             if self.converged() {
-                return Ok(start.elapsed());
+                return Ok(since.elapsed());
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -116,19 +117,20 @@ impl Cluster {
     }
 }
 
-/// Runs the schedule until `until`, then heals everything.
+/// Runs the schedule until `until`, then heals everything; the faults
+/// injected and when the last heal was done.
 pub fn run(
     cluster: &mut Cluster,
     faults: &[Fault],
     seed: u64,
     clock: RunClock,
     until: Instant,
-) -> anyhow::Result<Vec<FaultEvent>> {
+) -> anyhow::Result<(Vec<FaultEvent>, Instant)> {
     let mut rng = SeededRng::new(seed ^ 0x004E_454D_4553_4953);
     let mut events = Vec::new();
     let n = cluster.nodes.len();
     if faults.is_empty() || n == 0 {
-        return Ok(events);
+        return Ok((events, Instant::now()));
     }
     loop {
         let gap = Duration::from_millis(1_000 + rng.below(2_000));
@@ -218,5 +220,5 @@ pub fn run(
         });
     }
     cluster.heal_all()?;
-    Ok(events)
+    Ok((events, Instant::now()))
 }

@@ -1,0 +1,81 @@
+//! Short Jepsen-style runs of `ringkv prove jepsen` on five real node
+//! processes, fixed seeds: a set workload in sloppy mode under kill -9 and
+//! partitions (no acknowledged add may be lost), and a register workload in
+//! strict mode (R + W > N) under partitions and pauses (no stale read). The
+//! long versions are in docs/PROOF.md.
+
+use std::process::Command;
+
+/// The `key=value` figures of the run's summary line.
+fn figures(stdout: &str) -> Vec<(String, u64)> {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("figures: "))
+        .unwrap_or_else(|| panic!("no figures line in:\n{stdout}"));
+    line["figures: ".len()..]
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap_or(u64::MAX)))
+        .collect()
+}
+
+fn figure(f: &[(String, u64)], name: &str) -> u64 {
+    f.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| *v)
+        .unwrap_or_else(|| panic!("no {name} in {f:?}"))
+}
+
+fn prove(args: &[&str]) -> Vec<(String, u64)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        .args(["prove", "jepsen", "--nodes", "5", "--duration-secs", "20"])
+        .args(["--clients", "6", "--pace-ms", "20"])
+        .args(args)
+        .output()
+        .expect("run ringkv prove jepsen");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "ringkv prove jepsen {args:?} failed:\n{stdout}\n{stderr}"
+    );
+    let f = figures(&stdout);
+    eprintln!("{args:?}: {f:?}");
+    assert!(
+        figure(&f, "acknowledged") > 100,
+        "the clients made progress: {f:?}"
+    );
+    assert!(figure(&f, "faults") > 0, "faults were injected: {f:?}");
+    assert_eq!(figure(&f, "lost"), 0, "{f:?}");
+    assert_eq!(figure(&f, "phantom"), 0, "{f:?}");
+    f
+}
+
+#[test]
+fn sloppy_set_loses_no_acknowledged_add_under_kill_and_partition() {
+    prove(&[
+        "--mode",
+        "sloppy",
+        "--workload",
+        "set",
+        "--seed",
+        "101",
+        "--faults",
+        "kill,partition",
+    ]);
+}
+
+#[test]
+fn strict_register_reads_no_stale_value_under_partition_and_pause() {
+    let f = prove(&[
+        "--mode",
+        "strict",
+        "--workload",
+        "register",
+        "--seed",
+        "202",
+        "--faults",
+        "partition,pause,skew",
+    ]);
+    assert_eq!(figure(&f, "stale"), 0, "{f:?}");
+}
