@@ -17,13 +17,21 @@ fn limits() -> Limits {
     }
 }
 
-fn drain(parser: &mut RequestParser, buf: &mut BytesMut, rounds_max: usize) {
+/// Parses every complete request; false after an error (the server closes
+/// the connection then, and the parser must not be called again).
+fn drain(parser: &mut RequestParser, buf: &mut BytesMut, rounds_max: usize) -> bool {
     let mut args = Vec::new();
     let mut rounds = 0;
-    while let Ok(true) = parser.parse(buf, &mut args) {
-        assert!(!args.is_empty() && args.len() <= limits().args_max);
-        rounds += 1;
-        assert!(rounds <= rounds_max, "more requests than bytes");
+    loop {
+        match parser.parse(buf, &mut args) {
+            Ok(true) => {
+                assert!(!args.is_empty() && args.len() <= limits().args_max);
+                rounds += 1;
+                assert!(rounds <= rounds_max, "more requests than bytes");
+            }
+            Ok(false) => return true,
+            Err(_) => return false,
+        }
     }
 }
 
@@ -36,7 +44,8 @@ fuzz_target!(|data: &[u8]| {
     let split = data.first().map_or(0, |b| *b as usize % (data.len() + 1));
     let mut parser = RequestParser::new(limits());
     let mut buf = BytesMut::from(&data[..split]);
-    drain(&mut parser, &mut buf, data.len());
-    buf.extend_from_slice(&data[split..]);
-    drain(&mut parser, &mut buf, data.len());
+    if drain(&mut parser, &mut buf, data.len()) {
+        buf.extend_from_slice(&data[split..]);
+        drain(&mut parser, &mut buf, data.len());
+    }
 });
