@@ -106,7 +106,13 @@ pub struct Membership {
     detectors: Mutex<HashMap<u64, PhiDetector>>,
     placement: RwLock<Arc<Placement>>,
     replication: Replication,
+    /// Called with every known state whenever the ring changes, so the
+    /// node can keep them on disk (see [`Membership::restore`]).
+    on_ring_change: RwLock<Option<RingChangeHook>>,
 }
+
+/// What [`Membership::set_on_ring_change`] takes.
+pub type RingChangeHook = Box<dyn Fn(&[NodeState]) + Send + Sync>;
 
 impl Membership {
     /// Starts from this node's own state.
@@ -128,6 +134,7 @@ impl Membership {
             states: RwLock::new(HashMap::from([(self_id, me)])),
             detectors: Mutex::new(HashMap::new()),
             replication,
+            on_ring_change: RwLock::new(None),
         };
         m.rebuild_ring();
         m
@@ -238,7 +245,37 @@ impl Membership {
         changed
     }
 
+    /// Installs the hook told of every ring change.
+    pub fn set_on_ring_change(&self, hook: RingChangeHook) {
+        *self.on_ring_change.write() = Some(hook);
+    }
+
+    /// Puts back the states of peers known before a restart. They shape the
+    /// ring at once, but count as down until they are heard from again: a
+    /// restarted node never believes it is alone and never serves from a
+    /// ring that lacks its peers (which would let it answer a quorum by
+    /// itself). Newer states from gossip replace them as usual.
+    pub fn restore(&self, saved: Vec<NodeState>) {
+        {
+            let mut states = self.states.write();
+            for s in saved {
+                if s.id == self.self_id || states.contains_key(&s.id) {
+                    continue;
+                }
+                states.insert(s.id, s);
+            }
+        }
+        self.rebuild_ring();
+    }
+
     fn rebuild_ring(&self) {
+        self.rebuild_placement();
+        if let Some(hook) = self.on_ring_change.read().as_ref() {
+            hook(&self.states());
+        }
+    }
+
+    fn rebuild_placement(&self) {
         let states = self.states.read();
         let mut ids: Vec<u64> = states.keys().copied().collect();
         ids.sort_unstable();
@@ -416,6 +453,33 @@ mod tests {
         reborn.generation = 2;
         assert!(m.merge(vec![reborn]));
         assert_eq!(m.ring().tokens_of(2), vec![21]);
+    }
+
+    #[test]
+    fn restored_peers_shape_the_ring_but_are_down_until_heard() {
+        let clock = Arc::new(ManualClock::new(0));
+        let m = Membership::new(
+            state(1, vec![10]),
+            Replication::simple("dc1", 3),
+            clock,
+            MembershipConfig::default(),
+        );
+        let seen = Arc::new(Mutex::new(0usize));
+        let counter = Arc::clone(&seen);
+        m.set_on_ring_change(Box::new(move |states| *counter.lock() = states.len()));
+        m.restore(vec![state(2, vec![20]), state(3, vec![30])]);
+        assert_eq!(m.ring().len(), 3, "the ring holds the restored peers");
+        assert_eq!(*seen.lock(), 3, "the hook saw the change");
+        assert_eq!(m.preference_list(15), vec![2, 3, 1]);
+        assert!(
+            !m.is_alive(2) && !m.is_alive(3),
+            "not alive until heard from"
+        );
+        let mut s2 = state(2, vec![20]);
+        s2.heartbeat = 1;
+        m.merge(vec![s2]);
+        assert!(m.is_alive(2));
+        assert!(!m.is_alive(3));
     }
 
     #[test]

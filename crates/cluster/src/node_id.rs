@@ -55,6 +55,49 @@ pub fn load_tokens(dir: &Path) -> io::Result<Option<Vec<u64>>> {
     Ok(Some(tokens))
 }
 
+const PEERS_FILE: &str = "PEERS";
+/// Largest PEERS file read, in bytes.
+const PEERS_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// The states of every node this node knew when it last saw the ring
+/// change (postcard of `Vec<NodeState>`; written whole). Unreadable content
+/// is an error: the operator decides, the node does not guess.
+pub fn load_peers(dir: &Path) -> io::Result<Vec<crate::message::NodeState>> {
+    let path = dir.join(PEERS_FILE);
+    let bytes = match std::fs::metadata(&path) {
+        Ok(m) if m.len() > PEERS_BYTES_MAX => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is larger than {PEERS_BYTES_MAX} bytes", path.display()),
+            ));
+        }
+        Ok(_) => std::fs::read(&path)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    postcard::from_bytes(&bytes).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} does not decode: {e}", path.display()),
+        )
+    })
+}
+
+/// Records the states of every known node.
+pub fn save_peers(dir: &Path, states: &[crate::message::NodeState]) -> io::Result<()> {
+    use std::io::Write;
+    let bytes = postcard::to_allocvec(states)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    let tmp = dir.join(format!("{PEERS_FILE}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(PEERS_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// Records this node's tokens.
 pub fn save_tokens(dir: &Path, tokens: &[u64]) -> io::Result<()> {
     let text: String = tokens.iter().map(|t| format!("{t}\n")).collect();
@@ -113,6 +156,17 @@ mod tests {
         std::fs::write(dir.path().join(NODE_ID_FILE), "not hex").expect("write");
         let err = load_or_create(dir.path()).expect_err("garbage must be refused");
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn peers_roundtrip_and_garbage_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(load_peers(dir.path()).expect("none").is_empty());
+        let states = crate::testing::ring_states(3, 4);
+        save_peers(dir.path(), &states).expect("save");
+        assert_eq!(load_peers(dir.path()).expect("load"), states);
+        std::fs::write(dir.path().join(PEERS_FILE), b"\xff\xff\xff").expect("write");
+        assert!(load_peers(dir.path()).is_err());
     }
 
     #[test]

@@ -249,6 +249,25 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         clock.clone(),
         membership_config(&config),
     ));
+    // The peers known before a restart shape the ring at once (as down
+    // until heard from): a restarted node never serves from a ring of
+    // itself alone. Every ring change is kept for the next start.
+    let known = ringkv_cluster::node_id::load_peers(&data_dir)
+        .with_context(|| format!("reading known peers in {}", data_dir.display()))?;
+    let known_addrs: Vec<String> = known
+        .iter()
+        .filter(|s| s.id != node_id)
+        .map(|s| s.cluster_addr.clone())
+        .collect();
+    membership.restore(known);
+    membership.set_on_ring_change(Box::new({
+        let dir = data_dir.clone();
+        move |states| {
+            if let Err(e) = ringkv_cluster::node_id::save_peers(&dir, states) {
+                tracing::warn!(error = %e, "saving known peers failed");
+            }
+        }
+    }));
     let transport_config = TransportConfig {
         cluster: config.cluster.name.clone(),
         ..TransportConfig::default()
@@ -291,7 +310,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             t
         }
     };
-    node.announce(tokens, &seeds).await;
+    // Tell the seeds, and the peers known from before a restart, at once.
+    let mut contacts = seeds.clone();
+    contacts.extend(known_addrs.into_iter().filter(|a| !seeds.contains(a)));
+    node.announce(tokens, &contacts).await;
     let gossip_task =
         tokio::spawn(Node::clone(&node).run_gossip(seeds, wait_for(watch_rx.clone())));
     let replay_task = tokio::spawn(Node::clone(&node).run_hint_replay(wait_for(watch_rx.clone())));
