@@ -43,6 +43,8 @@ pub struct NodeSection {
     pub weight: u32,
     /// Default log filter (`RUST_LOG` overrides it).
     pub log: String,
+    /// Threads serving requests; 0 is one fewer than the cores (at least 1).
+    pub worker_threads: usize,
 }
 
 impl Default for NodeSection {
@@ -57,6 +59,7 @@ impl Default for NodeSection {
             rack: "rack1".into(),
             weight: 1,
             log: "info".into(),
+            worker_threads: 0,
         }
     }
 }
