@@ -1029,14 +1029,18 @@ impl<S: LocalStore> Node<S> {
                 let now = self.inner.replica.now_ms();
                 let mut stalled = false;
                 let started = tokio::time::Instant::now();
+                // A batch goes out at once: merges commute, so hints of one
+                // key may land in any order.
+                let mut sends = Vec::with_capacity(batch.len());
                 for hint in &batch {
                     if now.saturating_sub(hint.created_ms) > config.age_ms_max {
                         let _ = hints.remove(hint, Some(DropReason::Expired));
                         continue;
                     }
-                    let (_, r) = self
-                        .merge_to(target, hint.key.clone(), hint.record.clone())
-                        .await;
+                    let send = self.merge_to(target, hint.key.clone(), hint.record.clone());
+                    sends.push(async move { (hint, send.await.1) });
+                }
+                for (hint, r) in futures::future::join_all(sends).await {
                     match r {
                         Ok(()) => {
                             delivered += 1;
@@ -1047,7 +1051,6 @@ impl<S: LocalStore> Node<S> {
                         Err(why) => {
                             tracing::debug!(target = %crate::node_id::display(target), %why, "hint replay paused");
                             stalled = true;
-                            break;
                         }
                     }
                 }

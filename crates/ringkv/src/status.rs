@@ -6,6 +6,14 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+/// Prints a line to stdout, ignoring a closed pipe (`ringkv status | head`).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 /// Largest admin answer read, in bytes.
 const ADMIN_RESPONSE_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
@@ -83,8 +91,8 @@ pub fn status(addr: &str) -> anyhow::Result<()> {
     let me = v["self"].as_str().unwrap_or("?");
     let replication = v["replication"].to_string();
     let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
-    println!("cluster seen by {me}; replication {replication}");
-    println!(
+    say!("cluster seen by {me}; replication {replication}");
+    say!(
         "{:<17} {:<8} {:<5} {:>7} {:>6} {:<6} {:<8} {:<21} {:<21} {:>9} {:>8} {:>10}",
         "node",
         "status",
@@ -103,7 +111,7 @@ pub fn status(addr: &str) -> anyhow::Result<()> {
         let phi = n["phi"]
             .as_f64()
             .map_or("-".to_string(), |p| format!("{p:.1}"));
-        println!(
+        say!(
             "{:<17} {:<8} {:<5} {:>6.1}% {:>6} {:<6} {:<8} {:<21} {:<21} {:>9} {:>8} {:>10}",
             n["id"].as_str().unwrap_or("?"),
             n["status"].as_str().unwrap_or("?"),
@@ -128,11 +136,11 @@ pub fn status(addr: &str) -> anyhow::Result<()> {
         .cloned()
         .unwrap_or_default();
     if hints.is_empty() {
-        println!("hints held by {me}: none");
+        say!("hints held by {me}: none");
     } else {
-        println!("hints held by {me}:");
+        say!("hints held by {me}:");
         for h in hints {
-            println!(
+            say!(
                 "  for {}  {} hints  {} bytes",
                 h["target"].as_str().unwrap_or("?"),
                 h["count"].as_u64().unwrap_or(0),
@@ -141,7 +149,7 @@ pub fn status(addr: &str) -> anyhow::Result<()> {
         }
     }
     if let Ok(r) = get_json(addr, "/v1/repair") {
-        println!(
+        say!(
             "anti-entropy on {me}: {} of {} ranges in sync with every replica; oldest unsynced {:.0}s ago; {} passes; {} keys repaired",
             r["ranges_in_sync"].as_u64().unwrap_or(0),
             r["ranges_replicated"].as_u64().unwrap_or(0),
@@ -150,7 +158,7 @@ pub fn status(addr: &str) -> anyhow::Result<()> {
             r["keys_repaired"].as_u64().unwrap_or(0),
         );
     }
-    println!(
+    say!(
         "hints dropped by {me}: {} (budget full), {} (expired)",
         v["hints"]["dropped_full"].as_u64().unwrap_or(0),
         v["hints"]["dropped_expired"].as_u64().unwrap_or(0)
@@ -163,8 +171,8 @@ pub fn status(addr: &str) -> anyhow::Result<()> {
 pub fn repair(addr: &str, wait: bool) -> anyhow::Result<()> {
     let (code, body) = http_request(addr, "POST", "/v1/repair")?;
     match code {
-        202 => println!("repair started on {addr}"),
-        409 => println!("a repair pass is already running on {addr}; following it"),
+        202 => say!("repair started on {addr}"),
+        409 => say!("a repair pass is already running on {addr}; following it"),
         other => bail!("/v1/repair answered {other}: {body}"),
     }
     if !wait {
@@ -175,7 +183,7 @@ pub fn repair(addr: &str, wait: bool) -> anyhow::Result<()> {
         let v = get_json(addr, "/v1/repair")?;
         let done = v["ranges_done"].as_u64().unwrap_or(0);
         let total = v["ranges_total"].as_u64().unwrap_or(0);
-        println!(
+        say!(
             "  {done}/{total} ranges  {} keys repaired  {} B sent  {} B received  {} failures  ({:.0}s)",
             v["keys_repaired"].as_u64().unwrap_or(0),
             v["bytes_sent"].as_u64().unwrap_or(0),
@@ -184,7 +192,7 @@ pub fn repair(addr: &str, wait: bool) -> anyhow::Result<()> {
             started.elapsed().as_secs_f64()
         );
         if v["running"] != true {
-            println!(
+            say!(
                 "repair finished: {} of {} ranges in sync with every replica",
                 v["ranges_in_sync"].as_u64().unwrap_or(0),
                 v["ranges_replicated"].as_u64().unwrap_or(0)
@@ -200,9 +208,9 @@ pub fn ring(addr: &str) -> anyhow::Result<()> {
     let v = get_json(addr, "/v1/cluster")?;
     let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
     let tokens = v["tokens"].as_array().cloned().unwrap_or_default();
-    println!("ring: {} nodes, {} tokens", nodes.len(), tokens.len());
+    say!("ring: {} nodes, {} tokens", nodes.len(), tokens.len());
     for n in &nodes {
-        println!(
+        say!(
             "  {}  {:>6.2}%  {:>4} tokens  weight {}  {}",
             n["id"].as_str().unwrap_or("?"),
             n["ownership"].as_f64().unwrap_or(0.0) * 100.0,
@@ -211,16 +219,16 @@ pub fn ring(addr: &str) -> anyhow::Result<()> {
             n["status"].as_str().unwrap_or("?"),
         );
     }
-    println!("token ranges (end token -> owner):");
+    say!("token ranges (end token -> owner):");
     for t in tokens.iter().take(TOKENS_SHOWN_MAX) {
-        println!(
+        say!(
             "  {:>20}  {}",
             t[0].as_str().unwrap_or("?"),
             t[1].as_str().unwrap_or("?")
         );
     }
     if tokens.len() > TOKENS_SHOWN_MAX {
-        println!(
+        say!(
             "  ... {} more (GET /v1/cluster lists all)",
             tokens.len() - TOKENS_SHOWN_MAX
         );
@@ -244,7 +252,7 @@ pub fn explain(addr: &str, key: &str) -> anyhow::Result<()> {
         })
         .collect();
     let v = get_json(addr, &format!("/v1/explain/{encoded}"))?;
-    println!("{}", serde_json::to_string_pretty(&v)?);
+    say!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
 }
 
