@@ -420,3 +420,28 @@ async fn strict_quorum_does_not_count_hints() {
         .sum();
     assert!(held >= 2, "hints kept for both down replicas: {held}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn replicas_that_fail_before_detection_get_stand_ins() {
+    let c = cluster(5, 3);
+    let key = "undetected";
+    let replicas = c.replicas(key.as_bytes());
+    let coord = replicas[0];
+    // Both other replicas become unreachable, but nobody has noticed yet:
+    // the failure detector still holds them alive.
+    c.net.partition(&[coord], &[replicas[1], replicas[2]]);
+    assert!(c.node(coord).membership().is_alive(replicas[1]));
+    c.node(coord)
+        .put(b(key), b("v"), w(Consistency::Count(2)))
+        .await
+        .expect("W=2 met by a stand-in after the replicas time out");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held: u64 = c
+        .nodes
+        .iter()
+        .filter(|n| !replicas.contains(&n.id()))
+        .flat_map(|n| n.hints_pending())
+        .map(|(_, count, _)| count)
+        .sum();
+    assert!(held >= 1, "a stand-in holds a hint: {held}");
+}

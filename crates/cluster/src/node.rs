@@ -883,7 +883,25 @@ impl<S: LocalStore> Node<S> {
                 (Sent::Hinted { .. }, Ok(())) => {}
                 (sent, Err(why)) => {
                     failures.push(format!("{}: {why}", crate::node_id::display(sent.via())));
-                    self.hold_hint(sent.target(), &key, &bytes);
+                    // A replica that fails before the failure detector
+                    // noticed gets a stand-in too (sloppy quorum), so the
+                    // write need not fail for a node that just died.
+                    let stand_in = match sent {
+                        Sent::Replica(id) if !strict => self.stand_in(token, id, &prefs, &used),
+                        _ => None,
+                    };
+                    match stand_in {
+                        Some(via) => {
+                            used.push(via);
+                            pending.push(self.hint_to(
+                                via,
+                                sent.target(),
+                                key.clone(),
+                                bytes.clone(),
+                            ));
+                        }
+                        None => self.hold_hint(sent.target(), &key, &bytes),
+                    }
                 }
             }
         }
