@@ -6,30 +6,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{NodeProc, http};
+use common::{NodeProc, alive, json, wait_until};
 
 const FAST: &str = "[cluster]\ngossip_interval_ms = 100\nrequest_timeout_ms = 1000\n\
                     [anti_entropy]\nranges_per_sec_max = 200\npass_pause_ms = 300\n";
-
-fn json(node: &NodeProc, path: &str) -> serde_json::Value {
-    let (_, _, body) = http(node.http, "GET", path, &[], b"");
-    serde_json::from_slice(&body).unwrap_or_default()
-}
-
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// Number of nodes `node` sees alive.
-fn alive(node: &NodeProc) -> usize {
-    json(node, "/v1/cluster")["nodes"]
-        .as_array()
-        .map_or(0, |n| n.iter().filter(|x| x["alive"] == true).count())
-}
 
 /// Three nodes joined through the first, all seen alive.
 fn start_three(root: &std::path::Path, cfg: &str) -> (NodeProc, NodeProc, NodeProc) {

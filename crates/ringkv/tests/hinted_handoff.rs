@@ -5,26 +5,11 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use common::{NodeProc, http};
+use common::{NodeProc, http, json, wait_until};
 
 const FAST: &str = "[cluster]\ngossip_interval_ms = 100\nrequest_timeout_ms = 1000\n\
                     [hints]\nreplay_interval_ms = 200\n";
-
-fn cluster_json(node: &NodeProc) -> serde_json::Value {
-    let (s, _, body) = http(node.http, "GET", "/v1/cluster", &[], b"");
-    assert_eq!(s, 200);
-    serde_json::from_slice(&body).expect("json")
-}
-
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn start(dir: &Path, cfg: &str, seed: Option<&str>) -> NodeProc {
     let mut args = vec!["--config", cfg];
@@ -59,11 +44,14 @@ fn killed_replica_gets_its_hints_after_restart() {
     let b = start(&root.path().join("b"), &cfg, Some(&seed));
     let c = start(&root.path().join("c"), &cfg, Some(&seed));
     wait_until("three nodes up", 30, || {
-        cluster_json(&a)["nodes"]
+        json(&a, "/v1/cluster")["nodes"]
             .as_array()
             .is_some_and(|n| n.iter().filter(|x| x["alive"] == true).count() == 3)
     });
-    let victim_id = cluster_json(&c)["self"].as_str().expect("id").to_string();
+    let victim_id = json(&c, "/v1/cluster")["self"]
+        .as_str()
+        .expect("id")
+        .to_string();
     let victim_dir = c.data_dir.clone();
 
     // A write load at QUORUM; the victim dies in the middle of it.
@@ -90,7 +78,7 @@ fn killed_replica_gets_its_hints_after_restart() {
     // The survivors hold hints for the victim.
     wait_until("hints held for the victim", 30, || {
         [&a, &b].iter().any(|n| {
-            cluster_json(n)["hints"]["pending"]
+            json(n, "/v1/cluster")["hints"]["pending"]
                 .as_array()
                 .is_some_and(|h| h.iter().any(|x| x["target"] == victim_id.as_str()))
         })
@@ -100,7 +88,7 @@ fn killed_replica_gets_its_hints_after_restart() {
     let back = start(&victim_dir, &cfg, Some(&seed));
     wait_until("hints replayed", 60, || {
         [&a, &b].iter().all(|n| {
-            cluster_json(n)["hints"]["pending"]
+            json(n, "/v1/cluster")["hints"]["pending"]
                 .as_array()
                 .is_some_and(|h| h.is_empty())
         })

@@ -5,26 +5,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::{NodeProc, http};
+use common::{NodeProc, alive, http, json, wait_until};
 
 const CONFIG: &str = "[cluster]\ngossip_interval_ms = 100\nrequest_timeout_ms = 500\n\
                       dc_replication = { east = 3, west = 3 }\n\
                       [hints]\nreplay_interval_ms = 200\n";
-
-fn cluster_json(node: &NodeProc) -> serde_json::Value {
-    let (_, _, body) = http(node.http, "GET", "/v1/cluster", &[], b"");
-    serde_json::from_slice(&body).unwrap_or_default()
-}
-
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn signal(node: &NodeProc, sig: &str) {
     let ok = std::process::Command::new("kill")
@@ -32,12 +17,6 @@ fn signal(node: &NodeProc, sig: &str) {
         .status()
         .expect("kill");
     assert!(ok.success());
-}
-
-fn alive_count(node: &NodeProc) -> usize {
-    cluster_json(node)["nodes"]
-        .as_array()
-        .map_or(0, |n| n.iter().filter(|x| x["alive"] == true).count())
 }
 
 #[test]
@@ -66,9 +45,7 @@ fn a_cut_off_data_center_leaves_the_other_serving_and_converges_after() {
         }
         nodes.push(NodeProc::start(&root.path().join(format!("n{i}")), &args));
     }
-    wait_until("six nodes up", 60, || {
-        nodes.iter().all(|n| alive_count(n) == 6)
-    });
+    wait_until("six nodes up", 60, || nodes.iter().all(|n| alive(n) == 6));
     // Every key has three replicas in each data center.
     let (_, _, body) = http(nodes[0].http, "GET", "/v1/explain/somekey", &[], b"");
     let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
@@ -82,7 +59,7 @@ fn a_cut_off_data_center_leaves_the_other_serving_and_converges_after() {
     for n in &nodes[3..] {
         signal(n, "-STOP");
     }
-    wait_until("east to see west down", 30, || alive_count(&nodes[0]) == 3);
+    wait_until("east to see west down", 30, || alive(&nodes[0]) == 3);
     let mut con = nodes[1].redis();
     let _: () = redis::cmd("RINGKV.CONSISTENCY")
         .arg("LOCAL_QUORUM")
@@ -113,11 +90,16 @@ fn a_cut_off_data_center_leaves_the_other_serving_and_converges_after() {
         signal(n, "-CONT");
     }
     wait_until("all six up again", 30, || {
-        nodes.iter().all(|n| alive_count(n) == 6)
+        nodes.iter().all(|n| alive(n) == 6)
     });
     let west_ids: Vec<String> = nodes[3..]
         .iter()
-        .map(|n| cluster_json(n)["self"].as_str().unwrap_or("?").to_string())
+        .map(|n| {
+            json(n, "/v1/cluster")["self"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string()
+        })
         .collect();
     wait_until("west to hold every write made while cut off", 60, || {
         (0..50).all(|i| {

@@ -9,31 +9,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{NodeProc, http};
+use common::{NodeProc, alive, http, json, wait_until};
 
 const CONFIG: &str = "[cluster]\ngossip_interval_ms = 100\nrequest_timeout_ms = 1000\n\
                       [hints]\nreplay_interval_ms = 200\n\
                       [anti_entropy]\nranges_per_sec_max = 200\npass_pause_ms = 500\n\
                       [debug]\nfault_injection = true\n";
-
-fn json(node: &NodeProc, path: &str) -> serde_json::Value {
-    let (_, _, body) = http(node.http, "GET", path, &[], b"");
-    serde_json::from_slice(&body).unwrap_or_default()
-}
-
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn alive(node: &NodeProc) -> usize {
-    json(node, "/v1/cluster")["nodes"]
-        .as_array()
-        .map_or(0, |n| n.iter().filter(|x| x["alive"] == true).count())
-}
 
 fn block(node: &NodeProc, ids: &[String]) {
     let body = serde_json::json!({ "nodes": ids }).to_string();

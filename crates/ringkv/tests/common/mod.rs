@@ -191,3 +191,25 @@ pub fn have(tool: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// A JSON answer of a node's HTTP API (`Null` when it does not parse).
+pub fn json(node: &NodeProc, path: &str) -> serde_json::Value {
+    let (_, _, body) = http(node.http, "GET", path, &[], b"");
+    serde_json::from_slice(&body).unwrap_or_default()
+}
+
+/// Polls `f` every 100 ms until it holds; fails the test after `secs`.
+pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// How many nodes `node` believes alive.
+pub fn alive(node: &NodeProc) -> usize {
+    json(node, "/v1/cluster")["nodes"]
+        .as_array()
+        .map_or(0, |n| n.iter().filter(|x| x["alive"] == true).count())
+}
