@@ -316,6 +316,18 @@ pub struct ReplicaView {
     pub tombstones: usize,
 }
 
+/// One replicated range's anti-entropy state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeState {
+    /// The range `(start, end]` of tokens.
+    pub start: u64,
+    pub end: u64,
+    pub replicas: Vec<u64>,
+    /// Wall-clock ms of the last sync that reached every other replica;
+    /// `None` while some replica was never synced.
+    pub synced_at_ms: Option<u64>,
+}
+
 /// Where a key lives and what each replica holds.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Explain {
@@ -378,6 +390,12 @@ pub trait Kv: Send + Sync + 'static {
     /// Anti-entropy progress, where the implementation has it.
     fn repair_status(&self) -> Option<RepairStatus> {
         None
+    }
+
+    /// Every range this node replicates and when it last completed a sync
+    /// with all its other replicas.
+    fn range_states(&self) -> Vec<RangeState> {
+        Vec::new()
     }
 
     /// Starts a full anti-entropy pass over every range this node

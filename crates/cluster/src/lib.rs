@@ -40,7 +40,8 @@ mod cluster_tests;
 
 pub use api::{
     ClusterView, Condition, Consistency, Expiry, Explain, Kv, KvError, NodeInfo, NodeView,
-    ReadOptions, ReadResult, RepairStatus, ReplicaView, Sibling, WriteOptions, WriteOutcome,
+    RangeState, ReadOptions, ReadResult, RepairStatus, ReplicaView, Sibling, WriteOptions,
+    WriteOutcome,
 };
 pub use node::{Node, NodeConfig};
 pub use store::{LocalStore, StoreError};

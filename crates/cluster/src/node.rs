@@ -1417,6 +1417,18 @@ impl<S: LocalStore> Kv for Node<S> {
         Node::start_repair(self)
     }
 
+    fn range_states(&self) -> Vec<crate::api::RangeState> {
+        self.replicated_ranges()
+            .into_iter()
+            .map(|(range, replicas)| crate::api::RangeState {
+                start: range.start,
+                end: range.end,
+                synced_at_ms: self.sync_ledger().synced_at(range.end),
+                replicas,
+            })
+            .collect()
+    }
+
     async fn explain(&self, key: Bytes) -> Result<Explain, KvError> {
         self.check_key(&key)?;
         let m = &self.inner.membership;

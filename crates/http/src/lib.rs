@@ -19,6 +19,9 @@
 //!   and load, the replication factors, and the ring's tokens.
 //! - `GET /v1/explain/{key}`: the key's token, preference list and each
 //!   replica's version vector and siblings.
+//! - `GET /v1/repair`, `POST /v1/repair`: anti-entropy progress; start a pass.
+//! - `GET /v1/repair/ranges`: every replicated range and when it last synced
+//!   with all its replicas.
 //! - `GET /v1/repair`: anti-entropy progress and figures, as JSON.
 //! - `POST /v1/repair`: starts a full anti-entropy pass over every range the
 //!   node replicates (`202`, with the progress), unless one is running
@@ -102,6 +105,7 @@ pub fn router<K: Kv>(kv: Arc<K>, metrics: MetricsRender, config: &HttpConfig) ->
             "/v1/repair",
             get(repair_status::<K>).post(start_repair::<K>),
         )
+        .route("/v1/repair/ranges", get(repair_ranges::<K>))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_text::<K>))
         .layer(DefaultBodyLimit::max(config.body_bytes_max))
@@ -496,6 +500,27 @@ fn repair_json(kv: &impl Kv) -> Result<serde_json::Value, ApiError> {
 
 async fn repair_status<K: Kv>(State(state): State<AppState<K>>) -> Result<Response, ApiError> {
     Ok(axum::Json(repair_json(state.kv.as_ref())?).into_response())
+}
+
+/// Every replicated range with the time of its last sync with all its
+/// replicas (`null`: some replica never synced).
+async fn repair_ranges<K: Kv>(State(state): State<AppState<K>>) -> Response {
+    let now = state.kv.now_ms();
+    let ranges: Vec<serde_json::Value> = state
+        .kv
+        .range_states()
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "start": r.start.to_string(),
+                "end": r.end.to_string(),
+                "replicas": r.replicas.iter().map(|n| format!("{n:016x}")).collect::<Vec<_>>(),
+                "synced_at_ms": r.synced_at_ms,
+                "age_ms": r.synced_at_ms.map(|t| now.saturating_sub(t)),
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "ranges": ranges })).into_response()
 }
 
 async fn start_repair<K: Kv>(State(state): State<AppState<K>>) -> Result<Response, ApiError> {

@@ -26,7 +26,7 @@ pub enum Command {
     /// Run a local cluster on this machine with data in a local folder.
     LocalCluster(LocalClusterArgs),
     /// Show a node's status (over its HTTP port).
-    Status(AdminArgs),
+    Status(StatusArgs),
     /// Show token ownership of the ring (over a node's HTTP port).
     Ring(AdminArgs),
     /// Show a key's token, preference list and each replica's version.
@@ -113,6 +113,16 @@ pub struct LocalClusterArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// List every replicated range and when it last synced with all its
+    /// replicas.
+    #[arg(long)]
+    pub ranges: bool,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct RepairArgs {
     /// Start the pass and return without following it.
     #[arg(long)]
@@ -190,7 +200,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::server::run_until_signal(config)
         }
         Command::LocalCluster(args) => crate::local_cluster::run(args),
-        Command::Status(args) => crate::status::status(&args.http),
+        Command::Status(args) if args.ranges => crate::status::ranges(&args.admin.http),
+        Command::Status(args) => crate::status::status(&args.admin.http),
         Command::Ring(args) => crate::status::ring(&args.http),
         Command::Explain(args) => crate::status::explain(&args.admin.http, &args.key),
         Command::Repair(args) => crate::status::repair(&args.admin.http, !args.no_wait),

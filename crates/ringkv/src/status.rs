@@ -203,6 +203,35 @@ pub fn repair(addr: &str, wait: bool) -> anyhow::Result<()> {
     }
 }
 
+/// `ringkv status --ranges`: the anti-entropy state of every range.
+pub fn ranges(addr: &str) -> anyhow::Result<()> {
+    let v = get_json(addr, "/v1/repair/ranges")?;
+    let ranges = v["ranges"].as_array().cloned().unwrap_or_default();
+    say!(
+        "{:>20} {:>20}  {:<12}  replicas",
+        "range start",
+        "range end",
+        "synced"
+    );
+    for r in &ranges {
+        let synced = r["age_ms"].as_u64().map_or("never".to_string(), |a| {
+            format!("{:.1}s ago", a as f64 / 1000.0)
+        });
+        let replicas: Vec<&str> = r["replicas"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        say!(
+            "{:>20} {:>20}  {:<12}  {}",
+            r["start"].as_str().unwrap_or("?"),
+            r["end"].as_str().unwrap_or("?"),
+            synced,
+            replicas.join(" ")
+        );
+    }
+    Ok(())
+}
+
 /// `ringkv ring`: token ownership.
 pub fn ring(addr: &str) -> anyhow::Result<()> {
     let v = get_json(addr, "/v1/cluster")?;

@@ -86,6 +86,22 @@ fn a_wiped_replica_is_restored_without_any_command() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "ringkv repair failed: {text}");
     assert!(text.contains("repair finished"), "{text}");
+    // After the pass every range of b has synced with all its replicas.
+    let r = json(&b, "/v1/repair/ranges");
+    let ranges = r["ranges"].as_array().cloned().unwrap_or_default();
+    assert!(!ranges.is_empty(), "{r}");
+    assert!(
+        ranges.iter().all(|x| x["synced_at_ms"].is_u64()),
+        "every range synced: {r}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        .args(["status", "--ranges", "--http", &b.http.to_string()])
+        .output()
+        .expect("ringkv status --ranges");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.lines().count(), ranges.len() + 1, "{text}");
+    assert!(!text.contains("never"), "{text}");
 }
 
 #[test]
