@@ -28,6 +28,10 @@ fn cluster(n: usize, rf: usize) -> TestCluster {
 }
 
 fn cluster_with(n: usize, rf: usize, strict_quorum: bool) -> TestCluster {
+    cluster_full(n, rf, strict_quorum, HintConfig::default())
+}
+
+fn cluster_full(n: usize, rf: usize, strict_quorum: bool, hints: HintConfig) -> TestCluster {
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let net = MemNetwork::new(7);
     let config = MembershipConfig {
@@ -46,7 +50,7 @@ fn cluster_with(n: usize, rf: usize, strict_quorum: bool) -> TestCluster {
         ));
         let node = Node::with_cluster(
             MapStore::default(),
-            HintStore::in_memory(HintConfig::default()),
+            HintStore::in_memory(hints.clone()),
             clock.clone(),
             NodeConfig {
                 replication_factor: rf,
@@ -444,4 +448,38 @@ async fn replicas_that_fail_before_detection_get_stand_ins() {
         .map(|(_, count, _)| count)
         .sum();
     assert!(held >= 1, "a stand-in holds a hint: {held}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_hints_for_a_node_silent_longer_than_hints_live() {
+    let hints = HintConfig {
+        age_ms_max: 2_000,
+        ..HintConfig::default()
+    };
+    let mut c = cluster_full(5, 3, false, hints);
+    let key = "window";
+    let replicas = c.replicas(key.as_bytes());
+    c.kill(replicas[2]);
+    c.pass(1_000).await;
+    c.node(replicas[0])
+        .put(b(key), b("v1"), w(Consistency::Quorum))
+        .await
+        .expect("write");
+    let held = |c: &TestCluster| -> u64 {
+        c.nodes
+            .iter()
+            .flat_map(|n| n.hints_pending())
+            .filter(|(t, _, _)| *t == replicas[2])
+            .map(|(_, n, _)| n)
+            .sum()
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(held(&c), 1, "within the window: a hint");
+    c.pass(3_000).await;
+    c.node(replicas[0])
+        .put(b(key), b("v2"), w(Consistency::Quorum))
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(held(&c), 1, "past the window: no new hint");
 }

@@ -311,6 +311,17 @@ impl Membership {
             .is_some_and(|d| d.phi(now) < self.config.phi_convict)
     }
 
+    /// How long since a heartbeat of `id` was last seen (`None`: never
+    /// heard from since this node started).
+    pub fn silent_for(&self, id: u64) -> Option<Duration> {
+        let now = self.clock.monotonic();
+        self.detectors
+            .lock()
+            .get(&id)
+            .and_then(|d| d.last)
+            .map(|last| now.saturating_sub(last))
+    }
+
     /// The current phi of a peer (for status output).
     pub fn phi(&self, id: u64) -> f64 {
         if id == self.self_id {

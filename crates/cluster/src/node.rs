@@ -863,6 +863,9 @@ impl<S: LocalStore> Node<S> {
         let token = token_of(&key);
         let mut used: Vec<u64> = Vec::new();
         for &down in prefs.iter().filter(|id| !live.contains(id)) {
+            if self.beyond_hint_window(down) {
+                continue;
+            }
             match self.stand_in(token, down, &prefs, &used) {
                 Some(via) => {
                     used.push(via);
@@ -952,6 +955,22 @@ impl<S: LocalStore> Node<S> {
             .or_else(|| candidates.first().copied())
     }
 
+    /// True when `target` has been silent longer than hints live: a hint for
+    /// it would only expire unread, so none is taken (counted). Such a node
+    /// catches up through anti-entropy when it returns.
+    fn beyond_hint_window(&self, target: u64) -> bool {
+        let window = Duration::from_millis(self.inner.hints.config().age_ms_max);
+        let beyond = self
+            .inner
+            .membership
+            .silent_for(target)
+            .is_some_and(|silent| silent > window);
+        if beyond {
+            metrics::counter!("ringkv_hints_dropped_total", "reason" => "window").increment(1);
+        }
+        beyond
+    }
+
     /// Sends a hint to a stand-in.
     fn hint_to(
         &self,
@@ -985,7 +1004,7 @@ impl<S: LocalStore> Node<S> {
     /// coordinated). Failures are logged and counted, never fatal to the
     /// client's write, which has its answer already.
     fn hold_hint(&self, target: u64, key: &[u8], record: &[u8]) {
-        if target == self.id() {
+        if target == self.id() || self.beyond_hint_window(target) {
             return;
         }
         let now = self.inner.replica.now_ms();
