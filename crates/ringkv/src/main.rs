@@ -7,6 +7,7 @@ mod bench;
 mod cli;
 mod config;
 mod fault_hooks;
+mod http_client;
 mod local_cluster;
 mod proof;
 mod server;

@@ -1,8 +1,6 @@
 //! Admin verbs that ask a running node over its HTTP port.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::net::ToSocketAddrs;
 
 use anyhow::{Context, bail};
 
@@ -14,67 +12,21 @@ macro_rules! say {
     }};
 }
 
-/// Largest admin answer read, in bytes.
-const ADMIN_RESPONSE_BYTES_MAX: u64 = 16 * 1024 * 1024;
-
 /// A minimal HTTP/1.1 GET (admin answers are small JSON documents).
 pub fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
     http_request(addr, "GET", path)
 }
 
-/// A minimal HTTP/1.1 request without a body.
+/// An HTTP/1.1 request without a body to the node at `addr` (host:port).
 pub fn http_request(addr: &str, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
     let sock = addr
         .to_socket_addrs()
         .with_context(|| format!("resolving {addr}"))?
         .next()
         .with_context(|| format!("no address for {addr}"))?;
-    let mut stream = TcpStream::connect_timeout(&sock, Duration::from_secs(5))
-        .with_context(|| format!("connecting to {addr}: is a node running there?"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    stream
-        .take(ADMIN_RESPONSE_BYTES_MAX)
-        .read_to_end(&mut raw)
-        .context("reading the answer")?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .context("malformed HTTP answer")?;
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("malformed HTTP status line")?;
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Ok((status, body))
-}
-
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..].trim_start_matches("\r\n");
-    }
-    out
+    let (status, body) = crate::http_client::http(sock, method, path, b"")
+        .with_context(|| format!("asking {addr}: is a node running there?"))?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 fn get_json(addr: &str, path: &str) -> anyhow::Result<serde_json::Value> {
@@ -283,14 +235,4 @@ pub fn explain(addr: &str, key: &str) -> anyhow::Result<()> {
     let v = get_json(addr, &format!("/v1/explain/{encoded}"))?;
     say!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dechunk_joins_chunks() {
-        assert_eq!(dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"), "abcde");
-    }
 }

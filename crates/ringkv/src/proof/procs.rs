@@ -7,8 +7,8 @@
 //! process, so no node outlives the harness on any exit path (error, panic,
 //! or a normal return).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -16,12 +16,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::http_client::http;
+
 /// How long a node may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Timeout of one HTTP exchange with a node.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest HTTP answer read from a node.
-const HTTP_BODY_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
 /// A free loopback port (the OS picks it; it stays ours by convention).
 pub fn free_port() -> anyhow::Result<u16> {
@@ -226,47 +224,6 @@ pub fn connect_redis(addr: SocketAddr, timeout: Duration) -> redis::RedisResult<
     Ok(con)
 }
 
-/// One HTTP/1.1 exchange: (status, body). Bounded in time and size.
-pub fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: &[u8],
-) -> anyhow::Result<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)
-        .with_context(|| format!("connecting to {addr}"))?;
-    s.set_read_timeout(Some(HTTP_TIMEOUT))?;
-    s.set_write_timeout(Some(HTTP_TIMEOUT))?;
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes())?;
-    s.write_all(body)?;
-    let mut raw = Vec::new();
-    s.take(HTTP_BODY_BYTES_MAX).read_to_end(&mut raw)?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .with_context(|| format!("{method} {path}: no header end"))?;
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let status: u16 = head
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("{method} {path}: no status"))?;
-    let mut body = raw[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body = dechunk(&body);
-    }
-    Ok((status, body))
-}
-
 /// GET `path` as JSON (status 200 required).
 pub fn get_json(addr: SocketAddr, path: &str) -> anyhow::Result<serde_json::Value> {
     let (status, body) = http(addr, "GET", path, b"")?;
@@ -286,22 +243,6 @@ pub fn post_json(addr: SocketAddr, path: &str, body: &serde_json::Value) -> anyh
         );
     }
     Ok(())
-}
-
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") else {
-            return out;
-        };
-        let size =
-            usize::from_str_radix(String::from_utf8_lossy(&raw[..eol]).trim(), 16).unwrap_or(0);
-        if size == 0 || raw.len() < eol + 2 + size {
-            return out;
-        }
-        out.extend_from_slice(&raw[eol + 2..eol + 2 + size]);
-        raw = &raw[(eol + 4 + size).min(raw.len())..];
-    }
 }
 
 /// A scratch directory for one run: removed on success unless kept, always
