@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{NodeProc, http};
+use common::{NodeProc, http, start_joined};
 
 /// Fast gossip so failure detection takes a second or two, not twenty.
 const FAST: &str = "[cluster]\ngossip_interval_ms = 100\nrequest_timeout_ms = 1000\n";
@@ -19,40 +19,7 @@ fn config(dir: &Path) -> String {
 }
 
 fn start_cluster(root: &Path, n: usize) -> Vec<NodeProc> {
-    let cfg = config(root);
-    let mut nodes: Vec<NodeProc> = Vec::new();
-    for i in 0..n {
-        let dir = root.join(format!("node{i}"));
-        let seeds = nodes.first().map(|s| s.cluster.to_string());
-        let mut args = vec!["--config", cfg.as_str()];
-        if let Some(s) = seeds.as_deref() {
-            args.extend(["--seeds", s]);
-        }
-        nodes.push(NodeProc::start(&dir, &args));
-    }
-    // Every node sees every other up.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for node in &nodes {
-        loop {
-            let (s, _, body) = http(node.http, "GET", "/v1/cluster", &[], b"");
-            assert_eq!(s, 200);
-            let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
-            let up = v["nodes"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter(|n| n["alive"] == true && n["status"] == "NORMAL")
-                        .count()
-                })
-                .unwrap_or(0);
-            if up == n {
-                break;
-            }
-            assert!(Instant::now() < deadline, "cluster did not converge: {v}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-    nodes
+    start_joined(root, FAST, n, |_| Vec::new())
 }
 
 fn cmd(con: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<redis::Value> {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{NodeProc, alive, http, json, wait_until};
+use common::{NodeProc, alive, http, json, start_joined, wait_until};
 
 const CONFIG: &str = "[cluster]\ngossip_interval_ms = 100\nrequest_timeout_ms = 500\n\
                       dc_replication = { east = 3, west = 3 }\n\
@@ -22,30 +22,12 @@ fn signal(node: &NodeProc, sig: &str) {
 #[test]
 fn a_cut_off_data_center_leaves_the_other_serving_and_converges_after() {
     let root = tempfile::tempdir().expect("tempdir");
-    let cfg_path = root.path().join("ringkv.toml");
-    std::fs::write(&cfg_path, CONFIG).expect("config");
-    let cfg = cfg_path.to_string_lossy().into_owned();
-    let mut nodes: Vec<NodeProc> = Vec::new();
-    for (i, dc) in ["east", "east", "east", "west", "west", "west"]
-        .iter()
-        .enumerate()
-    {
-        let rack = format!("r{}", i % 3);
-        let mut args = vec![
-            "--config",
-            cfg.as_str(),
-            "--dc",
-            dc,
-            "--rack",
-            rack.as_str(),
-        ];
-        let seed = nodes.first().map(|n| n.cluster.to_string());
-        if let Some(s) = seed.as_deref() {
-            args.extend(["--seeds", s]);
-        }
-        nodes.push(NodeProc::start(&root.path().join(format!("n{i}")), &args));
-    }
-    wait_until("six nodes up", 60, || nodes.iter().all(|n| alive(n) == 6));
+    let nodes = start_joined(root.path(), CONFIG, 6, |i| {
+        let dc = if i < 3 { "east" } else { "west" };
+        ["--dc", dc, "--rack", &format!("r{}", i % 3)]
+            .map(String::from)
+            .to_vec()
+    });
     // Every key has three replicas in each data center.
     let (_, _, body) = http(nodes[0].http, "GET", "/v1/explain/somekey", &[], b"");
     let v: serde_json::Value = serde_json::from_slice(&body).expect("json");

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{NodeProc, alive, http, json, wait_until};
+use common::{NodeProc, alive, http, json, start_joined, wait_until};
 
 const CONFIG: &str = "[cluster]\ngossip_interval_ms = 100\nrequest_timeout_ms = 1000\n\
                       [hints]\nreplay_interval_ms = 200\n\
@@ -31,19 +31,7 @@ fn block(node: &NodeProc, ids: &[String]) {
 #[test]
 fn a_two_three_partition_keeps_the_majority_writable_and_heals() {
     let root = tempfile::tempdir().expect("tempdir");
-    let cfg_path = root.path().join("ringkv.toml");
-    std::fs::write(&cfg_path, CONFIG).expect("config");
-    let cfg = cfg_path.to_string_lossy().into_owned();
-    let mut nodes: Vec<NodeProc> = Vec::new();
-    for i in 0..5 {
-        let seed = nodes.first().map(|n| n.cluster.to_string());
-        let mut args = vec!["--config", cfg.as_str()];
-        if let Some(s) = seed.as_deref() {
-            args.extend(["--seeds", s]);
-        }
-        nodes.push(NodeProc::start(&root.path().join(format!("n{i}")), &args));
-    }
-    wait_until("five nodes up", 60, || nodes.iter().all(|n| alive(n) == 5));
+    let nodes = start_joined(root.path(), CONFIG, 5, |_| Vec::new());
     let ids: Vec<String> = nodes
         .iter()
         .map(|n| {

@@ -213,3 +213,41 @@ pub fn alive(node: &NodeProc) -> usize {
         .as_array()
         .map_or(0, |n| n.iter().filter(|x| x["alive"] == true).count())
 }
+
+/// Writes `config` (TOML) to `root/ringkv.toml` and starts `n` nodes on it,
+/// each with its data in `root/n{i}` and the flags `extra(i)`, every node
+/// after the first seeded by the first. Returns once every node sees all
+/// `n` alive and NORMAL.
+pub fn start_joined(
+    root: &Path,
+    config: &str,
+    n: usize,
+    extra: impl Fn(usize) -> Vec<String>,
+) -> Vec<NodeProc> {
+    let cfg = root.join("ringkv.toml");
+    std::fs::write(&cfg, config).expect("write config");
+    let cfg = cfg.to_string_lossy().into_owned();
+    let mut nodes: Vec<NodeProc> = Vec::new();
+    for i in 0..n {
+        let mut args = vec!["--config".to_string(), cfg.clone()];
+        if let Some(first) = nodes.first() {
+            args.extend(["--seeds".to_string(), first.cluster.to_string()]);
+        }
+        args.extend(extra(i));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        nodes.push(NodeProc::start(&root.join(format!("n{i}")), &args));
+    }
+    wait_until("every node to see the others up", 60, || {
+        nodes.iter().all(|node| {
+            json(node, "/v1/cluster")["nodes"]
+                .as_array()
+                .is_some_and(|a| {
+                    a.iter()
+                        .filter(|x| x["alive"] == true && x["status"] == "NORMAL")
+                        .count()
+                        == n
+                })
+        })
+    });
+    nodes
+}
