@@ -271,6 +271,41 @@ pub struct ClusterView {
     pub hints_dropped: (u64, u64),
 }
 
+/// A data movement a node can be asked to drive (`ringkv decommission`,
+/// `ringkv remove`, `ringkv cancel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoveCommand {
+    /// Stream this node's ranges to their new owners, then leave the ring.
+    Decommission,
+    /// Re-replicate the ranges of a dead node from its surviving replicas,
+    /// then drop it from the ring.
+    Remove(u64),
+    /// Stop the join, decommission or removal this node drives.
+    Cancel,
+}
+
+/// Progress of the movement a node drives (a join, a decommission or a
+/// removal), shown by `ringkv status` and `GET /v1/movement`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MovementStatus {
+    /// "join", "decommission" or "remove".
+    pub kind: String,
+    /// The node whose ranges move (this node, or the removed one).
+    pub node: u64,
+    /// "settling", "streaming", "handing off hints", "done", "cancelled".
+    pub phase: String,
+    pub ranges_done: u64,
+    pub ranges_total: u64,
+    /// Records and bytes copied so far.
+    pub keys: u64,
+    pub bytes: u64,
+    /// Wall-clock start and last change, ms.
+    pub started_ms: u64,
+    pub updated_ms: u64,
+    /// The last copy failure (retried), if any.
+    pub last_error: Option<String>,
+}
+
 /// Anti-entropy progress and figures of one node (`ringkv repair`,
 /// `GET /v1/repair`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -403,6 +438,19 @@ pub trait Kv: Send + Sync + 'static {
     fn start_repair(&self) -> Result<bool, KvError> {
         Err(KvError::InvalidArgument(
             "repair is not supported here".into(),
+        ))
+    }
+
+    /// The movement this node drives or last drove, if any.
+    fn movement(&self) -> Option<MovementStatus> {
+        None
+    }
+
+    /// Starts (or cancels) a data movement in the background.
+    fn start_movement(&self, cmd: MoveCommand) -> Result<MovementStatus, KvError> {
+        let _ = cmd;
+        Err(KvError::InvalidArgument(
+            "data movement is not supported here".into(),
         ))
     }
 

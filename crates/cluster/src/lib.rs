@@ -17,6 +17,8 @@
 //! - [`anti_entropy`]: replicas comparing those trees and exchanging the
 //!   keys that differ, continuously and on demand; the sync ledger behind
 //!   the tombstone purge rule.
+//! - [`movement`]: joins, decommissions and removals: which token ranges
+//!   move where, streaming them, and dropping what a node no longer owns.
 
 pub mod anti_entropy;
 pub mod api;
@@ -24,6 +26,7 @@ pub mod hints;
 pub mod membership;
 pub mod merkle;
 pub mod message;
+pub mod movement;
 pub mod node;
 pub mod node_id;
 pub mod replica;
@@ -39,8 +42,8 @@ mod testing;
 mod cluster_tests;
 
 pub use api::{
-    ClusterView, Condition, Consistency, Expiry, Explain, Kv, KvError, NodeInfo, NodeView,
-    RangeState, ReadOptions, ReadResult, RepairStatus, ReplicaView, Sibling, WriteOptions,
+    ClusterView, Condition, Consistency, Expiry, Explain, Kv, KvError, MoveCommand,
+    MovementStatus, NodeInfo, NodeView, RangeState, ReadOptions, ReadResult, RepairStatus, ReplicaView, Sibling, WriteOptions,
     WriteOutcome,
 };
 pub use node::{Node, NodeConfig};

@@ -105,6 +105,14 @@ pub struct Membership {
     states: RwLock<HashMap<u64, NodeState>>,
     detectors: Mutex<HashMap<u64, PhiDetector>>,
     placement: RwLock<Arc<Placement>>,
+    /// The ring once every JOINING node has joined and every LEAVING node
+    /// has left; `None` while no node is moving.
+    pending: RwLock<Option<Arc<Placement>>>,
+    /// Monotonic time of the last ring change.
+    ring_changed_at: Mutex<Duration>,
+    /// Set when a peer reports this node as LEFT (removed or
+    /// decommissioned): its id may not serve again.
+    left_by_peers: std::sync::atomic::AtomicBool,
     replication: Replication,
     /// Called with every known state whenever the ring changes, so the
     /// node can keep them on disk (see [`Membership::restore`]).
@@ -125,11 +133,14 @@ impl Membership {
         let self_id = me.id;
         let m = Self {
             self_id,
-            clock,
+            clock: clock.clone(),
             placement: RwLock::new(Arc::new(Placement::new(
                 Ring::new(config.tokens_per_weight),
                 replication.clone(),
             ))),
+            pending: RwLock::new(None),
+            ring_changed_at: Mutex::new(clock.monotonic()),
+            left_by_peers: std::sync::atomic::AtomicBool::new(false),
             config,
             states: RwLock::new(HashMap::from([(self_id, me)])),
             detectors: Mutex::new(HashMap::new()),
@@ -155,6 +166,46 @@ impl Membership {
     /// The current ring with its preference lists.
     pub fn placement(&self) -> Arc<Placement> {
         Arc::clone(&self.placement.read())
+    }
+
+    /// The ring after the movements in progress (joins and leaves), when
+    /// there are any: writes go to its replicas too, and reads ask them.
+    pub fn pending_placement(&self) -> Option<Arc<Placement>> {
+        self.pending.read().clone()
+    }
+
+    /// The ring after the movements in progress, or the current one.
+    pub fn future_placement(&self) -> Arc<Placement> {
+        self.pending_placement().unwrap_or_else(|| self.placement())
+    }
+
+    /// How long the ring has been as it is now.
+    pub fn ring_stable_for(&self) -> Duration {
+        self.clock
+            .monotonic()
+            .saturating_sub(*self.ring_changed_at.lock())
+    }
+
+    /// True once a peer has reported this node as LEFT.
+    pub fn left_by_peers(&self) -> bool {
+        self.left_by_peers
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Changes the state of another node on its behalf (removing a dead
+    /// node): the change outranks the state it was made from by one
+    /// heartbeat. False when the node is unknown.
+    pub fn update_other(&self, id: u64, f: impl FnOnce(&mut NodeState)) -> bool {
+        {
+            let mut states = self.states.write();
+            let Some(s) = states.get_mut(&id) else {
+                return false;
+            };
+            f(s);
+            s.heartbeat += 1;
+        }
+        self.rebuild_ring();
+        true
     }
 
     /// The current ring.
@@ -212,11 +263,19 @@ impl Membership {
                 if s.id == self.self_id {
                     // Nobody knows us better than we do; a peer holding a
                     // newer generation of us than ours would mean a clock
-                    // jump: keep ours, gossip will override theirs.
+                    // jump: keep ours, gossip will override theirs. Unless
+                    // the cluster removed us: that is final.
+                    if s.status == NodeStatus::Left {
+                        self.left_by_peers
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
                     continue;
                 }
                 let newer = match states.get(&s.id) {
                     None => true,
+                    // LEFT is final for a node id: a removed node that comes
+                    // back (a new generation) is not let in again.
+                    Some(old) if old.status == NodeStatus::Left => false,
                     Some(old) => s.version() > old.version(),
                 };
                 if !newer {
@@ -277,13 +336,36 @@ impl Membership {
 
     fn rebuild_placement(&self) {
         let states = self.states.read();
+        let current = self.ring_of(&states, |s| {
+            matches!(s, NodeStatus::Normal | NodeStatus::Leaving)
+        });
+        let moving = states.values().any(|s| {
+            s.status == NodeStatus::Leaving
+                || (s.status == NodeStatus::Joining && !s.tokens.is_empty())
+        });
+        let pending = moving.then(|| {
+            let future = self.ring_of(&states, |s| {
+                matches!(s, NodeStatus::Normal | NodeStatus::Joining)
+            });
+            Arc::new(Placement::new(future, self.replication.clone()))
+        });
+        *self.placement.write() = Arc::new(Placement::new(current, self.replication.clone()));
+        *self.pending.write() = pending;
+        *self.ring_changed_at.lock() = self.clock.monotonic();
+    }
+
+    /// The ring of the nodes whose status passes `include`.
+    fn ring_of(
+        &self,
+        states: &HashMap<u64, NodeState>,
+        include: impl Fn(NodeStatus) -> bool,
+    ) -> Ring {
         let mut ids: Vec<u64> = states.keys().copied().collect();
         ids.sort_unstable();
         let mut ring = Ring::new(self.config.tokens_per_weight);
         for id in ids {
             let s = &states[&id];
-            if !matches!(s.status, NodeStatus::Normal | NodeStatus::Leaving) || s.tokens.is_empty()
-            {
+            if !include(s.status) || s.tokens.is_empty() {
                 continue;
             }
             let node = RingNode {
@@ -296,7 +378,7 @@ impl Membership {
             // builds the same ring from the same states.
             let _ = ring.insert_with_tokens(node, &s.tokens);
         }
-        *self.placement.write() = Arc::new(Placement::new(ring, self.replication.clone()));
+        ring
     }
 
     /// True when `id` is believed alive (this node always is).

@@ -31,6 +31,15 @@
 //!        may be cut short (`complete = false`) at the responder's budget.
 //! ```
 //!
+//! Streaming (see [`crate::movement`]):
+//! ```text
+//! Request::StreamRead { lo, hi, after, bytes_max }
+//!     -> Response::StreamBatch { entries: [(key, record)], more, crc }
+//!        records with token in [lo, hi] after the (token, key) cursor
+//! Request::StreamPush { entries, crc } -> Response::Merged
+//! crc := CRC-32C over (len:u32le key len:u32le record)*  (see stream_crc)
+//! ```
+//!
 //! Every field that
 //! carries ringkv data is validated on decode: records are decoded with
 //! [`SiblingSet::decode`](crate::SiblingSet::decode) by their users, version
@@ -191,6 +200,21 @@ pub enum Request {
     RangeDigests {
         ranges: Vec<(u64, u64)>,
     },
+    /// Streaming: the records whose token lies in `[lo, hi]`, in token
+    /// order, after `after` (a `(token, key)` cursor) when given, up to
+    /// about `bytes_max` bytes (at least one record).
+    StreamRead {
+        lo: u64,
+        hi: u64,
+        after: Option<(u64, Bytes)>,
+        bytes_max: u32,
+    },
+    /// Streaming: merge these records (key, encoded sibling set) into the
+    /// replica's own; `crc` is [`stream_crc`] of the entries.
+    StreamPush {
+        entries: Vec<(Bytes, Bytes)>,
+        crc: u32,
+    },
 }
 
 /// The answer to a [`Request`].
@@ -221,6 +245,28 @@ pub enum Response {
     RangeDigests {
         ranges: Vec<DigestList>,
     },
+    /// Records of a [`Request::StreamRead`]; `more` is false when the range
+    /// is done; `crc` is [`stream_crc`] of the entries.
+    StreamBatch {
+        entries: Vec<(Bytes, Bytes)>,
+        more: bool,
+        crc: u32,
+    },
+}
+
+/// The checksum of streamed entries: CRC-32C over each key and record,
+/// each preceded by its length (u32 little-endian). Frames carry no
+/// checksum of their own; streamed data is checked end to end, so a record
+/// damaged in a buffer on either side is never merged.
+pub fn stream_crc(entries: &[(Bytes, Bytes)]) -> u32 {
+    let mut crc = 0u32;
+    for (key, record) in entries {
+        crc = crc32c::crc32c_append(crc, &(key.len() as u32).to_le_bytes());
+        crc = crc32c::crc32c_append(crc, key);
+        crc = crc32c::crc32c_append(crc, &(record.len() as u32).to_le_bytes());
+        crc = crc32c::crc32c_append(crc, record);
+    }
+    crc
 }
 
 /// The (key, record digest) pairs of one token range, in token order.

@@ -174,6 +174,8 @@ struct Inner<S> {
     started_ms: u64,
     /// Anti-entropy state: sync ledger, responder snapshots, progress.
     ae: crate::anti_entropy::AntiEntropy,
+    /// Joins, decommissions and removals this node drives.
+    moves: crate::movement::Movements,
 }
 
 /// Where a coordinator sent a record.
@@ -228,6 +230,25 @@ impl Requirement {
                 .count()
                 >= *need
         })
+    }
+}
+
+/// The pending ring's side of a request while nodes move.
+struct PendingPlan {
+    prefs: Vec<u64>,
+    dc_of: DcOf,
+    req: Requirement,
+}
+
+impl PendingPlan {
+    /// True when the answers of `answered` meet the pending requirement.
+    fn met(&self, answered: &[u64]) -> bool {
+        let mine: Vec<u64> = answered
+            .iter()
+            .copied()
+            .filter(|id| self.prefs.contains(id))
+            .collect();
+        self.req.met(&mine, &self.dc_of)
     }
 }
 
@@ -303,6 +324,7 @@ impl<S: LocalStore> Node<S> {
                 config,
                 started_ms,
                 ae,
+                moves: crate::movement::Movements::default(),
             }),
         }
     }
@@ -339,6 +361,22 @@ impl<S: LocalStore> Node<S> {
 
     pub(crate) fn transport(&self) -> &Arc<dyn Transport> {
         &self.inner.transport
+    }
+
+    pub(crate) fn movements(&self) -> &crate::movement::Movements {
+        &self.inner.moves
+    }
+
+    pub(crate) fn membership_clock(&self) -> &SharedClock {
+        self.inner.replica.clock()
+    }
+
+    pub(crate) fn replica(&self) -> &Replica<S> {
+        &self.inner.replica
+    }
+
+    pub(crate) fn hints(&self) -> &HintStore {
+        &self.inner.hints
     }
 
     /// This node as a request handler for its peers.
@@ -408,7 +446,9 @@ impl<S: LocalStore> Node<S> {
                 }
             }
         }
-        let mut ring = m.ring();
+        // The ring with the nodes still joining: two nodes joining at once
+        // do not pick the same gaps.
+        let mut ring = m.future_placement().ring().clone();
         let _ = ring.remove_node(me.id);
         ring.add_node(RingNode {
             id: me.id,
@@ -582,6 +622,43 @@ impl<S: LocalStore> Node<S> {
     ) -> Result<(Vec<u64>, Vec<u64>, DcOf, Requirement), KvError> {
         let m = &self.inner.membership;
         let prefs = m.preference_list(token_of(key));
+        let (dc_of, req) = self.requirement(&prefs, level)?;
+        let live: Vec<u64> = prefs.iter().copied().filter(|&id| m.is_alive(id)).collect();
+        let enough = if sloppy {
+            !live.is_empty()
+        } else {
+            req.met(&live, &dc_of)
+        };
+        if !enough {
+            let down: Vec<String> = prefs
+                .iter()
+                .filter(|id| !live.contains(id))
+                .map(|id| crate::node_id::display(*id))
+                .collect();
+            return Err(KvError::Unavailable {
+                required: req.count(),
+                answered: live.len(),
+                why: format!("replicas down: {}", down.join(", ")),
+            });
+        }
+        Ok((prefs, live, dc_of, req))
+    }
+
+    /// While nodes join or leave: the replicas of `key` in the pending ring
+    /// (see [`crate::movement`]), which get every write and are asked on
+    /// every read, and what `level` requires of them. `None` while nothing
+    /// moves, or when the pending ring cannot meet `level` (a removal that
+    /// leaves fewer nodes than the replication factor).
+    fn pending_plan(&self, key: &[u8], level: Consistency) -> Option<PendingPlan> {
+        let pending = self.inner.membership.pending_placement()?;
+        let prefs = pending.preference_list(token_of(key)).to_vec();
+        let (dc_of, req) = self.requirement(&prefs, level).ok()?;
+        Some(PendingPlan { prefs, dc_of, req })
+    }
+
+    /// What `level` requires of the preference list `prefs`.
+    fn requirement(&self, prefs: &[u64], level: Consistency) -> Result<(DcOf, Requirement), KvError> {
+        let m = &self.inner.membership;
         let dc_aware = matches!(
             level,
             Consistency::LocalOne | Consistency::LocalQuorum | Consistency::EachQuorum
@@ -651,25 +728,7 @@ impl<S: LocalStore> Node<S> {
                 ),
             });
         }
-        let live: Vec<u64> = prefs.iter().copied().filter(|&id| m.is_alive(id)).collect();
-        let enough = if sloppy {
-            !live.is_empty()
-        } else {
-            req.met(&live, &dc_of)
-        };
-        if !enough {
-            let down: Vec<String> = prefs
-                .iter()
-                .filter(|id| !live.contains(id))
-                .map(|id| crate::node_id::display(*id))
-                .collect();
-            return Err(KvError::Unavailable {
-                required: req.count(),
-                answered: live.len(),
-                why: format!("replicas down: {}", down.join(", ")),
-            });
-        }
-        Ok((prefs, live, dc_of, req))
+        Ok((dc_of, req))
     }
 
     /// Reads one replica's record.
@@ -734,13 +793,34 @@ impl<S: LocalStore> Node<S> {
         {
             live.retain(|id| dc_of.iter().any(|(n, d)| n == id && d == dc));
         }
+        // While nodes move, the pending ring's replicas are asked too and
+        // must meet the level as well.
+        let pending = self.pending_plan(&key, level);
+        if let Some(p) = &pending {
+            let m = &self.inner.membership;
+            let local_dc = match level {
+                Consistency::LocalOne | Consistency::LocalQuorum => req.per_dc.first().map(|(dc, _)| dc.clone()),
+                _ => None,
+            };
+            for &id in &p.prefs {
+                let in_dc = local_dc
+                    .as_ref()
+                    .is_none_or(|dc| p.dc_of.iter().any(|(n, d)| *n == id && d == dc));
+                if !live.contains(&id) && in_dc && m.is_alive(id) {
+                    live.push(id);
+                }
+            }
+        }
+        let met = |answered: &[u64]| {
+            req.met(answered, &dc_of) && pending.as_ref().is_none_or(|p| p.met(answered))
+        };
         let now = self.inner.replica.now_ms();
         let to_result = |set: &SiblingSet| ReadResult {
             siblings: set.live(now).map(to_sibling).collect(),
             context: set.vv.clone(),
         };
         // One replica, and it is us: no fan-out, no repair.
-        if live.len() == 1 && live[0] == self.id() {
+        if live.len() == 1 && live[0] == self.id() && pending.is_none() {
             let set = self.inner.replica.read(&key)?;
             return Ok(to_result(&set));
         }
@@ -759,11 +839,11 @@ impl<S: LocalStore> Node<S> {
                 }
                 Err(why) => failures.push(format!("{}: {why}", crate::node_id::display(id))),
             }
-            if req.met(&answered, &dc_of) {
+            if met(&answered) {
                 break;
             }
         }
-        if !req.met(&answered, &dc_of) {
+        if !met(&answered) {
             metrics::counter!("ringkv_unavailable_total", "op" => "read").increment(1);
             return Err(KvError::Unavailable {
                 required: req.count(),
@@ -835,16 +915,34 @@ impl<S: LocalStore> Node<S> {
         let strict = self.inner.config.strict_quorum;
         // Sloppy quorum: stand-ins may take the place of down replicas, so
         // only a wholly unreachable preference list fails up front.
-        let (prefs, live, dc_of, req) = self.plan(&key, level, !strict)?;
+        let (prefs, mut live, dc_of, req) = self.plan(&key, level, !strict)?;
         if !live.contains(&self.id()) {
             return self.forward(key, change, opts, &live, &req).await;
         }
+        // While nodes move, the write also goes to the pending ring's
+        // replicas and must meet the level there too (see
+        // [`crate::movement`]).
+        let moving = self.pending_plan(&key, level);
+        let mut prefs = prefs;
+        if let Some(p) = &moving {
+            for &id in &p.prefs {
+                if !prefs.contains(&id) {
+                    prefs.push(id);
+                    if self.inner.membership.is_alive(id) {
+                        live.push(id);
+                    }
+                }
+            }
+        }
+        let met = |acked: &[u64]| {
+            req.met(acked, &dc_of) && moving.as_ref().is_none_or(|p| p.met(acked))
+        };
         let (outcome, record) = self.local_update(key.clone(), change, opts).await?;
         let Some(record) = record else {
             return Ok(outcome);
         };
         let mut acked = vec![self.id()];
-        if req.met(&acked, &dc_of) && prefs.len() == 1 {
+        if met(&acked) && prefs.len() == 1 {
             return Ok(outcome);
         }
         let bytes = Bytes::from(record.encode());
@@ -875,7 +973,7 @@ impl<S: LocalStore> Node<S> {
             }
         }
         let mut failures = Vec::new();
-        while !req.met(&acked, &dc_of) {
+        while !met(&acked) {
             let Some((sent, answer)) = pending.next().await else {
                 break;
             };
@@ -920,7 +1018,7 @@ impl<S: LocalStore> Node<S> {
                 }
             });
         }
-        if !req.met(&acked, &dc_of) {
+        if !met(&acked) {
             metrics::counter!("ringkv_unavailable_total", "op" => "write").increment(1);
             let mut why = failures.join("; ");
             if strict && prefs.len() > live.len() {
@@ -1234,6 +1332,30 @@ impl<S: LocalStore> Node<S> {
                     Err(e) => error_to_wire(&crate::replica::store_error(e)),
                 }
             }
+            Request::StreamRead {
+                lo,
+                hi,
+                after,
+                bytes_max,
+            } => match self.stream_read_local(lo, hi, after, bytes_max).await {
+                Ok((entries, more)) => {
+                    let crc = crate::message::stream_crc(&entries);
+                    Response::StreamBatch { entries, more, crc }
+                }
+                Err(e) => error_to_wire(&e),
+            },
+            Request::StreamPush { entries, crc } => {
+                if crate::message::stream_crc(&entries) != crc {
+                    metrics::counter!("ringkv_stream_checksum_failures_total").increment(1);
+                    return error_to_wire(&KvError::InvalidArgument(
+                        "streamed batch failed its checksum".into(),
+                    ));
+                }
+                match self.stream_merge_local(entries).await {
+                    Ok(()) => Response::Merged,
+                    Err(e) => error_to_wire(&e),
+                }
+            }
             req @ (Request::MerkleNodes { .. } | Request::RangeDigests { .. }) => {
                 match self.answer_anti_entropy(req).await {
                     Ok(resp) => resp,
@@ -1426,6 +1548,17 @@ impl<S: LocalStore> Kv for Node<S> {
             hints_pending: self.hints_pending(),
             hints_dropped: self.inner.hints.dropped(),
         }
+    }
+
+    fn movement(&self) -> Option<crate::api::MovementStatus> {
+        self.movement_status()
+    }
+
+    fn start_movement(
+        &self,
+        cmd: crate::api::MoveCommand,
+    ) -> Result<crate::api::MovementStatus, KvError> {
+        self.command_movement(cmd)
     }
 
     fn repair_status(&self) -> Option<crate::api::RepairStatus> {

@@ -14,13 +14,13 @@ const TOKENS_FILE: &str = "TOKENS";
 /// Most tokens a node may hold (weight max x tokens per weight, with room).
 pub const TOKENS_MAX: usize = 65_536;
 
-fn write_atomically(dir: &Path, name: &str, text: &str) -> io::Result<()> {
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!("{name}.tmp"));
     {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
+        f.write_all(bytes)?;
         f.sync_all()?;
     }
     std::fs::rename(&tmp, dir.join(name))?;
@@ -85,23 +85,81 @@ pub fn load_peers(dir: &Path) -> io::Result<Vec<crate::message::NodeState>> {
 
 /// Records the states of every known node.
 pub fn save_peers(dir: &Path, states: &[crate::message::NodeState]) -> io::Result<()> {
-    use std::io::Write;
     let bytes = postcard::to_allocvec(states)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    let tmp = dir.join(format!("{PEERS_FILE}.tmp"));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
+    write_atomically(dir, PEERS_FILE, &bytes)
+}
+
+const MOVE_FILE: &str = "MOVE";
+/// Largest MOVE file read, in bytes.
+const MOVE_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// The movement record kept in `MOVE` in the data directory (postcard of
+/// [`MoveRecord`](crate::movement::MoveRecord): magic "RKMV", version 1,
+/// then the record; absent when no movement is in progress).
+pub struct FileMoveLog {
+    dir: std::path::PathBuf,
+}
+
+const MOVE_MAGIC: &[u8; 4] = b"RKMV";
+const MOVE_VERSION: u8 = 1;
+
+impl FileMoveLog {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+        }
     }
-    std::fs::rename(&tmp, dir.join(PEERS_FILE))?;
-    std::fs::File::open(dir)?.sync_all()
+}
+
+impl crate::movement::MoveLog for FileMoveLog {
+    fn load(&self) -> io::Result<Option<crate::movement::MoveRecord>> {
+        let path = self.dir.join(MOVE_FILE);
+        let bytes = match std::fs::metadata(&path) {
+            Ok(m) if m.len() > MOVE_BYTES_MAX => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is larger than {MOVE_BYTES_MAX} bytes", path.display()),
+                ));
+            }
+            Ok(_) => std::fs::read(&path)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let bad = |why: String| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("{}: {why}", path.display()))
+        };
+        let body = bytes
+            .strip_prefix(MOVE_MAGIC.as_slice())
+            .ok_or_else(|| bad("bad magic".into()))?;
+        match body.split_first() {
+            Some((&MOVE_VERSION, rest)) => postcard::from_bytes(rest)
+                .map(Some)
+                .map_err(|e| bad(format!("does not decode: {e}"))),
+            Some((v, _)) => Err(bad(format!("unknown version {v}"))),
+            None => Err(bad("truncated".into())),
+        }
+    }
+
+    fn save(&self, record: Option<&crate::movement::MoveRecord>) -> io::Result<()> {
+        let Some(record) = record else {
+            return match std::fs::remove_file(self.dir.join(MOVE_FILE)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => std::fs::File::open(&self.dir)?.sync_all(),
+            };
+        };
+        let mut bytes = MOVE_MAGIC.to_vec();
+        bytes.push(MOVE_VERSION);
+        postcard::to_extend(record, bytes)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+            .and_then(|bytes| write_atomically(&self.dir, MOVE_FILE, &bytes))
+    }
 }
 
 /// Records this node's tokens.
 pub fn save_tokens(dir: &Path, tokens: &[u64]) -> io::Result<()> {
     let text: String = tokens.iter().map(|t| format!("{t}\n")).collect();
-    write_atomically(dir, TOKENS_FILE, &text)
+    write_atomically(dir, TOKENS_FILE, text.as_bytes())
 }
 
 /// Reads the node id from `dir`, creating one on first start.
@@ -125,7 +183,7 @@ pub fn load_or_create(dir: &Path) -> io::Result<u64> {
                 id = rand::random::<u64>();
             }
             // A crash leaves either no id or a whole one.
-            write_atomically(dir, NODE_ID_FILE, &format!("{id:016x}\n"))?;
+            write_atomically(dir, NODE_ID_FILE, format!("{id:016x}\n").as_bytes())?;
             Ok(id)
         }
         Err(e) => Err(e),
@@ -167,6 +225,27 @@ mod tests {
         assert_eq!(load_peers(dir.path()).expect("load"), states);
         std::fs::write(dir.path().join(PEERS_FILE), b"\xff\xff\xff").expect("write");
         assert!(load_peers(dir.path()).is_err());
+    }
+
+    #[test]
+    fn move_record_roundtrips_clears_and_garbage_is_refused() {
+        use crate::movement::{MoveKind, MoveLog, MoveRecord};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = FileMoveLog::new(dir.path());
+        assert_eq!(log.load().expect("none"), None);
+        let record = MoveRecord {
+            kind: MoveKind::Join,
+            done: vec![(1, 9, 42), (10, u64::MAX, 7)],
+        };
+        log.save(Some(&record)).expect("save");
+        assert_eq!(log.load().expect("load"), Some(record));
+        log.save(None).expect("clear");
+        assert_eq!(log.load().expect("cleared"), None);
+        log.save(None).expect("clearing twice is fine");
+        std::fs::write(dir.path().join(MOVE_FILE), b"RKMV\x09junk").expect("write");
+        assert!(log.load().is_err(), "unknown version refused");
+        std::fs::write(dir.path().join(MOVE_FILE), b"nope").expect("write");
+        assert!(log.load().is_err(), "bad magic refused");
     }
 
     #[test]

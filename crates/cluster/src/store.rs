@@ -36,6 +36,11 @@ pub trait LocalStore: Send + Sync + 'static {
     /// `expires_at_ms`.
     fn put(&self, key: &[u8], record: &[u8], expires_at_ms: Option<u64>) -> Result<(), StoreError>;
 
+    /// Drops the record of `key` from this replica only (no tombstone is
+    /// versioned: the key moved to other replicas, see
+    /// [`crate::movement`]).
+    fn remove(&self, key: &[u8]) -> Result<(), StoreError>;
+
     /// Visits every stored record, in token order, until `visit` returns
     /// false. `visit` gets the user key and the record.
     fn for_each(&self, visit: &mut dyn FnMut(&[u8], &Bytes) -> bool) -> Result<(), StoreError> {
@@ -191,6 +196,10 @@ impl LocalStore for EngineStore {
         self.engine
             .put(&engine_key(key), record, None)
             .map_err(engine_error)
+    }
+
+    fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.engine.delete(&engine_key(key)).map_err(engine_error)
     }
 
     fn scan_tokens(

@@ -27,6 +27,10 @@ impl LocalStore for MapStore {
             .insert(key.to_vec(), (Bytes::copy_from_slice(record), exp));
         Ok(())
     }
+    fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.map.lock().remove(key);
+        Ok(())
+    }
     fn scan_tokens(
         &self,
         start: u64,

@@ -19,13 +19,20 @@
 //!   and load, the replication factors, and the ring's tokens.
 //! - `GET /v1/explain/{key}`: the key's token, preference list and each
 //!   replica's version vector and siblings.
-//! - `GET /v1/repair`, `POST /v1/repair`: anti-entropy progress; start a pass.
 //! - `GET /v1/repair/ranges`: every replicated range and when it last synced
 //!   with all its replicas.
 //! - `GET /v1/repair`: anti-entropy progress and figures, as JSON.
 //! - `POST /v1/repair`: starts a full anti-entropy pass over every range the
 //!   node replicates (`202`, with the progress), unless one is running
 //!   (`409`, with the progress).
+//! - `GET /v1/movement`: the join, decommission or removal this node drives
+//!   (or last drove): phase, ranges done, keys and bytes streamed.
+//! - `POST /v1/decommission`: this node streams its ranges away and leaves
+//!   (`202`); `400` when it would leave too few nodes for the replication
+//!   factor or a movement is running.
+//! - `POST /v1/remove/{node}`: re-replicates a dead node's ranges from the
+//!   survivors and drops it from the ring (`202`); `400` when it is alive.
+//! - `POST /v1/movement/cancel`: stops the movement this node drives.
 //! - `GET /healthz`: `ok`.
 //! - `GET /metrics`: Prometheus text format.
 //! - `/v1/debug/*`: fault injection, only with `[debug] fault_injection =
@@ -45,10 +52,13 @@ use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ringkv_cluster::{CausalContext, Consistency, Expiry, Kv, KvError, ReadOptions, WriteOptions};
+use ringkv_cluster::{
+    CausalContext, Consistency, Expiry, Kv, KvError, MoveCommand, MovementStatus, ReadOptions,
+    WriteOptions,
+};
 use serde::Deserialize;
 
 pub mod debug;
@@ -106,6 +116,10 @@ pub fn router<K: Kv>(kv: Arc<K>, metrics: MetricsRender, config: &HttpConfig) ->
             get(repair_status::<K>).post(start_repair::<K>),
         )
         .route("/v1/repair/ranges", get(repair_ranges::<K>))
+        .route("/v1/movement", get(movement::<K>))
+        .route("/v1/movement/cancel", post(move_command::<K>))
+        .route("/v1/decommission", post(move_command::<K>))
+        .route("/v1/remove/{node}", post(move_command::<K>))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_text::<K>))
         .layer(DefaultBodyLimit::max(config.body_bytes_max))
@@ -531,6 +545,57 @@ async fn start_repair<K: Kv>(State(state): State<AppState<K>>) -> Result<Respons
         StatusCode::CONFLICT
     };
     Ok((status, axum::Json(repair_json(state.kv.as_ref())?)).into_response())
+}
+
+fn movement_json(s: Option<MovementStatus>) -> serde_json::Value {
+    match s {
+        None => serde_json::json!({ "kind": null }),
+        Some(s) => serde_json::json!({
+            "kind": s.kind,
+            "node": format!("{:016x}", s.node),
+            "phase": s.phase,
+            "ranges_done": s.ranges_done,
+            "ranges_total": s.ranges_total,
+            "keys": s.keys,
+            "bytes": s.bytes,
+            "started_ms": s.started_ms,
+            "updated_ms": s.updated_ms,
+            "last_error": s.last_error,
+        }),
+    }
+}
+
+/// The join, decommission or removal this node drives or last drove.
+async fn movement<K: Kv>(State(state): State<AppState<K>>) -> Response {
+    axum::Json(movement_json(state.kv.movement())).into_response()
+}
+
+/// `POST /v1/decommission`, `/v1/remove/{node}`, `/v1/movement/cancel`:
+/// starts the movement in the background and answers 202 with its status.
+async fn move_command<K: Kv>(
+    State(state): State<AppState<K>>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let path = uri.path();
+    let cmd = if path == "/v1/decommission" {
+        MoveCommand::Decommission
+    } else if path == "/v1/movement/cancel" {
+        MoveCommand::Cancel
+    } else {
+        let node = path.rsplit('/').next().unwrap_or_default();
+        let id = u64::from_str_radix(node, 16)
+            .ok()
+            .filter(|&id| id != 0)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_argument",
+                    format!("{node:?} is not a node id (16 hex digits)"),
+                )
+            })?;
+        MoveCommand::Remove(id)
+    };
+    let status = state.kv.start_movement(cmd)?;
+    Ok((StatusCode::ACCEPTED, axum::Json(movement_json(Some(status)))).into_response())
 }
 
 async fn metrics_text<K: Kv>(State(state): State<AppState<K>>) -> Response {

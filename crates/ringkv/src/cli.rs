@@ -34,6 +34,14 @@ pub enum Command {
     /// Run an anti-entropy pass over every range a node replicates now, and
     /// follow its progress.
     Repair(RepairArgs),
+    /// Stream a node's ranges to their new owners, then stop it (it leaves
+    /// the ring); follows the progress.
+    Decommission(MoveArgs),
+    /// Re-replicate a dead node's ranges from the survivors and drop it
+    /// from the ring (asks any live node); follows the progress.
+    Remove(RemoveArgs),
+    /// Cancel the join, decommission or removal a node drives.
+    Cancel(AdminArgs),
     /// Benchmarks against peers.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -132,6 +140,23 @@ pub struct RepairArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct MoveArgs {
+    /// Start and return without following the progress.
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// The dead node's id (16 hex digits, as `ringkv status` shows it).
+    pub node: String,
+    #[command(flatten)]
+    pub movement: MoveArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct ExplainArgs {
     /// The key (UTF-8 text).
     pub key: String,
@@ -205,6 +230,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ring(args) => crate::status::ring(&args.http),
         Command::Explain(args) => crate::status::explain(&args.admin.http, &args.key),
         Command::Repair(args) => crate::status::repair(&args.admin.http, !args.no_wait),
+        Command::Decommission(args) => {
+            crate::status::movement(&args.admin.http, "/v1/decommission", !args.no_wait)
+        }
+        Command::Remove(args) => crate::status::movement(
+            &args.movement.admin.http,
+            &format!("/v1/remove/{}", args.node),
+            !args.movement.no_wait,
+        ),
+        Command::Cancel(args) => crate::status::movement(&args.http, "/v1/movement/cancel", true),
         Command::Bench(cmd) => crate::bench::run(cmd),
         Command::Prove(cmd) => crate::proof::run(cmd),
     }

@@ -19,6 +19,7 @@ pub struct Config {
     pub cluster: ClusterSection,
     pub hints: HintsSection,
     pub anti_entropy: AntiEntropySection,
+    pub movement: MovementSection,
     pub debug: DebugSection,
 }
 
@@ -184,6 +185,34 @@ impl Default for AntiEntropySection {
         Self {
             ranges_per_sec_max: 2,
             pass_pause_ms: 10_000,
+        }
+    }
+}
+
+/// Joins, decommissions and removals (data streaming).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MovementSection {
+    /// Streaming rate limit of one movement, bytes per second (0: none).
+    pub bytes_per_sec_max: u64,
+    /// Bytes per stream batch.
+    pub batch_bytes_max: u32,
+    /// Wait between announcing a join or leave and streaming, for writes
+    /// coordinated under the old ring to finish (at least the request
+    /// timeout).
+    pub settle_ms: u64,
+    /// How long the ring must be still before a node drops the data of
+    /// ranges it no longer replicates (0: never).
+    pub cleanup_delay_ms: u64,
+}
+
+impl Default for MovementSection {
+    fn default() -> Self {
+        Self {
+            bytes_per_sec_max: 64 * 1024 * 1024,
+            batch_bytes_max: 1024 * 1024,
+            settle_ms: 3_000,
+            cleanup_delay_ms: 60_000,
         }
     }
 }

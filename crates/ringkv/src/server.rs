@@ -14,6 +14,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use ringkv_cluster::anti_entropy::AntiEntropyConfig;
 use ringkv_cluster::hints::{EngineHints, HintConfig, HintStore};
 use ringkv_cluster::membership::{Membership, MembershipConfig};
+use ringkv_cluster::movement::{MoveConfig, MoveKind, MoveLog};
 use ringkv_cluster::message::{Load, NodeState, NodeStatus};
 use ringkv_cluster::ring::Replication;
 use ringkv_cluster::store::EngineStore;
@@ -65,6 +66,12 @@ pub struct RunningNode {
 }
 
 impl RunningNode {
+    /// Resolves when the node begins to stop on its own (it left the ring).
+    pub async fn stopping(&self) {
+        let mut rx = self.shutdown.subscribe();
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+
     /// Stops the node gracefully and waits until its data is synced.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
@@ -154,6 +161,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         .with_context(|| format!("reading node id in {}", data_dir.display()))?;
     let saved_tokens = ringkv_cluster::node_id::load_tokens(&data_dir)
         .with_context(|| format!("reading tokens in {}", data_dir.display()))?;
+    let move_log = Arc::new(ringkv_cluster::node_id::FileMoveLog::new(&data_dir));
+    let saved_move = move_log
+        .load()
+        .with_context(|| format!("reading the movement record in {}", data_dir.display()))?;
     let clock = ringkv_env::SystemClock::shared();
     let faults =
         (config.debug.fault_injection).then(|| crate::fault_hooks::FaultHooks::new(clock.clone()));
@@ -236,10 +247,16 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         rack: config.node.rack.clone(),
         weight: config.node.weight,
         tokens: saved_tokens.clone().unwrap_or_default(),
-        status: if saved_tokens.is_some() {
-            NodeStatus::Normal
-        } else {
-            NodeStatus::Joining
+        // A node that was joining or leaving says so from its first gossip.
+        status: match (&saved_tokens, saved_move.as_ref().map(|r| r.kind)) {
+            (None, _) | (_, Some(MoveKind::Join)) => NodeStatus::Joining,
+            (_, Some(MoveKind::Leave)) => NodeStatus::Leaving,
+            (_, Some(MoveKind::Left)) => anyhow::bail!(
+                "node {} has left the cluster; wipe {} to join again as a new node",
+                ringkv_cluster::node_id::display(node_id),
+                data_dir.display()
+            ),
+            (Some(_), None) => NodeStatus::Normal,
         },
         load: Load::default(),
     };
@@ -310,10 +327,35 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             t
         }
     };
-    // Tell the seeds, and the peers known from before a restart, at once.
+    // Tell the seeds, and the peers known from before a restart, at once;
+    // a new node joins (streaming in the background), a node that was
+    // joining or leaving resumes.
     let mut contacts = seeds.clone();
     contacts.extend(known_addrs.into_iter().filter(|a| !seeds.contains(a)));
-    node.announce(tokens, &contacts).await;
+    node.set_move_config(MoveConfig {
+        bytes_per_sec_max: config.movement.bytes_per_sec_max,
+        batch_bytes_max: config.movement.batch_bytes_max,
+        settle_ms: config
+            .movement
+            .settle_ms
+            .max(config.cluster.request_timeout_ms),
+        cleanup_delay_ms: config.movement.cleanup_delay_ms,
+    });
+    node.set_move_log(move_log);
+    node.start(tokens, &contacts)
+        .await
+        .map_err(|e| anyhow::anyhow!("taking a place in the ring: {e}"))?;
+    // A node that has left the ring (decommissioned, or its join
+    // cancelled) stops.
+    let mut left = node.left_signal();
+    let left_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        if left.wait_for(|l| *l).await.is_ok() {
+            tracing::info!("this node has left the ring; stopping");
+            let _ = left_shutdown.send(true);
+        }
+    });
+    let cleanup_task = tokio::spawn(Node::clone(&node).run_cleanup(wait_for(watch_rx.clone())));
     let gossip_task =
         tokio::spawn(Node::clone(&node).run_gossip(seeds, wait_for(watch_rx.clone())));
     let replay_task = tokio::spawn(Node::clone(&node).run_hint_replay(wait_for(watch_rx.clone())));
@@ -358,6 +400,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         let _ = gauges_task.await;
         let _ = replay_task.await;
         let _ = ae_task.await;
+        let _ = cleanup_task.await;
         let cluster = cluster_task.await.context("cluster server task")?;
         // Front ends have drained: make everything acknowledged durable.
         let closed = {
@@ -487,7 +530,10 @@ pub fn run_until_signal(config: Config) -> anyhow::Result<()> {
             node.http_addr,
             node.cluster_addr
         );
-        shutdown_signal().await;
+        tokio::select! {
+            () = shutdown_signal() => {}
+            () = node.stopping() => {}
+        }
         node.stop().await
     })
 }

@@ -110,6 +110,11 @@ pub fn status(addr: &str) -> anyhow::Result<()> {
             r["keys_repaired"].as_u64().unwrap_or(0),
         );
     }
+    if let Ok(m) = get_json(addr, "/v1/movement")
+        && m["kind"].is_string()
+    {
+        say!("movement driven by {me}: {}", movement_line(&m));
+    }
     say!(
         "hints dropped by {me}: {} (budget full), {} (expired)",
         v["hints"]["dropped_full"].as_u64().unwrap_or(0),
@@ -152,6 +157,61 @@ pub fn repair(addr: &str, wait: bool) -> anyhow::Result<()> {
             return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+fn movement_line(m: &serde_json::Value) -> String {
+    let mut line = format!(
+        "{} of {}: {}  {}/{} ranges  {} keys  {} B",
+        m["kind"].as_str().unwrap_or("?"),
+        m["node"].as_str().unwrap_or("?"),
+        m["phase"].as_str().unwrap_or("?"),
+        m["ranges_done"].as_u64().unwrap_or(0),
+        m["ranges_total"].as_u64().unwrap_or(0),
+        m["keys"].as_u64().unwrap_or(0),
+        m["bytes"].as_u64().unwrap_or(0),
+    );
+    if let Some(e) = m["last_error"].as_str() {
+        line.push_str(&format!("  (last error: {e})"));
+    }
+    line
+}
+
+/// `ringkv decommission`, `ringkv remove`, `ringkv cancel`: asks the node
+/// at `addr` to start (or cancel) a movement, then follows it until it
+/// ends. A decommissioned node stops at the end: its going away ends the
+/// wait.
+pub fn movement(addr: &str, path: &str, wait: bool) -> anyhow::Result<()> {
+    let (code, body) = http_request(addr, "POST", path)?;
+    if code != 202 {
+        let why = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_string))
+            .unwrap_or(body);
+        bail!("{addr} refused: {why}");
+    }
+    let started: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    say!("{addr}: {}", movement_line(&started));
+    if !wait {
+        return Ok(());
+    }
+    let begun = std::time::Instant::now();
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let m = match get_json(addr, "/v1/movement") {
+            Ok(m) => m,
+            Err(_) if started["kind"] == "decommission" => {
+                say!("{addr} has stopped: decommissioned");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        say!("  {}  ({:.0}s)", movement_line(&m), begun.elapsed().as_secs_f64());
+        match m["phase"].as_str() {
+            Some("done" | "cancelled") => return Ok(()),
+            Some("failed") => bail!("the movement failed: {}", m["last_error"]),
+            _ => {}
+        }
     }
 }
 

@@ -1,0 +1,1022 @@
+//! Data movement: joins, decommissions and removals.
+//!
+//! # The two rings
+//! While a node is JOINING or LEAVING, [`Membership`](crate::membership)
+//! keeps two rings: the *current* one (NORMAL and LEAVING nodes), which
+//! still answers reads, and the *pending* one (NORMAL and JOINING nodes),
+//! the ring once the movement is over. Coordinators send every write to the
+//! replicas of both and acknowledge it only when the consistency level is
+//! met in each; reads ask the replicas of both and need the level met in
+//! each. So a write acknowledged during the movement is on a quorum of the
+//! ring that will serve it afterwards, and a coordinator that has already
+//! seen the movement end still meets one that has not on a quorum.
+//!
+//! # What moves
+//! [`transfers`] splits the token space at the tokens of both rings and,
+//! for every interval whose replicas differ, names each *gainer* (a replica
+//! in the pending ring, not in the current one), the *losers* (replicas in
+//! the current ring only) and the current replicas. A gainer is filled from
+//! one loser when one is alive: the loser's copy holds every write a quorum
+//! acknowledged, as a quorum of the old replicas and a quorum of the new
+//! ones overlap outside the gainer. With no loser alive (a dead node being
+//! removed), it is filled from every live current replica, merged.
+//!
+//! # Who drives
+//! - A join is driven by the joining node: it announces its tokens as
+//!   JOINING, makes sure every live peer has heard (push gossip), waits for
+//!   writes started under the old ring to finish (`settle_ms`), pulls what
+//!   it gains, then turns NORMAL.
+//! - A decommission is driven by the leaving node: LEAVING, settle, push
+//!   every range it loses to its gainers, hand its hints to a live peer,
+//!   then LEFT; the process exits.
+//! - A removal is driven by the node asked to remove a dead one: it marks
+//!   the dead node LEAVING on its behalf, copies its ranges from the
+//!   survivors to the gainers, then marks it LEFT. LEFT is final for a node
+//!   id.
+//!
+//! Streams go in batches of about `batch_bytes_max`, checksummed end to end
+//! ([`crate::message::stream_crc`]), throttled to `bytes_per_sec_max`.
+//! Progress (the ranges done) is kept through a [`MoveLog`], so a driver
+//! that restarts resumes where it stopped; merges are idempotent, so a
+//! range copied twice is harmless. A movement can be cancelled: a join
+//! turns into a leave of a node that owns nothing (the node exits), a
+//! decommission or removal puts the node back to NORMAL.
+//!
+//! # Cleanup
+//! Once the ring has been still for `cleanup_delay_ms` and no node is
+//! moving, each node drops the records of ranges it no longer replicates
+//! (no tombstone: the data lives on at its replicas).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::api::{KvError, MoveCommand, MovementStatus};
+use crate::message::{NodeStatus, Request, Response, stream_crc};
+use crate::node::Node;
+use crate::node_id::display;
+use crate::ring::{Placement, token_of};
+use crate::store::LocalStore;
+use crate::version::SiblingSet;
+
+/// Timeout of one stream call (a batch read or merged).
+const STREAM_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between passes over ranges that failed to copy.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// Keys removed per step of a cleanup.
+const CLEANUP_BATCH_KEYS: usize = 10_000;
+/// Attempts to reach each peer when announcing a change.
+const ANNOUNCE_ATTEMPTS: usize = 3;
+
+/// Settings of data movement.
+#[derive(Debug, Clone)]
+pub struct MoveConfig {
+    /// Streaming rate limit per movement, bytes per second.
+    pub bytes_per_sec_max: u64,
+    /// Bytes per stream batch (at least one record).
+    pub batch_bytes_max: u32,
+    /// Wait between announcing a change and streaming, for writes
+    /// coordinated under the old ring to finish.
+    pub settle_ms: u64,
+    /// How long the ring must be still before a node drops the data of
+    /// ranges it no longer replicates; 0 turns cleanup off.
+    pub cleanup_delay_ms: u64,
+}
+
+impl Default for MoveConfig {
+    fn default() -> Self {
+        Self {
+            bytes_per_sec_max: 64 * 1024 * 1024,
+            batch_bytes_max: 1024 * 1024,
+            settle_ms: 3_000,
+            cleanup_delay_ms: 60_000,
+        }
+    }
+}
+
+/// One token interval to copy: the records with token in `[lo, hi]`, to
+/// `target`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    pub lo: u64,
+    pub hi: u64,
+    pub target: u64,
+    /// Current replicas that are not replicas in the pending ring.
+    pub losers: Vec<u64>,
+    /// Every current replica.
+    pub holders: Vec<u64>,
+}
+
+/// The intervals `[lo, hi]` between consecutive tokens of both rings; each
+/// lies within one vnode of either ring, so one preference list per ring
+/// covers it (the list of `hi`).
+fn intervals(a: &Placement, b: &Placement) -> Vec<(u64, u64)> {
+    let mut tokens: Vec<u64> = a
+        .ring()
+        .tokens()
+        .chain(b.ring().tokens())
+        .map(|(t, _)| t)
+        .collect();
+    tokens.sort_unstable();
+    tokens.dedup();
+    let Some(&first) = tokens.first() else {
+        return vec![(0, u64::MAX)];
+    };
+    let mut out = Vec::with_capacity(tokens.len() + 1);
+    out.push((0, first));
+    for w in tokens.windows(2) {
+        out.push((w[0] + 1, w[1]));
+    }
+    if let Some(&last) = tokens.last()
+        && last < u64::MAX
+    {
+        out.push((last + 1, u64::MAX));
+    }
+    out
+}
+
+/// Every copy the move from `current` to `pending` needs, adjacent
+/// intervals with the same target and replicas merged.
+pub fn transfers(current: &Placement, pending: &Placement) -> Vec<Transfer> {
+    let mut out: Vec<Transfer> = Vec::new();
+    for (lo, hi) in intervals(current, pending) {
+        let cur = current.preference_list(hi);
+        let fut = pending.preference_list(hi);
+        let losers: Vec<u64> = cur.iter().copied().filter(|id| !fut.contains(id)).collect();
+        for &target in fut.iter().filter(|id| !cur.contains(id)) {
+            let t = Transfer {
+                lo,
+                hi,
+                target,
+                losers: losers.clone(),
+                holders: cur.to_vec(),
+            };
+            // Intervals come in token order; extend a run of the same move.
+            if let Some(prev) = out.iter_mut().rev().take(8).find(|p| {
+                p.target == target
+                    && p.hi.checked_add(1) == Some(lo)
+                    && p.losers == t.losers
+                    && p.holders == t.holders
+            }) {
+                prev.hi = hi;
+            } else {
+                out.push(t);
+            }
+        }
+    }
+    out
+}
+
+/// Which movement a [`MoveRecord`] belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MoveKind {
+    /// This node is joining.
+    Join,
+    /// This node is leaving.
+    Leave,
+    /// This node has left: it may not serve again.
+    Left,
+}
+
+/// What survives a restart of the movement a node drives of itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveRecord {
+    pub kind: MoveKind,
+    /// `(lo, hi, target)` of every transfer done.
+    pub done: Vec<(u64, u64, u64)>,
+}
+
+/// Where a node keeps its [`MoveRecord`] (a file in its data directory; in
+/// memory for tests).
+pub trait MoveLog: Send + Sync {
+    fn load(&self) -> std::io::Result<Option<MoveRecord>>;
+    /// Replaces the record (`None`: no movement).
+    fn save(&self, record: Option<&MoveRecord>) -> std::io::Result<()>;
+}
+
+/// A [`MoveLog`] in memory.
+#[derive(Default)]
+pub struct MemMoveLog(Mutex<Option<MoveRecord>>);
+
+impl MoveLog for MemMoveLog {
+    fn load(&self) -> std::io::Result<Option<MoveRecord>> {
+        Ok(self.0.lock().clone())
+    }
+    fn save(&self, record: Option<&MoveRecord>) -> std::io::Result<()> {
+        *self.0.lock() = record.cloned();
+        Ok(())
+    }
+}
+
+/// A node's movement state.
+pub(crate) struct Movements {
+    config: parking_lot::RwLock<MoveConfig>,
+    log: parking_lot::RwLock<Arc<dyn MoveLog>>,
+    status: Mutex<Option<MovementStatus>>,
+    running: AtomicBool,
+    cancel: AtomicBool,
+    /// Set when this node has left the ring (decommissioned or its join
+    /// cancelled): the process should stop.
+    left: tokio::sync::watch::Sender<bool>,
+    /// The owned ranges last cleaned up (a digest), so an unchanged ring is
+    /// not scanned again.
+    cleaned: AtomicU64,
+}
+
+impl Default for Movements {
+    fn default() -> Self {
+        Self {
+            config: parking_lot::RwLock::new(MoveConfig::default()),
+            log: parking_lot::RwLock::new(Arc::new(MemMoveLog::default())),
+            status: Mutex::new(None),
+            running: AtomicBool::new(false),
+            cancel: AtomicBool::new(false),
+            left: tokio::sync::watch::channel(false).0,
+            cleaned: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Figures of one copy.
+#[derive(Debug, Default, Clone, Copy)]
+struct Copied {
+    keys: u64,
+    bytes: u64,
+}
+
+/// The movement a driver runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drive {
+    Join,
+    Leave,
+    Remove(u64),
+}
+
+impl Drive {
+    fn name(self) -> &'static str {
+        match self {
+            Drive::Join => "join",
+            Drive::Leave => "decommission",
+            Drive::Remove(_) => "remove",
+        }
+    }
+}
+
+impl<S: LocalStore> Node<S> {
+    fn moves(&self) -> &Movements {
+        self.movements()
+    }
+
+    /// Replaces the movement settings.
+    pub fn set_move_config(&self, config: MoveConfig) {
+        *self.moves().config.write() = config;
+    }
+
+    /// Installs where the movement record is kept.
+    pub fn set_move_log(&self, log: Arc<dyn MoveLog>) {
+        *self.moves().log.write() = log;
+    }
+
+    fn move_config(&self) -> MoveConfig {
+        self.moves().config.read().clone()
+    }
+
+    fn save_record(&self, record: Option<&MoveRecord>) -> Result<(), String> {
+        let log = Arc::clone(&*self.moves().log.read());
+        log.save(record)
+            .map_err(|e| format!("saving the movement record: {e}"))
+    }
+
+    /// Resolves once this node has left the ring.
+    pub fn left_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.moves().left.subscribe()
+    }
+
+    /// The movement this node drives or last drove.
+    pub fn movement_status(&self) -> Option<MovementStatus> {
+        self.moves().status.lock().clone()
+    }
+
+    fn set_status(&self, f: impl FnOnce(&mut MovementStatus)) {
+        let now = self.now_wall_ms();
+        if let Some(s) = self.moves().status.lock().as_mut() {
+            f(s);
+            s.updated_ms = now;
+        }
+    }
+
+    fn now_wall_ms(&self) -> u64 {
+        self.membership_clock().now_ms()
+    }
+
+    /// Takes this node's place in the ring. A node with saved tokens and no
+    /// movement record is NORMAL at once; a node whose record says it was
+    /// joining or leaving resumes; the first node of a cluster (an empty
+    /// ring) is NORMAL at once; any other node joins, streaming in the
+    /// background. Fails when the record says this node has left.
+    pub async fn start(&self, tokens: Vec<u64>, contacts: &[String]) -> Result<(), String> {
+        let log = Arc::clone(&*self.moves().log.read());
+        let record = log
+            .load()
+            .map_err(|e| format!("reading the movement record: {e}"))?;
+        let fresh = self.membership().state(self.id()).is_some_and(|s| s.tokens.is_empty());
+        match record.map(|r| r.kind) {
+            Some(MoveKind::Left) => {
+                return Err(format!(
+                    "node {} has left the cluster; wipe its data directory to join again",
+                    display(self.id())
+                ));
+            }
+            Some(MoveKind::Join) => self.begin(Drive::Join, NodeStatus::Joining, tokens, contacts),
+            Some(MoveKind::Leave) => {
+                self.begin(Drive::Leave, NodeStatus::Leaving, tokens, contacts)
+            }
+            None if fresh && !self.membership().placement().ring().is_empty() => {
+                self.save_record(Some(&MoveRecord {
+                    kind: MoveKind::Join,
+                    done: Vec::new(),
+                }))?;
+                self.begin(Drive::Join, NodeStatus::Joining, tokens, contacts);
+            }
+            None => self.announce(tokens, contacts).await,
+        }
+        Ok(())
+    }
+
+    /// Sets this node's status and tokens and runs `drive` in the
+    /// background.
+    fn begin(&self, drive: Drive, status: NodeStatus, tokens: Vec<u64>, contacts: &[String]) {
+        self.membership().update_self(|s| {
+            s.tokens = tokens;
+            s.status = status;
+        });
+        self.spawn_drive(drive, contacts.to_vec());
+    }
+
+    fn spawn_drive(&self, drive: Drive, contacts: Vec<String>) {
+        let moves = self.moves();
+        moves.running.store(true, Ordering::SeqCst);
+        moves.cancel.store(false, Ordering::SeqCst);
+        let now = self.now_wall_ms();
+        *moves.status.lock() = Some(MovementStatus {
+            kind: drive.name().into(),
+            node: match drive {
+                Drive::Remove(id) => id,
+                _ => self.id(),
+            },
+            phase: "settling".into(),
+            started_ms: now,
+            updated_ms: now,
+            ..MovementStatus::default()
+        });
+        let node = self.clone();
+        tokio::spawn(async move {
+            let result = node.drive(drive, &contacts).await;
+            match &result {
+                Ok(phase) => {
+                    tracing::info!(movement = drive.name(), %phase, "movement finished");
+                    node.set_status(|s| s.phase = phase.clone());
+                }
+                Err(e) => {
+                    tracing::error!(movement = drive.name(), error = %e, "movement failed");
+                    node.set_status(|s| {
+                        s.phase = "failed".into();
+                        s.last_error = Some(e.clone());
+                    });
+                }
+            }
+            node.moves().running.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// Starts or cancels a movement (the admin verbs).
+    pub fn command_movement(&self, cmd: MoveCommand) -> Result<MovementStatus, KvError> {
+        let moves = self.moves();
+        let m = self.membership();
+        let busy = || {
+            KvError::InvalidArgument(format!(
+                "a {} is already running here",
+                self.movement_status().map(|s| s.kind).unwrap_or_default()
+            ))
+        };
+        match cmd {
+            MoveCommand::Cancel => {
+                if !moves.running.load(Ordering::SeqCst) {
+                    return Err(KvError::InvalidArgument(
+                        "no movement is running here".into(),
+                    ));
+                }
+                moves.cancel.store(true, Ordering::SeqCst);
+            }
+            MoveCommand::Decommission => {
+                if moves.running.load(Ordering::SeqCst) {
+                    return Err(busy());
+                }
+                let me = m.state(self.id()).map(|s| s.status);
+                if me != Some(NodeStatus::Normal) {
+                    return Err(KvError::InvalidArgument(format!(
+                        "only a NORMAL node can be decommissioned; this one is {me:?}"
+                    )));
+                }
+                self.check_replicas_after_leaving(self.id())?;
+                self.save_record(Some(&MoveRecord {
+                    kind: MoveKind::Leave,
+                    done: Vec::new(),
+                }))
+                .map_err(KvError::Storage)?;
+                m.update_self(|s| s.status = NodeStatus::Leaving);
+                self.spawn_drive(Drive::Leave, Vec::new());
+            }
+            MoveCommand::Remove(id) => {
+                if moves.running.load(Ordering::SeqCst) {
+                    return Err(busy());
+                }
+                if id == self.id() {
+                    return Err(KvError::InvalidArgument(
+                        "a node cannot remove itself; decommission it".into(),
+                    ));
+                }
+                let Some(state) = m.state(id) else {
+                    return Err(KvError::InvalidArgument(format!(
+                        "no node {} in this cluster",
+                        display(id)
+                    )));
+                };
+                if state.status == NodeStatus::Left {
+                    return Err(KvError::InvalidArgument(format!(
+                        "node {} has already left",
+                        display(id)
+                    )));
+                }
+                if m.is_alive(id) {
+                    return Err(KvError::InvalidArgument(format!(
+                        "node {} is alive: decommission it instead (remove is for dead nodes)",
+                        display(id)
+                    )));
+                }
+                m.update_other(id, |s| s.status = NodeStatus::Leaving);
+                self.spawn_drive(Drive::Remove(id), Vec::new());
+            }
+        }
+        Ok(self.movement_status().unwrap_or_default())
+    }
+
+    /// Refuses a leave that would leave a data center with fewer NORMAL
+    /// nodes than its replication factor.
+    fn check_replicas_after_leaving(&self, leaving: u64) -> Result<(), KvError> {
+        let m = self.membership();
+        let states = m.states();
+        for (dc, rf) in &m.replication().per_dc {
+            let remaining = states
+                .iter()
+                .filter(|s| s.id != leaving && s.status == NodeStatus::Normal && &s.dc == dc)
+                .count();
+            if remaining < *rf {
+                return Err(KvError::InvalidArgument(format!(
+                    "data center {dc:?} would keep {remaining} node(s) for replication factor {rf}; add a node first"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends this node's view to every known peer (a few attempts each),
+    /// so they learn a status change now rather than by gossip. Returns
+    /// the peers that could not be reached.
+    async fn announce_to_all(&self, contacts: &[String]) -> Vec<String> {
+        let m = self.membership();
+        let own = m.state(self.id()).map(|s| s.cluster_addr).unwrap_or_default();
+        let mut addrs: Vec<String> = m
+            .states()
+            .into_iter()
+            .filter(|s| s.id != self.id() && s.status != NodeStatus::Left)
+            .map(|s| s.cluster_addr)
+            .chain(contacts.iter().cloned())
+            .filter(|a| !a.is_empty() && *a != own)
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        let sends = addrs.into_iter().map(|addr| async move {
+            let peer = crate::transport::Peer {
+                id: 0,
+                addr: addr.clone(),
+            };
+            for _ in 0..ANNOUNCE_ATTEMPTS {
+                if self.gossip_with(&peer).await {
+                    return None;
+                }
+            }
+            Some(addr)
+        });
+        futures::future::join_all(sends)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Runs one movement to its end; returns its final phase.
+    async fn drive(&self, drive: Drive, contacts: &[String]) -> Result<String, String> {
+        let unreachable = self.announce_to_all(contacts).await;
+        if !unreachable.is_empty() {
+            tracing::warn!(peers = ?unreachable, "peers not told of the movement (down?)");
+        }
+        let settle = Duration::from_millis(self.move_config().settle_ms);
+        if self.sleep_or_cancel(settle).await {
+            return self.cancelled(drive).await;
+        }
+        self.set_status(|s| s.phase = "streaming".into());
+        let m = self.membership();
+        let current = m.placement();
+        let pending = m.future_placement();
+        let mine: Vec<Transfer> = transfers(&current, &pending)
+            .into_iter()
+            .filter(|t| match drive {
+                Drive::Join => t.target == self.id(),
+                Drive::Leave => t.losers.contains(&self.id()),
+                Drive::Remove(id) => t.losers.contains(&id),
+            })
+            .collect();
+        let mut record = self
+            .moves()
+            .log
+            .read()
+            .load()
+            .ok()
+            .flatten()
+            .unwrap_or(MoveRecord {
+                kind: match drive {
+                    Drive::Join => MoveKind::Join,
+                    _ => MoveKind::Leave,
+                },
+                done: Vec::new(),
+            });
+        let persist = !matches!(drive, Drive::Remove(_));
+        let mut todo: Vec<Transfer> = mine
+            .iter()
+            .filter(|t| !record.done.contains(&(t.lo, t.hi, t.target)))
+            .cloned()
+            .collect();
+        let total = mine.len() as u64;
+        self.set_status(|s| {
+            s.ranges_total = total;
+            s.ranges_done = total - todo.len() as u64;
+        });
+        let config = self.move_config();
+        let mut throttle = Throttle::new(config.bytes_per_sec_max);
+        while !todo.is_empty() {
+            let mut failed = Vec::new();
+            for t in todo {
+                if self.moves().cancel.load(Ordering::SeqCst) {
+                    return self.cancelled(drive).await;
+                }
+                match self.copy_transfer(&t, drive, &config, &mut throttle).await {
+                    Ok(()) => {
+                        record.done.push((t.lo, t.hi, t.target));
+                        if persist {
+                            self.save_record(Some(&record))?;
+                        }
+                        self.set_status(|s| s.ranges_done += 1);
+                    }
+                    Err(e) => {
+                        tracing::warn!(lo = t.lo, hi = t.hi, target = %display(t.target), error = %e, "range copy failed; will retry");
+                        self.set_status(|s| s.last_error = Some(e.clone()));
+                        failed.push(t);
+                    }
+                }
+            }
+            todo = failed;
+            if !todo.is_empty() && self.sleep_or_cancel(RETRY_PAUSE).await {
+                return self.cancelled(drive).await;
+            }
+        }
+        match drive {
+            Drive::Join => {
+                m.update_self(|s| s.status = NodeStatus::Normal);
+                self.save_record(None)?;
+                self.announce_to_all(contacts).await;
+            }
+            Drive::Leave => {
+                self.set_status(|s| s.phase = "handing off hints".into());
+                self.hand_off_hints().await;
+                self.leave_ring(contacts).await?;
+            }
+            Drive::Remove(id) => {
+                m.update_other(id, |s| s.status = NodeStatus::Left);
+                self.announce_to_all(contacts).await;
+            }
+        }
+        Ok("done".into())
+    }
+
+    /// Marks this node LEFT, tells everyone, and signals the process.
+    async fn leave_ring(&self, contacts: &[String]) -> Result<(), String> {
+        self.save_record(Some(&MoveRecord {
+            kind: MoveKind::Left,
+            done: Vec::new(),
+        }))?;
+        self.membership()
+            .update_self(|s| s.status = NodeStatus::Left);
+        self.announce_to_all(contacts).await;
+        let _ = self.moves().left.send(true);
+        Ok(())
+    }
+
+    /// Undoes a movement on cancel.
+    async fn cancelled(&self, drive: Drive) -> Result<String, String> {
+        let m = self.membership();
+        match drive {
+            // A joining node owns nothing yet: it leaves (and exits).
+            Drive::Join => self.leave_ring(&[]).await?,
+            Drive::Leave => {
+                m.update_self(|s| s.status = NodeStatus::Normal);
+                self.save_record(None)?;
+                self.announce_to_all(&[]).await;
+            }
+            Drive::Remove(id) => {
+                m.update_other(id, |s| s.status = NodeStatus::Normal);
+                self.announce_to_all(&[]).await;
+            }
+        }
+        Ok("cancelled".into())
+    }
+
+    /// Sleeps; true when the movement was cancelled meanwhile.
+    async fn sleep_or_cancel(&self, d: Duration) -> bool {
+        let step = Duration::from_millis(50);
+        let deadline = tokio::time::Instant::now() + d;
+        while tokio::time::Instant::now() < deadline {
+            if self.moves().cancel.load(Ordering::SeqCst) {
+                return true;
+            }
+            tokio::time::sleep(step.min(deadline - tokio::time::Instant::now())).await;
+        }
+        self.moves().cancel.load(Ordering::SeqCst)
+    }
+
+    /// The nodes to read a transfer from: the driver when it loses the
+    /// range, else the first live loser, else every live holder.
+    fn sources(&self, t: &Transfer, drive: Drive) -> Vec<u64> {
+        let m = self.membership();
+        if drive == Drive::Leave && t.losers.contains(&self.id()) {
+            return vec![self.id()];
+        }
+        if let Some(&l) = t
+            .losers
+            .iter()
+            .find(|&&id| id != t.target && m.is_alive(id))
+        {
+            return vec![l];
+        }
+        t.holders
+            .iter()
+            .copied()
+            .filter(|&id| id != t.target && m.is_alive(id))
+            .collect()
+    }
+
+    async fn copy_transfer(
+        &self,
+        t: &Transfer,
+        drive: Drive,
+        config: &MoveConfig,
+        throttle: &mut Throttle,
+    ) -> Result<(), String> {
+        let sources = self.sources(t, drive);
+        if sources.is_empty() {
+            return Err(format!(
+                "no live replica holds [{}, {}] (holders: {})",
+                t.lo,
+                t.hi,
+                t.holders.iter().map(|&id| display(id)).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if t.target != self.id() && !self.membership().is_alive(t.target) {
+            return Err(format!("target {} is down", display(t.target)));
+        }
+        for source in sources {
+            let mut after: Option<(u64, Bytes)> = None;
+            loop {
+                if self.moves().cancel.load(Ordering::SeqCst) {
+                    return Err("cancelled".into());
+                }
+                let (entries, more) = self
+                    .read_batch(source, t.lo, t.hi, after.clone(), config.batch_bytes_max)
+                    .await?;
+                if let Some((key, _)) = entries.last() {
+                    after = Some((token_of(key), key.clone()));
+                }
+                let copied = Copied {
+                    keys: entries.len() as u64,
+                    bytes: entries.iter().map(|(k, r)| (k.len() + r.len()) as u64).sum(),
+                };
+                if !entries.is_empty() {
+                    self.write_batch(t.target, entries).await?;
+                }
+                metrics::counter!("ringkv_stream_keys_total").increment(copied.keys);
+                metrics::counter!("ringkv_stream_bytes_total").increment(copied.bytes);
+                self.set_status(|s| {
+                    s.keys += copied.keys;
+                    s.bytes += copied.bytes;
+                });
+                throttle.wait(copied.bytes).await;
+                if !more {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One batch of `[lo, hi]` after `after`, from `source`.
+    async fn read_batch(
+        &self,
+        source: u64,
+        lo: u64,
+        hi: u64,
+        after: Option<(u64, Bytes)>,
+        bytes_max: u32,
+    ) -> Result<(Vec<(Bytes, Bytes)>, bool), String> {
+        if source == self.id() {
+            return self
+                .stream_read_local(lo, hi, after, bytes_max)
+                .await
+                .map_err(|e| e.to_string());
+        }
+        let peer = self
+            .membership()
+            .peer(source)
+            .ok_or_else(|| format!("unknown node {}", display(source)))?;
+        let req = Request::StreamRead {
+            lo,
+            hi,
+            after,
+            bytes_max,
+        };
+        match self.transport().call(&peer, req, STREAM_CALL_TIMEOUT).await {
+            Ok(Response::StreamBatch { entries, more, crc }) => {
+                if stream_crc(&entries) != crc {
+                    metrics::counter!("ringkv_stream_checksum_failures_total").increment(1);
+                    return Err(format!("batch from {} failed its checksum", display(source)));
+                }
+                Ok((entries, more))
+            }
+            Ok(Response::Error { message, .. }) => Err(format!("{}: {message}", display(source))),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(format!("{}: {e}", display(source))),
+        }
+    }
+
+    /// Merges a batch into `target`.
+    async fn write_batch(&self, target: u64, entries: Vec<(Bytes, Bytes)>) -> Result<(), String> {
+        if target == self.id() {
+            return self
+                .stream_merge_local(entries)
+                .await
+                .map_err(|e| e.to_string());
+        }
+        let peer = self
+            .membership()
+            .peer(target)
+            .ok_or_else(|| format!("unknown node {}", display(target)))?;
+        let crc = stream_crc(&entries);
+        match self
+            .transport()
+            .call(&peer, Request::StreamPush { entries, crc }, STREAM_CALL_TIMEOUT)
+            .await
+        {
+            Ok(Response::Merged) => Ok(()),
+            Ok(Response::Error { message, .. }) => Err(format!("{}: {message}", display(target))),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(format!("{}: {e}", display(target))),
+        }
+    }
+
+    /// This replica's records of `[lo, hi]` after `after`, up to about
+    /// `bytes_max` bytes; true when more follow.
+    pub(crate) async fn stream_read_local(
+        &self,
+        lo: u64,
+        hi: u64,
+        after: Option<(u64, Bytes)>,
+        bytes_max: u32,
+    ) -> Result<(Vec<(Bytes, Bytes)>, bool), KvError> {
+        if lo > hi {
+            return Err(KvError::InvalidArgument(format!("empty range [{lo}, {hi}]")));
+        }
+        let node = self.clone();
+        let budget = (bytes_max as usize).clamp(1, STREAM_BATCH_BYTES_MAX);
+        tokio::task::spawn_blocking(move || {
+            let start = after.as_ref().map_or(lo, |(t, _)| (*t).max(lo));
+            let mut entries = Vec::new();
+            let mut bytes = 0usize;
+            let mut more = false;
+            node.store()
+                .scan_tokens(start, hi, true, &mut |key, record| {
+                    if let Some((t, k)) = &after
+                        && (token_of(key), key) <= (*t, k.as_ref())
+                    {
+                        return true;
+                    }
+                    if bytes >= budget {
+                        more = true;
+                        return false;
+                    }
+                    bytes += key.len() + record.len();
+                    entries.push((Bytes::copy_from_slice(key), record.clone()));
+                    true
+                })
+                .map_err(crate::replica::store_error)?;
+            Ok((entries, more))
+        })
+        .await
+        .map_err(|e| KvError::Storage(format!("stream read task failed: {e}")))?
+    }
+
+    /// Merges streamed records into this replica.
+    pub(crate) async fn stream_merge_local(
+        &self,
+        entries: Vec<(Bytes, Bytes)>,
+    ) -> Result<(), KvError> {
+        let mut sets = Vec::with_capacity(entries.len());
+        for (key, record) in entries {
+            let set = SiblingSet::decode(&record).map_err(|e| {
+                KvError::InvalidArgument(format!("streamed record does not decode: {e}"))
+            })?;
+            sets.push((key, set));
+        }
+        let node = self.clone();
+        tokio::task::spawn_blocking(move || {
+            for (key, set) in sets {
+                node.replica().merge(&key, &set)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| KvError::Storage(format!("stream merge task failed: {e}")))?
+    }
+
+    /// Gives the hints this node holds to a live peer, which replays them.
+    async fn hand_off_hints(&self) {
+        let m = self.membership();
+        for (target, _) in self.hints().pending() {
+            let heir = m
+                .states()
+                .into_iter()
+                .filter(|s| {
+                    s.id != self.id()
+                        && s.id != target
+                        && s.status == NodeStatus::Normal
+                        && m.is_alive(s.id)
+                })
+                .map(|s| s.id)
+                .next();
+            let Some(heir) = heir else {
+                tracing::warn!(target = %display(target), "no live peer to take the hints; anti-entropy will repair instead");
+                continue;
+            };
+            loop {
+                let batch = match self.hints().oldest(target, 256) {
+                    Ok(b) if !b.is_empty() => b,
+                    _ => break,
+                };
+                let mut moved = 0;
+                for hint in batch {
+                    let peer = m.peer(heir);
+                    let req = Request::Hint {
+                        target,
+                        key: hint.key.clone(),
+                        record: hint.record.clone(),
+                    };
+                    let ok = match peer {
+                        Some(p) => matches!(
+                            self.transport().call(&p, req, STREAM_CALL_TIMEOUT).await,
+                            Ok(Response::Merged)
+                        ),
+                        None => false,
+                    };
+                    if ok && self.hints().remove(&hint, None).is_ok() {
+                        moved += 1;
+                    }
+                }
+                if moved == 0 {
+                    tracing::warn!(target = %display(target), "hint hand-off stalled; anti-entropy will repair instead");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Drops, once the ring has been still for `cleanup_delay_ms` and no
+    /// node is moving, the records of ranges this node does not replicate.
+    /// Returns the records dropped.
+    pub async fn cleanup_once(&self) -> Result<u64, KvError> {
+        let m = self.membership();
+        let delay = self.move_config().cleanup_delay_ms;
+        let me = m.state(self.id());
+        if delay == 0
+            || m.pending_placement().is_some()
+            || m.ring_stable_for() < Duration::from_millis(delay)
+            || me.is_none_or(|s| s.status != NodeStatus::Normal)
+        {
+            return Ok(0);
+        }
+        let placement = m.placement();
+        let foreign: Vec<(u64, u64)> = intervals(&placement, &placement)
+            .into_iter()
+            .filter(|&(_, hi)| !placement.preference_list(hi).contains(&self.id()))
+            .collect();
+        let digest = foreign
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, &(lo, hi)| {
+                (h ^ lo).wrapping_mul(0x100_0000_01b3) ^ hi
+            });
+        if self.moves().cleaned.load(Ordering::Relaxed) == digest {
+            return Ok(0);
+        }
+        let node = self.clone();
+        let dropped = tokio::task::spawn_blocking(move || -> Result<u64, KvError> {
+            let mut dropped = 0u64;
+            for (lo, hi) in foreign {
+                loop {
+                    let mut keys = Vec::new();
+                    node.store()
+                        .scan_tokens(lo, hi, true, &mut |key, _| {
+                            keys.push(key.to_vec());
+                            keys.len() < CLEANUP_BATCH_KEYS
+                        })
+                        .map_err(crate::replica::store_error)?;
+                    for key in &keys {
+                        node.store().remove(key).map_err(crate::replica::store_error)?;
+                    }
+                    dropped += keys.len() as u64;
+                    if keys.len() < CLEANUP_BATCH_KEYS {
+                        break;
+                    }
+                }
+            }
+            Ok(dropped)
+        })
+        .await
+        .map_err(|e| KvError::Storage(format!("cleanup task failed: {e}")))??;
+        self.moves().cleaned.store(digest, Ordering::Relaxed);
+        if dropped > 0 {
+            metrics::counter!("ringkv_cleanup_keys_total").increment(dropped);
+            tracing::info!(keys = dropped, "dropped records of ranges this node no longer replicates");
+        }
+        Ok(dropped)
+    }
+
+    /// Runs [`Node::cleanup_once`] now and then until `shutdown` resolves.
+    pub async fn run_cleanup(self, shutdown: impl std::future::Future<Output = ()>) {
+        let every = Duration::from_millis((self.move_config().cleanup_delay_ms / 4).clamp(100, 10_000));
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = ticker.tick() => {}
+            }
+            if let Err(e) = self.cleanup_once().await {
+                tracing::warn!(error = %e, "cleanup failed");
+            }
+        }
+    }
+}
+
+/// Largest stream batch a node answers, whatever is asked.
+pub const STREAM_BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Keeps a byte stream under a rate.
+struct Throttle {
+    rate: u64,
+    start: tokio::time::Instant,
+    bytes: u64,
+}
+
+impl Throttle {
+    fn new(rate: u64) -> Self {
+        Self {
+            rate,
+            start: tokio::time::Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    async fn wait(&mut self, bytes: u64) {
+        self.bytes += bytes;
+        if self.rate == 0 {
+            return;
+        }
+        let due = Duration::from_secs_f64(self.bytes as f64 / self.rate as f64);
+        let elapsed = self.start.elapsed();
+        if due > elapsed {
+            tokio::time::sleep(due - elapsed).await;
+        }
+    }
+}
