@@ -42,9 +42,9 @@ mod testing;
 mod cluster_tests;
 
 pub use api::{
-    ClusterView, Condition, Consistency, Expiry, Explain, Kv, KvError, MoveCommand,
-    MovementStatus, NodeInfo, NodeView, RangeState, ReadOptions, ReadResult, RepairStatus, ReplicaView, Sibling, WriteOptions,
-    WriteOutcome,
+    ClusterView, Condition, Consistency, Expiry, Explain, Kv, KvError, MoveCommand, MovementStatus,
+    NodeInfo, NodeView, RangeState, ReadOptions, ReadResult, RepairStatus, ReplicaView, Sibling,
+    WriteOptions, WriteOutcome,
 };
 pub use node::{Node, NodeConfig};
 pub use store::{LocalStore, StoreError};

@@ -92,7 +92,7 @@ impl Default for MoveConfig {
         Self {
             bytes_per_sec_max: 64 * 1024 * 1024,
             batch_bytes_max: 1024 * 1024,
-            settle_ms: 3_000,
+            settle_ms: 2_000,
             cleanup_delay_ms: 60_000,
         }
     }
@@ -323,7 +323,10 @@ impl<S: LocalStore> Node<S> {
         let record = log
             .load()
             .map_err(|e| format!("reading the movement record: {e}"))?;
-        let fresh = self.membership().state(self.id()).is_some_and(|s| s.tokens.is_empty());
+        let fresh = self
+            .membership()
+            .state(self.id())
+            .is_some_and(|s| s.tokens.is_empty());
         match record.map(|r| r.kind) {
             Some(MoveKind::Left) => {
                 return Err(format!(
@@ -362,8 +365,20 @@ impl<S: LocalStore> Node<S> {
         moves.running.store(true, Ordering::SeqCst);
         moves.cancel.store(false, Ordering::SeqCst);
         let now = self.now_wall_ms();
+        // A resumed movement shows the ranges it finished before at once.
+        let resumed = match drive {
+            Drive::Remove(_) => 0,
+            _ => moves
+                .log
+                .read()
+                .load()
+                .ok()
+                .flatten()
+                .map_or(0, |r| r.done.len() as u64),
+        };
         *moves.status.lock() = Some(MovementStatus {
             kind: drive.name().into(),
+            ranges_done: resumed,
             node: match drive {
                 Drive::Remove(id) => id,
                 _ => self.id(),
@@ -489,7 +504,10 @@ impl<S: LocalStore> Node<S> {
     /// the peers that could not be reached.
     async fn announce_to_all(&self, contacts: &[String]) -> Vec<String> {
         let m = self.membership();
-        let own = m.state(self.id()).map(|s| s.cluster_addr).unwrap_or_default();
+        let own = m
+            .state(self.id())
+            .map(|s| s.cluster_addr)
+            .unwrap_or_default();
         let mut addrs: Vec<String> = m
             .states()
             .into_iter()
@@ -692,7 +710,11 @@ impl<S: LocalStore> Node<S> {
                 "no live replica holds [{}, {}] (holders: {})",
                 t.lo,
                 t.hi,
-                t.holders.iter().map(|&id| display(id)).collect::<Vec<_>>().join(", ")
+                t.holders
+                    .iter()
+                    .map(|&id| display(id))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         if t.target != self.id() && !self.membership().is_alive(t.target) {
@@ -712,7 +734,10 @@ impl<S: LocalStore> Node<S> {
                 }
                 let copied = Copied {
                     keys: entries.len() as u64,
-                    bytes: entries.iter().map(|(k, r)| (k.len() + r.len()) as u64).sum(),
+                    bytes: entries
+                        .iter()
+                        .map(|(k, r)| (k.len() + r.len()) as u64)
+                        .sum(),
                 };
                 if !entries.is_empty() {
                     self.write_batch(t.target, entries).await?;
@@ -761,7 +786,10 @@ impl<S: LocalStore> Node<S> {
             Ok(Response::StreamBatch { entries, more, crc }) => {
                 if stream_crc(&entries) != crc {
                     metrics::counter!("ringkv_stream_checksum_failures_total").increment(1);
-                    return Err(format!("batch from {} failed its checksum", display(source)));
+                    return Err(format!(
+                        "batch from {} failed its checksum",
+                        display(source)
+                    ));
                 }
                 Ok((entries, more))
             }
@@ -786,7 +814,11 @@ impl<S: LocalStore> Node<S> {
         let crc = stream_crc(&entries);
         match self
             .transport()
-            .call(&peer, Request::StreamPush { entries, crc }, STREAM_CALL_TIMEOUT)
+            .call(
+                &peer,
+                Request::StreamPush { entries, crc },
+                STREAM_CALL_TIMEOUT,
+            )
             .await
         {
             Ok(Response::Merged) => Ok(()),
@@ -806,7 +838,9 @@ impl<S: LocalStore> Node<S> {
         bytes_max: u32,
     ) -> Result<(Vec<(Bytes, Bytes)>, bool), KvError> {
         if lo > hi {
-            return Err(KvError::InvalidArgument(format!("empty range [{lo}, {hi}]")));
+            return Err(KvError::InvalidArgument(format!(
+                "empty range [{lo}, {hi}]"
+            )));
         }
         let node = self.clone();
         let budget = (bytes_max as usize).clamp(1, STREAM_BATCH_BYTES_MAX);
@@ -951,7 +985,9 @@ impl<S: LocalStore> Node<S> {
                         })
                         .map_err(crate::replica::store_error)?;
                     for key in &keys {
-                        node.store().remove(key).map_err(crate::replica::store_error)?;
+                        node.store()
+                            .remove(key)
+                            .map_err(crate::replica::store_error)?;
                     }
                     dropped += keys.len() as u64;
                     if keys.len() < CLEANUP_BATCH_KEYS {
@@ -966,14 +1002,18 @@ impl<S: LocalStore> Node<S> {
         self.moves().cleaned.store(digest, Ordering::Relaxed);
         if dropped > 0 {
             metrics::counter!("ringkv_cleanup_keys_total").increment(dropped);
-            tracing::info!(keys = dropped, "dropped records of ranges this node no longer replicates");
+            tracing::info!(
+                keys = dropped,
+                "dropped records of ranges this node no longer replicates"
+            );
         }
         Ok(dropped)
     }
 
     /// Runs [`Node::cleanup_once`] now and then until `shutdown` resolves.
     pub async fn run_cleanup(self, shutdown: impl std::future::Future<Output = ()>) {
-        let every = Duration::from_millis((self.move_config().cleanup_delay_ms / 4).clamp(100, 10_000));
+        let every =
+            Duration::from_millis((self.move_config().cleanup_delay_ms / 4).clamp(100, 10_000));
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);

@@ -657,7 +657,11 @@ impl<S: LocalStore> Node<S> {
     }
 
     /// What `level` requires of the preference list `prefs`.
-    fn requirement(&self, prefs: &[u64], level: Consistency) -> Result<(DcOf, Requirement), KvError> {
+    fn requirement(
+        &self,
+        prefs: &[u64],
+        level: Consistency,
+    ) -> Result<(DcOf, Requirement), KvError> {
         let m = &self.inner.membership;
         let dc_aware = matches!(
             level,
@@ -799,7 +803,9 @@ impl<S: LocalStore> Node<S> {
         if let Some(p) = &pending {
             let m = &self.inner.membership;
             let local_dc = match level {
-                Consistency::LocalOne | Consistency::LocalQuorum => req.per_dc.first().map(|(dc, _)| dc.clone()),
+                Consistency::LocalOne | Consistency::LocalQuorum => {
+                    req.per_dc.first().map(|(dc, _)| dc.clone())
+                }
                 _ => None,
             };
             for &id in &p.prefs {
@@ -934,9 +940,8 @@ impl<S: LocalStore> Node<S> {
                 }
             }
         }
-        let met = |acked: &[u64]| {
-            req.met(acked, &dc_of) && moving.as_ref().is_none_or(|p| p.met(acked))
-        };
+        let met =
+            |acked: &[u64]| req.met(acked, &dc_of) && moving.as_ref().is_none_or(|p| p.met(acked));
         let (outcome, record) = self.local_update(key.clone(), change, opts).await?;
         let Some(record) = record else {
             return Ok(outcome);

@@ -127,7 +127,10 @@ impl crate::movement::MoveLog for FileMoveLog {
             Err(e) => return Err(e),
         };
         let bad = |why: String| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("{}: {why}", path.display()))
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {why}", path.display()),
+            )
         };
         let body = bytes
             .strip_prefix(MOVE_MAGIC.as_slice())

@@ -595,7 +595,11 @@ async fn move_command<K: Kv>(
         MoveCommand::Remove(id)
     };
     let status = state.kv.start_movement(cmd)?;
-    Ok((StatusCode::ACCEPTED, axum::Json(movement_json(Some(status)))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(movement_json(Some(status))),
+    )
+        .into_response())
 }
 
 async fn metrics_text<K: Kv>(State(state): State<AppState<K>>) -> Response {
@@ -631,6 +635,10 @@ mod tests {
             self.0
                 .lock()
                 .insert(key.to_vec(), bytes::Bytes::copy_from_slice(record));
+            Ok(())
+        }
+        fn remove(&self, key: &[u8]) -> Result<(), ringkv_cluster::StoreError> {
+            self.0.lock().remove(key);
             Ok(())
         }
         fn scan_tokens(

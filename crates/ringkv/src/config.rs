@@ -211,7 +211,7 @@ impl Default for MovementSection {
         Self {
             bytes_per_sec_max: 64 * 1024 * 1024,
             batch_bytes_max: 1024 * 1024,
-            settle_ms: 3_000,
+            settle_ms: 2_000,
             cleanup_delay_ms: 60_000,
         }
     }

@@ -206,7 +206,11 @@ pub fn movement(addr: &str, path: &str, wait: bool) -> anyhow::Result<()> {
             }
             Err(e) => return Err(e),
         };
-        say!("  {}  ({:.0}s)", movement_line(&m), begun.elapsed().as_secs_f64());
+        say!(
+            "  {}  ({:.0}s)",
+            movement_line(&m),
+            begun.elapsed().as_secs_f64()
+        );
         match m["phase"].as_str() {
             Some("done" | "cancelled") => return Ok(()),
             Some("failed") => bail!("the movement failed: {}", m["last_error"]),

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{NodeProc, alive, json, wait_until};
+use common::{NodeProc, alive, json, normal, wait_until};
 
 const FAST: &str = "[cluster]\ngossip_interval_ms = 100\nrequest_timeout_ms = 1000\n\
                     [anti_entropy]\nranges_per_sec_max = 200\npass_pause_ms = 300\n";
@@ -17,7 +17,9 @@ fn start_three(root: &std::path::Path, cfg: &str) -> (NodeProc, NodeProc, NodePr
     let seed = a.cluster.to_string();
     let b = NodeProc::start(&root.join("b"), &["--config", cfg, "--seeds", &seed]);
     let c = NodeProc::start(&root.join("c"), &["--config", cfg, "--seeds", &seed]);
-    wait_until("three nodes up", 30, || alive(&a) == 3);
+    wait_until("three nodes up and joined", 30, || {
+        [&a, &b, &c].iter().all(|n| normal(n) == 3)
+    });
     (a, b, c)
 }
 

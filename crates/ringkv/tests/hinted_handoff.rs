@@ -43,10 +43,8 @@ fn killed_replica_gets_its_hints_after_restart() {
     let seed = a.cluster.to_string();
     let b = start(&root.path().join("b"), &cfg, Some(&seed));
     let c = start(&root.path().join("c"), &cfg, Some(&seed));
-    wait_until("three nodes up", 30, || {
-        json(&a, "/v1/cluster")["nodes"]
-            .as_array()
-            .is_some_and(|n| n.iter().filter(|x| x["alive"] == true).count() == 3)
+    wait_until("three nodes up and joined", 30, || {
+        [&a, &b, &c].iter().all(|n| common::normal(n) == 3)
     });
     let victim_id = json(&c, "/v1/cluster")["self"]
         .as_str()

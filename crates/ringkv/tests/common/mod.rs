@@ -214,6 +214,18 @@ pub fn alive(node: &NodeProc) -> usize {
         .map_or(0, |n| n.iter().filter(|x| x["alive"] == true).count())
 }
 
+/// How many nodes `node` believes alive and NORMAL (joined, streaming
+/// done).
+pub fn normal(node: &NodeProc) -> usize {
+    json(node, "/v1/cluster")["nodes"]
+        .as_array()
+        .map_or(0, |n| {
+            n.iter()
+                .filter(|x| x["alive"] == true && x["status"] == "NORMAL")
+                .count()
+        })
+}
+
 /// Writes `config` (TOML) to `root/ringkv.toml` and starts `n` nodes on it,
 /// each with its data in `root/n{i}` and the flags `extra(i)`, every node
 /// after the first seeded by the first. Returns once every node sees all
@@ -238,16 +250,7 @@ pub fn start_joined(
         nodes.push(NodeProc::start(&root.join(format!("n{i}")), &args));
     }
     wait_until("every node to see the others up", 60, || {
-        nodes.iter().all(|node| {
-            json(node, "/v1/cluster")["nodes"]
-                .as_array()
-                .is_some_and(|a| {
-                    a.iter()
-                        .filter(|x| x["alive"] == true && x["status"] == "NORMAL")
-                        .count()
-                        == n
-                })
-        })
+        nodes.iter().all(|node| normal(node) == n)
     });
     nodes
 }
