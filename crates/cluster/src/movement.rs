@@ -1060,3 +1060,99 @@ impl Throttle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::{Replication, Ring, RingNode};
+    use proptest::prelude::*;
+
+    fn placement(ids: &[u64], extra: Option<u64>) -> (Placement, Placement) {
+        let mut ring = Ring::new(16);
+        for &id in ids {
+            ring.add_node(RingNode {
+                id,
+                dc: "dc1".into(),
+                rack: format!("r{}", id % 3),
+                weight: 1,
+            })
+            .expect("add");
+        }
+        let before = Placement::new(ring.clone(), Replication::simple("dc1", 3));
+        if let Some(id) = extra {
+            ring.add_node(RingNode {
+                id,
+                dc: "dc1".into(),
+                rack: format!("r{}", id % 3),
+                weight: 1,
+            })
+            .expect("add");
+        }
+        (before, Placement::new(ring, Replication::simple("dc1", 3)))
+    }
+
+    /// The transfer covering `token` to `target`, if any.
+    fn covering(ts: &[Transfer], token: u64, target: u64) -> Option<&Transfer> {
+        ts.iter()
+            .find(|t| t.target == target && t.lo <= token && token <= t.hi)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Every replica a key gains is a transfer target covering the
+        /// key's token, from holders that were its replicas; nothing else
+        /// moves.
+        #[test]
+        fn transfers_cover_exactly_what_each_replica_gains(
+            n in 1usize..6,
+            tokens in proptest::collection::vec(any::<u64>(), 64),
+        ) {
+            let ids: Vec<u64> = (1..=n as u64).map(|i| i * 1_000_003).collect();
+            let (cur, fut) = placement(&ids, Some(77));
+            let ts = transfers(&cur, &fut);
+            for t in &ts {
+                prop_assert!(t.lo <= t.hi);
+                prop_assert!(!t.holders.contains(&t.target));
+                prop_assert!(t.losers.iter().all(|l| t.holders.contains(l)));
+            }
+            for token in tokens {
+                let before = cur.preference_list(token);
+                let after = fut.preference_list(token);
+                for &id in after.iter().filter(|id| !before.contains(id)) {
+                    let t = covering(&ts, token, id);
+                    prop_assert!(t.is_some(), "gain of {id} at {token} not covered");
+                    prop_assert_eq!(&t.map(|t| t.holders.clone()).unwrap_or_default(), &before.to_vec());
+                }
+                for &id in after.iter().filter(|id| before.contains(id)) {
+                    prop_assert!(covering(&ts, token, id).is_none(), "{id} keeps {token}: nothing to copy");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_join_moves_about_a_share_and_a_removal_names_the_dead_node_as_loser() {
+        let ids: Vec<u64> = (1..=4).map(|i| i * 1_000_003).collect();
+        let (cur, fut) = placement(&ids, Some(99));
+        let ts = transfers(&cur, &fut);
+        assert!(ts.iter().all(|t| t.target == 99));
+        let moved: u128 = ts.iter().map(|t| u128::from(t.hi - t.lo) + 1).sum();
+        // With N = 3 the new node replicates about 3/5 of the token space.
+        let share = moved as f64 / 2f64.powi(64);
+        assert!((0.4..0.8).contains(&share), "share {share}");
+        // Removing a node: its ranges go to the others, it is the loser.
+        let (full, _) = placement(&ids, None);
+        let (less, _) = placement(&ids[..3], None);
+        let ts = transfers(&full, &less);
+        assert!(!ts.is_empty());
+        assert!(ts.iter().all(|t| t.losers == vec![ids[3]]));
+    }
+
+    #[test]
+    fn an_empty_ring_is_one_interval() {
+        let (a, _) = placement(&[], None);
+        assert_eq!(intervals(&a, &a), vec![(0, u64::MAX)]);
+        assert!(transfers(&a, &a).is_empty());
+    }
+}

@@ -200,8 +200,14 @@ pub fn movement(addr: &str, path: &str, wait: bool) -> anyhow::Result<()> {
         std::thread::sleep(std::time::Duration::from_secs(1));
         let m = match get_json(addr, "/v1/movement") {
             Ok(m) => m,
+            // A decommissioned node, and one whose join was cancelled,
+            // leave the ring and stop.
             Err(_) if started["kind"] == "decommission" => {
                 say!("{addr} has stopped: decommissioned");
+                return Ok(());
+            }
+            Err(_) if started["kind"] == "join" && path.ends_with("/cancel") => {
+                say!("{addr} has stopped: join cancelled");
                 return Ok(());
             }
             Err(e) => return Err(e),

@@ -362,3 +362,45 @@ fn removing_a_dead_node_restores_the_replication_factor() {
         value(k[1..].parse().expect("index"), 50)
     });
 }
+
+#[test]
+fn a_cancelled_join_leaves_the_ring_as_it_was() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let config = format!("{CONFIG}bytes_per_sec_max = 131072\nbatch_bytes_max = 16384\n");
+    let nodes = start_joined(root.path(), &config, 3, |_| Vec::new());
+    let keys = 2_000;
+    preload(&nodes[0], "c", keys, 400);
+    let mut joining = start_node(root.path(), "n3", &nodes[0], &[]);
+    let id4 = node_id(&joining);
+    wait_until("streaming to begin", 60, || {
+        json(&joining, "/v1/movement")["ranges_done"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    });
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        .args(["cancel", "--http", &joining.http.to_string()])
+        .output()
+        .expect("ringkv cancel");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = wait_exit(&mut joining);
+    assert!(
+        status.success(),
+        "the cancelled node exits cleanly: {status}"
+    );
+    let rest: Vec<&NodeProc> = nodes.iter().collect();
+    wait_status(&rest, &id4, "LEFT", 30);
+    let all_keys: Vec<String> = (0..keys).map(|i| format!("c{i}")).collect();
+    for n in &rest {
+        assert_readable(n, &all_keys, |k| value(k[1..].parse().expect("index"), 400));
+    }
+    assert_eq!(local_keys(&rest), vec![keys as u64; 3]);
+    // Asking again finds nothing to cancel.
+    let (code, _, _) = http(nodes[0].http, "POST", "/v1/movement/cancel", &[], b"");
+    assert_eq!(code, 400);
+}
