@@ -42,6 +42,8 @@ pub enum Command {
     Remove(RemoveArgs),
     /// Cancel the join, decommission or removal a node drives.
     Cancel(AdminArgs),
+    /// Add and remove nodes as the load changes (a control loop).
+    Autoscale(crate::autoscale::AutoscaleArgs),
     /// Benchmarks against peers.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -102,6 +104,10 @@ pub struct ServerArgs {
     /// Print the merged configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Stop (gracefully) when the process with this pid exits: nodes
+    /// started by the autoscaler's local provisioner never outlive it.
+    #[arg(long)]
+    pub exit_with: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -222,7 +228,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 return Ok(());
             }
             crate::server::init_logging(&config.node.log);
-            crate::server::run_until_signal(config)
+            crate::server::run_until_signal(config, args.exit_with)
         }
         Command::LocalCluster(args) => crate::local_cluster::run(args),
         Command::Status(args) if args.ranges => crate::status::ranges(&args.admin.http),
@@ -239,6 +245,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             !args.movement.no_wait,
         ),
         Command::Cancel(args) => crate::status::movement(&args.http, "/v1/movement/cancel", true),
+        Command::Autoscale(args) => crate::autoscale::run(args),
         Command::Bench(cmd) => crate::bench::run(cmd),
         Command::Prove(cmd) => crate::proof::run(cmd),
     }

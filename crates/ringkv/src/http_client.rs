@@ -12,6 +12,22 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest answer read, in bytes.
 const HTTP_BODY_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
+/// [`http`] to a `host:port` string.
+pub fn http_to(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> anyhow::Result<(u16, Vec<u8>)> {
+    use std::net::ToSocketAddrs;
+    let sock = addr
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {addr}"))?
+        .next()
+        .with_context(|| format!("no address for {addr}"))?;
+    http(sock, method, path, body)
+}
+
 /// One HTTP/1.1 exchange: (status, body). Bounded in time and size.
 pub fn http(
     addr: SocketAddr,

@@ -3,6 +3,7 @@
 //! It owns no logic of its own beyond configuration, process lifecycle and
 //! printing: storage, the coordinator and the front ends live in their crates.
 
+mod autoscale;
 mod bench;
 mod cli;
 mod config;

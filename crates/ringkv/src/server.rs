@@ -518,8 +518,19 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Resolves when process `pid` no longer exists (never for `None`).
+async fn process_gone(pid: Option<u32>) {
+    let Some(pid) = pid else {
+        return std::future::pending().await;
+    };
+    let path = std::path::PathBuf::from(format!("/proc/{pid}"));
+    while path.exists() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// `ringkv server`: runs one node until SIGINT/SIGTERM.
-pub fn run_until_signal(config: Config) -> anyhow::Result<()> {
+pub fn run_until_signal(config: Config, exit_with: Option<u32>) -> anyhow::Result<()> {
     let rt = runtime_with(config.node.worker_threads)?;
     rt.block_on(async {
         let node = start(config).await?;
@@ -533,6 +544,7 @@ pub fn run_until_signal(config: Config) -> anyhow::Result<()> {
         tokio::select! {
             () = shutdown_signal() => {}
             () = node.stopping() => {}
+            () = process_gone(exit_with) => tracing::info!("parent process gone: shutting down"),
         }
         node.stop().await
     })

@@ -115,6 +115,28 @@ pub fn status(addr: &str) -> anyhow::Result<()> {
     {
         say!("movement driven by {me}: {}", movement_line(&m));
     }
+    if let Ok((200, body)) = crate::http_client::http_to(
+        addr,
+        "GET",
+        &format!("/v1/kv/{}", crate::autoscale::STATE_KEY),
+        b"",
+    ) && let Ok(state) = serde_json::from_slice::<crate::autoscale::State>(&body)
+    {
+        say!(
+            "autoscaler: {} node(s) added and serving; last decisions:",
+            state.added.len()
+        );
+        for d in state.decisions.iter().rev().take(5) {
+            say!(
+                "  {} {} ({} nodes before) {}: {}",
+                d.at_ms,
+                d.action,
+                d.nodes_before,
+                d.node,
+                d.reason
+            );
+        }
+    }
     say!(
         "hints dropped by {me}: {} (budget full), {} (expired)",
         v["hints"]["dropped_full"].as_u64().unwrap_or(0),
