@@ -196,6 +196,12 @@ pub trait MoveLog: Send + Sync {
     fn load(&self) -> std::io::Result<Option<MoveRecord>>;
     /// Replaces the record (`None`: no movement).
     fn save(&self, record: Option<&MoveRecord>) -> std::io::Result<()>;
+    /// Keeps the node's tokens (re-picked when a simultaneous joiner took
+    /// the same ones).
+    fn save_tokens(&self, tokens: &[u64]) -> std::io::Result<()> {
+        let _ = tokens;
+        Ok(())
+    }
 }
 
 /// A [`MoveLog`] in memory.
@@ -539,13 +545,18 @@ impl<S: LocalStore> Node<S> {
 
     /// Runs one movement to its end; returns its final phase.
     async fn drive(&self, drive: Drive, contacts: &[String]) -> Result<String, String> {
-        let unreachable = self.announce_to_all(contacts).await;
-        if !unreachable.is_empty() {
-            tracing::warn!(peers = ?unreachable, "peers not told of the movement (down?)");
-        }
         let settle = Duration::from_millis(self.move_config().settle_ms);
-        if self.sleep_or_cancel(settle).await {
-            return self.cancelled(drive).await;
+        loop {
+            let unreachable = self.announce_to_all(contacts).await;
+            if !unreachable.is_empty() {
+                tracing::warn!(peers = ?unreachable, "peers not told of the movement (down?)");
+            }
+            if self.sleep_or_cancel(settle).await {
+                return self.cancelled(drive).await;
+            }
+            if drive != Drive::Join || !self.repick_contested_tokens()? {
+                break;
+            }
         }
         self.set_status(|s| s.phase = "streaming".into());
         let m = self.membership();
@@ -629,6 +640,42 @@ impl<S: LocalStore> Node<S> {
             }
         }
         Ok("done".into())
+    }
+
+    /// Two nodes that join at once may pick the same tokens (each against
+    /// the ring without the other); a contested token goes to the lower
+    /// id, so the other would own less than it should, or nothing. A joiner
+    /// that lost tokens picks new ones against the ring with the other
+    /// joiners and announces again; true when it did.
+    fn repick_contested_tokens(&self) -> Result<bool, String> {
+        let m = self.membership();
+        let Some(me) = m.state(self.id()) else {
+            return Ok(false);
+        };
+        let future = m.future_placement();
+        let held = future.ring().tokens_of(self.id());
+        if held.len() == me.tokens.len() {
+            return Ok(false);
+        }
+        let mut ring = future.ring().clone();
+        let _ = ring.remove_node(self.id());
+        let tokens = ring
+            .add_node(crate::ring::RingNode {
+                id: self.id(),
+                dc: me.dc.clone(),
+                rack: me.rack.clone(),
+                weight: me.weight.max(1),
+            })
+            .map_err(|e| format!("re-picking tokens: {e}"))?;
+        tracing::warn!(
+            lost = me.tokens.len() - held.len(),
+            "another joining node took some of this node's tokens; picked new ones"
+        );
+        let log = Arc::clone(&*self.moves().log.read());
+        log.save_tokens(&tokens)
+            .map_err(|e| format!("saving the new tokens: {e}"))?;
+        m.update_self(|s| s.tokens = tokens);
+        Ok(true)
     }
 
     /// Marks this node LEFT, tells everyone, and signals the process.

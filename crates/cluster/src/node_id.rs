@@ -144,6 +144,10 @@ impl crate::movement::MoveLog for FileMoveLog {
         }
     }
 
+    fn save_tokens(&self, tokens: &[u64]) -> io::Result<()> {
+        save_tokens(&self.dir, tokens)
+    }
+
     fn save(&self, record: Option<&crate::movement::MoveRecord>) -> io::Result<()> {
         let Some(record) = record else {
             return match std::fs::remove_file(self.dir.join(MOVE_FILE)) {

@@ -404,3 +404,36 @@ fn a_cancelled_join_leaves_the_ring_as_it_was() {
     let (code, _, _) = http(nodes[0].http, "POST", "/v1/movement/cancel", &[], b"");
     assert_eq!(code, 400);
 }
+
+#[test]
+fn nodes_joining_at_once_each_take_a_fair_share() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let cfg = root.path().join("ringkv.toml");
+    std::fs::write(&cfg, CONFIG).expect("config");
+    let cfg = cfg.to_string_lossy().into_owned();
+    let seed = NodeProc::start(&root.path().join("a"), &["--config", &cfg]);
+    let s = seed.cluster.to_string();
+    // Both learn the ring before either has announced its tokens.
+    let (b, c) = std::thread::scope(|scope| {
+        let start = |name: &str| {
+            let dir = root.path().join(name);
+            let (cfg, s) = (cfg.clone(), s.clone());
+            scope.spawn(move || NodeProc::start(&dir, &["--config", &cfg, "--seeds", &s]))
+        };
+        let (b, c) = (start("b"), start("c"));
+        (b.join().expect("b"), c.join().expect("c"))
+    });
+    let all = [&seed, &b, &c];
+    wait_until("three NORMAL nodes", 60, || {
+        all.iter().all(|n| common::normal(n) == 3)
+    });
+    let view = json(&seed, "/v1/cluster");
+    for n in view["nodes"].as_array().expect("nodes") {
+        let share = n["ownership"].as_f64().expect("ownership");
+        assert!(
+            (0.25..=0.42).contains(&share),
+            "ownership {share} of {}",
+            n["id"]
+        );
+    }
+}
