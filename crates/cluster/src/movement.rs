@@ -819,18 +819,14 @@ impl<S: LocalStore> Node<S> {
                 .await
                 .map_err(|e| e.to_string());
         }
-        let peer = self
-            .membership()
-            .peer(source)
-            .ok_or_else(|| format!("unknown node {}", display(source)))?;
         let req = Request::StreamRead {
             lo,
             hi,
             after,
             bytes_max,
         };
-        match self.transport().call(&peer, req, STREAM_CALL_TIMEOUT).await {
-            Ok(Response::StreamBatch { entries, more, crc }) => {
+        match self.stream_call(source, req).await? {
+            Response::StreamBatch { entries, more, crc } => {
                 if stream_crc(&entries) != crc {
                     metrics::counter!("ringkv_stream_checksum_failures_total").increment(1);
                     return Err(format!(
@@ -840,9 +836,21 @@ impl<S: LocalStore> Node<S> {
                 }
                 Ok((entries, more))
             }
-            Ok(Response::Error { message, .. }) => Err(format!("{}: {message}", display(source))),
-            Ok(other) => Err(format!("unexpected answer {other:?}")),
-            Err(e) => Err(format!("{}: {e}", display(source))),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    /// One stream call to `id`: its answer, or why there is none (unknown
+    /// node, transport failure, or an error answer).
+    async fn stream_call(&self, id: u64, req: Request) -> Result<Response, String> {
+        let peer = self
+            .membership()
+            .peer(id)
+            .ok_or_else(|| format!("unknown node {}", display(id)))?;
+        match self.transport().call(&peer, req, STREAM_CALL_TIMEOUT).await {
+            Ok(Response::Error { message, .. }) => Err(format!("{}: {message}", display(id))),
+            Ok(answer) => Ok(answer),
+            Err(e) => Err(format!("{}: {e}", display(id))),
         }
     }
 
@@ -854,24 +862,13 @@ impl<S: LocalStore> Node<S> {
                 .await
                 .map_err(|e| e.to_string());
         }
-        let peer = self
-            .membership()
-            .peer(target)
-            .ok_or_else(|| format!("unknown node {}", display(target)))?;
         let crc = stream_crc(&entries);
         match self
-            .transport()
-            .call(
-                &peer,
-                Request::StreamPush { entries, crc },
-                STREAM_CALL_TIMEOUT,
-            )
-            .await
+            .stream_call(target, Request::StreamPush { entries, crc })
+            .await?
         {
-            Ok(Response::Merged) => Ok(()),
-            Ok(Response::Error { message, .. }) => Err(format!("{}: {message}", display(target))),
-            Ok(other) => Err(format!("unexpected answer {other:?}")),
-            Err(e) => Err(format!("{}: {e}", display(target))),
+            Response::Merged => Ok(()),
+            other => Err(format!("unexpected answer {other:?}")),
         }
     }
 
@@ -967,19 +964,12 @@ impl<S: LocalStore> Node<S> {
                 };
                 let mut moved = 0;
                 for hint in batch {
-                    let peer = m.peer(heir);
                     let req = Request::Hint {
                         target,
                         key: hint.key.clone(),
                         record: hint.record.clone(),
                     };
-                    let ok = match peer {
-                        Some(p) => matches!(
-                            self.transport().call(&p, req, STREAM_CALL_TIMEOUT).await,
-                            Ok(Response::Merged)
-                        ),
-                        None => false,
-                    };
+                    let ok = matches!(self.stream_call(heir, req).await, Ok(Response::Merged));
                     if ok && self.hints().remove(&hint, None).is_ok() {
                         moved += 1;
                     }
