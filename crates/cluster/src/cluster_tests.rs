@@ -483,3 +483,154 @@ async fn no_hints_for_a_node_silent_longer_than_hints_live() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(held(&c), 1, "past the window: no new hint");
 }
+
+/// While a node joins, an answer from the joiner (which may hold nothing
+/// yet) must not stand in for an answer of the current ring: a quorum read
+/// needs a quorum of the current replicas as well as of the pending ones.
+#[tokio::test(start_paused = true)]
+async fn a_joiner_does_not_count_towards_the_current_rings_quorum() {
+    use crate::message::NodeStatus;
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let net = MemNetwork::new(7);
+    let config = MembershipConfig {
+        gossip_interval_ms: 100,
+        tokens_per_weight: 16,
+        ..MembershipConfig::default()
+    };
+    let mut nodes = Vec::new();
+    for state in crate::testing::ring_states(4, 16) {
+        let id = state.id;
+        let membership = Arc::new(Membership::new(
+            state,
+            Replication::simple("dc1", 3),
+            clock.clone(),
+            config.clone(),
+        ));
+        let node = Node::with_cluster(
+            MapStore::default(),
+            HintStore::in_memory(HintConfig::default()),
+            clock.clone(),
+            NodeConfig {
+                replication_factor: 3,
+                request_timeout_ms: 200,
+                ..NodeConfig::default()
+            },
+            membership,
+            Arc::new(net.transport(id)),
+        );
+        net.register(id, node.handler());
+        nodes.push(node);
+    }
+    let (old, joiner) = nodes.split_at(3);
+    let joiner = &joiner[0];
+    // The three old nodes know each other only; the joiner knows them.
+    for a in old {
+        for b in old {
+            a.membership().merge(b.membership().states());
+        }
+        joiner.membership().merge(a.membership().states());
+    }
+    // A key the joiner will replicate, taking the place of one old replica.
+    let current = |k: &str| old[0].membership().preference_list(token_of(k.as_bytes()));
+    joiner
+        .membership()
+        .update_self(|s| s.status = NodeStatus::Joining);
+    let pending = joiner
+        .membership()
+        .pending_placement()
+        .expect("a pending ring while joining");
+    let key = (0..1000)
+        .map(|i| format!("key{i}"))
+        .find(|k| {
+            pending
+                .preference_list(token_of(k.as_bytes()))
+                .contains(&joiner.id())
+        })
+        .expect("the joiner gains some key");
+    let prefs = current(&key);
+    let kept: Vec<u64> = prefs
+        .iter()
+        .copied()
+        .filter(|id| {
+            pending
+                .preference_list(token_of(key.as_bytes()))
+                .contains(id)
+        })
+        .collect();
+    let lost = prefs
+        .iter()
+        .copied()
+        .find(|id| !kept.contains(id))
+        .expect("one old replica loses the key");
+    let (x1, x2) = (kept[0], kept[1]);
+    // Before the join: a quorum write that x2 missed.
+    let node = |id: u64| nodes.iter().find(|n| n.id() == id).expect("node");
+    net.unregister(x2);
+    node(lost)
+        .put(b(&key), b("acked"), w(Consistency::Quorum))
+        .await
+        .expect("quorum write with one replica away");
+    net.register(x2, node(x2).handler());
+    // The join becomes known; x2 reads while the other two old replicas
+    // are away. Only x2 and the joiner answer: not a quorum of the current
+    // ring, so the read must fail rather than return nothing.
+    for n in old {
+        n.membership().merge(joiner.membership().states());
+    }
+    assert!(old[0].membership().pending_placement().is_some());
+    net.unregister(lost);
+    net.unregister(x1);
+    let answer = node(x2).get(b(&key), at(Consistency::Quorum)).await;
+    assert!(
+        matches!(answer, Err(KvError::Unavailable { .. })),
+        "a read met only by the joiner and a stale replica: {answer:?}"
+    );
+    // With the current replicas back, the acknowledged write is read.
+    net.register(lost, node(lost).handler());
+    net.register(x1, node(x1).handler());
+    assert_eq!(
+        read_one(node(x2), &key, Consistency::Quorum).await,
+        Some(b("acked"))
+    );
+}
+
+/// Views of the ring differ for a moment while a node joins: a forwarder
+/// that has not yet heard the join completed may pick an old replica that
+/// no longer holds the key. That replica declines, and the next one (here
+/// the joiner, since the first replica is away) coordinates: the write
+/// succeeds.
+#[tokio::test(start_paused = true)]
+async fn a_forwarded_write_declined_by_a_former_replica_goes_to_the_next() {
+    use crate::message::NodeStatus;
+    let c = cluster(5, 2);
+    let (x, j) = (&c.nodes[0], &c.nodes[4]);
+    // x hears that j is joining; everyone else already hears it is NORMAL.
+    j.membership()
+        .update_self(|s| s.status = NodeStatus::Joining);
+    x.membership().merge(j.membership().states());
+    j.membership()
+        .update_self(|s| s.status = NodeStatus::Normal);
+    for n in &c.nodes[1..4] {
+        n.membership().merge(j.membership().states());
+    }
+    let before = x.membership().placement();
+    let after = x.membership().pending_placement().expect("x sees a join");
+    let key = (0..5000)
+        .map(|i| format!("key{i}"))
+        .find(|k| {
+            let t = token_of(k.as_bytes());
+            let (old, new) = (before.preference_list(t), after.preference_list(t));
+            !old.contains(&x.id()) && !new.contains(&x.id()) && !new.contains(&old[1])
+        })
+        .expect("a key whose second replica x will lose");
+    let first = before.preference_list(token_of(key.as_bytes()))[0];
+    c.net.unregister(first);
+    x.put(b(&key), b("moved"), w(Consistency::Quorum))
+        .await
+        .expect("the next replica coordinates");
+    c.net.register(first, c.node(first).handler());
+    assert_eq!(
+        read_one(&c.nodes[1], &key, Consistency::Quorum).await,
+        Some(b("moved"))
+    );
+}

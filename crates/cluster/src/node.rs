@@ -233,15 +233,19 @@ impl Requirement {
     }
 }
 
-/// The pending ring's side of a request while nodes move.
-struct PendingPlan {
+/// One ring's side of a request: its replicas and what the level needs of
+/// them. While nodes move a request has two, the current ring's and the
+/// pending ring's, and must meet both.
+struct RingPlan {
     prefs: Vec<u64>,
     dc_of: DcOf,
     req: Requirement,
 }
 
-impl PendingPlan {
-    /// True when the answers of `answered` meet the pending requirement.
+impl RingPlan {
+    /// True when the answers of this ring's replicas among `answered` meet
+    /// its requirement. Answers of the other ring's replicas do not count
+    /// here: a node that only joins holds nothing yet.
     fn met(&self, answered: &[u64]) -> bool {
         let mine: Vec<u64> = answered
             .iter()
@@ -649,11 +653,11 @@ impl<S: LocalStore> Node<S> {
     /// every read, and what `level` requires of them. `None` while nothing
     /// moves, or when the pending ring cannot meet `level` (a removal that
     /// leaves fewer nodes than the replication factor).
-    fn pending_plan(&self, key: &[u8], level: Consistency) -> Option<PendingPlan> {
+    fn pending_plan(&self, key: &[u8], level: Consistency) -> Option<RingPlan> {
         let pending = self.inner.membership.pending_placement()?;
         let prefs = pending.preference_list(token_of(key)).to_vec();
         let (dc_of, req) = self.requirement(&prefs, level).ok()?;
-        Some(PendingPlan { prefs, dc_of, req })
+        Some(RingPlan { prefs, dc_of, req })
     }
 
     /// What `level` requires of the preference list `prefs`.
@@ -790,7 +794,7 @@ impl<S: LocalStore> Node<S> {
     async fn coordinate_read(&self, key: Bytes, opts: ReadOptions) -> Result<ReadResult, KvError> {
         self.check_key(&key)?;
         let level = opts.consistency.unwrap_or(self.inner.config.default_read);
-        let (_, mut live, dc_of, req) = self.plan(&key, level, false)?;
+        let (prefs, mut live, dc_of, req) = self.plan(&key, level, false)?;
         // Local levels read only the local data center's replicas.
         if matches!(level, Consistency::LocalOne | Consistency::LocalQuorum)
             && let Some((dc, _)) = req.per_dc.first()
@@ -817,8 +821,9 @@ impl<S: LocalStore> Node<S> {
                 }
             }
         }
+        let current = RingPlan { prefs, dc_of, req };
         let met = |answered: &[u64]| {
-            req.met(answered, &dc_of) && pending.as_ref().is_none_or(|p| p.met(answered))
+            current.met(answered) && pending.as_ref().is_none_or(|p| p.met(answered))
         };
         let now = self.inner.replica.now_ms();
         let to_result = |set: &SiblingSet| ReadResult {
@@ -852,7 +857,7 @@ impl<S: LocalStore> Node<S> {
         if !met(&answered) {
             metrics::counter!("ringkv_unavailable_total", "op" => "read").increment(1);
             return Err(KvError::Unavailable {
-                required: req.count(),
+                required: current.req.count(),
                 answered: answered.len(),
                 why: failures.join("; "),
             });
@@ -922,26 +927,31 @@ impl<S: LocalStore> Node<S> {
         // Sloppy quorum: stand-ins may take the place of down replicas, so
         // only a wholly unreachable preference list fails up front.
         let (prefs, mut live, dc_of, req) = self.plan(&key, level, !strict)?;
-        if !live.contains(&self.id()) {
-            return self.forward(key, change, opts, &live, &req).await;
-        }
         // While nodes move, the write also goes to the pending ring's
         // replicas and must meet the level there too (see
         // [`crate::movement`]).
         let moving = self.pending_plan(&key, level);
+        let current = RingPlan {
+            prefs: prefs.clone(),
+            dc_of,
+            req,
+        };
         let mut prefs = prefs;
-        if let Some(p) = &moving {
-            for &id in &p.prefs {
-                if !prefs.contains(&id) {
-                    prefs.push(id);
-                    if self.inner.membership.is_alive(id) {
-                        live.push(id);
-                    }
+        for &id in moving.iter().flat_map(|p| &p.prefs) {
+            if !prefs.contains(&id) {
+                prefs.push(id);
+                if self.inner.membership.is_alive(id) {
+                    live.push(id);
                 }
             }
         }
+        // A replica of either ring coordinates; anyone else forwards.
+        if !live.contains(&self.id()) {
+            return self.forward(key, change, opts, &live, &current.req).await;
+        }
+        let req = &current.req;
         let met =
-            |acked: &[u64]| req.met(acked, &dc_of) && moving.as_ref().is_none_or(|p| p.met(acked));
+            |acked: &[u64]| current.met(acked) && moving.as_ref().is_none_or(|p| p.met(acked));
         let (outcome, record) = self.local_update(key.clone(), change, opts).await?;
         let Some(record) = record else {
             return Ok(outcome);
@@ -1260,6 +1270,10 @@ impl<S: LocalStore> Node<S> {
                         }),
                     });
                 }
+                // Nothing was applied there: the next replica may take it.
+                Ok(Response::Error { code, message }) if code == NOT_A_REPLICA => {
+                    failures.push(format!("{}: {message}", crate::node_id::display(id)));
+                }
                 Ok(Response::Error { code, message }) => {
                     return Err(error_from_wire(&code, message));
                 }
@@ -1387,14 +1401,20 @@ impl<S: LocalStore> Node<S> {
                 // Coordinate here only if we are a replica; never forward
                 // again (no loops).
                 let level = opts.consistency.unwrap_or(self.inner.config.default_write);
+                // Views of the ring differ for a moment while nodes move:
+                // a node that is a replica in neither of its rings says so,
+                // and the forwarder tries the next replica.
                 match self.plan(&fw.key, level, !self.inner.config.strict_quorum) {
                     Ok((_, live, _, _)) if live.contains(&self.id()) => {}
+                    Ok(_)
+                        if self
+                            .pending_plan(&fw.key, level)
+                            .is_some_and(|p| p.prefs.contains(&self.id())) => {}
                     Ok(_) => {
-                        return error_to_wire(&KvError::Unavailable {
-                            required: 1,
-                            answered: 0,
-                            why: "forwarded to a node that is not a replica".into(),
-                        });
+                        return Response::Error {
+                            code: NOT_A_REPLICA.into(),
+                            message: "forwarded to a node that is not a replica".into(),
+                        };
                     }
                     Err(e) => return error_to_wire(&e),
                 }
@@ -1411,6 +1431,10 @@ impl<S: LocalStore> Node<S> {
         }
     }
 }
+
+/// The wire error code of a forwarded write that reached a node which is a
+/// replica of the key in neither of its rings. Nothing was applied.
+const NOT_A_REPLICA: &str = "not_a_replica";
 
 /// Gossip rounds between two load reports.
 const LOAD_REPORT_ROUNDS: u64 = 5;
@@ -1437,13 +1461,33 @@ fn error_from_wire(code: &str, message: String) -> KvError {
             KvError::InvalidArgument(message)
         }
         "bad_context" => KvError::BadContext(message),
-        "unavailable" => KvError::Unavailable {
+        "unavailable" => unavailable_from_wire(message),
+        "shutting_down" => KvError::ShuttingDown,
+        _ => KvError::Storage(message),
+    }
+}
+
+/// Reads back the counts an `Unavailable` error's message carries
+/// ("2 required, 1 answered: why"), so a forwarded error reads as the
+/// coordinator's own.
+fn unavailable_from_wire(message: String) -> KvError {
+    let parsed = message.split_once(": ").and_then(|(counts, why)| {
+        let (r, a) = counts.split_once(", ")?;
+        let required = r.strip_suffix(" required")?.parse().ok()?;
+        let answered = a.strip_suffix(" answered")?.parse().ok()?;
+        Some((required, answered, why.to_string()))
+    });
+    match parsed {
+        Some((required, answered, why)) => KvError::Unavailable {
+            required,
+            answered,
+            why,
+        },
+        None => KvError::Unavailable {
             required: 0,
             answered: 0,
             why: message,
         },
-        "shutting_down" => KvError::ShuttingDown,
-        _ => KvError::Storage(message),
     }
 }
 
@@ -1634,6 +1678,28 @@ impl<S: LocalStore> Kv for Node<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unavailable_errors_cross_the_wire_unchanged() {
+        let e = KvError::Unavailable {
+            required: 2,
+            answered: 1,
+            why: "n1: timed out: after 2, 3".into(),
+        };
+        let Response::Error { code, message } = error_to_wire(&e) else {
+            panic!("an error answer");
+        };
+        assert_eq!(error_from_wire(&code, message), e);
+        // A message in another shape is kept whole.
+        assert_eq!(
+            error_from_wire("unavailable", "odd: shape".into()),
+            KvError::Unavailable {
+                required: 0,
+                answered: 0,
+                why: "odd: shape".into()
+            }
+        );
+    }
 
     #[test]
     fn p99_reads_the_right_bucket() {
