@@ -424,17 +424,17 @@ impl<S: LocalStore> Node<S> {
 
     /// Every range this node replicates, with its preference list.
     pub fn replicated_ranges(&self) -> Vec<(TokenRange, Vec<u64>)> {
+        ranges_replicated_by(&self.membership().placement(), self.id())
+    }
+
+    /// True when `range` is a whole range of the current ring and this node
+    /// replicates it. A peer that asks about any other range works from a
+    /// ring this node does not have (no longer, or not yet): syncing it
+    /// could copy keys back to nodes that already dropped them.
+    fn replicates_exactly(&self, range: TokenRange) -> bool {
         let placement = self.membership().placement();
-        let tokens: Vec<u64> = placement.ring().tokens().map(|(t, _)| t).collect();
-        let me = self.id();
-        let n = tokens.len();
-        (0..n)
-            .filter_map(|i| {
-                let range = TokenRange::new(tokens[(i + n - 1) % n], tokens[i]);
-                let prefs = placement.preference_list(range.end);
-                prefs.contains(&me).then(|| (range, prefs.to_vec()))
-            })
-            .collect()
+        placement.ring().range_ending_at(range.end) == Some((range.start, range.end))
+            && placement.preference_list(range.end).contains(&self.id())
     }
 
     /// True when compaction may purge this node's record of `key` now.
@@ -559,7 +559,8 @@ impl<S: LocalStore> Node<S> {
     /// configured rate and waits while an on-demand pass runs.
     async fn pass(&self, background: bool) {
         let ae = self.anti_entropy();
-        let ranges = self.replicated_ranges();
+        let placement = self.membership().placement();
+        let ranges = ranges_replicated_by(&placement, self.id());
         {
             let mut p = ae.progress.lock();
             if background {
@@ -572,6 +573,12 @@ impl<S: LocalStore> Node<S> {
         }
         for (range, prefs) in &ranges {
             for &peer in prefs.iter().filter(|&&p| p != self.id()) {
+                // A pass works on one ring: once it changes, the ranges and
+                // their replicas are not those any more. The next pass
+                // takes the new ones.
+                if !Arc::ptr_eq(&placement, &self.membership().placement()) {
+                    return;
+                }
                 if !self.membership().is_alive(peer) {
                     continue;
                 }
@@ -1037,6 +1044,11 @@ impl<S: LocalStore> Node<S> {
                 level,
                 indexes,
             } => {
+                if !self.replicates_exactly(TokenRange::new(start, end)) {
+                    return Err(KvError::InvalidArgument(format!(
+                        "({start}, {end}] is not a range this node replicates in its ring"
+                    )));
+                }
                 self.answer_merkle_nodes(TokenRange::new(start, end), depth, level, indexes)
                     .await?
             }
@@ -1147,6 +1159,20 @@ impl<S: LocalStore> Node<S> {
         });
         Ok((summary.keys(), tree))
     }
+}
+
+/// Every range of `placement`'s ring that `me` replicates, with its
+/// preference list.
+fn ranges_replicated_by(placement: &Placement, me: u64) -> Vec<(TokenRange, Vec<u64>)> {
+    let tokens: Vec<u64> = placement.ring().tokens().map(|(t, _)| t).collect();
+    let n = tokens.len();
+    (0..n)
+        .filter_map(|i| {
+            let range = TokenRange::new(tokens[(i + n - 1) % n], tokens[i]);
+            let prefs = placement.preference_list(range.end);
+            prefs.contains(&me).then(|| (range, prefs.to_vec()))
+        })
+        .collect()
 }
 
 /// Bytes moved by calls, counted as they go.
@@ -1618,33 +1644,48 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_requests_are_refused() {
-        let c = cluster(2, 2);
+        let c = cluster(3, 1);
         let a = &c.nodes[0];
+        let (mine, _) = a.replicated_ranges()[0];
+        let (start, end) = (mine.start, mine.end);
+        let others = ranges_replicated_by(&a.membership().placement(), c.nodes[1].id());
+        let (theirs, _) = others[0];
+        let tree = |start, end| Request::MerkleNodes {
+            start,
+            end,
+            depth: 1,
+            level: 0,
+            indexes: Vec::new(),
+        };
         let bad = [
+            // Not a range of this node's ring, or not one it replicates.
+            tree(start, end.wrapping_add(1)),
+            tree(start.wrapping_sub(1), end),
+            tree(theirs.start, theirs.end),
             Request::MerkleNodes {
-                start: 0,
-                end: 0,
+                start,
+                end,
                 depth: DEPTH_MAX + 1,
                 level: 0,
                 indexes: Vec::new(),
             },
             Request::MerkleNodes {
-                start: 0,
-                end: 0,
+                start,
+                end,
                 depth: 1,
                 level: 1,
                 indexes: vec![0],
             },
             Request::MerkleNodes {
-                start: 0,
-                end: 0,
+                start,
+                end,
                 depth: 2,
                 level: 1,
                 indexes: vec![16],
             },
             Request::MerkleNodes {
-                start: 0,
-                end: 0,
+                start,
+                end,
                 depth: 2,
                 level: 0,
                 indexes: vec![0; NODE_INDEXES_MAX + 1],
@@ -1660,6 +1701,8 @@ mod tests {
                 "{req:?}: {err:?}"
             );
         }
+        // Its own range is answered.
+        assert!(a.answer_anti_entropy(tree(start, end)).await.is_ok());
     }
 
     #[tokio::test]

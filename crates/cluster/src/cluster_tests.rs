@@ -634,3 +634,47 @@ async fn a_forwarded_write_declined_by_a_former_replica_goes_to_the_next() {
         Some(b("moved"))
     );
 }
+
+/// A node drops the records of ranges it does not replicate once the ring
+/// has been still for the delay, and looks again now and then: a late
+/// write (a replayed hint, a read repair from a node with an older view)
+/// that lands there later goes too.
+#[tokio::test(start_paused = true)]
+async fn cleanup_drops_foreign_records_and_looks_again_later() {
+    use crate::version::{SiblingSet, VersionVector};
+    let c = cluster(3, 1);
+    let a = &c.nodes[0];
+    a.set_move_config(crate::movement::MoveConfig {
+        cleanup_delay_ms: 1_000,
+        ..crate::movement::MoveConfig::default()
+    });
+    let foreign: Vec<String> = (0..1000)
+        .map(|i| format!("key{i}"))
+        .filter(|k| !c.replicas(k.as_bytes()).contains(&a.id()))
+        .take(6)
+        .collect();
+    let own = (0..1000)
+        .map(|i| format!("key{i}"))
+        .find(|k| c.replicas(k.as_bytes()).contains(&a.id()))
+        .expect("a key of a's");
+    let plant = |key: String| async move {
+        let mut set = SiblingSet::default();
+        set.update(&VersionVector::new(), 1, 1 << 16, Some(b("stray")), None);
+        a.local_merge(b(&key), set).await.expect("merge");
+    };
+    for k in foreign[..5].iter().chain([&own]) {
+        plant(k.clone()).await;
+    }
+    // The ring has not been still long enough yet.
+    assert_eq!(a.cleanup_once().await.expect("cleanup"), 0);
+    c.clock.advance(Duration::from_millis(1_100));
+    assert_eq!(a.cleanup_once().await.expect("cleanup"), 5);
+    assert_eq!(own_value(&c, a.id(), &own), Some(b("stray")), "own kept");
+    // A late stray: not looked for at once (the ring has not changed) ...
+    plant(foreign[5].clone()).await;
+    assert_eq!(a.cleanup_once().await.expect("cleanup"), 0);
+    // ... but on the next recheck.
+    c.clock.advance(Duration::from_secs(601));
+    assert_eq!(a.cleanup_once().await.expect("cleanup"), 1);
+    assert_eq!(own_value(&c, a.id(), &foreign[5]), None);
+}

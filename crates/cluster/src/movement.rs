@@ -48,7 +48,7 @@
 //! (no tombstone: the data lives on at its replicas).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -69,6 +69,11 @@ const STREAM_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// Keys removed per step of a cleanup.
 const CLEANUP_BATCH_KEYS: usize = 10_000;
+/// How often a node scans again the ranges it does not replicate when the
+/// ring has not changed: a late write (a hint replayed or a read repair
+/// from a node that had not yet heard of the ring change) may have landed
+/// there since.
+const CLEANUP_RECHECK: Duration = Duration::from_secs(600);
 /// Attempts to reach each peer when announcing a change.
 const ANNOUNCE_ATTEMPTS: usize = 3;
 
@@ -228,9 +233,10 @@ pub(crate) struct Movements {
     /// Set when this node has left the ring (decommissioned or its join
     /// cancelled): the process should stop.
     left: tokio::sync::watch::Sender<bool>,
-    /// The owned ranges last cleaned up (a digest), so an unchanged ring is
-    /// not scanned again.
-    cleaned: AtomicU64,
+    /// The foreign ranges last cleaned up (a digest) and when (monotonic),
+    /// so an unchanged ring is scanned again only every
+    /// [`CLEANUP_RECHECK`].
+    cleaned: Mutex<Option<(u64, Duration)>>,
 }
 
 impl Default for Movements {
@@ -242,7 +248,7 @@ impl Default for Movements {
             running: AtomicBool::new(false),
             cancel: AtomicBool::new(false),
             left: tokio::sync::watch::channel(false).0,
-            cleaned: AtomicU64::new(0),
+            cleaned: Mutex::new(None),
         }
     }
 }
@@ -1006,7 +1012,11 @@ impl<S: LocalStore> Node<S> {
             .fold(0xcbf2_9ce4_8422_2325u64, |h, &(lo, hi)| {
                 (h ^ lo).wrapping_mul(0x100_0000_01b3) ^ hi
             });
-        if self.moves().cleaned.load(Ordering::Relaxed) == digest {
+        let now = self.membership_clock().monotonic();
+        if let Some((last, at)) = *self.moves().cleaned.lock()
+            && last == digest
+            && now.saturating_sub(at) < CLEANUP_RECHECK
+        {
             return Ok(0);
         }
         let node = self.clone();
@@ -1036,7 +1046,8 @@ impl<S: LocalStore> Node<S> {
         })
         .await
         .map_err(|e| KvError::Storage(format!("cleanup task failed: {e}")))??;
-        self.moves().cleaned.store(digest, Ordering::Relaxed);
+        *self.moves().cleaned.lock() = Some((digest, now));
+        tracing::debug!(keys = dropped, digest, "cleanup pass");
         if dropped > 0 {
             metrics::counter!("ringkv_cleanup_keys_total").increment(dropped);
             tracing::info!(

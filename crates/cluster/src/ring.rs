@@ -117,6 +117,22 @@ impl Ring {
         self.tokens.iter().map(|(&t, &n)| (t, n))
     }
 
+    /// The vnode range ending at `end`, `(previous token, end]`, when `end`
+    /// is a token of this ring (a one-token ring's range starts at its
+    /// token too: the whole ring).
+    pub fn range_ending_at(&self, end: Token) -> Option<(Token, Token)> {
+        if !self.tokens.contains_key(&end) {
+            return None;
+        }
+        let start = self
+            .tokens
+            .range(..end)
+            .next_back()
+            .or_else(|| self.tokens.iter().next_back())
+            .map_or(end, |(&t, _)| t);
+        Some((start, end))
+    }
+
     /// The tokens a node owns.
     pub fn tokens_of(&self, id: u64) -> Vec<Token> {
         self.tokens

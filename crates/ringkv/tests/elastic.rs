@@ -309,9 +309,41 @@ fn a_joining_node_killed_mid_stream_resumes_where_it_stopped() {
     for n in &all {
         assert_readable(n, &keys_all, |k| value(k[1..].parse().expect("index"), 400));
     }
-    // Cleanup after a join that was killed and resumed is not asserted
-    // here: under CPU contention old owners were seen keeping ranges they
-    // no longer replicate (an open bug); the join test checks cleanup.
+    // Old owners drop what they no longer replicate: every key on exactly
+    // three nodes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let counts = local_keys(&all);
+        if counts.iter().sum::<u64>() == 3 * keys as u64 {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            let views: Vec<String> = all
+                .iter()
+                .map(|n| {
+                    let c = json(n, "/v1/cluster");
+                    let shares: Vec<String> = c["nodes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|x| {
+                            format!(
+                                "{}:{}:{}:{}",
+                                x["id"], x["status"], x["tokens"], x["ownership"]
+                            )
+                        })
+                        .collect();
+                    format!("{} sees {}", c["self"], shares.join(" "))
+                })
+                .collect();
+            panic!(
+                "cleanup left {counts:?} keys per node, want {} in all; views:\n{}",
+                3 * keys,
+                views.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]

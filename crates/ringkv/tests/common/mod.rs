@@ -28,7 +28,11 @@ impl NodeProc {
             .arg(data_dir)
             .args(["--resp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .args(["--cluster-addr", "127.0.0.1:0"])
-            .args(["--log", "warn"])
+            // RINGKV_TEST_LOG=info shows what the nodes do.
+            .args([
+                "--log",
+                &std::env::var("RINGKV_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            ])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -64,8 +68,16 @@ impl NodeProc {
             .and_then(|s| s.split_whitespace().next())
             .and_then(|s| s.parse().ok())
             .expect("cluster address in ready line");
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep draining stdout so the child never blocks on a full pipe;
+        // with RINGKV_TEST_LOG set, pass the node's log on.
+        let echo = std::env::var_os("RINGKV_TEST_LOG").is_some();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if echo {
+                    eprintln!("[{port}] {line}");
+                }
+            }
+        });
         NodeProc {
             child,
             resp: SocketAddr::from(([127, 0, 0, 1], port)),
