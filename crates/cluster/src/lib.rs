@@ -32,6 +32,7 @@ pub mod node_id;
 pub mod replica;
 pub mod ring;
 pub mod store;
+pub mod token_alloc;
 pub mod transport;
 pub mod version;
 

@@ -666,12 +666,15 @@ impl<S: LocalStore> Node<S> {
         let mut ring = future.ring().clone();
         let _ = ring.remove_node(self.id());
         let tokens = ring
-            .add_node(crate::ring::RingNode {
-                id: self.id(),
-                dc: me.dc.clone(),
-                rack: me.rack.clone(),
-                weight: me.weight.max(1),
-            })
+            .add_node(
+                crate::ring::RingNode {
+                    id: self.id(),
+                    dc: me.dc.clone(),
+                    rack: me.rack.clone(),
+                    weight: me.weight.max(1),
+                },
+                m.replication().in_dc(&me.dc),
+            )
             .map_err(|e| format!("re-picking tokens: {e}"))?;
         tracing::warn!(
             lost = me.tokens.len() - held.len(),
@@ -1118,22 +1121,28 @@ mod tests {
     fn placement(ids: &[u64], extra: Option<u64>) -> (Placement, Placement) {
         let mut ring = Ring::new(16);
         for &id in ids {
-            ring.add_node(RingNode {
-                id,
-                dc: "dc1".into(),
-                rack: format!("r{}", id % 3),
-                weight: 1,
-            })
+            ring.add_node(
+                RingNode {
+                    id,
+                    dc: "dc1".into(),
+                    rack: format!("r{}", id % 3),
+                    weight: 1,
+                },
+                3,
+            )
             .expect("add");
         }
         let before = Placement::new(ring.clone(), Replication::simple("dc1", 3));
         if let Some(id) = extra {
-            ring.add_node(RingNode {
-                id,
-                dc: "dc1".into(),
-                rack: format!("r{}", id % 3),
-                weight: 1,
-            })
+            ring.add_node(
+                RingNode {
+                    id,
+                    dc: "dc1".into(),
+                    rack: format!("r{}", id % 3),
+                    weight: 1,
+                },
+                3,
+            )
             .expect("add");
         }
         (before, Placement::new(ring, Replication::simple("dc1", 3)))

@@ -262,12 +262,15 @@ impl<S: LocalStore> Node<S> {
         let replication = Replication::simple("dc1", config.replication_factor);
         let mut ring = Ring::new(MembershipConfig::default().tokens_per_weight);
         let tokens = ring
-            .add_node(RingNode {
-                id,
-                dc: "dc1".into(),
-                rack: "rack1".into(),
-                weight: 1,
-            })
+            .add_node(
+                RingNode {
+                    id,
+                    dc: "dc1".into(),
+                    rack: "rack1".into(),
+                    weight: 1,
+                },
+                config.replication_factor,
+            )
             .unwrap_or_default();
         let me = NodeState {
             id,
@@ -413,7 +416,8 @@ impl<S: LocalStore> Node<S> {
     }
 
     /// Learns the ring from `seeds` and picks this node's tokens so that
-    /// ownership evens out (see [`crate::ring`]). A node with no seed other
+    /// what each node owns and replicates evens out (see
+    /// [`crate::token_alloc`]). A node with no seed other
     /// than itself starts a new ring. Fails when no seed answers within
     /// `wait`.
     pub async fn choose_tokens(
@@ -454,12 +458,15 @@ impl<S: LocalStore> Node<S> {
         // do not pick the same gaps.
         let mut ring = m.future_placement().ring().clone();
         let _ = ring.remove_node(me.id);
-        ring.add_node(RingNode {
-            id: me.id,
-            dc: me.dc.clone(),
-            rack: me.rack.clone(),
-            weight: me.weight.max(1),
-        })
+        ring.add_node(
+            RingNode {
+                id: me.id,
+                dc: me.dc.clone(),
+                rack: me.rack.clone(),
+                weight: me.weight.max(1),
+            },
+            m.replication().in_dc(&me.dc),
+        )
         .map_err(|e| e.to_string())
     }
 

@@ -9,12 +9,13 @@
 //! # Token allocation
 //! Tokens are state, not derived: they are chosen once when a node joins and
 //! spread by gossip with the rest of the ring. A joining node with weight `w`
-//! takes `w * tokens_per_weight` tokens; each splits, at its midpoint, the
-//! largest range owned by the node that is currently most over its fair share
-//! (ownership / weight). This keeps primary ownership within a few percent of
-//! proportional to weight and makes a join take about `1/(n+1)` of the keys,
-//! all from the nodes that had the most.
-//!
+//! takes `w * tokens_per_weight` tokens, placed by [`crate::token_alloc`] so
+//! that, in its data center, every node's share at each replication level
+//! `1..=rf` (primary ownership up to what it replicates) stays in proportion
+//! to its weight. A join takes about `1/(n+1)` of the keys, all to the new
+//! node; twelve equal nodes end within 3% of each other in what they
+//! replicate. The first node of a data center spreads its tokens evenly.
+
 //! # Placement
 //! The preference list of a token walks the ring clockwise from the token's
 //! range and, per data center, picks `rf[dc]` distinct physical nodes,
@@ -22,6 +23,7 @@
 //! NetworkTopologyStrategy does); when a DC has fewer racks than replicas, the
 //! skipped nodes fill the remaining places in ring order.
 
+use crate::token_alloc::Member;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// A key's position on the ring.
@@ -59,6 +61,12 @@ impl Replication {
 
     pub fn total(&self) -> usize {
         self.per_dc.values().sum()
+    }
+
+    /// The factor in data center `dc` (1 where none is configured: token
+    /// allocation then evens out primary ownership).
+    pub fn in_dc(&self, dc: &str) -> usize {
+        self.per_dc.get(dc).copied().unwrap_or(1).max(1)
     }
 }
 
@@ -142,8 +150,10 @@ impl Ring {
             .collect()
     }
 
-    /// Adds a node with tokens chosen to even out ownership; returns them.
-    pub fn add_node(&mut self, node: RingNode) -> Result<Vec<Token>, RingError> {
+    /// Adds a node with tokens chosen to even out, in its data center, both
+    /// primary ownership and what each node replicates under replication
+    /// factor `rf` (see [`crate::token_alloc`]); returns them.
+    pub fn add_node(&mut self, node: RingNode, rf: usize) -> Result<Vec<Token>, RingError> {
         if self.nodes.contains_key(&node.id) {
             return Err(RingError::AlreadyMember(node.id));
         }
@@ -151,7 +161,7 @@ impl Ring {
             return Err(RingError::BadWeight);
         }
         let count = node.weight as usize * self.tokens_per_weight;
-        let tokens = self.allocate(node.id, node.weight, count)?;
+        let tokens = self.allocate(&node, count, rf)?;
         self.insert_with_tokens(node, &tokens)?;
         Ok(tokens)
     }
@@ -207,82 +217,50 @@ impl Ring {
             .collect()
     }
 
-    fn allocate(&self, id: u64, weight: u32, count: usize) -> Result<Vec<Token>, RingError> {
-        if self.tokens.is_empty() {
-            // The first node: evenly spaced tokens, offset by its id so two
-            // independently started rings do not collide.
+    fn allocate(&self, node: &RingNode, count: usize, rf: usize) -> Result<Vec<Token>, RingError> {
+        let in_dc = |id: &u64| self.nodes.get(id).is_some_and(|n| n.dc == node.dc);
+        let dc_tokens: Vec<(Token, u64)> = self
+            .tokens
+            .iter()
+            .filter(|(_, id)| in_dc(id))
+            .map(|(&t, &id)| (t, id))
+            .collect();
+        if dc_tokens.is_empty() {
+            // The first node of its data center: evenly spaced tokens,
+            // offset by its id so two independently started rings do not
+            // collide.
             let step = u64::MAX / count as u64;
-            let offset = id % step.max(1);
-            return Ok((0..count as u64)
-                .map(|i| offset.wrapping_add(i * step))
-                .collect());
+            let offset = node.id % step.max(1);
+            let mut tokens = Vec::with_capacity(count);
+            for i in 0..count as u64 {
+                let mut t = offset.wrapping_add(i * step);
+                while self.tokens.contains_key(&t) {
+                    t = t.wrapping_add(1);
+                }
+                tokens.push(t);
+            }
+            return Ok(tokens);
         }
-        // Working copy: ranges per owner, largest first on demand.
-        let mut tokens = self.tokens.clone();
-        let mut owned: HashMap<u64, u128> = HashMap::new();
-        for &t in tokens.keys() {
-            let owner = tokens[&t];
-            *owned.entry(owner).or_default() += self.range_len(t);
-        }
-        let weights: HashMap<u64, u32> = self
+        let members: Vec<Member> = self
             .nodes
             .values()
-            .map(|n| (n.id, n.weight))
-            .chain(std::iter::once((id, weight)))
+            .filter(|n| n.dc == node.dc)
+            .map(|n| Member {
+                id: n.id,
+                weight: n.weight,
+            })
             .collect();
-        let total_weight: u64 = weights.values().map(|&w| u64::from(w)).sum();
-        let ring = 1u128 << 64;
-        let fair = |n: u64| ring * u128::from(weights[&n]) / u128::from(total_weight);
-        let target = fair(id);
-        // Each token takes about an equal slice of the new node's share.
-        let chunk = (target / count as u128).max(1);
-        let mut taken: u128 = 0;
-        let mut chosen = Vec::with_capacity(count);
-        // Small excesses can make a token take less than a chunk: allow a
-        // few extra tokens to reach the share, never unboundedly many.
-        let tokens_max = count * 2;
-        while taken + chunk / 2 < target && chosen.len() < tokens_max {
-            // The most over-served node, by ownership beyond its fair share.
-            let victim = owned
-                .iter()
-                .filter(|&(&n, _)| n != id)
-                .map(|(&n, &o)| (n, o.saturating_sub(fair(n))))
-                .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)));
-            let Some((victim, excess)) = victim else {
-                break;
-            };
-            if excess == 0 {
-                break;
-            }
-            // Its largest range.
-            let (end, len) = tokens
-                .iter()
-                .filter(|&(_, &n)| n == victim)
-                .map(|(&t, _)| (t, range_len_in(&tokens, t)))
-                .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
-                .ok_or(RingError::TokenSpaceExhausted)?;
-            let take = chunk
-                .min(excess)
-                .min(target - taken)
-                .min(len.saturating_sub(1));
-            if take == 0 {
-                return Err(RingError::TokenSpaceExhausted);
-            }
-            // The new token ends the first `take` of the range: the new node
-            // owns (start, start + take], the victim keeps the rest.
-            let start = (u128::from(end) + ring - len) % ring;
-            let cut = ((start + take) % ring) as u64;
-            if tokens.contains_key(&cut) {
-                return Err(RingError::TokenSpaceExhausted);
-            }
-            tokens.insert(cut, id);
-            *owned.entry(victim).or_default() -= take;
-            *owned.entry(id).or_default() += take;
-            taken += take;
-            chosen.push(cut);
+        let new = Member {
+            id: node.id,
+            weight: node.weight,
+        };
+        let tokens = crate::token_alloc::allocate(&dc_tokens, &members, new, rf, count, &|t| {
+            self.tokens.contains_key(&t)
+        });
+        if tokens.len() < count {
+            return Err(RingError::TokenSpaceExhausted);
         }
-        chosen.sort_unstable();
-        Ok(chosen)
+        Ok(tokens)
     }
 
     /// Every physical node once, in ring-walk order from `token`.
@@ -399,19 +377,6 @@ impl Placement {
     }
 }
 
-fn range_len_in(tokens: &BTreeMap<Token, u64>, token: Token) -> u128 {
-    let prev = tokens
-        .range(..token)
-        .next_back()
-        .or_else(|| tokens.iter().next_back())
-        .map(|(&t, _)| t);
-    match prev {
-        Some(p) if p < token => u128::from(token - p),
-        Some(p) if p > token => (1u128 << 64) - u128::from(p) + u128::from(token),
-        _ => 1u128 << 64,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,13 +391,25 @@ mod tests {
         }
     }
 
+    /// A ring of `n` nodes over `racks` racks, built once per shape (the
+    /// property tests ask for the same few shapes many times).
     fn ring_of(n: u64, racks: u64) -> Ring {
-        let mut ring = Ring::new(64);
-        for i in 1..=n {
-            ring.add_node(node(i * 7919, "dc1", &format!("r{}", i % racks)))
+        static BUILT: std::sync::Mutex<BTreeMap<(u64, u64), Ring>> =
+            std::sync::Mutex::new(BTreeMap::new());
+        let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+        // Grow from the largest ring of the same racks built so far.
+        let (mut have, mut grown) = (1..=n)
+            .rev()
+            .find_map(|m| built.get(&(m, racks)).map(|r| (m, r.clone())))
+            .unwrap_or((0, Ring::new(64)));
+        while have < n {
+            have += 1;
+            grown
+                .add_node(node(have * 7919, "dc1", &format!("r{}", have % racks)), 3)
                 .expect("add");
+            built.insert((have, racks), grown.clone());
         }
-        ring
+        grown
     }
 
     #[test]
@@ -456,10 +433,13 @@ mod tests {
     #[test]
     fn weight_two_owns_about_twice() {
         let mut ring = ring_of(4, 4);
-        ring.add_node(RingNode {
-            weight: 2,
-            ..node(99, "dc1", "r9")
-        })
+        ring.add_node(
+            RingNode {
+                weight: 2,
+                ..node(99, "dc1", "r9")
+            },
+            3,
+        )
         .expect("add");
         let own = ring.ownership();
         let heavy = own[&99];
@@ -477,7 +457,7 @@ mod tests {
     fn join_moves_about_one_over_n_plus_one() {
         let before = ring_of(4, 2);
         let mut after = before.clone();
-        after.add_node(node(12345, "dc1", "r0")).expect("add");
+        after.add_node(node(12345, "dc1", "r0"), 1).expect("add");
         let rf = Replication::simple("dc1", 1);
         let keys = 20_000u64;
         let moved = (0..keys)
@@ -505,9 +485,9 @@ mod tests {
     fn racks_are_spread_and_dcs_get_their_count() {
         let mut ring = Ring::new(16);
         for i in 0..6u64 {
-            ring.add_node(node(100 + i, "east", &format!("e{}", i % 3)))
+            ring.add_node(node(100 + i, "east", &format!("e{}", i % 3)), 3)
                 .expect("add");
-            ring.add_node(node(200 + i, "west", "w0")).expect("add");
+            ring.add_node(node(200 + i, "west", "w0"), 2).expect("add");
         }
         let rf = Replication {
             per_dc: BTreeMap::from([("east".into(), 3), ("west".into(), 2)]),

@@ -79,12 +79,15 @@ pub fn ring_states(n: usize, tokens_per_weight: usize) -> Vec<crate::message::No
             let id = 1000 + i as u64;
             let rack = format!("r{i}");
             let tokens = ring
-                .add_node(RingNode {
-                    id,
-                    dc: "dc1".into(),
-                    rack: rack.clone(),
-                    weight: 1,
-                })
+                .add_node(
+                    RingNode {
+                        id,
+                        dc: "dc1".into(),
+                        rack: rack.clone(),
+                        weight: 1,
+                    },
+                    3,
+                )
                 .unwrap_or_default();
             NodeState {
                 id,

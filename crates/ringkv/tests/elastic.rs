@@ -215,6 +215,16 @@ fn join_then_decommission_under_load_lose_nothing_and_fail_nothing() {
     wait_until("cleanup to leave each key on three nodes", 60, || {
         local_keys(&all).iter().sum::<u64>() == 3 * total
     });
+    // What each node stores, not just its primary share, is even: three
+    // quarters of the keys each, within 10%.
+    let counts = local_keys(&all);
+    let fair = 3.0 * total as f64 / 4.0;
+    assert!(
+        counts
+            .iter()
+            .all(|&c| (c as f64 - fair).abs() <= 0.1 * fair),
+        "keys per node {counts:?}, fair {fair}"
+    );
 
     // Decommission an original node under load.
     let id_leaving = node_id(&nodes[1]);
