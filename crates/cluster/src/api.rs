@@ -299,6 +299,9 @@ pub struct MovementStatus {
     /// Records and bytes copied so far.
     pub keys: u64,
     pub bytes: u64,
+    /// The stream rate now, bytes per second (it yields to client traffic,
+    /// up to `movement.bytes_per_sec_max`).
+    pub rate_bytes_per_sec: u64,
     /// Wall-clock start and last change, ms.
     pub started_ms: u64,
     pub updated_ms: u64,

@@ -35,7 +35,9 @@
 //!   id.
 //!
 //! Streams go in batches of about `batch_bytes_max`, checksummed end to end
-//! ([`crate::message::stream_crc`]), throttled to `bytes_per_sec_max`.
+//! ([`crate::message::stream_crc`]), throttled to at most
+//! `bytes_per_sec_max` and paced below it while client traffic suffers
+//! (see [`Pacer`]).
 //! Progress (the ranges done) is kept through a [`MoveLog`], so a driver
 //! that restarts resumes where it stopped; merges are idempotent, so a
 //! range copied twice is harmless. A movement can be cancelled: a join
@@ -80,7 +82,8 @@ const ANNOUNCE_ATTEMPTS: usize = 3;
 /// Settings of data movement.
 #[derive(Debug, Clone)]
 pub struct MoveConfig {
-    /// Streaming rate limit per movement, bytes per second.
+    /// Streaming rate limit per movement, bytes per second (0: none). The
+    /// stream paces itself below it while peers answer slowly.
     pub bytes_per_sec_max: u64,
     /// Bytes per stream batch (at least one record).
     pub batch_bytes_max: u32,
@@ -602,14 +605,33 @@ impl<S: LocalStore> Node<S> {
             s.ranges_done = total - todo.len() as u64;
         });
         let config = self.move_config();
-        let mut throttle = Throttle::new(config.bytes_per_sec_max);
+        // The peers this stream works with: sources and targets not this
+        // node.
+        let mut peers: Vec<u64> = todo
+            .iter()
+            .flat_map(|t| {
+                let mut ends = self.sources(t, drive);
+                ends.push(t.target);
+                ends
+            })
+            .filter(|&id| id != self.id())
+            .collect();
+        peers.sort_unstable();
+        peers.dedup();
+        let baseline = self.pace_baseline(&peers).await;
+        let mut pacer = Pacer::new(config.bytes_per_sec_max, baseline);
+        let mut throttle = Throttle::new(pacer.rate);
+        self.set_status(|s| s.rate_bytes_per_sec = pacer.rate);
         while !todo.is_empty() {
             let mut failed = Vec::new();
             for t in todo {
                 if self.moves().cancel.load(Ordering::SeqCst) {
                     return self.cancelled(drive).await;
                 }
-                match self.copy_transfer(&t, drive, &config, &mut throttle).await {
+                match self
+                    .copy_transfer(&t, drive, &config, &mut throttle, &mut pacer, &peers)
+                    .await
+                {
                     Ok(()) => {
                         record.done.push((t.lo, t.hi, t.target));
                         if persist {
@@ -759,6 +781,8 @@ impl<S: LocalStore> Node<S> {
         drive: Drive,
         config: &MoveConfig,
         throttle: &mut Throttle,
+        pacer: &mut Pacer,
+        peers: &[u64],
     ) -> Result<(), String> {
         let sources = self.sources(t, drive);
         if sources.is_empty() {
@@ -805,6 +829,7 @@ impl<S: LocalStore> Node<S> {
                     s.bytes += copied.bytes;
                 });
                 throttle.wait(copied.bytes).await;
+                self.pace(pacer, throttle, peers).await;
                 if !more {
                     break;
                 }
@@ -1099,6 +1124,11 @@ impl Throttle {
         }
     }
 
+    /// Changes the rate from now on.
+    fn set_rate(&mut self, rate: u64) {
+        *self = Self::new(rate);
+    }
+
     async fn wait(&mut self, bytes: u64) {
         self.bytes += bytes;
         if self.rate == 0 {
@@ -1108,6 +1138,125 @@ impl Throttle {
         let elapsed = self.start.elapsed();
         if due > elapsed {
             tokio::time::sleep(due - elapsed).await;
+        }
+    }
+}
+
+/// Probes between two pace decisions.
+const PACE_WINDOW: usize = 4;
+/// Time between two probes.
+const PACE_PROBE_EVERY: Duration = Duration::from_millis(250);
+/// How long a probe may take before it counts as slow.
+const PACE_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Streaming yields to client traffic. The driver pings the peers it
+/// streams with (`Ping`, answered at once) every [`PACE_PROBE_EVERY`] and
+/// compares the median of the last [`PACE_WINDOW`] round trips with the
+/// median measured before streaming began: above twice that (and at least
+/// 0.5 ms more) the rate halves, down to 1/64 of the maximum; under 1.5
+/// times (plus 0.25 ms) it grows by an eighth of the maximum. It starts at a
+/// quarter of the maximum. A round trip stands for what a replica's answer
+/// to a coordinator costs while the stream runs: on a busy node both wait
+/// for the same threads and disks.
+struct Pacer {
+    max: u64,
+    rate: u64,
+    baseline: Duration,
+    window: Vec<Duration>,
+    next_probe: tokio::time::Instant,
+    turn: usize,
+}
+
+impl Pacer {
+    fn new(max: u64, baseline: Duration) -> Self {
+        Self {
+            max,
+            rate: if max == 0 { 0 } else { (max / 4).max(1) },
+            baseline,
+            window: Vec::with_capacity(PACE_WINDOW),
+            next_probe: tokio::time::Instant::now() + PACE_PROBE_EVERY,
+            turn: 0,
+        }
+    }
+
+    fn floor(&self) -> u64 {
+        (self.max / 64).max(1)
+    }
+
+    /// Takes one round trip; returns the new rate when it changes.
+    fn observe(&mut self, rtt: Duration) -> Option<u64> {
+        if self.max == 0 {
+            return None;
+        }
+        self.window.push(rtt);
+        if self.window.len() < PACE_WINDOW {
+            return None;
+        }
+        let mut sorted = self.window.clone();
+        sorted.sort_unstable();
+        let median = sorted[sorted.len() / 2];
+        self.window.clear();
+        let slow = (self.baseline * 2).max(self.baseline + Duration::from_micros(500));
+        let calm = self.baseline * 3 / 2 + Duration::from_micros(250);
+        let rate = if median > slow {
+            (self.rate / 2).max(self.floor())
+        } else if median < calm {
+            (self.rate + self.max / 8).min(self.max)
+        } else {
+            self.rate
+        };
+        (rate != self.rate).then(|| {
+            self.rate = rate;
+            rate
+        })
+    }
+}
+
+impl<S: LocalStore> Node<S> {
+    /// One round trip to `peer`; the probe timeout when it does not answer.
+    async fn probe(&self, peer: u64) -> Duration {
+        let started = tokio::time::Instant::now();
+        let ok = match self.membership().peer(peer) {
+            Some(p) => matches!(
+                self.transport()
+                    .call(&p, Request::Ping, PACE_PROBE_TIMEOUT)
+                    .await,
+                Ok(Response::Pong)
+            ),
+            None => false,
+        };
+        if ok {
+            started.elapsed()
+        } else {
+            PACE_PROBE_TIMEOUT
+        }
+    }
+
+    /// The median round trip to `peers` before streaming begins.
+    async fn pace_baseline(&self, peers: &[u64]) -> Duration {
+        let mut rtts = Vec::new();
+        for _ in 0..3 {
+            for &p in peers.iter().take(4) {
+                rtts.push(self.probe(p).await);
+            }
+        }
+        rtts.sort_unstable();
+        rtts.get(rtts.len() / 2).copied().unwrap_or_default()
+    }
+
+    /// Probes one of `peers` when due and adjusts the throttle.
+    async fn pace(&self, pacer: &mut Pacer, throttle: &mut Throttle, peers: &[u64]) {
+        if peers.is_empty() || tokio::time::Instant::now() < pacer.next_probe {
+            return;
+        }
+        pacer.next_probe = tokio::time::Instant::now() + PACE_PROBE_EVERY;
+        let peer = peers[pacer.turn % peers.len()];
+        pacer.turn += 1;
+        let rtt = self.probe(peer).await;
+        if let Some(rate) = pacer.observe(rtt) {
+            throttle.set_rate(rate);
+            metrics::gauge!("ringkv_stream_rate_bytes_per_sec").set(rate as f64);
+            self.set_status(|s| s.rate_bytes_per_sec = rate);
         }
     }
 }
@@ -1146,6 +1295,43 @@ mod tests {
             .expect("add");
         }
         (before, Placement::new(ring, Replication::simple("dc1", 3)))
+    }
+
+    #[test]
+    fn the_pacer_halves_when_peers_slow_down_and_grows_when_they_are_calm() {
+        let ms = Duration::from_millis;
+        let mut p = Pacer::new(64 << 20, ms(1));
+        assert_eq!(p.rate, 16 << 20, "starts at a quarter");
+        let window = |p: &mut Pacer, rtt| {
+            let mut last = None;
+            for _ in 0..PACE_WINDOW {
+                last = p.observe(rtt);
+            }
+            last
+        };
+        // Calm (under 1.5 ms + 0.25 ms): grows by an eighth of the maximum.
+        assert_eq!(window(&mut p, ms(1)), Some(24 << 20));
+        // Between calm and slow: unchanged.
+        assert_eq!(window(&mut p, ms(2)), None);
+        // Slow (over 2 ms): halves, never under 1/64 of the maximum.
+        assert_eq!(window(&mut p, ms(3)), Some(12 << 20));
+        for _ in 0..10 {
+            window(&mut p, ms(50));
+        }
+        assert_eq!(p.rate, 1 << 20);
+        // And back up to the maximum, not beyond.
+        for _ in 0..20 {
+            window(&mut p, Duration::from_micros(900));
+        }
+        assert_eq!(p.rate, 64 << 20);
+        // A median, not a mean: one slow probe does not slow the stream.
+        p.observe(ms(100));
+        for _ in 1..PACE_WINDOW {
+            assert_eq!(p.observe(ms(1)), None);
+        }
+        // No limit configured: nothing to pace.
+        let mut free = Pacer::new(0, ms(1));
+        assert_eq!(window(&mut free, ms(100)), None);
     }
 
     /// The transfer covering `token` to `target`, if any.

@@ -561,6 +561,7 @@ fn movement_json(s: Option<MovementStatus>) -> serde_json::Value {
             "started_ms": s.started_ms,
             "updated_ms": s.updated_ms,
             "last_error": s.last_error,
+            "rate_bytes_per_sec": s.rate_bytes_per_sec,
         }),
     }
 }

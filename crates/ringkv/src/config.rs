@@ -194,6 +194,8 @@ impl Default for AntiEntropySection {
 #[serde(default, deny_unknown_fields)]
 pub struct MovementSection {
     /// Streaming rate limit of one movement, bytes per second (0: none).
+    /// The stream starts at a quarter of it and slows down while the peers
+    /// it streams with answer slowly (it yields to client traffic).
     pub bytes_per_sec_max: u64,
     /// Bytes per stream batch.
     pub batch_bytes_max: u32,

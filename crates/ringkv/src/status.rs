@@ -193,6 +193,11 @@ fn movement_line(m: &serde_json::Value) -> String {
         m["keys"].as_u64().unwrap_or(0),
         m["bytes"].as_u64().unwrap_or(0),
     );
+    if m["phase"] == "streaming"
+        && let Some(rate) = m["rate_bytes_per_sec"].as_u64()
+    {
+        line.push_str(&format!("  at {:.1} MB/s", rate as f64 / 1_048_576.0));
+    }
     if let Some(e) = m["last_error"].as_str() {
         line.push_str(&format!("  (last error: {e})"));
     }
