@@ -484,9 +484,10 @@ async fn no_hints_for_a_node_silent_longer_than_hints_live() {
     assert_eq!(held(&c), 1, "past the window: no new hint");
 }
 
-/// While a node joins, an answer from the joiner (which may hold nothing
-/// yet) must not stand in for an answer of the current ring: a quorum read
-/// needs a quorum of the current replicas as well as of the pending ones.
+/// While a join hands over, an answer from the joiner (which may have
+/// missed something) must not stand in for an answer of the current ring: a
+/// quorum read needs a quorum of the current replicas as well as of the
+/// pending ones.
 #[tokio::test(start_paused = true)]
 async fn a_joiner_does_not_count_towards_the_current_rings_quorum() {
     use crate::message::NodeStatus;
@@ -532,9 +533,10 @@ async fn a_joiner_does_not_count_towards_the_current_rings_quorum() {
     }
     // A key the joiner will replicate, taking the place of one old replica.
     let current = |k: &str| old[0].membership().preference_list(token_of(k.as_bytes()));
+    // Streamed and handing over: reads consult both rings.
     joiner
         .membership()
-        .update_self(|s| s.status = NodeStatus::Joining);
+        .update_self(|s| s.status = NodeStatus::JoinHandover);
     let pending = joiner
         .membership()
         .pending_placement()
@@ -577,7 +579,7 @@ async fn a_joiner_does_not_count_towards_the_current_rings_quorum() {
     for n in old {
         n.membership().merge(joiner.membership().states());
     }
-    assert!(old[0].membership().pending_placement().is_some());
+    assert!(old[0].membership().pending_for_reads().is_some());
     net.unregister(lost);
     net.unregister(x1);
     let answer = node(x2).get(b(&key), at(Consistency::Quorum)).await;
@@ -592,6 +594,18 @@ async fn a_joiner_does_not_count_towards_the_current_rings_quorum() {
         read_one(node(x2), &key, Consistency::Quorum).await,
         Some(b("acked"))
     );
+    // Read repair mends the stale replica of the current ring, but leaves
+    // the joiner to its stream.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let has = |n: &Node<MapStore>| {
+        crate::replica::resolved(
+            &n.debug_local_record(key.as_bytes()),
+            ringkv_env::Clock::now_ms(&*clock),
+        )
+        .is_some()
+    };
+    assert!(has(node(x2)), "the stale current replica is repaired");
+    assert!(!has(joiner), "the joiner is not repaired by reads");
 }
 
 /// Views of the ring differ for a moment while a node joins: a forwarder
@@ -677,4 +691,56 @@ async fn cleanup_drops_foreign_records_and_looks_again_later() {
     c.clock.advance(Duration::from_secs(601));
     assert_eq!(a.cleanup_once().await.expect("cleanup"), 1);
     assert_eq!(own_value(&c, a.id(), &foreign[5]), None);
+}
+
+/// While a joiner streams, reads ask the current ring only (every write
+/// reaches a quorum of it); writes reach both rings.
+#[tokio::test(start_paused = true)]
+async fn reads_ask_the_pending_ring_only_while_a_join_hands_over() {
+    use crate::message::NodeStatus;
+    let c = cluster(4, 3);
+    let j = &c.nodes[3];
+    j.membership()
+        .update_self(|s| s.status = NodeStatus::Joining);
+    for n in &c.nodes[..3] {
+        n.membership().merge(j.membership().states());
+    }
+    let m = c.nodes[0].membership();
+    let pending = m.pending_placement().expect("a pending ring");
+    assert!(
+        m.pending_for_reads().is_none(),
+        "streaming: current ring only"
+    );
+    let key = (0..1000)
+        .map(|i| format!("key{i}"))
+        .find(|k| {
+            pending
+                .preference_list(token_of(k.as_bytes()))
+                .contains(&j.id())
+        })
+        .expect("a key the joiner gains");
+    // The joiner is away: a write still needs it (or a stand-in) in the
+    // pending ring, but a read does not ask it.
+    c.net.unregister(j.id());
+    c.nodes[0]
+        .put(b(&key), b("v"), w(Consistency::Quorum))
+        .await
+        .expect("a quorum of each ring without the joiner");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        read_one(&c.nodes[0], &key, Consistency::All).await,
+        Some(b("v"))
+    );
+    // Handing over: now a read at ALL needs the joiner too.
+    j.membership()
+        .update_self(|s| s.status = NodeStatus::JoinHandover);
+    for n in &c.nodes[..3] {
+        n.membership().merge(j.membership().states());
+    }
+    assert!(m.pending_for_reads().is_some());
+    let answer = c.nodes[0].get(b(&key), at(Consistency::All)).await;
+    assert!(
+        matches!(answer, Err(KvError::Unavailable { .. })),
+        "ALL in the pending ring includes the unreachable joiner: {answer:?}"
+    );
 }

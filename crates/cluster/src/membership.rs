@@ -108,6 +108,9 @@ pub struct Membership {
     /// The ring once every JOINING node has joined and every LEAVING node
     /// has left; `None` while no node is moving.
     pending: RwLock<Option<Arc<Placement>>>,
+    /// Some movement is in its hand-over step: reads consult the pending
+    /// ring too.
+    handover: std::sync::atomic::AtomicBool,
     /// Monotonic time of the last ring change.
     ring_changed_at: Mutex<Duration>,
     /// Set when a peer reports this node as LEFT (removed or
@@ -139,6 +142,7 @@ impl Membership {
                 replication.clone(),
             ))),
             pending: RwLock::new(None),
+            handover: std::sync::atomic::AtomicBool::new(false),
             ring_changed_at: Mutex::new(clock.monotonic()),
             left_by_peers: std::sync::atomic::AtomicBool::new(false),
             config,
@@ -172,6 +176,18 @@ impl Membership {
     /// there are any: writes go to its replicas too, and reads ask them.
     pub fn pending_placement(&self) -> Option<Arc<Placement>> {
         self.pending.read().clone()
+    }
+
+    /// The pending ring when reads must consult it too: while a movement
+    /// hands over (see [`NodeStatus::JoinHandover`]). Before that every
+    /// write still reaches a quorum of the current ring, so reads need only
+    /// that one.
+    pub fn pending_for_reads(&self) -> Option<Arc<Placement>> {
+        if self.handover.load(std::sync::atomic::Ordering::Relaxed) {
+            self.pending_placement()
+        } else {
+            None
+        }
     }
 
     /// The ring after the movements in progress, or the current one.
@@ -336,21 +352,19 @@ impl Membership {
 
     fn rebuild_placement(&self) {
         let states = self.states.read();
-        let current = self.ring_of(&states, |s| {
-            matches!(s, NodeStatus::Normal | NodeStatus::Leaving)
-        });
-        let moving = states.values().any(|s| {
-            s.status == NodeStatus::Leaving
-                || (s.status == NodeStatus::Joining && !s.tokens.is_empty())
-        });
-        let pending = moving.then(|| {
-            let future = self.ring_of(&states, |s| {
-                matches!(s, NodeStatus::Normal | NodeStatus::Joining)
-            });
+        let current = self.ring_of(&states, |s| s == NodeStatus::Normal || s.is_leaving());
+        let moving = |s: &NodeState| {
+            s.status.is_leaving() || (s.status.is_joining() && !s.tokens.is_empty())
+        };
+        let pending = states.values().any(moving).then(|| {
+            let future = self.ring_of(&states, |s| s == NodeStatus::Normal || s.is_joining());
             Arc::new(Placement::new(future, self.replication.clone()))
         });
+        let handover = states.values().any(|s| moving(s) && s.status.is_handover());
         *self.placement.write() = Arc::new(Placement::new(current, self.replication.clone()));
         *self.pending.write() = pending;
+        self.handover
+            .store(handover, std::sync::atomic::Ordering::Relaxed);
         *self.ring_changed_at.lock() = self.clock.monotonic();
     }
 

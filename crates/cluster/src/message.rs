@@ -72,17 +72,52 @@ pub struct Hello {
     pub node_id: u64,
 }
 
-/// A node's life cycle in the ring.
+/// A node's life cycle in the ring. (Encoded by variant index: new
+/// variants go at the end.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NodeStatus {
     /// Owns tokens, serves reads and writes.
     Normal,
     /// Taking ownership (streaming in); receives writes for its ranges.
     Joining,
-    /// Handing its ranges away (decommission).
+    /// Handing its ranges away (decommission, removal).
     Leaving,
     /// Gone from the ring.
     Left,
+    /// Joining, streaming done: for a settle period before NORMAL, reads
+    /// consult the pending ring too, so a node that sees NORMAL first and
+    /// one that sees it later still overlap on a quorum.
+    JoinHandover,
+    /// Leaving, streaming done: the same hand-over before LEFT.
+    LeaveHandover,
+}
+
+impl NodeStatus {
+    /// The name operators see: the hand-over steps show as JOINING and
+    /// LEAVING (the movement's phase tells them apart).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Normal => "NORMAL",
+            Self::Joining | Self::JoinHandover => "JOINING",
+            Self::Leaving | Self::LeaveHandover => "LEAVING",
+            Self::Left => "LEFT",
+        }
+    }
+
+    /// Joining, streaming or handing over.
+    pub fn is_joining(self) -> bool {
+        matches!(self, Self::Joining | Self::JoinHandover)
+    }
+
+    /// Leaving, streaming or handing over.
+    pub fn is_leaving(self) -> bool {
+        matches!(self, Self::Leaving | Self::LeaveHandover)
+    }
+
+    /// In the hand-over step of a join or leave.
+    pub fn is_handover(self) -> bool {
+        matches!(self, Self::JoinHandover | Self::LeaveHandover)
+    }
 }
 
 /// Load figures a node gossips about itself.

@@ -6,10 +6,20 @@
 //! still answers reads, and the *pending* one (NORMAL and JOINING nodes),
 //! the ring once the movement is over. Coordinators send every write to the
 //! replicas of both and acknowledge it only when the consistency level is
-//! met in each; reads ask the replicas of both and need the level met in
-//! each. So a write acknowledged during the movement is on a quorum of the
-//! ring that will serve it afterwards, and a coordinator that has already
-//! seen the movement end still meets one that has not on a quorum.
+//! met in each, so a write acknowledged during the movement is on a quorum
+//! of the ring that will serve it afterwards, and still on one of the
+//! current ring.
+//!
+//! Reads need only the current ring while data streams: every write
+//! reaches a quorum of it. Once streaming is done the driver turns the
+//! mover's status to a *hand-over* step (JOIN_HANDOVER, LEAVE_HANDOVER,
+//! shown as JOINING and LEAVING), tells every peer, and waits `settle_ms`
+//! before NORMAL (or LEFT). During the hand-over reads ask the replicas of
+//! both rings and need the level met in each: a coordinator that has
+//! already seen the movement end (and writes to the new ring only) still
+//! meets, on a quorum, one that has not. Reading both rings for the whole
+//! movement would make every read wait for more replicas (client p99 twice
+//! as high on two shared cores) for no gain.
 //!
 //! # What moves
 //! [`transfers`] splits the token space at the tokens of both rings and,
@@ -25,7 +35,7 @@
 //! - A join is driven by the joining node: it announces its tokens as
 //!   JOINING, makes sure every live peer has heard (push gossip), waits for
 //!   writes started under the old ring to finish (`settle_ms`), pulls what
-//!   it gains, then turns NORMAL.
+//!   it gains, hands over, then turns NORMAL.
 //! - A decommission is driven by the leaving node: LEAVING, settle, push
 //!   every range it loses to its gainers, hand its hints to a live peer,
 //!   then LEFT; the process exits.
@@ -650,6 +660,22 @@ impl<S: LocalStore> Node<S> {
             if !todo.is_empty() && self.sleep_or_cancel(RETRY_PAUSE).await {
                 return self.cancelled(drive).await;
             }
+        }
+        // Hand-over: for one settle period reads consult both rings, so
+        // nodes that see the end of the movement at different moments
+        // still overlap on a quorum (before this, every write reached a
+        // quorum of the current ring, and reads needed only that one).
+        self.set_status(|s| s.phase = "handing over".into());
+        match drive {
+            Drive::Join => m.update_self(|s| s.status = NodeStatus::JoinHandover),
+            Drive::Leave => m.update_self(|s| s.status = NodeStatus::LeaveHandover),
+            Drive::Remove(id) => {
+                m.update_other(id, |s| s.status = NodeStatus::LeaveHandover);
+            }
+        }
+        self.announce_to_all(contacts).await;
+        if self.sleep_or_cancel(settle).await {
+            return self.cancelled(drive).await;
         }
         match drive {
             Drive::Join => {

@@ -44,7 +44,7 @@ use crate::message::{
     WireContext, WriteOp,
 };
 use crate::replica::{Change, Replica, store_error, to_sibling};
-use crate::ring::{Replication, Ring, RingNode, token_of};
+use crate::ring::{Placement, Replication, Ring, RingNode, token_of};
 use crate::store::LocalStore;
 use crate::transport::{BoxFut, Handler, MemNetwork, Transport, TransportError};
 use crate::version::SiblingSet;
@@ -661,8 +661,17 @@ impl<S: LocalStore> Node<S> {
     /// moves, or when the pending ring cannot meet `level` (a removal that
     /// leaves fewer nodes than the replication factor).
     fn pending_plan(&self, key: &[u8], level: Consistency) -> Option<RingPlan> {
-        let pending = self.inner.membership.pending_placement()?;
-        let prefs = pending.preference_list(token_of(key)).to_vec();
+        self.plan_in(self.inner.membership.pending_placement()?, key, level)
+    }
+
+    /// The pending ring's side of a read: only while a movement hands over
+    /// (see [`Membership::pending_for_reads`]).
+    fn pending_read_plan(&self, key: &[u8], level: Consistency) -> Option<RingPlan> {
+        self.plan_in(self.inner.membership.pending_for_reads()?, key, level)
+    }
+
+    fn plan_in(&self, ring: Arc<Placement>, key: &[u8], level: Consistency) -> Option<RingPlan> {
+        let prefs = ring.preference_list(token_of(key)).to_vec();
         let (dc_of, req) = self.requirement(&prefs, level).ok()?;
         Some(RingPlan { prefs, dc_of, req })
     }
@@ -808,9 +817,9 @@ impl<S: LocalStore> Node<S> {
         {
             live.retain(|id| dc_of.iter().any(|(n, d)| n == id && d == dc));
         }
-        // While nodes move, the pending ring's replicas are asked too and
-        // must meet the level as well.
-        let pending = self.pending_plan(&key, level);
+        // While a movement hands over, the pending ring's replicas are
+        // asked too and must meet the level as well.
+        let pending = self.pending_read_plan(&key, level);
         if let Some(p) = &pending {
             let m = &self.inner.membership;
             let local_dc = match level {
@@ -874,8 +883,11 @@ impl<S: LocalStore> Node<S> {
             merged.merge(set);
         }
         let result = to_result(&merged);
-        // The rest answer in the background; every stale replica gets the
-        // merge (read repair).
+        // The rest answer in the background; every stale replica of the
+        // current ring gets the merge (read repair). A replica of the
+        // pending ring only is left to the stream: it holds little yet, and
+        // repairing it on every read would be an unthrottled second stream.
+        let current_prefs = current.prefs;
         let node = self.clone();
         tokio::spawn(async move {
             while let Some((id, answer)) = pending.next().await {
@@ -884,6 +896,7 @@ impl<S: LocalStore> Node<S> {
                     records.push((id, set));
                 }
             }
+            records.retain(|(id, _)| current_prefs.contains(id));
             node.read_repair(key, merged, records).await;
         });
         Ok(result)
@@ -1584,7 +1597,7 @@ impl<S: LocalStore> Kv for Node<S> {
                 dc: s.dc,
                 rack: s.rack,
                 weight: s.weight,
-                status: format!("{:?}", s.status).to_ascii_uppercase(),
+                status: s.status.name().to_string(),
                 ops_per_sec: s.load.ops_per_sec,
                 p99_us: s.load.p99_us,
                 disk_bytes: s.load.disk_bytes,
