@@ -7,8 +7,8 @@
 #
 #   bench/join/run.sh [DATA_MB]        (default 1024; needs redis-tools)
 #
-# JOIN_RATE=BYTES sets movement.bytes_per_sec_max; NO_AUTOSCALE=1 skips the
-# autoscaler part.
+# JOIN_RATE=BYTES sets movement.bytes_per_sec_max, JOIN_BATCH=BYTES
+# movement.batch_bytes_max; NO_AUTOSCALE=1 skips the autoscaler part.
 set -euo pipefail
 DATA_MB="${1:-1024}"
 VALUE=1000
@@ -26,6 +26,7 @@ gossip_interval_ms = 200
 [movement]
 cleanup_delay_ms = 10000
 ${JOIN_RATE:+bytes_per_sec_max = $JOIN_RATE}
+${JOIN_BATCH:+batch_bytes_max = $JOIN_BATCH}
 TOML
 
 node() { # i seeds
@@ -84,6 +85,10 @@ DURING=$(sort -n "$ROOT/during" | tail -1)
 MEDIAN=$(median "$ROOT/during")
 echo "join: $(python3 -c "print(f'{$tn-$tj:.1f}')") s to NORMAL; streamed $((BYTES / 1048576)) MB in $((MS / 1000)) s: $(python3 -c "print(f'{$BYTES/1048576/max($MS,1)*1000:.1f}')") MB/s"
 echo "client p99 during the join: median of runs $MEDIAN ms, worst run $DURING ms (before: $BEFORE ms)"
+# After: the same load on four nodes (the coordinator now holds 3/4 of the
+# keys, so a quarter of the reads need two remote answers).
+for _ in 1 2 3 4 5 6 7; do bench_get 50000 | p99 >> "$ROOT/after"; done
+echo "client p99 after the join: median of runs $(median "$ROOT/after") ms ($(sort -n "$ROOT/after" | tr '\n' ' '))"
 
 [ -n "${NO_AUTOSCALE:-}" ] && exit 0
 

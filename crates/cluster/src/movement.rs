@@ -109,7 +109,10 @@ impl Default for MoveConfig {
     fn default() -> Self {
         Self {
             bytes_per_sec_max: 64 * 1024 * 1024,
-            batch_bytes_max: 1024 * 1024,
+            // Small batches keep a source's answers to clients from
+            // queueing behind a big one (join benchmark: client p99 during
+            // a join 1.8x the p99 before with 128 KiB, 1.9-2.1x with 1 MiB).
+            batch_bytes_max: 128 * 1024,
             settle_ms: 2_000,
             cleanup_delay_ms: 60_000,
         }

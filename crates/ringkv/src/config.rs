@@ -210,11 +210,12 @@ pub struct MovementSection {
 
 impl Default for MovementSection {
     fn default() -> Self {
+        let d = ringkv_cluster::movement::MoveConfig::default();
         Self {
-            bytes_per_sec_max: 64 * 1024 * 1024,
-            batch_bytes_max: 1024 * 1024,
-            settle_ms: 2_000,
-            cleanup_delay_ms: 60_000,
+            bytes_per_sec_max: d.bytes_per_sec_max,
+            batch_bytes_max: d.batch_bytes_max,
+            settle_ms: d.settle_ms,
+            cleanup_delay_ms: d.cleanup_delay_ms,
         }
     }
 }
