@@ -32,6 +32,18 @@ fn cluster_with(n: usize, rf: usize, strict_quorum: bool) -> TestCluster {
 }
 
 fn cluster_full(n: usize, rf: usize, strict_quorum: bool, hints: HintConfig) -> TestCluster {
+    let c = strangers(n, rf, strict_quorum, hints);
+    // Everyone learns everyone, as after a few gossip rounds.
+    for a in &c.nodes {
+        for b in &c.nodes {
+            a.membership().merge(b.membership().states());
+        }
+    }
+    c
+}
+
+/// `n` nodes that know only themselves.
+fn strangers(n: usize, rf: usize, strict_quorum: bool, hints: HintConfig) -> TestCluster {
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let net = MemNetwork::new(7);
     let config = MembershipConfig {
@@ -63,12 +75,6 @@ fn cluster_full(n: usize, rf: usize, strict_quorum: bool, hints: HintConfig) -> 
         );
         net.register(id, node.handler());
         nodes.push(node);
-    }
-    // Everyone learns everyone, as after a few gossip rounds.
-    for a in &nodes {
-        for b in &nodes {
-            a.membership().merge(b.membership().states());
-        }
     }
     TestCluster {
         nodes,
@@ -491,37 +497,8 @@ async fn no_hints_for_a_node_silent_longer_than_hints_live() {
 #[tokio::test(start_paused = true)]
 async fn a_joiner_does_not_count_towards_the_current_rings_quorum() {
     use crate::message::NodeStatus;
-    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-    let net = MemNetwork::new(7);
-    let config = MembershipConfig {
-        gossip_interval_ms: 100,
-        tokens_per_weight: 16,
-        ..MembershipConfig::default()
-    };
-    let mut nodes = Vec::new();
-    for state in crate::testing::ring_states(4, 16) {
-        let id = state.id;
-        let membership = Arc::new(Membership::new(
-            state,
-            Replication::simple("dc1", 3),
-            clock.clone(),
-            config.clone(),
-        ));
-        let node = Node::with_cluster(
-            MapStore::default(),
-            HintStore::in_memory(HintConfig::default()),
-            clock.clone(),
-            NodeConfig {
-                replication_factor: 3,
-                request_timeout_ms: 200,
-                ..NodeConfig::default()
-            },
-            membership,
-            Arc::new(net.transport(id)),
-        );
-        net.register(id, node.handler());
-        nodes.push(node);
-    }
+    let c = strangers(4, 3, false, HintConfig::default());
+    let (net, nodes) = (&c.net, &c.nodes);
     let (old, joiner) = nodes.split_at(3);
     let joiner = &joiner[0];
     // The three old nodes know each other only; the joiner knows them.
@@ -598,11 +575,7 @@ async fn a_joiner_does_not_count_towards_the_current_rings_quorum() {
     // the joiner to its stream.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let has = |n: &Node<MapStore>| {
-        crate::replica::resolved(
-            &n.debug_local_record(key.as_bytes()),
-            ringkv_env::Clock::now_ms(&*clock),
-        )
-        .is_some()
+        crate::replica::resolved(&n.debug_local_record(key.as_bytes()), c.clock_now()).is_some()
     };
     assert!(has(node(x2)), "the stale current replica is repaired");
     assert!(!has(joiner), "the joiner is not repaired by reads");

@@ -1298,30 +1298,21 @@ mod tests {
 
     fn placement(ids: &[u64], extra: Option<u64>) -> (Placement, Placement) {
         let mut ring = Ring::new(16);
+        let add = |ring: &mut Ring, id: u64| {
+            let node = RingNode {
+                id,
+                dc: "dc1".into(),
+                rack: format!("r{}", id % 3),
+                weight: 1,
+            };
+            ring.add_node(node, 3).expect("add");
+        };
         for &id in ids {
-            ring.add_node(
-                RingNode {
-                    id,
-                    dc: "dc1".into(),
-                    rack: format!("r{}", id % 3),
-                    weight: 1,
-                },
-                3,
-            )
-            .expect("add");
+            add(&mut ring, id);
         }
         let before = Placement::new(ring.clone(), Replication::simple("dc1", 3));
         if let Some(id) = extra {
-            ring.add_node(
-                RingNode {
-                    id,
-                    dc: "dc1".into(),
-                    rack: format!("r{}", id % 3),
-                    weight: 1,
-                },
-                3,
-            )
-            .expect("add");
+            add(&mut ring, id);
         }
         (before, Placement::new(ring, Replication::simple("dc1", 3)))
     }
