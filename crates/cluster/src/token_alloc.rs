@@ -37,8 +37,11 @@
 //! A candidate changes the replicas of the split range and of the few
 //! ranges before it whose walk reaches the cut (fewer than `rf` distinct
 //! nodes between them and the cut), so it is scored in O(rf²). Placing `k`
-//! tokens on a ring of `T` is O(k · T · rf²): about 10 ms for a 64-token
-//! node joining 20 nodes.
+//! tokens on a ring of `T`, with the local-search rounds, is
+//! O(ROUNDS · k · T · CUTS · rf²). Measured (release build, N = 3, 64
+//! tokens a node): 0.09 s for the 4th node, 0.26 s for the 10th, 0.64 s for
+//! the 20th, 1.1 s for the 40th. It runs once per join, before the node
+//! serves.
 
 use std::collections::HashMap;
 
@@ -204,7 +207,10 @@ pub fn allocate(
     let total: f64 = weights.values().sum();
     let rf = rf.clamp(1, weights.len());
     // The fair share of `id` at level `k` (1-based).
-    let fair = |id: u64, k: usize| (k as f64 * weights[&id] / total).min(1.0);
+    let fair = |id: u64, k: usize| {
+        let w = weights.get(&id).copied().unwrap_or(1.0);
+        (k as f64 * w / total).min(1.0)
+    };
     let mut ring = DcRing {
         tokens: tokens.to_vec(),
         rf,
