@@ -576,7 +576,7 @@ impl<S: LocalStore> Node<S> {
             if self.sleep_or_cancel(settle).await {
                 return self.cancelled(drive).await;
             }
-            if drive != Drive::Join || !self.repick_contested_tokens()? {
+            if drive != Drive::Join || !self.repick_contested_tokens().await? {
                 break;
             }
         }
@@ -704,7 +704,7 @@ impl<S: LocalStore> Node<S> {
     /// id, so the other would own less than it should, or nothing. A joiner
     /// that lost tokens picks new ones against the ring with the other
     /// joiners and announces again; true when it did.
-    fn repick_contested_tokens(&self) -> Result<bool, String> {
+    async fn repick_contested_tokens(&self) -> Result<bool, String> {
         let m = self.membership();
         let Some(me) = m.state(self.id()) else {
             return Ok(false);
@@ -716,16 +716,17 @@ impl<S: LocalStore> Node<S> {
         }
         let mut ring = future.ring().clone();
         let _ = ring.remove_node(self.id());
-        let tokens = ring
-            .add_node(
-                crate::ring::RingNode {
-                    id: self.id(),
-                    dc: me.dc.clone(),
-                    rack: me.rack.clone(),
-                    weight: me.weight.max(1),
-                },
-                m.replication().in_dc(&me.dc),
-            )
+        let node = crate::ring::RingNode {
+            id: self.id(),
+            dc: me.dc.clone(),
+            rack: me.rack.clone(),
+            weight: me.weight.max(1),
+        };
+        let rf = m.replication().in_dc(&me.dc);
+        // Allocation takes up to a second on a large ring: off the executor.
+        let tokens = tokio::task::spawn_blocking(move || ring.add_node(node, rf))
+            .await
+            .map_err(|e| format!("re-picking tokens: {e}"))?
             .map_err(|e| format!("re-picking tokens: {e}"))?;
         tracing::warn!(
             lost = me.tokens.len() - held.len(),

@@ -458,16 +458,18 @@ impl<S: LocalStore> Node<S> {
         // do not pick the same gaps.
         let mut ring = m.future_placement().ring().clone();
         let _ = ring.remove_node(me.id);
-        ring.add_node(
-            RingNode {
-                id: me.id,
-                dc: me.dc.clone(),
-                rack: me.rack.clone(),
-                weight: me.weight.max(1),
-            },
-            m.replication().in_dc(&me.dc),
-        )
-        .map_err(|e| e.to_string())
+        let rf = m.replication().in_dc(&me.dc);
+        let node = RingNode {
+            id: me.id,
+            dc: me.dc,
+            rack: me.rack,
+            weight: me.weight.max(1),
+        };
+        // Allocation takes up to a second on a large ring: off the executor.
+        tokio::task::spawn_blocking(move || ring.add_node(node, rf))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
     }
 
     /// Takes ownership of `tokens` (status NORMAL) and tells the seeds at
