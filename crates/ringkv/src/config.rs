@@ -176,6 +176,8 @@ pub struct ClusterSection {
 pub struct AntiEntropySection {
     /// Range syncs (one range with one peer) started per second, at most.
     pub ranges_per_sec_max: u32,
+    /// The same for an on-demand pass (`ringkv repair`); 0: unthrottled.
+    pub repair_ranges_per_sec_max: u32,
     /// Pause between two background passes over every range.
     pub pass_pause_ms: u64,
 }
@@ -184,6 +186,7 @@ impl Default for AntiEntropySection {
     fn default() -> Self {
         Self {
             ranges_per_sec_max: 2,
+            repair_ranges_per_sec_max: 20,
             pass_pause_ms: 10_000,
         }
     }

@@ -362,6 +362,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let gauges_task = tokio::spawn(export_gauges(Arc::clone(&node), wait_for(watch_rx.clone())));
     node.set_anti_entropy_config(AntiEntropyConfig {
         ranges_per_sec_max: config.anti_entropy.ranges_per_sec_max,
+        repair_ranges_per_sec_max: config.anti_entropy.repair_ranges_per_sec_max,
         pass_pause_ms: config.anti_entropy.pass_pause_ms,
         ..AntiEntropyConfig::default()
     });

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::{NodeProc, alive, json, normal, wait_until};
 
 const FAST: &str = "[cluster]\ngossip_interval_ms = 100\nrequest_timeout_ms = 1000\n\
-                    [anti_entropy]\nranges_per_sec_max = 200\npass_pause_ms = 300\n";
+                    [anti_entropy]\nranges_per_sec_max = 200\nrepair_ranges_per_sec_max = 200\npass_pause_ms = 300\n";
 
 /// Three nodes joined through the first, all seen alive.
 fn start_three(root: &std::path::Path, cfg: &str) -> (NodeProc, NodeProc, NodeProc) {
@@ -117,7 +117,7 @@ fn a_delete_missed_past_the_grace_period_stays_deleted() {
         &cfg_path,
         "[cluster]\ngossip_interval_ms = 100\nrequest_timeout_ms = 1000\n\
          tombstone_grace_ms = 1000\n\
-         [anti_entropy]\nranges_per_sec_max = 200\npass_pause_ms = 300\n\
+         [anti_entropy]\nranges_per_sec_max = 200\nrepair_ranges_per_sec_max = 200\npass_pause_ms = 300\n\
          [hints]\nage_ms_max = 1\n",
     )
     .expect("config");
