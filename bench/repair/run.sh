@@ -70,7 +70,9 @@ for i in range(n):
     out.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(k), k, size, val))
 PY
 # Every replica holds every key before the idle window.
-for i in 0 1 2; do "$BIN" repair --http "$(http "$i")" > /dev/null & done; wait %1 %2 %3 2>/dev/null || wait
+REPAIRS=()
+for i in 0 1 2; do "$BIN" repair --http "$(http "$i")" > /dev/null & REPAIRS+=($!); done
+wait "${REPAIRS[@]}"
 
 # 1. Anti-entropy in sync, idle.
 HZ=$(getconf CLK_TCK)
