@@ -16,8 +16,9 @@
 //! background loop ([`Node::run_anti_entropy`]) runs passes forever, starting
 //! at most `ranges_per_sec_max` range syncs a second (a node with 64 tokens
 //! and N = 3 holds about 192 ranges, two peers each: about 3 minutes a pass
-//! at the default of 2/s). [`Node::repair_once`] runs one pass at once,
-//! unthrottled (`ringkv repair`, `POST /v1/repair`); the background loop
+//! at the default of 2/s). [`Node::repair_once`] runs one pass now, at
+//! most `repair_ranges_per_sec_max` syncs a second (20 by default: about
+//! 20 s a pass; `ringkv repair`, `POST /v1/repair`); the background loop
 //! yields to it.
 //!
 //! # One sync (this node A initiates, peer B answers)
