@@ -15,6 +15,7 @@ VALUE=1000
 KEYS=$((DATA_MB * 1024 * 1024 / VALUE))
 ROOT="$(mktemp -d /tmp/ringkv-join.XXXXXX)"
 BIN="$(cd "$(dirname "$0")/../.." && pwd)/target/release/ringkv"
+. "$(dirname "$0")/../common.sh"
 cargo build --release -q -p ringkv
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$ROOT"; }
@@ -41,29 +42,17 @@ node() { # i seeds
 http() { echo "127.0.0.1:$((17380 + 10 * $1))"; }
 normal_count() { curl -s "http://$(http 0)/v1/cluster" | python3 -c 'import json,sys; print(sum(1 for n in json.load(sys.stdin)["nodes"] if n["status"]=="NORMAL" and n["alive"]))'; }
 wait_normal() { until [ "$(normal_count 2>/dev/null || echo 0)" = "$1" ]; do sleep 0.2; done; }
-p99() { # redis-benchmark --csv line: "test","rps","avg","min","p50","p95","p99","max"
-    awk -F'"' '/"GET"/ {print $14}'
-}
 
 SEED="127.0.0.1:17381"
 node 0; sleep 0.5; node 1 "$SEED"; node 2 "$SEED"
 wait_normal 3
 echo "preloading $KEYS keys of $VALUE B ($DATA_MB MB) ..."
 t0=$(date +%s.%N)
-python3 - "$KEYS" "$VALUE" <<'PY' | redis-cli -p 17379 --pipe > /dev/null
-import sys
-n, size = int(sys.argv[1]), int(sys.argv[2])
-out = sys.stdout.buffer
-val = b"v" * size
-for i in range(n):
-    k = b"key:%d" % i
-    out.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(k), k, size, val))
-PY
+preload 17379 "$KEYS" "$VALUE"
 t1=$(date +%s.%N)
 echo "preload: $(python3 -c "print(f'{$DATA_MB/($t1-$t0):.1f}')") MB/s"
 
 bench_get() { redis-benchmark -p 17379 -t get -n "$1" -c 50 -r "$KEYS" -d "$VALUE" --csv 2>/dev/null; }
-median() { sort -n "$1" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # Before and during are measured alike: p99 of runs of 50,000 GETs, median
 # of the runs.
 for _ in 1 2 3 4 5 6 7; do bench_get 50000 | p99 >> "$ROOT/before"; done

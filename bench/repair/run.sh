@@ -23,6 +23,7 @@ VALUE=1000
 KEYS=$((DATA_MB * 1024 * 1024 / VALUE))
 ROOT="$(mktemp -d /tmp/ringkv-repair.XXXXXX)"
 BIN="$(cd "$(dirname "$0")/../.." && pwd)/target/release/ringkv"
+. "$(dirname "$0")/../common.sh"
 cargo build --release -q -p ringkv
 declare -A PID
 cleanup() { for p in "${PID[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$ROOT"; }
@@ -49,8 +50,6 @@ hints_pending() { # total hints held by nodes 0 and 1
     for i in 0 1; do curl -s "http://$(http "$i")/v1/cluster"; echo; done |
         python3 -c 'import json,sys; print(sum(h["count"] for l in sys.stdin if l.strip() for h in json.loads(l)["hints"]["pending"]))'
 }
-p99() { awk -F'"' '/"GET"/ {print $14}'; }
-median() { sort -n "$1" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 bench_get() { redis-benchmark -p 18379 -t get -n 50000 -c 50 -r "$KEYS" -d "$VALUE" --csv 2>/dev/null | p99; }
 # user+sys clock ticks and bytes read of the three nodes.
 ticks() { for i in 0 1 2; do awk '{print $14 + $15}' "/proc/${PID[$i]}/stat"; done | awk '{s += $1} END {print s}'; }
@@ -60,15 +59,7 @@ SEED="127.0.0.1:18381"
 node 0; sleep 0.5; node 1 "$SEED"; sleep 0.5; node 2 "$SEED"
 wait_alive 3
 echo "preloading $KEYS keys of $VALUE B ($DATA_MB MB) ..."
-python3 - "$KEYS" "$VALUE" <<'PY' | redis-cli -p 18379 --pipe > /dev/null
-import sys
-n, size = int(sys.argv[1]), int(sys.argv[2])
-out = sys.stdout.buffer
-val = b"v" * size
-for i in range(n):
-    k = b"key:%d" % i
-    out.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(k), k, size, val))
-PY
+preload 18379 "$KEYS" "$VALUE"
 # Every replica holds every key before the idle window.
 REPAIRS=()
 for i in 0 1 2; do "$BIN" repair --http "$(http "$i")" > /dev/null & REPAIRS+=($!); done
