@@ -717,3 +717,31 @@ async fn reads_ask_the_pending_ring_only_while_a_join_hands_over() {
         "ALL in the pending ring includes the unreachable joiner: {answer:?}"
     );
 }
+
+/// Reads ask both rings for a whole episode in which more than one node
+/// moved (once one is done the current ring is an intermediate one no write
+/// had to reach a quorum of), and again only the current ring once the
+/// ring has been still.
+#[tokio::test(start_paused = true)]
+async fn reads_ask_both_rings_while_several_nodes_move() {
+    use crate::message::NodeStatus;
+    let c = cluster(5, 3);
+    let m = c.nodes[0].membership();
+    let set = |i: usize, status: NodeStatus| {
+        c.nodes[i].membership().update_self(|s| s.status = status);
+        m.merge(c.nodes[i].membership().states());
+    };
+    set(3, NodeStatus::Joining);
+    assert!(m.pending_for_reads().is_none(), "one mover, streaming");
+    set(4, NodeStatus::Leaving);
+    assert!(m.pending_for_reads().is_some(), "two movers");
+    set(3, NodeStatus::Normal);
+    assert!(
+        m.pending_for_reads().is_some(),
+        "one mover left, but the episode had two"
+    );
+    set(4, NodeStatus::Normal);
+    assert!(m.pending_placement().is_none());
+    set(4, NodeStatus::Leaving);
+    assert!(m.pending_for_reads().is_none(), "a new episode, one mover");
+}

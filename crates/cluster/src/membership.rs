@@ -97,6 +97,14 @@ impl PhiDetector {
     }
 }
 
+/// The nodes seen moving since the ring was last still, and whether this
+/// node has seen a still ring since it started.
+#[derive(Default)]
+struct Episode {
+    movers: std::collections::HashSet<u64>,
+    seen_still: bool,
+}
+
 /// The cluster as this node knows it.
 pub struct Membership {
     self_id: u64,
@@ -108,9 +116,13 @@ pub struct Membership {
     /// The ring once every JOINING node has joined and every LEAVING node
     /// has left; `None` while no node is moving.
     pending: RwLock<Option<Arc<Placement>>>,
-    /// Some movement is in its hand-over step: reads consult the pending
-    /// ring too.
+    /// Reads consult the pending ring too (a hand-over, or several movers;
+    /// see `rebuild_placement`).
     handover: std::sync::atomic::AtomicBool,
+    /// The movement episode as this node saw it.
+    episode: Mutex<Episode>,
+    /// Set once a peer's states have been merged.
+    heard: std::sync::atomic::AtomicBool,
     /// Monotonic time of the last ring change.
     ring_changed_at: Mutex<Duration>,
     /// Set when a peer reports this node as LEFT (removed or
@@ -143,6 +155,8 @@ impl Membership {
             ))),
             pending: RwLock::new(None),
             handover: std::sync::atomic::AtomicBool::new(false),
+            episode: Mutex::new(Episode::default()),
+            heard: std::sync::atomic::AtomicBool::new(false),
             ring_changed_at: Mutex::new(clock.monotonic()),
             left_by_peers: std::sync::atomic::AtomicBool::new(false),
             config,
@@ -179,9 +193,10 @@ impl Membership {
     }
 
     /// The pending ring when reads must consult it too: while a movement
-    /// hands over (see [`NodeStatus::JoinHandover`]). Before that every
-    /// write still reaches a quorum of the current ring, so reads need only
-    /// that one.
+    /// hands over (see [`NodeStatus::JoinHandover`]), while more than one
+    /// node has moved since the ring was last still, or before this node has
+    /// seen a still ring at all. Otherwise every write still reaches a
+    /// quorum of the current ring, so reads need only that one.
     pub fn pending_for_reads(&self) -> Option<Arc<Placement>> {
         if self.handover.load(std::sync::atomic::Ordering::Relaxed) {
             self.pending_placement()
@@ -269,6 +284,9 @@ impl Membership {
 
     /// Folds in states heard from a peer; returns true if anything changed.
     pub fn merge(&self, incoming: Vec<NodeState>) -> bool {
+        if incoming.iter().any(|s| s.id != self.self_id) {
+            self.heard.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let now = self.clock.monotonic();
         let mut changed = false;
         let mut ring_changed = false;
@@ -360,7 +378,31 @@ impl Membership {
             let future = self.ring_of(&states, |s| s == NodeStatus::Normal || s.is_joining());
             Arc::new(Placement::new(future, self.replication.clone()))
         });
-        let handover = states.values().any(|s| moving(s) && s.status.is_handover());
+        // Reads ask both rings during a hand-over, and for a whole episode
+        // of movement (from a pending ring appearing to none left) in which
+        // more than one node moved: once one of them is done, the current
+        // ring is an intermediate one that writes were never required to
+        // reach a quorum of. A node that has not seen a still ring since it
+        // started does not know the episode's history: both rings too.
+        let handover = {
+            let mut episode = self.episode.lock();
+            if pending.is_none() {
+                episode.movers.clear();
+                // Only a ring heard from peers counts: not the one this
+                // node starts with or restores from disk.
+                if self.heard.load(std::sync::atomic::Ordering::Relaxed) {
+                    episode.seen_still = true;
+                }
+                false
+            } else {
+                episode
+                    .movers
+                    .extend(states.values().filter(|s| moving(s)).map(|s| s.id));
+                !episode.seen_still
+                    || episode.movers.len() > 1
+                    || states.values().any(|s| moving(s) && s.status.is_handover())
+            }
+        };
         *self.placement.write() = Arc::new(Placement::new(current, self.replication.clone()));
         *self.pending.write() = pending;
         self.handover

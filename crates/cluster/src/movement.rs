@@ -19,7 +19,11 @@
 //! already seen the movement end (and writes to the new ring only) still
 //! meets, on a quorum, one that has not. Reading both rings for the whole
 //! movement would make every read wait for more replicas (client p99 twice
-//! as high on two shared cores) for no gain.
+//! as high on two shared cores) for no gain. Exceptions, where reads ask
+//! both rings all along: an episode in which more than one node moved, and
+//! a node that has not seen the ring still since it started (see
+//! [`Membership::pending_for_reads`](crate::membership::Membership::pending_for_reads)).
+//! Only a live replica of the current ring coordinates a write.
 //!
 //! # What moves
 //! [`transfers`] splits the token space at the tokens of both rings and,
@@ -47,7 +51,7 @@
 //! Streams go in batches of about `batch_bytes_max`, checksummed end to end
 //! ([`crate::message::stream_crc`]), throttled to at most
 //! `bytes_per_sec_max` and paced below it while client traffic suffers
-//! (see [`Pacer`]).
+//! (see `Pacer`).
 //! Progress (the ranges done) is kept through a [`MoveLog`], so a driver
 //! that restarts resumes where it stopped; merges are idempotent, so a
 //! range copied twice is harmless. A movement can be cancelled: a join
@@ -79,6 +83,8 @@ use crate::version::SiblingSet;
 const STREAM_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between passes over ranges that failed to copy.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// Rounds of telling every live peer of a hand-over before going on anyway.
+const HANDOVER_ANNOUNCE_ROUNDS: usize = 10;
 /// Keys removed per step of a cleanup.
 const CLEANUP_BATCH_KEYS: usize = 10_000;
 /// How often a node scans again the ranges it does not replicate when the
@@ -676,14 +682,35 @@ impl<S: LocalStore> Node<S> {
                 m.update_other(id, |s| s.status = NodeStatus::LeaveHandover);
             }
         }
-        self.announce_to_all(contacts).await;
+        // Every live peer must hear of the hand-over before the end of it:
+        // one that jumped from the streaming step to the end would read
+        // the old ring alone while others write the new one alone.
+        for _ in 0..HANDOVER_ANNOUNCE_ROUNDS {
+            let missed = self.announce_to_all(contacts).await;
+            let live_missed: Vec<String> = m
+                .states()
+                .into_iter()
+                .filter(|s| missed.contains(&s.cluster_addr) && m.is_alive(s.id))
+                .map(|s| s.cluster_addr)
+                .collect();
+            if live_missed.is_empty() {
+                break;
+            }
+            tracing::warn!(peers = ?live_missed, "live peers not told of the hand-over yet; retrying");
+            if self.sleep_or_cancel(RETRY_PAUSE).await {
+                return self.cancelled(drive).await;
+            }
+        }
         if self.sleep_or_cancel(settle).await {
             return self.cancelled(drive).await;
         }
         match drive {
             Drive::Join => {
-                m.update_self(|s| s.status = NodeStatus::Normal);
+                // The record goes first: a node that restarts after this
+                // point comes back NORMAL, never JOINING again after having
+                // been NORMAL.
                 self.save_record(None)?;
+                m.update_self(|s| s.status = NodeStatus::Normal);
                 self.announce_to_all(contacts).await;
             }
             Drive::Leave => {
@@ -1243,35 +1270,37 @@ impl Pacer {
 }
 
 impl<S: LocalStore> Node<S> {
-    /// One round trip to `peer`; the probe timeout when it does not answer.
-    async fn probe(&self, peer: u64) -> Duration {
+    /// One round trip to `peer`; `None` when it is down or does not answer
+    /// (a failure says nothing about load: the copy retries on its own).
+    async fn probe(&self, peer: u64) -> Option<Duration> {
+        if !self.membership().is_alive(peer) {
+            return None;
+        }
+        let p = self.membership().peer(peer)?;
         let started = tokio::time::Instant::now();
-        let ok = match self.membership().peer(peer) {
-            Some(p) => matches!(
-                self.transport()
-                    .call(&p, Request::Ping, PACE_PROBE_TIMEOUT)
-                    .await,
-                Ok(Response::Pong)
-            ),
-            None => false,
-        };
-        if ok {
-            started.elapsed()
-        } else {
-            PACE_PROBE_TIMEOUT
+        match self
+            .transport()
+            .call(&p, Request::Ping, PACE_PROBE_TIMEOUT)
+            .await
+        {
+            Ok(Response::Pong) => Some(started.elapsed()),
+            _ => None,
         }
     }
 
-    /// The median round trip to `peers` before streaming begins.
+    /// The median round trip to `peers` before streaming begins (1 ms when
+    /// none answers).
     async fn pace_baseline(&self, peers: &[u64]) -> Duration {
         let mut rtts = Vec::new();
         for _ in 0..3 {
-            for &p in peers.iter().take(4) {
-                rtts.push(self.probe(p).await);
+            for &p in peers {
+                rtts.extend(self.probe(p).await);
             }
         }
         rtts.sort_unstable();
-        rtts.get(rtts.len() / 2).copied().unwrap_or_default()
+        rtts.get(rtts.len() / 2)
+            .copied()
+            .unwrap_or(Duration::from_millis(1))
     }
 
     /// Probes one of `peers` when due and adjusts the throttle.
@@ -1282,7 +1311,9 @@ impl<S: LocalStore> Node<S> {
         pacer.next_probe = tokio::time::Instant::now() + PACE_PROBE_EVERY;
         let peer = peers[pacer.turn % peers.len()];
         pacer.turn += 1;
-        let rtt = self.probe(peer).await;
+        let Some(rtt) = self.probe(peer).await else {
+            return;
+        };
         if let Some(rate) = pacer.observe(rtt) {
             throttle.set_rate(rate);
             metrics::gauge!("ringkv_stream_rate_bytes_per_sec").set(rate as f64);

@@ -949,6 +949,10 @@ impl<S: LocalStore> Node<S> {
         // Sloppy quorum: stand-ins may take the place of down replicas, so
         // only a wholly unreachable preference list fails up front.
         let (prefs, mut live, dc_of, req) = self.plan(&key, level, !strict)?;
+        // Only a live replica of the current ring coordinates: it holds the
+        // key's versions. A replica of the pending ring only may not have
+        // them yet (it is still streaming).
+        let coordinator = live.contains(&self.id());
         // While nodes move, the write also goes to the pending ring's
         // replicas and must meet the level there too (see
         // [`crate::movement`]).
@@ -967,8 +971,9 @@ impl<S: LocalStore> Node<S> {
                 }
             }
         }
-        // A replica of either ring coordinates; anyone else forwards.
-        if !live.contains(&self.id()) {
+        // Anyone else forwards: to the current replicas first; a node whose
+        // view of the ring differs declines and the next one is tried.
+        if !coordinator {
             return self.forward(key, change, opts, &live, &current.req).await;
         }
         let req = &current.req;
@@ -1424,14 +1429,10 @@ impl<S: LocalStore> Node<S> {
                 // again (no loops).
                 let level = opts.consistency.unwrap_or(self.inner.config.default_write);
                 // Views of the ring differ for a moment while nodes move:
-                // a node that is a replica in neither of its rings says so,
-                // and the forwarder tries the next replica.
+                // a node that is not a live replica of its current ring says
+                // so, and the forwarder tries the next replica.
                 match self.plan(&fw.key, level, !self.inner.config.strict_quorum) {
                     Ok((_, live, _, _)) if live.contains(&self.id()) => {}
-                    Ok(_)
-                        if self
-                            .pending_plan(&fw.key, level)
-                            .is_some_and(|p| p.prefs.contains(&self.id())) => {}
                     Ok(_) => {
                         return Response::Error {
                             code: NOT_A_REPLICA.into(),
@@ -1454,8 +1455,8 @@ impl<S: LocalStore> Node<S> {
     }
 }
 
-/// The wire error code of a forwarded write that reached a node which is a
-/// replica of the key in neither of its rings. Nothing was applied.
+/// The wire error code of a forwarded write that reached a node which is
+/// not a live replica of the key in its current ring. Nothing was applied.
 const NOT_A_REPLICA: &str = "not_a_replica";
 
 /// Gossip rounds between two load reports.
