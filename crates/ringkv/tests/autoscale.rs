@@ -12,15 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{json, normal, start_joined, wait_until};
 
-const CONFIG: &str = r#"
-[cluster]
-gossip_interval_ms = 100
-request_timeout_ms = 2000
-
-[movement]
-settle_ms = 500
-cleanup_delay_ms = 1000
-"#;
+const CONFIG: &str = common::MOVING_CLUSTER_CONFIG;
 
 /// GETs through `addr` at about `rate` per second (0: as fast as one
 /// connection goes) until `stop`.

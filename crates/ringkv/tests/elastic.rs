@@ -13,15 +13,7 @@ use std::time::Duration;
 
 use common::{NodeProc, http, json, start_joined, wait_until};
 
-const CONFIG: &str = r#"
-[cluster]
-gossip_interval_ms = 100
-request_timeout_ms = 2000
-
-[movement]
-settle_ms = 500
-cleanup_delay_ms = 1000
-"#;
+const CONFIG: &str = common::MOVING_CLUSTER_CONFIG;
 
 fn redis_at(addr: SocketAddr) -> redis::Connection {
     redis::Client::open(format!("redis://{addr}/"))

@@ -9,6 +9,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Settings for clusters whose nodes join and leave in a test: fast
+/// gossip, a short settle and a short cleanup delay.
+pub const MOVING_CLUSTER_CONFIG: &str = r#"
+[cluster]
+gossip_interval_ms = 100
+request_timeout_ms = 2000
+
+[movement]
+settle_ms = 500
+cleanup_delay_ms = 1000
+"#;
+
 /// A node process; killed (SIGKILL) and reaped when dropped.
 pub struct NodeProc {
     pub child: Child,
