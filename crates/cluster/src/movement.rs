@@ -1145,20 +1145,14 @@ impl<S: LocalStore> Node<S> {
 
     /// Runs [`Node::cleanup_once`] now and then until `shutdown` resolves.
     pub async fn run_cleanup(self, shutdown: impl std::future::Future<Output = ()>) {
-        let every =
+        let interval =
             Duration::from_millis((self.move_config().cleanup_delay_ms / 4).clamp(100, 10_000));
-        let mut ticker = tokio::time::interval(every);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = ticker.tick() => {}
-            }
+        crate::node::every(interval, shutdown, || async {
             if let Err(e) = self.cleanup_once().await {
                 tracing::warn!(error = %e, "cleanup failed");
             }
-        }
+        })
+        .await;
     }
 }
 

@@ -401,18 +401,12 @@ impl<S: LocalStore> Node<S> {
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let interval = Duration::from_millis(self.inner.membership.config().gossip_interval_ms);
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(shutdown);
         let mut round: u64 = 0;
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = ticker.tick() => {}
-            }
+        every(interval, shutdown, || {
             round += 1;
-            self.gossip_round(&seeds, round).await;
-        }
+            self.gossip_round(&seeds, round)
+        })
+        .await;
     }
 
     /// Learns the ring from `seeds` and picks this node's tokens so that
@@ -1170,16 +1164,10 @@ impl<S: LocalStore> Node<S> {
     /// Replays held hints to their owners until `shutdown` resolves.
     pub async fn run_hint_replay(self, shutdown: impl std::future::Future<Output = ()>) {
         let interval = Duration::from_millis(self.inner.config.hint_replay_interval_ms.max(1));
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = ticker.tick() => {}
-            }
+        every(interval, shutdown, || async {
             self.replay_hints_once().await;
-        }
+        })
+        .await;
     }
 
     /// One replay pass: every live target gets its oldest hints, at most
@@ -1458,6 +1446,28 @@ impl<S: LocalStore> Node<S> {
 /// The wire error code of a forwarded write that reached a node which is
 /// not a live replica of the key in its current ring. Nothing was applied.
 const NOT_A_REPLICA: &str = "not_a_replica";
+
+/// Runs `tick` every `interval` (a late tick waits, none is skipped) until
+/// `shutdown` resolves. The background loops of a node.
+pub(crate) async fn every<F, Fut>(
+    interval: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+    mut tick: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = ticker.tick() => {}
+        }
+        tick().await;
+    }
+}
 
 /// Gossip rounds between two load reports.
 const LOAD_REPORT_ROUNDS: u64 = 5;
