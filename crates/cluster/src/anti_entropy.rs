@@ -63,7 +63,9 @@
 //! Times are wall-clock ms compared with the HLC's physical part, so the
 //! rule assumes clock skew far below the grace period (a day by default).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::det::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -223,7 +225,7 @@ impl SyncLedger {
         Self {
             self_id: membership.self_id(),
             membership,
-            ranges: RwLock::new(HashMap::new()),
+            ranges: RwLock::new(HashMap::default()),
             tokens: Mutex::new(None),
         }
     }
@@ -462,11 +464,15 @@ impl<S: LocalStore> Node<S> {
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
+                // Shutdown first, and a fixed order: a simulation replays.
+                biased;
                 _ = &mut shutdown => return,
                 _ = self.pass(true) => {}
             }
             let pause = self.anti_entropy().config.read().pass_pause_ms;
             tokio::select! {
+                // Shutdown first, and a fixed order: a simulation replays.
+                biased;
                 _ = &mut shutdown => return,
                 _ = tokio::time::sleep(Duration::from_millis(pause)) => {}
             }
@@ -794,8 +800,8 @@ impl<S: LocalStore> Node<S> {
         peer: &Peer,
         leaves: &[TokenRange],
         report: &mut SyncReport,
-    ) -> Result<HashMap<Bytes, u64>, SyncError> {
-        let mut out = HashMap::new();
+    ) -> Result<BTreeMap<Bytes, u64>, SyncError> {
+        let mut out = BTreeMap::new();
         let mut todo: VecDeque<TokenRange> = leaves.iter().copied().collect();
         let mut rounds = 0;
         while !todo.is_empty() {
@@ -948,7 +954,7 @@ impl<S: LocalStore> Node<S> {
     /// Scans `range` into a summary, off the executor.
     async fn scan_summary(&self, range: TokenRange) -> Result<RangeSummary, KvError> {
         let node = self.clone();
-        tokio::task::spawn_blocking(move || {
+        crate::exec::blocking(move || {
             let ae = node.anti_entropy();
             let now = ae.clock.now_ms();
             let grace = node.config().tombstone_grace_ms;
@@ -974,14 +980,17 @@ impl<S: LocalStore> Node<S> {
     }
 
     /// This node's (key, digest) pairs of `ranges`, off the executor.
-    async fn local_digests(&self, ranges: Vec<TokenRange>) -> Result<HashMap<Bytes, u64>, KvError> {
+    async fn local_digests(
+        &self,
+        ranges: Vec<TokenRange>,
+    ) -> Result<BTreeMap<Bytes, u64>, KvError> {
         let node = self.clone();
-        tokio::task::spawn_blocking(move || {
+        crate::exec::blocking(move || {
             let (lists, _) = node.digest_lists(&ranges, usize::MAX, usize::MAX)?;
             Ok(lists
                 .into_iter()
                 .flat_map(|l| l.digests)
-                .collect::<HashMap<Bytes, u64>>())
+                .collect::<BTreeMap<Bytes, u64>>())
         })
         .await
         .map_err(|e| KvError::Storage(format!("anti-entropy scan task failed: {e}")))?
@@ -1075,7 +1084,7 @@ impl<S: LocalStore> Node<S> {
                     .into_iter()
                     .map(|(s, e)| TokenRange::new(s, e))
                     .collect();
-                let (lists, _) = tokio::task::spawn_blocking(move || {
+                let (lists, _) = crate::exec::blocking(move || {
                     node.digest_lists(&ranges, DIGESTS_MAX, DIGEST_BYTES_MAX)
                 })
                 .await

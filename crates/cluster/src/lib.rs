@@ -13,6 +13,8 @@
 //!   implementation over the LSM engine.
 //! - [`node`]: the coordinator.
 //! - [`node_id`]: a node's stable identity, kept in its data directory.
+//! - [`exec`]: where blocking work runs (the blocking pool, or inline in a
+//!   simulation).
 //! - [`merkle`]: Merkle trees over token ranges.
 //! - [`anti_entropy`]: replicas comparing those trees and exchanging the
 //!   keys that differ, continuously and on demand; the sync ledger behind
@@ -22,6 +24,16 @@
 
 pub mod anti_entropy;
 pub mod api;
+/// Hash maps and sets with a fixed hasher: their iteration order is the same
+/// on every run, so a seeded simulation replays exactly. Maps keyed by what
+/// clients choose are ordered maps instead (a fixed hasher invites
+/// collisions).
+pub mod det {
+    use std::hash::{BuildHasherDefault, DefaultHasher};
+    pub type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
+    pub type HashSet<K> = std::collections::HashSet<K, BuildHasherDefault<DefaultHasher>>;
+}
+pub mod exec;
 pub mod hints;
 pub mod membership;
 pub mod merkle;

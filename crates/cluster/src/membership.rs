@@ -15,7 +15,9 @@
 //! only when its heartbeats stop arriving for many times their usual
 //! interval, and up again as soon as a newer heartbeat is seen.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::det::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,7 +103,7 @@ impl PhiDetector {
 /// node has seen a still ring since it started.
 #[derive(Default)]
 struct Episode {
-    movers: std::collections::HashSet<u64>,
+    movers: HashSet<u64>,
     seen_still: bool,
 }
 
@@ -160,8 +162,8 @@ impl Membership {
             ring_changed_at: Mutex::new(clock.monotonic()),
             left_by_peers: std::sync::atomic::AtomicBool::new(false),
             config,
-            states: RwLock::new(HashMap::from([(self_id, me)])),
-            detectors: Mutex::new(HashMap::new()),
+            states: RwLock::new([(self_id, me)].into_iter().collect()),
+            detectors: Mutex::new(HashMap::default()),
             replication,
             on_ring_change: RwLock::new(None),
         };

@@ -751,7 +751,7 @@ impl<S: LocalStore> Node<S> {
         };
         let rf = m.replication().in_dc(&me.dc);
         // Allocation takes up to a second on a large ring: off the executor.
-        let tokens = tokio::task::spawn_blocking(move || ring.add_node(node, rf))
+        let tokens = crate::exec::blocking(move || ring.add_node(node, rf))
             .await
             .map_err(|e| format!("re-picking tokens: {e}"))?
             .map_err(|e| format!("re-picking tokens: {e}"))?;
@@ -979,7 +979,7 @@ impl<S: LocalStore> Node<S> {
         }
         let node = self.clone();
         let budget = (bytes_max as usize).clamp(1, STREAM_BATCH_BYTES_MAX);
-        tokio::task::spawn_blocking(move || {
+        crate::exec::blocking(move || {
             let start = after.as_ref().map_or(lo, |(t, _)| (*t).max(lo));
             let mut entries = Vec::new();
             let mut bytes = 0usize;
@@ -1019,7 +1019,7 @@ impl<S: LocalStore> Node<S> {
             sets.push((key, set));
         }
         let node = self.clone();
-        tokio::task::spawn_blocking(move || {
+        crate::exec::blocking(move || {
             for (key, set) in sets {
                 node.replica().merge(&key, &set)?;
             }
@@ -1105,7 +1105,7 @@ impl<S: LocalStore> Node<S> {
             return Ok(0);
         }
         let node = self.clone();
-        let dropped = tokio::task::spawn_blocking(move || -> Result<u64, KvError> {
+        let dropped = crate::exec::blocking(move || -> Result<u64, KvError> {
             let mut dropped = 0u64;
             for (lo, hi) in foreign {
                 loop {

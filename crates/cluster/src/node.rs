@@ -23,7 +23,7 @@
 //! A failed write may still have reached some replicas (as in every Dynamo
 //! store): the client learns the outcome is unknown, never that it is false.
 
-use std::collections::HashMap;
+use crate::det::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -460,7 +460,7 @@ impl<S: LocalStore> Node<S> {
             weight: me.weight.max(1),
         };
         // Allocation takes up to a second on a large ring: off the executor.
-        tokio::task::spawn_blocking(move || ring.add_node(node, rf))
+        crate::exec::blocking(move || ring.add_node(node, rf))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())
@@ -581,9 +581,9 @@ impl<S: LocalStore> Node<S> {
     ) -> Result<(WriteOutcome, Option<SiblingSet>), KvError> {
         if self.store().blocking_writes() {
             let node = self.clone();
-            tokio::task::spawn_blocking(move || node.inner.replica.update(&key, change, &opts))
+            crate::exec::blocking(move || node.inner.replica.update(&key, change, &opts))
                 .await
-                .map_err(|e| KvError::Storage(format!("write task failed: {e}")))?
+                .map_err(|e| KvError::Storage(format!("write: {e}")))?
         } else {
             self.inner.replica.update(&key, change, &opts)
         }
@@ -592,9 +592,9 @@ impl<S: LocalStore> Node<S> {
     pub(crate) async fn local_merge(&self, key: Bytes, set: SiblingSet) -> Result<bool, KvError> {
         if self.store().blocking_writes() {
             let node = self.clone();
-            tokio::task::spawn_blocking(move || node.inner.replica.merge(&key, &set))
+            crate::exec::blocking(move || node.inner.replica.merge(&key, &set))
                 .await
-                .map_err(|e| KvError::Storage(format!("merge task failed: {e}")))?
+                .map_err(|e| KvError::Storage(format!("merge: {e}")))?
         } else {
             self.inner.replica.merge(&key, &set)
         }
@@ -697,7 +697,7 @@ impl<S: LocalStore> Node<S> {
         } else {
             String::new()
         };
-        let mut n_dc: HashMap<&str, usize> = HashMap::new();
+        let mut n_dc: HashMap<&str, usize> = HashMap::default();
         for (_, dc) in &dc_of {
             *n_dc.entry(dc.as_str()).or_default() += 1;
         }
@@ -1462,6 +1462,8 @@ pub(crate) async fn every<F, Fut>(
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
+            // Shutdown first, and a fixed order: a simulation replays.
+            biased;
             _ = &mut shutdown => return,
             _ = ticker.tick() => {}
         }

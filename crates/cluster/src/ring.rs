@@ -24,7 +24,9 @@
 //! skipped nodes fill the remaining places in ring order.
 
 use crate::token_alloc::Member;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use crate::det::{HashMap, HashSet};
 
 /// A key's position on the ring.
 pub type Token = u64;
@@ -271,7 +273,7 @@ impl Ring {
     /// The owners of a token's range in walk order: every physical node at
     /// most once, starting with the primary.
     fn walk(&self, token: Token) -> impl Iterator<Item = u64> + '_ {
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::default();
         self.tokens
             .range(token..)
             .chain(self.tokens.range(..token))
@@ -283,11 +285,11 @@ impl Ring {
     /// nodes, racks spread first. Ordered by ring walk.
     pub fn preference_list(&self, token: Token, replication: &Replication) -> Vec<u64> {
         let mut chosen: Vec<u64> = Vec::new();
-        let mut per_dc: HashMap<&str, usize> = HashMap::new();
-        let mut racks: HashMap<&str, HashSet<&str>> = HashMap::new();
-        let mut skipped: HashMap<&str, Vec<u64>> = HashMap::new();
+        let mut per_dc: HashMap<&str, usize> = HashMap::default();
+        let mut racks: HashMap<&str, HashSet<&str>> = HashMap::default();
+        let mut skipped: HashMap<&str, Vec<u64>> = HashMap::default();
         let racks_in_dc: HashMap<&str, usize> = {
-            let mut m: HashMap<&str, HashSet<&str>> = HashMap::new();
+            let mut m: HashMap<&str, HashSet<&str>> = HashMap::default();
             for n in self.nodes.values() {
                 m.entry(n.dc.as_str()).or_default().insert(n.rack.as_str());
             }

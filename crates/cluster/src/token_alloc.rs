@@ -43,7 +43,7 @@
 //! the 20th, 1.1 s for the 40th. It runs once per join, before the node
 //! serves.
 
-use std::collections::HashMap;
+use crate::det::HashMap;
 
 use crate::ring::Token;
 
@@ -324,8 +324,7 @@ mod tests {
                 let step = u64::MAX / count as u64;
                 (0..count as u64).map(|i| i * step).collect()
             } else {
-                let set: std::collections::HashSet<Token> =
-                    tokens.iter().map(|&(t, _)| t).collect();
+                let set: crate::det::HashSet<Token> = tokens.iter().map(|&(t, _)| t).collect();
                 allocate(&tokens, &members, new, rf, count, &|t| set.contains(&t))
             };
             assert_eq!(picked.len(), count);

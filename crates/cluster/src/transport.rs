@@ -10,7 +10,7 @@
 //!
 //! Wire format: see [`crate::message`].
 
-use std::collections::{HashMap, HashSet};
+use crate::det::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -128,7 +128,7 @@ impl TcpTransport {
         Self {
             self_id,
             config,
-            conns: Mutex::new(HashMap::new()),
+            conns: Mutex::new(HashMap::default()),
         }
     }
 
@@ -199,7 +199,7 @@ impl TcpTransport {
         let (tx, mut rx) = mpsc::channel::<Bytes>(self.config.peer_queue_max);
         let conn = Arc::new(Conn {
             tx,
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::default()),
             next_id: AtomicU64::new(1),
             alive: AtomicBool::new(true),
         });
@@ -312,6 +312,8 @@ pub async fn serve_tcp(
     tokio::pin!(shutdown);
     loop {
         let (stream, remote) = tokio::select! {
+            // Shutdown first, and a fixed order: a simulation replays.
+            biased;
             _ = &mut shutdown => return Ok(()),
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
