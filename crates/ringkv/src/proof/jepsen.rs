@@ -195,7 +195,7 @@ fn final_set_reads(
     elements.dedup();
     let mut out = HashMap::with_capacity(elements.len());
     for chunk in elements.chunks(100) {
-        let keys: Vec<String> = chunk.iter().map(|e| workload::set_key(*e)).collect();
+        let keys: Vec<String> = chunk.iter().map(|e| history::set_key(*e)).collect();
         let values: Vec<Option<Vec<u8>>> = with_all(cluster, |con| {
             redis::cmd("MGET")
                 .arg(&keys)

@@ -6,13 +6,13 @@
 //! - [`procs`]: node processes (start, SIGKILL, SIGSTOP/SIGCONT, restart on
 //!   the same data directory and ports), a small HTTP client, scratch
 //!   directories. Every child is killed and reaped on drop.
-//! - [`history`]: operations with invoke/ok/fail/unknown outcomes on one
-//!   monotonic clock.
+//! - `history` and `checker` (from `ringkv-proof`, shared with the
+//!   simulation): operations with invoke/ok/fail/unknown outcomes, and what
+//!   a history plus the final reads must satisfy.
 //! - [`workload`]: the clients (generators) of the set and register
 //!   workloads.
 //! - [`nemesis`]: the seeded fault schedule (kill, pause, partition, skew)
 //!   and healing.
-//! - [`checker`]: what a history and the final reads must satisfy.
 //! - [`jepsen`]: `ringkv prove jepsen`, which puts these together.
 //! - [`crashloop`]: `ringkv prove crashloop`, a single node killed with
 //!   SIGKILL over and over.
@@ -20,15 +20,15 @@
 //! The harness talks to nodes only through their public interfaces (RESP,
 //! HTTP) and the opt-in `/v1/debug/*` routes (`[debug] fault_injection`).
 
-mod checker;
 mod crashloop;
-mod history;
 mod jepsen;
 mod nemesis;
 mod procs;
 mod workload;
 
 use clap::Subcommand;
+// The history and its checkers are shared with the simulation.
+use ringkv_proof::{checker, history};
 
 #[derive(Debug, Subcommand)]
 pub enum ProveCommand {

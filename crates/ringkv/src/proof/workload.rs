@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use ringkv_env::{Rng, SeededRng};
 
 use super::checker::set_value;
-use super::history::{Op, OpKind, Outcome, RunClock, Seen};
+use super::history::{
+    Op, OpKind, Outcome, RunClock, Seen, parse_register, register_key, register_value, set_key,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Workload {
@@ -55,30 +57,6 @@ pub struct ClientResult {
     pub ops: Vec<Op>,
     /// Connection attempts that failed (no operation was sent).
     pub connect_failures: u64,
-}
-
-pub fn set_key(element: u64) -> String {
-    format!("set:{element:016x}")
-}
-
-pub fn register_key(key: u32) -> String {
-    format!("reg:{key}")
-}
-
-pub fn register_value(counter: u64, client: u32) -> String {
-    format!("c{counter}:{client}")
-}
-
-/// Parses a register value; anything else is garbage.
-pub fn parse_register(value: &[u8]) -> Seen {
-    let text = String::from_utf8_lossy(value);
-    text.strip_prefix('c')
-        .and_then(|rest| rest.split_once(':'))
-        .and_then(|(c, _)| c.parse::<u64>().ok())
-        .map_or_else(
-            || Seen::Garbage(text.chars().take(64).collect()),
-            Seen::Counter,
-        )
 }
 
 /// The values of a `RINGKV.GETALL` answer: RESP2 `[context, [values]]` or
@@ -223,16 +201,6 @@ pub fn run_client(spec: ClientSpec) -> ClientResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn register_values_round_trip_and_garbage_is_named() {
-        assert_eq!(
-            parse_register(register_value(42, 3).as_bytes()),
-            Seen::Counter(42)
-        );
-        assert!(matches!(parse_register(b"c:1"), Seen::Garbage(_)));
-        assert!(matches!(parse_register(b"zzz"), Seen::Garbage(_)));
-    }
 
     #[test]
     fn getall_answers_parse_in_both_protocols() {

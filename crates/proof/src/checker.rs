@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::history::{Op, OpKind, Outcome, Seen};
+use crate::history::{Op, OpKind, Outcome, Seen};
 
 /// Violations and figures found by a checker.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

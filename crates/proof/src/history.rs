@@ -68,6 +68,32 @@ impl RunClock {
     }
 }
 
+// What the workloads write, and how a read value is parsed back.
+
+pub fn set_key(element: u64) -> String {
+    format!("set:{element:016x}")
+}
+
+pub fn register_key(key: u32) -> String {
+    format!("reg:{key}")
+}
+
+pub fn register_value(counter: u64, client: u32) -> String {
+    format!("c{counter}:{client}")
+}
+
+/// Parses a register value; anything else is garbage.
+pub fn parse_register(value: &[u8]) -> Seen {
+    let text = String::from_utf8_lossy(value);
+    text.strip_prefix('c')
+        .and_then(|rest| rest.split_once(':'))
+        .and_then(|(c, _)| c.parse::<u64>().ok())
+        .map_or_else(
+            || Seen::Garbage(text.chars().take(64).collect()),
+            Seen::Counter,
+        )
+}
+
 /// Counts of a history, for the report.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
@@ -97,4 +123,19 @@ pub fn counts(ops: &[Op]) -> Counts {
         }
     }
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn register_values_round_trip_and_garbage_is_named() {
+        assert_eq!(
+            parse_register(register_value(42, 3).as_bytes()),
+            Seen::Counter(42)
+        );
+        assert!(matches!(parse_register(b"c:1"), Seen::Garbage(_)));
+        assert!(matches!(parse_register(b"zzz"), Seen::Garbage(_)));
+    }
 }

@@ -1,0 +1,357 @@
+//! [`SimNet`]: the simulated network, and [`SimTransport`], one node's
+//! [`Transport`] on it.
+//!
+//! Every call draws its fate from the run's seed, in the order calls are
+//! made (which the single-threaded runtime fixes): a delay each way (now and
+//! then a long one, so messages overtake each other), loss of the request or
+//! of the answer, and duplication of the request (the copy arrives later and
+//! its answer is dropped). Partitions block directed pairs of nodes. A call
+//! to a node that is down fails as a refused connection does; a call lost
+//! on the way waits for its timeout, as on a real network.
+//!
+//! Each node runs with an *incarnation* number. A crash detaches the
+//! incarnation, so the tasks a crashed node leaves behind can neither send
+//! nor answer: their calls fail as closed, and an answer computed after the
+//! crash never leaves.
+//!
+//! Requests and answers go through the real message codec, and every
+//! delivered request is folded into the run's trace hash with its time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::Hasher;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use ringkv_cluster::message::{self, Kind, Request, Response};
+use ringkv_cluster::transport::{BoxFut, Handler, Peer, Transport, TransportError};
+use ringkv_env::{Rng, SeededRng};
+
+/// Message faults, in parts per million of calls, and delays.
+#[derive(Debug, Clone, Copy)]
+pub struct NetFaults {
+    /// Requests lost on the way.
+    pub loss_ppm: u32,
+    /// Requests delivered twice.
+    pub dup_ppm: u32,
+    /// Messages held 20-200 ms (others overtake them).
+    pub slow_ppm: u32,
+    /// One-way delay bounds of other messages, in microseconds.
+    pub delay_us_min: u64,
+    pub delay_us_max: u64,
+}
+
+impl Default for NetFaults {
+    fn default() -> Self {
+        Self {
+            loss_ppm: 2_000,
+            dup_ppm: 2_000,
+            slow_ppm: 5_000,
+            delay_us_min: 50,
+            delay_us_max: 2_000,
+        }
+    }
+}
+
+/// What the network did, for the report.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NetStats {
+    pub delivered: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub refused: u64,
+    pub blocked: u64,
+}
+
+/// The run's trace: a hash folded over every event in order.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Trace {
+    pub hash: u64,
+    pub events: u64,
+}
+
+impl Trace {
+    pub fn fold(&mut self, at: Duration, bytes: &[u8]) {
+        // SipHash with fixed keys: the same on every run of one build.
+        let mut h = std::hash::DefaultHasher::new();
+        h.write_u64(self.hash);
+        h.write_u128(at.as_micros());
+        h.write(bytes);
+        self.hash = h.finish();
+        self.events += 1;
+    }
+}
+
+struct Host {
+    id: u64,
+    /// The incarnation attached now, and its handler; `None` while down.
+    up: Option<(u64, Arc<dyn Handler>)>,
+}
+
+struct State {
+    rng: SeededRng,
+    hosts: BTreeMap<String, Host>,
+    blocked: BTreeSet<(u64, u64)>,
+    faults: NetFaults,
+    trace: Trace,
+    stats: NetStats,
+}
+
+/// The network of one simulation.
+pub struct SimNet {
+    origin: tokio::time::Instant,
+    state: Mutex<State>,
+}
+
+/// The fate of one call, drawn when it is made.
+struct Fate {
+    to: u64,
+    /// The target's incarnation and handler, `None` when it is down.
+    target: Option<(u64, Arc<dyn Handler>)>,
+    there: Duration,
+    back: Duration,
+    lost: bool,
+    duplicate: Option<Duration>,
+}
+
+impl SimNet {
+    pub fn new(seed: u64, origin: tokio::time::Instant, faults: NetFaults) -> Arc<Self> {
+        Arc::new(Self {
+            origin,
+            state: Mutex::new(State {
+                rng: SeededRng::new(seed),
+                hosts: BTreeMap::new(),
+                blocked: BTreeSet::new(),
+                faults,
+                trace: Trace::default(),
+                stats: NetStats::default(),
+            }),
+        })
+    }
+
+    fn now(&self) -> Duration {
+        tokio::time::Instant::now().saturating_duration_since(self.origin)
+    }
+
+    /// Folds an event of the harness (an operation, a fault) into the trace.
+    pub fn record(&self, event: &str) {
+        let at = self.now();
+        self.state.lock().trace.fold(at, event.as_bytes());
+    }
+
+    pub fn trace(&self) -> Trace {
+        self.state.lock().trace
+    }
+
+    pub fn stats(&self) -> NetStats {
+        self.state.lock().stats
+    }
+
+    pub fn set_faults(&self, faults: NetFaults) {
+        self.state.lock().faults = faults;
+    }
+
+    pub fn faults(&self) -> NetFaults {
+        self.state.lock().faults
+    }
+
+    /// Attaches incarnation `incarnation` of node `id` at `addr`: calls reach
+    /// `handler` from now on.
+    pub fn attach(&self, id: u64, addr: &str, incarnation: u64, handler: Arc<dyn Handler>) {
+        self.state.lock().hosts.insert(
+            addr.to_string(),
+            Host {
+                id,
+                up: Some((incarnation, handler)),
+            },
+        );
+    }
+
+    /// Detaches node `id` (it crashed or stopped).
+    pub fn detach(&self, id: u64) {
+        for host in self.state.lock().hosts.values_mut() {
+            if host.id == id {
+                host.up = None;
+            }
+        }
+    }
+
+    /// Messages between the two groups are lost, both ways.
+    pub fn partition(&self, a: &[u64], b: &[u64]) {
+        let mut st = self.state.lock();
+        for &x in a {
+            for &y in b {
+                st.blocked.insert((x, y));
+                st.blocked.insert((y, x));
+            }
+        }
+    }
+
+    pub fn heal(&self) {
+        self.state.lock().blocked.clear();
+    }
+
+    /// A transport for incarnation `incarnation` of node `id`.
+    pub fn transport(self: &Arc<Self>, id: u64, incarnation: u64) -> SimTransport {
+        SimTransport {
+            net: Arc::clone(self),
+            id,
+            incarnation,
+        }
+    }
+
+    fn incarnation_of(&self, id: u64) -> Option<u64> {
+        let st = self.state.lock();
+        st.hosts
+            .values()
+            .find(|h| h.id == id)
+            .and_then(|h| h.up.as_ref().map(|(i, _)| *i))
+    }
+
+    fn blocked(&self, from: u64, to: u64) -> bool {
+        self.state.lock().blocked.contains(&(from, to))
+    }
+
+    fn draw(&self, addr: &str) -> Option<Fate> {
+        let mut st = self.state.lock();
+        let host = st.hosts.get(addr)?;
+        let to = host.id;
+        let target = host.up.clone();
+        let f = st.faults;
+        let delay = |rng: &mut SeededRng| {
+            if rng.next_u64() % 1_000_000 < u64::from(f.slow_ppm) {
+                Duration::from_millis(20 + rng.next_u64() % 180)
+            } else {
+                let span = f.delay_us_max.saturating_sub(f.delay_us_min).max(1);
+                Duration::from_micros(f.delay_us_min + rng.next_u64() % span)
+            }
+        };
+        let there = delay(&mut st.rng);
+        let back = delay(&mut st.rng);
+        let lost = st.rng.next_u64() % 1_000_000 < u64::from(f.loss_ppm);
+        let dup = st.rng.next_u64() % 1_000_000 < u64::from(f.dup_ppm);
+        let duplicate = dup.then(|| there + delay(&mut st.rng) + delay(&mut st.rng));
+        Some(Fate {
+            to,
+            target,
+            there,
+            back,
+            lost,
+            duplicate,
+        })
+    }
+
+    fn count(&self, f: impl FnOnce(&mut NetStats)) {
+        f(&mut self.state.lock().stats);
+    }
+
+    async fn call(
+        self: Arc<Self>,
+        from: (u64, u64),
+        addr: String,
+        req: Request,
+    ) -> Result<Response, TransportError> {
+        let Some(fate) = self.draw(&addr) else {
+            self.count(|s| s.refused += 1);
+            return Err(TransportError::Unreachable(addr));
+        };
+        let Some((incarnation, handler)) = fate.target else {
+            tokio::time::sleep(fate.there).await;
+            self.count(|s| s.refused += 1);
+            return Err(TransportError::Unreachable(format!(
+                "node {:016x} is down",
+                fate.to
+            )));
+        };
+        let frame = message::encode(Kind::Request, 1, &req)
+            .map_err(|e| TransportError::Protocol(e.to_string()))?;
+        tokio::time::sleep(fate.there).await;
+        let arrived = self.incarnation_of(fate.to) == Some(incarnation);
+        if fate.lost || !arrived || self.blocked(from.0, fate.to) {
+            self.count(|s| {
+                if fate.lost {
+                    s.lost += 1;
+                } else {
+                    s.blocked += 1;
+                }
+            });
+            return std::future::pending().await;
+        }
+        {
+            let at = self.now();
+            let mut st = self.state.lock();
+            let mut event = Vec::with_capacity(16 + frame.len());
+            event.extend_from_slice(&from.0.to_le_bytes());
+            event.extend_from_slice(&fate.to.to_le_bytes());
+            event.extend_from_slice(&frame);
+            st.trace.fold(at, &event);
+            st.stats.delivered += 1;
+        }
+        let decode = |frame: bytes::Bytes| -> Result<Request, TransportError> {
+            let (_, _, body) = message::decode_header(frame)
+                .map_err(|e| TransportError::Protocol(e.to_string()))?;
+            message::decode_body(&body).map_err(|e| TransportError::Protocol(e.to_string()))
+        };
+        if let Some(after) = fate.duplicate {
+            let copy = decode(frame.clone())?;
+            let net = Arc::clone(&self);
+            let handler = Arc::clone(&handler);
+            self.count(|s| s.duplicated += 1);
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                if net.incarnation_of(fate.to) == Some(incarnation) {
+                    let _ = handler.handle(from.0, copy).await;
+                }
+            });
+        }
+        // The receiver works in a task of its own, as a server does: the
+        // caller giving up does not cancel it.
+        let req = decode(frame)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let _ = tx.send(handler.handle(from.0, req).await);
+        });
+        let resp = rx.await.map_err(|_| TransportError::Closed)?;
+        let sent = self.incarnation_of(fate.to) == Some(incarnation)
+            && self.incarnation_of(from.0) == Some(from.1)
+            && !self.blocked(fate.to, from.0);
+        if !sent {
+            self.count(|s| s.blocked += 1);
+            return std::future::pending().await;
+        }
+        let frame = message::encode(Kind::Response, 1, &resp)
+            .map_err(|e| TransportError::Protocol(e.to_string()))?;
+        tokio::time::sleep(fate.back).await;
+        let (_, _, body) =
+            message::decode_header(frame).map_err(|e| TransportError::Protocol(e.to_string()))?;
+        message::decode_body(&body).map_err(|e| TransportError::Protocol(e.to_string()))
+    }
+}
+
+/// One incarnation of a node on a [`SimNet`].
+pub struct SimTransport {
+    net: Arc<SimNet>,
+    id: u64,
+    incarnation: u64,
+}
+
+impl Transport for SimTransport {
+    fn call(
+        &self,
+        peer: &Peer,
+        req: Request,
+        timeout: Duration,
+    ) -> BoxFut<Result<Response, TransportError>> {
+        let net = Arc::clone(&self.net);
+        let from = (self.id, self.incarnation);
+        let addr = peer.addr.clone();
+        Box::pin(async move {
+            if net.incarnation_of(from.0) != Some(from.1) {
+                return Err(TransportError::Closed);
+            }
+            tokio::time::timeout(timeout, net.call(from, addr, req))
+                .await
+                .unwrap_or(Err(TransportError::Timeout))
+        })
+    }
+}
