@@ -745,3 +745,42 @@ async fn reads_ask_both_rings_while_several_nodes_move() {
     set(4, NodeStatus::Leaving);
     assert!(m.pending_for_reads().is_none(), "a new episode, one mover");
 }
+
+/// A forwarded write is applied at most once: a copy of its message that
+/// arrives later (a duplicate, a replay after the sender gave up) gets the
+/// first answer and versions nothing, so it cannot supersede the writes
+/// acknowledged since.
+#[tokio::test]
+async fn a_copy_of_a_forwarded_write_is_not_applied_again() {
+    use crate::message::{ForwardedWrite, Request, Response, WriteOp};
+    let c = cluster(3, 3);
+    let (x, y) = (&c.nodes[0], &c.nodes[1]);
+    let once = |seq: u64| Request::CoordinateOnce {
+        epoch: 1,
+        seq,
+        write: ForwardedWrite {
+            key: b("k"),
+            op: WriteOp::Put {
+                value: b("first"),
+                expiry: crate::api::Expiry::Never,
+            },
+            consistency: Some(Consistency::All),
+            context: None,
+            condition: crate::api::Condition::Always,
+            return_previous: false,
+        },
+    };
+    let first = x.handler().handle(y.id(), once(7)).await;
+    assert!(matches!(first, Response::Coordinated(_)), "{first:?}");
+    x.put(b("k"), b("second"), w(Consistency::All))
+        .await
+        .expect("write");
+    let copy = x.handler().handle(y.id(), once(7)).await;
+    assert_eq!(copy, first, "the copy gets the first answer");
+    assert_eq!(read_one(x, "k", Consistency::All).await, Some(b("second")));
+    // The same sequence number from another sender, or a new one from the
+    // same sender, is another write.
+    let other = x.handler().handle(c.nodes[2].id(), once(7)).await;
+    assert!(matches!(other, Response::Coordinated(_)), "{other:?}");
+    assert_eq!(read_one(x, "k", Consistency::All).await, Some(b("first")));
+}

@@ -40,6 +40,17 @@
 //! crc := CRC-32C over (len:u32le key len:u32le record)*  (see stream_crc)
 //! ```
 //!
+//! Forwarded writes:
+//! ```text
+//! Request::CoordinateOnce { epoch, seq, write } -> Response::Coordinated
+//!        `epoch` is the sender's start time (ms), `seq` counts its forwarded
+//!        writes since; the receiver remembers the last
+//!        node::FORWARDS_REMEMBERED_MAX of them and answers a copy of one
+//!        already seen with the first answer (error `duplicate` while the
+//!        first is still running), so a duplicated or replayed message
+//!        never versions the client's write twice.
+//! ```
+//!
 //! Every field that
 //! carries ringkv data is validated on decode: records are decoded with
 //! [`SiblingSet::decode`](crate::SiblingSet::decode) by their users, version
@@ -249,6 +260,14 @@ pub enum Request {
     StreamPush {
         entries: Vec<(Bytes, Bytes)>,
         crc: u32,
+    },
+    /// [`Request::Coordinate`], applied at most once per `(sender, epoch,
+    /// seq)`: a copy of a request already seen is not applied again (see
+    /// the module documentation).
+    CoordinateOnce {
+        epoch: u64,
+        seq: u64,
+        write: ForwardedWrite,
     },
 }
 

@@ -176,6 +176,54 @@ struct Inner<S> {
     ae: crate::anti_entropy::AntiEntropy,
     /// Joins, decommissions and removals this node drives.
     moves: crate::movement::Movements,
+    /// Forwarded writes sent, and those received lately.
+    forward_seq: std::sync::atomic::AtomicU64,
+    forwards_seen: parking_lot::Mutex<RecentForwards>,
+}
+
+/// Forwarded writes a coordinator remembers, so that a copy of one is not
+/// applied twice.
+pub const FORWARDS_REMEMBERED_MAX: usize = 16_384;
+
+/// The identity of a forwarded write: (sender, sender's epoch, seq).
+type ForwardId = (u64, u64, u64);
+
+/// Forwarded writes seen lately: the answer of each, `None` while it runs.
+#[derive(Default)]
+struct RecentForwards {
+    answers: crate::det::HashMap<ForwardId, Option<Response>>,
+    order: std::collections::VecDeque<ForwardId>,
+}
+
+/// What a coordinator knows of a forwarded write it receives.
+enum ForwardSeen {
+    New,
+    Running,
+    Answered(Response),
+}
+
+impl RecentForwards {
+    fn begin(&mut self, id: ForwardId) -> ForwardSeen {
+        if let Some(answer) = self.answers.get(&id) {
+            return answer
+                .clone()
+                .map_or(ForwardSeen::Running, ForwardSeen::Answered);
+        }
+        if self.order.len() >= FORWARDS_REMEMBERED_MAX
+            && let Some(old) = self.order.pop_front()
+        {
+            self.answers.remove(&old);
+        }
+        self.answers.insert(id, None);
+        self.order.push_back(id);
+        ForwardSeen::New
+    }
+
+    fn finish(&mut self, id: ForwardId, answer: &Response) {
+        if let Some(slot) = self.answers.get_mut(&id) {
+            *slot = Some(answer.clone());
+        }
+    }
 }
 
 /// Where a coordinator sent a record.
@@ -332,6 +380,8 @@ impl<S: LocalStore> Node<S> {
                 started_ms,
                 ae,
                 moves: crate::movement::Movements::default(),
+                forward_seq: std::sync::atomic::AtomicU64::new(0),
+                forwards_seen: parking_lot::Mutex::default(),
             }),
         }
     }
@@ -1251,13 +1301,21 @@ impl<S: LocalStore> Node<S> {
             Change::Delete => WriteOp::Delete,
             Change::Expiry(e) => WriteOp::SetExpiry { expiry: e },
         };
-        let fw = ForwardedWrite {
+        let write = ForwardedWrite {
             key,
             op,
             consistency: opts.consistency,
             context: opts.context.as_ref().map(WireContext::from_vv),
             condition: opts.condition,
             return_previous: opts.return_previous,
+        };
+        let request = Request::CoordinateOnce {
+            epoch: self.inner.started_ms,
+            seq: self
+                .inner
+                .forward_seq
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            write,
         };
         let mut failures = Vec::new();
         for &id in live {
@@ -1269,7 +1327,7 @@ impl<S: LocalStore> Node<S> {
             match self
                 .inner
                 .transport
-                .call(&peer, Request::Coordinate(fw.clone()), timeout)
+                .call(&peer, request.clone(), timeout)
                 .await
             {
                 Ok(Response::Coordinated(out)) => {
@@ -1396,49 +1454,68 @@ impl<S: LocalStore> Node<S> {
                     Err(e) => error_to_wire(&e),
                 }
             }
-            Request::Coordinate(fw) => {
-                let context = match fw.context.as_ref().map(WireContext::to_vv).transpose() {
-                    Ok(c) => c,
-                    Err(e) => return error_to_wire(&KvError::BadContext(e.to_string())),
-                };
-                let (change, expiry) = match fw.op {
-                    WriteOp::Put { value, expiry } => (Change::Put(value), expiry),
-                    WriteOp::Delete => (Change::Delete, Expiry::Never),
-                    WriteOp::SetExpiry { expiry } => (Change::Expiry(expiry), Expiry::Never),
-                };
-                let opts = WriteOptions {
-                    consistency: fw.consistency,
-                    context,
-                    condition: fw.condition,
-                    expiry,
-                    return_previous: fw.return_previous,
-                };
-                // Coordinate here only if we are a replica; never forward
-                // again (no loops).
-                let level = opts.consistency.unwrap_or(self.inner.config.default_write);
-                // Views of the ring differ for a moment while nodes move:
-                // a node that is not a live replica of its current ring says
-                // so, and the forwarder tries the next replica.
-                match self.plan(&fw.key, level, !self.inner.config.strict_quorum) {
-                    Ok((_, live, _, _)) if live.contains(&self.id()) => {}
-                    Ok(_) => {
-                        return Response::Error {
-                            code: NOT_A_REPLICA.into(),
-                            message: "forwarded to a node that is not a replica".into(),
-                        };
+            Request::Coordinate(fw) => self.coordinate_forwarded(fw).await,
+            Request::CoordinateOnce { epoch, seq, write } => {
+                let id = (from, epoch, seq);
+                let seen = self.inner.forwards_seen.lock().begin(id);
+                match seen {
+                    ForwardSeen::Answered(answer) => answer,
+                    ForwardSeen::Running => Response::Error {
+                        code: "duplicate".into(),
+                        message: "a copy of this forwarded write is being applied".into(),
+                    },
+                    ForwardSeen::New => {
+                        let answer = self.coordinate_forwarded(write).await;
+                        self.inner.forwards_seen.lock().finish(id, &answer);
+                        answer
                     }
-                    Err(e) => return error_to_wire(&e),
-                }
-                match self.coordinate_write(fw.key, change, opts).await {
-                    Ok(out) => Response::Coordinated(CoordinatedOutcome {
-                        applied: out.applied,
-                        previous: out
-                            .previous
-                            .map(|p| (p.value, p.hlc, p.actor, p.expires_at_ms)),
-                    }),
-                    Err(e) => error_to_wire(&e),
                 }
             }
+        }
+    }
+
+    /// Coordinates a write another node forwarded here.
+    async fn coordinate_forwarded(&self, fw: ForwardedWrite) -> Response {
+        let context = match fw.context.as_ref().map(WireContext::to_vv).transpose() {
+            Ok(c) => c,
+            Err(e) => return error_to_wire(&KvError::BadContext(e.to_string())),
+        };
+        let (change, expiry) = match fw.op {
+            WriteOp::Put { value, expiry } => (Change::Put(value), expiry),
+            WriteOp::Delete => (Change::Delete, Expiry::Never),
+            WriteOp::SetExpiry { expiry } => (Change::Expiry(expiry), Expiry::Never),
+        };
+        let opts = WriteOptions {
+            consistency: fw.consistency,
+            context,
+            condition: fw.condition,
+            expiry,
+            return_previous: fw.return_previous,
+        };
+        // Coordinate here only if we are a replica; never forward
+        // again (no loops).
+        let level = opts.consistency.unwrap_or(self.inner.config.default_write);
+        // Views of the ring differ for a moment while nodes move:
+        // a node that is not a live replica of its current ring says
+        // so, and the forwarder tries the next replica.
+        match self.plan(&fw.key, level, !self.inner.config.strict_quorum) {
+            Ok((_, live, _, _)) if live.contains(&self.id()) => {}
+            Ok(_) => {
+                return Response::Error {
+                    code: NOT_A_REPLICA.into(),
+                    message: "forwarded to a node that is not a replica".into(),
+                };
+            }
+            Err(e) => return error_to_wire(&e),
+        }
+        match self.coordinate_write(fw.key, change, opts).await {
+            Ok(out) => Response::Coordinated(CoordinatedOutcome {
+                applied: out.applied,
+                previous: out
+                    .previous
+                    .map(|p| (p.value, p.hlc, p.actor, p.expires_at_ms)),
+            }),
+            Err(e) => error_to_wire(&e),
         }
     }
 }
