@@ -56,6 +56,12 @@ pub struct RunClock {
     start: Instant,
 }
 
+impl Default for RunClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl RunClock {
     pub fn new() -> Self {
         Self {

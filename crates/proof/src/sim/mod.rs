@@ -132,6 +132,10 @@ pub struct SimReport {
     pub sim_ms: u64,
     /// Everything that fails the run.
     pub violations: Vec<String>,
+    /// Every operation, in invocation order.
+    pub history: Vec<Op>,
+    /// Faults, boots and healing, with their simulated times.
+    pub events: Vec<(Duration, String)>,
 }
 
 impl SimReport {
@@ -220,6 +224,8 @@ impl SimReport {
             converge_ms: None,
             sim_ms: 0,
             violations: vec![why],
+            history: Vec::new(),
+            events: Vec::new(),
         }
     }
 }
@@ -439,6 +445,8 @@ impl Sim {
         report.trace = self.net.trace();
         report.sim_ms = self.now_ms();
         report.violations = std::mem::take(&mut self.violations);
+        report.events = self.net.log();
+        report.history = ops;
         for m in &mut self.machines {
             m.crash(&self.net, CrashMode::DropUnsynced);
         }
@@ -583,9 +591,9 @@ impl Sim {
     /// Keys the clients touched.
     fn keys(ops: &[Op]) -> BTreeSet<String> {
         ops.iter()
-            .filter_map(|o| match o.kind {
-                OpKind::Write { key, .. } | OpKind::Read { key } => Some(register_key(key)),
-                OpKind::Add { element } => Some(set_key(element)),
+            .map(|o| match o.kind {
+                OpKind::Write { key, .. } | OpKind::Read { key } => register_key(key),
+                OpKind::Add { element } => set_key(element),
             })
             .collect()
     }
@@ -859,7 +867,7 @@ pub fn sweep(
 /// sweep covers both.
 pub fn config_for(seed: u64, base: &SimConfig) -> SimConfig {
     SimConfig {
-        strict: seed % 2 == 0,
+        strict: seed.is_multiple_of(2),
         ..base.clone()
     }
 }

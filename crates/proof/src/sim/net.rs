@@ -95,7 +95,12 @@ struct State {
     faults: NetFaults,
     trace: Trace,
     stats: NetStats,
+    /// The harness's events (faults, boots) with their times, for reports.
+    log: Vec<(Duration, String)>,
 }
+
+/// Most harness events kept in the log.
+const LOG_EVENTS_MAX: usize = 10_000;
 
 /// The network of one simulation.
 pub struct SimNet {
@@ -125,6 +130,7 @@ impl SimNet {
                 faults,
                 trace: Trace::default(),
                 stats: NetStats::default(),
+                log: Vec::new(),
             }),
         })
     }
@@ -136,7 +142,16 @@ impl SimNet {
     /// Folds an event of the harness (an operation, a fault) into the trace.
     pub fn record(&self, event: &str) {
         let at = self.now();
-        self.state.lock().trace.fold(at, event.as_bytes());
+        let mut st = self.state.lock();
+        st.trace.fold(at, event.as_bytes());
+        if !event.starts_with("op ") && st.log.len() < LOG_EVENTS_MAX {
+            st.log.push((at, event.to_string()));
+        }
+    }
+
+    /// The harness's events so far (operations aside), with their times.
+    pub fn log(&self) -> Vec<(Duration, String)> {
+        self.state.lock().log.clone()
     }
 
     pub fn trace(&self) -> Trace {

@@ -16,6 +16,8 @@
 //! - [`jepsen`]: `ringkv prove jepsen`, which puts these together.
 //! - [`crashloop`]: `ringkv prove crashloop`, a single node killed with
 //!   SIGKILL over and over.
+//! - [`sim`]: `ringkv prove sim`, the deterministic simulation of
+//!   `ringkv-proof` replayed for one seed or swept over many.
 //!
 //! The harness talks to nodes only through their public interfaces (RESP,
 //! HTTP) and the opt-in `/v1/debug/*` routes (`[debug] fault_injection`).
@@ -24,6 +26,7 @@ mod crashloop;
 mod jepsen;
 mod nemesis;
 mod procs;
+mod sim;
 mod workload;
 
 use clap::Subcommand;
@@ -40,11 +43,16 @@ pub enum ProveCommand {
     /// SIGKILL at random moments and restarted; every acknowledged write
     /// must survive. Exits non-zero on a loss.
     Crashloop(crashloop::CrashloopArgs),
+    /// The deterministic simulation: a whole cluster in one thread under a
+    /// seeded network, clock and disk. Replays one seed or sweeps many.
+    /// Exits non-zero when a seed fails.
+    Sim(sim::SimArgs),
 }
 
 pub fn run(cmd: ProveCommand) -> anyhow::Result<()> {
     match cmd {
         ProveCommand::Jepsen(args) => jepsen::run(args),
         ProveCommand::Crashloop(args) => crashloop::run(args),
+        ProveCommand::Sim(args) => sim::run(args),
     }
 }
