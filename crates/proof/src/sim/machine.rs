@@ -81,6 +81,8 @@ pub struct Machine {
     running: Option<Running>,
     /// Bumped on every boot; the network knows only the current one.
     pub incarnation: u64,
+    /// In the cluster: booted at least once and not left since.
+    pub member: bool,
 }
 
 fn storage_options() -> Options {
@@ -104,6 +106,7 @@ impl Machine {
             durable: Arc::default(),
             running: None,
             incarnation: 0,
+            member: false,
         }
     }
 
@@ -131,6 +134,7 @@ impl Machine {
             return Ok(());
         }
         self.incarnation += 1;
+        self.member = true;
         let clock: ringkv_env::SharedClock = self.clock.clone();
         let fs: Arc<dyn ringkv_storage::Fs> = Arc::new(self.disk.clone());
         let engine = ringkv_storage::Engine::open_with(
@@ -240,6 +244,11 @@ impl Machine {
     /// Power loss: the node's tasks stop where they are, the network forgets
     /// it, and the disk keeps what `mode` lets survive.
     pub fn crash(&mut self, net: &SimNet, mode: CrashMode) {
+        self.stop(net);
+        self.disk = self.disk.crash(mode);
+    }
+
+    fn stop(&mut self, net: &SimNet) {
         net.detach(self.id);
         if let Some(r) = self.running.take() {
             let _ = r.shutdown.send(true);
@@ -247,7 +256,6 @@ impl Machine {
                 t.abort();
             }
         }
-        self.disk = self.disk.crash(mode);
     }
 }
 
@@ -256,5 +264,26 @@ impl Machine {
     /// identity and tokens).
     pub fn wipe_disk(&mut self) {
         self.disk = FaultFs::new(self.id);
+    }
+
+    /// True once this node's own view says it has left the ring.
+    pub fn has_left(&self) -> bool {
+        self.node().is_some_and(|n| {
+            n.membership()
+                .state(n.id())
+                .is_some_and(|s| s.status == ringkv_cluster::message::NodeStatus::Left)
+        })
+    }
+
+    /// The node has left the ring: it stops, and the machine is wiped to
+    /// join again later as a new node `new_id`.
+    pub fn retire(&mut self, net: &SimNet, new_id: u64, disk_seed: u64) {
+        self.stop(net);
+        self.id = new_id;
+        self.addr = format!("sim-{new_id:x}:7000");
+        self.disk = FaultFs::new(disk_seed);
+        self.durable = Arc::default();
+        self.clock.set_skew_ms(0);
+        self.member = false;
     }
 }

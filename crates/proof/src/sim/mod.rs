@@ -84,7 +84,11 @@ pub enum Plant {
 /// What one run simulates.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
+    /// Nodes the cluster starts with.
     pub nodes: usize,
+    /// Machines beyond those that the nemesis can add to the cluster (a
+    /// join); a decommissioned node's machine becomes a spare again.
+    pub spares: usize,
     /// Hinted writes do not count towards W; stale reads fail the run.
     pub strict: bool,
     pub clients: u32,
@@ -101,6 +105,7 @@ impl Default for SimConfig {
     fn default() -> Self {
         Self {
             nodes: 5,
+            spares: 1,
             strict: true,
             clients: 4,
             keys_per_client: 2,
@@ -252,7 +257,7 @@ impl Sim {
         let origin = tokio::time::Instant::now();
         let net = SimNet::new(rng.next_u64(), origin, NetFaults::default());
         let mut ids = BTreeSet::new();
-        let machines = (0..config.nodes)
+        let machines = (0..config.nodes + config.spares)
             .map(|_| {
                 // Ids drawn from the seed: each seed has its own ring.
                 let mut id = rng.next_u64() | 1;
@@ -298,7 +303,7 @@ impl Sim {
             },
             hints: HintConfig::default(),
         };
-        let directory = Arc::new(Mutex::new(vec![None; config.nodes]));
+        let directory = Arc::new(Mutex::new(vec![None; config.nodes + config.spares]));
         Self {
             seed,
             config,
@@ -322,8 +327,24 @@ impl Sim {
         self.directory.lock()[i] = m.node().map(|n| (n.clone(), m.incarnation));
     }
 
+    /// Where machine `i` learns the ring: the other nodes up in the
+    /// cluster (itself alone starts a new cluster).
+    fn seeds(&self, i: usize) -> Vec<String> {
+        let others: Vec<String> = self
+            .up()
+            .into_iter()
+            .filter(|&j| j != i)
+            .map(|j| self.machines[j].addr.clone())
+            .collect();
+        if others.is_empty() {
+            vec![self.machines[i].addr.clone()]
+        } else {
+            others
+        }
+    }
+
     async fn boot(&mut self, i: usize) -> Result<(), String> {
-        let seeds = vec![self.machines[0].addr.clone()];
+        let seeds = self.seeds(i);
         let net = Arc::clone(&self.net);
         let config = self.machine_config.clone();
         let result = self.machines[i].boot(&net, &config, &seeds).await;
@@ -343,13 +364,36 @@ impl Sim {
         self.publish(i);
     }
 
-    /// Every up machine sees machine `i` with `status`.
+    /// Every node up sees machine `i` with `status`.
     fn all_see(&self, i: usize, status: NodeStatus) -> bool {
         let id = self.machines[i].id;
         self.machines
             .iter()
             .filter_map(Machine::node)
             .all(|n| n.membership().state(id).is_some_and(|s| s.status == status))
+    }
+
+    /// Machines of nodes in the cluster (up or down).
+    fn members(&self) -> Vec<usize> {
+        (0..self.machines.len())
+            .filter(|&i| self.machines[i].member)
+            .collect()
+    }
+
+    /// Nodes that have left the ring stop; their machines become spares
+    /// with a new identity (a node that left joins again only as a new
+    /// node).
+    fn reap(&mut self) {
+        for i in 0..self.machines.len() {
+            if self.machines[i].has_left() {
+                let new_id = self.rng.next_u64() | 1;
+                let disk_seed = self.rng.next_u64();
+                self.net.record(&format!("left {i}"));
+                let net = Arc::clone(&self.net);
+                self.machines[i].retire(&net, new_id, disk_seed);
+                self.publish(i);
+            }
+        }
     }
 
     async fn bootstrap(&mut self) -> Result<(), String> {
@@ -361,7 +405,7 @@ impl Sim {
         };
         let noisy = self.net.faults();
         self.net.set_faults(quiet);
-        for i in 0..self.machines.len() {
+        for i in 0..self.config.nodes {
             self.boot(i).await?;
             let deadline = self.now_ms() + 120_000;
             while !self.all_see(i, NodeStatus::Normal) {
@@ -467,11 +511,11 @@ impl Sim {
             .collect()
     }
 
-    /// A minority of the machines (at least one), drawn.
+    /// A minority of the cluster's nodes (at least one), drawn.
     fn minority(&mut self) -> Vec<usize> {
-        let n = self.machines.len();
-        let k = 1 + (self.rng.next_u64() as usize) % ((n - 1) / 2).max(1);
-        let mut all: Vec<usize> = (0..n).collect();
+        let mut all = self.members();
+        let n = all.len();
+        let k = 1 + (self.rng.next_u64() as usize) % ((n.max(2) - 1) / 2).max(1);
         for i in (1..n).rev() {
             let j = (self.rng.next_u64() as usize) % (i + 1);
             all.swap(i, j);
@@ -486,10 +530,45 @@ impl Sim {
         loop {
             let gap = Duration::from_millis(1_000 + self.rng.next_u64() % 2_000);
             tokio::time::sleep(gap).await;
+            self.reap();
             if self.now_ms() + 2_000 > until_ms {
                 return;
             }
-            match self.rng.next_u64() % 6 {
+            match self.rng.next_u64() % 8 {
+                6 => {
+                    // A join: a spare machine joins through the nodes up.
+                    let spare = (0..self.machines.len()).find(|&i| !self.machines[i].member);
+                    let Some(i) = spare else { continue };
+                    self.fault("join");
+                    if let Err(e) = self.boot(i).await {
+                        self.violations.push(e);
+                    }
+                }
+                7 => {
+                    // A decommission of a NORMAL node, while the cluster
+                    // keeps at least `nodes - 1` members and nothing moves.
+                    let members = self.members();
+                    let moving = members.iter().any(|&i| {
+                        self.machines[i].node().is_none_or(|n| {
+                            n.membership().states().iter().any(|s| {
+                                s.status != NodeStatus::Normal && s.status != NodeStatus::Left
+                            })
+                        })
+                    });
+                    if moving || members.len() < self.config.nodes {
+                        continue;
+                    }
+                    let i = members[(self.rng.next_u64() as usize) % members.len()];
+                    let Some(node) = self.machines[i].node().cloned() else {
+                        continue;
+                    };
+                    self.fault("decommission");
+                    let outcome =
+                        node.command_movement(ringkv_cluster::api::MoveCommand::Decommission);
+                    self.net
+                        .record(&format!("decommission {i}: {:?}", outcome.map(|_| ())));
+                    tokio::time::sleep(self.hold()).await;
+                }
                 0 | 1 => {
                     let victims = self.minority();
                     self.fault("crash");
@@ -514,8 +593,9 @@ impl Sim {
                         set.map(|i| m[i].id).collect()
                     };
                     let a = ids(&mut side.iter().copied(), &self.machines);
+                    let rest = self.members();
                     let b = ids(
-                        &mut (0..self.machines.len()).filter(|i| !side.contains(i)),
+                        &mut rest.into_iter().filter(|i| !side.contains(i)),
                         &self.machines,
                     );
                     self.fault("partition");
@@ -578,7 +658,7 @@ impl Sim {
         for m in &self.machines {
             m.clock.set_skew_ms(0);
         }
-        for i in 0..self.machines.len() {
+        for i in self.members() {
             if !self.machines[i].is_up()
                 && let Err(e) = self.boot(i).await
             {
@@ -600,14 +680,23 @@ impl Sim {
 
     /// Why the cluster has not converged, or `None` when it has.
     fn divergence(&self, ops: &[Op]) -> Option<String> {
-        let nodes: Vec<&SimNode> = self.machines.iter().filter_map(Machine::node).collect();
-        if nodes.len() < self.machines.len() {
+        let members = self.members();
+        let nodes: Vec<&SimNode> = members
+            .iter()
+            .filter_map(|&i| self.machines[i].node())
+            .collect();
+        if nodes.len() < members.len() || nodes.is_empty() {
             return Some("a node is down".into());
         }
         for n in &nodes {
-            for m in &self.machines {
+            for &i in &members {
+                let m = &self.machines[i];
                 if !n.membership().is_alive(m.id) {
                     return Some(format!("{:x} sees {:x} down", n.id(), m.id));
+                }
+                let status = n.membership().state(m.id).map(|s| s.status);
+                if status != Some(NodeStatus::Normal) {
+                    return Some(format!("{:x} sees {:x} as {status:?}", n.id(), m.id));
                 }
             }
             if let Some((target, count, _)) = n.hints_pending().first() {
@@ -640,6 +729,7 @@ impl Sim {
     async fn converge(&mut self, ops: &[Op]) -> Option<u64> {
         let deadline = self.now_ms() + self.config.converge_ms_max;
         loop {
+            self.reap();
             if self.divergence(ops).is_none() {
                 self.net.record("converged");
                 return Some(self.now_ms());
@@ -653,7 +743,8 @@ impl Sim {
 
     async fn read_all(&mut self, key: &str) -> Option<Vec<Bytes>> {
         for _ in 0..5 {
-            let node = self.machines[0].node().cloned()?;
+            let first = self.up().into_iter().find(|&i| self.machines[i].member)?;
+            let node = self.machines[first].node().cloned()?;
             let opts = ReadOptions {
                 consistency: Some(Consistency::All),
             };
