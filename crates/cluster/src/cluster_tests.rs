@@ -784,3 +784,47 @@ async fn a_copy_of_a_forwarded_write_is_not_applied_again() {
     assert!(matches!(other, Response::Coordinated(_)), "{other:?}");
     assert_eq!(read_one(x, "k", Consistency::All).await, Some(b("first")));
 }
+
+/// Hints held for a node that has since left the ring go to the key's
+/// current replicas and are deleted: they never wait for a node that will
+/// not come back (which would also keep the cluster from ever converging).
+#[tokio::test(start_paused = true)]
+async fn hints_for_a_node_that_left_go_to_the_current_replicas() {
+    use crate::message::NodeStatus;
+    let mut c = cluster(5, 3);
+    let key = "hinted";
+    let replicas = c.replicas(key.as_bytes());
+    let (coord, victim) = (replicas[0], replicas[1]);
+    c.kill(victim);
+    c.kill(replicas[2]);
+    c.pass(3_000).await;
+    c.node(coord)
+        .put(b(key), b("v1"), w(Consistency::Count(2)))
+        .await
+        .expect("sloppy W=2 with two replicas down");
+    let holder = c
+        .nodes
+        .iter()
+        .find(|n| n.hints_pending().iter().any(|(t, _, _)| *t == victim))
+        .map(Node::id)
+        .expect("a stand-in holds a hint for the victim");
+    // The victim is removed from the ring for good; the other replica is
+    // back.
+    c.net.register(replicas[2], c.node(replicas[2]).handler());
+    c.down.retain(|&d| d != replicas[2]);
+    for n in &c.nodes {
+        n.membership()
+            .update_other(victim, |s| s.status = NodeStatus::Left);
+    }
+    c.pass(500).await;
+    let now_replicas = c.replicas(key.as_bytes());
+    assert!(!now_replicas.contains(&victim));
+    assert_eq!(c.node(holder).replay_hints_once().await, 1);
+    assert!(
+        c.node(holder).hints_pending().is_empty(),
+        "the hint is handed over and deleted"
+    );
+    for r in now_replicas {
+        assert_eq!(own_value(&c, r, key), Some(b("v1")), "replica {r:x}");
+    }
+}

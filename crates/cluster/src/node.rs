@@ -831,6 +831,32 @@ impl<S: LocalStore> Node<S> {
     }
 
     /// Sends a record to one replica to merge.
+    /// Merges a record into every replica of its key in the current ring
+    /// (this node's own copy included); fails unless all of them took it.
+    async fn hand_to_replicas(&self, key: Bytes, record: Bytes) -> Result<(), String> {
+        let replicas = self
+            .inner
+            .membership
+            .preference_list(crate::ring::token_of(&key));
+        let mut sends = Vec::with_capacity(replicas.len());
+        for id in replicas {
+            if id == self.id() {
+                let set = SiblingSet::decode(&record).map_err(|e| e.to_string())?;
+                self.local_merge(key.clone(), set)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            } else if self.inner.membership.is_alive(id) {
+                sends.push(self.merge_to(id, key.clone(), record.clone()));
+            } else {
+                return Err(format!("replica {} is down", crate::node_id::display(id)));
+            }
+        }
+        for (id, r) in futures::future::join_all(sends).await {
+            r.map_err(|e| format!("{}: {e}", crate::node_id::display(id)))?;
+        }
+        Ok(())
+    }
+
     fn merge_to(&self, id: u64, key: Bytes, record: Bytes) -> BoxFut<(u64, Result<(), String>)> {
         let node = self.clone();
         Box::pin(async move {
@@ -1227,7 +1253,14 @@ impl<S: LocalStore> Node<S> {
         let config = hints.config().clone();
         let mut delivered = 0;
         for (target, _) in hints.pending() {
-            if !self.inner.membership.is_alive(target) {
+            // A target that has left the ring will never take its hints:
+            // they go to the keys' current replicas instead.
+            let gone = self
+                .inner
+                .membership
+                .state(target)
+                .is_none_or(|s| s.status == crate::message::NodeStatus::Left);
+            if !gone && !self.inner.membership.is_alive(target) {
                 continue;
             }
             loop {
@@ -1252,8 +1285,18 @@ impl<S: LocalStore> Node<S> {
                         let _ = hints.remove(hint, Some(DropReason::Expired));
                         continue;
                     }
-                    let send = self.merge_to(target, hint.key.clone(), hint.record.clone());
-                    sends.push(async move { (hint, send.await.1) });
+                    let node = self.clone();
+                    sends.push(async move {
+                        let sent = if gone {
+                            node.hand_to_replicas(hint.key.clone(), hint.record.clone())
+                                .await
+                        } else {
+                            node.merge_to(target, hint.key.clone(), hint.record.clone())
+                                .await
+                                .1
+                        };
+                        (hint, sent)
+                    });
                 }
                 for (hint, r) in futures::future::join_all(sends).await {
                     match r {
