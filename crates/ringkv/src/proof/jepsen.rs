@@ -14,7 +14,7 @@ use clap::Args;
 use super::checker::{self, FinalRead, Verdict};
 use super::history::{self, Op, OpKind, RunClock, Seen};
 use super::nemesis::{self, Cluster, Fault, FaultEvent};
-use super::procs::{NodeProc, WorkDir, connect_redis, get_json};
+use super::procs::{NodeProc, WorkDir, connect_redis};
 use super::workload::{self, ClientSpec, Workload};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -40,11 +40,12 @@ pub struct JepsenArgs {
     /// Seed of the operation and fault schedule (default: from the time).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Comma-separated faults; `none` for a fault-free run.
+    /// Comma-separated faults (kill, pause, partition, skew, join,
+    /// decommission); `none` for a fault-free run.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "kill,pause,partition,skew"
+        default_value = "kill,pause,partition,skew,join,decommission"
     )]
     pub faults: Vec<String>,
     /// Concurrent clients.
@@ -83,7 +84,11 @@ fn parse_faults(names: &[String]) -> anyhow::Result<Vec<Fault>> {
             "pause" => Fault::Pause,
             "partition" => Fault::Partition,
             "skew" => Fault::Skew,
-            other => bail!("unknown fault {other:?} (kill, pause, partition, skew, none)"),
+            "join" => Fault::Join,
+            "decommission" => Fault::Decommission,
+            other => bail!(
+                "unknown fault {other:?} (kill, pause, partition, skew, join, decommission, none)"
+            ),
         };
         if !out.contains(&f) {
             out.push(f);
@@ -104,36 +109,44 @@ fn node_config(mode: Mode) -> String {
 }
 
 /// Starts the nodes one after another (each joins through the first) and
-/// waits until all see each other.
-fn start_cluster(dir: &std::path::Path, n: usize, mode: Mode) -> anyhow::Result<Cluster> {
+/// waits until all see each other; `spares` more are prepared, not started.
+fn start_cluster(
+    dir: &std::path::Path,
+    n: usize,
+    spares: usize,
+    mode: Mode,
+) -> anyhow::Result<Cluster> {
     let config = dir.join("ringkv.toml");
     std::fs::write(&config, node_config(mode)).context("writing the node config")?;
-    let mut nodes = Vec::with_capacity(n);
-    for i in 0..n {
+    let mut nodes = Vec::with_capacity(n + spares);
+    let mut ids = Vec::with_capacity(n + spares);
+    for i in 0..n + spares {
         let mut node = NodeProc::new(
             &format!("node {i}"),
             &dir.join(format!("n{i}")),
             &config,
             &[],
         )?;
-        let seeds: Vec<_> = nodes
-            .first()
-            .map(|f: &NodeProc| f.ports.cluster)
-            .into_iter()
-            .collect();
-        node.start(&seeds)?;
+        if i < n {
+            let seeds: Vec<_> = nodes
+                .first()
+                .map(|f: &NodeProc| f.ports.cluster)
+                .into_iter()
+                .collect();
+            node.start(&seeds)?;
+            ids.push(nemesis::node_id(&node)?);
+        } else {
+            ids.push(0);
+        }
         nodes.push(node);
     }
-    let mut ids = Vec::with_capacity(n);
-    for node in &nodes {
-        let status = get_json(node.ports.http, "/v1/status")?;
-        let id = status["node_id"]
-            .as_str()
-            .and_then(|s| u64::from_str_radix(s, 16).ok())
-            .with_context(|| format!("{}: no node id in /v1/status", node.name))?;
-        ids.push(id);
-    }
-    let cluster = Cluster { nodes, ids };
+    let mut cluster = Cluster {
+        nodes,
+        ids,
+        members: (0..n + spares).map(|i| i < n).collect(),
+        leaving: None,
+        size: n,
+    };
     cluster
         .wait_converged(Instant::now(), Duration::from_secs(60))
         .context("waiting for the new cluster to see all its nodes")?;
@@ -147,8 +160,12 @@ fn with_all<T>(
     mut f: impl FnMut(&mut redis::Connection) -> Result<T, String>,
 ) -> anyhow::Result<T> {
     let mut last = String::new();
+    let running = cluster.running();
+    if running.is_empty() {
+        bail!("no node is running for the final reads");
+    }
     for attempt in 0..FINAL_READ_ATTEMPTS_MAX {
-        let node = &cluster.nodes[attempt % cluster.nodes.len()];
+        let node = &cluster.nodes[running[attempt % running.len()]];
         let result = connect_redis(node.ports.resp, OP_TIMEOUT)
             .map_err(|e| e.to_string())
             .and_then(|mut con| {
@@ -361,7 +378,8 @@ fn run_in(
     faults: &[Fault],
     dir: &std::path::Path,
 ) -> anyhow::Result<Report> {
-    let mut cluster = start_cluster(dir, args.nodes, args.mode)?;
+    let spares = usize::from(faults.contains(&Fault::Join));
+    let mut cluster = start_cluster(dir, args.nodes, spares, args.mode)?;
     println!("cluster of {} nodes up in {}", args.nodes, dir.display());
     let clock = RunClock::new();
     let until = Instant::now() + Duration::from_secs(args.duration_secs);

@@ -74,6 +74,20 @@ impl NodeProc {
         self.child.is_some()
     }
 
+    /// True once the process has ended on its own (a decommissioned node
+    /// stops after leaving); reaps it.
+    pub fn exited(&mut self) -> bool {
+        let done = self
+            .child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+        if done {
+            self.child = None;
+            self.paused = false;
+        }
+        done
+    }
+
     pub fn is_paused(&self) -> bool {
         self.paused
     }
