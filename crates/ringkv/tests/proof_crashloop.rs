@@ -6,9 +6,9 @@
 use std::process::Command;
 
 #[test]
-fn acknowledged_writes_survive_fifteen_kill_9_restarts() {
+fn acknowledged_writes_survive_twenty_kill_9_restarts() {
     let out = Command::new(env!("CARGO_BIN_EXE_ringkv"))
-        .args(["prove", "crashloop", "--rounds", "15", "--seed", "303"])
+        .args(["prove", "crashloop", "--rounds", "20", "--seed", "303"])
         .args(["--round-ms-max", "800"])
         .output()
         .expect("run ringkv prove crashloop");
@@ -29,7 +29,7 @@ fn acknowledged_writes_survive_fifteen_kill_9_restarts() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no {name} in {line}"))
     };
-    assert_eq!(get("rounds"), 15);
+    assert_eq!(get("rounds"), 20);
     assert!(get("acknowledged") > 500, "{line}");
     assert_eq!(get("lost"), 0, "{line}");
     assert_eq!(get("garbage"), 0, "{line}");

@@ -1,9 +1,9 @@
-//! Short Jepsen-style runs of `ringkv prove jepsen` on five real node
-//! processes, fixed seeds: a set workload in sloppy mode under kill -9 and
-//! partitions (no acknowledged add may be lost), and a register workload in
-//! strict mode (R + W > N) under kill -9, partitions, pauses and clock skew
-//! (no stale read). The
-//! long versions are in docs/PROOF.md.
+//! Jepsen-style runs of `ringkv prove jepsen` on five real node processes,
+//! fixed seeds: a 60-second set workload in sloppy mode under kill -9,
+//! partitions, joins and decommissions (no acknowledged add may be lost),
+//! and a 20-second register workload in strict mode (R + W > N) under
+//! kill -9, partitions, pauses and clock skew (no stale read). The long
+//! versions are in docs/PROOF.md.
 
 use std::process::Command;
 
@@ -27,9 +27,9 @@ fn figure(f: &[(String, u64)], name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in {f:?}"))
 }
 
-fn prove(args: &[&str]) -> Vec<(String, u64)> {
+fn prove(secs: &str, args: &[&str]) -> Vec<(String, u64)> {
     let out = Command::new(env!("CARGO_BIN_EXE_ringkv"))
-        .args(["prove", "jepsen", "--nodes", "5", "--duration-secs", "20"])
+        .args(["prove", "jepsen", "--nodes", "5", "--duration-secs", secs])
         .args(["--clients", "6", "--pace-ms", "20"])
         .args(args)
         .output()
@@ -53,30 +53,36 @@ fn prove(args: &[&str]) -> Vec<(String, u64)> {
 }
 
 #[test]
-fn sloppy_set_loses_no_acknowledged_add_under_kill_and_partition() {
-    prove(&[
-        "--mode",
-        "sloppy",
-        "--workload",
-        "set",
-        "--seed",
-        "101",
-        "--faults",
-        "kill,partition",
-    ]);
+fn sloppy_set_loses_no_acknowledged_add_under_kill_partition_join_and_decommission() {
+    prove(
+        "60",
+        &[
+            "--mode",
+            "sloppy",
+            "--workload",
+            "set",
+            "--seed",
+            "101",
+            "--faults",
+            "kill,partition,join,decommission",
+        ],
+    );
 }
 
 #[test]
 fn strict_register_reads_no_stale_value_under_kill_partition_and_pause() {
-    let f = prove(&[
-        "--mode",
-        "strict",
-        "--workload",
-        "register",
-        "--seed",
-        "202",
-        "--faults",
-        "kill,partition,pause,skew",
-    ]);
+    let f = prove(
+        "20",
+        &[
+            "--mode",
+            "strict",
+            "--workload",
+            "register",
+            "--seed",
+            "202",
+            "--faults",
+            "kill,partition,pause,skew",
+        ],
+    );
     assert_eq!(figure(&f, "stale"), 0, "{f:?}");
 }
