@@ -29,7 +29,7 @@ mod procs;
 mod sim;
 mod workload;
 
-use clap::Subcommand;
+use clap::{Args, Parser, Subcommand};
 // The history and its checkers are shared with the simulation.
 use ringkv_proof::{checker, history};
 
@@ -47,6 +47,111 @@ pub enum ProveCommand {
     /// seeded network, clock and disk. Replays one seed or sweeps many.
     /// Exits non-zero when a seed fails.
     Sim(sim::SimArgs),
+    /// The long versions of every proof, one after another: a sweep of
+    /// simulation seeds, four Jepsen-style runs (strict and sloppy, register
+    /// and set, every fault) and a crash loop. Prints each one's figures and
+    /// a verdict per proof; exits non-zero when any failed.
+    All(AllArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AllArgs {
+    /// Simulation seeds to sweep.
+    #[arg(long, default_value_t = 10_000)]
+    pub sim_seeds: u64,
+    /// Length of each Jepsen-style run.
+    #[arg(long, default_value_t = 60)]
+    pub jepsen_secs: u64,
+    #[arg(long, default_value_t = 20)]
+    pub crashloop_rounds: u32,
+    /// Seed of the Jepsen-style runs and the crash loop.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// Parses the arguments of one proof as its own command line would.
+fn args_of<A: Args>(line: &[String]) -> anyhow::Result<A> {
+    #[derive(Parser)]
+    struct Line<A: Args> {
+        #[command(flatten)]
+        args: A,
+    }
+    let argv = std::iter::once("ringkv-prove".to_string()).chain(line.iter().cloned());
+    Ok(Line::<A>::try_parse_from(argv)?.args)
+}
+
+fn run_all(a: AllArgs) -> anyhow::Result<()> {
+    let mut verdicts: Vec<(String, Result<(), String>)> = Vec::new();
+    let sim_args = sim::SimArgs {
+        seed: None,
+        seeds: Some(a.sim_seeds),
+        first: 1,
+        mode: None,
+        nodes: 5,
+        workload_ms: 30_000,
+        threads: 2,
+        no_faults: false,
+        history: false,
+    };
+    println!("== prove sim --seeds {}", a.sim_seeds);
+    verdicts.push((
+        format!("sim, {} seeds", a.sim_seeds),
+        sim::run(sim_args).map_err(|e| e.to_string()),
+    ));
+    for (mode, workload) in [
+        ("strict", "register"),
+        ("sloppy", "register"),
+        ("strict", "set"),
+        ("sloppy", "set"),
+    ] {
+        let line: Vec<String> = [
+            "--nodes",
+            "5",
+            "--duration-secs",
+            &a.jepsen_secs.to_string(),
+            "--mode",
+            mode,
+            "--workload",
+            workload,
+            "--seed",
+            &a.seed.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        println!("== prove jepsen {}", line.join(" "));
+        let result = args_of::<jepsen::JepsenArgs>(&line).and_then(jepsen::run);
+        verdicts.push((
+            format!("jepsen {mode} {workload}, {} s", a.jepsen_secs),
+            result.map_err(|e| e.to_string()),
+        ));
+    }
+    let line: Vec<String> = [
+        "--rounds".to_string(),
+        a.crashloop_rounds.to_string(),
+        "--seed".to_string(),
+        a.seed.to_string(),
+    ]
+    .to_vec();
+    println!("== prove crashloop {}", line.join(" "));
+    let result = args_of::<crashloop::CrashloopArgs>(&line).and_then(crashloop::run);
+    verdicts.push((
+        format!("crashloop, {} rounds", a.crashloop_rounds),
+        result.map_err(|e| e.to_string()),
+    ));
+    println!("== verdicts");
+    let mut failed = 0;
+    for (name, v) in &verdicts {
+        match v {
+            Ok(()) => println!("PASS  {name}"),
+            Err(e) => {
+                failed += 1;
+                println!("FAIL  {name}: {e}");
+            }
+        }
+    }
+    anyhow::ensure!(failed == 0, "{failed} of {} proofs failed", verdicts.len());
+    Ok(())
 }
 
 pub fn run(cmd: ProveCommand) -> anyhow::Result<()> {
@@ -54,5 +159,6 @@ pub fn run(cmd: ProveCommand) -> anyhow::Result<()> {
         ProveCommand::Jepsen(args) => jepsen::run(args),
         ProveCommand::Crashloop(args) => crashloop::run(args),
         ProveCommand::Sim(args) => sim::run(args),
+        ProveCommand::All(args) => run_all(args),
     }
 }
