@@ -63,6 +63,11 @@ pub struct Options {
     pub table_target_bytes: u64,
     /// Background compaction threads.
     pub compaction_threads_max: usize,
+    /// Flushes and compactions run on background threads (true), or inline
+    /// after each write on the writing thread (false): what a deterministic
+    /// simulation needs, where no other thread may decide when work
+    /// happens. Inline mode needs `SyncMode::Always` (no log-sync thread).
+    pub background_threads: bool,
     /// Compaction write rate limit (0: unlimited). Flushes are not limited:
     /// they are what frees memtable memory.
     pub compaction_write_bytes_per_sec_max: u64,
@@ -99,6 +104,7 @@ impl Default for Options {
             level_size_multiplier: 10,
             table_target_bytes: 64 << 20,
             compaction_threads_max: 1,
+            background_threads: true,
             compaction_write_bytes_per_sec_max: 256 << 20,
             write_stall_ms_max: 10_000,
             salvage: false,
@@ -144,6 +150,9 @@ impl Options {
         }
         if self.compaction_threads_max == 0 {
             return bad("compaction_threads_max must be at least 1");
+        }
+        if !self.background_threads && self.sync != SyncMode::Always {
+            return bad("inline background work (background_threads = false) needs sync = Always");
         }
         if self.bloom_bits_per_key == 0 || self.bloom_bits_per_key > 64 {
             return bad("bloom_bits_per_key must be between 1 and 64");

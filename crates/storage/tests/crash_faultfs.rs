@@ -55,10 +55,14 @@ fn state(e: &Engine) -> Model {
 
 /// One chain: several rounds of write -> crash -> reopen -> verify.
 fn chain(seed: u64, rounds: usize, sync: SyncMode) {
+    chain_with(seed, rounds, crash_opts(sync));
+}
+
+fn chain_with(seed: u64, rounds: usize, opts: Options) {
+    let sync = opts.sync;
     let mut rng = SeededRng::new(seed);
     let mut fs = fault_fs(seed);
     let c = clock(1_000);
-    let opts = crash_opts(sync);
     let mut e = open(&fs, opts.clone(), &c).unwrap();
     let mut model: Model = BTreeMap::new();
     for round in 0..rounds {
@@ -135,6 +139,65 @@ fn always_mode_loses_nothing_acknowledged_across_hundreds_of_crashes() {
     for seed in 0..chains {
         chain(seed, 8, SyncMode::Always);
     }
+}
+
+/// Flushes and compactions inline on the writing thread (what the
+/// deterministic simulation runs): the same guarantees across crashes.
+#[test]
+fn inline_background_work_loses_nothing_acknowledged_across_crashes() {
+    let chains = if long() { 1_000 } else { 60 };
+    for seed in 5_000..5_000 + chains {
+        chain_with(
+            seed,
+            8,
+            Options {
+                background_threads: false,
+                ..crash_opts(SyncMode::Always)
+            },
+        );
+    }
+}
+
+/// Inline, the same writes leave the same files, byte for byte: no other
+/// thread decides when a flush or a compaction happens.
+#[test]
+fn inline_background_work_is_deterministic() {
+    let files = |seed: u64| {
+        let fs = fault_fs(seed);
+        let c = clock(1_000);
+        let opts = Options {
+            background_threads: false,
+            ..crash_opts(SyncMode::Always)
+        };
+        let e = open(&fs, opts, &c).unwrap();
+        for i in 0..2_000u64 {
+            e.put(&key(i % 700), &value(i, 1), None).unwrap();
+        }
+        let stats = e.stats();
+        let fs: &dyn ringkv_storage::Fs = &fs;
+        let mut names = fs.list(&dir()).unwrap();
+        names.sort();
+        let listing: Vec<(String, Vec<u8>)> = names
+            .into_iter()
+            .map(|n| {
+                let bytes = fs.read_all(&dir().join(&n)).unwrap();
+                (n, bytes)
+            })
+            .collect();
+        (listing, stats.flushes, stats.compactions)
+    };
+    let (a, flushes, compactions) = files(1);
+    let (b, _, _) = files(1);
+    assert!(
+        flushes > 1 && compactions > 0,
+        "{flushes} flushes, {compactions} compactions"
+    );
+    assert!(
+        a.iter().filter(|(n, _)| n.ends_with(".sst")).count() > 1,
+        "{:?}",
+        a.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+    assert_eq!(a, b);
 }
 
 #[test]

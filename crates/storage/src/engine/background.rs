@@ -30,6 +30,9 @@ use crate::version::{Edit, Version};
 /// the log syncer.
 pub(crate) fn spawn(core: &Arc<Core>) -> Result<Vec<JoinHandle<()>>> {
     let mut threads = Vec::new();
+    if !core.opts.background_threads {
+        return Ok(threads);
+    }
     let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
         std::thread::Builder::new()
             .name(name)
@@ -84,6 +87,76 @@ fn flush_thread(core: Arc<Core>) {
             Err(e) => core.set_sticky_locked(format!("flush failed: {e}")),
         }
         core.bg_cv.notify_all();
+    }
+}
+
+/// Inline mode (`Options::background_threads` false): does on the calling
+/// thread what the background threads would, until nothing is due: every
+/// immutable memtable is flushed (oldest first), then compactions run while
+/// one is picked. A failure is sticky, as on the threads.
+pub(crate) fn run_due(core: &Core) -> Result<()> {
+    if core.opts.background_threads {
+        return Ok(());
+    }
+    loop {
+        if let Some(e) = core.sticky_error() {
+            return Err(e);
+        }
+        if core.shutdown.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let mem = {
+            let mut st = core.state.lock();
+            if st.flushing {
+                // Another caller is flushing; it runs what follows too.
+                return Ok(());
+            }
+            let mem = core.current_sv().imm.last().cloned();
+            if mem.is_some() {
+                st.flushing = true;
+            }
+            mem
+        };
+        if let Some(mem) = mem {
+            let result = flush_memtable(core, &mem);
+            drop(mem);
+            let mut st = core.state.lock();
+            st.flushing = false;
+            if let Err(e) = &result {
+                core.set_sticky_locked(format!("flush failed: {e}"));
+            }
+            core.bg_cv.notify_all();
+            drop(st);
+            result?;
+            continue;
+        }
+        let _manual = core.manual_compaction.read();
+        let job = {
+            let mut st = core.state.lock();
+            let v = core.current_sv().version.clone();
+            let st = &mut *st;
+            let job = compaction::pick(&v, &core.opts, &st.busy_levels, &mut st.pointers);
+            if let Some(j) = &job {
+                st.busy_levels[j.level] = true;
+                st.busy_levels[j.output_level] = true;
+            }
+            job
+        };
+        let Some(job) = job else {
+            return Ok(());
+        };
+        let result = execute(core, &job);
+        let (level, output_level) = (job.level, job.output_level);
+        drop(job);
+        let mut st = core.state.lock();
+        st.busy_levels[level] = false;
+        st.busy_levels[output_level] = false;
+        if let Err(e) = &result {
+            core.set_sticky_locked(format!("compaction failed: {e}"));
+        }
+        core.bg_cv.notify_all();
+        drop(st);
+        result?;
     }
 }
 
@@ -400,6 +473,7 @@ pub(crate) fn flush_and_wait(core: &Core) -> Result<()> {
             super::write::rotate(core, &mut st, &mut log)?;
         }
     }
+    run_due(core)?;
     let mut st = core.state.lock();
     loop {
         if let Some(e) = core.sticky_error() {
@@ -418,6 +492,7 @@ pub(crate) fn flush_and_wait(core: &Core) -> Result<()> {
 /// Waits until no memtable waits for flush and no compaction is running or
 /// due.
 pub(crate) fn wait_idle(core: &Core) -> Result<()> {
+    run_due(core)?;
     let mut st = core.state.lock();
     loop {
         if let Some(e) = core.sticky_error() {

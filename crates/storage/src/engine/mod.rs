@@ -444,7 +444,12 @@ impl Engine {
     /// Applies a batch atomically: after a crash either all of it or none of it
     /// is present, and readers never see part of it.
     pub fn write(&self, batch: WriteBatch) -> Result<()> {
-        write::write(self.core(), batch)
+        write::write(self.core(), batch)?;
+        // Inline mode: the flushes and compactions this write made due. The
+        // write itself is committed; a failure here is sticky and refuses
+        // the next write.
+        let _ = background::run_due(self.core());
+        Ok(())
     }
 
     /// A consistent point-in-time view.
