@@ -51,6 +51,9 @@ fn a_sweep_of_seeds_finds_no_violation() {
     assert!(total(&|r| r.counts.acknowledged) > count * 500);
     assert!(total(&|r| r.counts.unknown) > 0);
     assert!(total(&|r| r.net.duplicated) > 0);
+    assert!(total(&|r| r.faults.get("join").copied().unwrap_or(0)) > 0);
+    assert!(total(&|r| r.faults.get("decommission").copied().unwrap_or(0)) > 0);
+    assert!(total(&|r| r.flushes) > count && total(&|r| r.compactions) > 0);
     assert!(reports.iter().any(|r| r.strict) && reports.iter().any(|r| !r.strict));
 }
 
@@ -92,7 +95,14 @@ fn the_checkers_catch_lost_writes() {
         plant: Some(Plant::SingleCopyLostDisks),
         ..SimConfig::default()
     };
-    for r in sim::sweep(1, 4, 2, &config, &|_| {}) {
+    let reports = sim::sweep(1, 6, 2, &config, &|_| {});
+    // Every run whose nemesis crashed a node (and so replaced its disk).
+    let crashed: Vec<&SimReport> = reports
+        .iter()
+        .filter(|r| r.faults.contains_key("crash") || r.faults.contains_key("fsync_failure"))
+        .collect();
+    assert!(crashed.len() >= 3, "too few runs with crashes");
+    for r in crashed {
         assert!(!r.passed(), "a lossy configuration passed: {}", r.summary());
         assert!(r.set.lost + r.register.lost > 0, "{}", r.summary());
     }

@@ -90,8 +90,14 @@ fn storage_options() -> Options {
         // Every acknowledged write is on disk: a crash may take only what
         // was never acknowledged.
         sync: SyncMode::Always,
-        memtable_bytes_max: 4 << 20,
-        block_cache_bytes: 1 << 20,
+        // Flushes and compactions run inline, on the simulation's thread,
+        // and often: small memtables, tables and levels.
+        background_threads: false,
+        memtable_bytes_max: 32 << 10,
+        table_target_bytes: 64 << 10,
+        level_base_bytes: 256 << 10,
+        block_bytes: 1024,
+        block_cache_bytes: 256 << 10,
         ..Options::default()
     }
 }

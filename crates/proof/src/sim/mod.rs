@@ -13,8 +13,10 @@
 //!   clients' operations, torn writes) comes from generators seeded from
 //!   the run's seed. Node wall clocks are the paused clock plus a skew.
 //! - Engines run on [`ringkv_storage::FaultFs`] with the commit log synced
-//!   on every write and memtables large enough that no flush happens, so
-//!   their background threads stay idle.
+//!   on every write, and their flushes and compactions run inline on the
+//!   simulation's thread (`Options::background_threads` false); memtables
+//!   are small, so tables, compactions and manifest rewrites happen, and
+//!   crashes catch them.
 //!
 //! The same seed gives the same trace (a hash over every delivered message,
 //! operation and fault, with its time), which the tests check.
@@ -135,6 +137,10 @@ pub struct SimReport {
     pub converge_ms: Option<u64>,
     /// Simulated time of the whole run.
     pub sim_ms: u64,
+    /// Memtable flushes and compactions of the data engines still running
+    /// at the end (counts restart with each boot).
+    pub flushes: u64,
+    pub compactions: u64,
     /// Everything that fails the run.
     pub violations: Vec<String>,
     /// Every operation, in invocation order.
@@ -167,7 +173,7 @@ impl SimReport {
         format!(
             "seed={} mode={} ops={} ok={} unknown={} fail={} acknowledged={} lost={} stale={} \
              phantom={} late_writes={} faults=[{}] messages={} lost_msgs={} dup_msgs={} \
-             converge_ms={} sim_ms={} trace={:016x}/{}",
+             flushes={} compactions={} converge_ms={} sim_ms={} trace={:016x}/{}",
             self.seed,
             if self.strict { "strict" } else { "sloppy" },
             self.counts.ops,
@@ -183,6 +189,8 @@ impl SimReport {
             self.net.delivered,
             self.net.lost,
             self.net.duplicated,
+            self.flushes,
+            self.compactions,
             self.converge_ms
                 .map_or_else(|| "never".into(), |v| v.to_string()),
             self.sim_ms,
@@ -228,6 +236,8 @@ impl SimReport {
             net: NetStats::default(),
             converge_ms: None,
             sim_ms: 0,
+            flushes: 0,
+            compactions: 0,
             violations: vec![why],
             history: Vec::new(),
             events: Vec::new(),
@@ -488,6 +498,11 @@ impl Sim {
         report.net = self.net.stats();
         report.trace = self.net.trace();
         report.sim_ms = self.now_ms();
+        for n in self.machines.iter().filter_map(Machine::node) {
+            let stats = n.store().engine().stats();
+            report.flushes += stats.flushes;
+            report.compactions += stats.compactions;
+        }
         report.violations = std::mem::take(&mut self.violations);
         report.events = self.net.log();
         report.history = ops;
