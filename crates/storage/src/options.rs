@@ -66,7 +66,8 @@ pub struct Options {
     /// Flushes and compactions run on background threads (true), or inline
     /// after each write on the writing thread (false): what a deterministic
     /// simulation needs, where no other thread may decide when work
-    /// happens. Inline mode needs `SyncMode::Always` (no log-sync thread).
+    /// happens. Inline, no thread syncs the log either: with
+    /// `SyncMode::Periodic` the owner calls [`crate::Engine::sync`] itself.
     pub background_threads: bool,
     /// Compaction write rate limit (0: unlimited). Flushes are not limited:
     /// they are what frees memtable memory.
@@ -150,9 +151,6 @@ impl Options {
         }
         if self.compaction_threads_max == 0 {
             return bad("compaction_threads_max must be at least 1");
-        }
-        if !self.background_threads && self.sync != SyncMode::Always {
-            return bad("inline background work (background_threads = false) needs sync = Always");
         }
         if self.bloom_bits_per_key == 0 || self.bloom_bits_per_key > 64 {
             return bad("bloom_bits_per_key must be between 1 and 64");

@@ -3,7 +3,8 @@
 //! It models what a crash does to a POSIX file system: file contents are durable
 //! only up to the last `sync` of the file, and creations, renames and removals
 //! only after a `sync_dir` of their directory. [`FaultFs::crash`] returns the
-//! file system as a machine would find it after power loss, and kills the old
+//! file system as a machine would find it after power loss (or, with
+//! `CrashMode::ProcessOnly`, as a restarted process finds it), and kills the old
 //! instance so that threads of a crashed engine can no longer touch it. Unsynced
 //! bytes are dropped, or torn (a random prefix survives, optionally followed by
 //! zeros as ext4's delayed allocation can leave). It can also fail every fsync,
@@ -31,6 +32,10 @@ pub enum CrashMode {
     /// A random prefix survives and the rest of the unsynced length reads as
     /// zeros (the file size was persisted but the data was not).
     TornZeroFill,
+    /// Only the process dies (kill -9); the machine and its kernel carry on,
+    /// so every byte written and every name created stays, synced or not
+    /// (and stays unsynced until a later sync).
+    ProcessOnly,
 }
 
 #[derive(Debug, Default)]
@@ -129,6 +134,39 @@ impl FaultFs {
     pub fn crash(&self, mode: CrashMode) -> FaultFs {
         let mut st = self.state.lock();
         st.dead = true;
+        if mode == CrashMode::ProcessOnly {
+            let nodes = st
+                .nodes
+                .iter()
+                .map(|(id, n)| {
+                    (
+                        *id,
+                        Node {
+                            data: n.data.clone(),
+                            synced_len: n.synced_len,
+                        },
+                    )
+                })
+                .collect();
+            return FaultFs {
+                state: Arc::new(Mutex::new(State {
+                    dead: false,
+                    rng: SeededRng::new(st.rng.next_u64()),
+                    nodes,
+                    next_node: st.next_node,
+                    dirs: st.dirs.clone(),
+                    names: st.names.clone(),
+                    durable_names: st.durable_names.clone(),
+                    locks: BTreeSet::new(),
+                    space_bytes_max: st.space_bytes_max,
+                    fail_sync: false,
+                    fail_writes: false,
+                    syncs_left: None,
+                    sync_count: 0,
+                    sync_attempts: 0,
+                })),
+            };
+        }
         let seed = st.rng.next_u64();
         let mut rng = SeededRng::new(seed);
         let mut nodes = HashMap::new();
@@ -153,6 +191,7 @@ impl FaultFs {
                         data.extend_from_slice(&node.data[node.synced_len..node.synced_len + keep]);
                         data.resize(node.data.len(), 0);
                     }
+                    CrashMode::ProcessOnly => {}
                 }
             }
             let synced_len = data.len();
