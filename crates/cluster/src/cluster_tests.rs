@@ -828,3 +828,35 @@ async fn hints_for_a_node_that_left_go_to_the_current_replicas() {
         assert_eq!(own_value(&c, r, key), Some(b("v1")), "replica {r:x}");
     }
 }
+
+/// A node that lost its own latest write of a key (power loss before the
+/// periodic fsync) starts a new epoch: its next write of the key gets a dot
+/// its peers have never seen, so they keep it instead of taking it for the
+/// write they already hold.
+#[tokio::test]
+async fn after_losing_its_own_write_a_node_never_reuses_its_dot() {
+    let c = cluster(3, 3);
+    let a = &c.nodes[0];
+    a.put(b("k"), b("v1"), w(Consistency::All))
+        .await
+        .expect("write");
+    // a's disk loses the record; the others keep it.
+    crate::store::LocalStore::remove(a.store(), b"k").expect("remove");
+    a.set_epoch(1);
+    a.put(b("k"), b("v2"), w(Consistency::All))
+        .await
+        .expect("write after the loss");
+    for n in &c.nodes {
+        let set = n.debug_local_record(b"k");
+        let values: Vec<Bytes> = set
+            .siblings
+            .iter()
+            .filter_map(|s| s.value.clone())
+            .collect();
+        assert!(
+            values.contains(&b("v2")),
+            "{:x} kept the new write: {values:?}",
+            n.id()
+        );
+    }
+}

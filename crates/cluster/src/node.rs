@@ -386,6 +386,13 @@ impl<S: LocalStore> Node<S> {
         }
     }
 
+    /// Sets this node's epoch (bumped on every start and kept in its data
+    /// directory, see [`crate::node_id::bump_epoch`]): its dot counters
+    /// start above the epoch's floor.
+    pub fn set_epoch(&self, epoch: u64) {
+        self.inner.replica.set_epoch(epoch);
+    }
+
     pub fn id(&self) -> u64 {
         self.inner.replica.id()
     }

@@ -4,13 +4,16 @@
 //! `NODE_ID` in the data directory, so a restarted node keeps its place in
 //! version vectors. Its tokens, chosen when it first joins, are kept in
 //! `TOKENS` (one decimal token per line), so a restart keeps its place in the
-//! ring. Both files are written whole (write, fsync, rename, fsync dir).
+//! ring. Its epoch, bumped on every start, is kept in `EPOCH` (see
+//! [`crate::version::EPOCH_SHIFT`]). These files are written whole (write,
+//! fsync, rename, fsync dir).
 
 use std::io;
 use std::path::Path;
 
 const NODE_ID_FILE: &str = "NODE_ID";
 const TOKENS_FILE: &str = "TOKENS";
+const EPOCH_FILE: &str = "EPOCH";
 /// Most tokens a node may hold (weight max x tokens per weight, with room).
 pub const TOKENS_MAX: usize = 65_536;
 
@@ -25,6 +28,25 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     }
     std::fs::rename(&tmp, dir.join(name))?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Bumps this node's epoch and returns the new one (1 on a first start):
+/// durable before the node writes anything.
+pub fn bump_epoch(dir: &Path) -> io::Result<u64> {
+    let path = dir.join(EPOCH_FILE);
+    let previous = match std::fs::read_to_string(&path) {
+        Ok(t) => t.trim().parse::<u64>().map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: not an epoch: {e}", path.display()),
+            )
+        })?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e),
+    };
+    let epoch = previous + 1;
+    write_atomically(dir, EPOCH_FILE, format!("{epoch}\n").as_bytes())?;
+    Ok(epoch)
 }
 
 /// The tokens this node holds, if it has joined before.
@@ -210,6 +232,15 @@ pub fn display(id: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_epoch_grows_with_every_start_and_garbage_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(bump_epoch(dir.path()).expect("first"), 1);
+        assert_eq!(bump_epoch(dir.path()).expect("second"), 2);
+        std::fs::write(dir.path().join(EPOCH_FILE), "x").expect("write");
+        assert!(bump_epoch(dir.path()).is_err());
+    }
 
     #[test]
     fn id_is_stable_across_restarts_and_garbage_is_refused() {

@@ -48,6 +48,9 @@ pub struct Replica<S> {
     key_locks: Box<[Mutex<()>]>,
     siblings_max: usize,
     siblings_dropped: AtomicU64,
+    /// Dot counters of this node's writes start above it (its epoch's
+    /// floor, see [`crate::version::epoch_floor`]).
+    dot_floor: AtomicU64,
 }
 
 pub(crate) fn store_error(e: StoreError) -> KvError {
@@ -84,6 +87,7 @@ impl<S: LocalStore> Replica<S> {
             key_locks: (0..KEY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             siblings_max,
             siblings_dropped: AtomicU64::new(0),
+            dot_floor: AtomicU64::new(0),
         }
     }
 
@@ -140,6 +144,13 @@ impl<S: LocalStore> Replica<S> {
 
     /// Applies a client write coordinated by this node. Returns the outcome
     /// and, when something was written, the new record to replicate.
+    /// Sets this node's epoch: its next dots count from
+    /// [`crate::version::epoch_floor`] of it.
+    pub fn set_epoch(&self, epoch: u64) {
+        self.dot_floor
+            .store(crate::version::epoch_floor(epoch), Ordering::Relaxed);
+    }
+
     pub fn update(
         &self,
         key: &[u8],
@@ -206,7 +217,8 @@ impl<S: LocalStore> Replica<S> {
         let deleted = value.is_none();
         let context = opts.context.clone().unwrap_or_else(|| set.vv.clone());
         let hlc = self.hlc.lock().next(now);
-        set.update(&context, self.id, hlc, value, expires_at_ms);
+        let floor = self.dot_floor.load(Ordering::Relaxed);
+        set.update_above(&context, self.id, floor, hlc, value, expires_at_ms);
         self.bound_and_store(key, &mut set)?;
         Ok((
             WriteOutcome {

@@ -11,9 +11,10 @@
 //!
 //! Actors are node ids (the coordinator of a write), never clients, so a
 //! vector has at most one entry per node that ever coordinated a write of the
-//! key. Pruning rule: entries are never dropped while the node is a member;
-//! the cluster removes the entries of nodes that left the ring (see
-//! ARCHITECTURE.md, "Versioning").
+//! key. Entries are never pruned (see ARCHITECTURE.md, "Versioning"); a
+//! vector holds at most [`VV_ENTRIES_MAX`]. Dot counters of a node start
+//! above its epoch's floor ([`epoch_floor`]), so a node that lost its own
+//! latest writes never issues one of their dots again.
 //!
 //! Sibling bound: at most `siblings_max` siblings are kept; beyond it the
 //! oldest by HLC are dropped and counted (`ringkv_siblings_dropped_total`).
@@ -155,6 +156,23 @@ const CONTEXT_FORMAT: u8 = 1;
 /// that ever coordinated a write of the key).
 pub const VV_ENTRIES_MAX: usize = 4096;
 
+/// Largest dot counter accepted on decode (contexts come from clients).
+pub const COUNTER_MAX: u64 = 1 << 62;
+
+/// Bits of a dot counter below a node's epoch: each start of a node bumps
+/// its epoch (kept in `EPOCH` in its data directory), and its dot counters
+/// start above `epoch << EPOCH_SHIFT`. A node whose disk lost its own
+/// latest writes of a key (power loss with periodic sync) would otherwise
+/// count from its stale record and issue a dot its peers already hold for
+/// another value: they would take the new write for one they had seen and
+/// drop it. 2^40 counters per key per epoch; 2^22 epochs.
+pub const EPOCH_SHIFT: u32 = 40;
+
+/// The lowest dot counter of `epoch` (exclusive).
+pub fn epoch_floor(epoch: u64) -> u64 {
+    epoch.min(COUNTER_MAX >> EPOCH_SHIFT) << EPOCH_SHIFT
+}
+
 impl VersionVector {
     /// Encodes the vector as a causal context:
     /// `magic:u8=0xC7 format:u8=1 count:varint (actor:u64le counter:varint)*`.
@@ -199,7 +217,7 @@ impl VersionVector {
         for _ in 0..count {
             let actor = r.u64()?;
             let counter = r.varint()?;
-            if prev.is_some_and(|p| p >= actor) || counter == 0 {
+            if prev.is_some_and(|p| p >= actor) || counter == 0 || counter > COUNTER_MAX {
                 return Err(DecodeError::NotCanonical);
             }
             prev = Some(actor);
@@ -276,9 +294,31 @@ impl SiblingSet {
         value: Option<Bytes>,
         expires_at_ms: Option<u64>,
     ) -> Dot {
+        self.update_above(context, actor, 0, hlc, value, expires_at_ms)
+    }
+
+    /// [`SiblingSet::update`] with a dot counter above `floor` too: the
+    /// floor of the actor's current epoch (see [`epoch_floor`]), so a node
+    /// that lost its own latest writes of the key never issues one of their
+    /// dots again.
+    pub fn update_above(
+        &mut self,
+        context: &VersionVector,
+        actor: u64,
+        floor: u64,
+        hlc: Hlc,
+        value: Option<Bytes>,
+        expires_at_ms: Option<u64>,
+    ) -> Dot {
         // The counter must exceed anything either side has seen for this
-        // actor, so the new dot is unique.
-        let counter = self.vv.get(actor).max(context.get(actor)) + 1;
+        // actor, so the new dot is unique. Decoded counters stay below
+        // `COUNTER_MAX`, so this cannot overflow.
+        let counter = self
+            .vv
+            .get(actor)
+            .max(context.get(actor))
+            .max(floor)
+            .saturating_add(1);
         let dot = Dot { actor, counter };
         self.siblings.retain(|s| !context.covers(s.dot));
         self.vv.merge(context);
@@ -551,6 +591,32 @@ mod tests {
 
     fn b(s: &str) -> Option<Bytes> {
         Some(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    #[test]
+    fn dots_count_from_the_epoch_floor_and_huge_counters_are_refused() {
+        let mut set = SiblingSet::default();
+        let floor = epoch_floor(3);
+        let d1 = set.update_above(&VersionVector::new(), 7, floor, 1, b("a"), None);
+        assert_eq!(d1.counter, floor + 1);
+        let d2 = set.update_above(&set.vv.clone(), 7, floor, 2, b("b"), None);
+        assert_eq!(d2.counter, floor + 2, "within an epoch, counters follow on");
+        // A later epoch jumps above everything the earlier one issued.
+        let d3 = set.update_above(&set.vv.clone(), 7, epoch_floor(4), 3, b("c"), None);
+        assert_eq!(d3.counter, epoch_floor(4) + 1);
+        // A context naming an absurd counter is refused on decode.
+        let mut huge = VersionVector::new();
+        huge.raise(7, COUNTER_MAX + 1);
+        assert!(VersionVector::decode_context(&huge.encode_context()).is_err());
+        let mut edge = VersionVector::new();
+        edge.raise(7, COUNTER_MAX);
+        let ok = VersionVector::decode_context(&edge.encode_context()).expect("at the limit");
+        let d4 = set.update_above(&ok, 7, 0, 4, b("d"), None);
+        assert_eq!(d4.counter, COUNTER_MAX + 1, "no overflow at the limit");
+        assert_eq!(
+            epoch_floor(u64::MAX),
+            COUNTER_MAX >> EPOCH_SHIFT << EPOCH_SHIFT
+        );
     }
 
     #[test]

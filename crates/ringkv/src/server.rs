@@ -159,6 +159,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let node_id = ringkv_cluster::node_id::load_or_create(&data_dir)
         .with_context(|| format!("reading node id in {}", data_dir.display()))?;
+    // Every start is a new epoch: dot counters start above its floor.
+    let epoch = ringkv_cluster::node_id::bump_epoch(&data_dir)
+        .with_context(|| format!("bumping the epoch in {}", data_dir.display()))?;
     let saved_tokens = ringkv_cluster::node_id::load_tokens(&data_dir)
         .with_context(|| format!("reading tokens in {}", data_dir.display()))?;
     let move_log = Arc::new(ringkv_cluster::node_id::FileMoveLog::new(&data_dir));
@@ -299,6 +302,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         crate::fault_hooks::transport(faults.as_ref(), transport),
     ));
 
+    node.set_epoch(epoch);
     let (shutdown, watch_rx) = watch::channel(false);
     let wait_for = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
