@@ -54,7 +54,14 @@ fn a_sweep_of_seeds_finds_no_violation() {
     assert!(total(&|r| r.faults.get("join").copied().unwrap_or(0)) > 0);
     assert!(total(&|r| r.faults.get("decommission").copied().unwrap_or(0)) > 0);
     assert!(total(&|r| r.flushes) > count && total(&|r| r.compactions) > 0);
-    assert!(reports.iter().any(|r| r.strict) && reports.iter().any(|r| !r.strict));
+    for (strict, periodic) in [(true, true), (true, false), (false, true), (false, false)] {
+        assert!(
+            reports
+                .iter()
+                .any(|r| r.strict == strict && r.periodic_sync == periodic),
+            "the sweep covers strict={strict} periodic={periodic}"
+        );
+    }
 }
 
 #[test]
@@ -76,10 +83,16 @@ fn frozen_seeds_pass() {
             Some("sloppy") => false,
             other => panic!("bad mode {other:?} in {line:?}"),
         };
+        let periodic_sync = match parts.next() {
+            None | Some("always") => false,
+            Some("periodic") => true,
+            other => panic!("bad sync {other:?} in {line:?}"),
+        };
         let r = sim::run(
             seed,
             &SimConfig {
                 strict,
+                periodic_sync,
                 ..SimConfig::default()
             },
         );

@@ -36,6 +36,7 @@ pub type SimNode = Node<EngineStore>;
 #[derive(Default)]
 struct Durable {
     tokens: Mutex<Option<Vec<u64>>>,
+    epoch: Mutex<u64>,
     peers: Mutex<Vec<NodeState>>,
     record: Mutex<Option<MoveRecord>>,
 }
@@ -64,7 +65,13 @@ pub struct MachineConfig {
     pub anti_entropy: AntiEntropyConfig,
     pub moves: MoveConfig,
     pub hints: HintConfig,
+    /// Commit logs fsynced every `SYNC_INTERVAL` instead of on every write:
+    /// a crash takes the writes of the last interval.
+    pub periodic_sync: bool,
 }
+
+/// How often a machine with periodic sync fsyncs its commit logs.
+const SYNC_INTERVAL: Duration = Duration::from_millis(100);
 
 struct Running {
     node: SimNode,
@@ -85,11 +92,18 @@ pub struct Machine {
     pub member: bool,
 }
 
-fn storage_options() -> Options {
+fn storage_options(periodic: bool) -> Options {
     Options {
-        // Every acknowledged write is on disk: a crash may take only what
-        // was never acknowledged.
-        sync: SyncMode::Always,
+        // Always: every acknowledged write is on disk, a crash may take only
+        // what was never acknowledged. Periodic: the machine syncs on its
+        // own schedule (`SYNC_INTERVAL`).
+        sync: if periodic {
+            SyncMode::Periodic {
+                interval_ms: SYNC_INTERVAL.as_millis() as u64,
+            }
+        } else {
+            SyncMode::Always
+        },
         // Flushes and compactions run inline, on the simulation's thread,
         // and often: small memtables, tables and levels.
         background_threads: false,
@@ -143,20 +157,18 @@ impl Machine {
         self.member = true;
         let clock: ringkv_env::SharedClock = self.clock.clone();
         let fs: Arc<dyn ringkv_storage::Fs> = Arc::new(self.disk.clone());
+        let options = storage_options(config.periodic_sync);
         let engine = ringkv_storage::Engine::open_with(
             Path::new("/store"),
-            storage_options(),
+            options.clone(),
             fs.clone(),
             clock.clone(),
         )
         .map_err(|e| format!("opening storage: {e}"))?;
-        let hint_engine = ringkv_storage::Engine::open_with(
-            Path::new("/hints"),
-            storage_options(),
-            fs,
-            clock.clone(),
-        )
-        .map_err(|e| format!("opening the hint engine: {e}"))?;
+        let hint_engine =
+            ringkv_storage::Engine::open_with(Path::new("/hints"), options, fs, clock.clone())
+                .map_err(|e| format!("opening the hint engine: {e}"))?;
+        let engines = [engine.clone(), hint_engine.clone()];
         let hints = HintStore::open(EngineHints::new(hint_engine), config.hints.clone())
             .map_err(|e| format!("opening hints: {e}"))?;
         let store = EngineStore::new(engine, clock.clone(), config.node.tombstone_grace_ms, true);
@@ -214,6 +226,12 @@ impl Machine {
             membership,
             transport,
         );
+        let epoch = {
+            let mut e = self.durable.epoch.lock();
+            *e += 1;
+            *e
+        };
+        node.set_epoch(epoch);
         net.attach(self.id, &self.addr, self.incarnation, node.handler());
 
         let tokens = match saved_tokens {
@@ -233,12 +251,29 @@ impl Machine {
         let stop = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(node.clone().run_gossip(seeds.to_vec(), stop(rx.clone()))),
             tokio::spawn(node.clone().run_hint_replay(stop(rx.clone()))),
             tokio::spawn(node.clone().run_anti_entropy(stop(rx.clone()))),
-            tokio::spawn(node.clone().run_cleanup(stop(rx))),
+            tokio::spawn(node.clone().run_cleanup(stop(rx.clone()))),
         ];
+        if config.periodic_sync {
+            // What the engine's log-sync thread does on a real node.
+            let stopped = stop(rx);
+            tasks.push(tokio::spawn(async move {
+                tokio::pin!(stopped);
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = &mut stopped => return,
+                        _ = tokio::time::sleep(SYNC_INTERVAL) => {}
+                    }
+                    for e in &engines {
+                        let _ = e.sync();
+                    }
+                }
+            }));
+        }
         self.running = Some(Running {
             node,
             shutdown,

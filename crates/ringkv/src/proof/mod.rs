@@ -87,6 +87,7 @@ fn run_all(a: AllArgs) -> anyhow::Result<()> {
         seeds: Some(a.sim_seeds),
         first: 1,
         mode: None,
+        sync: None,
         nodes: 5,
         workload_ms: 30_000,
         threads: 2,

@@ -12,13 +12,21 @@ pub enum Mode {
     Sloppy,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Sync {
+    /// fsync on every write.
+    Always,
+    /// fsync every 100 ms (the server's default).
+    Periodic,
+}
+
 #[derive(Debug, Args)]
 pub struct SimArgs {
     /// Replay this seed (and print its fault timeline).
     #[arg(long, conflicts_with = "seeds")]
     pub seed: Option<u64>,
     /// Sweep this many seeds, from `--first`; even seeds run strict, odd
-    /// seeds sloppy.
+    /// seeds sloppy; seeds 2 and 3 modulo 4 sync periodically.
     #[arg(long)]
     pub seeds: Option<u64>,
     #[arg(long, default_value_t = 1)]
@@ -26,6 +34,10 @@ pub struct SimArgs {
     /// Mode of a replayed seed (default: the one a sweep gives it).
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
+    /// Commit-log sync of a replayed seed (default: the one a sweep gives
+    /// it).
+    #[arg(long, value_enum)]
+    pub sync: Option<Sync>,
     #[arg(long, default_value_t = 5)]
     pub nodes: usize,
     /// Simulated milliseconds of client load and faults per seed.
@@ -62,6 +74,9 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         let mut config = sim::config_for(seed, &base);
         if let Some(mode) = args.mode {
             config.strict = mode == Mode::Strict;
+        }
+        if let Some(sync) = args.sync {
+            config.periodic_sync = sync == Sync::Periodic;
         }
         let report = sim::run(seed, &config);
         for (at, event) in &report.events {
