@@ -397,6 +397,13 @@ pub fn decode_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, WireE
     postcard::from_bytes(body).map_err(|e| WireError::Body(e.to_string()))
 }
 
+/// Decodes the body of a whole payload (header checked, kind and id
+/// ignored): the in-process networks' way through the codec.
+pub fn decode_payload<T: for<'de> Deserialize<'de>>(payload: Bytes) -> Result<T, WireError> {
+    let (_, _, body) = decode_header(payload)?;
+    decode_body(&body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

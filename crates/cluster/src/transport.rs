@@ -554,12 +554,9 @@ impl Transport for MemTransport {
             }
             // Round-trip through the codec so the simulation exercises the
             // real encoding.
-            let frame = message::encode(Kind::Request, 1, &req)
+            let req: Request = message::encode(Kind::Request, 1, &req)
+                .and_then(message::decode_payload)
                 .map_err(|e| TransportError::Protocol(e.to_string()))?;
-            let (_, _, body) = message::decode_header(frame)
-                .map_err(|e| TransportError::Protocol(e.to_string()))?;
-            let req: Request =
-                message::decode_body(&body).map_err(|e| TransportError::Protocol(e.to_string()))?;
             let resp = tokio::time::timeout(timeout, handler.handle(from, req))
                 .await
                 .map_err(|_| TransportError::Timeout)?;

@@ -303,9 +303,7 @@ impl SimNet {
             st.stats.delivered += 1;
         }
         let decode = |frame: bytes::Bytes| -> Result<Request, TransportError> {
-            let (_, _, body) = message::decode_header(frame)
-                .map_err(|e| TransportError::Protocol(e.to_string()))?;
-            message::decode_body(&body).map_err(|e| TransportError::Protocol(e.to_string()))
+            message::decode_payload(frame).map_err(|e| TransportError::Protocol(e.to_string()))
         };
         if let Some(after) = fate.duplicate {
             let copy = decode(frame.clone())?;
@@ -337,9 +335,7 @@ impl SimNet {
         let frame = message::encode(Kind::Response, 1, &resp)
             .map_err(|e| TransportError::Protocol(e.to_string()))?;
         tokio::time::sleep(fate.back).await;
-        let (_, _, body) =
-            message::decode_header(frame).map_err(|e| TransportError::Protocol(e.to_string()))?;
-        message::decode_body(&body).map_err(|e| TransportError::Protocol(e.to_string()))
+        message::decode_payload(frame).map_err(|e| TransportError::Protocol(e.to_string()))
     }
 }
 

@@ -78,16 +78,54 @@ fn flush_thread(core: Arc<Core>) {
                 core.bg_cv.wait(&mut st);
             }
         };
-        let result = flush_memtable(&core, &mem);
-        drop(mem);
-        let mut st = core.state.lock();
-        st.flushing = false;
-        match result {
-            Ok(()) | Err(Error::Closed) => {}
-            Err(e) => core.set_sticky_locked(format!("flush failed: {e}")),
-        }
-        core.bg_cv.notify_all();
+        let _ = flush_picked(&core, mem);
     }
+}
+
+/// Flushes `mem`, which the caller marked `flushing`; clears the mark. A
+/// failure is sticky.
+fn flush_picked(core: &Core, mem: Arc<Memtable>) -> Result<()> {
+    let result = flush_memtable(core, &mem);
+    drop(mem);
+    let mut st = core.state.lock();
+    st.flushing = false;
+    match &result {
+        Ok(()) | Err(Error::Closed) => {}
+        Err(e) => core.set_sticky_locked(format!("flush failed: {e}")),
+    }
+    core.bg_cv.notify_all();
+    result
+}
+
+/// Picks a compaction and runs it; `None` when none is due. A failure is
+/// sticky.
+fn compact_one(core: &Core) -> Option<Result<()>> {
+    let _manual = core.manual_compaction.read();
+    let job = {
+        let mut st = core.state.lock();
+        let v = core.current_sv().version.clone();
+        let st = &mut *st;
+        let job = compaction::pick(&v, &core.opts, &st.busy_levels, &mut st.pointers);
+        if let Some(j) = &job {
+            st.busy_levels[j.level] = true;
+            st.busy_levels[j.output_level] = true;
+        }
+        job
+    }?;
+    let result = execute(core, &job);
+    let (level, output_level) = (job.level, job.output_level);
+    // Release the inputs before anyone can see the levels as idle, so
+    // replaced files are gone by then.
+    drop(job);
+    let mut st = core.state.lock();
+    st.busy_levels[level] = false;
+    st.busy_levels[output_level] = false;
+    match &result {
+        Ok(()) | Err(Error::Closed) => {}
+        Err(e) => core.set_sticky_locked(format!("compaction failed: {e}")),
+    }
+    core.bg_cv.notify_all();
+    Some(result)
 }
 
 /// Inline mode (`Options::background_threads` false): does on the calling
@@ -118,45 +156,13 @@ pub(crate) fn run_due(core: &Core) -> Result<()> {
             mem
         };
         if let Some(mem) = mem {
-            let result = flush_memtable(core, &mem);
-            drop(mem);
-            let mut st = core.state.lock();
-            st.flushing = false;
-            if let Err(e) = &result {
-                core.set_sticky_locked(format!("flush failed: {e}"));
-            }
-            core.bg_cv.notify_all();
-            drop(st);
-            result?;
+            flush_picked(core, mem)?;
             continue;
         }
-        let _manual = core.manual_compaction.read();
-        let job = {
-            let mut st = core.state.lock();
-            let v = core.current_sv().version.clone();
-            let st = &mut *st;
-            let job = compaction::pick(&v, &core.opts, &st.busy_levels, &mut st.pointers);
-            if let Some(j) = &job {
-                st.busy_levels[j.level] = true;
-                st.busy_levels[j.output_level] = true;
-            }
-            job
-        };
-        let Some(job) = job else {
-            return Ok(());
-        };
-        let result = execute(core, &job);
-        let (level, output_level) = (job.level, job.output_level);
-        drop(job);
-        let mut st = core.state.lock();
-        st.busy_levels[level] = false;
-        st.busy_levels[output_level] = false;
-        if let Err(e) = &result {
-            core.set_sticky_locked(format!("compaction failed: {e}"));
+        match compact_one(core) {
+            None => return Ok(()),
+            Some(result) => result?,
         }
-        core.bg_cv.notify_all();
-        drop(st);
-        result?;
     }
 }
 
@@ -335,32 +341,7 @@ fn compaction_thread(core: Arc<Core>) {
                 core.bg_cv.wait(&mut st);
             }
         }
-        let _manual = core.manual_compaction.read();
-        let job = {
-            let mut st = core.state.lock();
-            let v = core.current_sv().version.clone();
-            let st = &mut *st;
-            let job = compaction::pick(&v, &core.opts, &st.busy_levels, &mut st.pointers);
-            if let Some(j) = &job {
-                st.busy_levels[j.level] = true;
-                st.busy_levels[j.output_level] = true;
-            }
-            job
-        };
-        let Some(job) = job else { continue };
-        let result = execute(&core, &job);
-        let (level, output_level) = (job.level, job.output_level);
-        // Release the inputs before anyone can see the levels as idle, so
-        // replaced files are gone by then.
-        drop(job);
-        let mut st = core.state.lock();
-        st.busy_levels[level] = false;
-        st.busy_levels[output_level] = false;
-        match result {
-            Ok(()) | Err(Error::Closed) => {}
-            Err(e) => core.set_sticky_locked(format!("compaction failed: {e}")),
-        }
-        core.bg_cv.notify_all();
+        let _ = compact_one(&core);
     }
 }
 

@@ -65,6 +65,35 @@ struct State {
 }
 
 impl State {
+    /// The file system a restart finds: these files, fault switches reset,
+    /// the byte budget kept.
+    fn reborn(
+        &self,
+        rng: SeededRng,
+        nodes: HashMap<u64, Node>,
+        names: BTreeMap<PathBuf, u64>,
+        durable_names: BTreeMap<PathBuf, u64>,
+    ) -> FaultFs {
+        FaultFs {
+            state: Arc::new(Mutex::new(State {
+                dead: false,
+                rng,
+                nodes,
+                next_node: self.next_node,
+                dirs: self.dirs.clone(),
+                names,
+                durable_names,
+                locks: BTreeSet::new(),
+                space_bytes_max: self.space_bytes_max,
+                fail_sync: false,
+                fail_writes: false,
+                syncs_left: None,
+                sync_count: 0,
+                sync_attempts: 0,
+            })),
+        }
+    }
+
     fn check(&self) -> io::Result<()> {
         if self.dead {
             return Err(io::Error::other("file system instance crashed"));
@@ -148,24 +177,9 @@ impl FaultFs {
                     )
                 })
                 .collect();
-            return FaultFs {
-                state: Arc::new(Mutex::new(State {
-                    dead: false,
-                    rng: SeededRng::new(st.rng.next_u64()),
-                    nodes,
-                    next_node: st.next_node,
-                    dirs: st.dirs.clone(),
-                    names: st.names.clone(),
-                    durable_names: st.durable_names.clone(),
-                    locks: BTreeSet::new(),
-                    space_bytes_max: st.space_bytes_max,
-                    fail_sync: false,
-                    fail_writes: false,
-                    syncs_left: None,
-                    sync_count: 0,
-                    sync_attempts: 0,
-                })),
-            };
+            let rng = SeededRng::new(st.rng.next_u64());
+            let (names, durable) = (st.names.clone(), st.durable_names.clone());
+            return st.reborn(rng, nodes, names, durable);
         }
         let seed = st.rng.next_u64();
         let mut rng = SeededRng::new(seed);
@@ -198,24 +212,7 @@ impl FaultFs {
             nodes.insert(*id, Node { data, synced_len });
         }
         let names = st.durable_names.clone();
-        FaultFs {
-            state: Arc::new(Mutex::new(State {
-                dead: false,
-                rng,
-                nodes,
-                next_node: st.next_node,
-                dirs: st.dirs.clone(),
-                durable_names: names.clone(),
-                names,
-                locks: BTreeSet::new(),
-                space_bytes_max: st.space_bytes_max,
-                fail_sync: false,
-                fail_writes: false,
-                syncs_left: None,
-                sync_count: 0,
-                sync_attempts: 0,
-            })),
-        }
+        st.reborn(rng, nodes, names.clone(), names)
     }
 
     /// Appends fail with `StorageFull` once the named files would exceed
