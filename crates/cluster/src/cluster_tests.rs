@@ -860,3 +860,91 @@ async fn after_losing_its_own_write_a_node_never_reuses_its_dot() {
         );
     }
 }
+
+/// Sloppy quorum on the minority side of a partition: a node that reaches
+/// no replica of a key coordinates the write itself as a stand-in, leaving
+/// hints for the replicas here and on another stand-in; they count towards
+/// W, and once the replicas are back the hints bring them the write.
+#[tokio::test(start_paused = true)]
+async fn a_node_cut_off_from_every_replica_coordinates_as_a_stand_in() {
+    let mut c = cluster(5, 3);
+    let key = (0..1000)
+        .map(|i| format!("k{i}"))
+        .find(|k| !c.replicas(k.as_bytes()).contains(&c.nodes[0].id()))
+        .expect("a key node 0 does not replicate");
+    let replicas = c.replicas(key.as_bytes());
+    c.nodes[0]
+        .put(b(&key), b("before"), w(Consistency::All))
+        .await
+        .expect("write before the partition");
+    for &r in &replicas {
+        c.kill(r);
+    }
+    c.pass(3_000).await;
+    let a = c.nodes[0].clone();
+    a.put(b(&key), b("minority"), w(Consistency::Quorum))
+        .await
+        .expect("stand-ins take the write");
+    // A second write through the same stand-in gets a dot of its own (and
+    // supersedes the first, as one coordinator's writes do).
+    a.put(b(&key), b("minority2"), w(Consistency::Quorum))
+        .await
+        .expect("again");
+    let held: u64 = c
+        .nodes
+        .iter()
+        .flat_map(|n| n.hints_pending())
+        .map(|(_, count, _)| count)
+        .sum();
+    assert_eq!(held, 6, "a hint per replica and write");
+    // Strict quorum refuses the same write: hints do not count.
+    let strict = {
+        let s = cluster_with(5, 3, true);
+        let key2 = (0..1000)
+            .map(|i| format!("k{i}"))
+            .find(|k| !s.replicas(k.as_bytes()).contains(&s.nodes[0].id()))
+            .expect("key");
+        let mut s = s;
+        for r in s.replicas(key2.as_bytes()) {
+            s.kill(r);
+        }
+        s.pass(3_000).await;
+        s.nodes[0]
+            .put(b(&key2), b("x"), w(Consistency::Quorum))
+            .await
+    };
+    assert!(
+        matches!(strict, Err(KvError::Unavailable { .. })),
+        "{strict:?}"
+    );
+    // The replicas return; replaying the hints brings them both writes.
+    for &r in &replicas {
+        c.net.register(r, c.node(r).handler());
+    }
+    c.down.clear();
+    c.pass(3_000).await;
+    for n in &c.nodes {
+        n.replay_hints_once().await;
+    }
+    for &r in &replicas {
+        let set = c.node(r).debug_local_record(key.as_bytes());
+        let mut values: Vec<Bytes> = set
+            .siblings
+            .iter()
+            .filter_map(|s| s.value.clone())
+            .collect();
+        values.sort();
+        // The stand-in saw nothing of the key: its write is a sibling of
+        // what the replicas held, never a silent overwrite.
+        assert_eq!(
+            values,
+            vec![b("before"), b("minority2")],
+            "replica {r:x}: {values:?}"
+        );
+    }
+    assert_eq!(
+        read_one(&c.nodes[1], &key, Consistency::All).await,
+        Some(b("minority2")),
+        "last writer wins among the siblings"
+    );
+}

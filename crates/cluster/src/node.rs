@@ -1023,9 +1023,19 @@ impl<S: LocalStore> Node<S> {
         }
         let level = opts.consistency.unwrap_or(self.inner.config.default_write);
         let strict = self.inner.config.strict_quorum;
-        // Sloppy quorum: stand-ins may take the place of down replicas, so
-        // only a wholly unreachable preference list fails up front.
-        let (prefs, mut live, dc_of, req) = self.plan(&key, level, !strict)?;
+        // Sloppy quorum: stand-ins may take the place of down replicas; with
+        // every replica down, this node coordinates as a stand-in.
+        let (prefs, mut live, dc_of, req) = match self.plan(&key, level, !strict) {
+            Err(KvError::Unavailable { why, .. }) if !strict => {
+                let prefs = self.inner.membership.preference_list(token_of(&key));
+                let (dc_of, req) = self.requirement(&prefs, level)?;
+                let plan = RingPlan { prefs, dc_of, req };
+                return self
+                    .coordinate_as_stand_in(key, change, opts, &plan, why)
+                    .await;
+            }
+            planned => planned?,
+        };
         // Only a live replica of the current ring coordinates: it holds the
         // key's versions. A replica of the pending ring only may not have
         // them yet (it is still streaming).
@@ -1051,7 +1061,23 @@ impl<S: LocalStore> Node<S> {
         // Anyone else forwards: to the current replicas first; a node whose
         // view of the ring differs declines and the next one is tried.
         if !coordinator {
-            return self.forward(key, change, opts, &live, &current.req).await;
+            let retry = (change.clone(), opts.clone());
+            return match self
+                .forward(key.clone(), change, opts, &live, &current.req)
+                .await
+            {
+                Ok(done) => done,
+                Err(why) if !strict => {
+                    let (change, opts) = retry;
+                    self.coordinate_as_stand_in(key, change, opts, &current, why)
+                        .await
+                }
+                Err(why) => Err(KvError::Unavailable {
+                    required: current.req.count(),
+                    answered: 0,
+                    why: format!("no replica could coordinate: {why}"),
+                }),
+            };
         }
         let req = &current.req;
         let met =
@@ -1342,7 +1368,7 @@ impl<S: LocalStore> Node<S> {
         opts: WriteOptions,
         live: &[u64],
         req: &Requirement,
-    ) -> Result<WriteOutcome, KvError> {
+    ) -> Result<Result<WriteOutcome, KvError>, String> {
         let op = match change {
             Change::Put(value) => WriteOp::Put {
                 value,
@@ -1381,7 +1407,7 @@ impl<S: LocalStore> Node<S> {
                 .await
             {
                 Ok(Response::Coordinated(out)) => {
-                    return Ok(WriteOutcome {
+                    return Ok(Ok(WriteOutcome {
                         applied: out.applied,
                         previous: out.previous.map(|(value, hlc, actor, expires_at_ms)| {
                             crate::api::Sibling {
@@ -1391,38 +1417,122 @@ impl<S: LocalStore> Node<S> {
                                 expires_at_ms,
                             }
                         }),
-                    });
+                    }));
                 }
                 // Nothing was applied there: the next replica may take it.
                 Ok(Response::Error { code, message }) if code == NOT_A_REPLICA => {
                     failures.push(format!("{}: {message}", crate::node_id::display(id)));
                 }
                 Ok(Response::Error { code, message }) => {
-                    return Err(error_from_wire(&code, message));
+                    return Ok(Err(error_from_wire(&code, message)));
                 }
-                Ok(other) => failures.push(format!("unexpected answer {other:?}")),
+                // Nothing known of what happened there: no other attempt.
+                Ok(other) => {
+                    return Ok(Err(KvError::Unavailable {
+                        required: req.count(),
+                        answered: 0,
+                        why: format!("unexpected answer {other:?}"),
+                    }));
+                }
                 // Not reached at all: another replica may coordinate.
                 Err(e @ (TransportError::Unreachable(_) | TransportError::Overloaded)) => {
                     failures.push(format!("{}: {e}", crate::node_id::display(id)));
                 }
                 // It may have been applied: do not apply it twice.
                 Err(e) => {
-                    return Err(KvError::Unavailable {
+                    return Ok(Err(KvError::Unavailable {
                         required: req.count(),
                         answered: 0,
                         why: format!(
                             "coordinator {} did not answer: {e}",
                             crate::node_id::display(id)
                         ),
-                    });
+                    }));
                 }
             }
         }
-        Err(KvError::Unavailable {
-            required: req.count(),
-            answered: 0,
-            why: format!("no replica could coordinate: {}", failures.join("; ")),
-        })
+        // No replica was reached: nothing was applied anywhere.
+        Err(failures.join("; "))
+    }
+
+    /// No replica of `key` can be reached, and hints count (sloppy
+    /// quorum): this node versions the write from what it knows of the key
+    /// (usually nothing, so the write becomes a sibling of what the
+    /// replicas hold) and leaves it as hints, one per replica, held here
+    /// and by live stand-ins further along the ring. Each stored hint
+    /// counts for its replica. Dots stay unique: a node's counters rise
+    /// across all keys (see [`crate::version::epoch_floor`]).
+    async fn coordinate_as_stand_in(
+        &self,
+        key: Bytes,
+        change: Change,
+        opts: WriteOptions,
+        plan: &RingPlan,
+        why: String,
+    ) -> Result<WriteOutcome, KvError> {
+        let (outcome, record) = self.inner.replica.version_detached(&key, change, &opts)?;
+        let Some(record) = record else {
+            return Ok(outcome);
+        };
+        let bytes = Bytes::from(record.encode());
+        let token = token_of(&key);
+        let mut acked = Vec::new();
+        let mut used = vec![self.id()];
+        let mut pending: FuturesUnordered<BoxFut<(Sent, Result<(), String>)>> =
+            FuturesUnordered::new();
+        // A replica silent longer than hints live would never get its hint.
+        let targets: Vec<u64> = plan
+            .prefs
+            .iter()
+            .copied()
+            .filter(|&t| !self.beyond_hint_window(t))
+            .collect();
+        for (i, &target) in targets.iter().enumerate() {
+            if i == 0 {
+                let now = self.inner.replica.now_ms();
+                match self.inner.hints.add(target, now, &key, &bytes) {
+                    Ok(true) => acked.push(target),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "stand-in hint not stored"),
+                }
+                continue;
+            }
+            match self.stand_in(token, target, &plan.prefs, &used) {
+                Some(via) => {
+                    used.push(via);
+                    pending.push(self.hint_to(via, target, key.clone(), bytes.clone()));
+                }
+                // No other stand-in: held here too, not counted.
+                None => self.hold_hint(target, &key, &bytes),
+            }
+        }
+        let mut failures = vec![why];
+        while !plan.met(&acked) {
+            let Some((sent, answer)) = pending.next().await else {
+                break;
+            };
+            match answer {
+                Ok(()) => acked.push(sent.target()),
+                Err(e) => failures.push(format!("{}: {e}", crate::node_id::display(sent.via()))),
+            }
+        }
+        if !pending.is_empty() {
+            tokio::spawn(async move { while pending.next().await.is_some() {} });
+        }
+        if !plan.met(&acked) {
+            metrics::counter!("ringkv_unavailable_total", "op" => "write").increment(1);
+            return Err(KvError::Unavailable {
+                required: plan.req.count(),
+                answered: acked.len(),
+                why: format!(
+                    "no replica reachable; stand-ins took {} hints: {}",
+                    acked.len(),
+                    failures.join("; ")
+                ),
+            });
+        }
+        metrics::counter!("ringkv_stand_in_writes_total").increment(1);
+        Ok(outcome)
     }
 
     async fn handle_request(&self, from: u64, req: Request) -> Response {

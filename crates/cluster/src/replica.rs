@@ -130,32 +130,58 @@ impl<S: LocalStore> Replica<S> {
         self.store.get(key).map_err(store_error)
     }
 
-    fn bound_and_store(&self, key: &[u8], set: &mut SiblingSet) -> Result<(), KvError> {
+    fn bound(&self, set: &mut SiblingSet) {
         let dropped = set.bound_siblings(self.siblings_max);
         if dropped > 0 {
             self.siblings_dropped
                 .fetch_add(dropped as u64, Ordering::Relaxed);
             metrics::counter!("ringkv_siblings_dropped_total").increment(dropped as u64);
         }
+    }
+
+    fn bound_and_store(&self, key: &[u8], set: &mut SiblingSet) -> Result<(), KvError> {
+        self.bound(set);
         self.store
             .put(key, &set.encode(), set.record_expiry())
             .map_err(store_error)
     }
 
-    /// Applies a client write coordinated by this node. Returns the outcome
-    /// and, when something was written, the new record to replicate.
     /// Sets this node's epoch: its next dots count from
     /// [`crate::version::epoch_floor`] of it.
     pub fn set_epoch(&self, epoch: u64) {
         self.dot_floor
-            .store(crate::version::epoch_floor(epoch), Ordering::Relaxed);
+            .fetch_max(crate::version::epoch_floor(epoch), Ordering::Relaxed);
     }
 
+    /// Applies a client write coordinated by this node. Returns the outcome
+    /// and, when something was written, the new record to replicate.
     pub fn update(
         &self,
         key: &[u8],
         change: Change,
         opts: &WriteOptions,
+    ) -> Result<(WriteOutcome, Option<SiblingSet>), KvError> {
+        self.apply(key, change, opts, true)
+    }
+
+    /// Versions a client write from this node's own record of `key`
+    /// without storing it: what a stand-in coordinator does when no
+    /// replica can be reached (the record travels as hints).
+    pub fn version_detached(
+        &self,
+        key: &[u8],
+        change: Change,
+        opts: &WriteOptions,
+    ) -> Result<(WriteOutcome, Option<SiblingSet>), KvError> {
+        self.apply(key, change, opts, false)
+    }
+
+    fn apply(
+        &self,
+        key: &[u8],
+        change: Change,
+        opts: &WriteOptions,
+        store: bool,
     ) -> Result<(WriteOutcome, Option<SiblingSet>), KvError> {
         let _guard = self.lock(key);
         let mut set = self.read(key)?;
@@ -217,9 +243,17 @@ impl<S: LocalStore> Replica<S> {
         let deleted = value.is_none();
         let context = opts.context.clone().unwrap_or_else(|| set.vv.clone());
         let hlc = self.hlc.lock().next(now);
+        // Counters rise across all keys within an epoch, so a dot is new
+        // even for a key whose record this node does not hold (a stand-in)
+        // or no longer holds.
         let floor = self.dot_floor.load(Ordering::Relaxed);
-        set.update_above(&context, self.id, floor, hlc, value, expires_at_ms);
-        self.bound_and_store(key, &mut set)?;
+        let dot = set.update_above(&context, self.id, floor, hlc, value, expires_at_ms);
+        self.dot_floor.fetch_max(dot.counter, Ordering::Relaxed);
+        if store {
+            self.bound_and_store(key, &mut set)?;
+        } else {
+            self.bound(&mut set);
+        }
         Ok((
             WriteOutcome {
                 applied: !deleted || before.is_some(),

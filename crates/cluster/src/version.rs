@@ -165,7 +165,9 @@ pub const COUNTER_MAX: u64 = 1 << 62;
 /// latest writes of a key (power loss with periodic sync) would otherwise
 /// count from its stale record and issue a dot its peers already hold for
 /// another value: they would take the new write for one they had seen and
-/// drop it. 2^40 counters per key per epoch; 2^22 epochs.
+/// drop it. Within an epoch a node's counters rise across all keys (the
+/// replica keeps the last one issued), so 2^40 writes per node per epoch;
+/// 2^22 epochs.
 pub const EPOCH_SHIFT: u32 = 40;
 
 /// The lowest dot counter of `epoch` (exclusive).
