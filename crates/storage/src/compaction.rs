@@ -356,9 +356,22 @@ fn decide(job: &Job, ctx: &RunCtx<'_>, item: Item) -> Option<Item> {
     let (gone, why) = match &item.op {
         Op::Delete => (true, &ctx.counters.tombstones_dropped),
         Op::Put(e) if e.is_expired(ctx.now_ms) => (true, &ctx.counters.expired_dropped),
-        Op::Put(e) => match &ctx.filter {
-            Some(f) if f.decide(&item.key, &e.value, e.expires_at_ms) == FilterDecision::Remove => {
-                (true, &ctx.counters.filter_removed)
+        Op::Put(e) => match ctx
+            .filter
+            .as_ref()
+            .map(|f| f.decide(&item.key, &e.value, e.expires_at_ms))
+        {
+            Some(FilterDecision::Remove) => (true, &ctx.counters.filter_removed),
+            Some(FilterDecision::Replace(value)) => {
+                Counters::add(&ctx.counters.filter_replaced, 1);
+                let expires_at_ms = e.expires_at_ms;
+                return Some(Item {
+                    op: Op::Put(crate::types::Entry {
+                        value,
+                        expires_at_ms,
+                    }),
+                    ..item
+                });
             }
             _ => (false, &ctx.counters.filter_removed),
         },

@@ -5,12 +5,18 @@
 //! A `Remove` never lets an older version of the key resurface: compaction
 //! drops the entry outright only when its output is the bottom-most level
 //! holding the key; anywhere else it writes an engine tombstone in its place.
+//! A `Replace` rewrites the value in place (same sequence number, same
+//! expiry): for a value the layer above can shrink without changing what it
+//! means.
+
+use bytes::Bytes;
 
 /// What to do with one value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FilterDecision {
     Keep,
     Remove,
+    Replace(Bytes),
 }
 
 /// Consulted by compaction for every live put it rewrites (never for engine

@@ -29,6 +29,7 @@ pub(crate) struct Counters {
     pub tombstones_dropped: AtomicU64,
     pub expired_dropped: AtomicU64,
     pub filter_removed: AtomicU64,
+    pub filter_replaced: AtomicU64,
 }
 
 impl Counters {
@@ -93,6 +94,8 @@ pub struct Stats {
     pub tombstones_dropped: u64,
     pub expired_dropped: u64,
     pub filter_removed: u64,
+    /// Values the compaction filter rewrote.
+    pub filter_replaced: u64,
     /// The sequence number of the newest visible write.
     pub last_sequence: u64,
 }

@@ -569,6 +569,7 @@ impl Engine {
             tombstones_dropped: Counters::get(&c.tombstones_dropped),
             expired_dropped: Counters::get(&c.expired_dropped),
             filter_removed: Counters::get(&c.filter_removed),
+            filter_replaced: Counters::get(&c.filter_replaced),
             last_sequence: core.visible_seq.load(Ordering::Acquire),
         }
     }
