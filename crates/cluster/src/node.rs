@@ -362,7 +362,30 @@ impl<S: LocalStore> Node<S> {
         // with every replica past it (the tombstone rule).
         let ledger = Arc::clone(ae.ledger());
         store.set_synced_at(Arc::new(move |token| ledger.synced_at(token)));
+        // Version vectors drop the entries of nodes that left, under the
+        // same rule.
+        let pruner: crate::store::Pruner = {
+            let ledger = Arc::clone(ae.ledger());
+            let membership = Arc::clone(&membership);
+            let clock = clock.clone();
+            let grace_ms = config.tombstone_grace_ms;
+            Arc::new(move |token, set| {
+                crate::anti_entropy::prune_departed(
+                    set,
+                    clock.now_ms(),
+                    grace_ms,
+                    |id| {
+                        membership
+                            .state(id)
+                            .is_some_and(|s| s.status == crate::message::NodeStatus::Left)
+                    },
+                    || ledger.synced_at(token),
+                )
+            })
+        };
+        store.set_pruner(Arc::clone(&pruner));
         let replica = Replica::new(id, store, clock, config.siblings_max);
+        replica.set_pruner(pruner);
         Self {
             inner: Arc::new(Inner {
                 replica,

@@ -51,6 +51,8 @@ pub struct Replica<S> {
     /// Dot counters of this node's writes start above it (its epoch's
     /// floor, see [`crate::version::epoch_floor`]).
     dot_floor: AtomicU64,
+    /// Version-vector pruning applied to merged records.
+    pruner: parking_lot::RwLock<Option<crate::store::Pruner>>,
 }
 
 pub(crate) fn store_error(e: StoreError) -> KvError {
@@ -88,6 +90,7 @@ impl<S: LocalStore> Replica<S> {
             siblings_max,
             siblings_dropped: AtomicU64::new(0),
             dot_floor: AtomicU64::new(0),
+            pruner: parking_lot::RwLock::new(None),
         }
     }
 
@@ -144,6 +147,12 @@ impl<S: LocalStore> Replica<S> {
         self.store
             .put(key, &set.encode(), set.record_expiry())
             .map_err(store_error)
+    }
+
+    /// Installs the version-vector pruning merges apply (see
+    /// [`crate::anti_entropy::prune_departed`]).
+    pub fn set_pruner(&self, pruner: crate::store::Pruner) {
+        *self.pruner.write() = Some(pruner);
     }
 
     /// Sets this node's epoch: its next dots count from
@@ -271,6 +280,11 @@ impl<S: LocalStore> Replica<S> {
         let mut set = self.read(key)?;
         let before = set.clone();
         set.merge(incoming);
+        // A pruned record merged with an unpruned one is pruned again, so
+        // replicas that prune at different times converge.
+        if let Some(p) = self.pruner.read().as_ref() {
+            p(crate::ring::token_of(key), &mut set);
+        }
         if set == before {
             return Ok(false);
         }
@@ -320,5 +334,41 @@ pub fn record_purgeable(record: &Bytes, now_ms: u64, grace_ms: u64) -> bool {
         }
         // Never purge what cannot be read: it is reported, not destroyed.
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::version::VersionVector;
+
+    /// A merge prunes what the rule allows, so a pruned replica that
+    /// receives an unpruned copy stays pruned and reports no change.
+    #[test]
+    fn merges_prune_the_entries_of_departed_nodes() {
+        let clock: SharedClock = std::sync::Arc::new(ringkv_env::ManualClock::new(10_000));
+        let r = Replica::new(1, crate::testing::MapStore::default(), clock, 64);
+        r.set_pruner(std::sync::Arc::new(|_, set| {
+            crate::anti_entropy::prune_departed(set, 10_000, 1_000, |a| a == 9, || Some(9_000))
+        }));
+        let mut old = SiblingSet::default();
+        old.update(
+            &VersionVector::new(),
+            9,
+            1_000 << 16,
+            Some(Bytes::from_static(b"a")),
+            None,
+        );
+        let ctx = old.vv.clone();
+        old.update(&ctx, 2, 2_000 << 16, Some(Bytes::from_static(b"b")), None);
+        assert!(r.merge(b"k", &old).expect("merge"));
+        let stored = r.read(b"k").expect("read");
+        assert_eq!(stored.vv.get(9), 0, "pruned on the way in");
+        assert_eq!(stored.siblings, old.siblings);
+        assert!(
+            !r.merge(b"k", &old).expect("merge again"),
+            "an unpruned copy changes nothing"
+        );
+        assert_eq!(r.read(b"k").expect("read"), stored);
     }
 }

@@ -26,6 +26,11 @@ pub enum StoreError {
 /// ledger, asked by the compaction filter before it purges a dead record.
 pub type SyncedAt = std::sync::Arc<dyn Fn(u64) -> Option<u64> + Send + Sync>;
 
+/// Prunes the record of a key with the given token in place (see
+/// [`crate::anti_entropy::prune_departed`]); true when it changed it.
+pub type Pruner =
+    std::sync::Arc<dyn Fn(u64, &mut crate::version::SiblingSet) -> bool + Send + Sync>;
+
 /// What the coordinator needs from local storage. Calls may block (disk I/O,
 /// and fsync when [`LocalStore::blocking_writes`] says so).
 pub trait LocalStore: Send + Sync + 'static {
@@ -76,6 +81,12 @@ pub trait LocalStore: Send + Sync + 'static {
     fn set_synced_at(&self, synced_at: SyncedAt) {
         let _ = synced_at;
     }
+
+    /// Installs the version-vector pruning compaction applies to the
+    /// records it rewrites. Stores that never compact ignore it.
+    fn set_pruner(&self, pruner: Pruner) {
+        let _ = pruner;
+    }
 }
 
 /// [`LocalStore`] over ringkv's LSM engine.
@@ -102,6 +113,7 @@ struct GraceFilter {
     clock: ringkv_env::SharedClock,
     grace_ms: u64,
     synced_at: parking_lot::RwLock<Option<SyncedAt>>,
+    pruner: parking_lot::RwLock<Option<Pruner>>,
 }
 
 impl ringkv_storage::CompactionFilter for GraceFilter {
@@ -111,23 +123,36 @@ impl ringkv_storage::CompactionFilter for GraceFilter {
         value: &[u8],
         _expires_at_ms: Option<u64>,
     ) -> ringkv_storage::FilterDecision {
-        let record = Bytes::copy_from_slice(value);
-        let token = key
-            .split_first_chunk::<8>()
-            .map(|(t, _)| u64::from_be_bytes(*t));
-        let synced_at = || {
-            let ledger = self.synced_at.read();
-            ledger.as_ref().zip(token).and_then(|(f, t)| f(t))
+        use ringkv_storage::FilterDecision;
+        // Records that do not decode are never purged nor rewritten: they
+        // are reported, not destroyed.
+        let Ok(mut set) = crate::version::SiblingSet::decode(&Bytes::copy_from_slice(value)) else {
+            return FilterDecision::Keep;
         };
-        if crate::anti_entropy::dead_record_purgeable(
-            &record,
+        let Some(token) = key
+            .split_first_chunk::<8>()
+            .map(|(t, _)| u64::from_be_bytes(*t))
+        else {
+            return FilterDecision::Keep;
+        };
+        let synced_at = || self.synced_at.read().as_ref().and_then(|f| f(token));
+        if crate::anti_entropy::dead_set_purgeable(
+            &set,
             self.clock.now_ms(),
             self.grace_ms,
             synced_at,
         ) {
-            ringkv_storage::FilterDecision::Remove
+            return FilterDecision::Remove;
+        }
+        let pruned = self
+            .pruner
+            .read()
+            .as_ref()
+            .is_some_and(|p| p(token, &mut set));
+        if pruned {
+            FilterDecision::Replace(Bytes::from(set.encode()))
         } else {
-            ringkv_storage::FilterDecision::Keep
+            FilterDecision::Keep
         }
     }
 }
@@ -151,6 +176,7 @@ impl EngineStore {
             clock,
             grace_ms: tombstone_grace_ms,
             synced_at: parking_lot::RwLock::new(None),
+            pruner: parking_lot::RwLock::new(None),
         });
         engine.set_compaction_filter(filter.clone());
         Self {
@@ -286,6 +312,10 @@ impl LocalStore for EngineStore {
     fn set_synced_at(&self, synced_at: SyncedAt) {
         *self.filter.synced_at.write() = Some(synced_at);
     }
+
+    fn set_pruner(&self, pruner: Pruner) {
+        *self.filter.pruner.write() = Some(pruner);
+    }
 }
 
 #[cfg(test)]
@@ -324,6 +354,62 @@ mod tests {
             back, set,
             "the record (and its version) survives compaction"
         );
+    }
+
+    /// Compaction rewrites a quiet, synced record without the entry of a
+    /// node that left; a record still carrying that node's sibling keeps it.
+    #[test]
+    fn compaction_prunes_the_entries_of_departed_nodes() {
+        use crate::version::{SiblingSet, VersionVector};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(dir.path());
+        let departed = 9;
+        // Written by node 9, then superseded by node 1: 9 covers nothing live.
+        let mut pruned = SiblingSet::default();
+        pruned.update(
+            &VersionVector::new(),
+            departed,
+            1 << 16,
+            Some(Bytes::from_static(b"old")),
+            None,
+        );
+        let ctx = pruned.vv.clone();
+        pruned.update(&ctx, 1, 2 << 16, Some(Bytes::from_static(b"new")), None);
+        // Node 9's write is still live here.
+        let mut kept = SiblingSet::default();
+        kept.update(
+            &VersionVector::new(),
+            departed,
+            1 << 16,
+            Some(Bytes::from_static(b"live")),
+            None,
+        );
+        s.put(b"pruned", &pruned.encode(), None).expect("put");
+        s.put(b"kept", &kept.encode(), None).expect("put");
+        s.set_pruner(std::sync::Arc::new(move |_, set| {
+            crate::anti_entropy::prune_departed(
+                set,
+                10_000,
+                1_000,
+                |a| a == departed,
+                || Some(9_000),
+            )
+        }));
+        s.engine().flush().expect("flush");
+        s.engine().compact().expect("compact");
+        let get = |k: &[u8]| {
+            SiblingSet::decode(&s.get(k).expect("get").expect("record")).expect("decode")
+        };
+        let after = get(b"pruned");
+        assert_eq!(after.vv.get(departed), 0, "the departed entry is gone");
+        assert_eq!(after.vv.get(1), pruned.vv.get(1));
+        assert_eq!(after.siblings, pruned.siblings);
+        assert_eq!(
+            get(b"kept"),
+            kept,
+            "a live sibling of the departed node keeps its entry"
+        );
+        assert!(s.engine().stats().filter_replaced >= 1);
     }
 
     #[test]

@@ -11,8 +11,10 @@
 //!
 //! Actors are node ids (the coordinator of a write), never clients, so a
 //! vector has at most one entry per node that ever coordinated a write of the
-//! key. Entries are never pruned (see ARCHITECTURE.md, "Versioning"); a
-//! vector holds at most [`VV_ENTRIES_MAX`]. Dot counters of a node start
+//! key. Pruning rule: the entry of a node that has left the ring is dropped
+//! once nothing can bring back a sibling it covers (see
+//! [`crate::anti_entropy::prune_departed`] and ARCHITECTURE.md,
+//! "Versioning"); a vector holds at most [`VV_ENTRIES_MAX`]. Dot counters of a node start
 //! above its epoch's floor ([`epoch_floor`]), so a node that lost its own
 //! latest writes never issues one of their dots again.
 //!
@@ -93,6 +95,17 @@ impl VersionVector {
             Ok(i) => self.entries[i].1,
             Err(_) => 0,
         }
+    }
+
+    /// The actors with an entry.
+    pub fn actors(&self) -> impl Iterator<Item = u64> + '_ {
+        self.entries.iter().map(|e| e.0)
+    }
+
+    /// Drops `actor`'s entry (pruning; see
+    /// [`crate::anti_entropy::prune_departed`] for when that is safe).
+    pub fn remove(&mut self, actor: u64) {
+        self.entries.retain(|e| e.0 != actor);
     }
 
     /// Raises `actor`'s entry to at least `counter`.
