@@ -1536,11 +1536,22 @@ impl<S: LocalStore> Node<S> {
             };
             match answer {
                 Ok(()) => acked.push(sent.target()),
-                Err(e) => failures.push(format!("{}: {e}", crate::node_id::display(sent.via()))),
+                Err(e) => {
+                    failures.push(format!("{}: {e}", crate::node_id::display(sent.via())));
+                    // Held here instead, not counted.
+                    self.hold_hint(sent.target(), &key, &bytes);
+                }
             }
         }
         if !pending.is_empty() {
-            tokio::spawn(async move { while pending.next().await.is_some() {} });
+            let node = self.clone();
+            tokio::spawn(async move {
+                while let Some((sent, answer)) = pending.next().await {
+                    if answer.is_err() {
+                        node.hold_hint(sent.target(), &key, &bytes);
+                    }
+                }
+            });
         }
         if !plan.met(&acked) {
             metrics::counter!("ringkv_unavailable_total", "op" => "write").increment(1);
