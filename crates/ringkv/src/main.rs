@@ -16,6 +16,12 @@ mod status;
 
 use clap::Parser;
 
+/// mimalloc instead of the system allocator: under a write load glibc's
+/// arena locks and free-list walks took about 9% of a node's CPU (perf;
+/// docs/BENCHMARKS.md has the before and after).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     match cli::run(cli) {
