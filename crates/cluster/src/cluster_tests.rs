@@ -350,21 +350,29 @@ fn own_value(c: &TestCluster, id: u64, key: &str) -> Option<Bytes> {
     .map(|s| s.value)
 }
 
-#[tokio::test(start_paused = true)]
-async fn sloppy_quorum_hints_a_down_replica_and_replays_when_it_returns() {
-    let mut c = cluster(5, 3);
-    let key = "hinted";
+/// Kills the second and third replicas of `key`, lets the others notice,
+/// and writes `v1` through the first at W=2 (sloppy): a stand-in takes a
+/// hint for the second. Returns the replicas and that victim.
+async fn hinted_write(c: &mut TestCluster, key: &str) -> (Vec<u64>, u64) {
     let replicas = c.replicas(key.as_bytes());
     let (coord, victim) = (replicas[0], replicas[1]);
     c.kill(victim);
     c.kill(replicas[2]);
     c.pass(3_000).await;
-    // Two of three replicas down: W=2 still succeeds, a stand-in holds a
-    // hint for one of them and stands in for it.
     c.node(coord)
         .put(b(key), b("v1"), w(Consistency::Count(2)))
         .await
         .expect("sloppy W=2 with two replicas down");
+    (replicas, victim)
+}
+
+#[tokio::test(start_paused = true)]
+async fn sloppy_quorum_hints_a_down_replica_and_replays_when_it_returns() {
+    let mut c = cluster(5, 3);
+    let key = "hinted";
+    // Two of three replicas down: W=2 still succeeds, a stand-in holds a
+    // hint for one of them and stands in for it.
+    let (_, victim) = hinted_write(&mut c, key).await;
     let held: u64 = c
         .nodes
         .iter()
@@ -793,15 +801,7 @@ async fn hints_for_a_node_that_left_go_to_the_current_replicas() {
     use crate::message::NodeStatus;
     let mut c = cluster(5, 3);
     let key = "hinted";
-    let replicas = c.replicas(key.as_bytes());
-    let (coord, victim) = (replicas[0], replicas[1]);
-    c.kill(victim);
-    c.kill(replicas[2]);
-    c.pass(3_000).await;
-    c.node(coord)
-        .put(b(key), b("v1"), w(Consistency::Count(2)))
-        .await
-        .expect("sloppy W=2 with two replicas down");
+    let (replicas, victim) = hinted_write(&mut c, key).await;
     let holder = c
         .nodes
         .iter()

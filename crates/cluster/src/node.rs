@@ -1174,18 +1174,8 @@ impl<S: LocalStore> Node<S> {
                 }
             }
         }
-        // Replicas beyond the requirement still get the write; failures
-        // become hints held here.
-        if !pending.is_empty() {
-            let node = self.clone();
-            tokio::spawn(async move {
-                while let Some((sent, answer)) = pending.next().await {
-                    if answer.is_err() {
-                        node.hold_hint(sent.target(), &key, &bytes);
-                    }
-                }
-            });
-        }
+        // Replicas beyond the requirement still get the write.
+        self.finish_sends(pending, key.clone(), bytes.clone());
         if !met(&acked) {
             metrics::counter!("ringkv_unavailable_total", "op" => "write").increment(1);
             let mut why = failures.join("; ");
@@ -1199,6 +1189,27 @@ impl<S: LocalStore> Node<S> {
             });
         }
         Ok(outcome)
+    }
+
+    /// Lets the sends a write no longer waits for finish in the background;
+    /// a failed one becomes a hint held here.
+    fn finish_sends(
+        &self,
+        mut pending: FuturesUnordered<BoxFut<(Sent, Result<(), String>)>>,
+        key: Bytes,
+        bytes: Bytes,
+    ) {
+        if pending.is_empty() {
+            return;
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            while let Some((sent, answer)) = pending.next().await {
+                if answer.is_err() {
+                    node.hold_hint(sent.target(), &key, &bytes);
+                }
+            }
+        });
     }
 
     /// The stand-in for a down replica: the next live node on the ring walk
@@ -1543,16 +1554,7 @@ impl<S: LocalStore> Node<S> {
                 }
             }
         }
-        if !pending.is_empty() {
-            let node = self.clone();
-            tokio::spawn(async move {
-                while let Some((sent, answer)) = pending.next().await {
-                    if answer.is_err() {
-                        node.hold_hint(sent.target(), &key, &bytes);
-                    }
-                }
-            });
-        }
+        self.finish_sends(pending, key, bytes);
         if !plan.met(&acked) {
             metrics::counter!("ringkv_unavailable_total", "op" => "write").increment(1);
             return Err(KvError::Unavailable {
