@@ -209,17 +209,18 @@ pub fn prune_departed(
     departed: impl Fn(u64) -> bool,
     synced_at: impl FnOnce() -> Option<u64>,
 ) -> bool {
+    // Cheapest first: a record written within the grace period (every
+    // record a write or a replication merges) stops here.
+    let written_ms = hlc_physical_ms(set.max_hlc());
+    if written_ms.saturating_add(grace_ms) >= now_ms {
+        return false;
+    }
     let gone: Vec<u64> = set
         .vv
         .actors()
         .filter(|&a| departed(a) && !set.siblings.iter().any(|s| s.dot.actor == a))
         .collect();
-    if gone.is_empty() {
-        return false;
-    }
-    let written_ms = hlc_physical_ms(set.max_hlc());
-    let quiet = written_ms.saturating_add(grace_ms) < now_ms;
-    if !quiet || synced_at().is_none_or(|t| t <= written_ms) {
+    if gone.is_empty() || synced_at().is_none_or(|t| t <= written_ms) {
         return false;
     }
     for a in gone {

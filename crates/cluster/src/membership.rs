@@ -257,6 +257,11 @@ impl Membership {
         self.states.read().get(&id).cloned()
     }
 
+    /// The status of node `id`, if known (no copy of its state).
+    pub fn status(&self, id: u64) -> Option<NodeStatus> {
+        self.states.read().get(&id).map(|s| s.status)
+    }
+
     /// Changes this node's own state (tokens, status, load) and bumps its
     /// heartbeat so the change spreads.
     pub fn update_self(&self, f: impl FnOnce(&mut NodeState)) {

@@ -374,11 +374,7 @@ impl<S: LocalStore> Node<S> {
                     set,
                     clock.now_ms(),
                     grace_ms,
-                    |id| {
-                        membership
-                            .state(id)
-                            .is_some_and(|s| s.status == crate::message::NodeStatus::Left)
-                    },
+                    |id| membership.status(id) == Some(crate::message::NodeStatus::Left),
                     || ledger.synced_at(token),
                 )
             })
@@ -1325,8 +1321,8 @@ impl<S: LocalStore> Node<S> {
             let gone = self
                 .inner
                 .membership
-                .state(target)
-                .is_none_or(|s| s.status == crate::message::NodeStatus::Left);
+                .status(target)
+                .is_none_or(|s| s == crate::message::NodeStatus::Left);
             if !gone && !self.inner.membership.is_alive(target) {
                 continue;
             }
