@@ -44,11 +44,10 @@
 //! ```text
 //! Request::CoordinateOnce { epoch, seq, write } -> Response::Coordinated
 //!        `epoch` is the sender's start time (ms), `seq` counts its forwarded
-//!        writes since; the receiver remembers the last
-//!        node::FORWARDS_REMEMBERED_MAX of them and answers a copy of one
-//!        already seen with the first answer (error `duplicate` while the
-//!        first is still running), so a duplicated or replayed message
-//!        never versions the client's write twice.
+//!        writes since; the receiver remembers the ids of the last
+//!        node::FORWARDS_REMEMBERED_MAX and answers a copy of one already
+//!        seen with the error `duplicate`, applying nothing, so a duplicated
+//!        or replayed message never versions the client's write twice.
 //! ```
 //!
 //! Every field that
@@ -262,8 +261,8 @@ pub enum Request {
         crc: u32,
     },
     /// [`Request::Coordinate`], applied at most once per `(sender, epoch,
-    /// seq)`: a copy of a request already seen is not applied again (see
-    /// the module documentation).
+    /// seq)`: a copy of a request already seen is refused (see the module
+    /// documentation).
     CoordinateOnce {
         epoch: u64,
         seq: u64,

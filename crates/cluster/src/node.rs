@@ -188,41 +188,28 @@ pub const FORWARDS_REMEMBERED_MAX: usize = 16_384;
 /// The identity of a forwarded write: (sender, sender's epoch, seq).
 type ForwardId = (u64, u64, u64);
 
-/// Forwarded writes seen lately: the answer of each, `None` while it runs.
+/// Forwarded writes seen lately. Only their ids: a copy is never answered
+/// with the first answer, because nobody waits for it (a forwarder sends
+/// one id to one node once; copies come from the network).
 #[derive(Default)]
 struct RecentForwards {
-    answers: crate::det::HashMap<ForwardId, Option<Response>>,
+    ids: crate::det::HashSet<ForwardId>,
     order: std::collections::VecDeque<ForwardId>,
 }
 
-/// What a coordinator knows of a forwarded write it receives.
-enum ForwardSeen {
-    New,
-    Running,
-    Answered(Response),
-}
-
 impl RecentForwards {
-    fn begin(&mut self, id: ForwardId) -> ForwardSeen {
-        if let Some(answer) = self.answers.get(&id) {
-            return answer
-                .clone()
-                .map_or(ForwardSeen::Running, ForwardSeen::Answered);
+    /// True the first time `id` is seen.
+    fn first(&mut self, id: ForwardId) -> bool {
+        if !self.ids.insert(id) {
+            return false;
         }
-        if self.order.len() >= FORWARDS_REMEMBERED_MAX
+        self.order.push_back(id);
+        if self.order.len() > FORWARDS_REMEMBERED_MAX
             && let Some(old) = self.order.pop_front()
         {
-            self.answers.remove(&old);
+            self.ids.remove(&old);
         }
-        self.answers.insert(id, None);
-        self.order.push_back(id);
-        ForwardSeen::New
-    }
-
-    fn finish(&mut self, id: ForwardId, answer: &Response) {
-        if let Some(slot) = self.answers.get_mut(&id) {
-            *slot = Some(answer.clone());
-        }
+        true
     }
 }
 
@@ -1648,18 +1635,13 @@ impl<S: LocalStore> Node<S> {
             }
             Request::Coordinate(fw) => self.coordinate_forwarded(fw).await,
             Request::CoordinateOnce { epoch, seq, write } => {
-                let id = (from, epoch, seq);
-                let seen = self.inner.forwards_seen.lock().begin(id);
-                match seen {
-                    ForwardSeen::Answered(answer) => answer,
-                    ForwardSeen::Running => Response::Error {
+                let first = self.inner.forwards_seen.lock().first((from, epoch, seq));
+                if first {
+                    self.coordinate_forwarded(write).await
+                } else {
+                    Response::Error {
                         code: "duplicate".into(),
-                        message: "a copy of this forwarded write is being applied".into(),
-                    },
-                    ForwardSeen::New => {
-                        let answer = self.coordinate_forwarded(write).await;
-                        self.inner.forwards_seen.lock().finish(id, &answer);
-                        answer
+                        message: "a copy of a forwarded write already received; not applied".into(),
                     }
                 }
             }
