@@ -146,6 +146,9 @@ pub struct SimReport {
     /// at the end (counts restart with each boot).
     pub flushes: u64,
     pub compactions: u64,
+    /// Records compaction rewrote without the version-vector entries of
+    /// nodes that left.
+    pub pruned: u64,
     /// Everything that fails the run.
     pub violations: Vec<String>,
     /// Every operation, in invocation order.
@@ -187,7 +190,7 @@ impl SimReport {
         format!(
             "seed={} mode={} sync={} ops={} ok={} unknown={} fail={} acknowledged={} lost={} stale={} \
              phantom={} late_writes={} faults=[{}] messages={} lost_msgs={} dup_msgs={} \
-             flushes={} compactions={} converge_ms={} sim_ms={} trace={:016x}/{}",
+             flushes={} compactions={} pruned={} converge_ms={} sim_ms={} trace={:016x}/{}",
             self.seed,
             if self.strict { "strict" } else { "sloppy" },
             self.sync_name(),
@@ -206,6 +209,7 @@ impl SimReport {
             self.net.duplicated,
             self.flushes,
             self.compactions,
+            self.pruned,
             self.converge_ms
                 .map_or_else(|| "never".into(), |v| v.to_string()),
             self.sim_ms,
@@ -254,6 +258,7 @@ impl SimReport {
             sim_ms: 0,
             flushes: 0,
             compactions: 0,
+            pruned: 0,
             violations: vec![why],
             history: Vec::new(),
             events: Vec::new(),
@@ -312,6 +317,9 @@ impl Sim {
             },
             strict_quorum: config.strict,
             request_timeout_ms: 1_000,
+            // Short, so dead records are purged and the version-vector
+            // entries of decommissioned nodes pruned within a run.
+            tombstone_grace_ms: SIM_GRACE_MS,
             ..NodeConfig::default()
         };
         let machine_config = MachineConfig {
@@ -519,6 +527,7 @@ impl Sim {
             let stats = n.store().engine().stats();
             report.flushes += stats.flushes;
             report.compactions += stats.compactions;
+            report.pruned += stats.filter_replaced;
         }
         report.violations = std::mem::take(&mut self.violations);
         report.events = self.net.log();
@@ -841,6 +850,9 @@ struct Client {
     origin: tokio::time::Instant,
     end_ms: u64,
 }
+
+/// The tombstone grace period of the simulated nodes.
+const SIM_GRACE_MS: u64 = 3_000;
 
 /// How long a client waits for one answer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -127,7 +127,8 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
     let faults: Vec<String> = faults.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!(
         "figures: seeds={} failed={} ops={} acknowledged={} unknown={} lost={} stale_strict={} \
-         stale_sloppy={} faults=[{}] messages={} converge_ms_max={} sim_s={} wall_s={:.1}",
+         stale_sloppy={} faults=[{}] messages={} flushes={} compactions={} pruned={} \
+         converge_ms_max={} sim_s={} wall_s={:.1}",
         reports.len(),
         failed.len(),
         sum(&|r| r.counts.ops),
@@ -138,6 +139,9 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         sum(&|r| if r.strict { 0 } else { r.register.stale }),
         faults.join(","),
         sum(&|r| r.net.delivered),
+        sum(&|r| r.flushes),
+        sum(&|r| r.compactions),
+        sum(&|r| r.pruned),
         converge_max.map_or_else(|| "never".into(), |v| v.to_string()),
         sum(&|r| r.sim_ms) / 1000,
         started.elapsed().as_secs_f64(),
