@@ -374,6 +374,10 @@ pub(crate) struct AntiEntropy {
     cache: Mutex<VecDeque<CachedTree>>,
     on_demand: AtomicBool,
     progress: Mutex<Progress>,
+    /// Where the next background pass starts: after the end token of the
+    /// last range the previous one finished, when a ring change stopped it.
+    /// Under steady churn every range still gets its turn.
+    resume_after: Mutex<Option<u64>>,
     keys_repaired: AtomicU64,
     bytes_sent: AtomicU64,
     bytes_received: AtomicU64,
@@ -391,6 +395,7 @@ impl AntiEntropy {
             cache: Mutex::new(VecDeque::new()),
             on_demand: AtomicBool::new(false),
             progress: Mutex::new(Progress::default()),
+            resume_after: Mutex::new(None),
             keys_repaired: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
@@ -611,7 +616,10 @@ impl<S: LocalStore> Node<S> {
     async fn pass(&self, background: bool) {
         let ae = self.anti_entropy();
         let placement = self.membership().placement();
-        let ranges = ranges_replicated_by(&placement, self.id());
+        let mut ranges = ranges_replicated_by(&placement, self.id());
+        if background {
+            resume_order(&mut ranges, *ae.resume_after.lock());
+        }
         {
             let mut p = ae.progress.lock();
             if background {
@@ -658,11 +666,15 @@ impl<S: LocalStore> Node<S> {
                 let mut p = ae.progress.lock();
                 if background {
                     p.background_done += 1;
+                    *ae.resume_after.lock() = Some(range.end);
                 } else {
                     p.ranges_done += 1;
                 }
             }
             self.publish_range_gauges();
+        }
+        if background {
+            *ae.resume_after.lock() = None;
         }
         let current: HashSet<TokenRange> = ranges.iter().map(|(r, _)| *r).collect();
         ae.ledger.retain(&current);
@@ -1222,6 +1234,15 @@ impl<S: LocalStore> Node<S> {
 
 /// Every range of `placement`'s ring that `me` replicates, with its
 /// preference list.
+/// Puts first the ranges (in ring order) that end after `after`, then the
+/// rest: a pass resumes where the last one stopped.
+fn resume_order<T>(ranges: &mut [(TokenRange, T)], after: Option<u64>) {
+    if let Some(t) = after {
+        let first = ranges.iter().position(|(r, _)| r.end > t).unwrap_or(0);
+        ranges.rotate_left(first);
+    }
+}
+
 fn ranges_replicated_by(placement: &Placement, me: u64) -> Vec<(TokenRange, Vec<u64>)> {
     let tokens: Vec<u64> = placement.ring().tokens().map(|(t, _)| t).collect();
     let n = tokens.len();
@@ -1265,6 +1286,23 @@ mod tests {
     use ringkv_env::{Clock, ManualClock};
 
     const GRACE_MS: u64 = 1_000;
+
+    #[test]
+    fn a_pass_resumes_after_the_range_the_last_one_finished() {
+        let r = |s: u64, e: u64| (TokenRange::new(s, e), ());
+        let ring = vec![r(90, 10), r(10, 40), r(40, 70), r(70, 90)];
+        let ends = |after| {
+            let mut v = ring.clone();
+            resume_order(&mut v, after);
+            v.iter().map(|(x, _)| x.end).collect::<Vec<_>>()
+        };
+        assert_eq!(ends(None), vec![10, 40, 70, 90]);
+        assert_eq!(ends(Some(40)), vec![70, 90, 10, 40]);
+        // A token between ranges (the ring changed): the next range after it.
+        assert_eq!(ends(Some(50)), vec![70, 90, 10, 40]);
+        // Past the last range: from the first again.
+        assert_eq!(ends(Some(95)), vec![10, 40, 70, 90]);
+    }
 
     #[test]
     fn departed_entries_go_only_once_nothing_can_bring_back_what_they_cover() {
