@@ -29,6 +29,28 @@ fn block(node: &NodeProc, ids: &[String]) {
     assert_eq!(s, 200, "partition request");
 }
 
+/// `count` SETs of `<prefix>:<i>` spread over `nodes`; the acknowledged
+/// keys go to `acked`. Returns how many failed (the first few are printed).
+fn write_load(nodes: &[NodeProc], prefix: &str, count: usize, acked: &mut Vec<String>) -> usize {
+    let mut failed = 0;
+    let mut cons: Vec<_> = nodes.iter().map(|n| n.redis()).collect();
+    for i in 0..count {
+        let con = &mut cons[i % nodes.len()];
+        let key = format!("{prefix}:{i}");
+        let r: redis::RedisResult<()> = redis::cmd("SET").arg(&key).arg(format!("v{i}")).query(con);
+        match r {
+            Ok(()) => acked.push(key),
+            Err(e) => {
+                if failed < 3 {
+                    eprintln!("write {key} failed: {e}");
+                }
+                failed += 1;
+            }
+        }
+    }
+    failed
+}
+
 #[test]
 fn a_two_three_partition_keeps_both_sides_writable_and_heals() {
     let root = tempfile::tempdir().expect("tempdir");
@@ -54,23 +76,8 @@ fn a_two_three_partition_keeps_both_sides_writable_and_heals() {
 
     // A write load through the majority side at QUORUM (sloppy).
     let mut acked = Vec::new();
-    let mut failed = 0;
     let started = Instant::now();
-    let mut cons: Vec<_> = nodes[2..].iter().map(|n| n.redis()).collect();
-    for i in 0..300 {
-        let con = &mut cons[i % 3];
-        let key = format!("split:{i}");
-        let r: redis::RedisResult<()> = redis::cmd("SET").arg(&key).arg(format!("v{i}")).query(con);
-        match r {
-            Ok(()) => acked.push(key),
-            Err(e) => {
-                if failed < 3 {
-                    eprintln!("write {key} failed: {e}");
-                }
-                failed += 1;
-            }
-        }
-    }
+    let failed = write_load(&nodes[2..], "split", 300, &mut acked);
     eprintln!(
         "during the partition: {} of 300 writes acknowledged through the majority in {:?}, {failed} failed",
         acked.len(),
@@ -91,22 +98,7 @@ fn a_two_three_partition_keeps_both_sides_writable_and_heals() {
     wait_until("the minority to see the majority down", 30, || {
         alive(&nodes[0]) == 2 && alive(&nodes[1]) == 2
     });
-    let mut minority_failed = 0;
-    let mut cons: Vec<_> = nodes[..2].iter().map(|n| n.redis()).collect();
-    for i in 0..100 {
-        let con = &mut cons[i % 2];
-        let key = format!("minority:{i}");
-        let r: redis::RedisResult<()> = redis::cmd("SET").arg(&key).arg(format!("m{i}")).query(con);
-        match r {
-            Ok(()) => acked.push(key),
-            Err(e) => {
-                if minority_failed < 3 {
-                    eprintln!("minority write {key} failed: {e}");
-                }
-                minority_failed += 1;
-            }
-        }
-    }
+    let minority_failed = write_load(&nodes[..2], "minority", 100, &mut acked);
     eprintln!("through the minority: {minority_failed} of 100 writes failed");
     assert!(
         minority_failed * 20 <= 100,

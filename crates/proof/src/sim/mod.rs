@@ -244,6 +244,12 @@ pub fn run(seed: u64, config: &SimConfig) -> SimReport {
 
 impl SimReport {
     fn failed(seed: u64, config: &SimConfig, why: String) -> Self {
+        let mut report = Self::empty(seed, config);
+        report.violations.push(why);
+        report
+    }
+
+    fn empty(seed: u64, config: &SimConfig) -> Self {
         Self {
             seed,
             strict: config.strict,
@@ -259,7 +265,7 @@ impl SimReport {
             flushes: 0,
             compactions: 0,
             pruned: 0,
-            violations: vec![why],
+            violations: Vec::new(),
             history: Vec::new(),
             events: Vec::new(),
         }
@@ -455,8 +461,7 @@ impl Sim {
     }
 
     async fn run(mut self) -> SimReport {
-        let mut report = SimReport::failed(self.seed, &self.config, String::new());
-        report.violations.clear();
+        let mut report = SimReport::empty(self.seed, &self.config);
         if let Err(e) = self.bootstrap().await {
             self.violations.push(e);
             return self.finish(report, Vec::new());
