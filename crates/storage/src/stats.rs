@@ -18,6 +18,8 @@ pub(crate) struct Counters {
     pub log_bytes_written: AtomicU64,
     pub log_syncs: AtomicU64,
     pub write_groups: AtomicU64,
+    pub log_writes: AtomicU64,
+    pub buffered_writes: AtomicU64,
     pub flush_bytes_written: AtomicU64,
     pub compaction_bytes_read: AtomicU64,
     pub compaction_bytes_written: AtomicU64,
@@ -70,8 +72,12 @@ pub struct Stats {
     pub user_bytes_written: u64,
     pub log_bytes_written: u64,
     pub log_syncs: u64,
-    /// Group-commit groups written (each one `write()` to the log).
+    /// Group-commit groups written.
     pub write_groups: u64,
+    /// `write()` calls to the log (groups, and buffers of buffered writes).
+    pub log_writes: u64,
+    /// Writes applied through `Engine::write_buffered`.
+    pub buffered_writes: u64,
     pub flush_bytes_written: u64,
     pub compaction_bytes_read: u64,
     pub compaction_bytes_written: u64,

@@ -91,6 +91,9 @@ pub(crate) struct Core {
 
     pub sv: RwLock<Arc<SuperVersion>>,
     pub visible_seq: AtomicU64,
+    /// Highest sequence number whose log record is with the OS (below
+    /// `visible_seq` while buffered writes wait, see `write.rs`).
+    pub logged_seq: AtomicU64,
     /// Tables in L0 of the current version (the write path's cheap check).
     pub l0_files: AtomicUsize,
 
@@ -351,14 +354,21 @@ fn close_core(core: &Arc<Core>, threads: &Mutex<Vec<JoinHandle<()>>>) -> Result<
             tracing::error!("a storage background thread panicked");
         }
     }
-    // Wait for an in-flight group commit, then make the log durable.
-    let log = core.log.lock();
+    // Wait for an in-flight group commit, write buffered writes, then make
+    // the log durable.
+    let mut log = core.log.lock();
     let result = if core.sticky_error().is_none() {
-        log.file.sync().map_err(|e| {
-            let err = Error::io("fsync log on close", &log.path, e);
-            core.set_sticky(err.to_string());
-            err
-        })
+        let through = log.last_seq;
+        write::append_buffer(core, &mut log, through)
+            .and_then(|()| {
+                log.file
+                    .sync()
+                    .map_err(|e| Error::io("fsync log on close", &log.path, e))
+            })
+            .map_err(|err| {
+                core.set_sticky(err.to_string());
+                err
+            })
     } else {
         Ok(())
     };
@@ -366,7 +376,6 @@ fn close_core(core: &Arc<Core>, threads: &Mutex<Vec<JoinHandle<()>>>) -> Result<
     core.dir_lock.lock().take();
     result
 }
-
 /// The storage engine of one node. Cheap to clone; all clones share one
 /// engine, which closes when the last clone is dropped (or on [`Engine::close`]).
 #[derive(Clone)]
@@ -450,6 +459,33 @@ impl Engine {
         // the next write.
         let _ = background::run_due(self.core());
         Ok(())
+    }
+
+    /// Applies a batch like [`Engine::write`], but leaves its log record in
+    /// a buffer, visible at once and handed to the OS with a later write:
+    /// many writes share one system call. Before acknowledging such a write,
+    /// or answering anyone who may have read it, call
+    /// [`Engine::flush_buffered`]. With `SyncMode::Always` this is
+    /// [`Engine::write`].
+    pub fn write_buffered(&self, batch: WriteBatch) -> Result<()> {
+        write::write_buffered(self.core(), batch)?;
+        let _ = background::run_due(self.core());
+        Ok(())
+    }
+
+    /// [`Engine::put`] through [`Engine::write_buffered`].
+    pub fn put_buffered(&self, key: &[u8], value: &[u8], expires_at_ms: Option<u64>) -> Result<()> {
+        let mut b = WriteBatch::with_capacity(WriteBatch::put_bytes(key.len(), value.len()));
+        b.put(key, value, expires_at_ms);
+        self.write_buffered(b)
+    }
+
+    /// Hands every buffered write to the OS (one `write()` for all of
+    /// them). After `Ok`, every write visible before the call survives a
+    /// crash of the process. Once writing the buffer has failed, this fails
+    /// until the engine is reopened.
+    pub fn flush_buffered(&self) -> Result<()> {
+        write::flush_buffered(self.core())
     }
 
     /// A consistent point-in-time view.
@@ -545,6 +581,8 @@ impl Engine {
             log_bytes_written: Counters::get(&c.log_bytes_written),
             log_syncs: Counters::get(&c.log_syncs),
             write_groups: Counters::get(&c.write_groups),
+            log_writes: Counters::get(&c.log_writes),
+            buffered_writes: Counters::get(&c.buffered_writes),
             flush_bytes_written: Counters::get(&c.flush_bytes_written),
             compaction_bytes_read: Counters::get(&c.compaction_bytes_read),
             compaction_bytes_written: Counters::get(&c.compaction_bytes_written),

@@ -295,6 +295,7 @@ pub(crate) fn open(
             version: Arc::new(version),
         })),
         visible_seq: AtomicU64::new(last_seq),
+        logged_seq: AtomicU64::new(last_seq),
         l0_files: AtomicUsize::new(l0_files),
         queue: Mutex::new(VecDeque::new()),
         current_log: Mutex::new(file.clone()),

@@ -15,6 +15,20 @@
 //!    wake the followers with the group's result; the next waiting writer
 //!    becomes leader.
 //!
+//! Buffered writes ([`write_buffered`], not with `SyncMode::Always`) take a
+//! shorter path: under the log lock, encode the record into the log buffer,
+//! insert into the memtable and publish the sequence number, with no system
+//! call. The buffer is written with the next group, by [`flush_buffered`]
+//! (which a server calls once before sending a batch of replies, so a whole
+//! batch of writes costs one `write()`), by the periodic syncer, before a
+//! memtable rotation, on close, or as soon as it holds
+//! `group_commit_bytes_max`. Until then such a write is visible to readers
+//! but not with the OS: whoever answers a client (a write's acknowledgement,
+//! or a read that may have seen it) calls [`flush_buffered`] first. If writing
+//! the buffer fails, the engine becomes read-only and every later
+//! [`flush_buffered`] fails too: visible writes can no longer reach the log,
+//! so no reply may depend on them.
+//!
 //! Limits: the commit queue holds one entry per caller thread blocked in a
 //! write, so its length is bounded by the caller's concurrency (the cluster
 //! bounds that with its connection limits); a group writes at most
@@ -47,6 +61,8 @@ pub(crate) struct LogState {
     /// The active memtable (the one the leader inserts into).
     pub mem: Arc<Memtable>,
     pub last_seq: u64,
+    /// Encoded log records not yet written: buffered writes waiting for the
+    /// next `write()`, then the group being committed.
     pub buf: Vec<u8>,
     /// The leader's group, reused across groups.
     pub group: Vec<Arc<Waiter>>,
@@ -177,7 +193,8 @@ pub(crate) fn write(core: &Arc<Core>, batch: WriteBatch) -> Result<()> {
 fn commit_group(core: &Core, log: &mut LogState, group: &[Arc<Waiter>]) -> Result<()> {
     core.check_writable()?;
     make_room(core, log)?;
-    log.buf.clear();
+    // Buffered writes already in `buf` go out in the same `write()`.
+    let buffered = log.buf.len();
     let mut seq = log.last_seq;
     let mut user_bytes = 0u64;
     for w in group {
@@ -186,18 +203,16 @@ fn commit_group(core: &Core, log: &mut LogState, group: &[Arc<Waiter>]) -> Resul
         user_bytes += w.batch.user_bytes();
     }
     if seq > SEQ_MAX {
+        log.buf.truncate(buffered);
         return Err(Error::InvalidArgument("sequence numbers exhausted".into()));
     }
-    if let Err(e) = log.file.append(&log.buf) {
-        let err = Error::io("append to log", &log.path, e);
+    if let Err(err) = append_buffer(core, log, seq) {
         core.set_sticky(err.to_string());
         return Err(err);
     }
     let c = &core.counters;
-    Counters::add(&c.log_bytes_written, log.buf.len() as u64);
     Counters::add(&c.user_bytes_written, user_bytes);
     Counters::add(&c.write_groups, 1);
-    log.mem.add_log_bytes(log.buf.len() as u64);
     if core.opts.sync == SyncMode::Always {
         if let Err(e) = log.file.sync() {
             let err = Error::io("fsync log", &log.path, e);
@@ -220,6 +235,85 @@ fn commit_group(core: &Core, log: &mut LogState, group: &[Arc<Waiter>]) -> Resul
     log.last_seq = seq;
     core.visible_seq.store(seq, Ordering::Release);
     Ok(())
+}
+
+/// Writes the log buffer to the active segment (one `write()`); every record
+/// up to `through` is then with the OS. The caller makes a failure sticky.
+pub(crate) fn append_buffer(core: &Core, log: &mut LogState, through: u64) -> Result<()> {
+    if !log.buf.is_empty() {
+        log.file
+            .append(&log.buf)
+            .map_err(|e| Error::io("append to log", &log.path, e))?;
+        let c = &core.counters;
+        Counters::add(&c.log_bytes_written, log.buf.len() as u64);
+        Counters::add(&c.log_writes, 1);
+        log.mem.add_log_bytes(log.buf.len() as u64);
+        log.buf.clear();
+    }
+    core.logged_seq.store(through, Ordering::Release);
+    Ok(())
+}
+
+/// Applies a batch without writing the log: see the module documentation.
+/// With `SyncMode::Always` this is [`write`].
+pub(crate) fn write_buffered(core: &Arc<Core>, batch: WriteBatch) -> Result<()> {
+    if core.opts.sync == SyncMode::Always {
+        return write(core, batch);
+    }
+    core.check_writable()?;
+    if batch.is_empty() {
+        return Ok(());
+    }
+    validate(core, &batch)?;
+    let mut log = core.log.lock();
+    core.check_writable()?;
+    make_room(core, &mut log)?;
+    let first = log.last_seq + 1;
+    let last = log.last_seq + u64::from(batch.count());
+    if last > SEQ_MAX {
+        return Err(Error::InvalidArgument("sequence numbers exhausted".into()));
+    }
+    encode_record(&mut log.buf, first, &batch);
+    let mut s = log.last_seq;
+    for op in batch.ops() {
+        s += 1;
+        // Decoded once in `validate`; cannot fail here.
+        if let Ok(op) = op {
+            log.mem.insert(s, &op);
+        }
+    }
+    log.last_seq = last;
+    core.visible_seq.store(last, Ordering::Release);
+    let c = &core.counters;
+    Counters::add(&c.user_bytes_written, batch.user_bytes());
+    Counters::add(&c.buffered_writes, 1);
+    if log.buf.len() >= core.opts.group_commit_bytes_max
+        && let Err(err) = append_buffer(core, &mut log, last)
+    {
+        core.set_sticky(err.to_string());
+        // The batch is visible but not logged: its writer must not be told
+        // it is applied.
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// Hands every buffered write to the OS: on success, every write visible
+/// before the call is in the log. See the module documentation.
+pub(crate) fn flush_buffered(core: &Core) -> Result<()> {
+    if core.logged_seq.load(Ordering::Acquire) >= core.visible_seq.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    let mut log = core.log.lock();
+    let through = log.last_seq;
+    if core.logged_seq.load(Ordering::Acquire) >= through {
+        return Ok(());
+    }
+    core.check_open()?;
+    if let Some(e) = core.sticky_error() {
+        return Err(e);
+    }
+    append_buffer(core, &mut log, through).inspect_err(|err| core.set_sticky(err.to_string()))
 }
 
 /// Ensures the active memtable has room, rotating or stalling as needed.
@@ -285,6 +379,9 @@ fn make_room(core: &Core, log: &mut LogState) -> Result<()> {
 /// Makes the active memtable immutable and starts a new one with a new log
 /// segment. Called with the log and state locks held.
 pub(crate) fn rotate(core: &Core, st: &mut State, log: &mut LogState) -> Result<()> {
+    // Buffered writes belong to the old segment.
+    let through = log.last_seq;
+    append_buffer(core, log, through).inspect_err(|err| core.set_sticky_locked(err.to_string()))?;
     let number = st.next_file_number;
     st.next_file_number += 1;
     let path = log_path(&core.dir, number);
@@ -327,9 +424,10 @@ pub(crate) fn rotate(core: &Core, st: &mut State, log: &mut LogState) -> Result<
     Ok(())
 }
 
-/// Fsyncs the active log segment.
+/// Writes buffered writes, then fsyncs the active log segment.
 pub(crate) fn sync_log(core: &Core) -> Result<()> {
     core.check_writable()?;
+    flush_buffered(core)?;
     let file = core.current_log.lock().clone();
     match file.sync() {
         Ok(()) => {
