@@ -365,10 +365,7 @@ fn close_core(core: &Arc<Core>, threads: &Mutex<Vec<JoinHandle<()>>>) -> Result<
                     .sync()
                     .map_err(|e| Error::io("fsync log on close", &log.path, e))
             })
-            .map_err(|err| {
-                core.set_sticky(err.to_string());
-                err
-            })
+            .inspect_err(|err| core.set_sticky(err.to_string()))
     } else {
         Ok(())
     };
