@@ -411,6 +411,16 @@ pub trait Kv: Send + Sync + 'static {
         opts: WriteOptions,
     ) -> impl Future<Output = Result<bool, KvError>> + Send;
 
+    /// Hands the writes this node applied but left buffered to the OS (one
+    /// system call for all of them; see [`crate::replica::Handoff`]). A
+    /// front end calls it once before sending a batch of replies: an
+    /// acknowledged write, and any value a read returned, must survive a
+    /// crash of the process. An error means they may not: send none of the
+    /// replies (close the connection).
+    fn flush_writes(&self) -> Result<(), KvError> {
+        Ok(())
+    }
+
     /// Counts live keys exactly (a full local scan; `DBSIZE`).
     fn count_keys(&self) -> impl Future<Output = Result<u64, KvError>> + Send;
 

@@ -43,7 +43,7 @@ use crate::message::{
     CoordinatedOutcome, ForwardedWrite, Load, NodeState, NodeStatus, Request, Response,
     WireContext, WriteOp,
 };
-use crate::replica::{Change, Replica, store_error, to_sibling};
+use crate::replica::{Change, Handoff, Replica, store_error, to_sibling};
 use crate::ring::{Placement, Replication, Ring, RingNode, token_of};
 use crate::store::LocalStore;
 use crate::transport::{BoxFut, Handler, MemNetwork, Transport, TransportError};
@@ -644,23 +644,39 @@ impl<S: LocalStore> Node<S> {
     ) -> Result<(WriteOutcome, Option<SiblingSet>), KvError> {
         if self.store().blocking_writes() {
             let node = self.clone();
-            crate::exec::blocking(move || node.inner.replica.update(&key, change, &opts))
+            crate::exec::blocking(move || node.inner.replica.update_buffered(&key, change, &opts))
                 .await
                 .map_err(|e| KvError::Storage(format!("write: {e}")))?
         } else {
-            self.inner.replica.update(&key, change, &opts)
+            self.inner.replica.update_buffered(&key, change, &opts)
         }
     }
 
     pub(crate) async fn local_merge(&self, key: Bytes, set: SiblingSet) -> Result<bool, KvError> {
+        self.local_merge_with(key, set, Handoff::Now).await
+    }
+
+    async fn local_merge_with(
+        &self,
+        key: Bytes,
+        set: SiblingSet,
+        handoff: Handoff,
+    ) -> Result<bool, KvError> {
         if self.store().blocking_writes() {
             let node = self.clone();
-            crate::exec::blocking(move || node.inner.replica.merge(&key, &set))
+            crate::exec::blocking(move || node.inner.replica.merge_with(&key, &set, handoff))
                 .await
                 .map_err(|e| KvError::Storage(format!("merge: {e}")))?
         } else {
-            self.inner.replica.merge(&key, &set)
+            self.inner.replica.merge_with(&key, &set, handoff)
         }
+    }
+
+    /// Hands this node's buffered writes to the OS (see [`Handoff`]).
+    fn flush_store_buffer(&self) -> Result<(), KvError> {
+        self.store()
+            .flush_buffered()
+            .map_err(|e| KvError::Storage(format!("log write failed: {e}")))
     }
 
     fn check_key(&self, key: &[u8]) -> Result<(), KvError> {
@@ -1577,7 +1593,9 @@ impl<S: LocalStore> Node<S> {
                         )));
                     }
                 };
-                match self.local_merge(key, set).await {
+                // Buffered: the transport flushes before the answer goes
+                // out (`Handler::before_reply`).
+                match self.local_merge_with(key, set, Handoff::Buffered).await {
                     Ok(_) => Response::Merged,
                     Err(e) => error_to_wire(&e),
                 }
@@ -1782,9 +1800,17 @@ impl<S: LocalStore> Handler for Node<S> {
         let node = self.clone();
         Box::pin(async move { node.handle_request(from, req).await })
     }
+
+    fn before_reply(&self) -> Result<(), String> {
+        self.flush_store_buffer().map_err(|e| e.to_string())
+    }
 }
 
 impl<S: LocalStore> Kv for Node<S> {
+    fn flush_writes(&self) -> Result<(), KvError> {
+        self.flush_store_buffer()
+    }
+
     async fn get(&self, key: Bytes, opts: ReadOptions) -> Result<ReadResult, KvError> {
         self.timed(OpKind::Get, self.coordinate_read(key, opts))
             .await

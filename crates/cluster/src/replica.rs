@@ -31,6 +31,16 @@ use crate::version::{HlcState, SiblingSet, StoredSibling, hlc_physical_ms};
 /// Number of stripes in the per-key lock table.
 const KEY_LOCK_STRIPES: usize = 1024;
 
+/// When a replica's write reaches the OS: before the call returns (`Now`),
+/// or with the store's next [`LocalStore::flush_buffered`] (`Buffered`). The
+/// request paths buffer, because their replies wait for that flush, so a
+/// batch of writes costs one system call; background work writes now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handoff {
+    Now,
+    Buffered,
+}
+
 /// A client write as the replica applies it.
 #[derive(Debug, Clone)]
 pub enum Change {
@@ -142,11 +152,19 @@ impl<S: LocalStore> Replica<S> {
         }
     }
 
-    fn bound_and_store(&self, key: &[u8], set: &mut SiblingSet) -> Result<(), KvError> {
+    fn bound_and_store(
+        &self,
+        key: &[u8],
+        set: &mut SiblingSet,
+        handoff: Handoff,
+    ) -> Result<(), KvError> {
         self.bound(set);
-        self.store
-            .put(key, &set.encode(), set.record_expiry())
-            .map_err(store_error)
+        let record = set.encode();
+        match handoff {
+            Handoff::Now => self.store.put(key, &record, set.record_expiry()),
+            Handoff::Buffered => self.store.put_buffered(key, &record, set.record_expiry()),
+        }
+        .map_err(store_error)
     }
 
     /// Installs the version-vector pruning merges apply (see
@@ -163,8 +181,10 @@ impl<S: LocalStore> Replica<S> {
     }
 
     /// Applies a client write coordinated by this node. Returns the outcome
-    /// and, when something was written, the new record to replicate.
-    pub fn update(
+    /// and, when something was written, the new record to replicate. The
+    /// write is buffered ([`Handoff::Buffered`]): the caller flushes the
+    /// store before acknowledging it.
+    pub fn update_buffered(
         &self,
         key: &[u8],
         change: Change,
@@ -259,7 +279,7 @@ impl<S: LocalStore> Replica<S> {
         let dot = set.update_above(&context, self.id, floor, hlc, value, expires_at_ms);
         self.dot_floor.fetch_max(dot.counter, Ordering::Relaxed);
         if store {
-            self.bound_and_store(key, &mut set)?;
+            self.bound_and_store(key, &mut set, Handoff::Buffered)?;
         } else {
             self.bound(&mut set);
         }
@@ -275,6 +295,16 @@ impl<S: LocalStore> Replica<S> {
     /// Merges a peer's record of `key` into ours. Returns true when ours
     /// changed.
     pub fn merge(&self, key: &[u8], incoming: &SiblingSet) -> Result<bool, KvError> {
+        self.merge_with(key, incoming, Handoff::Now)
+    }
+
+    /// [`Replica::merge`], choosing when the write reaches the OS.
+    pub fn merge_with(
+        &self,
+        key: &[u8],
+        incoming: &SiblingSet,
+        handoff: Handoff,
+    ) -> Result<bool, KvError> {
         self.hlc.lock().observe(incoming.max_hlc());
         let _guard = self.lock(key);
         let mut set = self.read(key)?;
@@ -288,7 +318,7 @@ impl<S: LocalStore> Replica<S> {
         if set == before {
             return Ok(false);
         }
-        self.bound_and_store(key, &mut set)?;
+        self.bound_and_store(key, &mut set, handoff)?;
         Ok(true)
     }
 

@@ -41,6 +41,25 @@ pub trait LocalStore: Send + Sync + 'static {
     /// `expires_at_ms`.
     fn put(&self, key: &[u8], record: &[u8], expires_at_ms: Option<u64>) -> Result<(), StoreError>;
 
+    /// Stores `record` like [`LocalStore::put`], but may leave it in a
+    /// buffer, visible to reads, until [`LocalStore::flush_buffered`]: many
+    /// writes then reach the OS in one system call. Whoever acknowledges
+    /// such a write, or answers a read that may have seen it, flushes first.
+    fn put_buffered(
+        &self,
+        key: &[u8],
+        record: &[u8],
+        expires_at_ms: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.put(key, record, expires_at_ms)
+    }
+
+    /// Hands every buffered write to the OS. Once that has failed, it fails
+    /// until the store is reopened.
+    fn flush_buffered(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Drops the record of `key` from this replica only (no tombstone is
     /// versioned: the key moved to other replicas, see
     /// [`crate::movement`]).
@@ -222,6 +241,23 @@ impl LocalStore for EngineStore {
         self.engine
             .put(&engine_key(key), record, None)
             .map_err(engine_error)
+    }
+
+    fn put_buffered(
+        &self,
+        key: &[u8],
+        record: &[u8],
+        expires_at_ms: Option<u64>,
+    ) -> Result<(), StoreError> {
+        // Expiry: as in `put`.
+        let _ = expires_at_ms;
+        self.engine
+            .put_buffered(&engine_key(key), record, None)
+            .map_err(engine_error)
+    }
+
+    fn flush_buffered(&self) -> Result<(), StoreError> {
+        self.engine.flush_buffered().map_err(engine_error)
     }
 
     fn remove(&self, key: &[u8]) -> Result<(), StoreError> {

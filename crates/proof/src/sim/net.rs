@@ -322,9 +322,14 @@ impl SimNet {
         let req = decode(frame)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
-            let _ = tx.send(handler.handle(from.0, req).await);
+            let resp = handler.handle(from.0, req).await;
+            // As the TCP transport does before answers go out.
+            let _ = tx.send(handler.before_reply().map(|()| resp));
         });
-        let resp = rx.await.map_err(|_| TransportError::Closed)?;
+        let resp = rx
+            .await
+            .map_err(|_| TransportError::Closed)?
+            .map_err(|_| TransportError::Closed)?;
         let sent = self.incarnation_of(fate.to) == Some(incarnation)
             && self.incarnation_of(from.0) == Some(from.1)
             && !self.blocked(fate.to, from.0);

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -58,6 +58,9 @@ pub struct MemKv {
     read_only: Mutex<Option<String>>,
     /// Writes to keys starting with `slow` take this long.
     slow_write_ms: AtomicU64,
+    /// Calls of `flush_writes`, and whether they fail.
+    flushes: AtomicU64,
+    fail_flush: AtomicBool,
 }
 
 impl MemKv {
@@ -68,7 +71,19 @@ impl MemKv {
             hlc: AtomicU64::new(0),
             read_only: Mutex::new(None),
             slow_write_ms: AtomicU64::new(300),
+            flushes: AtomicU64::new(0),
+            fail_flush: AtomicBool::new(false),
         })
+    }
+
+    /// How many times the server asked for buffered writes to be flushed.
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::SeqCst)
+    }
+
+    /// Makes every later `flush_writes` fail (a failed log write).
+    pub fn set_fail_flush(&self, fail: bool) {
+        self.fail_flush.store(fail, Ordering::SeqCst);
     }
 
     pub fn advance(&self, ms: u64) {
@@ -198,6 +213,14 @@ fn to_sibling(s: &ringkv_cluster::version::StoredSibling) -> Sibling {
 }
 
 impl Kv for MemKv {
+    fn flush_writes(&self) -> Result<(), KvError> {
+        self.flushes.fetch_add(1, Ordering::SeqCst);
+        if self.fail_flush.load(Ordering::SeqCst) {
+            return Err(KvError::Storage("injected log write failure".into()));
+        }
+        Ok(())
+    }
+
     async fn get(&self, key: Bytes, opts: ReadOptions) -> Result<ReadResult, KvError> {
         self.check(&key, opts.consistency)?;
         let now = self.now_ms();
