@@ -421,6 +421,11 @@ pub trait Kv: Send + Sync + 'static {
         Ok(())
     }
 
+    /// True while writes wait for [`Kv::flush_writes`] (cheap).
+    fn writes_buffered(&self) -> bool {
+        false
+    }
+
     /// Counts live keys exactly (a full local scan; `DBSIZE`).
     fn count_keys(&self) -> impl Future<Output = Result<u64, KvError>> + Send;
 

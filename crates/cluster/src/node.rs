@@ -1811,6 +1811,10 @@ impl<S: LocalStore> Kv for Node<S> {
         self.flush_store_buffer()
     }
 
+    fn writes_buffered(&self) -> bool {
+        self.store().has_buffered()
+    }
+
     async fn get(&self, key: Bytes, opts: ReadOptions) -> Result<ReadResult, KvError> {
         self.timed(OpKind::Get, self.coordinate_read(key, opts))
             .await

@@ -60,6 +60,11 @@ pub trait LocalStore: Send + Sync + 'static {
         Ok(())
     }
 
+    /// True while a buffered write waits for [`LocalStore::flush_buffered`].
+    fn has_buffered(&self) -> bool {
+        false
+    }
+
     /// Drops the record of `key` from this replica only (no tombstone is
     /// versioned: the key moved to other replicas, see
     /// [`crate::movement`]).
@@ -258,6 +263,10 @@ impl LocalStore for EngineStore {
 
     fn flush_buffered(&self) -> Result<(), StoreError> {
         self.engine.flush_buffered().map_err(engine_error)
+    }
+
+    fn has_buffered(&self) -> bool {
+        self.engine.has_buffered_writes()
     }
 
     fn remove(&self, key: &[u8]) -> Result<(), StoreError> {

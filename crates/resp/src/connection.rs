@@ -133,6 +133,14 @@ impl<K: Kv> Connection<K> {
                 Ok(_) => last_request = Instant::now(),
                 Err(close) => return close,
             }
+            // Writes wait in the node's log buffer: let the other
+            // connections with requests ready run theirs first (the task
+            // resumes after the runtime's next poll of the sockets), so one
+            // log write serves them all, as an event loop flushes its
+            // append-only file once before it sends the replies.
+            if !self.output.is_empty() && self.kv.writes_buffered() {
+                tokio::task::yield_now().await;
+            }
             if let Err(e) = self.flush().await {
                 return Close::Io(e);
             }

@@ -485,6 +485,13 @@ impl Engine {
         write::flush_buffered(self.core())
     }
 
+    /// True while some visible write is not yet with the OS (cheap: two
+    /// atomic loads).
+    pub fn has_buffered_writes(&self) -> bool {
+        let core = self.core();
+        core.logged_seq.load(Ordering::Acquire) < core.visible_seq.load(Ordering::Acquire)
+    }
+
     /// A consistent point-in-time view.
     pub fn snapshot(&self) -> Snapshot {
         let core = self.core();
