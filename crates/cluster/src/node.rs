@@ -46,7 +46,7 @@ use crate::message::{
 use crate::replica::{Change, Handoff, Replica, store_error, to_sibling};
 use crate::ring::{Placement, Replication, Ring, RingNode, token_of};
 use crate::store::LocalStore;
-use crate::transport::{BoxFut, Handler, MemNetwork, Transport, TransportError};
+use crate::transport::{BoxFut, Handled, Handler, MemNetwork, Transport, TransportError};
 use crate::version::SiblingSet;
 
 pub use crate::replica::record_purgeable;
@@ -1570,8 +1570,42 @@ impl<S: LocalStore> Node<S> {
         Ok(outcome)
     }
 
+    fn read_answer(&self, key: &[u8]) -> Response {
+        match self.inner.replica.read_raw(key) {
+            Ok(rec) => Response::Record(rec),
+            Err(e) => error_to_wire(&e),
+        }
+    }
+
+    /// Answers the requests that need no waiting (a ping, a replica read, a
+    /// buffered merge) on the spot; gives the others back.
+    fn handle_request_now(&self, req: Request) -> Handled {
+        Handled::Now(match req {
+            Request::Ping => Response::Pong,
+            Request::Read { key } => self.read_answer(&key),
+            Request::Merge { key, record } if !self.store().blocking_writes() => {
+                match SiblingSet::decode(&record) {
+                    // Buffered: the transport flushes before the answer
+                    // goes out (`Handler::before_reply`).
+                    Ok(set) => match self.inner.replica.merge_with(&key, &set, Handoff::Buffered) {
+                        Ok(_) => Response::Merged,
+                        Err(e) => error_to_wire(&e),
+                    },
+                    Err(e) => error_to_wire(&KvError::InvalidArgument(format!(
+                        "record does not decode: {e}"
+                    ))),
+                }
+            }
+            other => return Handled::Later(other),
+        })
+    }
+
     async fn handle_request(&self, from: u64, req: Request) -> Response {
         let _ = from;
+        let req = match self.handle_request_now(req) {
+            Handled::Now(resp) => return resp,
+            Handled::Later(req) => req,
+        };
         match req {
             Request::Ping => Response::Pong,
             Request::Gossip { states } => {
@@ -1580,10 +1614,7 @@ impl<S: LocalStore> Node<S> {
                     states: self.inner.membership.states(),
                 }
             }
-            Request::Read { key } => match self.inner.replica.read_raw(&key) {
-                Ok(rec) => Response::Record(rec),
-                Err(e) => error_to_wire(&e),
-            },
+            Request::Read { key } => self.read_answer(&key),
             Request::Merge { key, record } => {
                 let set = match SiblingSet::decode(&record) {
                     Ok(set) => set,
@@ -1799,6 +1830,10 @@ impl<S: LocalStore> Handler for Node<S> {
     fn handle(&self, from: u64, req: Request) -> BoxFut<Response> {
         let node = self.clone();
         Box::pin(async move { node.handle_request(from, req).await })
+    }
+
+    fn handle_now(&self, _from: u64, req: Request) -> Handled {
+        self.handle_request_now(req)
     }
 
     fn before_reply(&self) -> Result<(), String> {

@@ -66,6 +66,15 @@ pub trait Transport: Send + Sync + 'static {
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, from: u64, req: Request) -> BoxFut<Response>;
 
+    /// Answers `req` at once when that needs no waiting (no I/O but a local
+    /// storage call, no call to another node); otherwise gives it back for
+    /// [`Handler::handle`]. The TCP server answers such requests in the
+    /// connection's reader, in order, without a task each.
+    fn handle_now(&self, from: u64, req: Request) -> Handled {
+        let _ = from;
+        Handled::Later(req)
+    }
+
     /// Called before answers go out, once per batch of them, after every
     /// answer in the batch was produced (the node hands its buffered writes
     /// to the OS here). An error drops the batch and the connection: the
@@ -73,6 +82,15 @@ pub trait Handler: Send + Sync + 'static {
     fn before_reply(&self) -> Result<(), String> {
         Ok(())
     }
+}
+
+/// What [`Handler::handle_now`] did with a request.
+#[derive(Debug)]
+pub enum Handled {
+    /// Answered.
+    Now(Response),
+    /// Needs waiting: hand it to [`Handler::handle`].
+    Later(Request),
 }
 
 /// Limits and timeouts of the TCP transport.
@@ -446,6 +464,17 @@ async fn serve_conn(
                 continue;
             }
         };
+        let req = match handler.handle_now(from, req) {
+            Handled::Now(resp) => {
+                if let Ok(frame) = message::encode(Kind::Response, id, &resp)
+                    && resp_tx.send(frame).await.is_err()
+                {
+                    break;
+                }
+                continue;
+            }
+            Handled::Later(req) => req,
+        };
         // Backpressure: a connection with too many requests in flight stops
         // being read until some finish.
         let permit = Arc::clone(&inflight)
@@ -734,6 +763,62 @@ mod tests {
         );
     }
 
+    /// Answers reads on the spot, everything else in a task.
+    struct Quick;
+
+    impl Handler for Quick {
+        fn handle(&self, _from: u64, _req: Request) -> BoxFut<Response> {
+            Box::pin(async { Response::Pong })
+        }
+
+        fn handle_now(&self, _from: u64, req: Request) -> Handled {
+            match req {
+                Request::Read { key } => Handled::Now(Response::Record(Some(key))),
+                other => Handled::Later(other),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_answered_on_the_spot_and_in_tasks_share_a_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(serve_tcp(
+            listener,
+            2,
+            TransportConfig::default(),
+            Arc::new(Quick),
+            std::future::pending(),
+        ));
+        let t = Arc::new(TcpTransport::new(1, TransportConfig::default()));
+        let peer = Peer { id: 2, addr };
+        let calls = (0..100).map(|i| {
+            let (t, peer) = (Arc::clone(&t), peer.clone());
+            async move {
+                let req = if i % 2 == 0 {
+                    Request::Read {
+                        key: Bytes::from(format!("k{i}")),
+                    }
+                } else {
+                    Request::Ping
+                };
+                let r = t
+                    .call(&peer, req, Duration::from_secs(5))
+                    .await
+                    .expect("call");
+                (i, r)
+            }
+        });
+        for (i, r) in futures::future::join_all(calls).await {
+            let want = if i % 2 == 0 {
+                Response::Record(Some(Bytes::from(format!("k{i}"))))
+            } else {
+                Response::Pong
+            };
+            assert_eq!(r, want, "call {i}");
+        }
+    }
+
     #[tokio::test]
     async fn tcp_refuses_other_clusters_and_dead_peers() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -901,6 +986,13 @@ impl Handler for FaultyHandler {
             });
         }
         self.inner.handle(from, req)
+    }
+
+    fn handle_now(&self, from: u64, req: Request) -> Handled {
+        if self.blocked.contains(from) {
+            return Handled::Later(req);
+        }
+        self.inner.handle_now(from, req)
     }
 
     fn before_reply(&self) -> Result<(), String> {
