@@ -326,6 +326,7 @@ impl LocalStore for EngineStore {
             ("block_cache_hits".into(), s.block_cache_hits),
             ("block_cache_misses".into(), s.block_cache_misses),
             ("block_cache_bytes".into(), s.block_cache_bytes),
+            ("log_writes".into(), s.log_writes),
             ("block_reads".into(), s.block_reads),
             ("log_syncs".into(), s.log_syncs),
             ("flushes".into(), s.flushes),
