@@ -36,7 +36,7 @@ impl Source for TableIter {
     }
 }
 
-/// A memtable read in chunks, so no iterator borrows the skiplist across calls.
+/// A memtable read in chunks, so no iterator holds the memtable lock across calls.
 pub(crate) struct MemSource {
     mem: Arc<Memtable>,
     cursor: Cursor,
