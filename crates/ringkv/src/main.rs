@@ -18,8 +18,10 @@ use clap::Parser;
 
 /// mimalloc instead of the system allocator: under a write load glibc's
 /// arena locks and free-list walks took about 9% of a node's CPU (perf;
-/// docs/BENCHMARKS.md has the before and after). Built with `no_thp`: asked
-/// for transparent huge pages, the kernel zeroes (and, with `defrag =
+/// docs/BENCHMARKS.md has the before and after). Without transparent huge
+/// pages: built with `no_thp` (mimalloc does not ask for them), and on Linux
+/// the process turns them off for itself at start (for hosts where they are
+/// on for everyone). With them, the kernel zeroes (and, with `defrag =
 /// madvise`, compacts memory for) a whole 2 MiB page whenever a purged part
 /// of an arena is touched again; those stalls of milliseconds put the
 /// three-node SET p99 at 5.2 ms, against 1.7-1.9 ms without.
@@ -27,6 +29,9 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // Best effort: a kernel without the call keeps its default.
+    #[cfg(target_os = "linux")]
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     let cli = cli::Cli::parse();
     match cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
