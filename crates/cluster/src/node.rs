@@ -1577,23 +1577,31 @@ impl<S: LocalStore> Node<S> {
         }
     }
 
-    /// Answers the requests that need no waiting (a ping, a replica read, a
-    /// buffered merge) on the spot; gives the others back.
+    fn decode_merged(record: &Bytes) -> Result<SiblingSet, Response> {
+        SiblingSet::decode(record).map_err(|e| {
+            error_to_wire(&KvError::InvalidArgument(format!(
+                "record does not decode: {e}"
+            )))
+        })
+    }
+
+    /// The TCP server's fast path ([`Handler::handle_now`]): answers the
+    /// requests that need no waiting (a ping, a replica read, a buffered
+    /// merge when writes do not block) on the spot, as
+    /// [`Node::handle_request`] would; gives the others back.
     fn handle_request_now(&self, req: Request) -> Handled {
         Handled::Now(match req {
             Request::Ping => Response::Pong,
             Request::Read { key } => self.read_answer(&key),
             Request::Merge { key, record } if !self.store().blocking_writes() => {
-                match SiblingSet::decode(&record) {
+                match Self::decode_merged(&record) {
                     // Buffered: the transport flushes before the answer
                     // goes out (`Handler::before_reply`).
                     Ok(set) => match self.inner.replica.merge_with(&key, &set, Handoff::Buffered) {
                         Ok(_) => Response::Merged,
                         Err(e) => error_to_wire(&e),
                     },
-                    Err(e) => error_to_wire(&KvError::InvalidArgument(format!(
-                        "record does not decode: {e}"
-                    ))),
+                    Err(answer) => answer,
                 }
             }
             other => return Handled::Later(other),
@@ -1602,10 +1610,6 @@ impl<S: LocalStore> Node<S> {
 
     async fn handle_request(&self, from: u64, req: Request) -> Response {
         let _ = from;
-        let req = match self.handle_request_now(req) {
-            Handled::Now(resp) => return resp,
-            Handled::Later(req) => req,
-        };
         match req {
             Request::Ping => Response::Pong,
             Request::Gossip { states } => {
@@ -1616,13 +1620,9 @@ impl<S: LocalStore> Node<S> {
             }
             Request::Read { key } => self.read_answer(&key),
             Request::Merge { key, record } => {
-                let set = match SiblingSet::decode(&record) {
+                let set = match Self::decode_merged(&record) {
                     Ok(set) => set,
-                    Err(e) => {
-                        return error_to_wire(&KvError::InvalidArgument(format!(
-                            "record does not decode: {e}"
-                        )));
-                    }
+                    Err(answer) => return answer,
                 };
                 // Buffered: the transport flushes before the answer goes
                 // out (`Handler::before_reply`).
