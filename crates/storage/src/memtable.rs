@@ -38,7 +38,7 @@ const ENTRY_OVERHEAD_BYTES: usize = 96;
 /// an entry share one allocation (`data`); the key is `data[..key_len]`.
 #[derive(Debug, Clone)]
 struct MemKey {
-    prefix: u64,
+    prefix: u128,
     data: Bytes,
     key_len: usize,
     seq: u64,
@@ -75,13 +75,13 @@ impl MemValue {
 
 /// A borrowed view of an internal key, so lookups need no allocation.
 trait KeyView {
-    fn prefix(&self) -> u64;
+    fn prefix(&self) -> u128;
     fn user_key(&self) -> &[u8];
     fn seq(&self) -> u64;
 }
 
 impl KeyView for MemKey {
-    fn prefix(&self) -> u64 {
+    fn prefix(&self) -> u128 {
         self.prefix
     }
     fn user_key(&self) -> &[u8] {
@@ -93,7 +93,7 @@ impl KeyView for MemKey {
 }
 
 struct Lookup<'a> {
-    prefix: u64,
+    prefix: u128,
     key: &'a [u8],
     seq: u64,
 }
@@ -109,7 +109,7 @@ impl<'a> Lookup<'a> {
 }
 
 impl KeyView for Lookup<'_> {
-    fn prefix(&self) -> u64 {
+    fn prefix(&self) -> u128 {
         self.prefix
     }
     fn user_key(&self) -> &[u8] {
@@ -517,6 +517,11 @@ mod tests {
             b"abcdefgh\0",
             b"abcdefghi",
             b"abcdefgi",
+            b"key:000000000001",
+            b"key:000000000001\0",
+            b"key:0000000000010",
+            b"key:000000000002",
+            b"key:00000000000",
             b"\xff",
         ];
         for a in &keys {

@@ -35,7 +35,7 @@ pub(crate) struct Table {
     index: Vec<IndexEntry>,
     /// `key_prefix` of each index key: a dense array the binary search walks
     /// before it touches key bytes.
-    index_prefixes: Vec<u64>,
+    index_prefixes: Vec<u128>,
     bloom: Bloom,
     props: TableProps,
     file_bytes: u64,
