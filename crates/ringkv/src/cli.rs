@@ -87,6 +87,9 @@ pub struct NodeFlags {
     /// Log filter, e.g. `info` or `ringkv_cluster=debug` (RUST_LOG overrides).
     #[arg(long)]
     pub log: Option<String>,
+    /// Threads serving requests; 0 is one fewer than the cores (at least 1).
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
 }
 
 fn parse_sync(s: &str) -> Result<SyncMode, String> {
@@ -214,6 +217,9 @@ impl NodeFlags {
         if let Some(v) = &self.log {
             config.node.log = v.clone();
         }
+        if let Some(v) = self.worker_threads {
+            config.node.worker_threads = v;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -248,5 +254,36 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Autoscale(args) => crate::autoscale::run(args),
         Command::Bench(cmd) => crate::bench::run(cmd),
         Command::Prove(cmd) => crate::proof::run(cmd),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_config(args: &[&str]) -> anyhow::Result<Config> {
+        let cli = Cli::try_parse_from(["ringkv", "server"].iter().chain(args))?;
+        match cli.command {
+            Command::Server(s) => s.node.resolve(),
+            other => anyhow::bail!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags_override_the_defaults() -> anyhow::Result<()> {
+        let c = server_config(&[])?;
+        assert_eq!(c.node.worker_threads, 0);
+        assert_eq!(c.storage.sync, SyncMode::Periodic);
+        let c = server_config(&["--worker-threads", "2", "--sync", "always"])?;
+        assert_eq!(c.node.worker_threads, 2);
+        assert_eq!(c.storage.sync, SyncMode::Always);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_flag_values_are_refused() {
+        assert!(server_config(&["--worker-threads", "-1"]).is_err());
+        assert!(server_config(&["--worker-threads", "many"]).is_err());
+        assert!(server_config(&["--sync", "sometimes"]).is_err());
     }
 }

@@ -208,6 +208,7 @@ pub fn run(args: ClusterBenchArgs) -> anyhow::Result<()> {
         runs: args.runs,
         sync: "periodic".into(),
         threads: 0,
+        node_threads: 0,
     };
 
     let redis_port = free_port()?;

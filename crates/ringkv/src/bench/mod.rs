@@ -58,6 +58,10 @@ pub struct RedisBenchArgs {
     /// redis-benchmark threads (`--threads`); 0 leaves the default.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Request threads of the ringkv node (`--worker-threads`); 0 leaves
+    /// the node's default.
+    #[arg(long, default_value_t = 0)]
+    pub node_threads: usize,
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -128,12 +132,16 @@ pub(crate) fn start_redis(dir: &Path, port: u16) -> anyhow::Result<Guard> {
     Ok(guard)
 }
 
-fn start_ringkv(dir: &Path, port: u16, sync: &str) -> anyhow::Result<Guard> {
+fn start_ringkv(dir: &Path, port: u16, sync: &str, threads: usize) -> anyhow::Result<Guard> {
     let exe = std::env::current_exe().context("locating the ringkv binary")?;
     let http = free_port()?;
     let cluster = free_port()?;
-    let child = Command::new(exe)
-        .arg("server")
+    let mut cmd = Command::new(exe);
+    cmd.arg("server");
+    if threads > 0 {
+        cmd.args(["--worker-threads", &threads.to_string()]);
+    }
+    let child = cmd
         .args(["--cluster-addr", &format!("127.0.0.1:{cluster}")])
         .arg("--data-dir")
         .arg(dir)
@@ -236,7 +244,12 @@ fn redis(args: RedisBenchArgs) -> anyhow::Result<()> {
     let redis_port = free_port()?;
     let ringkv_port = free_port()?;
     let _redis = start_redis(&tmp, redis_port)?;
-    let _ringkv = start_ringkv(&tmp.join("ringkv"), ringkv_port, &args.sync)?;
+    let _ringkv = start_ringkv(
+        &tmp.join("ringkv"),
+        ringkv_port,
+        &args.sync,
+        args.node_threads,
+    )?;
 
     let rows = [
         ("SET", "set", 1),
@@ -245,8 +258,17 @@ fn redis(args: RedisBenchArgs) -> anyhow::Result<()> {
         ("GET", "get", args.pipeline),
     ];
     println!(
-        "redis-benchmark -n {} -r {} -d {} -c {} ; median of {} runs ; ringkv sync={}",
-        args.requests, args.keyspace, args.data_size, args.clients, args.runs, args.sync
+        "redis-benchmark -n {} -r {} -d {} -c {} ; median of {} runs ; ringkv sync={} request threads={}",
+        args.requests,
+        args.keyspace,
+        args.data_size,
+        args.clients,
+        args.runs,
+        args.sync,
+        match args.node_threads {
+            0 => "default".to_string(),
+            n => n.to_string(),
+        }
     );
     println!(
         "{:<10} {:>4} | {:>12} {:>8} {:>8} | {:>12} {:>8} {:>8} | {:>7} {:>7}",
