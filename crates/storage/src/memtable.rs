@@ -389,7 +389,7 @@ impl Memtable {
         let map = self.map.read();
         let mut prev_key: Option<&MemKey> = None;
         for (k, v) in map.iter() {
-            if prev_key.is_some_and(|p| p.key_bytes() == k.key_bytes()) {
+            if prev_key.is_some_and(|p| p.prefix == k.prefix && p.key_bytes() == k.key_bytes()) {
                 continue;
             }
             let (kind, expires_at_ms) = match v {
