@@ -9,6 +9,15 @@
 //! ran at 314k puts/s (3.7 us of CPU each); with the B-tree at 417k (2.9 us)
 //! (`bench/storage-peers`, same run).
 //!
+//! Entries are carved from 1 MiB arena chunks (`bytes::BytesMut` split off
+//! and frozen), as LevelDB's and RocksDB's memtables carve theirs from an
+//! arena: an insert makes no allocation of its own, and the flush thread
+//! that drops a flushed memtable frees chunks, not one block per entry that
+//! the request thread must then take back. A value read from the memtable
+//! keeps its chunk alive while it is held. Two alternated pairs of
+//! `bench/storage-peers` loads of 1M keys: 385k / 373k -> 398k / 424k
+//! puts/s, CPU per put 3.2 -> 2.8-2.9 us; reads unchanged.
+//!
 //! Owns the in-memory ordering of internal keys (user key ascending, sequence
 //! number descending) and nothing else: which memtable is active, when one
 //! becomes immutable and when it is flushed are the engine's decisions.
@@ -22,8 +31,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
-use parking_lot::RwLock;
+use bytes::{Bytes, BytesMut};
+use parking_lot::{Mutex, RwLock};
 
 use crate::batch::BatchOp;
 use crate::coding::key_prefix;
@@ -35,7 +44,8 @@ use crate::types::{Entry, Item, ItemRef, Kind, Op};
 const ENTRY_OVERHEAD_BYTES: usize = 96;
 
 /// An internal key: user key and sequence number. The key and the value of
-/// an entry share one allocation (`data`); the key is `data[..key_len]`.
+/// an entry lie next to each other in `data` (a slice of an arena chunk);
+/// the key is `data[..key_len]`.
 #[derive(Debug, Clone)]
 struct MemKey {
     prefix: u128,
@@ -170,6 +180,14 @@ impl<'a> Borrow<dyn KeyView + 'a> for MemKey {
     }
 }
 
+/// Bytes of one arena chunk: entries are carved from chunks this size, so an
+/// insert costs no allocation of its own and a flushed memtable frees its
+/// entries a chunk at a time.
+const ARENA_CHUNK_BYTES: usize = 1 << 20;
+/// Entries larger than this get an allocation of their own rather than a
+/// fresh chunk (at most a quarter of a chunk is wasted at its end).
+const ARENA_ENTRY_BYTES_MAX: usize = ARENA_CHUNK_BYTES / 4;
+
 /// Words of a memtable's key filter (64 bits each): 4 Mi bits, 512 KiB.
 const KEY_FILTER_WORDS: usize = 1 << 16;
 
@@ -215,6 +233,10 @@ impl KeyFilter {
 /// One memtable.
 pub(crate) struct Memtable {
     map: RwLock<BTreeMap<MemKey, MemValue>>,
+    /// The chunk entries are carved from. Each entry is a `Bytes` that
+    /// shares the chunk's allocation; a chunk is freed once no entry or
+    /// value read from it is alive.
+    arena: Mutex<BytesMut>,
     filter: KeyFilter,
     bytes: AtomicUsize,
     entries: AtomicUsize,
@@ -239,6 +261,7 @@ impl Memtable {
     pub fn new(log_number: u64) -> Self {
         Memtable {
             map: RwLock::new(BTreeMap::new()),
+            arena: Mutex::new(BytesMut::new()),
             filter: KeyFilter::new(),
             bytes: AtomicUsize::new(0),
             entries: AtomicUsize::new(0),
@@ -279,19 +302,36 @@ impl Memtable {
         self.max_seq.load(AtomicOrdering::Acquire)
     }
 
-    /// Inserts one operation at sequence number `seq`. Key and value share one
-    /// allocation.
+    /// Inserts one operation at sequence number `seq`. Key and value are
+    /// copied next to each other into the arena.
     pub fn insert(&self, seq: u64, op: &BatchOp<'_>) {
-        let mut buf = Vec::with_capacity(op.key.len() + op.value.len());
-        buf.extend_from_slice(op.key);
-        buf.extend_from_slice(op.value);
+        let data = self.copy_in(op.key, op.value);
         let value = match op.kind {
             Kind::Delete => MemValue::Delete,
             Kind::Put | Kind::PutExpiring => MemValue::Put {
                 expires_at_ms: op.expires_at_ms,
             },
         };
-        self.insert_raw(Bytes::from(buf), op.key.len(), seq, value);
+        self.insert_raw(data, op.key.len(), seq, value);
+    }
+
+    /// `key` then `value`, in the current arena chunk (a new one when it is
+    /// full), or in an allocation of their own when large.
+    fn copy_in(&self, key: &[u8], value: &[u8]) -> Bytes {
+        let len = key.len() + value.len();
+        if len > ARENA_ENTRY_BYTES_MAX {
+            let mut buf = Vec::with_capacity(len);
+            buf.extend_from_slice(key);
+            buf.extend_from_slice(value);
+            return Bytes::from(buf);
+        }
+        let mut arena = self.arena.lock();
+        if arena.capacity() - arena.len() < len {
+            *arena = BytesMut::with_capacity(ARENA_CHUNK_BYTES);
+        }
+        arena.extend_from_slice(key);
+        arena.extend_from_slice(value);
+        arena.split().freeze()
     }
 
     fn insert_raw(&self, data: Bytes, key_len: usize, seq: u64, value: MemValue) {
@@ -456,6 +496,42 @@ mod tests {
         match op {
             Op::Put(e) => Some(e.value.to_vec()),
             Op::Delete => None,
+        }
+    }
+
+    #[test]
+    fn entries_span_arena_chunks_and_values_outlive_the_memtable() {
+        let m = Memtable::new(1);
+        // ~3 chunks of small entries, with large ones (own allocation) and
+        // one that exactly fills what a chunk has left somewhere in between.
+        let big = vec![7u8; ARENA_ENTRY_BYTES_MAX + 1];
+        let mut expected = Vec::new();
+        for i in 0..6_000u32 {
+            let key = format!("key:{i:08}");
+            let value: Vec<u8> = match i % 1_000 {
+                999 => big.clone(),
+                _ => format!("value-{i}-")
+                    .repeat(1 + (i % 40) as usize)
+                    .into_bytes(),
+            };
+            m.insert(u64::from(i) + 1, &put(key.as_bytes(), &value));
+            expected.push((key, value));
+        }
+        let values: Vec<Bytes> = expected
+            .iter()
+            .map(|(k, v)| {
+                let (_, op) = m.get(k.as_bytes(), u64::MAX).expect("present");
+                let Op::Put(e) = op else {
+                    panic!("{k} deleted")
+                };
+                assert_eq!(&e.value[..], &v[..], "{k}");
+                e.value
+            })
+            .collect();
+        assert!(m.bytes() > 2 * ARENA_CHUNK_BYTES, "{}", m.bytes());
+        drop(m);
+        for ((k, v), got) in expected.iter().zip(&values) {
+            assert_eq!(&got[..], &v[..], "{k} after the memtable is gone");
         }
     }
 
