@@ -39,8 +39,8 @@ use crate::coding::key_prefix;
 use crate::types::{Entry, Item, ItemRef, Kind, Op};
 
 /// Bytes charged per entry on top of key and value (B-tree slot, `Bytes`
-/// header, the shared allocation's header), so that many tiny entries still
-/// fill the budget.
+/// header, a share of the arena chunk's unused end), so that many tiny
+/// entries still fill the budget.
 const ENTRY_OVERHEAD_BYTES: usize = 96;
 
 /// An internal key: user key and sequence number. The key and the value of
