@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use ringkv_cluster::message::{Hello, Request, Response, decode_body, decode_header};
+use ringkv_cluster::net::message::{Hello, Request, Response, decode_body, decode_header};
 
 fuzz_target!(|data: &[u8]| {
     let _ = decode_body::<Request>(data);

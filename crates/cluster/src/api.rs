@@ -9,7 +9,7 @@ use std::future::Future;
 
 use bytes::Bytes;
 
-use crate::version::{CausalContext, Hlc};
+use crate::causality::{CausalContext, Hlc};
 
 /// How many replicas must answer a request.
 ///

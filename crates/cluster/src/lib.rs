@@ -22,7 +22,6 @@
 //! - [`movement`]: joins, decommissions and removals: which token ranges
 //!   move where, streaming them, and dropping what a node no longer owns.
 
-pub mod anti_entropy;
 pub mod api;
 /// Hash maps and sets with a fixed hasher: their iteration order is the same
 /// on every run, so a seeded simulation replays exactly. Maps keyed by what
@@ -33,32 +32,26 @@ pub mod det {
     pub type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
     pub type HashSet<K> = std::collections::HashSet<K, BuildHasherDefault<DefaultHasher>>;
 }
+pub mod causality;
 pub mod exec;
-pub mod hints;
 pub mod membership;
-pub mod merkle;
-pub mod message;
 pub mod movement;
+pub mod net;
 pub mod node;
-pub mod node_id;
+pub mod node_files;
+pub mod repair;
 pub mod replica;
 pub mod ring;
 pub mod store;
-pub mod token_alloc;
-pub mod transport;
-pub mod version;
 
 #[cfg(test)]
 mod testing;
-
-#[cfg(test)]
-mod cluster_tests;
 
 pub use api::{
     ClusterView, Condition, Consistency, Expiry, Explain, Kv, KvError, MoveCommand, MovementStatus,
     NodeInfo, NodeView, RangeState, ReadOptions, ReadResult, RepairStatus, ReplicaView, Sibling,
     WriteOptions, WriteOutcome,
 };
+pub use causality::{CausalContext, Hlc, SiblingSet, VersionVector};
 pub use node::{Node, NodeConfig};
 pub use store::{LocalStore, StoreError};
-pub use version::{CausalContext, Hlc, SiblingSet, VersionVector};

@@ -25,8 +25,8 @@ use parking_lot::Mutex;
 use ringkv_env::SharedClock;
 
 use crate::api::{Condition, Expiry, KvError, Sibling, WriteOptions, WriteOutcome};
+use crate::causality::{HlcState, SiblingSet, StoredSibling, hlc_physical_ms};
 use crate::store::{LocalStore, StoreError};
-use crate::version::{HlcState, SiblingSet, StoredSibling, hlc_physical_ms};
 
 /// Number of stripes in the per-key lock table.
 const KEY_LOCK_STRIPES: usize = 1024;
@@ -59,7 +59,7 @@ pub struct Replica<S> {
     siblings_max: usize,
     siblings_dropped: AtomicU64,
     /// Dot counters of this node's writes start above it (its epoch's
-    /// floor, see [`crate::version::epoch_floor`]).
+    /// floor, see [`crate::causality::epoch_floor`]).
     dot_floor: AtomicU64,
     /// Version-vector pruning applied to merged records.
     pruner: parking_lot::RwLock<Option<crate::store::Pruner>>,
@@ -168,16 +168,16 @@ impl<S: LocalStore> Replica<S> {
     }
 
     /// Installs the version-vector pruning merges apply (see
-    /// [`crate::anti_entropy::prune_departed`]).
+    /// [`crate::repair::anti_entropy::prune_departed`]).
     pub fn set_pruner(&self, pruner: crate::store::Pruner) {
         *self.pruner.write() = Some(pruner);
     }
 
     /// Sets this node's epoch: its next dots count from
-    /// [`crate::version::epoch_floor`] of it.
+    /// [`crate::causality::epoch_floor`] of it.
     pub fn set_epoch(&self, epoch: u64) {
         self.dot_floor
-            .fetch_max(crate::version::epoch_floor(epoch), Ordering::Relaxed);
+            .fetch_max(crate::causality::epoch_floor(epoch), Ordering::Relaxed);
     }
 
     /// Applies a client write coordinated by this node. Returns the outcome
@@ -370,7 +370,7 @@ pub fn record_purgeable(record: &Bytes, now_ms: u64, grace_ms: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::version::VersionVector;
+    use crate::causality::VersionVector;
 
     /// A merge prunes what the rule allows, so a pruned replica that
     /// receives an unpruned copy stays pruned and reports no change.
@@ -379,7 +379,13 @@ mod tests {
         let clock: SharedClock = std::sync::Arc::new(ringkv_env::ManualClock::new(10_000));
         let r = Replica::new(1, crate::testing::MapStore::default(), clock, 64);
         r.set_pruner(std::sync::Arc::new(|_, set| {
-            crate::anti_entropy::prune_departed(set, 10_000, 1_000, |a| a == 9, || Some(9_000))
+            crate::repair::anti_entropy::prune_departed(
+                set,
+                10_000,
+                1_000,
+                |a| a == 9,
+                || Some(9_000),
+            )
         }));
         let mut old = SiblingSet::default();
         old.update(

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use ringkv_cluster::transport::{
+use ringkv_cluster::net::{
     BlockedPeers, FaultyHandler, FaultyTransport, Handler, TcpTransport, Transport,
 };
 use ringkv_env::{SharedClock, SkewedClock};

@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use ringkv_cluster::anti_entropy::AntiEntropyConfig;
-use ringkv_cluster::hints::{EngineHints, HintConfig, HintStore};
 use ringkv_cluster::membership::{Membership, MembershipConfig};
-use ringkv_cluster::message::{Load, NodeState, NodeStatus};
 use ringkv_cluster::movement::{MoveConfig, MoveKind, MoveLog};
+use ringkv_cluster::net::message::{Load, NodeState, NodeStatus};
+use ringkv_cluster::net::{TcpTransport, TransportConfig, serve_tcp};
+use ringkv_cluster::repair::anti_entropy::AntiEntropyConfig;
+use ringkv_cluster::repair::hints::{EngineHints, HintConfig, HintStore};
 use ringkv_cluster::ring::Replication;
 use ringkv_cluster::store::EngineStore;
-use ringkv_cluster::transport::{TcpTransport, TransportConfig, serve_tcp};
 use ringkv_cluster::{Consistency, Node, NodeConfig};
 use tokio::sync::watch;
 
@@ -157,14 +157,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let data_dir = config.node.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
-    let node_id = ringkv_cluster::node_id::load_or_create(&data_dir)
+    let node_id = ringkv_cluster::node_files::load_or_create(&data_dir)
         .with_context(|| format!("reading node id in {}", data_dir.display()))?;
     // Every start is a new epoch: dot counters start above its floor.
-    let epoch = ringkv_cluster::node_id::bump_epoch(&data_dir)
+    let epoch = ringkv_cluster::node_files::bump_epoch(&data_dir)
         .with_context(|| format!("bumping the epoch in {}", data_dir.display()))?;
-    let saved_tokens = ringkv_cluster::node_id::load_tokens(&data_dir)
+    let saved_tokens = ringkv_cluster::node_files::load_tokens(&data_dir)
         .with_context(|| format!("reading tokens in {}", data_dir.display()))?;
-    let move_log = Arc::new(ringkv_cluster::node_id::FileMoveLog::new(&data_dir));
+    let move_log = Arc::new(ringkv_cluster::node_files::FileMoveLog::new(&data_dir));
     let saved_move = move_log
         .load()
         .with_context(|| format!("reading the movement record in {}", data_dir.display()))?;
@@ -256,7 +256,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             (_, Some(MoveKind::Leave)) => NodeStatus::Leaving,
             (_, Some(MoveKind::Left)) => anyhow::bail!(
                 "node {} has left the cluster; wipe {} to join again as a new node",
-                ringkv_cluster::node_id::display(node_id),
+                ringkv_cluster::node_files::display(node_id),
                 data_dir.display()
             ),
             (Some(_), None) => NodeStatus::Normal,
@@ -272,7 +272,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     // The peers known before a restart shape the ring at once (as down
     // until heard from): a restarted node never serves from a ring of
     // itself alone. Every ring change is kept for the next start.
-    let known = ringkv_cluster::node_id::load_peers(&data_dir)
+    let known = ringkv_cluster::node_files::load_peers(&data_dir)
         .with_context(|| format!("reading known peers in {}", data_dir.display()))?;
     let known_addrs: Vec<String> = known
         .iter()
@@ -283,7 +283,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     membership.set_on_ring_change(Box::new({
         let dir = data_dir.clone();
         move |states| {
-            if let Err(e) = ringkv_cluster::node_id::save_peers(&dir, states) {
+            if let Err(e) = ringkv_cluster::node_files::save_peers(&dir, states) {
                 tracing::warn!(error = %e, "saving known peers failed");
             }
         }
@@ -326,7 +326,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
                 .choose_tokens(&seeds, wait)
                 .await
                 .map_err(|e| anyhow::anyhow!("joining the cluster: {e}"))?;
-            ringkv_cluster::node_id::save_tokens(&data_dir, &t)
+            ringkv_cluster::node_files::save_tokens(&data_dir, &t)
                 .with_context(|| format!("saving tokens in {}", data_dir.display()))?;
             t
         }
@@ -390,7 +390,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         wait_for(watch_rx.clone()),
     ));
     tracing::info!(
-        node = %ringkv_cluster::node_id::display(node_id),
+        node = %ringkv_cluster::node_files::display(node_id),
         %resp_addr,
         %http_addr,
         %cluster_addr,
@@ -459,7 +459,7 @@ async fn export_gauges(
         }
         let view = node.cluster();
         for (target, count, bytes) in node.hints_pending() {
-            let t = ringkv_cluster::node_id::display(target);
+            let t = ringkv_cluster::node_files::display(target);
             metrics::gauge!("ringkv_hints_pending", "target" => t.clone()).set(count as f64);
             metrics::gauge!("ringkv_hints_pending_bytes", "target" => t).set(bytes as f64);
         }
@@ -541,7 +541,7 @@ pub fn run_until_signal(config: Config, exit_with: Option<u32>) -> anyhow::Resul
         let node = start(config).await?;
         println!(
             "ringkv node {} ready: redis-cli -p {}  |  curl http://{}/v1/status  |  cluster {}",
-            ringkv_cluster::node_id::display(node.node_id),
+            ringkv_cluster::node_files::display(node.node_id),
             node.resp_addr.port(),
             node.http_addr,
             node.cluster_addr

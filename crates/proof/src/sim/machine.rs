@@ -14,12 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use ringkv_cluster::anti_entropy::AntiEntropyConfig;
-use ringkv_cluster::hints::{EngineHints, HintConfig, HintStore};
 use ringkv_cluster::membership::{Membership, MembershipConfig};
-use ringkv_cluster::message::{Load, NodeState, NodeStatus};
 use ringkv_cluster::movement::{MoveConfig, MoveKind, MoveLog, MoveRecord};
+use ringkv_cluster::net::message::{Load, NodeState, NodeStatus};
 use ringkv_cluster::node::{Node, NodeConfig};
+use ringkv_cluster::repair::anti_entropy::AntiEntropyConfig;
+use ringkv_cluster::repair::hints::{EngineHints, HintConfig, HintStore};
 use ringkv_cluster::ring::Replication;
 use ringkv_cluster::store::EngineStore;
 use ringkv_storage::{CrashMode, FaultFs, Options, SyncMode};
@@ -312,7 +312,7 @@ impl Machine {
         self.node().is_some_and(|n| {
             n.membership()
                 .state(n.id())
-                .is_some_and(|s| s.status == ringkv_cluster::message::NodeStatus::Left)
+                .is_some_and(|s| s.status == ringkv_cluster::net::message::NodeStatus::Left)
         })
     }
 

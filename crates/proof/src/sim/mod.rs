@@ -55,12 +55,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use ringkv_cluster::anti_entropy::AntiEntropyConfig;
 use ringkv_cluster::api::{Consistency, Kv, KvError, ReadOptions, WriteOptions};
-use ringkv_cluster::hints::HintConfig;
-use ringkv_cluster::message::NodeStatus;
 use ringkv_cluster::movement::MoveConfig;
+use ringkv_cluster::net::message::NodeStatus;
 use ringkv_cluster::node::NodeConfig;
+use ringkv_cluster::repair::anti_entropy::AntiEntropyConfig;
+use ringkv_cluster::repair::hints::HintConfig;
 use ringkv_env::{Rng, SeededRng};
 use ringkv_storage::CrashMode;
 

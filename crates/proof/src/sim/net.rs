@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use ringkv_cluster::message::{self, Kind, Request, Response};
-use ringkv_cluster::transport::{BoxFut, Handler, Peer, Transport, TransportError};
+use ringkv_cluster::net::message::{self, Kind, Request, Response};
+use ringkv_cluster::net::{BoxFut, Handler, Peer, Transport, TransportError};
 use ringkv_env::{Rng, SeededRng};
 
 /// Message faults, in parts per million of calls, and delays.

@@ -203,7 +203,7 @@ impl MemKv {
     }
 }
 
-fn to_sibling(s: &ringkv_cluster::version::StoredSibling) -> Sibling {
+fn to_sibling(s: &ringkv_cluster::causality::StoredSibling) -> Sibling {
     Sibling {
         value: s.value.clone().unwrap_or_default(),
         hlc: s.hlc,

@@ -1,7 +1,7 @@
 //! Merkle trees over token ranges: what anti-entropy compares.
 //!
 //! This module owns the shape of a tree and its hashes, and nothing else: it
-//! does no I/O and knows no peers. [`crate::anti_entropy`] feeds it the
+//! does no I/O and knows no peers. [`crate::repair::anti_entropy`] feeds it the
 //! records of a range and exchanges its nodes with other replicas.
 //!
 //! # Ranges

@@ -9,12 +9,12 @@ use bytes::Bytes;
 use ringkv_env::ManualClock;
 
 use crate::api::{Consistency, Kv, KvError, ReadOptions, WriteOptions};
-use crate::hints::{HintConfig, HintStore};
 use crate::membership::{Membership, MembershipConfig};
+use crate::net::MemNetwork;
 use crate::node::{Node, NodeConfig};
+use crate::repair::hints::{HintConfig, HintStore};
 use crate::ring::{Replication, token_of};
 use crate::testing::MapStore;
-use crate::transport::MemNetwork;
 
 struct TestCluster {
     nodes: Vec<Node<MapStore>>,
@@ -504,7 +504,7 @@ async fn no_hints_for_a_node_silent_longer_than_hints_live() {
 /// pending ones.
 #[tokio::test(start_paused = true)]
 async fn a_joiner_does_not_count_towards_the_current_rings_quorum() {
-    use crate::message::NodeStatus;
+    use crate::net::message::NodeStatus;
     let c = strangers(4, 3, false, HintConfig::default());
     let (net, nodes) = (&c.net, &c.nodes);
     let (old, joiner) = nodes.split_at(3);
@@ -596,7 +596,7 @@ async fn a_joiner_does_not_count_towards_the_current_rings_quorum() {
 /// succeeds.
 #[tokio::test(start_paused = true)]
 async fn a_forwarded_write_declined_by_a_former_replica_goes_to_the_next() {
-    use crate::message::NodeStatus;
+    use crate::net::message::NodeStatus;
     let c = cluster(5, 2);
     let (x, j) = (&c.nodes[0], &c.nodes[4]);
     // x hears that j is joining; everyone else already hears it is NORMAL.
@@ -636,7 +636,7 @@ async fn a_forwarded_write_declined_by_a_former_replica_goes_to_the_next() {
 /// that lands there later goes too.
 #[tokio::test(start_paused = true)]
 async fn cleanup_drops_foreign_records_and_looks_again_later() {
-    use crate::version::{SiblingSet, VersionVector};
+    use crate::causality::{SiblingSet, VersionVector};
     let c = cluster(3, 1);
     let a = &c.nodes[0];
     a.set_move_config(crate::movement::MoveConfig {
@@ -678,7 +678,7 @@ async fn cleanup_drops_foreign_records_and_looks_again_later() {
 /// reaches a quorum of it); writes reach both rings.
 #[tokio::test(start_paused = true)]
 async fn reads_ask_the_pending_ring_only_while_a_join_hands_over() {
-    use crate::message::NodeStatus;
+    use crate::net::message::NodeStatus;
     let c = cluster(4, 3);
     let j = &c.nodes[3];
     j.membership()
@@ -732,7 +732,7 @@ async fn reads_ask_the_pending_ring_only_while_a_join_hands_over() {
 /// ring has been still.
 #[tokio::test(start_paused = true)]
 async fn reads_ask_both_rings_while_several_nodes_move() {
-    use crate::message::NodeStatus;
+    use crate::net::message::NodeStatus;
     let c = cluster(5, 3);
     let m = c.nodes[0].membership();
     let set = |i: usize, status: NodeStatus| {
@@ -760,7 +760,7 @@ async fn reads_ask_both_rings_while_several_nodes_move() {
 /// since.
 #[tokio::test]
 async fn a_copy_of_a_forwarded_write_is_not_applied_again() {
-    use crate::message::{ForwardedWrite, Request, Response, WriteOp};
+    use crate::net::message::{ForwardedWrite, Request, Response, WriteOp};
     let c = cluster(3, 3);
     let (x, y) = (&c.nodes[0], &c.nodes[1]);
     let once = |seq: u64| Request::CoordinateOnce {
@@ -801,7 +801,7 @@ async fn a_copy_of_a_forwarded_write_is_not_applied_again() {
 /// not come back (which would also keep the cluster from ever converging).
 #[tokio::test(start_paused = true)]
 async fn hints_for_a_node_that_left_go_to_the_current_replicas() {
-    use crate::message::NodeStatus;
+    use crate::net::message::NodeStatus;
     let mut c = cluster(5, 3);
     let key = "hinted";
     let (replicas, victim) = hinted_write(&mut c, key).await;

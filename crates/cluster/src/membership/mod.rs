@@ -15,18 +15,20 @@
 //! only when its heartbeats stop arriving for many times their usual
 //! interval, and up again as soon as a newer heartbeat is seen.
 
-use std::collections::VecDeque;
-
 use crate::det::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod detector;
+
 use parking_lot::{Mutex, RwLock};
+
+pub use detector::PhiDetector;
 use ringkv_env::SharedClock;
 
-use crate::message::{NodeState, NodeStatus};
+use crate::net::Peer;
+use crate::net::message::{NodeState, NodeStatus};
 use crate::ring::{Placement, Replication, Ring, RingNode, Token};
-use crate::transport::Peer;
 
 /// Settings of gossip and failure detection.
 #[derive(Debug, Clone)]
@@ -47,55 +49,6 @@ impl Default for MembershipConfig {
             intervals_max: 100,
             tokens_per_weight: 64,
         }
-    }
-}
-
-/// Phi-accrual failure detector for one peer.
-#[derive(Debug, Clone)]
-pub struct PhiDetector {
-    intervals_ms: VecDeque<f64>,
-    last: Option<Duration>,
-    intervals_max: usize,
-    /// Floor on the mean interval so a burst of quick heartbeats does not
-    /// make the detector twitchy.
-    mean_floor_ms: f64,
-}
-
-impl PhiDetector {
-    pub fn new(intervals_max: usize, expected_interval_ms: f64) -> Self {
-        Self {
-            intervals_ms: VecDeque::with_capacity(intervals_max),
-            last: None,
-            intervals_max: intervals_max.max(1),
-            mean_floor_ms: expected_interval_ms,
-        }
-    }
-
-    /// Records a heartbeat arrival at monotonic time `now`.
-    pub fn heartbeat(&mut self, now: Duration) {
-        if let Some(last) = self.last {
-            let ms = now.saturating_sub(last).as_secs_f64() * 1000.0;
-            if self.intervals_ms.len() == self.intervals_max {
-                self.intervals_ms.pop_front();
-            }
-            self.intervals_ms.push_back(ms);
-        }
-        self.last = Some(now);
-    }
-
-    /// The suspicion level at `now` (0 right after a heartbeat).
-    pub fn phi(&self, now: Duration) -> f64 {
-        let Some(last) = self.last else {
-            return f64::INFINITY;
-        };
-        let mean = if self.intervals_ms.is_empty() {
-            self.mean_floor_ms
-        } else {
-            (self.intervals_ms.iter().sum::<f64>() / self.intervals_ms.len() as f64)
-                .max(self.mean_floor_ms)
-        };
-        let elapsed = now.saturating_sub(last).as_secs_f64() * 1000.0;
-        elapsed / mean * std::f64::consts::LOG10_E
     }
 }
 
@@ -276,7 +229,7 @@ impl Membership {
     }
 
     /// Replaces this node's load figures (spread with the next round).
-    pub fn set_load(&self, load: crate::message::Load) {
+    pub fn set_load(&self, load: crate::net::message::Load) {
         if let Some(me) = self.states.write().get_mut(&self.self_id) {
             me.load = load;
         }
@@ -463,7 +416,7 @@ impl Membership {
         self.detectors
             .lock()
             .get(&id)
-            .and_then(|d| d.last)
+            .and_then(PhiDetector::last_heartbeat)
             .map(|last| now.saturating_sub(last))
     }
 
@@ -534,7 +487,7 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::Load;
+    use crate::net::message::Load;
     use ringkv_env::ManualClock;
 
     fn state(id: u64, tokens: Vec<u64>) -> NodeState {

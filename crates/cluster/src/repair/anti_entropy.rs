@@ -7,7 +7,7 @@
 //! the tombstone purge rule reads. It reaches storage only through
 //! [`LocalStore`] scans, peers only through the node's transport, and changes
 //! records only through the replica's merge. Tree shape and hashes are
-//! [`crate::merkle`]'s; the messages are in [`crate::message`].
+//! [`crate::repair::merkle`]'s; the messages are in [`crate::net::message`].
 //!
 //! # Unit and schedule
 //! The unit is a vnode range `(previous token, token]`: every key in it has
@@ -78,14 +78,14 @@ use ringkv_env::SharedClock;
 use serde::Serialize;
 
 use crate::api::{KvError, RepairStatus};
+use crate::causality::{SiblingSet, hlc_physical_ms};
 use crate::membership::Membership;
-use crate::merkle::{self, DEPTH_MAX, FANOUT, MerkleTree, RangeSummary, TokenRange};
-use crate::message::{DigestList, HEADER_BYTES, Request, Response};
+use crate::net::Peer;
+use crate::net::message::{DigestList, HEADER_BYTES, Request, Response};
 use crate::node::Node;
+use crate::repair::merkle::{self, DEPTH_MAX, FANOUT, MerkleTree, RangeSummary, TokenRange};
 use crate::ring::{Placement, token_of};
 use crate::store::LocalStore;
-use crate::transport::Peer;
-use crate::version::{SiblingSet, hlc_physical_ms};
 
 /// Parents whose children one `MerkleNodes` request may ask for.
 pub const NODE_INDEXES_MAX: usize = 256;
@@ -658,7 +658,7 @@ impl<S: LocalStore> Node<S> {
                     ae.sync_failures.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("ringkv_ae_sync_failures_total").increment(1);
                     ae.ledger.record_failure(*range, peer);
-                    tracing::debug!(peer = %crate::node_id::display(peer), ?range, error = %e,
+                    tracing::debug!(peer = %crate::node_files::display(peer), ?range, error = %e,
                         "anti-entropy sync failed");
                 }
             }
@@ -717,7 +717,7 @@ impl<S: LocalStore> Node<S> {
         result?;
         ae.ledger.record(range, peer_id, started_ms);
         if report.keys_repaired > 0 {
-            tracing::info!(peer = %crate::node_id::display(peer_id), ?range,
+            tracing::info!(peer = %crate::node_files::display(peer_id), ?range,
                 keys = report.keys_repaired, bytes = report.bytes_sent + report.bytes_received,
                 "anti-entropy repaired keys");
         }
@@ -1275,14 +1275,14 @@ struct KeyRepair {
 mod tests {
     use super::*;
     use crate::api::{Consistency, Kv, ReadOptions, WriteOptions};
-    use crate::hints::{HintConfig, HintStore};
+    use crate::causality::VersionVector;
     use crate::membership::MembershipConfig;
-    use crate::message::NodeState;
+    use crate::net::MemNetwork;
+    use crate::net::message::NodeState;
     use crate::node::NodeConfig;
+    use crate::repair::hints::{HintConfig, HintStore};
     use crate::ring::Replication;
     use crate::testing::MapStore;
-    use crate::transport::MemNetwork;
-    use crate::version::VersionVector;
     use ringkv_env::{Clock, ManualClock};
 
     const GRACE_MS: u64 = 1_000;

@@ -37,17 +37,17 @@ use crate::api::{
     ClusterView, Consistency, Expiry, Explain, Kv, KvError, NodeInfo, NodeView, ReadOptions,
     ReadResult, ReplicaView, WriteOptions, WriteOutcome,
 };
-use crate::hints::{DropReason, HintConfig, HintStore};
+use crate::causality::SiblingSet;
 use crate::membership::{Membership, MembershipConfig};
-use crate::message::{
+use crate::net::message::{
     CoordinatedOutcome, ForwardedWrite, Load, NodeState, NodeStatus, Request, Response,
     WireContext, WriteOp,
 };
+use crate::net::{BoxFut, Handled, Handler, MemNetwork, Transport, TransportError};
+use crate::repair::hints::{DropReason, HintConfig, HintStore};
 use crate::replica::{Change, Handoff, Replica, store_error, to_sibling};
 use crate::ring::{Placement, Replication, Ring, RingNode, token_of};
 use crate::store::LocalStore;
-use crate::transport::{BoxFut, Handled, Handler, MemNetwork, Transport, TransportError};
-use crate::version::SiblingSet;
 
 pub use crate::replica::record_purgeable;
 
@@ -173,7 +173,7 @@ struct Inner<S> {
     config: NodeConfig,
     started_ms: u64,
     /// Anti-entropy state: sync ledger, responder snapshots, progress.
-    ae: crate::anti_entropy::AntiEntropy,
+    ae: crate::repair::anti_entropy::AntiEntropy,
     /// Joins, decommissions and removals this node drives.
     moves: crate::movement::Movements,
     /// Forwarded writes sent, and those received lately.
@@ -344,7 +344,8 @@ impl<S: LocalStore> Node<S> {
     ) -> Self {
         let id = membership.self_id();
         let started_ms = clock.now_ms();
-        let ae = crate::anti_entropy::AntiEntropy::new(Arc::clone(&membership), clock.clone());
+        let ae =
+            crate::repair::anti_entropy::AntiEntropy::new(Arc::clone(&membership), clock.clone());
         // Compaction purges a dead record only once its range is synced
         // with every replica past it (the tombstone rule).
         let ledger = Arc::clone(ae.ledger());
@@ -357,11 +358,11 @@ impl<S: LocalStore> Node<S> {
             let clock = clock.clone();
             let grace_ms = config.tombstone_grace_ms;
             Arc::new(move |token, set| {
-                crate::anti_entropy::prune_departed(
+                crate::repair::anti_entropy::prune_departed(
                     set,
                     clock.now_ms(),
                     grace_ms,
-                    |id| membership.status(id) == Some(crate::message::NodeStatus::Left),
+                    |id| membership.status(id) == Some(crate::net::message::NodeStatus::Left),
                     || ledger.synced_at(token),
                 )
             })
@@ -393,7 +394,7 @@ impl<S: LocalStore> Node<S> {
     }
 
     /// Sets this node's epoch (bumped on every start and kept in its data
-    /// directory, see [`crate::node_id::bump_epoch`]): its dot counters
+    /// directory, see [`crate::node_files::bump_epoch`]): its dot counters
     /// start above the epoch's floor.
     pub fn set_epoch(&self, epoch: u64) {
         self.inner.replica.set_epoch(epoch);
@@ -425,7 +426,7 @@ impl<S: LocalStore> Node<S> {
         self.inner.replica.read(key).unwrap_or_default()
     }
 
-    pub(crate) fn anti_entropy(&self) -> &crate::anti_entropy::AntiEntropy {
+    pub(crate) fn anti_entropy(&self) -> &crate::repair::anti_entropy::AntiEntropy {
         &self.inner.ae
     }
 
@@ -474,7 +475,7 @@ impl<S: LocalStore> Node<S> {
 
     /// Learns the ring from `seeds` and picks this node's tokens so that
     /// what each node owns and replicates evens out (see
-    /// [`crate::token_alloc`]). A node with no seed other
+    /// [`crate::ring::alloc`]). A node with no seed other
     /// than itself starts a new ring. Fails when no seed answers within
     /// `wait`.
     pub async fn choose_tokens(
@@ -501,7 +502,7 @@ impl<S: LocalStore> Node<S> {
                         others.join(", ")
                     ));
                 }
-                let peer = crate::transport::Peer {
+                let peer = crate::net::Peer {
                     id: 0,
                     addr: others[i % others.len()].clone(),
                 };
@@ -542,7 +543,7 @@ impl<S: LocalStore> Node<S> {
             s.status = NodeStatus::Normal;
         });
         for addr in seeds.iter().filter(|a| **a != own_addr) {
-            let peer = crate::transport::Peer {
+            let peer = crate::net::Peer {
                 id: 0,
                 addr: addr.clone(),
             };
@@ -551,7 +552,7 @@ impl<S: LocalStore> Node<S> {
     }
 
     /// One push-pull exchange with `peer`; true when it answered.
-    pub async fn gossip_with(&self, peer: &crate::transport::Peer) -> bool {
+    pub async fn gossip_with(&self, peer: &crate::net::Peer) -> bool {
         let m = &self.inner.membership;
         let req = Request::Gossip { states: m.states() };
         let timeout = Duration::from_millis(m.config().gossip_interval_ms.max(500));
@@ -618,7 +619,7 @@ impl<S: LocalStore> Node<S> {
             Some(p) if !round.is_multiple_of(10) || seeds.is_empty() => Some(p),
             other => seeds
                 .get((draw as usize) % seeds.len().max(1))
-                .map(|addr| crate::transport::Peer {
+                .map(|addr| crate::net::Peer {
                     id: 0,
                     addr: addr.clone(),
                 })
@@ -719,7 +720,7 @@ impl<S: LocalStore> Node<S> {
             let down: Vec<String> = prefs
                 .iter()
                 .filter(|id| !live.contains(id))
-                .map(|id| crate::node_id::display(*id))
+                .map(|id| crate::node_files::display(*id))
                 .collect();
             return Err(KvError::Unavailable {
                 required: req.count(),
@@ -877,11 +878,14 @@ impl<S: LocalStore> Node<S> {
             } else if self.inner.membership.is_alive(id) {
                 sends.push(self.merge_to(id, key.clone(), record.clone()));
             } else {
-                return Err(format!("replica {} is down", crate::node_id::display(id)));
+                return Err(format!(
+                    "replica {} is down",
+                    crate::node_files::display(id)
+                ));
             }
         }
         for (id, r) in futures::future::join_all(sends).await {
-            r.map_err(|e| format!("{}: {e}", crate::node_id::display(id)))?;
+            r.map_err(|e| format!("{}: {e}", crate::node_files::display(id)))?;
         }
         Ok(())
     }
@@ -965,7 +969,7 @@ impl<S: LocalStore> Node<S> {
                     answered.push(id);
                     records.push((id, set));
                 }
-                Err(why) => failures.push(format!("{}: {why}", crate::node_id::display(id))),
+                Err(why) => failures.push(format!("{}: {why}", crate::node_files::display(id))),
             }
             if met(&answered) {
                 break;
@@ -1022,7 +1026,7 @@ impl<S: LocalStore> Node<S> {
             } else {
                 let (_, r) = self.merge_to(id, key.clone(), record.clone()).await;
                 if let Err(e) = r {
-                    tracing::debug!(node = %crate::node_id::display(id), error = %e, "read repair failed");
+                    tracing::debug!(node = %crate::node_files::display(id), error = %e, "read repair failed");
                 }
             }
         }
@@ -1150,7 +1154,7 @@ impl<S: LocalStore> Node<S> {
                 (Sent::Hinted { target, .. }, Ok(())) if !strict => acked.push(target),
                 (Sent::Hinted { .. }, Ok(())) => {}
                 (sent, Err(why)) => {
-                    failures.push(format!("{}: {why}", crate::node_id::display(sent.via())));
+                    failures.push(format!("{}: {why}", crate::node_files::display(sent.via())));
                     // A replica that fails before the failure detector
                     // noticed gets a stand-in too (sloppy quorum), so the
                     // write need not fail for a node that just died.
@@ -1288,7 +1292,7 @@ impl<S: LocalStore> Node<S> {
             Ok(_) => {}
             Err(e) => {
                 metrics::counter!("ringkv_hints_dropped_total", "reason" => "error").increment(1);
-                tracing::warn!(target = %crate::node_id::display(target), error = %e, "hint not stored");
+                tracing::warn!(target = %crate::node_files::display(target), error = %e, "hint not stored");
             }
         }
     }
@@ -1325,7 +1329,7 @@ impl<S: LocalStore> Node<S> {
                 .inner
                 .membership
                 .status(target)
-                .is_none_or(|s| s == crate::message::NodeStatus::Left);
+                .is_none_or(|s| s == crate::net::message::NodeStatus::Left);
             if !gone && !self.inner.membership.is_alive(target) {
                 continue;
             }
@@ -1373,7 +1377,7 @@ impl<S: LocalStore> Node<S> {
                             }
                         }
                         Err(why) => {
-                            tracing::debug!(target = %crate::node_id::display(target), %why, "hint replay paused");
+                            tracing::debug!(target = %crate::node_files::display(target), %why, "hint replay paused");
                             stalled = true;
                         }
                     }
@@ -1454,7 +1458,7 @@ impl<S: LocalStore> Node<S> {
                 }
                 // Nothing was applied there: the next replica may take it.
                 Ok(Response::Error { code, message }) if code == NOT_A_REPLICA => {
-                    failures.push(format!("{}: {message}", crate::node_id::display(id)));
+                    failures.push(format!("{}: {message}", crate::node_files::display(id)));
                 }
                 Ok(Response::Error { code, message }) => {
                     return Ok(Err(error_from_wire(&code, message)));
@@ -1469,7 +1473,7 @@ impl<S: LocalStore> Node<S> {
                 }
                 // Not reached at all: another replica may coordinate.
                 Err(e @ (TransportError::Unreachable(_) | TransportError::Overloaded)) => {
-                    failures.push(format!("{}: {e}", crate::node_id::display(id)));
+                    failures.push(format!("{}: {e}", crate::node_files::display(id)));
                 }
                 // It may have been applied: do not apply it twice.
                 Err(e) => {
@@ -1478,7 +1482,7 @@ impl<S: LocalStore> Node<S> {
                         answered: 0,
                         why: format!(
                             "coordinator {} did not answer: {e}",
-                            crate::node_id::display(id)
+                            crate::node_files::display(id)
                         ),
                     }));
                 }
@@ -1494,7 +1498,7 @@ impl<S: LocalStore> Node<S> {
     /// replicas hold) and leaves it as hints, one per replica, held here
     /// and by live stand-ins further along the ring. Each stored hint
     /// counts for its replica. Dots stay unique: a node's counters rise
-    /// across all keys (see [`crate::version::epoch_floor`]).
+    /// across all keys (see [`crate::causality::epoch_floor`]).
     async fn coordinate_as_stand_in(
         &self,
         key: Bytes,
@@ -1547,7 +1551,7 @@ impl<S: LocalStore> Node<S> {
             match answer {
                 Ok(()) => acked.push(sent.target()),
                 Err(e) => {
-                    failures.push(format!("{}: {e}", crate::node_id::display(sent.via())));
+                    failures.push(format!("{}: {e}", crate::node_files::display(sent.via())));
                     // Held here instead, not counted.
                     self.hold_hint(sent.target(), &key, &bytes);
                 }
@@ -1659,13 +1663,13 @@ impl<S: LocalStore> Node<S> {
                 bytes_max,
             } => match self.stream_read_local(lo, hi, after, bytes_max).await {
                 Ok((entries, more)) => {
-                    let crc = crate::message::stream_crc(&entries);
+                    let crc = crate::net::message::stream_crc(&entries);
                     Response::StreamBatch { entries, more, crc }
                 }
                 Err(e) => error_to_wire(&e),
             },
             Request::StreamPush { entries, crc } => {
-                if crate::message::stream_crc(&entries) != crc {
+                if crate::net::message::stream_crc(&entries) != crc {
                     metrics::counter!("ringkv_stream_checksum_failures_total").increment(1);
                     return error_to_wire(&KvError::InvalidArgument(
                         "streamed batch failed its checksum".into(),
@@ -2027,7 +2031,10 @@ impl<S: LocalStore> Kv for Node<S> {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod unit_tests {
     use super::*;
 
     #[test]
@@ -2073,8 +2080,8 @@ mod tests {
         assert_eq!(p99_between(&later, &later), 0);
     }
     use crate::api::Condition;
+    use crate::causality::VersionVector;
     use crate::testing::MapStore;
-    use crate::version::VersionVector;
     use ringkv_env::{Clock, ManualClock};
     use std::time::Duration;
 

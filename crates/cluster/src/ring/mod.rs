@@ -9,7 +9,7 @@
 //! # Token allocation
 //! Tokens are state, not derived: they are chosen once when a node joins and
 //! spread by gossip with the rest of the ring. A joining node with weight `w`
-//! takes `w * tokens_per_weight` tokens, placed by [`crate::token_alloc`] so
+//! takes `w * tokens_per_weight` tokens, placed by [`crate::ring::alloc`] so
 //! that, in its data center, every node's share at each replication level
 //! `1..=rf` (primary ownership up to what it replicates) stays in proportion
 //! to its weight. A join takes about `1/(n+1)` of the keys, all to the new
@@ -23,8 +23,11 @@
 //! NetworkTopologyStrategy does); when a DC has fewer racks than replicas, the
 //! skipped nodes fill the remaining places in ring order.
 
-use crate::token_alloc::Member;
+pub mod alloc;
+
 use std::collections::BTreeMap;
+
+use alloc::Member;
 
 use crate::det::{HashMap, HashSet};
 
@@ -154,7 +157,7 @@ impl Ring {
 
     /// Adds a node with tokens chosen to even out, in its data center, both
     /// primary ownership and what each node replicates under replication
-    /// factor `rf` (see [`crate::token_alloc`]); returns them.
+    /// factor `rf` (see [`crate::ring::alloc`]); returns them.
     pub fn add_node(&mut self, node: RingNode, rf: usize) -> Result<Vec<Token>, RingError> {
         if self.nodes.contains_key(&node.id) {
             return Err(RingError::AlreadyMember(node.id));
@@ -256,7 +259,7 @@ impl Ring {
             id: node.id,
             weight: node.weight,
         };
-        let tokens = crate::token_alloc::allocate(&dc_tokens, &members, new, rf, count, &|t| {
+        let tokens = crate::ring::alloc::allocate(&dc_tokens, &members, new, rf, count, &|t| {
             self.tokens.contains_key(&t)
         });
         if tokens.len() < count {

@@ -5,7 +5,7 @@
 //! version vectors. Its tokens, chosen when it first joins, are kept in
 //! `TOKENS` (one decimal token per line), so a restart keeps its place in the
 //! ring. Its epoch, bumped on every start, is kept in `EPOCH` (see
-//! [`crate::version::EPOCH_SHIFT`]). These files are written whole (write,
+//! [`crate::causality::EPOCH_SHIFT`]). These files are written whole (write,
 //! fsync, rename, fsync dir).
 
 use std::io;
@@ -84,7 +84,7 @@ const PEERS_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// The states of every node this node knew when it last saw the ring
 /// change (postcard of `Vec<NodeState>`; written whole). Unreadable content
 /// is an error: the operator decides, the node does not guess.
-pub fn load_peers(dir: &Path) -> io::Result<Vec<crate::message::NodeState>> {
+pub fn load_peers(dir: &Path) -> io::Result<Vec<crate::net::message::NodeState>> {
     let path = dir.join(PEERS_FILE);
     let bytes = match std::fs::metadata(&path) {
         Ok(m) if m.len() > PEERS_BYTES_MAX => {
@@ -106,7 +106,7 @@ pub fn load_peers(dir: &Path) -> io::Result<Vec<crate::message::NodeState>> {
 }
 
 /// Records the states of every known node.
-pub fn save_peers(dir: &Path, states: &[crate::message::NodeState]) -> io::Result<()> {
+pub fn save_peers(dir: &Path, states: &[crate::net::message::NodeState]) -> io::Result<()> {
     let bytes = postcard::to_allocvec(states)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     write_atomically(dir, PEERS_FILE, &bytes)

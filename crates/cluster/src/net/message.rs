@@ -16,7 +16,7 @@
 //! appended, never reordered, so older variants keep their encodings; a peer
 //! that does not know a newer variant fails to decode it and answers nothing.
 //!
-//! Anti-entropy (see [`crate::anti_entropy`], hashes in [`crate::merkle`]):
+//! Anti-entropy (see [`crate::repair::anti_entropy`], hashes in [`crate::repair::merkle`]):
 //! ```text
 //! Request::MerkleNodes { start, end, depth, level, indexes }
 //!     -> Response::MerkleNodes { keys, root, children }
@@ -59,7 +59,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{Condition, Consistency, Expiry};
-use crate::version::VersionVector;
+use crate::causality::VersionVector;
 
 /// Magic number opening every payload: "RK".
 pub const FRAME_MAGIC: u16 = 0x524B;
@@ -181,7 +181,7 @@ impl WireContext {
         Self(Bytes::from(vv.encode_context()))
     }
 
-    pub fn to_vv(&self) -> Result<VersionVector, crate::version::DecodeError> {
+    pub fn to_vv(&self) -> Result<VersionVector, crate::causality::DecodeError> {
         VersionVector::decode_context(&self.0)
     }
 }

@@ -49,7 +49,7 @@
 //!   id.
 //!
 //! Streams go in batches of about `batch_bytes_max`, checksummed end to end
-//! ([`crate::message::stream_crc`]), throttled to at most
+//! ([`crate::net::message::stream_crc`]), throttled to at most
 //! `bytes_per_sec_max` and paced below it while client traffic suffers
 //! (see `Pacer`).
 //! Progress (the ranges done) is kept through a [`MoveLog`], so a driver
@@ -72,12 +72,12 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{KvError, MoveCommand, MovementStatus};
-use crate::message::{NodeStatus, Request, Response, stream_crc};
+use crate::causality::SiblingSet;
+use crate::net::message::{NodeStatus, Request, Response, stream_crc};
 use crate::node::Node;
-use crate::node_id::display;
+use crate::node_files::display;
 use crate::ring::{Placement, token_of};
 use crate::store::LocalStore;
-use crate::version::SiblingSet;
 
 /// Timeout of one stream call (a batch read or merged).
 const STREAM_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -553,7 +553,7 @@ impl<S: LocalStore> Node<S> {
         addrs.sort();
         addrs.dedup();
         let sends = addrs.into_iter().map(|addr| async move {
-            let peer = crate::transport::Peer {
+            let peer = crate::net::Peer {
                 id: 0,
                 addr: addr.clone(),
             };

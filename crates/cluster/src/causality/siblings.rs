@@ -1,0 +1,281 @@
+//! The dotted version vector set stored under every key: its operations
+//! and its record encoding.
+
+use bytes::Bytes;
+
+use super::codec::{Reader, put_varint};
+use super::{DecodeError, Dot, Hlc, VersionVector};
+
+/// A stored sibling: one concurrent version, or a tombstone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSibling {
+    pub dot: Dot,
+    pub hlc: Hlc,
+    pub expires_at_ms: Option<u64>,
+    /// `None` is a tombstone: the key was deleted by this event.
+    pub value: Option<Bytes>,
+}
+
+impl StoredSibling {
+    /// Live: a value that has not expired at `now_ms`.
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        self.value.is_some() && self.expires_at_ms.is_none_or(|t| t > now_ms)
+    }
+}
+
+/// Everything stored under one key: the dotted version vector set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SiblingSet {
+    /// Every write of this key this replica has seen.
+    pub vv: VersionVector,
+    /// Siblings not superseded, sorted by dot.
+    pub siblings: Vec<StoredSibling>,
+}
+
+/// Magic byte opening a stored record. Do not change: on disk.
+const RECORD_MAGIC: u8 = 0xD7;
+/// Format version of the stored record. Do not change: on disk.
+const RECORD_FORMAT: u8 = 1;
+/// The largest number of siblings a decoded record may hold.
+pub const SIBLINGS_DECODE_MAX: usize = 65_536;
+
+const FLAG_TOMBSTONE: u8 = 1;
+const FLAG_EXPIRES: u8 = 2;
+
+impl SiblingSet {
+    /// Applies a write coordinated by `actor`: the siblings `context` covers
+    /// are superseded, and one new sibling (a value, or a tombstone when
+    /// `value` is `None`) is added with a fresh dot. Returns the new dot.
+    pub fn update(
+        &mut self,
+        context: &VersionVector,
+        actor: u64,
+        hlc: Hlc,
+        value: Option<Bytes>,
+        expires_at_ms: Option<u64>,
+    ) -> Dot {
+        self.update_above(context, actor, 0, hlc, value, expires_at_ms)
+    }
+
+    /// [`SiblingSet::update`] with a dot counter above `floor` too: the
+    /// floor of the actor's current epoch (see [`epoch_floor`]), so a node
+    /// that lost its own latest writes of the key never issues one of their
+    /// dots again.
+    pub fn update_above(
+        &mut self,
+        context: &VersionVector,
+        actor: u64,
+        floor: u64,
+        hlc: Hlc,
+        value: Option<Bytes>,
+        expires_at_ms: Option<u64>,
+    ) -> Dot {
+        // The counter must exceed anything either side has seen for this
+        // actor, so the new dot is unique. Decoded counters stay below
+        // `COUNTER_MAX`, so this cannot overflow.
+        let counter = self
+            .vv
+            .get(actor)
+            .max(context.get(actor))
+            .max(floor)
+            .saturating_add(1);
+        let dot = Dot { actor, counter };
+        self.siblings.retain(|s| !context.covers(s.dot));
+        self.vv.merge(context);
+        self.vv.raise(actor, counter);
+        let new = StoredSibling {
+            dot,
+            hlc,
+            expires_at_ms,
+            value,
+        };
+        let pos = self.siblings.partition_point(|s| s.dot < dot);
+        self.siblings.insert(pos, new);
+        dot
+    }
+
+    /// Merges another replica's record into this one (commutative,
+    /// associative, idempotent).
+    pub fn merge(&mut self, other: &SiblingSet) {
+        let mut out: Vec<StoredSibling> =
+            Vec::with_capacity(self.siblings.len() + other.siblings.len());
+        let mut a = self.siblings.iter().peekable();
+        let mut b = other.siblings.iter().peekable();
+        loop {
+            match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if x.dot == y.dot => {
+                    // The same event on both sides carries the same data.
+                    out.push((*x).clone());
+                    a.next();
+                    b.next();
+                }
+                (Some(x), Some(y)) if x.dot < y.dot => {
+                    if !other.vv.covers(x.dot) {
+                        out.push((*x).clone());
+                    }
+                    a.next();
+                }
+                (Some(_), Some(y)) => {
+                    if !self.vv.covers(y.dot) {
+                        out.push((*y).clone());
+                    }
+                    b.next();
+                }
+                (Some(x), None) => {
+                    if !other.vv.covers(x.dot) {
+                        out.push((*x).clone());
+                    }
+                    a.next();
+                }
+                (None, Some(y)) => {
+                    if !self.vv.covers(y.dot) {
+                        out.push((*y).clone());
+                    }
+                    b.next();
+                }
+                (None, None) => break,
+            }
+        }
+        self.siblings = out;
+        self.vv.merge(&other.vv);
+    }
+
+    /// Keeps at most `max` siblings, dropping the oldest by HLC; returns how
+    /// many were dropped.
+    pub fn bound_siblings(&mut self, max: usize) -> usize {
+        let max = max.max(1);
+        if self.siblings.len() <= max {
+            return 0;
+        }
+        let dropped = self.siblings.len() - max;
+        let mut order: Vec<(Hlc, Dot)> = self.siblings.iter().map(|s| (s.hlc, s.dot)).collect();
+        order.sort_unstable();
+        let doomed: Vec<Dot> = order.iter().take(dropped).map(|&(_, d)| d).collect();
+        self.siblings.retain(|s| !doomed.contains(&s.dot));
+        dropped
+    }
+
+    /// True when no sibling is live at `now_ms` (deleted or expired).
+    pub fn is_dead(&self, now_ms: u64) -> bool {
+        !self.siblings.iter().any(|s| s.is_live(now_ms))
+    }
+
+    /// The live siblings at `now_ms`.
+    pub fn live(&self, now_ms: u64) -> impl Iterator<Item = &StoredSibling> {
+        self.siblings.iter().filter(move |s| s.is_live(now_ms))
+    }
+
+    /// The greatest HLC of any sibling (0 when there are none).
+    pub fn max_hlc(&self) -> Hlc {
+        self.siblings.iter().map(|s| s.hlc).max().unwrap_or(0)
+    }
+
+    /// The expiry the storage engine may apply to the whole record: only when
+    /// every sibling is a value with an expiry, the latest of them.
+    pub fn record_expiry(&self) -> Option<u64> {
+        let mut latest = 0;
+        for s in &self.siblings {
+            match (s.value.is_some(), s.expires_at_ms) {
+                (true, Some(t)) => latest = latest.max(t),
+                _ => return None,
+            }
+        }
+        (!self.siblings.is_empty()).then_some(latest)
+    }
+
+    /// Encodes the record for storage.
+    ///
+    /// ```text
+    /// record  := magic:u8=0xD7 format:u8=1 vv count:varint sibling*
+    /// vv      := count:varint (actor:u64le counter:varint)*      actors ascending
+    /// sibling := actor:u64le counter:varint hlc:u64le flags:u8
+    ///            [expires_at_ms:u64le]      if flags & 2
+    ///            [len:varint value:bytes]   unless flags & 1 (tombstone)
+    /// ```
+    pub fn encode(&self) -> Vec<u8> {
+        let payload: usize = self
+            .siblings
+            .iter()
+            .map(|s| s.value.as_ref().map_or(0, |v| v.len()) + 32)
+            .sum();
+        let mut out = Vec::with_capacity(8 + self.vv.entries().len() * 12 + payload);
+        out.push(RECORD_MAGIC);
+        out.push(RECORD_FORMAT);
+        self.vv.encode_into(&mut out);
+        put_varint(&mut out, self.siblings.len() as u64);
+        for s in &self.siblings {
+            out.extend_from_slice(&s.dot.actor.to_le_bytes());
+            put_varint(&mut out, s.dot.counter);
+            out.extend_from_slice(&s.hlc.to_le_bytes());
+            let mut flags = 0;
+            if s.value.is_none() {
+                flags |= FLAG_TOMBSTONE;
+            }
+            if s.expires_at_ms.is_some() {
+                flags |= FLAG_EXPIRES;
+            }
+            out.push(flags);
+            if let Some(t) = s.expires_at_ms {
+                out.extend_from_slice(&t.to_le_bytes());
+            }
+            if let Some(v) = &s.value {
+                put_varint(&mut out, v.len() as u64);
+                out.extend_from_slice(v);
+            }
+        }
+        out
+    }
+
+    /// Decodes a stored record. Values are sliced out of `bytes` without
+    /// copying.
+    pub fn decode(bytes: &Bytes) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        if r.u8()? != RECORD_MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        let format = r.u8()?;
+        if format != RECORD_FORMAT {
+            return Err(DecodeError::UnknownFormat(format));
+        }
+        let vv = VersionVector::decode_from(&mut r)?;
+        let count = r.varint()? as usize;
+        if count > SIBLINGS_DECODE_MAX {
+            return Err(DecodeError::TooMany("siblings", count));
+        }
+        let mut siblings = Vec::with_capacity(count.min(64));
+        for _ in 0..count {
+            let actor = r.u64()?;
+            let counter = r.varint()?;
+            let hlc = r.u64()?;
+            let flags = r.u8()?;
+            let expires_at_ms = if flags & FLAG_EXPIRES != 0 {
+                Some(r.u64()?)
+            } else {
+                None
+            };
+            let value = if flags & FLAG_TOMBSTONE != 0 {
+                None
+            } else {
+                let len = r.varint()? as usize;
+                let start = r.pos;
+                r.skip(len)?;
+                Some(bytes.slice(start..start + len))
+            };
+            let dot = Dot { actor, counter };
+            if siblings
+                .last()
+                .is_some_and(|s: &StoredSibling| s.dot >= dot)
+            {
+                return Err(DecodeError::NotCanonical);
+            }
+            siblings.push(StoredSibling {
+                dot,
+                hlc,
+                expires_at_ms,
+                value,
+            });
+        }
+        r.finish()?;
+        Ok(Self { vv, siblings })
+    }
+}

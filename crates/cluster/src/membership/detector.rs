@@ -1,0 +1,58 @@
+//! The phi-accrual failure detector (Hayashibara et al., as in Cassandra).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Phi-accrual failure detector for one peer.
+#[derive(Debug, Clone)]
+pub struct PhiDetector {
+    intervals_ms: VecDeque<f64>,
+    last: Option<Duration>,
+    intervals_max: usize,
+    /// Floor on the mean interval so a burst of quick heartbeats does not
+    /// make the detector twitchy.
+    mean_floor_ms: f64,
+}
+
+impl PhiDetector {
+    pub fn new(intervals_max: usize, expected_interval_ms: f64) -> Self {
+        Self {
+            intervals_ms: VecDeque::with_capacity(intervals_max),
+            last: None,
+            intervals_max: intervals_max.max(1),
+            mean_floor_ms: expected_interval_ms,
+        }
+    }
+
+    /// Records a heartbeat arrival at monotonic time `now`.
+    pub fn heartbeat(&mut self, now: Duration) {
+        if let Some(last) = self.last {
+            let ms = now.saturating_sub(last).as_secs_f64() * 1000.0;
+            if self.intervals_ms.len() == self.intervals_max {
+                self.intervals_ms.pop_front();
+            }
+            self.intervals_ms.push_back(ms);
+        }
+        self.last = Some(now);
+    }
+
+    /// Monotonic time of the last heartbeat seen, if any.
+    pub fn last_heartbeat(&self) -> Option<Duration> {
+        self.last
+    }
+
+    /// The suspicion level at `now` (0 right after a heartbeat).
+    pub fn phi(&self, now: Duration) -> f64 {
+        let Some(last) = self.last else {
+            return f64::INFINITY;
+        };
+        let mean = if self.intervals_ms.is_empty() {
+            self.mean_floor_ms
+        } else {
+            (self.intervals_ms.iter().sum::<f64>() / self.intervals_ms.len() as f64)
+                .max(self.mean_floor_ms)
+        };
+        let elapsed = now.saturating_sub(last).as_secs_f64() * 1000.0;
+        elapsed / mean * std::f64::consts::LOG10_E
+    }
+}

@@ -1,0 +1,123 @@
+//! The seam between the coordinator and local storage.
+//!
+//! The node stores one encoded [`SiblingSet`](crate::SiblingSet) per key and
+//! reaches storage only through [`LocalStore`], so the engine can be swapped
+//! (and faked in tests) without touching the coordinator.
+//!
+//! - [`engine`]: the implementation over ringkv's LSM engine, with the
+//!   compaction filter through which the cluster decides when its
+//!   tombstones may be purged.
+//! - [`memory`]: an implementation in memory, for tests.
+
+pub mod engine;
+pub mod memory;
+
+use bytes::Bytes;
+
+pub use engine::{EngineStore, engine_key};
+pub use memory::MemStore;
+
+/// A failure of local storage, as the coordinator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// Writes are refused after a failed log write or fsync; reads go on.
+    #[error("{0}")]
+    ReadOnly(String),
+    /// Stored bytes failed a checksum or could not be decoded.
+    #[error("corruption: {0}")]
+    Corruption(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// When the range of a token last completed an anti-entropy sync with every
+/// other replica (wall-clock ms), `None` when it never did: the node's sync
+/// ledger, asked by the compaction filter before it purges a dead record.
+pub type SyncedAt = std::sync::Arc<dyn Fn(u64) -> Option<u64> + Send + Sync>;
+
+/// Prunes the record of a key with the given token in place (see
+/// [`crate::repair::anti_entropy::prune_departed`]); true when it changed it.
+pub type Pruner =
+    std::sync::Arc<dyn Fn(u64, &mut crate::causality::SiblingSet) -> bool + Send + Sync>;
+
+/// What the coordinator needs from local storage. Calls may block (disk I/O,
+/// and fsync when [`LocalStore::blocking_writes`] says so).
+pub trait LocalStore: Send + Sync + 'static {
+    /// The encoded record stored under `key`, unless absent or expired.
+    fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError>;
+
+    /// Stores `record` under `key`; the store may drop it after
+    /// `expires_at_ms`.
+    fn put(&self, key: &[u8], record: &[u8], expires_at_ms: Option<u64>) -> Result<(), StoreError>;
+
+    /// Stores `record` like [`LocalStore::put`], but may leave it in a
+    /// buffer, visible to reads, until [`LocalStore::flush_buffered`]: many
+    /// writes then reach the OS in one system call. Whoever acknowledges
+    /// such a write, or answers a read that may have seen it, flushes first.
+    fn put_buffered(
+        &self,
+        key: &[u8],
+        record: &[u8],
+        expires_at_ms: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.put(key, record, expires_at_ms)
+    }
+
+    /// Hands every buffered write to the OS. Once that has failed, it fails
+    /// until the store is reopened.
+    fn flush_buffered(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// True while a buffered write waits for [`LocalStore::flush_buffered`].
+    fn has_buffered(&self) -> bool {
+        false
+    }
+
+    /// Drops the record of `key` from this replica only (no tombstone is
+    /// versioned: the key moved to other replicas, see
+    /// [`crate::movement`]).
+    fn remove(&self, key: &[u8]) -> Result<(), StoreError>;
+
+    /// Visits every stored record, in token order, until `visit` returns
+    /// false. `visit` gets the user key and the record.
+    fn for_each(&self, visit: &mut dyn FnMut(&[u8], &Bytes) -> bool) -> Result<(), StoreError> {
+        self.scan_tokens(0, u64::MAX, true, visit)
+    }
+
+    /// Visits the records whose token `t` lies in `(start, end]` (or
+    /// `[start, end]` when `include_start`), in token order, until `visit`
+    /// returns false. `start <= end`: callers split wrapping ranges.
+    fn scan_tokens(
+        &self,
+        start: u64,
+        end: u64,
+        include_start: bool,
+        visit: &mut dyn FnMut(&[u8], &Bytes) -> bool,
+    ) -> Result<(), StoreError>;
+
+    /// Named figures for `INFO` and the metrics.
+    fn stats(&self) -> Vec<(String, u64)>;
+
+    /// Estimated number of stored keys (cheap).
+    fn keys_estimate(&self) -> u64;
+
+    /// Makes everything written so far durable.
+    fn flush(&self) -> Result<(), StoreError>;
+
+    /// True when a put waits for an fsync (so callers move it off the async
+    /// executor).
+    fn blocking_writes(&self) -> bool;
+
+    /// Installs the sync ledger compaction consults before purging a dead
+    /// record. Stores that never purge ignore it.
+    fn set_synced_at(&self, synced_at: SyncedAt) {
+        let _ = synced_at;
+    }
+
+    /// Installs the version-vector pruning compaction applies to the
+    /// records it rewrites. Stores that never compact ignore it.
+    fn set_pruner(&self, pruner: Pruner) {
+        let _ = pruner;
+    }
+}
