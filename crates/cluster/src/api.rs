@@ -10,6 +10,7 @@ use std::future::Future;
 use bytes::Bytes;
 
 use crate::causality::{CausalContext, Hlc};
+use crate::id::NodeId;
 
 /// How many replicas must answer a request.
 ///
@@ -230,18 +231,66 @@ pub struct NodeInfo {
     pub storage: Vec<(String, u64)>,
 }
 
+/// A node's life cycle in the ring. (Encoded by variant index: new
+/// variants go at the end.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum NodeStatus {
+    /// Owns tokens, serves reads and writes.
+    #[default]
+    Normal,
+    /// Taking ownership (streaming in); receives writes for its ranges.
+    Joining,
+    /// Handing its ranges away (decommission, removal).
+    Leaving,
+    /// Gone from the ring.
+    Left,
+    /// Joining, streaming done: for a settle period before NORMAL, reads
+    /// consult the pending ring too, so a node that sees NORMAL first and
+    /// one that sees it later still overlap on a quorum.
+    JoinHandover,
+    /// Leaving, streaming done: the same hand-over before LEFT.
+    LeaveHandover,
+}
+
+impl NodeStatus {
+    /// The name operators see: the hand-over steps show as JOINING and
+    /// LEAVING (the movement's phase tells them apart).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Normal => "NORMAL",
+            Self::Joining | Self::JoinHandover => "JOINING",
+            Self::Leaving | Self::LeaveHandover => "LEAVING",
+            Self::Left => "LEFT",
+        }
+    }
+
+    /// Joining, streaming or handing over.
+    pub fn is_joining(self) -> bool {
+        matches!(self, Self::Joining | Self::JoinHandover)
+    }
+
+    /// Leaving, streaming or handing over.
+    pub fn is_leaving(self) -> bool {
+        matches!(self, Self::Leaving | Self::LeaveHandover)
+    }
+
+    /// In the hand-over step of a join or leave.
+    pub fn is_handover(self) -> bool {
+        matches!(self, Self::JoinHandover | Self::LeaveHandover)
+    }
+}
+
 /// One node as the cluster view shows it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NodeView {
-    pub id: u64,
+    pub id: NodeId,
     pub cluster_addr: String,
     pub resp_addr: String,
     pub http_addr: String,
     pub dc: String,
     pub rack: String,
     pub weight: u32,
-    /// NORMAL, JOINING, LEAVING or LEFT.
-    pub status: String,
+    pub status: NodeStatus,
     /// Believed alive by the node answering.
     pub alive: bool,
     /// Suspicion level of the failure detector (0 for the answering node).
@@ -265,10 +314,27 @@ pub struct ClusterView {
     pub replication: Vec<(String, usize)>,
     /// Every (token, owner) of the ring, in token order.
     pub tokens: Vec<(u64, u64)>,
-    /// Hints the answering node holds: (target, count, bytes).
-    pub hints_pending: Vec<(u64, u64, u64)>,
-    /// Hints the answering node dropped: (budget full, expired).
-    pub hints_dropped: (u64, u64),
+    /// Hints the answering node holds, per target.
+    pub hints_pending: Vec<HintsPending>,
+    /// Hints the answering node dropped.
+    pub hints_dropped: HintsDropped,
+}
+
+/// Hints a node holds for one target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HintsPending {
+    pub target: NodeId,
+    pub count: u64,
+    pub bytes: u64,
+}
+
+/// Hints a node dropped since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HintsDropped {
+    /// Refused: the target's byte budget was used up.
+    pub full: u64,
+    /// Older than `hints.age_ms_max` at replay.
+    pub expired: u64,
 }
 
 /// A data movement a node can be asked to drive (`ringkv decommission`,
@@ -279,21 +345,80 @@ pub enum MoveCommand {
     Decommission,
     /// Re-replicate the ranges of a dead node from its surviving replicas,
     /// then drop it from the ring.
-    Remove(u64),
+    Remove(NodeId),
     /// Stop the join, decommission or removal this node drives.
     Cancel,
+}
+
+/// A data movement: what changes hands when the ring changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum MovementKind {
+    /// A node takes its place in the ring, streaming in what it gains.
+    #[default]
+    Join,
+    /// A live node streams its data away and leaves the ring.
+    Decommission,
+    /// A dead node's data is re-replicated from its surviving replicas,
+    /// then it is dropped from the ring.
+    Remove,
+}
+
+impl MovementKind {
+    /// The name operators see.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Join => "join",
+            Self::Decommission => "decommission",
+            Self::Remove => "remove",
+        }
+    }
+}
+
+/// Where a movement is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MovementPhase {
+    /// Announced; waiting for writes started under the old ring to finish.
+    #[default]
+    Settling,
+    /// Copying the token intervals that change hands.
+    Streaming,
+    /// Streaming done; reads consult both rings for a settle period.
+    HandingOver,
+    /// A leaving node gives the hints it holds to a peer.
+    HandingOffHints,
+    Done,
+    Cancelled,
+    Failed,
+}
+
+impl MovementPhase {
+    /// The name operators see.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Settling => "settling",
+            Self::Streaming => "streaming",
+            Self::HandingOver => "handing over",
+            Self::HandingOffHints => "handing off hints",
+            Self::Done => "done",
+            Self::Cancelled => "cancelled",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// The movement has ended, one way or another.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Done | Self::Cancelled | Self::Failed)
+    }
 }
 
 /// Progress of the movement a node drives (a join, a decommission or a
 /// removal), shown by `ringkv status` and `GET /v1/movement`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MovementStatus {
-    /// "join", "decommission" or "remove".
-    pub kind: String,
+    pub kind: MovementKind,
     /// The node whose ranges move (this node, or the removed one).
-    pub node: u64,
-    /// "settling", "streaming", "handing off hints", "done", "cancelled".
-    pub phase: String,
+    pub node: NodeId,
+    pub phase: MovementPhase,
     pub ranges_done: u64,
     pub ranges_total: u64,
     /// Records and bytes copied so far.
@@ -412,7 +537,7 @@ pub trait Kv: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, KvError>> + Send;
 
     /// Hands the writes this node applied but left buffered to the OS (one
-    /// system call for all of them; see [`crate::replica::Handoff`]). A
+    /// system call for all of them; see [`crate::replica::LogWrite`]). A
     /// front end calls it once before sending a batch of replies: an
     /// acknowledged write, and any value a read returned, must survive a
     /// crash of the process. An error means they may not: send none of the

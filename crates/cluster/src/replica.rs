@@ -1,23 +1,28 @@
-//! The replica: this node's copy of the keys it owns, and the versioned
-//! operations on it.
+//! The local replica: this node's copy of the keys it holds, and the
+//! versioned operations on it.
 //!
 //! Every change of a key is a read-modify-write of its sibling set under a
 //! per-key lock (a striped lock table), so concurrent changes of one key on
 //! this node never lose each other. Two kinds of change exist:
 //!
-//! - [`Replica::update`]: this node coordinates a client write. Read and
-//!   decode the record -> check the condition (NX/XX) -> take an HLC
-//!   timestamp -> apply the write with its causal context, minting a new dot
-//!   with this node as the actor -> bound the siblings -> encode -> store.
-//!   The new record is returned so the coordinator can send it to the other
-//!   replicas.
-//! - [`Replica::merge`]: another replica sent its record (replication, read
-//!   repair, hint replay, anti-entropy). Merge it into ours and store.
+//! - [`LocalReplica::update_buffered`]: this node coordinates a client
+//!   write. Read and decode the record -> check the condition (NX/XX) ->
+//!   take an HLC timestamp -> apply the write with its causal context,
+//!   minting a new dot with this node as the actor -> bound the siblings ->
+//!   encode -> store. The new record is returned so the coordinator can
+//!   send it to the other replicas. [`LocalReplica::version_unstored`] does
+//!   the same without storing (a stand-in coordinator's write, which
+//!   travels as hints).
+//! - [`LocalReplica::merge`]: another replica sent its record (replication,
+//!   read repair, hint replay, anti-entropy, streaming). Merge it into ours
+//!   and store.
 //!
-//! Only a replica of a key ever mints dots for it, and it always stores its
-//! own writes before sending them, so its counter for the key is never
-//! reused: dots stay unique.
+//! Dots stay unique: a node's dot counters start above its epoch's floor
+//! and rise across all keys within an epoch (see
+//! [`crate::causality::epoch_floor`]), so a dot is new even for a key this
+//! node does not hold (a stand-in) or no longer holds (lost to a crash).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
@@ -25,18 +30,19 @@ use parking_lot::Mutex;
 use ringkv_env::SharedClock;
 
 use crate::api::{Condition, Expiry, KvError, Sibling, WriteOptions, WriteOutcome};
-use crate::causality::{HlcState, SiblingSet, StoredSibling, hlc_physical_ms};
+use crate::causality::{HlcState, SiblingSet, StoredSibling};
 use crate::store::{LocalStore, StoreError};
 
 /// Number of stripes in the per-key lock table.
 const KEY_LOCK_STRIPES: usize = 1024;
 
-/// When a replica's write reaches the OS: before the call returns (`Now`),
-/// or with the store's next [`LocalStore::flush_buffered`] (`Buffered`). The
-/// request paths buffer, because their replies wait for that flush, so a
-/// batch of writes costs one system call; background work writes now.
+/// When a replica's write reaches the log: handed to the OS before the
+/// call returns (`Now`), or left in the log buffer until the store's next
+/// [`LocalStore::flush_buffered`] (`Buffered`). The request paths buffer,
+/// because their replies wait for that write of the buffer, so a batch of
+/// writes costs one system call; background work writes now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Handoff {
+pub enum LogWrite {
     Now,
     Buffered,
 }
@@ -50,7 +56,8 @@ pub enum Change {
     Expiry(Expiry),
 }
 
-pub struct Replica<S> {
+/// This node's copy of the keys it holds.
+pub struct LocalReplica<S> {
     id: u64,
     store: S,
     clock: SharedClock,
@@ -89,7 +96,7 @@ pub fn resolved(set: &SiblingSet, now_ms: u64) -> Option<Sibling> {
         .map(to_sibling)
 }
 
-impl<S: LocalStore> Replica<S> {
+impl<S: LocalStore> LocalReplica<S> {
     pub fn new(id: u64, store: S, clock: SharedClock, siblings_max: usize) -> Self {
         Self {
             id,
@@ -156,19 +163,19 @@ impl<S: LocalStore> Replica<S> {
         &self,
         key: &[u8],
         set: &mut SiblingSet,
-        handoff: Handoff,
+        log: LogWrite,
     ) -> Result<(), KvError> {
         self.bound(set);
         let record = set.encode();
-        match handoff {
-            Handoff::Now => self.store.put(key, &record, set.record_expiry()),
-            Handoff::Buffered => self.store.put_buffered(key, &record, set.record_expiry()),
+        match log {
+            LogWrite::Now => self.store.put(key, &record, set.record_expiry()),
+            LogWrite::Buffered => self.store.put_buffered(key, &record, set.record_expiry()),
         }
         .map_err(store_error)
     }
 
     /// Installs the version-vector pruning merges apply (see
-    /// [`crate::repair::anti_entropy::prune_departed`]).
+    /// [`crate::causality::purge::prune_departed`]).
     pub fn set_pruner(&self, pruner: crate::store::Pruner) {
         *self.pruner.write() = Some(pruner);
     }
@@ -182,7 +189,7 @@ impl<S: LocalStore> Replica<S> {
 
     /// Applies a client write coordinated by this node. Returns the outcome
     /// and, when something was written, the new record to replicate. The
-    /// write is buffered ([`Handoff::Buffered`]): the caller flushes the
+    /// write is buffered ([`LogWrite::Buffered`]): the caller flushes the
     /// store before acknowledging it.
     pub fn update_buffered(
         &self,
@@ -196,7 +203,7 @@ impl<S: LocalStore> Replica<S> {
     /// Versions a client write from this node's own record of `key`
     /// without storing it: what a stand-in coordinator does when no
     /// replica can be reached (the record travels as hints).
-    pub fn version_detached(
+    pub fn version_unstored(
         &self,
         key: &[u8],
         change: Change,
@@ -279,7 +286,7 @@ impl<S: LocalStore> Replica<S> {
         let dot = set.update_above(&context, self.id, floor, hlc, value, expires_at_ms);
         self.dot_floor.fetch_max(dot.counter, Ordering::Relaxed);
         if store {
-            self.bound_and_store(key, &mut set, Handoff::Buffered)?;
+            self.bound_and_store(key, &mut set, LogWrite::Buffered)?;
         } else {
             self.bound(&mut set);
         }
@@ -295,15 +302,15 @@ impl<S: LocalStore> Replica<S> {
     /// Merges a peer's record of `key` into ours. Returns true when ours
     /// changed.
     pub fn merge(&self, key: &[u8], incoming: &SiblingSet) -> Result<bool, KvError> {
-        self.merge_with(key, incoming, Handoff::Now)
+        self.merge_with(key, incoming, LogWrite::Now)
     }
 
-    /// [`Replica::merge`], choosing when the write reaches the OS.
+    /// [`LocalReplica::merge`], choosing when the write reaches the log.
     pub fn merge_with(
         &self,
         key: &[u8],
         incoming: &SiblingSet,
-        handoff: Handoff,
+        log: LogWrite,
     ) -> Result<bool, KvError> {
         self.hlc.lock().observe(incoming.max_hlc());
         let _guard = self.lock(key);
@@ -318,8 +325,47 @@ impl<S: LocalStore> Replica<S> {
         if set == before {
             return Ok(false);
         }
-        self.bound_and_store(key, &mut set, handoff)?;
+        self.bound_and_store(key, &mut set, log)?;
         Ok(true)
+    }
+
+    /// [`LocalReplica::update_buffered`] off the executor when the store
+    /// may wait for an fsync.
+    pub async fn apply_write(
+        self: &Arc<Self>,
+        key: Bytes,
+        change: Change,
+        opts: WriteOptions,
+    ) -> Result<(WriteOutcome, Option<SiblingSet>), KvError> {
+        if !self.store.blocking_writes() {
+            return self.update_buffered(&key, change, &opts);
+        }
+        let me = Arc::clone(self);
+        crate::exec::blocking(move || me.update_buffered(&key, change, &opts))
+            .await
+            .map_err(|e| KvError::Storage(format!("write: {e}")))?
+    }
+
+    /// [`LocalReplica::merge_with`] off the executor when the store may
+    /// wait for an fsync.
+    pub async fn merge_in(
+        self: &Arc<Self>,
+        key: Bytes,
+        set: SiblingSet,
+        log: LogWrite,
+    ) -> Result<bool, KvError> {
+        if !self.store.blocking_writes() {
+            return self.merge_with(&key, &set, log);
+        }
+        let me = Arc::clone(self);
+        crate::exec::blocking(move || me.merge_with(&key, &set, log))
+            .await
+            .map_err(|e| KvError::Storage(format!("merge: {e}")))?
+    }
+
+    /// [`LocalReplica::merge_in`], written to the log now (background work).
+    pub async fn merge_now(self: &Arc<Self>, key: Bytes, set: SiblingSet) -> Result<bool, KvError> {
+        self.merge_in(key, set, LogWrite::Now).await
     }
 
     /// Counts live keys in local storage (a full scan).
@@ -354,19 +400,6 @@ fn fnv1a(key: &[u8]) -> u64 {
     h
 }
 
-/// True when a stored record may be purged by compaction at `now_ms`: every
-/// sibling is deleted or expired and the newest is older than the grace
-/// period.
-pub fn record_purgeable(record: &Bytes, now_ms: u64, grace_ms: u64) -> bool {
-    match SiblingSet::decode(record) {
-        Ok(set) => {
-            set.is_dead(now_ms) && hlc_physical_ms(set.max_hlc()).saturating_add(grace_ms) < now_ms
-        }
-        // Never purge what cannot be read: it is reported, not destroyed.
-        Err(_) => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,15 +410,9 @@ mod tests {
     #[test]
     fn merges_prune_the_entries_of_departed_nodes() {
         let clock: SharedClock = std::sync::Arc::new(ringkv_env::ManualClock::new(10_000));
-        let r = Replica::new(1, crate::testing::MapStore::default(), clock, 64);
-        r.set_pruner(std::sync::Arc::new(|_, set| {
-            crate::repair::anti_entropy::prune_departed(
-                set,
-                10_000,
-                1_000,
-                |a| a == 9,
-                || Some(9_000),
-            )
+        let r = LocalReplica::new(1, crate::store::MemStore::default(), clock, 64);
+        r.set_pruner(Arc::new(|_, set| {
+            crate::causality::purge::prune_departed(set, 10_000, 1_000, |a| a == 9, || Some(9_000))
         }));
         let mut old = SiblingSet::default();
         old.update(

@@ -412,7 +412,7 @@ async fn cluster<K: Kv>(State(state): State<AppState<K>>) -> Response {
         .map(|n| {
             serde_json::json!({
                 "id": format!("{:016x}", n.id),
-                "status": n.status,
+                "status": n.status.name(),
                 "alive": n.alive,
                 "phi": if n.phi.is_finite() { serde_json::Value::from(n.phi) } else { serde_json::Value::Null },
                 "ownership": n.ownership,
@@ -448,11 +448,11 @@ async fn cluster<K: Kv>(State(state): State<AppState<K>>) -> Response {
         "replication": replication,
         "tokens": tokens,
         "hints": {
-            "pending": view.hints_pending.iter().map(|(t, n, b)| serde_json::json!({
-                "target": format!("{t:016x}"), "count": n, "bytes": b,
+            "pending": view.hints_pending.iter().map(|h| serde_json::json!({
+                "target": format!("{:016x}", h.target), "count": h.count, "bytes": h.bytes,
             })).collect::<Vec<_>>(),
-            "dropped_full": view.hints_dropped.0,
-            "dropped_expired": view.hints_dropped.1,
+            "dropped_full": view.hints_dropped.full,
+            "dropped_expired": view.hints_dropped.expired,
         },
     }))
     .into_response()
@@ -555,9 +555,9 @@ fn movement_json(s: Option<MovementStatus>) -> serde_json::Value {
     match s {
         None => serde_json::json!({ "kind": null }),
         Some(s) => serde_json::json!({
-            "kind": s.kind,
+            "kind": s.kind.name(),
             "node": format!("{:016x}", s.node),
-            "phase": s.phase,
+            "phase": s.phase.name(),
             "ranges_done": s.ranges_done,
             "ranges_total": s.ranges_total,
             "keys": s.keys,

@@ -11,15 +11,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use ringkv_cluster::membership::{Membership, MembershipConfig};
-use ringkv_cluster::movement::{MoveConfig, MoveKind, MoveLog};
-use ringkv_cluster::net::message::{Load, NodeState, NodeStatus};
+use ringkv_cluster::membership::MembershipConfig;
+use ringkv_cluster::movement::MoveConfig;
 use ringkv_cluster::net::{TcpTransport, TransportConfig, serve_tcp};
+use ringkv_cluster::node::{NodeBuilder, NodePlace, NodeStorage};
+use ringkv_cluster::node_files::NodeFiles;
 use ringkv_cluster::repair::anti_entropy::AntiEntropyConfig;
-use ringkv_cluster::repair::hints::{EngineHints, HintConfig, HintStore};
+use ringkv_cluster::repair::hints::HintConfig;
 use ringkv_cluster::ring::Replication;
 use ringkv_cluster::store::EngineStore;
 use ringkv_cluster::{Consistency, Node, NodeConfig};
+use ringkv_storage::RealFs;
 use tokio::sync::watch;
 
 use crate::config::{Compression, Config, SyncMode};
@@ -113,6 +115,26 @@ fn node_config(config: &Config) -> NodeConfig {
         request_timeout_ms: c.request_timeout_ms,
         strict_quorum: c.strict_quorum,
         hint_replay_interval_ms: config.hints.replay_interval_ms,
+        join_timeout_ms: c.join_timeout_ms,
+        membership: membership_config(config),
+        hints: HintConfig {
+            target_bytes_max: config.hints.target_bytes_max,
+            age_ms_max: config.hints.age_ms_max,
+            replay_per_sec_max: config.hints.replay_per_sec_max,
+            ..HintConfig::default()
+        },
+        anti_entropy: AntiEntropyConfig {
+            ranges_per_sec_max: config.anti_entropy.ranges_per_sec_max,
+            repair_ranges_per_sec_max: config.anti_entropy.repair_ranges_per_sec_max,
+            pass_pause_ms: config.anti_entropy.pass_pause_ms,
+            ..AntiEntropyConfig::default()
+        },
+        movement: MoveConfig {
+            bytes_per_sec_max: config.movement.bytes_per_sec_max,
+            batch_bytes_max: config.movement.batch_bytes_max,
+            settle_ms: config.movement.settle_ms,
+            cleanup_delay_ms: config.movement.cleanup_delay_ms,
+        },
     }
 }
 
@@ -157,75 +179,30 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let data_dir = config.node.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
-    let node_id = ringkv_cluster::node_files::load_or_create(&data_dir)
-        .with_context(|| format!("reading node id in {}", data_dir.display()))?;
-    // Every start is a new epoch: dot counters start above its floor.
-    let epoch = ringkv_cluster::node_files::bump_epoch(&data_dir)
-        .with_context(|| format!("bumping the epoch in {}", data_dir.display()))?;
-    let saved_tokens = ringkv_cluster::node_files::load_tokens(&data_dir)
-        .with_context(|| format!("reading tokens in {}", data_dir.display()))?;
-    let move_log = Arc::new(ringkv_cluster::node_files::FileMoveLog::new(&data_dir));
-    let saved_move = move_log
-        .load()
-        .with_context(|| format!("reading the movement record in {}", data_dir.display()))?;
     let clock = ringkv_env::SystemClock::shared();
     let faults =
         (config.debug.fault_injection).then(|| crate::fault_hooks::FaultHooks::new(clock.clone()));
     let clock = faults.as_ref().map_or(clock, |f| f.clock());
     let node_config = node_config(&config);
-    let store_dir = data_dir.join("store");
-    let options = storage_options(&config);
-    let engine = tokio::task::spawn_blocking({
-        let clock = clock.clone();
+    let storage = tokio::task::spawn_blocking({
+        let (dir, clock, options) = (data_dir.clone(), clock.clone(), storage_options(&config));
+        let (grace_ms, hints) = (node_config.tombstone_grace_ms, node_config.hints.clone());
+        let blocking = config.storage.sync == SyncMode::Always;
         move || {
-            ringkv_storage::Engine::open_with(
-                &store_dir,
+            NodeStorage::open(
+                RealFs::shared(),
+                &dir,
                 options,
-                ringkv_storage::RealFs::shared(),
                 clock,
+                grace_ms,
+                hints,
+                blocking,
             )
         }
     })
     .await
-    .context("storage open task")?
-    .with_context(|| format!("opening storage in {}", data_dir.display()))?;
-    // Hints live in an engine of their own, so a flood of them never
-    // competes with the data's compaction.
-    let hints_dir = data_dir.join("hints");
-    let hint_config = HintConfig {
-        target_bytes_max: config.hints.target_bytes_max,
-        age_ms_max: config.hints.age_ms_max,
-        replay_per_sec_max: config.hints.replay_per_sec_max,
-        ..HintConfig::default()
-    };
-    let hint_options = ringkv_storage::Options {
-        memtable_bytes_max: 8 * 1024 * 1024,
-        block_cache_bytes: 8 * 1024 * 1024,
-        ..storage_options(&config)
-    };
-    let (hints, hint_engine) = tokio::task::spawn_blocking({
-        let clock = clock.clone();
-        move || -> anyhow::Result<_> {
-            let engine = ringkv_storage::Engine::open_with(
-                &hints_dir,
-                hint_options,
-                ringkv_storage::RealFs::shared(),
-                clock,
-            )?;
-            let store = HintStore::open(EngineHints::new(engine.clone()), hint_config)?;
-            Ok((store, engine))
-        }
-    })
-    .await
-    .context("hint store open task")?
-    .with_context(|| format!("opening the hint store in {}", data_dir.display()))?;
-    let blocking = config.storage.sync == SyncMode::Always;
-    let store = EngineStore::new(
-        engine,
-        clock.clone(),
-        node_config.tombstone_grace_ms,
-        blocking,
-    );
+    .context("storage open task")??;
+    let closer = storage.closer();
 
     let bind = |addr: SocketAddr, what: &'static str| async move {
         tokio::net::TcpListener::bind(addr)
@@ -239,70 +216,40 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let http_addr = http_listener.local_addr()?;
     let cluster_addr = cluster_listener.local_addr()?;
 
-    let me = NodeState {
-        id: node_id,
-        generation: clock.now_ms(),
-        heartbeat: 0,
-        cluster_addr: cluster_addr.to_string(),
-        resp_addr: resp_addr.to_string(),
-        http_addr: http_addr.to_string(),
+    let place = NodePlace {
         dc: config.node.dc.clone(),
         rack: config.node.rack.clone(),
         weight: config.node.weight,
-        tokens: saved_tokens.clone().unwrap_or_default(),
-        // A node that was joining or leaving says so from its first gossip.
-        status: match (&saved_tokens, saved_move.as_ref().map(|r| r.kind)) {
-            (None, _) | (_, Some(MoveKind::Join)) => NodeStatus::Joining,
-            (_, Some(MoveKind::Leave)) => NodeStatus::Leaving,
-            (_, Some(MoveKind::Left)) => anyhow::bail!(
-                "node {} has left the cluster; wipe {} to join again as a new node",
-                ringkv_cluster::node_files::display(node_id),
-                data_dir.display()
-            ),
-            (Some(_), None) => NodeStatus::Normal,
-        },
-        load: Load::default(),
+        cluster_addr: cluster_addr.to_string(),
+        resp_addr: resp_addr.to_string(),
+        http_addr: http_addr.to_string(),
     };
-    let membership = Arc::new(Membership::new(
-        me,
-        replication(&config),
-        clock.clone(),
-        membership_config(&config),
-    ));
-    // The peers known before a restart shape the ring at once (as down
-    // until heard from): a restarted node never serves from a ring of
-    // itself alone. Every ring change is kept for the next start.
-    let known = ringkv_cluster::node_files::load_peers(&data_dir)
-        .with_context(|| format!("reading known peers in {}", data_dir.display()))?;
-    let known_addrs: Vec<String> = known
-        .iter()
-        .filter(|s| s.id != node_id)
-        .map(|s| s.cluster_addr.clone())
-        .collect();
-    membership.restore(known);
-    membership.set_on_ring_change(Box::new({
-        let dir = data_dir.clone();
-        move |states| {
-            if let Err(e) = ringkv_cluster::node_files::save_peers(&dir, states) {
-                tracing::warn!(error = %e, "saving known peers failed");
-            }
-        }
-    }));
+    let files = NodeFiles::new(RealFs::shared(), &data_dir);
+    // The transport is made for the id the node ends up with: the files
+    // decide it, so they are read first.
+    let node_id = files
+        .load_or_create_id()
+        .with_context(|| format!("reading the node id in {}", data_dir.display()))?;
     let transport_config = TransportConfig {
         cluster: config.cluster.name.clone(),
         ..TransportConfig::default()
     };
     let transport = Arc::new(TcpTransport::new(node_id, transport_config.clone()));
-    let node = Arc::new(Node::with_cluster(
-        store,
-        hints,
-        clock,
-        node_config,
-        membership,
-        crate::fault_hooks::transport(faults.as_ref(), transport),
-    ));
+    let node = Arc::new(
+        NodeBuilder::new(
+            node_config,
+            clock,
+            storage.store,
+            storage.hints,
+            files,
+            crate::fault_hooks::transport(faults.as_ref(), transport),
+        )
+        .id(node_id)
+        .place(place)
+        .replication(replication(&config))
+        .build()?,
+    );
 
-    node.set_epoch(epoch);
     let (shutdown, watch_rx) = watch::channel(false);
     let wait_for = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -314,44 +261,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         crate::fault_hooks::handler(faults.as_ref(), node.handler()),
         wait_for(watch_rx.clone()),
     ));
-
-    // Join: a node that owns no tokens yet learns the ring from its seeds
-    // and picks tokens; they are kept so a restart keeps its place.
-    let seeds = config.node.seeds.clone();
-    let tokens = match saved_tokens {
-        Some(t) => t,
-        None => {
-            let wait = Duration::from_millis(config.cluster.join_timeout_ms);
-            let t = node
-                .choose_tokens(&seeds, wait)
-                .await
-                .map_err(|e| anyhow::anyhow!("joining the cluster: {e}"))?;
-            ringkv_cluster::node_files::save_tokens(&data_dir, &t)
-                .with_context(|| format!("saving tokens in {}", data_dir.display()))?;
-            t
-        }
-    };
-    // Tell the seeds, and the peers known from before a restart, at once;
-    // a new node joins (streaming in the background), a node that was
-    // joining or leaving resumes.
-    let mut contacts = seeds.clone();
-    contacts.extend(known_addrs.into_iter().filter(|a| !seeds.contains(a)));
-    node.set_move_config(MoveConfig {
-        bytes_per_sec_max: config.movement.bytes_per_sec_max,
-        batch_bytes_max: config.movement.batch_bytes_max,
-        settle_ms: config
-            .movement
-            .settle_ms
-            .max(config.cluster.request_timeout_ms),
-        cleanup_delay_ms: config.movement.cleanup_delay_ms,
-    });
-    node.set_move_log(move_log);
-    node.start(tokens, &contacts)
-        .await
-        .map_err(|e| anyhow::anyhow!("taking a place in the ring: {e}"))?;
+    // Join (or resume), then the background loops.
+    let loops = node.start(&config.node.seeds, watch_rx.clone()).await?;
     // A node that has left the ring (decommissioned, or its join
     // cancelled) stops.
-    let mut left = node.left_signal();
+    let mut left = node.movements().left_signal();
     let left_shutdown = shutdown.clone();
     tokio::spawn(async move {
         if left.wait_for(|l| *l).await.is_ok() {
@@ -359,18 +273,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             let _ = left_shutdown.send(true);
         }
     });
-    let cleanup_task = tokio::spawn(Node::clone(&node).run_cleanup(wait_for(watch_rx.clone())));
-    let gossip_task =
-        tokio::spawn(Node::clone(&node).run_gossip(seeds, wait_for(watch_rx.clone())));
-    let replay_task = tokio::spawn(Node::clone(&node).run_hint_replay(wait_for(watch_rx.clone())));
     let gauges_task = tokio::spawn(export_gauges(Arc::clone(&node), wait_for(watch_rx.clone())));
-    node.set_anti_entropy_config(AntiEntropyConfig {
-        ranges_per_sec_max: config.anti_entropy.ranges_per_sec_max,
-        repair_ranges_per_sec_max: config.anti_entropy.repair_ranges_per_sec_max,
-        pass_pause_ms: config.anti_entropy.pass_pause_ms,
-        ..AntiEntropyConfig::default()
-    });
-    let ae_task = tokio::spawn(Node::clone(&node).run_anti_entropy(wait_for(watch_rx.clone())));
 
     let render: ringkv_http::MetricsRender = Arc::new(move || metrics.render());
     let http_config = ringkv_http::HttpConfig {
@@ -390,7 +293,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         wait_for(watch_rx.clone()),
     ));
     tracing::info!(
-        node = %ringkv_cluster::node_files::display(node_id),
+        node = %ringkv_cluster::id::display(node_id),
         %resp_addr,
         %http_addr,
         %cluster_addr,
@@ -401,23 +304,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let task = tokio::spawn(async move {
         let resp = resp_task.await.context("RESP server task")?;
         let http = http_task.await.context("HTTP server task")?;
-        let _ = gossip_task.await;
+        for task in loops {
+            let _ = task.await;
+        }
         let _ = gauges_task.await;
-        let _ = replay_task.await;
-        let _ = ae_task.await;
-        let _ = cleanup_task.await;
         let cluster = cluster_task.await.context("cluster server task")?;
         // Front ends have drained: make everything acknowledged durable.
-        let closed = {
-            let node = Arc::clone(&node);
-            tokio::task::spawn_blocking(move || {
-                let hints = hint_engine.close();
-                node.store().close()?;
-                hints.map_err(|e| ringkv_cluster::StoreError::Other(e.to_string()))
-            })
+        let closed = tokio::task::spawn_blocking(move || closer.close())
             .await
-            .context("storage close task")?
-        };
+            .context("storage close task")?;
         resp.context("RESP server")?;
         http.context("HTTP server")?;
         cluster.context("cluster server")?;
@@ -458,10 +353,10 @@ async fn export_gauges(
             metrics::gauge!(format!("ringkv_storage_{name}")).set(value as f64);
         }
         let view = node.cluster();
-        for (target, count, bytes) in node.hints_pending() {
-            let t = ringkv_cluster::node_files::display(target);
-            metrics::gauge!("ringkv_hints_pending", "target" => t.clone()).set(count as f64);
-            metrics::gauge!("ringkv_hints_pending_bytes", "target" => t).set(bytes as f64);
+        for h in node.hints().pending() {
+            let t = ringkv_cluster::id::display(h.target);
+            metrics::gauge!("ringkv_hints_pending", "target" => t.clone()).set(h.count as f64);
+            metrics::gauge!("ringkv_hints_pending_bytes", "target" => t).set(h.bytes as f64);
         }
         let down = view.nodes.iter().filter(|n| !n.alive).count();
         metrics::gauge!("ringkv_cluster_nodes").set(view.nodes.len() as f64);
@@ -541,7 +436,7 @@ pub fn run_until_signal(config: Config, exit_with: Option<u32>) -> anyhow::Resul
         let node = start(config).await?;
         println!(
             "ringkv node {} ready: redis-cli -p {}  |  curl http://{}/v1/status  |  cluster {}",
-            ringkv_cluster::node_files::display(node.node_id),
+            ringkv_cluster::id::display(node.node_id),
             node.resp_addr.port(),
             node.http_addr,
             node.cluster_addr

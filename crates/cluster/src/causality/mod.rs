@@ -13,7 +13,7 @@
 //! vector has at most one entry per node that ever coordinated a write of the
 //! key. Pruning rule: the entry of a node that has left the ring is dropped
 //! once nothing can bring back a sibling it covers (see
-//! [`crate::repair::anti_entropy::prune_departed`] and ARCHITECTURE.md,
+//! [`crate::causality::purge::prune_departed`] and ARCHITECTURE.md,
 //! "Versioning"); a vector holds at most [`VV_ENTRIES_MAX`]. Dot counters of a node start
 //! above its epoch's floor ([`epoch_floor`]), so a node that lost its own
 //! latest writes never issues one of their dots again.
@@ -25,6 +25,7 @@
 
 mod codec;
 mod hlc;
+pub mod purge;
 mod siblings;
 mod vector;
 

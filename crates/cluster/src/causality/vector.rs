@@ -44,7 +44,7 @@ impl VersionVector {
     }
 
     /// Drops `actor`'s entry (pruning; see
-    /// [`crate::repair::anti_entropy::prune_departed`] for when that is safe).
+    /// [`crate::causality::purge::prune_departed`] for when that is safe).
     pub fn remove(&mut self, actor: u64) {
         self.entries.retain(|e| e.0 != actor);
     }

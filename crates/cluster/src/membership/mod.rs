@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod detector;
+pub mod gossip;
 
 use parking_lot::{Mutex, RwLock};
 

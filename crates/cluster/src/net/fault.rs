@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::message::{Request, Response};
+use super::message::{ErrorDetail, Request, Response};
 use super::{BoxFut, Handled, Handler, Peer, Transport, TransportError};
 use crate::det::HashSet;
 
@@ -97,10 +97,11 @@ impl Handler for FaultyHandler {
     fn handle(&self, from: u64, req: Request) -> BoxFut<Response> {
         if self.blocked.contains(from) {
             return Box::pin(async move {
-                Response::Error {
-                    code: "unavailable".into(),
-                    message: format!("partitioned from node {from:016x} (fault injection)"),
-                }
+                Response::error(ErrorDetail::Unavailable {
+                    required: 1,
+                    answered: 0,
+                    why: format!("partitioned from node {from:016x} (fault injection)"),
+                })
             });
         }
         self.inner.handle(from, req)
@@ -113,7 +114,7 @@ impl Handler for FaultyHandler {
         self.inner.handle_now(from, req)
     }
 
-    fn before_reply(&self) -> Result<(), String> {
+    fn before_reply(&self) -> Result<(), crate::api::KvError> {
         self.inner.before_reply()
     }
 }

@@ -133,6 +133,9 @@ impl Transport for MemTransport {
                 .await
                 .map_err(|_| TransportError::Timeout)?;
             handler.before_reply().map_err(|_| TransportError::Closed)?;
+            let resp = message::encode_response(1, &resp)
+                .and_then(message::decode_response_payload)
+                .map_err(|e| TransportError::Protocol(e.to_string()))?;
             if net.faults.lock().lost(to, from) {
                 return Err(TransportError::Timeout);
             }
@@ -144,6 +147,7 @@ impl Transport for MemTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::message::ErrorDetail;
 
     struct Echo;
 
@@ -152,10 +156,7 @@ mod tests {
             Box::pin(async move {
                 match req {
                     Request::Ping => Response::Pong,
-                    _ => Response::Error {
-                        code: "invalid_argument".into(),
-                        message: "unexpected".into(),
-                    },
+                    _ => Response::error(ErrorDetail::InvalidArgument("unexpected".into())),
                 }
             })
         }

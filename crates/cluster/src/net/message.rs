@@ -42,13 +42,27 @@
 //!
 //! Forwarded writes:
 //! ```text
-//! Request::CoordinateOnce { epoch, seq, write } -> Response::Coordinated
-//!        `epoch` is the sender's start time (ms), `seq` counts its forwarded
-//!        writes since; the receiver remembers the ids of the last
-//!        node::FORWARDS_REMEMBERED_MAX and answers a copy of one already
+//! Request::CoordinateOnce { generation, seq, write } -> Response::Coordinated
+//!        `generation` is the sender's start time (ms), `seq` counts its
+//!        forwarded writes since; the receiver remembers the ids of the last
+//!        coord::FORWARDS_REMEMBERED_MAX and answers a copy of one already
 //!        seen with the error `duplicate`, applying nothing, so a duplicated
 //!        or replayed message never versions the client's write twice.
 //! ```
+//!
+//! # Error answers
+//! ```text
+//! body    := postcard(Response::Error { code, message }) detail?
+//! detail  := version:u8=1 postcard(ErrorDetail)
+//! ```
+//! `code` is stable (a [`KvError`](crate::KvError) code, or `not_a_replica`,
+//! `duplicate`); `message` is for people. The detail after the body carries
+//! the error's data typed (the counts of an `unavailable`, the sizes of a
+//! `key_too_large`): a receiver rebuilds the error from it, never from the
+//! message. Nodes before the detail existed stop decoding at the end of the
+//! response and ignore it; their own error answers come without one, and a
+//! receiver falls back to the code and the message. A detail of an unknown
+//! version or variant is ignored the same way.
 //!
 //! Every field that
 //! carries ringkv data is validated on decode: records are decoded with
@@ -58,7 +72,8 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Condition, Consistency, Expiry};
+pub use crate::api::NodeStatus;
+use crate::api::{Condition, Consistency, Expiry, KvError};
 use crate::causality::VersionVector;
 
 /// Magic number opening every payload: "RK".
@@ -80,54 +95,6 @@ pub enum Kind {
 pub struct Hello {
     pub cluster: String,
     pub node_id: u64,
-}
-
-/// A node's life cycle in the ring. (Encoded by variant index: new
-/// variants go at the end.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum NodeStatus {
-    /// Owns tokens, serves reads and writes.
-    Normal,
-    /// Taking ownership (streaming in); receives writes for its ranges.
-    Joining,
-    /// Handing its ranges away (decommission, removal).
-    Leaving,
-    /// Gone from the ring.
-    Left,
-    /// Joining, streaming done: for a settle period before NORMAL, reads
-    /// consult the pending ring too, so a node that sees NORMAL first and
-    /// one that sees it later still overlap on a quorum.
-    JoinHandover,
-    /// Leaving, streaming done: the same hand-over before LEFT.
-    LeaveHandover,
-}
-
-impl NodeStatus {
-    /// The name operators see: the hand-over steps show as JOINING and
-    /// LEAVING (the movement's phase tells them apart).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Normal => "NORMAL",
-            Self::Joining | Self::JoinHandover => "JOINING",
-            Self::Leaving | Self::LeaveHandover => "LEAVING",
-            Self::Left => "LEFT",
-        }
-    }
-
-    /// Joining, streaming or handing over.
-    pub fn is_joining(self) -> bool {
-        matches!(self, Self::Joining | Self::JoinHandover)
-    }
-
-    /// Leaving, streaming or handing over.
-    pub fn is_leaving(self) -> bool {
-        matches!(self, Self::Leaving | Self::LeaveHandover)
-    }
-
-    /// In the hand-over step of a join or leave.
-    pub fn is_handover(self) -> bool {
-        matches!(self, Self::JoinHandover | Self::LeaveHandover)
-    }
 }
 
 /// Load figures a node gossips about itself.
@@ -260,11 +227,11 @@ pub enum Request {
         entries: Vec<(Bytes, Bytes)>,
         crc: u32,
     },
-    /// [`Request::Coordinate`], applied at most once per `(sender, epoch,
-    /// seq)`: a copy of a request already seen is refused (see the module
+    /// [`Request::Coordinate`], applied at most once per `(sender,
+    /// generation, seq)`: a copy of a request already seen is refused (see the module
     /// documentation).
     CoordinateOnce {
-        epoch: u64,
+        generation: u64,
         seq: u64,
         write: ForwardedWrite,
     },
@@ -282,10 +249,14 @@ pub enum Response {
     Merged,
     /// The outcome of a coordinated write.
     Coordinated(CoordinatedOutcome),
-    /// The request failed; `code` is a [`KvError`](crate::KvError) code.
+    /// The request failed; `code` is a [`KvError`](crate::KvError) code (or
+    /// `not_a_replica`, `duplicate`). `detail` travels after the body (see
+    /// "Error answers" above).
     Error {
         code: String,
         message: String,
+        #[serde(skip)]
+        detail: Option<ErrorDetail>,
     },
     /// The responder's key count and root for the range, and the requested
     /// children, 16 per index, in request order.
@@ -305,6 +276,146 @@ pub enum Response {
         more: bool,
         crc: u32,
     },
+}
+
+impl Request {
+    /// The variant's name, for errors and logs.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Self::Ping => "ping",
+            Self::Gossip { .. } => "gossip",
+            Self::Read { .. } => "read",
+            Self::Merge { .. } => "merge",
+            Self::Coordinate(_) => "coordinate",
+            Self::Hint { .. } => "hint",
+            Self::MerkleNodes { .. } => "merkle nodes",
+            Self::RangeDigests { .. } => "range digests",
+            Self::StreamRead { .. } => "stream read",
+            Self::StreamPush { .. } => "stream push",
+            Self::CoordinateOnce { .. } => "coordinate once",
+        }
+    }
+}
+
+impl Response {
+    /// An error answer with its typed detail.
+    pub fn error(detail: ErrorDetail) -> Self {
+        Self::Error {
+            code: detail.code().to_string(),
+            message: detail.to_string(),
+            detail: Some(detail),
+        }
+    }
+
+    /// The variant's name, for errors about unexpected answers.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Self::Pong => "pong",
+            Self::Gossip { .. } => "gossip",
+            Self::Record(_) => "record",
+            Self::Merged => "merged",
+            Self::Coordinated(_) => "coordinated",
+            Self::Error { .. } => "error",
+            Self::MerkleNodes { .. } => "merkle nodes",
+            Self::RangeDigests { .. } => "range digests",
+            Self::StreamBatch { .. } => "stream batch",
+        }
+    }
+}
+
+/// The typed form of an error answer (see "Error answers" above). Variants
+/// are appended, never reordered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ErrorDetail {
+    #[error("key is {len} bytes, the limit is {max}")]
+    KeyTooLarge { len: u64, max: u64 },
+    #[error("value is {len} bytes, the limit is {max}")]
+    ValueTooLarge { len: u64, max: u64 },
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("invalid causal context: {0}")]
+    BadContext(String),
+    #[error("{required} required, {answered} answered: {why}")]
+    Unavailable {
+        required: u64,
+        answered: u64,
+        why: String,
+    },
+    #[error("store is read-only: {0}")]
+    ReadOnly(String),
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("node is shutting down")]
+    ShuttingDown,
+    /// A forwarded write reached a node that is not a live replica of the
+    /// key in its current ring: nothing was applied, the next replica may
+    /// take it.
+    #[error("forwarded to a node that is not a replica")]
+    NotAReplica,
+    /// A copy of a forwarded write already received: not applied again.
+    #[error("a copy of a forwarded write already received; not applied")]
+    Duplicate,
+}
+
+/// The wire code of [`ErrorDetail::NotAReplica`].
+pub const NOT_A_REPLICA: &str = "not_a_replica";
+/// The wire code of [`ErrorDetail::Duplicate`].
+pub const DUPLICATE: &str = "duplicate";
+
+/// Version of the error detail after an error answer's body.
+pub const ERROR_DETAIL_VERSION: u8 = 1;
+
+impl ErrorDetail {
+    /// The stable wire code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::KeyTooLarge { .. } => "key_too_large",
+            Self::ValueTooLarge { .. } => "value_too_large",
+            Self::InvalidArgument(_) => "invalid_argument",
+            Self::BadContext(_) => "bad_context",
+            Self::Unavailable { .. } => "unavailable",
+            Self::ReadOnly(_) => "read_only",
+            Self::Storage(_) => "storage",
+            Self::ShuttingDown => "shutting_down",
+            Self::NotAReplica => NOT_A_REPLICA,
+            Self::Duplicate => DUPLICATE,
+        }
+    }
+}
+
+impl From<&KvError> for ErrorDetail {
+    fn from(e: &KvError) -> Self {
+        match e.clone() {
+            KvError::KeyTooLarge { len, max } => Self::KeyTooLarge {
+                len: len as u64,
+                max: max as u64,
+            },
+            KvError::ValueTooLarge { len, max } => Self::ValueTooLarge {
+                len: len as u64,
+                max: max as u64,
+            },
+            KvError::InvalidArgument(m) => Self::InvalidArgument(m),
+            KvError::BadContext(m) => Self::BadContext(m),
+            KvError::Unavailable {
+                required,
+                answered,
+                why,
+            } => Self::Unavailable {
+                required: required as u64,
+                answered: answered as u64,
+                why,
+            },
+            KvError::ReadOnly(m) => Self::ReadOnly(m),
+            KvError::Storage(m) => Self::Storage(m),
+            KvError::ShuttingDown => Self::ShuttingDown,
+        }
+    }
+}
+
+impl From<&KvError> for Response {
+    fn from(e: &KvError) -> Self {
+        Self::error(ErrorDetail::from(e))
+    }
 }
 
 /// The checksum of streamed entries: CRC-32C over each key and record,
@@ -366,6 +477,43 @@ pub fn encode<T: Serialize>(kind: Kind, id: u64, body: &T) -> Result<Bytes, Wire
     let body = postcard::to_allocvec(body).map_err(|e| WireError::Encode(e.to_string()))?;
     buf.extend_from_slice(&body);
     Ok(buf.freeze())
+}
+
+/// Encodes an answer, with the detail of an error answer after its body.
+pub fn encode_response(id: u64, resp: &Response) -> Result<Bytes, WireError> {
+    let frame = encode(Kind::Response, id, resp)?;
+    let Response::Error {
+        detail: Some(detail),
+        ..
+    } = resp
+    else {
+        return Ok(frame);
+    };
+    let mut buf = BytesMut::from(&frame[..]);
+    buf.put_u8(ERROR_DETAIL_VERSION);
+    let detail = postcard::to_allocvec(detail).map_err(|e| WireError::Encode(e.to_string()))?;
+    buf.extend_from_slice(&detail);
+    Ok(buf.freeze())
+}
+
+/// Decodes an answer's body, with the detail of an error answer when one
+/// follows in a version this node knows.
+pub fn decode_response(body: &[u8]) -> Result<Response, WireError> {
+    let (mut resp, rest) =
+        postcard::take_from_bytes::<Response>(body).map_err(|e| WireError::Body(e.to_string()))?;
+    if let Response::Error { detail, .. } = &mut resp
+        && let Some((&ERROR_DETAIL_VERSION, bytes)) = rest.split_first()
+    {
+        *detail = postcard::from_bytes(bytes).ok();
+    }
+    Ok(resp)
+}
+
+/// Decodes the answer of a whole payload (header checked, kind and id
+/// ignored): the in-process networks' way through the codec.
+pub fn decode_response_payload(payload: Bytes) -> Result<Response, WireError> {
+    let (_, _, body) = decode_header(payload)?;
+    decode_response(&body)
 }
 
 /// Splits a payload into its kind, id and body bytes.
@@ -500,6 +648,67 @@ mod tests {
     }
 
     #[test]
+    fn error_answers_carry_their_detail_and_older_decoders_ignore_it() {
+        let e = KvError::Unavailable {
+            required: 2,
+            answered: 1,
+            why: "n1: timed out: after 2, 3".into(),
+        };
+        let resp = Response::from(&e);
+        let frame = encode_response(9, &resp).expect("encode");
+        let (kind, id, body) = decode_header(frame).expect("header");
+        assert_eq!((kind, id), (Kind::Response, 9));
+        // This version: the detail comes back whole.
+        let back = decode_response(&body).expect("decode");
+        assert_eq!(back, resp);
+        let Response::Error {
+            code,
+            message,
+            detail,
+        } = back
+        else {
+            panic!("an error answer");
+        };
+        assert_eq!(code, "unavailable");
+        assert_eq!(message, e.to_string());
+        assert_eq!(
+            detail,
+            Some(ErrorDetail::Unavailable {
+                required: 2,
+                answered: 1,
+                why: "n1: timed out: after 2, 3".into()
+            })
+        );
+        // A node of the version before: the body alone, code and message
+        // as they always were.
+        let old: Response = decode_body(&body).expect("old decoder");
+        assert_eq!(
+            old,
+            Response::Error {
+                code: "unavailable".into(),
+                message: e.to_string(),
+                detail: None
+            }
+        );
+        // Its answers carry no detail; a detail of an unknown version is
+        // ignored.
+        let plain = encode(Kind::Response, 1, &old).expect("encode");
+        let (_, _, body) = decode_header(plain.clone()).expect("header");
+        assert_eq!(decode_response(&body).expect("decode"), old);
+        let mut future = BytesMut::from(&plain[..]);
+        future.put_u8(ERROR_DETAIL_VERSION + 1);
+        future.extend_from_slice(b"whatever");
+        let (_, _, body) = decode_header(future.freeze()).expect("header");
+        assert_eq!(decode_response(&body).expect("decode"), old);
+        // Answers other than errors are unchanged.
+        let pong = encode_response(2, &Response::Pong).expect("encode");
+        assert_eq!(
+            pong,
+            encode(Kind::Response, 2, &Response::Pong).expect("encode")
+        );
+    }
+
+    #[test]
     fn foreign_frames_are_refused() {
         assert_eq!(
             decode_header(Bytes::from_static(b"RK")),
@@ -526,6 +735,7 @@ mod tests {
             }
             let _ = decode_body::<Request>(&bytes);
             let _ = decode_body::<Response>(&bytes);
+            let _ = decode_response(&bytes);
         }
     }
 }

@@ -78,7 +78,7 @@ pub trait Handler: Send + Sync + 'static {
     /// answer in the batch was produced (the node hands its buffered writes
     /// to the OS here). An error drops the batch and the connection: the
     /// callers see their requests fail with an unknown outcome.
-    fn before_reply(&self) -> Result<(), String> {
+    fn before_reply(&self) -> Result<(), crate::api::KvError> {
         Ok(())
     }
 }

@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
-use super::message::{self, Hello, Kind, Request, Response};
+use super::message::{self, ErrorDetail, Hello, Kind, Request, Response};
 use super::{BoxFut, Handled, Handler, Peer, Transport, TransportError};
 use crate::det::HashMap;
 
@@ -75,7 +75,7 @@ const BATCH_FRAMES_MAX: usize = 256;
 async fn write_frames(
     mut writer: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
     mut rx: mpsc::Receiver<Bytes>,
-    before: impl Fn() -> Result<(), String>,
+    before: impl Fn() -> Result<(), crate::api::KvError>,
 ) {
     let mut batch: Vec<Bytes> = Vec::new();
     while let Some(frame) = rx.recv().await {
@@ -216,7 +216,7 @@ impl TcpTransport {
                 else {
                     break;
                 };
-                let Ok(resp) = message::decode_body::<Response>(&body) else {
+                let Ok(resp) = message::decode_response(&body) else {
                     break;
                 };
                 if let Some(tx) = rconn.pending.lock().remove(&id) {
@@ -380,11 +380,8 @@ async fn serve_conn(
         let req = match message::decode_body::<Request>(&body) {
             Ok(req) => req,
             Err(e) => {
-                let resp = Response::Error {
-                    code: "invalid_argument".into(),
-                    message: e.to_string(),
-                };
-                if let Ok(frame) = message::encode(Kind::Response, id, &resp) {
+                let resp = Response::error(ErrorDetail::InvalidArgument(e.to_string()));
+                if let Ok(frame) = message::encode_response(id, &resp) {
                     let _ = resp_tx.send(frame).await;
                 }
                 continue;
@@ -392,7 +389,7 @@ async fn serve_conn(
         };
         let req = match handler.handle_now(from, req) {
             Handled::Now(resp) => {
-                if let Ok(frame) = message::encode(Kind::Response, id, &resp)
+                if let Ok(frame) = message::encode_response(id, &resp)
                     && resp_tx.send(frame).await.is_err()
                 {
                     break;
@@ -410,7 +407,7 @@ async fn serve_conn(
         let handler = Arc::clone(&handler);
         tokio::spawn(async move {
             let resp = handler.handle(from, req).await;
-            if let Ok(frame) = message::encode(Kind::Response, id, &resp) {
+            if let Ok(frame) = message::encode_response(id, &resp) {
                 let _ = resp_tx.send(frame).await;
             }
             drop(permit);
@@ -438,10 +435,7 @@ mod tests {
                         v.extend_from_slice(format!(":{from}->{me}").as_bytes());
                         Response::Record(Some(Bytes::from(v)))
                     }
-                    _ => Response::Error {
-                        code: "invalid_argument".into(),
-                        message: "unexpected".into(),
-                    },
+                    _ => Response::error(ErrorDetail::InvalidArgument("unexpected".into())),
                 }
             })
         }
@@ -500,9 +494,9 @@ mod tests {
             })
         }
 
-        fn before_reply(&self) -> Result<(), String> {
+        fn before_reply(&self) -> Result<(), crate::api::KvError> {
             if self.fail.load(Ordering::SeqCst) {
-                return Err("injected".into());
+                return Err(crate::api::KvError::Storage("injected".into()));
             }
             self.cleared
                 .store(self.produced.load(Ordering::SeqCst), Ordering::SeqCst);

@@ -2,113 +2,49 @@
 //! in-memory transport: quorum reads and writes, failures, siblings, read
 //! repair.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ringkv_env::ManualClock;
 
+use super::{Node, NodeConfig};
 use crate::api::{Consistency, Kv, KvError, ReadOptions, WriteOptions};
-use crate::membership::{Membership, MembershipConfig};
-use crate::net::MemNetwork;
-use crate::node::{Node, NodeConfig};
-use crate::repair::hints::{HintConfig, HintStore};
-use crate::ring::{Replication, token_of};
-use crate::testing::MapStore;
-
-struct TestCluster {
-    nodes: Vec<Node<MapStore>>,
-    net: Arc<MemNetwork>,
-    clock: Arc<ManualClock>,
-    down: Vec<u64>,
-}
+use crate::repair::hints::HintConfig;
+use crate::ring::token_of;
+use crate::store::MemStore;
+use crate::testing::{TestCluster, test_config};
 
 fn cluster(n: usize, rf: usize) -> TestCluster {
-    cluster_with(n, rf, false)
+    TestCluster::new(n, rf)
 }
 
 fn cluster_with(n: usize, rf: usize, strict_quorum: bool) -> TestCluster {
     cluster_full(n, rf, strict_quorum, HintConfig::default())
 }
 
-fn cluster_full(n: usize, rf: usize, strict_quorum: bool, hints: HintConfig) -> TestCluster {
-    let c = strangers(n, rf, strict_quorum, hints);
-    // Everyone learns everyone, as after a few gossip rounds.
-    for a in &c.nodes {
-        for b in &c.nodes {
-            a.membership().merge(b.membership().states());
-        }
+fn config(rf: usize, strict_quorum: bool, hints: HintConfig) -> NodeConfig {
+    NodeConfig {
+        strict_quorum,
+        hints,
+        ..test_config(rf)
     }
-    c
+}
+
+fn cluster_full(n: usize, rf: usize, strict_quorum: bool, hints: HintConfig) -> TestCluster {
+    TestCluster::with_config(n, config(rf, strict_quorum, hints))
 }
 
 /// `n` nodes that know only themselves.
 fn strangers(n: usize, rf: usize, strict_quorum: bool, hints: HintConfig) -> TestCluster {
-    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-    let net = MemNetwork::new(7);
-    let config = MembershipConfig {
-        gossip_interval_ms: 100,
-        tokens_per_weight: 16,
-        ..MembershipConfig::default()
-    };
-    let mut nodes = Vec::new();
-    for state in crate::testing::ring_states(n, 16) {
-        let id = state.id;
-        let membership = Arc::new(Membership::new(
-            state,
-            Replication::simple("dc1", rf),
-            clock.clone(),
-            config.clone(),
-        ));
-        let node = Node::with_cluster(
-            MapStore::default(),
-            HintStore::in_memory(hints.clone()),
-            clock.clone(),
-            NodeConfig {
-                replication_factor: rf,
-                request_timeout_ms: 200,
-                strict_quorum,
-                ..NodeConfig::default()
-            },
-            membership,
-            Arc::new(net.transport(id)),
-        );
-        net.register(id, node.handler());
-        nodes.push(node);
-    }
-    TestCluster {
-        nodes,
-        net,
-        clock,
-        down: Vec::new(),
-    }
+    TestCluster::strangers(n, config(rf, strict_quorum, hints))
 }
 
-impl TestCluster {
-    /// Lets `ms` of time pass with gossip every 100 ms among live nodes.
-    async fn pass(&self, ms: u64) {
-        for round in 0..ms / 100 {
-            self.clock.advance(Duration::from_millis(100));
-            for n in &self.nodes {
-                if !self.down.contains(&n.id()) {
-                    n.gossip_round(&[], round + 1).await;
-                }
-            }
-        }
-    }
-
-    fn kill(&mut self, id: u64) {
-        self.net.unregister(id);
-        self.down.push(id);
-    }
-
-    fn node(&self, id: u64) -> &Node<MapStore> {
-        self.nodes.iter().find(|n| n.id() == id).expect("node")
-    }
-
-    fn replicas(&self, key: &[u8]) -> Vec<u64> {
-        self.nodes[0].membership().preference_list(token_of(key))
-    }
+/// The hints every node holds, as (target, count, bytes).
+fn pending_hints(node: &Node<MemStore>) -> Vec<(u64, u64, u64)> {
+    node.hints()
+        .pending()
+        .into_iter()
+        .map(|h| (h.target, h.count, h.bytes))
+        .collect()
 }
 
 fn b(s: &str) -> Bytes {
@@ -128,7 +64,7 @@ fn w(level: Consistency) -> WriteOptions {
     }
 }
 
-async fn read_one(node: &Node<MapStore>, key: &str, level: Consistency) -> Option<Bytes> {
+async fn read_one(node: &Node<MemStore>, key: &str, level: Consistency) -> Option<Bytes> {
     node.get(b(key), at(level))
         .await
         .expect("read")
@@ -287,7 +223,7 @@ async fn read_repair_fixes_a_replica_that_missed_writes() {
     c.pass(500).await;
     let before = crate::replica::resolved(
         &c.node(victim).debug_local_record(key.as_bytes()),
-        c.clock_now(),
+        c.now_ms(),
     );
     assert_eq!(before, None, "the victim missed the write");
     // A read at ALL sees the difference and repairs in the background.
@@ -300,16 +236,9 @@ async fn read_repair_fixes_a_replica_that_missed_writes() {
     // Ask the victim's own copy directly: it now holds the write.
     let own = crate::replica::resolved(
         &c.node(victim).debug_local_record(key.as_bytes()),
-        c.clock_now(),
+        c.now_ms(),
     );
     assert_eq!(own.map(|s| s.value), Some(b("fresh")), "replica repaired");
-}
-
-impl TestCluster {
-    fn clock_now(&self) -> u64 {
-        use ringkv_env::Clock;
-        self.clock.now_ms()
-    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -326,28 +255,20 @@ async fn writes_through_a_non_replica_are_forwarded() {
         .await
         .expect("forwarded write");
     for id in c.replicas(key.as_bytes()) {
-        let own = crate::replica::resolved(
-            &c.node(id).debug_local_record(key.as_bytes()),
-            c.clock_now(),
-        );
+        let own =
+            crate::replica::resolved(&c.node(id).debug_local_record(key.as_bytes()), c.now_ms());
         assert_eq!(own.map(|s| s.value), Some(b("via-forward")));
     }
     assert_eq!(
-        crate::replica::resolved(
-            &c.nodes[0].debug_local_record(key.as_bytes()),
-            c.clock_now()
-        ),
+        crate::replica::resolved(&c.nodes[0].debug_local_record(key.as_bytes()), c.now_ms()),
         None,
         "the outsider stores nothing"
     );
 }
 
 fn own_value(c: &TestCluster, id: u64, key: &str) -> Option<Bytes> {
-    crate::replica::resolved(
-        &c.node(id).debug_local_record(key.as_bytes()),
-        c.clock_now(),
-    )
-    .map(|s| s.value)
+    crate::replica::resolved(&c.node(id).debug_local_record(key.as_bytes()), c.now_ms())
+        .map(|s| s.value)
 }
 
 /// Kills the second and third replicas of `key`, lets the others notice,
@@ -376,7 +297,7 @@ async fn sloppy_quorum_hints_a_down_replica_and_replays_when_it_returns() {
     let held: u64 = c
         .nodes
         .iter()
-        .flat_map(|n| n.hints_pending())
+        .flat_map(pending_hints)
         .filter(|(t, _, _)| *t == victim)
         .map(|(_, count, _)| count)
         .sum();
@@ -388,7 +309,7 @@ async fn sloppy_quorum_hints_a_down_replica_and_replays_when_it_returns() {
     c.pass(500).await;
     let mut delivered = 0;
     for n in &c.nodes {
-        delivered += n.replay_hints_once().await;
+        delivered += n.hints().replay_once().await;
     }
     assert_eq!(delivered, 1);
     assert_eq!(own_value(&c, victim, key), Some(b("v1")), "hint replayed");
@@ -396,7 +317,7 @@ async fn sloppy_quorum_hints_a_down_replica_and_replays_when_it_returns() {
         .nodes
         .iter()
         .map(|n| {
-            n.hints_pending()
+            pending_hints(n)
                 .iter()
                 .filter(|(t, _, _)| *t == victim)
                 .count()
@@ -433,7 +354,7 @@ async fn strict_quorum_does_not_count_hints() {
     let held: u64 = c
         .nodes
         .iter()
-        .flat_map(|n| n.hints_pending())
+        .flat_map(pending_hints)
         .map(|(_, n, _)| n)
         .sum();
     assert!(held >= 2, "hints kept for both down replicas: {held}");
@@ -458,7 +379,7 @@ async fn replicas_that_fail_before_detection_get_stand_ins() {
         .nodes
         .iter()
         .filter(|n| !replicas.contains(&n.id()))
-        .flat_map(|n| n.hints_pending())
+        .flat_map(pending_hints)
         .map(|(_, count, _)| count)
         .sum();
     assert!(held >= 1, "a stand-in holds a hint: {held}");
@@ -482,7 +403,7 @@ async fn no_hints_for_a_node_silent_longer_than_hints_live() {
     let held = |c: &TestCluster| -> u64 {
         c.nodes
             .iter()
-            .flat_map(|n| n.hints_pending())
+            .flat_map(pending_hints)
             .filter(|(t, _, _)| *t == replicas[2])
             .map(|(_, n, _)| n)
             .sum()
@@ -582,8 +503,8 @@ async fn a_joiner_does_not_count_towards_the_current_rings_quorum() {
     // Read repair mends the stale replica of the current ring, but leaves
     // the joiner to its stream.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let has = |n: &Node<MapStore>| {
-        crate::replica::resolved(&n.debug_local_record(key.as_bytes()), c.clock_now()).is_some()
+    let has = |n: &Node<MemStore>| {
+        crate::replica::resolved(&n.debug_local_record(key.as_bytes()), c.now_ms()).is_some()
     };
     assert!(has(node(x2)), "the stale current replica is repaired");
     assert!(!has(joiner), "the joiner is not repaired by reads");
@@ -637,12 +558,17 @@ async fn a_forwarded_write_declined_by_a_former_replica_goes_to_the_next() {
 #[tokio::test(start_paused = true)]
 async fn cleanup_drops_foreign_records_and_looks_again_later() {
     use crate::causality::{SiblingSet, VersionVector};
-    let c = cluster(3, 1);
+    let c = TestCluster::with_config(
+        3,
+        NodeConfig {
+            movement: crate::movement::MoveConfig {
+                cleanup_delay_ms: 1_000,
+                ..crate::movement::MoveConfig::default()
+            },
+            ..test_config(1)
+        },
+    );
     let a = &c.nodes[0];
-    a.set_move_config(crate::movement::MoveConfig {
-        cleanup_delay_ms: 1_000,
-        ..crate::movement::MoveConfig::default()
-    });
     let foreign: Vec<String> = (0..1000)
         .map(|i| format!("key{i}"))
         .filter(|k| !c.replicas(k.as_bytes()).contains(&a.id()))
@@ -655,22 +581,22 @@ async fn cleanup_drops_foreign_records_and_looks_again_later() {
     let plant = |key: String| async move {
         let mut set = SiblingSet::default();
         set.update(&VersionVector::new(), 1, 1 << 16, Some(b("stray")), None);
-        a.local_merge(b(&key), set).await.expect("merge");
+        a.replica().merge_now(b(&key), set).await.expect("merge");
     };
     for k in foreign[..5].iter().chain([&own]) {
         plant(k.clone()).await;
     }
     // The ring has not been still long enough yet.
-    assert_eq!(a.cleanup_once().await.expect("cleanup"), 0);
+    assert_eq!(a.movements().cleanup_once().await.expect("cleanup"), 0);
     c.clock.advance(Duration::from_millis(1_100));
-    assert_eq!(a.cleanup_once().await.expect("cleanup"), 5);
+    assert_eq!(a.movements().cleanup_once().await.expect("cleanup"), 5);
     assert_eq!(own_value(&c, a.id(), &own), Some(b("stray")), "own kept");
     // A late stray: not looked for at once (the ring has not changed) ...
     plant(foreign[5].clone()).await;
-    assert_eq!(a.cleanup_once().await.expect("cleanup"), 0);
+    assert_eq!(a.movements().cleanup_once().await.expect("cleanup"), 0);
     // ... but on the next recheck.
     c.clock.advance(Duration::from_secs(601));
-    assert_eq!(a.cleanup_once().await.expect("cleanup"), 1);
+    assert_eq!(a.movements().cleanup_once().await.expect("cleanup"), 1);
     assert_eq!(own_value(&c, a.id(), &foreign[5]), None);
 }
 
@@ -764,7 +690,7 @@ async fn a_copy_of_a_forwarded_write_is_not_applied_again() {
     let c = cluster(3, 3);
     let (x, y) = (&c.nodes[0], &c.nodes[1]);
     let once = |seq: u64| Request::CoordinateOnce {
-        epoch: 1,
+        generation: 1,
         seq,
         write: ForwardedWrite {
             key: b("k"),
@@ -808,7 +734,7 @@ async fn hints_for_a_node_that_left_go_to_the_current_replicas() {
     let holder = c
         .nodes
         .iter()
-        .find(|n| n.hints_pending().iter().any(|(t, _, _)| *t == victim))
+        .find(|n| pending_hints(n).iter().any(|(t, _, _)| *t == victim))
         .map(Node::id)
         .expect("a stand-in holds a hint for the victim");
     // The victim is removed from the ring for good; the other replica is
@@ -822,9 +748,9 @@ async fn hints_for_a_node_that_left_go_to_the_current_replicas() {
     c.pass(500).await;
     let now_replicas = c.replicas(key.as_bytes());
     assert!(!now_replicas.contains(&victim));
-    assert_eq!(c.node(holder).replay_hints_once().await, 1);
+    assert_eq!(c.node(holder).hints().replay_once().await, 1);
     assert!(
-        c.node(holder).hints_pending().is_empty(),
+        pending_hints(c.node(holder)).is_empty(),
         "the hint is handed over and deleted"
     );
     for r in now_replicas {
@@ -845,7 +771,8 @@ async fn after_losing_its_own_write_a_node_never_reuses_its_dot() {
         .expect("write");
     // a's disk loses the record; the others keep it.
     crate::store::LocalStore::remove(a.store(), b"k").expect("remove");
-    a.set_epoch(1);
+    // A restart: a new epoch.
+    a.replica().set_epoch(2);
     a.put(b("k"), b("v2"), w(Consistency::All))
         .await
         .expect("write after the loss");
@@ -896,7 +823,7 @@ async fn a_node_cut_off_from_every_replica_coordinates_as_a_stand_in() {
     let held: u64 = c
         .nodes
         .iter()
-        .flat_map(|n| n.hints_pending())
+        .flat_map(pending_hints)
         .map(|(_, count, _)| count)
         .sum();
     assert_eq!(held, 6, "a hint per replica and write");
@@ -927,7 +854,7 @@ async fn a_node_cut_off_from_every_replica_coordinates_as_a_stand_in() {
     c.down.clear();
     c.pass(3_000).await;
     for n in &c.nodes {
-        n.replay_hints_once().await;
+        n.hints().replay_once().await;
     }
     for &r in &replicas {
         let set = c.node(r).debug_local_record(key.as_bytes());

@@ -1,301 +1,459 @@
-//! A node's stable identity: its id and its ring tokens.
+//! A node's own small files in its data directory, read and written
+//! through storage's [`Fs`] seam (so a simulation's disk faults reach them
+//! as they reach the engine's files).
 //!
-//! The id is a random 64-bit number drawn on first start and kept in the file
-//! `NODE_ID` in the data directory, so a restarted node keeps its place in
-//! version vectors. Its tokens, chosen when it first joins, are kept in
-//! `TOKENS` (one decimal token per line), so a restart keeps its place in the
-//! ring. Its epoch, bumped on every start, is kept in `EPOCH` (see
-//! [`crate::causality::EPOCH_SHIFT`]). These files are written whole (write,
-//! fsync, rename, fsync dir).
+//! | file      | holds                                                     |
+//! |-----------|-----------------------------------------------------------|
+//! | `NODE_ID` | the node's id, drawn on its first start                   |
+//! | `EPOCH`   | the count of its starts (see [`crate::causality::epoch_floor`]) |
+//! | `TOKENS`  | its ring tokens, once it has joined                       |
+//! | `PEERS`   | every node state it knew when the ring last changed       |
+//! | `MOVE`    | the movement it drives of itself ([`MoveRecord`])         |
+//!
+//! # Format (on disk: do not change without bumping the version)
+//! ```text
+//! file    := magic:4 version:u8 len:u32le body crc:u32le
+//!            crc = CRC-32C of magic .. body
+//! NODE_ID := magic "RKID", version 1, body id:u64le (never 0)
+//! EPOCH   := magic "RKEP", version 1, body epoch:u64le
+//! TOKENS  := magic "RKTK", version 1, body count:u32le token:u64le*
+//! PEERS   := magic "RKPR", version 1, body postcard(Vec<NodeState>)
+//! MOVE    := magic "RKMV", version 2, body postcard(MoveRecord)
+//! ```
+//! Every file is written whole: to `NAME.tmp`, synced, renamed over `NAME`,
+//! and the directory synced; a crash leaves the old file or the new one,
+//! never a mix. A file that fails its checksum, or whose magic or version
+//! is unknown, is an error: the operator decides, the node does not guess.
+//!
+//! Nodes of earlier versions wrote `NODE_ID` as hex text, `EPOCH` as a
+//! decimal, `TOKENS` as one decimal per line, `PEERS` as bare postcard and
+//! `MOVE` as `"RKMV" 1 postcard(...)`. Such a file is read once and
+//! rewritten in the format above.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ringkv_storage::Fs;
+use serde::{Deserialize, Serialize};
+
+use crate::api::MovementKind;
+use crate::id::NodeId;
+use crate::movement::{DoneTransfer, MoveRecord, MoveRecordStore};
+use crate::net::message::NodeState;
+use crate::ring::Token;
 
 const NODE_ID_FILE: &str = "NODE_ID";
-const TOKENS_FILE: &str = "TOKENS";
 const EPOCH_FILE: &str = "EPOCH";
+const TOKENS_FILE: &str = "TOKENS";
+const PEERS_FILE: &str = "PEERS";
+const MOVE_FILE: &str = "MOVE";
+
+const NODE_ID_MAGIC: &[u8; 4] = b"RKID";
+const EPOCH_MAGIC: &[u8; 4] = b"RKEP";
+const TOKENS_MAGIC: &[u8; 4] = b"RKTK";
+const PEERS_MAGIC: &[u8; 4] = b"RKPR";
+const MOVE_MAGIC: &[u8; 4] = b"RKMV";
+
+/// Format version of `NODE_ID`, `EPOCH`, `TOKENS` and `PEERS`.
+const FILE_VERSION: u8 = 1;
+/// Format version of `MOVE` (1 was the unframed layout before it).
+const MOVE_VERSION: u8 = 2;
+
 /// Most tokens a node may hold (weight max x tokens per weight, with room).
 pub const TOKENS_MAX: usize = 65_536;
+/// Largest node file read, in bytes (PEERS of a large cluster is the big one).
+pub const NODE_FILE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
-fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!("{name}.tmp"));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+/// Bytes of the frame around a body: magic, version, length, checksum.
+const FRAME_BYTES: usize = 4 + 1 + 4 + 4;
+
+/// A node's files, in `dir` on `fs`.
+#[derive(Clone)]
+pub struct NodeFiles {
+    fs: Arc<dyn Fs>,
+    dir: PathBuf,
+}
+
+fn invalid(path: &Path, why: impl std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{}: {why}", path.display()),
+    )
+}
+
+/// The body of a framed file, checked.
+fn unframe<'a>(path: &Path, bytes: &'a [u8], magic: &[u8; 4], version: u8) -> io::Result<&'a [u8]> {
+    if bytes.len() < FRAME_BYTES {
+        return Err(invalid(path, "truncated"));
     }
-    std::fs::rename(&tmp, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// Bumps this node's epoch and returns the new one (1 on a first start):
-/// durable before the node writes anything.
-pub fn bump_epoch(dir: &Path) -> io::Result<u64> {
-    let path = dir.join(EPOCH_FILE);
-    let previous = match std::fs::read_to_string(&path) {
-        Ok(t) => t.trim().parse::<u64>().map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: not an epoch: {e}", path.display()),
-            )
-        })?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(e),
-    };
-    let epoch = previous + 1;
-    write_atomically(dir, EPOCH_FILE, format!("{epoch}\n").as_bytes())?;
-    Ok(epoch)
-}
-
-/// The tokens this node holds, if it has joined before.
-pub fn load_tokens(dir: &Path) -> io::Result<Option<Vec<u64>>> {
-    let path = dir.join(TOKENS_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
-    let mut tokens = Vec::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        if tokens.len() >= TOKENS_MAX {
-            return Err(bad(format!(
-                "{} holds more than {TOKENS_MAX} tokens",
-                path.display()
-            )));
-        }
-        let t: u64 = line
-            .parse()
-            .map_err(|_| bad(format!("{} holds a bad token {line:?}", path.display())))?;
-        tokens.push(t);
+    if &bytes[..4] != magic {
+        return Err(invalid(path, "bad magic"));
     }
-    if tokens.is_empty() {
-        return Err(bad(format!("{} holds no token", path.display())));
+    if bytes[4] != version {
+        return Err(invalid(path, format!("unknown version {}", bytes[4])));
     }
-    Ok(Some(tokens))
+    let len = u32::from_le_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) as usize;
+    if bytes.len() != FRAME_BYTES + len {
+        return Err(invalid(path, "length does not match"));
+    }
+    let body_end = 9 + len;
+    let crc = u32::from_le_bytes([
+        bytes[body_end],
+        bytes[body_end + 1],
+        bytes[body_end + 2],
+        bytes[body_end + 3],
+    ]);
+    if crc32c::crc32c(&bytes[..body_end]) != crc {
+        return Err(invalid(path, "checksum mismatch"));
+    }
+    Ok(&bytes[9..body_end])
 }
 
-const PEERS_FILE: &str = "PEERS";
-/// Largest PEERS file read, in bytes.
-const PEERS_BYTES_MAX: u64 = 64 * 1024 * 1024;
-
-/// The states of every node this node knew when it last saw the ring
-/// change (postcard of `Vec<NodeState>`; written whole). Unreadable content
-/// is an error: the operator decides, the node does not guess.
-pub fn load_peers(dir: &Path) -> io::Result<Vec<crate::net::message::NodeState>> {
-    let path = dir.join(PEERS_FILE);
-    let bytes = match std::fs::metadata(&path) {
-        Ok(m) if m.len() > PEERS_BYTES_MAX => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{} is larger than {PEERS_BYTES_MAX} bytes", path.display()),
-            ));
-        }
-        Ok(_) => std::fs::read(&path)?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    postcard::from_bytes(&bytes).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{} does not decode: {e}", path.display()),
-        )
-    })
+fn frame(magic: &[u8; 4], version: u8, body: &[u8]) -> io::Result<Vec<u8>> {
+    let len = u32::try_from(body.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "node file body too large"))?;
+    let mut out = Vec::with_capacity(FRAME_BYTES + body.len());
+    out.extend_from_slice(magic);
+    out.push(version);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(body);
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(out)
 }
 
-/// Records the states of every known node.
-pub fn save_peers(dir: &Path, states: &[crate::net::message::NodeState]) -> io::Result<()> {
-    let bytes = postcard::to_allocvec(states)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    write_atomically(dir, PEERS_FILE, &bytes)
+/// Which layout a file was read in.
+enum Layout {
+    Current,
+    /// Written by a node of an earlier version: to rewrite.
+    Earlier,
 }
 
-const MOVE_FILE: &str = "MOVE";
-/// Largest MOVE file read, in bytes.
-const MOVE_BYTES_MAX: u64 = 64 * 1024 * 1024;
-
-/// The movement record kept in `MOVE` in the data directory (postcard of
-/// [`MoveRecord`](crate::movement::MoveRecord): magic "RKMV", version 1,
-/// then the record; absent when no movement is in progress).
-pub struct FileMoveLog {
-    dir: std::path::PathBuf,
-}
-
-const MOVE_MAGIC: &[u8; 4] = b"RKMV";
-const MOVE_VERSION: u8 = 1;
-
-impl FileMoveLog {
-    pub fn new(dir: &Path) -> Self {
+impl NodeFiles {
+    pub fn new(fs: Arc<dyn Fs>, dir: impl Into<PathBuf>) -> Self {
         Self {
-            dir: dir.to_path_buf(),
+            fs,
+            dir: dir.into(),
         }
     }
-}
 
-impl crate::movement::MoveLog for FileMoveLog {
-    fn load(&self) -> io::Result<Option<crate::movement::MoveRecord>> {
-        let path = self.dir.join(MOVE_FILE);
-        let bytes = match std::fs::metadata(&path) {
-            Ok(m) if m.len() > MOVE_BYTES_MAX => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{} is larger than {MOVE_BYTES_MAX} bytes", path.display()),
-                ));
-            }
-            Ok(_) => std::fs::read(&path)?,
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// A file's bytes, `None` when it does not exist.
+    fn read(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+        let path = self.path(name);
+        let file = match self.fs.open(&path) {
+            Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let bad = |why: String| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: {why}", path.display()),
-            )
-        };
-        let body = bytes
-            .strip_prefix(MOVE_MAGIC.as_slice())
-            .ok_or_else(|| bad("bad magic".into()))?;
-        match body.split_first() {
-            Some((&MOVE_VERSION, rest)) => postcard::from_bytes(rest)
-                .map(Some)
-                .map_err(|e| bad(format!("does not decode: {e}"))),
-            Some((v, _)) => Err(bad(format!("unknown version {v}"))),
-            None => Err(bad("truncated".into())),
+        if file.len() > NODE_FILE_BYTES_MAX {
+            return Err(invalid(
+                &path,
+                format!("larger than {NODE_FILE_BYTES_MAX} bytes"),
+            ));
+        }
+        let mut buf = vec![0u8; file.len() as usize];
+        file.read_exact_at(0, &mut buf)?;
+        Ok(Some(buf))
+    }
+
+    /// Replaces a file whole: write a temporary file, sync it, rename it
+    /// over the old one, sync the directory.
+    fn write(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.fs.create_dir_all(&self.dir)?;
+        let tmp = self.path(&format!("{name}.tmp"));
+        let file = self.fs.create(&tmp)?;
+        file.append(bytes)?;
+        file.sync()?;
+        drop(file);
+        self.fs.rename(&tmp, &self.path(name))?;
+        self.fs.sync_dir(&self.dir)
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        match self.fs.remove(&self.path(name)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => self.fs.sync_dir(&self.dir),
         }
     }
 
-    fn save_tokens(&self, tokens: &[u64]) -> io::Result<()> {
-        save_tokens(&self.dir, tokens)
-    }
-
-    fn save(&self, record: Option<&crate::movement::MoveRecord>) -> io::Result<()> {
-        let Some(record) = record else {
-            return match std::fs::remove_file(self.dir.join(MOVE_FILE)) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-                _ => std::fs::File::open(&self.dir)?.sync_all(),
-            };
+    /// A framed file's body, or the whole file when it predates framing
+    /// (`earlier` tells them apart by the magic).
+    fn read_body(
+        &self,
+        name: &str,
+        magic: &[u8; 4],
+        version: u8,
+    ) -> io::Result<Option<(Vec<u8>, Layout)>> {
+        let Some(bytes) = self.read(name)? else {
+            return Ok(None);
         };
-        let mut bytes = MOVE_MAGIC.to_vec();
-        bytes.push(MOVE_VERSION);
-        postcard::to_extend(record, bytes)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
-            .and_then(|bytes| write_atomically(&self.dir, MOVE_FILE, &bytes))
+        if bytes.starts_with(magic) && bytes.get(4) == Some(&version) {
+            let body = unframe(&self.path(name), &bytes, magic, version)?.to_vec();
+            return Ok(Some((body, Layout::Current)));
+        }
+        Ok(Some((bytes, Layout::Earlier)))
     }
-}
 
-/// Records this node's tokens.
-pub fn save_tokens(dir: &Path, tokens: &[u64]) -> io::Result<()> {
-    let text: String = tokens.iter().map(|t| format!("{t}\n")).collect();
-    write_atomically(dir, TOKENS_FILE, text.as_bytes())
-}
-
-/// Reads the node id from `dir`, creating one on first start.
-pub fn load_or_create(dir: &Path) -> io::Result<u64> {
-    let path = dir.join(NODE_ID_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => parse(text.trim()).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{} does not hold a node id: {:?}",
-                    path.display(),
-                    text.trim()
-                ),
-            )
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir)?;
-            let mut id = 0;
-            while id == 0 {
-                id = rand::random::<u64>();
+    /// The node id, if one was drawn before.
+    pub fn node_id(&self) -> io::Result<Option<NodeId>> {
+        let path = self.path(NODE_ID_FILE);
+        let Some((body, layout)) = self.read_body(NODE_ID_FILE, NODE_ID_MAGIC, FILE_VERSION)?
+        else {
+            return Ok(None);
+        };
+        let id = match layout {
+            Layout::Current => u64_body(&path, &body)?,
+            Layout::Earlier => {
+                let text = String::from_utf8_lossy(&body);
+                u64::from_str_radix(text.trim(), 16).map_err(|_| {
+                    invalid(&path, format!("does not hold a node id: {:?}", text.trim()))
+                })?
             }
-            // A crash leaves either no id or a whole one.
-            write_atomically(dir, NODE_ID_FILE, format!("{id:016x}\n").as_bytes())?;
-            Ok(id)
+        };
+        if id == 0 {
+            return Err(invalid(&path, "node id 0"));
         }
-        Err(e) => Err(e),
+        if matches!(layout, Layout::Earlier) {
+            self.save_node_id(id)?;
+        }
+        Ok(Some(id))
+    }
+
+    pub fn save_node_id(&self, id: NodeId) -> io::Result<()> {
+        self.write(
+            NODE_ID_FILE,
+            &frame(NODE_ID_MAGIC, FILE_VERSION, &id.to_le_bytes())?,
+        )
+    }
+
+    /// The node id, drawn and kept on the first start.
+    pub fn load_or_create_id(&self) -> io::Result<NodeId> {
+        if let Some(id) = self.node_id()? {
+            return Ok(id);
+        }
+        let mut id = 0;
+        while id == 0 {
+            id = rand::random::<u64>();
+        }
+        // A crash leaves either no id or a whole one.
+        self.save_node_id(id)?;
+        Ok(id)
+    }
+
+    /// Bumps this node's epoch and returns the new one (1 on a first start):
+    /// durable before the node writes anything.
+    pub fn bump_epoch(&self) -> io::Result<u64> {
+        let path = self.path(EPOCH_FILE);
+        let previous =
+            match self.read_body(EPOCH_FILE, EPOCH_MAGIC, FILE_VERSION)? {
+                None => 0,
+                Some((body, Layout::Current)) => u64_body(&path, &body)?,
+                Some((body, Layout::Earlier)) => String::from_utf8_lossy(&body)
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|e| invalid(&path, format!("not an epoch: {e}")))?,
+            };
+        let epoch = previous + 1;
+        self.write(
+            EPOCH_FILE,
+            &frame(EPOCH_MAGIC, FILE_VERSION, &epoch.to_le_bytes())?,
+        )?;
+        Ok(epoch)
+    }
+
+    /// The tokens this node holds, if it has joined before.
+    pub fn tokens(&self) -> io::Result<Option<Vec<Token>>> {
+        let path = self.path(TOKENS_FILE);
+        let Some((body, layout)) = self.read_body(TOKENS_FILE, TOKENS_MAGIC, FILE_VERSION)? else {
+            return Ok(None);
+        };
+        let tokens = match layout {
+            Layout::Current => decode_tokens(&path, &body)?,
+            Layout::Earlier => {
+                let tokens = parse_token_lines(&path, &String::from_utf8_lossy(&body))?;
+                self.save_tokens(&tokens)?;
+                tokens
+            }
+        };
+        if tokens.is_empty() {
+            return Err(invalid(&path, "holds no token"));
+        }
+        Ok(Some(tokens))
+    }
+
+    /// Records this node's tokens.
+    pub fn save_tokens(&self, tokens: &[Token]) -> io::Result<()> {
+        if tokens.len() > TOKENS_MAX {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} tokens, at most {TOKENS_MAX}", tokens.len()),
+            ));
+        }
+        let mut body = Vec::with_capacity(4 + tokens.len() * 8);
+        body.extend_from_slice(&(tokens.len() as u32).to_le_bytes());
+        for t in tokens {
+            body.extend_from_slice(&t.to_le_bytes());
+        }
+        self.write(TOKENS_FILE, &frame(TOKENS_MAGIC, FILE_VERSION, &body)?)
+    }
+
+    /// The states of every node this node knew when it last saw the ring
+    /// change (empty when it never did).
+    pub fn peers(&self) -> io::Result<Vec<NodeState>> {
+        let path = self.path(PEERS_FILE);
+        let Some((body, layout)) = self.read_body(PEERS_FILE, PEERS_MAGIC, FILE_VERSION)? else {
+            return Ok(Vec::new());
+        };
+        let states: Vec<NodeState> = postcard::from_bytes(&body)
+            .map_err(|e| invalid(&path, format!("does not decode: {e}")))?;
+        if matches!(layout, Layout::Earlier) {
+            self.save_peers(&states)?;
+        }
+        Ok(states)
+    }
+
+    /// Records the states of every known node.
+    pub fn save_peers(&self, states: &[NodeState]) -> io::Result<()> {
+        let body = postcard::to_allocvec(states)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        self.write(PEERS_FILE, &frame(PEERS_MAGIC, FILE_VERSION, &body)?)
+    }
+
+    /// The movement record, absent when no movement is in progress.
+    pub fn move_record(&self) -> io::Result<Option<MoveRecord>> {
+        let path = self.path(MOVE_FILE);
+        let Some((body, layout)) = self.read_body(MOVE_FILE, MOVE_MAGIC, MOVE_VERSION)? else {
+            return Ok(None);
+        };
+        match layout {
+            Layout::Current => postcard::from_bytes(&body)
+                .map(Some)
+                .map_err(|e| invalid(&path, format!("does not decode: {e}"))),
+            Layout::Earlier => {
+                let record = decode_move_v1(&path, &body)?;
+                self.save_move_record(Some(&record))?;
+                Ok(Some(record))
+            }
+        }
+    }
+
+    /// Replaces the movement record (`None`: no movement).
+    pub fn save_move_record(&self, record: Option<&MoveRecord>) -> io::Result<()> {
+        let Some(record) = record else {
+            return self.remove(MOVE_FILE);
+        };
+        let body = postcard::to_allocvec(record)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        self.write(MOVE_FILE, &frame(MOVE_MAGIC, MOVE_VERSION, &body)?)
     }
 }
 
-fn parse(text: &str) -> Option<u64> {
-    let id = u64::from_str_radix(text, 16).ok()?;
-    (id != 0).then_some(id)
+impl MoveRecordStore for NodeFiles {
+    fn load(&self) -> io::Result<Option<MoveRecord>> {
+        self.move_record()
+    }
+
+    fn save(&self, record: Option<&MoveRecord>) -> io::Result<()> {
+        self.save_move_record(record)
+    }
+
+    fn save_tokens(&self, tokens: &[Token]) -> io::Result<()> {
+        NodeFiles::save_tokens(self, tokens)
+    }
 }
 
-/// Formats a node id the way logs and admin output show it.
-pub fn display(id: u64) -> String {
-    format!("{id:016x}")
+fn u64_body(path: &Path, body: &[u8]) -> io::Result<u64> {
+    let bytes: [u8; 8] = body
+        .try_into()
+        .map_err(|_| invalid(path, "body is not 8 bytes"))?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
+fn decode_tokens(path: &Path, body: &[u8]) -> io::Result<Vec<Token>> {
+    let (count, rest) = body
+        .split_first_chunk::<4>()
+        .ok_or_else(|| invalid(path, "truncated"))?;
+    let count = u32::from_le_bytes(*count) as usize;
+    if count > TOKENS_MAX {
+        return Err(invalid(
+            path,
+            format!("holds more than {TOKENS_MAX} tokens"),
+        ));
+    }
+    if rest.len() != count * 8 {
+        return Err(invalid(path, "token count does not match"));
+    }
+    Ok(rest
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+        .collect())
+}
+
+/// `TOKENS` of the earlier layout: one decimal token per line.
+fn parse_token_lines(path: &Path, text: &str) -> io::Result<Vec<Token>> {
+    let mut tokens = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if tokens.len() >= TOKENS_MAX {
+            return Err(invalid(
+                path,
+                format!("holds more than {TOKENS_MAX} tokens"),
+            ));
+        }
+        let t: u64 = line
+            .parse()
+            .map_err(|_| invalid(path, format!("holds a bad token {line:?}")))?;
+        tokens.push(t);
+    }
+    Ok(tokens)
+}
+
+/// `MOVE` of the earlier layout: `"RKMV" 1 postcard(record)`, where the
+/// record's kind was join, leave or left and each transfer done a tuple.
+fn decode_move_v1(path: &Path, bytes: &[u8]) -> io::Result<MoveRecord> {
+    #[derive(Serialize, Deserialize)]
+    enum KindV1 {
+        Join,
+        Leave,
+        Left,
+    }
+    #[derive(Serialize, Deserialize)]
+    struct RecordV1 {
+        kind: KindV1,
+        done: Vec<(u64, u64, u64)>,
+    }
+    let body = bytes
+        .strip_prefix(MOVE_MAGIC.as_slice())
+        .ok_or_else(|| invalid(path, "bad magic"))?;
+    let record: RecordV1 = match body.split_first() {
+        Some((1, rest)) => postcard::from_bytes(rest)
+            .map_err(|e| invalid(path, format!("does not decode: {e}")))?,
+        Some((v, _)) => return Err(invalid(path, format!("unknown version {v}"))),
+        None => return Err(invalid(path, "truncated")),
+    };
+    let (kind, left) = match record.kind {
+        KindV1::Join => (MovementKind::Join, false),
+        KindV1::Leave => (MovementKind::Decommission, false),
+        KindV1::Left => (MovementKind::Decommission, true),
+    };
+    Ok(MoveRecord {
+        kind,
+        left,
+        done: record
+            .done
+            .into_iter()
+            .map(|(lo, hi, target)| DoneTransfer { lo, hi, target })
+            .collect(),
+    })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_epoch_grows_with_every_start_and_garbage_is_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        assert_eq!(bump_epoch(dir.path()).expect("first"), 1);
-        assert_eq!(bump_epoch(dir.path()).expect("second"), 2);
-        std::fs::write(dir.path().join(EPOCH_FILE), "x").expect("write");
-        assert!(bump_epoch(dir.path()).is_err());
-    }
-
-    #[test]
-    fn id_is_stable_across_restarts_and_garbage_is_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let a = load_or_create(dir.path()).expect("create");
-        let b = load_or_create(dir.path()).expect("reload");
-        assert_eq!(a, b);
-        assert_ne!(a, 0);
-        std::fs::write(dir.path().join(NODE_ID_FILE), "not hex").expect("write");
-        let err = load_or_create(dir.path()).expect_err("garbage must be refused");
-        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-    }
-
-    #[test]
-    fn peers_roundtrip_and_garbage_is_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        assert!(load_peers(dir.path()).expect("none").is_empty());
-        let states = crate::testing::ring_states(3, 4);
-        save_peers(dir.path(), &states).expect("save");
-        assert_eq!(load_peers(dir.path()).expect("load"), states);
-        std::fs::write(dir.path().join(PEERS_FILE), b"\xff\xff\xff").expect("write");
-        assert!(load_peers(dir.path()).is_err());
-    }
-
-    #[test]
-    fn move_record_roundtrips_clears_and_garbage_is_refused() {
-        use crate::movement::{MoveKind, MoveLog, MoveRecord};
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = FileMoveLog::new(dir.path());
-        assert_eq!(log.load().expect("none"), None);
-        let record = MoveRecord {
-            kind: MoveKind::Join,
-            done: vec![(1, 9, 42), (10, u64::MAX, 7)],
-        };
-        log.save(Some(&record)).expect("save");
-        assert_eq!(log.load().expect("load"), Some(record));
-        log.save(None).expect("clear");
-        assert_eq!(log.load().expect("cleared"), None);
-        log.save(None).expect("clearing twice is fine");
-        std::fs::write(dir.path().join(MOVE_FILE), b"RKMV\x09junk").expect("write");
-        assert!(log.load().is_err(), "unknown version refused");
-        std::fs::write(dir.path().join(MOVE_FILE), b"nope").expect("write");
-        assert!(log.load().is_err(), "bad magic refused");
-    }
-
-    #[test]
-    fn tokens_roundtrip_and_garbage_is_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        assert_eq!(load_tokens(dir.path()).expect("none"), None);
-        save_tokens(dir.path(), &[3, 1, u64::MAX]).expect("save");
-        assert_eq!(
-            load_tokens(dir.path()).expect("load"),
-            Some(vec![3, 1, u64::MAX])
-        );
-        std::fs::write(dir.path().join(TOKENS_FILE), "12\nnope\n").expect("write");
-        assert!(load_tokens(dir.path()).is_err());
-    }
-}
+mod tests;

@@ -52,7 +52,7 @@ impl ringkv_storage::CompactionFilter for GraceFilter {
             return FilterDecision::Keep;
         };
         let synced_at = || self.synced_at.read().as_ref().and_then(|f| f(token));
-        if crate::repair::anti_entropy::dead_set_purgeable(
+        if crate::causality::purge::dead_set_purgeable(
             &set,
             self.clock.now_ms(),
             self.grace_ms,
@@ -73,7 +73,8 @@ impl ringkv_storage::CompactionFilter for GraceFilter {
     }
 }
 
-fn engine_error(e: ringkv_storage::Error) -> StoreError {
+/// A storage engine error as the cluster sees it.
+pub(crate) fn engine_error(e: ringkv_storage::Error) -> StoreError {
     match e {
         ringkv_storage::Error::ReadOnly { cause } => StoreError::ReadOnly(cause),
         e @ ringkv_storage::Error::Corruption { .. } => StoreError::Corruption(e.to_string()),
@@ -325,7 +326,7 @@ mod tests {
         s.put(b"pruned", &pruned.encode(), None).expect("put");
         s.put(b"kept", &kept.encode(), None).expect("put");
         s.set_pruner(std::sync::Arc::new(move |_, set| {
-            crate::repair::anti_entropy::prune_departed(
+            crate::causality::purge::prune_departed(
                 set,
                 10_000,
                 1_000,

@@ -36,7 +36,7 @@ pub enum StoreError {
 pub type SyncedAt = std::sync::Arc<dyn Fn(u64) -> Option<u64> + Send + Sync>;
 
 /// Prunes the record of a key with the given token in place (see
-/// [`crate::repair::anti_entropy::prune_departed`]); true when it changed it.
+/// [`crate::causality::purge::prune_departed`]); true when it changed it.
 pub type Pruner =
     std::sync::Arc<dyn Fn(u64, &mut crate::causality::SiblingSet) -> bool + Send + Sync>;
 

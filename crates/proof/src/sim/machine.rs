@@ -13,13 +13,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
-use ringkv_cluster::membership::{Membership, MembershipConfig};
-use ringkv_cluster::movement::{MoveConfig, MoveKind, MoveLog, MoveRecord};
-use ringkv_cluster::net::message::{Load, NodeState, NodeStatus};
-use ringkv_cluster::node::{Node, NodeConfig};
-use ringkv_cluster::repair::anti_entropy::AntiEntropyConfig;
-use ringkv_cluster::repair::hints::{EngineHints, HintConfig, HintStore};
+use ringkv_cluster::net::message::NodeStatus;
+use ringkv_cluster::node::{Node, NodeBuilder, NodeConfig, NodePlace, NodeStorage};
+use ringkv_cluster::node_files::NodeFiles;
 use ringkv_cluster::ring::Replication;
 use ringkv_cluster::store::EngineStore;
 use ringkv_storage::{CrashMode, FaultFs, Options, SyncMode};
@@ -32,39 +28,11 @@ use super::net::SimNet;
 /// The node type every machine runs.
 pub type SimNode = Node<EngineStore>;
 
-/// What a real node keeps in fsynced files beside its engine.
-#[derive(Default)]
-struct Durable {
-    tokens: Mutex<Option<Vec<u64>>>,
-    epoch: Mutex<u64>,
-    peers: Mutex<Vec<NodeState>>,
-    record: Mutex<Option<MoveRecord>>,
-}
-
-struct DurableLog(Arc<Durable>);
-
-impl MoveLog for DurableLog {
-    fn load(&self) -> std::io::Result<Option<MoveRecord>> {
-        Ok(self.0.record.lock().clone())
-    }
-    fn save(&self, record: Option<&MoveRecord>) -> std::io::Result<()> {
-        *self.0.record.lock() = record.cloned();
-        Ok(())
-    }
-    fn save_tokens(&self, tokens: &[u64]) -> std::io::Result<()> {
-        *self.0.tokens.lock() = Some(tokens.to_vec());
-        Ok(())
-    }
-}
-
 /// Settings shared by every machine of a run.
 #[derive(Debug, Clone)]
 pub struct MachineConfig {
+    /// Every service's settings, as a real node takes them from its config.
     pub node: NodeConfig,
-    pub tokens_per_weight: usize,
-    pub anti_entropy: AntiEntropyConfig,
-    pub moves: MoveConfig,
-    pub hints: HintConfig,
     /// Commit logs fsynced every `SYNC_INTERVAL` instead of on every write:
     /// a crash takes the writes of the last interval.
     pub periodic_sync: bool,
@@ -83,8 +51,8 @@ pub struct Machine {
     pub id: u64,
     pub addr: String,
     pub clock: Arc<SimClock>,
+    /// The machine's disk: its engines and its node files.
     disk: FaultFs,
-    durable: Arc<Durable>,
     running: Option<Running>,
     /// Bumped on every boot; the network knows only the current one.
     pub incarnation: u64,
@@ -123,7 +91,6 @@ impl Machine {
             addr: format!("sim-{id:x}:7000"),
             clock: Arc::new(SimClock::new(origin)),
             disk: FaultFs::new(disk_seed),
-            durable: Arc::default(),
             running: None,
             incarnation: 0,
             member: false,
@@ -157,115 +124,50 @@ impl Machine {
         self.member = true;
         let clock: ringkv_env::SharedClock = self.clock.clone();
         let fs: Arc<dyn ringkv_storage::Fs> = Arc::new(self.disk.clone());
-        let options = storage_options(config.periodic_sync);
-        let engine = ringkv_storage::Engine::open_with(
-            Path::new("/store"),
-            options.clone(),
+        let storage = NodeStorage::open(
             fs.clone(),
+            Path::new("/"),
+            storage_options(config.periodic_sync),
             clock.clone(),
+            config.node.tombstone_grace_ms,
+            config.node.hints.clone(),
+            true,
         )
-        .map_err(|e| format!("opening storage: {e}"))?;
-        let hint_engine =
-            ringkv_storage::Engine::open_with(Path::new("/hints"), options, fs, clock.clone())
-                .map_err(|e| format!("opening the hint engine: {e}"))?;
-        let engines = [engine.clone(), hint_engine.clone()];
-        let hints = HintStore::open(EngineHints::new(hint_engine), config.hints.clone())
-            .map_err(|e| format!("opening hints: {e}"))?;
-        let store = EngineStore::new(engine, clock.clone(), config.node.tombstone_grace_ms, true);
-
-        let saved_tokens = self.durable.tokens.lock().clone();
-        let saved_move = self.durable.record.lock().clone();
-        let status = match (&saved_tokens, saved_move.as_ref().map(|r| r.kind)) {
-            (None, _) | (_, Some(MoveKind::Join)) => NodeStatus::Joining,
-            (_, Some(MoveKind::Leave)) => NodeStatus::Leaving,
-            (_, Some(MoveKind::Left)) => return Err("this node has left the cluster".into()),
-            (Some(_), None) => NodeStatus::Normal,
-        };
-        let me = NodeState {
-            id: self.id,
-            generation: clock.now_ms(),
-            heartbeat: 0,
-            cluster_addr: self.addr.clone(),
-            resp_addr: String::new(),
-            http_addr: String::new(),
-            dc: "dc1".into(),
+        .map_err(|e| e.to_string())?;
+        let engines = storage.engines();
+        let place = NodePlace {
             rack: format!("rack{:x}", self.id % 3),
-            weight: 1,
-            tokens: saved_tokens.clone().unwrap_or_default(),
-            status,
-            load: Load::default(),
+            cluster_addr: self.addr.clone(),
+            ..NodePlace::default()
         };
-        let membership = Arc::new(Membership::new(
-            me,
-            Replication::simple("dc1", config.node.replication_factor),
-            clock.clone(),
-            MembershipConfig {
-                tokens_per_weight: config.tokens_per_weight,
-                ..MembershipConfig::default()
-            },
-        ));
-        let known = self.durable.peers.lock().clone();
-        let mut contacts: Vec<String> = seeds.to_vec();
-        contacts.extend(
-            known
-                .iter()
-                .filter(|s| s.id != self.id && !seeds.contains(&s.cluster_addr))
-                .map(|s| s.cluster_addr.clone()),
-        );
-        membership.restore(known);
-        membership.set_on_ring_change(Box::new({
-            let durable = Arc::clone(&self.durable);
-            move |states| *durable.peers.lock() = states.to_vec()
-        }));
         let transport = Arc::new(net.transport(self.id, self.incarnation));
-        let node = Node::with_cluster(
-            store,
-            hints,
-            clock,
+        let node = NodeBuilder::new(
             config.node.clone(),
-            membership,
+            clock,
+            storage.store,
+            storage.hints,
+            NodeFiles::new(fs, "/"),
             transport,
-        );
-        let epoch = {
-            let mut e = self.durable.epoch.lock();
-            *e += 1;
-            *e
-        };
-        node.set_epoch(epoch);
+        )
+        .id(self.id)
+        .place(place)
+        .replication(Replication::simple("dc1", config.node.replication_factor))
+        .build()
+        .map_err(|e| e.to_string())?;
         net.attach(self.id, &self.addr, self.incarnation, node.handler());
-
-        let tokens = match saved_tokens {
-            Some(t) => t,
-            None => {
-                let t = node.choose_tokens(seeds, Duration::from_secs(30)).await?;
-                *self.durable.tokens.lock() = Some(t.clone());
-                t
-            }
-        };
-        node.set_move_config(config.moves.clone());
-        node.set_move_log(Arc::new(DurableLog(Arc::clone(&self.durable))));
-        node.start(tokens, &contacts).await?;
-        node.set_anti_entropy_config(config.anti_entropy.clone());
-
         let (shutdown, rx) = watch::channel(false);
-        let stop = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        let mut tasks = vec![
-            tokio::spawn(node.clone().run_gossip(seeds.to_vec(), stop(rx.clone()))),
-            tokio::spawn(node.clone().run_hint_replay(stop(rx.clone()))),
-            tokio::spawn(node.clone().run_anti_entropy(stop(rx.clone()))),
-            tokio::spawn(node.clone().run_cleanup(stop(rx.clone()))),
-        ];
+        let mut tasks = node
+            .start(seeds, rx.clone())
+            .await
+            .map_err(|e| e.to_string())?;
         if config.periodic_sync {
             // What the engine's log-sync thread does on a real node.
-            let stopped = stop(rx);
+            let mut stopped = rx;
             tasks.push(tokio::spawn(async move {
-                tokio::pin!(stopped);
                 loop {
                     tokio::select! {
                         biased;
-                        _ = &mut stopped => return,
+                        _ = stopped.wait_for(|s| *s) => return,
                         _ = tokio::time::sleep(SYNC_INTERVAL) => {}
                     }
                     for e in &engines {
@@ -304,7 +206,13 @@ impl Machine {
     /// Replaces the disk of the data with an empty one (the node keeps its
     /// identity and tokens).
     pub fn wipe_disk(&mut self) {
-        self.disk = FaultFs::new(self.id);
+        let old = std::mem::replace(&mut self.disk, FaultFs::new(self.id));
+        // The node's own files live on; only its engines' data is lost.
+        let (from, to) = (
+            NodeFiles::new(Arc::new(old), "/"),
+            NodeFiles::new(Arc::new(self.disk.clone()), "/"),
+        );
+        copy_node_files(&from, &to);
     }
 
     /// True once this node's own view says it has left the ring.
@@ -312,7 +220,7 @@ impl Machine {
         self.node().is_some_and(|n| {
             n.membership()
                 .state(n.id())
-                .is_some_and(|s| s.status == ringkv_cluster::net::message::NodeStatus::Left)
+                .is_some_and(|s| s.status == NodeStatus::Left)
         })
     }
 
@@ -323,8 +231,30 @@ impl Machine {
         self.id = new_id;
         self.addr = format!("sim-{new_id:x}:7000");
         self.disk = FaultFs::new(disk_seed);
-        self.durable = Arc::default();
         self.clock.set_skew_ms(0);
         self.member = false;
+    }
+}
+
+/// Copies a node's identity, epoch, tokens, peers and movement record from
+/// one disk to another (a disk swapped under a node that keeps its place).
+fn copy_node_files(from: &NodeFiles, to: &NodeFiles) {
+    let copied = (|| -> std::io::Result<()> {
+        if let Some(id) = from.node_id()? {
+            to.save_node_id(id)?;
+        }
+        // The epoch is only ever bumped: carry the count over.
+        let epoch = from.bump_epoch()?;
+        for _ in 0..epoch {
+            to.bump_epoch()?;
+        }
+        if let Some(tokens) = from.tokens()? {
+            to.save_tokens(&tokens)?;
+        }
+        to.save_peers(&from.peers()?)?;
+        to.save_move_record(from.move_record()?.as_ref())
+    })();
+    if let Err(e) = copied {
+        tracing::warn!(error = %e, "copying node files to a new disk failed");
     }
 }

@@ -56,6 +56,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use ringkv_cluster::api::{Consistency, Kv, KvError, ReadOptions, WriteOptions};
+use ringkv_cluster::membership::MembershipConfig;
 use ringkv_cluster::movement::MoveConfig;
 use ringkv_cluster::net::message::NodeStatus;
 use ringkv_cluster::node::NodeConfig;
@@ -326,22 +327,25 @@ impl Sim {
             // Short, so dead records are purged and the version-vector
             // entries of decommissioned nodes pruned within a run.
             tombstone_grace_ms: SIM_GRACE_MS,
-            ..NodeConfig::default()
-        };
-        let machine_config = MachineConfig {
-            node,
-            tokens_per_weight: 8,
+            membership: MembershipConfig {
+                tokens_per_weight: 8,
+                ..MembershipConfig::default()
+            },
             anti_entropy: AntiEntropyConfig {
                 ranges_per_sec_max: 20,
                 pass_pause_ms: 2_000,
                 ..AntiEntropyConfig::default()
             },
-            moves: MoveConfig {
+            movement: MoveConfig {
                 settle_ms: 1_000,
                 cleanup_delay_ms: 10_000,
                 ..MoveConfig::default()
             },
             hints: HintConfig::default(),
+            ..NodeConfig::default()
+        };
+        let machine_config = MachineConfig {
+            node,
             periodic_sync: config.periodic_sync,
         };
         let directory = Arc::new(Mutex::new(vec![None; config.nodes + config.spares]));
@@ -609,8 +613,9 @@ impl Sim {
                         continue;
                     };
                     self.fault("decommission");
-                    let outcome =
-                        node.command_movement(ringkv_cluster::api::MoveCommand::Decommission);
+                    let outcome = node
+                        .movements()
+                        .command(ringkv_cluster::api::MoveCommand::Decommission);
                     self.net
                         .record(&format!("decommission {i}: {:?}", outcome.map(|_| ())));
                     tokio::time::sleep(self.hold()).await;
@@ -753,8 +758,13 @@ impl Sim {
                     return Some(format!("{:x} sees {:x} as {status:?}", n.id(), m.id));
                 }
             }
-            if let Some((target, count, _)) = n.hints_pending().first() {
-                return Some(format!("{:x} holds {count} hints for {target:x}", n.id()));
+            if let Some(h) = n.hints().pending().first() {
+                return Some(format!(
+                    "{:x} holds {} hints for {:x}",
+                    n.id(),
+                    h.count,
+                    h.target
+                ));
             }
         }
         let by_id: HashMap<u64, &SimNode> = nodes.iter().map(|n| (n.id(), *n)).collect();

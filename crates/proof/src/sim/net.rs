@@ -337,10 +337,10 @@ impl SimNet {
             self.count(|s| s.blocked += 1);
             return std::future::pending().await;
         }
-        let frame = message::encode(Kind::Response, 1, &resp)
+        let frame = message::encode_response(1, &resp)
             .map_err(|e| TransportError::Protocol(e.to_string()))?;
         tokio::time::sleep(fate.back).await;
-        message::decode_payload(frame).map_err(|e| TransportError::Protocol(e.to_string()))
+        message::decode_response_payload(frame).map_err(|e| TransportError::Protocol(e.to_string()))
     }
 }
 

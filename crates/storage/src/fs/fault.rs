@@ -161,8 +161,15 @@ impl FaultFs {
     /// this instance (and every handle opened from it) fails all later calls.
     /// Fault switches are reset on the new instance; the byte budget is kept.
     pub fn crash(&self, mode: CrashMode) -> FaultFs {
+        self.state.lock().dead = true;
+        self.crash_copy(mode)
+    }
+
+    /// The file system as a power loss now would leave it (see
+    /// [`FaultFs::crash`]), while this instance carries on: for tests that
+    /// look at every crash point of a sequence of writes.
+    pub fn crash_copy(&self, mode: CrashMode) -> FaultFs {
         let mut st = self.state.lock();
-        st.dead = true;
         if mode == CrashMode::ProcessOnly {
             let nodes = st
                 .nodes

@@ -24,6 +24,11 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use crate::store::StoreError;
+use crate::store::engine::engine_error;
+
+mod replay;
+
+pub use replay::Hints;
 
 /// One stored hint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -282,13 +287,6 @@ impl EngineHints {
 
     pub fn engine(&self) -> &ringkv_storage::Engine {
         &self.engine
-    }
-}
-
-fn engine_error(e: ringkv_storage::Error) -> StoreError {
-    match e {
-        ringkv_storage::Error::ReadOnly { cause } => StoreError::ReadOnly(cause),
-        other => StoreError::Other(other.to_string()),
     }
 }
 

@@ -1,0 +1,237 @@
+//! The coordinator: every node accepts every request and runs it against
+//! the key's replicas. No client is ever redirected.
+//!
+//! # Request path
+//! 1. Validate limits (key and value size).
+//! 2. Plan ([`plan`]): the key's preference list (`token = xxh3_64(key)`,
+//!    then the ring walk, see [`crate::ring`]), the replicas known down
+//!    dropped, and what the consistency level needs (a total count, or
+//!    counts per data center for `LOCAL_*` and `EACH_QUORUM`), counted
+//!    against the preference list. If the live replicas cannot meet it, the
+//!    request fails at once with `Unavailable`.
+//! 3. Reads ([`read`]): ask every live replica (this node's own copy
+//!    directly), answer as soon as enough have answered with the merge of
+//!    their records, and let the rest finish in the background: replicas
+//!    whose record differs from the merge get the merge (read repair).
+//! 4. Writes ([`write`]): if this node is a replica, it coordinates: it
+//!    applies the write to its own copy (minting the new version, see
+//!    [`crate::replica`]), sends the new record to the other live replicas
+//!    and a hint to a stand-in for each one down, and answers when enough
+//!    have acknowledged; the others finish in the background. If this node
+//!    is not a replica, it forwards the write to a live replica
+//!    ([`forward`]), which coordinates it; when none can be reached it
+//!    coordinates as a stand-in ([`stand_in`]).
+//!
+//! Every fan-out goes through [`crate::rpc::Fanout`].
+//!
+//! A failed write may still have reached some replicas (as in every Dynamo
+//! store): the client learns the outcome is unknown, never that it is false.
+
+pub mod forward;
+pub mod plan;
+pub mod read;
+pub mod stand_in;
+pub mod stats;
+pub mod write;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::api::{Expiry, Explain, KvError, ReadOptions, ReadResult, ReplicaView, WriteOptions};
+use crate::causality::SiblingSet;
+use crate::id::NodeId;
+use crate::membership::Membership;
+use crate::node::NodeConfig;
+use crate::repair::hints::HintStore;
+use crate::replica::{Change, LocalReplica};
+use crate::ring::token_of;
+use crate::rpc::{Background, PeerError, Rpc};
+use crate::store::LocalStore;
+
+use forward::Forwards;
+use plan::Planner;
+use stats::{OpKind, OpStats};
+
+/// What the coordinator works with: this node's replica, its view of the
+/// cluster, calls to peers, and the hints it holds.
+pub struct Coordinator<S> {
+    replica: Arc<LocalReplica<S>>,
+    membership: Arc<Membership>,
+    planner: Planner,
+    rpc: Rpc,
+    hints: Arc<HintStore>,
+    config: NodeConfig,
+    stats: Arc<OpStats>,
+    forwards: Forwards,
+    background: Background,
+}
+
+impl<S: LocalStore> Coordinator<S> {
+    pub fn new(
+        replica: Arc<LocalReplica<S>>,
+        membership: Arc<Membership>,
+        rpc: Rpc,
+        hints: Arc<HintStore>,
+        config: NodeConfig,
+        stats: Arc<OpStats>,
+    ) -> Arc<Self> {
+        let generation = replica.now_ms();
+        Arc::new(Self {
+            planner: Planner::new(Arc::clone(&membership)),
+            replica,
+            membership,
+            rpc,
+            hints,
+            config,
+            stats,
+            forwards: Forwards::new(generation),
+            background: Background::default(),
+        })
+    }
+
+    fn id(&self) -> NodeId {
+        self.replica.id()
+    }
+
+    /// Reads `key` at the options' level.
+    pub async fn get(
+        self: &Arc<Self>,
+        key: Bytes,
+        opts: ReadOptions,
+    ) -> Result<ReadResult, KvError> {
+        self.timed(OpKind::Get, self.read(key, opts)).await
+    }
+
+    /// Writes `change` to `key` at the options' level.
+    pub async fn put(
+        self: &Arc<Self>,
+        key: Bytes,
+        change: Change,
+        opts: WriteOptions,
+    ) -> Result<crate::api::WriteOutcome, KvError> {
+        let op = match change {
+            Change::Delete => OpKind::Delete,
+            _ => OpKind::Put,
+        };
+        self.timed(op, self.write(key, change, opts)).await
+    }
+
+    /// Changes the expiry of a live key; false when it has no live value.
+    pub async fn set_expiry(
+        self: &Arc<Self>,
+        key: Bytes,
+        expiry: Expiry,
+        opts: WriteOptions,
+    ) -> Result<bool, KvError> {
+        self.write(key, Change::Expiry(expiry), opts)
+            .await
+            .map(|o| o.applied)
+    }
+
+    /// Times a coordinated operation for the load report and the metrics.
+    async fn timed<T>(&self, op: OpKind, f: impl std::future::Future<Output = T>) -> T {
+        let clock = self.replica.clock();
+        let start = clock.monotonic();
+        let out = f.await;
+        self.stats
+            .record(op, clock.monotonic().saturating_sub(start));
+        out
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<(), KvError> {
+        let max = self.config.key_bytes_max;
+        if key.len() > max {
+            return Err(KvError::KeyTooLarge {
+                len: key.len(),
+                max,
+            });
+        }
+        if key.is_empty() {
+            return Err(KvError::InvalidArgument("empty key".into()));
+        }
+        Ok(())
+    }
+
+    fn check_write(&self, key: &[u8], change: &Change) -> Result<(), KvError> {
+        self.check_key(key)?;
+        if let Change::Put(v) = change
+            && v.len() > self.config.value_bytes_max
+        {
+            return Err(KvError::ValueTooLarge {
+                len: v.len(),
+                max: self.config.value_bytes_max,
+            });
+        }
+        Ok(())
+    }
+
+    fn timeout(&self) -> Duration {
+        self.rpc.timeout()
+    }
+
+    /// One replica's record of `key` (this node's own read directly).
+    async fn read_from(self: Arc<Self>, id: NodeId, key: Bytes) -> Result<SiblingSet, PeerError> {
+        if id == self.id() {
+            return Ok(self.replica.read(&key)?);
+        }
+        self.rpc.read(id, key).await
+    }
+
+    /// A key's token, preference list and each replica's version.
+    pub async fn explain(self: &Arc<Self>, key: Bytes) -> Result<Explain, KvError> {
+        self.check_key(&key)?;
+        let m = &self.membership;
+        let token = token_of(&key);
+        let prefs = m.preference_list(token);
+        let now = self.replica.now_ms();
+        let reads = prefs
+            .iter()
+            .map(|&id| Arc::clone(self).read_from(id, key.clone()));
+        let answers = futures::future::join_all(reads).await;
+        let replicas = prefs
+            .iter()
+            .zip(answers)
+            .map(|(&id, answer)| {
+                let (version, siblings, tombstones) = match answer {
+                    Ok(set) => (
+                        Ok(set.vv.entries().to_vec()),
+                        set.live(now)
+                            .map(|s| {
+                                (
+                                    s.dot.actor,
+                                    s.dot.counter,
+                                    s.hlc,
+                                    s.value.as_ref().map_or(0, |v| v.len()),
+                                )
+                            })
+                            .collect(),
+                        set.siblings.iter().filter(|s| s.value.is_none()).count(),
+                    ),
+                    Err(e) => (Err(e.to_string()), Vec::new(), 0),
+                };
+                ReplicaView {
+                    node_id: id,
+                    alive: m.is_alive(id),
+                    version,
+                    siblings,
+                    tombstones,
+                }
+            })
+            .collect();
+        Ok(Explain {
+            token,
+            preference_list: prefs,
+            replicas,
+        })
+    }
+
+    /// Fan-outs of this coordinator still finishing in the background.
+    pub fn background_fanouts(&self) -> usize {
+        self.background.running()
+    }
+}

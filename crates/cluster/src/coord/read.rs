@@ -1,0 +1,109 @@
+//! A coordinated read: ask the live replicas, answer with the merge of the
+//! first that meet the level, repair the stale ones in the background.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::Coordinator;
+use crate::api::{KvError, ReadOptions, ReadResult};
+use crate::causality::SiblingSet;
+use crate::id::NodeId;
+use crate::replica::to_sibling;
+use crate::rpc::{Call, Fanout};
+use crate::store::LocalStore;
+
+impl<S: LocalStore> Coordinator<S> {
+    pub(super) async fn read(
+        self: &Arc<Self>,
+        key: Bytes,
+        opts: ReadOptions,
+    ) -> Result<ReadResult, KvError> {
+        self.check_key(&key)?;
+        let level = opts.consistency.unwrap_or(self.config.default_read);
+        // While a movement hands over, the pending ring's replicas are
+        // asked too and must meet the level as well.
+        let plan = self.planner.read(&key, level)?;
+        let now = self.replica.now_ms();
+        let to_result = |set: &SiblingSet| ReadResult {
+            siblings: set.live(now).map(to_sibling).collect(),
+            context: set.vv.clone(),
+        };
+        // One replica, and it is us: no fan-out, no repair.
+        if plan.live == [self.id()] && plan.pending.is_none() {
+            return Ok(to_result(&self.replica.read(&key)?));
+        }
+        let mut fanout = Fanout::new();
+        for &id in &plan.live {
+            fanout.push(
+                Call::replica(id),
+                Arc::clone(self).read_from(id, key.clone()),
+            );
+        }
+        if let Err(short) = fanout.wait(&plan, |_, _| None).await {
+            metrics::counter!("ringkv_unavailable_total", "op" => "read").increment(1);
+            return Err(KvError::Unavailable {
+                required: short.required,
+                answered: short.acked.len(),
+                why: short.why(),
+            });
+        }
+        let mut records: Vec<(NodeId, SiblingSet)> = fanout
+            .take_answers()
+            .into_iter()
+            .map(|(call, set)| (call.to, set))
+            .collect();
+        let mut merged = SiblingSet::default();
+        for (_, set) in &records {
+            merged.merge(set);
+        }
+        let result = to_result(&merged);
+        // The rest answer in the background; every stale replica of the
+        // current ring gets the merge (read repair). A replica of the
+        // pending ring only is left to the stream: it holds little yet, and
+        // repairing it on every read would be an unthrottled second stream.
+        let current = plan.current.prefs;
+        let me = Arc::clone(self);
+        fanout
+            .finish(&self.background, move |late| async move {
+                for (call, answer) in late {
+                    if let Ok(set) = answer {
+                        merged.merge(&set);
+                        records.push((call.to, set));
+                    }
+                }
+                records.retain(|(id, _)| current.contains(id));
+                me.read_repair(key, merged, records).await;
+            })
+            .await;
+        Ok(result)
+    }
+
+    /// Sends `merged` to every replica whose record differs from it.
+    async fn read_repair(
+        &self,
+        key: Bytes,
+        merged: SiblingSet,
+        records: Vec<(NodeId, SiblingSet)>,
+    ) {
+        let stale: Vec<NodeId> = records
+            .iter()
+            .filter(|(_, set)| *set != merged)
+            .map(|(id, _)| *id)
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        let record = Bytes::from(merged.encode());
+        for id in stale {
+            metrics::counter!("ringkv_read_repairs_total").increment(1);
+            if id == self.id() {
+                if let Err(e) = self.replica.merge_now(key.clone(), merged.clone()).await {
+                    tracing::warn!(error = %e, "local read repair failed");
+                }
+            } else if let Err(e) = self.rpc.merge(id, key.clone(), record.clone()).await {
+                tracing::debug!(node = %crate::id::display(id), error = %e, "read repair failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! A coordinated write: plan -> local apply -> send to the replicas, hints
+//! to stand-ins for the ones down -> wait for the level -> hints held here
+//! for the ones that did not answer.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::Coordinator;
+use super::plan::Plan;
+use crate::api::{KvError, WriteOptions, WriteOutcome};
+use crate::id::NodeId;
+use crate::net::BoxFut;
+use crate::replica::Change;
+use crate::ring::token_of;
+use crate::rpc::{Call, Fanout, PeerError, Requirement, Shortfall};
+use crate::store::LocalStore;
+
+impl<S: LocalStore> Coordinator<S> {
+    pub(super) async fn write(
+        self: &Arc<Self>,
+        key: Bytes,
+        change: Change,
+        opts: WriteOptions,
+    ) -> Result<WriteOutcome, KvError> {
+        self.check_write(&key, &change)?;
+        let level = opts.consistency.unwrap_or(self.config.default_write);
+        let strict = self.config.strict_quorum;
+        // Sloppy quorum: stand-ins may take the place of down replicas;
+        // with every replica down, this node coordinates as a stand-in.
+        let plan = match self.planner.write(&key, level, !strict) {
+            Err(KvError::Unavailable { why, .. }) if !strict => {
+                let current = self.planner.current_any(&key, level)?;
+                return self
+                    .write_as_stand_in(key, change, opts, &current, why)
+                    .await;
+            }
+            planned => planned?,
+        };
+        // Only a live replica of the current ring coordinates: it holds the
+        // key's versions. A replica of the pending ring only may not have
+        // them yet (it is still streaming). Anyone else forwards.
+        if !plan.current.prefs.contains(&self.id()) {
+            return self.forward_or_stand_in(key, change, opts, &plan).await;
+        }
+        let (outcome, record) = self.replica.apply_write(key.clone(), change, opts).await?;
+        let Some(record) = record else {
+            return Ok(outcome);
+        };
+        let mut fanout = Fanout::new();
+        fanout.answered(Call::replica(self.id()), ());
+        if plan.replicas.len() == 1 && plan.met(fanout.acked()) {
+            return Ok(outcome);
+        }
+        let record = Bytes::from(record.encode());
+        let mut stand_ins = Vec::new();
+        self.send_to_replicas(&mut fanout, &plan, &key, &record, &mut stand_ins);
+        let token = token_of(&key);
+        let met = fanout
+            .wait(&plan, |failed, _| {
+                // A replica that fails before the failure detector noticed
+                // gets a stand-in too (sloppy quorum), so the write need not
+                // fail for a node that just died.
+                if failed.is_direct() && !strict {
+                    let stand_in = self.stand_in(token, failed.replica, &plan.replicas, &stand_ins);
+                    if let Some(via) = stand_in {
+                        stand_ins.push(via);
+                        return Some(self.hint_call(
+                            via,
+                            failed.replica,
+                            key.clone(),
+                            record.clone(),
+                        ));
+                    }
+                }
+                self.hold_hint(failed.replica, &key, &record);
+                None
+            })
+            .await;
+        // Replicas beyond the requirement still get the write.
+        self.finish_sends(fanout, key, record).await;
+        met.map_err(|short| self.write_unavailable(short, &plan, strict))?;
+        Ok(outcome)
+    }
+
+    /// Sends the new record to every live replica but this node, and a hint
+    /// to a stand-in for each replica known down (or holds the hint here
+    /// when there is no stand-in).
+    fn send_to_replicas(
+        &self,
+        fanout: &mut Fanout<()>,
+        plan: &Plan,
+        key: &Bytes,
+        record: &Bytes,
+        stand_ins: &mut Vec<NodeId>,
+    ) {
+        for &id in plan.live.iter().filter(|&&id| id != self.id()) {
+            let rpc = self.rpc.clone();
+            let (key, record) = (key.clone(), record.clone());
+            fanout.push(Call::replica(id), async move {
+                rpc.merge(id, key, record).await
+            });
+        }
+        let token = token_of(key);
+        for &down in plan.replicas.iter().filter(|id| !plan.live.contains(id)) {
+            if self.beyond_hint_window(down) {
+                continue;
+            }
+            match self.stand_in(token, down, &plan.replicas, stand_ins) {
+                Some(via) => {
+                    stand_ins.push(via);
+                    let (call, work) = self.hint_call(via, down, key.clone(), record.clone());
+                    fanout.push(call, work);
+                }
+                None => self.hold_hint(down, key, record),
+            }
+        }
+    }
+
+    /// The sends a write no longer waits for finish in the background; a
+    /// failed one becomes a hint held here.
+    pub(super) async fn finish_sends(
+        self: &Arc<Self>,
+        fanout: Fanout<()>,
+        key: Bytes,
+        record: Bytes,
+    ) {
+        if fanout.running() == 0 {
+            return;
+        }
+        let me = Arc::clone(self);
+        fanout
+            .finish(&self.background, move |late| async move {
+                for (call, answer) in late {
+                    if answer.is_err() {
+                        me.hold_hint(call.replica, &key, &record);
+                    }
+                }
+            })
+            .await;
+    }
+
+    fn write_unavailable(&self, short: Shortfall, plan: &Plan, strict: bool) -> KvError {
+        metrics::counter!("ringkv_unavailable_total", "op" => "write").increment(1);
+        let mut why = short.why();
+        if strict && plan.replicas.len() > plan.live.len() {
+            why = format!("strict quorum: hints do not count; {why}");
+        }
+        KvError::Unavailable {
+            required: short.required,
+            answered: short.acked.len(),
+            why,
+        }
+    }
+
+    /// A call that sends a hint for `target` to the stand-in `via`; under
+    /// strict quorum it does not count.
+    pub(super) fn hint_call(
+        &self,
+        via: NodeId,
+        target: NodeId,
+        key: Bytes,
+        record: Bytes,
+    ) -> (Call, BoxFut<Result<(), PeerError>>) {
+        let call = Call {
+            to: via,
+            replica: target,
+            counts: !self.config.strict_quorum,
+        };
+        let rpc = self.rpc.clone();
+        let timeout = self.timeout();
+        let work = async move { rpc.hint(via, target, key, record, timeout).await };
+        (call, Box::pin(work))
+    }
+}

@@ -1,0 +1,248 @@
+//! Streaming: copying one token interval from its sources to its target in
+//! checksummed batches, and both ends of a stream (`StreamRead`,
+//! `StreamPush`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::pace::{Pacer, Throttle};
+use super::plan::Transfer;
+use super::{Drive, MovementError, Movements};
+use crate::api::KvError;
+use crate::causality::SiblingSet;
+use crate::id::{NodeId, display};
+use crate::net::message::{ErrorDetail, Request, Response, stream_crc};
+use crate::ring::{Token, token_of};
+use crate::store::LocalStore;
+
+/// Timeout of one stream call (a batch read or merged).
+const STREAM_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Largest stream batch a node answers, whatever is asked.
+pub const STREAM_BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Records of a stream batch: `(key, encoded record)`.
+type Entries = Vec<(Bytes, Bytes)>;
+
+impl<S: LocalStore> Movements<S> {
+    /// Copies one transfer from each of its sources to its target.
+    pub(super) async fn copy_transfer(
+        self: &Arc<Self>,
+        t: &Transfer,
+        drive: Drive,
+        throttle: &mut Throttle,
+        pacer: &mut Pacer,
+        peers: &[NodeId],
+    ) -> Result<(), MovementError> {
+        let sources = self.sources(t, drive);
+        if sources.is_empty() {
+            return Err(MovementError::NoSource {
+                lo: t.lo,
+                hi: t.hi,
+                holders: t
+                    .holders
+                    .iter()
+                    .map(|&id| display(id))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        if t.target != self.id() && !self.membership.is_alive(t.target) {
+            return Err(MovementError::TargetDown(t.target));
+        }
+        for source in sources {
+            let mut after: Option<(Token, Bytes)> = None;
+            loop {
+                if self.cancel.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(MovementError::Cancelled);
+                }
+                let (entries, more) = self.read_batch(source, t.lo, t.hi, after.clone()).await?;
+                if let Some((key, _)) = entries.last() {
+                    after = Some((token_of(key), key.clone()));
+                }
+                let keys = entries.len() as u64;
+                let bytes: u64 = entries
+                    .iter()
+                    .map(|(k, r)| (k.len() + r.len()) as u64)
+                    .sum();
+                if !entries.is_empty() {
+                    self.write_batch(t.target, entries).await?;
+                }
+                metrics::counter!("ringkv_stream_keys_total").increment(keys);
+                metrics::counter!("ringkv_stream_bytes_total").increment(bytes);
+                self.set_status(|s| {
+                    s.keys += keys;
+                    s.bytes += bytes;
+                });
+                throttle.wait(bytes).await;
+                self.pace(pacer, throttle, peers).await;
+                if !more {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One batch of `[lo, hi]` after `after`, from `source`.
+    async fn read_batch(
+        self: &Arc<Self>,
+        source: NodeId,
+        lo: Token,
+        hi: Token,
+        after: Option<(Token, Bytes)>,
+    ) -> Result<(Entries, bool), MovementError> {
+        let bytes_max = self.config.batch_bytes_max;
+        if source == self.id() {
+            return Ok(self.read_local(lo, hi, after, bytes_max).await?);
+        }
+        let req = Request::StreamRead {
+            lo,
+            hi,
+            after,
+            bytes_max,
+        };
+        let (entries, more, crc) = self
+            .rpc
+            .call_for(
+                source,
+                req,
+                STREAM_CALL_TIMEOUT,
+                Response::into_stream_batch,
+            )
+            .await
+            .map_err(|source_err| MovementError::Peer {
+                node: source,
+                source: source_err,
+            })?;
+        if stream_crc(&entries) != crc {
+            metrics::counter!("ringkv_stream_checksum_failures_total").increment(1);
+            return Err(MovementError::Checksum(source));
+        }
+        Ok((entries, more))
+    }
+
+    /// Merges a batch into `target`.
+    async fn write_batch(
+        self: &Arc<Self>,
+        target: NodeId,
+        entries: Entries,
+    ) -> Result<(), MovementError> {
+        if target == self.id() {
+            return Ok(self.merge_local(entries).await?);
+        }
+        let crc = stream_crc(&entries);
+        self.rpc
+            .call_for(
+                target,
+                Request::StreamPush { entries, crc },
+                STREAM_CALL_TIMEOUT,
+                Response::into_merged,
+            )
+            .await
+            .map_err(|source| MovementError::Peer {
+                node: target,
+                source,
+            })
+    }
+
+    /// Answers a peer's stream request (`StreamRead`, `StreamPush`).
+    pub async fn answer(self: &Arc<Self>, req: Request) -> Response {
+        match req {
+            Request::StreamRead {
+                lo,
+                hi,
+                after,
+                bytes_max,
+            } => match self.read_local(lo, hi, after, bytes_max).await {
+                Ok((entries, more)) => {
+                    let crc = stream_crc(&entries);
+                    Response::StreamBatch { entries, more, crc }
+                }
+                Err(e) => Response::from(&e),
+            },
+            Request::StreamPush { entries, crc } => {
+                if stream_crc(&entries) != crc {
+                    metrics::counter!("ringkv_stream_checksum_failures_total").increment(1);
+                    return Response::error(ErrorDetail::InvalidArgument(
+                        "streamed batch failed its checksum".into(),
+                    ));
+                }
+                match self.merge_local(entries).await {
+                    Ok(()) => Response::Merged,
+                    Err(e) => Response::from(&e),
+                }
+            }
+            other => Response::error(ErrorDetail::InvalidArgument(format!(
+                "not a stream request: {}",
+                other.kind_name()
+            ))),
+        }
+    }
+
+    /// This replica's records of `[lo, hi]` after `after`, up to about
+    /// `bytes_max` bytes; true when more follow.
+    async fn read_local(
+        self: &Arc<Self>,
+        lo: Token,
+        hi: Token,
+        after: Option<(Token, Bytes)>,
+        bytes_max: u32,
+    ) -> Result<(Entries, bool), KvError> {
+        if lo > hi {
+            return Err(KvError::InvalidArgument(format!(
+                "empty range [{lo}, {hi}]"
+            )));
+        }
+        let replica = Arc::clone(&self.replica);
+        let budget = (bytes_max as usize).clamp(1, STREAM_BATCH_BYTES_MAX);
+        crate::exec::blocking(move || {
+            let start = after.as_ref().map_or(lo, |(t, _)| (*t).max(lo));
+            let mut entries = Vec::new();
+            let mut bytes = 0usize;
+            let mut more = false;
+            replica
+                .store()
+                .scan_tokens(start, hi, true, &mut |key, record| {
+                    if let Some((t, k)) = &after
+                        && (token_of(key), key) <= (*t, k.as_ref())
+                    {
+                        return true;
+                    }
+                    if bytes >= budget {
+                        more = true;
+                        return false;
+                    }
+                    bytes += key.len() + record.len();
+                    entries.push((Bytes::copy_from_slice(key), record.clone()));
+                    true
+                })
+                .map_err(crate::replica::store_error)?;
+            Ok((entries, more))
+        })
+        .await
+        .map_err(|e| KvError::Storage(format!("stream read task failed: {e}")))?
+    }
+
+    /// Merges streamed records into this replica.
+    async fn merge_local(self: &Arc<Self>, entries: Entries) -> Result<(), KvError> {
+        let mut sets = Vec::with_capacity(entries.len());
+        for (key, record) in entries {
+            let set = SiblingSet::decode(&record).map_err(|e| {
+                KvError::InvalidArgument(format!("streamed record does not decode: {e}"))
+            })?;
+            sets.push((key, set));
+        }
+        let replica = Arc::clone(&self.replica);
+        crate::exec::blocking(move || {
+            for (key, set) in sets {
+                replica.merge(&key, &set)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| KvError::Storage(format!("stream merge task failed: {e}")))?
+    }
+}

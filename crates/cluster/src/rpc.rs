@@ -1,0 +1,613 @@
+//! Calls to peers, as the node's services make them.
+//!
+//! - [`Rpc::call`] sends one request to one node (looked up in membership)
+//!   and gives its answer or a typed [`PeerError`]; an error answer is a
+//!   [`PeerError::Refused`] carrying the peer's [`ErrorDetail`].
+//!   [`Rpc::call_for`] also checks that the answer is of the kind asked
+//!   for, with the extractors of [`Response`] (`Response::into_merged`,
+//!   ...), so no service matches answers by hand. [`Rpc::read`],
+//!   [`Rpc::merge`] and [`Rpc::hint`] are the calls of the request paths.
+//! - [`Fanout`] sends a request to a set of nodes at once and waits until
+//!   the answers meet a [`Requirement`] (a count, per data center, in each
+//!   ring while nodes move). It keeps the answers and the failures, may
+//!   start another call in place of a failed one (a stand-in for a replica
+//!   that just died), and lets the calls still running finish in the
+//!   background ([`Fanout::finish`]), at most [`BACKGROUND_FANOUTS_MAX`] at
+//!   once.
+//!
+//! Garage's `RpcHelper::try_call_many` with a quorum strategy is the model.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::Semaphore;
+
+use crate::api::KvError;
+use crate::causality::{DecodeError, SiblingSet};
+use crate::id::{NodeId, display};
+use crate::membership::Membership;
+use crate::net::message::{
+    CoordinatedOutcome, DigestList, ErrorDetail, NodeState, Request, Response,
+};
+use crate::net::{BoxFut, Peer, Transport, TransportError};
+
+/// Why a call to a peer gave no usable answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerError {
+    /// Membership knows no address for the node.
+    #[error("unknown node")]
+    UnknownNode,
+    /// The request or its answer was lost, or the peer was not reached.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The peer answered with an error.
+    #[error("{0}")]
+    Refused(RemoteError),
+    /// The peer answered with another kind of answer than the request asks.
+    #[error("unexpected answer: {0}")]
+    Unexpected(&'static str),
+    /// The peer's record does not decode.
+    #[error("bad record: {0}")]
+    BadRecord(#[from] DecodeError),
+    /// This node's own part of a fan-out failed.
+    #[error("{0}")]
+    Local(#[from] KvError),
+}
+
+/// An error answer of a peer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RemoteError {
+    /// The stable wire code.
+    pub code: String,
+    /// For people; never parsed.
+    pub message: String,
+    /// The typed error; `None` from nodes that send none (see
+    /// [`crate::net::message`], "Error answers").
+    pub detail: Option<ErrorDetail>,
+}
+
+impl PeerError {
+    /// The refusal's typed detail, when the peer refused with one.
+    pub fn detail(&self) -> Option<&ErrorDetail> {
+        match self {
+            Self::Refused(r) => r.detail.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The refusal's wire code, when the peer refused.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Refused(r) => Some(&r.code),
+            _ => None,
+        }
+    }
+
+    /// True when the request certainly never reached the peer's handler
+    /// (nothing can have been applied there).
+    pub fn not_delivered(&self) -> bool {
+        matches!(
+            self,
+            Self::UnknownNode
+                | Self::Transport(TransportError::Unreachable(_) | TransportError::Overloaded)
+        )
+    }
+}
+
+/// Calls to peers on behalf of one node.
+#[derive(Clone)]
+pub struct Rpc {
+    transport: Arc<dyn Transport>,
+    membership: Arc<Membership>,
+    timeout: Duration,
+}
+
+impl Rpc {
+    /// `timeout` is the request paths' wait for one replica.
+    pub fn new(
+        transport: Arc<dyn Transport>,
+        membership: Arc<Membership>,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            transport,
+            membership,
+            timeout,
+        }
+    }
+
+    /// The request paths' wait for one replica.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// One request to `to`; an error answer is [`PeerError::Refused`].
+    pub async fn call(
+        &self,
+        to: NodeId,
+        req: Request,
+        timeout: Duration,
+    ) -> Result<Response, PeerError> {
+        let peer = self.membership.peer(to).ok_or(PeerError::UnknownNode)?;
+        self.call_peer(&peer, req, timeout).await
+    }
+
+    /// One request to `peer` (a seed known only by its address has id 0).
+    pub async fn call_peer(
+        &self,
+        peer: &Peer,
+        req: Request,
+        timeout: Duration,
+    ) -> Result<Response, PeerError> {
+        match self.transport.call(peer, req, timeout).await? {
+            Response::Error {
+                code,
+                message,
+                detail,
+            } => Err(PeerError::Refused(RemoteError {
+                code,
+                message,
+                detail,
+            })),
+            answer => Ok(answer),
+        }
+    }
+
+    /// One request to `to` whose answer `pick` takes apart; an answer of
+    /// another kind is [`PeerError::Unexpected`].
+    pub async fn call_for<T>(
+        &self,
+        to: NodeId,
+        req: Request,
+        timeout: Duration,
+        pick: fn(Response) -> Result<T, Response>,
+    ) -> Result<T, PeerError> {
+        let answer = self.call(to, req, timeout).await?;
+        pick(answer).map_err(|other| PeerError::Unexpected(other.kind_name()))
+    }
+
+    /// A replica's record of `key` (empty when it has none).
+    pub async fn read(&self, to: NodeId, key: Bytes) -> Result<SiblingSet, PeerError> {
+        match self.read_raw(to, key, self.timeout).await? {
+            None => Ok(SiblingSet::default()),
+            Some(bytes) => Ok(SiblingSet::decode(&bytes)?),
+        }
+    }
+
+    /// A replica's record of `key` as stored, not decoded.
+    pub async fn read_raw(
+        &self,
+        to: NodeId,
+        key: Bytes,
+        timeout: Duration,
+    ) -> Result<Option<Bytes>, PeerError> {
+        self.call_for(to, Request::Read { key }, timeout, Response::into_record)
+            .await
+    }
+
+    /// Merges `record` into a replica's own record of `key`.
+    pub async fn merge(&self, to: NodeId, key: Bytes, record: Bytes) -> Result<(), PeerError> {
+        self.merge_within(to, key, record, self.timeout).await
+    }
+
+    /// [`Rpc::merge`] with its own timeout.
+    pub async fn merge_within(
+        &self,
+        to: NodeId,
+        key: Bytes,
+        record: Bytes,
+        timeout: Duration,
+    ) -> Result<(), PeerError> {
+        let req = Request::Merge { key, record };
+        self.call_for(to, req, timeout, Response::into_merged).await
+    }
+
+    /// Asks `via` to hold `record` of `key` for `target` (hinted handoff).
+    pub async fn hint(
+        &self,
+        via: NodeId,
+        target: NodeId,
+        key: Bytes,
+        record: Bytes,
+        timeout: Duration,
+    ) -> Result<(), PeerError> {
+        let req = Request::Hint {
+            target,
+            key,
+            record,
+        };
+        self.call_for(via, req, timeout, Response::into_merged)
+            .await
+    }
+
+    /// A round trip to `to`.
+    pub async fn ping(&self, to: NodeId, timeout: Duration) -> Result<(), PeerError> {
+        self.call_for(to, Request::Ping, timeout, Response::into_pong)
+            .await
+    }
+}
+
+impl Response {
+    pub fn into_pong(self) -> Result<(), Self> {
+        match self {
+            Self::Pong => Ok(()),
+            other => Err(other),
+        }
+    }
+
+    pub fn into_merged(self) -> Result<(), Self> {
+        match self {
+            Self::Merged => Ok(()),
+            other => Err(other),
+        }
+    }
+
+    pub fn into_record(self) -> Result<Option<Bytes>, Self> {
+        match self {
+            Self::Record(r) => Ok(r),
+            other => Err(other),
+        }
+    }
+
+    pub fn into_gossip(self) -> Result<Vec<NodeState>, Self> {
+        match self {
+            Self::Gossip { states } => Ok(states),
+            other => Err(other),
+        }
+    }
+
+    pub fn into_coordinated(self) -> Result<CoordinatedOutcome, Self> {
+        match self {
+            Self::Coordinated(out) => Ok(out),
+            other => Err(other),
+        }
+    }
+
+    /// `(entries, more, crc)` of a stream batch.
+    #[allow(clippy::type_complexity)]
+    pub fn into_stream_batch(self) -> Result<(Vec<(Bytes, Bytes)>, bool, u32), Self> {
+        match self {
+            Self::StreamBatch { entries, more, crc } => Ok((entries, more, crc)),
+            other => Err(other),
+        }
+    }
+
+    /// `(keys, root, children)` of a Merkle answer.
+    pub fn into_merkle_nodes(self) -> Result<(u64, u64, Vec<u64>), Self> {
+        match self {
+            Self::MerkleNodes {
+                keys,
+                root,
+                children,
+            } => Ok((keys, root, children)),
+            other => Err(other),
+        }
+    }
+
+    pub fn into_range_digests(self) -> Result<Vec<DigestList>, Self> {
+        match self {
+            Self::RangeDigests { ranges } => Ok(ranges),
+            other => Err(other),
+        }
+    }
+}
+
+/// What a fan-out waits for.
+pub trait Requirement {
+    /// True when the nodes in `acked` meet it.
+    fn met(&self, acked: &[NodeId]) -> bool;
+    /// How many answers it needs, for errors.
+    fn required(&self) -> usize;
+}
+
+/// Every node of a list.
+pub struct All(pub Vec<NodeId>);
+
+impl Requirement for All {
+    fn met(&self, acked: &[NodeId]) -> bool {
+        self.0.iter().all(|id| acked.contains(id))
+    }
+
+    fn required(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// One call of a fan-out: the node called, the replica it is made for (a
+/// stand-in holds a hint for another replica), and whether its answer
+/// counts as that replica's (a hint under strict quorum does not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Call {
+    pub to: NodeId,
+    pub replica: NodeId,
+    pub counts: bool,
+}
+
+impl Call {
+    /// A call to a replica, counting for itself.
+    pub fn replica(id: NodeId) -> Self {
+        Self {
+            to: id,
+            replica: id,
+            counts: true,
+        }
+    }
+
+    /// True for a call to the replica itself (not to a stand-in).
+    pub fn is_direct(&self) -> bool {
+        self.to == self.replica
+    }
+}
+
+/// A call's outcome.
+pub type Answer<T> = (Call, Result<T, PeerError>);
+
+/// Why a fan-out did not meet its requirement.
+#[derive(Debug, Clone)]
+pub struct Shortfall {
+    pub required: usize,
+    /// The nodes whose answers counted.
+    pub acked: Vec<NodeId>,
+    pub failures: Vec<(Call, PeerError)>,
+}
+
+impl Shortfall {
+    /// The failures, one `node: why` each.
+    pub fn why(&self) -> String {
+        self.failures
+            .iter()
+            .map(|(call, e)| format!("{}: {e}", display(call.to)))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// Fan-outs finishing in the background at once, at most; one more waits
+/// for a slot, which slows down the request that hands it over.
+pub const BACKGROUND_FANOUTS_MAX: usize = 1024;
+
+/// Where fan-outs finish once their request no longer waits for them.
+#[derive(Clone)]
+pub struct Background {
+    slots: Arc<Semaphore>,
+}
+
+impl Default for Background {
+    fn default() -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(BACKGROUND_FANOUTS_MAX)),
+        }
+    }
+}
+
+impl Background {
+    /// Runs `work` in a task once a slot is free.
+    pub async fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
+        let Ok(slot) = Arc::clone(&self.slots).acquire_owned().await else {
+            // Never closed: run it here rather than lose it.
+            work.await;
+            return;
+        };
+        tokio::spawn(async move {
+            work.await;
+            drop(slot);
+        });
+    }
+
+    /// Fan-outs finishing now.
+    pub fn running(&self) -> usize {
+        BACKGROUND_FANOUTS_MAX - self.slots.available_permits()
+    }
+}
+
+/// A request sent to several nodes at once.
+pub struct Fanout<T> {
+    calls: FuturesUnordered<BoxFut<Answer<T>>>,
+    acked: Vec<NodeId>,
+    answers: Vec<(Call, T)>,
+    failures: Vec<(Call, PeerError)>,
+}
+
+impl<T: Send + 'static> Default for Fanout<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Send + 'static> Fanout<T> {
+    pub fn new() -> Self {
+        Self {
+            calls: FuturesUnordered::new(),
+            acked: Vec::new(),
+            answers: Vec::new(),
+            failures: Vec::new(),
+        }
+    }
+
+    /// Starts `call`.
+    pub fn push(
+        &mut self,
+        call: Call,
+        work: impl Future<Output = Result<T, PeerError>> + Send + 'static,
+    ) {
+        self.calls.push(Box::pin(async move { (call, work.await) }));
+    }
+
+    /// Counts an answer given without a call (this node's own).
+    pub fn answered(&mut self, call: Call, value: T) {
+        self.take(call, Ok(value));
+    }
+
+    /// Calls still running.
+    pub fn running(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// The nodes whose answers counted so far.
+    pub fn acked(&self) -> &[NodeId] {
+        &self.acked
+    }
+
+    /// The answers so far.
+    pub fn answers(&self) -> &[(Call, T)] {
+        &self.answers
+    }
+
+    /// Takes the answers so far.
+    pub fn take_answers(&mut self) -> Vec<(Call, T)> {
+        std::mem::take(&mut self.answers)
+    }
+
+    fn take(&mut self, call: Call, result: Result<T, PeerError>) {
+        match result {
+            Ok(value) => {
+                if call.counts && !self.acked.contains(&call.replica) {
+                    self.acked.push(call.replica);
+                }
+                self.answers.push((call, value));
+            }
+            Err(e) => self.failures.push((call, e)),
+        }
+    }
+
+    /// Waits until the answers meet `req`, or no call is left. A failed
+    /// call is offered to `replace`, which may start another in its place.
+    pub async fn wait(
+        &mut self,
+        req: &impl Requirement,
+        mut replace: impl FnMut(Call, &PeerError) -> Option<(Call, BoxFut<Result<T, PeerError>>)>,
+    ) -> Result<(), Shortfall> {
+        while !req.met(&self.acked) {
+            let Some((call, result)) = self.calls.next().await else {
+                return Err(Shortfall {
+                    required: req.required(),
+                    acked: self.acked.clone(),
+                    failures: self.failures.clone(),
+                });
+            };
+            if let Err(e) = &result
+                && let Some((next, work)) = replace(call, e)
+            {
+                self.push(next, work);
+            }
+            self.take(call, result);
+        }
+        Ok(())
+    }
+
+    /// Lets the calls still running finish in a background task, then
+    /// hands every late outcome to `then` (in that task, even when no call
+    /// was left).
+    pub async fn finish<F>(
+        mut self,
+        background: &Background,
+        then: impl FnOnce(Vec<Answer<T>>) -> F + Send + 'static,
+    ) where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        background
+            .spawn(async move {
+                let mut late = Vec::with_capacity(self.calls.len());
+                while let Some(answer) = self.calls.next().await {
+                    late.push(answer);
+                }
+                then(late).await;
+            })
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct AtLeast(usize);
+
+    impl Requirement for AtLeast {
+        fn met(&self, acked: &[NodeId]) -> bool {
+            acked.len() >= self.0
+        }
+        fn required(&self) -> usize {
+            self.0
+        }
+    }
+
+    async fn after(ms: u64, r: Result<u64, PeerError>) -> Result<u64, PeerError> {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        r
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fanout_answers_at_its_requirement_and_finishes_the_rest_later() {
+        let mut f = Fanout::new();
+        f.answered(Call::replica(1), 10);
+        f.push(Call::replica(2), after(5, Ok(20)));
+        f.push(Call::replica(3), after(50, Ok(30)));
+        let started = tokio::time::Instant::now();
+        f.wait(&AtLeast(2), |_, _| None).await.expect("met");
+        assert_eq!(started.elapsed(), Duration::from_millis(5));
+        assert_eq!(f.acked(), &[1, 2]);
+        assert_eq!(f.running(), 1);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        f.finish(&Background::default(), move |late| async move {
+            let _ = tx.send(late);
+        })
+        .await;
+        let late = rx.await.expect("late answers");
+        assert_eq!(late.len(), 1);
+        assert_eq!(late[0].0, Call::replica(3));
+        assert_eq!(late[0].1, Ok(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_call_may_be_replaced_and_the_replacement_counts_for_the_replica() {
+        let mut f: Fanout<u64> = Fanout::new();
+        f.push(
+            Call::replica(2),
+            after(1, Err(PeerError::Transport(TransportError::Closed))),
+        );
+        f.push(Call::replica(3), after(2, Ok(3)));
+        f.wait(&AtLeast(2), |call, _| {
+            let stand_in = Call { to: 9, ..call };
+            Some((stand_in, Box::pin(after(1, Ok(9))) as BoxFut<_>))
+        })
+        .await
+        .expect("met through the stand-in");
+        let mut acked = f.acked().to_vec();
+        acked.sort_unstable();
+        assert_eq!(acked, vec![2, 3]);
+        assert!(f.answers().iter().any(|(c, v)| c.to == 9 && *v == 9));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fanout_short_of_its_requirement_says_who_failed_and_why() {
+        let mut f: Fanout<u64> = Fanout::new();
+        f.answered(Call::replica(1), 1);
+        f.push(Call::replica(2), after(1, Err(PeerError::UnknownNode)));
+        // A call that counts for nobody does not help.
+        f.push(
+            Call {
+                counts: false,
+                ..Call::replica(3)
+            },
+            after(1, Ok(3)),
+        );
+        let short = f.wait(&AtLeast(2), |_, _| None).await.expect_err("short");
+        assert_eq!(short.required, 2);
+        assert_eq!(short.acked, vec![1]);
+        assert_eq!(short.why(), format!("{}: unknown node", display(2)));
+    }
+
+    #[test]
+    fn all_needs_every_node() {
+        let all = All(vec![1, 2, 3]);
+        assert!(!all.met(&[1, 3]));
+        assert!(all.met(&[3, 2, 1, 7]));
+        assert_eq!(all.required(), 3);
+    }
+}
