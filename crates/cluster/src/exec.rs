@@ -1,4 +1,4 @@
-//! Where a node's blocking work runs.
+//! Where a node's blocking work runs, and how its background loops tick.
 //!
 //! Storage scans, fsynced writes and token allocation block a thread. On a
 //! real node they go to tokio's blocking pool, off the executor. A
@@ -8,6 +8,7 @@
 //! calling thread ([`run_blocking_inline`]).
 
 use std::cell::Cell;
+use std::time::Duration;
 
 thread_local! {
     static INLINE: Cell<bool> = const { Cell::new(false) };
@@ -38,6 +39,30 @@ where
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| BlockingError(e.to_string()))
+}
+
+/// Runs `tick` every `interval` (a late tick waits, none is skipped) until
+/// `shutdown` resolves. The background loops of a node.
+pub async fn every<F, Fut>(
+    interval: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+    mut tick: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            // Shutdown first, and a fixed order: a simulation replays.
+            biased;
+            _ = &mut shutdown => return,
+            _ = ticker.tick() => {}
+        }
+        tick().await;
+    }
 }
 
 #[cfg(test)]

@@ -228,53 +228,9 @@ impl<S: LocalStore> LocalReplica<S> {
         } else {
             None
         };
-        let not_written = |applied| {
-            Ok((
-                WriteOutcome {
-                    applied,
-                    previous: previous.clone(),
-                },
-                None,
-            ))
-        };
-        let (value, expires_at_ms) = match change {
-            Change::Put(value) => {
-                let met = match opts.condition {
-                    Condition::Always => true,
-                    Condition::IfAbsent => before.is_none(),
-                    Condition::IfPresent => before.is_some(),
-                };
-                if !met {
-                    return not_written(false);
-                }
-                let exp = match opts.expiry {
-                    Expiry::Never => None,
-                    Expiry::At(t) => Some(t),
-                    Expiry::Keep => before.as_ref().and_then(|b| b.expires_at_ms),
-                };
-                (Some(value), exp)
-            }
-            Change::Delete => {
-                // Deleting what this replica does not see writes nothing
-                // unless the client names what it deletes (a context).
-                if before.is_none() && opts.context.is_none() {
-                    return not_written(false);
-                }
-                (None, None)
-            }
-            Change::Expiry(expiry) => {
-                let Some(current) = before.clone() else {
-                    return not_written(false);
-                };
-                match expiry {
-                    Expiry::Keep => return not_written(true),
-                    Expiry::Never if current.expires_at_ms.is_none() => return not_written(true),
-                    Expiry::Never => (Some(current.value), None),
-                    // An expiry in the past deletes the key, as in Redis.
-                    Expiry::At(t) if t <= now => (None, None),
-                    Expiry::At(t) => (Some(current.value), Some(t)),
-                }
-            }
+        let (value, expires_at_ms) = match new_sibling(change, opts, before.as_ref(), now) {
+            Ok(written) => written,
+            Err(applied) => return Ok((WriteOutcome { applied, previous }, None)),
         };
         let deleted = value.is_none();
         let context = opts.context.clone().unwrap_or_else(|| set.vv.clone());
@@ -284,6 +240,7 @@ impl<S: LocalStore> LocalReplica<S> {
         // or no longer holds.
         let floor = self.dot_floor.load(Ordering::Relaxed);
         let dot = set.update_above(&context, self.id, floor, hlc, value, expires_at_ms);
+        debug_assert!(dot.counter > floor, "a dot above the floor");
         self.dot_floor.fetch_max(dot.counter, Ordering::Relaxed);
         if store {
             self.bound_and_store(key, &mut set, LogWrite::Buffered)?;
@@ -387,6 +344,57 @@ impl<S: LocalStore> LocalReplica<S> {
             tracing::warn!(corrupt, "records failed to decode while counting keys");
         }
         Ok(live)
+    }
+}
+
+/// The value and expiry of the sibling a write adds, given the live value
+/// it replaces (`before`, as the resolver picks it), or `Err(applied)` when
+/// the write adds nothing (a condition not met, nothing to delete, an expiry
+/// that changes nothing).
+fn new_sibling(
+    change: Change,
+    opts: &WriteOptions,
+    before: Option<&Sibling>,
+    now: u64,
+) -> Result<(Option<Bytes>, Option<u64>), bool> {
+    match change {
+        Change::Put(value) => {
+            let met = match opts.condition {
+                Condition::Always => true,
+                Condition::IfAbsent => before.is_none(),
+                Condition::IfPresent => before.is_some(),
+            };
+            if !met {
+                return Err(false);
+            }
+            let exp = match opts.expiry {
+                Expiry::Never => None,
+                Expiry::At(t) => Some(t),
+                Expiry::Keep => before.and_then(|b| b.expires_at_ms),
+            };
+            Ok((Some(value), exp))
+        }
+        Change::Delete => {
+            // Deleting what this replica does not see writes nothing
+            // unless the client names what it deletes (a context).
+            if before.is_none() && opts.context.is_none() {
+                return Err(false);
+            }
+            Ok((None, None))
+        }
+        Change::Expiry(expiry) => {
+            let Some(current) = before else {
+                return Err(false);
+            };
+            match expiry {
+                Expiry::Keep => Err(true),
+                Expiry::Never if current.expires_at_ms.is_none() => Err(true),
+                Expiry::Never => Ok((Some(current.value.clone()), None)),
+                // An expiry in the past deletes the key, as in Redis.
+                Expiry::At(t) if t <= now => Ok((None, None)),
+                Expiry::At(t) => Ok((Some(current.value.clone()), Some(t))),
+            }
+        }
     }
 }
 

@@ -42,11 +42,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::api::{Expiry, Explain, KvError, ReadOptions, ReadResult, ReplicaView, WriteOptions};
+use crate::api::{
+    Consistency, Expiry, Explain, KvError, ReadOptions, ReadResult, ReplicaView, WriteOptions,
+};
 use crate::causality::SiblingSet;
 use crate::id::NodeId;
 use crate::membership::Membership;
-use crate::node::NodeConfig;
 use crate::repair::hints::HintStore;
 use crate::replica::{Change, LocalReplica};
 use crate::ring::token_of;
@@ -57,6 +58,20 @@ use forward::Forwards;
 use plan::Planner;
 use stats::{OpKind, OpStats};
 
+/// The coordinator's settings (from the node's, see
+/// [`crate::node::NodeConfig`]).
+#[derive(Debug, Clone)]
+pub struct CoordConfig {
+    /// Largest key accepted, in bytes.
+    pub key_bytes_max: usize,
+    /// Largest value accepted, in bytes.
+    pub value_bytes_max: usize,
+    pub default_read: Consistency,
+    pub default_write: Consistency,
+    /// Hints held by stand-ins do not count towards W.
+    pub strict_quorum: bool,
+}
+
 /// What the coordinator works with: this node's replica, its view of the
 /// cluster, calls to peers, and the hints it holds.
 pub struct Coordinator<S> {
@@ -65,7 +80,7 @@ pub struct Coordinator<S> {
     planner: Planner,
     rpc: Rpc,
     hints: Arc<HintStore>,
-    config: NodeConfig,
+    config: CoordConfig,
     stats: Arc<OpStats>,
     forwards: Forwards,
     background: Background,
@@ -77,7 +92,7 @@ impl<S: LocalStore> Coordinator<S> {
         membership: Arc<Membership>,
         rpc: Rpc,
         hints: Arc<HintStore>,
-        config: NodeConfig,
+        config: CoordConfig,
         stats: Arc<OpStats>,
     ) -> Arc<Self> {
         let generation = replica.now_ms();

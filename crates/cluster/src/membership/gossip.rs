@@ -56,7 +56,7 @@ impl Gossip {
     pub async fn run(self, seeds: Vec<String>, shutdown: impl std::future::Future<Output = ()>) {
         let interval = Duration::from_millis(self.membership.config().gossip_interval_ms);
         let mut round: u64 = 0;
-        crate::node::every(interval, shutdown, || {
+        crate::exec::every(interval, shutdown, || {
             round += 1;
             self.round(&seeds, round)
         })

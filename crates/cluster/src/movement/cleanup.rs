@@ -96,7 +96,7 @@ impl<S: LocalStore> Movements<S> {
     /// resolves.
     pub async fn run_cleanup(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         let interval = Duration::from_millis((self.config.cleanup_delay_ms / 4).clamp(100, 10_000));
-        crate::node::every(interval, shutdown, || async {
+        crate::exec::every(interval, shutdown, || async {
             if let Err(e) = self.cleanup_once().await {
                 tracing::warn!(error = %e, "cleanup failed");
             }

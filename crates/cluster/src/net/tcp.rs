@@ -325,6 +325,43 @@ pub async fn serve_tcp(
     }
 }
 
+type Reader = FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>;
+type Writer = FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>;
+
+/// The server's side of the hello: the peer's must name this cluster;
+/// returns the peer's node id once this node's hello is sent.
+async fn accept_hello(
+    reader: &mut Reader,
+    writer: &mut Writer,
+    self_id: u64,
+    config: &TransportConfig,
+) -> Result<u64, TransportError> {
+    let protocol = |e: &dyn std::fmt::Display| TransportError::Protocol(e.to_string());
+    let first = tokio::time::timeout(
+        Duration::from_millis(config.hello_timeout_ms),
+        reader.next(),
+    )
+    .await
+    .map_err(|_| TransportError::Timeout)?
+    .ok_or(TransportError::Closed)?
+    .map_err(|e| protocol(&e))?;
+    let (kind, _, body) = message::decode_header(first.freeze()).map_err(|e| protocol(&e))?;
+    let hello: Hello = message::decode_body(&body).map_err(|e| protocol(&e))?;
+    if kind != Kind::Hello || hello.cluster != config.cluster {
+        return Err(TransportError::Protocol(format!(
+            "peer of cluster {:?} refused",
+            hello.cluster
+        )));
+    }
+    let ours = Hello {
+        cluster: config.cluster.clone(),
+        node_id: self_id,
+    };
+    let frame = message::encode(Kind::Hello, 0, &ours).map_err(|e| protocol(&e))?;
+    writer.send(frame).await.map_err(|e| protocol(&e))?;
+    Ok(hello.node_id)
+}
+
 async fn serve_conn(
     stream: TcpStream,
     self_id: u64,
@@ -335,35 +372,7 @@ async fn serve_conn(
     let (r, w) = stream.into_split();
     let mut reader = FramedRead::new(r, codec(config.frame_bytes_max));
     let mut writer = FramedWrite::new(w, codec(config.frame_bytes_max));
-    let first = tokio::time::timeout(
-        Duration::from_millis(config.hello_timeout_ms),
-        reader.next(),
-    )
-    .await
-    .map_err(|_| TransportError::Timeout)?
-    .ok_or(TransportError::Closed)?
-    .map_err(|e| TransportError::Protocol(e.to_string()))?;
-    let (kind, _, body) = message::decode_header(first.freeze())
-        .map_err(|e| TransportError::Protocol(e.to_string()))?;
-    let hello: Hello =
-        message::decode_body(&body).map_err(|e| TransportError::Protocol(e.to_string()))?;
-    if kind != Kind::Hello || hello.cluster != config.cluster {
-        return Err(TransportError::Protocol(format!(
-            "peer of cluster {:?} refused",
-            hello.cluster
-        )));
-    }
-    let from = hello.node_id;
-    let ours = Hello {
-        cluster: config.cluster.clone(),
-        node_id: self_id,
-    };
-    let frame = message::encode(Kind::Hello, 0, &ours)
-        .map_err(|e| TransportError::Protocol(e.to_string()))?;
-    writer
-        .send(frame)
-        .await
-        .map_err(|e| TransportError::Protocol(e.to_string()))?;
+    let from = accept_hello(&mut reader, &mut writer, self_id, config).await?;
 
     let (tx, rx) = mpsc::channel::<Bytes>(config.inflight_per_connection_max);
     let replier = Arc::clone(&handler);

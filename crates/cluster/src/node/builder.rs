@@ -28,8 +28,8 @@ use tokio::task::JoinHandle;
 
 use super::{Node, NodeConfig, Services};
 use crate::causality::purge::prune_departed;
-use crate::coord::Coordinator;
 use crate::coord::stats::OpStats;
+use crate::coord::{CoordConfig, Coordinator};
 use crate::id::{NodeId, display};
 use crate::membership::Membership;
 use crate::membership::gossip::{Gossip, LoadSource};
@@ -270,7 +270,13 @@ impl<S: LocalStore> NodeBuilder<S> {
             Arc::clone(&membership),
             rpc.clone(),
             Arc::clone(&hint_store),
-            config.clone(),
+            CoordConfig {
+                key_bytes_max: config.key_bytes_max,
+                value_bytes_max: config.value_bytes_max,
+                default_read: config.default_read,
+                default_write: config.default_write,
+                strict_quorum: config.strict_quorum,
+            },
             Arc::clone(&stats),
         );
         let gossip = Gossip::new(

@@ -23,7 +23,6 @@ pub mod storage;
 mod tests;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -188,30 +187,6 @@ impl<S: LocalStore> Node<S> {
         self.store()
             .flush_buffered()
             .map_err(|e| KvError::Storage(format!("log write failed: {e}")))
-    }
-}
-
-/// Runs `tick` every `interval` (a late tick waits, none is skipped) until
-/// `shutdown` resolves. The background loops of a node.
-pub(crate) async fn every<F, Fut>(
-    interval: Duration,
-    shutdown: impl std::future::Future<Output = ()>,
-    mut tick: F,
-) where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            // Shutdown first, and a fixed order: a simulation replays.
-            biased;
-            _ = &mut shutdown => return,
-            _ = ticker.tick() => {}
-        }
-        tick().await;
     }
 }
 

@@ -77,7 +77,30 @@ impl<S: LocalStore> AntiEntropy<S> {
             report.in_sync = true;
             return Ok(());
         }
-        // Descend through the nodes that differ only.
+        let differing = self
+            .differing_leaves(peer, range, &tree, depth, report)
+            .await?;
+        report.leaves_differing = differing.len() as u64;
+        let leaves: Vec<TokenRange> = differing
+            .iter()
+            .filter_map(|&i| range.slice(depth, i))
+            .collect();
+        for batch in leaves.chunks(DIGEST_RANGES_MAX) {
+            self.repair_leaves(peer, batch, report).await?;
+        }
+        Ok(())
+    }
+
+    /// Descends the trees through the nodes that differ only; returns the
+    /// differing leaves (indexes at `depth`).
+    async fn differing_leaves(
+        self: &Arc<Self>,
+        peer: &Peer,
+        range: TokenRange,
+        tree: &MerkleTree,
+        depth: u8,
+        report: &mut SyncReport,
+    ) -> Result<Vec<u32>, SyncError> {
         let mut differing: Vec<u32> = vec![0];
         for level in 0..depth {
             let mut next = Vec::new();
@@ -114,43 +137,46 @@ impl<S: LocalStore> AntiEntropy<S> {
             }
             differing = next;
         }
-        report.leaves_differing = differing.len() as u64;
-        let leaves: Vec<TokenRange> = differing
+        Ok(differing)
+    }
+
+    /// Exchanges the keys that differ in one batch of differing leaves.
+    async fn repair_leaves(
+        self: &Arc<Self>,
+        peer: &Peer,
+        batch: &[TokenRange],
+        report: &mut SyncReport,
+    ) -> Result<(), SyncError> {
+        let theirs = self.peer_digests(peer, batch, report).await?;
+        let mine = self.local_digests(batch.to_vec()).await?;
+        let mut keys: Vec<(Bytes, Option<u64>)> = mine
             .iter()
-            .filter_map(|&i| range.slice(depth, i))
+            .filter(|(k, d)| theirs.get(*k) != Some(*d))
+            .map(|(k, _)| (k.clone(), theirs.get(k).copied()))
             .collect();
-        for batch in leaves.chunks(DIGEST_RANGES_MAX) {
-            let theirs = self.peer_digests(peer, batch, report).await?;
-            let mine = self.local_digests(batch.to_vec()).await?;
-            let mut keys: Vec<(Bytes, Option<u64>)> = mine
+        keys.extend(
+            theirs
                 .iter()
-                .filter(|(k, d)| theirs.get(*k) != Some(*d))
-                .map(|(k, _)| (k.clone(), theirs.get(k).copied()))
-                .collect();
-            keys.extend(
-                theirs
-                    .iter()
-                    .filter(|(k, _)| !mine.contains_key(*k))
-                    .map(|(k, d)| (k.clone(), Some(*d))),
-            );
-            report.keys_differing += keys.len() as u64;
-            let mut repairs = futures::stream::iter(keys)
-                .map(|(key, their_digest)| self.repair_key(peer, key, their_digest))
-                .buffer_unordered(REPAIR_INFLIGHT_MAX);
-            let mut first_error = None;
-            while let Some(outcome) = repairs.next().await {
-                report.bytes_sent += outcome.bytes_sent;
-                report.bytes_received += outcome.bytes_received;
-                if outcome.changed {
-                    report.keys_repaired += 1;
-                }
-                if let Some(e) = outcome.error {
-                    first_error.get_or_insert(e);
-                }
+                .filter(|(k, _)| !mine.contains_key(*k))
+                .map(|(k, d)| (k.clone(), Some(*d))),
+        );
+        report.keys_differing += keys.len() as u64;
+        let mut repairs = futures::stream::iter(keys)
+            .map(|(key, their_digest)| self.repair_key(peer, key, their_digest))
+            .buffer_unordered(REPAIR_INFLIGHT_MAX);
+        let mut first_error = None;
+        while let Some(outcome) = repairs.next().await {
+            report.bytes_sent += outcome.bytes_sent;
+            report.bytes_received += outcome.bytes_received;
+            if outcome.changed {
+                report.keys_repaired += 1;
             }
-            if let Some(e) = first_error {
-                return Err(e);
+            if let Some(e) = outcome.error {
+                first_error.get_or_insert(e);
             }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
         }
         Ok(())
     }

@@ -87,7 +87,7 @@ impl<S: LocalStore> Hints<S> {
     /// Replays held hints to their owners until `shutdown` resolves.
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         let interval = self.replay_interval.max(Duration::from_millis(1));
-        crate::node::every(interval, shutdown, || async {
+        crate::exec::every(interval, shutdown, || async {
             self.replay_once().await;
         })
         .await;
