@@ -385,7 +385,7 @@ pub enum MovementPhase {
     /// Streaming done; reads consult both rings for a settle period.
     HandingOver,
     /// A leaving node gives the hints it holds to a peer.
-    HandingOffHints,
+    PassingOnHints,
     Done,
     Cancelled,
     Failed,
@@ -398,7 +398,7 @@ impl MovementPhase {
             Self::Settling => "settling",
             Self::Streaming => "streaming",
             Self::HandingOver => "handing over",
-            Self::HandingOffHints => "handing off hints",
+            Self::PassingOnHints => "passing on hints",
             Self::Done => "done",
             Self::Cancelled => "cancelled",
             Self::Failed => "failed",
@@ -542,11 +542,11 @@ pub trait Kv: Send + Sync + 'static {
     /// acknowledged write, and any value a read returned, must survive a
     /// crash of the process. An error means they may not: send none of the
     /// replies (close the connection).
-    fn flush_writes(&self) -> Result<(), KvError> {
+    fn release_writes(&self) -> Result<(), KvError> {
         Ok(())
     }
 
-    /// True while writes wait for [`Kv::flush_writes`] (cheap).
+    /// True while writes wait for [`Kv::release_writes`] (cheap).
     fn writes_buffered(&self) -> bool {
         false
     }

@@ -38,7 +38,7 @@ const KEY_LOCK_STRIPES: usize = 1024;
 
 /// When a replica's write reaches the log: handed to the OS before the
 /// call returns (`Now`), or left in the log buffer until the store's next
-/// [`LocalStore::flush_buffered`] (`Buffered`). The request paths buffer,
+/// [`LocalStore::release_buffered`] (`Buffered`). The request paths buffer,
 /// because their replies wait for that write of the buffer, so a batch of
 /// writes costs one system call; background work writes now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,8 +168,8 @@ impl<S: LocalStore> LocalReplica<S> {
         self.bound(set);
         let record = set.encode();
         match log {
-            LogWrite::Now => self.store.put(key, &record, set.record_expiry()),
-            LogWrite::Buffered => self.store.put_buffered(key, &record, set.record_expiry()),
+            LogWrite::Now => self.store.put(key, &record),
+            LogWrite::Buffered => self.store.put_buffered(key, &record),
         }
         .map_err(store_error)
     }

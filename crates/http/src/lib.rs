@@ -264,7 +264,7 @@ async fn get_key<K: Kv>(
     };
     let result = state.kv.get(key, opts).await?;
     // What the read returned reaches the OS before the answer leaves.
-    state.kv.flush_writes()?;
+    state.kv.release_writes()?;
     let mut headers = HeaderMap::new();
     if let Some(v) = context_header(&result.context) {
         headers.insert(CONTEXT_HEADER, v);
@@ -363,7 +363,7 @@ async fn put_key<K: Kv>(
         ..WriteOptions::default()
     };
     state.kv.put(key, body, opts).await?;
-    state.kv.flush_writes()?;
+    state.kv.release_writes()?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -380,7 +380,7 @@ async fn delete_key<K: Kv>(
         ..WriteOptions::default()
     };
     state.kv.delete(key, opts).await?;
-    state.kv.flush_writes()?;
+    state.kv.release_writes()?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -623,52 +623,6 @@ async fn metrics_text<K: Kv>(State(state): State<AppState<K>>) -> Response {
 mod tests {
     use super::*;
 
-    /// A map of records: enough storage for a one-node cluster.
-    #[derive(Default)]
-    struct Records(parking_lot::Mutex<std::collections::BTreeMap<Vec<u8>, bytes::Bytes>>);
-
-    impl ringkv_cluster::LocalStore for Records {
-        fn get(&self, key: &[u8]) -> Result<Option<bytes::Bytes>, ringkv_cluster::StoreError> {
-            Ok(self.0.lock().get(key).cloned())
-        }
-        fn put(
-            &self,
-            key: &[u8],
-            record: &[u8],
-            _: Option<u64>,
-        ) -> Result<(), ringkv_cluster::StoreError> {
-            self.0
-                .lock()
-                .insert(key.to_vec(), bytes::Bytes::copy_from_slice(record));
-            Ok(())
-        }
-        fn remove(&self, key: &[u8]) -> Result<(), ringkv_cluster::StoreError> {
-            self.0.lock().remove(key);
-            Ok(())
-        }
-        fn scan_tokens(
-            &self,
-            _: u64,
-            _: u64,
-            _: bool,
-            _: &mut dyn FnMut(&[u8], &bytes::Bytes) -> bool,
-        ) -> Result<(), ringkv_cluster::StoreError> {
-            Ok(())
-        }
-        fn stats(&self) -> Vec<(String, u64)> {
-            Vec::new()
-        }
-        fn keys_estimate(&self) -> u64 {
-            0
-        }
-        fn flush(&self) -> Result<(), ringkv_cluster::StoreError> {
-            Ok(())
-        }
-        fn blocking_writes(&self) -> bool {
-            false
-        }
-    }
-
     async fn call(app: &Router, method: &str) -> (StatusCode, serde_json::Value) {
         use http_body_util::BodyExt;
         use tower::ServiceExt;
@@ -687,7 +641,7 @@ mod tests {
     async fn repair_starts_a_pass_and_reports_progress() {
         let node = ringkv_cluster::Node::new(
             7,
-            Records::default(),
+            ringkv_cluster::store::MemStore::default(),
             std::sync::Arc::new(ringkv_env::ManualClock::new(1_700_000_000_000)),
             ringkv_cluster::NodeConfig::default(),
         );

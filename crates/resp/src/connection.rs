@@ -8,7 +8,7 @@
 //! are slices of the input buffer, never copies.
 //!
 //! Before replies are written, the node's buffered writes are handed to the
-//! OS ([`ringkv_cluster::Kv::flush_writes`]): a pipelined batch of writes
+//! OS ([`ringkv_cluster::Kv::release_writes`]): a pipelined batch of writes
 //! costs one log `write()`, and nothing acknowledged or returned is lost to
 //! a crash of the process.
 //!
@@ -264,7 +264,7 @@ impl<K: Kv> Connection<K> {
         // The writes these replies acknowledge, and any value they return,
         // reach the OS first: one system call for the whole batch. If that
         // fails, no reply is sent and the connection closes.
-        if let Err(e) = self.kv.flush_writes() {
+        if let Err(e) = self.kv.release_writes() {
             self.output.clear();
             return Err(io::Error::other(e.to_string()));
         }

@@ -1,4 +1,4 @@
-//! Buffered writes (`Engine::write_buffered` / `Engine::flush_buffered`):
+//! Buffered writes (`Engine::write_buffered` / `Engine::release_buffered`):
 //! visible at once, handed to the OS together by one flush, never lost once
 //! flushed, kept in sequence order with ordinary writes and across memtable
 //! rotations, and never reported flushed after writing the buffer failed.
@@ -36,10 +36,10 @@ fn buffered_writes_are_visible_at_once_and_one_flush_writes_them_all() {
     let s = e.stats();
     assert_eq!(s.log_writes, before, "nothing written before the flush");
     assert_eq!(s.buffered_writes, 100);
-    e.flush_buffered().unwrap();
+    e.release_buffered().unwrap();
     assert_eq!(e.stats().log_writes, before + 1, "one write for all 100");
     // Nothing left to write: a second flush makes no system call.
-    e.flush_buffered().unwrap();
+    e.release_buffered().unwrap();
     assert_eq!(e.stats().log_writes, before + 1);
 
     // A crash of the process keeps what was flushed and loses what was not.
@@ -76,11 +76,11 @@ fn buffered_and_ordinary_writes_keep_their_order_across_rotations() {
                 newest.insert(k, v);
             }
             if round % 7 == seed {
-                e.flush_buffered().unwrap();
+                e.release_buffered().unwrap();
             }
         }
         assert!(e.stats().flushes > 0, "seed {seed}: no rotation happened");
-        e.flush_buffered().unwrap();
+        e.release_buffered().unwrap();
         drop(e);
         let fs = fs.crash(CrashMode::ProcessOnly);
         let e = open(&fs, periodic(), &c).unwrap();
@@ -115,15 +115,15 @@ fn after_a_failed_buffer_write_no_flush_ever_succeeds() {
     };
     let e = open(&fs, opts, &c).unwrap();
     e.put_buffered(b"kept", b"1", None).unwrap();
-    e.flush_buffered().unwrap();
+    e.release_buffered().unwrap();
     e.put_buffered(b"lost", b"2", None).unwrap();
     fs.set_fail_writes(true);
-    assert!(e.flush_buffered().is_err());
+    assert!(e.release_buffered().is_err());
     fs.set_fail_writes(false);
     // The write is visible but can never reach the log: no later flush may
     // report success, and writes are refused.
-    assert!(matches!(e.flush_buffered(), Err(Error::ReadOnly { .. })));
-    assert!(matches!(e.flush_buffered(), Err(Error::ReadOnly { .. })));
+    assert!(matches!(e.release_buffered(), Err(Error::ReadOnly { .. })));
+    assert!(matches!(e.release_buffered(), Err(Error::ReadOnly { .. })));
     assert!(e.put_buffered(b"more", b"3", None).is_err());
     assert!(e.put(b"more", b"3", None).is_err());
     drop(e);
@@ -133,7 +133,7 @@ fn after_a_failed_buffer_write_no_flush_ever_succeeds() {
     assert_eq!(get_value(&e, b"lost"), None);
     // Reopened, the engine writes again.
     e.put_buffered(b"again", b"4", None).unwrap();
-    e.flush_buffered().unwrap();
+    e.release_buffered().unwrap();
 }
 
 #[test]
@@ -255,7 +255,7 @@ mod model {
                     since.push(model.clone());
                 }
                 Step::FlushBuffered => {
-                    e.flush_buffered().unwrap();
+                    e.release_buffered().unwrap();
                     durable = model.clone();
                     since.clear();
                 }

@@ -168,14 +168,14 @@ impl Planner {
         let (current, live) = self.current(key, level, sloppy)?;
         let pending = self
             .membership
-            .pending_placement()
+            .pending_ring()
             .and_then(|ring| self.in_ring(&ring, key, level));
         Ok(self.combine(current, pending, live, None))
     }
 
     /// A read's plan: the current ring's live replicas (of the local data
     /// center for `LOCAL_*` levels) and, while a movement hands over, the
-    /// pending ring's too (see [`Membership::pending_for_reads`]).
+    /// pending ring's too (see [`Membership::pending_ring_for_reads`]).
     pub fn read(&self, key: &[u8], level: Consistency) -> Result<Plan, KvError> {
         let (current, mut live) = self.current(key, level, false)?;
         let local = current.need.local_dc(level).map(str::to_string);
@@ -184,7 +184,7 @@ impl Planner {
         }
         let pending = self
             .membership
-            .pending_for_reads()
+            .pending_ring_for_reads()
             .and_then(|ring| self.in_ring(&ring, key, level));
         Ok(self.combine(current, pending, live, local.as_deref()))
     }

@@ -30,7 +30,7 @@ impl<S: LocalStore> Coordinator<S> {
         let m = &self.membership;
         let dc = m.dc_of(down);
         let candidates: Vec<NodeId> = m
-            .placement()
+            .current_ring()
             .ring()
             .walk_nodes(token)
             .into_iter()

@@ -27,6 +27,7 @@ use parking_lot::{Mutex, RwLock};
 pub use detector::PhiDetector;
 use ringkv_env::SharedClock;
 
+use crate::id::NodeId;
 use crate::net::Peer;
 use crate::net::message::{NodeState, NodeStatus};
 use crate::ring::{Placement, Replication, Ring, RingNode, Token};
@@ -57,24 +58,24 @@ impl Default for MembershipConfig {
 /// node has seen a still ring since it started.
 #[derive(Default)]
 struct Episode {
-    movers: HashSet<u64>,
+    movers: HashSet<NodeId>,
     seen_still: bool,
 }
 
 /// The cluster as this node knows it.
 pub struct Membership {
-    self_id: u64,
+    self_id: NodeId,
     clock: SharedClock,
     config: MembershipConfig,
-    states: RwLock<HashMap<u64, NodeState>>,
-    detectors: Mutex<HashMap<u64, PhiDetector>>,
+    states: RwLock<HashMap<NodeId, NodeState>>,
+    detectors: Mutex<HashMap<NodeId, PhiDetector>>,
     placement: RwLock<Arc<Placement>>,
     /// The ring once every JOINING node has joined and every LEAVING node
     /// has left; `None` while no node is moving.
     pending: RwLock<Option<Arc<Placement>>>,
     /// Reads consult the pending ring too (a hand-over, or several movers;
     /// see `rebuild_placement`).
-    handover: std::sync::atomic::AtomicBool,
+    reads_use_pending: std::sync::atomic::AtomicBool,
     /// The movement episode as this node saw it.
     episode: Mutex<Episode>,
     /// Set once a peer's states have been merged.
@@ -110,7 +111,7 @@ impl Membership {
                 replication.clone(),
             ))),
             pending: RwLock::new(None),
-            handover: std::sync::atomic::AtomicBool::new(false),
+            reads_use_pending: std::sync::atomic::AtomicBool::new(false),
             episode: Mutex::new(Episode::default()),
             heard: std::sync::atomic::AtomicBool::new(false),
             ring_changed_at: Mutex::new(clock.monotonic()),
@@ -125,7 +126,7 @@ impl Membership {
         m
     }
 
-    pub fn self_id(&self) -> u64 {
+    pub fn self_id(&self) -> NodeId {
         self.self_id
     }
 
@@ -138,13 +139,13 @@ impl Membership {
     }
 
     /// The current ring with its preference lists.
-    pub fn placement(&self) -> Arc<Placement> {
+    pub fn current_ring(&self) -> Arc<Placement> {
         Arc::clone(&self.placement.read())
     }
 
     /// The ring after the movements in progress (joins and leaves), when
     /// there are any: writes go to its replicas too, and reads ask them.
-    pub fn pending_placement(&self) -> Option<Arc<Placement>> {
+    pub fn pending_ring(&self) -> Option<Arc<Placement>> {
         self.pending.read().clone()
     }
 
@@ -153,21 +154,24 @@ impl Membership {
     /// node has moved since the ring was last still, or before this node has
     /// seen a still ring at all. Otherwise every write still reaches a
     /// quorum of the current ring, so reads need only that one.
-    pub fn pending_for_reads(&self) -> Option<Arc<Placement>> {
-        if self.handover.load(std::sync::atomic::Ordering::Relaxed) {
-            self.pending_placement()
+    pub fn pending_ring_for_reads(&self) -> Option<Arc<Placement>> {
+        if self
+            .reads_use_pending
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.pending_ring()
         } else {
             None
         }
     }
 
     /// The ring after the movements in progress, or the current one.
-    pub fn future_placement(&self) -> Arc<Placement> {
-        self.pending_placement().unwrap_or_else(|| self.placement())
+    pub fn ring_after_moves(&self) -> Arc<Placement> {
+        self.pending_ring().unwrap_or_else(|| self.current_ring())
     }
 
     /// How long the ring has been as it is now.
-    pub fn ring_stable_for(&self) -> Duration {
+    pub fn ring_still_for(&self) -> Duration {
         self.clock
             .monotonic()
             .saturating_sub(*self.ring_changed_at.lock())
@@ -182,7 +186,7 @@ impl Membership {
     /// Changes the state of another node on its behalf (removing a dead
     /// node): the change outranks the state it was made from by one
     /// heartbeat. False when the node is unknown.
-    pub fn update_other(&self, id: u64, f: impl FnOnce(&mut NodeState)) -> bool {
+    pub fn update_other(&self, id: NodeId, f: impl FnOnce(&mut NodeState)) -> bool {
         {
             let mut states = self.states.write();
             let Some(s) = states.get_mut(&id) else {
@@ -207,12 +211,12 @@ impl Membership {
         v
     }
 
-    pub fn state(&self, id: u64) -> Option<NodeState> {
+    pub fn state(&self, id: NodeId) -> Option<NodeState> {
         self.states.read().get(&id).cloned()
     }
 
     /// The status of node `id`, if known (no copy of its state).
-    pub fn status(&self, id: u64) -> Option<NodeStatus> {
+    pub fn status(&self, id: NodeId) -> Option<NodeStatus> {
         self.states.read().get(&id).map(|s| s.status)
     }
 
@@ -271,7 +275,7 @@ impl Membership {
                     // LEFT is final for a node id: a removed node that comes
                     // back (a new generation) is not let in again.
                     Some(old) if old.status == NodeStatus::Left => false,
-                    Some(old) => s.version() > old.version(),
+                    Some(old) => s.freshness() > old.freshness(),
                 };
                 if !newer {
                     continue;
@@ -366,7 +370,7 @@ impl Membership {
         };
         *self.placement.write() = Arc::new(Placement::new(current, self.replication.clone()));
         *self.pending.write() = pending;
-        self.handover
+        self.reads_use_pending
             .store(handover, std::sync::atomic::Ordering::Relaxed);
         *self.ring_changed_at.lock() = self.clock.monotonic();
     }
@@ -374,10 +378,10 @@ impl Membership {
     /// The ring of the nodes whose status passes `include`.
     fn ring_of(
         &self,
-        states: &HashMap<u64, NodeState>,
+        states: &HashMap<NodeId, NodeState>,
         include: impl Fn(NodeStatus) -> bool,
     ) -> Ring {
-        let mut ids: Vec<u64> = states.keys().copied().collect();
+        let mut ids: Vec<NodeId> = states.keys().copied().collect();
         ids.sort_unstable();
         let mut ring = Ring::new(self.config.tokens_per_weight);
         for id in ids {
@@ -399,7 +403,7 @@ impl Membership {
     }
 
     /// True when `id` is believed alive (this node always is).
-    pub fn is_alive(&self, id: u64) -> bool {
+    pub fn is_alive(&self, id: NodeId) -> bool {
         if id == self.self_id {
             return true;
         }
@@ -412,7 +416,7 @@ impl Membership {
 
     /// How long since a heartbeat of `id` was last seen (`None`: never
     /// heard from since this node started).
-    pub fn silent_for(&self, id: u64) -> Option<Duration> {
+    pub fn silent_for(&self, id: NodeId) -> Option<Duration> {
         let now = self.clock.monotonic();
         self.detectors
             .lock()
@@ -422,7 +426,7 @@ impl Membership {
     }
 
     /// The current phi of a peer (for status output).
-    pub fn phi(&self, id: u64) -> f64 {
+    pub fn phi(&self, id: NodeId) -> f64 {
         if id == self.self_id {
             return 0.0;
         }
@@ -434,19 +438,19 @@ impl Membership {
     }
 
     /// How to reach a node.
-    pub fn peer(&self, id: u64) -> Option<Peer> {
+    pub fn peer(&self, id: NodeId) -> Option<Peer> {
         self.states.read().get(&id).map(|s| Peer {
             id,
             addr: s.cluster_addr.clone(),
         })
     }
 
-    pub fn dc_of(&self, id: u64) -> Option<String> {
+    pub fn dc_of(&self, id: NodeId) -> Option<String> {
         self.states.read().get(&id).map(|s| s.dc.clone())
     }
 
     /// The preference list of a token.
-    pub fn preference_list(&self, token: Token) -> Vec<u64> {
+    pub fn preference_list(&self, token: Token) -> Vec<NodeId> {
         self.placement.read().preference_list(token).to_vec()
     }
 
@@ -456,7 +460,7 @@ impl Membership {
         let states = self.states.read();
         let mut live = Vec::new();
         let mut down = Vec::new();
-        let mut ids: Vec<u64> = states
+        let mut ids: Vec<NodeId> = states
             .keys()
             .copied()
             .filter(|&id| id != self.self_id)

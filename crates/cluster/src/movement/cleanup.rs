@@ -28,13 +28,13 @@ impl<S: LocalStore> Movements<S> {
         let delay = self.config.cleanup_delay_ms;
         let me = m.state(self.id());
         if delay == 0
-            || m.pending_placement().is_some()
-            || m.ring_stable_for() < Duration::from_millis(delay)
+            || m.pending_ring().is_some()
+            || m.ring_still_for() < Duration::from_millis(delay)
             || me.is_none_or(|s| s.status != NodeStatus::Normal)
         {
             return Ok(0);
         }
-        let placement = m.placement();
+        let placement = m.current_ring();
         let foreign: Vec<(u64, u64)> = intervals(&placement, &placement)
             .into_iter()
             .filter(|&(_, hi)| !placement.preference_list(hi).contains(&self.id()))

@@ -65,7 +65,7 @@ impl<S: LocalStore> Movements<S> {
     /// and keeps the ones done in the record. True when cancelled.
     async fn stream_all(self: &Arc<Self>, drive: Drive) -> Result<bool, MovementError> {
         let m = &self.membership;
-        let mine: Vec<Transfer> = transfers(&m.placement(), &m.future_placement())
+        let mine: Vec<Transfer> = transfers(&m.current_ring(), &m.ring_after_moves())
             .into_iter()
             .filter(|t| match drive.kind {
                 MovementKind::Join => t.target == self.id(),
@@ -200,8 +200,8 @@ impl<S: LocalStore> Movements<S> {
                 self.gossip.push_to_all(contacts).await;
             }
             MovementKind::Decommission => {
-                self.set_status(|s| s.phase = MovementPhase::HandingOffHints);
-                self.hints.hand_off().await;
+                self.set_status(|s| s.phase = MovementPhase::PassingOnHints);
+                self.hints.pass_on().await;
                 self.leave_ring(drive.kind, contacts).await?;
             }
             MovementKind::Remove => {
@@ -222,7 +222,7 @@ impl<S: LocalStore> Movements<S> {
         let Some(me) = m.state(self.id()) else {
             return Ok(false);
         };
-        let future = m.future_placement();
+        let future = m.ring_after_moves();
         let held = future.ring().tokens_of(self.id());
         if held.len() == me.tokens.len() {
             return Ok(false);

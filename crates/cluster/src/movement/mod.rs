@@ -22,7 +22,7 @@
 //! as high on two shared cores) for no gain. Exceptions, where reads ask
 //! both rings all along: an episode in which more than one node moved, and
 //! a node that has not seen the ring still since it started (see
-//! [`Membership::pending_for_reads`](crate::membership::Membership::pending_for_reads)).
+//! [`Membership::pending_ring_for_reads`](crate::membership::Membership::pending_ring_for_reads)).
 //! Only a live replica of the current ring coordinates a write.
 //!
 //! # What moves
@@ -278,7 +278,7 @@ impl<S: LocalStore> Movements<S> {
         if !others.is_empty() {
             let deadline = tokio::time::Instant::now() + wait;
             let mut i = 0usize;
-            while m.placement().ring().is_empty() {
+            while m.current_ring().ring().is_empty() {
                 if tokio::time::Instant::now() >= deadline {
                     return Err(MovementError::NoSeed {
                         wait,
@@ -306,7 +306,7 @@ impl<S: LocalStore> Movements<S> {
         let me = m
             .state(self.id())
             .ok_or_else(|| MovementError::Local(KvError::Storage("own state missing".into())))?;
-        let mut ring = m.future_placement().ring().clone();
+        let mut ring = m.ring_after_moves().ring().clone();
         let _ = ring.remove_node(me.id);
         let rf = m.replication().in_dc(&me.dc);
         let node = RingNode {
@@ -344,7 +344,7 @@ impl<S: LocalStore> Movements<S> {
                 };
                 self.begin(Drive { kind, node: me }, status, tokens, contacts);
             }
-            None if fresh && !self.membership.placement().ring().is_empty() => {
+            None if fresh && !self.membership.current_ring().ring().is_empty() => {
                 self.save_record(Some(&MoveRecord::new(MovementKind::Join)))?;
                 let drive = Drive {
                     kind: MovementKind::Join,

@@ -75,6 +75,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::api::NodeStatus;
 use crate::api::{Condition, Consistency, Expiry, KvError};
 use crate::causality::VersionVector;
+use crate::id::NodeId;
 
 /// Magic number opening every payload: "RK".
 pub const FRAME_MAGIC: u16 = 0x524B;
@@ -94,7 +95,7 @@ pub enum Kind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     pub cluster: String,
-    pub node_id: u64,
+    pub node_id: NodeId,
 }
 
 /// Load figures a node gossips about itself.
@@ -114,7 +115,7 @@ pub struct Load {
 /// `(generation, heartbeat)` replaces an older one whole.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeState {
-    pub id: u64,
+    pub id: NodeId,
     /// Start time (ms) of this incarnation: a restarted node outranks every
     /// heartbeat of its previous life.
     pub generation: u64,
@@ -133,7 +134,7 @@ pub struct NodeState {
 
 impl NodeState {
     /// The version of this state for gossip merges.
-    pub fn version(&self) -> (u64, u64) {
+    pub fn freshness(&self) -> (u64, u64) {
         (self.generation, self.heartbeat)
     }
 }
@@ -193,7 +194,7 @@ pub enum Request {
     /// Hold this record of `key` for `target`, which is down (hinted
     /// handoff); answered `Merged` once stored durably.
     Hint {
-        target: u64,
+        target: NodeId,
         key: Bytes,
         record: Bytes,
     },

@@ -21,6 +21,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use crate::id::NodeId;
 use message::{Request, Response};
 
 pub use fault::{BlockedPeers, FaultyHandler, FaultyTransport};
@@ -32,7 +33,8 @@ pub type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// Who to call: a node id and its cluster address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Peer {
-    pub id: u64,
+    /// 0 when only the address is known (a seed).
+    pub id: NodeId,
     pub addr: String,
 }
 
@@ -63,13 +65,13 @@ pub trait Transport: Send + Sync + 'static {
 
 /// Answers requests from peers.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, from: u64, req: Request) -> BoxFut<Response>;
+    fn handle(&self, from: NodeId, req: Request) -> BoxFut<Response>;
 
     /// Answers `req` at once when that needs no waiting (no I/O but a local
     /// storage call, no call to another node); otherwise gives it back for
     /// [`Handler::handle`]. The TCP server answers such requests in the
     /// connection's reader, in order, without a task each.
-    fn handle_now(&self, from: u64, req: Request) -> Handled {
+    fn handle_now(&self, from: NodeId, req: Request) -> Handled {
         let _ = from;
         Handled::Later(req)
     }

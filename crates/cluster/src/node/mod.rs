@@ -173,7 +173,7 @@ impl<S: LocalStore> Node<S> {
 
     /// Makes every acknowledged write durable (shutdown).
     pub fn sync(&self) -> Result<(), KvError> {
-        self.store().flush().map_err(store_error)
+        self.store().sync().map_err(store_error)
     }
 
     /// This node's own stored record of `key` (tests, `explain`).
@@ -185,13 +185,13 @@ impl<S: LocalStore> Node<S> {
     /// [`crate::replica::LogWrite`]).
     fn write_buffered(&self) -> Result<(), KvError> {
         self.store()
-            .flush_buffered()
+            .release_buffered()
             .map_err(|e| KvError::Storage(format!("log write failed: {e}")))
     }
 }
 
 impl<S: LocalStore> Kv for Node<S> {
-    fn flush_writes(&self) -> Result<(), KvError> {
+    fn release_writes(&self) -> Result<(), KvError> {
         self.write_buffered()
     }
 

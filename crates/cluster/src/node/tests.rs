@@ -445,7 +445,7 @@ async fn a_joiner_does_not_count_towards_the_current_rings_quorum() {
         .update_self(|s| s.status = NodeStatus::JoinHandover);
     let pending = joiner
         .membership()
-        .pending_placement()
+        .pending_ring()
         .expect("a pending ring while joining");
     let key = (0..1000)
         .map(|i| format!("key{i}"))
@@ -485,7 +485,7 @@ async fn a_joiner_does_not_count_towards_the_current_rings_quorum() {
     for n in old {
         n.membership().merge(joiner.membership().states());
     }
-    assert!(old[0].membership().pending_for_reads().is_some());
+    assert!(old[0].membership().pending_ring_for_reads().is_some());
     net.unregister(lost);
     net.unregister(x1);
     let answer = node(x2).get(b(&key), at(Consistency::Quorum)).await;
@@ -529,8 +529,8 @@ async fn a_forwarded_write_declined_by_a_former_replica_goes_to_the_next() {
     for n in &c.nodes[1..4] {
         n.membership().merge(j.membership().states());
     }
-    let before = x.membership().placement();
-    let after = x.membership().pending_placement().expect("x sees a join");
+    let before = x.membership().current_ring();
+    let after = x.membership().pending_ring().expect("x sees a join");
     let key = (0..5000)
         .map(|i| format!("key{i}"))
         .find(|k| {
@@ -613,9 +613,9 @@ async fn reads_ask_the_pending_ring_only_while_a_join_hands_over() {
         n.membership().merge(j.membership().states());
     }
     let m = c.nodes[0].membership();
-    let pending = m.pending_placement().expect("a pending ring");
+    let pending = m.pending_ring().expect("a pending ring");
     assert!(
-        m.pending_for_reads().is_none(),
+        m.pending_ring_for_reads().is_none(),
         "streaming: current ring only"
     );
     let key = (0..1000)
@@ -644,7 +644,7 @@ async fn reads_ask_the_pending_ring_only_while_a_join_hands_over() {
     for n in &c.nodes[..3] {
         n.membership().merge(j.membership().states());
     }
-    assert!(m.pending_for_reads().is_some());
+    assert!(m.pending_ring_for_reads().is_some());
     let answer = c.nodes[0].get(b(&key), at(Consistency::All)).await;
     assert!(
         matches!(answer, Err(KvError::Unavailable { .. })),
@@ -666,18 +666,21 @@ async fn reads_ask_both_rings_while_several_nodes_move() {
         m.merge(c.nodes[i].membership().states());
     };
     set(3, NodeStatus::Joining);
-    assert!(m.pending_for_reads().is_none(), "one mover, streaming");
+    assert!(m.pending_ring_for_reads().is_none(), "one mover, streaming");
     set(4, NodeStatus::Leaving);
-    assert!(m.pending_for_reads().is_some(), "two movers");
+    assert!(m.pending_ring_for_reads().is_some(), "two movers");
     set(3, NodeStatus::Normal);
     assert!(
-        m.pending_for_reads().is_some(),
+        m.pending_ring_for_reads().is_some(),
         "one mover left, but the episode had two"
     );
     set(4, NodeStatus::Normal);
-    assert!(m.pending_placement().is_none());
+    assert!(m.pending_ring().is_none());
     set(4, NodeStatus::Leaving);
-    assert!(m.pending_for_reads().is_none(), "a new episode, one mover");
+    assert!(
+        m.pending_ring_for_reads().is_none(),
+        "a new episode, one mover"
+    );
 }
 
 /// A forwarded write is applied at most once: a copy of its message that

@@ -129,33 +129,26 @@ impl LocalStore for EngineStore {
             .map_err(engine_error)
     }
 
-    fn put(&self, key: &[u8], record: &[u8], expires_at_ms: Option<u64>) -> Result<(), StoreError> {
-        // The engine is never told the expiry: if it dropped an expired
+    fn put(&self, key: &[u8], record: &[u8]) -> Result<(), StoreError> {
+        // The engine is never told an expiry: if it dropped an expired
         // record on its own, a replica that missed the expiring write could
         // hand its older value back through anti-entropy. Expired records
         // are dead records, purged by the compaction filter under the same
         // rule as tombstones (grace period, then every replica synced).
-        let _ = expires_at_ms;
         self.engine
             .put(&engine_key(key), record, None)
             .map_err(engine_error)
     }
 
-    fn put_buffered(
-        &self,
-        key: &[u8],
-        record: &[u8],
-        expires_at_ms: Option<u64>,
-    ) -> Result<(), StoreError> {
+    fn put_buffered(&self, key: &[u8], record: &[u8]) -> Result<(), StoreError> {
         // Expiry: as in `put`.
-        let _ = expires_at_ms;
         self.engine
             .put_buffered(&engine_key(key), record, None)
             .map_err(engine_error)
     }
 
-    fn flush_buffered(&self) -> Result<(), StoreError> {
-        self.engine.flush_buffered().map_err(engine_error)
+    fn release_buffered(&self) -> Result<(), StoreError> {
+        self.engine.release_buffered().map_err(engine_error)
     }
 
     fn has_buffered(&self) -> bool {
@@ -240,7 +233,7 @@ impl LocalStore for EngineStore {
         self.engine.stats().live_keys_estimate
     }
 
-    fn flush(&self) -> Result<(), StoreError> {
+    fn sync(&self) -> Result<(), StoreError> {
         self.engine.sync().map_err(engine_error)
     }
 
@@ -282,8 +275,7 @@ mod tests {
             Some(1_000),
         );
         // Expired long ago: an engine TTL would drop it at once.
-        s.put(b"k", &set.encode(), set.record_expiry())
-            .expect("put");
+        s.put(b"k", &set.encode()).expect("put");
         s.engine().flush().expect("flush");
         s.engine().compact().expect("compact");
         let rec = s.get(b"k").expect("get").expect("record kept");
@@ -323,8 +315,8 @@ mod tests {
             Some(Bytes::from_static(b"live")),
             None,
         );
-        s.put(b"pruned", &pruned.encode(), None).expect("put");
-        s.put(b"kept", &kept.encode(), None).expect("put");
+        s.put(b"pruned", &pruned.encode()).expect("put");
+        s.put(b"kept", &kept.encode()).expect("put");
         s.set_pruner(std::sync::Arc::new(move |_, set| {
             crate::causality::purge::prune_departed(
                 set,
@@ -359,7 +351,7 @@ mod tests {
             .map(|i| format!("key{i}").into_bytes())
             .collect();
         for k in &keys {
-            s.put(k, b"rec", None).expect("put");
+            s.put(k, b"rec").expect("put");
         }
         assert_eq!(s.get(b"key7").expect("get").as_deref(), Some(&b"rec"[..]));
         let mut tokens: Vec<u64> = keys.iter().map(|k| token_of(k)).collect();

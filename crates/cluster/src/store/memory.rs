@@ -1,36 +1,39 @@
-//! [`MemStore`]: a [`LocalStore`] in memory, for tests.
+//! [`MemStore`]: a [`LocalStore`] in memory, for tests and examples.
+//!
+//! Records are kept under the same keys as [`super::EngineStore`] keeps them
+//! (`token:u64be ++ key`), so scans visit them in the same order.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::{LocalStore, StoreError};
+use super::{LocalStore, StoreError, engine_key};
 
-/// A record and its expiry.
-type Stored = (Bytes, Option<u64>);
-
-/// A stand-in for the engine in unit tests: a map of records. Expiry is left
-/// to the record's own siblings, as the coordinator filters them anyway.
+/// A map of records.
 #[derive(Default)]
 pub struct MemStore {
-    map: Mutex<BTreeMap<Vec<u8>, Stored>>,
+    map: Mutex<BTreeMap<Vec<u8>, Bytes>>,
 }
 
 impl LocalStore for MemStore {
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
-        Ok(self.map.lock().get(key).map(|(v, _)| v.clone()))
+        Ok(self.map.lock().get(&engine_key(key)).cloned())
     }
-    fn put(&self, key: &[u8], record: &[u8], exp: Option<u64>) -> Result<(), StoreError> {
+
+    fn put(&self, key: &[u8], record: &[u8]) -> Result<(), StoreError> {
         self.map
             .lock()
-            .insert(key.to_vec(), (Bytes::copy_from_slice(record), exp));
+            .insert(engine_key(key), Bytes::copy_from_slice(record));
         Ok(())
     }
+
     fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
-        self.map.lock().remove(key);
+        self.map.lock().remove(&engine_key(key));
         Ok(())
     }
+
     fn scan_tokens(
         &self,
         start: u64,
@@ -38,30 +41,44 @@ impl LocalStore for MemStore {
         include_start: bool,
         visit: &mut dyn FnMut(&[u8], &Bytes) -> bool,
     ) -> Result<(), StoreError> {
-        let mut hits: Vec<(u64, Vec<u8>, Bytes)> = self
+        let lower = start.to_be_bytes().to_vec();
+        let upper = match end.checked_add(1) {
+            Some(u) => Bound::Excluded(u.to_be_bytes().to_vec()),
+            None => Bound::Unbounded,
+        };
+        // A copy, so `visit` may call back into the store.
+        let hits: Vec<(Vec<u8>, Bytes)> = self
             .map
             .lock()
-            .iter()
-            .map(|(k, (v, _))| (crate::ring::token_of(k), k.clone(), v.clone()))
-            .filter(|(t, _, _)| (*t > start || (include_start && *t == start)) && *t <= end)
+            .range((Bound::Included(lower), upper))
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        hits.sort();
-        for (_, k, v) in hits {
-            if !visit(&k, &v) {
+        for (ekey, record) in hits {
+            let Some((token, key)) = ekey.split_first_chunk::<8>() else {
+                continue;
+            };
+            if !include_start && u64::from_be_bytes(*token) == start {
+                continue;
+            }
+            if !visit(key, &record) {
                 break;
             }
         }
         Ok(())
     }
+
     fn stats(&self) -> Vec<(String, u64)> {
         Vec::new()
     }
+
     fn keys_estimate(&self) -> u64 {
         self.map.lock().len() as u64
     }
-    fn flush(&self) -> Result<(), StoreError> {
+
+    fn sync(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
     fn blocking_writes(&self) -> bool {
         false
     }

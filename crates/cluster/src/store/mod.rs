@@ -12,6 +12,9 @@
 pub mod engine;
 pub mod memory;
 
+#[cfg(test)]
+mod conformance;
+
 use bytes::Bytes;
 
 pub use engine::{EngineStore, engine_key};
@@ -43,33 +46,32 @@ pub type Pruner =
 /// What the coordinator needs from local storage. Calls may block (disk I/O,
 /// and fsync when [`LocalStore::blocking_writes`] says so).
 pub trait LocalStore: Send + Sync + 'static {
-    /// The encoded record stored under `key`, unless absent or expired.
+    /// The encoded record stored under `key`, if any.
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError>;
 
-    /// Stores `record` under `key`; the store may drop it after
-    /// `expires_at_ms`.
-    fn put(&self, key: &[u8], record: &[u8], expires_at_ms: Option<u64>) -> Result<(), StoreError>;
+    /// Stores `record` under `key`. A store never drops a record on its
+    /// own, not even an expired one: an expired record is a dead record,
+    /// purged only under the tombstone rule (see
+    /// [`crate::causality::purge`]), or a replica that missed the expiring
+    /// write could hand its older value back through anti-entropy.
+    fn put(&self, key: &[u8], record: &[u8]) -> Result<(), StoreError>;
 
-    /// Stores `record` like [`LocalStore::put`], but may leave it in a
-    /// buffer, visible to reads, until [`LocalStore::flush_buffered`]: many
-    /// writes then reach the OS in one system call. Whoever acknowledges
-    /// such a write, or answers a read that may have seen it, flushes first.
-    fn put_buffered(
-        &self,
-        key: &[u8],
-        record: &[u8],
-        expires_at_ms: Option<u64>,
-    ) -> Result<(), StoreError> {
-        self.put(key, record, expires_at_ms)
+    /// Stores `record` like [`LocalStore::put`], but may leave its log
+    /// record in a buffer, visible to reads, until
+    /// [`LocalStore::release_buffered`]: many writes then reach the OS in
+    /// one system call. Whoever acknowledges such a write, or answers a read
+    /// that may have seen it, releases the buffer first.
+    fn put_buffered(&self, key: &[u8], record: &[u8]) -> Result<(), StoreError> {
+        self.put(key, record)
     }
 
     /// Hands every buffered write to the OS. Once that has failed, it fails
     /// until the store is reopened.
-    fn flush_buffered(&self) -> Result<(), StoreError> {
+    fn release_buffered(&self) -> Result<(), StoreError> {
         Ok(())
     }
 
-    /// True while a buffered write waits for [`LocalStore::flush_buffered`].
+    /// True while a buffered write waits for [`LocalStore::release_buffered`].
     fn has_buffered(&self) -> bool {
         false
     }
@@ -102,8 +104,8 @@ pub trait LocalStore: Send + Sync + 'static {
     /// Estimated number of stored keys (cheap).
     fn keys_estimate(&self) -> u64;
 
-    /// Makes everything written so far durable.
-    fn flush(&self) -> Result<(), StoreError>;
+    /// Makes everything written so far durable (fsync).
+    fn sync(&self) -> Result<(), StoreError>;
 
     /// True when a put waits for an fsync (so callers move it off the async
     /// executor).

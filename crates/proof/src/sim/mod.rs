@@ -937,7 +937,7 @@ impl Client {
                         let out = node
                             .put(key, Bytes::from(v), WriteOptions::default())
                             .await?;
-                        node.flush_writes()?;
+                        node.release_writes()?;
                         Ok::<_, KvError>(out)
                     };
                     match tokio::time::timeout(CLIENT_TIMEOUT, put).await {
@@ -961,7 +961,7 @@ impl Client {
                 None => {
                     let get = async {
                         let out = node.get(key, ReadOptions::default()).await?;
-                        node.flush_writes()?;
+                        node.release_writes()?;
                         Ok::<_, KvError>(out)
                     };
                     match tokio::time::timeout(CLIENT_TIMEOUT, get).await {

@@ -408,7 +408,7 @@ async fn dispatch<K: Kv>(
         Cmd::RingkvConsistency => ringkv::consistency(ctx, a),
         Cmd::RingkvGetall => ringkv::GetAll::parse(a)?.apply(ctx).await,
         Cmd::RingkvPut => ringkv::Put::parse(a)?.apply(ctx).await,
-        Cmd::RingkvDel => ringkv::Del::parse(a)?.apply(ctx).await,
+        Cmd::RingkvDel => ringkv::DelWithContext::parse(a)?.apply(ctx).await,
     }
 }
 

@@ -177,12 +177,12 @@ impl Put {
     }
 }
 
-pub(crate) struct Del {
+pub(crate) struct DelWithContext {
     key: Bytes,
     context: Option<Bytes>,
 }
 
-impl Del {
+impl DelWithContext {
     pub(crate) fn parse(mut args: Args<'_>) -> Result<Self, CommandError> {
         let key = args.bytes()?;
         let context = match args.next() {

@@ -58,7 +58,7 @@ pub struct MemKv {
     read_only: Mutex<Option<String>>,
     /// Writes to keys starting with `slow` take this long.
     slow_write_ms: AtomicU64,
-    /// Calls of `flush_writes`, and whether they fail.
+    /// Calls of `release_writes`, and whether they fail.
     flushes: AtomicU64,
     fail_flush: AtomicBool,
 }
@@ -81,7 +81,7 @@ impl MemKv {
         self.flushes.load(Ordering::SeqCst)
     }
 
-    /// Makes every later `flush_writes` fail (a failed log write).
+    /// Makes every later `release_writes` fail (a failed log write).
     pub fn set_fail_flush(&self, fail: bool) {
         self.fail_flush.store(fail, Ordering::SeqCst);
     }
@@ -213,7 +213,7 @@ fn to_sibling(s: &ringkv_cluster::causality::StoredSibling) -> Sibling {
 }
 
 impl Kv for MemKv {
-    fn flush_writes(&self) -> Result<(), KvError> {
+    fn release_writes(&self) -> Result<(), KvError> {
         self.flushes.fetch_add(1, Ordering::SeqCst);
         if self.fail_flush.load(Ordering::SeqCst) {
             return Err(KvError::Storage("injected log write failure".into()));

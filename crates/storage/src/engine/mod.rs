@@ -462,7 +462,7 @@ impl Engine {
     /// a buffer, visible at once and handed to the OS with a later write:
     /// many writes share one system call. Before acknowledging such a write,
     /// or answering anyone who may have read it, call
-    /// [`Engine::flush_buffered`]. With `SyncMode::Always` this is
+    /// [`Engine::release_buffered`]. With `SyncMode::Always` this is
     /// [`Engine::write`].
     pub fn write_buffered(&self, batch: WriteBatch) -> Result<()> {
         write::write_buffered(self.core(), batch)?;
@@ -481,8 +481,8 @@ impl Engine {
     /// them). After `Ok`, every write visible before the call survives a
     /// crash of the process. Once writing the buffer has failed, this fails
     /// until the engine is reopened.
-    pub fn flush_buffered(&self) -> Result<()> {
-        write::flush_buffered(self.core())
+    pub fn release_buffered(&self) -> Result<()> {
+        write::release_buffered(self.core())
     }
 
     /// True while some visible write is not yet with the OS (cheap: two

@@ -18,15 +18,15 @@
 //! Buffered writes ([`write_buffered`], not with `SyncMode::Always`) take a
 //! shorter path: under the log lock, encode the record into the log buffer,
 //! insert into the memtable and publish the sequence number, with no system
-//! call. The buffer is written with the next group, by [`flush_buffered`]
+//! call. The buffer is written with the next group, by [`release_buffered`]
 //! (which a server calls once before sending a batch of replies, so a whole
 //! batch of writes costs one `write()`), by the periodic syncer, before a
 //! memtable rotation, on close, or as soon as it holds
 //! `group_commit_bytes_max`. Until then such a write is visible to readers
 //! but not with the OS: whoever answers a client (a write's acknowledgement,
-//! or a read that may have seen it) calls [`flush_buffered`] first. If writing
+//! or a read that may have seen it) calls [`release_buffered`] first. If writing
 //! the buffer fails, the engine becomes read-only and every later
-//! [`flush_buffered`] fails too: visible writes can no longer reach the log,
+//! [`release_buffered`] fails too: visible writes can no longer reach the log,
 //! so no reply may depend on them.
 //!
 //! Limits: the commit queue holds one entry per caller thread blocked in a
@@ -300,7 +300,7 @@ pub(crate) fn write_buffered(core: &Arc<Core>, batch: WriteBatch) -> Result<()> 
 
 /// Hands every buffered write to the OS: on success, every write visible
 /// before the call is in the log. See the module documentation.
-pub(crate) fn flush_buffered(core: &Core) -> Result<()> {
+pub(crate) fn release_buffered(core: &Core) -> Result<()> {
     if core.logged_seq.load(Ordering::Acquire) >= core.visible_seq.load(Ordering::Acquire) {
         return Ok(());
     }
@@ -427,7 +427,7 @@ pub(crate) fn rotate(core: &Core, st: &mut State, log: &mut LogState) -> Result<
 /// Writes buffered writes, then fsyncs the active log segment.
 pub(crate) fn sync_log(core: &Core) -> Result<()> {
     core.check_writable()?;
-    flush_buffered(core)?;
+    release_buffered(core)?;
     let file = core.current_log.lock().clone();
     match file.sync() {
         Ok(()) => {

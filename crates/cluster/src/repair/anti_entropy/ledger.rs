@@ -75,7 +75,7 @@ impl SyncLedger {
     /// when some replica was never synced or this node is not a replica.
     /// A range with no other replica is always synced.
     pub fn synced_at(&self, token: u64) -> Option<u64> {
-        let placement = self.membership.placement();
+        let placement = self.membership.current_ring();
         let tokens = self.sorted_tokens(&placement);
         let n = tokens.len();
         if n == 0 {

@@ -336,7 +336,7 @@ impl<S: LocalStore> AntiEntropy<S> {
 
     /// Every range this node replicates, with its preference list.
     pub fn replicated_ranges(self: &Arc<Self>) -> Vec<(TokenRange, Vec<u64>)> {
-        ranges_replicated_by(&self.membership.placement(), self.id())
+        ranges_replicated_by(&self.membership.current_ring(), self.id())
     }
 
     /// True when `range` is a whole range of the current ring and this node
@@ -344,7 +344,7 @@ impl<S: LocalStore> AntiEntropy<S> {
     /// ring this node does not have (no longer, or not yet): syncing it
     /// could copy keys back to nodes that already dropped them.
     fn replicates_exactly(self: &Arc<Self>, range: TokenRange) -> bool {
-        let placement = self.membership.placement();
+        let placement = self.membership.current_ring();
         placement.ring().range_ending_at(range.end) == Some((range.start, range.end))
             && placement.preference_list(range.end).contains(&self.id())
     }
@@ -419,7 +419,7 @@ impl<S: LocalStore> AntiEntropy<S> {
     /// Progress and figures, with the range gauges brought up to date.
     pub fn status(self: &Arc<Self>) -> RepairStatus {
         let ae = &self.state;
-        let (replicated, in_sync, oldest_ms) = self.publish_range_gauges();
+        let counts = self.publish_range_gauges();
         let p = ae.progress.lock();
         RepairStatus {
             running: ae.on_demand.load(Ordering::Acquire),
@@ -428,9 +428,9 @@ impl<S: LocalStore> AntiEntropy<S> {
             background_ranges_done: p.background_done,
             background_ranges_total: p.background_total,
             passes_completed: p.passes_completed,
-            ranges_replicated: replicated,
-            ranges_in_sync: in_sync,
-            oldest_unsynced_range_age_ms: oldest_ms,
+            ranges_replicated: counts.replicated,
+            ranges_in_sync: counts.in_sync,
+            oldest_unsynced_range_age_ms: counts.oldest_unsynced_ms,
             keys_repaired: ae.keys_repaired.load(Ordering::Relaxed),
             bytes_sent: ae.bytes_sent.load(Ordering::Relaxed),
             bytes_received: ae.bytes_received.load(Ordering::Relaxed),
@@ -439,9 +439,8 @@ impl<S: LocalStore> AntiEntropy<S> {
         }
     }
 
-    /// (ranges replicated, in sync, oldest unsynced age ms), also set as
-    /// gauges.
-    fn publish_range_gauges(self: &Arc<Self>) -> (u64, u64, u64) {
+    /// How the ranges this node replicates stand, also set as gauges.
+    fn publish_range_gauges(self: &Arc<Self>) -> RangeCounts {
         let ae = &self.state;
         let now = ae.clock.now_ms();
         let ranges = self.replicated_ranges();
@@ -463,14 +462,18 @@ impl<S: LocalStore> AntiEntropy<S> {
         metrics::gauge!("ringkv_ae_ranges_in_sync").set(in_sync as f64);
         metrics::gauge!("ringkv_ae_oldest_unsynced_range_age_seconds")
             .set(oldest_ms as f64 / 1000.0);
-        (ranges.len() as u64, in_sync, oldest_ms)
+        RangeCounts {
+            replicated: ranges.len() as u64,
+            in_sync,
+            oldest_unsynced_ms: oldest_ms,
+        }
     }
 
     /// One pass over every replicated range. The background pass keeps the
     /// configured rate and waits while an on-demand pass runs.
     async fn pass(self: &Arc<Self>, background: bool) {
         let ae = &self.state;
-        let placement = self.membership.placement();
+        let placement = self.membership.current_ring();
         let mut ranges = ranges_replicated_by(&placement, self.id());
         if background {
             resume_order(&mut ranges, *ae.resume_after.lock());
@@ -490,7 +493,7 @@ impl<S: LocalStore> AntiEntropy<S> {
                 // A pass works on one ring: once it changes, the ranges and
                 // their replicas are not those any more. The next pass
                 // takes the new ones.
-                if !Arc::ptr_eq(&placement, &self.membership.placement()) {
+                if !Arc::ptr_eq(&placement, &self.membership.current_ring()) {
                     return;
                 }
                 if !self.membership.is_alive(peer) {
@@ -558,6 +561,16 @@ fn ranges_replicated_by(placement: &Placement, me: NodeId) -> Vec<(TokenRange, V
             prefs.contains(&me).then(|| (range, prefs.to_vec()))
         })
         .collect()
+}
+
+/// How the ranges a node replicates stand.
+struct RangeCounts {
+    replicated: u64,
+    /// Whose last sync with every other replica succeeded.
+    in_sync: u64,
+    /// Age of the least recently fully synced range (since the node started
+    /// when it never was).
+    oldest_unsynced_ms: u64,
 }
 
 /// Bytes moved by calls, counted as they go.

@@ -365,7 +365,7 @@ fn the_engine_filter_purges_only_after_every_replica_synced() {
     let mut set = SiblingSet::default();
     let deleted_ms = clock.now_ms();
     set.update(&VersionVector::new(), 1, deleted_ms << 16, None, None);
-    store.put(b"dead", &set.encode(), None).expect("put");
+    store.put(b"dead", &set.encode()).expect("put");
     let mut live = SiblingSet::default();
     live.update(
         &VersionVector::new(),
@@ -374,7 +374,7 @@ fn the_engine_filter_purges_only_after_every_replica_synced() {
         Some(Bytes::from_static(b"v")),
         None,
     );
-    store.put(b"live", &live.encode(), None).expect("put");
+    store.put(b"live", &live.encode()).expect("put");
     clock.advance(Duration::from_millis(GRACE_MS * 2));
     let compact = || {
         store.engine().flush().expect("flush");
@@ -400,7 +400,7 @@ async fn malformed_requests_are_refused() {
     let a = &c.nodes[0];
     let (mine, _) = a.anti_entropy().replicated_ranges()[0];
     let (start, end) = (mine.start, mine.end);
-    let others = ranges_replicated_by(&a.membership().placement(), c.nodes[1].id());
+    let others = ranges_replicated_by(&a.membership().current_ring(), c.nodes[1].id());
     let (theirs, _) = others[0];
     let tree = |start, end| Request::MerkleNodes {
         start,

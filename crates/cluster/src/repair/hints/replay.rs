@@ -131,7 +131,7 @@ impl<S: LocalStore> Hints<S> {
                     }
                     sends.push(async move {
                         let sent = if gone {
-                            self.hand_to_replicas(hint.key.clone(), hint.record.clone())
+                            self.merge_into_replicas(hint.key.clone(), hint.record.clone())
                                 .await
                         } else {
                             self.rpc
@@ -174,7 +174,7 @@ impl<S: LocalStore> Hints<S> {
 
     /// Merges a record into every replica of its key in the current ring
     /// (this node's own copy included); fails unless all of them took it.
-    async fn hand_to_replicas(&self, key: Bytes, record: Bytes) -> Result<(), Undelivered> {
+    async fn merge_into_replicas(&self, key: Bytes, record: Bytes) -> Result<(), Undelivered> {
         let replicas = self.membership.preference_list(token_of(&key));
         if let Some(&down) = replicas.iter().find(|&&id| !self.membership.is_alive(id)) {
             return Err(Undelivered::ReplicaDown(down));
@@ -209,7 +209,7 @@ impl<S: LocalStore> Hints<S> {
 
     /// Gives the hints this node holds to a live peer, which replays them
     /// (this node is leaving the ring).
-    pub async fn hand_off(&self) {
+    pub async fn pass_on(&self) {
         let m = &self.membership;
         let me = self.replica.id();
         for (target, _) in self.store.pending() {
