@@ -792,11 +792,17 @@ impl Sim {
     /// Waits for convergence; the simulated time it was reached.
     async fn converge(&mut self, ops: &[Op]) -> Option<u64> {
         let deadline = self.now_ms() + self.config.converge_ms_max;
+        let mut last_reason = None;
         loop {
             self.reap();
-            if self.divergence(ops).is_none() {
+            let Some(reason) = self.divergence(ops) else {
                 self.net.record("converged");
                 return Some(self.now_ms());
+            };
+            // Each new reason once, so a slow convergence says what held it.
+            if last_reason.as_ref() != Some(&reason) {
+                self.net.record(&format!("not converged: {reason}"));
+                last_reason = Some(reason);
             }
             if self.now_ms() > deadline {
                 return None;

@@ -71,6 +71,8 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         ..SimConfig::default()
     };
     if let Some(seed) = args.seed {
+        // A replay can show the nodes' own logs (`RUST_LOG=ringkv_cluster=debug`).
+        crate::server::init_logging("off");
         let mut config = sim::config_for(seed, &base);
         if let Some(mode) = args.mode {
             config.strict = mode == Mode::Strict;
@@ -117,7 +119,15 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         .map(|r| r.seed)
         .collect();
     let sum = |f: &dyn Fn(&SimReport) -> u64| reports.iter().map(f).sum::<u64>();
-    let converge_max = reports.iter().filter_map(|r| r.converge_ms).max();
+    let converge_max = reports
+        .iter()
+        .filter_map(|r| r.converge_ms.map(|ms| (ms, r.seed)))
+        .max();
+    let mut converge: Vec<u64> = reports.iter().filter_map(|r| r.converge_ms).collect();
+    converge.sort_unstable();
+    let converge_p99 = converge
+        .get(converge.len().saturating_sub(1) * 99 / 100)
+        .copied();
     let mut faults = std::collections::BTreeMap::new();
     for r in &reports {
         for (k, v) in &r.faults {
@@ -128,7 +138,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
     println!(
         "figures: seeds={} failed={} ops={} acknowledged={} unknown={} lost={} stale_strict={} \
          stale_sloppy={} faults=[{}] messages={} flushes={} compactions={} pruned={} \
-         converge_ms_max={} sim_s={} wall_s={:.1}",
+         converge_ms_p99={} converge_ms_max={} sim_s={} wall_s={:.1}",
         reports.len(),
         failed.len(),
         sum(&|r| r.counts.ops),
@@ -142,7 +152,8 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         sum(&|r| r.flushes),
         sum(&|r| r.compactions),
         sum(&|r| r.pruned),
-        converge_max.map_or_else(|| "never".into(), |v| v.to_string()),
+        converge_p99.map_or_else(|| "never".into(), |v| v.to_string()),
+        converge_max.map_or_else(|| "never".into(), |(ms, seed)| format!("{ms}(seed {seed})")),
         sum(&|r| r.sim_ms) / 1000,
         started.elapsed().as_secs_f64(),
     );
