@@ -1,5 +1,5 @@
 //! In-process clusters for tests: real nodes, assembled by the
-//! [`NodeBuilder`] as every node is, on a [`MemNetwork`], a manual clock,
+//! [`NodeBuilder`] as every node is, on a [`SimNet`], a manual clock,
 //! [`MemStore`]s (or any store) and in-memory disks for their files.
 //! Nothing runs in the background: tests drive gossip with
 //! [`TestCluster::pass`] and everything else by calling the services.
@@ -12,7 +12,7 @@ use ringkv_env::{Clock, ManualClock};
 
 use crate::id::NodeId;
 use crate::membership::MembershipConfig;
-use crate::net::MemNetwork;
+use crate::net::SimNet;
 use crate::net::message::{Load, NodeState, NodeStatus};
 use crate::node::{Node, NodeBuilder, NodeConfig, NodePlace};
 use crate::node_files::NodeFiles;
@@ -41,7 +41,7 @@ pub fn test_config(rf: usize) -> NodeConfig {
 /// Nodes in one process.
 pub struct TestCluster<S: LocalStore = MemStore> {
     pub nodes: Vec<Node<S>>,
-    pub net: Arc<MemNetwork>,
+    pub net: Arc<SimNet>,
     pub clock: Arc<ManualClock>,
     /// Nodes [`TestCluster::kill`]ed and not revived.
     pub down: Vec<NodeId>,
@@ -77,7 +77,7 @@ impl<S: LocalStore> TestCluster<S> {
         let states = ring_states(n, config.membership.tokens_per_weight);
         let mut c = Self {
             nodes: Vec::new(),
-            net: MemNetwork::new(7),
+            net: SimNet::quiet(7),
             clock,
             down: Vec::new(),
             states: states.clone(),
@@ -125,7 +125,7 @@ impl<S: LocalStore> TestCluster<S> {
             (self.make)(id),
             HintStore::in_memory(self.config.hints.clone()),
             files,
-            Arc::new(self.net.transport(id)),
+            Arc::new(self.net.test_transport(id)),
         )
         .id(id)
         .place(place)
@@ -151,7 +151,7 @@ impl<S: LocalStore> TestCluster<S> {
 
     /// Takes node `id` off the network, as if it crashed.
     pub fn kill(&mut self, id: NodeId) {
-        self.net.unregister(id);
+        self.net.detach(id);
         self.down.push(id);
     }
 

@@ -122,7 +122,7 @@ impl Handler for FaultyHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::MemNetwork;
+    use crate::net::SimNet;
 
     struct Pong;
 
@@ -134,7 +134,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn blocked_peers_time_out_both_ways_and_heal() {
-        let net = MemNetwork::new(7);
+        let net = SimNet::quiet(7);
         let blocked_at_2 = BlockedPeers::new();
         net.register(1, Arc::new(Pong));
         net.register(
@@ -145,10 +145,10 @@ mod tests {
             )),
         );
         let blocked_at_1 = BlockedPeers::new();
-        let t1 = FaultyTransport::new(net.transport(1), Arc::clone(&blocked_at_1));
+        let t1 = FaultyTransport::new(net.test_transport(1), Arc::clone(&blocked_at_1));
         let to2 = Peer {
             id: 2,
-            addr: String::new(),
+            addr: crate::net::sim::test_addr(2),
         };
         let timeout = Duration::from_millis(300);
         assert_eq!(

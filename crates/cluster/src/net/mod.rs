@@ -7,14 +7,14 @@
 //! - [`tcp`]: the TCP transport: one multiplexed connection per peer
 //!   (request ids pair answers with requests), reconnects on demand, bounds
 //!   every queue, and times out every call.
-//! - [`mem`]: an in-memory network for in-process tests: routes calls to
-//!   handlers in the same process and can drop or partition traffic, driven
-//!   by a seed.
+//! - [`sim`]: the in-memory network of the simulation and of in-process
+//!   tests: routes calls to handlers in the same process, through the real
+//!   codec, with seeded delays, loss, duplication and partitions.
 //! - [`fault`]: the partition hooks of fault injection on real processes.
 
 pub mod fault;
-pub mod mem;
 pub mod message;
+pub mod sim;
 pub mod tcp;
 
 use std::future::Future;
@@ -25,7 +25,7 @@ use crate::id::NodeId;
 use message::{Request, Response};
 
 pub use fault::{BlockedPeers, FaultyHandler, FaultyTransport};
-pub use mem::{MemNetwork, MemTransport};
+pub use sim::{NetFaults, SimNet, SimTransport};
 pub use tcp::{TcpTransport, TransportConfig, serve_tcp};
 /// A boxed, sendable future.
 pub type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

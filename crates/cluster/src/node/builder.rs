@@ -35,7 +35,7 @@ use crate::membership::Membership;
 use crate::membership::gossip::{Gossip, LoadSource};
 use crate::movement::{MovementError, Movements};
 use crate::net::message::{Load, NodeState, NodeStatus};
-use crate::net::{MemNetwork, Transport};
+use crate::net::{SimNet, Transport};
 use crate::node_files::NodeFiles;
 use crate::repair::anti_entropy::AntiEntropy;
 use crate::repair::hints::{HintStore, Hints};
@@ -401,7 +401,7 @@ impl<S: LocalStore> Node<S> {
                 rf,
             )
             .unwrap_or_default();
-        let transport: Arc<dyn Transport> = Arc::new(MemNetwork::new(0).transport(id));
+        let transport: Arc<dyn Transport> = Arc::new(SimNet::quiet(0).test_transport(id));
         let files = NodeFiles::new(Arc::new(ringkv_storage::FaultFs::new(id)), "/node");
         let hints = HintStore::in_memory(config.hints.clone());
         let builder = NodeBuilder::new(config, clock, store, hints, files, transport).place(place);

@@ -473,7 +473,7 @@ async fn a_joiner_does_not_count_towards_the_current_rings_quorum() {
     let (x1, x2) = (kept[0], kept[1]);
     // Before the join: a quorum write that x2 missed.
     let node = |id: u64| nodes.iter().find(|n| n.id() == id).expect("node");
-    net.unregister(x2);
+    net.detach(x2);
     node(lost)
         .put(b(&key), b("acked"), w(Consistency::Quorum))
         .await
@@ -486,8 +486,8 @@ async fn a_joiner_does_not_count_towards_the_current_rings_quorum() {
         n.membership().merge(joiner.membership().states());
     }
     assert!(old[0].membership().pending_ring_for_reads().is_some());
-    net.unregister(lost);
-    net.unregister(x1);
+    net.detach(lost);
+    net.detach(x1);
     let answer = node(x2).get(b(&key), at(Consistency::Quorum)).await;
     assert!(
         matches!(answer, Err(KvError::Unavailable { .. })),
@@ -540,7 +540,7 @@ async fn a_forwarded_write_declined_by_a_former_replica_goes_to_the_next() {
         })
         .expect("a key whose second replica x will lose");
     let first = before.preference_list(token_of(key.as_bytes()))[0];
-    c.net.unregister(first);
+    c.net.detach(first);
     x.put(b(&key), b("moved"), w(Consistency::Quorum))
         .await
         .expect("the next replica coordinates");
@@ -628,7 +628,7 @@ async fn reads_ask_the_pending_ring_only_while_a_join_hands_over() {
         .expect("a key the joiner gains");
     // The joiner is away: a write still needs it (or a stand-in) in the
     // pending ring, but a read does not ask it.
-    c.net.unregister(j.id());
+    c.net.detach(j.id());
     c.nodes[0]
         .put(b(&key), b("v"), w(Consistency::Quorum))
         .await

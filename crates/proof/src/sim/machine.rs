@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::clock::SimClock;
-use super::net::SimNet;
+use ringkv_cluster::net::SimNet;
 
 /// The node type every machine runs.
 pub type SimNode = Node<EngineStore>;

@@ -47,7 +47,6 @@
 
 mod clock;
 mod machine;
-pub mod net;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -71,7 +70,7 @@ use crate::history::{
 };
 pub use clock::SimClock;
 use machine::{Machine, MachineConfig, SimNode};
-use net::{NetFaults, NetStats, SimNet, Trace};
+use ringkv_cluster::net::sim::{NetFaults, NetStats, SimNet, Trace};
 
 /// A deliberate weakness, to show that the checkers catch what it breaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

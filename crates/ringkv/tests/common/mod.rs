@@ -34,7 +34,12 @@ impl NodeProc {
     /// Starts `ringkv server` on ephemeral loopback ports with `extra` flags
     /// and waits until it is ready.
     pub fn start(data_dir: &Path, extra: &[&str]) -> NodeProc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        Self::start_with(Path::new(env!("CARGO_BIN_EXE_ringkv")), data_dir, extra)
+    }
+
+    /// [`NodeProc::start`] of another `ringkv` binary (another version).
+    pub fn start_with(exe: &Path, data_dir: &Path, extra: &[&str]) -> NodeProc {
+        let mut child = Command::new(exe)
             .arg("server")
             .arg("--data-dir")
             .arg(data_dir)

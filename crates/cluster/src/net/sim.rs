@@ -1,5 +1,5 @@
-//! [`SimNet`]: the simulated network, and [`SimTransport`], one node's
-//! [`Transport`] on it.
+//! [`SimNet`]: the in-memory network of the simulation and of the
+//! in-process tests, and [`SimTransport`], one node's [`Transport`] on it.
 //!
 //! Every call draws its fate from the run's seed, in the order calls are
 //! made (which the single-threaded runtime fixes): a delay each way (now and
@@ -22,9 +22,10 @@ use std::hash::Hasher;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::message::{self, Kind, Request, Response};
+use super::{BoxFut, Handler, Peer, Transport, TransportError};
+use crate::id::NodeId;
 use parking_lot::Mutex;
-use ringkv_cluster::net::message::{self, Kind, Request, Response};
-use ringkv_cluster::net::{BoxFut, Handler, Peer, Transport, TransportError};
 use ringkv_env::{Rng, SeededRng};
 
 /// Message faults, in parts per million of calls, and delays.
@@ -39,6 +40,20 @@ pub struct NetFaults {
     /// One-way delay bounds of other messages, in microseconds.
     pub delay_us_min: u64,
     pub delay_us_max: u64,
+}
+
+impl NetFaults {
+    /// No loss, no duplication, no slow messages, next to no delay: the
+    /// network of in-process tests, which inject their faults themselves.
+    pub fn none() -> Self {
+        Self {
+            loss_ppm: 0,
+            dup_ppm: 0,
+            slow_ppm: 0,
+            delay_us_min: 0,
+            delay_us_max: 1,
+        }
+    }
 }
 
 impl Default for NetFaults {
@@ -191,6 +206,23 @@ impl SimNet {
         }
     }
 
+    /// A network without faults of its own, for in-process tests.
+    pub fn quiet(seed: u64) -> Arc<Self> {
+        Self::new(seed, tokio::time::Instant::now(), NetFaults::none())
+    }
+
+    /// Attaches node `id` at the address `node{id}` (in-process tests,
+    /// whose nodes have no other address), or back after
+    /// [`SimNet::detach`].
+    pub fn register(&self, id: NodeId, handler: Arc<dyn Handler>) {
+        self.attach(id, &test_addr(id), 1, handler);
+    }
+
+    /// Messages from `from` to `to` are lost, one way only.
+    pub fn block_one_way(&self, from: NodeId, to: NodeId) {
+        self.state.lock().blocked.insert((from, to));
+    }
+
     /// Messages between the two groups are lost, both ways.
     pub fn partition(&self, a: &[u64], b: &[u64]) {
         let mut st = self.state.lock();
@@ -204,6 +236,11 @@ impl SimNet {
 
     pub fn heal(&self) {
         self.state.lock().blocked.clear();
+    }
+
+    /// The transport of node `id` as [`SimNet::register`] attaches it.
+    pub fn test_transport(self: &Arc<Self>, id: NodeId) -> SimTransport {
+        self.transport(id, 1)
     }
 
     /// A transport for incarnation `incarnation` of node `id`.
@@ -344,6 +381,11 @@ impl SimNet {
     }
 }
 
+/// The address [`SimNet::register`] attaches node `id` at.
+pub fn test_addr(id: NodeId) -> String {
+    format!("node{id}")
+}
+
 /// One incarnation of a node on a [`SimNet`].
 pub struct SimTransport {
     net: Arc<SimNet>,
@@ -369,5 +411,92 @@ impl Transport for SimTransport {
                 .await
                 .unwrap_or(Err(TransportError::Timeout))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::message::ErrorDetail;
+
+    struct Echo;
+
+    impl Handler for Echo {
+        fn handle(&self, _from: NodeId, req: Request) -> BoxFut<Response> {
+            Box::pin(async move {
+                match req {
+                    Request::Ping => Response::Pong,
+                    _ => Response::error(ErrorDetail::InvalidArgument("unexpected".into())),
+                }
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn partitions_heal_and_down_nodes_refuse() {
+        let net = SimNet::quiet(1);
+        net.register(1, Arc::new(Echo));
+        net.register(2, Arc::new(Echo));
+        let t1 = net.test_transport(1);
+        let p2 = Peer {
+            id: 2,
+            addr: test_addr(2),
+        };
+        let timeout = Duration::from_millis(100);
+        assert_eq!(
+            t1.call(&p2, Request::Ping, timeout).await,
+            Ok(Response::Pong)
+        );
+        net.partition(&[1], &[2]);
+        assert_eq!(
+            t1.call(&p2, Request::Ping, timeout).await,
+            Err(TransportError::Timeout)
+        );
+        net.heal();
+        net.block_one_way(2, 1);
+        assert_eq!(
+            t1.call(&p2, Request::Ping, timeout).await,
+            Err(TransportError::Timeout),
+            "the answer is lost on the way back"
+        );
+        net.heal();
+        net.detach(2);
+        assert!(matches!(
+            t1.call(&p2, Request::Ping, timeout).await,
+            Err(TransportError::Unreachable(_))
+        ));
+        // Back: the same calls go through again.
+        net.register(2, Arc::new(Echo));
+        assert_eq!(
+            t1.call(&p2, Request::Ping, timeout).await,
+            Ok(Response::Pong)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn error_answers_keep_their_detail_through_the_codec() {
+        let net = SimNet::quiet(2);
+        net.register(1, Arc::new(Echo));
+        net.register(2, Arc::new(Echo));
+        let p2 = Peer {
+            id: 2,
+            addr: test_addr(2),
+        };
+        let answer = net
+            .test_transport(1)
+            .call(
+                &p2,
+                Request::Read {
+                    key: bytes::Bytes::from_static(b"k"),
+                },
+                Duration::from_secs(1),
+            )
+            .await;
+        assert_eq!(
+            answer,
+            Ok(Response::error(ErrorDetail::InvalidArgument(
+                "unexpected".into()
+            )))
+        );
     }
 }
