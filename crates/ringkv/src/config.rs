@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use ringkv_cluster::NodeConfig;
+use ringkv_cluster::net::TransportConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -84,17 +86,21 @@ pub struct LimitsSection {
     pub idle_timeout_ms: u64,
 }
 
+// Every default comes from the library that uses the setting: one source
+// of truth.
 impl Default for LimitsSection {
     fn default() -> Self {
+        let node = NodeConfig::default();
+        let resp = ringkv_resp::RespConfig::default();
         Self {
-            key_bytes_max: 1024,
-            value_bytes_max: 1024 * 1024,
-            bulk_bytes_max: 8 * 1024 * 1024,
-            args_max: 1024 * 1024,
-            inline_bytes_max: 64 * 1024,
-            connections_max: 10_000,
-            input_buffer_bytes_max: 16 * 1024 * 1024,
-            idle_timeout_ms: 300_000,
+            key_bytes_max: node.key_bytes_max,
+            value_bytes_max: node.value_bytes_max,
+            bulk_bytes_max: resp.bulk_bytes_max,
+            args_max: resp.args_max,
+            inline_bytes_max: resp.inline_bytes_max,
+            connections_max: resp.connections_max,
+            input_buffer_bytes_max: resp.input_buffer_bytes_max,
+            idle_timeout_ms: resp.idle_timeout_ms,
         }
     }
 }
@@ -130,13 +136,22 @@ pub struct StorageSection {
 
 impl Default for StorageSection {
     fn default() -> Self {
+        let o = ringkv_storage::Options::default();
+        let (sync, sync_interval_ms) = match o.sync {
+            ringkv_storage::SyncMode::Always => (SyncMode::Always, 100),
+            ringkv_storage::SyncMode::Periodic { interval_ms } => (SyncMode::Periodic, interval_ms),
+        };
         Self {
-            sync: SyncMode::Periodic,
-            sync_interval_ms: 100,
-            memtable_bytes_max: 64 * 1024 * 1024,
-            block_cache_bytes: 256 * 1024 * 1024,
-            compression: Compression::Lz4,
-            bloom_bits_per_key: 10,
+            sync,
+            sync_interval_ms,
+            memtable_bytes_max: o.memtable_bytes_max,
+            block_cache_bytes: o.block_cache_bytes as usize,
+            compression: match o.compression {
+                ringkv_storage::Compression::None => Compression::None,
+                ringkv_storage::Compression::Lz4 => Compression::Lz4,
+                ringkv_storage::Compression::Zstd => Compression::Zstd,
+            },
+            bloom_bits_per_key: o.bloom_bits_per_key as usize,
         }
     }
 }
@@ -184,10 +199,11 @@ pub struct AntiEntropySection {
 
 impl Default for AntiEntropySection {
     fn default() -> Self {
+        let d = NodeConfig::default().anti_entropy;
         Self {
-            ranges_per_sec_max: 2,
-            repair_ranges_per_sec_max: 20,
-            pass_pause_ms: 10_000,
+            ranges_per_sec_max: d.ranges_per_sec_max,
+            repair_ranges_per_sec_max: d.repair_ranges_per_sec_max,
+            pass_pause_ms: d.pass_pause_ms,
         }
     }
 }
@@ -213,7 +229,7 @@ pub struct MovementSection {
 
 impl Default for MovementSection {
     fn default() -> Self {
-        let d = ringkv_cluster::movement::MoveConfig::default();
+        let d = NodeConfig::default().movement;
         Self {
             bytes_per_sec_max: d.bytes_per_sec_max,
             batch_bytes_max: d.batch_bytes_max,
@@ -239,11 +255,12 @@ pub struct HintsSection {
 
 impl Default for HintsSection {
     fn default() -> Self {
+        let node = NodeConfig::default();
         Self {
-            target_bytes_max: 256 * 1024 * 1024,
-            age_ms_max: 3 * 3600 * 1000,
-            replay_per_sec_max: 5_000,
-            replay_interval_ms: 1_000,
+            target_bytes_max: node.hints.target_bytes_max,
+            age_ms_max: node.hints.age_ms_max,
+            replay_per_sec_max: node.hints.replay_per_sec_max,
+            replay_interval_ms: node.hint_replay_interval_ms,
         }
     }
 }
@@ -260,20 +277,21 @@ pub struct DebugSection {
 
 impl Default for ClusterSection {
     fn default() -> Self {
+        let node = NodeConfig::default();
         Self {
-            name: "ringkv".into(),
+            name: TransportConfig::default().cluster,
             dc_replication: std::collections::BTreeMap::new(),
-            replication_factor: 3,
-            read: "QUORUM".into(),
-            write: "QUORUM".into(),
-            siblings_max: 64,
-            tombstone_grace_ms: 24 * 3600 * 1000,
-            request_timeout_ms: 2_000,
-            gossip_interval_ms: 1_000,
-            phi_convict: 8.0,
-            tokens_per_weight: 64,
-            join_timeout_ms: 30_000,
-            strict_quorum: false,
+            replication_factor: node.replication_factor,
+            read: node.default_read.name(),
+            write: node.default_write.name(),
+            siblings_max: node.siblings_max,
+            tombstone_grace_ms: node.tombstone_grace_ms,
+            request_timeout_ms: node.request_timeout_ms,
+            gossip_interval_ms: node.membership.gossip_interval_ms,
+            phi_convict: node.membership.phi_convict,
+            tokens_per_weight: node.membership.tokens_per_weight,
+            join_timeout_ms: node.join_timeout_ms,
+            strict_quorum: node.strict_quorum,
         }
     }
 }

@@ -94,7 +94,7 @@ impl Default for Options {
             compression: Compression::Lz4,
             zstd_level: 3,
             bloom_bits_per_key: 10,
-            block_cache_bytes: 64 << 20,
+            block_cache_bytes: 256 << 20,
             sync: SyncMode::Periodic { interval_ms: 100 },
             group_commit_bytes_max: 1 << 20,
             levels_max: 7,
