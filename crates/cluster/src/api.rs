@@ -92,7 +92,9 @@ pub struct ReadOptions {
 /// When a write applies, relative to what the coordinator reads first.
 ///
 /// Conditions are checked against the coordinator's read at the requested
-/// consistency; across replicas they are not atomic (see ARCHITECTURE.md).
+/// consistency; across replicas they are not atomic (see
+/// docs/design/write-and-read-paths.md, "Consistency of the Redis-style
+/// conditional commands").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Condition {
     #[default]

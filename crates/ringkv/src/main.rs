@@ -17,14 +17,14 @@ mod status;
 use clap::Parser;
 
 /// mimalloc instead of the system allocator: under a write load glibc's
-/// arena locks and free-list walks took about 9% of a node's CPU (perf;
-/// docs/BENCHMARKS.md has the before and after). Without transparent huge
+/// arena locks and free-list walks took a tenth of a node's CPU
+/// (docs/BENCHMARKS.md has the before and after). Without transparent huge
 /// pages: built with `no_thp` (mimalloc does not ask for them), and on Linux
 /// the process turns them off for itself at start (for hosts where they are
 /// on for everyone). With them, the kernel zeroes (and, with `defrag =
 /// madvise`, compacts memory for) a whole 2 MiB page whenever a purged part
-/// of an arena is touched again; those stalls of milliseconds put the
-/// three-node SET p99 at 5.2 ms, against 1.7-1.9 ms without.
+/// of an arena is touched again; those stalls of milliseconds tripled the
+/// three-node SET p99 (docs/BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -4,19 +4,17 @@
 //! serialised by the engine's log lock, so the lock never makes one writer
 //! wait for another; readers share it and hold it for one lookup or one
 //! chunk of a scan. A B-tree keeps many keys per node where a lock-free
-//! skiplist chases one pointer per level and pins an epoch per access: with
-//! `crossbeam-skiplist`, the structure used before, loading 1M random keys
-//! ran at 314k puts/s (3.7 us of CPU each); with the B-tree at 417k (2.9 us)
-//! (`bench/storage-peers`, same run).
+//! skiplist chases one pointer per level and pins an epoch per access (the
+//! skiplist used before was a quarter slower at loading random keys; the
+//! figures are in docs/BENCHMARKS.md).
 //!
 //! Entries are carved from 1 MiB arena chunks (`bytes::BytesMut` split off
 //! and frozen), as LevelDB's and RocksDB's memtables carve theirs from an
 //! arena: an insert makes no allocation of its own, and the flush thread
 //! that drops a flushed memtable frees chunks, not one block per entry that
 //! the request thread must then take back. A value read from the memtable
-//! keeps its chunk alive while it is held. Two alternated pairs of
-//! `bench/storage-peers` loads of 1M keys: 385k / 373k -> 398k / 424k
-//! puts/s, CPU per put 3.2 -> 2.8-2.9 us; reads unchanged.
+//! keeps its chunk alive while it is held (docs/BENCHMARKS.md has the
+//! before and after).
 //!
 //! Owns the in-memory ordering of internal keys (user key ascending, sequence
 //! number descending) and nothing else: which memtable is active, when one

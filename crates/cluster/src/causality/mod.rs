@@ -13,7 +13,8 @@
 //! vector has at most one entry per node that ever coordinated a write of the
 //! key. Pruning rule: the entry of a node that has left the ring is dropped
 //! once nothing can bring back a sibling it covers (see
-//! [`crate::causality::purge::prune_departed`] and ARCHITECTURE.md,
+//! [`crate::causality::purge::prune_departed`] and
+//! docs/design/write-and-read-paths.md,
 //! "Versioning"); a vector holds at most [`VV_ENTRIES_MAX`]. Dot counters of a node start
 //! above its epoch's floor ([`epoch_floor`]), so a node that lost its own
 //! latest writes never issues one of their dots again.

@@ -58,7 +58,7 @@ impl SiblingSet {
     }
 
     /// [`SiblingSet::update`] with a dot counter above `floor` too: the
-    /// floor of the actor's current epoch (see [`epoch_floor`]), so a node
+    /// floor of the actor's current epoch (see [`super::epoch_floor`]), so a node
     /// that lost its own latest writes of the key never issues one of their
     /// dots again.
     pub fn update_above(

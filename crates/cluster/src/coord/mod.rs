@@ -13,7 +13,7 @@
 //!    directly), answer as soon as enough have answered with the merge of
 //!    their records, and let the rest finish in the background: replicas
 //!    whose record differs from the merge get the merge (read repair).
-//! 4. Writes ([`write`]): if this node is a replica, it coordinates: it
+//! 4. Writes ([`mod@write`]): if this node is a replica, it coordinates: it
 //!    applies the write to its own copy (minting the new version, see
 //!    [`crate::replica`]), sends the new record to the other live replicas
 //!    and a hint to a stand-in for each one down, and answers when enough

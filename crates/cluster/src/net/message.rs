@@ -55,7 +55,7 @@
 //! body    := postcard(Response::Error { code, message }) detail?
 //! detail  := version:u8=1 postcard(ErrorDetail)
 //! ```
-//! `code` is stable (a [`KvError`](crate::KvError) code, or `not_a_replica`,
+//! `code` is stable (a [`crate::KvError`] code, or `not_a_replica`,
 //! `duplicate`); `message` is for people. The detail after the body carries
 //! the error's data typed (the counts of an `unavailable`, the sizes of a
 //! `key_too_large`): a receiver rebuilds the error from it, never from the
@@ -250,7 +250,7 @@ pub enum Response {
     Merged,
     /// The outcome of a coordinated write.
     Coordinated(CoordinatedOutcome),
-    /// The request failed; `code` is a [`KvError`](crate::KvError) code (or
+    /// The request failed; `code` is a [`crate::KvError`] code (or
     /// `not_a_replica`, `duplicate`). `detail` travels after the body (see
     /// "Error answers" above).
     Error {

@@ -39,7 +39,7 @@
 //! generic over turmoil's streams, and each host runs in turmoil's own
 //! runtime. ringkv's transport already sits behind a trait with an
 //! in-memory twin, and tokio's paused clock gives simulated time, so our
-//! own network ([`net::SimNet`]) costs less and is the transport-level
+//! own network (`SimNet`) costs less and is the transport-level
 //! fault model the tests want (loss, delay, duplication, partitions). The
 //! TCP framing is covered by the transport's own tests and the
 //! process-level runs; the simulation still round-trips every message

@@ -2,9 +2,9 @@
 //! exchange only the keys that differ, continuously in the background and on
 //! demand.
 //!
-//! This module owns the sync protocol ([`sync`]: this node initiates;
-//! [`answer`]: it answers a peer), the background loop and on-demand passes,
-//! repair progress and figures, and the sync ledger ([`ledger`]) that the
+//! This module owns the sync protocol (`sync.rs`: this node initiates;
+//! `answer.rs`: it answers a peer), the background loop and on-demand passes,
+//! repair progress and figures, and the sync ledger ([`SyncLedger`]) that the
 //! tombstone purge rule reads. It reaches storage only through
 //! [`LocalStore`] scans, peers only through [`Rpc`], and changes records
 //! only through the replica's merge. Tree shape and hashes are
@@ -50,7 +50,7 @@
 //! A dead record (every sibling deleted or expired) may be purged by
 //! compaction only when its newest write is older than the grace period AND
 //! the ledger says its range completed a sync with every other replica at a
-//! time `t0` later than that write ([`dead_record_purgeable`](crate::causality::purge::dead_record_purgeable)). Then every
+//! time `t0` later than that write ([`crate::causality::purge::dead_record_purgeable`]). Then every
 //! replica holds the tombstone or something newer, so no replica can bring
 //! the old value back; a replica that missed the delete gets the tombstone
 //! from the sync, and the DVV merge lets the tombstone supersede its older
