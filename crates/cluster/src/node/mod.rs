@@ -19,9 +19,6 @@ pub mod builder;
 mod handler;
 pub mod storage;
 
-#[cfg(test)]
-mod tests;
-
 use std::sync::Arc;
 
 use bytes::Bytes;
