@@ -91,12 +91,15 @@ impl SiblingSet {
         };
         let pos = self.siblings.partition_point(|s| s.dot < dot);
         self.siblings.insert(pos, new);
+        debug_assert!(self.vv.covers(dot), "the new dot is covered by the vector");
         dot
     }
 
     /// Merges another replica's record into this one (commutative,
     /// associative, idempotent).
     pub fn merge(&mut self, other: &SiblingSet) {
+        let inputs_well_formed =
+            cfg!(debug_assertions) && self.well_formed() && other.well_formed();
         let mut out: Vec<StoredSibling> =
             Vec::with_capacity(self.siblings.len() + other.siblings.len());
         let mut a = self.siblings.iter().peekable();
@@ -138,6 +141,18 @@ impl SiblingSet {
         }
         self.siblings = out;
         self.vv.merge(&other.vv);
+        debug_assert!(
+            !inputs_well_formed || self.well_formed(),
+            "a merge keeps a set well formed"
+        );
+    }
+
+    /// The set's invariants: siblings in strictly ascending dot order, each
+    /// dot covered by the vector (a record decoded from a peer is checked
+    /// for the first only).
+    pub fn well_formed(&self) -> bool {
+        self.siblings.windows(2).all(|w| w[0].dot < w[1].dot)
+            && self.siblings.iter().all(|s| self.vv.covers(s.dot))
     }
 
     /// Keeps at most `max` siblings, dropping the oldest by HLC; returns how

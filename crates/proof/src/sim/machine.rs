@@ -1,13 +1,14 @@
 //! [`Machine`]: one simulated host running the real node code.
 //!
 //! A machine has a disk (a [`FaultFs`] that survives its crashes the way a
-//! real disk does: synced bytes stay, the rest is dropped or torn), a clock
-//! with its own skew, and what a real node keeps in small fsynced files of
-//! its data directory (tokens, known peers, the movement record), held in
-//! memory here. Booting one wires a node as `ringkv server` does: the
-//! engine and the hint store on the disk, membership restored from the
-//! known peers, the transport on the simulated network, and the background
-//! loops (gossip, hint replay, anti-entropy, cleanup).
+//! real disk does: synced bytes stay, the rest is dropped or torn) and a
+//! clock with its own skew. Everything a node writes goes to that disk: its
+//! engines and its own files (id, epoch, tokens, known peers, the movement
+//! record), so a crash while one of them is written is simulated too.
+//! Booting one assembles the node with the same [`NodeBuilder`] and
+//! [`NodeStorage`] as `ringkv server` does; only the transport (on the
+//! simulated network) and the log syncs (run here, as no engine thread
+//! runs in a simulation) are the machine's own.
 
 use std::path::Path;
 use std::sync::Arc;
