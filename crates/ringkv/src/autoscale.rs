@@ -41,7 +41,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
-use crate::status::http_request;
+use crate::http_client::{get_json, request};
 
 /// The key under which the autoscaler keeps its state in the cluster.
 pub const STATE_KEY: &str = "ringkv.autoscaler";
@@ -497,17 +497,9 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn get_json(addr: &str, path: &str) -> anyhow::Result<serde_json::Value> {
-    let (code, body) = http_request(addr, "GET", path)?;
-    if code != 200 {
-        bail!("{path} answered {code}");
-    }
-    Ok(serde_json::from_str(&body)?)
-}
-
 /// The autoscaler's state kept in the cluster.
 fn load_state(addr: &str) -> State {
-    match crate::http_client::http_to(addr, "GET", &format!("/v1/kv/{STATE_KEY}"), b"") {
+    match request(addr, "GET", &format!("/v1/kv/{STATE_KEY}"), b"") {
         Ok((200, body)) => serde_json::from_slice(&body).unwrap_or_default(),
         _ => State::default(),
     }
@@ -518,9 +510,7 @@ fn save_state(addrs: &[String], state: &State) {
         return;
     };
     for addr in addrs {
-        if let Ok((204, _)) =
-            crate::http_client::http_to(addr, "PUT", &format!("/v1/kv/{STATE_KEY}"), &body)
-        {
+        if let Ok((204, _)) = request(addr, "PUT", &format!("/v1/kv/{STATE_KEY}"), &body) {
             return;
         }
     }
@@ -714,9 +704,12 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
                 tracing::info!(nodes = n, node = %victim.id, reason = %why, "removing a node");
                 println!("autoscaler: removing node {} ({n} now): {why}", victim.id);
                 let result = (|| -> anyhow::Result<()> {
-                    let (code, body) = http_request(&victim.http, "POST", "/v1/decommission")?;
+                    let (code, body) = request(&victim.http, "POST", "/v1/decommission", b"")?;
                     if code != 202 {
-                        bail!("decommission refused ({code}): {body}");
+                        bail!(
+                            "decommission refused ({code}): {}",
+                            String::from_utf8_lossy(&body)
+                        );
                     }
                     let others: Vec<String> = addrs
                         .iter()
