@@ -31,7 +31,6 @@
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -42,6 +41,7 @@ use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 use crate::http_client::{get_json, request};
+use crate::ports::free_port;
 
 /// The key under which the autoscaler keeps its state in the cluster.
 pub const STATE_KEY: &str = "ringkv.autoscaler";
@@ -336,11 +336,6 @@ struct LocalProvisioner {
     next: usize,
 }
 
-fn free_addr() -> anyhow::Result<String> {
-    let l = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?.to_string())
-}
-
 impl Provisioner for LocalProvisioner {
     fn create(&mut self, seeds: &[String], _nodes: usize) -> anyhow::Result<String> {
         let exe = std::env::current_exe().context("locating the ringkv binary")?;
@@ -352,7 +347,8 @@ impl Provisioner for LocalProvisioner {
             }
         };
         std::fs::create_dir_all(&dir)?;
-        let (resp, http, cluster) = (free_addr()?, free_addr()?, free_addr()?);
+        let [resp, http, cluster] =
+            [free_port()?, free_port()?, free_port()?].map(|port| format!("127.0.0.1:{port}"));
         let log = std::fs::File::create(dir.with_extension("log"))?;
         let mut cmd = Command::new(exe);
         cmd.arg("server")
@@ -461,7 +457,7 @@ struct Figures {
 }
 
 fn serve_metrics(addr: &str, figures: Arc<Mutex<Figures>>) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let mut stream = stream;

@@ -7,7 +7,7 @@
 //! or a normal return).
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -15,13 +15,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::ports::free_port;
+
 /// How long a node may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A free loopback port (the OS picks it; it stays ours by convention).
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
 
 /// The addresses a node listens on; kept across restarts.
 #[derive(Debug, Clone, Copy)]
