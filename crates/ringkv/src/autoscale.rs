@@ -30,10 +30,9 @@
 //! status` shows, and exported as metrics on `--listen`.
 
 use std::collections::VecDeque;
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -445,43 +444,54 @@ impl Provisioner for CommandProvisioner {
     }
 }
 
-/// Figures served on `--listen`.
-#[derive(Debug, Default)]
-struct Figures {
-    adds: u64,
-    removes: u64,
-    failures: u64,
-    nodes: usize,
-    mean_ops: u64,
-    verdict: i64,
+// The autoscaler's metrics, served on `--listen`.
+const DECISIONS: &str = "ringkv_autoscaler_decisions_total";
+const NODES: &str = "ringkv_autoscaler_nodes";
+const MEAN_OPS: &str = "ringkv_autoscaler_mean_ops_per_node";
+const VERDICT: &str = "ringkv_autoscaler_verdict";
+
+/// Counts one decision: `action` is "add", "remove" or "failed".
+fn count_decision(action: &'static str) {
+    metrics::counter!(DECISIONS, "action" => action).increment(1);
 }
 
-fn serve_metrics(addr: &str, figures: Arc<Mutex<Figures>>) -> anyhow::Result<()> {
+/// Serves the process's metrics (Prometheus text) on `addr`, on every
+/// path (`/metrics` for Prometheus), from a task of `rt`.
+fn serve_metrics(rt: &tokio::runtime::Runtime, addr: &str) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut stream = stream;
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut buf = [0u8; 2048];
-            let _ = stream.read(&mut buf);
-            let body = {
-                let f = figures.lock().unwrap_or_else(|e| e.into_inner());
-                format!(
-                    "# TYPE ringkv_autoscaler_decisions_total counter\n\
-                     ringkv_autoscaler_decisions_total{{action=\"add\"}} {}\n\
-                     ringkv_autoscaler_decisions_total{{action=\"remove\"}} {}\n\
-                     ringkv_autoscaler_decisions_total{{action=\"failed\"}} {}\n\
-                     # TYPE ringkv_autoscaler_nodes gauge\nringkv_autoscaler_nodes {}\n\
-                     # TYPE ringkv_autoscaler_mean_ops_per_node gauge\nringkv_autoscaler_mean_ops_per_node {}\n\
-                     # TYPE ringkv_autoscaler_verdict gauge\nringkv_autoscaler_verdict {}\n",
-                    f.adds, f.removes, f.failures, f.nodes, f.mean_ops, f.verdict
-                )
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
+    listener.set_nonblocking(true)?;
+    let handle = crate::server::metrics_handle();
+    metrics::describe_counter!(
+        DECISIONS,
+        "Nodes added, removed, and actions that failed, by action"
+    );
+    metrics::describe_gauge!(NODES, "NORMAL, alive nodes at the last reading");
+    metrics::describe_gauge!(MEAN_OPS, "Mean ops/s per NORMAL node at the last reading");
+    metrics::describe_gauge!(VERDICT, "The policy's verdict: 1 over, -1 under, 0 steady");
+    // Every decision is shown from the start, at 0.
+    for action in ["add", "remove", "failed"] {
+        metrics::counter!(DECISIONS, "action" => action).absolute(0);
+    }
+    let render = move || {
+        let text = handle.render();
+        async move {
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4",
+                )],
+                text,
+            )
+        }
+    };
+    let app = axum::Router::new().fallback(render);
+    rt.spawn(async move {
+        let served = match tokio::net::TcpListener::from_std(listener) {
+            Ok(listener) => axum::serve(listener, app).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = served {
+            tracing::error!(error = %e, "serving the autoscaler's metrics failed");
         }
     });
     Ok(())
@@ -575,9 +585,10 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
                 .context("--provisioner command needs --destroy")?,
         }),
     };
-    let figures = Arc::new(Mutex::new(Figures::default()));
+    // One small runtime beside the synchronous loop: the metrics listener.
+    let rt = crate::server::runtime_with(1)?;
     if let Some(addr) = &args.listen {
-        serve_metrics(addr, Arc::clone(&figures))?;
+        serve_metrics(&rt, addr)?;
     }
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for sig in [signal_hook_like::SIGINT, signal_hook_like::SIGTERM] {
@@ -623,17 +634,16 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
             .filter_map(|n| n["cluster_addr"].as_str().map(str::to_string))
             .collect();
         let action = controller.step(&reading, Instant::now());
-        {
-            let mut f = figures.lock().unwrap_or_else(|e| e.into_inner());
-            f.nodes = reading.normal.len();
-            f.mean_ops = reading.normal.iter().map(|x| x.2).sum::<u64>()
-                / reading.normal.len().max(1) as u64;
-            f.verdict = match controller.policy.judge(&reading).0 {
-                Verdict::Over => 1,
-                Verdict::Under => -1,
-                Verdict::Steady => 0,
-            };
-        }
+        metrics::gauge!(NODES).set(reading.normal.len() as f64);
+        metrics::gauge!(MEAN_OPS).set(
+            (reading.normal.iter().map(|x| x.2).sum::<u64>() / reading.normal.len().max(1) as u64)
+                as f64,
+        );
+        metrics::gauge!(VERDICT).set(match controller.policy.judge(&reading).0 {
+            Verdict::Over => 1.0,
+            Verdict::Under => -1.0,
+            Verdict::Steady => 0.0,
+        });
         let n = reading.normal.len();
         let decision = match action {
             Action::Hold(why) => {
@@ -656,7 +666,7 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
                 });
                 match result {
                     Ok(added) => {
-                        figures.lock().unwrap_or_else(|e| e.into_inner()).adds += 1;
+                        count_decision("add");
                         addrs.push(added.http.clone());
                         state.added.push(added.clone());
                         println!("autoscaler: node {} ({}) serving", added.id, added.http);
@@ -669,7 +679,7 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
                         }
                     }
                     Err(e) => {
-                        figures.lock().unwrap_or_else(|e| e.into_inner()).failures += 1;
+                        count_decision("failed");
                         tracing::error!(error = %e, "adding a node failed");
                         Decision {
                             at_ms: now_ms(),
@@ -719,7 +729,7 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
                 })();
                 match result {
                     Ok(()) => {
-                        figures.lock().unwrap_or_else(|e| e.into_inner()).removes += 1;
+                        count_decision("remove");
                         state.added.remove(pos);
                         addrs.retain(|a| *a != victim.http);
                         println!("autoscaler: node {} left", victim.id);
@@ -732,7 +742,7 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
                         }
                     }
                     Err(e) => {
-                        figures.lock().unwrap_or_else(|e| e.into_inner()).failures += 1;
+                        count_decision("failed");
                         tracing::error!(error = %e, "removing a node failed");
                         Decision {
                             at_ms: now_ms(),
