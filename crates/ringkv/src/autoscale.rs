@@ -33,6 +33,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -585,15 +586,20 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
                 .context("--provisioner command needs --destroy")?,
         }),
     };
-    // One small runtime beside the synchronous loop: the metrics listener.
+    // One small runtime beside the synchronous loop: the metrics listener
+    // and the signal watch.
     let rt = crate::server::runtime_with(1)?;
     if let Some(addr) = &args.listen {
         serve_metrics(&rt, addr)?;
     }
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for sig in [signal_hook_like::SIGINT, signal_hook_like::SIGTERM] {
-        signal_hook_like::on(sig, Arc::clone(&stop))?;
-    }
+    let stop = Arc::new(AtomicBool::new(false));
+    rt.spawn({
+        let stop = Arc::clone(&stop);
+        async move {
+            crate::server::shutdown_signal().await;
+            stop.store(true, Ordering::Relaxed);
+        }
+    });
     let mut controller = Controller::new(
         Policy {
             high_ops: args.high_ops,
@@ -610,7 +616,7 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
     let mut state = load_state(&args.http);
     let mut last_hold = String::new();
     println!("ringkv autoscaler watching {}", args.http);
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(args.interval_ms));
         let (view, _) = match read_cluster(&addrs) {
             Ok(v) => v,
@@ -764,32 +770,6 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
     }
     println!("autoscaler stopping");
     Ok(())
-}
-
-/// SIGINT/SIGTERM to a flag, through tokio's signal handling on a small
-/// runtime thread (the loop itself is synchronous).
-mod signal_hook_like {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    pub const SIGINT: i32 = 2;
-    pub const SIGTERM: i32 = 15;
-
-    pub fn on(sig: i32, flag: Arc<AtomicBool>) -> anyhow::Result<()> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        std::thread::spawn(move || {
-            rt.block_on(async move {
-                use tokio::signal::unix::{SignalKind, signal};
-                if let Ok(mut s) = signal(SignalKind::from_raw(sig)) {
-                    s.recv().await;
-                    flag.store(true, Ordering::Relaxed);
-                }
-            });
-        });
-        Ok(())
-    }
 }
 
 #[cfg(test)]
