@@ -30,18 +30,18 @@
 //! status` shows, and exported as metrics on `--listen`.
 
 use std::collections::VecDeque;
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
-use crate::status::http_request;
+use crate::http_client::{get_json, request};
+use crate::ports::free_port;
 
 /// The key under which the autoscaler keeps its state in the cluster.
 pub const STATE_KEY: &str = "ringkv.autoscaler";
@@ -336,11 +336,6 @@ struct LocalProvisioner {
     next: usize,
 }
 
-fn free_addr() -> anyhow::Result<String> {
-    let l = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?.to_string())
-}
-
 impl Provisioner for LocalProvisioner {
     fn create(&mut self, seeds: &[String], _nodes: usize) -> anyhow::Result<String> {
         let exe = std::env::current_exe().context("locating the ringkv binary")?;
@@ -352,7 +347,8 @@ impl Provisioner for LocalProvisioner {
             }
         };
         std::fs::create_dir_all(&dir)?;
-        let (resp, http, cluster) = (free_addr()?, free_addr()?, free_addr()?);
+        let [resp, http, cluster] =
+            [free_port()?, free_port()?, free_port()?].map(|port| format!("127.0.0.1:{port}"));
         let log = std::fs::File::create(dir.with_extension("log"))?;
         let mut cmd = Command::new(exe);
         cmd.arg("server")
@@ -449,43 +445,54 @@ impl Provisioner for CommandProvisioner {
     }
 }
 
-/// Figures served on `--listen`.
-#[derive(Debug, Default)]
-struct Figures {
-    adds: u64,
-    removes: u64,
-    failures: u64,
-    nodes: usize,
-    mean_ops: u64,
-    verdict: i64,
+// The autoscaler's metrics, served on `--listen`.
+const DECISIONS: &str = "ringkv_autoscaler_decisions_total";
+const NODES: &str = "ringkv_autoscaler_nodes";
+const MEAN_OPS: &str = "ringkv_autoscaler_mean_ops_per_node";
+const VERDICT: &str = "ringkv_autoscaler_verdict";
+
+/// Counts one decision: `action` is "add", "remove" or "failed".
+fn count_decision(action: &'static str) {
+    metrics::counter!(DECISIONS, "action" => action).increment(1);
 }
 
-fn serve_metrics(addr: &str, figures: Arc<Mutex<Figures>>) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut stream = stream;
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut buf = [0u8; 2048];
-            let _ = stream.read(&mut buf);
-            let body = {
-                let f = figures.lock().unwrap_or_else(|e| e.into_inner());
-                format!(
-                    "# TYPE ringkv_autoscaler_decisions_total counter\n\
-                     ringkv_autoscaler_decisions_total{{action=\"add\"}} {}\n\
-                     ringkv_autoscaler_decisions_total{{action=\"remove\"}} {}\n\
-                     ringkv_autoscaler_decisions_total{{action=\"failed\"}} {}\n\
-                     # TYPE ringkv_autoscaler_nodes gauge\nringkv_autoscaler_nodes {}\n\
-                     # TYPE ringkv_autoscaler_mean_ops_per_node gauge\nringkv_autoscaler_mean_ops_per_node {}\n\
-                     # TYPE ringkv_autoscaler_verdict gauge\nringkv_autoscaler_verdict {}\n",
-                    f.adds, f.removes, f.failures, f.nodes, f.mean_ops, f.verdict
-                )
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
+/// Serves the process's metrics (Prometheus text) on `addr`, on every
+/// path (`/metrics` for Prometheus), from a task of `rt`.
+fn serve_metrics(rt: &tokio::runtime::Runtime, addr: &str) -> anyhow::Result<()> {
+    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+    listener.set_nonblocking(true)?;
+    let handle = crate::server::metrics_handle();
+    metrics::describe_counter!(
+        DECISIONS,
+        "Nodes added, removed, and actions that failed, by action"
+    );
+    metrics::describe_gauge!(NODES, "NORMAL, alive nodes at the last reading");
+    metrics::describe_gauge!(MEAN_OPS, "Mean ops/s per NORMAL node at the last reading");
+    metrics::describe_gauge!(VERDICT, "The policy's verdict: 1 over, -1 under, 0 steady");
+    // Every decision is shown from the start, at 0.
+    for action in ["add", "remove", "failed"] {
+        metrics::counter!(DECISIONS, "action" => action).absolute(0);
+    }
+    let render = move || {
+        let text = handle.render();
+        async move {
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4",
+                )],
+                text,
+            )
+        }
+    };
+    let app = axum::Router::new().fallback(render);
+    rt.spawn(async move {
+        let served = match tokio::net::TcpListener::from_std(listener) {
+            Ok(listener) => axum::serve(listener, app).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = served {
+            tracing::error!(error = %e, "serving the autoscaler's metrics failed");
         }
     });
     Ok(())
@@ -497,17 +504,9 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn get_json(addr: &str, path: &str) -> anyhow::Result<serde_json::Value> {
-    let (code, body) = http_request(addr, "GET", path)?;
-    if code != 200 {
-        bail!("{path} answered {code}");
-    }
-    Ok(serde_json::from_str(&body)?)
-}
-
 /// The autoscaler's state kept in the cluster.
 fn load_state(addr: &str) -> State {
-    match crate::http_client::http_to(addr, "GET", &format!("/v1/kv/{STATE_KEY}"), b"") {
+    match request(addr, "GET", &format!("/v1/kv/{STATE_KEY}"), b"") {
         Ok((200, body)) => serde_json::from_slice(&body).unwrap_or_default(),
         _ => State::default(),
     }
@@ -518,9 +517,7 @@ fn save_state(addrs: &[String], state: &State) {
         return;
     };
     for addr in addrs {
-        if let Ok((204, _)) =
-            crate::http_client::http_to(addr, "PUT", &format!("/v1/kv/{STATE_KEY}"), &body)
-        {
+        if let Ok((204, _)) = request(addr, "PUT", &format!("/v1/kv/{STATE_KEY}"), &body) {
             return;
         }
     }
@@ -589,14 +586,20 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
                 .context("--provisioner command needs --destroy")?,
         }),
     };
-    let figures = Arc::new(Mutex::new(Figures::default()));
+    // One small runtime beside the synchronous loop: the metrics listener
+    // and the signal watch.
+    let rt = crate::server::runtime_with(1)?;
     if let Some(addr) = &args.listen {
-        serve_metrics(addr, Arc::clone(&figures))?;
+        serve_metrics(&rt, addr)?;
     }
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for sig in [signal_hook_like::SIGINT, signal_hook_like::SIGTERM] {
-        signal_hook_like::on(sig, Arc::clone(&stop))?;
-    }
+    let stop = Arc::new(AtomicBool::new(false));
+    rt.spawn({
+        let stop = Arc::clone(&stop);
+        async move {
+            crate::server::shutdown_signal().await;
+            stop.store(true, Ordering::Relaxed);
+        }
+    });
     let mut controller = Controller::new(
         Policy {
             high_ops: args.high_ops,
@@ -613,7 +616,7 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
     let mut state = load_state(&args.http);
     let mut last_hold = String::new();
     println!("ringkv autoscaler watching {}", args.http);
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(args.interval_ms));
         let (view, _) = match read_cluster(&addrs) {
             Ok(v) => v,
@@ -637,17 +640,16 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
             .filter_map(|n| n["cluster_addr"].as_str().map(str::to_string))
             .collect();
         let action = controller.step(&reading, Instant::now());
-        {
-            let mut f = figures.lock().unwrap_or_else(|e| e.into_inner());
-            f.nodes = reading.normal.len();
-            f.mean_ops = reading.normal.iter().map(|x| x.2).sum::<u64>()
-                / reading.normal.len().max(1) as u64;
-            f.verdict = match controller.policy.judge(&reading).0 {
-                Verdict::Over => 1,
-                Verdict::Under => -1,
-                Verdict::Steady => 0,
-            };
-        }
+        metrics::gauge!(NODES).set(reading.normal.len() as f64);
+        metrics::gauge!(MEAN_OPS).set(
+            (reading.normal.iter().map(|x| x.2).sum::<u64>() / reading.normal.len().max(1) as u64)
+                as f64,
+        );
+        metrics::gauge!(VERDICT).set(match controller.policy.judge(&reading).0 {
+            Verdict::Over => 1.0,
+            Verdict::Under => -1.0,
+            Verdict::Steady => 0.0,
+        });
         let n = reading.normal.len();
         let decision = match action {
             Action::Hold(why) => {
@@ -670,7 +672,7 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
                 });
                 match result {
                     Ok(added) => {
-                        figures.lock().unwrap_or_else(|e| e.into_inner()).adds += 1;
+                        count_decision("add");
                         addrs.push(added.http.clone());
                         state.added.push(added.clone());
                         println!("autoscaler: node {} ({}) serving", added.id, added.http);
@@ -683,7 +685,7 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
                         }
                     }
                     Err(e) => {
-                        figures.lock().unwrap_or_else(|e| e.into_inner()).failures += 1;
+                        count_decision("failed");
                         tracing::error!(error = %e, "adding a node failed");
                         Decision {
                             at_ms: now_ms(),
@@ -714,9 +716,12 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
                 tracing::info!(nodes = n, node = %victim.id, reason = %why, "removing a node");
                 println!("autoscaler: removing node {} ({n} now): {why}", victim.id);
                 let result = (|| -> anyhow::Result<()> {
-                    let (code, body) = http_request(&victim.http, "POST", "/v1/decommission")?;
+                    let (code, body) = request(&victim.http, "POST", "/v1/decommission", b"")?;
                     if code != 202 {
-                        bail!("decommission refused ({code}): {body}");
+                        bail!(
+                            "decommission refused ({code}): {}",
+                            String::from_utf8_lossy(&body)
+                        );
                     }
                     let others: Vec<String> = addrs
                         .iter()
@@ -730,7 +735,7 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
                 })();
                 match result {
                     Ok(()) => {
-                        figures.lock().unwrap_or_else(|e| e.into_inner()).removes += 1;
+                        count_decision("remove");
                         state.added.remove(pos);
                         addrs.retain(|a| *a != victim.http);
                         println!("autoscaler: node {} left", victim.id);
@@ -743,7 +748,7 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
                         }
                     }
                     Err(e) => {
-                        figures.lock().unwrap_or_else(|e| e.into_inner()).failures += 1;
+                        count_decision("failed");
                         tracing::error!(error = %e, "removing a node failed");
                         Decision {
                             at_ms: now_ms(),
@@ -765,32 +770,6 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
     }
     println!("autoscaler stopping");
     Ok(())
-}
-
-/// SIGINT/SIGTERM to a flag, through tokio's signal handling on a small
-/// runtime thread (the loop itself is synchronous).
-mod signal_hook_like {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    pub const SIGINT: i32 = 2;
-    pub const SIGTERM: i32 = 15;
-
-    pub fn on(sig: i32, flag: Arc<AtomicBool>) -> anyhow::Result<()> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        std::thread::spawn(move || {
-            rt.block_on(async move {
-                use tokio::signal::unix::{SignalKind, signal};
-                if let Ok(mut s) = signal(SignalKind::from_raw(sig)) {
-                    s.recv().await;
-                    flag.store(true, Ordering::Relaxed);
-                }
-            });
-        });
-        Ok(())
-    }
 }
 
 #[cfg(test)]

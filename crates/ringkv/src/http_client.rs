@@ -1,99 +1,175 @@
-//! A small blocking HTTP/1.1 client for the node's admin API: the admin
-//! verbs (`status`, `repair`, ...) and the proof harness both use it.
+//! The node's admin API over HTTP, as the admin verbs (`status`, `repair`,
+//! ...), the autoscaler and the proof harness ask it: one blocking exchange
+//! at a time, bounded in time and in answer size.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::fmt::Display;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
+use ureq::http::Method;
 
-/// Connect, read and write timeout of one exchange.
+/// Connect timeout, and the longest wait for any one read or write.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest answer read, in bytes.
 const HTTP_BODY_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
-/// [`http`] to a `host:port` string.
-pub fn http_to(
-    addr: &str,
-    method: &str,
-    path: &str,
-    body: &[u8],
-) -> anyhow::Result<(u16, Vec<u8>)> {
-    use std::net::ToSocketAddrs;
-    let sock = addr
-        .to_socket_addrs()
-        .with_context(|| format!("resolving {addr}"))?
-        .next()
-        .with_context(|| format!("no address for {addr}"))?;
-    http(sock, method, path, body)
+/// The process-wide client. Every status is an answer (a 4xx or 5xx carries
+/// the node's JSON error), redirects are not followed, proxies are not
+/// used (the nodes are reached directly), and no connection is kept idle:
+/// a node that was killed and restarted on the same port is never asked
+/// over a connection of its previous life.
+fn agent() -> &'static ureq::Agent {
+    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
+    AGENT.get_or_init(|| {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .proxy(None)
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
+            .timeout_resolve(Some(HTTP_TIMEOUT))
+            .timeout_connect(Some(HTTP_TIMEOUT))
+            .timeout_per_read(Some(HTTP_TIMEOUT))
+            .timeout_per_write(Some(HTTP_TIMEOUT))
+            .build()
+            .new_agent()
+    })
 }
 
-/// One HTTP/1.1 exchange: (status, body). Bounded in time and size.
-pub fn http(
-    addr: SocketAddr,
+/// One exchange with the node at `addr` (`host:port`): its status and body,
+/// whatever the status. A body, if any, is sent as JSON.
+pub fn request(
+    addr: impl Display,
     method: &str,
     path: &str,
     body: &[u8],
 ) -> anyhow::Result<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)
-        .with_context(|| format!("connecting to {addr}"))?;
-    s.set_read_timeout(Some(HTTP_TIMEOUT))?;
-    s.set_write_timeout(Some(HTTP_TIMEOUT))?;
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes())?;
-    s.write_all(body)?;
-    let mut raw = Vec::new();
-    s.take(HTTP_BODY_BYTES_MAX).read_to_end(&mut raw)?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .with_context(|| format!("{method} {path}: no header end"))?;
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let status: u16 = head
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("{method} {path}: no status"))?;
-    let mut body = raw[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body = dechunk(&body);
-    }
+    let method = Method::from_bytes(method.as_bytes())
+        .with_context(|| format!("{method:?} is not an HTTP method"))?;
+    let uri = format!("http://{addr}{path}");
+    let req = ureq::http::Request::builder()
+        .method(method.clone())
+        .uri(&uri)
+        .header("content-type", "application/json")
+        .body(body)
+        .with_context(|| format!("{method} {uri}: not a valid request"))?;
+    let mut answer = agent()
+        .run(req)
+        .with_context(|| format!("asking {addr} ({method} {path}): is a node running there?"))?;
+    let status = answer.status().as_u16();
+    let body = answer
+        .body_mut()
+        .with_config()
+        .limit(HTTP_BODY_BYTES_MAX)
+        .read_to_vec()
+        .with_context(|| format!("reading the answer of {addr} to {method} {path}"))?;
     Ok((status, body))
 }
 
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") else {
-            return out;
-        };
-        let size =
-            usize::from_str_radix(String::from_utf8_lossy(&raw[..eol]).trim(), 16).unwrap_or(0);
-        if size == 0 || raw.len() < eol + 2 + size {
-            return out;
-        }
-        out.extend_from_slice(&raw[eol + 2..eol + 2 + size]);
-        raw = &raw[(eol + 4 + size).min(raw.len())..];
+/// GET `path` as JSON; any status but 200 is an error that carries the
+/// node's answer.
+pub fn get_json(addr: impl Display, path: &str) -> anyhow::Result<serde_json::Value> {
+    let (status, body) = request(&addr, "GET", path, b"")?;
+    if status != 200 {
+        bail!(
+            "GET {path} on {addr} answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
     }
+    serde_json::from_slice(&body).with_context(|| format!("GET {path} on {addr}: not JSON"))
+}
+
+/// POST a JSON body; any status but 200 is an error that carries the node's
+/// answer.
+pub fn post_json(addr: impl Display, path: &str, body: &serde_json::Value) -> anyhow::Result<()> {
+    let (status, answer) = request(&addr, "POST", path, body.to_string().as_bytes())?;
+    if status != 200 {
+        bail!(
+            "POST {path} on {addr} answered {status}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+
     use super::*;
 
+    /// Serves one connection with `answer` after reading the request head
+    /// and the body its Content-Length announces; returns the request.
+    fn serve_once(
+        answer: &'static [u8],
+    ) -> anyhow::Result<(String, std::thread::JoinHandle<String>)> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?.to_string();
+        let served = std::thread::spawn(move || {
+            let Ok((stream, _)) = listener.accept() else {
+                return String::new();
+            };
+            let mut reader = BufReader::new(stream);
+            let mut head = String::new();
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                head.push_str(&line);
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let _ = reader.get_mut().write_all(answer);
+            head + &String::from_utf8_lossy(&body)
+        });
+        Ok((addr, served))
+    }
+
     #[test]
-    fn dechunk_joins_chunks() {
-        assert_eq!(
-            dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"),
-            b"abcde".to_vec()
+    fn an_error_status_is_an_answer_and_a_chunked_body_is_joined() -> anyhow::Result<()> {
+        let (addr, served) = serve_once(
+            b"HTTP/1.1 409 Conflict\r\ntransfer-encoding: chunked\r\n\r\n\
+              3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        )?;
+        let (status, body) = request(&addr, "POST", "/v1/repair", b"{}")?;
+        assert_eq!((status, body.as_slice()), (409, b"abcde".as_slice()));
+        let head = served
+            .join()
+            .map_err(|_| anyhow::anyhow!("server panicked"))?;
+        assert!(head.starts_with("POST /v1/repair HTTP/1.1\r\n"), "{head}");
+        assert!(head.ends_with("{}"), "{head}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_malformed_chunk_is_an_error_not_the_end_of_the_body() -> anyhow::Result<()> {
+        let (addr, _served) = serve_once(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+              3\r\nabc\r\nzz\r\nde\r\n0\r\n\r\n",
+        )?;
+        assert!(request(&addr, "GET", "/v1/cluster", b"").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn get_json_reports_the_status_and_the_nodes_answer() -> anyhow::Result<()> {
+        let (addr, _served) = serve_once(
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 14\r\n\r\n{\"code\":\"no\"}\n",
+        )?;
+        let err = get_json(&addr, "/v1/repair")
+            .err()
+            .context("503 is an error")?;
+        assert!(
+            err.to_string().contains("answered 503: {\"code\":\"no\"}"),
+            "{err}"
         );
+        Ok(())
     }
 }

@@ -10,6 +10,7 @@ mod config;
 mod fault_hooks;
 mod http_client;
 mod local_cluster;
+mod ports;
 mod proof;
 mod server;
 mod status;

@@ -37,7 +37,7 @@ pub fn init_logging(default: &str) {
 }
 
 /// The process-wide Prometheus recorder.
-fn metrics_handle() -> PrometheusHandle {
+pub(crate) fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {

@@ -1,8 +1,8 @@
 //! Admin verbs that ask a running node over its HTTP port.
 
-use std::net::ToSocketAddrs;
+use anyhow::bail;
 
-use anyhow::{Context, bail};
+use crate::http_client::{get_json, request};
 
 /// Prints a line to stdout, ignoring a closed pipe (`ringkv status | head`).
 macro_rules! say {
@@ -12,29 +12,11 @@ macro_rules! say {
     }};
 }
 
-/// A minimal HTTP/1.1 GET (admin answers are small JSON documents).
-pub fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
-    http_request(addr, "GET", path)
-}
-
-/// An HTTP/1.1 request without a body to the node at `addr` (host:port).
-pub fn http_request(addr: &str, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
-    let sock = addr
-        .to_socket_addrs()
-        .with_context(|| format!("resolving {addr}"))?
-        .next()
-        .with_context(|| format!("no address for {addr}"))?;
-    let (status, body) = crate::http_client::http(sock, method, path, b"")
-        .with_context(|| format!("asking {addr}: is a node running there?"))?;
+/// A request without a body to the node at `addr` (host:port): the status
+/// and the answer as text.
+fn ask(addr: &str, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    let (status, body) = request(addr, method, path, b"")?;
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-fn get_json(addr: &str, path: &str) -> anyhow::Result<serde_json::Value> {
-    let (status, body) = http_get(addr, path)?;
-    if status != 200 {
-        bail!("{path} answered {status}: {body}");
-    }
-    serde_json::from_str(&body).with_context(|| format!("{path} did not answer JSON"))
 }
 
 /// `ringkv status`: every node as the asked node sees it.
@@ -115,7 +97,7 @@ pub fn status(addr: &str) -> anyhow::Result<()> {
     {
         say!("movement driven by {me}: {}", movement_line(&m));
     }
-    if let Ok((200, body)) = crate::http_client::http_to(
+    if let Ok((200, body)) = request(
         addr,
         "GET",
         &format!("/v1/kv/{}", crate::autoscale::STATE_KEY),
@@ -148,7 +130,7 @@ pub fn status(addr: &str) -> anyhow::Result<()> {
 /// `ringkv repair`: starts an on-demand anti-entropy pass on a node and
 /// follows its progress until it ends.
 pub fn repair(addr: &str, wait: bool) -> anyhow::Result<()> {
-    let (code, body) = http_request(addr, "POST", "/v1/repair")?;
+    let (code, body) = ask(addr, "POST", "/v1/repair")?;
     match code {
         202 => say!("repair started on {addr}"),
         409 => say!("a repair pass is already running on {addr}; following it"),
@@ -209,7 +191,7 @@ fn movement_line(m: &serde_json::Value) -> String {
 /// ends. A decommissioned node stops at the end: its going away ends the
 /// wait.
 pub fn movement(addr: &str, path: &str, wait: bool) -> anyhow::Result<()> {
-    let (code, body) = http_request(addr, "POST", path)?;
+    let (code, body) = ask(addr, "POST", path)?;
     if code != 202 {
         let why = serde_json::from_str::<serde_json::Value>(&body)
             .ok()

@@ -10,9 +10,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::etcd::{self, Op};
-use super::{
-    Guard, RedisBenchArgs, Row, free_port, median, run_benchmark, start_redis, wait_for_port, which,
-};
+use super::{Guard, RedisBenchArgs, Row, median, run_benchmark, start_redis, wait_for_port, which};
+use crate::ports::free_port;
 
 #[derive(Debug, Args)]
 pub struct ClusterBenchArgs {

@@ -15,13 +15,14 @@
 mod cluster;
 mod etcd;
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+
+use crate::ports::free_port;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -77,10 +78,6 @@ pub(crate) struct Row {
     pub(crate) rps: f64,
     pub(crate) p50_ms: f64,
     pub(crate) p99_ms: f64,
-}
-
-pub(crate) fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Kills and reaps a child when dropped, so no server outlives the bench.

@@ -29,8 +29,8 @@ use anyhow::{Context, bail};
 use ringkv_env::{Rng, SeededRng};
 
 use super::history::RunClock;
-use super::procs::{NodeProc, get_json, post_json};
-use crate::http_client::http;
+use super::procs::NodeProc;
+use crate::http_client::{get_json, post_json, request};
 
 /// The id a running node reports in `/v1/status`.
 pub fn node_id(node: &NodeProc) -> anyhow::Result<u64> {
@@ -341,7 +341,7 @@ pub fn run(
                 }
                 let i = targets[rng.below(n as u64) as usize];
                 let (status, body) =
-                    http(cluster.nodes[i].ports.http, "POST", "/v1/decommission", b"")?;
+                    request(cluster.nodes[i].ports.http, "POST", "/v1/decommission", b"")?;
                 if status != 202 {
                     bail!(
                         "decommission of node {i} refused: {status} {}",

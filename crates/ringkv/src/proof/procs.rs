@@ -1,14 +1,13 @@
 //! Node processes for the proofs: `ringkv server` children on loopback
 //! ports, started, killed with SIGKILL, paused with SIGSTOP, resumed and
-//! restarted on the same data directory and ports; plus a small HTTP client
-//! for their status and debug routes.
+//! restarted on the same data directory and ports.
 //!
 //! Every child is owned by a [`NodeProc`]; dropping it kills and reaps the
 //! process, so no node outlives the harness on any exit path (error, panic,
 //! or a normal return).
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -16,15 +15,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::http_client::http;
+use crate::ports::free_port;
 
 /// How long a node may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A free loopback port (the OS picks it; it stays ours by convention).
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
 
 /// The addresses a node listens on; kept across restarts.
 #[derive(Debug, Clone, Copy)]
@@ -236,27 +230,6 @@ pub fn connect_redis(addr: SocketAddr, timeout: Duration) -> redis::RedisResult<
     con.set_read_timeout(Some(timeout))?;
     con.set_write_timeout(Some(timeout))?;
     Ok(con)
-}
-
-/// GET `path` as JSON (status 200 required).
-pub fn get_json(addr: SocketAddr, path: &str) -> anyhow::Result<serde_json::Value> {
-    let (status, body) = http(addr, "GET", path, b"")?;
-    if status != 200 {
-        bail!("GET {path} on {addr}: status {status}");
-    }
-    serde_json::from_slice(&body).with_context(|| format!("GET {path} on {addr}: not JSON"))
-}
-
-/// POST a JSON body (status 200 required).
-pub fn post_json(addr: SocketAddr, path: &str, body: &serde_json::Value) -> anyhow::Result<()> {
-    let (status, answer) = http(addr, "POST", path, body.to_string().as_bytes())?;
-    if status != 200 {
-        bail!(
-            "POST {path} on {addr}: status {status}: {}",
-            String::from_utf8_lossy(&answer)
-        );
-    }
-    Ok(())
 }
 
 /// A scratch directory for one run: removed on success unless kept, always
