@@ -119,7 +119,10 @@ impl<S: LocalStore> Coordinator<S> {
         key: Bytes,
         opts: ReadOptions,
     ) -> Result<ReadResult, KvError> {
-        self.timed(OpKind::Get, self.read(key, opts)).await
+        let started = self.replica.clock().monotonic();
+        let out = self.read(key, opts).await;
+        self.record(OpKind::Get, started);
+        out
     }
 
     /// Writes `change` to `key` at the options' level.
@@ -133,7 +136,10 @@ impl<S: LocalStore> Coordinator<S> {
             Change::Delete => OpKind::Delete,
             _ => OpKind::Put,
         };
-        self.timed(op, self.write(key, change, opts)).await
+        let started = self.replica.clock().monotonic();
+        let out = self.write(key, change, opts).await;
+        self.record(op, started);
+        out
     }
 
     /// Changes the expiry of a live key; false when it has no live value.
@@ -148,14 +154,12 @@ impl<S: LocalStore> Coordinator<S> {
             .map(|o| o.applied)
     }
 
-    /// Times a coordinated operation for the load report and the metrics.
-    async fn timed<T>(&self, op: OpKind, f: impl std::future::Future<Output = T>) -> T {
-        let clock = self.replica.clock();
-        let start = clock.monotonic();
-        let out = f.await;
-        self.stats
-            .record(op, clock.monotonic().saturating_sub(start));
-        out
+    /// Counts a coordinated operation begun at `started` (monotonic) for
+    /// the load report and the metrics. (Timed in place, not by wrapping the
+    /// operation's future: moving that future would copy it.)
+    fn record(&self, op: OpKind, started: Duration) {
+        let elapsed = self.replica.clock().monotonic().saturating_sub(started);
+        self.stats.record(op, elapsed);
     }
 
     fn check_key(&self, key: &[u8]) -> Result<(), KvError> {

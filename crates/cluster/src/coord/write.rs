@@ -41,17 +41,18 @@ impl<S: LocalStore> Coordinator<S> {
         // key's versions. A replica of the pending ring only may not have
         // them yet (it is still streaming). Anyone else forwards.
         if !plan.current.prefs.contains(&self.id()) {
-            return self.forward_or_stand_in(key, change, opts, &plan).await;
+            return Box::pin(self.forward_or_stand_in(key, change, opts, &plan)).await;
         }
         let (outcome, record) = self.replica.apply_write(key.clone(), change, opts).await?;
         let Some(record) = record else {
             return Ok(outcome);
         };
-        let mut fanout = Fanout::new();
-        fanout.answered(Call::replica(self.id()), ());
-        if plan.replicas.len() == 1 && plan.met(fanout.acked()) {
+        // A replica alone in its preference list: nothing to send.
+        if plan.replicas.len() == 1 && plan.met(std::slice::from_ref(&self.id())) {
             return Ok(outcome);
         }
+        let mut fanout = Fanout::new();
+        fanout.answered(Call::replica(self.id()), ());
         let record = Bytes::from(record.encode());
         let mut stand_ins = Vec::new();
         self.send_to_replicas(&mut fanout, &plan, &key, &record, &mut stand_ins);
