@@ -24,7 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::api::KvError;
 use crate::causality::{DecodeError, SiblingSet};
@@ -126,109 +126,135 @@ impl Rpc {
         self.timeout
     }
 
+    // Every call builds the transport's boxed future at once and returns a
+    // small future that awaits it: a fan-out holds many of these, and a
+    // future moved around is copied whole.
+
     /// One request to `to`; an error answer is [`PeerError::Refused`].
-    pub async fn call(
+    pub fn call(
         &self,
         to: NodeId,
         req: Request,
         timeout: Duration,
-    ) -> Result<Response, PeerError> {
-        let peer = self.membership.peer(to).ok_or(PeerError::UnknownNode)?;
-        self.call_peer(&peer, req, timeout).await
+    ) -> impl Future<Output = Result<Response, PeerError>> + Send + 'static {
+        let sent = self
+            .membership
+            .peer(to)
+            .map(|peer| self.transport.call(&peer, req, timeout));
+        async move { refused(sent.ok_or(PeerError::UnknownNode)?.await?) }
     }
 
     /// One request to `peer` (a seed known only by its address has id 0).
-    pub async fn call_peer(
+    pub fn call_peer(
         &self,
         peer: &Peer,
         req: Request,
         timeout: Duration,
-    ) -> Result<Response, PeerError> {
-        match self.transport.call(peer, req, timeout).await? {
-            Response::Error {
-                code,
-                message,
-                detail,
-            } => Err(PeerError::Refused(RemoteError {
-                code,
-                message,
-                detail,
-            })),
-            answer => Ok(answer),
-        }
+    ) -> impl Future<Output = Result<Response, PeerError>> + Send + 'static {
+        let sent = self.transport.call(peer, req, timeout);
+        async move { refused(sent.await?) }
     }
 
     /// One request to `to` whose answer `pick` takes apart; an answer of
     /// another kind is [`PeerError::Unexpected`].
-    pub async fn call_for<T>(
+    pub fn call_for<T: Send + 'static>(
         &self,
         to: NodeId,
         req: Request,
         timeout: Duration,
         pick: fn(Response) -> Result<T, Response>,
-    ) -> Result<T, PeerError> {
-        let answer = self.call(to, req, timeout).await?;
-        pick(answer).map_err(|other| PeerError::Unexpected(other.kind_name()))
+    ) -> impl Future<Output = Result<T, PeerError>> + Send + 'static {
+        let answer = self.call(to, req, timeout);
+        async move { pick(answer.await?).map_err(|other| PeerError::Unexpected(other.kind_name())) }
     }
 
     /// A replica's record of `key` (empty when it has none).
-    pub async fn read(&self, to: NodeId, key: Bytes) -> Result<SiblingSet, PeerError> {
-        match self.read_raw(to, key, self.timeout).await? {
-            None => Ok(SiblingSet::default()),
-            Some(bytes) => Ok(SiblingSet::decode(&bytes)?),
+    pub fn read(
+        &self,
+        to: NodeId,
+        key: Bytes,
+    ) -> impl Future<Output = Result<SiblingSet, PeerError>> + Send + 'static {
+        let raw = self.read_raw(to, key, self.timeout);
+        async move {
+            match raw.await? {
+                None => Ok(SiblingSet::default()),
+                Some(bytes) => Ok(SiblingSet::decode(&bytes)?),
+            }
         }
     }
 
     /// A replica's record of `key` as stored, not decoded.
-    pub async fn read_raw(
+    pub fn read_raw(
         &self,
         to: NodeId,
         key: Bytes,
         timeout: Duration,
-    ) -> Result<Option<Bytes>, PeerError> {
+    ) -> impl Future<Output = Result<Option<Bytes>, PeerError>> + Send + 'static {
         self.call_for(to, Request::Read { key }, timeout, Response::into_record)
-            .await
     }
 
     /// Merges `record` into a replica's own record of `key`.
-    pub async fn merge(&self, to: NodeId, key: Bytes, record: Bytes) -> Result<(), PeerError> {
-        self.merge_within(to, key, record, self.timeout).await
+    pub fn merge(
+        &self,
+        to: NodeId,
+        key: Bytes,
+        record: Bytes,
+    ) -> impl Future<Output = Result<(), PeerError>> + Send + 'static {
+        self.merge_within(to, key, record, self.timeout)
     }
 
     /// [`Rpc::merge`] with its own timeout.
-    pub async fn merge_within(
+    pub fn merge_within(
         &self,
         to: NodeId,
         key: Bytes,
         record: Bytes,
         timeout: Duration,
-    ) -> Result<(), PeerError> {
+    ) -> impl Future<Output = Result<(), PeerError>> + Send + 'static {
         let req = Request::Merge { key, record };
-        self.call_for(to, req, timeout, Response::into_merged).await
+        self.call_for(to, req, timeout, Response::into_merged)
     }
 
     /// Asks `via` to hold `record` of `key` for `target` (hinted handoff).
-    pub async fn hint(
+    pub fn hint(
         &self,
         via: NodeId,
         target: NodeId,
         key: Bytes,
         record: Bytes,
         timeout: Duration,
-    ) -> Result<(), PeerError> {
+    ) -> impl Future<Output = Result<(), PeerError>> + Send + 'static {
         let req = Request::Hint {
             target,
             key,
             record,
         };
         self.call_for(via, req, timeout, Response::into_merged)
-            .await
     }
 
     /// A round trip to `to`.
-    pub async fn ping(&self, to: NodeId, timeout: Duration) -> Result<(), PeerError> {
+    pub fn ping(
+        &self,
+        to: NodeId,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), PeerError>> + Send + 'static {
         self.call_for(to, Request::Ping, timeout, Response::into_pong)
-            .await
+    }
+}
+
+/// An error answer as [`PeerError::Refused`].
+fn refused(answer: Response) -> Result<Response, PeerError> {
+    match answer {
+        Response::Error {
+            code,
+            message,
+            detail,
+        } => Err(PeerError::Refused(RemoteError {
+            code,
+            message,
+            detail,
+        })),
+        answer => Ok(answer),
     }
 }
 
@@ -386,17 +412,20 @@ impl Default for Background {
 }
 
 impl Background {
-    /// Runs `work` in a task once a slot is free.
-    pub async fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
-        let Ok(slot) = Arc::clone(&self.slots).acquire_owned().await else {
-            // Never closed: run it here rather than lose it.
-            work.await;
-            return;
-        };
-        tokio::spawn(async move {
-            work.await;
-            drop(slot);
-        });
+    /// A slot, when one is free now.
+    fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.slots).try_acquire_owned().ok()
+    }
+
+    /// A slot, once one is free.
+    async fn slot(&self) -> OwnedSemaphorePermit {
+        loop {
+            if let Ok(slot) = Arc::clone(&self.slots).acquire_owned().await {
+                return slot;
+            }
+            // Never closed; should it be, wait as if busy.
+            tokio::task::yield_now().await;
+        }
     }
 
     /// Fan-outs finishing now.
@@ -438,9 +467,9 @@ impl<T: Send + 'static> Fanout<T> {
         self.calls.push(Box::pin(async move { (call, work.await) }));
     }
 
-    /// Counts an answer given without a call (this node's own).
-    pub fn answered(&mut self, call: Call, value: T) {
-        self.take(call, Ok(value));
+    /// Counts an outcome had without a call (this node's own part).
+    pub fn answered(&mut self, call: Call, outcome: Result<T, PeerError>) {
+        self.take(call, outcome);
     }
 
     /// Calls still running.
@@ -502,7 +531,7 @@ impl<T: Send + 'static> Fanout<T> {
 
     /// Lets the calls still running finish in a background task, then
     /// hands every late outcome to `then` (in that task, even when no call
-    /// was left).
+    /// was left). Waits for a background slot when all are taken.
     pub async fn finish<F>(
         mut self,
         background: &Background,
@@ -510,15 +539,19 @@ impl<T: Send + 'static> Fanout<T> {
     ) where
         F: Future<Output = ()> + Send + 'static,
     {
-        background
-            .spawn(async move {
-                let mut late = Vec::with_capacity(self.calls.len());
-                while let Some(answer) = self.calls.next().await {
-                    late.push(answer);
-                }
-                then(late).await;
-            })
-            .await;
+        let slot = match background.try_slot() {
+            Some(slot) => slot,
+            None => background.slot().await,
+        };
+        // Built once, right into the task.
+        tokio::spawn(async move {
+            let mut late = Vec::with_capacity(self.calls.len());
+            while let Some(answer) = self.calls.next().await {
+                late.push(answer);
+            }
+            then(late).await;
+            drop(slot);
+        });
     }
 }
 
@@ -545,7 +578,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_fanout_answers_at_its_requirement_and_finishes_the_rest_later() {
         let mut f = Fanout::new();
-        f.answered(Call::replica(1), 10);
+        f.answered(Call::replica(1), Ok(10));
         f.push(Call::replica(2), after(5, Ok(20)));
         f.push(Call::replica(3), after(50, Ok(30)));
         let started = tokio::time::Instant::now();
@@ -587,7 +620,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_fanout_short_of_its_requirement_says_who_failed_and_why() {
         let mut f: Fanout<u64> = Fanout::new();
-        f.answered(Call::replica(1), 1);
+        f.answered(Call::replica(1), Ok(1));
         f.push(Call::replica(2), after(1, Err(PeerError::UnknownNode)));
         // A call that counts for nobody does not help.
         f.push(

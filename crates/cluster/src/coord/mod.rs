@@ -194,11 +194,18 @@ impl<S: LocalStore> Coordinator<S> {
     }
 
     /// One replica's record of `key` (this node's own read directly).
-    async fn read_from(self: Arc<Self>, id: NodeId, key: Bytes) -> Result<SiblingSet, PeerError> {
+    fn read_from(
+        &self,
+        id: NodeId,
+        key: Bytes,
+    ) -> impl std::future::Future<Output = Result<SiblingSet, PeerError>> + Send + 'static {
+        use futures::future::Either;
         if id == self.id() {
-            return Ok(self.replica.read(&key)?);
+            return Either::Left(std::future::ready(
+                self.replica.read(&key).map_err(PeerError::from),
+            ));
         }
-        self.rpc.read(id, key).await
+        Either::Right(self.rpc.read(id, key))
     }
 
     /// A key's token, preference list and each replica's version.
@@ -208,9 +215,7 @@ impl<S: LocalStore> Coordinator<S> {
         let token = token_of(&key);
         let prefs = m.preference_list(token);
         let now = self.replica.now_ms();
-        let reads = prefs
-            .iter()
-            .map(|&id| Arc::clone(self).read_from(id, key.clone()));
+        let reads = prefs.iter().map(|&id| self.read_from(id, key.clone()));
         let answers = futures::future::join_all(reads).await;
         let replicas = prefs
             .iter()

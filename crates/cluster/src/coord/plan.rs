@@ -29,13 +29,24 @@ impl Need {
     }
 
     fn met(&self, answered: &[NodeId], dc_of: &DcOf) -> bool {
-        if answered.len() < self.total {
+        self.met_among(answered, |_| true, dc_of)
+    }
+
+    /// True when the answers of the nodes `counts` accepts meet the need
+    /// (no allocation: this runs after every answer).
+    fn met_among(
+        &self,
+        answered: &[NodeId],
+        counts: impl Fn(NodeId) -> bool,
+        dc_of: &DcOf,
+    ) -> bool {
+        let mine = || answered.iter().copied().filter(|&id| counts(id));
+        if mine().count() < self.total {
             return false;
         }
         self.per_dc.iter().all(|(dc, need)| {
-            answered
-                .iter()
-                .filter(|id| dc_of.iter().any(|(n, d)| n == *id && d == dc))
+            mine()
+                .filter(|id| dc_of.iter().any(|(n, d)| n == id && d == dc))
                 .count()
                 >= *need
         })
@@ -72,12 +83,8 @@ impl Requirement for RingPlan {
     /// Only this ring's replicas count: a node that only joins holds
     /// nothing yet.
     fn met(&self, answered: &[NodeId]) -> bool {
-        let mine: Vec<NodeId> = answered
-            .iter()
-            .copied()
-            .filter(|id| self.prefs.contains(id))
-            .collect();
-        self.need.met(&mine, &self.dc_of)
+        self.need
+            .met_among(answered, |id| self.prefs.contains(&id), &self.dc_of)
     }
 
     fn required(&self) -> usize {
@@ -93,7 +100,8 @@ pub struct Plan {
     pub pending: Option<RingPlan>,
     /// Live replicas of either ring, current ones first.
     pub live: Vec<NodeId>,
-    /// Every replica of either ring, live or not, current ones first.
+    /// Every replica of either ring, live or not, current ones first
+    /// (writes only: a read needs no more than `live`).
     pub replicas: Vec<NodeId>,
 }
 
@@ -170,7 +178,13 @@ impl Planner {
             .membership
             .pending_ring()
             .and_then(|ring| self.in_ring(&ring, key, level));
-        Ok(self.combine(current, pending, live, None))
+        let mut plan = self.combine(current, pending, live, None);
+        plan.replicas = plan.current.prefs.clone();
+        if let Some(p) = &plan.pending {
+            plan.replicas
+                .extend(p.prefs.iter().filter(|id| !plan.current.prefs.contains(id)));
+        }
+        Ok(plan)
     }
 
     /// A read's plan: the current ring's live replicas (of the local data
@@ -198,13 +212,11 @@ impl Planner {
         mut live: Vec<NodeId>,
         local_dc: Option<&str>,
     ) -> Plan {
-        let mut replicas = current.prefs.clone();
         if let Some(p) = &pending {
             for &id in &p.prefs {
-                if replicas.contains(&id) {
+                if current.prefs.contains(&id) || live.contains(&id) {
                     continue;
                 }
-                replicas.push(id);
                 let in_dc = local_dc.is_none_or(|dc| p.in_dc(id, dc));
                 if in_dc && self.membership.is_alive(id) {
                     live.push(id);
@@ -215,7 +227,7 @@ impl Planner {
             current,
             pending,
             live,
-            replicas,
+            replicas: Vec::new(),
         }
     }
 

@@ -10,7 +10,7 @@ use crate::api::{KvError, ReadOptions, ReadResult};
 use crate::causality::SiblingSet;
 use crate::id::NodeId;
 use crate::replica::to_sibling;
-use crate::rpc::{Call, Fanout};
+use crate::rpc::{Call, Fanout, PeerError};
 use crate::store::LocalStore;
 
 impl<S: LocalStore> Coordinator<S> {
@@ -35,10 +35,13 @@ impl<S: LocalStore> Coordinator<S> {
         }
         let mut fanout = Fanout::new();
         for &id in &plan.live {
-            fanout.push(
-                Call::replica(id),
-                Arc::clone(self).read_from(id, key.clone()),
-            );
+            if id == self.id() {
+                // This node's own copy: read here, no call.
+                let own = self.replica.read(&key).map_err(PeerError::from);
+                fanout.answered(Call::replica(id), own);
+            } else {
+                fanout.push(Call::replica(id), self.rpc.read(id, key.clone()));
+            }
         }
         if let Err(short) = fanout.wait(&plan, |_, _| None).await {
             metrics::counter!("ringkv_unavailable_total", "op" => "read").increment(1);

@@ -112,7 +112,7 @@ impl<S: LocalStore> Coordinator<S> {
                             replica: target,
                             counts: true,
                         },
-                        (),
+                        Ok(()),
                     ),
                     Ok(false) => {}
                     Err(e) => tracing::warn!(error = %e, "stand-in hint not stored"),

@@ -52,7 +52,7 @@ impl<S: LocalStore> Coordinator<S> {
             return Ok(outcome);
         }
         let mut fanout = Fanout::new();
-        fanout.answered(Call::replica(self.id()), ());
+        fanout.answered(Call::replica(self.id()), Ok(()));
         let record = Bytes::from(record.encode());
         let mut stand_ins = Vec::new();
         self.send_to_replicas(&mut fanout, &plan, &key, &record, &mut stand_ins);
@@ -96,11 +96,8 @@ impl<S: LocalStore> Coordinator<S> {
         stand_ins: &mut Vec<NodeId>,
     ) {
         for &id in plan.live.iter().filter(|&&id| id != self.id()) {
-            let rpc = self.rpc.clone();
-            let (key, record) = (key.clone(), record.clone());
-            fanout.push(Call::replica(id), async move {
-                rpc.merge(id, key, record).await
-            });
+            let merged = self.rpc.merge(id, key.clone(), record.clone());
+            fanout.push(Call::replica(id), merged);
         }
         let token = token_of(key);
         for &down in plan.replicas.iter().filter(|id| !plan.live.contains(id)) {
@@ -168,9 +165,7 @@ impl<S: LocalStore> Coordinator<S> {
             replica: target,
             counts: !self.config.strict_quorum,
         };
-        let rpc = self.rpc.clone();
-        let timeout = self.timeout();
-        let work = async move { rpc.hint(via, target, key, record, timeout).await };
+        let work = self.rpc.hint(via, target, key, record, self.timeout());
         (call, Box::pin(work))
     }
 }

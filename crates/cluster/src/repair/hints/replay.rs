@@ -190,7 +190,7 @@ impl<S: LocalStore> Hints<S> {
                     .map(|_| ())
                     .map_err(PeerError::from);
                 match merged {
-                    Ok(()) => fanout.answered(Call::replica(id), ()),
+                    Ok(()) => fanout.answered(Call::replica(id), Ok(())),
                     Err(e) => return Err(e.into()),
                 }
             } else {
