@@ -393,8 +393,8 @@ impl Shortfall {
     }
 }
 
-/// Fan-outs finishing in the background at once, at most; one more waits
-/// for a slot, which slows down the request that hands it over.
+/// Fan-outs finishing in the background at once, at most; beyond it the
+/// calls still running are dropped (see [`Fanout::finish`]).
 pub const BACKGROUND_FANOUTS_MAX: usize = 1024;
 
 /// Where fan-outs finish once their request no longer waits for them.
@@ -417,17 +417,6 @@ impl Background {
         Arc::clone(&self.slots).try_acquire_owned().ok()
     }
 
-    /// A slot, once one is free.
-    async fn slot(&self) -> OwnedSemaphorePermit {
-        loop {
-            if let Ok(slot) = Arc::clone(&self.slots).acquire_owned().await {
-                return slot;
-            }
-            // Never closed; should it be, wait as if busy.
-            tokio::task::yield_now().await;
-        }
-    }
-
     /// Fan-outs finishing now.
     pub fn running(&self) -> usize {
         BACKGROUND_FANOUTS_MAX - self.slots.available_permits()
@@ -437,6 +426,8 @@ impl Background {
 /// A request sent to several nodes at once.
 pub struct Fanout<T> {
     calls: FuturesUnordered<BoxFut<Answer<T>>>,
+    /// Every call pushed, answered or not.
+    pushed: Vec<Call>,
     acked: Vec<NodeId>,
     answers: Vec<(Call, T)>,
     failures: Vec<(Call, PeerError)>,
@@ -452,6 +443,7 @@ impl<T: Send + 'static> Fanout<T> {
     pub fn new() -> Self {
         Self {
             calls: FuturesUnordered::new(),
+            pushed: Vec::new(),
             acked: Vec::new(),
             answers: Vec::new(),
             failures: Vec::new(),
@@ -464,6 +456,7 @@ impl<T: Send + 'static> Fanout<T> {
         call: Call,
         work: impl Future<Output = Result<T, PeerError>> + Send + 'static,
     ) {
+        self.pushed.push(call);
         self.calls.push(Box::pin(async move { (call, work.await) }));
     }
 
@@ -531,17 +524,21 @@ impl<T: Send + 'static> Fanout<T> {
 
     /// Lets the calls still running finish in a background task, then
     /// hands every late outcome to `then` (in that task, even when no call
-    /// was left). Waits for a background slot when all are taken.
-    pub async fn finish<F>(
+    /// was left). A request never waits for this: when every background
+    /// slot is taken, the calls still running are dropped and returned
+    /// (`Err`), for the caller to make up for them (a hint held here, a read
+    /// repair skipped), and `then` is not called.
+    pub fn finish<F>(
         mut self,
         background: &Background,
         then: impl FnOnce(Vec<Answer<T>>) -> F + Send + 'static,
-    ) where
+    ) -> Result<(), Vec<Call>>
+    where
         F: Future<Output = ()> + Send + 'static,
     {
-        let slot = match background.try_slot() {
-            Some(slot) => slot,
-            None => background.slot().await,
+        let Some(slot) = background.try_slot() else {
+            metrics::counter!("ringkv_background_fanouts_full_total").increment(1);
+            return Err(self.running_calls());
         };
         // Built once, right into the task.
         tokio::spawn(async move {
@@ -552,6 +549,15 @@ impl<T: Send + 'static> Fanout<T> {
             then(late).await;
             drop(slot);
         });
+        Ok(())
+    }
+
+    /// The calls still running.
+    fn running_calls(&self) -> Vec<Call> {
+        let done = |c: &Call| {
+            self.answers.iter().any(|(a, _)| a == c) || self.failures.iter().any(|(f, _)| f == c)
+        };
+        self.pushed.iter().copied().filter(|c| !done(c)).collect()
     }
 }
 
@@ -590,7 +596,7 @@ mod tests {
         f.finish(&Background::default(), move |late| async move {
             let _ = tx.send(late);
         })
-        .await;
+        .expect("a free slot");
         let late = rx.await.expect("late answers");
         assert_eq!(late.len(), 1);
         assert_eq!(late[0].0, Call::replica(3));
@@ -634,6 +640,30 @@ mod tests {
         assert_eq!(short.required, 2);
         assert_eq!(short.acked, vec![1]);
         assert_eq!(short.why(), format!("{}: unknown node", display(2)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_every_slot_taken_the_calls_still_running_are_handed_back() {
+        let background = Background::default();
+        for _ in 0..BACKGROUND_FANOUTS_MAX {
+            let mut f: Fanout<u64> = Fanout::new();
+            f.push(Call::replica(2), std::future::pending());
+            f.finish(&background, |_| async {}).expect("a free slot");
+        }
+        assert_eq!(background.running(), BACKGROUND_FANOUTS_MAX);
+        let mut f: Fanout<u64> = Fanout::new();
+        f.answered(Call::replica(1), Ok(1));
+        f.push(Call::replica(2), after(1, Ok(2)));
+        f.push(Call::replica(3), std::future::pending());
+        f.wait(&AtLeast(2), |_, _| None).await.expect("met");
+        let dropped = f
+            .finish(&background, |_| async {})
+            .expect_err("no slot left");
+        assert_eq!(
+            dropped,
+            vec![Call::replica(3)],
+            "only the call still running"
+        );
     }
 
     #[test]

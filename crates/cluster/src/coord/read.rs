@@ -67,18 +67,21 @@ impl<S: LocalStore> Coordinator<S> {
         // repairing it on every read would be an unthrottled second stream.
         let current = plan.current.prefs;
         let me = Arc::clone(self);
-        fanout
-            .finish(&self.background, move |late| async move {
-                for (call, answer) in late {
-                    if let Ok(set) = answer {
-                        merged.merge(&set);
-                        records.push((call.to, set));
-                    }
+        let finished = fanout.finish(&self.background, move |late| async move {
+            for (call, answer) in late {
+                if let Ok(set) = answer {
+                    merged.merge(&set);
+                    records.push((call.to, set));
                 }
-                records.retain(|(id, _)| current.contains(id));
-                me.read_repair(key, merged, records).await;
-            })
-            .await;
+            }
+            records.retain(|(id, _)| current.contains(id));
+            me.read_repair(key, merged, records).await;
+        });
+        if finished.is_err() {
+            // Too much in the background already: anti-entropy mends what
+            // this read repair would have.
+            metrics::counter!("ringkv_read_repairs_skipped_total").increment(1);
+        }
         Ok(result)
     }
 

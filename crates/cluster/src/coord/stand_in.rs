@@ -137,7 +137,7 @@ impl<S: LocalStore> Coordinator<S> {
             })
             .await;
         let acked = fanout.acked().len();
-        self.finish_sends(fanout, key, record).await;
+        self.finish_sends(fanout, key, record);
         if let Err(short) = met {
             metrics::counter!("ringkv_unavailable_total", "op" => "write").increment(1);
             let failures = short.why();

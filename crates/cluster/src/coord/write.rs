@@ -79,7 +79,7 @@ impl<S: LocalStore> Coordinator<S> {
             })
             .await;
         // Replicas beyond the requirement still get the write.
-        self.finish_sends(fanout, key, record).await;
+        self.finish_sends(fanout, key, record);
         met.map_err(|short| self.write_unavailable(short, &plan, strict))?;
         Ok(outcome)
     }
@@ -116,26 +116,26 @@ impl<S: LocalStore> Coordinator<S> {
     }
 
     /// The sends a write no longer waits for finish in the background; a
-    /// failed one becomes a hint held here.
-    pub(super) async fn finish_sends(
-        self: &Arc<Self>,
-        fanout: Fanout<()>,
-        key: Bytes,
-        record: Bytes,
-    ) {
+    /// failed one becomes a hint held here, and so do the sends still
+    /// running when too much runs in the background already.
+    pub(super) fn finish_sends(self: &Arc<Self>, fanout: Fanout<()>, key: Bytes, record: Bytes) {
         if fanout.running() == 0 {
             return;
         }
         let me = Arc::clone(self);
-        fanout
-            .finish(&self.background, move |late| async move {
-                for (call, answer) in late {
-                    if answer.is_err() {
-                        me.hold_hint(call.replica, &key, &record);
-                    }
+        let (k, r) = (key.clone(), record.clone());
+        let finished = fanout.finish(&self.background, move |late| async move {
+            for (call, answer) in late {
+                if answer.is_err() {
+                    me.hold_hint(call.replica, &k, &r);
                 }
-            })
-            .await;
+            }
+        });
+        if let Err(dropped) = finished {
+            for call in dropped {
+                self.hold_hint(call.replica, &key, &record);
+            }
+        }
     }
 
     fn write_unavailable(&self, short: Shortfall, plan: &Plan, strict: bool) -> KvError {
