@@ -94,12 +94,17 @@ impl Gossip {
         let m = &self.membership;
         let req = Request::Gossip { states: m.states() };
         let timeout = Duration::from_millis(m.config().gossip_interval_ms.max(500));
-        match self.transport.call(peer, req, timeout).await {
-            Ok(Response::Gossip { states }) => {
+        match self
+            .transport
+            .call(peer, req, timeout)
+            .await
+            .map(Response::into_gossip)
+        {
+            Ok(Ok(states)) => {
                 m.merge(states);
                 true
             }
-            Ok(other) => {
+            Ok(Err(other)) => {
                 tracing::debug!(answer = other.kind_name(), "unexpected gossip answer");
                 false
             }

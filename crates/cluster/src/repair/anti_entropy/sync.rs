@@ -112,11 +112,9 @@ impl<S: LocalStore> AntiEntropy<S> {
                     level,
                     indexes: parents.to_vec(),
                 };
-                let Response::MerkleNodes { children, .. } =
-                    self.ae_call(peer, req, report).await?
-                else {
-                    return Err(SyncError::Protocol("expected tree nodes".into()));
-                };
+                let (_, _, children) = self
+                    .ae_call(peer, req, Response::into_merkle_nodes, report)
+                    .await?;
                 if children.len() != parents.len() * FANOUT {
                     return Err(SyncError::Protocol(format!(
                         "{} child hashes for {} parents",
@@ -196,12 +194,10 @@ impl<S: LocalStore> AntiEntropy<S> {
             level: 0,
             indexes: Vec::new(),
         };
-        match self.ae_call(peer, req, report).await? {
-            Response::MerkleNodes { keys, root, .. } => Ok((keys, root)),
-            other => Err(SyncError::Protocol(format!(
-                "expected tree nodes, got {other:?}"
-            ))),
-        }
+        let (keys, root, _) = self
+            .ae_call(peer, req, Response::into_merkle_nodes, report)
+            .await?;
+        Ok((keys, root))
     }
 
     /// The peer's (key, digest) pairs of `leaves`, following its pages.
@@ -223,9 +219,9 @@ impl<S: LocalStore> AntiEntropy<S> {
             let req = Request::RangeDigests {
                 ranges: asked.iter().map(|r| (r.start, r.end)).collect(),
             };
-            let Response::RangeDigests { ranges } = self.ae_call(peer, req, report).await? else {
-                return Err(SyncError::Protocol("expected digests".into()));
-            };
+            let ranges = self
+                .ae_call(peer, req, Response::into_range_digests, report)
+                .await?;
             if ranges.is_empty() || ranges.len() > asked.len() {
                 return Err(SyncError::Protocol(format!(
                     "{} digest lists for {} ranges",
@@ -292,19 +288,14 @@ impl<S: LocalStore> AntiEntropy<S> {
         let mut theirs_now = None;
         if their_digest.is_some() {
             let req = Request::Read { key: key.clone() };
-            match self.ae_call_raw(peer, req, bytes).await? {
-                Response::Record(Some(record)) => {
-                    let set = SiblingSet::decode(&record)
-                        .map_err(|e| SyncError::Protocol(format!("record does not decode: {e}")))?;
-                    theirs_now = Some(merkle::record_digest(&record));
-                    changed |= self.replica.merge_now(key.clone(), set).await?;
-                }
-                Response::Record(None) => {}
-                other => {
-                    return Err(SyncError::Protocol(format!(
-                        "expected a record, got {other:?}"
-                    )));
-                }
+            let theirs = self
+                .ae_call_raw(peer, req, Response::into_record, bytes)
+                .await?;
+            if let Some(record) = theirs {
+                let set = SiblingSet::decode(&record)
+                    .map_err(|e| SyncError::Protocol(format!("record does not decode: {e}")))?;
+                theirs_now = Some(merkle::record_digest(&record));
+                changed |= self.replica.merge_now(key.clone(), set).await?;
             }
         }
         let Some(record) = self
@@ -322,36 +313,36 @@ impl<S: LocalStore> AntiEntropy<S> {
             self.state.count_corrupt(1);
             return Ok(changed);
         }
-        match self
-            .ae_call_raw(peer, Request::Merge { key, record }, bytes)
-            .await?
-        {
-            Response::Merged => Ok(true),
-            other => Err(SyncError::Protocol(format!(
-                "expected merged, got {other:?}"
-            ))),
-        }
+        let req = Request::Merge { key, record };
+        self.ae_call_raw(peer, req, Response::into_merged, bytes)
+            .await?;
+        Ok(true)
     }
 
-    async fn ae_call(
+    /// One call to `peer`, its bytes counted in `report`; `pick` takes the
+    /// answer apart (another kind of answer is a protocol error).
+    async fn ae_call<T>(
         self: &Arc<Self>,
         peer: &Peer,
         req: Request,
+        pick: fn(Response) -> Result<T, Response>,
         report: &mut SyncReport,
-    ) -> Result<Response, SyncError> {
+    ) -> Result<T, SyncError> {
         let mut bytes = ScratchBytes::default();
-        let r = self.ae_call_raw(peer, req, &mut bytes).await;
+        let r = self.ae_call_raw(peer, req, pick, &mut bytes).await;
         report.bytes_sent += bytes.sent;
         report.bytes_received += bytes.received;
         r
     }
 
-    async fn ae_call_raw(
+    async fn ae_call_raw<T>(
         self: &Arc<Self>,
         peer: &Peer,
         req: Request,
+        pick: fn(Response) -> Result<T, Response>,
         bytes: &mut ScratchBytes,
-    ) -> Result<Response, SyncError> {
+    ) -> Result<T, SyncError> {
+        let asked = req.kind_name();
         bytes.sent += wire_bytes(&req);
         let answer = self.rpc.call_peer(peer, req, self.rpc.timeout()).await;
         // Error answers are counted too: they crossed the wire.
@@ -360,6 +351,8 @@ impl<S: LocalStore> AntiEntropy<S> {
             Err(PeerError::Refused(r)) => (r.code.len() + r.message.len()) as u64,
             Err(_) => 0,
         };
-        Ok(answer?)
+        pick(answer?).map_err(|other| {
+            SyncError::Protocol(format!("asked {asked}, answered {}", other.kind_name()))
+        })
     }
 }
