@@ -103,8 +103,19 @@ impl<S: LocalStore> TestCluster<S> {
     /// Builds a node for `state` (its id, place and tokens) with a fresh
     /// store and disk, and attaches it to the network.
     pub fn start(&self, state: NodeState) -> Node<S> {
+        let disk = ringkv_storage::FaultFs::new(state.id);
+        self.start_on(state, disk)
+            .unwrap_or_else(|e| panic!("building a node: {e}"))
+    }
+
+    /// Builds a node for `state` whose own files are on `disk` (tokens in
+    /// `state` are saved there first), and attaches it to the network.
+    pub fn start_on(
+        &self,
+        state: NodeState,
+        disk: ringkv_storage::FaultFs,
+    ) -> Result<Node<S>, crate::node::BuildError> {
         let id = state.id;
-        let disk = ringkv_storage::FaultFs::new(id);
         let files = NodeFiles::new(Arc::new(disk), "/node");
         if !state.tokens.is_empty()
             && let Err(e) = files.save_tokens(&state.tokens)
@@ -130,10 +141,9 @@ impl<S: LocalStore> TestCluster<S> {
         .id(id)
         .place(place)
         .replication(Replication::simple("dc1", self.config.replication_factor))
-        .build()
-        .unwrap_or_else(|e| panic!("building node {id}: {e}"));
+        .build()?;
         self.net.register(id, node.handler());
-        node
+        Ok(node)
     }
 
     /// Lets `ms` of time pass with a gossip round every 100 ms on every

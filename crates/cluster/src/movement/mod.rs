@@ -260,7 +260,9 @@ impl<S: LocalStore> Movements<S> {
     /// Learns the ring from `seeds` and picks this node's tokens so that
     /// what each node owns and replicates evens out (see
     /// [`crate::ring::alloc`]). A node with no seed other than itself starts
-    /// a new ring. Fails when no seed answers within `wait`.
+    /// a new ring. A node that joins a ring saves its movement record (a
+    /// join) before returning, so the caller saves the tokens after it.
+    /// Fails when no seed answers within `wait`.
     pub async fn choose_tokens(
         &self,
         seeds: &[String],
@@ -297,7 +299,14 @@ impl<S: LocalStore> Movements<S> {
         }
         // The ring with the nodes still joining: two nodes joining at once
         // do not pick the same gaps.
-        self.allocate_tokens().await
+        let tokens = self.allocate_tokens().await?;
+        // A node joining a ring says so on disk before its tokens are kept:
+        // should it stop in between, it joins again on restart rather than
+        // taking tokens whose data it never received as NORMAL.
+        if !m.current_ring().ring().is_empty() && self.load_record()?.is_none() {
+            self.save_record(Some(&MoveRecord::new(MovementKind::Join)))?;
+        }
+        Ok(tokens)
     }
 
     /// Tokens for this node against the pending ring without it.

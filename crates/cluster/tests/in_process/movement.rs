@@ -266,3 +266,47 @@ async fn reads_ask_both_rings_while_several_nodes_move() {
         "a new episode, one mover"
     );
 }
+
+/// A node joining a ring records the join before it keeps its tokens: at
+/// every point where its first start can stop, a restart joins again
+/// (streaming) rather than taking tokens it holds no data for as NORMAL.
+#[tokio::test(start_paused = true)]
+async fn a_joiner_stopped_anywhere_in_its_first_start_joins_on_restart() {
+    use ringkv_cluster::net::message::NodeStatus;
+    use ringkv_storage::{CrashMode, FaultFs};
+    let c = cluster(3, 3);
+    let seeds = vec![c.states[0].cluster_addr.clone()];
+    let mut joiner = c.states[0].clone();
+    joiner.id = 2000;
+    joiner.cluster_addr = "node2000".into();
+    joiner.rack = "r9".into();
+    joiner.tokens.clear();
+    let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+    let mut stopped = 0;
+    for syncs in 0..64 {
+        let disk = FaultFs::new(syncs);
+        disk.fail_sync_after(syncs);
+        let first = match c.start_on(joiner.clone(), disk.clone()) {
+            Ok(node) => node.start(&seeds, stop.clone()).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if first.is_ok() {
+            break;
+        }
+        stopped += 1;
+        let node = c
+            .start_on(joiner.clone(), disk.crash(CrashMode::DropUnsynced))
+            .expect("restart");
+        node.start(&seeds, stop.clone())
+            .await
+            .expect("a restart takes its place");
+        let me = node.membership().state(joiner.id).expect("own state");
+        assert!(!me.tokens.is_empty(), "stopped after {syncs} syncs");
+        assert_ne!(
+            me.status,
+            NodeStatus::Normal,
+            "stopped after {syncs} syncs: tokens taken without their data"
+        );
+    }
+    assert!(stopped >= 2, "only {stopped} points where a start can stop");
+}
