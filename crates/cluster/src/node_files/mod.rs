@@ -185,28 +185,39 @@ impl NodeFiles {
         }
     }
 
-    /// A framed file's body, or the whole file when it predates framing
-    /// (`earlier` tells them apart by the magic).
+    /// A framed file's body, or the whole file when it is of an earlier
+    /// layout: one without the magic, or one with the magic and a version
+    /// in `earlier`. The magic with any other version is an error (a file
+    /// of a later version, or damage): it is never read as something else.
     fn read_body(
         &self,
         name: &str,
         magic: &[u8; 4],
         version: u8,
+        earlier: &[u8],
     ) -> io::Result<Option<(Vec<u8>, Layout)>> {
         let Some(bytes) = self.read(name)? else {
             return Ok(None);
         };
-        if bytes.starts_with(magic) && bytes.get(4) == Some(&version) {
-            let body = unframe(&self.path(name), &bytes, magic, version)?.to_vec();
-            return Ok(Some((body, Layout::Current)));
+        if !bytes.starts_with(magic) {
+            return Ok(Some((bytes, Layout::Earlier)));
         }
-        Ok(Some((bytes, Layout::Earlier)))
+        match bytes.get(4) {
+            Some(&v) if v == version => {
+                let body = unframe(&self.path(name), &bytes, magic, version)?.to_vec();
+                Ok(Some((body, Layout::Current)))
+            }
+            Some(v) if earlier.contains(v) => Ok(Some((bytes, Layout::Earlier))),
+            Some(v) => Err(invalid(&self.path(name), format!("unknown version {v}"))),
+            None => Err(invalid(&self.path(name), "truncated")),
+        }
     }
 
     /// The node id, if one was drawn before.
     pub fn node_id(&self) -> io::Result<Option<NodeId>> {
         let path = self.path(NODE_ID_FILE);
-        let Some((body, layout)) = self.read_body(NODE_ID_FILE, NODE_ID_MAGIC, FILE_VERSION)?
+        let Some((body, layout)) =
+            self.read_body(NODE_ID_FILE, NODE_ID_MAGIC, FILE_VERSION, &[])?
         else {
             return Ok(None);
         };
@@ -254,7 +265,7 @@ impl NodeFiles {
     pub fn bump_epoch(&self) -> io::Result<u64> {
         let path = self.path(EPOCH_FILE);
         let previous =
-            match self.read_body(EPOCH_FILE, EPOCH_MAGIC, FILE_VERSION)? {
+            match self.read_body(EPOCH_FILE, EPOCH_MAGIC, FILE_VERSION, &[])? {
                 None => 0,
                 Some((body, Layout::Current)) => u64_body(&path, &body)?,
                 Some((body, Layout::Earlier)) => String::from_utf8_lossy(&body)
@@ -273,7 +284,8 @@ impl NodeFiles {
     /// The tokens this node holds, if it has joined before.
     pub fn tokens(&self) -> io::Result<Option<Vec<Token>>> {
         let path = self.path(TOKENS_FILE);
-        let Some((body, layout)) = self.read_body(TOKENS_FILE, TOKENS_MAGIC, FILE_VERSION)? else {
+        let Some((body, layout)) = self.read_body(TOKENS_FILE, TOKENS_MAGIC, FILE_VERSION, &[])?
+        else {
             return Ok(None);
         };
         let tokens = match layout {
@@ -310,7 +322,8 @@ impl NodeFiles {
     /// change (empty when it never did).
     pub fn peers(&self) -> io::Result<Vec<NodeState>> {
         let path = self.path(PEERS_FILE);
-        let Some((body, layout)) = self.read_body(PEERS_FILE, PEERS_MAGIC, FILE_VERSION)? else {
+        let Some((body, layout)) = self.read_body(PEERS_FILE, PEERS_MAGIC, FILE_VERSION, &[])?
+        else {
             return Ok(Vec::new());
         };
         let states: Vec<NodeState> = postcard::from_bytes(&body)
@@ -331,7 +344,8 @@ impl NodeFiles {
     /// The movement record, absent when no movement is in progress.
     pub fn move_record(&self) -> io::Result<Option<MoveRecord>> {
         let path = self.path(MOVE_FILE);
-        let Some((body, layout)) = self.read_body(MOVE_FILE, MOVE_MAGIC, MOVE_VERSION)? else {
+        let Some((body, layout)) = self.read_body(MOVE_FILE, MOVE_MAGIC, MOVE_VERSION, &[1])?
+        else {
             return Ok(None);
         };
         match layout {
