@@ -95,7 +95,7 @@ fn damaged_or_foreign_files_are_refused() {
     assert!(f.tokens().is_err(), "unknown version");
     // The magic with a version this build does not know is refused as
     // such, never read as an earlier layout.
-    let mut later = |name: &str, magic: &[u8]| {
+    let later = |name: &str, magic: &[u8]| {
         let mut bytes = magic.to_vec();
         bytes.extend_from_slice(&[9, 8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         write_raw(&fs, name, &bytes);
