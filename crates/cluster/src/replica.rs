@@ -189,8 +189,8 @@ impl<S: LocalStore> LocalReplica<S> {
 
     /// Applies a client write coordinated by this node. Returns the outcome
     /// and, when something was written, the new record to replicate. The
-    /// write is buffered ([`LogWrite::Buffered`]): the caller flushes the
-    /// store before acknowledging it.
+    /// write is buffered ([`LogWrite::Buffered`]): the caller releases the
+    /// store's buffered writes before acknowledging it.
     pub fn update_buffered(
         &self,
         key: &[u8],

@@ -22,7 +22,9 @@
 //!    ([`forward`]), which coordinates it; when none can be reached it
 //!    coordinates as a stand-in ([`stand_in`]).
 //!
-//! Every fan-out goes through [`crate::rpc::Fanout`].
+//! Every fan-out of the request paths goes through [`crate::rpc::Fanout`]
+//! (`explain`, a diagnostic that waits for every replica, asks them all
+//! with one `join_all`).
 //!
 //! A failed write may still have reached some replicas (as in every Dynamo
 //! store): the client learns the outcome is unknown, never that it is false.

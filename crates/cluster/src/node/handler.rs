@@ -106,6 +106,6 @@ impl<S: LocalStore> Handler for Node<S> {
     }
 
     fn before_reply(&self) -> Result<(), crate::api::KvError> {
-        self.write_buffered()
+        self.release_buffered()
     }
 }

@@ -180,7 +180,7 @@ impl<S: LocalStore> Node<S> {
 
     /// Hands this node's buffered writes to the OS (see
     /// [`crate::replica::LogWrite`]).
-    fn write_buffered(&self) -> Result<(), KvError> {
+    fn release_buffered(&self) -> Result<(), KvError> {
         self.store()
             .release_buffered()
             .map_err(|e| KvError::Storage(format!("log write failed: {e}")))
@@ -189,7 +189,7 @@ impl<S: LocalStore> Node<S> {
 
 impl<S: LocalStore> Kv for Node<S> {
     fn release_writes(&self) -> Result<(), KvError> {
-        self.write_buffered()
+        self.release_buffered()
     }
 
     fn writes_buffered(&self) -> bool {

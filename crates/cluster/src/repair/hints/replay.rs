@@ -20,7 +20,7 @@ use crate::rpc::{All, Call, Fanout, PeerError, Rpc};
 use crate::store::LocalStore;
 
 /// Hints moved per step when this node gives its hints away.
-const HAND_OFF_BATCH_MAX: usize = 256;
+const PASS_ON_BATCH_MAX: usize = 256;
 
 /// Why a hint was not delivered (it stays held).
 #[derive(Debug, thiserror::Error)]
@@ -229,7 +229,7 @@ impl<S: LocalStore> Hints<S> {
                 continue;
             };
             loop {
-                let batch = match self.store.oldest(target, HAND_OFF_BATCH_MAX) {
+                let batch = match self.store.oldest(target, PASS_ON_BATCH_MAX) {
                     Ok(b) if !b.is_empty() => b,
                     _ => break,
                 };
@@ -242,7 +242,7 @@ impl<S: LocalStore> Hints<S> {
                             target,
                             hint.key.clone(),
                             hint.record.clone(),
-                            HAND_OFF_CALL_TIMEOUT,
+                            PASS_ON_CALL_TIMEOUT,
                         )
                         .await;
                     if sent.is_ok() && self.store.remove(&hint, None).is_ok() {
@@ -250,7 +250,7 @@ impl<S: LocalStore> Hints<S> {
                     }
                 }
                 if moved == 0 {
-                    tracing::warn!(target = %crate::id::display(target), "hint hand-off stalled; anti-entropy will repair instead");
+                    tracing::warn!(target = %crate::id::display(target), "passing on hints stalled; anti-entropy will repair instead");
                     break;
                 }
             }
@@ -272,7 +272,7 @@ impl<S: LocalStore> Hints<S> {
 }
 
 /// Timeout of one call handing a hint to the heir.
-const HAND_OFF_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+const PASS_ON_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl From<KvError> for Undelivered {
     fn from(e: KvError) -> Self {
