@@ -1,6 +1,7 @@
 //! A cluster upgrades by rolling restart: nodes of this version run beside
 //! nodes built from the commit before the last change of a wire or on-disk
-//! format, serve each other's forwarded writes and errors, and a node
+//! format, serve each other's forwarded writes and errors (each kind of
+//! node refusing a write the other forwarded), and a node
 //! restarted on the new binary keeps its identity, tokens and data.
 //!
 //! The previous binary is `RINGKV_PREVIOUS_BIN` when set; otherwise this
@@ -108,8 +109,12 @@ fn self_id(node: &NodeProc) -> String {
         .to_string()
 }
 
-fn start(exe: &Path, root: &Path, i: usize, seed: Option<&NodeProc>) -> NodeProc {
-    let cfg = root.join("ringkv.toml").to_string_lossy().into_owned();
+/// Node `i` on `exe` with the settings of `{limits}.toml`.
+fn start(exe: &Path, root: &Path, i: usize, limits: &str, seed: Option<&NodeProc>) -> NodeProc {
+    let cfg = root
+        .join(format!("{limits}.toml"))
+        .to_string_lossy()
+        .into_owned();
     let mut args = vec!["--config".to_string(), cfg];
     if let Some(seed) = seed {
         args.extend(["--seeds".to_string(), seed.cluster.to_string()]);
@@ -150,12 +155,16 @@ fn check_reads(nodes: &[&NodeProc], keys: usize) {
     }
 }
 
-/// A write at QUORUM of `key` through `node`: its reply, or the error's
-/// text.
-fn write(node: &NodeProc, key: &str) -> Result<(), String> {
+/// A write of a value of `len` bytes to `key` through `node`: its reply,
+/// or the error's text.
+fn write_len(node: &NodeProc, key: &str, len: usize) -> Result<(), String> {
     let mut con = node.redis();
-    con.set::<_, _, ()>(key, "x").map_err(|e| e.to_string())
+    con.set::<_, _, ()>(key, "x".repeat(len))
+        .map_err(|e| e.to_string())
 }
+
+/// The value limit of the nodes started with `small.toml`.
+const SMALL_VALUE_MAX: usize = 1000;
 
 #[test]
 fn a_cluster_upgrades_by_rolling_restart() {
@@ -165,78 +174,76 @@ fn a_cluster_upgrades_by_rolling_restart() {
     let current = PathBuf::from(env!("CARGO_BIN_EXE_ringkv"));
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
-    std::fs::write(root.join("ringkv.toml"), CONFIG).expect("config");
+    std::fs::write(root.join("big.toml"), CONFIG).expect("config");
+    let small = format!("{CONFIG}\n[limits]\nvalue_bytes_max = {SMALL_VALUE_MAX}\n");
+    std::fs::write(root.join("small.toml"), small).expect("config");
 
-    // Two nodes of the previous version, one of this version.
-    let a = start(&previous, root, 0, None);
-    let b = start(&current, root, 1, Some(&a));
-    let c = start(&previous, root, 2, Some(&a));
-    all_normal(&[&a, &b, &c], 3);
+    // Two nodes of each version; one of each takes small values only.
+    let a = start(&previous, root, 0, "big", None);
+    let b = start(&current, root, 1, "small", Some(&a));
+    let c = start(&previous, root, 2, "small", Some(&a));
+    let d = start(&current, root, 3, "big", Some(&a));
+    all_normal(&[&a, &b, &c, &d], 4);
     let keys = 300;
     for i in 0..keys {
-        let node = [&a, &b, &c][i % 3];
+        let node = [&a, &b, &c, &d][i % 4];
         let mut con = node.redis();
         let _: () = con
             .set(format!("k{i}"), format!("v{i}"))
             .unwrap_or_else(|e| panic!("write of k{i} through {}: {e}", node.resp));
     }
-    check_reads(&[&a, &b, &c], keys);
+    check_reads(&[&a, &b, &c, &d], keys);
 
-    // Errors of forwarded writes cross in both directions: with C gone and
-    // hints not counting, a key on (A, C) written through B is refused by A
-    // (an error without a detail), one on (B, C) written through A by B
-    // (with the detail, which A does not know).
-    let (id_a, id_b, id_c) = (self_id(&a), self_id(&b), self_id(&c));
-    let key_on = |x: &str, y: &str| {
+    // Errors of forwarded writes cross in both directions. A value too
+    // large for a small node, written through a big node that is no
+    // replica of its key, is forwarded to the key's first replica, which
+    // refuses it: D (new) hears C's refusal (code and message only, which
+    // it quotes), A (old) hears B's (with the typed detail, which A does
+    // not know and skips).
+    let ids: Vec<String> = [&a, &b, &c, &d].iter().map(|n| self_id(n)).collect();
+    let key_led_by = |leader: &str, not: &str| {
         (0..10_000)
             .map(|i| format!("e{i}"))
             .find(|k| {
                 let r = replicas(&a, k);
-                r.len() == 2 && r.contains(&x.to_string()) && r.contains(&y.to_string())
+                r.first().is_some_and(|f| f == leader) && !r.iter().any(|x| x == not)
             })
-            .expect("a key on both")
+            .expect("a key led by one node and not on another")
     };
-    let (on_a_c, on_b_c) = (key_on(&id_a, &id_c), key_on(&id_b, &id_c));
-    let c_dir = c.data_dir.clone();
-    assert!(c.terminate().success());
-    wait_until("C seen down", 30, || {
-        common::alive(&a) == 2 && common::alive(&b) == 2
-    });
-    for (node, key, who) in [
-        (&b, &on_a_c, "new through old"),
-        (&a, &on_b_c, "old through new"),
+    let too_large = SMALL_VALUE_MAX * 2;
+    let limit = format!("value is {too_large} bytes, the limit is {SMALL_VALUE_MAX}");
+    for (through, leader, quoted, who) in [
+        (&d, 2, true, "old refusal read by new"),
+        (&a, 1, false, "new refusal read by old"),
     ] {
-        let err = write(node, key).expect_err("a write missing a replica under strict quorum");
-        // The coordinator's own refusal, not a lost answer.
-        assert!(
-            err.contains("UNAVAILABLE") && err.contains("1 answered: replicas down"),
-            "{who}: {err}"
-        );
+        let key = key_led_by(&ids[leader], &self_id(through));
+        let err = write_len(through, &key, too_large).expect_err("a value over the limit");
+        assert!(err.contains(&limit), "{who}: {err}");
+        let from = format!("coordinator {}", ids[leader]);
+        assert_eq!(err.contains(&from), quoted, "{who}: {err}");
+        let got: Option<String> = through.redis().get(&key).expect("get");
+        assert_eq!(got, None, "{who}: the refused write was not applied");
+        write_len(through, &key, SMALL_VALUE_MAX).unwrap_or_else(|e| panic!("{who}: {e}"));
     }
-    let c = NodeProc::start_with(
-        &previous,
-        &c_dir,
-        &["--config", &root.join("ringkv.toml").to_string_lossy()],
-    );
-    all_normal(&[&a, &b, &c], 3);
 
     // The rolling restart: A, then C, on this version, each keeping its id,
     // its tokens and its data; their files come back in the new layout.
-    let mut nodes = vec![a, b, c];
-    for i in [0usize, 2] {
+    let mut nodes = vec![a, b, c, d];
+    for (i, limits) in [(0usize, "big"), (2, "small")] {
         let before = self_id(&nodes[i]);
         let tokens_before = json(&nodes[i], "/v1/cluster")["tokens"].clone();
         let data_dir = nodes[i].data_dir.clone();
         let old = nodes.remove(i);
         assert!(old.terminate().success());
+        let config = root.join(format!("{limits}.toml"));
         let restarted = NodeProc::start_with(
             &current,
             &data_dir,
-            &["--config", &root.join("ringkv.toml").to_string_lossy()],
+            &["--config", &config.to_string_lossy()],
         );
         nodes.insert(i, restarted);
         let refs: Vec<&NodeProc> = nodes.iter().collect();
-        all_normal(&refs, 3);
+        all_normal(&refs, 4);
         assert_eq!(self_id(&nodes[i]), before, "the node keeps its id");
         assert_eq!(
             json(&nodes[i], "/v1/cluster")["tokens"],
