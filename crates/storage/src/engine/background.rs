@@ -244,12 +244,10 @@ fn flush_memtable(core: &Core, mem: &Arc<Memtable>) -> Result<()> {
         removed: Vec::new(),
         added: table.iter().map(|t| (0, t.clone())).collect(),
     };
-    if let Err(e) = install(core, &mut st, edit, log_number, flushed_seq, Some(mem)) {
-        if let Some(t) = table {
-            t.mark_obsolete();
-        }
-        return Err(e);
-    }
+    // A failed install leaves the new table in place: the manifest that
+    // lists it may have been renamed in before an fsync failed (see
+    // `install`); the next open removes it if the manifest does not.
+    install(core, &mut st, edit, log_number, flushed_seq, Some(mem))?;
     Counters::add(&core.counters.flushes, 1);
     drop(st);
     remove_logs_below(core, log_number);
@@ -275,6 +273,12 @@ pub(crate) fn remove_logs_below(core: &Core, number: u64) {
 
 /// Applies `edit`, persists the manifest, and swaps in the new super version.
 /// `flushed` is the memtable this edit flushed, if any.
+///
+/// A failure turns the engine read-only, and what is on disk is then
+/// unknown: the new manifest may already be renamed over the old one (a
+/// failed directory fsync) and, once the process dies, be the one read. So
+/// on failure no file is removed, neither the edit's new tables nor those
+/// it drops; the next open removes every table its manifest does not list.
 pub(crate) fn install(
     core: &Core,
     st: &mut State,
@@ -388,12 +392,8 @@ fn execute(core: &Core, job: &Job) -> Result<()> {
             .collect(),
     };
     let (log_number, flushed_seq) = (st.log_number, st.flushed_seq);
-    if let Err(e) = install(core, &mut st, edit, log_number, flushed_seq, None) {
-        for t in &outputs {
-            t.mark_obsolete();
-        }
-        return Err(e);
-    }
+    // On failure the outputs stay, as a flush's table does (see `install`).
+    install(core, &mut st, edit, log_number, flushed_seq, None)?;
     Counters::add(&core.counters.compactions, 1);
     drop(st);
     tracing::debug!(
