@@ -397,6 +397,31 @@ impl Sim {
         result.map_err(|e| format!("node {i} failed to boot: {e}"))
     }
 
+    /// Boots node `i` after a crash or as a joiner; one such boot in four
+    /// is cut short first: the disk fails after a few syncs, so the boot
+    /// stops inside the writes of its engines or its own files (`EPOCH`,
+    /// `TOKENS`, `MOVE`, `PEERS`), the machine loses power there (only
+    /// its process, should the boot have got through), and boots again.
+    async fn boot_after_crash(&mut self, i: usize) -> Result<(), String> {
+        if self.rng.next_u64().is_multiple_of(4) {
+            let syncs = self.rng.next_u64() % 16;
+            self.fault("crash_while_booting");
+            self.net
+                .record(&format!("crash while booting {i} after {syncs} syncs"));
+            self.machines[i].disk().fail_sync_after(syncs);
+            let mode = match self.boot(i).await {
+                Ok(()) => CrashMode::ProcessOnly,
+                Err(_) => match self.rng.next_u64() % 3 {
+                    0 => CrashMode::DropUnsynced,
+                    1 => CrashMode::TornPrefix,
+                    _ => CrashMode::TornZeroFill,
+                },
+            };
+            self.crash(i, mode);
+        }
+        self.boot(i).await
+    }
+
     fn crash(&mut self, i: usize, mode: CrashMode) {
         self.net.record(&format!("crash {i} {mode:?}"));
         let net = Arc::clone(&self.net);
@@ -589,7 +614,7 @@ impl Sim {
                     let spare = (0..self.machines.len()).find(|&i| !self.machines[i].member);
                     let Some(i) = spare else { continue };
                     self.fault("join");
-                    if let Err(e) = self.boot(i).await {
+                    if let Err(e) = self.boot_after_crash(i).await {
                         self.violations.push(e);
                     }
                 }
@@ -640,7 +665,7 @@ impl Sim {
                     }
                     tokio::time::sleep(self.hold()).await;
                     for i in victims {
-                        if let Err(e) = self.boot(i).await {
+                        if let Err(e) = self.boot_after_crash(i).await {
                             self.violations.push(e);
                         }
                     }
