@@ -9,7 +9,7 @@ use std::future::Future;
 
 use bytes::Bytes;
 
-use crate::causality::{CausalContext, Hlc};
+use crate::causality::{CausalContext, Dot, Hlc};
 use crate::id::NodeId;
 
 /// How many replicas must answer a request.
@@ -471,14 +471,22 @@ pub struct RepairStatus {
 /// One replica's copy of a key, for `explain`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplicaView {
-    pub node_id: u64,
+    pub node_id: NodeId,
     pub alive: bool,
-    /// The replica's version vector as (actor, counter) pairs, or why it
-    /// could not be read.
-    pub version: Result<Vec<(u64, u64)>, String>,
-    /// Live siblings held: (actor, counter, hlc, value bytes).
-    pub siblings: Vec<(u64, u64, u64, usize)>,
+    /// The replica's version vector, one entry per actor (its writes
+    /// seen as a dot: actor and counter), or why it could not be read.
+    pub version: Result<Vec<Dot>, KvError>,
+    /// Live siblings held.
+    pub siblings: Vec<SiblingView>,
     pub tombstones: usize,
+}
+
+/// One live sibling a replica holds, as `explain` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiblingView {
+    pub dot: Dot,
+    pub hlc: u64,
+    pub value_bytes: usize,
 }
 
 /// One replicated range's anti-entropy state.

@@ -468,19 +468,19 @@ async fn explain<K: Kv>(State(state): State<AppState<K>>, uri: Uri) -> Result<Re
             let version = match &r.version {
                 Ok(vv) => serde_json::json!(
                     vv.iter()
-                        .map(|(a, c)| serde_json::json!([format!("{a:016x}"), c]))
+                        .map(|d| serde_json::json!([format!("{:016x}", d.actor), d.counter]))
                         .collect::<Vec<_>>()
                 ),
-                Err(why) => serde_json::json!({ "error": why }),
+                Err(why) => serde_json::json!({ "error": why.to_string() }),
             };
             serde_json::json!({
                 "node": format!("{:016x}", r.node_id),
                 "alive": r.alive,
                 "version": version,
-                "siblings": r.siblings.iter().map(|(a, c, hlc, len)| serde_json::json!({
-                    "dot": [format!("{a:016x}"), c],
-                    "hlc": hlc,
-                    "value_bytes": len,
+                "siblings": r.siblings.iter().map(|s| serde_json::json!({
+                    "dot": [format!("{:016x}", s.dot.actor), s.dot.counter],
+                    "hlc": s.hlc,
+                    "value_bytes": s.value_bytes,
                 })).collect::<Vec<_>>(),
                 "tombstones": r.tombstones,
             })

@@ -45,9 +45,10 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::api::{
-    Consistency, Expiry, Explain, KvError, ReadOptions, ReadResult, ReplicaView, WriteOptions,
+    Consistency, Expiry, Explain, KvError, ReadOptions, ReadResult, ReplicaView, SiblingView,
+    WriteOptions,
 };
-use crate::causality::SiblingSet;
+use crate::causality::{Dot, SiblingSet};
 use crate::id::NodeId;
 use crate::membership::Membership;
 use crate::repair::hints::HintStore;
@@ -225,20 +226,31 @@ impl<S: LocalStore> Coordinator<S> {
             .map(|(&id, answer)| {
                 let (version, siblings, tombstones) = match answer {
                     Ok(set) => (
-                        Ok(set.vv.entries().to_vec()),
+                        Ok(set
+                            .vv
+                            .entries()
+                            .iter()
+                            .map(|&(actor, counter)| Dot { actor, counter })
+                            .collect()),
                         set.live(now)
-                            .map(|s| {
-                                (
-                                    s.dot.actor,
-                                    s.dot.counter,
-                                    s.hlc,
-                                    s.value.as_ref().map_or(0, |v| v.len()),
-                                )
+                            .map(|s| SiblingView {
+                                dot: s.dot,
+                                hlc: s.hlc,
+                                value_bytes: s.value.as_ref().map_or(0, |v| v.len()),
                             })
                             .collect(),
                         set.siblings.iter().filter(|s| s.value.is_none()).count(),
                     ),
-                    Err(e) => (Err(e.to_string()), Vec::new(), 0),
+                    Err(PeerError::Local(e)) => (Err(e), Vec::new(), 0),
+                    Err(e) => (
+                        Err(KvError::Unavailable {
+                            required: 1,
+                            answered: 0,
+                            why: e.to_string(),
+                        }),
+                        Vec::new(),
+                        0,
+                    ),
                 };
                 ReplicaView {
                     node_id: id,
