@@ -340,6 +340,13 @@ impl Config {
                 "cluster.gossip_interval_ms, request_timeout_ms and tokens_per_weight must be positive"
             );
         }
+        let tokens = self.node.weight as usize * c.tokens_per_weight;
+        let max = ringkv_cluster::ring::TOKENS_PER_NODE_MAX;
+        if tokens > max {
+            bail!(
+                "node.weight x cluster.tokens_per_weight is {tokens} tokens; a node holds at most {max}"
+            );
+        }
         if c.phi_convict <= 0.0 {
             bail!("cluster.phi_convict must be positive");
         }
@@ -388,5 +395,12 @@ mod tests {
         let mut c = Config::default();
         c.limits.bulk_bytes_max = 10;
         assert!(c.validate().is_err());
+        // More tokens than a node may hold.
+        let mut c = Config::default();
+        c.node.weight = 64;
+        assert!(c.validate().is_ok(), "weight 64 at 64 tokens a weight");
+        c.cluster.tokens_per_weight = 65;
+        let err = c.validate().expect_err("4160 tokens");
+        assert!(err.to_string().contains("at most 4096"), "{err}");
     }
 }

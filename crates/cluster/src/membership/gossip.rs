@@ -13,7 +13,7 @@ use ringkv_env::{Rng, SeededRng};
 
 use super::Membership;
 use crate::id::NodeId;
-use crate::net::message::{Load, NodeStatus, Request, Response};
+use crate::net::message::{Load, NodeState, NodeStatus, Request, Response};
 use crate::net::{Peer, Transport};
 
 /// Gossip rounds between two load reports.
@@ -101,7 +101,7 @@ impl Gossip {
             .map(Response::into_gossip)
         {
             Ok(Ok(states)) => {
-                m.merge(states);
+                self.merge(states).await;
                 true
             }
             Ok(Err(other)) => {
@@ -117,10 +117,20 @@ impl Gossip {
 
     /// A peer's side of an exchange: folds in its states and answers with
     /// this node's view.
-    pub fn answer(&self, states: Vec<crate::net::message::NodeState>) -> Response {
-        self.membership.merge(states);
+    pub async fn answer(&self, states: Vec<NodeState>) -> Response {
+        self.merge(states).await;
         Response::Gossip {
             states: self.membership.states(),
+        }
+    }
+
+    /// Folds in states heard from a peer, off the executor: a state that
+    /// changes the ring rebuilds the placement and saves `PEERS`, work that
+    /// grows with the ring (see `bench ring`).
+    async fn merge(&self, states: Vec<NodeState>) {
+        let m = Arc::clone(&self.membership);
+        if let Err(e) = crate::exec::blocking(move || m.merge(states)).await {
+            tracing::warn!(error = %e, "merging gossiped states failed");
         }
     }
 

@@ -30,7 +30,7 @@ use ringkv_env::SharedClock;
 use crate::id::NodeId;
 use crate::net::Peer;
 use crate::net::message::{NodeState, NodeStatus};
-use crate::ring::{Placement, Replication, Ring, RingNode, Token};
+use crate::ring::{Placement, Replication, Ring, RingNode, TOKENS_PER_NODE_MAX, Token};
 
 /// Settings of gossip and failure detection.
 #[derive(Debug, Clone)]
@@ -89,6 +89,10 @@ pub struct Membership {
     /// Called with every known state whenever the ring changes, so the
     /// node can keep them on disk (see [`Membership::restore`]).
     on_ring_change: RwLock<Option<RingChangeHook>>,
+    /// Held by the one rebuild of the placement under way: rebuilds are
+    /// published in the order they read the states, and the states
+    /// themselves are not locked while a ring is worked out.
+    rebuilding: Mutex<()>,
 }
 
 /// What [`Membership::set_on_ring_change`] takes.
@@ -121,6 +125,7 @@ impl Membership {
             detectors: Mutex::new(HashMap::default()),
             replication,
             on_ring_change: RwLock::new(None),
+            rebuilding: Mutex::new(()),
         };
         m.rebuild_ring();
         m
@@ -270,6 +275,18 @@ impl Membership {
                     }
                     continue;
                 }
+                if s.tokens.len() > TOKENS_PER_NODE_MAX {
+                    // More than any weight gives: refused before it costs a
+                    // ring rebuild or reaches PEERS.
+                    metrics::counter!("ringkv_gossip_states_refused_total").increment(1);
+                    tracing::warn!(
+                        node = %crate::id::display(s.id),
+                        tokens = s.tokens.len(),
+                        max = TOKENS_PER_NODE_MAX,
+                        "refused a node state with too many tokens"
+                    );
+                    continue;
+                }
                 let newer = match states.get(&s.id) {
                     None => true,
                     // LEFT is final for a node id: a removed node that comes
@@ -334,7 +351,8 @@ impl Membership {
     }
 
     fn rebuild_placement(&self) {
-        let states = self.states.read();
+        let _one = self.rebuilding.lock();
+        let states = self.states.read().clone();
         let current = self.ring_of(&states, |s| s == NodeStatus::Normal || s.is_leaving());
         let moving = |s: &NodeState| {
             s.status.is_leaving() || (s.status.is_joining() && !s.tokens.is_empty())
@@ -510,6 +528,34 @@ mod tests {
             status: NodeStatus::Normal,
             load: Load::default(),
         }
+    }
+
+    /// A state with more tokens than any node may hold is refused before
+    /// it reaches the ring (whose rebuild it would make as large as it
+    /// likes) or PEERS; one at the bound is taken.
+    #[test]
+    fn states_with_too_many_tokens_are_refused() {
+        let clock = Arc::new(ManualClock::new(0));
+        let m = Membership::new(
+            state(1, vec![10]),
+            Replication::simple("dc1", 3),
+            clock,
+            MembershipConfig::default(),
+        );
+        let saved = Arc::new(Mutex::new(0usize));
+        let s = Arc::clone(&saved);
+        m.set_on_ring_change(Box::new(move |_| *s.lock() += 1));
+        for tokens in [20_000u64, 100_000] {
+            let big = state(2, (0..tokens).map(|t| t * 7 + 1).collect());
+            assert!(!m.merge(vec![big]), "{tokens} tokens taken");
+            assert_eq!(m.state(2), None);
+            assert_eq!(m.ring().len(), 1);
+        }
+        assert_eq!(*saved.lock(), 0, "nothing refused was saved");
+        let at_bound = (0..TOKENS_PER_NODE_MAX as u64).map(|t| t * 7 + 1).collect();
+        assert!(m.merge(vec![state(2, at_bound)]));
+        assert_eq!(m.ring().len(), 2);
+        assert_eq!(*saved.lock(), 1);
     }
 
     #[test]

@@ -60,7 +60,7 @@ impl<S: LocalStore> Node<S> {
         let s = &self.inner;
         match req {
             Request::Ping => Response::Pong,
-            Request::Gossip { states } => s.gossip.answer(states),
+            Request::Gossip { states } => s.gossip.answer(states).await,
             Request::Read { key } => self.read_answer(&key),
             Request::Merge { key, record } => {
                 let set = match Self::decode_merged(&record) {

@@ -86,10 +86,17 @@ pub enum RingError {
     BadWeight,
     #[error("the ring has no free token left near a split point")]
     TokenSpaceExhausted,
+    #[error("{0} tokens for one node, at most {max}", max = TOKENS_PER_NODE_MAX)]
+    TooManyTokens(usize),
 }
 
 /// Largest accepted node weight.
 pub const WEIGHT_MAX: u32 = 64;
+
+/// Most tokens one node may hold (weight 64 at the default 64 tokens per
+/// weight). A state with more is refused wherever it arrives, so no peer
+/// can make the ring, or its rebuild, as large as it likes.
+pub const TOKENS_PER_NODE_MAX: usize = 4096;
 
 /// The token ring.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +173,9 @@ impl Ring {
             return Err(RingError::BadWeight);
         }
         let count = node.weight as usize * self.tokens_per_weight;
+        if count > TOKENS_PER_NODE_MAX {
+            return Err(RingError::TooManyTokens(count));
+        }
         let tokens = self.allocate(&node, count, rf)?;
         self.insert_with_tokens(node, &tokens)?;
         Ok(tokens)
@@ -179,6 +189,9 @@ impl Ring {
     ) -> Result<(), RingError> {
         if self.nodes.contains_key(&node.id) {
             return Err(RingError::AlreadyMember(node.id));
+        }
+        if tokens.len() > TOKENS_PER_NODE_MAX {
+            return Err(RingError::TooManyTokens(tokens.len()));
         }
         for &t in tokens {
             self.tokens.entry(t).or_insert(node.id);
@@ -287,54 +300,118 @@ impl Ring {
     /// The preference list of `token`: per data center, `rf[dc]` distinct
     /// nodes, racks spread first. Ordered by ring walk.
     pub fn preference_list(&self, token: Token, replication: &Replication) -> Vec<u64> {
-        let mut chosen: Vec<u64> = Vec::new();
-        let mut per_dc: HashMap<&str, usize> = HashMap::default();
-        let mut racks: HashMap<&str, HashSet<&str>> = HashMap::default();
-        let mut skipped: HashMap<&str, Vec<u64>> = HashMap::default();
-        let racks_in_dc: HashMap<&str, usize> = {
-            let mut m: HashMap<&str, HashSet<&str>> = HashMap::default();
-            for n in self.nodes.values() {
-                m.entry(n.dc.as_str()).or_default().insert(n.rack.as_str());
-            }
-            m.into_iter().map(|(dc, r)| (dc, r.len())).collect()
-        };
-        for id in self.walk(token) {
-            let Some(node) = self.nodes.get(&id) else {
-                continue;
-            };
-            let dc = node.dc.as_str();
-            let want = replication.per_dc.get(dc).copied().unwrap_or(0);
-            let have = per_dc.get(dc).copied().unwrap_or(0);
-            if have >= want {
-                continue;
-            }
-            let used = racks.entry(dc).or_default();
-            let all_racks_used = used.len() >= racks_in_dc.get(dc).copied().unwrap_or(0);
-            if used.contains(node.rack.as_str()) && !all_racks_used {
-                skipped.entry(dc).or_default().push(id);
-                continue;
-            }
-            used.insert(node.rack.as_str());
-            chosen.push(id);
-            *per_dc.entry(dc).or_default() += 1;
-        }
-        // Fill from skipped nodes where a DC has fewer racks than replicas.
-        for (dc, ids) in skipped {
-            let want = replication.per_dc.get(dc).copied().unwrap_or(0);
-            for id in ids {
-                if per_dc.get(dc).copied().unwrap_or(0) >= want {
-                    break;
-                }
-                chosen.push(id);
-                *per_dc.entry(dc).or_default() += 1;
-            }
-        }
-        // Present in ring-walk order.
-        let order: HashMap<u64, usize> =
-            self.walk(token).enumerate().map(|(i, n)| (n, i)).collect();
-        chosen.sort_by_key(|n| order.get(n).copied().unwrap_or(usize::MAX));
-        chosen
+        let walk = self
+            .tokens
+            .range(token..)
+            .chain(self.tokens.range(..token))
+            .map(|(_, &n)| n);
+        place(walk, &self.nodes, replication, &DcShape::of(self), &mut 0)
     }
+}
+
+/// What placement needs to know of each data center, worked out once per
+/// ring: how many racks it has, and how many nodes own a token in it.
+struct DcShape<'a> {
+    racks: HashMap<&'a str, usize>,
+    owners: HashMap<&'a str, usize>,
+}
+
+impl<'a> DcShape<'a> {
+    fn of(ring: &'a Ring) -> Self {
+        let mut racks: HashMap<&str, HashSet<&str>> = HashMap::default();
+        for n in ring.nodes.values() {
+            racks
+                .entry(n.dc.as_str())
+                .or_default()
+                .insert(n.rack.as_str());
+        }
+        // A node may own no token (all of its tokens contested).
+        let owning: HashSet<u64> = ring.tokens.values().copied().collect();
+        let mut owners: HashMap<&str, usize> = HashMap::default();
+        for id in owning {
+            if let Some(n) = ring.nodes.get(&id) {
+                *owners.entry(n.dc.as_str()).or_default() += 1;
+            }
+        }
+        Self {
+            racks: racks.into_iter().map(|(dc, r)| (dc, r.len())).collect(),
+            owners,
+        }
+    }
+}
+
+/// Picks a preference list from `walk`, the owners of the tokens from the
+/// key's range on, clockwise (a node may come several times). The walk
+/// stops as soon as every data center has its replicas or has shown all
+/// its nodes, so a list costs a few steps, not a turn of the ring; `steps`
+/// counts them.
+fn place(
+    walk: impl Iterator<Item = u64>,
+    nodes: &BTreeMap<u64, RingNode>,
+    replication: &Replication,
+    shape: &DcShape<'_>,
+    steps: &mut usize,
+) -> Vec<u64> {
+    #[derive(Default)]
+    struct Dc<'a> {
+        chosen: usize,
+        seen: usize,
+        racks: HashSet<&'a str>,
+        /// Nodes passed over for a rack already used, in walk order.
+        skipped: Vec<(usize, u64)>,
+    }
+    let want = |dc: &str| replication.per_dc.get(dc).copied().unwrap_or(0);
+    let owners = |dc: &str| shape.owners.get(dc).copied().unwrap_or(0);
+    let done = |dc: &str, d: &Dc<'_>| d.chosen >= want(dc) || d.seen >= owners(dc);
+    let mut dcs: HashMap<&str, Dc<'_>> = HashMap::default();
+    let mut open = replication
+        .per_dc
+        .iter()
+        .filter(|&(dc, &n)| n > 0 && owners(dc) > 0)
+        .count();
+    let mut chosen: Vec<(usize, u64)> = Vec::new();
+    let mut seen_nodes: HashSet<u64> = HashSet::default();
+    for (pos, id) in walk.enumerate() {
+        if open == 0 {
+            break;
+        }
+        *steps += 1;
+        if !seen_nodes.insert(id) {
+            continue;
+        }
+        let Some(node) = nodes.get(&id) else {
+            continue;
+        };
+        let name = node.dc.as_str();
+        let need = want(name);
+        if need == 0 {
+            continue;
+        }
+        let dc = dcs.entry(name).or_default();
+        let was_done = done(name, dc);
+        dc.seen += 1;
+        if dc.chosen < need {
+            let all_racks_used = dc.racks.len() >= shape.racks.get(name).copied().unwrap_or(0);
+            if dc.racks.contains(node.rack.as_str()) && !all_racks_used {
+                dc.skipped.push((pos, id));
+            } else {
+                dc.racks.insert(node.rack.as_str());
+                chosen.push((pos, id));
+                dc.chosen += 1;
+            }
+        }
+        if !was_done && done(name, dc) {
+            open -= 1;
+        }
+    }
+    // Where a data center has fewer racks than replicas, the skipped nodes
+    // fill the remaining places in ring order.
+    for (name, dc) in &dcs {
+        let missing = want(name).saturating_sub(dc.chosen);
+        chosen.extend(dc.skipped.iter().take(missing).copied());
+    }
+    chosen.sort_unstable_by_key(|&(pos, _)| pos);
+    chosen.into_iter().map(|(_, id)| id).collect()
 }
 
 /// A ring with every vnode's preference list worked out once, so the request
@@ -349,18 +426,34 @@ pub struct Placement {
 }
 
 impl Placement {
+    /// Works out every vnode's preference list: `O(T log T)` for `T`
+    /// tokens, each list walking only as far as it needs.
     pub fn new(ring: Ring, replication: Replication) -> Self {
-        let tokens: Vec<Token> = ring.tokens().map(|(t, _)| t).collect();
-        let lists = tokens
-            .iter()
-            .map(|&t| ring.preference_list(t, &replication))
-            .collect();
-        Self {
+        Self::counted(ring, replication).0
+    }
+
+    /// [`Placement::new`], and the ring-walk steps it took (the work a
+    /// test can bound).
+    pub fn counted(ring: Ring, replication: Replication) -> (Self, usize) {
+        let owners: Vec<(Token, u64)> = ring.tokens().collect();
+        let tokens: Vec<Token> = owners.iter().map(|&(t, _)| t).collect();
+        let mut steps = 0;
+        let lists = {
+            let shape = DcShape::of(&ring);
+            (0..owners.len())
+                .map(|i| {
+                    let walk = owners[i..].iter().chain(&owners[..i]).map(|&(_, n)| n);
+                    place(walk, &ring.nodes, &replication, &shape, &mut steps)
+                })
+                .collect()
+        };
+        let placement = Self {
             ring,
             replication,
             tokens,
             lists,
-        }
+        };
+        (placement, steps)
     }
 
     pub fn ring(&self) -> &Ring {
@@ -522,8 +615,127 @@ mod tests {
         assert_eq!(own.len(), 4);
     }
 
+    /// The placement rule as first written: a whole turn of the ring per
+    /// list. The fast walk must agree with it everywhere.
+    fn whole_turn_preference_list(
+        ring: &Ring,
+        token: Token,
+        replication: &Replication,
+    ) -> Vec<u64> {
+        let mut chosen: Vec<u64> = Vec::new();
+        let mut per_dc: HashMap<&str, usize> = HashMap::default();
+        let mut racks: HashMap<&str, HashSet<&str>> = HashMap::default();
+        let mut skipped: HashMap<&str, Vec<u64>> = HashMap::default();
+        let mut racks_in: HashMap<&str, HashSet<&str>> = HashMap::default();
+        for n in ring.nodes() {
+            racks_in
+                .entry(n.dc.as_str())
+                .or_default()
+                .insert(n.rack.as_str());
+        }
+        for id in ring.walk(token) {
+            let Some(node) = ring.node(id) else { continue };
+            let dc = node.dc.as_str();
+            let want = replication.per_dc.get(dc).copied().unwrap_or(0);
+            if per_dc.get(dc).copied().unwrap_or(0) >= want {
+                continue;
+            }
+            let used = racks.entry(dc).or_default();
+            let all_used = used.len() >= racks_in.get(dc).map_or(0, |r| r.len());
+            if used.contains(node.rack.as_str()) && !all_used {
+                skipped.entry(dc).or_default().push(id);
+                continue;
+            }
+            used.insert(node.rack.as_str());
+            chosen.push(id);
+            *per_dc.entry(dc).or_default() += 1;
+        }
+        for (dc, ids) in skipped {
+            let want = replication.per_dc.get(dc).copied().unwrap_or(0);
+            for id in ids {
+                if per_dc.get(dc).copied().unwrap_or(0) >= want {
+                    break;
+                }
+                chosen.push(id);
+                *per_dc.entry(dc).or_default() += 1;
+            }
+        }
+        let order: HashMap<u64, usize> =
+            ring.walk(token).enumerate().map(|(i, n)| (n, i)).collect();
+        chosen.sort_by_key(|n| order.get(n).copied().unwrap_or(usize::MAX));
+        chosen
+    }
+
+    /// A ring of `n` nodes with random tokens (some contested), spread over
+    /// data centers dc0.. and racks r0.. as `layout` draws.
+    fn random_ring(layout: &[(u8, u8, Vec<u64>)]) -> Ring {
+        let mut ring = Ring::new(8);
+        for (i, (dc, rack, tokens)) in layout.iter().enumerate() {
+            let node = RingNode {
+                id: i as u64 + 1,
+                dc: format!("dc{dc}"),
+                rack: format!("r{rack}"),
+                weight: 1,
+            };
+            ring.insert_with_tokens(node, tokens).expect("a new node");
+        }
+        ring
+    }
+
+    #[test]
+    fn a_placement_walks_a_bounded_number_of_steps_per_token() {
+        // 64 tokens a node, three racks, N=3: the average list walks a few
+        // tokens, whatever the ring's size, so the rebuild is O(T log T).
+        let build = |nodes: u64| {
+            let mut ring = Ring::new(64);
+            let mut draw = 0x9e37_79b9_7f4a_7c15u64;
+            for id in 1..=nodes {
+                let tokens: Vec<u64> = (0..64)
+                    .map(|_| {
+                        draw ^= draw << 13;
+                        draw ^= draw >> 7;
+                        draw ^= draw << 17;
+                        draw
+                    })
+                    .collect();
+                let n = node(id, "dc1", &format!("r{}", id % 3));
+                ring.insert_with_tokens(n, &tokens).expect("add");
+            }
+            let (p, steps) = Placement::counted(ring, Replication::simple("dc1", 3));
+            (steps as f64 / p.tokens.len() as f64, steps)
+        };
+        let (per_token_small, small) = build(100);
+        let (per_token_large, large) = build(2_000);
+        assert!(per_token_small < 8.0, "{per_token_small} steps per token");
+        assert!(per_token_large < 8.0, "{per_token_large} steps per token");
+        // Twenty times the tokens, about twenty times the steps.
+        let ratio = large as f64 / small as f64;
+        assert!((15.0..25.0).contains(&ratio), "{ratio}");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn the_bounded_walk_places_as_a_whole_turn_does(
+            layout in proptest::collection::vec(
+                (0u8..3, 0u8..3, proptest::collection::vec(0u64..4096, 1..6)), 1..12),
+            rf in proptest::collection::vec(0usize..5, 4),
+            keys in proptest::collection::vec(0u64..4200, 1..40),
+        ) {
+            // Small token values so that tokens are contested and some
+            // nodes own none; dc3 is configured but has no node.
+            let ring = random_ring(&layout);
+            let rep = Replication {
+                per_dc: rf.iter().enumerate().map(|(i, &n)| (format!("dc{i}"), n)).collect(),
+            };
+            let placement = Placement::new(ring.clone(), rep.clone());
+            for t in keys.into_iter().chain(ring.tokens().map(|(t, _)| t)) {
+                let expected = whole_turn_preference_list(&ring, t, &rep);
+                prop_assert_eq!(ring.preference_list(t, &rep), expected.clone());
+                prop_assert_eq!(placement.preference_list(t).to_vec(), expected);
+            }
+        }
+
         #[test]
         fn placement_matches_the_ring_walk(n in 1u64..9, racks in 1u64..4, rf in 1usize..4, keys in proptest::collection::vec(any::<u64>(), 1..50)) {
             let ring = ring_of(n, racks);

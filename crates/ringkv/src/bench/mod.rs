@@ -11,9 +11,13 @@
 //! (N=3, R=W=2), a single Redis, and a three-node etcd cluster (Debian's
 //! `etcd-server`, driven by [`etcd`]'s HTTP client at the same value size and
 //! concurrency), and reports CPU time per operation of the server processes.
+//!
+//! `ringkv bench ring` times the placement rebuild for rings of growing
+//! size, in process.
 
 mod cluster;
 mod etcd;
+mod ring;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -31,6 +35,9 @@ pub enum BenchCommand {
     Redis(RedisBenchArgs),
     /// A three-node ringkv cluster vs. one Redis and a three-node etcd.
     Cluster(cluster::ClusterBenchArgs),
+    /// How long a node takes to rebuild its placement for rings of 100 to
+    /// 10,000 nodes (in process; no peer).
+    Ring(ring::RingBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -69,6 +76,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Redis(args) => redis(args),
         BenchCommand::Cluster(args) => cluster::run(args),
+        BenchCommand::Ring(args) => ring::run(args),
     }
 }
 
