@@ -535,13 +535,7 @@ mod tests {
     /// likes) or PEERS; one at the bound is taken.
     #[test]
     fn states_with_too_many_tokens_are_refused() {
-        let clock = Arc::new(ManualClock::new(0));
-        let m = Membership::new(
-            state(1, vec![10]),
-            Replication::simple("dc1", 3),
-            clock,
-            MembershipConfig::default(),
-        );
+        let m = node_one_of_rf3();
         let saved = Arc::new(Mutex::new(0usize));
         let s = Arc::clone(&saved);
         m.set_on_ring_change(Box::new(move |_| *s.lock() += 1));
@@ -556,6 +550,16 @@ mod tests {
         assert!(m.merge(vec![state(2, at_bound)]));
         assert_eq!(m.ring().len(), 2);
         assert_eq!(*saved.lock(), 1);
+    }
+
+    /// Node 1 (token 10) alone, replication factor 3, a clock standing at 0.
+    fn node_one_of_rf3() -> Membership {
+        Membership::new(
+            state(1, vec![10]),
+            Replication::simple("dc1", 3),
+            Arc::new(ManualClock::new(0)),
+            MembershipConfig::default(),
+        )
     }
 
     #[test]
@@ -617,13 +621,7 @@ mod tests {
 
     #[test]
     fn restored_peers_shape_the_ring_but_are_down_until_heard() {
-        let clock = Arc::new(ManualClock::new(0));
-        let m = Membership::new(
-            state(1, vec![10]),
-            Replication::simple("dc1", 3),
-            clock,
-            MembershipConfig::default(),
-        );
+        let m = node_one_of_rf3();
         let seen = Arc::new(Mutex::new(0usize));
         let counter = Arc::clone(&seen);
         m.set_on_ring_change(Box::new(move |states| *counter.lock() = states.len()));
