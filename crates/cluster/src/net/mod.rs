@@ -10,12 +10,17 @@
 //! - [`sim`]: the in-memory network of the simulation and of in-process
 //!   tests: routes calls to handlers in the same process, through the real
 //!   codec, with seeded delays, loss, duplication and partitions.
+//! - [`tls`]: node identity (a certificate names one node id) and the
+//!   mutual TLS of the cluster port.
 //! - [`fault`]: the partition hooks of fault injection on real processes.
 
+pub mod certs;
+mod der;
 pub mod fault;
 pub mod message;
 pub mod sim;
 pub mod tcp;
+pub mod tls;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,7 +31,7 @@ use message::{Request, Response};
 
 pub use fault::{BlockedPeers, FaultyHandler, FaultyTransport};
 pub use sim::{NetFaults, SimNet, SimTransport};
-pub use tcp::{TcpTransport, TransportConfig, serve_tcp};
+pub use tcp::{Security, TcpTransport, TransportConfig, serve_tcp};
 /// A boxed, sendable future.
 pub type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 

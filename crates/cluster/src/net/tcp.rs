@@ -10,45 +10,93 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use parking_lot::Mutex;
-use tokio::net::tcp::OwnedWriteHalf;
+use rustls::pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use super::message::{self, ErrorDetail, Hello, Kind, Request, Response};
+use super::tls::{self, NodeTls};
 use super::{BoxFut, Handled, Handler, Peer, Transport, TransportError};
 use crate::det::HashMap;
+
+/// How the cluster port authenticates peers.
+#[derive(Debug, Clone, Default)]
+pub enum Security {
+    /// Plaintext: a peer's hello is taken at its word. Only for
+    /// `--insecure` and in-process tests.
+    #[default]
+    Plaintext,
+    /// Accepts TLS and plaintext (told apart by the first byte: a TLS
+    /// record starts with 0x16, a frame's length with 0x00), dials TLS and
+    /// falls back to plaintext when the handshake fails: the middle step of
+    /// a rolling restart from plaintext to mutual TLS. A peer that came in
+    /// plaintext is not authenticated.
+    Optional(Arc<NodeTls>),
+    /// Mutual TLS only: every peer proves the id it claims.
+    Mutual(Arc<NodeTls>),
+}
+
+impl Security {
+    pub fn tls(&self) -> Option<&Arc<NodeTls>> {
+        match self {
+            Security::Plaintext => None,
+            Security::Optional(tls) | Security::Mutual(tls) => Some(tls),
+        }
+    }
+}
 
 /// Limits and timeouts of the TCP transport.
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
     /// Cluster name both sides must agree on in the hello.
     pub cluster: String,
+    pub security: Security,
     /// Largest frame accepted or sent, in bytes.
     pub frame_bytes_max: usize,
+    /// Largest first frame (the hello) accepted, in bytes: nothing bigger
+    /// is buffered for a peer not yet known.
+    pub hello_frame_bytes_max: usize,
     /// Requests queued for one peer before callers are refused.
     pub peer_queue_max: usize,
     /// Requests from one connection handled at once.
     pub inflight_per_connection_max: usize,
-    /// Inbound connections at once.
+    /// Inbound connections at once, counted from the end of the hello:
+    /// a caller that cannot complete a handshake never holds one.
     pub connections_max: usize,
+    /// Inbound connections in their handshake (TLS and hello) at once.
+    pub handshakes_max: usize,
     pub connect_timeout_ms: u64,
+    /// Time for the TLS handshake and the hello together.
     pub hello_timeout_ms: u64,
+    /// An inbound connection with nothing in flight that sends nothing for
+    /// this long is closed; the client side drops its own connections idle
+    /// for half of it, so that it is always the one to close first.
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for TransportConfig {
     fn default() -> Self {
         Self {
             cluster: "ringkv".into(),
+            security: Security::Plaintext,
             frame_bytes_max: 8 * 1024 * 1024,
+            hello_frame_bytes_max: HELLO_FRAME_BYTES_MAX,
             peer_queue_max: 4096,
             inflight_per_connection_max: 1024,
             connections_max: 1024,
+            handshakes_max: 64,
             connect_timeout_ms: 2_000,
             hello_timeout_ms: 5_000,
+            idle_timeout_ms: 300_000,
         }
     }
 }
+
+/// The default of [`TransportConfig::hello_frame_bytes_max`]; a hello is a
+/// cluster name and an id.
+pub const HELLO_FRAME_BYTES_MAX: usize = 4096;
 
 fn codec(frame_bytes_max: usize) -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
@@ -56,6 +104,118 @@ fn codec(frame_bytes_max: usize) -> LengthDelimitedCodec {
         .max_frame_length(frame_bytes_max)
         .new_codec()
 }
+
+type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+type Reader = FramedRead<BoxRead, LengthDelimitedCodec>;
+type Writer = FramedWrite<BoxWrite, LengthDelimitedCodec>;
+
+/// A connection after its TLS handshake (if any), before the hello.
+struct Opened {
+    reader: Reader,
+    writer: Writer,
+    /// The peer's verified certificate, when the connection is TLS.
+    cert: Option<CertificateDer<'static>>,
+}
+
+impl Opened {
+    /// Frames over `read`/`write`; the reader takes only a first frame of
+    /// `hello_frame_bytes_max` until [`Opened::after_hello`].
+    fn new(
+        read: BoxRead,
+        write: BoxWrite,
+        cert: Option<CertificateDer<'static>>,
+        config: &TransportConfig,
+    ) -> Self {
+        Self {
+            reader: FramedRead::new(read, codec(config.hello_frame_bytes_max)),
+            writer: FramedWrite::new(write, codec(config.frame_bytes_max)),
+            cert,
+        }
+    }
+
+    fn plain(stream: TcpStream, config: &TransportConfig) -> Self {
+        let (r, w) = stream.into_split();
+        Self::new(Box::new(r), Box::new(w), None, config)
+    }
+
+    fn tls<S>(
+        stream: S,
+        cert: Option<CertificateDer<'static>>,
+        config: &TransportConfig,
+    ) -> Result<Self, TransportError>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let cert = cert.ok_or_else(|| TransportError::Protocol("the peer sent no certificate".into()))?;
+        let (r, w) = tokio::io::split(stream);
+        Ok(Self::new(Box::new(r), Box::new(w), Some(cert), config))
+    }
+
+    /// Checks that the id a peer claims in its hello is the one its
+    /// certificate names (a plaintext peer is taken at its word).
+    fn check_identity(&self, claimed: u64) -> Result<(), TransportError> {
+        let Some(cert) = &self.cert else {
+            return Ok(());
+        };
+        let named = tls::cert_node_id(cert)
+            .map_err(|e| TransportError::Protocol(format!("peer certificate: {e}")))?;
+        if named != claimed {
+            return Err(TransportError::Protocol(format!(
+                "a peer claimed node {} with the certificate of node {}",
+                crate::id::display(claimed),
+                crate::id::display(named)
+            )));
+        }
+        Ok(())
+    }
+
+    fn after_hello(&mut self, config: &TransportConfig) {
+        self.reader
+            .decoder_mut()
+            .set_max_frame_length(config.frame_bytes_max);
+    }
+}
+
+/// Reads the first frame, which must be a hello of `cluster`.
+async fn read_hello(reader: &mut Reader, cluster: &str) -> Result<Hello, TransportError> {
+    let protocol = |e: &dyn std::fmt::Display| TransportError::Protocol(e.to_string());
+    let first = reader
+        .next()
+        .await
+        .ok_or(TransportError::Closed)?
+        .map_err(|e| protocol(&e))?;
+    let (kind, _, body) = message::decode_header(first.freeze()).map_err(|e| protocol(&e))?;
+    if kind != Kind::Hello {
+        return Err(TransportError::Protocol("expected a hello".into()));
+    }
+    let hello: Hello = message::decode_body(&body).map_err(|e| protocol(&e))?;
+    if hello.cluster != cluster {
+        return Err(TransportError::Protocol(format!(
+            "a peer of cluster {:?} refused (this is {cluster:?})",
+            hello.cluster
+        )));
+    }
+    Ok(hello)
+}
+
+async fn send_hello(writer: &mut Writer, hello: &Hello) -> Result<(), TransportError> {
+    let frame = message::encode(Kind::Hello, 0, hello)
+        .map_err(|e| TransportError::Protocol(e.to_string()))?;
+    writer
+        .send(frame)
+        .await
+        .map_err(|e| TransportError::Unreachable(e.to_string()))
+}
+
+fn first_cert(certs: Option<&[CertificateDer<'_>]>) -> Option<CertificateDer<'static>> {
+    certs
+        .and_then(|c| c.first())
+        .map(|c| c.clone().into_owned())
+}
+
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// Frames one batch may gather before it is written.
 const BATCH_FRAMES_MAX: usize = 256;
@@ -73,7 +233,7 @@ const BATCH_FRAMES_MAX: usize = 256;
 /// and before any of them is written; an error ends the connection without
 /// writing them.
 async fn write_frames(
-    mut writer: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+    mut writer: Writer,
     mut rx: mpsc::Receiver<Bytes>,
     before: impl Fn() -> Result<(), crate::api::KvError>,
 ) {
@@ -110,6 +270,8 @@ struct Conn {
     pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
     next_id: AtomicU64,
     alive: AtomicBool,
+    /// When a call last used it, in ms since the transport's `started`.
+    last_used_ms: AtomicU64,
 }
 
 /// One peer's connection, created on first use and replaced when it dies;
@@ -121,6 +283,7 @@ pub struct TcpTransport {
     self_id: u64,
     config: TransportConfig,
     conns: Mutex<HashMap<String, ConnSlot>>,
+    started: std::time::Instant,
 }
 
 impl TcpTransport {
@@ -129,6 +292,7 @@ impl TcpTransport {
             self_id,
             config,
             conns: Mutex::new(HashMap::default()),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -140,6 +304,8 @@ impl TcpTransport {
         let mut guard = slot.lock().await;
         if let Some(c) = guard.as_ref()
             && c.alive.load(Ordering::Acquire)
+            && self.now_ms().saturating_sub(c.last_used_ms.load(Ordering::Relaxed))
+                < self.config.idle_timeout_ms / 2
         {
             return Ok(Arc::clone(c));
         }
@@ -148,7 +314,11 @@ impl TcpTransport {
         Ok(conn)
     }
 
-    async fn connect(&self, addr: &str) -> Result<Arc<Conn>, TransportError> {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    async fn dial(&self, addr: &str) -> Result<TcpStream, TransportError> {
         let connect = TcpStream::connect(addr);
         let stream = tokio::time::timeout(
             Duration::from_millis(self.config.connect_timeout_ms),
@@ -158,43 +328,62 @@ impl TcpTransport {
         .map_err(|_| TransportError::Unreachable(format!("{addr}: connect timed out")))?
         .map_err(|e| TransportError::Unreachable(format!("{addr}: {e}")))?;
         let _ = stream.set_nodelay(true);
-        let (r, w) = stream.into_split();
-        let mut reader = FramedRead::new(r, codec(self.config.frame_bytes_max));
-        let mut writer = FramedWrite::new(w, codec(self.config.frame_bytes_max));
+        Ok(stream)
+    }
+
+    /// Dials `addr` and completes the TLS handshake.
+    async fn dial_tls(&self, tls: &NodeTls, addr: &str) -> Result<Opened, TransportError> {
+        let stream = self.dial(addr).await?;
+        let connector = tokio_rustls::TlsConnector::from(tls.client_config());
+        let stream = tokio::time::timeout(
+            Duration::from_millis(self.config.hello_timeout_ms),
+            connector.connect(NodeTls::dial_name(), stream),
+        )
+        .await
+        .map_err(|_| TransportError::Unreachable(format!("{addr}: TLS handshake timed out")))?
+        .map_err(|e| TransportError::Protocol(format!("{addr}: TLS handshake: {e}")))?;
+        let cert = first_cert(stream.get_ref().1.peer_certificates());
+        Opened::tls(stream, cert, &self.config)
+    }
+
+    async fn open(&self, addr: &str) -> Result<Opened, TransportError> {
+        match &self.config.security {
+            Security::Plaintext => Ok(Opened::plain(self.dial(addr).await?, &self.config)),
+            Security::Mutual(tls) => self.dial_tls(tls, addr).await,
+            Security::Optional(tls) => match self.dial_tls(tls, addr).await {
+                Err(TransportError::Protocol(why)) => {
+                    tracing::debug!(%addr, %why, "TLS refused; dialing in plaintext");
+                    Ok(Opened::plain(self.dial(addr).await?, &self.config))
+                }
+                other => other,
+            },
+        }
+    }
+
+    async fn connect(&self, addr: &str) -> Result<Arc<Conn>, TransportError> {
+        let mut opened = self.open(addr).await?;
         let hello = Hello {
             cluster: self.config.cluster.clone(),
             node_id: self.self_id,
         };
-        let frame = message::encode(Kind::Hello, 0, &hello)
-            .map_err(|e| TransportError::Protocol(e.to_string()))?;
-        writer
-            .send(frame)
-            .await
-            .map_err(|e| TransportError::Unreachable(format!("{addr}: {e}")))?;
-        let answer = tokio::time::timeout(
+        send_hello(&mut opened.writer, &hello).await?;
+        let their = tokio::time::timeout(
             Duration::from_millis(self.config.hello_timeout_ms),
-            reader.next(),
+            read_hello(&mut opened.reader, &self.config.cluster),
         )
         .await
-        .map_err(|_| TransportError::Unreachable(format!("{addr}: no hello")))?;
-        let payload = match answer {
-            Some(Ok(p)) => p.freeze(),
-            _ => {
-                return Err(TransportError::Unreachable(format!(
-                    "{addr}: closed during hello"
-                )));
+        .map_err(|_| TransportError::Unreachable(format!("{addr}: no hello")))?
+        .map_err(|e| match e {
+            TransportError::Closed => {
+                TransportError::Unreachable(format!("{addr}: closed during hello"))
             }
-        };
-        let (kind, _, body) =
-            message::decode_header(payload).map_err(|e| TransportError::Protocol(e.to_string()))?;
-        let their: Hello =
-            message::decode_body(&body).map_err(|e| TransportError::Protocol(e.to_string()))?;
-        if kind != Kind::Hello || their.cluster != self.config.cluster {
-            return Err(TransportError::Protocol(format!(
-                "{addr} belongs to cluster {:?}, not {:?}",
-                their.cluster, self.config.cluster
-            )));
-        }
+            e => e,
+        })?;
+        opened.check_identity(their.node_id)?;
+        opened.after_hello(&self.config);
+        let Opened {
+            mut reader, writer, ..
+        } = opened;
 
         let (tx, rx) = mpsc::channel::<Bytes>(self.config.peer_queue_max);
         let conn = Arc::new(Conn {
@@ -202,6 +391,7 @@ impl TcpTransport {
             pending: Mutex::new(HashMap::default()),
             next_id: AtomicU64::new(1),
             alive: AtomicBool::new(true),
+            last_used_ms: AtomicU64::new(self.now_ms()),
         });
         let wconn = Arc::clone(&conn);
         tokio::spawn(async move {
@@ -243,6 +433,7 @@ impl Transport for Arc<TcpTransport> {
         Box::pin(async move {
             let work = async {
                 let conn = this.conn(&addr).await?;
+                conn.last_used_ms.store(this.now_ms(), Ordering::Relaxed);
                 let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
                 let frame = message::encode(Kind::Request, id, &req)
                     .map_err(|e| TransportError::Protocol(e.to_string()))?;
@@ -293,6 +484,7 @@ pub async fn serve_tcp(
     handler: Arc<dyn Handler>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    let handshakes = Arc::new(Semaphore::new(config.handshakes_max));
     let connections = Arc::new(Semaphore::new(config.connections_max));
     let config = Arc::new(config);
     tokio::pin!(shutdown);
@@ -310,14 +502,39 @@ pub async fn serve_tcp(
                 }
             },
         };
-        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-            tracing::warn!(%remote, "cluster connection refused: connections_max reached");
+        let Ok(handshake) = Arc::clone(&handshakes).try_acquire_owned() else {
+            metrics::counter!("ringkv_cluster_connections_refused_total", "reason" => "handshakes_max")
+                .increment(1);
+            tracing::debug!(%remote, "cluster connection refused: handshakes_max reached");
             continue;
         };
         let handler = Arc::clone(&handler);
         let config = Arc::clone(&config);
+        let connections = Arc::clone(&connections);
         tokio::spawn(async move {
-            if let Err(e) = serve_conn(stream, self_id, &config, handler).await {
+            let greeted = tokio::time::timeout(
+                Duration::from_millis(config.hello_timeout_ms),
+                accept(stream, self_id, &config),
+            )
+            .await
+            .unwrap_or(Err(TransportError::Timeout));
+            drop(handshake);
+            let (opened, from) = match greeted {
+                Ok(ok) => ok,
+                Err(e) => {
+                    metrics::counter!("ringkv_cluster_connections_refused_total", "reason" => "handshake")
+                        .increment(1);
+                    tracing::info!(%remote, error = %e, "cluster handshake failed");
+                    return;
+                }
+            };
+            let Ok(permit) = connections.try_acquire_owned() else {
+                metrics::counter!("ringkv_cluster_connections_refused_total", "reason" => "connections_max")
+                    .increment(1);
+                tracing::warn!(%remote, "cluster connection refused: connections_max reached");
+                return;
+            };
+            if let Err(e) = serve_conn(opened, from, &config, handler).await {
                 tracing::debug!(%remote, error = %e, "cluster connection ended");
             }
             drop(permit);
@@ -325,60 +542,75 @@ pub async fn serve_tcp(
     }
 }
 
-type Reader = FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>;
-type Writer = FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>;
-
-/// The server's side of the hello: the peer's must name this cluster;
-/// returns the peer's node id once this node's hello is sent.
-async fn accept_hello(
-    reader: &mut Reader,
-    writer: &mut Writer,
+/// The server's side of a connection's opening: the TLS handshake the
+/// security mode asks for, then the hello, whose id the peer's certificate
+/// must name. Returns the connection and the peer's id once this node's
+/// hello is sent.
+async fn accept(
+    stream: TcpStream,
     self_id: u64,
     config: &TransportConfig,
-) -> Result<u64, TransportError> {
-    let protocol = |e: &dyn std::fmt::Display| TransportError::Protocol(e.to_string());
-    let first = tokio::time::timeout(
-        Duration::from_millis(config.hello_timeout_ms),
-        reader.next(),
-    )
-    .await
-    .map_err(|_| TransportError::Timeout)?
-    .ok_or(TransportError::Closed)?
-    .map_err(|e| protocol(&e))?;
-    let (kind, _, body) = message::decode_header(first.freeze()).map_err(|e| protocol(&e))?;
-    let hello: Hello = message::decode_body(&body).map_err(|e| protocol(&e))?;
-    if kind != Kind::Hello || hello.cluster != config.cluster {
-        return Err(TransportError::Protocol(format!(
-            "peer of cluster {:?} refused",
-            hello.cluster
-        )));
-    }
+) -> Result<(Opened, u64), TransportError> {
+    let _ = stream.set_nodelay(true);
+    let tls = match &config.security {
+        Security::Plaintext => None,
+        Security::Mutual(tls) => Some(tls),
+        Security::Optional(tls) => {
+            let mut first = [0u8; 1];
+            stream
+                .peek(&mut first)
+                .await
+                .map_err(|e| TransportError::Protocol(e.to_string()))?;
+            (first[0] == TLS_HANDSHAKE_RECORD).then_some(tls)
+        }
+    };
+    let mut opened = match tls {
+        None => Opened::plain(stream, config),
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
+            let stream = acceptor
+                .accept(stream)
+                .await
+                .map_err(|e| TransportError::Protocol(format!("TLS handshake: {e}")))?;
+            let cert = first_cert(stream.get_ref().1.peer_certificates());
+            Opened::tls(stream, cert, config)?
+        }
+    };
+    let hello = read_hello(&mut opened.reader, &config.cluster).await?;
+    opened.check_identity(hello.node_id)?;
     let ours = Hello {
         cluster: config.cluster.clone(),
         node_id: self_id,
     };
-    let frame = message::encode(Kind::Hello, 0, &ours).map_err(|e| protocol(&e))?;
-    writer.send(frame).await.map_err(|e| protocol(&e))?;
-    Ok(hello.node_id)
+    send_hello(&mut opened.writer, &ours).await?;
+    opened.after_hello(config);
+    Ok((opened, hello.node_id))
 }
 
 async fn serve_conn(
-    stream: TcpStream,
-    self_id: u64,
+    opened: Opened,
+    from: u64,
     config: &TransportConfig,
     handler: Arc<dyn Handler>,
 ) -> Result<(), TransportError> {
-    let _ = stream.set_nodelay(true);
-    let (r, w) = stream.into_split();
-    let mut reader = FramedRead::new(r, codec(config.frame_bytes_max));
-    let mut writer = FramedWrite::new(w, codec(config.frame_bytes_max));
-    let from = accept_hello(&mut reader, &mut writer, self_id, config).await?;
-
+    let Opened {
+        mut reader, writer, ..
+    } = opened;
     let (tx, rx) = mpsc::channel::<Bytes>(config.inflight_per_connection_max);
     let replier = Arc::clone(&handler);
     let write_task = tokio::spawn(write_frames(writer, rx, move || replier.before_reply()));
     let inflight = Arc::new(Semaphore::new(config.inflight_per_connection_max));
-    while let Some(next) = reader.next().await {
+    let idle = Duration::from_millis(config.idle_timeout_ms);
+    loop {
+        let next = match tokio::time::timeout(idle, reader.next()).await {
+            Ok(Some(next)) => next,
+            Ok(None) => break,
+            Err(_) if inflight.available_permits() == config.inflight_per_connection_max => {
+                tracing::debug!(peer = %crate::id::display(from), "closing an idle cluster connection");
+                break;
+            }
+            Err(_) => continue,
+        };
         let payload = next.map_err(|e| TransportError::Protocol(e.to_string()))?;
         let (kind, id, body) = message::decode_header(payload.freeze())
             .map_err(|e| TransportError::Protocol(e.to_string()))?;
@@ -657,5 +889,170 @@ mod tests {
             .await
             .expect_err("dead peer");
         assert!(matches!(err, TransportError::Unreachable(_)), "{err:?}");
+    }
+
+    mod secure {
+        use super::*;
+        use crate::net::certs::{self, Pem};
+        use tokio::io::AsyncWriteExt;
+
+        fn node_tls(dir: &std::path::Path, ca: &Pem, trusted: &str, id: u64) -> Arc<NodeTls> {
+            let node = certs::issue_node(ca, id, 7, &[]).expect("issue");
+            let paths =
+                certs::write_node_folder(&dir.join(format!("{id:x}")), trusted, &node).expect("write");
+            Arc::new(NodeTls::load(paths).expect("load"))
+        }
+
+        async fn server(id: u64, config: TransportConfig) -> String {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr").to_string();
+            tokio::spawn(serve_tcp(
+                listener,
+                id,
+                config,
+                Arc::new(Echo(id)),
+                std::future::pending(),
+            ));
+            addr
+        }
+
+        fn with(security: Security) -> TransportConfig {
+            TransportConfig {
+                security,
+                ..TransportConfig::default()
+            }
+        }
+
+        async fn read_as(t: &Arc<TcpTransport>, addr: &str) -> Result<Response, TransportError> {
+            let peer = Peer {
+                id: 0,
+                addr: addr.to_string(),
+            };
+            let key = Bytes::from_static(b"k");
+            t.call(&peer, Request::Read { key }, Duration::from_secs(5))
+                .await
+        }
+
+        #[tokio::test]
+        async fn peers_of_one_ca_talk_and_are_known_by_the_ids_their_certificates_name() {
+            let dir = tempfile::tempdir().expect("dir");
+            let ca = certs::new_ca(30).expect("ca");
+            let a = node_tls(dir.path(), &ca, &ca.cert, 0xa);
+            let b = node_tls(dir.path(), &ca, &ca.cert, 0xb);
+            let addr = server(0xb, with(Security::Mutual(b))).await;
+            let t = Arc::new(TcpTransport::new(0xa, with(Security::Mutual(Arc::clone(&a)))));
+            let r = read_as(&t, &addr).await.expect("call");
+            assert_eq!(r, Response::Record(Some(Bytes::from_static(b"k:10->11"))));
+
+            // A certificate of this CA used to claim another id.
+            let liar = Arc::new(TcpTransport::new(0xc, with(Security::Mutual(a))));
+            read_as(&liar, &addr).await.expect_err("claimed another id");
+
+            // A certificate of another CA.
+            let other = certs::new_ca(30).expect("ca");
+            let stray = node_tls(dir.path(), &other, &other.cert, 0xd);
+            let t = Arc::new(TcpTransport::new(0xd, with(Security::Mutual(stray))));
+            assert!(read_as(&t, &addr).await.is_err(), "a foreign CA's node got in");
+
+            // No certificate at all.
+            let t = Arc::new(TcpTransport::new(0xe, TransportConfig::default()));
+            assert!(read_as(&t, &addr).await.is_err(), "a plaintext peer got in");
+        }
+
+        #[tokio::test]
+        async fn a_client_refuses_a_server_whose_certificate_names_another_node() {
+            let dir = tempfile::tempdir().expect("dir");
+            let ca = certs::new_ca(30).expect("ca");
+            let b = node_tls(dir.path(), &ca, &ca.cert, 0xb);
+            // The server says it is node 0xf; its certificate says 0xb.
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr").to_string();
+            tokio::spawn(serve_tcp(
+                listener,
+                0xf,
+                with(Security::Mutual(b)),
+                Arc::new(Echo(0xf)),
+                std::future::pending(),
+            ));
+            let a = node_tls(dir.path(), &ca, &ca.cert, 0xa);
+            let t = Arc::new(TcpTransport::new(0xa, with(Security::Mutual(a))));
+            let err = read_as(&t, &addr).await.expect_err("a lying server");
+            assert!(err.to_string().contains("certificate of node"), "{err}");
+        }
+
+        #[tokio::test]
+        async fn optional_mode_bridges_plaintext_and_mutual_tls() {
+            let dir = tempfile::tempdir().expect("dir");
+            let ca = certs::new_ca(30).expect("ca");
+            let plain_addr = server(1, TransportConfig::default()).await;
+            let optional_addr =
+                server(2, with(Security::Optional(node_tls(dir.path(), &ca, &ca.cert, 2)))).await;
+            let mutual_addr =
+                server(3, with(Security::Mutual(node_tls(dir.path(), &ca, &ca.cert, 3)))).await;
+
+            // An optional node reaches all three kinds.
+            let optional = Arc::new(TcpTransport::new(
+                4,
+                with(Security::Optional(node_tls(dir.path(), &ca, &ca.cert, 4))),
+            ));
+            for addr in [&plain_addr, &optional_addr, &mutual_addr] {
+                read_as(&optional, addr).await.expect("optional dials anyone");
+            }
+            // A plaintext node reaches the optional one, not the mutual one.
+            let plain = Arc::new(TcpTransport::new(5, TransportConfig::default()));
+            read_as(&plain, &optional_addr).await.expect("plaintext to optional");
+            assert!(read_as(&plain, &mutual_addr).await.is_err());
+            // A mutual node reaches the optional one over TLS.
+            let mutual = Arc::new(TcpTransport::new(
+                6,
+                with(Security::Mutual(node_tls(dir.path(), &ca, &ca.cert, 6))),
+            ));
+            read_as(&mutual, &optional_addr).await.expect("mutual to optional");
+            assert!(read_as(&mutual, &plain_addr).await.is_err());
+        }
+
+        #[tokio::test]
+        async fn strangers_hold_no_connection_slot_and_big_first_frames_are_refused() {
+            let config = TransportConfig {
+                connections_max: 2,
+                hello_timeout_ms: 300,
+                ..TransportConfig::default()
+            };
+            let addr = server(2, config).await;
+            // Idle strangers: in their handshake, then dropped at the deadline.
+            let mut strangers = Vec::new();
+            for _ in 0..20 {
+                strangers.push(TcpStream::connect(&addr).await.expect("connect"));
+            }
+            // A first frame announcing more than a hello may be is refused
+            // at once, before it is read.
+            let mut big = TcpStream::connect(&addr).await.expect("connect");
+            big.write_all(&(1u32 << 20).to_be_bytes()).await.expect("write");
+            let mut buf = [0u8; 1];
+            let n = tokio::time::timeout(Duration::from_secs(2), tokio::io::AsyncReadExt::read(&mut big, &mut buf))
+                .await
+                .expect("closed at once")
+                .unwrap_or(0);
+            assert_eq!(n, 0);
+            // Real peers get both slots despite the strangers.
+            for id in [7, 8] {
+                let t = Arc::new(TcpTransport::new(id, TransportConfig::default()));
+                read_as(&t, &addr).await.expect("a real peer");
+            }
+            drop(strangers);
+        }
+
+        #[tokio::test]
+        async fn idle_connections_are_closed_and_reopened_on_demand() {
+            let config = TransportConfig {
+                idle_timeout_ms: 200,
+                ..TransportConfig::default()
+            };
+            let addr = server(2, config.clone()).await;
+            let t = Arc::new(TcpTransport::new(1, config));
+            read_as(&t, &addr).await.expect("first");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            read_as(&t, &addr).await.expect("after the idle close");
+        }
     }
 }
