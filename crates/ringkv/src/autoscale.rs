@@ -347,6 +347,9 @@ impl Provisioner for LocalProvisioner {
             }
         };
         std::fs::create_dir_all(&dir)?;
+        // Each node it starts gets a certificate of its own, from the CA
+        // kept in the provisioner's folder.
+        crate::cert::provision(&self.dir.join(crate::local_cluster::LOCAL_CA_DIR), &dir)?;
         let [resp, http, cluster] =
             [free_port()?, free_port()?, free_port()?].map(|port| format!("127.0.0.1:{port}"));
         let log = std::fs::File::create(dir.with_extension("log"))?;

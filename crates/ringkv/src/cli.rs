@@ -44,6 +44,9 @@ pub enum Command {
     Cancel(AdminArgs),
     /// Add and remove nodes as the load changes (a control loop).
     Autoscale(crate::autoscale::AutoscaleArgs),
+    /// Certificates: a cluster CA and node certificates (mutual TLS).
+    #[command(subcommand)]
+    Cert(crate::cert::CertCommand),
     /// Benchmarks against peers.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -90,6 +93,10 @@ pub struct NodeFlags {
     /// Threads serving requests; 0 is one fewer than the cores (at least 1).
     #[arg(long)]
     pub worker_threads: Option<usize>,
+    /// Plaintext, unauthenticated cluster port (no certificates). Only on a
+    /// network where everyone who can reach it is trusted.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 fn parse_sync(s: &str) -> Result<SyncMode, String> {
@@ -220,6 +227,9 @@ impl NodeFlags {
         if let Some(v) = self.worker_threads {
             config.node.worker_threads = v;
         }
+        if self.insecure {
+            config.tls.insecure = true;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -237,6 +247,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::server::run_until_signal(config, args.exit_with)
         }
         Command::LocalCluster(args) => crate::local_cluster::run(args),
+        Command::Cert(cmd) => crate::cert::run(cmd),
         Command::Status(args) if args.ranges => crate::status::ranges(&args.admin.http),
         Command::Status(args) => crate::status::status(&args.admin.http),
         Command::Ring(args) => crate::status::ring(&args.http),

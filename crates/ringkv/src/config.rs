@@ -22,6 +22,7 @@ pub struct Config {
     pub hints: HintsSection,
     pub anti_entropy: AntiEntropySection,
     pub movement: MovementSection,
+    pub tls: TlsSection,
     pub debug: DebugSection,
 }
 
@@ -261,6 +262,60 @@ impl Default for HintsSection {
             age_ms_max: node.hints.age_ms_max,
             replay_per_sec_max: node.hints.replay_per_sec_max,
             replay_interval_ms: node.hint_replay_interval_ms,
+        }
+    }
+}
+
+/// How the cluster port is secured (see SECURITY.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    /// Plaintext cluster port: anyone who reaches it can read and write
+    /// every key and rewrite the ring. Set by `--insecure`.
+    pub insecure: bool,
+    /// Folder holding `ca.pem`, `node.pem` and `node.key`; default
+    /// `<data_dir>/certs`.
+    pub dir: Option<PathBuf>,
+    /// Override one file of `dir`: the trusted CAs (PEM, several during a
+    /// rotation), the node's certificate, its key.
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// `mutual`: TLS only; `optional`: also accepts plaintext peers and
+    /// falls back to plaintext when dialing one (the middle step of a
+    /// rolling restart from `--insecure` to mutual TLS).
+    pub cluster_mode: ClusterTlsMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterTlsMode {
+    #[default]
+    Mutual,
+    Optional,
+}
+
+impl TlsSection {
+    /// The files to load for a node whose data is in `data_dir`.
+    pub fn paths(&self, data_dir: &Path) -> ringkv_cluster::net::tls::TlsPaths {
+        use ringkv_cluster::net::certs;
+        let dir = self
+            .dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join(certs::CERTS_DIR));
+        ringkv_cluster::net::tls::TlsPaths {
+            ca: self
+                .ca
+                .clone()
+                .unwrap_or_else(|| dir.join(certs::CA_CERT_FILE)),
+            cert: self
+                .cert
+                .clone()
+                .unwrap_or_else(|| dir.join(certs::NODE_CERT_FILE)),
+            key: self
+                .key
+                .clone()
+                .unwrap_or_else(|| dir.join(certs::NODE_KEY_FILE)),
         }
     }
 }

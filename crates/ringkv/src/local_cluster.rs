@@ -13,6 +13,8 @@ use crate::cli::LocalClusterArgs;
 
 /// Most nodes one local cluster may start.
 const LOCAL_NODES_MAX: usize = 64;
+/// The local cluster's CA, under its folder.
+pub const LOCAL_CA_DIR: &str = "ca";
 /// How long one node may take to become ready.
 const NODE_READY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -61,8 +63,15 @@ pub fn run(args: LocalClusterArgs) -> anyhow::Result<()> {
     for i in 0..args.nodes {
         let dir = args.dir.join(format!("node{}", i + 1));
         let mut cmd = Command::new(&exe);
-        cmd.arg("server")
-            .arg("--data-dir")
+        cmd.arg("server");
+        if args.node.insecure {
+            cmd.arg("--insecure");
+        } else {
+            // The cluster's own CA, kept beside the nodes' folders.
+            crate::cert::provision(&args.dir.join(LOCAL_CA_DIR), &dir)
+                .with_context(|| format!("certificates of node {}", i + 1))?;
+        }
+        cmd.arg("--data-dir")
             .arg(&dir)
             .args(["--resp-addr", &format!("{host}:{}", port(i, 0)?)])
             .args(["--http-addr", &format!("{host}:{}", port(i, 1)?)])

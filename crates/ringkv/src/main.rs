@@ -5,6 +5,7 @@
 
 mod autoscale;
 mod bench;
+mod cert;
 mod cli;
 mod config;
 mod fault_hooks;

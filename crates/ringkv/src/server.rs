@@ -13,7 +13,8 @@ use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use ringkv_cluster::membership::MembershipConfig;
 use ringkv_cluster::movement::MoveConfig;
-use ringkv_cluster::net::{TcpTransport, TransportConfig, serve_tcp};
+use ringkv_cluster::net::tls::NodeTls;
+use ringkv_cluster::net::{Security, TcpTransport, TransportConfig, serve_tcp};
 use ringkv_cluster::node::{NodeBuilder, NodePlace, NodeStorage};
 use ringkv_cluster::node_files::NodeFiles;
 use ringkv_cluster::repair::anti_entropy::AntiEntropyConfig;
@@ -224,14 +225,24 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         resp_addr: resp_addr.to_string(),
         http_addr: http_addr.to_string(),
     };
+    let (shutdown, watch_rx) = watch::channel(false);
     let files = NodeFiles::new(RealFs::shared(), &data_dir);
-    // The transport is made for the id the node ends up with: the files
-    // decide it, so they are read first.
-    let node_id = files
-        .load_or_create_id()
-        .with_context(|| format!("reading the node id in {}", data_dir.display()))?;
+    let security = cluster_security(&config, &data_dir, cluster_addr)?;
+    // The transport is made for the id the node ends up with: its
+    // certificate names it, or (plaintext) the files decide it. The builder
+    // refuses a certificate of another node than the data directory's.
+    let node_id = match security.tls() {
+        Some(tls) => tls.node_id(),
+        None => files
+            .load_or_create_id()
+            .with_context(|| format!("reading the node id in {}", data_dir.display()))?,
+    };
+    let reload_task = security
+        .tls()
+        .map(|tls| tokio::spawn(watch_certificates(Arc::clone(tls), watch_rx.clone())));
     let transport_config = TransportConfig {
         cluster: config.cluster.name.clone(),
+        security,
         ..TransportConfig::default()
     };
     let transport = Arc::new(TcpTransport::new(node_id, transport_config.clone()));
@@ -250,7 +261,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         .build()?,
     );
 
-    let (shutdown, watch_rx) = watch::channel(false);
     let wait_for = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
@@ -308,6 +318,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             let _ = task.await;
         }
         let _ = gauges_task.await;
+        if let Some(task) = reload_task {
+            let _ = task.await;
+        }
         let cluster = cluster_task.await.context("cluster server task")?;
         // Front ends have drained: make everything acknowledged durable.
         let closed = tokio::task::spawn_blocking(move || closer.close())
@@ -430,6 +443,102 @@ async fn process_gone(pid: Option<u32>) {
 }
 
 /// `ringkv server`: runs one node until SIGINT/SIGTERM.
+/// How the cluster port is secured: mutual TLS with the node's certificate
+/// unless `--insecure`.
+fn cluster_security(
+    config: &Config,
+    data_dir: &std::path::Path,
+    cluster_addr: SocketAddr,
+) -> anyhow::Result<Security> {
+    if config.tls.insecure {
+        tracing::warn!(
+            %cluster_addr,
+            "INSECURE: the cluster port is plaintext and unauthenticated: anyone who can reach \
+             it can read and write every key, join the cluster and rewrite the ring. \
+             Use it only on a network you trust; see SECURITY.md"
+        );
+        return Ok(Security::Plaintext);
+    }
+    let paths = config.tls.paths(data_dir);
+    if !paths.cert.exists() {
+        anyhow::bail!(
+            "no node certificate at {}: the cluster port needs one (mutual TLS). Create a CA and \
+             a certificate with `ringkv cert ca` and `ringkv cert node` (see SECURITY.md), or \
+             start with --insecure for a plaintext cluster port on a trusted network",
+            paths.cert.display()
+        );
+    }
+    let tls = Arc::new(NodeTls::load(paths).context("loading the node's certificate")?);
+    export_certificate_expiry(&tls);
+    Ok(match config.tls.cluster_mode {
+        crate::config::ClusterTlsMode::Mutual => Security::Mutual(tls),
+        crate::config::ClusterTlsMode::Optional => {
+            tracing::warn!(
+                "cluster port in optional TLS mode: plaintext peers are accepted unauthenticated"
+            );
+            Security::Optional(tls)
+        }
+    })
+}
+
+/// How often certificate files are checked for changes.
+const CERT_RELOAD_CHECK: Duration = Duration::from_secs(5);
+/// Days before expiry from which the node warns.
+pub const CERT_EXPIRY_WARN_DAYS: i64 = 30;
+
+fn export_certificate_expiry(tls: &NodeTls) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let left = tls.not_after_unix().saturating_sub(now);
+    metrics::gauge!("ringkv_tls_certificate_expiry_seconds").set(left as f64);
+    if left < CERT_EXPIRY_WARN_DAYS * 86_400 {
+        tracing::warn!(
+            days = left / 86_400,
+            cert = %tls.paths().cert.display(),
+            "the node's certificate expires soon; issue a new one (it is reloaded without a restart)"
+        );
+    }
+}
+
+fn modified(tls: &NodeTls) -> Vec<Option<std::time::SystemTime>> {
+    let p = tls.paths();
+    [&p.ca, &p.cert, &p.key]
+        .iter()
+        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+/// Reloads the certificate, key and CAs when their files change: new
+/// connections use them, open ones keep their session.
+async fn watch_certificates(tls: Arc<NodeTls>, mut stop: watch::Receiver<bool>) {
+    let mut seen = modified(&tls);
+    let mut ticks = 0u64;
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(CERT_RELOAD_CHECK) => {}
+        }
+        ticks += 1;
+        let now = modified(&tls);
+        if now != seen {
+            seen = now;
+            match tls.reload() {
+                Ok(()) => {
+                    tracing::info!(cert = %tls.paths().cert.display(), "certificates reloaded")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "certificates changed but cannot be used; keeping the previous ones")
+                }
+            }
+            export_certificate_expiry(&tls);
+        } else if ticks.is_multiple_of(720) {
+            // Hourly: the expiry gauge and warning move with time.
+            export_certificate_expiry(&tls);
+        }
+    }
+}
+
 pub fn run_until_signal(config: Config, exit_with: Option<u32>) -> anyhow::Result<()> {
     let rt = runtime_with(config.node.worker_threads)?;
     rt.block_on(async {

@@ -15,7 +15,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{NodeProc, json, normal, wait_until};
+use common::{NodeProc, all_normal, json, self_id};
 use redis::Commands;
 
 /// The last commit before the node files gained their headers and error
@@ -102,13 +102,6 @@ fn replicas(node: &NodeProc, key: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn self_id(node: &NodeProc) -> String {
-    json(node, "/v1/cluster")["self"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// Node `i` on `exe` with the settings of `{limits}.toml`.
 fn start(exe: &Path, root: &Path, i: usize, limits: &str, seed: Option<&NodeProc>) -> NodeProc {
     let cfg = root
@@ -116,32 +109,15 @@ fn start(exe: &Path, root: &Path, i: usize, limits: &str, seed: Option<&NodeProc
         .to_string_lossy()
         .into_owned();
     let mut args = vec!["--config".to_string(), cfg];
+    // The previous version's cluster port is plaintext.
+    if exe == Path::new(env!("CARGO_BIN_EXE_ringkv")) {
+        args.push("--insecure".into());
+    }
     if let Some(seed) = seed {
         args.extend(["--seeds".to_string(), seed.cluster.to_string()]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     NodeProc::start_with(exe, &root.join(format!("n{i}")), &args)
-}
-
-/// Waits until every node sees `n` nodes alive and NORMAL, each at the
-/// address it listens on now (a restarted node has new ports; until its
-/// peers hear of them they call the old ones).
-fn all_normal(nodes: &[&NodeProc], n: usize) {
-    for node in nodes {
-        wait_until("every node NORMAL", 60, || normal(node) == n);
-        for other in nodes {
-            let id = self_id(other);
-            let addr = other.cluster.to_string();
-            wait_until("every node at its current address", 30, || {
-                json(node, "/v1/cluster")["nodes"]
-                    .as_array()
-                    .is_some_and(|l| {
-                        l.iter()
-                            .any(|x| x["id"] == id.as_str() && x["cluster_addr"] == addr.as_str())
-                    })
-            });
-        }
-    }
 }
 
 /// Every key reads its value through every node.
@@ -239,7 +215,7 @@ fn a_cluster_upgrades_by_rolling_restart() {
         let restarted = NodeProc::start_with(
             &current,
             &data_dir,
-            &["--config", &config.to_string_lossy()],
+            &["--config", &config.to_string_lossy(), "--insecure"],
         );
         nodes.insert(i, restarted);
         let refs: Vec<&NodeProc> = nodes.iter().collect();

@@ -29,9 +29,14 @@ pub struct Pem {
 
 impl std::fmt::Debug for Pem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pem").field("cert", &self.cert).finish_non_exhaustive()
+        f.debug_struct("Pem")
+            .field("cert", &self.cert)
+            .finish_non_exhaustive()
     }
 }
+
+/// A node's certificate folder inside its data directory, by default.
+pub const CERTS_DIR: &str = "certs";
 
 /// File names `ringkv cert` and `local-cluster` use in a certificate folder.
 pub const CA_CERT_FILE: &str = "ca.pem";
@@ -166,6 +171,85 @@ pub fn write_node_folder(dir: &Path, trusted_cas: &str, node: &Pem) -> Result<Tl
     Ok(paths)
 }
 
+/// The CA kept in `dir` (`ca.pem`, `ca.key`).
+pub fn load_ca(dir: &Path) -> Result<Pem, TlsError> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).map_err(|e| TlsError::File {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        })
+    };
+    Ok(Pem {
+        cert: read(CA_CERT_FILE)?,
+        key: read(CA_KEY_FILE)?,
+    })
+}
+
+/// The CA kept in `dir`, created (valid [`CA_DAYS_DEFAULT`] days) when the
+/// folder has none.
+pub fn load_or_create_ca(dir: &Path) -> Result<Pem, TlsError> {
+    if dir.join(CA_CERT_FILE).exists() {
+        return load_ca(dir);
+    }
+    let ca = new_ca(CA_DAYS_DEFAULT)?;
+    write_file(&dir.join(CA_KEY_FILE), &ca.key, true)?;
+    write_file(&dir.join(CA_CERT_FILE), &ca.cert, false)?;
+    Ok(ca)
+}
+
+/// Gives the certificate folder `dir` a node certificate signed by `ca`
+/// unless it has one already: for node `id`, or for a new random id.
+/// Returns the node id the folder's certificate names.
+pub fn ensure_node_folder(ca: &Pem, dir: &Path, id: Option<NodeId>) -> Result<NodeId, TlsError> {
+    let paths = TlsPaths {
+        ca: dir.join(CA_CERT_FILE),
+        cert: dir.join(NODE_CERT_FILE),
+        key: dir.join(NODE_KEY_FILE),
+    };
+    if paths.cert.exists() {
+        let pem = std::fs::read(&paths.cert).map_err(|e| TlsError::File {
+            path: paths.cert.display().to_string(),
+            why: e.to_string(),
+        })?;
+        let der = rustls::pki_types::CertificateDer::from_pem_slice_checked(&pem)?;
+        return super::tls::cert_node_id(&der);
+    }
+    let id = match id {
+        Some(id) => id,
+        None => loop {
+            let id = rand::random::<u64>();
+            if id != 0 {
+                break id;
+            }
+        },
+    };
+    let node = issue_node(
+        ca,
+        id,
+        NODE_DAYS_DEFAULT,
+        &["localhost".into(), "127.0.0.1".into()],
+    )?;
+    write_node_folder(dir, &ca.cert, &node)?;
+    Ok(id)
+}
+
+/// What `ringkv cert show` prints of a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Described {
+    pub common_name: Option<String>,
+    pub names: Vec<String>,
+    pub not_after_unix: Option<i64>,
+}
+
+pub fn describe(cert: &[u8]) -> Described {
+    Described {
+        common_name: der::subject_common_name(cert),
+        names: der::san_dns_names(cert).unwrap_or_default(),
+        not_after_unix: der::not_after_unix(cert),
+    }
+}
+
 trait FromPemChecked: Sized {
     fn from_pem_slice_checked(pem: &[u8]) -> Result<Self, TlsError>;
 }
@@ -173,7 +257,7 @@ trait FromPemChecked: Sized {
 impl FromPemChecked for rustls::pki_types::CertificateDer<'static> {
     fn from_pem_slice_checked(pem: &[u8]) -> Result<Self, TlsError> {
         use rustls::pki_types::pem::PemObject;
-        Self::from_pem_slice(pem).map_err(|e| invalid(format!("CA certificate: {e}")))
+        Self::from_pem_slice(pem).map_err(|e| invalid(format!("certificate: {e}")))
     }
 }
 
@@ -186,8 +270,8 @@ mod tests {
     fn an_issued_certificate_names_its_node_and_loads_under_its_ca() {
         let dir = tempfile::tempdir().expect("dir");
         let ca = new_ca(30).expect("ca");
-        let node = issue_node(&ca, 0xfeed, 7, &["localhost".into(), "127.0.0.1".into()])
-            .expect("node");
+        let node =
+            issue_node(&ca, 0xfeed, 7, &["localhost".into(), "127.0.0.1".into()]).expect("node");
         let paths = write_node_folder(dir.path(), &ca.cert, &node).expect("write");
         let tls = NodeTls::load(paths.clone()).expect("load");
         assert_eq!(tls.node_id(), 0xfeed);
@@ -204,7 +288,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&paths.key).expect("meta").permissions().mode();
+            let mode = std::fs::metadata(&paths.key)
+                .expect("meta")
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
 
@@ -227,16 +314,16 @@ mod tests {
         use rustls::pki_types::pem::PemObject;
         let ca = new_ca(30).expect("ca");
         let two = issue_node(&ca, 1, 7, &[node_dns_name(2)]).expect("node");
-        let der = rustls::pki_types::CertificateDer::from_pem_slice(two.cert.as_bytes())
-            .expect("pem");
+        let der =
+            rustls::pki_types::CertificateDer::from_pem_slice(two.cert.as_bytes()).expect("pem");
         let err = cert_node_id(&der).expect_err("two ids");
         assert!(err.to_string().contains("names 2 nodes"), "{err}");
         let bad = issue_node(&ca, 1, 7, &["zz.node.ringkv".into()]).expect("node");
-        let der = rustls::pki_types::CertificateDer::from_pem_slice(bad.cert.as_bytes())
-            .expect("pem");
+        let der =
+            rustls::pki_types::CertificateDer::from_pem_slice(bad.cert.as_bytes()).expect("pem");
         assert!(cert_node_id(&der).is_err());
-        let der = rustls::pki_types::CertificateDer::from_pem_slice(ca.cert.as_bytes())
-            .expect("pem");
+        let der =
+            rustls::pki_types::CertificateDer::from_pem_slice(ca.cert.as_bytes()).expect("pem");
         let err = cert_node_id(&der).expect_err("a CA names no node");
         assert!(err.to_string().contains("names no node"), "{err}");
         assert!(issue_node(&ca, 0, 7, &[]).is_err());

@@ -147,7 +147,8 @@ impl Opened {
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let cert = cert.ok_or_else(|| TransportError::Protocol("the peer sent no certificate".into()))?;
+        let cert =
+            cert.ok_or_else(|| TransportError::Protocol("the peer sent no certificate".into()))?;
         let (r, w) = tokio::io::split(stream);
         Ok(Self::new(Box::new(r), Box::new(w), Some(cert), config))
     }
@@ -304,7 +305,9 @@ impl TcpTransport {
         let mut guard = slot.lock().await;
         if let Some(c) = guard.as_ref()
             && c.alive.load(Ordering::Acquire)
-            && self.now_ms().saturating_sub(c.last_used_ms.load(Ordering::Relaxed))
+            && self
+                .now_ms()
+                .saturating_sub(c.last_used_ms.load(Ordering::Relaxed))
                 < self.config.idle_timeout_ms / 2
         {
             return Ok(Arc::clone(c));
@@ -898,8 +901,8 @@ mod tests {
 
         fn node_tls(dir: &std::path::Path, ca: &Pem, trusted: &str, id: u64) -> Arc<NodeTls> {
             let node = certs::issue_node(ca, id, 7, &[]).expect("issue");
-            let paths =
-                certs::write_node_folder(&dir.join(format!("{id:x}")), trusted, &node).expect("write");
+            let paths = certs::write_node_folder(&dir.join(format!("{id:x}")), trusted, &node)
+                .expect("write");
             Arc::new(NodeTls::load(paths).expect("load"))
         }
 
@@ -940,7 +943,10 @@ mod tests {
             let a = node_tls(dir.path(), &ca, &ca.cert, 0xa);
             let b = node_tls(dir.path(), &ca, &ca.cert, 0xb);
             let addr = server(0xb, with(Security::Mutual(b))).await;
-            let t = Arc::new(TcpTransport::new(0xa, with(Security::Mutual(Arc::clone(&a)))));
+            let t = Arc::new(TcpTransport::new(
+                0xa,
+                with(Security::Mutual(Arc::clone(&a))),
+            ));
             let r = read_as(&t, &addr).await.expect("call");
             assert_eq!(r, Response::Record(Some(Bytes::from_static(b"k:10->11"))));
 
@@ -952,7 +958,10 @@ mod tests {
             let other = certs::new_ca(30).expect("ca");
             let stray = node_tls(dir.path(), &other, &other.cert, 0xd);
             let t = Arc::new(TcpTransport::new(0xd, with(Security::Mutual(stray))));
-            assert!(read_as(&t, &addr).await.is_err(), "a foreign CA's node got in");
+            assert!(
+                read_as(&t, &addr).await.is_err(),
+                "a foreign CA's node got in"
+            );
 
             // No certificate at all.
             let t = Arc::new(TcpTransport::new(0xe, TransportConfig::default()));
@@ -985,10 +994,16 @@ mod tests {
             let dir = tempfile::tempdir().expect("dir");
             let ca = certs::new_ca(30).expect("ca");
             let plain_addr = server(1, TransportConfig::default()).await;
-            let optional_addr =
-                server(2, with(Security::Optional(node_tls(dir.path(), &ca, &ca.cert, 2)))).await;
-            let mutual_addr =
-                server(3, with(Security::Mutual(node_tls(dir.path(), &ca, &ca.cert, 3)))).await;
+            let optional_addr = server(
+                2,
+                with(Security::Optional(node_tls(dir.path(), &ca, &ca.cert, 2))),
+            )
+            .await;
+            let mutual_addr = server(
+                3,
+                with(Security::Mutual(node_tls(dir.path(), &ca, &ca.cert, 3))),
+            )
+            .await;
 
             // An optional node reaches all three kinds.
             let optional = Arc::new(TcpTransport::new(
@@ -996,18 +1011,24 @@ mod tests {
                 with(Security::Optional(node_tls(dir.path(), &ca, &ca.cert, 4))),
             ));
             for addr in [&plain_addr, &optional_addr, &mutual_addr] {
-                read_as(&optional, addr).await.expect("optional dials anyone");
+                read_as(&optional, addr)
+                    .await
+                    .expect("optional dials anyone");
             }
             // A plaintext node reaches the optional one, not the mutual one.
             let plain = Arc::new(TcpTransport::new(5, TransportConfig::default()));
-            read_as(&plain, &optional_addr).await.expect("plaintext to optional");
+            read_as(&plain, &optional_addr)
+                .await
+                .expect("plaintext to optional");
             assert!(read_as(&plain, &mutual_addr).await.is_err());
             // A mutual node reaches the optional one over TLS.
             let mutual = Arc::new(TcpTransport::new(
                 6,
                 with(Security::Mutual(node_tls(dir.path(), &ca, &ca.cert, 6))),
             ));
-            read_as(&mutual, &optional_addr).await.expect("mutual to optional");
+            read_as(&mutual, &optional_addr)
+                .await
+                .expect("mutual to optional");
             assert!(read_as(&mutual, &plain_addr).await.is_err());
         }
 
@@ -1027,12 +1048,17 @@ mod tests {
             // A first frame announcing more than a hello may be is refused
             // at once, before it is read.
             let mut big = TcpStream::connect(&addr).await.expect("connect");
-            big.write_all(&(1u32 << 20).to_be_bytes()).await.expect("write");
-            let mut buf = [0u8; 1];
-            let n = tokio::time::timeout(Duration::from_secs(2), tokio::io::AsyncReadExt::read(&mut big, &mut buf))
+            big.write_all(&(1u32 << 20).to_be_bytes())
                 .await
-                .expect("closed at once")
-                .unwrap_or(0);
+                .expect("write");
+            let mut buf = [0u8; 1];
+            let n = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::io::AsyncReadExt::read(&mut big, &mut buf),
+            )
+            .await
+            .expect("closed at once")
+            .unwrap_or(0);
             assert_eq!(n, 0);
             // Real peers get both slots despite the strangers.
             for id in [7, 8] {

@@ -223,12 +223,20 @@ fn load(paths: &TlsPaths) -> Result<Loaded, TlsError> {
     let verifier = WebPkiServerVerifier::builder_with_provider(Arc::clone(&roots), provider())
         .build()
         .map_err(|e| TlsError::Invalid(e.to_string()))?;
-    let (end, intermediates) = chain.split_first().ok_or_else(|| file_error(&paths.cert, "empty"))?;
+    let (end, intermediates) = chain
+        .split_first()
+        .ok_or_else(|| file_error(&paths.cert, "empty"))?;
     let checker = NodeServerVerifier {
         inner: Arc::clone(&verifier),
     };
     checker
-        .verify_server_cert(end, intermediates, &NodeTls::dial_name(), &[], UnixTime::now())
+        .verify_server_cert(
+            end,
+            intermediates,
+            &NodeTls::dial_name(),
+            &[],
+            UnixTime::now(),
+        )
         .map_err(|e| {
             file_error(
                 &paths.cert,
@@ -236,9 +244,10 @@ fn load(paths: &TlsPaths) -> Result<Loaded, TlsError> {
             )
         })?;
 
-    let client_verifier = WebPkiClientVerifier::builder_with_provider(Arc::clone(&roots), provider())
-        .build()
-        .map_err(|e| TlsError::Invalid(e.to_string()))?;
+    let client_verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::clone(&roots), provider())
+            .build()
+            .map_err(|e| TlsError::Invalid(e.to_string()))?;
     let mut server = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Invalid(e.to_string()))?

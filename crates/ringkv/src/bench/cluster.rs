@@ -97,10 +97,12 @@ fn start_ringkv_cluster(root: &Path) -> anyhow::Result<(Vec<Guard>, u16)> {
     let mut first_resp = 0;
     for i in 0..3 {
         let (resp, http, cluster) = (free_port()?, free_port()?, free_port()?);
+        let dir = root.join(format!("node{i}"));
+        crate::cert::provision(&root.join("ca"), &dir)?;
         let mut cmd = Command::new(&exe);
         cmd.arg("server")
             .arg("--data-dir")
-            .arg(root.join(format!("node{i}")))
+            .arg(&dir)
             .args(["--resp-addr", &format!("127.0.0.1:{resp}")])
             .args(["--http-addr", &format!("127.0.0.1:{http}")])
             .args(["--cluster-addr", &format!("127.0.0.1:{cluster}")])

@@ -141,6 +141,7 @@ fn start_ringkv(dir: &Path, port: u16, sync: &str, threads: usize) -> anyhow::Re
     let exe = std::env::current_exe().context("locating the ringkv binary")?;
     let http = free_port()?;
     let cluster = free_port()?;
+    crate::cert::provision(&dir.with_extension("ca"), dir)?;
     let mut cmd = Command::new(exe);
     cmd.arg("server");
     if threads > 0 {

@@ -105,6 +105,14 @@ impl NodeProc {
             .append(true)
             .open(&log_path)
             .with_context(|| format!("opening {}", log_path.display()))?;
+        if !self.extra.iter().any(|a| a == "--insecure") {
+            let ca = self
+                .data_dir
+                .parent()
+                .map_or_else(|| PathBuf::from("ca"), |p| p.join("ca"));
+            crate::cert::provision(&ca, &self.data_dir)
+                .with_context(|| format!("certificates of {}", self.name))?;
+        }
         let mut cmd = Command::new(exe);
         cmd.arg("server")
             .arg("--config")

@@ -22,6 +22,22 @@ settle_ms = 500
 cleanup_delay_ms = 1000
 "#;
 
+/// Gives `data_dir` a node certificate (unless it has one) from the CA in
+/// its parent folder's `ca`, created on first use.
+pub fn provision_certs(data_dir: &Path) -> u64 {
+    provision_certs_for(data_dir, None)
+}
+
+/// [`provision_certs`] for node `id` (a node that already has an id).
+pub fn provision_certs_for(data_dir: &Path, id: Option<u64>) -> u64 {
+    use ringkv_cluster::net::certs;
+    static CA: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = CA.lock().unwrap_or_else(|e| e.into_inner());
+    let root = data_dir.parent().expect("data dir has a parent");
+    let ca = certs::load_or_create_ca(&root.join("ca")).expect("test CA");
+    certs::ensure_node_folder(&ca, &data_dir.join(certs::CERTS_DIR), id).expect("node certificate")
+}
+
 /// A node process; killed (SIGKILL) and reaped when dropped.
 pub struct NodeProc {
     pub child: Child,
@@ -39,7 +55,13 @@ impl NodeProc {
     }
 
     /// [`NodeProc::start`] of another `ringkv` binary (another version).
+    /// This version's nodes get a certificate from a CA in the data
+    /// directory's parent folder (mutual TLS, the default) unless `extra`
+    /// says `--insecure`.
     pub fn start_with(exe: &Path, data_dir: &Path, extra: &[&str]) -> NodeProc {
+        if exe == Path::new(env!("CARGO_BIN_EXE_ringkv")) && !extra.contains(&"--insecure") {
+            provision_certs(data_dir);
+        }
         let mut child = Command::new(exe)
             .arg("server")
             .arg("--data-dir")
@@ -273,4 +295,33 @@ pub fn start_joined(
         nodes.iter().all(|node| normal(node) == n)
     });
     nodes
+}
+
+/// The node's id (16 hex digits), as it reports it.
+pub fn self_id(node: &NodeProc) -> String {
+    json(node, "/v1/cluster")["self"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Waits until every node sees `n` nodes alive and NORMAL, each at the
+/// address it listens on now (a restarted node has new ports; until its
+/// peers hear of them they call the old ones).
+pub fn all_normal(nodes: &[&NodeProc], n: usize) {
+    for node in nodes {
+        wait_until("every node NORMAL", 60, || normal(node) == n);
+        for other in nodes {
+            let id = self_id(other);
+            let addr = other.cluster.to_string();
+            wait_until("every node at its current address", 30, || {
+                json(node, "/v1/cluster")["nodes"]
+                    .as_array()
+                    .is_some_and(|l| {
+                        l.iter()
+                            .any(|x| x["id"] == id.as_str() && x["cluster_addr"] == addr.as_str())
+                    })
+            });
+        }
+    }
 }

@@ -1,0 +1,229 @@
+//! The cluster port of real node processes admits only nodes holding a
+//! certificate of the cluster's CA, each only as the node its certificate
+//! names; a plaintext cluster moves to mutual TLS by rolling restart
+//! under writes, losing nothing.
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{NodeProc, all_normal, normal, provision_certs_for, self_id, start_joined};
+use ringkv_cluster::net::certs;
+use ringkv_cluster::net::message::{Request, Response};
+use ringkv_cluster::net::tls::NodeTls;
+use ringkv_cluster::net::{Peer, Security, TcpTransport, Transport, TransportConfig};
+
+const FAST: &str =
+    "[cluster]\ngossip_interval_ms = 100\nrequest_timeout_ms = 2000\njoin_timeout_ms = 3000\n";
+
+/// A read of `key` over the cluster port of `addr`, as node `id` with
+/// `security`: the answer, or why there was none.
+fn read_over_cluster_port(
+    addr: std::net::SocketAddr,
+    id: u64,
+    security: Security,
+    key: &str,
+) -> Result<Response, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let config = TransportConfig {
+            security,
+            ..TransportConfig::default()
+        };
+        let t = Arc::new(TcpTransport::new(id, config));
+        let peer = Peer {
+            id: 0,
+            addr: addr.to_string(),
+        };
+        let req = Request::Read {
+            key: Bytes::from(key.to_string()),
+        };
+        t.call(&peer, req, Duration::from_secs(5))
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// A certificate folder for node `id` issued by the CA in `ca_dir`.
+fn identity(ca_dir: &Path, out: &Path, id: u64) -> Arc<NodeTls> {
+    let ca = certs::load_or_create_ca(ca_dir).expect("CA");
+    let pem = certs::issue_node(&ca, id, 7, &[]).expect("issue");
+    let paths = certs::write_node_folder(out, &ca.cert, &pem).expect("write");
+    Arc::new(NodeTls::load(paths).expect("load"))
+}
+
+fn id_of(node: &NodeProc) -> u64 {
+    u64::from_str_radix(&self_id(node), 16).expect("hex id")
+}
+
+#[test]
+fn the_cluster_port_admits_only_nodes_with_a_certificate_of_the_cluster_ca() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let nodes = start_joined(root.path(), FAST, 2, |_| Vec::new());
+    let mut con = nodes[0].redis();
+    redis::cmd("SET")
+        .arg("secret")
+        .arg("top-secret-value")
+        .query::<()>(&mut con)
+        .expect("set");
+    let target = nodes[0].cluster;
+
+    // Plaintext, as an attacker that knows the cluster name would.
+    let err = read_over_cluster_port(target, 0xdead_beef, Security::Plaintext, "secret")
+        .expect_err("a plaintext caller read a record");
+    eprintln!("plaintext: {err}");
+    // A certificate of another CA.
+    let foreign = identity(&root.path().join("other-ca"), &root.path().join("f"), 0xf0);
+    let err = read_over_cluster_port(target, 0xf0, Security::Mutual(foreign), "secret")
+        .expect_err("a node of another CA read a record");
+    eprintln!("foreign CA: {err}");
+    // A certificate of this CA, used to speak as another node (node 1).
+    let member = identity(&root.path().join("ca"), &root.path().join("m"), 0x77);
+    let err = read_over_cluster_port(
+        target,
+        id_of(&nodes[1]),
+        Security::Mutual(Arc::clone(&member)),
+        "secret",
+    )
+    .expect_err("a node spoke as another");
+    eprintln!("impersonation: {err}");
+    // The same certificate as itself is admitted: the refusals above are
+    // about identity, not a broken port.
+    let answer = read_over_cluster_port(target, 0x77, Security::Mutual(member), "secret")
+        .expect("a holder of a valid certificate is served");
+    assert!(matches!(answer, Response::Record(Some(_))), "{answer:?}");
+
+    // A node without a certificate, or with another CA's, cannot join.
+    let cfg = root.path().join("ringkv.toml");
+    for (dir, flags) in [("plain", vec!["--insecure"]), ("stray", vec![])] {
+        let data = root.path().join(dir);
+        if dir == "stray" {
+            identity(
+                &root.path().join("stray-ca"),
+                &data.join(certs::CERTS_DIR),
+                0x5,
+            );
+        }
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringkv"))
+            .arg("server")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--resp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(["--cluster-addr", "127.0.0.1:0"])
+            .args(["--seeds", &target.to_string()])
+            .args(flags)
+            .output()
+            .expect("run a node");
+        assert!(!out.status.success(), "{dir}: joined");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("no seed answered"), "{dir}: {stderr}");
+    }
+    for node in &nodes {
+        assert_eq!(normal(node), 2, "the ring gained a member");
+    }
+}
+
+#[test]
+fn a_plaintext_cluster_moves_to_mutual_tls_by_rolling_restart_without_losing_writes() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let nodes = start_joined(root.path(), FAST, 3, |_| vec!["--insecure".into()]);
+    let optional = root.path().join("optional.toml");
+    std::fs::write(
+        &optional,
+        format!("{FAST}[tls]\ncluster_mode = \"optional\"\n"),
+    )
+    .expect("write config");
+    let mutual = root.path().join("ringkv.toml");
+
+    // Writes go on through every step, to whichever nodes are up.
+    let targets = Arc::new(Mutex::new(nodes.iter().map(|n| n.resp).collect::<Vec<_>>()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (targets, stop) = (Arc::clone(&targets), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let addr = {
+                    let t = targets.lock().expect("targets");
+                    t[usize::try_from(i).unwrap_or(0) % t.len()]
+                };
+                let client = redis::Client::open(format!("redis://{addr}/")).expect("client");
+                let Ok(mut con) = client.get_connection_with_timeout(Duration::from_millis(500))
+                else {
+                    continue;
+                };
+                let key = format!("k{i}");
+                if redis::cmd("SET")
+                    .arg(&key)
+                    .arg(format!("v{i}"))
+                    .query::<()>(&mut con)
+                    .is_ok()
+                {
+                    acked.push(i);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            acked
+        })
+    };
+
+    let mut nodes = nodes;
+    for (step, config) in [("optional", &optional), ("mutual", &mutual)] {
+        for i in 0..nodes.len() {
+            let id = id_of(&nodes[i]);
+            let data_dir = nodes[i].data_dir.clone();
+            let seed = nodes[(i + 1) % nodes.len()].cluster.to_string();
+            let old = nodes.remove(i);
+            assert!(
+                old.terminate().success(),
+                "{step}: node {i} stopped cleanly"
+            );
+            provision_certs_for(&data_dir, Some(id));
+            let restarted = NodeProc::start(
+                &data_dir,
+                &["--config", &config.to_string_lossy(), "--seeds", &seed],
+            );
+            assert_eq!(id_of(&restarted), id, "{step}: the node keeps its id");
+            nodes.insert(i, restarted);
+            targets.lock().expect("targets")[i] = nodes[i].resp;
+            let refs: Vec<&NodeProc> = nodes.iter().collect();
+            all_normal(&refs, 3);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let acked = writer.join().expect("writer");
+    assert!(
+        acked.len() > 100,
+        "only {} writes acknowledged",
+        acked.len()
+    );
+
+    // Every acknowledged write reads back, through every node.
+    for node in &nodes {
+        let mut con = node.redis();
+        for i in &acked {
+            let got: Option<String> = redis::cmd("GET")
+                .arg(format!("k{i}"))
+                .query(&mut con)
+                .expect("get");
+            assert_eq!(got, Some(format!("v{i}")), "k{i} through {}", node.resp);
+        }
+    }
+    // The cluster port no longer speaks plaintext.
+    for node in &nodes {
+        let err = read_over_cluster_port(node.cluster, 0x42, Security::Plaintext, "k1");
+        assert!(err.is_err(), "{} still answers plaintext", node.cluster);
+    }
+}
