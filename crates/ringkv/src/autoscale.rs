@@ -99,12 +99,20 @@ pub struct AutoscaleArgs {
     /// local: folder for the new nodes' data directories.
     #[arg(long, default_value = "ringkv-data/autoscaled")]
     pub dir: PathBuf,
+    /// local: the cluster's CA folder (`ca.pem`, `ca.key`), from which each
+    /// new node gets a certificate of its own; the default is where
+    /// `local-cluster` keeps its CA.
+    #[arg(long, default_value = "ringkv-data/ca")]
+    pub ca_dir: PathBuf,
     /// local: configuration file for the new nodes.
     #[arg(long)]
     pub node_config: Option<PathBuf>,
     /// command: shell command creating a node; it gets RINGKV_SEEDS and
     /// RINGKV_NODES (nodes now) in its environment and prints the new
-    /// node's HTTP address as its last line of output.
+    /// node's HTTP address as its last line of output. It must give the
+    /// node a certificate of the cluster's CA of its own (`ringkv cert
+    /// node`, or your PKI) in `<data_dir>/certs`: without one the node
+    /// refuses to start.
     #[arg(long)]
     pub create: Option<String>,
     /// command: shell command destroying a node after it has left; it gets
@@ -331,6 +339,7 @@ trait Provisioner {
 /// Nodes as processes on this machine.
 struct LocalProvisioner {
     dir: PathBuf,
+    ca_dir: PathBuf,
     config: Option<PathBuf>,
     children: Vec<(String, Child, PathBuf)>,
     next: usize,
@@ -349,7 +358,7 @@ impl Provisioner for LocalProvisioner {
         std::fs::create_dir_all(&dir)?;
         // Each node it starts gets a certificate of its own, from the CA
         // kept in the provisioner's folder.
-        crate::cert::provision(&self.dir.join(crate::local_cluster::LOCAL_CA_DIR), &dir)?;
+        crate::cert::provision(&self.ca_dir, &dir)?;
         let [resp, http, cluster] =
             [free_port()?, free_port()?, free_port()?].map(|port| format!("127.0.0.1:{port}"));
         let log = std::fs::File::create(dir.with_extension("log"))?;
@@ -574,6 +583,7 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
     let mut provisioner: Box<dyn Provisioner> = match args.provisioner {
         ProvisionerKind::Local => Box::new(LocalProvisioner {
             dir: args.dir.clone(),
+            ca_dir: args.ca_dir.clone(),
             config: args.node_config.clone(),
             children: Vec::new(),
             next: 0,

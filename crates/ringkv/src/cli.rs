@@ -72,6 +72,10 @@ pub struct NodeFlags {
     /// Node-to-node listen address.
     #[arg(long)]
     pub cluster_addr: Option<SocketAddr>,
+    /// The cluster address peers dial, when not the one bound (needed when
+    /// --cluster-addr is 0.0.0.0), e.g. `db1.example.com:7381`.
+    #[arg(long)]
+    pub advertise_addr: Option<String>,
     /// Comma-separated cluster addresses of seed nodes.
     #[arg(long, value_delimiter = ',')]
     pub seeds: Option<Vec<String>>,
@@ -205,6 +209,9 @@ impl NodeFlags {
         }
         if let Some(v) = self.cluster_addr {
             config.node.cluster_addr = v;
+        }
+        if let Some(v) = &self.advertise_addr {
+            config.node.advertise_addr = Some(v.clone());
         }
         if let Some(v) = &self.seeds {
             config.node.seeds = v.clone();

@@ -37,6 +37,9 @@ pub struct NodeSection {
     pub http_addr: SocketAddr,
     /// Node-to-node listener.
     pub cluster_addr: SocketAddr,
+    /// The cluster address peers dial (`host:port`), when it is not the
+    /// one bound: required when `cluster_addr` is a wildcard (0.0.0.0).
+    pub advertise_addr: Option<String>,
     /// Cluster addresses of nodes to contact on start.
     pub seeds: Vec<String>,
     /// Data center and rack of this node (replica placement).
@@ -58,6 +61,7 @@ impl Default for NodeSection {
             resp_addr: SocketAddr::from(([127, 0, 0, 1], 7379)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 7380)),
             cluster_addr: SocketAddr::from(([127, 0, 0, 1], 7381)),
+            advertise_addr: None,
             seeds: Vec::new(),
             dc: "dc1".into(),
             rack: "rack1".into(),
@@ -387,6 +391,18 @@ impl Config {
                 bail!("{name}: unknown consistency level {level:?}");
             }
         }
+        if self.node.cluster_addr.ip().is_unspecified() && self.node.advertise_addr.is_none() {
+            bail!(
+                "node.cluster_addr {} is a wildcard: peers cannot dial it; set node.advertise_addr \
+                 (--advertise-addr) to the address they reach this node at",
+                self.node.cluster_addr
+            );
+        }
+        if let Some(a) = &self.node.advertise_addr
+            && let Err(why) = ringkv_cluster::membership::check_addr(a)
+        {
+            bail!("node.advertise_addr {a:?}: {why}");
+        }
         if !(1..=64).contains(&self.node.weight) {
             bail!("node.weight must be between 1 and 64");
         }
@@ -457,5 +473,14 @@ mod tests {
         c.cluster.tokens_per_weight = 65;
         let err = c.validate().expect_err("4160 tokens");
         assert!(err.to_string().contains("at most 4096"), "{err}");
+        // A wildcard cluster address needs an address to advertise.
+        let mut c = Config::default();
+        c.node.cluster_addr = "0.0.0.0:7381".parse().expect("addr");
+        let err = c.validate().expect_err("wildcard without advertise_addr");
+        assert!(err.to_string().contains("advertise_addr"), "{err}");
+        c.node.advertise_addr = Some("0.0.0.0:7381".into());
+        assert!(c.validate().is_err(), "a wildcard advertised");
+        c.node.advertise_addr = Some("db1.example.com:7381".into());
+        c.validate().expect("a name peers can dial");
     }
 }

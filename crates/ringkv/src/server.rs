@@ -221,7 +221,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         dc: config.node.dc.clone(),
         rack: config.node.rack.clone(),
         weight: config.node.weight,
-        cluster_addr: cluster_addr.to_string(),
+        cluster_addr: config
+            .node
+            .advertise_addr
+            .clone()
+            .unwrap_or_else(|| cluster_addr.to_string()),
         resp_addr: resp_addr.to_string(),
         http_addr: http_addr.to_string(),
     };

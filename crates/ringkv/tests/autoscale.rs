@@ -69,6 +69,8 @@ fn the_autoscaler_adds_under_load_removes_when_idle_and_holds_in_between() {
         .args(["--min-nodes", "3", "--max-nodes", "4", "--listen", &listen])
         .arg("--dir")
         .arg(root.path().join("auto"))
+        .arg("--ca-dir")
+        .arg(root.path().join("ca"))
         .arg("--node-config")
         .arg(&cfg)
         .stdout(Stdio::null())

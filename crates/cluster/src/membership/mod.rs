@@ -21,16 +21,18 @@ use std::time::Duration;
 
 mod detector;
 pub mod gossip;
+mod validate;
 
 use parking_lot::{Mutex, RwLock};
 
 pub use detector::PhiDetector;
 use ringkv_env::SharedClock;
+pub use validate::{MEMBERS_MAX, WEIGHT_MAX, check_addr, check_state};
 
 use crate::id::NodeId;
 use crate::net::Peer;
 use crate::net::message::{NodeState, NodeStatus};
-use crate::ring::{Placement, Replication, Ring, RingNode, TOKENS_PER_NODE_MAX, Token};
+use crate::ring::{Placement, Replication, Ring, RingNode, Token};
 
 /// Settings of gossip and failure detection.
 #[derive(Debug, Clone)]
@@ -275,15 +277,19 @@ impl Membership {
                     }
                     continue;
                 }
-                if s.tokens.len() > TOKENS_PER_NODE_MAX {
-                    // More than any weight gives: refused before it costs a
-                    // ring rebuild or reaches PEERS.
+                // Refused before it costs a ring rebuild or reaches PEERS.
+                let refused = check_state(&s, self.config.tokens_per_weight)
+                    .err()
+                    .or_else(|| {
+                        (!states.contains_key(&s.id) && states.len() >= MEMBERS_MAX)
+                            .then(|| format!("more than {MEMBERS_MAX} members"))
+                    });
+                if let Some(why) = refused {
                     metrics::counter!("ringkv_gossip_states_refused_total").increment(1);
                     tracing::warn!(
                         node = %crate::id::display(s.id),
-                        tokens = s.tokens.len(),
-                        max = TOKENS_PER_NODE_MAX,
-                        "refused a node state with too many tokens"
+                        %why,
+                        "refused a node state"
                     );
                     continue;
                 }
@@ -335,6 +341,10 @@ impl Membership {
             let mut states = self.states.write();
             for s in saved {
                 if s.id == self.self_id || states.contains_key(&s.id) {
+                    continue;
+                }
+                if let Err(why) = check_state(&s, self.config.tokens_per_weight) {
+                    tracing::warn!(node = %crate::id::display(s.id), %why, "dropped a saved node state");
                     continue;
                 }
                 states.insert(s.id, s);
@@ -511,6 +521,7 @@ impl Membership {
 mod tests {
     use super::*;
     use crate::net::message::Load;
+    use crate::ring::TOKENS_PER_NODE_MAX;
     use ringkv_env::ManualClock;
 
     fn state(id: u64, tokens: Vec<u64>) -> NodeState {
@@ -545,9 +556,14 @@ mod tests {
             assert_eq!(m.state(2), None);
             assert_eq!(m.ring().len(), 1);
         }
+        // More than its weight gives (64 a weight by default).
+        let over = state(2, (0..65).map(|t| t * 7 + 1).collect());
+        assert!(!m.merge(vec![over]), "65 tokens at weight 1 taken");
         assert_eq!(*saved.lock(), 0, "nothing refused was saved");
         let at_bound = (0..TOKENS_PER_NODE_MAX as u64).map(|t| t * 7 + 1).collect();
-        assert!(m.merge(vec![state(2, at_bound)]));
+        let mut heaviest = state(2, at_bound);
+        heaviest.weight = 64;
+        assert!(m.merge(vec![heaviest]));
         assert_eq!(m.ring().len(), 2);
         assert_eq!(*saved.lock(), 1);
     }

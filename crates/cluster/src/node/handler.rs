@@ -6,7 +6,7 @@ use bytes::Bytes;
 use super::Node;
 use crate::causality::SiblingSet;
 use crate::id::NodeId;
-use crate::net::message::{ErrorDetail, Request, Response};
+use crate::net::message::{ErrorDetail, NodeStatus, Request, Response};
 use crate::net::{BoxFut, Handled, Handler};
 use crate::replica::LogWrite;
 use crate::store::LocalStore;
@@ -20,13 +20,37 @@ impl<S: LocalStore> Node<S> {
         }
     }
 
-    /// The record a peer asks this replica to merge.
-    fn decode_merged(record: &Bytes) -> Result<SiblingSet, Response> {
-        SiblingSet::decode(record).map_err(|e| {
-            Response::error(ErrorDetail::InvalidArgument(format!(
-                "record does not decode: {e}"
-            )))
-        })
+    /// The record a peer asks this replica to merge (or to hold as a
+    /// hint, or streams to it), held to the limits a client's write is:
+    /// a peer cannot store what a client could not.
+    fn decode_merged(&self, key: &[u8], record: &Bytes) -> Result<SiblingSet, Response> {
+        let refuse = |why: String| {
+            metrics::counter!("ringkv_peer_records_refused_total").increment(1);
+            Response::error(ErrorDetail::InvalidArgument(why))
+        };
+        let config = &self.inner.config;
+        if key.is_empty() || key.len() > config.key_bytes_max {
+            return Err(refuse(format!(
+                "key of {} bytes (this node takes 1 to {})",
+                key.len(),
+                config.key_bytes_max
+            )));
+        }
+        let set = SiblingSet::decode(record)
+            .map_err(|e| refuse(format!("record does not decode: {e}")))?;
+        let longest = set
+            .siblings
+            .iter()
+            .filter_map(|s| s.value.as_ref().map(Bytes::len))
+            .max()
+            .unwrap_or(0);
+        if longest > config.value_bytes_max {
+            return Err(refuse(format!(
+                "value of {longest} bytes exceeds this node's value_bytes_max {}",
+                config.value_bytes_max
+            )));
+        }
+        Ok(set)
     }
 
     /// Answers the requests that need no waiting (a ping, a replica read,
@@ -37,7 +61,7 @@ impl<S: LocalStore> Node<S> {
             Request::Ping => Response::Pong,
             Request::Read { key } => self.read_answer(&key),
             Request::Merge { key, record } if !self.store().blocking_writes() => {
-                match Self::decode_merged(&record) {
+                match self.decode_merged(&key, &record) {
                     // Buffered: the transport has the log buffer written
                     // before the answer goes out (`Handler::before_reply`).
                     Ok(set) => match self
@@ -63,7 +87,7 @@ impl<S: LocalStore> Node<S> {
             Request::Gossip { states } => s.gossip.answer(states).await,
             Request::Read { key } => self.read_answer(&key),
             Request::Merge { key, record } => {
-                let set = match Self::decode_merged(&record) {
+                let set = match self.decode_merged(&key, &record) {
                     Ok(set) => set,
                     Err(answer) => return answer,
                 };
@@ -78,10 +102,34 @@ impl<S: LocalStore> Node<S> {
                 target,
                 key,
                 record,
-            } => s.hints.accept(target, &key, &record),
-            req @ (Request::StreamRead { .. } | Request::StreamPush { .. }) => {
-                s.movements.answer(req).await
+            } => match self.decode_merged(&key, &record) {
+                // Only for a member: hints for an id the ring never had
+                // would be "for a gone node" and replayed to the current
+                // replicas at once.
+                Ok(_)
+                    if s.membership
+                        .status(target)
+                        .is_none_or(|st| st == NodeStatus::Left) =>
+                {
+                    Response::error(ErrorDetail::InvalidArgument(format!(
+                        "hint for node {}, not a member",
+                        crate::id::display(target)
+                    )))
+                }
+                Ok(_) => s.hints.accept(target, &key, &record),
+                Err(answer) => answer,
+            },
+            Request::StreamPush { entries, crc } => {
+                for (key, record) in &entries {
+                    if let Err(answer) = self.decode_merged(key, record) {
+                        return answer;
+                    }
+                }
+                s.movements
+                    .answer(Request::StreamPush { entries, crc })
+                    .await
             }
+            req @ Request::StreamRead { .. } => s.movements.answer(req).await,
             req @ (Request::MerkleNodes { .. } | Request::RangeDigests { .. }) => {
                 match s.anti_entropy.answer(req).await {
                     Ok(resp) => resp,

@@ -273,3 +273,72 @@ async fn a_node_cut_off_from_every_replica_coordinates_as_a_stand_in() {
         "last writer wins among the siblings"
     );
 }
+
+/// A peer's writes are held to a client's limits, and hints name members:
+/// what a client could not store, a peer cannot either.
+#[tokio::test(start_paused = true)]
+async fn peer_writes_are_held_to_client_limits_and_hints_to_members() {
+    use ringkv_cluster::net::message::{ErrorDetail, Request, Response};
+    let c = cluster(3, 3);
+    c.pass(2_000).await;
+    let (me, peer) = (c.nodes[0].id(), c.nodes[1].id());
+    c.node(me)
+        .put(b("k"), b("v"), w(Consistency::One))
+        .await
+        .expect("put");
+    let record = match c
+        .node(me)
+        .handler()
+        .handle(peer, Request::Read { key: b("k") })
+        .await
+    {
+        Response::Record(Some(r)) => r,
+        other => panic!("{other:?}"),
+    };
+    let handler = c.node(me).handler();
+    let refused = |r: &Response| {
+        matches!(
+            r,
+            Response::Error {
+                detail: Some(ErrorDetail::InvalidArgument(_)),
+                ..
+            }
+        )
+    };
+    let long_key = Bytes::from(vec![b'k'; 2_000]);
+    for req in [
+        Request::Merge {
+            key: long_key.clone(),
+            record: record.clone(),
+        },
+        Request::Hint {
+            target: peer,
+            key: long_key.clone(),
+            record: record.clone(),
+        },
+        Request::StreamPush {
+            entries: vec![(long_key.clone(), record.clone())],
+            crc: 0,
+        },
+        Request::Hint {
+            target: 0xdead_beef,
+            key: b("k"),
+            record: record.clone(),
+        },
+    ] {
+        let answer = handler.handle(peer, req.clone()).await;
+        assert!(refused(&answer), "{req:?} → {answer:?}");
+    }
+    // A member's hint of a well-formed record is taken.
+    let answer = handler
+        .handle(
+            peer,
+            Request::Hint {
+                target: c.nodes[2].id(),
+                key: b("k"),
+                record,
+            },
+        )
+        .await;
+    assert_eq!(answer, Response::Merged);
+}
