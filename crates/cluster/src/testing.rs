@@ -235,6 +235,7 @@ pub fn ring_states(n: usize, tokens_per_weight: usize) -> Vec<NodeState> {
                 tokens,
                 status: NodeStatus::Normal,
                 load: Load::default(),
+                signature: None,
             }
         })
         .collect()

@@ -244,26 +244,35 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let reload_task = security
         .tls()
         .map(|tls| tokio::spawn(watch_certificates(Arc::clone(tls), watch_rx.clone())));
+    // With TLS, the node signs its gossiped state and takes states of
+    // other nodes only signed by them (required under mutual TLS).
+    let state_auth = security
+        .tls()
+        .map(|tls| ringkv_cluster::membership::StateAuth {
+            tls: Arc::clone(tls),
+            required: matches!(security, Security::Mutual(_)),
+        });
     let transport_config = TransportConfig {
         cluster: config.cluster.name.clone(),
         security,
         ..TransportConfig::default()
     };
     let transport = Arc::new(TcpTransport::new(node_id, transport_config.clone()));
-    let node = Arc::new(
-        NodeBuilder::new(
-            node_config,
-            clock,
-            storage.store,
-            storage.hints,
-            files,
-            crate::fault_hooks::transport(faults.as_ref(), transport),
-        )
-        .id(node_id)
-        .place(place)
-        .replication(replication(&config))
-        .build()?,
-    );
+    let mut builder = NodeBuilder::new(
+        node_config,
+        clock,
+        storage.store,
+        storage.hints,
+        files,
+        crate::fault_hooks::transport(faults.as_ref(), transport),
+    )
+    .id(node_id)
+    .place(place)
+    .replication(replication(&config));
+    if let Some(auth) = state_auth {
+        builder = builder.state_auth(auth);
+    }
+    let node = Arc::new(builder.build()?);
 
     let wait_for = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;

@@ -21,6 +21,8 @@ use std::time::Duration;
 
 mod detector;
 pub mod gossip;
+#[cfg(test)]
+mod signed_tests;
 mod validate;
 
 use parking_lot::{Mutex, RwLock};
@@ -95,6 +97,18 @@ pub struct Membership {
     /// published in the order they read the states, and the states
     /// themselves are not locked while a ring is worked out.
     rebuilding: Mutex<()>,
+    /// How states are signed and checked; none without TLS.
+    auth: RwLock<Option<StateAuth>>,
+}
+
+/// How a node signs its own state and checks others' (see
+/// [`Membership::set_auth`]).
+#[derive(Clone)]
+pub struct StateAuth {
+    pub tls: Arc<crate::net::tls::NodeTls>,
+    /// Refuse unsigned states (mutual TLS); otherwise only badly signed
+    /// ones (the optional mode of a move from plaintext).
+    pub required: bool,
 }
 
 /// What [`Membership::set_on_ring_change`] takes.
@@ -128,6 +142,7 @@ impl Membership {
             replication,
             on_ring_change: RwLock::new(None),
             rebuilding: Mutex::new(()),
+            auth: RwLock::new(None),
         };
         m.rebuild_ring();
         m
@@ -201,6 +216,7 @@ impl Membership {
             };
             f(s);
             s.heartbeat += 1;
+            self.sign(s);
         }
         self.rebuild_ring();
         true
@@ -222,6 +238,137 @@ impl Membership {
         self.states.read().get(&id).cloned()
     }
 
+    /// From now on, this node signs its own state with `auth`'s key, and
+    /// takes a state about a node only signed by it (see `merge`).
+    pub fn set_auth(&self, auth: StateAuth) {
+        *self.auth.write() = Some(auth);
+        if let Some(me) = self.states.write().get_mut(&self.self_id) {
+            self.sign(me);
+        }
+    }
+
+    /// Signs a state this node vouches for (its own, or one it changes on
+    /// a removed node's behalf).
+    fn sign(&self, s: &mut NodeState) {
+        let Some(auth) = self.auth.read().clone() else {
+            return;
+        };
+        s.signature = None;
+        match s
+            .signed_bytes()
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| auth.tls.sign(&bytes).map_err(|e| e.to_string()))
+        {
+            Ok(sig) => s.signature = Some(sig),
+            Err(e) => tracing::error!(error = %e, "cannot sign a node state; peers will refuse it"),
+        }
+    }
+
+    /// Whether `s` may replace `old` (this node's current state of the
+    /// same node), as far as signatures go: signed by the node itself, or
+    /// (removal) by another member about a node believed down, changing
+    /// nothing but its status towards or back from LEFT.
+    fn check_signature(
+        &self,
+        s: &NodeState,
+        old: Option<&NodeState>,
+        down: bool,
+    ) -> Result<(), String> {
+        let Some(auth) = self.auth.read().clone() else {
+            return Ok(());
+        };
+        let Some(sig) = &s.signature else {
+            return if auth.required {
+                Err("unsigned".into())
+            } else {
+                Ok(())
+            };
+        };
+        let bytes = s.signed_bytes().map_err(|e| e.to_string())?;
+        let signer = auth.tls.verify(sig, &bytes).map_err(|e| e.to_string())?;
+        if signer == s.id {
+            return Ok(());
+        }
+        let removal = matches!(
+            s.status,
+            NodeStatus::Leaving | NodeStatus::LeaveHandover | NodeStatus::Left | NodeStatus::Normal
+        );
+        let same_but_status = old.is_some_and(|o| {
+            let mut o = o.clone();
+            o.status = s.status;
+            o.heartbeat = s.heartbeat;
+            o.load = s.load;
+            o.signature = s.signature.clone();
+            o == *s
+        });
+        if removal && same_but_status && down {
+            Ok(())
+        } else {
+            Err(format!(
+                "signed by node {}, not by the node itself (only a dead node's status may be changed by another)",
+                crate::id::display(signer)
+            ))
+        }
+    }
+
+    /// The states of `incoming` whose signatures let them replace what this
+    /// node holds (see `check_signature`); the others are refused and
+    /// counted. Signatures are checked with no lock held.
+    fn authenticated(&self, incoming: Vec<NodeState>) -> Vec<NodeState> {
+        if self.auth.read().is_none() {
+            return incoming;
+        }
+        let mut checks = Vec::with_capacity(incoming.len());
+        {
+            let states = self.states.read();
+            let mine = states.get(&self.self_id).map_or(0, |me| me.generation);
+            for s in incoming {
+                if s.id == self.self_id {
+                    // Only a LEFT of ours matters (see `merge`): by us, or
+                    // a removal of an earlier life (made while we were
+                    // down, before this start).
+                    let check = s.status == NodeStatus::Left;
+                    let earlier = s.generation < mine;
+                    checks.push((s, None, earlier, check));
+                    continue;
+                }
+                let old = states.get(&s.id).cloned();
+                let check = old.as_ref().is_none_or(|o| s.freshness() > o.freshness());
+                checks.push((s, old, false, check));
+            }
+        }
+        let mut passed = Vec::with_capacity(checks.len());
+        for (s, old, earlier, check) in checks {
+            if !check {
+                passed.push(s);
+                continue;
+            }
+            let down = if s.id == self.self_id {
+                earlier
+            } else {
+                !self.is_alive(s.id)
+            };
+            let old = if s.id == self.self_id {
+                // A removal of an earlier life of ours changes it whole.
+                Some(s.clone())
+            } else {
+                old
+            };
+            match self.check_signature(&s, old.as_ref(), down) {
+                Ok(()) => passed.push(s),
+                Err(why) => {
+                    metrics::counter!("ringkv_gossip_states_refused_total").increment(1);
+                    tracing::warn!(
+                        node = %crate::id::display(s.id),
+                        %why,
+                        "refused a node state"
+                    );
+                }
+            }
+        }
+        passed
+    }
+
     /// The status of node `id`, if known (no copy of its state).
     pub fn status(&self, id: NodeId) -> Option<NodeStatus> {
         self.states.read().get(&id).map(|s| s.status)
@@ -235,6 +382,7 @@ impl Membership {
             if let Some(me) = states.get_mut(&self.self_id) {
                 f(me);
                 me.heartbeat += 1;
+                self.sign(me);
             }
         }
         self.rebuild_ring();
@@ -244,6 +392,7 @@ impl Membership {
     pub fn set_load(&self, load: crate::net::message::Load) {
         if let Some(me) = self.states.write().get_mut(&self.self_id) {
             me.load = load;
+            self.sign(me);
         }
     }
 
@@ -251,6 +400,7 @@ impl Membership {
     pub fn tick(&self) {
         if let Some(me) = self.states.write().get_mut(&self.self_id) {
             me.heartbeat += 1;
+            self.sign(me);
         }
     }
 
@@ -259,6 +409,7 @@ impl Membership {
         if incoming.iter().any(|s| s.id != self.self_id) {
             self.heard.store(true, std::sync::atomic::Ordering::Relaxed);
         }
+        let incoming = self.authenticated(incoming);
         let now = self.clock.monotonic();
         let mut changed = false;
         let mut ring_changed = false;
@@ -307,15 +458,20 @@ impl Membership {
                 if old.is_none_or(|o| o.tokens != s.tokens || o.status != s.status) {
                     ring_changed = true;
                 }
-                detectors
-                    .entry(s.id)
-                    .or_insert_with(|| {
-                        PhiDetector::new(
-                            self.config.intervals_max,
-                            self.config.gossip_interval_ms as f64,
-                        )
-                    })
-                    .heartbeat(now);
+                let detector = detectors.entry(s.id).or_insert_with(|| {
+                    PhiDetector::new(
+                        self.config.intervals_max,
+                        self.config.gossip_interval_ms as f64,
+                    )
+                });
+                // A change another node made on a dead node's behalf (a
+                // removal) is no sign of life.
+                let by_itself = s.signature.as_ref().is_none_or(|sig| {
+                    crate::net::tls::cert_node_id(&sig.cert).is_ok_and(|signer| signer == s.id)
+                });
+                if by_itself {
+                    detector.heartbeat(now);
+                }
                 states.insert(s.id, s);
                 changed = true;
             }
@@ -538,6 +694,7 @@ mod tests {
             tokens,
             status: NodeStatus::Normal,
             load: Load::default(),
+            signature: None,
         }
     }
 

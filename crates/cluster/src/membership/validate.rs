@@ -108,6 +108,7 @@ mod tests {
             tokens: (0..8).collect(),
             status: NodeStatus::Normal,
             load: Load::default(),
+            signature: None,
         }
     }
 

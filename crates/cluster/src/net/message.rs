@@ -50,6 +50,19 @@
 //!        or replayed message never versions the client's write twice.
 //! ```
 //!
+//! # Signed states
+//! ```text
+//! body       := postcard(Request::Gossip | Response::Gossip) signatures?
+//! signatures := version:u8=1 postcard([Option<StateSignature>])  one per state, in order
+//! StateSignature := { cert: DER bytes, scheme: u16 (TLS SignatureScheme), sig: bytes }
+//! signed     := "ringkv node state v1\0" postcard(NodeState)
+//! ```
+//! A node signs its own state with its certificate's key each time it
+//! changes it; a state about another node is relayed with the signature it
+//! came with. Nodes before signatures existed stop decoding at the end of
+//! the body and ignore them; a list of another length or version is
+//! ignored (the states arrive unsigned).
+//!
 //! # Error answers
 //! ```text
 //! body    := postcard(Response::Error { code, message }) detail?
@@ -130,6 +143,12 @@ pub struct NodeState {
     pub tokens: Vec<u64>,
     pub status: NodeStatus,
     pub load: Load,
+    /// Who vouches for this state: the node itself, signing with its
+    /// certificate's key (see "Signed states" above). Not part of the
+    /// postcard body: it travels after a gossip message's body, and is not
+    /// kept in `PEERS`.
+    #[serde(skip)]
+    pub signature: Option<StateSignature>,
 }
 
 impl NodeState {
@@ -137,7 +156,33 @@ impl NodeState {
     pub fn freshness(&self) -> (u64, u64) {
         (self.generation, self.heartbeat)
     }
+
+    /// The bytes a signature covers: a domain tag, then the state's
+    /// postcard body (every field but the signature).
+    pub fn signed_bytes(&self) -> Result<Vec<u8>, WireError> {
+        let mut out = STATE_SIGNATURE_DOMAIN.to_vec();
+        let body = postcard::to_allocvec(self).map_err(|e| WireError::Encode(e.to_string()))?;
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
 }
+
+/// Prefix of the bytes a node state's signature covers, so that a
+/// signature over a state can never pass for one over anything else.
+pub const STATE_SIGNATURE_DOMAIN: &[u8] = b"ringkv node state v1\0";
+
+/// A signature over [`NodeState::signed_bytes`]: the signer's certificate
+/// (DER; it names the signer's node id and chains to the cluster CA), the
+/// TLS signature scheme, and the signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateSignature {
+    pub cert: Bytes,
+    pub scheme: u16,
+    pub sig: Bytes,
+}
+
+/// Version of the signatures after a gossip message's body.
+pub const SIGNATURES_VERSION: u8 = 1;
 
 /// A version vector on the wire, validated on decode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -480,9 +525,61 @@ pub fn encode<T: Serialize>(kind: Kind, id: u64, body: &T) -> Result<Bytes, Wire
     Ok(buf.freeze())
 }
 
-/// Encodes an answer, with the detail of an error answer after its body.
+/// Appends the signatures of `states` after a gossip body, when any.
+fn append_signatures(frame: Bytes, states: &[NodeState]) -> Result<Bytes, WireError> {
+    if states.iter().all(|s| s.signature.is_none()) {
+        return Ok(frame);
+    }
+    let sigs: Vec<Option<&StateSignature>> = states.iter().map(|s| s.signature.as_ref()).collect();
+    let mut buf = BytesMut::from(&frame[..]);
+    buf.put_u8(SIGNATURES_VERSION);
+    let sigs = postcard::to_allocvec(&sigs).map_err(|e| WireError::Encode(e.to_string()))?;
+    buf.extend_from_slice(&sigs);
+    Ok(buf.freeze())
+}
+
+/// Puts the signatures after a gossip body (when they decode, in a version
+/// this node knows, one per state) on the states.
+fn take_signatures(states: &mut [NodeState], rest: &[u8]) {
+    let Some((&SIGNATURES_VERSION, bytes)) = rest.split_first() else {
+        return;
+    };
+    if let Ok(sigs) = postcard::from_bytes::<Vec<Option<StateSignature>>>(bytes)
+        && sigs.len() == states.len()
+    {
+        for (state, sig) in states.iter_mut().zip(sigs) {
+            state.signature = sig;
+        }
+    }
+}
+
+/// Encodes a request, with the signatures of a gossip message's states
+/// after its body.
+pub fn encode_request(id: u64, req: &Request) -> Result<Bytes, WireError> {
+    let frame = encode(Kind::Request, id, req)?;
+    match req {
+        Request::Gossip { states } => append_signatures(frame, states),
+        _ => Ok(frame),
+    }
+}
+
+/// Decodes a request's body, with the signatures of a gossip message.
+pub fn decode_request(body: &[u8]) -> Result<Request, WireError> {
+    let (mut req, rest) =
+        postcard::take_from_bytes::<Request>(body).map_err(|e| WireError::Body(e.to_string()))?;
+    if let Request::Gossip { states } = &mut req {
+        take_signatures(states, rest);
+    }
+    Ok(req)
+}
+
+/// Encodes an answer, with the detail of an error answer (or the
+/// signatures of a gossip answer) after its body.
 pub fn encode_response(id: u64, resp: &Response) -> Result<Bytes, WireError> {
     let frame = encode(Kind::Response, id, resp)?;
+    if let Response::Gossip { states } = resp {
+        return append_signatures(frame, states);
+    }
     let Response::Error {
         detail: Some(detail),
         ..
@@ -506,6 +603,9 @@ pub fn decode_response(body: &[u8]) -> Result<Response, WireError> {
         && let Some((&ERROR_DETAIL_VERSION, bytes)) = rest.split_first()
     {
         *detail = postcard::from_bytes(bytes).ok();
+    }
+    if let Response::Gossip { states } = &mut resp {
+        take_signatures(states, rest);
     }
     Ok(resp)
 }
@@ -545,11 +645,11 @@ pub fn decode_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, WireE
     postcard::from_bytes(body).map_err(|e| WireError::Body(e.to_string()))
 }
 
-/// Decodes the body of a whole payload (header checked, kind and id
+/// Decodes the request of a whole payload (header checked, kind and id
 /// ignored): the in-process networks' way through the codec.
-pub fn decode_payload<T: for<'de> Deserialize<'de>>(payload: Bytes) -> Result<T, WireError> {
+pub fn decode_request_payload(payload: Bytes) -> Result<Request, WireError> {
     let (_, _, body) = decode_header(payload)?;
-    decode_body(&body)
+    decode_request(&body)
 }
 
 #[cfg(test)]
@@ -571,6 +671,7 @@ mod tests {
             tokens: vec![1, 2, 3],
             status: NodeStatus::Normal,
             load: Load::default(),
+            signature: None,
         }
     }
 

@@ -22,7 +22,7 @@ use std::hash::Hasher;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::message::{self, Kind, Request, Response};
+use super::message::{self, Request, Response};
 use super::{BoxFut, Handler, Peer, Transport, TransportError};
 use crate::id::NodeId;
 use parking_lot::Mutex;
@@ -315,7 +315,7 @@ impl SimNet {
                 fate.to
             )));
         };
-        let frame = message::encode(Kind::Request, 1, &req)
+        let frame = message::encode_request(1, &req)
             .map_err(|e| TransportError::Protocol(e.to_string()))?;
         tokio::time::sleep(fate.there).await;
         let arrived = self.incarnation_of(fate.to) == Some(incarnation);
@@ -340,7 +340,8 @@ impl SimNet {
             st.stats.delivered += 1;
         }
         let decode = |frame: bytes::Bytes| -> Result<Request, TransportError> {
-            message::decode_payload(frame).map_err(|e| TransportError::Protocol(e.to_string()))
+            message::decode_request_payload(frame)
+                .map_err(|e| TransportError::Protocol(e.to_string()))
         };
         if let Some(after) = fate.duplicate {
             let copy = decode(frame.clone())?;

@@ -438,7 +438,7 @@ impl Transport for Arc<TcpTransport> {
                 let conn = this.conn(&addr).await?;
                 conn.last_used_ms.store(this.now_ms(), Ordering::Relaxed);
                 let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
-                let frame = message::encode(Kind::Request, id, &req)
+                let frame = message::encode_request(id, &req)
                     .map_err(|e| TransportError::Protocol(e.to_string()))?;
                 if frame.len() > this.config.frame_bytes_max {
                     return Err(TransportError::Protocol(format!(
@@ -621,7 +621,7 @@ async fn serve_conn(
             return Err(TransportError::Protocol("expected a request".into()));
         }
         let resp_tx = tx.clone();
-        let req = match message::decode_body::<Request>(&body) {
+        let req = match message::decode_request(&body) {
             Ok(req) => req,
             Err(e) => {
                 let resp = Response::error(ErrorDetail::InvalidArgument(e.to_string()));

@@ -29,8 +29,20 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::{ServerConfig, WebPkiClientVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use bytes::Bytes;
+use rustls::sign::SigningKey;
+
 use super::der;
+use super::message::StateSignature;
 use crate::id::NodeId;
+
+/// Schemes a node signs its state with, by preference (its key decides).
+const SIGNING_SCHEMES: &[SignatureScheme] = &[
+    SignatureScheme::ECDSA_NISTP256_SHA256,
+    SignatureScheme::ECDSA_NISTP384_SHA384,
+    SignatureScheme::ED25519,
+    SignatureScheme::RSA_PSS_SHA256,
+];
 
 /// The DNS-name suffix of a node's identity in its certificate.
 pub const NODE_NAME_SUFFIX: &str = ".node.ringkv";
@@ -74,12 +86,23 @@ struct Loaded {
     client: Arc<ClientConfig>,
     node_id: NodeId,
     not_after_unix: i64,
+    /// The node's certificate (DER), sent with its signatures.
+    cert: Bytes,
+    /// The certificate's key, for signing the node's gossiped state.
+    signing_key: Arc<dyn SigningKey>,
+    /// Checks a chain against the trusted CAs.
+    checker: Arc<NodeServerVerifier>,
 }
+
+/// Certificates already verified (DER -> node id, expiry), at most this
+/// many; the cache starts over when full or when the CAs are reloaded.
+const VERIFIED_CERTS_MAX: usize = 20_000;
 
 /// A node's TLS identity and configurations, reloadable.
 pub struct NodeTls {
     paths: TlsPaths,
     loaded: RwLock<Arc<Loaded>>,
+    verified: parking_lot::Mutex<crate::det::HashMap<Bytes, (NodeId, i64)>>,
 }
 
 impl std::fmt::Debug for NodeTls {
@@ -99,6 +122,7 @@ impl NodeTls {
         Ok(Self {
             paths,
             loaded: RwLock::new(Arc::new(loaded)),
+            verified: parking_lot::Mutex::new(crate::det::HashMap::default()),
         })
     }
 
@@ -114,7 +138,75 @@ impl NodeTls {
             )));
         }
         *self.loaded.write() = Arc::new(fresh);
+        // The trusted CAs may have changed.
+        self.verified.lock().clear();
         Ok(())
+    }
+
+    /// Signs a node state's [`NodeState::signed_bytes`](crate::net::message::NodeState::signed_bytes)
+    /// with the certificate's key.
+    pub fn sign(&self, message: &[u8]) -> Result<StateSignature, TlsError> {
+        let loaded = Arc::clone(&self.loaded.read());
+        let signer = loaded
+            .signing_key
+            .choose_scheme(SIGNING_SCHEMES)
+            .ok_or_else(|| {
+                TlsError::Invalid("the node's key signs with no supported scheme".into())
+            })?;
+        let sig = signer
+            .sign(message)
+            .map_err(|e| TlsError::Invalid(format!("signing: {e}")))?;
+        Ok(StateSignature {
+            cert: loaded.cert.clone(),
+            scheme: u16::from(signer.scheme()),
+            sig: Bytes::from(sig),
+        })
+    }
+
+    /// Checks a signature over `message`: its certificate chains to a
+    /// trusted CA, is not expired, and names a node; returns that node.
+    pub fn verify(&self, signature: &StateSignature, message: &[u8]) -> Result<NodeId, TlsError> {
+        let now = UnixTime::now();
+        let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let cached = self.verified.lock().get(&signature.cert).copied();
+        let signer = match cached {
+            Some((id, not_after)) if now_secs <= not_after => id,
+            Some(_) => return Err(TlsError::Invalid("the signer's certificate expired".into())),
+            None => {
+                let checker = Arc::clone(&self.loaded.read().checker);
+                let der = CertificateDer::from(signature.cert.to_vec());
+                checker
+                    .verify_server_cert(&der, &[], &Self::dial_name(), &[], now)
+                    .map_err(|e| TlsError::Invalid(format!("the signer's certificate: {e}")))?;
+                let id = cert_node_id(&signature.cert)?;
+                let not_after = der::not_after_unix(&signature.cert).unwrap_or(i64::MIN);
+                let mut verified = self.verified.lock();
+                if verified.len() >= VERIFIED_CERTS_MAX {
+                    verified.clear();
+                }
+                verified.insert(signature.cert.clone(), (id, not_after));
+                id
+            }
+        };
+        let scheme = SignatureScheme::from(signature.scheme);
+        let algs = provider()
+            .signature_verification_algorithms
+            .mapping
+            .iter()
+            .find(|(s, _)| *s == scheme)
+            .map(|(_, algs)| *algs)
+            .ok_or_else(|| TlsError::Invalid(format!("unsupported signature scheme {scheme:?}")))?;
+        let der = CertificateDer::from(signature.cert.as_ref());
+        let cert = webpki::EndEntityCert::try_from(&der)
+            .map_err(|e| TlsError::Invalid(format!("the signer's certificate: {e}")))?;
+        if algs
+            .iter()
+            .any(|alg| cert.verify_signature(*alg, message, &signature.sig).is_ok())
+        {
+            Ok(signer)
+        } else {
+            Err(TlsError::Invalid("bad signature".into()))
+        }
     }
 
     pub fn paths(&self) -> &TlsPaths {
@@ -226,9 +318,9 @@ fn load(paths: &TlsPaths) -> Result<Loaded, TlsError> {
     let (end, intermediates) = chain
         .split_first()
         .ok_or_else(|| file_error(&paths.cert, "empty"))?;
-    let checker = NodeServerVerifier {
+    let checker = Arc::new(NodeServerVerifier {
         inner: Arc::clone(&verifier),
-    };
+    });
     checker
         .verify_server_cert(
             end,
@@ -259,15 +351,22 @@ fn load(paths: &TlsPaths) -> Result<Loaded, TlsError> {
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Invalid(e.to_string()))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(checker))
-        .with_client_auth_cert(chain, key)
+        .with_custom_certificate_verifier(Arc::clone(&checker) as Arc<dyn ServerCertVerifier>)
+        .with_client_auth_cert(chain.clone(), key.clone_key())
         .map_err(|e| file_error(&paths.key, e))?;
     client.alpn_protocols = vec![ALPN.to_vec()];
+    let signing_key = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| file_error(&paths.key, e))?;
     Ok(Loaded {
         server: Arc::new(server),
         client: Arc::new(client),
         node_id,
         not_after_unix,
+        cert: Bytes::from(chain[0].to_vec()),
+        signing_key,
+        checker,
     })
 }
 

@@ -103,6 +103,7 @@ pub struct NodeBuilder<S> {
     files: NodeFiles,
     transport: Arc<dyn Transport>,
     id: Option<NodeId>,
+    auth: Option<crate::membership::StateAuth>,
 }
 
 impl<S: LocalStore> NodeBuilder<S> {
@@ -126,6 +127,7 @@ impl<S: LocalStore> NodeBuilder<S> {
             files,
             transport,
             id: None,
+            auth: None,
         }
     }
 
@@ -144,6 +146,13 @@ impl<S: LocalStore> NodeBuilder<S> {
 
     /// The node's id, when something other than its data directory decides
     /// it (a simulation); the directory must hold the same one, or none.
+    /// Signs this node's gossiped state and checks others' with the
+    /// node's certificate (see [`crate::membership::Membership::set_auth`]).
+    pub fn state_auth(mut self, auth: crate::membership::StateAuth) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
     pub fn id(mut self, id: NodeId) -> Self {
         self.id = Some(id);
         self
@@ -232,6 +241,7 @@ impl<S: LocalStore> NodeBuilder<S> {
             tokens,
             status,
             load: Load::default(),
+            signature: None,
         }
     }
 
@@ -251,6 +261,9 @@ impl<S: LocalStore> NodeBuilder<S> {
             clock.clone(),
             config.membership.clone(),
         ));
+        if let Some(auth) = self.auth {
+            membership.set_auth(auth);
+        }
         let replica = Arc::new(LocalReplica::new(
             id,
             self.store,

@@ -1,0 +1,237 @@
+//! Signed node states: a state about a node is taken only signed by that
+//! node, a dead node's status may be changed by another member (removal),
+//! and a member's forgery about a live node is refused and never saved.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use ringkv_env::ManualClock;
+
+use super::*;
+use crate::net::certs;
+use crate::net::message::{self, Load, Request};
+use crate::net::tls::{NodeTls, TlsPaths};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    ca: certs::Pem,
+    dir: std::path::PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().to_path_buf();
+        Self {
+            _dir: dir,
+            ca: certs::new_ca(30).expect("ca"),
+            dir: path,
+        }
+    }
+
+    fn tls(&self, ca: &certs::Pem, id: u64) -> Arc<NodeTls> {
+        let pem = certs::issue_node(ca, id, 7, &[]).expect("issue");
+        let folder = self.dir.join(format!("{id:x}-{:x}", rand::random::<u64>()));
+        let paths: TlsPaths = certs::write_node_folder(&folder, &ca.cert, &pem).expect("write");
+        Arc::new(NodeTls::load(paths).expect("load"))
+    }
+
+    /// Node `id` of weight 1 with one token, signing with a certificate of
+    /// the fixture's CA.
+    fn node(&self, id: u64, clock: &Arc<ManualClock>) -> Membership {
+        let config = MembershipConfig {
+            tokens_per_weight: 4,
+            ..MembershipConfig::default()
+        };
+        let m = Membership::new(
+            state(id),
+            Replication::simple("dc1", 3),
+            clock.clone(),
+            config,
+        );
+        m.set_auth(StateAuth {
+            tls: self.tls(&self.ca, id),
+            required: true,
+        });
+        m
+    }
+}
+
+fn state(id: u64) -> NodeState {
+    NodeState {
+        id,
+        generation: 1,
+        heartbeat: 1,
+        cluster_addr: format!("127.0.0.1:{id}"),
+        resp_addr: String::new(),
+        http_addr: String::new(),
+        dc: "dc1".into(),
+        rack: "r1".into(),
+        weight: 1,
+        tokens: vec![id * 100],
+        status: NodeStatus::Normal,
+        load: Load::default(),
+        signature: None,
+    }
+}
+
+/// `m`'s state of itself, as it gossips it.
+fn own(m: &Membership) -> NodeState {
+    m.state(m.self_id()).expect("own state")
+}
+
+/// `s` with `f` applied, signed by `signer` (a member, not node `s.id`).
+fn forged(s: &NodeState, signer: &NodeTls, f: impl FnOnce(&mut NodeState)) -> NodeState {
+    let mut s = s.clone();
+    f(&mut s);
+    s.signature = None;
+    s.signature = Some(
+        signer
+            .sign(&s.signed_bytes().expect("bytes"))
+            .expect("sign"),
+    );
+    s
+}
+
+#[test]
+fn states_travel_signed_and_forgeries_by_members_or_strangers_are_refused() {
+    let f = Fixture::new();
+    let clock = Arc::new(ManualClock::new(0));
+    let (a, b) = (f.node(1, &clock), f.node(2, &clock));
+    let saved = Arc::new(Mutex::new(0usize));
+    let counter = Arc::clone(&saved);
+    b.set_on_ring_change(Box::new(move |_| *counter.lock() += 1));
+
+    // A's own state, signed by A, through the wire format and back.
+    a.tick();
+    let req = Request::Gossip { states: a.states() };
+    let frame = message::encode_request(1, &req).expect("encode");
+    let Request::Gossip { states } = message::decode_request_payload(frame).expect("decode") else {
+        panic!("not gossip");
+    };
+    assert!(states[0].signature.is_some());
+    assert!(b.merge(states), "a signed state is taken");
+    assert_eq!(*saved.lock(), 1);
+    let a_state = own(&a);
+
+    // A member (node 3) forging A's state: tokens taken over, a LEFT, a
+    // heartbeat far ahead.
+    let member = f.tls(&f.ca, 3);
+    let forgeries = [
+        forged(&a_state, &member, |s| {
+            s.heartbeat += 10;
+            s.tokens = vec![7, 8, 9];
+        }),
+        forged(&a_state, &member, |s| {
+            s.heartbeat += 10;
+            s.status = NodeStatus::Left;
+        }),
+        forged(&a_state, &member, |s| s.heartbeat = u64::MAX),
+    ];
+    for bad in forgeries {
+        assert!(
+            !b.merge(vec![bad]),
+            "a member's forgery about a live node taken"
+        );
+    }
+    // A's own key but a field changed after signing.
+    let mut tampered = a_state.clone();
+    tampered.heartbeat += 10;
+    tampered.tokens = vec![5];
+    assert!(!b.merge(vec![tampered]), "a tampered state taken");
+    // Unsigned.
+    let mut unsigned = a_state.clone();
+    unsigned.heartbeat += 10;
+    unsigned.signature = None;
+    assert!(!b.merge(vec![unsigned]), "an unsigned state taken");
+    // Signed by a node of another CA.
+    let stranger_ca = certs::new_ca(30).expect("ca");
+    let stranger = f.tls(&stranger_ca, 1);
+    let foreign = forged(&a_state, &stranger, |s| s.heartbeat += 10);
+    assert!(!b.merge(vec![foreign]), "another CA's signature taken");
+    // A state of a new node signed by someone else.
+    let newcomer = forged(&state(9), &member, |_| {});
+    assert!(
+        !b.merge(vec![newcomer]),
+        "a node introduced by another taken"
+    );
+
+    assert_eq!(b.state(1).expect("a").tokens, vec![100]);
+    assert_eq!(b.status(1), Some(NodeStatus::Normal));
+    assert_eq!(*saved.lock(), 1, "nothing refused was saved");
+
+    // A's genuine next state is still taken.
+    a.tick();
+    assert!(b.merge(vec![own(&a)]));
+}
+
+#[test]
+fn a_dead_nodes_status_may_be_changed_by_another_member_only_while_it_is_down() {
+    let f = Fixture::new();
+    let clock = Arc::new(ManualClock::new(0));
+    let (x, y, z) = (f.node(1, &clock), f.node(2, &clock), f.node(3, &clock));
+    for round in 0..5 {
+        x.tick();
+        for m in [&y, &z] {
+            assert!(m.merge(vec![own(&x)]), "round {round}");
+        }
+        clock.advance(Duration::from_secs(1));
+    }
+    // X is alive in Z's view: Y's removal is refused.
+    y.update_other(1, |s| s.status = NodeStatus::Leaving);
+    let removal = y.state(1).expect("x at y");
+    assert!(
+        !z.merge(vec![removal.clone()]),
+        "a live node removed by a member"
+    );
+    // X falls silent: now Z takes the removal, then the LEFT.
+    clock.advance(Duration::from_secs(120));
+    assert!(!z.is_alive(1));
+    assert!(z.merge(vec![removal]), "a dead node's removal refused");
+    y.update_other(1, |s| s.status = NodeStatus::Left);
+    assert!(z.merge(vec![y.state(1).expect("x at y")]));
+    assert_eq!(z.status(1), Some(NodeStatus::Left));
+    // A removal may change nothing but the status.
+    let member = f.tls(&f.ca, 2);
+    let grab = forged(&y.state(1).expect("x"), &member, |s| {
+        s.heartbeat += 1;
+        s.tokens = vec![1, 2];
+    });
+    assert!(!z.merge(vec![grab]));
+}
+
+#[test]
+fn a_node_stops_for_a_left_of_an_earlier_life_only() {
+    let f = Fixture::new();
+    let clock = Arc::new(ManualClock::new(0));
+    let x = f.node(1, &clock);
+    let member = f.tls(&f.ca, 2);
+    // A member claims this very life of X has left: ignored.
+    let now = forged(&own(&x), &member, |s| s.status = NodeStatus::Left);
+    x.merge(vec![now]);
+    assert!(!x.left_by_peers(), "a member's LEFT stopped a live node");
+    // A LEFT of an earlier life (X was removed while down, then restarted).
+    let mut before = own(&x);
+    before.generation = 0;
+    let earlier = forged(&before, &member, |s| s.status = NodeStatus::Left);
+    x.merge(vec![earlier]);
+    assert!(x.left_by_peers());
+}
+
+#[test]
+fn signatures_are_ignored_by_decoders_that_predate_them() {
+    let f = Fixture::new();
+    let clock = Arc::new(ManualClock::new(0));
+    let a = f.node(1, &clock);
+    let req = Request::Gossip { states: a.states() };
+    let frame = message::encode_request(1, &req).expect("encode");
+    // The decoder of earlier versions: postcard of the body, the rest
+    // ignored.
+    let old: Request = message::decode_body(&frame[message::HEADER_BYTES..]).expect("old decode");
+    let Request::Gossip { states } = old else {
+        panic!("not gossip")
+    };
+    assert_eq!(states[0].signature, None);
+    assert_eq!(states[0].tokens, own(&a).tokens);
+}
