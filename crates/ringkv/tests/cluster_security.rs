@@ -227,3 +227,127 @@ fn a_plaintext_cluster_moves_to_mutual_tls_by_rolling_restart_without_losing_wri
         assert!(err.is_err(), "{} still answers plaintext", node.cluster);
     }
 }
+
+/// One gossip exchange with `addr` as a member holding `tls` (node `id`):
+/// the states the node answers with.
+fn gossip_as(
+    addr: std::net::SocketAddr,
+    id: u64,
+    tls: &Arc<NodeTls>,
+    states: Vec<ringkv_cluster::net::message::NodeState>,
+) -> Vec<ringkv_cluster::net::message::NodeState> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let config = TransportConfig {
+            security: Security::Mutual(Arc::clone(tls)),
+            ..TransportConfig::default()
+        };
+        let t = Arc::new(TcpTransport::new(id, config));
+        let peer = Peer {
+            id: 0,
+            addr: addr.to_string(),
+        };
+        match t
+            .call(&peer, Request::Gossip { states }, Duration::from_secs(5))
+            .await
+            .expect("gossip call")
+        {
+            Response::Gossip { states } => states,
+            other => panic!("{other:?}"),
+        }
+    })
+}
+
+fn refused_states(node: &NodeProc) -> u64 {
+    let (_, _, body) = common::http(node.http, "GET", "/metrics", &[], b"");
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find(|l| l.starts_with("ringkv_gossip_states_refused_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[test]
+fn a_member_cannot_relay_a_forged_state_or_left_for_another_node() {
+    use ringkv_cluster::net::message::NodeStatus;
+    let root = tempfile::tempdir().expect("tempdir");
+    let nodes = start_joined(root.path(), FAST, 2, |_| Vec::new());
+    let member = identity(&root.path().join("ca"), &root.path().join("m"), 0x77);
+    let (target, victim) = (&nodes[0], id_of(&nodes[1]));
+    let view = gossip_as(target.cluster, 0x77, &member, Vec::new());
+    let genuine = view
+        .iter()
+        .find(|s| s.id == victim)
+        .expect("the victim's state")
+        .clone();
+    assert!(genuine.signature.is_some(), "states travel signed");
+    let entry_of = |node: &NodeProc| {
+        common::json(node, "/v1/cluster")["nodes"]
+            .as_array()
+            .and_then(|l| {
+                l.iter()
+                    .find(|n| n["id"] == format!("{victim:016x}").as_str())
+                    .cloned()
+            })
+            .expect("the victim listed")
+    };
+    let ownership_before = entry_of(target)["ownership"].clone();
+    assert!(ownership_before.as_f64().is_some_and(|o| o > 0.0));
+
+    let sign = |f: &dyn Fn(&mut ringkv_cluster::net::message::NodeState)| {
+        let mut s = genuine.clone();
+        f(&mut s);
+        s.signature = None;
+        s.signature = Some(member.sign(&s.signed_bytes().expect("bytes")).expect("sign"));
+        s
+    };
+    let before = refused_states(target);
+    let forgeries = vec![
+        // Its tokens taken over (the ring captured).
+        sign(&|s| {
+            s.heartbeat += 1_000;
+            s.tokens = s.tokens.iter().map(|t| t ^ 1).collect();
+        }),
+        // A LEFT for a live node (evicted for good).
+        sign(&|s| {
+            s.heartbeat += 1_000;
+            s.status = NodeStatus::Left;
+        }),
+        // A heartbeat so far ahead that its own would never count again.
+        sign(&|s| s.heartbeat = u64::MAX),
+    ];
+    let mut unsigned = genuine.clone();
+    unsigned.heartbeat += 1_000;
+    unsigned.signature = None;
+    gossip_as(target.cluster, 0x77, &member, forgeries);
+    gossip_as(target.cluster, 0x77, &member, vec![unsigned]);
+    assert!(refused_states(target) >= before + 4, "refusals not counted");
+
+    // Nothing changed, on the node or on disk (a restart reads PEERS).
+    let check = |node: &NodeProc| {
+        let entry = entry_of(node);
+        assert_eq!(entry["status"], "NORMAL", "{entry}");
+        assert_eq!(entry["ownership"], ownership_before, "the ring changed");
+    };
+    check(target);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(normal(target), 2, "the victim looks down or gone");
+    let [first, second] = <[NodeProc; 2]>::try_from(nodes).unwrap_or_else(|_| panic!("two"));
+    let data = first.data_dir.clone();
+    assert!(first.terminate().success());
+    let restarted = NodeProc::start(
+        &data,
+        &[
+            "--config",
+            &root.path().join("ringkv.toml").to_string_lossy(),
+            "--seeds",
+            &second.cluster.to_string(),
+        ],
+    );
+    check(&restarted);
+    all_normal(&[&restarted, &second], 2);
+}
