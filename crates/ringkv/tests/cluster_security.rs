@@ -302,7 +302,11 @@ fn a_member_cannot_relay_a_forged_state_or_left_for_another_node() {
         let mut s = genuine.clone();
         f(&mut s);
         s.signature = None;
-        s.signature = Some(member.sign(&s.signed_bytes().expect("bytes")).expect("sign"));
+        s.signature = Some(
+            member
+                .sign(&s.signed_bytes().expect("bytes"))
+                .expect("sign"),
+        );
         s
     };
     let before = refused_states(target);

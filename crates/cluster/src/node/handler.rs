@@ -143,13 +143,40 @@ impl<S: LocalStore> Node<S> {
     }
 }
 
+impl<S: LocalStore> Node<S> {
+    /// A node that has left the cluster (decommissioned or removed) is
+    /// refused from then on, certificate or not; only its gossip is
+    /// answered (its states are not taken), so it learns it is gone.
+    fn refuse_departed(&self, from: NodeId, req: &Request) -> Option<Response> {
+        if self.inner.membership.status(from) != Some(NodeStatus::Left) {
+            return None;
+        }
+        metrics::counter!("ringkv_departed_requests_refused_total").increment(1);
+        Some(match req {
+            Request::Gossip { .. } => Response::Gossip {
+                states: self.inner.membership.states(),
+            },
+            _ => Response::error(ErrorDetail::InvalidArgument(format!(
+                "node {} has left the cluster",
+                crate::id::display(from)
+            ))),
+        })
+    }
+}
+
 impl<S: LocalStore> Handler for Node<S> {
     fn handle(&self, from: NodeId, req: Request) -> BoxFut<Response> {
+        if let Some(refused) = self.refuse_departed(from, &req) {
+            return Box::pin(async move { refused });
+        }
         let node = self.clone();
         Box::pin(async move { node.answer(from, req).await })
     }
 
-    fn handle_now(&self, _from: NodeId, req: Request) -> Handled {
+    fn handle_now(&self, from: NodeId, req: Request) -> Handled {
+        if let Some(refused) = self.refuse_departed(from, &req) {
+            return Handled::Now(refused);
+        }
         self.answer_now(req)
     }
 

@@ -342,3 +342,38 @@ async fn peer_writes_are_held_to_client_limits_and_hints_to_members() {
         .await;
     assert_eq!(answer, Response::Merged);
 }
+
+/// A node that has left the cluster is refused everything but gossip,
+/// whose answer tells it it has left.
+#[tokio::test(start_paused = true)]
+async fn a_departed_node_is_refused_all_but_the_gossip_that_tells_it() {
+    use ringkv_cluster::net::message::{NodeStatus, Request, Response};
+    let c = cluster(3, 3);
+    c.pass(2_000).await;
+    let (me, gone) = (c.nodes[0].id(), c.nodes[1].id());
+    let handler = c.node(me).handler();
+    let read = Request::Read { key: b("k") };
+    assert!(matches!(
+        handler.handle(gone, read.clone()).await,
+        Response::Record(_)
+    ));
+    c.node(me)
+        .membership()
+        .update_other(gone, |s| s.status = NodeStatus::Left);
+    let answer = handler.handle(gone, read).await;
+    assert!(
+        matches!(&answer, Response::Error { message, .. } if message.contains("has left")),
+        "{answer:?}"
+    );
+    let Response::Gossip { states } = handler
+        .handle(gone, Request::Gossip { states: Vec::new() })
+        .await
+    else {
+        panic!("gossip refused");
+    };
+    assert!(
+        states
+            .iter()
+            .any(|s| s.id == gone && s.status == NodeStatus::Left)
+    );
+}
