@@ -1,6 +1,8 @@
-//! `ringkv bench cluster`: a three-node ringkv cluster (N=3, R=W=2) against a
-//! single Redis and a three-node etcd cluster, in one run, with CPU time per
-//! operation of each system's server processes.
+//! `ringkv bench cluster`: a three-node ringkv cluster (N=3, R=W=2, mutual
+//! TLS and signed states, the default) against a single Redis and a
+//! three-node etcd cluster, in one run, with CPU time per operation of each
+//! system's server processes; `--plaintext-too` adds a plaintext ringkv
+//! cluster for the cost of TLS.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -30,6 +32,10 @@ pub struct ClusterBenchArgs {
     /// Skip etcd (when Debian's etcd-server is not installed).
     #[arg(long)]
     pub skip_etcd: bool,
+    /// Also run a plaintext (`--insecure`) ringkv cluster, to measure what
+    /// mutual TLS and signed states cost.
+    #[arg(long)]
+    pub plaintext_too: bool,
 }
 
 /// CPU seconds (user + system) a process has used so far.
@@ -90,7 +96,9 @@ fn measure(
     })
 }
 
-fn start_ringkv_cluster(root: &Path) -> anyhow::Result<(Vec<Guard>, u16)> {
+/// Three nodes with their data under `root`: mutual TLS (certificates from
+/// a CA in `root/ca`), or plaintext when `insecure`.
+fn start_ringkv_cluster(root: &Path, insecure: bool) -> anyhow::Result<(Vec<Guard>, u16)> {
     let exe = std::env::current_exe().context("locating the ringkv binary")?;
     let mut nodes = Vec::new();
     let mut seed: Option<String> = None;
@@ -98,10 +106,14 @@ fn start_ringkv_cluster(root: &Path) -> anyhow::Result<(Vec<Guard>, u16)> {
     for i in 0..3 {
         let (resp, http, cluster) = (free_port()?, free_port()?, free_port()?);
         let dir = root.join(format!("node{i}"));
-        crate::cert::provision(&root.join("ca"), &dir)?;
         let mut cmd = Command::new(&exe);
-        cmd.arg("server")
-            .arg("--data-dir")
+        cmd.arg("server");
+        if insecure {
+            cmd.arg("--insecure");
+        } else {
+            crate::cert::provision(&root.join("ca"), &dir)?;
+        }
+        cmd.arg("--data-dir")
             .arg(&dir)
             .args(["--resp-addr", &format!("127.0.0.1:{resp}")])
             .args(["--http-addr", &format!("127.0.0.1:{http}")])
@@ -215,8 +227,13 @@ pub fn run(args: ClusterBenchArgs) -> anyhow::Result<()> {
     let redis_port = free_port()?;
     let redis = start_redis(&root, redis_port)?;
     let redis_pids = [redis.0.id()];
-    let (nodes, resp) = start_ringkv_cluster(&root)?;
+    let (nodes, resp) = start_ringkv_cluster(&root.join("tls"), false)?;
     let node_pids: Vec<u32> = nodes.iter().map(|g| g.0.id()).collect();
+    let plain = if args.plaintext_too {
+        Some(start_ringkv_cluster(&root.join("plain"), true)?)
+    } else {
+        None
+    };
     let etcd = if args.skip_etcd {
         None
     } else {
@@ -239,6 +256,15 @@ pub fn run(args: ClusterBenchArgs) -> anyhow::Result<()> {
         let k = measure(&node_pids, args.requests, args.runs, || {
             run_benchmark(resp, test, &rb, 1)
         })?;
+        let p = match &plain {
+            Some((guards, port)) => {
+                let pids: Vec<u32> = guards.iter().map(|g| g.0.id()).collect();
+                Some(measure(&pids, args.requests, args.runs, || {
+                    run_benchmark(*port, test, &rb, 1)
+                })?)
+            }
+            None => None,
+        };
         let e = match &etcd {
             Some((guards, clients)) => {
                 let pids: Vec<u32> = guards.iter().map(|g| g.0.id()).collect();
@@ -259,6 +285,7 @@ pub fn run(args: ClusterBenchArgs) -> anyhow::Result<()> {
         for (name, m) in [
             ("redis 1 node", Some(&r)),
             ("ringkv 3 nodes N=3 R=W=2", Some(&k)),
+            ("ringkv 3 nodes plaintext", p.as_ref()),
             ("etcd 3 nodes", e.as_ref()),
         ] {
             if let Some(m) = m {
@@ -267,6 +294,14 @@ pub fn run(args: ClusterBenchArgs) -> anyhow::Result<()> {
                     name, op, m.row.rps, m.row.p50_ms, m.row.p99_ms, m.cpu_us_per_op
                 );
             }
+        }
+        if let Some(p) = &p {
+            println!(
+                "{op}: mutual TLS / plaintext CPU per op {:.2}x, p99 {:.3} vs {:.3} ms",
+                k.cpu_us_per_op / p.cpu_us_per_op,
+                k.row.p99_ms,
+                p.row.p99_ms
+            );
         }
         results.push((op, r, k, e));
     }
@@ -282,6 +317,7 @@ pub fn run(args: ClusterBenchArgs) -> anyhow::Result<()> {
         println!(", ringkv p99 {:.3} ms", k.row.p99_ms);
     }
     drop(etcd);
+    drop(plain);
     drop(nodes);
     drop(redis);
     let _ = std::fs::remove_dir_all(&root);
