@@ -8,8 +8,14 @@
 
 use crate::frame::Limits;
 
+/// Most arguments of a request before the connection authenticated
+/// (Redis' limit for unauthenticated clients).
+pub const UNAUTHENTICATED_ARGS_MAX: usize = 10;
+/// Largest bulk before the connection authenticated (Redis' limit).
+pub const UNAUTHENTICATED_BULK_BYTES_MAX: usize = 16 * 1024;
+
 /// Settings of the RESP server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct RespConfig {
     /// Most client connections open at once. Connections past it are answered
     /// `-ERR max number of clients reached` and closed at accept. Redis'
@@ -43,9 +49,16 @@ pub struct RespConfig {
     /// Most keys of one multi-key command (MGET, DEL, EXISTS, MSET) in flight
     /// against the cluster at once.
     pub key_fanout_max: usize,
-    /// When set, clients must `AUTH` (or `HELLO ... AUTH default <password>`)
-    /// before any other command.
-    pub password: Option<String>,
+    /// When set, clients must `AUTH [user] <password>` (or `HELLO ... AUTH
+    /// <user> <password>`) before any other command, and may then run what
+    /// their roles and key patterns allow. `AUTH <password>` is the user
+    /// `default`. Until then a request may have at most
+    /// [`UNAUTHENTICATED_ARGS_MAX`] arguments of [`UNAUTHENTICATED_BULK_BYTES_MAX`]
+    /// bytes (as Redis), and a connection not authenticated within
+    /// `auth_timeout_ms` is closed.
+    pub users: Option<std::sync::Arc<ringkv_auth::Users>>,
+    /// Time a connection has to authenticate when users are set; 0: none.
+    pub auth_timeout_ms: u64,
 }
 
 impl Default for RespConfig {
@@ -60,7 +73,8 @@ impl Default for RespConfig {
             reply_flush_bytes_max: 64 * 1024,
             reply_bytes_max: 64 * 1024 * 1024,
             key_fanout_max: 64,
-            password: None,
+            users: None,
+            auth_timeout_ms: 10_000,
         }
     }
 }
@@ -74,7 +88,21 @@ impl RespConfig {
             inline_bytes_max: self.inline_bytes_max,
             request_bytes_max: self.input_buffer_bytes_max,
             nesting_depth_max: Limits::default().nesting_depth_max,
+            unauthenticated: false,
         }
+    }
+
+    /// The tighter limits of a connection that has not authenticated.
+    pub fn unauthenticated_limits(&self) -> Limits {
+        let mut limits = self.limits();
+        limits.args_max = limits.args_max.min(UNAUTHENTICATED_ARGS_MAX);
+        limits.bulk_bytes_max = limits.bulk_bytes_max.min(UNAUTHENTICATED_BULK_BYTES_MAX);
+        limits.inline_bytes_max = limits.inline_bytes_max.min(UNAUTHENTICATED_BULK_BYTES_MAX);
+        limits.request_bytes_max = limits
+            .request_bytes_max
+            .min(UNAUTHENTICATED_ARGS_MAX * (UNAUTHENTICATED_BULK_BYTES_MAX + 32));
+        limits.unauthenticated = true;
+        limits
     }
 
     /// Checks that the limits are consistent with each other.

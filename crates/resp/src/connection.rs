@@ -59,6 +59,8 @@ enum Close {
     Quit,
     Shutdown,
     Idle,
+    /// Users are set and the client did not authenticate in time.
+    AuthTimeout,
     Protocol(ProtocolError),
     Io(io::Error),
 }
@@ -69,6 +71,7 @@ impl std::fmt::Display for Close {
             Close::Eof => f.write_str("client closed"),
             Close::Quit => f.write_str("QUIT"),
             Close::Shutdown => f.write_str("server shutdown"),
+            Close::AuthTimeout => f.write_str("not authenticated in time"),
             Close::Idle => f.write_str("idle timeout"),
             Close::Protocol(e) => write!(f, "protocol error: {e}"),
             Close::Io(e) => write!(f, "i/o error: {e}"),
@@ -122,7 +125,15 @@ impl<K: Kv> Connection<K> {
         let idle = Duration::from_millis(self.shared.config.idle_timeout_ms);
         let idle_enabled = !idle.is_zero();
         let mut last_request = Instant::now();
-        let sleep = tokio::time::sleep(idle);
+        // A connection that must authenticate has `auth_timeout_ms` to.
+        let auth_timeout = Duration::from_millis(self.shared.config.auth_timeout_ms);
+        let auth_deadline = (!self.session.authenticated && !auth_timeout.is_zero())
+            .then(|| Instant::now() + auth_timeout);
+        let first = match auth_deadline {
+            Some(_) if !idle_enabled || auth_timeout < idle => auth_timeout,
+            _ => idle,
+        };
+        let sleep = tokio::time::sleep(first);
         tokio::pin!(sleep);
         let stopped = self.stop.clone().cancelled_owned();
         tokio::pin!(stopped);
@@ -166,12 +177,27 @@ impl<K: Kv> Connection<K> {
                         Err(e) => return Close::Io(e),
                     },
                     () = &mut stopped => return Close::Shutdown,
-                    () = &mut sleep, if idle_enabled => {
+                    () = &mut sleep, if idle_enabled || auth_deadline.is_some() => {
                         // The timer is only moved when it fires, not on every
                         // request: one timer registration per idle period.
-                        let deadline = last_request + idle;
-                        if Instant::now() >= deadline {
+                        if let Some(by) = auth_deadline
+                            && !self.session.authenticated
+                            && Instant::now() >= by
+                        {
+                            return Close::AuthTimeout;
+                        }
+                        let mut deadline = if idle_enabled {
+                            last_request + idle
+                        } else {
+                            Instant::now() + Duration::from_secs(3600)
+                        };
+                        if idle_enabled && Instant::now() >= deadline {
                             return Close::Idle;
+                        }
+                        if let Some(by) = auth_deadline
+                            && !self.session.authenticated
+                        {
+                            deadline = deadline.min(by);
                         }
                         sleep.as_mut().reset(deadline);
                     }
@@ -198,6 +224,11 @@ impl<K: Kv> Connection<K> {
     async fn execute_buffered(&mut self) -> Result<u64, Close> {
         let mut executed = 0;
         loop {
+            self.parser.set_limits(if self.session.authenticated {
+                self.shared.limits
+            } else {
+                self.shared.unauthenticated_limits
+            });
             match self.parser.parse(&mut self.input, &mut self.args) {
                 Ok(true) => {}
                 Ok(false) => break,

@@ -48,6 +48,17 @@ pub enum CommandError {
     NoAuth,
     #[error("WRONGPASS invalid username-password pair or user is disabled.")]
     WrongPass,
+    #[error(
+        "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO \
+         AUTH <user> <pass> option can be used to authenticate the client and select the RESP \
+         protocol version at the same time"
+    )]
+    HelloNoAuth,
+    /// The user's roles do not allow the command (`name` in lower case).
+    #[error("NOPERM this user has no permissions to run the '{0}' command")]
+    NoPermCommand(String),
+    #[error("NOPERM this user has no permissions to access one of the keys used as arguments")]
+    NoPermKey,
     /// Any other argument error; the text follows `ERR `.
     #[error("ERR {0}")]
     Invalid(String),
@@ -86,7 +97,8 @@ impl CommandError {
                 "unsupported"
             }
             Self::NoProto => "noproto",
-            Self::NoAuth | Self::WrongPass => "auth",
+            Self::NoAuth | Self::WrongPass | Self::HelloNoAuth => "auth",
+            Self::NoPermCommand(_) | Self::NoPermKey => "noperm",
             Self::Protocol(_) => "protocol",
             Self::Kv(e) => e.code(),
         }

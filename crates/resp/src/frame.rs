@@ -88,6 +88,10 @@ pub struct Limits {
     pub request_bytes_max: usize,
     /// Deepest nesting of aggregate replies accepted by [`parse_frame`].
     pub nesting_depth_max: usize,
+    /// The limits of a connection that has not authenticated: past them
+    /// the errors are Redis' `unauthenticated multibulk length` and
+    /// `unauthenticated bulk length`.
+    pub unauthenticated: bool,
 }
 
 impl Default for Limits {
@@ -98,6 +102,7 @@ impl Default for Limits {
             inline_bytes_max: 64 * 1024,
             request_bytes_max: 64 * 1024 * 1024,
             nesting_depth_max: 32,
+            unauthenticated: false,
         }
     }
 }
@@ -136,6 +141,10 @@ pub enum ProtocolError {
     UnknownType(char),
     #[error("invalid {0}")]
     Invalid(&'static str),
+    #[error("unauthenticated multibulk length")]
+    UnauthenticatedMultibulk,
+    #[error("unauthenticated bulk length")]
+    UnauthenticatedBulk,
 }
 
 /// Where the parser is inside a request that has not fully arrived. Offsets
@@ -169,6 +178,12 @@ pub struct RequestParser {
 const RANGES_RETAINED_MAX: usize = 1024;
 
 impl RequestParser {
+    /// Limits for the requests that start from now on (the connection
+    /// authenticated, or was reset).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     pub fn new(limits: Limits) -> Self {
         Self {
             limits,
@@ -235,6 +250,9 @@ impl RequestParser {
                         continue;
                     }
                     if count as u64 > self.limits.args_max as u64 {
+                        if self.limits.unauthenticated {
+                            return Err(ProtocolError::UnauthenticatedMultibulk);
+                        }
                         return Err(ProtocolError::TooManyArgs {
                             count: count as u64,
                             max: self.limits.args_max,
@@ -319,6 +337,9 @@ impl RequestParser {
                 return Err(ProtocolError::InvalidBulkLength);
             }
             if len as u64 > self.limits.bulk_bytes_max as u64 {
+                if self.limits.unauthenticated {
+                    return Err(ProtocolError::UnauthenticatedBulk);
+                }
                 return Err(ProtocolError::BulkTooLarge {
                     len: len as u64,
                     max: self.limits.bulk_bytes_max,
@@ -923,6 +944,7 @@ mod tests {
             inline_bytes_max: 64,
             request_bytes_max: 4096,
             nesting_depth_max: 4,
+            unauthenticated: false,
         }
     }
 

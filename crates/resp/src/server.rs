@@ -37,6 +37,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub(crate) struct Shared {
     pub(crate) config: RespConfig,
     pub(crate) limits: Limits,
+    /// The limits before a connection authenticated (users set).
+    pub(crate) unauthenticated_limits: Limits,
     pub(crate) stats: Arc<RespStats>,
     pub(crate) metrics: CommandMetrics,
     pub(crate) started: Instant,
@@ -69,6 +71,7 @@ impl<K: Kv> RespServer<K> {
         let port = listener.local_addr()?.port();
         let shared = Arc::new(Shared {
             limits: config.limits(),
+            unauthenticated_limits: config.unauthenticated_limits(),
             config,
             stats: Arc::new(RespStats::default()),
             metrics: CommandMetrics::register(),
@@ -168,12 +171,7 @@ fn open_session(stream: &TcpStream, peer: SocketAddr, shared: &Shared) -> io::Re
     stream.set_nodelay(true)?;
     let local = stream.local_addr()?;
     let id = shared.stats.connection_opened();
-    Ok(Session::new(
-        id,
-        peer,
-        local,
-        shared.config.password.is_none(),
-    ))
+    Ok(Session::new(id, peer, local, shared.config.users.is_none()))
 }
 
 /// Accept errors that concern one connection only.

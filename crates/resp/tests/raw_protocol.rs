@@ -351,10 +351,23 @@ async fn oversized_values_within_the_bulk_limit_keep_the_connection() {
     assert_eq!(c.cmd(&[b"GET", b"k"]).await, bulk("small"));
 }
 
+fn users() -> std::sync::Arc<ringkv_auth::Users> {
+    let hash = |p: &[u8]| ringkv_auth::hash_password(p).expect("hash");
+    let text = format!(
+        "[[user]]\nname = \"default\"\npassword_hash = \"{}\"\nroles = [\"read\", \"write\", \"admin\"]\n\
+         [[user]]\nname = \"app\"\npassword_hash = \"{}\"\nroles = [\"read\", \"write\"]\nkeys = [\"app:*\"]\n\
+         [[user]]\nname = \"reader\"\npassword_hash = \"{}\"\nroles = [\"read\"]\n",
+        hash(b"s3cret"),
+        hash(b"app-pw"),
+        hash(b"read-pw")
+    );
+    std::sync::Arc::new(ringkv_auth::Users::from_toml(&text).expect("users"))
+}
+
 #[tokio::test]
-async fn authentication_when_a_password_is_set() {
+async fn authentication_when_users_are_set() {
     let server = TestServer::start_with(RespConfig {
-        password: Some("s3cret".into()),
+        users: Some(users()),
         ..RespConfig::default()
     })
     .await;
@@ -365,14 +378,31 @@ async fn authentication_when_a_password_is_set() {
     );
     assert_eq!(
         c.cmd(&[b"HELLO", b"3"]).await,
-        error("NOAUTH Authentication required.")
+        error(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the \
+             HELLO AUTH <user> <pass> option can be used to authenticate the client and select \
+             the RESP protocol version at the same time"
+        )
     );
     assert_eq!(
         c.cmd(&[b"AUTH", b"wrong"]).await,
         error("WRONGPASS invalid username-password pair or user is disabled.")
     );
-    assert_eq!(c.cmd(&[b"AUTH", b"default", b"s3cret"]).await, Frame::ok());
+    assert_eq!(
+        c.cmd(&[b"AUTH", b"nobody", b"s3cret"]).await,
+        error("WRONGPASS invalid username-password pair or user is disabled.")
+    );
+    assert_eq!(c.cmd(&[b"AUTH", b"s3cret"]).await, Frame::ok());
+    assert_eq!(c.cmd(&[b"ACL", b"WHOAMI"]).await, bulk("default"));
     assert_eq!(c.cmd(&[b"SET", b"k", b"v"]).await, Frame::ok());
+    let Frame::Array(rules) = c.cmd(&[b"ACL", b"LIST"]).await else {
+        panic!("ACL LIST")
+    };
+    assert_eq!(rules.len(), 3);
+    assert_eq!(
+        rules[0],
+        bulk("user app on ~app:* resetchannels -@all +@read +@write")
+    );
     // RESET forgets the authentication.
     c.cmd(&[b"RESET"]).await;
     assert_eq!(
@@ -386,27 +416,126 @@ async fn authentication_when_a_password_is_set() {
     assert!(matches!(reply, Frame::Map(_)), "{reply:?}");
     assert_eq!(c.cmd(&[b"GET", b"k"]).await, bulk("v"));
 
-    // redis-rs with the password in the URL.
-    let url = format!("redis://:s3cret@{}/", server.addr);
+    // A user limited to keys under app: and to reads and writes.
+    let mut app = server.raw().await;
+    assert_eq!(app.cmd(&[b"AUTH", b"app", b"app-pw"]).await, Frame::ok());
+    let no_key =
+        error("NOPERM this user has no permissions to access one of the keys used as arguments");
+    assert_eq!(app.cmd(&[b"SET", b"other", b"1"]).await, no_key);
+    assert_eq!(app.cmd(&[b"SET", b"app:1", b"1"]).await, Frame::ok());
+    assert_eq!(app.cmd(&[b"MGET", b"app:1", b"other"]).await, no_key);
+    assert_eq!(
+        app.cmd(&[b"MSET", b"app:2", b"x", b"k", b"y"]).await,
+        no_key
+    );
+    assert_eq!(
+        app.cmd(&[b"CONFIG", b"GET", b"maxmemory"]).await,
+        error("NOPERM this user has no permissions to run the 'config|get' command")
+    );
+    assert_eq!(
+        app.cmd(&[b"ACL", b"LIST"]).await,
+        error("NOPERM this user has no permissions to run the 'acl|list' command")
+    );
+    assert_eq!(app.cmd(&[b"ACL", b"WHOAMI"]).await, bulk("app"));
+    // A read-only user.
+    let mut reader = server.raw().await;
+    assert_eq!(
+        reader.cmd(&[b"AUTH", b"reader", b"read-pw"]).await,
+        Frame::ok()
+    );
+    assert_eq!(reader.cmd(&[b"GET", b"app:1"]).await, bulk("1"));
+    assert_eq!(
+        reader.cmd(&[b"SET", b"k", b"w"]).await,
+        error("NOPERM this user has no permissions to run the 'set' command")
+    );
+    assert_eq!(
+        reader.cmd(&[b"DEL", b"k"]).await,
+        error("NOPERM this user has no permissions to run the 'del' command")
+    );
+
+    // redis-rs with a user and password in the URL.
+    let url = format!("redis://app:app-pw@{}/", server.addr);
     let mut conn = redis::Client::open(url)
         .expect("url")
         .get_multiplexed_async_connection()
         .await
         .expect("authenticated connection");
     let v: String = redis::cmd("GET")
-        .arg("k")
+        .arg("app:1")
         .query_async(&mut conn)
         .await
         .expect("GET");
-    assert_eq!(v, "v");
+    assert_eq!(v, "1");
 
-    // Without a password configured, AUTH says so.
+    // Without users, AUTH says so.
     let open = TestServer::start().await;
     let mut c = open.raw().await;
     let reply = c.cmd(&[b"AUTH", b"x"]).await;
     assert!(
         error_text(&reply).starts_with("ERR AUTH <password> called without any password"),
         "{reply:?}"
+    );
+    assert_eq!(
+        c.cmd(&[b"ACL", b"LIST"]).await,
+        Frame::Array(vec![bulk("user default on nopass ~* &* +@all")])
+    );
+}
+
+#[tokio::test]
+async fn before_authentication_requests_are_small_and_time_is_short() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start_with(RespConfig {
+        users: Some(users()),
+        auth_timeout_ms: 500,
+        ..RespConfig::default()
+    })
+    .await;
+    let read_all = |mut s: tokio::net::TcpStream| async move {
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    // Eleven arguments: refused and closed, as Redis does.
+    let mut s = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let mut req = b"*11\r\n".to_vec();
+    for _ in 0..11 {
+        req.extend_from_slice(b"$1\r\na\r\n");
+    }
+    s.write_all(&req).await.expect("write");
+    assert_eq!(
+        read_all(s).await,
+        "-ERR Protocol error: unauthenticated multibulk length\r\n"
+    );
+    // A bulk over 16 KiB.
+    let mut s = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    s.write_all(b"*2\r\n$3\r\nGET\r\n$20000\r\n")
+        .await
+        .expect("write");
+    assert_eq!(
+        read_all(s).await,
+        "-ERR Protocol error: unauthenticated bulk length\r\n"
+    );
+    // After AUTH the usual limits apply.
+    let mut c = server.raw().await;
+    assert_eq!(c.cmd(&[b"AUTH", b"s3cret"]).await, Frame::ok());
+    let mut del: Vec<&[u8]> = vec![b"DEL"];
+    del.extend(std::iter::repeat_n(&b"k"[..], 20));
+    assert_eq!(c.cmd(&del).await, Frame::Integer(0));
+    let big = vec![b'v'; 20_000];
+    assert_eq!(c.cmd(&[b"SET", b"big", &big]).await, Frame::ok());
+    // A connection that never authenticates is closed at the deadline.
+    let started = std::time::Instant::now();
+    let s = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    assert_eq!(read_all(s).await, "");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "not closed in time"
     );
 }
 

@@ -47,6 +47,9 @@ pub enum Command {
     /// Certificates: a cluster CA and node certificates (mutual TLS).
     #[command(subcommand)]
     Cert(crate::cert::CertCommand),
+    /// Client users: password hashes for the users file.
+    #[command(subcommand)]
+    User(crate::user::UserCommand),
     /// Benchmarks against peers.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -255,6 +258,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::LocalCluster(args) => crate::local_cluster::run(args),
         Command::Cert(cmd) => crate::cert::run(cmd),
+        Command::User(cmd) => crate::user::run(cmd),
         Command::Status(args) if args.ranges => crate::status::ranges(&args.admin.http),
         Command::Status(args) => crate::status::status(&args.admin.http),
         Command::Ring(args) => crate::status::ring(&args.http),

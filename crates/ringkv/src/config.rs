@@ -23,7 +23,29 @@ pub struct Config {
     pub anti_entropy: AntiEntropySection,
     pub movement: MovementSection,
     pub tls: TlsSection,
+    pub auth: AuthSection,
     pub debug: DebugSection,
+}
+
+/// Client users (RESP): see SECURITY.md.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// The users file (TOML: name, argon2 `password_hash`, roles, key
+    /// patterns); `RINGKV_USERS_FILE` overrides it. Without one, RESP
+    /// clients need no password.
+    pub users_file: Option<PathBuf>,
+    /// Time a RESP connection has to authenticate; 0: no limit.
+    pub auth_timeout_ms: u64,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            users_file: None,
+            auth_timeout_ms: ringkv_resp::RespConfig::default().auth_timeout_ms,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

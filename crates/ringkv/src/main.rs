@@ -15,6 +15,7 @@ mod ports;
 mod proof;
 mod server;
 mod status;
+mod user;
 
 use clap::Parser;
 

@@ -139,9 +139,24 @@ fn node_config(config: &Config) -> NodeConfig {
     }
 }
 
-fn resp_config(config: &Config) -> ringkv_resp::RespConfig {
+/// The users file named by `RINGKV_USERS_FILE` or `[auth] users_file`.
+fn load_users(config: &Config) -> anyhow::Result<Option<Arc<ringkv_auth::Users>>> {
+    let path = std::env::var_os("RINGKV_USERS_FILE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| config.auth.users_file.clone());
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let users = ringkv_auth::Users::load(&path).context("loading the users file")?;
+    tracing::info!(users = users.len(), file = %path.display(), "RESP clients must authenticate");
+    Ok(Some(Arc::new(users)))
+}
+
+fn resp_config(config: &Config, users: Option<Arc<ringkv_auth::Users>>) -> ringkv_resp::RespConfig {
     let l = &config.limits;
     ringkv_resp::RespConfig {
+        users,
+        auth_timeout_ms: config.auth.auth_timeout_ms,
         connections_max: l.connections_max,
         input_buffer_bytes_max: l.input_buffer_bytes_max,
         bulk_bytes_max: l.bulk_bytes_max,
@@ -229,6 +244,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         resp_addr: resp_addr.to_string(),
         http_addr: http_addr.to_string(),
     };
+    let users = load_users(&config)?;
     let (shutdown, watch_rx) = watch::channel(false);
     let files = NodeFiles::new(RealFs::shared(), &data_dir);
     let security = cluster_security(&config, &data_dir, cluster_addr)?;
@@ -312,7 +328,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let resp_task = tokio::spawn(ringkv_resp::serve(
         resp_listener,
         Arc::clone(&node),
-        resp_config(&config),
+        resp_config(&config, users),
         wait_for(watch_rx.clone()),
     ));
     tracing::info!(

@@ -140,3 +140,107 @@ fn python_redis_client_works_in_resp2_and_resp3() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("python ok"));
     }
 }
+
+/// A node with a users file: redis-cli and redis-py log in as a user and
+/// are held to its roles; without credentials nothing but AUTH is served.
+#[test]
+fn real_clients_authenticate_as_users() {
+    if !tool_present("redis-cli") || !tool_present("python3") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hash = |pw: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ringkv"))
+            .args(["user", "hash"])
+            .env("RINGKV_PASSWORD", pw)
+            .output()
+            .expect("ringkv user hash");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let users = dir.path().join("users.toml");
+    std::fs::write(
+        &users,
+        format!(
+            "[[user]]\nname = \"app\"\npassword_hash = \"{}\"\nroles = [\"read\", \"write\"]\nkeys = [\"app:*\"]\n\
+             [[user]]\nname = \"default\"\npassword_hash = \"{}\"\nroles = [\"read\"]\n",
+            hash("app-pw"),
+            hash("ro-pw")
+        ),
+    )
+    .expect("users file");
+    let cfg = dir.path().join("ringkv.toml");
+    std::fs::write(
+        &cfg,
+        format!("[auth]\nusers_file = \"{}\"\n", users.display()),
+    )
+    .expect("config");
+    let node = NodeProc::start(&dir.path().join("n"), &["--config", &cfg.to_string_lossy()]);
+    assert_eq!(
+        redis_cli(&node, &["GET", "app:1"]).trim().to_string(),
+        "NOAUTH Authentication required."
+    );
+    let as_app = ["--user", "app", "--pass", "app-pw", "--no-auth-warning"];
+    let run = |extra: &[&str]| {
+        let args: Vec<&str> = as_app.iter().chain(extra).copied().collect();
+        redis_cli(&node, &args).trim().to_string()
+    };
+    assert_eq!(run(&["SET", "app:1", "v"]), "OK");
+    assert_eq!(run(&["GET", "app:1"]), "v");
+    assert_eq!(
+        run(&["SET", "other", "v"]),
+        "NOPERM this user has no permissions to access one of the keys used as arguments"
+    );
+    assert_eq!(run(&["ACL", "WHOAMI"]), "app");
+    // The default user (requirepass): `-a` alone, read only.
+    let ro = ["-a", "ro-pw", "--no-auth-warning"];
+    let args: Vec<&str> = ro.iter().chain(&["GET", "app:1"]).copied().collect();
+    assert_eq!(redis_cli(&node, &args).trim(), "v");
+    let args: Vec<&str> = ro.iter().chain(&["SET", "app:1", "w"]).copied().collect();
+    assert_eq!(
+        redis_cli(&node, &args).trim(),
+        "NOPERM this user has no permissions to run the 'set' command"
+    );
+    let wrong: Vec<&str> = vec![
+        "--user",
+        "app",
+        "--pass",
+        "nope",
+        "--no-auth-warning",
+        "PING",
+    ];
+    // redis-cli reports the failed AUTH on stderr; the PING is refused.
+    assert_eq!(
+        redis_cli(&node, &wrong).trim(),
+        "NOAUTH Authentication required."
+    );
+
+    // redis-py, RESP3 (HELLO 3 AUTH) and RESP2.
+    let script = format!(
+        "import redis\n\
+         for proto in (3, 2):\n\
+         \x20   r = redis.Redis(host='127.0.0.1', port={}, username='app', password='app-pw', protocol=proto)\n\
+         \x20   assert r.get('app:1') == b'v', proto\n\
+         \x20   try:\n\
+         \x20       r.set('other', 'x')\n\
+         \x20       raise SystemExit('write outside app:* allowed')\n\
+         \x20   except redis.exceptions.NoPermissionError:\n\
+         \x20       pass\n\
+         try:\n\
+         \x20   redis.Redis(host='127.0.0.1', port={}, username='app', password='bad').ping()\n\
+         \x20   raise SystemExit('a wrong password was taken')\n\
+         except redis.exceptions.AuthenticationError:\n\
+         \x20   pass\n\
+         print('ok')\n",
+        node.resp.port(),
+        node.resp.port()
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+        "{out:?}"
+    );
+}

@@ -6,8 +6,9 @@
 //!   index `-ERR DB index is out of range`.
 //! - `QUIT`: `+OK`, then the connection closes.
 //! - `RESET`: back to RESP2, no name, the node's consistency levels, out of
-//!   a refused MULTI, unauthenticated when a password is set; `+RESET`.
-//! - `AUTH [username] password`: only the `default` user exists.
+//!   a refused MULTI, unauthenticated when users are set; `+RESET`.
+//! - `AUTH [username] password`: logs in as a configured user (`default`
+//!   without a name), `-WRONGPASS` otherwise.
 //! - `HELLO [protover [AUTH username password] [SETNAME name]]`: switches
 //!   the connection to RESP2 or RESP3 (`-NOPROTO` for anything else) and
 //!   answers the server map (`server`, `version`, `proto`, `id`, `mode`,
@@ -60,56 +61,65 @@ pub(crate) fn reset<K>(ctx: &mut Ctx<'_, K>) -> Result<Frame, CommandError> {
     s.read_level = None;
     s.write_level = None;
     s.in_refused_transaction = false;
-    s.authenticated = ctx.shared.config.password.is_none();
+    if ctx.shared.config.users.is_some() {
+        s.authenticated = false;
+        s.user = ringkv_auth::User::unrestricted();
+    }
     Ok(Frame::simple_static("RESET"))
 }
 
-pub(crate) fn auth<K>(ctx: &mut Ctx<'_, K>, mut args: Args<'_>) -> Result<Frame, CommandError> {
+pub(crate) async fn auth<K>(
+    ctx: &mut Ctx<'_, K>,
+    mut args: Args<'_>,
+) -> Result<Frame, CommandError> {
     let (user, password) = match args.remaining() {
         1 => (None, args.bytes()?),
         2 => (Some(args.bytes()?), args.bytes()?),
         _ => return Err(CommandError::Syntax),
     };
-    let Some(expected) = &ctx.shared.config.password else {
+    if ctx.shared.config.users.is_none() {
         return Err(CommandError::Invalid(
             "AUTH <password> called without any password configured for the default user. \
              Are you sure your configuration is correct?"
                 .into(),
         ));
-    };
-    check_password(ctx, user.as_deref(), &password, expected)?;
+    }
+    log_in(ctx, user.as_deref(), &password).await?;
     Ok(Frame::ok())
 }
 
-/// Checks credentials against the configured password; marks the session
-/// authenticated on success.
-fn check_password<K>(
+/// Checks credentials against the node's users (`default` when no name is
+/// given); on success the session is that user's. The password hash is
+/// checked off the executor (argon2 costs milliseconds on purpose).
+async fn log_in<K>(
     ctx: &mut Ctx<'_, K>,
     user: Option<&[u8]>,
     password: &[u8],
-    expected: &str,
 ) -> Result<(), CommandError> {
-    let user_ok = user.is_none_or(|u| u == b"default");
-    if user_ok && constant_time_eq(password, expected.as_bytes()) {
-        ctx.session.authenticated = true;
-        Ok(())
-    } else {
-        Err(CommandError::WrongPass)
+    let Some(users) = ctx.shared.config.users.clone() else {
+        return Ok(());
+    };
+    let name = String::from_utf8_lossy(user.unwrap_or(b"default")).into_owned();
+    let password = password.to_vec();
+    let found = tokio::task::spawn_blocking(move || users.authenticate(&name, &password))
+        .await
+        .ok()
+        .flatten();
+    match found {
+        Some(user) => {
+            ctx.session.user = user;
+            ctx.session.authenticated = true;
+            Ok(())
+        }
+        None => {
+            metrics::counter!("ringkv_resp_auth_failures_total").increment(1);
+            tracing::info!(peer = %ctx.session.peer, "RESP authentication failed");
+            Err(CommandError::WrongPass)
+        }
     }
 }
 
-/// Compares without an early exit, so timing does not reveal how much of a
-/// guess was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for (i, &x) in a.iter().enumerate() {
-        let y = b.get(i % b.len().max(1)).copied().unwrap_or(0);
-        diff |= usize::from(x ^ y);
-    }
-    diff == 0
-}
-
-pub(crate) fn hello<K: Kv>(
+pub(crate) async fn hello<K: Kv>(
     ctx: &mut Ctx<'_, K>,
     mut args: Args<'_>,
 ) -> Result<Frame, CommandError> {
@@ -142,16 +152,13 @@ pub(crate) fn hello<K: Kv>(
             )));
         }
     }
-    match (&credentials, ctx.shared.config.password.clone()) {
-        (Some((user, password)), Some(expected)) => {
-            check_password(ctx, Some(user), password, &expected)?;
-        }
-        // Without a configured password every credential is accepted, as
-        // Redis' passwordless default user does.
-        (Some(_), None) => {}
+    match &credentials {
+        // Without users every credential is accepted, as Redis'
+        // passwordless default user does.
+        Some((user, password)) => log_in(ctx, Some(user), password).await?,
         // Only HELLO ... AUTH may open a connection that needs a password.
-        (None, _) if !ctx.session.authenticated => return Err(CommandError::NoAuth),
-        (None, _) => {}
+        None if !ctx.session.authenticated => return Err(CommandError::HelloNoAuth),
+        None => {}
     }
     if name.is_some() {
         ctx.session.name = name;
@@ -186,16 +193,30 @@ pub(crate) fn hello<K: Kv>(
     ]))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn password_comparison() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"", b"x"));
-        assert!(constant_time_eq(b"", b""));
+/// `ACL WHOAMI` and `ACL LIST`.
+pub(crate) fn acl<K>(ctx: &mut Ctx<'_, K>, mut args: Args<'_>) -> Result<Frame, CommandError> {
+    let sub = args.bytes()?;
+    if is(&sub, "WHOAMI") {
+        args.finish()
+            .map_err(|_| CommandError::WrongArity("acl|whoami".into()))?;
+        return Ok(Frame::bulk_string(ctx.session.user.name().to_string()));
     }
+    if is(&sub, "LIST") {
+        args.finish()
+            .map_err(|_| CommandError::WrongArity("acl|list".into()))?;
+        if !ctx.session.user.has(ringkv_auth::Role::Admin) {
+            return Err(CommandError::NoPermCommand("acl|list".into()));
+        }
+        let lines = match &ctx.shared.config.users {
+            None => vec!["user default on nopass ~* &* +@all".to_string()],
+            Some(users) => users.all().iter().map(|u| u.rule()).collect(),
+        };
+        return Ok(Frame::Array(
+            lines.into_iter().map(Frame::bulk_string).collect(),
+        ));
+    }
+    Err(CommandError::UnknownSubcommand {
+        command: "ACL",
+        sub: crate::error::lossy(&sub),
+    })
 }

@@ -141,6 +141,8 @@ command_table! {
     Hello: "HELLO", -1, ["fast", "stale", "no-auth"], (0, 0, 0), "connection",
         "Handshakes: selects RESP2 or RESP3, authenticates, names the connection.";
     Auth: "AUTH", -2, ["fast", "stale", "no-auth"], (0, 0, 0), "connection", "Authenticates the connection.";
+    Acl: "ACL", -2, ["stale"], (0, 0, 0), "server",
+        "ACL WHOAMI (the connection's user) and ACL LIST (admin: every user's rule).";
     Select: "SELECT", 2, ["fast", "stale"], (0, 0, 0), "connection", "Selects database 0 (the only one).";
     Quit: "QUIT", -1, ["fast", "stale", "no-auth"], (0, 0, 0), "connection", "Closes the connection.";
     Reset: "RESET", 1, ["fast", "stale", "no-auth"], (0, 0, 0), "connection",
@@ -187,6 +189,9 @@ pub struct Session {
     /// The connection's write level; `None` takes the node's default.
     pub write_level: Option<Consistency>,
     pub authenticated: bool,
+    /// Who the connection acts as, once authenticated (everyone is the
+    /// unrestricted `default` on a node without users).
+    pub user: std::sync::Arc<ringkv_auth::User>,
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub opened: Instant,
@@ -207,6 +212,7 @@ impl Session {
             read_level: None,
             write_level: None,
             authenticated,
+            user: ringkv_auth::User::unrestricted(),
             peer,
             local,
             opened: Instant::now(),
@@ -308,6 +314,50 @@ fn close_refused_transaction(session: &mut Session, args: &[Bytes]) -> Result<Fr
     }
 }
 
+/// The user's roles against the command's flags (`readonly` needs read,
+/// `write` needs write, `admin` needs admin), and its key patterns against
+/// the keys the command names.
+fn check_permissions(
+    user: &ringkv_auth::User,
+    spec: &Spec,
+    args: &[Bytes],
+) -> Result<(), CommandError> {
+    use ringkv_auth::Role;
+    let needs = |flag: &str| spec.flags.contains(&flag);
+    let denied = (needs("readonly") && !user.has(Role::Read))
+        || (needs("write") && !user.has(Role::Write))
+        || (needs("admin") && !user.has(Role::Admin));
+    if denied {
+        // Redis names a container command with its subcommand.
+        let mut name = spec.name.to_ascii_lowercase();
+        if matches!(spec.name, "CONFIG" | "CLIENT" | "COMMAND" | "ACL")
+            && let Some(sub) = args.get(1)
+        {
+            name.push('|');
+            name.push_str(&String::from_utf8_lossy(sub).to_ascii_lowercase());
+        }
+        return Err(CommandError::NoPermCommand(name));
+    }
+    let (first, last, step) = spec.keys;
+    if first > 0 && step > 0 {
+        let last = if last < 0 {
+            args.len() as i64 + last
+        } else {
+            last
+        };
+        let mut i = first;
+        while i <= last {
+            if let Some(key) = args.get(i as usize)
+                && !user.may_access(key)
+            {
+                return Err(CommandError::NoPermKey);
+            }
+            i += step;
+        }
+    }
+    Ok(())
+}
+
 fn arity_ok(arity: i64, argc: usize) -> bool {
     let argc = argc as i64;
     if arity >= 0 {
@@ -325,6 +375,7 @@ async fn run<K: Kv>(ctx: &mut Ctx<'_, K>, cmd: Cmd, args: &[Bytes]) -> Result<Fr
     if !ctx.session.authenticated && !spec.flags.contains(&"no-auth") {
         return Err(CommandError::NoAuth);
     }
+    check_permissions(&ctx.session.user, spec, args)?;
     let started = Instant::now();
     let result = dispatch(ctx, cmd, args).await;
     ctx.shared.metrics.record(cmd, started.elapsed());
@@ -400,8 +451,9 @@ async fn dispatch<K: Kv>(
         Cmd::Command => command::command(ctx, args),
         Cmd::Client => client::client(ctx, args),
         Cmd::Echo => connection::echo(a),
-        Cmd::Hello => connection::hello(ctx, a),
-        Cmd::Auth => connection::auth(ctx, a),
+        Cmd::Hello => connection::hello(ctx, a).await,
+        Cmd::Auth => connection::auth(ctx, a).await,
+        Cmd::Acl => connection::acl(ctx, a),
         Cmd::Select => connection::select(a),
         Cmd::Quit => connection::quit(ctx),
         Cmd::Reset => connection::reset(ctx),
