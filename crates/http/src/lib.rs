@@ -100,6 +100,18 @@ impl<K> Clone for AppState<K> {
     }
 }
 
+mod guard;
+pub use guard::Guard;
+
+/// `router` (with any routes added to it) behind `guard`: credentials,
+/// roles and the cross-site refusal (see the `guard` module).
+pub fn guarded(router: Router, guard: Guard) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(
+        Arc::new(guard),
+        guard::guard,
+    ))
+}
+
 /// The router for every route above.
 pub fn router<K: Kv>(kv: Arc<K>, metrics: MetricsRender, config: &HttpConfig) -> Router {
     let state = AppState { kv, metrics };
@@ -225,6 +237,10 @@ fn percent_decode(input: &[u8]) -> Option<Vec<u8>> {
     while i < input.len() {
         if input[i] == b'%' {
             let hex = input.get(i + 1..i + 3)?;
+            // Two hex digits exactly: `%+1` is not `%01`.
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
             let text = std::str::from_utf8(hex).ok()?;
             out.push(u8::from_str_radix(text, 16).ok()?);
             i += 3;
@@ -677,6 +693,7 @@ mod tests {
         assert_eq!(percent_decode(b"a%2Fb%00"), Some(b"a/b\0".to_vec()));
         assert_eq!(percent_decode(b"plain"), Some(b"plain".to_vec()));
         assert_eq!(percent_decode(b"bad%2"), None);
+        assert_eq!(percent_decode(b"%+1"), None);
         assert_eq!(percent_decode(b"bad%zz"), None);
     }
 

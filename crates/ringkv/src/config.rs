@@ -37,6 +37,9 @@ pub struct AuthSection {
     pub users_file: Option<PathBuf>,
     /// Time a RESP connection has to authenticate; 0: no limit.
     pub auth_timeout_ms: u64,
+    /// With users, `/metrics` is served without credentials (otherwise it
+    /// needs a user with the read role).
+    pub metrics_public: bool,
 }
 
 impl Default for AuthSection {
@@ -44,6 +47,7 @@ impl Default for AuthSection {
         Self {
             users_file: None,
             auth_timeout_ms: ringkv_resp::RespConfig::default().auth_timeout_ms,
+            metrics_public: false,
         }
     }
 }

@@ -48,10 +48,21 @@ pub fn request(
     let method = Method::from_bytes(method.as_bytes())
         .with_context(|| format!("{method:?} is not an HTTP method"))?;
     let uri = format!("http://{addr}{path}");
-    let req = ureq::http::Request::builder()
+    let mut builder = ureq::http::Request::builder()
         .method(method.clone())
         .uri(&uri)
-        .header("content-type", "application/json")
+        .header("content-type", "application/json");
+    // A node with users wants credentials: RINGKV_HTTP_USER and
+    // RINGKV_HTTP_PASSWORD (never flags).
+    if let (Ok(user), Ok(password)) = (
+        std::env::var("RINGKV_HTTP_USER"),
+        std::env::var("RINGKV_HTTP_PASSWORD"),
+    ) {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        builder = builder.header("authorization", format!("Basic {token}"));
+    }
+    let req = builder
         .body(body)
         .with_context(|| format!("{method} {uri}: not a valid request"))?;
     let mut answer = agent()

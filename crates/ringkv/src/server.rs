@@ -320,6 +320,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     };
     let router = ringkv_http::router(Arc::clone(&node), render, &http_config);
     let router = crate::fault_hooks::routes(faults.as_ref(), router);
+    let router = ringkv_http::guarded(
+        router,
+        ringkv_http::Guard {
+            users: users.clone(),
+            metrics_public: config.auth.metrics_public,
+        },
+    );
     let http_task = tokio::spawn(ringkv_http::serve(
         http_listener,
         router,

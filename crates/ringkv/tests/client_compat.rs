@@ -163,9 +163,11 @@ fn real_clients_authenticate_as_users() {
         &users,
         format!(
             "[[user]]\nname = \"app\"\npassword_hash = \"{}\"\nroles = [\"read\", \"write\"]\nkeys = [\"app:*\"]\n\
-             [[user]]\nname = \"default\"\npassword_hash = \"{}\"\nroles = [\"read\"]\n",
+             [[user]]\nname = \"default\"\npassword_hash = \"{}\"\nroles = [\"read\"]\n\
+             [[user]]\nname = \"ops\"\npassword_hash = \"{}\"\nroles = [\"admin\", \"read\"]\n",
             hash("app-pw"),
-            hash("ro-pw")
+            hash("ro-pw"),
+            hash("ops-pw")
         ),
     )
     .expect("users file");
@@ -243,4 +245,71 @@ fn real_clients_authenticate_as_users() {
         out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
         "{out:?}"
     );
+
+    // HTTP: the same users, HTTP Basic.
+    let http = |method: &str, path: &str, headers: &[(&str, &str)]| {
+        let (status, h, body) = common::http(node.http, method, path, headers, b"");
+        (status, h, String::from_utf8_lossy(&body).into_owned())
+    };
+    let (app_h, app_v) = basic("app", "app-pw");
+    let (ops_h, ops_v) = basic("ops", "ops-pw");
+    let json = ("content-type", "application/json");
+    assert_eq!(http("GET", "/healthz", &[]).0, 200);
+    let (status, headers, _) = http("GET", "/v1/kv/app:1", &[]);
+    assert_eq!(status, 401);
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "www-authenticate" && v.contains("Basic"))
+    );
+    assert_eq!(
+        http("GET", "/v1/kv/app:1", &[(app_h, "Basic bm9wZTpub3Bl")]).0,
+        401
+    );
+    let (status, _, body) = http("GET", "/v1/kv/app:1", &[(app_h, &app_v)]);
+    assert_eq!((status, body.as_str()), (200, "v"));
+    assert_eq!(http("PUT", "/v1/kv/other", &[(app_h, &app_v)]).0, 403);
+    assert_eq!(http("GET", "/metrics", &[]).0, 401);
+    assert_eq!(http("POST", "/v1/repair", &[(app_h, &app_v), json]).0, 403);
+    assert_eq!(
+        http("POST", "/v1/decommission", &[(app_h, &app_v), json]).0,
+        403
+    );
+    assert_eq!(http("POST", "/v1/repair", &[(ops_h, &ops_v), json]).0, 202);
+    // A page on another site cannot drive the admin routes, even with
+    // credentials the browser holds.
+    let host = node.http.to_string();
+    let (status, _, body) = http(
+        "POST",
+        "/v1/repair",
+        &[
+            (ops_h, &ops_v),
+            json,
+            ("origin", "http://evil.example"),
+            ("host", &host),
+        ],
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("cross_site"), "{body}");
+    let (status, _, body) = http(
+        "POST",
+        "/v1/repair",
+        &[(ops_h, &ops_v), ("content-type", "text/plain")],
+    );
+    assert_eq!(status, 403, "{body}");
+    // The CLI passes credentials from the environment.
+    let status = Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        .args(["status", "--http", &node.http.to_string()])
+        .env("RINGKV_HTTP_USER", "ops")
+        .env("RINGKV_HTTP_PASSWORD", "ops-pw")
+        .output()
+        .expect("ringkv status");
+    assert!(status.status.success(), "{status:?}");
+}
+
+/// The Basic header of `user:password`.
+fn basic(user: &str, password: &str) -> (&'static str, String) {
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    ("authorization", format!("Basic {token}"))
 }
