@@ -76,12 +76,26 @@ pub struct HttpConfig {
     /// Largest request body accepted, in bytes (the value limit plus slack;
     /// larger bodies are refused before they are read whole).
     pub body_bytes_max: usize,
+    /// Most connections at once; past it a new connection is closed at
+    /// accept (counted), so idle HTTP clients cannot take the process's
+    /// file descriptors from RESP and the cluster port.
+    pub connections_max: usize,
+    /// Time a connection has to send a request's headers, from when it is
+    /// ready for one: a slow (or silent) client, and an idle keep-alive
+    /// connection, is closed after it.
+    pub header_read_timeout_ms: u64,
+    /// Time a request may take from its headers to its answer (a body sent
+    /// slowly included); past it the connection is closed.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             body_bytes_max: 1024 * 1024 + 4096,
+            connections_max: 1024,
+            header_read_timeout_ms: 10_000,
+            request_timeout_ms: 60_000,
         }
     }
 }
@@ -138,16 +152,76 @@ pub fn router<K: Kv>(kv: Arc<K>, metrics: MetricsRender, config: &HttpConfig) ->
         .with_state(state)
 }
 
+/// How long in-flight requests may take to finish at shutdown.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Serves `router` on `listener` until `shutdown` resolves, then finishes
-/// in-flight requests and returns.
+/// in-flight requests (for at most 30 s) and returns. HTTP/1.1, with the
+/// connection cap and timeouts of `config`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    config: HttpConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use std::time::Duration;
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.connections_max));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let header_timeout = Duration::from_millis(config.header_read_timeout_ms);
+    let request_timeout = Duration::from_millis(config.request_timeout_ms);
+    let router = router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            match tokio::time::timeout(request_timeout, next.run(req)).await {
+                Ok(resp) => resp,
+                Err(_) => ApiError {
+                    status: StatusCode::REQUEST_TIMEOUT,
+                    code: "timeout",
+                    message: format!("the request took more than {request_timeout:?}"),
+                }
+                .into_response(),
+            }
+        },
+    ));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            metrics::counter!("ringkv_http_connections_refused_total").increment(1);
+            tracing::debug!(%remote, "HTTP connection refused: connections_max reached");
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%remote, error = %e, "HTTP connection ended");
+            }
+            drop(slot);
+        });
+    }
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            tracing::warn!("HTTP requests still running after the shutdown grace; closing");
+        }
+    }
+    Ok(())
 }
 
 /// An error answer: a status and a stable code.

@@ -115,6 +115,13 @@ pub struct LimitsSection {
     pub input_buffer_bytes_max: usize,
     /// A connection idle this long is closed (slowloris guard); 0 disables.
     pub idle_timeout_ms: u64,
+    /// Most HTTP connections at once; the rest are closed at accept.
+    pub http_connections_max: usize,
+    /// Time an HTTP connection has to send a request's headers (also the
+    /// idle time of a keep-alive connection).
+    pub http_header_timeout_ms: u64,
+    /// Time an HTTP request may take, its body included.
+    pub http_request_timeout_ms: u64,
 }
 
 // Every default comes from the library that uses the setting: one source
@@ -123,6 +130,7 @@ impl Default for LimitsSection {
     fn default() -> Self {
         let node = NodeConfig::default();
         let resp = ringkv_resp::RespConfig::default();
+        let http = ringkv_http::HttpConfig::default();
         Self {
             key_bytes_max: node.key_bytes_max,
             value_bytes_max: node.value_bytes_max,
@@ -132,6 +140,9 @@ impl Default for LimitsSection {
             connections_max: resp.connections_max,
             input_buffer_bytes_max: resp.input_buffer_bytes_max,
             idle_timeout_ms: resp.idle_timeout_ms,
+            http_connections_max: http.connections_max,
+            http_header_timeout_ms: http.header_read_timeout_ms,
+            http_request_timeout_ms: http.request_timeout_ms,
         }
     }
 }
@@ -404,6 +415,12 @@ impl Config {
         }
         if l.input_buffer_bytes_max < l.bulk_bytes_max {
             bail!("limits.input_buffer_bytes_max must be at least limits.bulk_bytes_max");
+        }
+        if l.http_connections_max == 0
+            || l.http_header_timeout_ms == 0
+            || l.http_request_timeout_ms == 0
+        {
+            bail!("limits.http_connections_max and the HTTP timeouts must be positive");
         }
         if l.connections_max == 0 || l.args_max == 0 {
             bail!("limits.connections_max and limits.args_max must be positive");

@@ -317,6 +317,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let render: ringkv_http::MetricsRender = Arc::new(move || metrics.render());
     let http_config = ringkv_http::HttpConfig {
         body_bytes_max: config.limits.value_bytes_max + 4096,
+        connections_max: config.limits.http_connections_max,
+        header_read_timeout_ms: config.limits.http_header_timeout_ms,
+        request_timeout_ms: config.limits.http_request_timeout_ms,
     };
     let router = ringkv_http::router(Arc::clone(&node), render, &http_config);
     let router = crate::fault_hooks::routes(faults.as_ref(), router);
@@ -330,6 +333,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let http_task = tokio::spawn(ringkv_http::serve(
         http_listener,
         router,
+        http_config,
         wait_for(watch_rx.clone()),
     ));
     let resp_task = tokio::spawn(ringkv_resp::serve(

@@ -355,3 +355,52 @@ fn a_member_cannot_relay_a_forged_state_or_left_for_another_node() {
     check(&restarted);
     all_normal(&[&restarted, &second], 2);
 }
+
+#[test]
+fn idle_and_slow_http_clients_are_capped_and_timed_out() {
+    use std::io::{Read, Write};
+    let root = tempfile::tempdir().expect("tempdir");
+    let config =
+        format!("{FAST}[limits]\nhttp_connections_max = 20\nhttp_header_timeout_ms = 1000\n");
+    let nodes = start_joined(root.path(), &config, 1, |_| Vec::new());
+    let node = &nodes[0];
+    // Fifty silent connections and one that sends half a request's headers.
+    let mut idle: Vec<std::net::TcpStream> = (0..50)
+        .map(|_| std::net::TcpStream::connect(node.http).expect("connect"))
+        .collect();
+    let mut slow = std::net::TcpStream::connect(node.http).expect("connect");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .expect("write");
+    // RESP is served meanwhile.
+    let mut con = node.redis();
+    let pong: String = redis::cmd("PING").query(&mut con).expect("ping");
+    assert_eq!(pong, "PONG");
+    // Every one of them is closed within a few seconds.
+    let started = std::time::Instant::now();
+    for s in idle.iter_mut().chain(std::iter::once(&mut slow)) {
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut buf = [0u8; 512];
+        // EOF (or a 408 then EOF), never a hang.
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "idle HTTP connections held for {:?}",
+        started.elapsed()
+    );
+    // And the node serves HTTP again.
+    let (status, _, _) = common::http(node.http, "GET", "/healthz", &[], b"");
+    assert_eq!(status, 200);
+    let (_, _, body) = common::http(node.http, "GET", "/metrics", &[], b"");
+    let metrics = String::from_utf8_lossy(&body);
+    assert!(
+        metrics.contains("ringkv_http_connections_refused_total"),
+        "connections over the cap were not counted"
+    );
+}
