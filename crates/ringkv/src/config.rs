@@ -312,8 +312,12 @@ impl Default for HintsSection {
 #[serde(default, deny_unknown_fields)]
 pub struct TlsSection {
     /// Plaintext cluster port: anyone who reaches it can read and write
-    /// every key and rewrite the ring. Set by `--insecure`.
+    /// every key and rewrite the ring. Set by `--insecure` (which also sets
+    /// `insecure_clients`).
     pub insecure: bool,
+    /// RESP and HTTP may listen beyond loopback in plaintext (protected
+    /// mode refuses to start otherwise; client TLS is not offered yet).
+    pub insecure_clients: bool,
     /// Folder holding `ca.pem`, `node.pem` and `node.key`; default
     /// `<data_dir>/certs`.
     pub dir: Option<PathBuf>,
@@ -398,6 +402,27 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+
+    /// Protected mode: RESP and HTTP listen beyond loopback only when told
+    /// the clients' traffic may be plaintext (`--insecure` or
+    /// `tls.insecure_clients`), as Redis and CockroachDB refuse to.
+    pub fn check_protected_mode(&self) -> anyhow::Result<()> {
+        if self.tls.insecure || self.tls.insecure_clients {
+            return Ok(());
+        }
+        for (what, addr) in [("RESP", self.node.resp_addr), ("HTTP", self.node.http_addr)] {
+            if !addr.ip().is_loopback() {
+                bail!(
+                    "protected mode: {what} would listen on {addr}, beyond loopback, where its \
+                     clients' passwords and data would cross the network in plaintext (ringkv \
+                     does not offer client TLS yet). Listen on 127.0.0.1, or accept plaintext \
+                     clients on a trusted network with [tls] insecure_clients = true (or \
+                     --insecure); see SECURITY.md"
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Checks what serde cannot: relations between settings.
@@ -516,6 +541,19 @@ mod tests {
         c.cluster.tokens_per_weight = 65;
         let err = c.validate().expect_err("4160 tokens");
         assert!(err.to_string().contains("at most 4096"), "{err}");
+        // Protected mode.
+        let mut c = Config::default();
+        c.node.resp_addr = "0.0.0.0:7379".parse().expect("addr");
+        let err = c.check_protected_mode().expect_err("a wildcard RESP bind");
+        assert!(err.to_string().contains("protected mode"), "{err}");
+        c.tls.insecure_clients = true;
+        c.check_protected_mode().expect("told to allow it");
+        let mut c = Config::default();
+        c.node.http_addr = "10.1.2.3:7380".parse().expect("addr");
+        assert!(c.check_protected_mode().is_err());
+        c.tls.insecure = true;
+        c.check_protected_mode().expect("--insecure");
+        Config::default().check_protected_mode().expect("loopback");
         // A wildcard cluster address needs an address to advertise.
         let mut c = Config::default();
         c.node.cluster_addr = "0.0.0.0:7381".parse().expect("addr");

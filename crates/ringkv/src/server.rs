@@ -189,6 +189,8 @@ fn replication(config: &Config) -> Replication {
 /// Opens storage, joins the cluster and starts the front ends; returns once
 /// every listener is up and the node owns its tokens.
 pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
+    // Before anything is created or bound.
+    config.check_protected_mode()?;
     // The recorder goes first: components register their metric handles
     // when they are built.
     let metrics = metrics_handle();

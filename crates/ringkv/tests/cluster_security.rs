@@ -404,3 +404,22 @@ fn idle_and_slow_http_clients_are_capped_and_timed_out() {
         "connections over the cap were not counted"
     );
 }
+
+#[test]
+fn protected_mode_refuses_client_ports_beyond_loopback() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("n");
+    for flag in ["--resp-addr", "--http-addr"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringkv"))
+            .arg("server")
+            .arg("--data-dir")
+            .arg(&data)
+            .args([flag, "0.0.0.0:0"])
+            .output()
+            .expect("run a node");
+        assert!(!out.status.success(), "{flag}: started");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("protected mode"), "{stderr}");
+        assert!(!data.exists(), "protected mode created the data directory");
+    }
+}
