@@ -423,3 +423,52 @@ fn protected_mode_refuses_client_ports_beyond_loopback() {
         assert!(!data.exists(), "protected mode created the data directory");
     }
 }
+
+#[test]
+fn gossip_frames_of_twenty_and_a_hundred_thousand_tokens_neither_stall_nor_hang_a_node() {
+    use ringkv_cluster::net::message::{Load, NodeState, NodeStatus};
+    let root = tempfile::tempdir().expect("tempdir");
+    let nodes = start_joined(root.path(), FAST, 1, |_| Vec::new());
+    let node = &nodes[0];
+    // A node of the cluster's own CA, signing its own (oversized) state.
+    let big = identity(&root.path().join("ca"), &root.path().join("b"), 0x99);
+    let before = refused_states(node);
+    for tokens in [20_000u64, 100_000] {
+        let mut state = NodeState {
+            id: 0x99,
+            generation: 1,
+            heartbeat: tokens,
+            cluster_addr: "127.0.0.1:9".into(),
+            resp_addr: "127.0.0.1:9".into(),
+            http_addr: "127.0.0.1:9".into(),
+            dc: "dc1".into(),
+            rack: "r1".into(),
+            weight: 64,
+            tokens: (0..tokens)
+                .map(|t| t.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+                .collect(),
+            status: NodeStatus::Normal,
+            load: Load::default(),
+            signature: None,
+        };
+        state.signature = Some(
+            big.sign(&state.signed_bytes().expect("bytes"))
+                .expect("sign"),
+        );
+        let started = std::time::Instant::now();
+        gossip_as(node.cluster, 0x99, &big, vec![state]);
+        let mut con = node.redis();
+        let pong: String = redis::cmd("PING").query(&mut con).expect("ping");
+        assert_eq!(pong, "PONG");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{tokens} tokens took {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(
+        refused_states(node) >= before + 2,
+        "oversized states not refused"
+    );
+    assert_eq!(normal(node), 1, "an oversized state joined the ring");
+}
