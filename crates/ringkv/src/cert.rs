@@ -101,10 +101,9 @@ fn existing_id(out: &Path) -> anyhow::Result<Option<NodeId>> {
 }
 
 fn read_cert(path: &Path) -> anyhow::Result<Vec<u8>> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let der = CertificateDer::from_pem_file(path)
-        .with_context(|| format!("reading a PEM certificate from {}", path.display()))?;
+    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let der = certs::cert_from_pem(&pem)
+        .with_context(|| format!("a PEM certificate in {}", path.display()))?;
     Ok(der.to_vec())
 }
 

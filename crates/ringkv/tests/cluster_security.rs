@@ -20,13 +20,13 @@ use ringkv_cluster::net::{Peer, Security, TcpTransport, Transport, TransportConf
 const FAST: &str =
     "[cluster]\ngossip_interval_ms = 100\nrequest_timeout_ms = 2000\njoin_timeout_ms = 3000\n";
 
-/// A read of `key` over the cluster port of `addr`, as node `id` with
+/// One request to the cluster port of `addr`, as node `id` with
 /// `security`: the answer, or why there was none.
-fn read_over_cluster_port(
+fn call_as(
     addr: std::net::SocketAddr,
     id: u64,
     security: Security,
-    key: &str,
+    req: Request,
 ) -> Result<Response, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -42,13 +42,22 @@ fn read_over_cluster_port(
             id: 0,
             addr: addr.to_string(),
         };
-        let req = Request::Read {
-            key: Bytes::from(key.to_string()),
-        };
         t.call(&peer, req, Duration::from_secs(5))
             .await
             .map_err(|e| e.to_string())
     })
+}
+
+/// A read of `key` over the cluster port of `addr`, as node `id` with
+/// `security`.
+fn read_over_cluster_port(
+    addr: std::net::SocketAddr,
+    id: u64,
+    security: Security,
+    key: &str,
+) -> Result<Response, String> {
+    let key = Bytes::from(key.to_string());
+    call_as(addr, id, security, Request::Read { key })
 }
 
 /// A certificate folder for node `id` issued by the CA in `ca_dir`.
@@ -236,29 +245,11 @@ fn gossip_as(
     tls: &Arc<NodeTls>,
     states: Vec<ringkv_cluster::net::message::NodeState>,
 ) -> Vec<ringkv_cluster::net::message::NodeState> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let config = TransportConfig {
-            security: Security::Mutual(Arc::clone(tls)),
-            ..TransportConfig::default()
-        };
-        let t = Arc::new(TcpTransport::new(id, config));
-        let peer = Peer {
-            id: 0,
-            addr: addr.to_string(),
-        };
-        match t
-            .call(&peer, Request::Gossip { states }, Duration::from_secs(5))
-            .await
-            .expect("gossip call")
-        {
-            Response::Gossip { states } => states,
-            other => panic!("{other:?}"),
-        }
-    })
+    let security = Security::Mutual(Arc::clone(tls));
+    match call_as(addr, id, security, Request::Gossip { states }).expect("gossip call") {
+        Response::Gossip { states } => states,
+        other => panic!("{other:?}"),
+    }
 }
 
 fn refused_states(node: &NodeProc) -> u64 {

@@ -680,7 +680,7 @@ mod tests {
     use crate::ring::TOKENS_PER_NODE_MAX;
     use ringkv_env::ManualClock;
 
-    fn state(id: u64, tokens: Vec<u64>) -> NodeState {
+    pub(super) fn state(id: u64, tokens: Vec<u64>) -> NodeState {
         NodeState {
             id,
             generation: 1,

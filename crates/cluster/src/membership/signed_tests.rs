@@ -10,7 +10,7 @@ use ringkv_env::ManualClock;
 
 use super::*;
 use crate::net::certs;
-use crate::net::message::{self, Load, Request};
+use crate::net::message::{self, Request};
 use crate::net::tls::{NodeTls, TlsPaths};
 
 struct Fixture {
@@ -59,21 +59,7 @@ impl Fixture {
 }
 
 fn state(id: u64) -> NodeState {
-    NodeState {
-        id,
-        generation: 1,
-        heartbeat: 1,
-        cluster_addr: format!("127.0.0.1:{id}"),
-        resp_addr: String::new(),
-        http_addr: String::new(),
-        dc: "dc1".into(),
-        rack: "r1".into(),
-        weight: 1,
-        tokens: vec![id * 100],
-        status: NodeStatus::Normal,
-        load: Load::default(),
-        signature: None,
-    }
+    super::tests::state(id, vec![id * 100])
 }
 
 /// `m`'s state of itself, as it gossips it.

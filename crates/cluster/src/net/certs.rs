@@ -96,7 +96,7 @@ pub fn issue_node(
         return Err(invalid("0 is not a node id"));
     }
     let ca_key = KeyPair::from_pem(&ca.key).map_err(|e| invalid(format!("CA key: {e}")))?;
-    let ca_der = rustls::pki_types::CertificateDer::from_pem_slice_checked(ca.cert.as_bytes())?;
+    let ca_der = cert_from_pem(ca.cert.as_bytes())?;
     let common_name = der::subject_common_name(&ca_der)
         .ok_or_else(|| invalid("the CA certificate has no readable common name"))?;
     let mut ca_params = CertificateParams::default();
@@ -212,7 +212,7 @@ pub fn ensure_node_folder(ca: &Pem, dir: &Path, id: Option<NodeId>) -> Result<No
             path: paths.cert.display().to_string(),
             why: e.to_string(),
         })?;
-        let der = rustls::pki_types::CertificateDer::from_pem_slice_checked(&pem)?;
+        let der = cert_from_pem(&pem)?;
         return super::tls::cert_node_id(&der);
     }
     let id = match id {
@@ -250,15 +250,11 @@ pub fn describe(cert: &[u8]) -> Described {
     }
 }
 
-trait FromPemChecked: Sized {
-    fn from_pem_slice_checked(pem: &[u8]) -> Result<Self, TlsError>;
-}
-
-impl FromPemChecked for rustls::pki_types::CertificateDer<'static> {
-    fn from_pem_slice_checked(pem: &[u8]) -> Result<Self, TlsError> {
-        use rustls::pki_types::pem::PemObject;
-        Self::from_pem_slice(pem).map_err(|e| invalid(format!("certificate: {e}")))
-    }
+/// The first certificate of a PEM text.
+pub fn cert_from_pem(pem: &[u8]) -> Result<rustls::pki_types::CertificateDer<'static>, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_slice(pem)
+        .map_err(|e| invalid(format!("certificate: {e}")))
 }
 
 #[cfg(test)]

@@ -289,9 +289,12 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 /// The `ring` provider (the crate-wide choice: one crypto library in the
 /// build). rustls marks it deprecated for lacking post-quantum key exchange,
 /// which only its aws-lc provider offers.
+/// Built once: every signature check reads its algorithms.
 #[allow(deprecated)]
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    static PROVIDER: std::sync::OnceLock<Arc<rustls::crypto::CryptoProvider>> =
+        std::sync::OnceLock::new();
+    Arc::clone(PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())))
 }
 
 fn load(paths: &TlsPaths) -> Result<Loaded, TlsError> {
