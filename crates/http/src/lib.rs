@@ -87,6 +87,9 @@ pub struct HttpConfig {
     /// Time a request may take from its headers to its answer (a body sent
     /// slowly included); past it the connection is closed.
     pub request_timeout_ms: u64,
+    /// When set, every connection is HTTPS; the TLS handshake counts
+    /// against `header_read_timeout_ms`.
+    pub tls: Option<Arc<ringkv_cluster::net::client_tls::ClientTls>>,
 }
 
 impl Default for HttpConfig {
@@ -96,6 +99,7 @@ impl Default for HttpConfig {
             connections_max: 1024,
             header_read_timeout_ms: 10_000,
             request_timeout_ms: 60_000,
+            tls: None,
         }
     }
 }
@@ -203,13 +207,39 @@ pub async fn serve(
             continue;
         };
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
-        let conn = hyper::server::conn::http1::Builder::new()
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
             .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+            .header_read_timeout(header_timeout);
+        let watcher = graceful.watcher();
+        let tls = config.tls.as_ref().map(|tls| tls.http_config());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let ended = match tls {
+                None => {
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                Some(tls) => {
+                    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+                    match tokio::time::timeout(header_timeout, accept).await {
+                        Ok(Ok(stream)) => {
+                            watcher
+                                .watch(builder.serve_connection(TokioIo::new(stream), service))
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            tls_refused(remote, &e.to_string());
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tls_refused(remote, "handshake timed out");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%remote, error = %e, "HTTP connection ended");
             }
             drop(slot);
@@ -222,6 +252,13 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// A client whose TLS handshake failed (plaintext, an unknown CA, no
+/// client certificate where one is required, or too slow).
+fn tls_refused(remote: std::net::SocketAddr, why: &str) {
+    metrics::counter!("ringkv_http_tls_handshake_failures_total").increment(1);
+    tracing::debug!(%remote, why, "HTTPS handshake failed");
 }
 
 /// An error answer: a status and a stable code.

@@ -62,6 +62,9 @@ pub struct RespConfig {
     pub users: Option<std::sync::Arc<ringkv_auth::Users>>,
     /// Time a connection has to authenticate when users are set; 0: none.
     pub auth_timeout_ms: u64,
+    /// When set, every connection speaks TLS (as `redis-server --tls-port`):
+    /// the handshake has [`TLS_HANDSHAKE_TIMEOUT`](crate::TLS_HANDSHAKE_TIMEOUT).
+    pub tls: Option<std::sync::Arc<ringkv_cluster::net::client_tls::ClientTls>>,
 }
 
 impl Default for RespConfig {
@@ -77,6 +80,7 @@ impl Default for RespConfig {
             reply_bytes_max: 64 * 1024 * 1024,
             key_fanout_max: 64,
             users: None,
+            tls: None,
             auth_timeout_ms: 10_000,
         }
     }

@@ -23,9 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
 use ringkv_cluster::Kv;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -79,8 +79,12 @@ impl std::fmt::Display for Close {
     }
 }
 
-struct Connection<K> {
-    stream: TcpStream,
+/// What a connection reads from and writes to: a TCP stream, or TLS over one.
+pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientStream for S {}
+
+struct Connection<K, S> {
+    stream: S,
     session: Session,
     kv: Arc<K>,
     shared: Arc<Shared>,
@@ -93,8 +97,8 @@ struct Connection<K> {
 }
 
 /// Serves one connection until it closes.
-pub(crate) async fn serve<K: Kv>(
-    stream: TcpStream,
+pub(crate) async fn serve<K: Kv, S: ClientStream>(
+    stream: S,
     session: Session,
     kv: Arc<K>,
     shared: Arc<Shared>,
@@ -120,7 +124,7 @@ pub(crate) async fn serve<K: Kv>(
     }
 }
 
-impl<K: Kv> Connection<K> {
+impl<K: Kv, S: ClientStream> Connection<K, S> {
     async fn run(&mut self) -> Close {
         let idle = Duration::from_millis(self.shared.config.idle_timeout_ms);
         let idle_enabled = !idle.is_zero();
@@ -300,12 +304,22 @@ impl<K: Kv> Connection<K> {
             return Err(io::Error::other(e.to_string()));
         }
         let total = self.output.len();
-        let written = match self.stream.try_write(&self.output) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(e) => return Err(e),
+        // One attempt without waiting (no timer in the usual case); TLS
+        // may buffer what it accepted, hence the flush.
+        let written = match self.stream.write(&self.output).now_or_never() {
+            Some(Ok(n)) => n,
+            Some(Err(e)) => return Err(e),
+            None => 0,
         };
-        if written < total {
+        let flushed = written == total
+            && match self.stream.flush().now_or_never() {
+                Some(result) => {
+                    result?;
+                    true
+                }
+                None => false,
+            };
+        if !flushed {
             let deadline = match self.shared.config.idle_timeout_ms {
                 0 => WRITE_TIMEOUT_DEFAULT,
                 ms => Duration::from_millis(ms),
@@ -317,7 +331,10 @@ impl<K: Kv> Connection<K> {
             };
             let not_reading = || io::Error::new(io::ErrorKind::TimedOut, "client is not reading");
             tokio::select! {
-                result = tokio::time::timeout(deadline, self.stream.write_all(&self.output[written..])) => {
+                result = tokio::time::timeout(deadline, async {
+                    self.stream.write_all(&self.output[written..]).await?;
+                    self.stream.flush().await
+                }) => {
                     result.map_err(|_| not_reading())??;
                 }
                 () = shutdown_grace => return Err(not_reading()),

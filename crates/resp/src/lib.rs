@@ -55,5 +55,5 @@ pub mod stats;
 pub use config::RespConfig;
 pub use error::CommandError;
 pub use frame::{Frame, Limits, Protocol, ProtocolError, RequestParser};
-pub use server::{RespServer, serve};
+pub use server::{RespServer, TLS_HANDSHAKE_TIMEOUT, serve};
 pub use stats::{RespStats, StatsSnapshot};

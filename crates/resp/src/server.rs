@@ -30,6 +30,10 @@ use crate::stats::{CommandMetrics, OPS_SAMPLE_INTERVAL, OpsSampler, RespStats};
 /// The reply to a connection refused at accept, in Redis' words.
 const MAX_CLIENTS_REPLY: &[u8] = b"-ERR max number of clients reached\r\n";
 
+/// Time a TLS client has to finish its handshake; the connection's slot
+/// is held meanwhile.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long accept pauses after a resource error (out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -137,7 +141,28 @@ impl<K: Kv> RespServer<K> {
             let shared = Arc::clone(&shared);
             let stop = stop.clone();
             tasks.spawn(async move {
-                crate::connection::serve(stream, session, kv, Arc::clone(&shared), stop).await;
+                match shared.config.tls.as_ref().map(|tls| tls.resp_config()) {
+                    None => {
+                        crate::connection::serve(stream, session, kv, Arc::clone(&shared), stop)
+                            .await;
+                    }
+                    Some(tls) => {
+                        let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+                        let handshake = tokio::select! {
+                            () = stop.cancelled() => None,
+                            done = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accept) => Some(done),
+                        };
+                        match handshake {
+                            Some(Ok(Ok(stream))) => {
+                                crate::connection::serve(stream, session, kv, Arc::clone(&shared), stop)
+                                    .await;
+                            }
+                            Some(Ok(Err(e))) => tls_refused(peer, &e.to_string()),
+                            Some(Err(_)) => tls_refused(peer, "handshake timed out"),
+                            None => {}
+                        }
+                    }
+                }
                 shared.stats.connection_closed();
                 drop(slot);
             });
@@ -172,6 +197,13 @@ fn open_session(stream: &TcpStream, peer: SocketAddr, shared: &Shared) -> io::Re
     let local = stream.local_addr()?;
     let id = shared.stats.connection_opened();
     Ok(Session::new(id, peer, local, shared.config.users.is_none()))
+}
+
+/// A client whose TLS handshake failed (a plaintext client, an unknown CA,
+/// no client certificate where one is required, or too slow).
+fn tls_refused(peer: SocketAddr, why: &str) {
+    metrics::counter!("ringkv_resp_tls_handshake_failures_total").increment(1);
+    tracing::debug!(%peer, why, "RESP TLS handshake failed");
 }
 
 /// Accept errors that concern one connection only.

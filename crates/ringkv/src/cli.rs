@@ -104,6 +104,10 @@ pub struct NodeFlags {
     /// network where everyone who can reach it is trusted.
     #[arg(long)]
     pub insecure: bool,
+    /// RESP and HTTP speak TLS to clients (`redis-cli --tls --cacert
+    /// ca.pem`, `https://`), with the node's certificate by default.
+    #[arg(long)]
+    pub tls_clients: bool,
 }
 
 fn parse_sync(s: &str) -> Result<SyncMode, String> {
@@ -239,6 +243,9 @@ impl NodeFlags {
         }
         if self.insecure {
             config.tls.insecure = true;
+        }
+        if self.tls_clients {
+            config.tls.clients = true;
         }
         config.validate()?;
         Ok(config)

@@ -315,9 +315,21 @@ pub struct TlsSection {
     /// every key and rewrite the ring. Set by `--insecure` (which also sets
     /// `insecure_clients`).
     pub insecure: bool,
-    /// RESP and HTTP may listen beyond loopback in plaintext (protected
-    /// mode refuses to start otherwise; client TLS is not offered yet).
+    /// RESP and HTTP may listen beyond loopback without client TLS and
+    /// users (protected mode refuses to start otherwise).
     pub insecure_clients: bool,
+    /// RESP and HTTP speak TLS to clients (`redis-cli --tls --cacert`,
+    /// `https://`), with the node's certificate unless `client_cert` and
+    /// `client_key` name another. Set by `--tls-clients`.
+    pub clients: bool,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// Client certificates: `none` (not asked), `optional` (verified when
+    /// shown), `required` (refused in the handshake without one).
+    pub client_auth: ClientAuthMode,
+    /// The CAs client certificates must chain to; default the cluster CA
+    /// file.
+    pub client_ca: Option<PathBuf>,
     /// Folder holding `ca.pem`, `node.pem` and `node.key`; default
     /// `<data_dir>/certs`.
     pub dir: Option<PathBuf>,
@@ -340,7 +352,38 @@ pub enum ClusterTlsMode {
     Optional,
 }
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuthMode {
+    #[default]
+    None,
+    Optional,
+    Required,
+}
+
 impl TlsSection {
+    /// The files of client TLS, when it is on.
+    pub fn client_paths(
+        &self,
+        data_dir: &Path,
+    ) -> Option<ringkv_cluster::net::client_tls::ClientTlsPaths> {
+        use ringkv_cluster::net::client_tls::{ClientAuth, ClientTlsPaths};
+        if !self.clients {
+            return None;
+        }
+        let node = self.paths(data_dir);
+        Some(ClientTlsPaths {
+            cert: self.client_cert.clone().unwrap_or(node.cert),
+            key: self.client_key.clone().unwrap_or(node.key),
+            client_ca: self.client_ca.clone().unwrap_or(node.ca),
+            auth: match self.client_auth {
+                ClientAuthMode::None => ClientAuth::None,
+                ClientAuthMode::Optional => ClientAuth::Optional,
+                ClientAuthMode::Required => ClientAuth::Required,
+            },
+        })
+    }
+
     /// The files to load for a node whose data is in `data_dir`.
     pub fn paths(&self, data_dir: &Path) -> ringkv_cluster::net::tls::TlsPaths {
         use ringkv_cluster::net::certs;
@@ -404,21 +447,29 @@ impl Config {
         toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
     }
 
-    /// Protected mode: RESP and HTTP listen beyond loopback only when told
-    /// the clients' traffic may be plaintext (`--insecure` or
+    /// Protected mode: RESP and HTTP listen beyond loopback only with
+    /// client TLS and users (`users`: a users file is set), or when told
+    /// their traffic may be plaintext and open (`--insecure` or
     /// `tls.insecure_clients`), as Redis and CockroachDB refuse to.
-    pub fn check_protected_mode(&self) -> anyhow::Result<()> {
+    pub fn check_protected_mode(&self, users: bool) -> anyhow::Result<()> {
         if self.tls.insecure || self.tls.insecure_clients {
             return Ok(());
         }
+        let missing = match (self.tls.clients, users) {
+            (true, true) => return Ok(()),
+            (false, false) => "client TLS and users",
+            (false, true) => "client TLS",
+            (true, false) => "users",
+        };
         for (what, addr) in [("RESP", self.node.resp_addr), ("HTTP", self.node.http_addr)] {
             if !addr.ip().is_loopback() {
                 bail!(
-                    "protected mode: {what} would listen on {addr}, beyond loopback, where its \
-                     clients' passwords and data would cross the network in plaintext (ringkv \
-                     does not offer client TLS yet). Listen on 127.0.0.1, or accept plaintext \
-                     clients on a trusted network with [tls] insecure_clients = true (or \
-                     --insecure); see SECURITY.md"
+                    "protected mode: {what} would listen on {addr}, beyond loopback, without \
+                     {missing}: anyone on the network could read or write every key, or see \
+                     passwords and data in plaintext. Listen on 127.0.0.1, or turn on client \
+                     TLS ([tls] clients = true or --tls-clients) and users ([auth] users_file \
+                     or RINGKV_USERS_FILE), or accept open clients on a trusted network with \
+                     [tls] insecure_clients = true (or --insecure); see SECURITY.md"
                 );
             }
         }
@@ -544,16 +595,33 @@ mod tests {
         // Protected mode.
         let mut c = Config::default();
         c.node.resp_addr = "0.0.0.0:7379".parse().expect("addr");
-        let err = c.check_protected_mode().expect_err("a wildcard RESP bind");
+        let err = c
+            .check_protected_mode(false)
+            .expect_err("a wildcard RESP bind");
         assert!(err.to_string().contains("protected mode"), "{err}");
+        assert!(
+            err.to_string().contains("without client TLS and users"),
+            "{err}"
+        );
+        let err = c.check_protected_mode(true).expect_err("users without TLS");
+        assert!(err.to_string().contains("without client TLS:"), "{err}");
+        c.tls.clients = true;
+        let err = c
+            .check_protected_mode(false)
+            .expect_err("TLS without users");
+        assert!(err.to_string().contains("without users"), "{err}");
+        c.check_protected_mode(true).expect("TLS and users");
+        c.tls.clients = false;
         c.tls.insecure_clients = true;
-        c.check_protected_mode().expect("told to allow it");
+        c.check_protected_mode(false).expect("told to allow it");
         let mut c = Config::default();
         c.node.http_addr = "10.1.2.3:7380".parse().expect("addr");
-        assert!(c.check_protected_mode().is_err());
+        assert!(c.check_protected_mode(false).is_err());
         c.tls.insecure = true;
-        c.check_protected_mode().expect("--insecure");
-        Config::default().check_protected_mode().expect("loopback");
+        c.check_protected_mode(false).expect("--insecure");
+        Config::default()
+            .check_protected_mode(false)
+            .expect("loopback");
         // A wildcard cluster address needs an address to advertise.
         let mut c = Config::default();
         c.node.cluster_addr = "0.0.0.0:7381".parse().expect("addr");

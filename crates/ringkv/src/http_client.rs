@@ -4,6 +4,8 @@
 
 use std::fmt::Display;
 use std::sync::OnceLock;
+
+use rustls::pki_types::pem::PemObject;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -14,27 +16,69 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest answer read, in bytes.
 const HTTP_BODY_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
-/// The process-wide client. Every status is an answer (a 4xx or 5xx carries
-/// the node's JSON error), redirects are not followed, proxies are not
-/// used (the nodes are reached directly), and no connection is kept idle:
-/// a node that was killed and restarted on the same port is never asked
-/// over a connection of its previous life.
-fn agent() -> &'static ureq::Agent {
-    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
-    AGENT.get_or_init(|| {
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .proxy(None)
-            .max_idle_connections(0)
-            .max_idle_connections_per_host(0)
-            .timeout_resolve(Some(HTTP_TIMEOUT))
-            .timeout_connect(Some(HTTP_TIMEOUT))
-            .timeout_per_read(Some(HTTP_TIMEOUT))
-            .timeout_per_write(Some(HTTP_TIMEOUT))
-            .build()
-            .new_agent()
-    })
+/// The process-wide client, and the scheme it speaks. Every status is an
+/// answer (a 4xx or 5xx carries the node's JSON error), redirects are not
+/// followed, proxies are not used (the nodes are reached directly), and no
+/// connection is kept idle: a node that was killed and restarted on the
+/// same port is never asked over a connection of its previous life.
+///
+/// Nodes with client TLS are asked over HTTPS when `RINGKV_HTTP_CA` names
+/// the PEM file of the CAs to trust (the cluster's `ca.pem`);
+/// `RINGKV_HTTP_CERT` and `RINGKV_HTTP_KEY` add a client certificate.
+fn agent() -> anyhow::Result<&'static (ureq::Agent, &'static str)> {
+    static AGENT: OnceLock<Result<(ureq::Agent, &'static str), String>> = OnceLock::new();
+    AGENT
+        .get_or_init(|| build_agent().map_err(|e| format!("{e:#}")))
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn build_agent() -> anyhow::Result<(ureq::Agent, &'static str)> {
+    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+    let mut config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .proxy(None)
+        .max_idle_connections(0)
+        .max_idle_connections_per_host(0)
+        .timeout_resolve(Some(HTTP_TIMEOUT))
+        .timeout_connect(Some(HTTP_TIMEOUT))
+        .timeout_per_read(Some(HTTP_TIMEOUT))
+        .timeout_per_write(Some(HTTP_TIMEOUT));
+    let Some(ca) = std::env::var_os("RINGKV_HTTP_CA") else {
+        return Ok((config.build().new_agent(), "http"));
+    };
+    let read = |path: &std::ffi::OsStr| {
+        std::fs::read(path).with_context(|| format!("reading {}", path.to_string_lossy()))
+    };
+    let pem = read(&ca)?;
+    let roots = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+        .map(|c| c.map(|der| Certificate::from_der(&der).to_owned()))
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("RINGKV_HTTP_CA {}: not PEM", ca.to_string_lossy()))?;
+    if roots.is_empty() {
+        bail!(
+            "RINGKV_HTTP_CA {}: no certificate in it",
+            ca.to_string_lossy()
+        );
+    }
+    let mut tls = TlsConfig::builder()
+        .unversioned_rustls_crypto_provider(ringkv_cluster::net::tls::provider())
+        .root_certs(RootCerts::new_with_certs(&roots));
+    if let (Some(cert), Some(key)) = (
+        std::env::var_os("RINGKV_HTTP_CERT"),
+        std::env::var_os("RINGKV_HTTP_KEY"),
+    ) {
+        let chain = rustls::pki_types::CertificateDer::pem_slice_iter(&read(&cert)?)
+            .map(|c| c.map(|der| Certificate::from_der(&der).to_owned()))
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("RINGKV_HTTP_CERT {}: not PEM", cert.to_string_lossy()))?;
+        let key = PrivateKey::from_pem(&read(&key)?)
+            .with_context(|| format!("RINGKV_HTTP_KEY {}: not a PEM key", key.to_string_lossy()))?;
+        tls = tls.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
+    }
+    config = config.tls_config(tls.build());
+    Ok((config.build().new_agent(), "https"))
 }
 
 /// One exchange with the node at `addr` (`host:port`): its status and body,
@@ -47,7 +91,8 @@ pub fn request(
 ) -> anyhow::Result<(u16, Vec<u8>)> {
     let method = Method::from_bytes(method.as_bytes())
         .with_context(|| format!("{method:?} is not an HTTP method"))?;
-    let uri = format!("http://{addr}{path}");
+    let (agent, scheme) = agent()?;
+    let uri = format!("{scheme}://{addr}{path}");
     let mut builder = ureq::http::Request::builder()
         .method(method.clone())
         .uri(&uri)
@@ -65,7 +110,7 @@ pub fn request(
     let req = builder
         .body(body)
         .with_context(|| format!("{method} {uri}: not a valid request"))?;
-    let mut answer = agent()
+    let mut answer = agent
         .run(req)
         .with_context(|| format!("asking {addr} ({method} {path}): is a node running there?"))?;
     let status = answer.status().as_u16();

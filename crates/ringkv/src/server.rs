@@ -13,6 +13,7 @@ use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use ringkv_cluster::membership::MembershipConfig;
 use ringkv_cluster::movement::MoveConfig;
+use ringkv_cluster::net::client_tls::ClientTls;
 use ringkv_cluster::net::tls::NodeTls;
 use ringkv_cluster::net::{Security, TcpTransport, TransportConfig, serve_tcp};
 use ringkv_cluster::node::{NodeBuilder, NodePlace, NodeStorage};
@@ -64,6 +65,8 @@ pub struct RunningNode {
     pub resp_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub cluster_addr: SocketAddr,
+    /// RESP and HTTP speak TLS.
+    pub clients_tls: bool,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -190,7 +193,8 @@ fn replication(config: &Config) -> Replication {
 /// every listener is up and the node owns its tokens.
 pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     // Before anything is created or bound.
-    config.check_protected_mode()?;
+    let users = load_users(&config)?;
+    config.check_protected_mode(users.is_some())?;
     // The recorder goes first: components register their metric handles
     // when they are built.
     let metrics = metrics_handle();
@@ -246,7 +250,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         resp_addr: resp_addr.to_string(),
         http_addr: http_addr.to_string(),
     };
-    let users = load_users(&config)?;
     let (shutdown, watch_rx) = watch::channel(false);
     let files = NodeFiles::new(RealFs::shared(), &data_dir);
     let security = cluster_security(&config, &data_dir, cluster_addr)?;
@@ -259,9 +262,21 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             .load_or_create_id()
             .with_context(|| format!("reading the node id in {}", data_dir.display()))?,
     };
-    let reload_task = security
-        .tls()
-        .map(|tls| tokio::spawn(watch_certificates(Arc::clone(tls), watch_rx.clone())));
+    let client_tls = client_tls(&config, &data_dir)?;
+    let clients_tls = client_tls.is_some();
+    let mut reload_tasks = Vec::new();
+    if let Some(tls) = security.tls() {
+        reload_tasks.push(tokio::spawn(watch_certificates(
+            Arc::clone(tls) as Arc<dyn Reloadable>,
+            watch_rx.clone(),
+        )));
+    }
+    if let Some(tls) = &client_tls {
+        reload_tasks.push(tokio::spawn(watch_certificates(
+            Arc::clone(tls) as Arc<dyn Reloadable>,
+            watch_rx.clone(),
+        )));
+    }
     // With TLS, the node signs its gossiped state and takes states of
     // other nodes only signed by them (required under mutual TLS).
     let state_auth = security
@@ -322,6 +337,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         connections_max: config.limits.http_connections_max,
         header_read_timeout_ms: config.limits.http_header_timeout_ms,
         request_timeout_ms: config.limits.http_request_timeout_ms,
+        tls: client_tls.clone(),
     };
     let router = ringkv_http::router(Arc::clone(&node), render, &http_config);
     let router = crate::fault_hooks::routes(faults.as_ref(), router);
@@ -341,7 +357,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let resp_task = tokio::spawn(ringkv_resp::serve(
         resp_listener,
         Arc::clone(&node),
-        resp_config(&config, users),
+        ringkv_resp::RespConfig {
+            tls: client_tls,
+            ..resp_config(&config, users)
+        },
         wait_for(watch_rx.clone()),
     ));
     tracing::info!(
@@ -360,7 +379,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             let _ = task.await;
         }
         let _ = gauges_task.await;
-        if let Some(task) = reload_task {
+        for task in reload_tasks {
             let _ = task.await;
         }
         let cluster = cluster_task.await.context("cluster server task")?;
@@ -377,6 +396,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     });
 
     Ok(RunningNode {
+        clients_tls,
         node_id,
         resp_addr,
         http_addr,
@@ -511,7 +531,7 @@ fn cluster_security(
         );
     }
     let tls = Arc::new(NodeTls::load(paths).context("loading the node's certificate")?);
-    export_certificate_expiry(&tls);
+    export_certificate_expiry(&*tls);
     Ok(match config.tls.cluster_mode {
         crate::config::ClusterTlsMode::Mutual => Security::Mutual(tls),
         crate::config::ClusterTlsMode::Optional => {
@@ -528,33 +548,89 @@ const CERT_RELOAD_CHECK: Duration = Duration::from_secs(5);
 /// Days before expiry from which the node warns.
 pub const CERT_EXPIRY_WARN_DAYS: i64 = 30;
 
-fn export_certificate_expiry(tls: &NodeTls) {
+/// Client TLS, when `[tls] clients` is on.
+fn client_tls(
+    config: &Config,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Option<Arc<ClientTls>>> {
+    let Some(paths) = config.tls.client_paths(data_dir) else {
+        return Ok(None);
+    };
+    let tls = ClientTls::load(paths).context("loading the certificate for clients (client TLS)")?;
+    tracing::info!(cert = %tls.paths().cert.display(), auth = ?tls.paths().auth, "RESP and HTTP speak TLS");
+    let tls = Arc::new(tls);
+    export_certificate_expiry(&*tls);
+    Ok(Some(tls))
+}
+
+/// A set of certificate files read again when they change.
+trait Reloadable: Send + Sync {
+    /// `cluster` or `clients`, the label of the expiry gauge.
+    fn purpose(&self) -> &'static str;
+    fn files(&self) -> Vec<std::path::PathBuf>;
+    fn reload(&self) -> Result<(), ringkv_cluster::net::tls::TlsError>;
+    fn not_after_unix(&self) -> i64;
+}
+
+impl Reloadable for NodeTls {
+    fn purpose(&self) -> &'static str {
+        "cluster"
+    }
+    fn files(&self) -> Vec<std::path::PathBuf> {
+        let p = self.paths();
+        vec![p.ca.clone(), p.cert.clone(), p.key.clone()]
+    }
+    fn reload(&self) -> Result<(), ringkv_cluster::net::tls::TlsError> {
+        NodeTls::reload(self)
+    }
+    fn not_after_unix(&self) -> i64 {
+        NodeTls::not_after_unix(self)
+    }
+}
+
+impl Reloadable for ClientTls {
+    fn purpose(&self) -> &'static str {
+        "clients"
+    }
+    fn files(&self) -> Vec<std::path::PathBuf> {
+        let p = self.paths();
+        vec![p.client_ca.clone(), p.cert.clone(), p.key.clone()]
+    }
+    fn reload(&self) -> Result<(), ringkv_cluster::net::tls::TlsError> {
+        ClientTls::reload(self)
+    }
+    fn not_after_unix(&self) -> i64 {
+        ClientTls::not_after_unix(self)
+    }
+}
+
+fn export_certificate_expiry(tls: &dyn Reloadable) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     let left = tls.not_after_unix().saturating_sub(now);
-    metrics::gauge!("ringkv_tls_certificate_expiry_seconds").set(left as f64);
+    metrics::gauge!("ringkv_tls_certificate_expiry_seconds", "purpose" => tls.purpose())
+        .set(left as f64);
     if left < CERT_EXPIRY_WARN_DAYS * 86_400 {
         tracing::warn!(
             days = left / 86_400,
-            cert = %tls.paths().cert.display(),
-            "the node's certificate expires soon; issue a new one (it is reloaded without a restart)"
+            purpose = tls.purpose(),
+            "a certificate expires soon; issue a new one (it is reloaded without a restart)"
         );
     }
 }
 
-fn modified(tls: &NodeTls) -> Vec<Option<std::time::SystemTime>> {
-    let p = tls.paths();
-    [&p.ca, &p.cert, &p.key]
+fn modified(tls: &dyn Reloadable) -> Vec<Option<std::time::SystemTime>> {
+    tls.files()
         .iter()
         .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
         .collect()
 }
 
-/// Reloads the certificate, key and CAs when their files change: new
+/// Reloads certificates, keys and CAs when their files change: new
 /// connections use them, open ones keep their session.
-async fn watch_certificates(tls: Arc<NodeTls>, mut stop: watch::Receiver<bool>) {
-    let mut seen = modified(&tls);
+async fn watch_certificates(tls: Arc<dyn Reloadable>, mut stop: watch::Receiver<bool>) {
+    let mut seen = modified(&*tls);
     let mut ticks = 0u64;
     loop {
         tokio::select! {
@@ -562,21 +638,19 @@ async fn watch_certificates(tls: Arc<NodeTls>, mut stop: watch::Receiver<bool>) 
             () = tokio::time::sleep(CERT_RELOAD_CHECK) => {}
         }
         ticks += 1;
-        let now = modified(&tls);
+        let now = modified(&*tls);
         if now != seen {
             seen = now;
             match tls.reload() {
-                Ok(()) => {
-                    tracing::info!(cert = %tls.paths().cert.display(), "certificates reloaded")
-                }
+                Ok(()) => tracing::info!(purpose = tls.purpose(), "certificates reloaded"),
                 Err(e) => {
-                    tracing::error!(error = %e, "certificates changed but cannot be used; keeping the previous ones")
+                    tracing::error!(purpose = tls.purpose(), error = %e, "certificates changed but cannot be used; keeping the previous ones")
                 }
             }
-            export_certificate_expiry(&tls);
+            export_certificate_expiry(&*tls);
         } else if ticks.is_multiple_of(720) {
             // Hourly: the expiry gauge and warning move with time.
-            export_certificate_expiry(&tls);
+            export_certificate_expiry(&*tls);
         }
     }
 }
@@ -585,8 +659,12 @@ pub fn run_until_signal(config: Config, exit_with: Option<u32>) -> anyhow::Resul
     let rt = runtime_with(config.node.worker_threads)?;
     rt.block_on(async {
         let node = start(config).await?;
+        let (tls, scheme) = match node.clients_tls {
+            true => (" --tls --cacert <ca.pem>", "https"),
+            false => ("", "http"),
+        };
         println!(
-            "ringkv node {} ready: redis-cli -p {}  |  curl http://{}/v1/status  |  cluster {}",
+            "ringkv node {} ready: redis-cli -p {}{tls}  |  curl {scheme}://{}/v1/status  |  cluster {}",
             ringkv_cluster::id::display(node.node_id),
             node.resp_addr.port(),
             node.http_addr,

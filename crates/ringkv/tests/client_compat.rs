@@ -313,3 +313,238 @@ fn basic(user: &str, password: &str) -> (&'static str, String) {
     let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     ("authorization", format!("Basic {token}"))
 }
+
+/// A users file with `app` (read, write; password `app-pw`) and `ops`
+/// (admin, read; `ops-pw`), and a config naming it plus `extra`.
+fn users_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let hash = |pw: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ringkv"))
+            .args(["user", "hash"])
+            .env("RINGKV_PASSWORD", pw)
+            .output()
+            .expect("ringkv user hash");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let users = dir.join("users.toml");
+    std::fs::write(
+        &users,
+        format!(
+            "[[user]]\nname = \"app\"\npassword_hash = \"{}\"\nroles = [\"read\", \"write\"]\n\
+             [[user]]\nname = \"ops\"\npassword_hash = \"{}\"\nroles = [\"admin\", \"read\"]\n",
+            hash("app-pw"),
+            hash("ops-pw")
+        ),
+    )
+    .expect("users file");
+    let cfg = dir.join("ringkv.toml");
+    std::fs::write(
+        &cfg,
+        format!("[auth]\nusers_file = \"{}\"\n{extra}", users.display()),
+    )
+    .expect("config");
+    cfg
+}
+
+/// redis-cli over TLS as `app`, with `extra` options; (success, output).
+fn redis_cli_tls(node: &NodeProc, ca: &std::path::Path, extra: &[&str]) -> (bool, String) {
+    let out = Command::new("redis-cli")
+        .args(["-p", &node.resp.port().to_string(), "-h", "127.0.0.1"])
+        .args(["--tls", "--cacert", &ca.to_string_lossy()])
+        .args(["--user", "app", "--pass", "app-pw", "--no-auth-warning"])
+        .args(extra)
+        .output()
+        .expect("run redis-cli");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text.trim().to_string())
+}
+
+#[test]
+fn real_clients_speak_tls_to_a_node_with_client_tls() {
+    if !tool_present("redis-cli") || !tool_present("python3") || !tool_present("curl") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = users_config(
+        dir.path(),
+        "[tls]\nclients = true\nclient_auth = \"optional\"\n",
+    );
+    let node = NodeProc::start(&dir.path().join("n"), &["--config", &cfg.to_string_lossy()]);
+    let ca = dir.path().join("ca").join("ca.pem");
+
+    // redis-cli --tls --cacert: the node's certificate names 127.0.0.1.
+    assert_eq!(
+        redis_cli_tls(&node, &ca, &["SET", "k", "over tls"]),
+        (true, "OK".to_string())
+    );
+    assert_eq!(
+        redis_cli_tls(&node, &ca, &["GET", "k"]),
+        (true, "over tls".to_string())
+    );
+    // A client that trusts another CA is refused in the handshake.
+    let other = tempfile::tempdir().expect("tempdir");
+    let foreign = ringkv_cluster::net::certs::load_or_create_ca(other.path()).expect("a CA");
+    let foreign_ca = other.path().join("foreign.pem");
+    std::fs::write(&foreign_ca, &foreign.cert).expect("write");
+    let (ok, out) = redis_cli_tls(&node, &foreign_ca, &["GET", "k"]);
+    assert!(!ok || !out.contains("over tls"), "{out}");
+    assert!(out.contains("SSL") || out.contains("certificate"), "{out}");
+    // A plaintext client gets nothing.
+    let plain = Command::new("redis-cli")
+        .args(["-p", &node.resp.port().to_string(), "-h", "127.0.0.1"])
+        .args([
+            "--user",
+            "app",
+            "--pass",
+            "app-pw",
+            "--no-auth-warning",
+            "GET",
+            "k",
+        ])
+        .output()
+        .expect("redis-cli");
+    assert!(
+        !String::from_utf8_lossy(&plain.stdout).contains("over tls"),
+        "{plain:?}"
+    );
+    // Optional client certificates: one signed by the CA is taken too.
+    let client_dir = dir.path().join("client");
+    common::provision_certs(&client_dir);
+    let certs = client_dir.join("certs");
+    let (cert, key) = (certs.join("node.pem"), certs.join("node.key"));
+    let with_cert = [
+        "--cert",
+        &*cert.to_string_lossy(),
+        "--key",
+        &*key.to_string_lossy(),
+        "GET",
+        "k",
+    ]
+    .map(String::from);
+    let with_cert: Vec<&str> = with_cert.iter().map(String::as_str).collect();
+    assert_eq!(
+        redis_cli_tls(&node, &ca, &with_cert),
+        (true, "over tls".to_string())
+    );
+
+    // redis-py: ssl=True with the CA, and a user.
+    let script = format!(
+        "import redis\n\
+         for proto in (3, 2):\n\
+         \x20   r = redis.Redis(host='127.0.0.1', port={port}, ssl=True, ssl_ca_certs='{ca}', \
+         username='app', password='app-pw', protocol=proto)\n\
+         \x20   r.set('py', 'tls %d' % proto)\n\
+         \x20   assert r.get('py') == b'tls %d' % proto, proto\n\
+         \x20   assert r.get('k') == b'over tls'\n\
+         try:\n\
+         \x20   redis.Redis(host='127.0.0.1', port={port}, username='app', password='app-pw', \
+         socket_timeout=5).ping()\n\
+         \x20   raise SystemExit('plaintext was answered')\n\
+         except redis.exceptions.ConnectionError:\n\
+         \x20   pass\n\
+         print('ok')\n",
+        port = node.resp.port(),
+        ca = ca.display()
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+        "{out:?}"
+    );
+
+    // curl --cacert over HTTPS, with the same users.
+    let url = format!("https://127.0.0.1:{}/v1/kv/k", node.http.port());
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--cacert",
+            &ca.to_string_lossy(),
+            "-u",
+            "app:app-pw",
+            &url,
+        ])
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "over tls");
+    let out = Command::new("curl")
+        .args(["-sS", "-u", "app:app-pw", &url])
+        .output()
+        .expect("curl");
+    assert!(!out.status.success(), "no CA: the certificate is unknown");
+    let out = Command::new("curl")
+        .args(["-sS", &url.replace("https://", "http://")])
+        .output()
+        .expect("curl");
+    assert!(!out.status.success(), "plaintext HTTP is not answered");
+    // The CLI speaks HTTPS with RINGKV_HTTP_CA.
+    let status = Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        .args(["status", "--http", &node.http.to_string()])
+        .env("RINGKV_HTTP_CA", &ca)
+        .env("RINGKV_HTTP_USER", "ops")
+        .env("RINGKV_HTTP_PASSWORD", "ops-pw")
+        .output()
+        .expect("ringkv status");
+    assert!(status.status.success(), "{status:?}");
+}
+
+#[test]
+fn client_certificates_can_be_required() {
+    if !tool_present("redis-cli") || !tool_present("curl") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = users_config(
+        dir.path(),
+        "[tls]\nclients = true\nclient_auth = \"required\"\n",
+    );
+    let node = NodeProc::start(&dir.path().join("n"), &["--config", &cfg.to_string_lossy()]);
+    let ca = dir.path().join("ca").join("ca.pem");
+    let (ok, out) = redis_cli_tls(&node, &ca, &["PING"]);
+    assert!(!ok || !out.contains("PONG"), "no client certificate: {out}");
+    let client_dir = dir.path().join("client");
+    common::provision_certs(&client_dir);
+    let certs = client_dir.join("certs");
+    let (cert, key) = (
+        certs.join("node.pem").display().to_string(),
+        certs.join("node.key").display().to_string(),
+    );
+    assert_eq!(
+        redis_cli_tls(&node, &ca, &["--cert", &cert, "--key", &key, "PING"]),
+        (true, "PONG".to_string())
+    );
+    // A certificate of another CA is refused.
+    let other = tempfile::tempdir().expect("tempdir");
+    common::provision_certs(&other.path().join("x"));
+    let xcerts = other.path().join("x").join("certs");
+    let (xcert, xkey) = (
+        xcerts.join("node.pem").display().to_string(),
+        xcerts.join("node.key").display().to_string(),
+    );
+    let (ok, out) = redis_cli_tls(&node, &ca, &["--cert", &xcert, "--key", &xkey, "PING"]);
+    assert!(
+        !ok || !out.contains("PONG"),
+        "foreign client certificate: {out}"
+    );
+    // HTTPS the same.
+    let url = format!("https://127.0.0.1:{}/healthz", node.http.port());
+    let curl = |extra: &[&str]| {
+        Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(["--cacert", &ca.to_string_lossy()])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("curl")
+    };
+    assert!(!curl(&[]).status.success(), "no client certificate");
+    let out = curl(&["--cert", &cert, "--key", &key]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{out:?}");
+}

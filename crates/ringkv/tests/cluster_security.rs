@@ -400,18 +400,45 @@ fn idle_and_slow_http_clients_are_capped_and_timed_out() {
 fn protected_mode_refuses_client_ports_beyond_loopback() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("n");
-    for flag in ["--resp-addr", "--http-addr"] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringkv"))
-            .arg("server")
-            .arg("--data-dir")
-            .arg(&data)
-            .args([flag, "0.0.0.0:0"])
-            .output()
-            .expect("run a node");
-        assert!(!out.status.success(), "{flag}: started");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("protected mode"), "{stderr}");
-        assert!(!data.exists(), "protected mode created the data directory");
+    let hash = std::process::Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        .args(["user", "hash"])
+        .env("RINGKV_PASSWORD", "pw")
+        .output()
+        .expect("ringkv user hash");
+    let users = root.path().join("users.toml");
+    std::fs::write(
+        &users,
+        format!(
+            "[[user]]\nname = \"app\"\npassword_hash = \"{}\"\nroles = [\"read\"]\n",
+            String::from_utf8_lossy(&hash.stdout).trim()
+        ),
+    )
+    .expect("users file");
+    // Plaintext, TLS without users, users without TLS: all refused.
+    for (tls, with_users, missing) in [
+        (false, false, "without client TLS and users"),
+        (true, false, "without users"),
+        (false, true, "without client TLS:"),
+    ] {
+        for flag in ["--resp-addr", "--http-addr"] {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ringkv"));
+            cmd.arg("server")
+                .arg("--data-dir")
+                .arg(&data)
+                .args([flag, "0.0.0.0:0"]);
+            if tls {
+                cmd.arg("--tls-clients");
+            }
+            if with_users {
+                cmd.env("RINGKV_USERS_FILE", &users);
+            }
+            let out = cmd.output().expect("run a node");
+            assert!(!out.status.success(), "{flag}: started");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains("protected mode"), "{stderr}");
+            assert!(stderr.contains(missing), "{missing}: {stderr}");
+            assert!(!data.exists(), "protected mode created the data directory");
+        }
     }
 }
 

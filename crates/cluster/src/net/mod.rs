@@ -15,6 +15,7 @@
 //! - [`fault`]: the partition hooks of fault injection on real processes.
 
 pub mod certs;
+pub mod client_tls;
 mod der;
 pub mod fault;
 pub mod message;

@@ -268,14 +268,14 @@ pub fn cert_node_id(cert: &[u8]) -> Result<NodeId, TlsError> {
     }
 }
 
-fn file_error(path: &Path, why: impl std::fmt::Display) -> TlsError {
+pub(super) fn file_error(path: &Path, why: impl std::fmt::Display) -> TlsError {
     TlsError::File {
         path: path.display().to_string(),
         why: why.to_string(),
     }
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(super) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = std::fs::read(path).map_err(|e| file_error(path, e))?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()

@@ -89,7 +89,7 @@ impl NodeProc {
                 other => panic!("node exited before ready: {other:?}"),
             }
         };
-        // "ringkv node ID ready: redis-cli -p PORT  |  curl http://ADDR/v1/status"
+        // "ringkv node ID ready: redis-cli -p PORT [--tls ...]  |  curl http[s]://ADDR/v1/status"
         let port: u16 = line
             .split("redis-cli -p ")
             .nth(1)
@@ -97,7 +97,7 @@ impl NodeProc {
             .and_then(|s| s.parse().ok())
             .expect("RESP port in ready line");
         let http: SocketAddr = line
-            .split("http://")
+            .split("://")
             .nth(1)
             .and_then(|s| s.split('/').next())
             .and_then(|s| s.parse().ok())
