@@ -90,6 +90,19 @@ pub struct HttpConfig {
     /// When set, every connection is HTTPS; the TLS handshake counts
     /// against `header_read_timeout_ms`.
     pub tls: Option<Arc<ringkv_cluster::net::client_tls::ClientTls>>,
+    /// The node's certificates, shown with their expiry in `/v1/status`.
+    pub certificates: Certificates,
+}
+
+/// What reports the node's certificates: `(purpose, expiry in seconds
+/// since the epoch)` each, e.g. `("cluster", ...)`, `("clients", ...)`.
+#[derive(Clone, Default)]
+pub struct Certificates(pub Option<Arc<dyn Fn() -> Vec<(&'static str, i64)> + Send + Sync>>);
+
+impl std::fmt::Debug for Certificates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Certificates")
+    }
 }
 
 impl Default for HttpConfig {
@@ -100,6 +113,7 @@ impl Default for HttpConfig {
             header_read_timeout_ms: 10_000,
             request_timeout_ms: 60_000,
             tls: None,
+            certificates: Certificates::default(),
         }
     }
 }
@@ -107,6 +121,7 @@ impl Default for HttpConfig {
 struct AppState<K> {
     kv: Arc<K>,
     metrics: MetricsRender,
+    certificates: Certificates,
 }
 
 impl<K> Clone for AppState<K> {
@@ -114,6 +129,7 @@ impl<K> Clone for AppState<K> {
         Self {
             kv: Arc::clone(&self.kv),
             metrics: Arc::clone(&self.metrics),
+            certificates: self.certificates.clone(),
         }
     }
 }
@@ -132,7 +148,11 @@ pub fn guarded(router: Router, guard: Guard) -> Router {
 
 /// The router for every route above.
 pub fn router<K: Kv>(kv: Arc<K>, metrics: MetricsRender, config: &HttpConfig) -> Router {
-    let state = AppState { kv, metrics };
+    let state = AppState {
+        kv,
+        metrics,
+        certificates: config.certificates.clone(),
+    };
     Router::new()
         .route(
             "/v1/kv/{*key}",
@@ -527,8 +547,26 @@ async fn status<K: Kv>(State(state): State<AppState<K>>) -> Response {
         "default_write": info.default_write,
         "keys_estimate": info.keys_estimate,
         "storage": storage,
+        "certificates": certificates_json(&state.certificates),
     }))
     .into_response()
+}
+
+/// Each certificate's purpose and expiry, and whole days left.
+fn certificates_json(certificates: &Certificates) -> serde_json::Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let list = certificates.0.as_ref().map(|f| f()).unwrap_or_default();
+    list.into_iter()
+        .map(|(purpose, not_after)| {
+            serde_json::json!({
+                "purpose": purpose,
+                "not_after_unix": not_after,
+                "expires_in_days": not_after.saturating_sub(now).div_euclid(86_400),
+            })
+        })
+        .collect()
 }
 
 async fn cluster<K: Kv>(State(state): State<AppState<K>>) -> Response {

@@ -43,7 +43,8 @@ pub struct NodeArgs {
     /// `ringkv status`. Default: a new random id, for a new node.
     #[arg(long, value_parser = parse_id)]
     pub id: Option<NodeId>,
-    /// More subjectAltNames (host names or IP addresses), repeatable.
+    /// More subjectAltNames (host names or IP addresses clients use),
+    /// repeatable; `localhost` and `127.0.0.1` are always there.
     #[arg(long = "name")]
     pub names: Vec<String>,
     #[arg(long, default_value_t = certs::NODE_DAYS_DEFAULT)]
@@ -131,7 +132,16 @@ fn node(args: NodeArgs) -> anyhow::Result<()> {
             }
         },
     };
-    let node = certs::issue_node(&ca, id, args.days, &args.names)?;
+    // Local clients (client TLS) verify the node by these names too.
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    names.extend(
+        args.names
+            .iter()
+            .filter(|n| !names.contains(n))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    let node = certs::issue_node(&ca, id, args.days, &names)?;
     let mut trusted = ca.cert.clone();
     if let Some(extra) = &args.also_trust {
         let more = std::fs::read_to_string(extra)

@@ -264,6 +264,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     };
     let client_tls = client_tls(&config, &data_dir)?;
     let clients_tls = client_tls.is_some();
+    let security_tls = security.tls().cloned();
     let mut reload_tasks = Vec::new();
     if let Some(tls) = security.tls() {
         reload_tasks.push(tokio::spawn(watch_certificates(
@@ -338,6 +339,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         header_read_timeout_ms: config.limits.http_header_timeout_ms,
         request_timeout_ms: config.limits.http_request_timeout_ms,
         tls: client_tls.clone(),
+        certificates: certificates(security_tls.clone(), client_tls.clone()),
     };
     let router = ringkv_http::router(Arc::clone(&node), render, &http_config);
     let router = crate::fault_hooks::routes(faults.as_ref(), router);
@@ -561,6 +563,26 @@ fn client_tls(
     let tls = Arc::new(tls);
     export_certificate_expiry(&*tls);
     Ok(Some(tls))
+}
+
+/// The node's certificates and their expiry, for `/v1/status`.
+fn certificates(
+    cluster: Option<Arc<NodeTls>>,
+    clients: Option<Arc<ClientTls>>,
+) -> ringkv_http::Certificates {
+    if cluster.is_none() && clients.is_none() {
+        return ringkv_http::Certificates::default();
+    }
+    ringkv_http::Certificates(Some(Arc::new(move || {
+        let mut out = Vec::new();
+        if let Some(t) = &cluster {
+            out.push(("cluster", t.not_after_unix()));
+        }
+        if let Some(t) = &clients {
+            out.push(("clients", t.not_after_unix()));
+        }
+        out
+    })))
 }
 
 /// A set of certificate files read again when they change.

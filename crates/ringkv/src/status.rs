@@ -65,6 +65,21 @@ pub fn status(addr: &str) -> anyhow::Result<()> {
             n["load"]["keys"].as_u64().unwrap_or(0),
         );
     }
+    // Certificates of the asked node, with a warning near expiry.
+    if let Ok(node) = get_json(addr, "/v1/status") {
+        for c in node["certificates"].as_array().into_iter().flatten() {
+            let days = c["expires_in_days"].as_i64().unwrap_or(0);
+            let warn = if days < crate::server::CERT_EXPIRY_WARN_DAYS {
+                "  WARNING: renew it (see SECURITY.md)"
+            } else {
+                ""
+            };
+            say!(
+                "certificate ({}) of {me}: expires in {days} days{warn}",
+                c["purpose"].as_str().unwrap_or("?")
+            );
+        }
+    }
     let hints = v["hints"]["pending"]
         .as_array()
         .cloned()

@@ -493,6 +493,9 @@ fn real_clients_speak_tls_to_a_node_with_client_tls() {
         .output()
         .expect("ringkv status");
     assert!(status.status.success(), "{status:?}");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("certificate (clients) of"), "{text}");
+    assert!(text.contains("certificate (cluster) of"), "{text}");
 }
 
 #[test]

@@ -490,3 +490,137 @@ fn gossip_frames_of_twenty_and_a_hundred_thousand_tokens_neither_stall_nor_hang_
     );
     assert_eq!(normal(node), 1, "an oversized state joined the ring");
 }
+
+/// `ringkv status` of `node`, as text.
+fn status_text(node: &NodeProc) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        .args(["status", "--http", &node.http.to_string()])
+        .output()
+        .expect("ringkv status");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `ringkv cert node` with `args`.
+fn cert_node(args: &[&str]) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        .args(["cert", "node"])
+        .args(args)
+        .output()
+        .expect("ringkv cert node");
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn certificates_and_the_ca_rotate_without_a_restart() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let nodes = start_joined(root.path(), FAST, 2, |_| Vec::new());
+    let ca1 = root.path().join("ca");
+    let ca2 = root.path().join("ca2");
+    let ca2_pem = certs::load_or_create_ca(&ca2).expect("a second CA").cert;
+    let ca1_pem = std::fs::read_to_string(ca1.join(certs::CA_CERT_FILE)).expect("ca.pem");
+    let status = status_text(&nodes[0]);
+    assert!(status.contains("certificate (cluster) of"), "{status}");
+    assert!(!status.contains("WARNING"), "{status}");
+
+    // Before the rotation, a node of the new CA is a stranger.
+    // (Both trust both CAs, so only the nodes' trust is tested.)
+    let both = format!("{ca1_pem}{ca2_pem}");
+    let trusting_both = |ca_dir: &Path, id: u64| {
+        let ca = certs::load_ca(ca_dir).expect("CA");
+        let pem = certs::issue_node(&ca, id, 7, &[]).expect("issue");
+        let out = root.path().join(format!("x{id:x}"));
+        let paths = certs::write_node_folder(&out, &both, &pem).expect("write");
+        Arc::new(NodeTls::load(paths).expect("load"))
+    };
+    let new_ca_node = trusting_both(&ca2, 0x72);
+    let old_ca_node = trusting_both(&ca1, 0x71);
+    let ask = |node: &NodeProc, id: u64, tls: &Arc<NodeTls>| {
+        read_over_cluster_port(node.cluster, id, Security::Mutual(Arc::clone(tls)), "k")
+    };
+    assert!(ask(&nodes[0], 0x72, &new_ca_node).is_err());
+    assert!(ask(&nodes[0], 0x71, &old_ca_node).is_ok());
+
+    // 1. Every node trusts both CAs: read again within seconds.
+    for node in &nodes {
+        let file = node
+            .data_dir
+            .join(certs::CERTS_DIR)
+            .join(certs::CA_CERT_FILE);
+        std::fs::write(&file, format!("{ca1_pem}{ca2_pem}")).expect("both CAs");
+    }
+    for node in &nodes {
+        common::wait_until("the new CA trusted", 30, || {
+            ask(node, 0x72, &new_ca_node).is_ok()
+        });
+    }
+    // 2. New certificates from the new CA, same ids (node 0's short-lived:
+    //    `status` warns).
+    for (i, node) in nodes.iter().enumerate() {
+        let out = node.data_dir.join(certs::CERTS_DIR);
+        let (ca2_dir, ca1_file, out) = (
+            ca2.to_string_lossy().into_owned(),
+            ca1.join(certs::CA_CERT_FILE).to_string_lossy().into_owned(),
+            out.to_string_lossy().into_owned(),
+        );
+        let mut args = vec![
+            "--ca-dir",
+            &ca2_dir,
+            "--out",
+            &out,
+            "--renew",
+            "--also-trust",
+            &ca1_file,
+        ];
+        if i == 0 {
+            args.extend(["--days", "5"]);
+        }
+        cert_node(&args);
+    }
+    common::wait_until("node 0's new certificate in use", 30, || {
+        status_text(&nodes[0]).contains("WARNING")
+    });
+    for node in &nodes {
+        assert!(
+            ask(node, 0x71, &old_ca_node).is_ok(),
+            "both CAs still trusted"
+        );
+    }
+    // 3. The old CA is dropped: its certificates are refused from then on.
+    for node in &nodes {
+        let file = node
+            .data_dir
+            .join(certs::CERTS_DIR)
+            .join(certs::CA_CERT_FILE);
+        std::fs::write(&file, &ca2_pem).expect("new CA only");
+    }
+    for node in &nodes {
+        common::wait_until("the old CA no longer trusted", 30, || {
+            ask(node, 0x71, &old_ca_node).is_err()
+        });
+        assert!(ask(node, 0x72, &new_ca_node).is_ok());
+    }
+    // The nodes still talk to each other, on new connections too, without
+    // a restart: a write at ALL through node 0 is read at ALL through 1.
+    let mut con = nodes[0].redis();
+    let _: () = redis::cmd("RINGKV.CONSISTENCY")
+        .arg("ALL")
+        .query(&mut con)
+        .expect("RINGKV.CONSISTENCY ALL");
+    let _: () = redis::cmd("SET")
+        .arg("rotated")
+        .arg("yes")
+        .query(&mut con)
+        .expect("SET at ALL after the rotation");
+    let mut con = nodes[1].redis();
+    let _: () = redis::cmd("RINGKV.CONSISTENCY")
+        .arg("ALL")
+        .query(&mut con)
+        .expect("RINGKV.CONSISTENCY ALL");
+    let v: Option<String> = redis::cmd("GET")
+        .arg("rotated")
+        .query(&mut con)
+        .expect("GET");
+    assert_eq!(v.as_deref(), Some("yes"));
+    all_normal(&nodes.iter().collect::<Vec<_>>(), 2);
+}
