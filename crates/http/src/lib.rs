@@ -97,7 +97,10 @@ pub struct HttpConfig {
 /// What reports the node's certificates: `(purpose, expiry in seconds
 /// since the epoch)` each, e.g. `("cluster", ...)`, `("clients", ...)`.
 #[derive(Clone, Default)]
-pub struct Certificates(pub Option<Arc<dyn Fn() -> Vec<(&'static str, i64)> + Send + Sync>>);
+pub struct Certificates(pub Option<CertificatesFn>);
+
+/// See [`Certificates`].
+pub type CertificatesFn = Arc<dyn Fn() -> Vec<(&'static str, i64)> + Send + Sync>;
 
 impl std::fmt::Debug for Certificates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
