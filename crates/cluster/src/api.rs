@@ -286,6 +286,8 @@ impl NodeStatus {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NodeView {
     pub id: NodeId,
+    /// The node's life: it grows at each start (removal grants name it).
+    pub generation: u64,
     pub cluster_addr: String,
     pub resp_addr: String,
     pub http_addr: String,
@@ -341,13 +343,14 @@ pub struct HintsDropped {
 
 /// A data movement a node can be asked to drive (`ringkv decommission`,
 /// `ringkv remove`, `ringkv cancel`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MoveCommand {
     /// Stream this node's ranges to their new owners, then leave the ring.
     Decommission,
     /// Re-replicate the ranges of a dead node from its surviving replicas,
-    /// then drop it from the ring.
-    Remove(NodeId),
+    /// then drop it from the ring. Under mutual TLS, with an admin's grant
+    /// for each status of [`REMOVAL_STATUSES`](crate::net::message::REMOVAL_STATUSES).
+    Remove(NodeId, Vec<crate::net::message::RemovalGrant>),
     /// Stop the join, decommission or removal this node drives.
     Cancel,
 }

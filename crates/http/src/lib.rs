@@ -580,6 +580,7 @@ async fn cluster<K: Kv>(State(state): State<AppState<K>>) -> Response {
         .map(|n| {
             serde_json::json!({
                 "id": format!("{:016x}", n.id),
+                "generation": n.generation,
                 "status": n.status.name(),
                 "alive": n.alive,
                 "phi": if n.phi.is_finite() { serde_json::Value::from(n.phi) } else { serde_json::Value::Null },
@@ -745,9 +746,70 @@ async fn movement<K: Kv>(State(state): State<AppState<K>>) -> Response {
 
 /// `POST /v1/decommission`, `/v1/remove/{node}`, `/v1/movement/cancel`:
 /// starts the movement in the background and answers 202 with its status.
+/// The body of `POST /v1/remove/{id}`: an admin's removal grants (see
+/// `ringkv remove --admin-cert`), needed under mutual TLS.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveBody {
+    #[serde(default)]
+    grants: Vec<GrantJson>,
+}
+
+/// One grant: the status (`Leaving`, `LeaveHandover`, `Left`, `Normal`),
+/// and the signature's certificate (DER), TLS scheme and bytes, base64.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantJson {
+    status: String,
+    cert: String,
+    scheme: u16,
+    sig: String,
+}
+
+/// Most grants a removal request may carry.
+const GRANTS_MAX: usize = 8;
+
+fn parse_grants(body: &[u8]) -> Result<Vec<ringkv_cluster::net::message::RemovalGrant>, ApiError> {
+    use base64::Engine as _;
+    use ringkv_cluster::net::message::{RemovalGrant, StateSignature};
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    let bad = |why: String| ApiError::bad_request("invalid_argument", why);
+    let parsed: RemoveBody =
+        serde_json::from_slice(body).map_err(|e| bad(format!("the removal's body: {e}")))?;
+    if parsed.grants.len() > GRANTS_MAX {
+        return Err(bad(format!("at most {GRANTS_MAX} grants")));
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    parsed
+        .grants
+        .into_iter()
+        .map(|g| {
+            let status = RemovalGrant::status_from_name(&g.status)
+                .ok_or_else(|| bad(format!("{:?}: not a removal status", g.status)))?;
+            let cert = b64
+                .decode(&g.cert)
+                .map_err(|e| bad(format!("grant certificate: {e}")))?;
+            let sig = b64
+                .decode(&g.sig)
+                .map_err(|e| bad(format!("grant signature: {e}")))?;
+            Ok(RemovalGrant {
+                status,
+                signature: StateSignature {
+                    cert: Bytes::from(cert),
+                    scheme: g.scheme,
+                    sig: Bytes::from(sig),
+                },
+            })
+        })
+        .collect()
+}
+
 async fn move_command<K: Kv>(
     State(state): State<AppState<K>>,
     uri: Uri,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
     let path = uri.path();
     let cmd = if path == "/v1/decommission" {
@@ -765,7 +827,7 @@ async fn move_command<K: Kv>(
                     format!("{node:?} is not a node id (16 hex digits)"),
                 )
             })?;
-        MoveCommand::Remove(id)
+        MoveCommand::Remove(id, parse_grants(&body)?)
     };
     let status = state.kv.start_movement(cmd)?;
     Ok((
@@ -789,6 +851,29 @@ async fn metrics_text<K: Kv>(State(state): State<AppState<K>>) -> Response {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn removal_grants_are_parsed_strictly() {
+        assert!(parse_grants(b"").expect("no body").is_empty());
+        let one = br#"{"grants":[{"status":"Left","cert":"AAEC","scheme":1027,"sig":"AwQ="}]}"#;
+        let grants = parse_grants(one).expect("one grant");
+        assert_eq!(grants[0].status, ringkv_cluster::api::NodeStatus::Left);
+        assert_eq!(grants[0].signature.cert.as_ref(), &[0, 1, 2]);
+        for bad in [
+            &br#"{"grants":[{"status":"Joining","cert":"","scheme":1,"sig":""}]}"#[..],
+            br#"{"grants":[{"status":"Left","cert":"%%","scheme":1,"sig":""}]}"#,
+            br#"{"grants":[],"extra":1}"#,
+            b"not json",
+        ] {
+            let err = parse_grants(bad).expect_err("refused");
+            assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        }
+        let many = format!(
+            r#"{{"grants":[{}]}}"#,
+            vec![r#"{"status":"Left","cert":"","scheme":1,"sig":""}"#; GRANTS_MAX + 1].join(",")
+        );
+        assert!(parse_grants(many.as_bytes()).is_err());
+    }
     use super::*;
 
     async fn call(app: &Router, method: &str) -> (StatusCode, serde_json::Value) {

@@ -18,8 +18,24 @@ pub enum CertCommand {
     /// `<out>/node.pem`, `<out>/node.key`, the folder a node reads from
     /// `<data_dir>/certs` by default.
     Node(NodeArgs),
+    /// Issue an admin certificate signed by the CA: `<out>/admin.pem` and
+    /// `<out>/admin.key`, which `ringkv remove` signs a dead node's removal
+    /// with (keep it with the operators, off the nodes).
+    Admin(AdminCertArgs),
     /// Show the node id, names and expiry of a certificate.
     Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AdminCertArgs {
+    /// Folder of the CA (`ca.pem`, `ca.key`).
+    #[arg(long)]
+    pub ca_dir: PathBuf,
+    /// Folder to write `admin.pem` and `admin.key` to.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = certs::ADMIN_DAYS_DEFAULT)]
+    pub days: u32,
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +104,25 @@ pub fn run(cmd: CertCommand) -> anyhow::Result<()> {
             Ok(())
         }
         CertCommand::Node(args) => node(args),
+        CertCommand::Admin(args) => {
+            let ca: Pem = certs::load_ca(&args.ca_dir)?;
+            let admin = certs::issue_admin(&ca, args.days)?;
+            let cert = args.out.join(certs::ADMIN_CERT_FILE);
+            if cert.exists() {
+                bail!("{} already holds an admin certificate", args.out.display());
+            }
+            certs::write_file(&args.out.join(certs::ADMIN_KEY_FILE), &admin.key, true)?;
+            certs::write_file(&cert, &admin.cert, false)?;
+            println!(
+                "admin certificate in {} (valid {} days): ringkv remove <node> --admin-cert {} \
+                 --admin-key {}",
+                args.out.display(),
+                args.days,
+                cert.display(),
+                args.out.join(certs::ADMIN_KEY_FILE).display()
+            );
+            Ok(())
+        }
         CertCommand::Show(args) => show(&args.file),
     }
 }

@@ -179,6 +179,13 @@ pub struct MoveArgs {
 pub struct RemoveArgs {
     /// The dead node's id (16 hex digits, as `ringkv status` shows it).
     pub node: String,
+    /// An admin certificate (`ringkv cert admin`) to grant the removal
+    /// with, needed under mutual TLS; or RINGKV_ADMIN_CERT.
+    #[arg(long, env = "RINGKV_ADMIN_CERT")]
+    pub admin_cert: Option<std::path::PathBuf>,
+    /// Its key; or RINGKV_ADMIN_KEY.
+    #[arg(long, env = "RINGKV_ADMIN_KEY")]
+    pub admin_key: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub movement: MoveArgs,
 }
@@ -274,11 +281,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Decommission(args) => {
             crate::status::movement(&args.admin.http, "/v1/decommission", !args.no_wait)
         }
-        Command::Remove(args) => crate::status::movement(
-            &args.movement.admin.http,
-            &format!("/v1/remove/{}", args.node),
-            !args.movement.no_wait,
-        ),
+        Command::Remove(args) => crate::status::remove(&args),
         Command::Cancel(args) => crate::status::movement(&args.http, "/v1/movement/cancel", true),
         Command::Autoscale(args) => crate::autoscale::run(args),
         Command::Bench(cmd) => crate::bench::run(cmd),

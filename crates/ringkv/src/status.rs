@@ -205,8 +205,65 @@ fn movement_line(m: &serde_json::Value) -> String {
 /// at `addr` to start (or cancel) a movement, then follows it until it
 /// ends. A decommissioned node stops at the end: its going away ends the
 /// wait.
+/// `ringkv remove`: the removal of a dead node, granted by an admin
+/// certificate when one is given (needed under mutual TLS): one signed
+/// grant per status the removal takes the node through, for its current
+/// life (generation).
+pub fn remove(args: &crate::cli::RemoveArgs) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    use ringkv_cluster::net::message::{REMOVAL_STATUSES, RemovalGrant, removal_grant_bytes};
+    let addr = &args.movement.admin.http;
+    let path = format!("/v1/remove/{}", args.node);
+    let body = match (&args.admin_cert, &args.admin_key) {
+        (None, None) => serde_json::json!({}),
+        (Some(cert), Some(key)) => {
+            let admin = ringkv_cluster::net::tls::AdminCredential::load(cert, key)?;
+            let id = u64::from_str_radix(&args.node, 16)
+                .ok()
+                .filter(|id| *id != 0)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("{:?} is not a node id (16 hex digits)", args.node)
+                })?;
+            let cluster = get_json(addr, "/v1/cluster")?;
+            let generation = cluster["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|n| n["id"].as_str() == Some(args.node.as_str()))
+                .and_then(|n| n["generation"].as_u64())
+                .ok_or_else(|| anyhow::anyhow!("{addr} knows no node {}", args.node))?;
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let grants = REMOVAL_STATUSES
+                .into_iter()
+                .map(|status| {
+                    let sig = admin.sign(&removal_grant_bytes(id, generation, status))?;
+                    Ok(serde_json::json!({
+                        "status": RemovalGrant::status_name(status),
+                        "cert": b64.encode(&sig.cert),
+                        "scheme": sig.scheme,
+                        "sig": b64.encode(&sig.sig),
+                    }))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            serde_json::json!({ "grants": grants })
+        }
+        _ => bail!("--admin-cert and --admin-key go together"),
+    };
+    movement_with(
+        addr,
+        &path,
+        body.to_string().as_bytes(),
+        !args.movement.no_wait,
+    )
+}
+
 pub fn movement(addr: &str, path: &str, wait: bool) -> anyhow::Result<()> {
-    let (code, body) = ask(addr, "POST", path)?;
+    movement_with(addr, path, b"", wait)
+}
+
+fn movement_with(addr: &str, path: &str, body: &[u8], wait: bool) -> anyhow::Result<()> {
+    let (code, body) = request(addr, "POST", path, body)?;
+    let body = String::from_utf8_lossy(&body).into_owned();
     if code != 202 {
         let why = serde_json::from_str::<serde_json::Value>(&body)
             .ok()

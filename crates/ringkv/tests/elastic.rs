@@ -375,6 +375,7 @@ fn removing_a_dead_node_restores_the_replication_factor() {
         b"",
     );
     assert_eq!(code, 400, "a live node cannot be removed");
+    // Under mutual TLS a removal needs an admin's grant.
     let (code, _, body) = http(
         nodes[0].http,
         "POST",
@@ -382,7 +383,36 @@ fn removing_a_dead_node_restores_the_replication_factor() {
         &[],
         b"",
     );
-    assert_eq!(code, 202, "{}", String::from_utf8_lossy(&body));
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("admin credential"), "{body}");
+    let admin = root.path().join("admin");
+    let ringkv = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringkv"))
+            .args(args)
+            .output()
+            .expect("ringkv");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    };
+    let ca_dir = root.path().join("ca").to_string_lossy().into_owned();
+    let admin_dir = admin.to_string_lossy().into_owned();
+    ringkv(&["cert", "admin", "--ca-dir", &ca_dir, "--out", &admin_dir]);
+    let (cert, key) = (
+        admin.join("admin.pem").to_string_lossy().into_owned(),
+        admin.join("admin.key").to_string_lossy().into_owned(),
+    );
+    let http_addr = nodes[0].http.to_string();
+    ringkv(&[
+        "remove",
+        &dead_id,
+        "--http",
+        &http_addr,
+        "--admin-cert",
+        &cert,
+        "--admin-key",
+        &key,
+        "--no-wait",
+    ]);
     let live: Vec<&NodeProc> = nodes.iter().collect();
     wait_status(&live, &dead_id, "LEFT", 90);
     let m = json(&nodes[0], "/v1/movement");

@@ -33,7 +33,10 @@ pub use validate::{MEMBERS_MAX, WEIGHT_MAX, check_addr, check_state};
 
 use crate::id::NodeId;
 use crate::net::Peer;
-use crate::net::message::{NodeState, NodeStatus};
+use crate::net::message::{
+    NodeState, NodeStatus, REMOVAL_STATUSES, RemovalGrant, removal_grant_bytes,
+};
+use crate::net::tls::{Signer, check_signature};
 use crate::ring::{Placement, Replication, Ring, RingNode, Token};
 
 /// Settings of gossip and failure detection.
@@ -99,6 +102,25 @@ pub struct Membership {
     rebuilding: Mutex<()>,
     /// How states are signed and checked; none without TLS.
     auth: RwLock<Option<StateAuth>>,
+    /// Removal grants of nodes this node removes, by node: what it signs
+    /// their states with as it changes their status.
+    grants: Mutex<HashMap<NodeId, Vec<RemovalGrant>>>,
+}
+
+/// Checks that `sig` is an admin's grant for node `id`, life
+/// `generation`, to `status`.
+fn check_grant(
+    auth: &StateAuth,
+    sig: &crate::net::message::StateSignature,
+    id: NodeId,
+    generation: u64,
+    status: NodeStatus,
+) -> Result<(), String> {
+    if auth.tls.signer(sig).map_err(|e| e.to_string())? != Signer::Admin {
+        return Err("a removal grant must be signed by an admin certificate".into());
+    }
+    check_signature(sig, &removal_grant_bytes(id, generation, status))
+        .map_err(|e| format!("removal grant: {e}"))
 }
 
 /// How a node signs its own state and checks others' (see
@@ -143,6 +165,7 @@ impl Membership {
             on_ring_change: RwLock::new(None),
             rebuilding: Mutex::new(()),
             auth: RwLock::new(None),
+            grants: Mutex::new(HashMap::default()),
         };
         m.rebuild_ring();
         m
@@ -216,10 +239,53 @@ impl Membership {
             };
             f(s);
             s.heartbeat += 1;
-            self.sign(s);
+            // An admin's grant for this status, else this node's own
+            // signature (which peers take only without TLS).
+            let grant = self.grants.lock().get(&id).and_then(|grants| {
+                grants
+                    .iter()
+                    .find(|g| g.status == s.status)
+                    .map(|g| g.signature.clone())
+            });
+            match grant {
+                Some(sig) => s.signature = Some(sig),
+                None => self.sign(s),
+            }
         }
         self.rebuild_ring();
         true
+    }
+
+    /// Whether states must be signed (mutual TLS): a removal then needs an
+    /// admin's grants.
+    pub fn auth_required(&self) -> bool {
+        self.auth.read().as_ref().is_some_and(|a| a.required)
+    }
+
+    /// Takes the grants with which this node will change node `id`'s
+    /// status during its removal: each must be an admin's signature over
+    /// that node's current generation and its status, and every status of
+    /// [`REMOVAL_STATUSES`] must have one. Without TLS there is nothing to
+    /// check and grants are not needed.
+    pub fn set_removal_grants(&self, id: NodeId, grants: Vec<RemovalGrant>) -> Result<(), String> {
+        let Some(auth) = self.auth.read().clone() else {
+            return Ok(());
+        };
+        let generation = self
+            .state(id)
+            .map(|s| s.generation)
+            .ok_or_else(|| format!("no node {}", crate::id::display(id)))?;
+        for status in REMOVAL_STATUSES {
+            let Some(g) = grants.iter().find(|g| g.status == status) else {
+                return Err(format!(
+                    "no admin grant for status {status:?}: removing a node needs an admin \
+                     credential (ringkv remove --admin-cert ... --admin-key ...; see SECURITY.md)"
+                ));
+            };
+            check_grant(&auth, &g.signature, id, generation, status)?;
+        }
+        self.grants.lock().insert(id, grants);
+        Ok(())
     }
 
     /// The current ring.
@@ -266,14 +332,9 @@ impl Membership {
 
     /// Whether `s` may replace `old` (this node's current state of the
     /// same node), as far as signatures go: signed by the node itself, or
-    /// (removal) by another member about a node believed down, changing
-    /// nothing but its status towards or back from LEFT.
-    fn check_signature(
-        &self,
-        s: &NodeState,
-        old: Option<&NodeState>,
-        down: bool,
-    ) -> Result<(), String> {
+    /// (removal) granted by an admin, changing nothing but the status (to
+    /// one of a removal's), heartbeat and load.
+    fn check_signature(&self, s: &NodeState, old: Option<&NodeState>) -> Result<(), String> {
         let Some(auth) = self.auth.read().clone() else {
             return Ok(());
         };
@@ -284,30 +345,32 @@ impl Membership {
                 Ok(())
             };
         };
-        let bytes = s.signed_bytes().map_err(|e| e.to_string())?;
-        let signer = auth.tls.verify(sig, &bytes).map_err(|e| e.to_string())?;
-        if signer == s.id {
-            return Ok(());
-        }
-        let removal = matches!(
-            s.status,
-            NodeStatus::Leaving | NodeStatus::LeaveHandover | NodeStatus::Left | NodeStatus::Normal
-        );
-        let same_but_status = old.is_some_and(|o| {
-            let mut o = o.clone();
-            o.status = s.status;
-            o.heartbeat = s.heartbeat;
-            o.load = s.load;
-            o.signature = s.signature.clone();
-            o == *s
-        });
-        if removal && same_but_status && down {
-            Ok(())
-        } else {
-            Err(format!(
-                "signed by node {}, not by the node itself (only a dead node's status may be changed by another)",
+        match auth.tls.signer(sig).map_err(|e| e.to_string())? {
+            Signer::Node(signer) if signer == s.id => {
+                let bytes = s.signed_bytes().map_err(|e| e.to_string())?;
+                check_signature(sig, &bytes).map_err(|e| e.to_string())
+            }
+            Signer::Node(signer) => Err(format!(
+                "signed by node {}, not by the node itself (only an admin's grant may change \
+                 another node's status)",
                 crate::id::display(signer)
-            ))
+            )),
+            Signer::Admin => {
+                let same_but_status = old.is_some_and(|o| {
+                    let mut o = o.clone();
+                    o.status = s.status;
+                    o.heartbeat = s.heartbeat;
+                    o.load = s.load;
+                    o.signature = s.signature.clone();
+                    o == *s
+                });
+                if !REMOVAL_STATUSES.contains(&s.status) || !same_but_status {
+                    return Err(
+                        "an admin grant changes only a node's status, to one of a removal's".into(),
+                    );
+                }
+                check_grant(&auth, sig, s.id, s.generation, s.status)
+            }
         }
     }
 
@@ -343,18 +406,15 @@ impl Membership {
                 passed.push(s);
                 continue;
             }
-            let down = if s.id == self.self_id {
-                earlier
-            } else {
-                !self.is_alive(s.id)
+            // A LEFT of ours granted by an admin is taken only for an
+            // earlier life (a removal made while we were down), and
+            // changes it whole.
+            let old = match (s.id == self.self_id, earlier) {
+                (true, true) => Some(s.clone()),
+                (true, false) => None,
+                (false, _) => old,
             };
-            let old = if s.id == self.self_id {
-                // A removal of an earlier life of ours changes it whole.
-                Some(s.clone())
-            } else {
-                old
-            };
-            match self.check_signature(&s, old.as_ref(), down) {
+            match self.check_signature(&s, old.as_ref()) {
                 Ok(()) => passed.push(s),
                 Err(why) => {
                     metrics::counter!("ringkv_gossip_states_refused_total").increment(1);

@@ -1,6 +1,6 @@
 //! Signed node states: a state about a node is taken only signed by that
-//! node, a dead node's status may be changed by another member (removal),
-//! and a member's forgery about a live node is refused and never saved.
+//! node, or (a removal) granted by an admin; a member's forgery is refused
+//! and never saved.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +11,8 @@ use ringkv_env::ManualClock;
 use super::*;
 use crate::net::certs;
 use crate::net::message::{self, Request};
-use crate::net::tls::{NodeTls, TlsPaths};
+use crate::net::message::{REMOVAL_STATUSES, RemovalGrant, removal_grant_bytes};
+use crate::net::tls::{AdminCredential, NodeTls, TlsPaths};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -152,56 +153,136 @@ fn states_travel_signed_and_forgeries_by_members_or_strangers_are_refused() {
     assert!(b.merge(vec![own(&a)]));
 }
 
-#[test]
-fn a_dead_nodes_status_may_be_changed_by_another_member_only_while_it_is_down() {
-    let f = Fixture::new();
-    let clock = Arc::new(ManualClock::new(0));
-    let (x, y, z) = (f.node(1, &clock), f.node(2, &clock), f.node(3, &clock));
-    for round in 0..5 {
-        x.tick();
-        for m in [&y, &z] {
-            assert!(m.merge(vec![own(&x)]), "round {round}");
-        }
-        clock.advance(Duration::from_secs(1));
-    }
-    // X is alive in Z's view: Y's removal is refused.
-    y.update_other(1, |s| s.status = NodeStatus::Leaving);
-    let removal = y.state(1).expect("x at y");
-    assert!(
-        !z.merge(vec![removal.clone()]),
-        "a live node removed by a member"
-    );
-    // X falls silent: now Z takes the removal, then the LEFT.
-    clock.advance(Duration::from_secs(120));
-    assert!(!z.is_alive(1));
-    assert!(z.merge(vec![removal]), "a dead node's removal refused");
-    y.update_other(1, |s| s.status = NodeStatus::Left);
-    assert!(z.merge(vec![y.state(1).expect("x at y")]));
-    assert_eq!(z.status(1), Some(NodeStatus::Left));
-    // A removal may change nothing but the status.
-    let member = f.tls(&f.ca, 2);
-    let grab = forged(&y.state(1).expect("x"), &member, |s| {
-        s.heartbeat += 1;
-        s.tokens = vec![1, 2];
-    });
-    assert!(!z.merge(vec![grab]));
+/// An admin credential of the fixture's CA.
+fn admin(f: &Fixture) -> AdminCredential {
+    let pem = certs::issue_admin(&f.ca, 7).expect("issue");
+    let dir = f.dir.join(format!("admin-{:x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (cert, key) = (dir.join("admin.pem"), dir.join("admin.key"));
+    std::fs::write(&cert, &pem.cert).expect("write");
+    std::fs::write(&key, &pem.key).expect("write");
+    AdminCredential::load(&cert, &key).expect("an admin credential")
+}
+
+/// `admin`'s grants for every status of node `s.id`'s removal, for
+/// generation `generation`.
+fn grants(admin: &AdminCredential, id: u64, generation: u64) -> Vec<RemovalGrant> {
+    REMOVAL_STATUSES
+        .into_iter()
+        .map(|status| RemovalGrant {
+            status,
+            signature: admin
+                .sign(&removal_grant_bytes(id, generation, status))
+                .expect("sign"),
+        })
+        .collect()
 }
 
 #[test]
-fn a_node_stops_for_a_left_of_an_earlier_life_only() {
+fn a_nodes_removal_is_taken_only_with_an_admins_grant() {
+    let f = Fixture::new();
+    let clock = Arc::new(ManualClock::new(0));
+    let (x, y, z) = (f.node(1, &clock), f.node(2, &clock), f.node(3, &clock));
+    x.tick();
+    for m in [&y, &z] {
+        assert!(m.merge(vec![own(&x)]));
+    }
+    assert!(z.merge(vec![own(&y)]));
+    clock.advance(Duration::from_secs(120));
+    let x_state = y.state(1).expect("x at y");
+
+    // A member's own signature does not remove another node, dead or not.
+    y.update_other(1, |s| s.status = NodeStatus::Leaving);
+    assert!(
+        !z.merge(vec![y.state(1).expect("x at y")]),
+        "a removal signed by a member taken"
+    );
+    // A node refuses to start a removal without every grant.
+    let admin = admin(&f);
+    let mut some = grants(&admin, 1, x_state.generation);
+    some.pop();
+    let err = y.set_removal_grants(1, some).expect_err("a grant missing");
+    assert!(err.contains("admin credential"), "{err}");
+    // Grants for another life, or signed by a node, are refused.
+    assert!(
+        y.set_removal_grants(1, grants(&admin, 1, x_state.generation + 1))
+            .is_err()
+    );
+    let node_key = f.tls(&f.ca, 2);
+    let by_node: Vec<RemovalGrant> = REMOVAL_STATUSES
+        .into_iter()
+        .map(|status| RemovalGrant {
+            status,
+            signature: node_key
+                .sign(&removal_grant_bytes(1, x_state.generation, status))
+                .expect("sign"),
+        })
+        .collect();
+    assert!(y.set_removal_grants(1, by_node).is_err());
+
+    // With the admin's grants, each step of the removal is taken.
+    y.set_removal_grants(1, grants(&admin, 1, x_state.generation))
+        .expect("an admin's grants");
+    for status in [
+        NodeStatus::Leaving,
+        NodeStatus::LeaveHandover,
+        NodeStatus::Left,
+    ] {
+        y.update_other(1, |s| s.status = status);
+        assert!(z.merge(vec![y.state(1).expect("x at y")]), "{status:?}");
+        assert_eq!(z.status(1), Some(status));
+    }
+    // A grant carries a status only: used on a state that changes more (a
+    // token grab), or for a status of another node, it is refused.
+    let granted = y.state(1).expect("x at y");
+    let mut grab = granted.clone();
+    grab.heartbeat += 1;
+    grab.tokens = vec![1, 2];
+    assert!(!z.merge(vec![grab]), "a grant reused to take tokens");
+    let mut other = z.state(2).expect("y at z");
+    other.heartbeat += 1;
+    other.status = NodeStatus::Left;
+    other.signature = granted.signature.clone();
+    assert!(!z.merge(vec![other]), "X's grant used on Y");
+}
+
+#[test]
+fn a_node_stops_for_a_granted_left_of_an_earlier_life_only() {
     let f = Fixture::new();
     let clock = Arc::new(ManualClock::new(0));
     let x = f.node(1, &clock);
     let member = f.tls(&f.ca, 2);
-    // A member claims this very life of X has left: ignored.
+    let admin = admin(&f);
+    // A member claims this very life of X has left: ignored; so is an
+    // admin's LEFT of this life (X is alive: it would decommission).
     let now = forged(&own(&x), &member, |s| s.status = NodeStatus::Left);
     x.merge(vec![now]);
-    assert!(!x.left_by_peers(), "a member's LEFT stopped a live node");
-    // A LEFT of an earlier life (X was removed while down, then restarted).
+    let mut now = own(&x);
+    now.status = NodeStatus::Left;
+    now.signature = Some(
+        admin
+            .sign(&removal_grant_bytes(1, now.generation, NodeStatus::Left))
+            .expect("sign"),
+    );
+    x.merge(vec![now]);
+    assert!(
+        !x.left_by_peers(),
+        "a LEFT of this life stopped a live node"
+    );
+    // A LEFT of an earlier life (X was removed while down, then
+    // restarted): a member's is ignored, an admin's is taken.
     let mut before = own(&x);
     before.generation = 0;
     let earlier = forged(&before, &member, |s| s.status = NodeStatus::Left);
     x.merge(vec![earlier]);
+    assert!(!x.left_by_peers(), "a member's LEFT of an earlier life");
+    before.status = NodeStatus::Left;
+    before.signature = Some(
+        admin
+            .sign(&removal_grant_bytes(1, 0, NodeStatus::Left))
+            .expect("sign"),
+    );
+    x.merge(vec![before]);
     assert!(x.left_by_peers());
 }
 

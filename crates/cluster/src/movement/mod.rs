@@ -472,7 +472,7 @@ impl<S: LocalStore> Movements<S> {
                 };
                 self.spawn_drive(drive, Vec::new());
             }
-            MoveCommand::Remove(id) => {
+            MoveCommand::Remove(id, grants) => {
                 if self.running.load(Ordering::SeqCst) {
                     return Err(busy());
                 }
@@ -499,6 +499,8 @@ impl<S: LocalStore> Movements<S> {
                         display(id)
                     )));
                 }
+                m.set_removal_grants(id, grants)
+                    .map_err(KvError::InvalidArgument)?;
                 m.update_other(id, |s| s.status = NodeStatus::Leaving);
                 let drive = Drive {
                     kind: MovementKind::Remove,

@@ -43,6 +43,11 @@ pub const CA_CERT_FILE: &str = "ca.pem";
 pub const CA_KEY_FILE: &str = "ca.key";
 pub const NODE_CERT_FILE: &str = "node.pem";
 pub const NODE_KEY_FILE: &str = "node.key";
+/// An operator's admin certificate and key (`ringkv cert admin`).
+pub const ADMIN_CERT_FILE: &str = "admin.pem";
+pub const ADMIN_KEY_FILE: &str = "admin.key";
+/// Validity of an admin certificate by default: short, as it is powerful.
+pub const ADMIN_DAYS_DEFAULT: u32 = 90;
 
 /// Validity of a CA unless told otherwise.
 pub const CA_DAYS_DEFAULT: u32 = 3650;
@@ -95,6 +100,35 @@ pub fn issue_node(
     if id == 0 {
         return Err(invalid("0 is not a node id"));
     }
+    let mut names = vec![node_dns_name(id)];
+    names.extend(extra_names.iter().cloned());
+    issue(
+        ca,
+        &names,
+        &format!("ringkv node {}", crate::id::display(id)),
+        days,
+    )
+}
+
+/// An admin certificate signed by `ca`, valid for `days`: it names
+/// [`ADMIN_NAME`](super::tls::ADMIN_NAME) and no node, and signs removal
+/// grants (`ringkv remove --admin-cert`).
+pub fn issue_admin(ca: &Pem, days: u32) -> Result<Pem, TlsError> {
+    issue(
+        ca,
+        &[super::tls::ADMIN_NAME.to_string()],
+        "ringkv admin",
+        days,
+    )
+}
+
+/// A certificate for `names` (DNS names or IP addresses), signed by `ca`.
+fn issue(
+    ca: &Pem,
+    names: &[String],
+    common_name_of_subject: &str,
+    days: u32,
+) -> Result<Pem, TlsError> {
     let ca_key = KeyPair::from_pem(&ca.key).map_err(|e| invalid(format!("CA key: {e}")))?;
     let ca_der = cert_from_pem(ca.cert.as_bytes())?;
     let common_name = der::subject_common_name(&ca_der)
@@ -105,10 +139,8 @@ pub fn issue_node(
     let issuer = Issuer::new(ca_params, ca_key);
 
     let key = KeyPair::generate().map_err(invalid)?;
-    let mut names = vec![node_dns_name(id)];
-    names.extend(extra_names.iter().cloned());
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(invalid)?;
-    for name in &names {
+    for name in names {
         let san = match name.parse::<std::net::IpAddr>() {
             Ok(ip) => SanType::IpAddress(ip),
             Err(_) => SanType::DnsName(name.clone().try_into().map_err(invalid)?),
@@ -118,7 +150,7 @@ pub fn issue_node(
     let mut dn = DistinguishedName::new();
     dn.push(
         DnType::CommonName,
-        DnValue::Utf8String(format!("ringkv node {}", crate::id::display(id))),
+        DnValue::Utf8String(common_name_of_subject.into()),
     );
     params.distinguished_name = dn;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];

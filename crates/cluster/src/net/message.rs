@@ -167,6 +167,61 @@ impl NodeState {
     }
 }
 
+/// What an admin signs to let the cluster take node `id`'s status (in its
+/// life `generation`) to `status` on its behalf, during a removal
+/// (`ringkv remove`): a domain tag, the id and generation (big-endian) and
+/// the status (postcard). A state of a node carried with such a signature
+/// may differ from the one it replaces only in status, heartbeat and load.
+pub fn removal_grant_bytes(id: NodeId, generation: u64, status: NodeStatus) -> Vec<u8> {
+    let mut out = REMOVAL_GRANT_DOMAIN.to_vec();
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&generation.to_be_bytes());
+    // A unit variant: postcard writes its index, never fails.
+    out.extend(postcard::to_allocvec(&status).unwrap_or_default());
+    out
+}
+
+/// Prefix of a removal grant's signed bytes.
+pub const REMOVAL_GRANT_DOMAIN: &[u8] = b"ringkv removal grant v1\0";
+
+/// The statuses a removal takes a node through; a removal needs a grant
+/// for each (cancel brings it back to NORMAL).
+pub const REMOVAL_STATUSES: [NodeStatus; 4] = [
+    NodeStatus::Leaving,
+    NodeStatus::LeaveHandover,
+    NodeStatus::Left,
+    NodeStatus::Normal,
+];
+
+/// An admin's signature over [`removal_grant_bytes`] for one status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovalGrant {
+    pub status: NodeStatus,
+    pub signature: StateSignature,
+}
+
+impl RemovalGrant {
+    /// The status's name in a removal request (`Leaving`, `LeaveHandover`,
+    /// `Left`, `Normal`).
+    pub fn status_name(status: NodeStatus) -> &'static str {
+        match status {
+            NodeStatus::Leaving => "Leaving",
+            NodeStatus::LeaveHandover => "LeaveHandover",
+            NodeStatus::Left => "Left",
+            NodeStatus::Normal => "Normal",
+            NodeStatus::Joining => "Joining",
+            NodeStatus::JoinHandover => "JoinHandover",
+        }
+    }
+
+    /// The status of one of [`REMOVAL_STATUSES`] by name.
+    pub fn status_from_name(name: &str) -> Option<NodeStatus> {
+        REMOVAL_STATUSES
+            .into_iter()
+            .find(|s| Self::status_name(*s) == name)
+    }
+}
+
 /// Prefix of the bytes a node state's signature covers, so that a
 /// signature over a state can never pass for one over anything else.
 pub const STATE_SIGNATURE_DOMAIN: &[u8] = b"ringkv node state v1\0";

@@ -102,7 +102,7 @@ const VERIFIED_CERTS_MAX: usize = 20_000;
 pub struct NodeTls {
     paths: TlsPaths,
     loaded: RwLock<Arc<Loaded>>,
-    verified: parking_lot::Mutex<crate::det::HashMap<Bytes, (NodeId, i64)>>,
+    verified: parking_lot::Mutex<crate::det::HashMap<Bytes, (Signer, i64)>>,
 }
 
 impl std::fmt::Debug for NodeTls {
@@ -147,65 +147,52 @@ impl NodeTls {
     /// with the certificate's key.
     pub fn sign(&self, message: &[u8]) -> Result<StateSignature, TlsError> {
         let loaded = Arc::clone(&self.loaded.read());
-        let signer = loaded
-            .signing_key
-            .choose_scheme(SIGNING_SCHEMES)
-            .ok_or_else(|| {
-                TlsError::Invalid("the node's key signs with no supported scheme".into())
-            })?;
-        let sig = signer
-            .sign(message)
-            .map_err(|e| TlsError::Invalid(format!("signing: {e}")))?;
-        Ok(StateSignature {
-            cert: loaded.cert.clone(),
-            scheme: u16::from(signer.scheme()),
-            sig: Bytes::from(sig),
-        })
+        sign_with(&*loaded.signing_key, &loaded.cert, message)
     }
 
     /// Checks a signature over `message`: its certificate chains to a
     /// trusted CA, is not expired, and names a node; returns that node.
     pub fn verify(&self, signature: &StateSignature, message: &[u8]) -> Result<NodeId, TlsError> {
+        match self.signer(signature)? {
+            Signer::Node(id) => {
+                check_signature(signature, message)?;
+                Ok(id)
+            }
+            Signer::Admin => Err(TlsError::Invalid(
+                "signed by an admin certificate, not by a node".into(),
+            )),
+        }
+    }
+
+    /// Who a signature's certificate speaks for: it chains to a trusted
+    /// CA, is not expired, and names one node or is an admin certificate.
+    /// The signature itself is checked by [`check_signature`].
+    pub fn signer(&self, signature: &StateSignature) -> Result<Signer, TlsError> {
         let now = UnixTime::now();
         let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
         let cached = self.verified.lock().get(&signature.cert).copied();
-        let signer = match cached {
-            Some((id, not_after)) if now_secs <= not_after => id,
-            Some(_) => return Err(TlsError::Invalid("the signer's certificate expired".into())),
+        match cached {
+            Some((signer, not_after)) if now_secs <= not_after => Ok(signer),
+            Some(_) => Err(TlsError::Invalid("the signer's certificate expired".into())),
             None => {
                 let checker = Arc::clone(&self.loaded.read().checker);
                 let der = CertificateDer::from(signature.cert.to_vec());
                 checker
                     .verify_server_cert(&der, &[], &Self::dial_name(), &[], now)
                     .map_err(|e| TlsError::Invalid(format!("the signer's certificate: {e}")))?;
-                let id = cert_node_id(&signature.cert)?;
+                let signer = if is_admin_cert(&signature.cert) {
+                    Signer::Admin
+                } else {
+                    Signer::Node(cert_node_id(&signature.cert)?)
+                };
                 let not_after = der::not_after_unix(&signature.cert).unwrap_or(i64::MIN);
                 let mut verified = self.verified.lock();
                 if verified.len() >= VERIFIED_CERTS_MAX {
                     verified.clear();
                 }
-                verified.insert(signature.cert.clone(), (id, not_after));
-                id
+                verified.insert(signature.cert.clone(), (signer, not_after));
+                Ok(signer)
             }
-        };
-        let scheme = SignatureScheme::from(signature.scheme);
-        let algs = provider()
-            .signature_verification_algorithms
-            .mapping
-            .iter()
-            .find(|(s, _)| *s == scheme)
-            .map(|(_, algs)| *algs)
-            .ok_or_else(|| TlsError::Invalid(format!("unsupported signature scheme {scheme:?}")))?;
-        let der = CertificateDer::from(signature.cert.as_ref());
-        let cert = webpki::EndEntityCert::try_from(&der)
-            .map_err(|e| TlsError::Invalid(format!("the signer's certificate: {e}")))?;
-        if algs
-            .iter()
-            .any(|alg| cert.verify_signature(*alg, message, &signature.sig).is_ok())
-        {
-            Ok(signer)
-        } else {
-            Err(TlsError::Invalid("bad signature".into()))
         }
     }
 
@@ -238,6 +225,107 @@ impl NodeTls {
                 .expect("a valid DNS name")
                 .to_owned(),
         )
+    }
+}
+
+/// Who a verified certificate speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signer {
+    /// The node the certificate names.
+    Node(NodeId),
+    /// An operator (`ringkv cert admin`): may grant a dead node's removal.
+    Admin,
+}
+
+/// The subjectAltName of an admin certificate (and no node name).
+pub const ADMIN_NAME: &str = "admin.ringkv";
+
+/// Whether a certificate is an admin's: it names [`ADMIN_NAME`] and no node.
+pub fn is_admin_cert(cert: &[u8]) -> bool {
+    der::san_dns_names(cert).is_some_and(|names| {
+        names.iter().any(|n| n == ADMIN_NAME)
+            && !names.iter().any(|n| n.ends_with(NODE_NAME_SUFFIX))
+    })
+}
+
+/// Checks the signature itself over `message` (not who signed: see
+/// [`NodeTls::signer`]).
+pub fn check_signature(signature: &StateSignature, message: &[u8]) -> Result<(), TlsError> {
+    let scheme = SignatureScheme::from(signature.scheme);
+    let algs = provider()
+        .signature_verification_algorithms
+        .mapping
+        .iter()
+        .find(|(s, _)| *s == scheme)
+        .map(|(_, algs)| *algs)
+        .ok_or_else(|| TlsError::Invalid(format!("unsupported signature scheme {scheme:?}")))?;
+    let der = CertificateDer::from(signature.cert.as_ref());
+    let cert = webpki::EndEntityCert::try_from(&der)
+        .map_err(|e| TlsError::Invalid(format!("the signer's certificate: {e}")))?;
+    if algs
+        .iter()
+        .any(|alg| cert.verify_signature(*alg, message, &signature.sig).is_ok())
+    {
+        Ok(())
+    } else {
+        Err(TlsError::Invalid("bad signature".into()))
+    }
+}
+
+/// Signs `message` with `key`, carrying `cert`.
+fn sign_with(
+    key: &dyn SigningKey,
+    cert: &Bytes,
+    message: &[u8],
+) -> Result<StateSignature, TlsError> {
+    let signer = key
+        .choose_scheme(SIGNING_SCHEMES)
+        .ok_or_else(|| TlsError::Invalid("the key signs with no supported scheme".into()))?;
+    let sig = signer
+        .sign(message)
+        .map_err(|e| TlsError::Invalid(format!("signing: {e}")))?;
+    Ok(StateSignature {
+        cert: cert.clone(),
+        scheme: u16::from(signer.scheme()),
+        sig: Bytes::from(sig),
+    })
+}
+
+/// An operator's admin certificate and key (`ringkv cert admin`), which
+/// sign removal grants (see [`crate::net::message::RemovalGrant`]).
+pub struct AdminCredential {
+    cert: Bytes,
+    key: Arc<dyn SigningKey>,
+}
+
+impl AdminCredential {
+    /// Reads the certificate and key; refuses a certificate that is not an
+    /// admin's.
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let chain = read_certs(cert)?;
+        if !is_admin_cert(&chain[0]) {
+            return Err(file_error(
+                cert,
+                format!(
+                    "not an admin certificate (subjectAltName {ADMIN_NAME}); see `ringkv cert admin`"
+                ),
+            ));
+        }
+        let key_bytes = std::fs::read(key).map_err(|e| file_error(key, e))?;
+        let der = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| file_error(key, e))?;
+        let key_signer = provider()
+            .key_provider
+            .load_private_key(der)
+            .map_err(|e| file_error(key, e))?;
+        Ok(Self {
+            cert: Bytes::from(chain[0].to_vec()),
+            key: key_signer,
+        })
+    }
+
+    /// Signs `message`.
+    pub fn sign(&self, message: &[u8]) -> Result<StateSignature, TlsError> {
+        sign_with(&*self.key, &self.cert, message)
     }
 }
 

@@ -253,6 +253,7 @@ impl<S: LocalStore> Kv for Node<S> {
             .into_iter()
             .map(|s| NodeView {
                 id: s.id,
+                generation: s.generation,
                 alive: m.is_alive(s.id),
                 phi: m.phi(s.id),
                 ownership: ownership.get(&s.id).copied().unwrap_or(0.0),
