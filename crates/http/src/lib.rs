@@ -870,7 +870,7 @@ mod tests {
         }
         let many = format!(
             r#"{{"grants":[{}]}}"#,
-            vec![r#"{"status":"Left","cert":"","scheme":1,"sig":""}"#; GRANTS_MAX + 1].join(",")
+            [r#"{"status":"Left","cert":"","scheme":1,"sig":""}"#; GRANTS_MAX + 1].join(",")
         );
         assert!(parse_grants(many.as_bytes()).is_err());
     }
