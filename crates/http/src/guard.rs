@@ -131,7 +131,13 @@ fn cross_site(method: &Method, headers: &HeaderMap) -> Option<ApiError> {
 
 /// `user:password` of an `Authorization: Basic` header.
 fn basic(headers: &HeaderMap) -> Option<(String, Vec<u8>)> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    basic_credentials(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
+}
+
+/// `user:password` of an `Authorization` header's value `Basic <base64>`
+/// (the user UTF-8, the password any bytes); `None` for anything else.
+/// Read before authentication: it must take any input.
+pub fn basic_credentials(value: &str) -> Option<(String, Vec<u8>)> {
     let (scheme, encoded) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;

@@ -138,7 +138,7 @@ impl<K> Clone for AppState<K> {
 }
 
 mod guard;
-pub use guard::Guard;
+pub use guard::{Guard, basic_credentials};
 
 /// `router` (with any routes added to it) behind `guard`: credentials,
 /// roles and the cross-site refusal (see the `guard` module).
@@ -365,7 +365,10 @@ fn key_of(uri: &Uri) -> Result<Bytes, ApiError> {
     Ok(Bytes::from(key))
 }
 
-fn percent_decode(input: &[u8]) -> Option<Vec<u8>> {
+/// The strict percent-decoding of a key in a path (`%` and two hex digits;
+/// anything else after a `%` is refused). Read before authentication (a
+/// key's pattern is checked with it): it must take any input.
+pub fn percent_decode(input: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {
@@ -851,6 +854,29 @@ async fn metrics_text<K: Kv>(State(state): State<AppState<K>>) -> Response {
 
 #[cfg(test)]
 mod tests {
+
+    proptest::proptest! {
+        /// The decoders read before authentication take any input, and
+        /// give back what was encoded.
+        #[test]
+        fn pre_auth_decoders_take_any_input(
+            raw in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            text in ".{0,64}",
+            user in "[^:]{0,16}",
+            password in proptest::collection::vec(proptest::num::u8::ANY, 0..32),
+        ) {
+            use base64::Engine as _;
+            let _ = percent_decode(&raw);
+            let _ = basic_credentials(&text);
+            let encoded: String = raw.iter().map(|b| format!("%{b:02X}")).collect();
+            proptest::prop_assert_eq!(percent_decode(encoded.as_bytes()), Some(raw.clone()));
+            let mut pair = user.clone().into_bytes();
+            pair.push(b':');
+            pair.extend_from_slice(&password);
+            let header = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(&pair));
+            proptest::prop_assert_eq!(basic_credentials(&header), Some((user, password)));
+        }
+    }
 
     #[test]
     fn removal_grants_are_parsed_strictly() {
