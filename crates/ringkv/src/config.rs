@@ -122,6 +122,13 @@ pub struct LimitsSection {
     pub http_header_timeout_ms: u64,
     /// Time an HTTP request may take, its body included.
     pub http_request_timeout_ms: u64,
+    /// Cluster port: connections in their handshake (TLS and hello) at once.
+    pub cluster_handshakes_max: usize,
+    /// Cluster port: more handshake slots for hosts peers have completed a
+    /// handshake from before.
+    pub cluster_reserved_handshakes_max: usize,
+    /// Cluster port: time for the TLS handshake and the hello together.
+    pub cluster_handshake_timeout_ms: u64,
 }
 
 // Every default comes from the library that uses the setting: one source
@@ -131,6 +138,7 @@ impl Default for LimitsSection {
         let node = NodeConfig::default();
         let resp = ringkv_resp::RespConfig::default();
         let http = ringkv_http::HttpConfig::default();
+        let transport = TransportConfig::default();
         Self {
             key_bytes_max: node.key_bytes_max,
             value_bytes_max: node.value_bytes_max,
@@ -143,6 +151,9 @@ impl Default for LimitsSection {
             http_connections_max: http.connections_max,
             http_header_timeout_ms: http.header_read_timeout_ms,
             http_request_timeout_ms: http.request_timeout_ms,
+            cluster_handshakes_max: transport.handshakes_max,
+            cluster_reserved_handshakes_max: transport.reserved_handshakes_max,
+            cluster_handshake_timeout_ms: transport.hello_timeout_ms,
         }
     }
 }
@@ -497,6 +508,11 @@ impl Config {
             || l.http_request_timeout_ms == 0
         {
             bail!("limits.http_connections_max and the HTTP timeouts must be positive");
+        }
+        if l.cluster_handshakes_max == 0 || l.cluster_handshake_timeout_ms == 0 {
+            bail!(
+                "limits.cluster_handshakes_max and limits.cluster_handshake_timeout_ms must be positive"
+            );
         }
         if l.connections_max == 0 || l.args_max == 0 {
             bail!("limits.connections_max and limits.args_max must be positive");

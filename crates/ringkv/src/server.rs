@@ -289,6 +289,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let transport_config = TransportConfig {
         cluster: config.cluster.name.clone(),
         security,
+        handshakes_max: config.limits.cluster_handshakes_max,
+        reserved_handshakes_max: config.limits.cluster_reserved_handshakes_max,
+        hello_timeout_ms: config.limits.cluster_handshake_timeout_ms,
         ..TransportConfig::default()
     };
     let transport = Arc::new(TcpTransport::new(node_id, transport_config.clone()));

@@ -624,3 +624,146 @@ fn certificates_and_the_ca_rotate_without_a_restart() {
     assert_eq!(v.as_deref(), Some("yes"));
     all_normal(&nodes.iter().collect::<Vec<_>>(), 2);
 }
+
+/// Slowloris: `per_port` connections from 127.0.0.2 to each of `ports`,
+/// each sending one byte a second of its port's request, which never ends
+/// (what is sent past its end is zeros), and
+/// reopened at once when the node closes it, until `stop`.
+fn slowloris(
+    ports: Vec<(std::net::SocketAddr, &'static [u8])>,
+    per_port: usize,
+    stop: Arc<AtomicBool>,
+) {
+    use tokio::io::AsyncWriteExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let mut tasks = Vec::new();
+        for (addr, drip) in ports {
+            for _ in 0..per_port {
+                let stop = Arc::clone(&stop);
+                tasks.push(tokio::spawn(async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        let Ok(socket) = tokio::net::TcpSocket::new_v4() else {
+                            return;
+                        };
+                        let connected = match socket
+                            .bind(std::net::SocketAddr::from(([127, 0, 0, 2], 0)))
+                        {
+                            Ok(()) => {
+                                tokio::time::timeout(Duration::from_secs(1), socket.connect(addr))
+                                    .await
+                            }
+                            Err(_) => return,
+                        };
+                        if let Ok(Ok(conn)) = connected {
+                            // Reopened as soon as the node closes it.
+                            let (mut rx, mut tx) = conn.into_split();
+                            let mut buf = [0u8; 256];
+                            let mut i = 0;
+                            while !stop.load(Ordering::SeqCst) {
+                                tokio::select! {
+                                    read = tokio::io::AsyncReadExt::read(&mut rx, &mut buf) => {
+                                        if !matches!(read, Ok(n) if n > 0) {
+                                            break;
+                                        }
+                                    }
+                                    () = tokio::time::sleep(Duration::from_secs(1)) => {
+                                        let byte = drip.get(i).copied().unwrap_or(0);
+                                        if tx.write_all(&[byte]).await.is_err() {
+                                            break;
+                                        }
+                                        i += 1;
+                                    }
+                                }
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }));
+            }
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
+}
+
+/// Open file descriptors of process `pid`.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn slowloris_on_every_port_leaves_clients_served_and_peers_gossiping() {
+    let root = tempfile::tempdir().expect("tempdir");
+    // Strangers hold the common handshake slots for the whole test: a
+    // peer gets in through the reserved ones only.
+    let config = format!(
+        "{FAST}[limits]\ncluster_handshakes_max = 32\ncluster_handshake_timeout_ms = 120000\n"
+    );
+    let mut nodes = start_joined(root.path(), &config, 2, |_| Vec::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    // RESP: a command that never ends; HTTP: headers that never end; the
+    // cluster port: a TLS record of 16 KiB, a byte a second.
+    let ports: Vec<(std::net::SocketAddr, &'static [u8])> = vec![
+        (nodes[0].resp, b"*3\r\n$3\r\nSET\r\n$100000\r\n"),
+        (
+            nodes[0].http,
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ",
+        ),
+        (nodes[0].cluster, &[0x16, 0x03, 0x01, 0x40, 0x00]),
+    ];
+    let attack = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || slowloris(ports, 200, stop))
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    // Clients are served, throughout.
+    let mut con = nodes[0].redis();
+    for i in 0..5 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("s{i}"))
+            .arg("v")
+            .query(&mut con)
+            .expect("SET under slowloris");
+        let (status, _, _) = common::http(nodes[0].http, "GET", "/healthz", &[], b"");
+        assert_eq!(status, 200);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // A peer restarted meanwhile reconnects (its host is known: reserved
+    // handshake slots) and both see each other up.
+    let seed = nodes[0].cluster.to_string();
+    let data = nodes[1].data_dir.clone();
+    let second = nodes.pop().expect("second node");
+    assert!(second.terminate().success());
+    let cfg = root.path().join("ringkv.toml");
+    nodes.push(NodeProc::start(
+        &data,
+        &["--config", &cfg.to_string_lossy(), "--seeds", &seed],
+    ));
+    all_normal(&nodes.iter().collect::<Vec<_>>(), 2);
+    let fds = open_fds(nodes[0].child.id());
+    stop.store(true, Ordering::SeqCst);
+    attack.join().expect("attack thread");
+    // The cluster port turned strangers away past its handshake slots.
+    let (_, _, body) = common::http(nodes[0].http, "GET", "/metrics", &[], b"");
+    let metrics = String::from_utf8_lossy(&body);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l
+                .starts_with("ringkv_cluster_connections_refused_total{reason=\"handshakes_max\"")),
+        "{metrics}"
+    );
+    // 200 RESP and 200 HTTP connections, at most 32 in a cluster
+    // handshake, and the node's own: bounded, far from the limit.
+    assert!(fds < 1000, "{fds} descriptors open under slowloris");
+    let v: String = redis::cmd("GET")
+        .arg("s4")
+        .query(&mut nodes[1].redis())
+        .expect("GET through the restarted peer");
+    assert_eq!(v, "v");
+}

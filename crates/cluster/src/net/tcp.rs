@@ -67,6 +67,10 @@ pub struct TransportConfig {
     pub connections_max: usize,
     /// Inbound connections in their handshake (TLS and hello) at once.
     pub handshakes_max: usize,
+    /// More handshake slots, only for hosts (IP addresses) a peer has
+    /// completed a handshake from before: strangers that hold every slot
+    /// of `handshakes_max` cannot keep known peers from reconnecting.
+    pub reserved_handshakes_max: usize,
     pub connect_timeout_ms: u64,
     /// Time for the TLS handshake and the hello together.
     pub hello_timeout_ms: u64,
@@ -87,6 +91,7 @@ impl Default for TransportConfig {
             inflight_per_connection_max: 1024,
             connections_max: 1024,
             handshakes_max: 64,
+            reserved_handshakes_max: 16,
             connect_timeout_ms: 2_000,
             hello_timeout_ms: 5_000,
             idle_timeout_ms: 300_000,
@@ -467,6 +472,28 @@ impl Transport for Arc<TcpTransport> {
     }
 }
 
+/// Hosts peers have completed a handshake from, at most this many (the
+/// first ones are kept).
+const KNOWN_HOSTS_MAX: usize = 4096;
+
+/// The IP addresses peers have completed a handshake (and hello) from:
+/// they may use the reserved handshake slots.
+#[derive(Default)]
+struct KnownHosts(parking_lot::Mutex<crate::det::HashSet<std::net::IpAddr>>);
+
+impl KnownHosts {
+    fn contains(&self, ip: std::net::IpAddr) -> bool {
+        self.0.lock().contains(&ip)
+    }
+
+    fn insert(&self, ip: std::net::IpAddr) {
+        let mut hosts = self.0.lock();
+        if hosts.len() < KNOWN_HOSTS_MAX {
+            hosts.insert(ip);
+        }
+    }
+}
+
 /// Removes a pending entry when a call is abandoned (timeout, error).
 struct PendingGuard {
     conn: Arc<Conn>,
@@ -488,6 +515,8 @@ pub async fn serve_tcp(
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let handshakes = Arc::new(Semaphore::new(config.handshakes_max));
+    let reserved = Arc::new(Semaphore::new(config.reserved_handshakes_max));
+    let known = Arc::new(KnownHosts::default());
     let connections = Arc::new(Semaphore::new(config.connections_max));
     let config = Arc::new(config);
     tokio::pin!(shutdown);
@@ -505,7 +534,15 @@ pub async fn serve_tcp(
                 }
             },
         };
-        let Ok(handshake) = Arc::clone(&handshakes).try_acquire_owned() else {
+        // A known host takes a reserved slot when the common ones are held.
+        let handshake = Arc::clone(&handshakes).try_acquire_owned().or_else(|_| {
+            if known.contains(remote.ip()) {
+                Arc::clone(&reserved).try_acquire_owned()
+            } else {
+                Err(tokio::sync::TryAcquireError::NoPermits)
+            }
+        });
+        let Ok(handshake) = handshake else {
             metrics::counter!("ringkv_cluster_connections_refused_total", "reason" => "handshakes_max")
                 .increment(1);
             tracing::debug!(%remote, "cluster connection refused: handshakes_max reached");
@@ -514,6 +551,7 @@ pub async fn serve_tcp(
         let handler = Arc::clone(&handler);
         let config = Arc::clone(&config);
         let connections = Arc::clone(&connections);
+        let known = Arc::clone(&known);
         tokio::spawn(async move {
             let greeted = tokio::time::timeout(
                 Duration::from_millis(config.hello_timeout_ms),
@@ -531,6 +569,7 @@ pub async fn serve_tcp(
                     return;
                 }
             };
+            known.insert(remote.ip());
             let Ok(permit) = connections.try_acquire_owned() else {
                 metrics::counter!("ringkv_cluster_connections_refused_total", "reason" => "connections_max")
                     .increment(1);
@@ -1064,6 +1103,52 @@ mod tests {
             for id in [7, 8] {
                 let t = Arc::new(TcpTransport::new(id, TransportConfig::default()));
                 read_as(&t, &addr).await.expect("a real peer");
+            }
+            drop(strangers);
+        }
+
+        #[tokio::test]
+        async fn known_hosts_reconnect_while_strangers_hold_every_common_handshake() {
+            let config = TransportConfig {
+                handshakes_max: 4,
+                reserved_handshakes_max: 16,
+                hello_timeout_ms: 10_000,
+                ..TransportConfig::default()
+            };
+            let addr = server(2, config).await;
+            // A peer on 127.0.0.1 is known once it has completed a hello.
+            let t = Arc::new(TcpTransport::new(7, TransportConfig::default()));
+            read_as(&t, &addr).await.expect("a real peer");
+            // Strangers from 127.0.0.2 take the four common slots, silent.
+            let target: std::net::SocketAddr = addr.parse().expect("addr");
+            let from = |ip: [u8; 4]| async move {
+                let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+                socket
+                    .bind(std::net::SocketAddr::from((ip, 0)))
+                    .expect("bind");
+                socket.connect(target).await.expect("connect")
+            };
+            let mut strangers = Vec::new();
+            for _ in 0..4 {
+                strangers.push(from([127, 0, 0, 2]).await);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            // One more stranger is closed at accept.
+            let mut late = from([127, 0, 0, 3]).await;
+            let mut buf = [0u8; 1];
+            let n = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::io::AsyncReadExt::read(&mut late, &mut buf),
+            )
+            .await
+            .expect("closed at once")
+            .unwrap_or(0);
+            assert_eq!(n, 0, "a stranger past handshakes_max got a slot");
+            // The known host opens new connections through the reserved
+            // slots.
+            for id in [8, 9] {
+                let t = Arc::new(TcpTransport::new(id, TransportConfig::default()));
+                read_as(&t, &addr).await.expect("a known host reconnects");
             }
             drop(strangers);
         }

@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::etcd::{self, Op};
-use super::{Guard, RedisBenchArgs, Row, median, run_benchmark, start_redis, wait_for_port, which};
+use super::{Guard, RedisBenchArgs, measure, run_benchmark, start_redis, wait_for_port, which};
 use crate::ports::free_port;
 
 #[derive(Debug, Args)]
@@ -36,64 +36,6 @@ pub struct ClusterBenchArgs {
     /// mutual TLS and signed states cost.
     #[arg(long)]
     pub plaintext_too: bool,
-}
-
-/// CPU seconds (user + system) a process has used so far.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // Fields after the command name (which may contain spaces) start at ")".
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("malformed stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after ")".
-    let ticks: f64 = fields
-        .get(11)
-        .zip(fields.get(12))
-        .and_then(|(u, s)| Some(u.parse::<f64>().ok()? + s.parse::<f64>().ok()?))
-        .context("malformed stat times")?;
-    Ok(ticks / clock_ticks())
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-fn cpu_of(pids: &[u32]) -> f64 {
-    pids.iter().filter_map(|&p| cpu_seconds(p).ok()).sum()
-}
-
-struct Measured {
-    row: Row,
-    cpu_us_per_op: f64,
-}
-
-fn measure(
-    pids: &[u32],
-    requests: u64,
-    runs: usize,
-    mut f: impl FnMut() -> anyhow::Result<Row>,
-) -> anyhow::Result<Measured> {
-    let mut rows = Vec::new();
-    let mut cpu = Vec::new();
-    for _ in 0..runs {
-        let before = cpu_of(pids);
-        rows.push(f()?);
-        let used = cpu_of(pids) - before;
-        cpu.push(used * 1e6 / requests as f64);
-    }
-    cpu.sort_by(f64::total_cmp);
-    Ok(Measured {
-        row: median(rows),
-        cpu_us_per_op: cpu[cpu.len() / 2],
-    })
 }
 
 /// Three nodes with their data under `root`: mutual TLS (certificates from

@@ -18,6 +18,7 @@
 mod cluster;
 mod etcd;
 mod ring;
+mod tls;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -38,6 +39,9 @@ pub enum BenchCommand {
     /// How long a node takes to rebuild its placement for rings of 100 to
     /// 10,000 nodes (in process; no peer).
     Ring(ring::RingBenchArgs),
+    /// ringkv vs. Redis, plaintext and TLS (`redis-benchmark --tls`), with
+    /// the same certificate: throughput and CPU per operation.
+    Tls(RedisBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -77,6 +81,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Redis(args) => redis(args),
         BenchCommand::Cluster(args) => cluster::run(args),
         BenchCommand::Ring(args) => ring::run(args),
+        BenchCommand::Tls(args) => tls::run(args),
     }
 }
 
@@ -138,6 +143,17 @@ pub(crate) fn start_redis(dir: &Path, port: u16) -> anyhow::Result<Guard> {
 }
 
 fn start_ringkv(dir: &Path, port: u16, sync: &str, threads: usize) -> anyhow::Result<Guard> {
+    start_ringkv_with(dir, port, sync, threads, &[])
+}
+
+/// [`start_ringkv`] with more flags.
+pub(crate) fn start_ringkv_with(
+    dir: &Path,
+    port: u16,
+    sync: &str,
+    threads: usize,
+    extra: &[&str],
+) -> anyhow::Result<Guard> {
     let exe = std::env::current_exe().context("locating the ringkv binary")?;
     let http = free_port()?;
     let cluster = free_port()?;
@@ -154,6 +170,7 @@ fn start_ringkv(dir: &Path, port: u16, sync: &str, threads: usize) -> anyhow::Re
         .args(["--resp-addr", &format!("127.0.0.1:{port}")])
         .args(["--http-addr", &format!("127.0.0.1:{http}")])
         .args(["--sync", sync, "--log", "warn"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -169,7 +186,21 @@ pub(crate) fn run_benchmark(
     args: &RedisBenchArgs,
     pipeline: usize,
 ) -> anyhow::Result<Row> {
+    run_benchmark_tls(port, test, args, pipeline, None)
+}
+
+/// [`run_benchmark`], over TLS trusting the CA file `cacert` when given.
+pub(crate) fn run_benchmark_tls(
+    port: u16,
+    test: &str,
+    args: &RedisBenchArgs,
+    pipeline: usize,
+    cacert: Option<&Path>,
+) -> anyhow::Result<Row> {
     let mut cmd = Command::new("redis-benchmark");
+    if let Some(ca) = cacert {
+        cmd.arg("--tls").arg("--cacert").arg(ca);
+    }
     cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(["-t", test, "-n", &args.requests.to_string()])
         .args(["-r", &args.keyspace.to_string()])
@@ -316,6 +347,66 @@ fn redis(args: RedisBenchArgs) -> anyhow::Result<()> {
     drop(_redis);
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
+}
+
+/// CPU seconds (user + system) a process has used so far.
+pub(crate) fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the command name (which may contain spaces) start at ")".
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("malformed stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after ")".
+    let ticks: f64 = fields
+        .get(11)
+        .zip(fields.get(12))
+        .and_then(|(u, s)| Some(u.parse::<f64>().ok()? + s.parse::<f64>().ok()?))
+        .context("malformed stat times")?;
+    Ok(ticks / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+pub(crate) fn cpu_of(pids: &[u32]) -> f64 {
+    pids.iter().filter_map(|&p| cpu_seconds(p).ok()).sum()
+}
+
+pub(crate) struct Measured {
+    pub(crate) row: Row,
+    pub(crate) cpu_us_per_op: f64,
+}
+
+/// `runs` runs of `f` (each `requests` operations): the median row, and
+/// the median CPU of `pids` per operation in microseconds.
+pub(crate) fn measure(
+    pids: &[u32],
+    requests: u64,
+    runs: usize,
+    mut f: impl FnMut() -> anyhow::Result<Row>,
+) -> anyhow::Result<Measured> {
+    let mut rows = Vec::new();
+    let mut cpu = Vec::new();
+    for _ in 0..runs {
+        let before = cpu_of(pids);
+        rows.push(f()?);
+        let used = cpu_of(pids) - before;
+        cpu.push(used * 1e6 / requests as f64);
+    }
+    cpu.sort_by(f64::total_cmp);
+    Ok(Measured {
+        row: median(rows),
+        cpu_us_per_op: cpu[cpu.len() / 2],
+    })
 }
 
 #[cfg(test)]
