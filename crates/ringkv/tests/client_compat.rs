@@ -346,6 +346,19 @@ fn users_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
     cfg
 }
 
+/// A node with users and client TLS (`client_auth`), in a new folder;
+/// the folder, the node and the CA file clients trust.
+fn tls_node(client_auth: &str) -> (tempfile::TempDir, NodeProc, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = users_config(
+        dir.path(),
+        &format!("[tls]\nclients = true\nclient_auth = \"{client_auth}\"\n"),
+    );
+    let node = NodeProc::start(&dir.path().join("n"), &["--config", &cfg.to_string_lossy()]);
+    let ca = dir.path().join("ca").join("ca.pem");
+    (dir, node, ca)
+}
+
 /// redis-cli over TLS as `app`, with `extra` options; (success, output).
 fn redis_cli_tls(node: &NodeProc, ca: &std::path::Path, extra: &[&str]) -> (bool, String) {
     let out = Command::new("redis-cli")
@@ -368,13 +381,7 @@ fn real_clients_speak_tls_to_a_node_with_client_tls() {
     if !tool_present("redis-cli") || !tool_present("python3") || !tool_present("curl") {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = users_config(
-        dir.path(),
-        "[tls]\nclients = true\nclient_auth = \"optional\"\n",
-    );
-    let node = NodeProc::start(&dir.path().join("n"), &["--config", &cfg.to_string_lossy()]);
-    let ca = dir.path().join("ca").join("ca.pem");
+    let (dir, node, ca) = tls_node("optional");
 
     // redis-cli --tls --cacert: the node's certificate names 127.0.0.1.
     assert_eq!(
@@ -503,13 +510,7 @@ fn client_certificates_can_be_required() {
     if !tool_present("redis-cli") || !tool_present("curl") {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = users_config(
-        dir.path(),
-        "[tls]\nclients = true\nclient_auth = \"required\"\n",
-    );
-    let node = NodeProc::start(&dir.path().join("n"), &["--config", &cfg.to_string_lossy()]);
-    let ca = dir.path().join("ca").join("ca.pem");
+    let (dir, node, ca) = tls_node("required");
     let (ok, out) = redis_cli_tls(&node, &ca, &["PING"]);
     assert!(!ok || !out.contains("PONG"), "no client certificate: {out}");
     let client_dir = dir.path().join("client");

@@ -128,8 +128,14 @@ pub(crate) fn which(tool: &str) -> anyhow::Result<()> {
 }
 
 pub(crate) fn start_redis(dir: &Path, port: u16) -> anyhow::Result<Guard> {
+    start_redis_with(dir, port, &[])
+}
+
+/// [`start_redis`] with more `redis-server` options.
+pub(crate) fn start_redis_with(dir: &Path, port: u16, extra: &[String]) -> anyhow::Result<Guard> {
     let child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(extra)
         .args(["--save", "", "--appendonly", "no"])
         .arg("--dir")
         .arg(dir)

@@ -7,15 +7,13 @@
 //! server's CPU per operation.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::Context;
 use ringkv_cluster::net::certs;
 
 use super::{
-    Guard, Measured, RedisBenchArgs, measure, run_benchmark_tls, start_ringkv_with, wait_for_port,
-    which,
+    Guard, Measured, RedisBenchArgs, measure, run_benchmark_tls, start_redis_with,
+    start_ringkv_with, wait_for_port, which,
 };
 use crate::ports::free_port;
 
@@ -23,22 +21,19 @@ use crate::ports::free_port;
 /// certificate folder `certs`, no client certificates asked).
 fn start_redis_tls(dir: &Path, port: u16, tls_port: u16, certs: &Path) -> anyhow::Result<Guard> {
     let file = |name: &str| certs.join(name).to_string_lossy().into_owned();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--tls-port", &tls_port.to_string()])
-        .args(["--tls-cert-file", &file(certs::NODE_CERT_FILE)])
-        .args(["--tls-key-file", &file(certs::NODE_KEY_FILE)])
-        .args(["--tls-ca-cert-file", &file(certs::CA_CERT_FILE)])
-        .args(["--tls-auth-clients", "no"])
-        .args(["--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting redis-server with TLS")?;
-    let guard = Guard(child);
-    wait_for_port(port, Duration::from_secs(10))?;
+    let extra = [
+        "--tls-port".to_string(),
+        tls_port.to_string(),
+        "--tls-cert-file".into(),
+        file(certs::NODE_CERT_FILE),
+        "--tls-key-file".into(),
+        file(certs::NODE_KEY_FILE),
+        "--tls-ca-cert-file".into(),
+        file(certs::CA_CERT_FILE),
+        "--tls-auth-clients".into(),
+        "no".into(),
+    ];
+    let guard = start_redis_with(dir, port, &extra)?;
     wait_for_port(tls_port, Duration::from_secs(10))?;
     Ok(guard)
 }
