@@ -183,6 +183,8 @@ pub struct Users {
     /// name -> digest of the password last checked good for it.
     verified: Mutex<HashMap<String, [u8; 32]>>,
     cache_key: [u8; 32],
+    /// Password hashes being computed now (at most [`HASHES_AT_ONCE`]).
+    hashing: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Users {
@@ -248,6 +250,7 @@ impl Users {
         Ok(Self {
             by_name,
             verified: Mutex::new(HashMap::new()),
+            hashing: std::sync::atomic::AtomicUsize::new(0),
             cache_key: rand::random(),
         })
     }
@@ -296,6 +299,10 @@ impl Users {
         if self.verified.lock().get(name) == Some(&digest) {
             return Some(Arc::clone(user));
         }
+        // A password not seen yet costs a hash (about 19 MiB and tens of
+        // ms): at most HASHES_AT_ONCE at a time, the rest refused, so a
+        // flood of wrong passwords cannot take the node's memory.
+        let _slot = HashSlot::take(&self.hashing)?;
         let parsed = PasswordHash::new(hash).ok()?;
         Argon2::default().verify_password(password, &parsed).ok()?;
         let mut verified = self.verified.lock();
@@ -304,6 +311,37 @@ impl Users {
         }
         verified.insert(name.to_string(), digest);
         Some(Arc::clone(user))
+    }
+}
+
+/// Most password hashes computed at once (per set of users, one a node);
+/// an attempt past it fails (counted in `ringkv_auth_busy_total`) as a
+/// wrong password would. Users whose password was verified before are
+/// checked by digest and never wait for a slot.
+pub const HASHES_AT_ONCE: usize = 4;
+
+/// One of [`HASHES_AT_ONCE`] slots, given back on drop.
+struct HashSlot<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> HashSlot<'a> {
+    fn take(hashing: &'a std::sync::atomic::AtomicUsize) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        let taken = hashing.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < HASHES_AT_ONCE).then_some(n + 1)
+        });
+        match taken {
+            Ok(_) => Some(Self(hashing)),
+            Err(_) => {
+                metrics::counter!("ringkv_auth_busy_total").increment(1);
+                None
+            }
+        }
+    }
+}
+
+impl Drop for HashSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -321,6 +359,24 @@ pub fn hash_password(password: &[u8]) -> Result<String, AuthError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn password_hashes_at_once_are_bounded_and_known_passwords_skip_them() {
+        let users = users();
+        assert!(
+            users.authenticate("app", b"app-pw").is_some(),
+            "verified once"
+        );
+        let held: Vec<HashSlot<'_>> = (0..HASHES_AT_ONCE)
+            .map(|_| HashSlot::take(&users.hashing).expect("a slot"))
+            .collect();
+        // Every slot busy: a password not seen yet is refused, one
+        // verified before still passes by its digest.
+        assert!(users.authenticate("ops", b"admin-pw").is_none());
+        assert!(users.authenticate("app", b"app-pw").is_some());
+        drop(held);
+        assert!(users.authenticate("ops", b"admin-pw").is_some());
+    }
 
     fn users() -> Users {
         let app = hash_password(b"app-pw").expect("hash");

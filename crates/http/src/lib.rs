@@ -87,8 +87,8 @@ pub struct HttpConfig {
     /// Time a request may take from its headers to its answer (a body sent
     /// slowly included); past it the connection is closed.
     pub request_timeout_ms: u64,
-    /// When set, every connection is HTTPS; the TLS handshake counts
-    /// against `header_read_timeout_ms`.
+    /// When set, every connection is HTTPS; the TLS handshake has
+    /// `header_read_timeout_ms` of its own, before the headers' own.
     pub tls: Option<Arc<ringkv_cluster::net::client_tls::ClientTls>>,
     /// The node's certificates, shown with their expiry in `/v1/status`.
     pub certificates: Certificates,

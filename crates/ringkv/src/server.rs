@@ -142,6 +142,70 @@ fn node_config(config: &Config) -> NodeConfig {
     }
 }
 
+/// Descriptors kept for everything but connections: tables, logs, node
+/// files, the listeners.
+const FILE_DESCRIPTORS_RESERVED: u64 = 512;
+
+/// Raises the process's open-files limit to its hard limit, then lowers
+/// `limits.connections_max` (RESP) if all the connection caps together
+/// could still run out of descriptors (as Redis lowers `maxclients`):
+/// client connections can then never take the descriptors the cluster
+/// port, HTTP and the storage need.
+fn fit_descriptors(config: &mut Config) {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        /// What the soft limit is raised to at most (the kernel's usual
+        /// `nr_open`).
+        const RAISED_MAX: u64 = 1 << 20;
+        let limit = getrlimit(Resource::Nofile);
+        let mut soft = limit.current.unwrap_or(RAISED_MAX);
+        let hard = limit.maximum.unwrap_or(RAISED_MAX).min(RAISED_MAX);
+        if soft < hard
+            && setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: Some(hard),
+                    maximum: limit.maximum,
+                },
+            )
+            .is_ok()
+        {
+            soft = hard;
+        }
+        let l = &mut config.limits;
+        if let Some(fitted) = fitted_connections(soft, l) {
+            tracing::warn!(
+                open_files_max = soft,
+                asked = l.connections_max,
+                fitted,
+                "limits.connections_max lowered to fit the open-files limit (raise `ulimit -n` \
+                 for more clients)"
+            );
+            l.connections_max = fitted;
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = config;
+}
+
+/// The RESP connection cap that fits `open_files_max` descriptors beside
+/// every other cap, when `limits.connections_max` does not; at least a
+/// quarter of the descriptors (with a warning, a machine whose hard limit
+/// is that low cannot guarantee both).
+fn fitted_connections(open_files_max: u64, l: &crate::config::LimitsSection) -> Option<usize> {
+    let others = (l.http_connections_max
+        + TransportConfig::default().connections_max
+        + l.cluster_handshakes_max
+        + l.cluster_reserved_handshakes_max) as u64
+        + FILE_DESCRIPTORS_RESERVED;
+    let room = usize::try_from(open_files_max.saturating_sub(others)).unwrap_or(usize::MAX);
+    let floor = usize::try_from(open_files_max / 4)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    (l.connections_max > room).then(|| room.max(floor).min(l.connections_max))
+}
+
 /// The users file named by `RINGKV_USERS_FILE` or `[auth] users_file`.
 fn load_users(config: &Config) -> anyhow::Result<Option<Arc<ringkv_auth::Users>>> {
     let path = std::env::var_os("RINGKV_USERS_FILE")
@@ -191,10 +255,11 @@ fn replication(config: &Config) -> Replication {
 
 /// Opens storage, joins the cluster and starts the front ends; returns once
 /// every listener is up and the node owns its tokens.
-pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
+pub async fn start(mut config: Config) -> anyhow::Result<RunningNode> {
     // Before anything is created or bound.
     let users = load_users(&config)?;
     config.check_protected_mode(users.is_some())?;
+    fit_descriptors(&mut config);
     // The recorder goes first: components register their metric handles
     // when they are built.
     let metrics = metrics_handle();
@@ -509,7 +574,6 @@ async fn process_gone(pid: Option<u32>) {
     }
 }
 
-/// `ringkv server`: runs one node until SIGINT/SIGTERM.
 /// How the cluster port is secured: mutual TLS with the node's certificate
 /// unless `--insecure`.
 fn cluster_security(
@@ -680,6 +744,7 @@ async fn watch_certificates(tls: Arc<dyn Reloadable>, mut stop: watch::Receiver<
     }
 }
 
+/// `ringkv server`: runs one node until SIGINT/SIGTERM.
 pub fn run_until_signal(config: Config, exit_with: Option<u32>) -> anyhow::Result<()> {
     let rt = runtime_with(config.node.worker_threads)?;
     rt.block_on(async {
@@ -702,4 +767,20 @@ pub fn run_until_signal(config: Config, exit_with: Option<u32>) -> anyhow::Resul
         }
         node.stop().await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_connections_are_fitted_to_the_open_files_limit() {
+        let l = crate::config::LimitsSection::default();
+        // 10,000 RESP + 1,024 HTTP + 1,024 peers + 80 handshakes + 512.
+        assert_eq!(fitted_connections(20_000, &l), None, "room enough");
+        assert_eq!(fitted_connections(12_000, &l), Some(12_000 - 2_640));
+        assert_eq!(fitted_connections(4_096, &l), Some(4_096 - 2_640));
+        // A low hard limit: a quarter of it still goes to clients.
+        assert_eq!(fitted_connections(1_024, &l), Some(256));
+    }
 }

@@ -201,10 +201,6 @@ fn movement_line(m: &serde_json::Value) -> String {
     line
 }
 
-/// `ringkv decommission`, `ringkv remove`, `ringkv cancel`: asks the node
-/// at `addr` to start (or cancel) a movement, then follows it until it
-/// ends. A decommissioned node stops at the end: its going away ends the
-/// wait.
 /// `ringkv remove`: the removal of a dead node, granted by an admin
 /// certificate when one is given (needed under mutual TLS): one signed
 /// grant per status the removal takes the node through, for its current
@@ -257,6 +253,10 @@ pub fn remove(args: &crate::cli::RemoveArgs) -> anyhow::Result<()> {
     )
 }
 
+/// `ringkv decommission`, `ringkv remove`, `ringkv cancel`: asks the node
+/// at `addr` to start (or cancel) a movement, then follows it until it
+/// ends. A decommissioned node stops at the end: its going away ends the
+/// wait.
 pub fn movement(addr: &str, path: &str, wait: bool) -> anyhow::Result<()> {
     movement_with(addr, path, b"", wait)
 }

@@ -107,6 +107,11 @@ pub struct Membership {
     grants: Mutex<HashMap<NodeId, Vec<RemovalGrant>>>,
 }
 
+/// How far a state carried by an admin's grant may move a node's
+/// heartbeat past the one it replaces (the node running the removal adds 1
+/// a step; a receiver may have missed a few).
+const GRANT_HEARTBEAT_STEP_MAX: u64 = 1_000;
+
 /// Checks that `sig` is an admin's grant for node `id`, life
 /// `generation`, to `status`.
 fn check_grant(
@@ -238,7 +243,7 @@ impl Membership {
                 return false;
             };
             f(s);
-            s.heartbeat += 1;
+            s.heartbeat = s.heartbeat.saturating_add(1);
             // An admin's grant for this status, else this node's own
             // signature (which peers take only without TLS).
             let grant = self.grants.lock().get(&id).and_then(|grants| {
@@ -356,6 +361,34 @@ impl Membership {
                 crate::id::display(signer)
             )),
             Signer::Admin => {
+                // A grant moves the removal forward (a receiver may have
+                // missed steps), or back to NORMAL on cancel, by a bounded
+                // heartbeat step: replayed, it cannot turn a removal back
+                // or push a node's heartbeat out of reach. A removal of an
+                // earlier life of this node comes whole (`old` is `s`).
+                let rank = |st: NodeStatus| match st {
+                    NodeStatus::Normal => 0,
+                    NodeStatus::Leaving => 1,
+                    NodeStatus::LeaveHandover => 2,
+                    _ => 3,
+                };
+                let moves = old.is_some_and(|o| {
+                    o == s
+                        || (s.heartbeat > o.heartbeat
+                            && s.heartbeat - o.heartbeat <= GRANT_HEARTBEAT_STEP_MAX
+                            && (rank(s.status) > rank(o.status)
+                                || (s.status == NodeStatus::Normal
+                                    && matches!(
+                                        o.status,
+                                        NodeStatus::Leaving | NodeStatus::LeaveHandover
+                                    ))))
+                });
+                if !moves {
+                    return Err(
+                        "an admin grant moves a removal forward (or cancels it) one step at a time"
+                            .into(),
+                    );
+                }
                 let same_but_status = old.is_some_and(|o| {
                     let mut o = o.clone();
                     o.status = s.status;

@@ -244,6 +244,21 @@ fn a_nodes_removal_is_taken_only_with_an_admins_grant() {
     other.status = NodeStatus::Left;
     other.signature = granted.signature.clone();
     assert!(!z.merge(vec![other]), "X's grant used on Y");
+    // Replayed grants cannot turn the removal back, nor push the heartbeat
+    // far ahead.
+    let leaving = grants(&admin, 1, x_state.generation)
+        .into_iter()
+        .find(|g| g.status == NodeStatus::Leaving)
+        .expect("grant");
+    let mut back = granted.clone();
+    back.heartbeat += 1;
+    back.status = NodeStatus::Leaving;
+    back.signature = Some(leaving.signature.clone());
+    assert!(!z.merge(vec![back]), "LEFT turned back to LEAVING");
+    let mut far = granted.clone();
+    far.heartbeat = u64::MAX;
+    assert!(!z.merge(vec![far]), "a replay at heartbeat u64::MAX");
+    assert_eq!(z.status(1), Some(NodeStatus::Left));
 }
 
 #[test]

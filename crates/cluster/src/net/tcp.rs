@@ -272,6 +272,8 @@ async fn write_frames(
 
 /// One multiplexed client connection to a peer.
 struct Conn {
+    /// The node at the other end, as its hello (and certificate) say.
+    remote_id: u64,
     tx: mpsc::Sender<Bytes>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
     next_id: AtomicU64,
@@ -395,6 +397,7 @@ impl TcpTransport {
 
         let (tx, rx) = mpsc::channel::<Bytes>(self.config.peer_queue_max);
         let conn = Arc::new(Conn {
+            remote_id: their.node_id,
             tx,
             pending: Mutex::new(HashMap::default()),
             next_id: AtomicU64::new(1),
@@ -438,9 +441,20 @@ impl Transport for Arc<TcpTransport> {
     ) -> BoxFut<Result<Response, TransportError>> {
         let this = Arc::clone(self);
         let addr = peer.addr.clone();
+        let peer_id = peer.id;
         Box::pin(async move {
             let work = async {
                 let conn = this.conn(&addr).await?;
+                // The node at an address may have changed (an address
+                // reused): a request meant for one node never goes to
+                // another.
+                if peer_id != 0 && conn.remote_id != peer_id {
+                    return Err(TransportError::Unreachable(format!(
+                        "{addr} is node {}, not {}",
+                        crate::id::display(conn.remote_id),
+                        crate::id::display(peer_id)
+                    )));
+                }
                 conn.last_used_ms.store(this.now_ms(), Ordering::Relaxed);
                 let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
                 let frame = message::encode_request(id, &req)
@@ -907,7 +921,14 @@ mod tests {
         };
         let t = Arc::new(TcpTransport::new(1, other));
         let err = t
-            .call(&Peer { id: 2, addr }, Request::Ping, Duration::from_secs(5))
+            .call(
+                &Peer {
+                    id: 2,
+                    addr: addr.clone(),
+                },
+                Request::Ping,
+                Duration::from_secs(5),
+            )
             .await
             .expect_err("foreign cluster");
         assert!(
@@ -917,6 +938,20 @@ mod tests {
             ),
             "{err:?}"
         );
+        // Another node at the address than the one asked for: refused.
+        let t = Arc::new(TcpTransport::new(1, TransportConfig::default()));
+        let peer = |id| Peer {
+            id,
+            addr: addr.clone(),
+        };
+        t.call(&peer(2), Request::Ping, Duration::from_secs(5))
+            .await
+            .expect("node 2 is there");
+        let err = t
+            .call(&peer(3), Request::Ping, Duration::from_secs(5))
+            .await
+            .expect_err("node 2 answered for node 3");
+        assert!(err.to_string().contains("not"), "{err}");
         // Nothing listens here.
         let free = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let dead = free.local_addr().expect("addr").to_string();
