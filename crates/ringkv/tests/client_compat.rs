@@ -149,15 +149,7 @@ fn real_clients_authenticate_as_users() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let hash = |pw: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_ringkv"))
-            .args(["user", "hash"])
-            .env("RINGKV_PASSWORD", pw)
-            .output()
-            .expect("ringkv user hash");
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let hash = common::password_hash;
     let users = dir.path().join("users.toml");
     std::fs::write(
         &users,
@@ -317,15 +309,7 @@ fn basic(user: &str, password: &str) -> (&'static str, String) {
 /// A users file with `app` (read, write; password `app-pw`) and `ops`
 /// (admin, read; `ops-pw`), and a config naming it plus `extra`.
 fn users_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
-    let hash = |pw: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_ringkv"))
-            .args(["user", "hash"])
-            .env("RINGKV_PASSWORD", pw)
-            .output()
-            .expect("ringkv user hash");
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let hash = common::password_hash;
     let users = dir.join("users.toml");
     std::fs::write(
         &users,

@@ -400,17 +400,12 @@ fn idle_and_slow_http_clients_are_capped_and_timed_out() {
 fn protected_mode_refuses_client_ports_beyond_loopback() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("n");
-    let hash = std::process::Command::new(env!("CARGO_BIN_EXE_ringkv"))
-        .args(["user", "hash"])
-        .env("RINGKV_PASSWORD", "pw")
-        .output()
-        .expect("ringkv user hash");
     let users = root.path().join("users.toml");
     std::fs::write(
         &users,
         format!(
             "[[user]]\nname = \"app\"\npassword_hash = \"{}\"\nroles = [\"read\"]\n",
-            String::from_utf8_lossy(&hash.stdout).trim()
+            common::password_hash("pw")
         ),
     )
     .expect("users file");

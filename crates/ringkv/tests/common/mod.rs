@@ -325,3 +325,14 @@ pub fn all_normal(nodes: &[&NodeProc], n: usize) {
         }
     }
 }
+
+/// An argon2id hash of `password`, as `ringkv user hash` prints it.
+pub fn password_hash(password: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        .args(["user", "hash"])
+        .env("RINGKV_PASSWORD", password)
+        .output()
+        .expect("ringkv user hash");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
