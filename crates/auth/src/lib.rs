@@ -345,6 +345,15 @@ impl Drop for HashSlot<'_> {
     }
 }
 
+/// Describes this crate's metric family (HELP text) and shows it at 0.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "ringkv_auth_busy_total",
+        "Password checks refused because every hashing slot was busy"
+    );
+    metrics::counter!("ringkv_auth_busy_total").increment(0);
+}
+
 /// An argon2id PHC string of `password`, with a random salt.
 pub fn hash_password(password: &[u8]) -> Result<String, AuthError> {
     let salt_bytes: [u8; 16] = rand::random();

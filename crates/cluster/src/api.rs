@@ -228,9 +228,27 @@ pub struct NodeInfo {
     pub replication_factor: usize,
     pub default_read: String,
     pub default_write: String,
-    /// Estimated number of live keys in local storage.
-    pub keys_estimate: u64,
-    pub storage: Vec<(String, u64)>,
+    /// Live keys in local storage (replicas of every range this node
+    /// holds), as of the last count; `None` before the first count ends.
+    pub keys: Option<KeyCount>,
+    pub storage: Vec<crate::store::StoreFigure>,
+}
+
+/// A node's live keys, counted exactly by a pass over its store (the key
+/// census). Every figure named "keys" (INFO, `ringkv status`, `/metrics`,
+/// gossip load) is this count; it is as old as `counted_at_ms`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyCount {
+    /// Keys with a live value.
+    pub live: u64,
+    /// Live keys whose every value has an expiry (Redis's `expires`).
+    pub expiring: u64,
+    /// Mean time to live of the expiring keys at the count, in ms.
+    pub avg_ttl_ms: u64,
+    /// Wall-clock time of the count, ms since the Unix epoch.
+    pub counted_at_ms: u64,
+    /// How long the pass took.
+    pub took_ms: u64,
 }
 
 /// A node's life cycle in the ring. (Encoded by variant index: new

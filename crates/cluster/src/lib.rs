@@ -59,6 +59,7 @@ pub mod det {
 pub mod exec;
 pub mod id;
 pub mod membership;
+pub mod metrics;
 pub mod movement;
 pub mod net;
 pub mod node;

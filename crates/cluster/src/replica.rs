@@ -29,7 +29,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use ringkv_env::SharedClock;
 
-use crate::api::{Condition, Expiry, KvError, Sibling, WriteOptions, WriteOutcome};
+use crate::api::{Condition, Expiry, KeyCount, KvError, Sibling, WriteOptions, WriteOutcome};
 use crate::causality::{HlcState, SiblingSet, StoredSibling};
 use crate::store::{LocalStore, StoreError};
 
@@ -327,13 +327,30 @@ impl<S: LocalStore> LocalReplica<S> {
 
     /// Counts live keys in local storage (a full scan).
     pub fn count_live(&self) -> Result<u64, KvError> {
+        Ok(self.count_keys()?.live)
+    }
+
+    /// Counts live keys, and those of them that expire, in local storage
+    /// (a full scan).
+    pub fn count_keys(&self) -> Result<KeyCount, KvError> {
         let now = self.clock.now_ms();
-        let mut live = 0u64;
+        let started = self.clock.monotonic();
+        let mut count = KeyCount {
+            counted_at_ms: now,
+            ..KeyCount::default()
+        };
+        let mut ttl_sum_ms = 0u128;
         let mut corrupt = 0u64;
         self.store
             .for_each(&mut |_, bytes| {
                 match SiblingSet::decode(bytes) {
-                    Ok(set) if !set.is_dead(now) => live += 1,
+                    Ok(set) if !set.is_dead(now) => {
+                        count.live += 1;
+                        if let Some(at) = set.record_expiry() {
+                            count.expiring += 1;
+                            ttl_sum_ms += u128::from(at.saturating_sub(now));
+                        }
+                    }
                     Ok(_) => {}
                     Err(_) => corrupt += 1,
                 }
@@ -343,7 +360,11 @@ impl<S: LocalStore> LocalReplica<S> {
         if corrupt > 0 {
             tracing::warn!(corrupt, "records failed to decode while counting keys");
         }
-        Ok(live)
+        if count.expiring > 0 {
+            count.avg_ttl_ms = (ttl_sum_ms / u128::from(count.expiring)) as u64;
+        }
+        count.took_ms = self.clock.monotonic().saturating_sub(started).as_millis() as u64;
+        Ok(count)
     }
 }
 

@@ -13,6 +13,10 @@
 //! - [`SkewedClock`]: another clock's wall time shifted by an offset that can be
 //!   changed while it runs (clock-skew fault injection on real processes).
 //! - [`Rng`] / [`SeededRng`]: a tiny deterministic generator (splitmix64).
+//! - [`process`]: this process's CPU time, memory and open files, as the
+//!   operating system reports them (for metrics and INFO).
+
+pub mod process;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};

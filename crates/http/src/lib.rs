@@ -175,8 +175,68 @@ pub fn router<K: Kv>(kv: Arc<K>, metrics: MetricsRender, config: &HttpConfig) ->
         .route("/v1/remove/{node}", post(move_command::<K>))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_text::<K>))
+        .route_layer(axum::middleware::from_fn(count_request))
         .layer(DefaultBodyLimit::max(config.body_bytes_max))
         .with_state(state)
+}
+
+/// Counts each request of a known route, by route and status, and times it.
+async fn count_request(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(String::new, |p| p.as_str().to_string());
+    let method = req.method().as_str().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(
+        "ringkv_http_requests_total",
+        "route" => route.clone(),
+        "method" => method,
+        "status" => status
+    )
+    .increment(1);
+    metrics::histogram!("ringkv_http_request_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Describes the HTTP front end's metric families (HELP text) and shows its
+/// unlabelled counters at 0. Called by the binary once the recorder is
+/// installed.
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_histogram};
+    for (name, help) in [
+        (
+            "ringkv_http_connections_refused_total",
+            "HTTP connections refused because connections_max were open",
+        ),
+        (
+            "ringkv_http_tls_handshake_failures_total",
+            "HTTP connections that failed or timed out in the TLS handshake",
+        ),
+        (
+            "ringkv_http_auth_failures_total",
+            "HTTP requests refused for missing or wrong credentials",
+        ),
+    ] {
+        describe_counter!(name, help);
+        metrics::counter!(name).increment(0);
+    }
+    describe_counter!(
+        "ringkv_http_requests_total",
+        "HTTP requests answered, by route, method and status"
+    );
+    describe_counter!(
+        "ringkv_http_errors_total",
+        "HTTP error answers, by error code (not_found, unavailable, ...)"
+    );
+    describe_histogram!(
+        "ringkv_http_request_seconds",
+        metrics::Unit::Seconds,
+        "Time to answer an HTTP request, by route"
+    );
 }
 
 /// How long in-flight requests may take to finish at shutdown.
@@ -542,7 +602,14 @@ async fn status<K: Kv>(State(state): State<AppState<K>>) -> Response {
     let storage: serde_json::Map<String, serde_json::Value> = info
         .storage
         .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::from(*v)))
+        .map(|f| {
+            let value = if f.value.fract() == 0.0 && f.value >= 0.0 {
+                serde_json::Value::from(f.value as u64)
+            } else {
+                serde_json::Value::from(f.value)
+            };
+            (f.name.to_string(), value)
+        })
         .collect();
     axum::Json(serde_json::json!({
         "node_id": format!("{:016x}", info.node_id),
@@ -551,7 +618,7 @@ async fn status<K: Kv>(State(state): State<AppState<K>>) -> Response {
         "replication_factor": info.replication_factor,
         "default_read": info.default_read,
         "default_write": info.default_write,
-        "keys_estimate": info.keys_estimate,
+        "keys": info.keys,
         "storage": storage,
         "certificates": certificates_json(&state.certificates),
     }))

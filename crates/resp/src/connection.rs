@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cmd::{self, Ctx, Session};
 use crate::error::CommandError;
-use crate::frame::{ProtocolError, RequestParser};
+use crate::frame::{Frame, ProtocolError, RequestParser};
 use crate::server::Shared;
 use crate::stats::{Batch, record_error};
 
@@ -239,9 +239,11 @@ impl<K: Kv, S: ClientStream> Connection<K, S> {
                 Err(e) => {
                     record_error("protocol");
                     self.batch.errors += 1;
-                    CommandError::Protocol(e.clone())
-                        .to_frame()
-                        .encode(&mut self.output, self.session.protocol);
+                    let reply = CommandError::Protocol(e.clone()).to_frame();
+                    if let Frame::Error(text) = &reply {
+                        self.shared.errors.add(text);
+                    }
+                    reply.encode(&mut self.output, self.session.protocol);
                     // Send the reply before closing; a failed write changes
                     // nothing, the connection is closing anyway.
                     let _ = self.flush().await;
@@ -263,6 +265,9 @@ impl<K: Kv, S: ClientStream> Connection<K, S> {
             if let Some(kind) = outcome.error {
                 record_error(kind);
                 self.batch.errors += 1;
+                if let Frame::Error(text) = &outcome.reply {
+                    self.shared.errors.add(text);
+                }
             }
             outcome
                 .reply

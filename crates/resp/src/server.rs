@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::cmd::Session;
 use crate::config::RespConfig;
 use crate::frame::Limits;
-use crate::stats::{CommandMetrics, OPS_SAMPLE_INTERVAL, OpsSampler, RespStats};
+use crate::stats::{CommandMetrics, ErrorCodes, OPS_SAMPLE_INTERVAL, OpsSampler, RespStats};
 
 /// The reply to a connection refused at accept, in Redis' words.
 const MAX_CLIENTS_REPLY: &[u8] = b"-ERR max number of clients reached\r\n";
@@ -45,6 +45,7 @@ pub(crate) struct Shared {
     pub(crate) unauthenticated_limits: Limits,
     pub(crate) stats: Arc<RespStats>,
     pub(crate) metrics: CommandMetrics,
+    pub(crate) errors: ErrorCodes,
     pub(crate) started: Instant,
     pub(crate) port: u16,
 }
@@ -79,6 +80,7 @@ impl<K: Kv> RespServer<K> {
             config,
             stats: Arc::new(RespStats::default()),
             metrics: CommandMetrics::register(),
+            errors: ErrorCodes::default(),
             started: Instant::now(),
             port,
         });

@@ -156,10 +156,35 @@ impl OpsSampler {
 }
 
 /// Per-command metric handles, registered once when the server starts so a
-/// command costs no label lookup.
+/// command costs no label lookup, and the per-command figures of `INFO
+/// commandstats`.
 pub(crate) struct CommandMetrics {
     commands_total: Vec<Counter>,
     command_seconds: Vec<Histogram>,
+    figures: Vec<CommandFigures>,
+}
+
+/// One command's `INFO commandstats` figures, as Redis counts them: `calls`
+/// and `usec` for executed commands, `failed_calls` for those that answered
+/// an error, `rejected_calls` for those refused before running (arity,
+/// authentication, permissions).
+#[derive(Debug, Default)]
+struct CommandFigures {
+    calls: AtomicU64,
+    usec: AtomicU64,
+    failed: AtomicU64,
+    rejected: AtomicU64,
+}
+
+/// A copy of one command's figures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandStat {
+    /// The command's name, lower case.
+    pub name: String,
+    pub calls: u64,
+    pub usec: u64,
+    pub failed_calls: u64,
+    pub rejected_calls: u64,
 }
 
 impl CommandMetrics {
@@ -175,10 +200,12 @@ impl CommandMetrics {
         Self {
             commands_total,
             command_seconds,
+            figures: SPECS.iter().map(|_| CommandFigures::default()).collect(),
         }
     }
 
-    pub(crate) fn record(&self, cmd: Cmd, elapsed: Duration) {
+    /// A command ran for `elapsed`; `failed` when it answered an error.
+    pub(crate) fn record(&self, cmd: Cmd, elapsed: Duration, failed: bool) {
         let i = cmd as usize;
         if let Some(c) = self.commands_total.get(i) {
             c.increment(1);
@@ -186,7 +213,107 @@ impl CommandMetrics {
         if let Some(h) = self.command_seconds.get(i) {
             h.record(elapsed.as_secs_f64());
         }
+        if let Some(f) = self.figures.get(i) {
+            f.calls.fetch_add(1, Ordering::Relaxed);
+            let usec = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+            f.usec.fetch_add(usec, Ordering::Relaxed);
+            if failed {
+                f.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
+
+    /// A command was refused before it ran.
+    pub(crate) fn record_rejected(&self, cmd: Cmd) {
+        if let Some(f) = self.figures.get(cmd as usize) {
+            f.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The figures of every command called or rejected at least once, in
+    /// the order of the command table.
+    pub(crate) fn command_stats(&self) -> Vec<CommandStat> {
+        SPECS
+            .iter()
+            .zip(&self.figures)
+            .filter_map(|(spec, f)| {
+                let stat = CommandStat {
+                    name: spec.name.to_ascii_lowercase(),
+                    calls: f.calls.load(Ordering::Relaxed),
+                    usec: f.usec.load(Ordering::Relaxed),
+                    failed_calls: f.failed.load(Ordering::Relaxed),
+                    rejected_calls: f.rejected.load(Ordering::Relaxed),
+                };
+                (stat.calls + stat.rejected_calls > 0).then_some(stat)
+            })
+            .collect()
+    }
+}
+
+/// Error replies by their code (the first word: `ERR`, `WRONGPASS`,
+/// `UNAVAILABLE`, ...), for `INFO errorstats`. At most
+/// [`ERROR_CODES_MAX`] codes are kept, as Redis does; the rest are not
+/// tracked.
+#[derive(Debug, Default)]
+pub(crate) struct ErrorCodes(parking_lot::Mutex<std::collections::BTreeMap<String, u64>>);
+
+/// Distinct error codes kept by [`ErrorCodes`] (Redis keeps 128).
+pub const ERROR_CODES_MAX: usize = 128;
+
+impl ErrorCodes {
+    /// Counts one error reply whose text is `text`.
+    pub(crate) fn add(&self, text: &[u8]) {
+        let code = text.split(|&b| b == b' ').next().unwrap_or_default();
+        let code = String::from_utf8_lossy(code);
+        let mut codes = self.0.lock();
+        if let Some(n) = codes.get_mut(code.as_ref()) {
+            *n += 1;
+        } else if codes.len() < ERROR_CODES_MAX {
+            codes.insert(code.into_owned(), 1);
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<(String, u64)> {
+        self.0.lock().iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+}
+
+/// Describes the RESP front end's metric families (HELP text) and shows
+/// its unlabelled counters at 0. Called by the binary once the recorder is
+/// installed.
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!("ringkv_resp_connections", "RESP connections open now");
+    for (name, help) in [
+        (
+            "ringkv_resp_rejected_connections_total",
+            "RESP connections refused because connections_max were open",
+        ),
+        (
+            "ringkv_resp_tls_handshake_failures_total",
+            "RESP connections that failed or timed out in the TLS handshake",
+        ),
+        (
+            "ringkv_resp_auth_failures_total",
+            "AUTH and HELLO AUTH attempts refused",
+        ),
+    ] {
+        describe_counter!(name, help);
+        metrics::counter!(name).increment(0);
+    }
+    describe_counter!(
+        "ringkv_resp_commands_total",
+        "RESP commands run, by command"
+    );
+    describe_counter!(
+        "ringkv_resp_errors_total",
+        "RESP error replies, by kind (protocol, unsupported, auth, unavailable, ...)"
+    );
+    describe_histogram!(
+        "ringkv_resp_command_seconds",
+        metrics::Unit::Seconds,
+        "Time to run a RESP command, by command"
+    );
 }
 
 /// Counts an error reply in the error metric.
@@ -211,6 +338,41 @@ mod tests {
                 assert_eq!(rate, 5000);
             }
         }
+    }
+
+    #[test]
+    fn error_codes_are_the_first_word_and_bounded() {
+        let codes = ErrorCodes::default();
+        codes.add(b"ERR syntax error");
+        codes.add(b"ERR value is not an integer");
+        codes.add(b"UNAVAILABLE 3 required");
+        assert_eq!(
+            codes.snapshot(),
+            vec![("ERR".to_string(), 2), ("UNAVAILABLE".to_string(), 1)]
+        );
+        for i in 0..ERROR_CODES_MAX + 10 {
+            codes.add(format!("E{i} x").as_bytes());
+        }
+        assert_eq!(codes.snapshot().len(), ERROR_CODES_MAX);
+        codes.add(b"ERR again");
+        assert!(codes.snapshot().contains(&("ERR".to_string(), 3)));
+    }
+
+    #[test]
+    fn command_figures_count_calls_failures_and_rejections() {
+        let m = CommandMetrics::register();
+        m.record(Cmd::Get, Duration::from_micros(30), false);
+        m.record(Cmd::Get, Duration::from_micros(10), true);
+        m.record_rejected(Cmd::Set);
+        let stats = m.command_stats();
+        let get = stats.iter().find(|s| s.name == "get").expect("get");
+        assert_eq!(
+            (get.calls, get.usec, get.failed_calls, get.rejected_calls),
+            (2, 40, 1, 0)
+        );
+        let set = stats.iter().find(|s| s.name == "set").expect("set");
+        assert_eq!((set.calls, set.rejected_calls), (0, 1));
+        assert_eq!(stats.len(), 2, "commands never called are left out");
     }
 
     #[test]

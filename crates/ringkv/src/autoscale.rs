@@ -473,7 +473,7 @@ fn count_decision(action: &'static str) {
 fn serve_metrics(rt: &tokio::runtime::Runtime, addr: &str) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
     listener.set_nonblocking(true)?;
-    let handle = crate::server::metrics_handle();
+    let handle = crate::metrics::handle();
     metrics::describe_counter!(
         DECISIONS,
         "Nodes added, removed, and actions that failed, by action"
@@ -486,7 +486,7 @@ fn serve_metrics(rt: &tokio::runtime::Runtime, addr: &str) -> anyhow::Result<()>
         metrics::counter!(DECISIONS, "action" => action).absolute(0);
     }
     let render = move || {
-        let text = handle.render();
+        let text = crate::metrics::render(&handle, None);
         async move {
             (
                 [(

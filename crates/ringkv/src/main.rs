@@ -11,6 +11,7 @@ mod config;
 mod fault_hooks;
 mod http_client;
 mod local_cluster;
+mod metrics;
 mod ports;
 mod proof;
 mod server;

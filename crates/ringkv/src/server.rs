@@ -6,11 +6,10 @@
 //! every acknowledged write.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use ringkv_cluster::membership::MembershipConfig;
 use ringkv_cluster::movement::MoveConfig;
 use ringkv_cluster::net::client_tls::ClientTls;
@@ -21,8 +20,7 @@ use ringkv_cluster::node_files::NodeFiles;
 use ringkv_cluster::repair::anti_entropy::AntiEntropyConfig;
 use ringkv_cluster::repair::hints::HintConfig;
 use ringkv_cluster::ring::Replication;
-use ringkv_cluster::store::EngineStore;
-use ringkv_cluster::{Consistency, Node, NodeConfig};
+use ringkv_cluster::{Consistency, NodeConfig};
 use ringkv_storage::RealFs;
 use tokio::sync::watch;
 
@@ -36,27 +34,6 @@ pub fn init_logging(default: &str) {
         .with_env_filter(filter)
         .with_target(true)
         .try_init();
-}
-
-/// The process-wide Prometheus recorder.
-pub(crate) fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new()
-                .set_buckets(&[
-                    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
-                    0.1, 0.25, 0.5, 1.0,
-                ])
-                .map(|b| b.build_recorder())
-                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
-            let handle = recorder.handle();
-            // Another recorder may already be installed (tests in one
-            // process); the handle still renders this recorder's view.
-            let _ = metrics::set_global_recorder(recorder);
-            handle
-        })
-        .clone()
 }
 
 /// A node running inside this process.
@@ -262,7 +239,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningNode> {
     fit_descriptors(&mut config);
     // The recorder goes first: components register their metric handles
     // when they are built.
-    let metrics = metrics_handle();
+    let metrics = crate::metrics::handle();
     let data_dir = config.node.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
@@ -398,9 +375,14 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningNode> {
             let _ = left_shutdown.send(true);
         }
     });
-    let gauges_task = tokio::spawn(export_gauges(Arc::clone(&node), wait_for(watch_rx.clone())));
+    let gauges_task = tokio::spawn(crate::metrics::export_gauges(
+        Arc::clone(&node),
+        wait_for(watch_rx.clone()),
+    ));
 
-    let render: ringkv_http::MetricsRender = Arc::new(move || metrics.render());
+    let scraped = Arc::clone(&node);
+    let render: ringkv_http::MetricsRender =
+        Arc::new(move || crate::metrics::render(&metrics, Some(&scraped)));
     let http_config = ringkv_http::HttpConfig {
         body_bytes_max: config.limits.value_bytes_max + 4096,
         connections_max: config.limits.http_connections_max,
@@ -474,42 +456,6 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningNode> {
         shutdown,
         task,
     })
-}
-
-/// How often storage and cluster figures are copied into the metrics.
-const GAUGES_INTERVAL: Duration = Duration::from_secs(5);
-
-/// Copies storage statistics and cluster liveness into Prometheus gauges
-/// until `shutdown` resolves.
-async fn export_gauges(
-    node: Arc<Node<EngineStore>>,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    use ringkv_cluster::Kv;
-    let mut ticker = tokio::time::interval(GAUGES_INTERVAL);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => return,
-            _ = ticker.tick() => {}
-        }
-        let info = node.info();
-        for (name, value) in info.storage {
-            metrics::gauge!(format!("ringkv_storage_{name}")).set(value as f64);
-        }
-        let view = node.cluster();
-        for h in node.hints().pending() {
-            let t = ringkv_cluster::id::display(h.target);
-            metrics::gauge!("ringkv_hints_pending", "target" => t.clone()).set(h.count as f64);
-            metrics::gauge!("ringkv_hints_pending_bytes", "target" => t).set(h.bytes as f64);
-        }
-        let down = view.nodes.iter().filter(|n| !n.alive).count();
-        metrics::gauge!("ringkv_cluster_nodes").set(view.nodes.len() as f64);
-        metrics::gauge!("ringkv_cluster_nodes_down").set(down as f64);
-        if let Some(me) = view.nodes.iter().find(|n| n.id == view.self_id) {
-            metrics::gauge!("ringkv_ring_ownership").set(me.ownership);
-        }
-    }
 }
 
 /// Builds the runtime.

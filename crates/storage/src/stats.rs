@@ -104,6 +104,9 @@ pub struct Stats {
     pub filter_replaced: u64,
     /// The sequence number of the newest visible write.
     pub last_sequence: u64,
+    /// Writes are refused since a write to disk failed (an fsync error is
+    /// fatal to the write path); reads go on.
+    pub read_only: bool,
 }
 
 impl Stats {

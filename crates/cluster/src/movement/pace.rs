@@ -159,7 +159,6 @@ impl<S: LocalStore> Movements<S> {
         };
         if let Some(rate) = pacer.observe(rtt) {
             throttle.set_rate(rate);
-            metrics::gauge!("ringkv_stream_rate_bytes_per_sec").set(rate as f64);
             self.set_status(|s| s.rate_bytes_per_sec = rate);
         }
     }

@@ -36,6 +36,7 @@ use crate::membership::gossip::{Gossip, LoadSource};
 use crate::movement::{MovementError, Movements};
 use crate::net::message::{Load, NodeState, NodeStatus};
 use crate::net::{SimNet, Transport};
+use crate::node::census::Census;
 use crate::node_files::NodeFiles;
 use crate::repair::anti_entropy::AntiEntropy;
 use crate::repair::hints::{HintStore, Hints};
@@ -292,10 +293,11 @@ impl<S: LocalStore> NodeBuilder<S> {
             },
             Arc::clone(&stats),
         );
+        let census = Census::default();
         let gossip = Gossip::new(
             Arc::clone(&membership),
             Arc::clone(&self.transport),
-            load_source(&replica, stats),
+            load_source(&replica, stats, census.clone()),
         );
         let hints = Hints::new(
             hint_store,
@@ -336,6 +338,7 @@ impl<S: LocalStore> NodeBuilder<S> {
                 hints,
                 anti_entropy,
                 movements,
+                census,
                 config,
                 files: self.files,
                 started_ms,
@@ -346,7 +349,11 @@ impl<S: LocalStore> NodeBuilder<S> {
 
 /// What a node gossips of its load: the coordinator's operations per second
 /// and p99, and its store's size.
-fn load_source<S: LocalStore>(replica: &Arc<LocalReplica<S>>, stats: Arc<OpStats>) -> LoadSource {
+fn load_source<S: LocalStore>(
+    replica: &Arc<LocalReplica<S>>,
+    stats: Arc<OpStats>,
+    census: Census,
+) -> LoadSource {
     let replica = Arc::clone(replica);
     Arc::new(move || {
         let now_ms = replica.clock().monotonic().as_millis() as u64;
@@ -358,9 +365,9 @@ fn load_source<S: LocalStore>(replica: &Arc<LocalReplica<S>>, stats: Arc<OpStats
             disk_bytes: store
                 .stats()
                 .iter()
-                .find(|(k, _)| k == "disk_bytes")
-                .map_or(0, |(_, v)| *v),
-            keys: store.keys_estimate(),
+                .find(|f| f.name == "disk_bytes")
+                .map_or(0, |f| f.value as u64),
+            keys: census.last().map_or(0, |c| c.live),
         }
     })
 }
@@ -470,7 +477,8 @@ impl<S: LocalStore> Node<S> {
             tokio::spawn(s.gossip.clone().run(seeds.to_vec(), stop(shutdown.clone()))),
             tokio::spawn(Arc::clone(&s.hints).run(stop(shutdown.clone()))),
             tokio::spawn(Arc::clone(&s.anti_entropy).run(stop(shutdown.clone()))),
-            tokio::spawn(Arc::clone(&s.movements).run_cleanup(stop(shutdown))),
+            tokio::spawn(Arc::clone(&s.movements).run_cleanup(stop(shutdown.clone()))),
+            tokio::spawn(s.census.clone().run(Arc::clone(&s.replica), stop(shutdown))),
         ])
     }
 }

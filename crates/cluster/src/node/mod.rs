@@ -16,6 +16,7 @@
 //! [`Transport`](crate::net::Transport)).
 
 pub mod builder;
+pub mod census;
 mod handler;
 pub mod storage;
 
@@ -117,6 +118,7 @@ struct Services<S> {
     hints: Arc<Hints<S>>,
     anti_entropy: Arc<AntiEntropy<S>>,
     movements: Arc<Movements<S>>,
+    census: census::Census,
     config: NodeConfig,
     files: crate::node_files::NodeFiles,
     started_ms: u64,
@@ -223,7 +225,8 @@ impl<S: LocalStore> Kv for Node<S> {
     }
 
     async fn count_keys(&self) -> Result<u64, KvError> {
-        self.inner.replica.count_live()
+        let count = self.inner.census.count(&self.inner.replica).await?;
+        Ok(count.live)
     }
 
     fn info(&self) -> NodeInfo {
@@ -235,7 +238,7 @@ impl<S: LocalStore> Kv for Node<S> {
             replication_factor: inner.config.replication_factor,
             default_read: inner.config.default_read.name(),
             default_write: inner.config.default_write.name(),
-            keys_estimate: self.store().keys_estimate(),
+            keys: self.inner.census.last(),
             storage: self.store().stats(),
         }
     }

@@ -82,7 +82,7 @@ fn conforms<S: LocalStore>(make: impl Fn() -> S) {
     })
     .expect("stop");
     assert_eq!(two, 2, "a scan stops when told");
-    assert!(s.keys_estimate() > 0);
+    assert!(!s.stats().is_empty());
 
     // Records are opaque: what was put comes back byte for byte, whatever
     // it holds (an expired record is never dropped by a store).

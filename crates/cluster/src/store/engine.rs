@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::{LocalStore, Pruner, StoreError, SyncedAt};
+use super::{LocalStore, Pruner, StoreError, StoreFigure, SyncedAt};
 
 /// [`LocalStore`] over ringkv's LSM engine.
 ///
@@ -198,39 +198,112 @@ impl LocalStore for EngineStore {
         Ok(())
     }
 
-    fn stats(&self) -> Vec<(String, u64)> {
+    fn stats(&self) -> Vec<StoreFigure> {
         let s = self.engine.stats();
+        let g = |name, value: u64, help| StoreFigure::gauge(name, value as f64, help);
+        let c = StoreFigure::counter;
         vec![
-            ("disk_bytes".into(), s.disk_bytes),
-            ("table_bytes".into(), s.table_bytes),
-            ("log_bytes".into(), s.log_bytes),
-            ("memtable_bytes".into(), s.memtable_bytes),
-            (
-                "pending_compaction_bytes".into(),
+            g(
+                "disk_bytes",
+                s.disk_bytes,
+                "Bytes on disk: tables, commit log and manifest",
+            ),
+            g(
+                "table_bytes",
+                s.table_bytes,
+                "Bytes of tables (SSTables) on disk",
+            ),
+            g(
+                "log_bytes",
+                s.log_bytes,
+                "Bytes of commit log not yet flushed to tables",
+            ),
+            g(
+                "memtable_bytes",
+                s.memtable_bytes,
+                "Bytes held in memtables",
+            ),
+            g(
+                "table_memory_bytes",
+                s.table_memory_bytes,
+                "Bytes of table indexes and bloom filters held in memory",
+            ),
+            g(
+                "pending_compaction_bytes",
                 s.pending_compaction_bytes,
+                "Bytes compaction would rewrite to bring every level under its target",
             ),
-            ("block_cache_hits".into(), s.block_cache_hits),
-            ("block_cache_misses".into(), s.block_cache_misses),
-            ("block_cache_bytes".into(), s.block_cache_bytes),
-            ("log_writes".into(), s.log_writes),
-            ("block_reads".into(), s.block_reads),
-            ("log_syncs".into(), s.log_syncs),
-            ("flushes".into(), s.flushes),
-            ("compactions".into(), s.compactions),
-            ("live_keys_estimate".into(), s.live_keys_estimate),
-            (
-                "write_amplification_milli".into(),
-                (s.write_amplification * 1000.0) as u64,
+            g(
+                "block_cache_bytes",
+                s.block_cache_bytes,
+                "Bytes held in the block cache",
             ),
-            (
-                "space_amplification_milli".into(),
-                (s.space_amplification * 1000.0) as u64,
+            g(
+                "block_cache_capacity_bytes",
+                s.block_cache_capacity_bytes,
+                "The block cache's capacity in bytes",
+            ),
+            c(
+                "block_cache_hits",
+                s.block_cache_hits,
+                "Block lookups answered by the cache",
+            ),
+            c(
+                "block_cache_misses",
+                s.block_cache_misses,
+                "Block lookups that read the disk",
+            ),
+            c(
+                "block_reads",
+                s.block_reads,
+                "Data blocks read from disk by reads and scans",
+            ),
+            c(
+                "log_writes",
+                s.log_writes,
+                "Writes to the commit log (groups and buffers)",
+            ),
+            c("log_syncs", s.log_syncs, "Commit log syncs (fsync)"),
+            c(
+                "log_written_bytes",
+                s.log_bytes_written,
+                "Bytes written to the commit log",
+            ),
+            c("flushes", s.flushes, "Memtables flushed to tables"),
+            c("compactions", s.compactions, "Compactions finished"),
+            c(
+                "write_stalls",
+                s.write_stalls,
+                "Writes that waited for a flush or compaction",
+            ),
+            StoreFigure {
+                name: "write_stall_seconds",
+                value: s.write_stall_total_us as f64 / 1e6,
+                kind: crate::store::FigureKind::Counter,
+                help: "Seconds writes spent waiting for a flush or compaction",
+            },
+            g(
+                "live_entries_estimate",
+                s.live_keys_estimate,
+                "Table and memtable entries minus tombstones: an upper bound on keys \
+                 (a key overwritten in two levels counts twice); ringkv_keys is exact",
+            ),
+            StoreFigure::gauge(
+                "write_amplification_ratio",
+                s.write_amplification,
+                "Bytes written to disk (log, flushes, compactions) per byte written by clients",
+            ),
+            StoreFigure::gauge(
+                "space_amplification_ratio",
+                s.space_amplification,
+                "Table bytes per byte of the last level",
+            ),
+            g(
+                "read_only",
+                u64::from(s.read_only),
+                "1 when writes are refused after a failed write to disk",
             ),
         ]
-    }
-
-    fn keys_estimate(&self) -> u64 {
-        self.engine.stats().live_keys_estimate
     }
 
     fn sync(&self) -> Result<(), StoreError> {

@@ -9,7 +9,7 @@ use std::ops::Bound;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::{LocalStore, StoreError, engine_key};
+use super::{LocalStore, StoreError, StoreFigure, engine_key};
 
 /// A map of records.
 #[derive(Default)]
@@ -67,12 +67,12 @@ impl LocalStore for MemStore {
         Ok(())
     }
 
-    fn stats(&self) -> Vec<(String, u64)> {
-        Vec::new()
-    }
-
-    fn keys_estimate(&self) -> u64 {
-        self.map.lock().len() as u64
+    fn stats(&self) -> Vec<StoreFigure> {
+        vec![StoreFigure::gauge(
+            "records",
+            self.map.lock().len() as f64,
+            "Records held in memory (tombstones included)",
+        )]
     }
 
     fn sync(&self) -> Result<(), StoreError> {

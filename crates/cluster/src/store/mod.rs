@@ -20,6 +20,56 @@ use bytes::Bytes;
 pub use engine::{EngineStore, engine_key};
 pub use memory::MemStore;
 
+/// Whether a figure only grows (a counter) or can fall (a gauge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FigureKind {
+    /// Only grows while the process runs (events, bytes written).
+    Counter,
+    /// A level that can rise and fall (bytes held, a ratio).
+    Gauge,
+}
+
+/// One figure a store reports: `name` in snake case and in base units
+/// (bytes, seconds, plain ratios), as `INFO` and `/v1/status` print it;
+/// the metric adds the `ringkv_storage_` prefix, and `_total` to counters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoreFigure {
+    pub name: &'static str,
+    pub value: f64,
+    pub kind: FigureKind,
+    /// One line for the metric's HELP.
+    pub help: &'static str,
+}
+
+impl StoreFigure {
+    pub fn counter(name: &'static str, value: u64, help: &'static str) -> Self {
+        Self {
+            name,
+            value: value as f64,
+            kind: FigureKind::Counter,
+            help,
+        }
+    }
+
+    pub fn gauge(name: &'static str, value: f64, help: &'static str) -> Self {
+        Self {
+            name,
+            value,
+            kind: FigureKind::Gauge,
+            help,
+        }
+    }
+
+    /// The value as text: whole numbers without a fraction.
+    pub fn display(&self) -> String {
+        if self.value.fract() == 0.0 && self.value.abs() < 9.0e15 {
+            format!("{}", self.value as i64)
+        } else {
+            format!("{}", self.value)
+        }
+    }
+}
+
 /// A failure of local storage, as the coordinator sees it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -98,11 +148,9 @@ pub trait LocalStore: Send + Sync + 'static {
         visit: &mut dyn FnMut(&[u8], &Bytes) -> bool,
     ) -> Result<(), StoreError>;
 
-    /// Named figures for `INFO` and the metrics.
-    fn stats(&self) -> Vec<(String, u64)>;
-
-    /// Estimated number of stored keys (cheap).
-    fn keys_estimate(&self) -> u64;
+    /// Named figures for `INFO`, `/v1/status` and the metrics, each with
+    /// its kind and meaning.
+    fn stats(&self) -> Vec<StoreFigure>;
 
     /// Makes everything written so far durable (fsync).
     fn sync(&self) -> Result<(), StoreError>;

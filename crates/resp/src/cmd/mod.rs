@@ -368,6 +368,22 @@ fn arity_ok(arity: i64, argc: usize) -> bool {
 }
 
 async fn run<K: Kv>(ctx: &mut Ctx<'_, K>, cmd: Cmd, args: &[Bytes]) -> Result<Frame, CommandError> {
+    if let Err(e) = admit(ctx, cmd, args) {
+        ctx.shared.metrics.record_rejected(cmd);
+        return Err(e);
+    }
+    let started = Instant::now();
+    let result = dispatch(ctx, cmd, args).await;
+    let failed = match &result {
+        Err(_) => true,
+        Ok(frame) => matches!(frame, Frame::Error(_)),
+    };
+    ctx.shared.metrics.record(cmd, started.elapsed(), failed);
+    result
+}
+
+/// The checks before a command runs: arity, authentication, permissions.
+fn admit<K: Kv>(ctx: &Ctx<'_, K>, cmd: Cmd, args: &[Bytes]) -> Result<(), CommandError> {
     let spec = cmd.spec();
     if !arity_ok(spec.arity, args.len()) {
         return Err(CommandError::WrongArity(spec.name.to_ascii_lowercase()));
@@ -375,11 +391,7 @@ async fn run<K: Kv>(ctx: &mut Ctx<'_, K>, cmd: Cmd, args: &[Bytes]) -> Result<Fr
     if !ctx.session.authenticated && !spec.flags.contains(&"no-auth") {
         return Err(CommandError::NoAuth);
     }
-    check_permissions(&ctx.session.user, spec, args)?;
-    let started = Instant::now();
-    let result = dispatch(ctx, cmd, args).await;
-    ctx.shared.metrics.record(cmd, started.elapsed());
-    result
+    check_permissions(&ctx.session.user, spec, args)
 }
 
 async fn dispatch<K: Kv>(

@@ -4,10 +4,18 @@
 //!   local scan; with replication that is this node's replicas, not the
 //!   cluster's key count).
 //! - `INFO [section ...]`: `key:value` lines under `# Section` headings, as
-//!   Redis prints them. Sections: `server`, `clients`, `stats`, `keyspace`,
-//!   and `ringkv` (node id, replication factor, default consistency levels,
-//!   storage figures). No argument, `default`, `all` and `everything` print
-//!   them all; unknown sections print nothing.
+//!   Redis prints them. Sections: `server`, `clients`, `memory` (the
+//!   process's resident memory as `used_memory`, with the memtables', block
+//!   cache's and table indexes' shares), `persistence` (the commit log as an
+//!   append-only file; `aof_last_write_status:err` once a failed write to
+//!   disk made the node refuse writes), `stats`, `replication` (every node is
+//!   a primary), `cpu`, `commandstats` (calls, time, failed and rejected
+//!   calls per command), `errorstats` (error replies by code), `cluster`,
+//!   `keyspace` (the key census: live keys of this node, those with an
+//!   expiry, their mean TTL, as of the last count) and `ringkv` (node id,
+//!   replication factor, default consistency levels, storage figures). No
+//!   argument and `default` print all but `commandstats`, as Redis does;
+//!   `all` and `everything` print them all; unknown sections print nothing.
 //! - `CONFIG GET pattern [pattern ...]`: the few settings that exist in
 //!   Redis' vocabulary (`maxclients`, `timeout`, `proto-max-bulk-len`,
 //!   `client-query-buffer-limit`, `databases`, `save`, `appendonly`),
@@ -40,16 +48,38 @@ pub(crate) fn time<K: Kv>(ctx: &mut Ctx<'_, K>) -> Result<Frame, CommandError> {
     ]))
 }
 
-const SECTIONS: [&str; 5] = ["server", "clients", "stats", "keyspace", "ringkv"];
+const SECTIONS: [&str; 12] = [
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "replication",
+    "cpu",
+    "commandstats",
+    "errorstats",
+    "cluster",
+    "keyspace",
+    "ringkv",
+];
+
+/// Sections left out of a plain `INFO` (and `INFO default`), as in Redis.
+const NOT_DEFAULT: [&str; 1] = ["commandstats"];
 
 pub(crate) fn info<K: Kv>(ctx: &mut Ctx<'_, K>, mut args: Args<'_>) -> Result<Frame, CommandError> {
     let mut wanted = [false; SECTIONS.len()];
+    let default = SECTIONS.map(|name| !NOT_DEFAULT.contains(&name));
     if args.is_empty() {
-        wanted = [true; SECTIONS.len()];
+        wanted = default;
     }
     while let Some(word) = args.next() {
-        if is(word, "all") || is(word, "default") || is(word, "everything") {
+        if is(word, "all") || is(word, "everything") {
             wanted = [true; SECTIONS.len()];
+        }
+        if is(word, "default") {
+            for (w, d) in wanted.iter_mut().zip(default) {
+                *w |= d;
+            }
         }
         for (i, name) in SECTIONS.iter().enumerate() {
             if is(word, name) {
@@ -121,11 +151,108 @@ fn section<K: Kv>(ctx: &Ctx<'_, K>, name: &str, out: &mut String) {
             line(out, "rejected_connections", stats.rejected_connections);
             line(out, "total_error_replies", stats.total_error_replies);
         }
+        "memory" => {
+            let process = ringkv_env::process::figures();
+            let node = ctx.kv.info();
+            let figure = |name: &str| {
+                node.storage
+                    .iter()
+                    .find(|f| f.name == name)
+                    .map_or(0, |f| f.value as u64)
+            };
+            let rss = process.resident_bytes.unwrap_or(0);
+            let peak = process.resident_peak_bytes.unwrap_or(rss);
+            out.push_str("# Memory\r\n");
+            line(out, "used_memory", rss);
+            line(out, "used_memory_human", human_bytes(rss));
+            line(out, "used_memory_rss", rss);
+            line(out, "used_memory_rss_human", human_bytes(rss));
+            line(out, "used_memory_peak", peak);
+            line(out, "used_memory_peak_human", human_bytes(peak));
+            line(out, "maxmemory", 0);
+            line(out, "maxmemory_human", "0B");
+            line(out, "maxmemory_policy", "noeviction");
+            line(out, "memtable_bytes", figure("memtable_bytes"));
+            line(out, "block_cache_bytes", figure("block_cache_bytes"));
+            line(out, "table_memory_bytes", figure("table_memory_bytes"));
+        }
+        "persistence" => {
+            let node = ctx.kv.info();
+            let figure = |name: &str| {
+                node.storage
+                    .iter()
+                    .find(|f| f.name == name)
+                    .map_or(0, |f| f.value as u64)
+            };
+            let failed = figure("read_only") != 0;
+            out.push_str("# Persistence\r\n");
+            line(out, "loading", 0);
+            line(out, "async_loading", 0);
+            line(out, "rdb_bgsave_in_progress", 0);
+            line(out, "aof_enabled", 1);
+            line(out, "aof_rewrite_in_progress", 0);
+            line(
+                out,
+                "aof_last_write_status",
+                if failed { "err" } else { "ok" },
+            );
+            line(out, "aof_current_size", figure("log_bytes"));
+            line(out, "disk_bytes", figure("disk_bytes"));
+        }
+        "replication" => {
+            out.push_str("# Replication\r\n");
+            line(out, "role", "master");
+            line(out, "connected_slaves", 0);
+        }
+        "cpu" => {
+            let process = ringkv_env::process::figures();
+            out.push_str("# CPU\r\n");
+            line(
+                out,
+                "used_cpu_sys",
+                format_args!("{:.6}", process.cpu_system_seconds.unwrap_or(0.0)),
+            );
+            line(
+                out,
+                "used_cpu_user",
+                format_args!("{:.6}", process.cpu_user_seconds.unwrap_or(0.0)),
+            );
+        }
+        "commandstats" => {
+            out.push_str("# Commandstats\r\n");
+            for c in shared.metrics.command_stats() {
+                let per_call = if c.calls == 0 {
+                    0.0
+                } else {
+                    c.usec as f64 / c.calls as f64
+                };
+                let _ = write!(
+                    out,
+                    "cmdstat_{}:calls={},usec={},usec_per_call={per_call:.2},rejected_calls={},failed_calls={}\r\n",
+                    c.name, c.calls, c.usec, c.rejected_calls, c.failed_calls
+                );
+            }
+        }
+        "errorstats" => {
+            out.push_str("# Errorstats\r\n");
+            for (code, count) in shared.errors.snapshot() {
+                let _ = write!(out, "errorstat_{code}:count={count}\r\n");
+            }
+        }
+        "cluster" => {
+            out.push_str("# Cluster\r\n");
+            line(out, "cluster_enabled", 0);
+        }
         "keyspace" => {
             out.push_str("# Keyspace\r\n");
-            let keys = ctx.kv.info().keys_estimate;
-            if keys > 0 {
-                let _ = write!(out, "db0:keys={keys},expires=0,avg_ttl=0\r\n");
+            if let Some(keys) = ctx.kv.info().keys
+                && keys.live > 0
+            {
+                let _ = write!(
+                    out,
+                    "db0:keys={},expires={},avg_ttl={}\r\n",
+                    keys.live, keys.expiring, keys.avg_ttl_ms
+                );
             }
         }
         "ringkv" => {
@@ -136,17 +263,32 @@ fn section<K: Kv>(ctx: &Ctx<'_, K>, name: &str, out: &mut String) {
             line(out, "replication_factor", node.replication_factor);
             line(out, "default_read_consistency", &node.default_read);
             line(out, "default_write_consistency", &node.default_write);
-            line(out, "keys_estimate", node.keys_estimate);
-            for (key, value) in &node.storage {
-                let key: String = key
-                    .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                    .collect();
-                line(out, &format!("storage_{key}"), value);
+            if let Some(keys) = node.keys {
+                let age_s = ctx.kv.now_ms().saturating_sub(keys.counted_at_ms) / 1000;
+                line(out, "keys", keys.live);
+                line(out, "keys_counted_seconds_ago", age_s);
+            }
+            for f in &node.storage {
+                line(out, &format!("storage_{}", f.name), f.display());
             }
         }
         _ => {}
     }
+}
+
+/// Bytes as Redis's `*_human` fields print them: `512B`, `1.50K`, `2.00M`.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["K", "M", "G", "T", "P"];
+    if bytes < 1024 {
+        return format!("{bytes}B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.2}{}", UNITS[unit])
 }
 
 /// Settings answered by `CONFIG GET`, in Redis' names.
@@ -243,5 +385,14 @@ mod tests {
         assert!(!glob(b"save", b"saves"));
         assert!(!glob(b"x*", b"maxclients"));
         assert!(glob(b"**", b""));
+    }
+
+    #[test]
+    fn human_bytes_as_redis_prints_them() {
+        assert_eq!(human_bytes(0), "0B");
+        assert_eq!(human_bytes(1023), "1023B");
+        assert_eq!(human_bytes(1536), "1.50K");
+        assert_eq!(human_bytes(5 * 1024 * 1024), "5.00M");
+        assert_eq!(human_bytes(3 << 30), "3.00G");
     }
 }

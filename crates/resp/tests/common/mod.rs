@@ -294,8 +294,15 @@ impl Kv for MemKv {
             replication_factor: 1,
             default_read: "QUORUM".into(),
             default_write: "QUORUM".into(),
-            keys_estimate: self.data.lock().len() as u64,
-            storage: vec![("memtable bytes".into(), 42)],
+            keys: Some(ringkv_cluster::api::KeyCount {
+                live: self.data.lock().len() as u64,
+                ..Default::default()
+            }),
+            storage: vec![ringkv_cluster::store::StoreFigure::gauge(
+                "memtable_bytes",
+                42.0,
+                "test",
+            )],
         }
     }
 

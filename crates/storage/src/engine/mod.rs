@@ -613,6 +613,7 @@ impl Engine {
             filter_removed: Counters::get(&c.filter_removed),
             filter_replaced: Counters::get(&c.filter_replaced),
             last_sequence: core.visible_seq.load(Ordering::Acquire),
+            read_only: core.sticky_error().is_some(),
         }
     }
 

@@ -1,0 +1,135 @@
+//! The key census: an exact count of this node's live keys, taken by a
+//! background pass over the store and kept until the next.
+//!
+//! Every figure called "keys" (INFO's keyspace line, `ringkv status`,
+//! `ringkv_keys` in `/metrics`, the load a node gossips) reads the last
+//! census, so they agree with each other and with `DBSIZE` as of the moment
+//! of the count. Table statistics cannot give this: an overwritten key lives
+//! in several levels until compaction meets it.
+//!
+//! A pass reads the whole store, so passes are spaced by at least
+//! [`CENSUS_INTERVAL_MIN`] and by [`CENSUS_SPACING`] times the last pass's
+//! duration: a pass never takes more than one part in that many of the
+//! node's time, however large the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::api::{KeyCount, KvError};
+use crate::replica::LocalReplica;
+use crate::store::LocalStore;
+
+/// The shortest time between two passes.
+pub const CENSUS_INTERVAL_MIN: Duration = Duration::from_secs(5);
+/// Passes are at least this many times their own duration apart (a pass
+/// takes at most 1% of the node's time).
+pub const CENSUS_SPACING: u32 = 100;
+
+/// The last count, shared by the census loop and its readers.
+#[derive(Clone, Default)]
+pub struct Census(Arc<Mutex<Option<KeyCount>>>);
+
+impl Census {
+    /// The last count, `None` before the first pass ends.
+    pub fn last(&self) -> Option<KeyCount> {
+        *self.0.lock()
+    }
+
+    /// Counts now (a full pass off the executor) and keeps the result.
+    pub async fn count<S: LocalStore>(
+        &self,
+        replica: &Arc<LocalReplica<S>>,
+    ) -> Result<KeyCount, KvError> {
+        let r = Arc::clone(replica);
+        let count = crate::exec::blocking(move || r.count_keys())
+            .await
+            .map_err(|e| KvError::Storage(format!("counting keys: {e}")))??;
+        *self.0.lock() = Some(count);
+        Ok(count)
+    }
+
+    /// Counts at once, then again and again, spaced as the module says,
+    /// until `shutdown` resolves.
+    pub async fn run<S: LocalStore>(
+        self,
+        replica: Arc<LocalReplica<S>>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        loop {
+            let took = match self.count(&replica).await {
+                Ok(c) => Duration::from_millis(c.took_ms),
+                Err(e) => {
+                    tracing::warn!(error = %e, "key census failed");
+                    Duration::ZERO
+                }
+            };
+            let wait = CENSUS_INTERVAL_MIN.max(took * CENSUS_SPACING);
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::causality::{SiblingSet, VersionVector};
+    use crate::store::MemStore;
+    use bytes::Bytes;
+
+    fn record(expires_at_ms: Option<u64>) -> SiblingSet {
+        let mut set = SiblingSet::default();
+        let value = Some(Bytes::from_static(b"v"));
+        set.update(&VersionVector::new(), 1, 1_000 << 16, value, expires_at_ms);
+        set
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_census_counts_live_and_expiring_keys_and_recounts() {
+        let now = 1_000_000;
+        let clock: ringkv_env::SharedClock = Arc::new(ringkv_env::ManualClock::new(now));
+        let replica = Arc::new(LocalReplica::new(1, MemStore::default(), clock, 64));
+        for i in 0..10u32 {
+            let expiry = (i < 4).then_some(now + 100_000);
+            let key = format!("k{i}");
+            replica
+                .merge(key.as_bytes(), &record(expiry))
+                .expect("write");
+        }
+        // Expired already: not counted.
+        replica
+            .merge(b"gone", &record(Some(now - 1)))
+            .expect("write");
+        let census = Census::default();
+        assert_eq!(census.last(), None);
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(census.clone().run(Arc::clone(&replica), async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        }));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let first = census.last().expect("counted at start");
+        assert_eq!((first.live, first.expiring), (10, 4));
+        assert_eq!(first.avg_ttl_ms, 100_000);
+        assert_eq!(first.counted_at_ms, now);
+        for i in 0..2u32 {
+            let key = format!("new{i}");
+            replica.merge(key.as_bytes(), &record(None)).expect("write");
+        }
+        assert_eq!(
+            census.last().map(|c| c.live),
+            Some(10),
+            "kept until the next pass"
+        );
+        tokio::time::sleep(CENSUS_INTERVAL_MIN + Duration::from_millis(10)).await;
+        let second = census.last().expect("recounted");
+        assert_eq!((second.live, second.expiring), (12, 4));
+        let _ = stop_tx.send(true);
+        task.await.expect("census loop stops");
+    }
+}
