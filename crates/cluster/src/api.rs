@@ -199,6 +199,35 @@ pub enum KvError {
     Storage(String),
     #[error("node is shutting down")]
     ShuttingDown,
+    /// A write that missed its consistency level after it was sent: its
+    /// outcome is unknown, and it is not undone. The replicas in `acked`
+    /// acknowledged it (directly, or through a stand-in's hint): reads that
+    /// reach them may see it now. `missing` did not; each gets it through a
+    /// hint or anti-entropy, unless a later write supersedes it. (A write
+    /// refused before anything was sent is [`KvError::Unavailable`].)
+    #[error(
+        "outcome unknown: {required} acknowledgements required, {} received{}; the write is not undone: it may be visible now{}{}",
+        acked.len(),
+        id_list(" from ", acked),
+        id_list(" and reaches ", missing),
+        if missing.is_empty() { String::new() } else { " through hints or anti-entropy".into() }
+            + &if why.is_empty() { String::new() } else { format!(" ({why})") }
+    )]
+    Incomplete {
+        required: usize,
+        acked: Box<[NodeId]>,
+        missing: Box<[NodeId]>,
+        why: String,
+    },
+}
+
+/// `prefix` and the ids, comma-separated, or nothing when there are none.
+fn id_list(prefix: &str, ids: &[NodeId]) -> String {
+    if ids.is_empty() {
+        return String::new();
+    }
+    let ids: Vec<String> = ids.iter().map(|&id| crate::id::display(id)).collect();
+    format!("{prefix}{}", ids.join(", "))
 }
 
 impl KvError {
@@ -214,6 +243,7 @@ impl KvError {
             Self::ReadOnly(_) => "read_only",
             Self::Storage(_) => "storage",
             Self::ShuttingDown => "shutting_down",
+            Self::Incomplete { .. } => "incomplete",
         }
     }
 }

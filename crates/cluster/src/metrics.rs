@@ -33,6 +33,10 @@ const COUNTERS: &[(&str, &str)] = &[
         "Hints stored for down replicas",
     ),
     (
+        "ringkv_incomplete_writes_total",
+        "Writes sent to replicas that missed their level (outcome unknown, not undone)",
+    ),
+    (
         "ringkv_hints_replayed_total",
         "Hints delivered to their replica",
     ),
@@ -94,7 +98,7 @@ pub fn describe() {
     }
     describe_counter!(
         "ringkv_unavailable_total",
-        "Requests that failed for too few replicas, by op (read, write)"
+        "Requests refused before anything was sent, for too few live replicas, by op (read, write)"
     );
     describe_counter!(
         "ringkv_hints_dropped_total",

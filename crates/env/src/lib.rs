@@ -13,9 +13,12 @@
 //! - [`SkewedClock`]: another clock's wall time shifted by an offset that can be
 //!   changed while it runs (clock-skew fault injection on real processes).
 //! - [`Rng`] / [`SeededRng`]: a tiny deterministic generator (splitmix64).
+//! - [`log_every`]: at most one log line per interval for events that come
+//!   in floods.
 //! - [`process`]: this process's CPU time, memory and open files, as the
 //!   operating system reports them (for metrics and INFO).
 
+pub mod log_every;
 pub mod process;
 
 use std::sync::Arc;

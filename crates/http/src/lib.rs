@@ -286,7 +286,11 @@ pub async fn serve(
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             metrics::counter!("ringkv_http_connections_refused_total").increment(1);
-            tracing::debug!(%remote, "HTTP connection refused: connections_max reached");
+            static GATE: ringkv_env::log_every::LogEvery =
+                ringkv_env::log_every::LogEvery::new(10_000);
+            if let Some(held) = GATE.admit() {
+                tracing::warn!(%remote, held_back = held, "HTTP connection refused: connections_max reached");
+            }
             continue;
         };
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
@@ -370,7 +374,9 @@ impl From<KvError> for ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             KvError::InvalidArgument(_) | KvError::BadContext(_) => StatusCode::BAD_REQUEST,
-            KvError::Unavailable { .. } | KvError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            KvError::Unavailable { .. } | KvError::ShuttingDown | KvError::Incomplete { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             KvError::ReadOnly(_) | KvError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -388,6 +394,37 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({ "code": self.code, "message": self.message });
         (self.status, axum::Json(body)).into_response()
     }
+}
+
+/// A write's error as JSON: `code` and `message`, and for an `incomplete`
+/// write the replicas that acknowledged it (`acked`) and those that did not
+/// (`missing`), as ids.
+fn write_error(e: KvError) -> Response {
+    let lists = match &e {
+        KvError::Incomplete { acked, missing, .. } => Some((
+            acked
+                .iter()
+                .map(|&id| ringkv_cluster::id::display(id))
+                .collect::<Vec<_>>(),
+            missing
+                .iter()
+                .map(|&id| ringkv_cluster::id::display(id))
+                .collect::<Vec<_>>(),
+        )),
+        _ => None,
+    };
+    let api = ApiError::from(e);
+    let Some((acked, missing)) = lists else {
+        return api.into_response();
+    };
+    metrics::counter!("ringkv_http_errors_total", "code" => api.code).increment(1);
+    let body = serde_json::json!({
+        "code": api.code,
+        "message": api.message,
+        "acked": acked,
+        "missing": missing,
+    });
+    (api.status, axum::Json(body)).into_response()
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -575,7 +612,9 @@ async fn put_key<K: Kv>(
         expiry,
         ..WriteOptions::default()
     };
-    state.kv.put(key, body, opts).await?;
+    if let Err(e) = state.kv.put(key, body, opts).await {
+        return Ok(write_error(e));
+    }
     state.kv.release_writes()?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -592,7 +631,9 @@ async fn delete_key<K: Kv>(
         context: context_of(&headers)?,
         ..WriteOptions::default()
     };
-    state.kv.delete(key, opts).await?;
+    if let Err(e) = state.kv.delete(key, opts).await {
+        return Ok(write_error(e));
+    }
     state.kv.release_writes()?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -72,6 +72,7 @@ pub enum CommandError {
 fn kv_wire(e: &KvError) -> String {
     match e {
         KvError::Unavailable { .. } => format!("UNAVAILABLE {e}"),
+        KvError::Incomplete { .. } => format!("INCOMPLETE {e}"),
         KvError::ReadOnly(_) => format!("READONLY {e}"),
         KvError::ShuttingDown => format!("SHUTDOWN {e}"),
         _ => format!("ERR {e}"),

@@ -74,6 +74,13 @@ impl RespStats {
     pub(crate) fn connection_rejected(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("ringkv_resp_rejected_connections_total").increment(1);
+        static GATE: ringkv_env::log_every::LogEvery = ringkv_env::log_every::LogEvery::new(10_000);
+        if let Some(held) = GATE.admit() {
+            tracing::warn!(
+                held_back = held,
+                "RESP connection refused: connections_max reached"
+            );
+        }
     }
 
     /// Folds in one connection's batch.

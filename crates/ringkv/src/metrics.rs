@@ -271,6 +271,61 @@ fn process_text(out: &mut String) {
 mod tests {
     use super::*;
 
+    /// Every `ringkv_*` family recorded anywhere in the workspace's
+    /// sources (`counter!("...")`, `gauge!`, `histogram!`) gets HELP: a new
+    /// family without a description fails here, not in an operator's
+    /// `promtool`.
+    #[test]
+    fn every_family_in_the_sources_is_described() {
+        let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut names = BTreeSet::new();
+        let mut dirs = vec![crates];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("read sources").flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    if !path.ends_with("tests") && !path.ends_with("target") {
+                        dirs.push(path);
+                    }
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path).expect("read source");
+                    for macro_name in ["counter!(", "gauge!(", "histogram!("] {
+                        for (at, _) in text.match_indices(macro_name) {
+                            let rest = text[at + macro_name.len()..].trim_start();
+                            let Some(rest) = rest.strip_prefix("\"ringkv_") else {
+                                continue;
+                            };
+                            let name: String = rest
+                                .chars()
+                                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                                .collect();
+                            names.insert((macro_name, format!("ringkv_{name}")));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(names.len() > 30, "found the families: {names:?}");
+        let handle = handle();
+        for (macro_name, name) in &names {
+            match *macro_name {
+                "counter!(" => metrics::counter!(name.clone()).increment(0),
+                "gauge!(" => metrics::gauge!(name.clone()).increment(0.0),
+                _ => metrics::histogram!(name.clone()).record(0.0),
+            }
+        }
+        let text = render(&handle, None);
+        let undescribed: Vec<&String> = names
+            .iter()
+            .map(|(_, n)| n)
+            .filter(|n| !text.contains(&format!("# HELP {n} ")))
+            .collect();
+        assert!(
+            undescribed.is_empty(),
+            "families without HELP: {undescribed:?}"
+        );
+    }
+
     #[test]
     fn process_families_have_help_type_and_values() {
         let mut text = String::new();

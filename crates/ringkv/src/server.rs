@@ -30,9 +30,12 @@ use crate::config::{Compression, Config, SyncMode};
 pub fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use std::io::IsTerminal;
+    // Colour only on a terminal: log files and pipes get plain text.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(true)
+        .with_ansi(std::io::stdout().is_terminal())
         .try_init();
 }
 
@@ -424,12 +427,16 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningNode> {
         "node serving"
     );
 
+    let leaving = Arc::clone(&node);
     let task = tokio::spawn(async move {
         let resp = resp_task.await.context("RESP server task")?;
         let http = http_task.await.context("HTTP server task")?;
         for task in loops {
             let _ = task.await;
         }
+        // Gossip has stopped: peers see this node down at once rather
+        // than when its heartbeats go missing.
+        leaving.gossip().say_goodbye().await;
         let _ = gauges_task.await;
         for task in reload_tasks {
             let _ = task.await;

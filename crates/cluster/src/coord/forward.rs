@@ -150,9 +150,10 @@ impl<S: LocalStore> Coordinator<S> {
                 }
                 // It may have been applied: do not apply it twice.
                 Err(e) => {
-                    return Forwarded::Answered(Err(KvError::Unavailable {
+                    return Forwarded::Answered(Err(KvError::Incomplete {
                         required: plan.current.need.count(),
-                        answered: 0,
+                        acked: Box::default(),
+                        missing: Box::default(),
                         why: format!("coordinator {} did not answer: {e}", display(id)),
                     }));
                 }
@@ -297,6 +298,12 @@ fn error_from_refusal(refusal: crate::rpc::RemoteError, required: usize, id: Nod
             why: message,
         },
         "shutting_down" => KvError::ShuttingDown,
+        "incomplete" => KvError::Incomplete {
+            required,
+            acked: Box::default(),
+            missing: Box::default(),
+            why: message,
+        },
         _ => KvError::Storage(message),
     }
 }
@@ -326,6 +333,17 @@ pub(crate) fn kv_error(detail: ErrorDetail) -> KvError {
         ErrorDetail::ReadOnly(m) => KvError::ReadOnly(m),
         ErrorDetail::Storage(m) => KvError::Storage(m),
         ErrorDetail::ShuttingDown => KvError::ShuttingDown,
+        ErrorDetail::Incomplete {
+            required,
+            acked,
+            missing,
+            why,
+        } => KvError::Incomplete {
+            required: required as usize,
+            acked,
+            missing,
+            why,
+        },
         other @ (ErrorDetail::NotAReplica | ErrorDetail::Duplicate) => {
             KvError::Storage(other.to_string())
         }
@@ -349,6 +367,12 @@ mod tests {
             KvError::ReadOnly("log write failed".into()),
             KvError::BadContext("truncated".into()),
             KvError::ShuttingDown,
+            KvError::Incomplete {
+                required: 3,
+                acked: vec![1, 2].into(),
+                missing: vec![3].into(),
+                why: String::new(),
+            },
         ] {
             let Response::Error {
                 code,

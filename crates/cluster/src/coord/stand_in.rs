@@ -136,20 +136,26 @@ impl<S: LocalStore> Coordinator<S> {
                 None
             })
             .await;
-        let acked = fanout.acked().len();
         self.finish_sends(fanout, key, record);
         if let Err(short) = met {
-            metrics::counter!("ringkv_unavailable_total", "op" => "write").increment(1);
+            metrics::counter!("ringkv_incomplete_writes_total").increment(1);
             let failures = short.why();
             let why = if failures.is_empty() {
                 why
             } else {
                 format!("{why}; {failures}")
             };
-            return Err(KvError::Unavailable {
+            let missing: Vec<NodeId> = plan
+                .prefs
+                .iter()
+                .copied()
+                .filter(|id| !short.acked.contains(id))
+                .collect();
+            return Err(KvError::Incomplete {
                 required: short.required,
-                answered: acked,
-                why: format!("no replica reachable; stand-ins took {acked} hints: {why}"),
+                acked: short.acked.into(),
+                missing: missing.into(),
+                why: format!("no replica reachable, stand-ins hold hints: {why}"),
             });
         }
         metrics::counter!("ringkv_stand_in_writes_total").increment(1);

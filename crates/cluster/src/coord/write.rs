@@ -35,7 +35,11 @@ impl<S: LocalStore> Coordinator<S> {
                     .write_as_stand_in(key, change, opts, &current, why)
                     .await;
             }
-            planned => planned?,
+            planned => planned.inspect_err(|e| {
+                if matches!(e, KvError::Unavailable { .. }) {
+                    metrics::counter!("ringkv_unavailable_total", "op" => "write").increment(1);
+                }
+            })?,
         };
         // Only a live replica of the current ring coordinates: it holds the
         // key's versions. A replica of the pending ring only may not have
@@ -138,15 +142,28 @@ impl<S: LocalStore> Coordinator<S> {
         }
     }
 
+    /// The error of a write that was applied here and sent, but missed its
+    /// level: what is known of where it is.
     fn write_unavailable(&self, short: Shortfall, plan: &Plan, strict: bool) -> KvError {
-        metrics::counter!("ringkv_unavailable_total", "op" => "write").increment(1);
+        metrics::counter!("ringkv_incomplete_writes_total").increment(1);
         let mut why = short.why();
         if strict && plan.replicas.len() > plan.live.len() {
-            why = format!("strict quorum: hints do not count; {why}");
+            why = if why.is_empty() {
+                "strict quorum: hints do not count".to_string()
+            } else {
+                format!("strict quorum: hints do not count; {why}")
+            };
         }
-        KvError::Unavailable {
+        let missing: Vec<NodeId> = plan
+            .replicas
+            .iter()
+            .copied()
+            .filter(|id| !short.acked.contains(id))
+            .collect();
+        KvError::Incomplete {
             required: short.required,
-            answered: short.acked.len(),
+            acked: short.acked.into(),
+            missing: missing.into(),
             why,
         }
     }

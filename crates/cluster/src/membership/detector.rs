@@ -12,6 +12,9 @@ pub struct PhiDetector {
     /// Floor on the mean interval so a burst of quick heartbeats does not
     /// make the detector twitchy.
     mean_floor_ms: f64,
+    /// The peer announced it stops, its state then being this `(generation,
+    /// heartbeat)`: down until a newer state of it arrives.
+    stopped_at: Option<(u64, u64)>,
 }
 
 impl PhiDetector {
@@ -21,6 +24,24 @@ impl PhiDetector {
             last: None,
             intervals_max: intervals_max.max(1),
             mean_floor_ms: expected_interval_ms,
+            stopped_at: None,
+        }
+    }
+
+    /// The peer said it stops with its state at `freshness`.
+    pub fn stopped(&mut self, freshness: (u64, u64)) {
+        self.stopped_at = Some(freshness);
+    }
+
+    /// True when a state of the peer at `freshness` is a sign of life: it
+    /// did not announce a stop, or this state is newer than its last.
+    pub fn alive_after_stop(&mut self, freshness: (u64, u64)) -> bool {
+        match self.stopped_at {
+            Some(last) if freshness <= last => false,
+            _ => {
+                self.stopped_at = None;
+                true
+            }
         }
     }
 
@@ -46,6 +67,9 @@ impl PhiDetector {
         let Some(last) = self.last else {
             return f64::INFINITY;
         };
+        if self.stopped_at.is_some() {
+            return f64::INFINITY;
+        }
         let mean = if self.intervals_ms.is_empty() {
             self.mean_floor_ms
         } else {

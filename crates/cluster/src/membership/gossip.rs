@@ -20,6 +20,8 @@ use crate::net::{Peer, Transport};
 const LOAD_REPORT_ROUNDS: u64 = 5;
 /// Attempts to reach each peer when pushing a change.
 const PUSH_ATTEMPTS: usize = 3;
+/// How long a stopping node waits for its peers to take its goodbye.
+pub const GOODBYE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Measures this node's load for its gossiped state.
 pub type LoadSource = Arc<dyn Fn() -> Load + Send + Sync>;
@@ -70,6 +72,7 @@ impl Gossip {
             m.set_load((self.load)());
         }
         m.tick();
+        m.note_liveness();
         let draw = SeededRng::new(self.self_id() ^ round).next_u64();
         let own_addr = m.state(m.self_id()).map(|me| me.cluster_addr);
         let target = match m.gossip_target(draw) {
@@ -87,6 +90,33 @@ impl Gossip {
             return;
         };
         self.exchange(&peer).await;
+    }
+
+    /// Tells every live peer that this node stops (see
+    /// [`Request::Goodbye`]), waiting at most [`GOODBYE_TIMEOUT`]. Called
+    /// once gossip rounds have stopped, so no newer heartbeat follows.
+    pub async fn say_goodbye(&self) {
+        let m = &self.membership;
+        let Some(me) = m.state(m.self_id()) else {
+            return;
+        };
+        let req = Request::Goodbye {
+            generation: me.generation,
+            heartbeat: me.heartbeat,
+        };
+        let calls = m
+            .states()
+            .into_iter()
+            .filter(|s| s.id != me.id && m.is_alive(s.id))
+            .filter_map(|s| m.peer(s.id))
+            .map(|peer| {
+                let req = req.clone();
+                let transport = Arc::clone(&self.transport);
+                async move { transport.call(&peer, req, GOODBYE_TIMEOUT).await }
+            });
+        let told = futures::future::join_all(calls).await;
+        let ok = told.iter().filter(|r| r.is_ok()).count();
+        tracing::info!(peers = ok, "told peers this node stops");
     }
 
     /// One push-pull exchange with `peer`; true when it answered.

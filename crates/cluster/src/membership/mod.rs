@@ -76,6 +76,9 @@ pub struct Membership {
     config: MembershipConfig,
     states: RwLock<HashMap<NodeId, NodeState>>,
     detectors: Mutex<HashMap<NodeId, PhiDetector>>,
+    /// Each peer's liveness when last logged (see
+    /// [`Membership::note_liveness`]).
+    liveness_seen: Mutex<HashMap<NodeId, bool>>,
     placement: RwLock<Arc<Placement>>,
     /// The ring once every JOINING node has joined and every LEAVING node
     /// has left; `None` while no node is moving.
@@ -166,6 +169,7 @@ impl Membership {
             config,
             states: RwLock::new([(self_id, me)].into_iter().collect()),
             detectors: Mutex::new(HashMap::default()),
+            liveness_seen: Mutex::new(HashMap::default()),
             replication,
             on_ring_change: RwLock::new(None),
             rebuilding: Mutex::new(()),
@@ -562,8 +566,25 @@ impl Membership {
                 let by_itself = s.signature.as_ref().is_none_or(|sig| {
                     crate::net::tls::cert_node_id(&sig.cert).is_ok_and(|signer| signer == s.id)
                 });
-                if by_itself {
+                if by_itself && detector.alive_after_stop(s.freshness()) {
                     detector.heartbeat(now);
+                }
+                if let Some(old) = old
+                    && old.status != s.status
+                {
+                    tracing::info!(
+                        node = %crate::id::display(s.id),
+                        from = ?old.status,
+                        to = ?s.status,
+                        "node status changed"
+                    );
+                } else if old.is_none() {
+                    tracing::info!(
+                        node = %crate::id::display(s.id),
+                        status = ?s.status,
+                        addr = %s.cluster_addr,
+                        "node joined the view"
+                    );
                 }
                 states.insert(s.id, s);
                 changed = true;
@@ -689,6 +710,55 @@ impl Membership {
             .lock()
             .get(&id)
             .is_some_and(|d| d.phi(now) < self.config.phi_convict)
+    }
+
+    /// `from` announced it stops with its state at `(generation,
+    /// heartbeat)`: it is down from now until a newer state of it arrives.
+    /// A stale announcement (of an earlier generation) changes nothing.
+    pub fn peer_stopped(&self, from: NodeId, generation: u64, heartbeat: u64) {
+        let known = self.states.read().get(&from).map(NodeState::freshness);
+        let Some((gen_known, hb_known)) = known else {
+            return;
+        };
+        if from == self.self_id || generation != gen_known {
+            return;
+        }
+        if let Some(d) = self.detectors.lock().get_mut(&from) {
+            d.stopped((generation, heartbeat.max(hb_known)));
+        }
+        self.note_liveness();
+    }
+
+    /// Logs each peer seen going down (with its phi and how long it has
+    /// been silent) or coming back up since the last call. Called every
+    /// gossip round.
+    pub fn note_liveness(&self) {
+        let ids: Vec<NodeId> = self
+            .states
+            .read()
+            .values()
+            .filter(|s| s.id != self.self_id && s.status != NodeStatus::Left)
+            .map(|s| s.id)
+            .collect();
+        let mut seen = self.liveness_seen.lock();
+        for id in ids {
+            let alive = self.is_alive(id);
+            let before = seen.insert(id, alive);
+            match (before, alive) {
+                (Some(true), false) => tracing::warn!(
+                    peer = %crate::id::display(id),
+                    phi = format_args!("{:.1}", self.phi(id)),
+                    silent_ms = self.silent_for(id).map_or(0, |d| d.as_millis() as u64),
+                    "peer down"
+                ),
+                (Some(false), true) => tracing::info!(
+                    peer = %crate::id::display(id),
+                    phi = format_args!("{:.1}", self.phi(id)),
+                    "peer up"
+                ),
+                _ => {}
+            }
+        }
     }
 
     /// How long since a heartbeat of `id` was last seen (`None`: never

@@ -336,6 +336,16 @@ pub enum Request {
         seq: u64,
         write: ForwardedWrite,
     },
+    /// The sender stops gracefully: its state of `(generation, heartbeat)`
+    /// is its last, so the receiver sees it down at once, until a newer
+    /// state of it arrives. Taken only from the node itself (the
+    /// authenticated sender); answered `Pong`. Nodes of the version before
+    /// cannot decode it and drop the connection: the sender is stopping
+    /// anyway, and they see it down when its heartbeats stop.
+    Goodbye {
+        generation: u64,
+        heartbeat: u64,
+    },
 }
 
 /// The answer to a [`Request`].
@@ -394,6 +404,7 @@ impl Request {
             Self::StreamRead { .. } => "stream read",
             Self::StreamPush { .. } => "stream push",
             Self::CoordinateOnce { .. } => "coordinate once",
+            Self::Goodbye { .. } => "goodbye",
         }
     }
 }
@@ -456,6 +467,16 @@ pub enum ErrorDetail {
     /// A copy of a forwarded write already received: not applied again.
     #[error("a copy of a forwarded write already received; not applied")]
     Duplicate,
+    /// [`crate::KvError::Incomplete`]: a write that missed its level after
+    /// it was sent. (Nodes of the version before decode it as an unknown
+    /// detail and keep the code and message.)
+    #[error("outcome unknown: {required} required, {} acknowledged", acked.len())]
+    Incomplete {
+        required: u64,
+        acked: Box<[u64]>,
+        missing: Box<[u64]>,
+        why: String,
+    },
 }
 
 /// The wire code of [`ErrorDetail::NotAReplica`].
@@ -480,6 +501,7 @@ impl ErrorDetail {
             Self::ShuttingDown => "shutting_down",
             Self::NotAReplica => NOT_A_REPLICA,
             Self::Duplicate => DUPLICATE,
+            Self::Incomplete { .. } => "incomplete",
         }
     }
 }
@@ -509,6 +531,17 @@ impl From<&KvError> for ErrorDetail {
             KvError::ReadOnly(m) => Self::ReadOnly(m),
             KvError::Storage(m) => Self::Storage(m),
             KvError::ShuttingDown => Self::ShuttingDown,
+            KvError::Incomplete {
+                required,
+                acked,
+                missing,
+                why,
+            } => Self::Incomplete {
+                required: required as u64,
+                acked,
+                missing,
+                why,
+            },
         }
     }
 }

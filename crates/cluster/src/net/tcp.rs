@@ -559,7 +559,11 @@ pub async fn serve_tcp(
         let Ok(handshake) = handshake else {
             metrics::counter!("ringkv_cluster_connections_refused_total", "reason" => "handshakes_max")
                 .increment(1);
-            tracing::debug!(%remote, "cluster connection refused: handshakes_max reached");
+            static GATE: ringkv_env::log_every::LogEvery =
+                ringkv_env::log_every::LogEvery::new(10_000);
+            if let Some(held) = GATE.admit() {
+                tracing::warn!(%remote, held_back = held, "cluster connection refused: handshakes_max reached");
+            }
             continue;
         };
         let handler = Arc::clone(&handler);
@@ -579,7 +583,11 @@ pub async fn serve_tcp(
                 Err(e) => {
                     metrics::counter!("ringkv_cluster_connections_refused_total", "reason" => "handshake")
                         .increment(1);
-                    tracing::info!(%remote, error = %e, "cluster handshake failed");
+                    static GATE: ringkv_env::log_every::LogEvery =
+                        ringkv_env::log_every::LogEvery::new(10_000);
+                    if let Some(held) = GATE.admit() {
+                        tracing::warn!(%remote, error = %e, held_back = held, "cluster handshake failed");
+                    }
                     return;
                 }
             };
@@ -587,7 +595,11 @@ pub async fn serve_tcp(
             let Ok(permit) = connections.try_acquire_owned() else {
                 metrics::counter!("ringkv_cluster_connections_refused_total", "reason" => "connections_max")
                     .increment(1);
-                tracing::warn!(%remote, "cluster connection refused: connections_max reached");
+                static GATE: ringkv_env::log_every::LogEvery =
+                    ringkv_env::log_every::LogEvery::new(10_000);
+                if let Some(held) = GATE.admit() {
+                    tracing::warn!(%remote, held_back = held, "cluster connection refused: connections_max reached");
+                }
                 return;
             };
             if let Err(e) = serve_conn(opened, from, &config, handler).await {

@@ -139,6 +139,13 @@ impl<S: LocalStore> Node<S> {
             req @ (Request::Coordinate(_) | Request::CoordinateOnce { .. }) => {
                 s.coord.answer_forwarded(from, req).await
             }
+            Request::Goodbye {
+                generation,
+                heartbeat,
+            } => {
+                s.membership.peer_stopped(from, generation, heartbeat);
+                Response::Pong
+            }
         }
     }
 }

@@ -53,12 +53,31 @@ async fn one_node_down_quorum_works_all_fails() {
         .put(b("k"), b("v2"), w(Consistency::All))
         .await
         .expect_err("ALL must fail");
-    match err {
-        KvError::Unavailable {
-            required, answered, ..
-        } => assert_eq!((required, answered), (3, 2)),
+    // Sent and applied on the two live replicas: the error says so.
+    match &err {
+        KvError::Incomplete {
+            required,
+            acked,
+            missing,
+            ..
+        } => {
+            assert_eq!((*required, acked.len(), missing.len()), (3, 2, 1));
+            assert!(!acked.contains(&missing[0]));
+        }
         other => panic!("wrong error {other:?}"),
     }
+    let text = err.to_string();
+    assert!(
+        text.starts_with("outcome unknown: 3 acknowledgements required, 2 received from ")
+            && text.contains("the write is not undone")
+            && text.contains(" and reaches "),
+        "{text}"
+    );
+    assert_eq!(
+        read_one(&c.nodes[1], "k", Consistency::Quorum).await,
+        Some(b("v2")),
+        "the incomplete write is visible, as the error warned"
+    );
     let err = alive
         .get(b("k"), at(Consistency::All))
         .await

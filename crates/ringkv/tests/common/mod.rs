@@ -45,7 +45,13 @@ pub struct NodeProc {
     pub http: SocketAddr,
     pub cluster: SocketAddr,
     pub data_dir: PathBuf,
+    /// The node's log lines after its ready line (the last
+    /// [`LOG_LINES_KEPT`]).
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
+
+/// Log lines a [`NodeProc`] keeps.
+pub const LOG_LINES_KEPT: usize = 20_000;
 
 impl NodeProc {
     /// Starts `ringkv server` on ephemeral loopback ports with `extra` flags
@@ -69,10 +75,14 @@ impl NodeProc {
             .args(["--resp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .args(["--cluster-addr", "127.0.0.1:0"])
             // RINGKV_TEST_LOG=info shows what the nodes do.
-            .args([
-                "--log",
-                &std::env::var("RINGKV_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            ])
+            .args(if extra.contains(&"--log") {
+                Vec::new()
+            } else {
+                vec![
+                    "--log".to_string(),
+                    std::env::var("RINGKV_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+                ]
+            })
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -111,11 +121,18 @@ impl NodeProc {
         // Keep draining stdout so the child never blocks on a full pipe;
         // with RINGKV_TEST_LOG set, pass the node's log on.
         let echo = std::env::var_os("RINGKV_TEST_LOG").is_some();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = std::sync::Arc::clone(&log);
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
                 if echo {
                     eprintln!("[{port}] {line}");
                 }
+                let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                if kept.len() >= LOG_LINES_KEPT {
+                    kept.remove(0);
+                }
+                kept.push(line);
             }
         });
         NodeProc {
@@ -124,6 +141,7 @@ impl NodeProc {
             http,
             cluster,
             data_dir: data_dir.to_path_buf(),
+            log,
         }
     }
 

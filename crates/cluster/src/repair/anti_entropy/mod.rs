@@ -516,8 +516,9 @@ impl<S: LocalStore> AntiEntropy<S> {
                     ae.sync_failures.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("ringkv_ae_sync_failures_total").increment(1);
                     ae.ledger.record_failure(*range, peer);
-                    tracing::debug!(peer = %crate::id::display(peer), ?range, error = %e,
-                        "anti-entropy sync failed");
+                    tracing::warn!(peer = %crate::id::display(peer),
+                        range = format_args!("({:016x}, {:016x}]", range.start, range.end),
+                        error = %e, "anti-entropy sync of a range failed; retried next pass");
                 }
             }
             {

@@ -204,6 +204,16 @@ impl HintStore {
                 drop(p);
                 self.dropped_full.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("ringkv_hints_dropped_total", "reason" => "full").increment(1);
+                static GATE: ringkv_env::log_every::LogEvery =
+                    ringkv_env::log_every::LogEvery::new(10_000);
+                if let Some(held) = GATE.admit() {
+                    tracing::warn!(
+                        target = %crate::id::display(target),
+                        budget_bytes = self.config.target_bytes_max,
+                        held_back = held,
+                        "hint dropped: the replica's hint budget is full; anti-entropy will repair it"
+                    );
+                }
                 return Ok(false);
             }
         }
@@ -215,6 +225,12 @@ impl HintStore {
         self.space.put(&hint_key(target, now_ms, seq), &value)?;
         let mut p = self.pending.lock();
         let e = p.entry(target).or_default();
+        if e.count == 0 {
+            tracing::info!(
+                target = %crate::id::display(target),
+                "holding hints for a replica that missed writes"
+            );
+        }
         e.count += 1;
         e.bytes += size;
         metrics::counter!("ringkv_hints_stored_total").increment(1);
@@ -246,6 +262,10 @@ impl HintStore {
             e.bytes = e.bytes.saturating_sub(size);
             if e.count == 0 {
                 p.remove(&hint.target);
+                tracing::info!(
+                    target = %crate::id::display(hint.target),
+                    "every hint held for this replica delivered or dropped"
+                );
             }
         }
         match reason {

@@ -108,6 +108,7 @@ impl<S: LocalStore> Hints<S> {
             if !gone && !self.membership.is_alive(target) {
                 continue;
             }
+            let before = delivered;
             loop {
                 let batch = match self.store.oldest(target, config.replay_batch_max) {
                     Ok(b) => b,
@@ -167,6 +168,15 @@ impl<S: LocalStore> Hints<S> {
                 if let Some(rest) = floor.checked_sub(started.elapsed()) {
                     tokio::time::sleep(rest).await;
                 }
+            }
+            if delivered > before {
+                tracing::info!(
+                    target = %crate::id::display(target),
+                    delivered = delivered - before,
+                    left = self.store.pending().iter().find(|(t, _)| *t == target).map_or(0, |(_, p)| p.count),
+                    to = if gone { "its keys' current replicas" } else { "the replica" },
+                    "replayed hints"
+                );
             }
         }
         delivered

@@ -1,0 +1,244 @@
+//! Real processes, seen as an operator sees them: a node stopped cleanly is
+//! seen down by its peers at once, and their logs say so; a write that
+//! missed its level says where it was applied; hints held for the stopped
+//! node show in the metrics and fall back to 0 once replayed; the metrics
+//! pass `promtool check metrics`; INFO's figures agree with DBSIZE.
+
+mod common;
+
+use std::process::Command;
+use std::time::Instant;
+
+use common::{NodeProc, http, json, self_id, start_joined, wait_until};
+
+const FAST: &str = "[cluster]\ngossip_interval_ms = 100\nrequest_timeout_ms = 1000\n\
+                    [hints]\nreplay_interval_ms = 200\n";
+
+fn info(node: &NodeProc, section: &str) -> String {
+    let mut con = node.redis();
+    redis::cmd("INFO")
+        .arg(section)
+        .query(&mut con)
+        .expect("INFO")
+}
+
+fn metrics(node: &NodeProc) -> String {
+    let (status, _, body) = http(node.http, "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200);
+    String::from_utf8(body).expect("metrics are text")
+}
+
+/// The value of the sample `line_start` (a metric with its labels), if
+/// present.
+fn sample(text: &str, line_start: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn logged(node: &NodeProc, words: &[&str]) -> bool {
+    let log = node.log.lock().unwrap_or_else(|e| e.into_inner());
+    log.iter().any(|l| words.iter().all(|w| l.contains(w)))
+}
+
+/// `promtool check metrics` on the node's `/metrics`: no finding.
+fn promtool_clean(node: &NodeProc) {
+    if !common::have("promtool") {
+        assert!(
+            !common::tools_required(),
+            "promtool is missing (Debian's prometheus package)"
+        );
+        eprintln!("promtool missing: the metrics lint is skipped");
+        return;
+    }
+    let text = metrics(node);
+    let path = node.data_dir.join("metrics.txt");
+    std::fs::write(&path, &text).expect("write metrics");
+    let out = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&path).expect("open metrics"))
+        .output()
+        .expect("run promtool");
+    let findings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && findings.trim().is_empty(),
+        "promtool check metrics: {findings}"
+    );
+}
+
+#[test]
+fn an_operator_sees_what_happened() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let info_log = |_: usize| vec!["--log".to_string(), "info".to_string()];
+    let mut nodes = start_joined(root.path(), FAST, 3, info_log);
+    let c = nodes.pop().expect("c");
+    let b = nodes.pop().expect("b");
+    let a = nodes.pop().expect("a");
+    let c_id = self_id(&c);
+
+    // Keys, a quarter of them with an expiry: INFO, status and DBSIZE agree
+    // once the census has counted them.
+    let mut con = a.redis();
+    for i in 0..40 {
+        let mut set = redis::cmd("SET");
+        set.arg(format!("key:{i}")).arg("v");
+        if i % 4 == 0 {
+            set.arg("EX").arg(600);
+        }
+        let () = set.query(&mut con).expect("SET");
+    }
+    wait_until("INFO keyspace counts every key", 30, || {
+        info(&a, "keyspace").contains("db0:keys=40,expires=10,avg_ttl=")
+    });
+    let dbsize: u64 = redis::cmd("DBSIZE").query(&mut con).expect("DBSIZE");
+    assert_eq!(dbsize, 40);
+    assert_eq!(json(&a, "/v1/status")["keys"]["live"], 40);
+
+    // A clean stop: the peers see it down within 2 s, and log it.
+    let c_dir = c.data_dir.clone();
+    let stopped = c.terminate();
+    assert!(stopped.success(), "a clean exit: {stopped}");
+    let after_stop = Instant::now();
+    wait_until("peers see the stopped node down", 2, || {
+        common::alive(&a) == 2 && common::alive(&b) == 2
+    });
+    eprintln!("seen down {:?} after the exit", after_stop.elapsed());
+    wait_until("a logs the peer down", 5, || {
+        logged(&a, &["peer down", &c_id])
+    });
+
+    // ALL with a replica down: sent, applied on two, the answer says so.
+    let (status, _, body) = http(a.http, "PUT", "/v1/kv/partial?w=ALL", &[], b"maybe");
+    assert_eq!(status, 503);
+    let err: serde_json::Value = serde_json::from_slice(&body).expect("JSON error");
+    assert_eq!(err["code"], "incomplete", "{err}");
+    assert_eq!(err["missing"], serde_json::json!([c_id]), "{err}");
+    assert_eq!(err["acked"].as_array().map(Vec::len), Some(2), "{err}");
+    let message = err["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("outcome unknown: "), "{message}");
+    let (status, _, body) = http(a.http, "GET", "/v1/kv/partial", &[], b"");
+    assert_eq!((status, body.as_slice()), (200, b"maybe".as_slice()));
+    let () = redis::cmd("RINGKV.CONSISTENCY")
+        .arg("ALL")
+        .query(&mut con)
+        .expect("level");
+    let refused: redis::RedisResult<()> = redis::cmd("SET")
+        .arg("partial")
+        .arg("again")
+        .query(&mut con);
+    let text = format!("{:?}", refused.expect_err("ALL misses c"));
+    assert!(
+        text.contains("INCOMPLETE") && text.contains("outcome unknown"),
+        "{text}"
+    );
+    let () = redis::cmd("RINGKV.CONSISTENCY")
+        .arg("QUORUM")
+        .query(&mut con)
+        .expect("level");
+
+    // Writes while c is down: hints for it, in the metrics.
+    for i in 0..20 {
+        let () = redis::cmd("SET")
+            .arg(format!("while-down:{i}"))
+            .arg("v")
+            .query(&mut con)
+            .expect("QUORUM SET with one down");
+    }
+    let pending = format!("ringkv_hints_pending{{target=\"{c_id}\"}}");
+    wait_until("hints for c in the metrics", 15, || {
+        [&a, &b]
+            .iter()
+            .any(|n| sample(&metrics(n), &pending).is_some_and(|v| v > 0.0))
+    });
+
+    // c comes back: the hints are replayed, the gauges fall to 0, the logs
+    // tell it.
+    let args = [
+        "--config",
+        &root.path().join("ringkv.toml").to_string_lossy(),
+        "--seeds",
+        &a.cluster.to_string(),
+        "--log",
+        "info",
+    ]
+    .map(str::to_string);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let c = NodeProc::start(&c_dir, &args);
+    wait_until("hints delivered", 60, || {
+        [&a, &b].iter().all(|n| {
+            json(n, "/v1/cluster")["hints"]["pending"]
+                .as_array()
+                .is_some_and(Vec::is_empty)
+        })
+    });
+    wait_until("the hint gauges fall to 0", 15, || {
+        [&a, &b].iter().all(|n| {
+            let text = metrics(n);
+            sample(&text, &pending).is_none_or(|v| v == 0.0)
+        })
+    });
+    assert!(
+        [&a, &b]
+            .iter()
+            .any(|n| sample(&metrics(n), &pending).is_some()),
+        "the gauge of a drained target stays, at 0"
+    );
+    wait_until("a logs the peer up", 10, || logged(&a, &["peer up", &c_id]));
+    assert!(
+        [&a, &b]
+            .iter()
+            .any(|n| logged(n, &["replayed hints", &c_id])),
+        "the replay is logged"
+    );
+    assert!(
+        [&a, &b]
+            .iter()
+            .any(|n| logged(n, &["holding hints", &c_id])),
+        "the first hint is logged"
+    );
+    for n in [&a, &b, &c] {
+        let log = n.log.lock().unwrap_or_else(|e| e.into_inner());
+        assert!(
+            log.iter().all(|l| !l.contains('\u{1b}')),
+            "no colour codes in a piped log"
+        );
+    }
+
+    // The metrics lint clean on every node; INFO has the sections tools
+    // read, with real values.
+    for n in [&a, &b, &c] {
+        promtool_clean(n);
+    }
+    let memory = info(&a, "memory");
+    let used: u64 = memory
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory");
+    assert!(used > 1 << 20, "{memory}");
+    assert!(info(&a, "persistence").contains("aof_last_write_status:ok"));
+    let commands = info(&a, "commandstats");
+    assert!(commands.contains("cmdstat_set:calls="), "{commands}");
+    let errors = info(&a, "errorstats");
+    assert!(errors.contains("errorstat_INCOMPLETE:count=1"), "{errors}");
+    let text = metrics(&a);
+    for family in [
+        "ringkv_build_info",
+        "process_resident_memory_bytes",
+        "ringkv_storage_flushes_total",
+        "ringkv_keys",
+        "ringkv_http_requests_total",
+    ] {
+        assert!(text.contains(family), "{family} missing");
+    }
+    assert_eq!(
+        sample(&text, "ringkv_incomplete_writes_total "),
+        Some(2.0),
+        "the HTTP and the RESP write that missed ALL"
+    );
+}
