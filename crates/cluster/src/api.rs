@@ -621,6 +621,11 @@ pub trait Kv: Send + Sync + 'static {
     /// The current wall-clock time of the node, in ms (for TTL answers).
     fn now_ms(&self) -> u64;
 
+    /// The node's slow log and latency monitor (`None`: not kept).
+    fn slow_log(&self) -> Option<std::sync::Arc<crate::slowlog::SlowLog>> {
+        None
+    }
+
     /// The cluster as this node sees it.
     fn cluster(&self) -> ClusterView {
         ClusterView::default()

@@ -68,6 +68,7 @@ pub mod repair;
 pub mod replica;
 pub mod ring;
 pub mod rpc;
+pub mod slowlog;
 pub mod store;
 pub mod testing;
 

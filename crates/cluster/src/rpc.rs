@@ -486,6 +486,7 @@ impl<T: Send + 'static> Fanout<T> {
     }
 
     fn take(&mut self, call: Call, result: Result<T, PeerError>) {
+        crate::slowlog::note_replica_answer(call.to, result.is_ok());
         match result {
             Ok(value) => {
                 if call.counts && !self.acked.contains(&call.replica) {

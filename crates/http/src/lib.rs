@@ -170,6 +170,7 @@ pub fn router<K: Kv>(kv: Arc<K>, metrics: MetricsRender, config: &HttpConfig) ->
         )
         .route("/v1/repair/ranges", get(repair_ranges::<K>))
         .route("/v1/movement", get(movement::<K>))
+        .route("/v1/slowlog", get(slowlog::<K>))
         .route("/v1/movement/cancel", post(move_command::<K>))
         .route("/v1/decommission", post(move_command::<K>))
         .route("/v1/remove/{node}", post(move_command::<K>))
@@ -853,6 +854,56 @@ fn movement_json(s: Option<MovementStatus>) -> serde_json::Value {
 /// The join, decommission or removal this node drives or last drove.
 async fn movement<K: Kv>(State(state): State<AppState<K>>) -> Response {
     axum::Json(movement_json(state.kv.movement())).into_response()
+}
+
+/// `GET /v1/slowlog`: the slow log, newest first, with how long each
+/// request waited for each replica (slowest first), and the latency
+/// monitor's events.
+async fn slowlog<K: Kv>(State(state): State<AppState<K>>) -> Response {
+    let Some(log) = state.kv.slow_log() else {
+        return axum::Json(serde_json::json!({ "entries": [], "latency": [] })).into_response();
+    };
+    let config = log.config();
+    let entries: Vec<serde_json::Value> = log
+        .get(None)
+        .into_iter()
+        .map(|e| {
+            serde_json::json!({
+                "id": e.id,
+                "started_unix_s": e.started_unix_s,
+                "duration_us": e.duration_us,
+                "args": e.args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>(),
+                "client_addr": e.client_addr,
+                "client_name": e.client_name,
+                "replicas": e.replicas.iter().map(|w| serde_json::json!({
+                    "node": ringkv_cluster::id::display(w.node),
+                    "wait_us": w.wait_us,
+                    "answers": w.answers,
+                    "failures": w.failures,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let latency: Vec<serde_json::Value> = log
+        .latency_latest()
+        .into_iter()
+        .map(|e| {
+            serde_json::json!({
+                "event": e.name,
+                "latest_unix_s": e.latest_unix_s,
+                "latest_ms": e.latest_ms,
+                "max_ms": e.max_ms,
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({
+        "slower_than_us": config.slower_than_us,
+        "max_len": config.max_len,
+        "latency_threshold_ms": config.latency_threshold_ms,
+        "entries": entries,
+        "latency": latency,
+    }))
+    .into_response()
 }
 
 /// `POST /v1/decommission`, `/v1/remove/{node}`, `/v1/movement/cancel`:

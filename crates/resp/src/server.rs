@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     pub(crate) stats: Arc<RespStats>,
     pub(crate) metrics: CommandMetrics,
     pub(crate) errors: ErrorCodes,
+    /// The node's slow log and latency monitor, when it keeps them.
+    pub(crate) slow_log: Option<Arc<ringkv_cluster::slowlog::SlowLog>>,
     pub(crate) started: Instant,
     pub(crate) port: u16,
 }
@@ -81,6 +83,7 @@ impl<K: Kv> RespServer<K> {
             stats: Arc::new(RespStats::default()),
             metrics: CommandMetrics::register(),
             errors: ErrorCodes::default(),
+            slow_log: kv.slow_log(),
             started: Instant::now(),
             port,
         });
@@ -142,7 +145,8 @@ impl<K: Kv> RespServer<K> {
             let kv = Arc::clone(&kv);
             let shared = Arc::clone(&shared);
             let stop = stop.clone();
-            tasks.spawn(async move {
+            // Each connection's requests are traced for the slow log.
+            tasks.spawn(ringkv_cluster::slowlog::traced(async move {
                 match shared.config.tls.as_ref().map(|tls| tls.resp_config()) {
                     None => {
                         crate::connection::serve(stream, session, kv, Arc::clone(&shared), stop)
@@ -167,7 +171,7 @@ impl<K: Kv> RespServer<K> {
                 }
                 shared.stats.connection_closed();
                 drop(slot);
-            });
+            }));
         }
 
         drop(listener);

@@ -689,3 +689,106 @@ async fn resp3_through_hello() {
     let info: String = query(&mut c, &["CLIENT", "INFO"]).await.unwrap();
     assert!(info.contains("resp=3"), "{info}");
 }
+
+#[tokio::test]
+async fn slowlog_and_latency_in_redis_shapes() {
+    let server = TestServer::start().await;
+    let mut c = server.redis().await;
+    let _: () = query(&mut c, &["CLIENT", "SETNAME", "bob"]).await.unwrap();
+    let _: () = query(&mut c, &["SET", "fast", "v"]).await.unwrap();
+    assert_eq!(query::<i64>(&mut c, &["SLOWLOG", "LEN"]).await.unwrap(), 0);
+    // Writes to `slow*` take 300 ms: over 50 ms (logged) and 100 ms (a spike).
+    let _: () = query(&mut c, &["SET", "slowkey", "value"]).await.unwrap();
+    assert_eq!(query::<i64>(&mut c, &["SLOWLOG", "LEN"]).await.unwrap(), 1);
+    let entries: Value = query(&mut c, &["SLOWLOG", "GET"]).await.unwrap();
+    let Value::Array(entries) = entries else {
+        panic!("an array: {entries:?}");
+    };
+    let Value::Array(entry) = &entries[0] else {
+        panic!("an entry: {entries:?}");
+    };
+    assert_eq!(entry.len(), 6, "id, time, duration, args, client, name");
+    assert!(matches!(entry[0], Value::Int(0)));
+    assert!(
+        matches!(entry[2], Value::Int(us) if us >= 300_000),
+        "{entry:?}"
+    );
+    let args: Vec<String> = redis::from_redis_value(entry[3].clone()).unwrap();
+    assert_eq!(
+        args,
+        ["SET", "slowkey", "value"].map(String::from),
+        "as sent"
+    );
+    let client: String = redis::from_redis_value(entry[4].clone()).unwrap();
+    assert!(client.starts_with("127.0.0.1:"), "{client}");
+    let name: String = redis::from_redis_value(entry[5].clone()).unwrap();
+    assert_eq!(name, "bob");
+    let none: Vec<Value> = query(&mut c, &["SLOWLOG", "GET", "0"]).await.unwrap();
+    assert!(none.is_empty());
+
+    let latest: Vec<(String, i64, i64, i64)> = query(&mut c, &["LATENCY", "LATEST"]).await.unwrap();
+    assert_eq!(latest.len(), 1, "{latest:?}");
+    assert_eq!(latest[0].0, "command");
+    assert!(
+        latest[0].2 >= 300 && latest[0].3 >= latest[0].2,
+        "{latest:?}"
+    );
+    let history: Vec<(i64, i64)> = query(&mut c, &["LATENCY", "HISTORY", "command"])
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(
+        query::<i64>(&mut c, &["LATENCY", "RESET"]).await.unwrap(),
+        1
+    );
+    let latest: Vec<Value> = query(&mut c, &["LATENCY", "LATEST"]).await.unwrap();
+    assert!(latest.is_empty());
+
+    let _: () = query(&mut c, &["SLOWLOG", "RESET"]).await.unwrap();
+    assert_eq!(query::<i64>(&mut c, &["SLOWLOG", "LEN"]).await.unwrap(), 0);
+    // Redis's errors, checked side by side with redis-server 7.0.
+    for (args, text) in [
+        (
+            &["SLOWLOG", "GET", "-2"][..],
+            "ERR count should be greater than or equal to -1",
+        ),
+        (
+            &["SLOWLOG", "GET", "x"][..],
+            "ERR count should be greater than or equal to -1",
+        ),
+        (
+            &["SLOWLOG", "GET", "1", "2"][..],
+            "ERR unknown subcommand or wrong number of arguments for 'GET'. Try SLOWLOG HELP.",
+        ),
+        (
+            &["SLOWLOG", "LEN", "x"][..],
+            "ERR wrong number of arguments for 'slowlog|len' command",
+        ),
+        (
+            &["SLOWLOG", "FOO"][..],
+            "ERR unknown subcommand 'FOO'. Try SLOWLOG HELP.",
+        ),
+        (
+            &["SLOWLOG"][..],
+            "ERR wrong number of arguments for 'slowlog' command",
+        ),
+        (
+            &["LATENCY", "HISTORY"][..],
+            "ERR wrong number of arguments for 'latency|history' command",
+        ),
+        (
+            &["LATENCY", "FOO"][..],
+            "ERR unknown subcommand 'FOO'. Try LATENCY HELP.",
+        ),
+    ] {
+        let e = query::<Value>(&mut c, args).await.unwrap_err();
+        assert_eq!(err_text(e), text, "{args:?}");
+    }
+    let slower: Vec<String> = query(&mut c, &["CONFIG", "GET", "slowlog-log-slower-than"])
+        .await
+        .unwrap();
+    assert_eq!(
+        slower,
+        ["slowlog-log-slower-than", "50000"].map(String::from)
+    );
+}

@@ -24,7 +24,34 @@ pub struct Config {
     pub movement: MovementSection,
     pub tls: TlsSection,
     pub auth: AuthSection,
+    pub diagnostics: DiagnosticsSection,
     pub debug: DebugSection,
+}
+
+/// The slow log and the latency monitor (`SLOWLOG`, `LATENCY`, `GET
+/// /v1/slowlog`), in Redis's terms.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiagnosticsSection {
+    /// Requests slower than this (microseconds) go to the slow log; -1
+    /// logs none, 0 every one (`slowlog-log-slower-than`).
+    pub slowlog_slower_than_us: i64,
+    /// Slow log entries kept (`slowlog-max-len`).
+    pub slowlog_max_len: usize,
+    /// Commands slower than this (ms) are sampled by the latency monitor;
+    /// 0 turns it off (`latency-monitor-threshold`).
+    pub latency_threshold_ms: u64,
+}
+
+impl Default for DiagnosticsSection {
+    fn default() -> Self {
+        let d = ringkv_cluster::slowlog::SlowLogConfig::default();
+        Self {
+            slowlog_slower_than_us: d.slower_than_us,
+            slowlog_max_len: d.max_len,
+            latency_threshold_ms: d.latency_threshold_ms,
+        }
+    }
 }
 
 /// Client users (RESP): see SECURITY.md.
@@ -540,6 +567,12 @@ impl Config {
         }
         if !(1..=64).contains(&self.node.weight) {
             bail!("node.weight must be between 1 and 64");
+        }
+        if self.diagnostics.slowlog_max_len > crate::server::SLOWLOG_LEN_MAX {
+            bail!(
+                "diagnostics.slowlog_max_len must be at most {}",
+                crate::server::SLOWLOG_LEN_MAX
+            );
         }
         if c.gossip_interval_ms == 0 || c.request_timeout_ms == 0 || c.tokens_per_weight == 0 {
             bail!(

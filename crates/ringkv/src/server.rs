@@ -119,8 +119,17 @@ fn node_config(config: &Config) -> NodeConfig {
             settle_ms: config.movement.settle_ms,
             cleanup_delay_ms: config.movement.cleanup_delay_ms,
         },
+        slowlog: ringkv_cluster::slowlog::SlowLogConfig {
+            slower_than_us: config.diagnostics.slowlog_slower_than_us,
+            max_len: config.diagnostics.slowlog_max_len,
+            latency_threshold_ms: config.diagnostics.latency_threshold_ms,
+        },
     }
 }
+
+/// The most slow log entries a node keeps, whatever the configuration
+/// says (each holds up to 32 arguments of 128 bytes).
+pub(crate) const SLOWLOG_LEN_MAX: usize = 10_000;
 
 /// Descriptors kept for everything but connections: tables, logs, node
 /// files, the listeners.

@@ -12,7 +12,8 @@ use std::time::Instant;
 use common::{NodeProc, http, json, self_id, start_joined, wait_until};
 
 const FAST: &str = "[cluster]\ngossip_interval_ms = 100\nrequest_timeout_ms = 1000\n\
-                    [hints]\nreplay_interval_ms = 200\n";
+                    [hints]\nreplay_interval_ms = 200\n\
+                    [diagnostics]\nslowlog_slower_than_us = 0\n";
 
 fn info(node: &NodeProc, section: &str) -> String {
     let mut con = node.redis();
@@ -236,6 +237,35 @@ fn an_operator_sees_what_happened() {
     ] {
         assert!(text.contains(family), "{family} missing");
     }
+    // Every request is "slow" here: the slow log shows how long the write
+    // waited for each replica.
+    let slow = json(&a, "/v1/slowlog");
+    let entries = slow["entries"].as_array().expect("entries");
+    let write = entries
+        .iter()
+        .find(|e| {
+            e["args"][0] == "SET"
+                && e["args"][1]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with("while-down:"))
+        })
+        .expect("a SET in the slow log");
+    let replicas = write["replicas"].as_array().expect("replicas");
+    assert!(
+        replicas.len() >= 2,
+        "this node and the other live replica: {write}"
+    );
+    assert!(
+        replicas
+            .iter()
+            .all(|r| r["wait_us"].as_u64().is_some() && r["node"].is_string())
+    );
+    let mut con = a.redis();
+    let len: i64 = redis::cmd("SLOWLOG")
+        .arg("LEN")
+        .query(&mut con)
+        .expect("SLOWLOG LEN");
+    assert!(len > 0);
     assert_eq!(
         sample(&text, "ringkv_incomplete_writes_total "),
         Some(2.0),

@@ -339,6 +339,7 @@ impl<S: LocalStore> NodeBuilder<S> {
                 anti_entropy,
                 movements,
                 census,
+                slow_log: Arc::new(crate::slowlog::SlowLog::new(config.slowlog)),
                 config,
                 files: self.files,
                 started_ms,

@@ -72,6 +72,8 @@ pub struct NodeConfig {
     pub hints: HintConfig,
     pub anti_entropy: AntiEntropyConfig,
     pub movement: MoveConfig,
+    /// The slow log and the latency monitor.
+    pub slowlog: crate::slowlog::SlowLogConfig,
 }
 
 impl Default for NodeConfig {
@@ -92,6 +94,7 @@ impl Default for NodeConfig {
             hints: HintConfig::default(),
             anti_entropy: AntiEntropyConfig::default(),
             movement: MoveConfig::default(),
+            slowlog: crate::slowlog::SlowLogConfig::default(),
         }
     }
 }
@@ -119,6 +122,7 @@ struct Services<S> {
     anti_entropy: Arc<AntiEntropy<S>>,
     movements: Arc<Movements<S>>,
     census: census::Census,
+    slow_log: Arc<crate::slowlog::SlowLog>,
     config: NodeConfig,
     files: crate::node_files::NodeFiles,
     started_ms: u64,
@@ -245,6 +249,10 @@ impl<S: LocalStore> Kv for Node<S> {
 
     fn now_ms(&self) -> u64 {
         self.inner.replica.now_ms()
+    }
+
+    fn slow_log(&self) -> Option<Arc<crate::slowlog::SlowLog>> {
+        Some(Arc::clone(&self.inner.slow_log))
     }
 
     fn cluster(&self) -> ClusterView {

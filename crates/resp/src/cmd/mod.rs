@@ -37,6 +37,7 @@ use crate::server::Shared;
 pub mod client;
 pub mod command;
 pub mod connection;
+pub mod diag;
 pub mod expire;
 pub mod get;
 pub mod keys;
@@ -147,6 +148,10 @@ command_table! {
     Quit: "QUIT", -1, ["fast", "stale", "no-auth"], (0, 0, 0), "connection", "Closes the connection.";
     Reset: "RESET", 1, ["fast", "stale", "no-auth"], (0, 0, 0), "connection",
         "Resets the connection's state.";
+    Slowlog: "SLOWLOG", -2, ["admin", "stale"], (0, 0, 0), "server",
+        "Reads or resets the slow log (requests slower than slowlog_slower_than_us).";
+    Latency: "LATENCY", -2, ["admin", "stale"], (0, 0, 0), "server",
+        "Reads or resets the latency monitor's spikes (LATEST, HISTORY, RESET).";
     RingkvConsistency: "RINGKV.CONSISTENCY", -1, ["fast"], (0, 0, 0), "ringkv",
         "Sets or reports the connection's default read and write consistency.";
     RingkvGetall: "RINGKV.GETALL", 2, ["readonly"], (1, 1, 1), "ringkv",
@@ -373,12 +378,15 @@ async fn run<K: Kv>(ctx: &mut Ctx<'_, K>, cmd: Cmd, args: &[Bytes]) -> Result<Fr
         return Err(e);
     }
     let started = Instant::now();
+    ringkv_cluster::slowlog::restart_trace();
     let result = dispatch(ctx, cmd, args).await;
+    let elapsed = started.elapsed();
     let failed = match &result {
         Err(_) => true,
         Ok(frame) => matches!(frame, Frame::Error(_)),
     };
-    ctx.shared.metrics.record(cmd, started.elapsed(), failed);
+    ctx.shared.metrics.record(cmd, elapsed, failed);
+    diag::note_command(ctx, cmd, args, elapsed);
     result
 }
 
@@ -469,6 +477,8 @@ async fn dispatch<K: Kv>(
         Cmd::Select => connection::select(a),
         Cmd::Quit => connection::quit(ctx),
         Cmd::Reset => connection::reset(ctx),
+        Cmd::Slowlog => diag::slowlog(ctx, args),
+        Cmd::Latency => diag::latency(ctx, args),
         Cmd::RingkvConsistency => ringkv::consistency(ctx, a),
         Cmd::RingkvGetall => ringkv::GetAll::parse(a)?.apply(ctx).await,
         Cmd::RingkvPut => ringkv::Put::parse(a)?.apply(ctx).await,

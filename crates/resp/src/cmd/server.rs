@@ -294,6 +294,7 @@ fn human_bytes(bytes: u64) -> String {
 /// Settings answered by `CONFIG GET`, in Redis' names.
 fn config_values<K>(ctx: &Ctx<'_, K>) -> Vec<(&'static str, String)> {
     let c = &ctx.shared.config;
+    let slow = ctx.shared.slow_log.as_ref().map(|l| l.config());
     vec![
         ("maxclients", c.connections_max.to_string()),
         ("timeout", (c.idle_timeout_ms / 1000).to_string()),
@@ -306,6 +307,15 @@ fn config_values<K>(ctx: &Ctx<'_, K>) -> Vec<(&'static str, String)> {
         // No snapshots: every write goes to the commit log.
         ("save", String::new()),
         ("appendonly", "yes".into()),
+        (
+            "slowlog-log-slower-than",
+            slow.map_or(-1, |c| c.slower_than_us).to_string(),
+        ),
+        ("slowlog-max-len", slow.map_or(0, |c| c.max_len).to_string()),
+        (
+            "latency-monitor-threshold",
+            slow.map_or(0, |c| c.latency_threshold_ms).to_string(),
+        ),
     ]
 }
 

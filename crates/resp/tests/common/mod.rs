@@ -61,6 +61,8 @@ pub struct MemKv {
     /// Calls of `release_writes`, and whether they fail.
     flushes: AtomicU64,
     fail_flush: AtomicBool,
+    /// Requests over 50 ms are logged; spikes over 100 ms sampled.
+    slow_log: Arc<ringkv_cluster::slowlog::SlowLog>,
 }
 
 impl MemKv {
@@ -73,6 +75,13 @@ impl MemKv {
             slow_write_ms: AtomicU64::new(300),
             flushes: AtomicU64::new(0),
             fail_flush: AtomicBool::new(false),
+            slow_log: Arc::new(ringkv_cluster::slowlog::SlowLog::new(
+                ringkv_cluster::slowlog::SlowLogConfig {
+                    slower_than_us: 50_000,
+                    max_len: 128,
+                    latency_threshold_ms: 100,
+                },
+            )),
         })
     }
 
@@ -308,6 +317,10 @@ impl Kv for MemKv {
 
     fn now_ms(&self) -> u64 {
         self.now_ms.load(Ordering::SeqCst)
+    }
+
+    fn slow_log(&self) -> Option<Arc<ringkv_cluster::slowlog::SlowLog>> {
+        Some(Arc::clone(&self.slow_log))
     }
 }
 
