@@ -536,3 +536,89 @@ fn client_certificates_can_be_required() {
     let out = curl(&["--cert", &cert, "--key", &key]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{out:?}");
 }
+
+/// redis-py's `RedisCluster` against three nodes: it bootstraps from
+/// `CLUSTER SLOTS`, runs SET/GET/MGET, its `DBSIZE` (sent to every primary)
+/// equals a plain connection's, and when the node it uses stops, it moves
+/// to another and goes on.
+const PY_CLUSTER: &str = r#"
+import sys, time
+from redis.cluster import RedisCluster, ClusterNode
+ports = [int(p) for p in sys.argv[1:]]
+rc = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", p) for p in ports], socket_timeout=5)
+for i in range(50):
+    assert rc.set(f"ck:{i}", f"v{i}")
+assert rc.get("ck:7") == b"v7"
+assert rc.mget_nonatomic([f"ck:{i}" for i in range(5)]) == [f"v{i}".encode() for i in range(5)]
+assert len(rc.get_nodes()) == 3, rc.get_nodes()
+primaries = rc.get_primaries()
+assert len(primaries) == 1, primaries
+print("primary", primaries[0].port, rc.dbsize(), flush=True)
+assert sys.stdin.readline().strip() == "stopped"
+for i in range(50, 60):
+    for attempt in range(40):
+        try:
+            assert rc.set(f"ck:{i}", f"v{i}")
+            break
+        except Exception as e:
+            time.sleep(0.25)
+    else:
+        raise SystemExit(f"ck:{i} never written")
+for i in range(60):
+    assert rc.get(f"ck:{i}") == f"v{i}".encode(), i
+now = rc.get_primaries()[0].port
+assert now != primaries[0].port, now
+print("cluster ok", now, flush=True)
+"#;
+
+#[test]
+fn redis_py_cluster_client_survives_its_node_stopping() {
+    use std::io::{BufRead, BufReader, Write};
+    if !tool_present("python3") {
+        return;
+    }
+    let root = tempfile::tempdir().expect("tempdir");
+    let config = "[cluster]\ngossip_interval_ms = 100\nrequest_timeout_ms = 1000\n";
+    let mut nodes = common::start_joined(root.path(), config, 3, |_| Vec::new());
+    let ports: Vec<String> = nodes.iter().map(|n| n.resp.port().to_string()).collect();
+    let mut py = Command::new("python3")
+        .args(["-c", PY_CLUSTER])
+        .args(&ports)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut lines = BufReader::new(py.stdout.take().expect("stdout")).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    let mut words = first.split_whitespace().skip(1);
+    let primary: u16 = words
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| {
+            let _ = py.kill();
+            panic!("python said {first:?}")
+        });
+    let cluster_dbsize: u64 = words.next().and_then(|d| d.parse().ok()).expect("dbsize");
+    let at = nodes
+        .iter()
+        .position(|n| n.resp.port() == primary)
+        .expect("the primary is one of ours");
+    let mut con = nodes[at].redis();
+    let plain: u64 = redis::cmd("DBSIZE").query(&mut con).expect("DBSIZE");
+    assert_eq!(
+        cluster_dbsize, plain,
+        "DBSIZE through the cluster client is not multiplied"
+    );
+    drop(con);
+    let stopped = nodes.remove(at).terminate();
+    assert!(stopped.success());
+    let mut stdin = py.stdin.take().expect("stdin");
+    writeln!(stdin, "stopped").expect("tell python");
+    drop(stdin);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = py.wait().expect("python exits");
+    assert!(
+        status.success() && rest.iter().any(|l| l.starts_with("cluster ok")),
+        "redis-py cluster client: {rest:?}"
+    );
+}

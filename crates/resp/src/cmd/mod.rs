@@ -35,6 +35,7 @@ use crate::parse::Args;
 use crate::server::Shared;
 
 pub mod client;
+pub mod cluster;
 pub mod command;
 pub mod connection;
 pub mod diag;
@@ -148,6 +149,14 @@ command_table! {
     Quit: "QUIT", -1, ["fast", "stale", "no-auth"], (0, 0, 0), "connection", "Closes the connection.";
     Reset: "RESET", 1, ["fast", "stale", "no-auth"], (0, 0, 0), "connection",
         "Resets the connection's state.";
+    Cluster: "CLUSTER", -2, ["stale"], (0, 0, 0), "cluster",
+        "Describes the cluster to Redis Cluster clients: this node the primary of every slot.";
+    Readonly: "READONLY", 1, ["fast", "stale"], (0, 0, 0), "cluster",
+        "Accepted: every node serves reads of every key.";
+    Readwrite: "READWRITE", 1, ["fast", "stale"], (0, 0, 0), "cluster",
+        "Accepted: every node serves writes of every key.";
+    Asking: "ASKING", 1, ["fast", "stale"], (0, 0, 0), "cluster",
+        "Accepted: no slot ever moves between ringkv nodes.";
     Slowlog: "SLOWLOG", -2, ["admin", "stale"], (0, 0, 0), "server",
         "Reads or resets the slow log (requests slower than slowlog_slower_than_us).";
     Latency: "LATENCY", -2, ["admin", "stale"], (0, 0, 0), "server",
@@ -477,6 +486,8 @@ async fn dispatch<K: Kv>(
         Cmd::Select => connection::select(a),
         Cmd::Quit => connection::quit(ctx),
         Cmd::Reset => connection::reset(ctx),
+        Cmd::Cluster => cluster::cluster(ctx, args),
+        Cmd::Readonly | Cmd::Readwrite | Cmd::Asking => cluster::accepted(),
         Cmd::Slowlog => diag::slowlog(ctx, args),
         Cmd::Latency => diag::latency(ctx, args),
         Cmd::RingkvConsistency => ringkv::consistency(ctx, a),

@@ -241,7 +241,8 @@ fn section<K: Kv>(ctx: &Ctx<'_, K>, name: &str, out: &mut String) {
         }
         "cluster" => {
             out.push_str("# Cluster\r\n");
-            line(out, "cluster_enabled", 0);
+            // CLUSTER SLOTS answers (see `cmd::cluster`).
+            line(out, "cluster_enabled", 1);
         }
         "keyspace" => {
             out.push_str("# Keyspace\r\n");
