@@ -330,6 +330,19 @@ impl NodeStatus {
     }
 }
 
+/// The cluster's traffic at one moment, as a node saw it (the dashboard's
+/// chart; see `node::history`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadSample {
+    /// Wall-clock time, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// Sum of the alive nodes' coordinator operations per second.
+    pub ops_per_sec: u64,
+    /// The largest p99 of the alive nodes, in microseconds.
+    pub p99_us: u64,
+    pub nodes_down: u64,
+}
+
 /// One node as the cluster view shows it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NodeView {
@@ -620,6 +633,11 @@ pub trait Kv: Send + Sync + 'static {
 
     /// The current wall-clock time of the node, in ms (for TTL answers).
     fn now_ms(&self) -> u64;
+
+    /// The cluster's recent traffic, oldest first (empty: not kept).
+    fn load_history(&self) -> Vec<LoadSample> {
+        Vec::new()
+    }
 
     /// The node's slow log and latency monitor (`None`: not kept).
     fn slow_log(&self) -> Option<std::sync::Arc<crate::slowlog::SlowLog>> {

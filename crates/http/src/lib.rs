@@ -171,14 +171,59 @@ pub fn router<K: Kv>(kv: Arc<K>, metrics: MetricsRender, config: &HttpConfig) ->
         .route("/v1/repair/ranges", get(repair_ranges::<K>))
         .route("/v1/movement", get(movement::<K>))
         .route("/v1/slowlog", get(slowlog::<K>))
+        .route("/v1/history", get(history::<K>))
         .route("/v1/movement/cancel", post(move_command::<K>))
         .route("/v1/decommission", post(move_command::<K>))
         .route("/v1/remove/{node}", post(move_command::<K>))
+        .route(
+            "/",
+            get(|| async { ui_asset(UI_INDEX, "text/html; charset=utf-8") }),
+        )
+        .route(
+            "/ui/",
+            get(|| async { ui_asset(UI_INDEX, "text/html; charset=utf-8") }),
+        )
+        .route(
+            "/ui/app.js",
+            get(|| async { ui_asset(UI_SCRIPT, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/ui/style.css",
+            get(|| async { ui_asset(UI_STYLE, "text/css; charset=utf-8") }),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_text::<K>))
         .route_layer(axum::middleware::from_fn(count_request))
         .layer(DefaultBodyLimit::max(config.body_bytes_max))
         .with_state(state)
+}
+
+/// The dashboard (`GET /`): a page, a script and a style sheet, built into
+/// the binary (no build step). The script polls `/v1/cluster`,
+/// `/v1/status`, `/v1/history`, `/v1/repair`, `/v1/repair/ranges` and
+/// `/v1/movement`.
+const UI_INDEX: &str = include_str!("../ui/index.html");
+const UI_SCRIPT: &str = include_str!("../ui/app.js");
+const UI_STYLE: &str = include_str!("../ui/style.css");
+
+/// One dashboard file, with headers that keep it to this origin: no inline
+/// script, no framing by another site.
+fn ui_asset(body: &'static str, content_type: &'static str) -> Response {
+    use axum::http::header;
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
+            ),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// Counts each request of a known route, by route and status, and times it.
@@ -854,6 +899,26 @@ fn movement_json(s: Option<MovementStatus>) -> serde_json::Value {
 /// The join, decommission or removal this node drives or last drove.
 async fn movement<K: Kv>(State(state): State<AppState<K>>) -> Response {
     axum::Json(movement_json(state.kv.movement())).into_response()
+}
+
+/// `GET /v1/history`: the cluster's traffic over the last minutes as this
+/// node saw it, oldest first: `{"samples": [{"at_ms", "ops_per_sec",
+/// "p99_us", "nodes_down"}, ...]}`.
+async fn history<K: Kv>(State(state): State<AppState<K>>) -> Response {
+    let samples: Vec<serde_json::Value> = state
+        .kv
+        .load_history()
+        .into_iter()
+        .map(|s| {
+            serde_json::json!({
+                "at_ms": s.at_ms,
+                "ops_per_sec": s.ops_per_sec,
+                "p99_us": s.p99_us,
+                "nodes_down": s.nodes_down,
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "samples": samples })).into_response()
 }
 
 /// `GET /v1/slowlog`: the slow log, newest first, with how long each

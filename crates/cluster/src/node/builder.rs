@@ -340,6 +340,7 @@ impl<S: LocalStore> NodeBuilder<S> {
                 movements,
                 census,
                 slow_log: Arc::new(crate::slowlog::SlowLog::new(config.slowlog)),
+                history: crate::node::history::LoadHistory::default(),
                 config,
                 files: self.files,
                 started_ms,
@@ -479,7 +480,25 @@ impl<S: LocalStore> Node<S> {
             tokio::spawn(Arc::clone(&s.hints).run(stop(shutdown.clone()))),
             tokio::spawn(Arc::clone(&s.anti_entropy).run(stop(shutdown.clone()))),
             tokio::spawn(Arc::clone(&s.movements).run_cleanup(stop(shutdown.clone()))),
-            tokio::spawn(s.census.clone().run(Arc::clone(&s.replica), stop(shutdown))),
+            tokio::spawn(
+                s.census
+                    .clone()
+                    .run(Arc::clone(&s.replica), stop(shutdown.clone())),
+            ),
+            tokio::spawn({
+                let node = self.clone();
+                crate::exec::every(
+                    crate::node::history::HISTORY_INTERVAL,
+                    stop(shutdown),
+                    move || {
+                        let node = node.clone();
+                        async move {
+                            use crate::api::Kv;
+                            node.inner.history.sample(&node.cluster(), node.now_ms());
+                        }
+                    },
+                )
+            }),
         ])
     }
 }

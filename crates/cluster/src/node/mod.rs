@@ -18,6 +18,7 @@
 pub mod builder;
 pub mod census;
 mod handler;
+pub mod history;
 pub mod storage;
 
 use std::sync::Arc;
@@ -123,6 +124,7 @@ struct Services<S> {
     movements: Arc<Movements<S>>,
     census: census::Census,
     slow_log: Arc<crate::slowlog::SlowLog>,
+    history: history::LoadHistory,
     config: NodeConfig,
     files: crate::node_files::NodeFiles,
     started_ms: u64,
@@ -249,6 +251,10 @@ impl<S: LocalStore> Kv for Node<S> {
 
     fn now_ms(&self) -> u64 {
         self.inner.replica.now_ms()
+    }
+
+    fn load_history(&self) -> Vec<crate::api::LoadSample> {
+        self.inner.history.samples()
     }
 
     fn slow_log(&self) -> Option<Arc<crate::slowlog::SlowLog>> {
