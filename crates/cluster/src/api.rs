@@ -543,6 +543,8 @@ pub struct ReplicaView {
     /// Live siblings held.
     pub siblings: Vec<SiblingView>,
     pub tombstones: usize,
+    /// Values held past their expiry (dead, not yet purged).
+    pub expired: usize,
 }
 
 /// One live sibling a replica holds, as `explain` shows it.
@@ -551,6 +553,8 @@ pub struct SiblingView {
     pub dot: Dot,
     pub hlc: u64,
     pub value_bytes: usize,
+    /// Wall-clock expiry, ms since the Unix epoch.
+    pub expires_at_ms: Option<u64>,
 }
 
 /// One replicated range's anti-entropy state.

@@ -807,13 +807,16 @@ async fn explain<K: Kv>(State(state): State<AppState<K>>, uri: Uri) -> Result<Re
                     "dot": [format!("{:016x}", s.dot.actor), s.dot.counter],
                     "hlc": s.hlc,
                     "value_bytes": s.value_bytes,
+                    "expires_at_ms": s.expires_at_ms,
                 })).collect::<Vec<_>>(),
                 "tombstones": r.tombstones,
+                "expired": r.expired,
             })
         })
         .collect();
     Ok(axum::Json(serde_json::json!({
         "token": e.token.to_string(),
+        "now_ms": state.kv.now_ms(),
         "preference_list": e.preference_list.iter().map(|n| format!("{n:016x}")).collect::<Vec<_>>(),
         "replicas": replicas,
     }))

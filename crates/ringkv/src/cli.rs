@@ -50,6 +50,11 @@ pub enum Command {
     /// Client users: password hashes for the users file.
     #[command(subcommand)]
     User(crate::user::UserCommand),
+    /// Print a shell completion script: `source <(ringkv completions bash)`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Benchmarks against peers.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -203,6 +208,10 @@ pub struct AdminArgs {
     /// A node's HTTP address.
     #[arg(long, default_value = "127.0.0.1:7380")]
     pub http: String,
+    /// Print the node's answers as JSON (one object per line while
+    /// following progress) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl NodeFlags {
@@ -273,16 +282,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::LocalCluster(args) => crate::local_cluster::run(args),
         Command::Cert(cmd) => crate::cert::run(cmd),
         Command::User(cmd) => crate::user::run(cmd),
-        Command::Status(args) if args.ranges => crate::status::ranges(&args.admin.http),
-        Command::Status(args) => crate::status::status(&args.admin.http),
-        Command::Ring(args) => crate::status::ring(&args.http),
-        Command::Explain(args) => crate::status::explain(&args.admin.http, &args.key),
-        Command::Repair(args) => crate::status::repair(&args.admin.http, !args.no_wait),
+        Command::Status(args) if args.ranges => crate::status::ranges(&args.admin),
+        Command::Status(args) => crate::status::status(&args.admin),
+        Command::Ring(args) => crate::status::ring(&args),
+        Command::Explain(args) => crate::status::explain(&args.admin, &args.key),
+        Command::Repair(args) => crate::status::repair(&args.admin, !args.no_wait),
         Command::Decommission(args) => {
-            crate::status::movement(&args.admin.http, "/v1/decommission", !args.no_wait)
+            crate::status::movement(&args.admin, "/v1/decommission", !args.no_wait)
         }
         Command::Remove(args) => crate::status::remove(&args),
-        Command::Cancel(args) => crate::status::movement(&args.http, "/v1/movement/cancel", true),
+        Command::Cancel(args) => crate::status::movement(&args, "/v1/movement/cancel", true),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "ringkv", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Autoscale(args) => crate::autoscale::run(args),
         Command::Bench(cmd) => crate::bench::run(cmd),
         Command::Prove(cmd) => crate::proof::run(cmd),

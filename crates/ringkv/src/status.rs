@@ -19,11 +19,29 @@ fn ask(addr: &str, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
+/// Prints `v` as one line of JSON.
+fn say_json(v: &serde_json::Value) {
+    say!("{v}");
+}
+
 /// `ringkv status`: every node as the asked node sees it.
-pub fn status(addr: &str) -> anyhow::Result<()> {
+pub fn status(admin: &crate::cli::AdminArgs) -> anyhow::Result<()> {
+    let addr = admin.http.as_str();
     let v = get_json(addr, "/v1/cluster")?;
+    if admin.json {
+        say_json(&v);
+        return Ok(());
+    }
     let me = v["self"].as_str().unwrap_or("?");
-    let replication = v["replication"].to_string();
+    let replication = v["replication"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(dc, n)| format!("{dc}: {n} copies"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
     let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
     say!("cluster seen by {me}; replication {replication}");
     say!(
@@ -144,11 +162,14 @@ pub fn status(addr: &str) -> anyhow::Result<()> {
 
 /// `ringkv repair`: starts an on-demand anti-entropy pass on a node and
 /// follows its progress until it ends.
-pub fn repair(addr: &str, wait: bool) -> anyhow::Result<()> {
+pub fn repair(admin: &crate::cli::AdminArgs, wait: bool) -> anyhow::Result<()> {
+    let addr = admin.http.as_str();
     let (code, body) = ask(addr, "POST", "/v1/repair")?;
     match code {
+        _ if admin.json && (code == 202 || code == 409) => {}
         202 => say!("repair started on {addr}"),
-        409 => say!("a repair pass is already running on {addr}; following it"),
+        409 if wait => say!("a repair pass is already running on {addr}; following it"),
+        409 => say!("a repair pass is already running on {addr}"),
         other => bail!("/v1/repair answered {other}: {body}"),
     }
     if !wait {
@@ -157,6 +178,14 @@ pub fn repair(addr: &str, wait: bool) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     loop {
         let v = get_json(addr, "/v1/repair")?;
+        if admin.json {
+            say_json(&v);
+            if v["running"] != true {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            continue;
+        }
         let done = v["ranges_done"].as_u64().unwrap_or(0);
         let total = v["ranges_total"].as_u64().unwrap_or(0);
         say!(
@@ -246,7 +275,7 @@ pub fn remove(args: &crate::cli::RemoveArgs) -> anyhow::Result<()> {
         _ => bail!("--admin-cert and --admin-key go together"),
     };
     movement_with(
-        addr,
+        &args.movement.admin,
         &path,
         body.to_string().as_bytes(),
         !args.movement.no_wait,
@@ -257,11 +286,18 @@ pub fn remove(args: &crate::cli::RemoveArgs) -> anyhow::Result<()> {
 /// at `addr` to start (or cancel) a movement, then follows it until it
 /// ends. A decommissioned node stops at the end: its going away ends the
 /// wait.
-pub fn movement(addr: &str, path: &str, wait: bool) -> anyhow::Result<()> {
-    movement_with(addr, path, b"", wait)
+pub fn movement(admin: &crate::cli::AdminArgs, path: &str, wait: bool) -> anyhow::Result<()> {
+    movement_with(admin, path, b"", wait)
 }
 
-fn movement_with(addr: &str, path: &str, body: &[u8], wait: bool) -> anyhow::Result<()> {
+fn movement_with(
+    admin: &crate::cli::AdminArgs,
+    path: &str,
+    body: &[u8],
+    wait: bool,
+) -> anyhow::Result<()> {
+    let addr = admin.http.as_str();
+    let json = admin.json;
     let (code, body) = request(addr, "POST", path, body)?;
     let body = String::from_utf8_lossy(&body).into_owned();
     if code != 202 {
@@ -272,7 +308,11 @@ fn movement_with(addr: &str, path: &str, body: &[u8], wait: bool) -> anyhow::Res
         bail!("{addr} refused: {why}");
     }
     let started: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-    say!("{addr}: {}", movement_line(&started));
+    if json {
+        say_json(&started);
+    } else {
+        say!("{addr}: {}", movement_line(&started));
+    }
     if !wait {
         return Ok(());
     }
@@ -284,20 +324,32 @@ fn movement_with(addr: &str, path: &str, body: &[u8], wait: bool) -> anyhow::Res
             // A decommissioned node, and one whose join was cancelled,
             // leave the ring and stop.
             Err(_) if started["kind"] == "decommission" => {
-                say!("{addr} has stopped: decommissioned");
+                if json {
+                    say_json(&serde_json::json!({ "kind": "decommission", "phase": "stopped" }));
+                } else {
+                    say!("{addr} has stopped: decommissioned");
+                }
                 return Ok(());
             }
             Err(_) if started["kind"] == "join" && path.ends_with("/cancel") => {
-                say!("{addr} has stopped: join cancelled");
+                if json {
+                    say_json(&serde_json::json!({ "kind": "join", "phase": "stopped" }));
+                } else {
+                    say!("{addr} has stopped: join cancelled");
+                }
                 return Ok(());
             }
             Err(e) => return Err(e),
         };
-        say!(
-            "  {}  ({:.0}s)",
-            movement_line(&m),
-            begun.elapsed().as_secs_f64()
-        );
+        if json {
+            say_json(&m);
+        } else {
+            say!(
+                "  {}  ({:.0}s)",
+                movement_line(&m),
+                begun.elapsed().as_secs_f64()
+            );
+        }
         match m["phase"].as_str() {
             Some("done" | "cancelled") => return Ok(()),
             Some("failed") => bail!("the movement failed: {}", m["last_error"]),
@@ -307,8 +359,12 @@ fn movement_with(addr: &str, path: &str, body: &[u8], wait: bool) -> anyhow::Res
 }
 
 /// `ringkv status --ranges`: the anti-entropy state of every range.
-pub fn ranges(addr: &str) -> anyhow::Result<()> {
-    let v = get_json(addr, "/v1/repair/ranges")?;
+pub fn ranges(admin: &crate::cli::AdminArgs) -> anyhow::Result<()> {
+    let v = get_json(&admin.http, "/v1/repair/ranges")?;
+    if admin.json {
+        say_json(&v);
+        return Ok(());
+    }
     let ranges = v["ranges"].as_array().cloned().unwrap_or_default();
     say!(
         "{:>20} {:>20}  {:<12}  replicas",
@@ -336,8 +392,12 @@ pub fn ranges(addr: &str) -> anyhow::Result<()> {
 }
 
 /// `ringkv ring`: token ownership.
-pub fn ring(addr: &str) -> anyhow::Result<()> {
-    let v = get_json(addr, "/v1/cluster")?;
+pub fn ring(admin: &crate::cli::AdminArgs) -> anyhow::Result<()> {
+    let v = get_json(&admin.http, "/v1/cluster")?;
+    if admin.json {
+        say_json(&serde_json::json!({ "nodes": v["nodes"], "tokens": v["tokens"] }));
+        return Ok(());
+    }
     let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
     let tokens = v["tokens"].as_array().cloned().unwrap_or_default();
     say!("ring: {} nodes, {} tokens", nodes.len(), tokens.len());
@@ -371,8 +431,12 @@ pub fn ring(addr: &str) -> anyhow::Result<()> {
 /// Token lines `ringkv ring` prints at most.
 const TOKENS_SHOWN_MAX: usize = 64;
 
-/// `ringkv explain KEY`: where a key lives and each replica's version.
-pub fn explain(addr: &str, key: &str) -> anyhow::Result<()> {
+/// `ringkv explain KEY`: where a key lives and each replica's version, as
+/// text (times in UTC, time to live, whether the replicas agree) or JSON.
+pub fn explain(admin: &crate::cli::AdminArgs, key: &str) -> anyhow::Result<()> {
+    if key.is_empty() {
+        bail!("the key is empty");
+    }
     let encoded: String = key
         .bytes()
         .map(|b| {
@@ -383,7 +447,200 @@ pub fn explain(addr: &str, key: &str) -> anyhow::Result<()> {
             }
         })
         .collect();
-    let v = get_json(addr, &format!("/v1/explain/{encoded}"))?;
-    say!("{}", serde_json::to_string_pretty(&v)?);
+    let v = get_json(&admin.http, &format!("/v1/explain/{encoded}"))?;
+    if admin.json {
+        say_json(&v);
+        return Ok(());
+    }
+    for line in explain_text(key, &v) {
+        say!("{line}");
+    }
     Ok(())
+}
+
+/// The text of `ringkv explain` for the node's answer `v`.
+fn explain_text(key: &str, v: &serde_json::Value) -> Vec<String> {
+    let now = v["now_ms"].as_u64().unwrap_or(0);
+    let token: u64 = v["token"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let prefs: Vec<&str> = v["preference_list"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+        .unwrap_or_default();
+    let replicas = v["replicas"].as_array().cloned().unwrap_or_default();
+    let mut out = vec![
+        format!("key {key:?}  token {token} ({token:#018x})"),
+        format!("replicas (preference order): {}", prefs.join(", ")),
+    ];
+    // Agreement: every replica that answered holds the same version.
+    let answered: Vec<&serde_json::Value> = replicas
+        .iter()
+        .filter(|r| r["version"].is_array())
+        .collect();
+    let versions: Vec<String> = answered.iter().map(|r| r["version"].to_string()).collect();
+    let verdict = if answered.len() < replicas.len() {
+        format!(
+            "unknown: {} of {} replicas answered",
+            answered.len(),
+            replicas.len()
+        )
+    } else if versions.windows(2).all(|w| w[0] == w[1]) {
+        "yes: every replica holds the same version".to_string()
+    } else {
+        "no: versions differ (read repair or anti-entropy will merge them)".to_string()
+    };
+    out.push(format!("replicas agree: {verdict}"));
+    for r in &replicas {
+        let node = r["node"].as_str().unwrap_or("?");
+        let up = if r["alive"] == true { "up" } else { "DOWN" };
+        let mut line = format!("  {node}  {up:<4}  ");
+        if let Some(why) = r["version"]["error"].as_str() {
+            line.push_str(&format!("not read: {why}"));
+            out.push(line);
+            continue;
+        }
+        let siblings = r["siblings"].as_array().cloned().unwrap_or_default();
+        let tombstones = r["tombstones"].as_u64().unwrap_or(0);
+        let expired = r["expired"].as_u64().unwrap_or(0);
+        line.push_str(&match (siblings.len(), tombstones, expired) {
+            (0, 0, 0) if r["version"].as_array().is_some_and(Vec::is_empty) => {
+                "no record".to_string()
+            }
+            (0, _, e) if e > 0 => format!("expired ({e} value(s) past their expiry)"),
+            (0, t, _) if t > 0 => format!("deleted ({t} tombstone(s))"),
+            (0, _, _) => "no live value".to_string(),
+            (1, _, _) => "1 value".to_string(),
+            (n, _, _) => format!("{n} siblings (concurrent values)"),
+        });
+        let version: Vec<String> = r["version"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|d| {
+                        let actor = d[0].as_str().unwrap_or("?");
+                        format!(
+                            "{}:{}",
+                            &actor[..actor.len().min(6)],
+                            d[1].as_u64().unwrap_or(0) & COUNTER_MASK
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !version.is_empty() {
+            line.push_str(&format!("  version {{{}}}", version.join(", ")));
+        }
+        out.push(line);
+        for s in &siblings {
+            let hlc = s["hlc"].as_u64().unwrap_or(0);
+            let written = utc(hlc >> 16);
+            let actor = s["dot"][0].as_str().unwrap_or("?");
+            let mut sib = format!(
+                "      {} bytes, written {written} by {actor}",
+                s["value_bytes"].as_u64().unwrap_or(0)
+            );
+            match s["expires_at_ms"].as_u64() {
+                Some(at) => sib.push_str(&format!(
+                    ", expires {} (in {})",
+                    utc(at),
+                    human_duration(at.saturating_sub(now))
+                )),
+                None => sib.push_str(", no expiry"),
+            }
+            out.push(sib);
+        }
+    }
+    out
+}
+
+/// A dot's counter without its epoch (the epoch sits in the high bits).
+const COUNTER_MASK: u64 = (1 << ringkv_cluster::causality::EPOCH_SHIFT) - 1;
+
+/// `ms` since the Unix epoch as `YYYY-MM-DD HH:MM:SS.mmm UTC`.
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// A duration for people: `45s`, `12m 5s`, `3h 20m`, `2d 4h`.
+fn human_duration(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        3600..86_400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_as_utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00.000 UTC");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00.000 UTC");
+        assert_eq!(utc(1_796_526_411_913), "2026-12-06 03:06:51.913 UTC");
+        assert_eq!(human_duration(45_000), "45s");
+        assert_eq!(human_duration(725_000), "12m 5s");
+        assert_eq!(human_duration(12_000_000), "3h 20m");
+        assert_eq!(human_duration(187_200_000), "2d 4h");
+    }
+
+    #[test]
+    fn explain_reads_as_text_with_a_verdict() {
+        let v = serde_json::json!({
+            "token": "255",
+            "now_ms": 1_796_526_400_000u64,
+            "preference_list": ["aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"],
+            "replicas": [
+                {"node": "aaaaaaaaaaaaaaaa", "alive": true, "version": [["aaaaaaaaaaaaaaaa", 1_099_511_627_777u64]],
+                 "siblings": [{"dot": ["aaaaaaaaaaaaaaaa", 1_099_511_627_777u64], "hlc": 1_796_526_390_000u64 << 16,
+                               "value_bytes": 5, "expires_at_ms": 1_796_526_460_000u64}],
+                 "tombstones": 0, "expired": 0},
+                {"node": "bbbbbbbbbbbbbbbb", "alive": false, "version": {"error": "timed out"},
+                 "siblings": [], "tombstones": 0, "expired": 0},
+            ],
+        });
+        let text = explain_text("greeting", &v).join("\n");
+        assert!(text.contains("token 255 (0x00000000000000ff)"), "{text}");
+        assert!(
+            text.contains("replicas agree: unknown: 1 of 2 replicas answered"),
+            "{text}"
+        );
+        assert!(text.contains("1 value  version {aaaaaa:1}"), "{text}");
+        assert!(
+            text.contains("written 2026-12-06 03:06:30.000 UTC"),
+            "{text}"
+        );
+        assert!(
+            text.contains("expires 2026-12-06 03:07:40.000 UTC (in 1m 0s)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("bbbbbbbbbbbbbbbb  DOWN  not read: timed out"),
+            "{text}"
+        );
+    }
 }

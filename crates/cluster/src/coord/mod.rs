@@ -224,7 +224,7 @@ impl<S: LocalStore> Coordinator<S> {
             .iter()
             .zip(answers)
             .map(|(&id, answer)| {
-                let (version, siblings, tombstones) = match answer {
+                let (version, siblings, tombstones, expired) = match answer {
                     Ok(set) => (
                         Ok(set
                             .vv
@@ -237,11 +237,16 @@ impl<S: LocalStore> Coordinator<S> {
                                 dot: s.dot,
                                 hlc: s.hlc,
                                 value_bytes: s.value.as_ref().map_or(0, |v| v.len()),
+                                expires_at_ms: s.expires_at_ms,
                             })
                             .collect(),
                         set.siblings.iter().filter(|s| s.value.is_none()).count(),
+                        set.siblings
+                            .iter()
+                            .filter(|s| s.value.is_some() && !s.is_live(now))
+                            .count(),
                     ),
-                    Err(PeerError::Local(e)) => (Err(e), Vec::new(), 0),
+                    Err(PeerError::Local(e)) => (Err(e), Vec::new(), 0, 0),
                     Err(e) => (
                         Err(KvError::Unavailable {
                             required: 1,
@@ -249,6 +254,7 @@ impl<S: LocalStore> Coordinator<S> {
                             why: e.to_string(),
                         }),
                         Vec::new(),
+                        0,
                         0,
                     ),
                 };
@@ -258,6 +264,7 @@ impl<S: LocalStore> Coordinator<S> {
                     version,
                     siblings,
                     tombstones,
+                    expired,
                 }
             })
             .collect();
