@@ -12,7 +12,8 @@ const FAST: &str = "[cluster]\ngossip_interval_ms = 100\nrequest_timeout_ms = 10
                     [hints]\nreplay_interval_ms = 200\n";
 
 fn start(dir: &Path, cfg: &str, seed: Option<&str>) -> NodeProc {
-    let mut args = vec!["--config", cfg];
+    // At info: the test reads the survivors' lines about the victim.
+    let mut args = vec!["--config", cfg, "--log", "info"];
     if let Some(s) = seed {
         args.extend(["--seeds", s]);
     }
@@ -82,6 +83,11 @@ fn killed_replica_gets_its_hints_after_restart() {
         })
     });
 
+    // Both survivors see it down (by phi) and log it.
+    wait_until("the survivors see the victim down", 30, || {
+        common::alive(&a) == 2 && common::alive(&b) == 2
+    });
+
     // Restart: the hints are replayed and deleted.
     let back = start(&victim_dir, &cfg, Some(&seed));
     wait_until("hints replayed", 60, || {
@@ -100,6 +106,23 @@ fn killed_replica_gets_its_hints_after_restart() {
     assert!(
         missing.is_empty(),
         "not on the returned replica: {missing:?}"
+    );
+    // The survivors' logs tell the story: the victim went down (with its
+    // phi), came back up, and got its hints.
+    let logged = |node: &NodeProc, words: &[&str]| {
+        let log = node.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.iter().any(|l| words.iter().all(|w| l.contains(w)))
+    };
+    for n in [&a, &b] {
+        wait_until("the down line", 10, || {
+            logged(n, &["peer down", &victim_id, "phi="])
+        });
+        wait_until("the up line", 10, || logged(n, &["peer up", &victim_id]));
+    }
+    assert!(
+        [&a, &b]
+            .iter()
+            .any(|n| logged(n, &["replayed hints", &victim_id]))
     );
 }
 

@@ -47,7 +47,19 @@ impl<S: LocalStore> Coordinator<S> {
         if !plan.current.prefs.contains(&self.id()) {
             return Box::pin(self.forward_or_stand_in(key, change, opts, &plan)).await;
         }
-        let (outcome, record) = self.replica.apply_write(key.clone(), change, opts).await?;
+        let (outcome, record) = self
+            .replica
+            .apply_write(key.clone(), change, opts)
+            .await
+            .inspect_err(|e| {
+                if let KvError::ReadOnly(why) = e {
+                    static GATE: ringkv_env::log_every::LogEvery =
+                        ringkv_env::log_every::LogEvery::new(10_000);
+                    if let Some(held) = GATE.admit() {
+                        tracing::warn!(%why, held_back = held, "write refused: the store is read-only");
+                    }
+                }
+            })?;
         let Some(record) = record else {
             return Ok(outcome);
         };
