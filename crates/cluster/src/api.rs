@@ -200,22 +200,25 @@ pub enum KvError {
     #[error("node is shutting down")]
     ShuttingDown,
     /// A write that missed its consistency level after it was sent: its
-    /// outcome is unknown, and it is not undone. The replicas in `acked`
-    /// acknowledged it (directly, or through a stand-in's hint): reads that
-    /// reach them may see it now. `missing` did not; each gets it through a
-    /// hint or anti-entropy, unless a later write supersedes it. (A write
+    /// outcome is unknown, and it is not undone. `acked` applied it (reads
+    /// that reach them may see it now); `hinted` have it waiting for them
+    /// in a stand-in's hint (they get it when they answer again); `missing`
+    /// did not answer, and get it through a hint held by the coordinator or
+    /// through anti-entropy, unless a later write supersedes it. (A write
     /// refused before anything was sent is [`KvError::Unavailable`].)
     #[error(
-        "outcome unknown: {required} acknowledgements required, {} received{}; the write is not undone: it may be visible now{}{}",
-        acked.len(),
-        id_list(" from ", acked),
-        id_list(" and reaches ", missing),
-        if missing.is_empty() { String::new() } else { " through hints or anti-entropy".into() }
-            + &if why.is_empty() { String::new() } else { format!(" ({why})") }
+        "outcome unknown: {required} acknowledgements required, {} received; applied on {}{}{}; the write is not undone{}{}",
+        acked.len() + hinted.len(),
+        if acked.is_empty() { "no replica".to_string() } else { id_list("", acked) },
+        id_list("; hinted for ", hinted),
+        id_list("; missing on ", missing),
+        if missing.is_empty() && hinted.is_empty() { String::new() } else { ": it reaches the others through hints or anti-entropy".into() },
+        if why.is_empty() { String::new() } else { format!(" ({why})") }
     )]
     Incomplete {
         required: usize,
         acked: Box<[NodeId]>,
+        hinted: Box<[NodeId]>,
         missing: Box<[NodeId]>,
         why: String,
     },
@@ -279,6 +282,17 @@ pub struct KeyCount {
     pub counted_at_ms: u64,
     /// How long the pass took.
     pub took_ms: u64,
+}
+
+impl NodeInfo {
+    /// The store's figure `name` (see [`crate::store::StoreFigure`]), 0
+    /// when the store has none by that name.
+    pub fn storage_figure(&self, name: &str) -> f64 {
+        self.storage
+            .iter()
+            .find(|f| f.name == name)
+            .map_or(0.0, |f| f.value)
+    }
 }
 
 /// A node's life cycle in the ring. (Encoded by variant index: new

@@ -333,6 +333,16 @@ impl<S: LocalStore> LocalReplica<S> {
     /// Counts live keys, and those of them that expire, in local storage
     /// (a full scan).
     pub fn count_keys(&self) -> Result<KeyCount, KvError> {
+        self.count_keys_until(&std::sync::atomic::AtomicBool::new(false))
+            .map(|c| c.unwrap_or_default())
+    }
+
+    /// [`LocalReplica::count_keys`], given up (`None`) as soon as `stop`
+    /// turns true.
+    pub fn count_keys_until(
+        &self,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<Option<KeyCount>, KvError> {
         let now = self.clock.now_ms();
         let started = self.clock.monotonic();
         let mut count = KeyCount {
@@ -354,9 +364,12 @@ impl<S: LocalStore> LocalReplica<S> {
                     Ok(_) => {}
                     Err(_) => corrupt += 1,
                 }
-                true
+                !stop.load(Ordering::Relaxed)
             })
             .map_err(store_error)?;
+        if stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         if corrupt > 0 {
             tracing::warn!(corrupt, "records failed to decode while counting keys");
         }
@@ -364,7 +377,7 @@ impl<S: LocalStore> LocalReplica<S> {
             count.avg_ttl_ms = (ttl_sum_ms / u128::from(count.expiring)) as u64;
         }
         count.took_ms = self.clock.monotonic().saturating_sub(started).as_millis() as u64;
-        Ok(count)
+        Ok(Some(count))
     }
 }
 

@@ -68,14 +68,15 @@ pub struct RemoteError {
     pub message: String,
     /// The typed error; `None` from nodes that send none (see
     /// [`crate::net::message`], "Error answers").
-    pub detail: Option<ErrorDetail>,
+    /// Boxed: a peer error stays small on the happy path.
+    pub detail: Option<Box<ErrorDetail>>,
 }
 
 impl PeerError {
     /// The refusal's typed detail, when the peer refused with one.
     pub fn detail(&self) -> Option<&ErrorDetail> {
         match self {
-            Self::Refused(r) => r.detail.as_ref(),
+            Self::Refused(r) => r.detail.as_deref(),
             _ => None,
         }
     }
@@ -252,7 +253,7 @@ fn refused(answer: Response) -> Result<Response, PeerError> {
         } => Err(PeerError::Refused(RemoteError {
             code,
             message,
-            detail,
+            detail: detail.map(Box::new),
         })),
         answer => Ok(answer),
     }
@@ -379,6 +380,9 @@ pub struct Shortfall {
     pub required: usize,
     /// The nodes whose answers counted.
     pub acked: Vec<NodeId>,
+    /// Those of `acked` that answered themselves (not through a stand-in's
+    /// hint).
+    pub direct: Vec<NodeId>,
     pub failures: Vec<(Call, PeerError)>,
 }
 
@@ -429,6 +433,7 @@ pub struct Fanout<T> {
     /// Every call pushed, answered or not.
     pushed: Vec<Call>,
     acked: Vec<NodeId>,
+    direct: Vec<NodeId>,
     answers: Vec<(Call, T)>,
     failures: Vec<(Call, PeerError)>,
 }
@@ -445,6 +450,7 @@ impl<T: Send + 'static> Fanout<T> {
             calls: FuturesUnordered::new(),
             pushed: Vec::new(),
             acked: Vec::new(),
+            direct: Vec::new(),
             answers: Vec::new(),
             failures: Vec::new(),
         }
@@ -492,6 +498,9 @@ impl<T: Send + 'static> Fanout<T> {
                 if call.counts && !self.acked.contains(&call.replica) {
                     self.acked.push(call.replica);
                 }
+                if call.to == call.replica && !self.direct.contains(&call.replica) {
+                    self.direct.push(call.replica);
+                }
                 self.answers.push((call, value));
             }
             Err(e) => self.failures.push((call, e)),
@@ -510,6 +519,7 @@ impl<T: Send + 'static> Fanout<T> {
                 return Err(Shortfall {
                     required: req.required(),
                     acked: self.acked.clone(),
+                    direct: self.direct.clone(),
                     failures: self.failures.clone(),
                 });
             };

@@ -5,7 +5,7 @@
 //! - A [`Trace`] follows one client request on its task: every replica
 //!   answer the coordinator waits for (a read, a merge, a hint to a
 //!   stand-in) is noted with its node and arrival time
-//!   ([`note_replica_answer`], called by [`crate::rpc::Fanout`]). Off a
+//!   (`note_replica_answer`, called by [`crate::rpc::Fanout`]). Off a
 //!   traced task it costs one task-local lookup.
 //! - A request slower than `slower_than_us` becomes a [`SlowEntry`]: its
 //!   arguments (at most [`SLOW_ARGS_MAX`], each cut at
@@ -187,9 +187,9 @@ impl SlowLog {
             max_ms: 0,
             history: VecDeque::new(),
         });
-        e.latest_unix_s = now_unix_s;
-        e.latest_ms = ms;
         e.max_ms = e.max_ms.max(ms);
+        // As Redis: one sample per second, the largest of that second, and
+        // "latest" is that sample.
         match e.history.back_mut() {
             Some(last) if last.0 == now_unix_s => last.1 = last.1.max(ms),
             _ => {
@@ -198,6 +198,10 @@ impl SlowLog {
                 }
                 e.history.push_back((now_unix_s, ms));
             }
+        }
+        if let Some(&(at, latest)) = e.history.back() {
+            e.latest_unix_s = at;
+            e.latest_ms = latest;
         }
     }
 
@@ -388,6 +392,9 @@ mod tests {
         assert!(l.latency_latest().is_empty(), "under the threshold");
         l.latency_sample("command", 100, 150);
         l.latency_sample("command", 100, 300);
+        l.latency_sample("command", 100, 200);
+        let same_second = l.latency_latest();
+        assert_eq!(same_second[0].latest_ms, 300, "the largest of the second");
         l.latency_sample("command", 101, 120);
         let latest = l.latency_latest();
         assert_eq!(latest.len(), 1);

@@ -71,23 +71,17 @@ mod linux {
                 .and_then(|l| l.split_whitespace().nth(3))
                 .and_then(|v| v.parse().ok());
         }
-        if let (Some(ticks), Ok(uptime)) = (
-            f.start_time_seconds.take(),
-            std::fs::read_to_string("/proc/uptime"),
-        ) {
-            // Boot time from the system uptime, then the process's start.
-            let up = uptime
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<f64>().ok());
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .ok();
-            if let (Some(up), Some(now)) = (up, now) {
-                f.start_time_seconds = Some(now - up + ticks);
-            }
-        }
+        // Boot time (`btime` in /proc/stat) plus the start in ticks after
+        // boot: stable from one reading to the next.
+        let btime = std::fs::read_to_string("/proc/stat").ok().and_then(|stat| {
+            stat.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        });
+        f.start_time_seconds = match (f.start_time_seconds.take(), btime) {
+            (Some(after_boot), Some(boot)) => Some(boot + after_boot),
+            _ => None,
+        };
     }
 
     /// Fields of `/proc/self/stat` after the command name (which may hold

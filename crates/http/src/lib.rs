@@ -443,24 +443,25 @@ impl IntoResponse for ApiError {
 }
 
 /// A write's error as JSON: `code` and `message`, and for an `incomplete`
-/// write the replicas that acknowledged it (`acked`) and those that did not
-/// (`missing`), as ids.
+/// write the replicas that applied it (`acked`), those a stand-in holds it
+/// for (`hinted`) and the others (`missing`), as ids.
 fn write_error(e: KvError) -> Response {
+    let ids = |l: &[u64]| -> Vec<String> {
+        l.iter()
+            .map(|&id| ringkv_cluster::id::display(id))
+            .collect()
+    };
     let lists = match &e {
-        KvError::Incomplete { acked, missing, .. } => Some((
-            acked
-                .iter()
-                .map(|&id| ringkv_cluster::id::display(id))
-                .collect::<Vec<_>>(),
-            missing
-                .iter()
-                .map(|&id| ringkv_cluster::id::display(id))
-                .collect::<Vec<_>>(),
-        )),
+        KvError::Incomplete {
+            acked,
+            hinted,
+            missing,
+            ..
+        } => Some((ids(acked), ids(hinted), ids(missing))),
         _ => None,
     };
     let api = ApiError::from(e);
-    let Some((acked, missing)) = lists else {
+    let Some((acked, hinted, missing)) = lists else {
         return api.into_response();
     };
     metrics::counter!("ringkv_http_errors_total", "code" => api.code).increment(1);
@@ -468,6 +469,7 @@ fn write_error(e: KvError) -> Response {
         "code": api.code,
         "message": api.message,
         "acked": acked,
+        "hinted": hinted,
         "missing": missing,
     });
     (api.status, axum::Json(body)).into_response()
@@ -659,6 +661,8 @@ async fn put_key<K: Kv>(
         ..WriteOptions::default()
     };
     if let Err(e) = state.kv.put(key, body, opts).await {
+        // Whatever was applied here reaches the OS before the answer.
+        state.kv.release_writes()?;
         return Ok(write_error(e));
     }
     state.kv.release_writes()?;
@@ -678,6 +682,7 @@ async fn delete_key<K: Kv>(
         ..WriteOptions::default()
     };
     if let Err(e) = state.kv.delete(key, opts).await {
+        state.kv.release_writes()?;
         return Ok(write_error(e));
     }
     state.kv.release_writes()?;

@@ -207,8 +207,9 @@ async function refresh() {
     drawMovement(movement);
     drawRepair(repair);
     drawRanges(ranges);
-    document.body.dataset.nodesUp = cluster.nodes.filter((n) => n.alive).length;
-    document.body.dataset.nodesDown = cluster.nodes.filter((n) => !n.alive).length;
+    const members = cluster.nodes.filter((n) => n.status !== "LEFT");
+    document.body.dataset.nodesUp = members.filter((n) => n.alive).length;
+    document.body.dataset.nodesDown = members.filter((n) => !n.alive).length;
     $("error").hidden = true;
   } catch (e) {
     $("error").hidden = false;

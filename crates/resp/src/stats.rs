@@ -264,7 +264,7 @@ impl CommandMetrics {
 #[derive(Debug, Default)]
 pub(crate) struct ErrorCodes(parking_lot::Mutex<std::collections::BTreeMap<String, u64>>);
 
-/// Distinct error codes kept by [`ErrorCodes`] (Redis keeps 128).
+/// Distinct error codes `INFO errorstats` keeps (Redis keeps 128).
 pub const ERROR_CODES_MAX: usize = 128;
 
 impl ErrorCodes {

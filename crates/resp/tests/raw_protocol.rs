@@ -183,7 +183,7 @@ async fn hello_switches_protocol() {
     };
     assert_eq!(field("server"), Some(bulk("ringkv")));
     assert_eq!(field("proto"), Some(Frame::Integer(3)));
-    assert_eq!(field("mode"), Some(bulk("standalone")));
+    assert_eq!(field("mode"), Some(bulk("cluster")));
     assert_eq!(field("modules"), Some(Frame::Array(vec![])));
 
     // RESP3 nulls and maps on the wire.

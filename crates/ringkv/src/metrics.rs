@@ -176,8 +176,14 @@ fn copy_figures(node: &Node<EngineStore>, hint_targets: &mut BTreeSet<String>) {
     }
     hint_targets.extend(now_pending);
     let view = node.cluster();
-    let down = view.nodes.iter().filter(|n| !n.alive).count();
-    metrics::gauge!("ringkv_cluster_nodes").set(view.nodes.len() as f64);
+    // A node that left the cluster is neither a member nor down.
+    let members: Vec<_> = view
+        .nodes
+        .iter()
+        .filter(|n| n.status != ringkv_cluster::api::NodeStatus::Left)
+        .collect();
+    let down = members.iter().filter(|n| !n.alive).count();
+    metrics::gauge!("ringkv_cluster_nodes").set(members.len() as f64);
     metrics::gauge!("ringkv_cluster_nodes_down").set(down as f64);
     if let Some(me) = view.nodes.iter().find(|n| n.id == view.self_id) {
         metrics::gauge!("ringkv_ring_ownership").set(me.ownership);

@@ -438,14 +438,20 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningNode> {
 
     let leaving = Arc::clone(&node);
     let task = tokio::spawn(async move {
+        // Gossip stops first (its round ends within a gossip timeout); then
+        // the peers are told, and see this node down while it still
+        // finishes its in-flight requests, as Cassandra announces a
+        // shutdown before draining.
+        let mut loops = loops.into_iter();
+        if let Some(gossip) = loops.next() {
+            let _ = gossip.await;
+        }
+        leaving.gossip().say_goodbye().await;
         let resp = resp_task.await.context("RESP server task")?;
         let http = http_task.await.context("HTTP server task")?;
         for task in loops {
             let _ = task.await;
         }
-        // Gossip has stopped: peers see this node down at once rather
-        // than when its heartbeats go missing.
-        leaving.gossip().say_goodbye().await;
         let _ = gauges_task.await;
         for task in reload_tasks {
             let _ = task.await;

@@ -22,7 +22,9 @@ fn chromium() -> Option<&'static str> {
 /// Chromium headless, as this machine needs it: no sandbox (root), no
 /// GPU, no background connections to the closed network, a fresh profile.
 fn browser(bin: &str, profile: &Path) -> Command {
-    let mut c = Command::new(bin);
+    // Bounded: a browser that hangs fails the test instead of CI.
+    let mut c = Command::new("timeout");
+    c.args(["120", bin]);
     c.args([
         "--headless",
         "--no-sandbox",
@@ -32,6 +34,7 @@ fn browser(bin: &str, profile: &Path) -> Command {
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
+        "--disable-dev-shm-usage",
         // The page polls every 2 s: let its timers run a few rounds.
         "--virtual-time-budget=7000",
     ])

@@ -102,6 +102,7 @@ fn an_operator_sees_what_happened() {
 
     // A clean stop: the peers see it down within 2 s, and log it.
     let c_dir = c.data_dir.clone();
+    let c_log = std::sync::Arc::clone(&c.log);
     let stopped = c.terminate();
     assert!(stopped.success(), "a clean exit: {stopped}");
     let after_stop = Instant::now();
@@ -109,9 +110,19 @@ fn an_operator_sees_what_happened() {
         common::alive(&a) == 2 && common::alive(&b) == 2
     });
     eprintln!("seen down {:?} after the exit", after_stop.elapsed());
+    // Seen down by its goodbye (phi infinite at once), not by a detector
+    // that ran out of patience.
     wait_until("a logs the peer down", 5, || {
-        logged(&a, &["peer down", &c_id])
+        logged(&a, &["peer down", &c_id, "phi=inf"])
     });
+    assert!(
+        c_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|l| l.contains("told peers this node stops peers=2")),
+        "the stopped node told both peers"
+    );
 
     // ALL with a replica down: sent, applied on two, the answer says so.
     let (status, _, body) = http(a.http, "PUT", "/v1/kv/partial?w=ALL", &[], b"maybe");

@@ -134,6 +134,7 @@ impl<S: LocalStore> Coordinator<S> {
                 .rpc
                 .call_for(id, request.clone(), timeout, Response::into_coordinated)
                 .await;
+            crate::slowlog::note_replica_answer(id, answer.is_ok());
             match answer {
                 Ok(out) => return Forwarded::Answered(Ok(outcome_from_wire(out))),
                 // Declined (nothing was applied there), or not reached at
@@ -150,10 +151,12 @@ impl<S: LocalStore> Coordinator<S> {
                 }
                 // It may have been applied: do not apply it twice.
                 Err(e) => {
+                    // Where it went is unknown: every replica may miss it.
                     return Forwarded::Answered(Err(KvError::Incomplete {
                         required: plan.current.need.count(),
                         acked: Box::default(),
-                        missing: Box::default(),
+                        hinted: Box::default(),
+                        missing: plan.current.prefs.clone().into(),
                         why: format!("coordinator {} did not answer: {e}", display(id)),
                     }));
                 }
@@ -283,7 +286,7 @@ fn outcome_from_wire(out: CoordinatedOutcome) -> WriteOutcome {
 /// text quotes the coordinator.
 fn error_from_refusal(refusal: crate::rpc::RemoteError, required: usize, id: NodeId) -> KvError {
     if let Some(detail) = refusal.detail {
-        return kv_error(detail);
+        return kv_error(*detail);
     }
     let message = format!("coordinator {}: {}", display(id), refusal.message);
     match refusal.code.as_str() {
@@ -301,6 +304,7 @@ fn error_from_refusal(refusal: crate::rpc::RemoteError, required: usize, id: Nod
         "incomplete" => KvError::Incomplete {
             required,
             acked: Box::default(),
+            hinted: Box::default(),
             missing: Box::default(),
             why: message,
         },
@@ -333,16 +337,12 @@ pub(crate) fn kv_error(detail: ErrorDetail) -> KvError {
         ErrorDetail::ReadOnly(m) => KvError::ReadOnly(m),
         ErrorDetail::Storage(m) => KvError::Storage(m),
         ErrorDetail::ShuttingDown => KvError::ShuttingDown,
-        ErrorDetail::Incomplete {
-            required,
-            acked,
-            missing,
-            why,
-        } => KvError::Incomplete {
-            required: required as usize,
-            acked,
-            missing,
-            why,
+        ErrorDetail::Incomplete(d) => KvError::Incomplete {
+            required: d.required as usize,
+            acked: d.acked,
+            hinted: d.hinted,
+            missing: d.missing,
+            why: d.why,
         },
         other @ (ErrorDetail::NotAReplica | ErrorDetail::Duplicate) => {
             KvError::Storage(other.to_string())
@@ -370,6 +370,7 @@ mod tests {
             KvError::Incomplete {
                 required: 3,
                 acked: vec![1, 2].into(),
+                hinted: vec![4].into(),
                 missing: vec![3].into(),
                 why: String::new(),
             },
@@ -386,7 +387,7 @@ mod tests {
             let refusal = crate::rpc::RemoteError {
                 code,
                 message,
-                detail,
+                detail: detail.map(Box::new),
             };
             assert_eq!(error_from_refusal(refusal, 2, 7), e);
         }

@@ -61,14 +61,19 @@ impl<S: LocalStore> Coordinator<S> {
     /// Keeps a hint here for `target` (it missed a write this node
     /// coordinated). Failures are logged and counted, never fatal to the
     /// client's write, which has its answer already.
-    pub(super) fn hold_hint(&self, target: NodeId, key: &[u8], record: &[u8]) {
+    /// Returns whether the hint was stored.
+    pub(super) fn hold_hint(&self, target: NodeId, key: &[u8], record: &[u8]) -> bool {
         if target == self.id() || self.beyond_hint_window(target) {
-            return;
+            return false;
         }
         let now = self.replica.now_ms();
-        if let Err(e) = self.hints.add(target, now, key, record) {
-            metrics::counter!("ringkv_hints_dropped_total", "reason" => "error").increment(1);
-            tracing::warn!(target = %crate::id::display(target), error = %e, "hint not stored");
+        match self.hints.add(target, now, key, record) {
+            Ok(stored) => stored,
+            Err(e) => {
+                metrics::counter!("ringkv_hints_dropped_total", "reason" => "error").increment(1);
+                tracing::warn!(target = %crate::id::display(target), error = %e, "hint not stored");
+                false
+            }
         }
     }
 
@@ -95,6 +100,8 @@ impl<S: LocalStore> Coordinator<S> {
         let token = token_of(&key);
         let mut fanout: Fanout<()> = Fanout::new();
         let mut used = vec![self.id()];
+        // Hints held here that no answer counts for.
+        let mut held_here = 0usize;
         // A replica silent longer than hints live would never get its hint.
         let targets: Vec<NodeId> = plan
             .prefs
@@ -126,34 +133,39 @@ impl<S: LocalStore> Coordinator<S> {
                     fanout.push(call, work);
                 }
                 // No other stand-in: held here too, not counted.
-                None => self.hold_hint(target, &key, &record),
+                None => held_here += usize::from(self.hold_hint(target, &key, &record)),
             }
         }
         let met = fanout
             .wait(plan, |failed, _| {
                 // Held here instead, not counted.
-                self.hold_hint(failed.replica, &key, &record);
+                held_here += usize::from(self.hold_hint(failed.replica, &key, &record));
                 None
             })
             .await;
         self.finish_sends(fanout, key, record);
         if let Err(short) = met {
-            metrics::counter!("ringkv_incomplete_writes_total").increment(1);
             let failures = short.why();
             let why = if failures.is_empty() {
                 why
             } else {
                 format!("{why}; {failures}")
             };
-            let missing: Vec<NodeId> = plan
-                .prefs
-                .iter()
-                .copied()
-                .filter(|id| !short.acked.contains(id))
-                .collect();
+            if short.acked.is_empty() && held_here == 0 {
+                // No hint stored anywhere: nothing was written.
+                metrics::counter!("ringkv_unavailable_total", "op" => "write").increment(1);
+                return Err(KvError::Unavailable {
+                    required: short.required,
+                    answered: 0,
+                    why: format!("no replica reachable and no hint stored: {why}"),
+                });
+            }
+            metrics::counter!("ringkv_incomplete_writes_total").increment(1);
+            let (applied, hinted, missing) = super::write::split_replicas(&plan.prefs, &short);
             return Err(KvError::Incomplete {
                 required: short.required,
-                acked: short.acked.into(),
+                acked: applied.into(),
+                hinted: hinted.into(),
                 missing: missing.into(),
                 why: format!("no replica reachable, stand-ins hold hints: {why}"),
             });

@@ -90,7 +90,7 @@ impl<S: LocalStore> Coordinator<S> {
                         ));
                     }
                 }
-                self.hold_hint(failed.replica, &key, &record);
+                let _ = self.hold_hint(failed.replica, &key, &record);
                 None
             })
             .await;
@@ -126,7 +126,9 @@ impl<S: LocalStore> Coordinator<S> {
                     let (call, work) = self.hint_call(via, down, key.clone(), record.clone());
                     fanout.push(call, work);
                 }
-                None => self.hold_hint(down, key, record),
+                None => {
+                    let _ = self.hold_hint(down, key, record);
+                }
             }
         }
     }
@@ -143,13 +145,13 @@ impl<S: LocalStore> Coordinator<S> {
         let finished = fanout.finish(&self.background, move |late| async move {
             for (call, answer) in late {
                 if answer.is_err() {
-                    me.hold_hint(call.replica, &k, &r);
+                    let _ = me.hold_hint(call.replica, &k, &r);
                 }
             }
         });
         if let Err(dropped) = finished {
             for call in dropped {
-                self.hold_hint(call.replica, &key, &record);
+                let _ = self.hold_hint(call.replica, &key, &record);
             }
         }
     }
@@ -166,15 +168,11 @@ impl<S: LocalStore> Coordinator<S> {
                 format!("strict quorum: hints do not count; {why}")
             };
         }
-        let missing: Vec<NodeId> = plan
-            .replicas
-            .iter()
-            .copied()
-            .filter(|id| !short.acked.contains(id))
-            .collect();
+        let (applied, hinted, missing) = split_replicas(&plan.replicas, &short);
         KvError::Incomplete {
             required: short.required,
-            acked: short.acked.into(),
+            acked: applied.into(),
+            hinted: hinted.into(),
             missing: missing.into(),
             why,
         }
@@ -197,4 +195,29 @@ impl<S: LocalStore> Coordinator<S> {
         let work = self.rpc.hint(via, target, key, record, self.timeout());
         (call, Box::pin(work))
     }
+}
+
+/// `replicas` as an incomplete write leaves them: those that applied it
+/// (answered themselves), those whose copy a stand-in holds as a hint, and
+/// the others.
+pub(super) fn split_replicas(
+    replicas: &[NodeId],
+    short: &Shortfall,
+) -> (Vec<NodeId>, Vec<NodeId>, Vec<NodeId>) {
+    let applied: Vec<NodeId> = replicas
+        .iter()
+        .copied()
+        .filter(|id| short.direct.contains(id))
+        .collect();
+    let hinted: Vec<NodeId> = replicas
+        .iter()
+        .copied()
+        .filter(|id| short.acked.contains(id) && !applied.contains(id))
+        .collect();
+    let missing = replicas
+        .iter()
+        .copied()
+        .filter(|id| !applied.contains(id) && !hinted.contains(id))
+        .collect();
+    (applied, hinted, missing)
 }

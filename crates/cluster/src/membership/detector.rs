@@ -38,10 +38,14 @@ impl PhiDetector {
     pub fn alive_after_stop(&mut self, freshness: (u64, u64)) -> bool {
         match self.stopped_at {
             Some(last) if freshness <= last => false,
-            _ => {
+            Some(_) => {
+                // Back: its outage is not a heartbeat interval.
                 self.stopped_at = None;
+                self.intervals_ms.clear();
+                self.last = None;
                 true
             }
+            None => true,
         }
     }
 
@@ -78,5 +82,33 @@ impl PhiDetector {
         };
         let elapsed = now.saturating_sub(last).as_secs_f64() * 1000.0;
         elapsed / mean * std::f64::consts::LOG10_E
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopped_peer_is_down_until_a_newer_state_of_it() {
+        let mut d = PhiDetector::new(100, 1000.0);
+        let t = Duration::from_secs;
+        d.heartbeat(t(1));
+        d.heartbeat(t(2));
+        assert!(d.phi(t(2)) < 1.0);
+        d.stopped((5, 10));
+        assert_eq!(d.phi(t(2)), f64::INFINITY, "down at once");
+        assert!(!d.alive_after_stop((5, 10)), "its last state again");
+        assert!(!d.alive_after_stop((4, 99)), "an earlier life");
+        assert_eq!(d.phi(t(3)), f64::INFINITY);
+        assert!(d.alive_after_stop((5, 11)), "a newer heartbeat");
+        assert!(d.alive_after_stop((6, 0)), "and then anything");
+        d.heartbeat(t(60));
+        assert!(
+            d.phi(t(60)) < 1.0,
+            "up again, the outage not counted as an interval"
+        );
+        d.heartbeat(t(61));
+        assert!(d.phi(t(62)) < 1.0, "{}", d.phi(t(62)));
     }
 }

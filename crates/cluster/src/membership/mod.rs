@@ -114,6 +114,9 @@ pub struct Membership {
 /// heartbeat past the one it replaces (the node running the removal adds 1
 /// a step; a receiver may have missed a few).
 const GRANT_HEARTBEAT_STEP_MAX: u64 = 1_000;
+/// How far past the heartbeat known here a goodbye may name the sender's
+/// last (gossip rounds in flight when it stopped).
+const GOODBYE_HEARTBEAT_AHEAD_MAX: u64 = 10;
 
 /// Checks that `sig` is an admin's grant for node `id`, life
 /// `generation`, to `status`.
@@ -723,8 +726,12 @@ impl Membership {
         if from == self.self_id || generation != gen_known {
             return;
         }
+        // A goodbye names the sender's last heartbeat, at most a few rounds
+        // past the one known here: a forged one cannot keep it down for
+        // longer than those rounds.
+        let last = heartbeat.clamp(hb_known, hb_known + GOODBYE_HEARTBEAT_AHEAD_MAX);
         if let Some(d) = self.detectors.lock().get_mut(&from) {
-            d.stopped((generation, heartbeat.max(hb_known)));
+            d.stopped((generation, last));
         }
         self.note_liveness();
     }

@@ -14,7 +14,8 @@
 //!
 //! Bodies are postcard (a stable, documented serde format). Enum variants are
 //! appended, never reordered, so older variants keep their encodings; a peer
-//! that does not know a newer variant fails to decode it and answers nothing.
+//! that does not know a newer request variant fails to decode it and answers
+//! an `invalid_argument` error, keeping the connection.
 //!
 //! Anti-entropy (see [`crate::repair::anti_entropy`], hashes in [`crate::repair::merkle`]):
 //! ```text
@@ -339,9 +340,9 @@ pub enum Request {
     /// The sender stops gracefully: its state of `(generation, heartbeat)`
     /// is its last, so the receiver sees it down at once, until a newer
     /// state of it arrives. Taken only from the node itself (the
-    /// authenticated sender); answered `Pong`. Nodes of the version before
-    /// cannot decode it and drop the connection: the sender is stopping
-    /// anyway, and they see it down when its heartbeats stop.
+    /// authenticated sender); answered `Pong`. A node of the version before
+    /// cannot decode it and answers an error (the connection stays): it
+    /// sees the sender down when its heartbeats stop.
     Goodbye {
         generation: u64,
         heartbeat: u64,
@@ -470,13 +471,18 @@ pub enum ErrorDetail {
     /// [`crate::KvError::Incomplete`]: a write that missed its level after
     /// it was sent. (Nodes of the version before decode it as an unknown
     /// detail and keep the code and message.)
-    #[error("outcome unknown: {required} required, {} acknowledged", acked.len())]
-    Incomplete {
-        required: u64,
-        acked: Box<[u64]>,
-        missing: Box<[u64]>,
-        why: String,
-    },
+    #[error("outcome unknown: {} required, {} acknowledged", .0.required, .0.acked.len())]
+    Incomplete(Box<IncompleteDetail>),
+}
+
+/// The data of [`ErrorDetail::Incomplete`] (boxed: error answers stay small).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncompleteDetail {
+    pub required: u64,
+    pub acked: Box<[u64]>,
+    pub hinted: Box<[u64]>,
+    pub missing: Box<[u64]>,
+    pub why: String,
 }
 
 /// The wire code of [`ErrorDetail::NotAReplica`].
@@ -501,7 +507,7 @@ impl ErrorDetail {
             Self::ShuttingDown => "shutting_down",
             Self::NotAReplica => NOT_A_REPLICA,
             Self::Duplicate => DUPLICATE,
-            Self::Incomplete { .. } => "incomplete",
+            Self::Incomplete(_) => "incomplete",
         }
     }
 }
@@ -534,14 +540,16 @@ impl From<&KvError> for ErrorDetail {
             KvError::Incomplete {
                 required,
                 acked,
+                hinted,
                 missing,
                 why,
-            } => Self::Incomplete {
+            } => Self::Incomplete(Box::new(IncompleteDetail {
                 required: required as u64,
                 acked,
+                hinted,
                 missing,
                 why,
-            },
+            })),
         }
     }
 }

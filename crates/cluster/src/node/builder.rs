@@ -436,7 +436,7 @@ impl<S: LocalStore> Node<S> {
     /// until `shutdown` turns true. A node without tokens learns the ring
     /// from its seeds and picks them; a new node joins (streaming in the
     /// background), a node that was joining or leaving resumes. Returns once
-    /// the node owns its tokens.
+    /// the node owns its tokens. The first handle returned is gossip's.
     pub async fn start(
         &self,
         seeds: &[String],

@@ -13,6 +13,7 @@
 //! node's time, however large the store.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -37,16 +38,33 @@ impl Census {
         *self.0.lock()
     }
 
-    /// Counts now (a full pass off the executor) and keeps the result.
+    /// Counts now (a full pass off the executor) and keeps the result,
+    /// unless a newer count is kept already.
     pub async fn count<S: LocalStore>(
         &self,
         replica: &Arc<LocalReplica<S>>,
     ) -> Result<KeyCount, KvError> {
+        self.count_until(replica, Arc::new(AtomicBool::new(false)))
+            .await
+            .map(Option::unwrap_or_default)
+    }
+
+    /// [`Census::count`], given up (`None`) once `stop` turns true.
+    async fn count_until<S: LocalStore>(
+        &self,
+        replica: &Arc<LocalReplica<S>>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Option<KeyCount>, KvError> {
         let r = Arc::clone(replica);
-        let count = crate::exec::blocking(move || r.count_keys())
+        let count = crate::exec::blocking(move || r.count_keys_until(&stop))
             .await
             .map_err(|e| KvError::Storage(format!("counting keys: {e}")))??;
-        *self.0.lock() = Some(count);
+        if let Some(count) = count {
+            let mut last = self.0.lock();
+            if last.is_none_or(|l| l.counted_at_ms <= count.counted_at_ms) {
+                *last = Some(count);
+            }
+        }
         Ok(count)
     }
 
@@ -59,8 +77,19 @@ impl Census {
     ) {
         tokio::pin!(shutdown);
         loop {
-            let took = match self.count(&replica).await {
-                Ok(c) => Duration::from_millis(c.took_ms),
+            // A pass in progress stops with the node: the scan checks the
+            // flag at every record.
+            let stop = Arc::new(AtomicBool::new(false));
+            let counted = tokio::select! {
+                biased;
+                _ = &mut shutdown => {
+                    stop.store(true, Ordering::Relaxed);
+                    return;
+                }
+                counted = self.count_until(&replica, Arc::clone(&stop)) => counted,
+            };
+            let took = match counted {
+                Ok(c) => Duration::from_millis(c.map_or(0, |c| c.took_ms)),
                 Err(e) => {
                     tracing::warn!(error = %e, "key census failed");
                     Duration::ZERO

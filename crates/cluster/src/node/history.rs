@@ -24,11 +24,17 @@ pub struct LoadHistory(Arc<Mutex<VecDeque<LoadSample>>>);
 impl LoadHistory {
     /// Adds the reading of `view` at `now_ms`.
     pub fn sample(&self, view: &ClusterView, now_ms: u64) {
-        let alive = view.nodes.iter().filter(|n| n.alive);
-        let (ops, p99) = alive.fold((0, 0), |(ops, p99), n| {
-            (ops + n.ops_per_sec, p99.max(n.p99_us))
+        let members = view
+            .nodes
+            .iter()
+            .filter(|n| n.status != crate::api::NodeStatus::Left);
+        let (ops, p99, down) = members.fold((0, 0, 0), |(ops, p99, down), n| {
+            if n.alive {
+                (ops + n.ops_per_sec, p99.max(n.p99_us), down)
+            } else {
+                (ops, p99, down + 1)
+            }
         });
-        let down = view.nodes.iter().filter(|n| !n.alive).count() as u64;
         let mut h = self.0.lock();
         if h.len() == HISTORY_SAMPLES {
             h.pop_front();

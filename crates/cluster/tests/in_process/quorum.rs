@@ -58,19 +58,24 @@ async fn one_node_down_quorum_works_all_fails() {
         KvError::Incomplete {
             required,
             acked,
+            hinted,
             missing,
             ..
         } => {
-            assert_eq!((*required, acked.len(), missing.len()), (3, 2, 1));
-            assert!(!acked.contains(&missing[0]));
+            assert_eq!((*required, acked.len(), hinted.len()), (3, 2, 0));
+            assert_eq!(&**missing, &[victim], "the down replica");
+            assert!(!acked.contains(&victim));
         }
         other => panic!("wrong error {other:?}"),
     }
     let text = err.to_string();
     assert!(
-        text.starts_with("outcome unknown: 3 acknowledgements required, 2 received from ")
-            && text.contains("the write is not undone")
-            && text.contains(" and reaches "),
+        text.starts_with("outcome unknown: 3 acknowledgements required, 2 received; applied on ")
+            && text.contains(&format!(
+                "; missing on {}",
+                ringkv_cluster::id::display(victim)
+            ))
+            && text.contains("the write is not undone: it reaches the others through hints"),
         "{text}"
     );
     assert_eq!(

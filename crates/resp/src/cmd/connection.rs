@@ -179,7 +179,7 @@ pub(crate) async fn hello<K: Kv>(
             Frame::bulk_static("id"),
             Frame::Integer(ctx.session.id as i64),
         ),
-        (Frame::bulk_static("mode"), Frame::bulk_static("standalone")),
+        (Frame::bulk_static("mode"), Frame::bulk_static("cluster")),
         (Frame::bulk_static("role"), Frame::bulk_static("master")),
         (Frame::bulk_static("modules"), Frame::Array(Vec::new())),
         (

@@ -68,9 +68,10 @@ pub(crate) fn slowlog<K: Kv>(ctx: &mut Ctx<'_, K>, args: &[Bytes]) -> Result<Fra
                 .collect(),
         ))
     } else if is(sub, "GET") {
-        Err(CommandError::Invalid(
-            "unknown subcommand or wrong number of arguments for 'GET'. Try SLOWLOG HELP.".into(),
-        ))
+        Err(CommandError::Invalid(format!(
+            "unknown subcommand or wrong number of arguments for '{}'. Try SLOWLOG HELP.",
+            lossy(sub)
+        )))
     } else if is(sub, "LEN") {
         if rest != 0 {
             return Err(arity("len"));

@@ -115,7 +115,8 @@ fn section<K: Kv>(ctx: &Ctx<'_, K>, name: &str, out: &mut String) {
             out.push_str("# Server\r\n");
             line(out, "redis_version", REDIS_VERSION);
             line(out, "ringkv_version", ctx.kv.info().version);
-            line(out, "redis_mode", "standalone");
+            // Cluster commands answer (see `cmd::cluster`): as Redis in cluster mode.
+            line(out, "redis_mode", "cluster");
             line(out, "os", std::env::consts::OS);
             line(out, "arch_bits", usize::BITS);
             line(out, "process_id", std::process::id());
@@ -154,12 +155,7 @@ fn section<K: Kv>(ctx: &Ctx<'_, K>, name: &str, out: &mut String) {
         "memory" => {
             let process = ringkv_env::process::figures();
             let node = ctx.kv.info();
-            let figure = |name: &str| {
-                node.storage
-                    .iter()
-                    .find(|f| f.name == name)
-                    .map_or(0, |f| f.value as u64)
-            };
+            let figure = |name: &str| node.storage_figure(name) as u64;
             let rss = process.resident_bytes.unwrap_or(0);
             let peak = process.resident_peak_bytes.unwrap_or(rss);
             out.push_str("# Memory\r\n");
@@ -178,12 +174,7 @@ fn section<K: Kv>(ctx: &Ctx<'_, K>, name: &str, out: &mut String) {
         }
         "persistence" => {
             let node = ctx.kv.info();
-            let figure = |name: &str| {
-                node.storage
-                    .iter()
-                    .find(|f| f.name == name)
-                    .map_or(0, |f| f.value as u64)
-            };
+            let figure = |name: &str| node.storage_figure(name) as u64;
             let failed = figure("read_only") != 0;
             out.push_str("# Persistence\r\n");
             line(out, "loading", 0);
