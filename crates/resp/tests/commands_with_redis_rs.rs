@@ -792,3 +792,90 @@ async fn slowlog_and_latency_in_redis_shapes() {
         ["slowlog-log-slower-than", "50000"].map(String::from)
     );
 }
+
+#[tokio::test]
+async fn cluster_commands_describe_this_node_as_the_primary_of_every_slot() {
+    let server = TestServer::start().await;
+    let mut c = server.redis().await;
+    let me = format!("{:040x}", 0xabcdef);
+    let peer = format!("{:040x}", 2);
+    let down = format!("{:040x}", 3);
+    // SLOTS: one range, this node (at the address the client reached),
+    // then the live peer (a wildcard address named by its cluster host).
+    type Node = (String, i64, String);
+    let slots: Vec<(i64, i64, Node, Node)> = query(&mut c, &["CLUSTER", "SLOTS"]).await.unwrap();
+    assert_eq!(slots.len(), 1);
+    let (start, end, primary, replica) = &slots[0];
+    assert_eq!((*start, *end), (0, 16383));
+    assert_eq!(primary.0, "127.0.0.1");
+    assert_eq!(primary.2, me);
+    assert_eq!(replica, &("10.0.0.2".to_string(), 7389, peer.clone()));
+    // NODES: the down peer flagged, the departed node absent.
+    let nodes: String = query(&mut c, &["CLUSTER", "NODES"]).await.unwrap();
+    let lines: Vec<&str> = nodes.lines().collect();
+    assert_eq!(lines.len(), 3, "{nodes}");
+    assert!(
+        lines[0].starts_with(&me)
+            && lines[0].contains(" myself,master - ")
+            && lines[0].ends_with(" connected 0-16383")
+    );
+    assert!(lines[1].starts_with(&peer) && lines[1].contains(&format!(" slave {me} ")));
+    assert!(
+        lines[2].starts_with(&down)
+            && lines[2].contains(" slave,fail ")
+            && lines[2].ends_with(" disconnected")
+    );
+    // SHARDS: one shard, every node with its health.
+    let shards: Value = query(&mut c, &["CLUSTER", "SHARDS"]).await.unwrap();
+    let text = format!("{shards:?}");
+    for word in [
+        "slots",
+        "nodes",
+        "master",
+        "replica",
+        "online",
+        "failed",
+        me.as_str(),
+        down.as_str(),
+    ] {
+        assert!(text.contains(word), "{word} in {text}");
+    }
+    let info: String = query(&mut c, &["CLUSTER", "INFO"]).await.unwrap();
+    assert!(
+        info.starts_with("cluster_state:ok\r\ncluster_slots_assigned:16384\r\n"),
+        "{info}"
+    );
+    assert!(info.contains("cluster_known_nodes:3\r\n"));
+    assert_eq!(
+        query::<String>(&mut c, &["CLUSTER", "MYID"]).await.unwrap(),
+        me
+    );
+    assert_eq!(
+        query::<i64>(&mut c, &["CLUSTER", "KEYSLOT", "foo"])
+            .await
+            .unwrap(),
+        12182
+    );
+    for cmd in ["READONLY", "READWRITE", "ASKING"] {
+        assert_eq!(query::<String>(&mut c, &[cmd]).await.unwrap(), "OK");
+    }
+    // Redis's errors (side by side with redis-server 7.0), and refusals.
+    let e = query::<Value>(&mut c, &["CLUSTER", "foo"])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err_text(e),
+        "ERR unknown subcommand 'foo'. Try CLUSTER HELP."
+    );
+    let e = query::<Value>(&mut c, &["CLUSTER", "SLOTS", "x"])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err_text(e),
+        "ERR wrong number of arguments for 'cluster|slots' command"
+    );
+    let e = query::<Value>(&mut c, &["CLUSTER", "ADDSLOTS", "1"])
+        .await
+        .unwrap_err();
+    assert!(err_text(e).starts_with("ERR CLUSTER ADDSLOTS is not supported: "));
+}

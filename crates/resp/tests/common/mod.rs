@@ -322,6 +322,30 @@ impl Kv for MemKv {
     fn slow_log(&self) -> Option<Arc<ringkv_cluster::slowlog::SlowLog>> {
         Some(Arc::clone(&self.slow_log))
     }
+
+    /// This node (0xabcdef) and two peers: one up, one down, and a node
+    /// that left (never shown).
+    fn cluster(&self) -> ringkv_cluster::api::ClusterView {
+        use ringkv_cluster::api::{ClusterView, NodeStatus, NodeView};
+        let node = |id: u64, port: u16, alive: bool, status: NodeStatus| NodeView {
+            id,
+            resp_addr: format!("0.0.0.0:{port}"),
+            cluster_addr: format!("10.0.0.{}:7381", id % 250),
+            alive,
+            status,
+            ..NodeView::default()
+        };
+        ClusterView {
+            self_id: 0xabcdef,
+            nodes: vec![
+                node(0xabcdef, 7379, true, NodeStatus::Normal),
+                node(2, 7389, true, NodeStatus::Normal),
+                node(3, 7399, false, NodeStatus::Normal),
+                node(4, 7409, false, NodeStatus::Left),
+            ],
+            ..ClusterView::default()
+        }
+    }
 }
 
 /// A RESP server on 127.0.0.1:0 over a `MemKv`.
