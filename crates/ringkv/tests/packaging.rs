@@ -61,7 +61,7 @@ fn the_systemd_unit_verifies() {
     for hardening in [
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
-        "DynamicUser=yes",
+        "User=ringkv",
         "CapabilityBoundingSet=",
     ] {
         assert!(unit.contains(hardening), "{hardening}");
