@@ -21,6 +21,26 @@ fn tool_present(tool: &str) -> bool {
     false
 }
 
+/// Whether python3 can import `module` (Python's redis package); a
+/// failure when the tools are required.
+fn python_module_present(module: &str) -> bool {
+    if !tool_present("python3") {
+        return false;
+    }
+    let present = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !present {
+        assert!(
+            !tools_required(),
+            "Python's redis package is required but missing"
+        );
+        eprintln!("skipping: Python's redis package not installed");
+    }
+    present
+}
+
 fn redis_cli(node: &NodeProc, args: &[&str]) -> String {
     let out = Command::new("redis-cli")
         .args(["-p", &node.resp.port().to_string(), "-h", "127.0.0.1"])
@@ -109,19 +129,7 @@ print("python ok")
 
 #[test]
 fn python_redis_client_works_in_resp2_and_resp3() {
-    if !tool_present("python3") {
-        return;
-    }
-    let has_module = Command::new("python3")
-        .args(["-c", "import redis"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_module {
-        assert!(
-            !tools_required(),
-            "Python's redis package is required but missing"
-        );
-        eprintln!("skipping: Python's redis package not installed");
+    if !python_module_present("redis") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -574,19 +582,7 @@ print("cluster ok", now, flush=True)
 #[test]
 fn redis_py_cluster_client_survives_its_node_stopping() {
     use std::io::{BufRead, BufReader, Write};
-    if !tool_present("python3") {
-        return;
-    }
-    let has_module = Command::new("python3")
-        .args(["-c", "import redis.cluster"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_module {
-        assert!(
-            !tools_required(),
-            "Python's redis package is required but missing"
-        );
-        eprintln!("skipping: Python's redis package not installed");
+    if !python_module_present("redis.cluster") {
         return;
     }
     let root = tempfile::tempdir().expect("tempdir");
