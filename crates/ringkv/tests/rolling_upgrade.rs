@@ -1,8 +1,9 @@
 //! A cluster upgrades by rolling restart: nodes of this version run beside
 //! nodes built from the commit before the last change of a wire or on-disk
 //! format, serve each other's forwarded writes and errors (each kind of
-//! node refusing a write the other forwarded), and a node
-//! restarted on the new binary keeps its identity, tokens and data.
+//! node refusing a write the other forwarded), a node of the new version
+//! stopping says goodbye to old nodes without harm, and a node restarted on
+//! the new binary keeps its identity, tokens and data.
 //!
 //! The previous binary is `RINGKV_PREVIOUS_BIN` when set; otherwise this
 //! test builds [`PREVIOUS_COMMIT`] from the repository's history (a few
@@ -201,6 +202,39 @@ fn a_cluster_upgrades_by_rolling_restart() {
         assert_eq!(got, None, "{who}: the refused write was not applied");
         write_len(through, &key, SMALL_VALUE_MAX).unwrap_or_else(|e| panic!("{who}: {e}"));
     }
+
+    // A node of this version stops: it says goodbye to every peer. The
+    // old ones cannot decode it, answer an error and go on serving; the new
+    // one sees it down at once. It comes back on the same data.
+    let d_dir = d.data_dir.clone();
+    let d_id = self_id(&d);
+    assert!(d.terminate().success());
+    common::wait_until("the new peer sees the stopped node down at once", 2, || {
+        json(&b, "/v1/cluster")["nodes"]
+            .as_array()
+            .is_some_and(|l| {
+                l.iter()
+                    .any(|n| n["id"] == d_id.as_str() && n["alive"] == false)
+            })
+    });
+    for old in [&a, &c] {
+        let mut con = old.redis();
+        let pong: String = redis::cmd("PING")
+            .query(&mut con)
+            .expect("the old node serves");
+        assert_eq!(pong, "PONG");
+    }
+    let d = NodeProc::start_with(
+        &current,
+        &d_dir,
+        &[
+            "--config",
+            &root.join("big.toml").to_string_lossy(),
+            "--insecure",
+        ],
+    );
+    all_normal(&[&a, &b, &c, &d], 4);
+    check_reads(&[&a, &b, &c, &d], keys);
 
     // The rolling restart: A, then C, on this version, each keeping its id,
     // its tokens and its data; their files come back in the new layout.
