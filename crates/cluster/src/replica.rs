@@ -325,20 +325,9 @@ impl<S: LocalStore> LocalReplica<S> {
         self.merge_in(key, set, LogWrite::Now).await
     }
 
-    /// Counts live keys in local storage (a full scan).
-    pub fn count_live(&self) -> Result<u64, KvError> {
-        Ok(self.count_keys()?.live)
-    }
-
     /// Counts live keys, and those of them that expire, in local storage
-    /// (a full scan).
-    pub fn count_keys(&self) -> Result<KeyCount, KvError> {
-        self.count_keys_until(&std::sync::atomic::AtomicBool::new(false))
-            .map(|c| c.unwrap_or_default())
-    }
-
-    /// [`LocalReplica::count_keys`], given up (`None`) as soon as `stop`
-    /// turns true.
+    /// (a full scan, the key census's); gives up (`None`) as soon as
+    /// `stop` turns true.
     pub fn count_keys_until(
         &self,
         stop: &std::sync::atomic::AtomicBool,
