@@ -7,7 +7,7 @@ mod common;
 
 use common::{NodeProc, alive, http, json, start_joined, wait_until};
 
-const CONFIG: &str = "[cluster]\ngossip_interval_ms = 100\nrequest_timeout_ms = 500\n\
+const CONFIG: &str = "[cluster]\ngossip_interval_ms = 100\nrequest_timeout_ms = 2000\n\
                       dc_replication = { east = 3, west = 3 }\n\
                       [hints]\nreplay_interval_ms = 200\n";
 
