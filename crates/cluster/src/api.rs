@@ -591,6 +591,44 @@ pub struct Explain {
     pub replicas: Vec<ReplicaView>,
 }
 
+/// One live key a scan found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScannedKey {
+    pub key: Bytes,
+    /// Bytes of its largest live value.
+    pub value_bytes: usize,
+    /// Wall-clock expiry of the key (ms since the Unix epoch), when every
+    /// live value has one: the latest of them.
+    pub expires_at_ms: Option<u64>,
+    /// Live siblings (more than one: concurrent writes not yet resolved).
+    pub siblings: usize,
+}
+
+/// One page of a scan of the whole keyspace, in token order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanPage {
+    pub keys: Vec<ScannedKey>,
+    /// The token the next page starts from; 0 when the scan is done.
+    pub next: u64,
+}
+
+/// The number of live keys in the whole cluster (`DBSIZE`), worked out
+/// from every node's last key census.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterKeys {
+    /// The sum of the censuses divided by the replicas each key has.
+    pub keys: u64,
+    /// True when it is exact: one node holding every key (a cluster of one,
+    /// or one replica per key on one node). Otherwise an estimate, exact
+    /// once every replica holds every key it should and each census is
+    /// newer than the last write.
+    pub exact: bool,
+    /// Nodes whose census counted (members of the current ring).
+    pub nodes: usize,
+    /// Replicas of each key in the current ring.
+    pub replicas: usize,
+}
+
 /// The key-value API. Implemented by the coordinator; called by every front
 /// end. Keys and values are opaque bytes; limits are enforced here so every
 /// front end reports them the same way.
@@ -645,6 +683,38 @@ pub trait Kv: Send + Sync + 'static {
 
     /// Counts live keys exactly (a full local scan; `DBSIZE`).
     fn count_keys(&self) -> impl Future<Output = Result<u64, KvError>> + Send;
+
+    /// Live keys in the whole cluster (`DBSIZE`, `INFO keyspace`); by
+    /// default this node's count.
+    fn cluster_keys(&self) -> impl Future<Output = Result<ClusterKeys, KvError>> + Send {
+        async {
+            Ok(ClusterKeys {
+                keys: self.count_keys().await?,
+                exact: true,
+                nodes: 1,
+                replicas: 1,
+            })
+        }
+    }
+
+    /// One page of the live keys of the whole cluster from token `cursor`
+    /// on (0 starts a scan), about `count` of them, read at the options'
+    /// level from the replicas of each range. A key live for the whole of
+    /// a scan is returned at least once, whatever joins or leaves
+    /// meanwhile; a key may be returned twice.
+    fn scan(
+        &self,
+        cursor: u64,
+        count: usize,
+        opts: ReadOptions,
+    ) -> impl Future<Output = Result<ScanPage, KvError>> + Send {
+        let _ = (cursor, count, opts);
+        async {
+            Err(KvError::InvalidArgument(
+                "key scans are not supported here".into(),
+            ))
+        }
+    }
 
     /// What the node knows about itself.
     fn info(&self) -> NodeInfo;

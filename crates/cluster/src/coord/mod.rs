@@ -32,6 +32,7 @@
 pub mod forward;
 pub mod plan;
 pub mod read;
+pub mod scan;
 pub mod stand_in;
 pub mod stats;
 pub mod write;

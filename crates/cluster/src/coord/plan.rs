@@ -7,7 +7,7 @@ use crate::api::{Consistency, KvError};
 use crate::det::HashMap;
 use crate::id::{NodeId, display};
 use crate::membership::Membership;
-use crate::ring::{Placement, token_of};
+use crate::ring::{Placement, Token, token_of};
 use crate::rpc::Requirement;
 
 /// The data center of each replica in a preference list; empty when the
@@ -135,8 +135,18 @@ impl Planner {
         level: Consistency,
         sloppy: bool,
     ) -> Result<(RingPlan, Vec<NodeId>), KvError> {
+        self.current_at(token_of(key), level, sloppy)
+    }
+
+    /// [`Planner::current`] for the keys of `token`.
+    fn current_at(
+        &self,
+        token: Token,
+        level: Consistency,
+        sloppy: bool,
+    ) -> Result<(RingPlan, Vec<NodeId>), KvError> {
         let m = &self.membership;
-        let plan = self.ring_plan(m.preference_list(token_of(key)), level)?;
+        let plan = self.ring_plan(m.preference_list(token), level)?;
         let live: Vec<NodeId> = plan
             .prefs
             .iter()
@@ -177,7 +187,7 @@ impl Planner {
         let pending = self
             .membership
             .pending_ring()
-            .and_then(|ring| self.in_ring(&ring, key, level));
+            .and_then(|ring| self.in_ring(&ring, token_of(key), level));
         let mut plan = self.combine(current, pending, live, None);
         plan.replicas = plan.current.prefs.clone();
         if let Some(p) = &plan.pending {
@@ -191,7 +201,12 @@ impl Planner {
     /// center for `LOCAL_*` levels) and, while a movement hands over, the
     /// pending ring's too (see [`Membership::pending_ring_for_reads`]).
     pub fn read(&self, key: &[u8], level: Consistency) -> Result<Plan, KvError> {
-        let (current, mut live) = self.current(key, level, false)?;
+        self.read_at(token_of(key), level)
+    }
+
+    /// [`Planner::read`] for the keys of `token`.
+    pub fn read_at(&self, token: Token, level: Consistency) -> Result<Plan, KvError> {
+        let (current, mut live) = self.current_at(token, level, false)?;
         let local = current.need.local_dc(level).map(str::to_string);
         if let Some(dc) = &local {
             live.retain(|&id| current.in_dc(id, dc));
@@ -199,8 +214,18 @@ impl Planner {
         let pending = self
             .membership
             .pending_ring_for_reads()
-            .and_then(|ring| self.in_ring(&ring, key, level));
+            .and_then(|ring| self.in_ring(&ring, token, level));
         Ok(self.combine(current, pending, live, local.as_deref()))
+    }
+
+    /// The last token of the run from `token` on that one read plan
+    /// covers: the same replicas in the current ring and, during a
+    /// handover, in the pending ring (see [`Placement::same_replicas_until`]).
+    pub fn read_run_end(&self, token: Token) -> Token {
+        let m = &self.membership;
+        let end = m.current_ring().same_replicas_until(token);
+        m.pending_ring_for_reads()
+            .map_or(end, |p| end.min(p.same_replicas_until(token)))
     }
 
     /// Adds the pending ring's replicas (of `local_dc` only, when given) to
@@ -233,8 +258,8 @@ impl Planner {
 
     /// One ring's side, or `None` when it cannot meet `level` (a removal
     /// that leaves fewer nodes than the replication factor).
-    fn in_ring(&self, ring: &Placement, key: &[u8], level: Consistency) -> Option<RingPlan> {
-        let prefs = ring.preference_list(token_of(key)).to_vec();
+    fn in_ring(&self, ring: &Placement, token: Token, level: Consistency) -> Option<RingPlan> {
+        let prefs = ring.preference_list(token).to_vec();
         self.ring_plan(prefs, level).ok()
     }
 

@@ -191,39 +191,7 @@ impl<S: LocalStore> Movements<S> {
         after: Option<(Token, Bytes)>,
         bytes_max: u32,
     ) -> Result<(Entries, bool), KvError> {
-        if lo > hi {
-            return Err(KvError::InvalidArgument(format!(
-                "empty range [{lo}, {hi}]"
-            )));
-        }
-        let replica = Arc::clone(&self.replica);
-        let budget = (bytes_max as usize).clamp(1, STREAM_BATCH_BYTES_MAX);
-        crate::exec::blocking(move || {
-            let start = after.as_ref().map_or(lo, |(t, _)| (*t).max(lo));
-            let mut entries = Vec::new();
-            let mut bytes = 0usize;
-            let mut more = false;
-            replica
-                .store()
-                .scan_tokens(start, hi, true, &mut |key, record| {
-                    if let Some((t, k)) = &after
-                        && (token_of(key), key) <= (*t, k.as_ref())
-                    {
-                        return true;
-                    }
-                    if bytes >= budget {
-                        more = true;
-                        return false;
-                    }
-                    bytes += key.len() + record.len();
-                    entries.push((Bytes::copy_from_slice(key), record.clone()));
-                    true
-                })
-                .map_err(crate::replica::store_error)?;
-            Ok((entries, more))
-        })
-        .await
-        .map_err(|e| KvError::Storage(format!("stream read task failed: {e}")))?
+        read_replica_range(&self.replica, lo, hi, after, bytes_max).await
     }
 
     /// Merges streamed records into this replica.
@@ -245,4 +213,49 @@ impl<S: LocalStore> Movements<S> {
         .await
         .map_err(|e| KvError::Storage(format!("stream merge task failed: {e}")))?
     }
+}
+
+/// A replica's records of `[lo, hi]` after `after` (a `(token, key)`
+/// cursor), in token order, up to about `bytes_max` bytes (at least one
+/// record); true when more follow. Read off the executor.
+pub(crate) async fn read_replica_range<S: LocalStore>(
+    replica: &Arc<crate::replica::LocalReplica<S>>,
+    lo: Token,
+    hi: Token,
+    after: Option<(Token, Bytes)>,
+    bytes_max: u32,
+) -> Result<(Entries, bool), KvError> {
+    if lo > hi {
+        return Err(KvError::InvalidArgument(format!(
+            "empty range [{lo}, {hi}]"
+        )));
+    }
+    let replica = Arc::clone(replica);
+    let budget = (bytes_max as usize).clamp(1, STREAM_BATCH_BYTES_MAX);
+    crate::exec::blocking(move || {
+        let start = after.as_ref().map_or(lo, |(t, _)| (*t).max(lo));
+        let mut entries = Vec::new();
+        let mut bytes = 0usize;
+        let mut more = false;
+        replica
+            .store()
+            .scan_tokens(start, hi, true, &mut |key, record| {
+                if let Some((t, k)) = &after
+                    && (token_of(key), key) <= (*t, k.as_ref())
+                {
+                    return true;
+                }
+                if bytes >= budget {
+                    more = true;
+                    return false;
+                }
+                bytes += key.len() + record.len();
+                entries.push((Bytes::copy_from_slice(key), record.clone()));
+                true
+            })
+            .map_err(crate::replica::store_error)?;
+        Ok((entries, more))
+    })
+    .await
+    .map_err(|e| KvError::Storage(format!("stream read task failed: {e}")))?
 }

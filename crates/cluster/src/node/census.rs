@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::api::{KeyCount, KvError};
+use crate::api::{ClusterKeys, KeyCount, KvError};
+use crate::membership::Membership;
 use crate::replica::LocalReplica;
 use crate::store::LocalStore;
 
@@ -102,6 +103,40 @@ impl Census {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+}
+
+/// The cluster's live keys from the censuses: this node's count `own`,
+/// and the last count every other member of the current ring gossiped
+/// (a node down counts with its last), summed and divided by the replicas
+/// each key has. Nodes still joining hold copies only, and are left out.
+pub fn cluster_keys(membership: &Membership, own: u64) -> ClusterKeys {
+    let ring = membership.current_ring();
+    let me = membership.self_id();
+    let mut sum = 0u64;
+    let mut nodes = 0usize;
+    for node in ring.ring().nodes() {
+        nodes += 1;
+        sum += if node.id == me {
+            own
+        } else {
+            membership.state(node.id).map_or(0, |s| s.load.keys)
+        };
+    }
+    if nodes == 0 {
+        return ClusterKeys {
+            keys: own,
+            exact: true,
+            nodes: 1,
+            replicas: 1,
+        };
+    }
+    let replicas = ring.preference_list(0).len().max(1);
+    ClusterKeys {
+        keys: sum.div_ceil(replicas as u64),
+        exact: nodes == 1,
+        nodes,
+        replicas,
     }
 }
 

@@ -235,6 +235,20 @@ impl<S: LocalStore> Kv for Node<S> {
         Ok(count.live)
     }
 
+    async fn cluster_keys(&self) -> Result<crate::api::ClusterKeys, KvError> {
+        let own = self.inner.census.count(&self.inner.replica).await?.live;
+        Ok(census::cluster_keys(&self.inner.membership, own))
+    }
+
+    async fn scan(
+        &self,
+        cursor: u64,
+        count: usize,
+        opts: ReadOptions,
+    ) -> Result<crate::api::ScanPage, KvError> {
+        self.inner.coord.scan(cursor, count, opts).await
+    }
+
     fn info(&self) -> NodeInfo {
         let inner = &self.inner;
         NodeInfo {

@@ -473,6 +473,28 @@ impl Placement {
         let i = if i == self.tokens.len() { 0 } else { i };
         &self.lists[i]
     }
+
+    /// The last token of the run of vnode ranges, from `token` on, whose
+    /// preference lists hold the same replicas as `token`'s (in any order),
+    /// in plain token order (a run never wraps past `Token::MAX`): one set
+    /// of replicas serves a key scan of `[token, end]`.
+    pub fn same_replicas_until(&self, token: Token) -> Token {
+        let mut i = self.tokens.partition_point(|&t| t < token);
+        if i == self.tokens.len() {
+            // Past the last token: the range that wraps, up to the end.
+            return Token::MAX;
+        }
+        let same = |a: &[u64], b: &[u64]| a.len() == b.len() && a.iter().all(|x| b.contains(x));
+        let first = &self.lists[i];
+        while i + 1 < self.tokens.len() && same(&self.lists[i + 1], first) {
+            i += 1;
+        }
+        if i + 1 == self.tokens.len() && same(&self.lists[0], first) {
+            // The wrapping range's tokens after the last one: same replicas.
+            return Token::MAX;
+        }
+        self.tokens[i]
+    }
 }
 
 #[cfg(test)]

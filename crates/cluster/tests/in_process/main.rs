@@ -6,6 +6,7 @@ mod forwarding;
 mod hints;
 mod movement;
 mod quorum;
+mod scan;
 
 use std::time::Duration;
 
