@@ -264,6 +264,9 @@ pub struct NodeInfo {
     /// Live keys in local storage (replicas of every range this node
     /// holds), as of the last count; `None` before the first count ends.
     pub keys: Option<KeyCount>,
+    /// Live keys in the whole cluster from the last censuses (see
+    /// [`Kv::cluster_keys`]); `None` before this node's first count ends.
+    pub cluster_keys: Option<ClusterKeys>,
     pub storage: Vec<crate::store::StoreFigure>,
 }
 
@@ -614,7 +617,7 @@ pub struct ScanPage {
 
 /// The number of live keys in the whole cluster (`DBSIZE`), worked out
 /// from every node's last key census.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ClusterKeys {
     /// The sum of the censuses divided by the replicas each key has.
     pub keys: u64,

@@ -48,6 +48,7 @@ pub mod config;
 mod connection;
 pub mod error;
 pub mod frame;
+pub mod glob;
 mod parse;
 pub mod server;
 pub mod stats;

@@ -494,7 +494,7 @@ async fn unknown_and_refused_commands() {
         "{text}"
     );
     for name in [
-        "APPEND", "LPUSH", "HSET", "WATCH", "EVAL", "KEYS", "FLUSHALL", "MSETNX",
+        "APPEND", "LPUSH", "HSET", "WATCH", "EVAL", "FLUSHALL", "MSETNX",
     ] {
         let e = query::<Value>(&mut c, &[name, "k", "v"]).await.unwrap_err();
         assert!(
@@ -878,4 +878,100 @@ async fn cluster_commands_describe_this_node_as_the_primary_of_every_slot() {
         .await
         .unwrap_err();
     assert!(err_text(e).starts_with("ERR CLUSTER ADDSLOTS is not supported: "));
+}
+
+#[tokio::test]
+async fn scan_keys_and_randomkey_answer_as_redis() {
+    let server = TestServer::start().await;
+    let mut c = server.redis().await;
+    // An empty keyspace.
+    let (cursor, keys): (String, Vec<String>) = query(&mut c, &["SCAN", "0"]).await.unwrap();
+    assert_eq!((cursor.as_str(), keys.len()), ("0", 0));
+    assert_eq!(
+        query::<Value>(&mut c, &["RANDOMKEY"]).await.unwrap(),
+        Value::Nil
+    );
+    for i in 0..25 {
+        let _: () = c.set(format!("user:{i}"), "v").await.unwrap();
+        let _: () = c.set(format!("item:{i}"), "v").await.unwrap();
+    }
+    // Page by page with COUNT: every key once, pages no larger than asked.
+    let mut seen = Vec::new();
+    let mut cursor = "0".to_string();
+    loop {
+        let (next, keys): (String, Vec<String>) = query(&mut c, &["SCAN", &cursor, "COUNT", "7"])
+            .await
+            .unwrap();
+        assert!(keys.len() <= 7);
+        seen.extend(keys);
+        if next == "0" {
+            break;
+        }
+        cursor = next;
+    }
+    seen.sort();
+    assert_eq!(seen.len(), 50);
+    seen.dedup();
+    assert_eq!(seen.len(), 50, "no key twice");
+    // MATCH filters, TYPE string keeps all, another type none.
+    let (_, users): (String, Vec<String>) = query(
+        &mut c,
+        &["SCAN", "0", "MATCH", "user:[12]*", "COUNT", "100"],
+    )
+    .await
+    .unwrap();
+    let mut users = users;
+    users.sort();
+    let mut want: Vec<String> = (0..25)
+        .map(|i| format!("user:{i}"))
+        .filter(|k| k.starts_with("user:1") || k.starts_with("user:2"))
+        .collect();
+    want.sort();
+    assert_eq!(users, want);
+    let (_, all): (String, Vec<String>) =
+        query(&mut c, &["scan", "0", "type", "STRING", "count", "100"])
+            .await
+            .unwrap();
+    assert_eq!(all.len(), 50);
+    let (_, none): (String, Vec<String>) =
+        query(&mut c, &["SCAN", "0", "TYPE", "hash", "COUNT", "100"])
+            .await
+            .unwrap();
+    assert!(none.is_empty());
+    // KEYS and RANDOMKEY.
+    let mut items: Vec<String> = query(&mut c, &["KEYS", "item:?"]).await.unwrap();
+    items.sort();
+    assert_eq!(
+        items,
+        (0..10).map(|i| format!("item:{i}")).collect::<Vec<_>>()
+    );
+    let random: String = query(&mut c, &["RANDOMKEY"]).await.unwrap();
+    assert!(seen.contains(&random), "{random}");
+    // Errors, as Redis words them.
+    for (args, want) in [
+        (&["SCAN", "abc"][..], "ERR invalid cursor"),
+        (&["SCAN", "18446744073709551616"], "ERR invalid cursor"),
+        (&["SCAN", "0", "COUNT", "0"], "ERR syntax error"),
+        (
+            &["SCAN", "0", "COUNT", "x"],
+            "ERR value is not an integer or out of range",
+        ),
+        (&["SCAN", "0", "MATCH"], "ERR syntax error"),
+        (&["SCAN", "0", "NOVALUES"], "ERR syntax error"),
+        (
+            &["SCAN"],
+            "ERR wrong number of arguments for 'scan' command",
+        ),
+        (
+            &["KEYS"],
+            "ERR wrong number of arguments for 'keys' command",
+        ),
+        (
+            &["RANDOMKEY", "x"],
+            "ERR wrong number of arguments for 'randomkey' command",
+        ),
+    ] {
+        let e = query::<Value>(&mut c, args).await.unwrap_err();
+        assert_eq!(err_text(e), want, "{args:?}");
+    }
 }

@@ -159,9 +159,7 @@ impl<S: LocalStore> Coordinator<S> {
         }
         let found = merged
             .into_iter()
-            .filter_map(|((token, key), set)| {
-                scanned(key, &set, now).map(|k| (token, k))
-            })
+            .filter_map(|((token, key), set)| scanned(key, &set, now).map(|k| (token, k)))
             .collect();
         Ok((found, read_to))
     }

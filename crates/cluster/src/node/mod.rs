@@ -259,6 +259,11 @@ impl<S: LocalStore> Kv for Node<S> {
             default_read: inner.config.default_read.name(),
             default_write: inner.config.default_write.name(),
             keys: self.inner.census.last(),
+            cluster_keys: self
+                .inner
+                .census
+                .last()
+                .map(|c| census::cluster_keys(&inner.membership, c.live)),
             storage: self.store().stats(),
         }
     }

@@ -17,6 +17,7 @@
 //! - [`keys`]: DEL, UNLINK, EXISTS, TYPE.
 //! - [`expire`]: EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, TTL, PTTL,
 //!   EXPIRETIME, PEXPIRETIME, PERSIST.
+//! - [`scan`]: SCAN, KEYS, RANDOMKEY (across the cluster).
 //! - [`server`]: DBSIZE, INFO, CONFIG GET, TIME.
 //! - [`command`]: COMMAND, COMMAND COUNT / INFO / LIST / DOCS.
 //! - [`ringkv`]: RINGKV.CONSISTENCY, RINGKV.GETALL, RINGKV.PUT, RINGKV.DEL.
@@ -43,6 +44,7 @@ pub mod expire;
 pub mod get;
 pub mod keys;
 pub mod ringkv;
+pub mod scan;
 pub mod server;
 pub mod set;
 pub mod unsupported;
@@ -133,7 +135,13 @@ command_table! {
     Strlen: "STRLEN", 2, ["readonly", "fast"], (1, 1, 1), "string", "Returns the length of a key's value.";
     Unlink: "UNLINK", -2, ["write", "fast"], (1, -1, 1), "generic", "Deletes keys (same as DEL).";
     Type: "TYPE", 2, ["readonly", "fast"], (1, 1, 1), "generic", "Returns the type of a key.";
-    Dbsize: "DBSIZE", 1, ["readonly", "fast"], (0, 0, 0), "server", "Counts the live keys of this node.";
+    Dbsize: "DBSIZE", 1, ["readonly", "fast"], (0, 0, 0), "server",
+        "Counts the live keys of the cluster (from the nodes' key censuses).";
+    Scan: "SCAN", -2, ["readonly"], (0, 0, 0), "generic",
+        "Pages through the cluster's keys; the cursor is a place on the ring.";
+    Keys: "KEYS", 2, ["readonly"], (0, 0, 0), "generic",
+        "Returns the cluster's keys matching a pattern (bounded; use SCAN on large keyspaces).";
+    Randomkey: "RANDOMKEY", 1, ["readonly"], (0, 0, 0), "generic", "Returns a random live key.";
     Info: "INFO", -1, ["stale"], (0, 0, 0), "server", "Returns information about the node and the server.";
     Config: "CONFIG", -2, ["admin", "stale"], (0, 0, 0), "server", "Reads the server's settings (GET only).";
     Time: "TIME", 1, ["fast", "stale"], (0, 0, 0), "server", "Returns the node's clock.";
@@ -474,6 +482,9 @@ async fn dispatch<K: Kv>(
         Cmd::Strlen => get::Strlen::parse(a)?.apply(ctx).await,
         Cmd::Type => keys::Type::parse(a)?.apply(ctx).await,
         Cmd::Dbsize => server::dbsize(ctx).await,
+        Cmd::Scan => scan::Scan::parse(a)?.apply(ctx).await,
+        Cmd::Keys => scan::Keys::parse(a)?.apply(ctx).await,
+        Cmd::Randomkey => scan::randomkey(ctx).await,
         Cmd::Info => server::info(ctx, a),
         Cmd::Config => server::config(ctx, args),
         Cmd::Time => server::time(ctx),

@@ -1,8 +1,12 @@
 //! Server commands: DBSIZE, INFO, CONFIG GET, TIME.
 //!
-//! - `DBSIZE`: the exact number of live keys in this node's storage (a full
-//!   local scan; with replication that is this node's replicas, not the
-//!   cluster's key count).
+//! - `DBSIZE`: the live keys of the whole cluster: the sum of every
+//!   node's key census (this node's counted afresh, the others' as they
+//!   last gossiped it) divided by the replicas each key has. Exact on a
+//!   single node; on a cluster an estimate, exact once every replica holds
+//!   what it should and each census is newer than the last write (they run
+//!   every few seconds). A Redis Cluster client that sends it to every
+//!   primary reaches one node (see `cmd::cluster`), so it is not multiplied.
 //! - `INFO [section ...]`: `key:value` lines under `# Section` headings, as
 //!   Redis prints them. Sections: `server`, `clients`, `memory` (the
 //!   process's resident memory as `used_memory`, with the memtables', block
@@ -11,8 +15,9 @@
 //!   disk made the node refuse writes), `stats`, `replication` (every node is
 //!   a primary), `cpu`, `commandstats` (calls, time, failed and rejected
 //!   calls per command), `errorstats` (error replies by code), `cluster`,
-//!   `keyspace` (the key census: live keys of this node, those with an
-//!   expiry, their mean TTL, as of the last count) and `ringkv` (node id,
+//!   `keyspace` (the cluster's live keys as DBSIZE counts them, as of the
+//!   last censuses; the share that expires and their mean TTL as this
+//!   node's census saw them) and `ringkv` (node id, this node's own keys,
 //!   replication factor, default consistency levels, storage figures). No
 //!   argument and `default` print all but `commandstats`, as Redis does;
 //!   `all` and `everything` print them all; unknown sections print nothing.
@@ -36,7 +41,7 @@ use crate::frame::Frame;
 use crate::parse::{Args, is};
 
 pub(crate) async fn dbsize<K: Kv>(ctx: &mut Ctx<'_, K>) -> Result<Frame, CommandError> {
-    let n = ctx.kv.count_keys().await?;
+    let n = ctx.kv.cluster_keys().await?.keys;
     Ok(Frame::Integer(n.min(i64::MAX as u64) as i64))
 }
 
@@ -237,13 +242,24 @@ fn section<K: Kv>(ctx: &Ctx<'_, K>, name: &str, out: &mut String) {
         }
         "keyspace" => {
             out.push_str("# Keyspace\r\n");
-            if let Some(keys) = ctx.kv.info().keys
-                && keys.live > 0
+            let node = ctx.kv.info();
+            if let (Some(own), Some(cluster)) = (node.keys, node.cluster_keys)
+                && cluster.keys > 0
             {
+                // The cluster's keys (as DBSIZE); the share of them that
+                // expire, and their mean TTL, as this node's census saw.
+                let expires = if own.live == 0 {
+                    0
+                } else {
+                    (u128::from(own.expiring) * u128::from(cluster.keys) / u128::from(own.live))
+                        as u64
+                };
                 let _ = write!(
                     out,
                     "db0:keys={},expires={},avg_ttl={}\r\n",
-                    keys.live, keys.expiring, keys.avg_ttl_ms
+                    cluster.keys,
+                    expires.min(cluster.keys),
+                    own.avg_ttl_ms
                 );
             }
         }
@@ -259,6 +275,10 @@ fn section<K: Kv>(ctx: &Ctx<'_, K>, name: &str, out: &mut String) {
                 let age_s = ctx.kv.now_ms().saturating_sub(keys.counted_at_ms) / 1000;
                 line(out, "keys", keys.live);
                 line(out, "keys_counted_seconds_ago", age_s);
+            }
+            if let Some(c) = node.cluster_keys {
+                line(out, "cluster_keys", c.keys);
+                line(out, "cluster_keys_exact", u8::from(c.exact));
             }
             for f in &node.storage {
                 line(out, &format!("storage_{}", f.name), f.display());
@@ -322,7 +342,7 @@ pub(crate) fn config<K>(ctx: &mut Ctx<'_, K>, args: &[Bytes]) -> Result<Frame, C
         for (name, value) in &values {
             if args[2..]
                 .iter()
-                .any(|pattern| glob(pattern, name.as_bytes()))
+                .any(|pattern| crate::glob::matches(pattern, name.as_bytes(), true))
             {
                 pairs.push((
                     Frame::bulk_static(name),
@@ -344,50 +364,9 @@ pub(crate) fn config<K>(ctx: &mut Ctx<'_, K>, args: &[Bytes]) -> Result<Frame, C
     }
 }
 
-/// Redis-style glob: `*`, `?`, and literal bytes, case-insensitive.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    // Iterative matching with one backtrack point: linear in practice and
-    // never recursive, whatever the client sends.
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p, t));
-                p += 1;
-            }
-            Some(&c) if c == b'?' || c.eq_ignore_ascii_case(&text[t]) => {
-                p += 1;
-                t += 1;
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    p = sp + 1;
-                    t = st + 1;
-                    star = Some((sp, st + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p.min(pattern.len())..].iter().all(|&c| c == b'*')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn glob_matches_like_redis() {
-        assert!(glob(b"*", b"maxclients"));
-        assert!(glob(b"max*", b"maxclients"));
-        assert!(glob(b"MAXCLIENTS", b"maxclients"));
-        assert!(glob(b"*client*", b"client-query-buffer-limit"));
-        assert!(glob(b"sa?e", b"save"));
-        assert!(!glob(b"save", b"saves"));
-        assert!(!glob(b"x*", b"maxclients"));
-        assert!(glob(b"**", b""));
-    }
 
     #[test]
     fn human_bytes_as_redis_prints_them() {

@@ -22,7 +22,6 @@ const SCRIPTS: &str = "ringkv runs no server-side scripts or transactions; keys 
 const TRANSACTION: &str = "ringkv has no transactions across keys; the commands up to EXEC or \
                            DISCARD are refused too. Send them as a plain pipeline instead \
                            (redis-py: pipeline(transaction=False))";
-const SCAN: &str = "ringkv does not enumerate keys over RESP; keys are spread over the ring";
 const FLUSH: &str = "ringkv does not drop every key at once; delete keys one by one";
 const PUBSUB: &str = "ringkv is a key-value store without messaging";
 
@@ -92,9 +91,6 @@ const REFUSED: &[(&str, &str)] = &[
     ("FCALL", SCRIPTS),
     ("SCRIPT", SCRIPTS),
     ("FUNCTION", SCRIPTS),
-    ("KEYS", SCAN),
-    ("SCAN", SCAN),
-    ("RANDOMKEY", SCAN),
     ("FLUSHDB", FLUSH),
     ("FLUSHALL", FLUSH),
     ("SUBSCRIBE", PUBSUB),

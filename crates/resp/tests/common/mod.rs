@@ -285,6 +285,43 @@ impl Kv for MemKv {
         Ok(true)
     }
 
+    /// Keys in token order, `count` per page, the cursor a token.
+    async fn scan(
+        &self,
+        cursor: u64,
+        count: usize,
+        _opts: ReadOptions,
+    ) -> Result<ringkv_cluster::ScanPage, KvError> {
+        use ringkv_cluster::ring::token_of;
+        let now = self.now_ms.load(Ordering::SeqCst);
+        let mut live: Vec<(u64, Bytes)> = self
+            .data
+            .lock()
+            .iter()
+            .filter(|(k, s)| !s.is_dead(now) && token_of(k) >= cursor)
+            .map(|(k, _)| (token_of(k), k.clone()))
+            .collect();
+        live.sort();
+        let next = if live.len() > count {
+            live[count - 1].0 + 1
+        } else {
+            0
+        };
+        live.truncate(count);
+        Ok(ringkv_cluster::ScanPage {
+            keys: live
+                .into_iter()
+                .map(|(_, key)| ringkv_cluster::ScannedKey {
+                    key,
+                    value_bytes: 1,
+                    expires_at_ms: None,
+                    siblings: 1,
+                })
+                .collect(),
+            next,
+        })
+    }
+
     async fn count_keys(&self) -> Result<u64, KvError> {
         let now = self.now_ms();
         Ok(self
@@ -296,6 +333,7 @@ impl Kv for MemKv {
     }
 
     fn info(&self) -> NodeInfo {
+        let live = self.data.lock().len() as u64;
         NodeInfo {
             node_id: 0xabcdef,
             version: "0.1.0-test",
@@ -304,8 +342,14 @@ impl Kv for MemKv {
             default_read: "QUORUM".into(),
             default_write: "QUORUM".into(),
             keys: Some(ringkv_cluster::api::KeyCount {
-                live: self.data.lock().len() as u64,
+                live,
                 ..Default::default()
+            }),
+            cluster_keys: Some(ringkv_cluster::ClusterKeys {
+                keys: live,
+                exact: true,
+                nodes: 1,
+                replicas: 1,
             }),
             storage: vec![ringkv_cluster::store::StoreFigure::gauge(
                 "memtable_bytes",
