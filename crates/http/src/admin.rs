@@ -34,6 +34,7 @@ pub(crate) async fn status<K: Kv>(State(state): State<AppState<K>>) -> Response 
         "default_read": info.default_read,
         "default_write": info.default_write,
         "keys": info.keys,
+        "cluster_keys": info.cluster_keys,
         "storage": storage,
         "certificates": certificates_json(&state.certificates),
     }))

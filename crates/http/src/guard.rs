@@ -169,7 +169,7 @@ fn unauthorized() -> Response {
 }
 
 /// The middleware: see the module documentation.
-pub async fn guard(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+pub async fn guard(State(guard): State<Arc<Guard>>, mut req: Request, next: Next) -> Response {
     if let Some(refusal) = cross_site(req.method(), req.headers()) {
         return refusal.into_response();
     }
@@ -212,5 +212,12 @@ pub async fn guard(State(guard): State<Arc<Guard>>, req: Request, next: Next) ->
         )
         .into_response();
     }
+    // Routes that list keys show this user only those it may access.
+    req.extensions_mut().insert(Caller(user));
     next.run(req).await
 }
+
+/// The authenticated user of a request, for routes that filter what they
+/// show (absent without users).
+#[derive(Clone)]
+pub struct Caller(pub Arc<ringkv_auth::User>);

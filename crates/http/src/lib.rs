@@ -14,6 +14,8 @@
 //!   `?w=LEVEL`; an `X-Ringkv-Context` header makes the write supersede exactly
 //!   what that read saw. Answers `204`.
 //! - `DELETE /v1/kv/{key}`: a versioned tombstone. Answers `204`.
+//! - `GET /v1/keys?prefix=&cursor=&limit=&r=`: a page of the cluster's
+//!   live keys, JSON, with the cursor of the next page (see `keys.rs`).
 //! - `GET /v1/status`: the node's own view, as JSON.
 //! - `GET /v1/cluster`: every node with its state, liveness, ownership share
 //!   and load, the replication factors, and the ring's tokens.
@@ -138,6 +140,7 @@ impl<K> Clone for AppState<K> {
 }
 
 mod guard;
+mod keys;
 pub use guard::{Guard, basic_credentials};
 
 /// `router` (with any routes added to it) behind `guard`: credentials,
@@ -161,6 +164,7 @@ pub fn router<K: Kv>(kv: Arc<K>, metrics: MetricsRender, config: &HttpConfig) ->
             "/v1/kv/{*key}",
             get(get_key::<K>).put(put_key::<K>).delete(delete_key::<K>),
         )
+        .route("/v1/keys", get(keys::list_keys::<K>))
         .route("/v1/status", get(status::<K>))
         .route("/v1/cluster", get(cluster::<K>))
         .route("/v1/explain/{*key}", get(explain::<K>))

@@ -85,6 +85,20 @@ pub fn status(admin: &crate::cli::AdminArgs) -> anyhow::Result<()> {
     }
     // Certificates of the asked node, with a warning near expiry.
     if let Ok(node) = get_json(addr, "/v1/status") {
+        let ck = &node["cluster_keys"];
+        if let Some(keys) = ck["keys"].as_u64() {
+            // The same figure as DBSIZE and INFO's keyspace line.
+            let how = if ck["exact"].as_bool().unwrap_or(false) {
+                "exact".to_string()
+            } else {
+                format!(
+                    "estimate: the {} nodes' key counts over {} copies of each key",
+                    ck["nodes"].as_u64().unwrap_or(0),
+                    ck["replicas"].as_u64().unwrap_or(0)
+                )
+            };
+            say!("keys in the cluster: {keys} ({how})");
+        }
         for c in node["certificates"].as_array().into_iter().flatten() {
             let days = c["expires_in_days"].as_i64().unwrap_or(0);
             let warn = if days < crate::server::CERT_EXPIRY_WARN_DAYS {
