@@ -47,7 +47,7 @@ mod util;
 mod version;
 
 pub use batch::WriteBatch;
-pub use engine::{Engine, Snapshot};
+pub use engine::{Checkpoint, Engine, Snapshot};
 pub use error::{Error, Result};
 pub use filter::{CompactionFilter, FilterDecision};
 pub use fs::{CrashMode, FaultFs, Fs, RealFs};

@@ -7,6 +7,7 @@
 //!   insert, making room (memtable rotation and bounded write stalls).
 //! - `background.rs`: the flush, compaction and periodic-fsync threads, and
 //!   installing their results in the manifest.
+//! - `checkpoint.rs`: a copy of the data as of now, tables hard-linked.
 //! - `recovery.rs`: opening a directory: manifest, tables, log replay, orphan
 //!   removal.
 //!
@@ -26,8 +27,11 @@
 //! state mutex, which also orders manifest writes.
 
 mod background;
+mod checkpoint;
 mod recovery;
 mod write;
+
+pub use checkpoint::Checkpoint;
 
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};

@@ -71,6 +71,16 @@ pub trait Fs: Send + Sync + std::fmt::Debug {
     /// Takes an exclusive lock on `dir`, failing if another engine holds it.
     fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>>;
 
+    /// Makes `to` a second name of the file `from` (a hard link; same file
+    /// system). File systems without links say `Unsupported`.
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let _ = (from, to);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this file system has no hard links",
+        ))
+    }
+
     /// Reads a whole file.
     fn read_all(&self, path: &Path) -> io::Result<Vec<u8>> {
         let f = self.open(path)?;

@@ -105,6 +105,10 @@ impl Fs for RealFs {
         File::open(dir)?.sync_all()
     }
 
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::hard_link(from, to)
+    }
+
     fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>> {
         let file = OpenOptions::new()
             .create(true)
