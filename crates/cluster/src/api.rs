@@ -772,6 +772,38 @@ pub trait Kv: Send + Sync + 'static {
         ))
     }
 
+    /// Takes a snapshot of this node's data while writes go on (see
+    /// [`crate::snapshot`]), tagged `tag` (the time when `None`), and copies
+    /// it to the backup directory when `copy`.
+    fn snapshot(
+        &self,
+        tag: Option<String>,
+        copy: bool,
+    ) -> impl Future<Output = Result<crate::snapshot::SnapshotInfo, KvError>> + Send {
+        let _ = (tag, copy);
+        async {
+            Err(KvError::InvalidArgument(
+                "snapshots are not supported here".into(),
+            ))
+        }
+    }
+
+    /// This node's snapshots, oldest first.
+    fn snapshots(&self) -> Result<Vec<crate::snapshot::SnapshotInfo>, KvError> {
+        Err(KvError::InvalidArgument(
+            "snapshots are not supported here".into(),
+        ))
+    }
+
+    /// Removes this node's snapshot tagged `tag`, or all of them; the tags
+    /// removed.
+    fn clear_snapshots(&self, tag: Option<String>) -> Result<Vec<String>, KvError> {
+        let _ = tag;
+        Err(KvError::InvalidArgument(
+            "snapshots are not supported here".into(),
+        ))
+    }
+
     /// A key's token, preference list and each replica's version.
     fn explain(&self, key: Bytes) -> impl Future<Output = Result<Explain, KvError>> + Send {
         let _ = key;

@@ -69,6 +69,7 @@ pub mod replica;
 pub mod ring;
 pub mod rpc;
 pub mod slowlog;
+pub mod snapshot;
 pub mod store;
 pub mod testing;
 

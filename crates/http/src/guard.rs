@@ -6,7 +6,8 @@
 //!   when the user's roles or key patterns do not allow the request. Key
 //!   routes need `read` (GET) or `write` (PUT, DELETE) and a key the user
 //!   may name; the admin routes (`POST /v1/repair`, `/v1/decommission`,
-//!   `/v1/remove/*`, `/v1/movement/cancel`, `/v1/debug/*`, and `GET
+//!   `/v1/remove/*`, `/v1/movement/cancel`, `/v1/debug/*`,
+//!   `/v1/snapshots*`, and `GET
 //!   /v1/slowlog`, which shows other clients' keys) need `admin`;
 //!   the other reads (status, cluster, movement, repair progress) `read`.
 //! - Always, a request that changes something (any method but GET, HEAD,
@@ -69,6 +70,9 @@ fn needs(guard: &Guard, method: &Method, path: &str) -> Result<Need, ApiError> {
             || path == "/v1/movement/cancel"
             || path.starts_with("/v1/remove/"))
         || path.starts_with("/v1/debug/")
+        // The node's files.
+        || path == "/v1/snapshots"
+        || path.starts_with("/v1/snapshots/")
         // Other clients' keys and values.
         || path == "/v1/slowlog";
     Ok(Need::Role(if admin { Role::Admin } else { Role::Read }))

@@ -16,6 +16,9 @@
 //! - `DELETE /v1/kv/{key}`: a versioned tombstone. Answers `204`.
 //! - `GET /v1/keys?prefix=&cursor=&limit=&r=`: a page of the cluster's
 //!   live keys, JSON, with the cursor of the next page (see `keys.rs`).
+//! - `/v1/snapshots` (admin): take (`POST`), list (`GET`) and clear
+//!   (`DELETE`, or `DELETE /v1/snapshots/{tag}`) this node's snapshots (see
+//!   `snapshots.rs`).
 //! - `GET /v1/status`: the node's own view, as JSON.
 //! - `GET /v1/cluster`: every node with its state, liveness, ownership share
 //!   and load, the replication factors, and the ring's tokens.
@@ -141,6 +144,7 @@ impl<K> Clone for AppState<K> {
 
 mod guard;
 mod keys;
+mod snapshots;
 pub use guard::{Guard, basic_credentials};
 
 /// `router` (with any routes added to it) behind `guard`: credentials,
@@ -165,6 +169,16 @@ pub fn router<K: Kv>(kv: Arc<K>, metrics: MetricsRender, config: &HttpConfig) ->
             get(get_key::<K>).put(put_key::<K>).delete(delete_key::<K>),
         )
         .route("/v1/keys", get(keys::list_keys::<K>))
+        .route(
+            "/v1/snapshots",
+            get(snapshots::list::<K>)
+                .post(snapshots::take::<K>)
+                .delete(snapshots::clear_all::<K>),
+        )
+        .route(
+            "/v1/snapshots/{tag}",
+            axum::routing::delete(snapshots::clear_one::<K>),
+        )
         .route("/v1/status", get(status::<K>))
         .route("/v1/cluster", get(cluster::<K>))
         .route("/v1/explain/{*key}", get(explain::<K>))

@@ -42,6 +42,8 @@ pub enum Command {
     Remove(RemoveArgs),
     /// Cancel the join, decommission or removal a node drives.
     Cancel(AdminArgs),
+    /// Snapshots of nodes' data: take (the default), list, clear, restore.
+    Snapshot(crate::snapshot_cli::SnapshotArgs),
     /// Add and remove nodes as the load changes (a control loop).
     Autoscale(crate::autoscale::AutoscaleArgs),
     /// Certificates: a cluster CA and node certificates (mutual TLS).
@@ -292,6 +294,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Remove(args) => crate::status::remove(&args),
         Command::Cancel(args) => crate::status::movement(&args, "/v1/movement/cancel", true),
+        Command::Snapshot(args) => crate::snapshot_cli::run(args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "ringkv", &mut std::io::stdout());

@@ -25,7 +25,19 @@ pub struct Config {
     pub tls: TlsSection,
     pub auth: AuthSection,
     pub diagnostics: DiagnosticsSection,
+    pub backup: BackupSection,
     pub debug: DebugSection,
+}
+
+/// Snapshots' copies (`ringkv snapshot --copy`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupSection {
+    /// Where snapshots are copied, under `<node id>/<tag>/`: another disk
+    /// or mount than the data directory, so a copy outlives its disk.
+    /// Unset: copies are refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
 }
 
 /// The slow log and the latency monitor (`SLOWLOG`, `LATENCY`, `GET

@@ -15,6 +15,7 @@ mod metrics;
 mod ports;
 mod proof;
 mod server;
+mod snapshot_cli;
 mod status;
 mod user;
 

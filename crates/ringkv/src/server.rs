@@ -119,6 +119,7 @@ fn node_config(config: &Config) -> NodeConfig {
             settle_ms: config.movement.settle_ms,
             cleanup_delay_ms: config.movement.cleanup_delay_ms,
         },
+        backup_dir: config.backup.dir.clone(),
         slowlog: ringkv_cluster::slowlog::SlowLogConfig {
             slower_than_us: config.diagnostics.slowlog_slower_than_us,
             max_len: config.diagnostics.slowlog_max_len,

@@ -573,7 +573,7 @@ fn explain_text(key: &str, v: &serde_json::Value) -> Vec<String> {
 const COUNTER_MASK: u64 = (1 << ringkv_cluster::causality::EPOCH_SHIFT) - 1;
 
 /// `ms` since the Unix epoch as `YYYY-MM-DD HH:MM:SS.mmm UTC`.
-fn utc(ms: u64) -> String {
+pub(crate) fn utc(ms: u64) -> String {
     let secs = ms / 1000;
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;

@@ -75,6 +75,9 @@ pub struct NodeConfig {
     pub movement: MoveConfig,
     /// The slow log and the latency monitor.
     pub slowlog: crate::slowlog::SlowLogConfig,
+    /// Where snapshots are copied when a copy is asked for (another disk
+    /// or mount); `None`: copies are refused.
+    pub backup_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for NodeConfig {
@@ -96,6 +99,7 @@ impl Default for NodeConfig {
             anti_entropy: AntiEntropyConfig::default(),
             movement: MoveConfig::default(),
             slowlog: crate::slowlog::SlowLogConfig::default(),
+            backup_dir: None,
         }
     }
 }
@@ -247,6 +251,53 @@ impl<S: LocalStore> Kv for Node<S> {
         opts: ReadOptions,
     ) -> Result<crate::api::ScanPage, KvError> {
         self.inner.coord.scan(cursor, count, opts).await
+    }
+
+    async fn snapshot(
+        &self,
+        tag: Option<String>,
+        copy: bool,
+    ) -> Result<crate::snapshot::SnapshotInfo, KvError> {
+        let inner = Arc::clone(&self.inner);
+        let backup = match (copy, &inner.config.backup_dir) {
+            (false, _) => None,
+            (true, Some(dir)) => Some(dir.clone()),
+            (true, None) => {
+                return Err(KvError::InvalidArgument(
+                    "no backup directory: set [backup] dir to copy snapshots".into(),
+                ));
+            }
+        };
+        crate::exec::blocking(move || {
+            let epoch = inner
+                .files
+                .epoch()
+                .map_err(|e| KvError::Storage(format!("reading the epoch: {e}")))?;
+            let taker = crate::snapshot::Taker {
+                store: inner.replica.store(),
+                data_dir: inner.files.dir(),
+                node_id: inner.replica.id(),
+                epoch,
+                now_ms: inner.replica.now_ms(),
+            };
+            let info = taker.take(tag.as_deref(), backup.as_deref())?;
+            tracing::info!(tag = %info.meta.tag, tables = info.meta.tables, bytes = info.meta.bytes,
+                copied_to = ?info.copied_to, "snapshot taken");
+            Ok(info)
+        })
+        .await
+        .map_err(|e| KvError::Storage(format!("snapshot task failed: {e}")))?
+    }
+
+    fn snapshots(&self) -> Result<Vec<crate::snapshot::SnapshotInfo>, KvError> {
+        Ok(crate::snapshot::list(self.inner.files.dir())?)
+    }
+
+    fn clear_snapshots(&self, tag: Option<String>) -> Result<Vec<String>, KvError> {
+        Ok(crate::snapshot::clear(
+            self.inner.files.dir(),
+            tag.as_deref(),
+        )?)
     }
 
     fn info(&self) -> NodeInfo {

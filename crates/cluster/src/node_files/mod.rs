@@ -263,22 +263,37 @@ impl NodeFiles {
     /// Bumps this node's epoch and returns the new one (1 on a first start):
     /// durable before the node writes anything.
     pub fn bump_epoch(&self) -> io::Result<u64> {
+        let epoch = self.epoch()? + 1;
+        self.save_epoch(epoch)?;
+        Ok(epoch)
+    }
+
+    /// The node's last epoch, 0 before its first start.
+    pub fn epoch(&self) -> io::Result<u64> {
         let path = self.path(EPOCH_FILE);
-        let previous =
-            match self.read_body(EPOCH_FILE, EPOCH_MAGIC, FILE_VERSION, &[])? {
-                None => 0,
-                Some((body, Layout::Current)) => u64_body(&path, &body)?,
-                Some((body, Layout::Earlier)) => String::from_utf8_lossy(&body)
-                    .trim()
-                    .parse::<u64>()
-                    .map_err(|e| invalid(&path, format!("not an epoch: {e}")))?,
-            };
-        let epoch = previous + 1;
+        match self.read_body(EPOCH_FILE, EPOCH_MAGIC, FILE_VERSION, &[])? {
+            None => Ok(0),
+            Some((body, Layout::Current)) => u64_body(&path, &body),
+            Some((body, Layout::Earlier)) => String::from_utf8_lossy(&body)
+                .trim()
+                .parse::<u64>()
+                .map_err(|e| invalid(&path, format!("not an epoch: {e}"))),
+        }
+    }
+
+    /// Raises the epoch to at least `floor` (a restored snapshot's); the
+    /// epoch now kept.
+    pub fn raise_epoch(&self, floor: u64) -> io::Result<u64> {
+        let epoch = self.epoch()?.max(floor);
+        self.save_epoch(epoch)?;
+        Ok(epoch)
+    }
+
+    fn save_epoch(&self, epoch: u64) -> io::Result<()> {
         self.write(
             EPOCH_FILE,
             &frame(EPOCH_MAGIC, FILE_VERSION, &epoch.to_le_bytes())?,
-        )?;
-        Ok(epoch)
+        )
     }
 
     /// The tokens this node holds, if it has joined before.

@@ -122,6 +122,10 @@ pub fn engine_key(key: &[u8]) -> Vec<u8> {
 }
 
 impl LocalStore for EngineStore {
+    fn checkpoint(&self, dest: &std::path::Path) -> Result<ringkv_storage::Checkpoint, StoreError> {
+        self.engine.checkpoint(dest).map_err(engine_error)
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
         self.engine
             .get(&engine_key(key))

@@ -159,6 +159,14 @@ pub trait LocalStore: Send + Sync + 'static {
     /// executor).
     fn blocking_writes(&self) -> bool;
 
+    /// Copies the store's data as of now into `dest` (a new directory on
+    /// the same file system), while writes go on (a snapshot, see
+    /// [`crate::snapshot`]).
+    fn checkpoint(&self, dest: &std::path::Path) -> Result<ringkv_storage::Checkpoint, StoreError> {
+        let _ = dest;
+        Err(StoreError::Other("this store cannot take snapshots".into()))
+    }
+
     /// Installs the sync ledger compaction consults before purging a dead
     /// record. Stores that never purge ignore it.
     fn set_synced_at(&self, synced_at: SyncedAt) {
