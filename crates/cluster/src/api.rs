@@ -772,6 +772,39 @@ pub trait Kv: Send + Sync + 'static {
         ))
     }
 
+    /// One page of whole records (key, encoded record) of live keys from
+    /// token `cursor` on, read like [`Kv::scan`]; and the next cursor (0:
+    /// done). What `ringkv export` writes (see [`crate::export`]).
+    fn export_page(
+        &self,
+        cursor: u64,
+        count: usize,
+        opts: ReadOptions,
+    ) -> impl Future<Output = Result<(Vec<(Bytes, Bytes)>, u64), KvError>> + Send {
+        let _ = (cursor, count, opts);
+        async {
+            Err(KvError::InvalidArgument(
+                "export is not supported here".into(),
+            ))
+        }
+    }
+
+    /// Merges a whole record into the replicas of `key` at the options'
+    /// level, versioning nothing anew (what `ringkv import` does per key).
+    fn import_record(
+        &self,
+        key: Bytes,
+        record: Bytes,
+        opts: WriteOptions,
+    ) -> impl Future<Output = Result<(), KvError>> + Send {
+        let _ = (key, record, opts);
+        async {
+            Err(KvError::InvalidArgument(
+                "import is not supported here".into(),
+            ))
+        }
+    }
+
     /// Takes a snapshot of this node's data while writes go on (see
     /// [`crate::snapshot`]), tagged `tag` (the time when `None`), and copies
     /// it to the backup directory when `copy`.

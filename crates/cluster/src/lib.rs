@@ -57,6 +57,7 @@ pub mod det {
     pub type HashSet<K> = std::collections::HashSet<K, BuildHasherDefault<DefaultHasher>>;
 }
 pub mod exec;
+pub mod export;
 pub mod id;
 pub mod membership;
 pub mod metrics;

@@ -7,7 +7,7 @@
 //!   routes need `read` (GET) or `write` (PUT, DELETE) and a key the user
 //!   may name; the admin routes (`POST /v1/repair`, `/v1/decommission`,
 //!   `/v1/remove/*`, `/v1/movement/cancel`, `/v1/debug/*`,
-//!   `/v1/snapshots*`, and `GET
+//!   `/v1/snapshots*`, `/v1/export`, `/v1/import`, and `GET
 //!   /v1/slowlog`, which shows other clients' keys) need `admin`;
 //!   the other reads (status, cluster, movement, repair progress) `read`.
 //! - Always, a request that changes something (any method but GET, HEAD,
@@ -70,7 +70,9 @@ fn needs(guard: &Guard, method: &Method, path: &str) -> Result<Need, ApiError> {
             || path == "/v1/movement/cancel"
             || path.starts_with("/v1/remove/"))
         || path.starts_with("/v1/debug/")
-        // The node's files.
+        // The node's files; every key's records.
+        || path == "/v1/export"
+        || path == "/v1/import"
         || path == "/v1/snapshots"
         || path.starts_with("/v1/snapshots/")
         // Other clients' keys and values.

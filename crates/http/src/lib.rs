@@ -16,6 +16,8 @@
 //! - `DELETE /v1/kv/{key}`: a versioned tombstone. Answers `204`.
 //! - `GET /v1/keys?prefix=&cursor=&limit=&r=`: a page of the cluster's
 //!   live keys, JSON, with the cursor of the next page (see `keys.rs`).
+//! - `GET /v1/export`, `POST /v1/import` (admin): pages of whole records
+//!   for `ringkv export` and `ringkv import` (see `transfer.rs`).
 //! - `/v1/snapshots` (admin): take (`POST`), list (`GET`) and clear
 //!   (`DELETE`, or `DELETE /v1/snapshots/{tag}`) this node's snapshots (see
 //!   `snapshots.rs`).
@@ -145,6 +147,7 @@ impl<K> Clone for AppState<K> {
 mod guard;
 mod keys;
 mod snapshots;
+mod transfer;
 pub use guard::{Guard, basic_credentials};
 
 /// `router` (with any routes added to it) behind `guard`: credentials,
@@ -169,6 +172,12 @@ pub fn router<K: Kv>(kv: Arc<K>, metrics: MetricsRender, config: &HttpConfig) ->
             get(get_key::<K>).put(put_key::<K>).delete(delete_key::<K>),
         )
         .route("/v1/keys", get(keys::list_keys::<K>))
+        .route("/v1/export", get(transfer::export::<K>))
+        .route(
+            "/v1/import",
+            post(transfer::import::<K>)
+                .layer(DefaultBodyLimit::max(transfer::IMPORT_BODY_BYTES_MAX)),
+        )
         .route(
             "/v1/snapshots",
             get(snapshots::list::<K>)

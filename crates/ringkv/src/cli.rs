@@ -42,6 +42,11 @@ pub enum Command {
     Remove(RemoveArgs),
     /// Cancel the join, decommission or removal a node drives.
     Cancel(AdminArgs),
+    /// Write the cluster's keys, with their whole records, to a file.
+    Export(crate::transfer_cli::ExportArgs),
+    /// Load an export into a cluster (of any size), merging with what it
+    /// holds.
+    Import(crate::transfer_cli::ImportArgs),
     /// Snapshots of nodes' data: take (the default), list, clear, restore.
     Snapshot(crate::snapshot_cli::SnapshotArgs),
     /// Add and remove nodes as the load changes (a control loop).
@@ -295,6 +300,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Remove(args) => crate::status::remove(&args),
         Command::Cancel(args) => crate::status::movement(&args, "/v1/movement/cancel", true),
         Command::Snapshot(args) => crate::snapshot_cli::run(args),
+        Command::Export(args) => crate::transfer_cli::export(&args),
+        Command::Import(args) => crate::transfer_cli::import(&args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "ringkv", &mut std::io::stdout());

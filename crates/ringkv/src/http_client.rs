@@ -89,6 +89,17 @@ pub fn request(
     path: &str,
     body: &[u8],
 ) -> anyhow::Result<(u16, Vec<u8>)> {
+    request_with_header(addr, method, path, body, "").map(|(status, _, body)| (status, body))
+}
+
+/// [`request`], and the value of the answer's header `header` (if any).
+pub fn request_with_header(
+    addr: impl Display,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    header: &str,
+) -> anyhow::Result<(u16, Option<String>, Vec<u8>)> {
     let method = Method::from_bytes(method.as_bytes())
         .with_context(|| format!("{method:?} is not an HTTP method"))?;
     let (agent, scheme) = agent()?;
@@ -114,13 +125,18 @@ pub fn request(
         .run(req)
         .with_context(|| format!("asking {addr} ({method} {path}): is a node running there?"))?;
     let status = answer.status().as_u16();
+    let value = (!header.is_empty())
+        .then(|| answer.headers().get(header))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body = answer
         .body_mut()
         .with_config()
         .limit(HTTP_BODY_BYTES_MAX)
         .read_to_vec()
         .with_context(|| format!("reading the answer of {addr} to {method} {path}"))?;
-    Ok((status, body))
+    Ok((status, value, body))
 }
 
 /// GET `path` as JSON; any status but 200 is an error that carries the

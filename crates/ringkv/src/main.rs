@@ -17,6 +17,7 @@ mod proof;
 mod server;
 mod snapshot_cli;
 mod status;
+mod transfer_cli;
 mod user;
 
 use clap::Parser;

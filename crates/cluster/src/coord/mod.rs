@@ -30,6 +30,7 @@
 //! store): the client learns the outcome is unknown, never that it is false.
 
 pub mod forward;
+pub mod import;
 pub mod plan;
 pub mod read;
 pub mod scan;

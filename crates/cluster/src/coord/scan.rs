@@ -57,11 +57,28 @@ impl<S: LocalStore> Coordinator<S> {
         count: usize,
         opts: ReadOptions,
     ) -> Result<ScanPage, KvError> {
+        let now = self.replica.now_ms();
+        let (records, next) = self.scan_records(cursor, count, opts).await?;
+        let keys = records
+            .into_iter()
+            .filter_map(|(_, key, set)| scanned(key, &set, now))
+            .collect();
+        Ok(ScanPage { keys, next })
+    }
+
+    /// One page of the records of live keys from token `cursor` on, merged
+    /// across the replicas read (what `export` writes), and the next cursor.
+    pub async fn scan_records(
+        self: &Arc<Self>,
+        cursor: u64,
+        count: usize,
+        opts: ReadOptions,
+    ) -> Result<(Vec<(Token, Bytes, SiblingSet)>, Token), KvError> {
         let count = count.clamp(1, SCAN_COUNT_MAX);
         let level = opts.consistency.unwrap_or(self.config.default_read);
         let budget = (count * SCAN_BYTES_PER_KEY).clamp(SCAN_BYTES_MIN, STREAM_BATCH_BYTES_MAX);
         let now = self.replica.now_ms();
-        let mut keys: Vec<(Token, ScannedKey)> = Vec::new();
+        let mut keys: Vec<(Token, Bytes, SiblingSet)> = Vec::new();
         let mut at = cursor;
         for _ in 0..SCAN_RUNS_PER_PAGE {
             let end = self.planner.read_run_end(at);
@@ -73,18 +90,18 @@ impl<S: LocalStore> Coordinator<S> {
                 // Cut at the count-th key's token: the rest is read again
                 // by the next page.
                 let cut = keys[count - 1].0;
-                keys.retain(|(t, _)| *t <= cut);
+                keys.retain(|(t, _, _)| *t <= cut);
                 done_to = cut;
             }
             if done_to == Token::MAX {
-                return Ok(page(keys, 0));
+                return Ok((keys, 0));
             }
             at = done_to + 1;
             if keys.len() >= count {
                 break;
             }
         }
-        Ok(page(keys, at))
+        Ok((keys, at))
     }
 
     /// Reads `[from, end]` (one run) from replicas enough for `plan`: the
@@ -96,7 +113,7 @@ impl<S: LocalStore> Coordinator<S> {
         end: Token,
         budget: usize,
         now: u64,
-    ) -> Result<(Vec<(Token, ScannedKey)>, Token), KvError> {
+    ) -> Result<(Vec<(Token, Bytes, SiblingSet)>, Token), KvError> {
         let bytes_max = u32::try_from(budget).unwrap_or(u32::MAX);
         let mut order: Vec<NodeId> = plan.live.clone();
         // This node's copy first: no network.
@@ -159,7 +176,8 @@ impl<S: LocalStore> Coordinator<S> {
         }
         let found = merged
             .into_iter()
-            .filter_map(|((token, key), set)| scanned(key, &set, now).map(|k| (token, k)))
+            .filter(|(_, set)| !set.is_dead(now))
+            .map(|((token, key), set)| (token, key, set))
             .collect();
         Ok((found, read_to))
     }
@@ -227,13 +245,6 @@ fn scanned(key: Bytes, set: &SiblingSet, now: u64) -> Option<ScannedKey> {
         expires_at_ms: set.record_expiry(),
         siblings,
     })
-}
-
-fn page(keys: Vec<(Token, ScannedKey)>, next: Token) -> ScanPage {
-    ScanPage {
-        keys: keys.into_iter().map(|(_, k)| k).collect(),
-        next,
-    }
 }
 
 #[cfg(test)]

@@ -103,7 +103,7 @@ impl<S: LocalStore> Coordinator<S> {
     /// Sends the new record to every live replica but this node, and a hint
     /// to a stand-in for each replica known down (or holds the hint here
     /// when there is no stand-in).
-    fn send_to_replicas(
+    pub(super) fn send_to_replicas(
         &self,
         fanout: &mut Fanout<()>,
         plan: &Plan,
@@ -158,7 +158,7 @@ impl<S: LocalStore> Coordinator<S> {
 
     /// The error of a write that was applied here and sent, but missed its
     /// level: what is known of where it is.
-    fn write_unavailable(&self, short: Shortfall, plan: &Plan, strict: bool) -> KvError {
+    pub(super) fn write_unavailable(&self, short: Shortfall, plan: &Plan, strict: bool) -> KvError {
         metrics::counter!("ringkv_incomplete_writes_total").increment(1);
         let mut why = short.why();
         if strict && plan.replicas.len() > plan.live.len() {

@@ -253,6 +253,34 @@ impl<S: LocalStore> Kv for Node<S> {
         self.inner.coord.scan(cursor, count, opts).await
     }
 
+    async fn export_page(
+        &self,
+        cursor: u64,
+        count: usize,
+        opts: ReadOptions,
+    ) -> Result<(Vec<(Bytes, Bytes)>, u64), KvError> {
+        let (records, next) = self.inner.coord.scan_records(cursor, count, opts).await?;
+        let records = records
+            .into_iter()
+            .map(|(_, key, set)| (key, Bytes::from(set.encode())))
+            .collect();
+        Ok((records, next))
+    }
+
+    async fn import_record(
+        &self,
+        key: Bytes,
+        record: Bytes,
+        opts: WriteOptions,
+    ) -> Result<(), KvError> {
+        let set = crate::causality::SiblingSet::decode(&record).map_err(|e| {
+            KvError::InvalidArgument(format!(
+                "the record of an imported key does not decode: {e}"
+            ))
+        })?;
+        self.inner.coord.merge_record(key, set, opts).await
+    }
+
     async fn snapshot(
         &self,
         tag: Option<String>,
