@@ -213,7 +213,7 @@ fn pos_path(input: &Path) -> PathBuf {
 }
 
 pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
-    if !(args.rate_mb > 0.0) {
+    if args.rate_mb.is_nan() || args.rate_mb <= 0.0 {
         bail!("--rate-mb must be above 0");
     }
     let total = check_file(&args.input)?;
