@@ -24,13 +24,19 @@
 //! have used since the snapshot (the snapshot's plus [`RESTORE_EPOCH_STEP`]
 //! when the directory lost its `EPOCH`), so the restored node never issues a
 //! dot twice. At start the node takes its place in the ring again; hints and
-//! anti-entropy bring it the writes since. A snapshot older than the
-//! tombstone grace period is refused unless forced: tombstones of keys
-//! deleted since may be purged everywhere, and the keys would come back.
+//! anti-entropy bring it the writes since. A snapshot older than half the
+//! tombstone grace period (the shorter of the one it recorded and the one
+//! given) is refused unless forced: tombstones of keys deleted since may be
+//! purged everywhere before anti-entropy reaches the restored node, and the
+//! keys would come back. `ringkv repair` right after the start shortens that
+//! window. A restore refuses a store a running node holds (its lock), and a
+//! copy whose tables do not match its meta file (copies are made into
+//! `<tag>.partial` and renamed once whole).
 
 use std::io;
 use std::path::{Path, PathBuf};
 
+use ringkv_storage::Fs as _;
 use serde::{Deserialize, Serialize};
 
 use crate::id::NodeId;
@@ -67,6 +73,9 @@ pub struct SnapshotMeta {
     pub sequence: u64,
     pub tables: usize,
     pub bytes: u64,
+    /// The node's tombstone grace period when it was taken (ms).
+    #[serde(default)]
+    pub tombstone_grace_ms: u64,
 }
 
 /// A snapshot and where it is.
@@ -92,8 +101,9 @@ pub enum SnapshotError {
         source: io::Error,
     },
     #[error(
-        "the snapshot is {age_s} s old, older than the tombstone grace period ({grace_s} s): keys \
-         deleted since may come back; restore it anyway with --force"
+        "the snapshot is {age_s} s old, more than half the tombstone grace period ({grace_s} s): \
+         keys deleted since may come back before anti-entropy brings their tombstones; restore \
+         it anyway with --force"
     )]
     TooOld { age_s: u64, grace_s: u64 },
     #[error("storage: {0}")]
@@ -140,6 +150,8 @@ pub struct Taker<'a, S> {
     pub node_id: NodeId,
     pub epoch: u64,
     pub now_ms: u64,
+    /// The node's tombstone grace period (recorded for the restore).
+    pub grace_ms: u64,
 }
 
 impl<S: LocalStore> Taker<'_, S> {
@@ -152,36 +164,28 @@ impl<S: LocalStore> Taker<'_, S> {
     ) -> Result<SnapshotInfo, SnapshotError> {
         let tag = tag.map_or_else(|| format!("t{}", self.now_ms), str::to_string);
         check_tag(&tag)?;
-        let dir = self.data_dir.join(SNAPSHOTS_DIR).join(&tag);
-        if dir.exists() {
-            return Err(SnapshotError::Invalid(format!(
-                "a snapshot tagged {tag} exists; clear it or pick another tag"
-            )));
-        }
-        std::fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
-        let cp = self.store.checkpoint(&dir.join("store"))?;
-        for name in NODE_FILES {
-            let from = self.data_dir.join(name);
-            if from.exists() {
-                copy_file(&from, &dir.join(name))?;
+        let root = self.data_dir.join(SNAPSHOTS_DIR);
+        std::fs::create_dir_all(&root).map_err(io_err("creating", &root))?;
+        let dir = root.join(&tag);
+        // Made atomically: of two snapshots with one tag, one fails here.
+        if let Err(e) = std::fs::create_dir(&dir) {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                return Err(SnapshotError::Invalid(format!(
+                    "a snapshot tagged {tag} exists; clear it or pick another tag"
+                )));
             }
+            return Err(io_err("creating", &dir)(e));
         }
-        let meta = SnapshotMeta {
-            format: FORMAT.into(),
-            version: FORMAT_VERSION,
-            tag: tag.clone(),
-            node_id: crate::id::display(self.node_id),
-            taken_at_ms: self.now_ms,
-            epoch: self.epoch,
-            sequence: cp.sequence,
-            tables: cp.tables,
-            bytes: cp.bytes,
-        };
-        write_meta(&dir, &meta)?;
+        let taken = self.fill(&dir, &tag);
+        if taken.is_err() {
+            // Nothing half-made is left behind.
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        let meta = taken?;
         let copied_to = match backup_dir {
             Some(backup) => {
                 let to = backup.join(&meta.node_id).join(&tag);
-                copy_tree(&dir, &to)?;
+                copy_whole(&dir, &to)?;
                 Some(to.display().to_string())
             }
             None => None,
@@ -192,6 +196,55 @@ impl<S: LocalStore> Taker<'_, S> {
             copied_to,
         })
     }
+
+    /// The snapshot's content in `dir`: the checkpoint, the node files,
+    /// and the meta file last.
+    fn fill(&self, dir: &Path, tag: &str) -> Result<SnapshotMeta, SnapshotError> {
+        let cp = self.store.checkpoint(&dir.join("store"))?;
+        for name in NODE_FILES {
+            let from = self.data_dir.join(name);
+            if from.exists() {
+                copy_file(&from, &dir.join(name))?;
+            }
+        }
+        let meta = SnapshotMeta {
+            format: FORMAT.into(),
+            version: FORMAT_VERSION,
+            tag: tag.to_string(),
+            node_id: crate::id::display(self.node_id),
+            taken_at_ms: self.now_ms,
+            epoch: self.epoch,
+            sequence: cp.sequence,
+            tables: cp.tables,
+            bytes: cp.bytes,
+            tombstone_grace_ms: self.grace_ms,
+        };
+        write_meta(dir, &meta)?;
+        Ok(meta)
+    }
+}
+
+/// Copies the snapshot in `from` to `to` whole or not at all: into
+/// `<to>.partial`, renamed once every file is in.
+fn copy_whole(from: &Path, to: &Path) -> Result<(), SnapshotError> {
+    if to.exists() {
+        return Err(SnapshotError::Invalid(format!(
+            "{} exists already",
+            to.display()
+        )));
+    }
+    let mut partial = to.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial).map_err(io_err("removing", &partial))?;
+    }
+    copy_tree(from, &partial)?;
+    std::fs::rename(&partial, to).map_err(io_err("renaming", to))?;
+    if let Some(parent) = to.parent() {
+        sync_file(parent)?;
+    }
+    Ok(())
 }
 
 fn write_meta(dir: &Path, meta: &SnapshotMeta) -> Result<(), SnapshotError> {
@@ -294,12 +347,31 @@ pub fn restore(
     force: bool,
 ) -> Result<Restored, SnapshotError> {
     let meta = read_meta(from)?;
+    // The shorter of the grace periods known; half of it at most may have
+    // passed, so that anti-entropy has the other half to bring the restored
+    // node the deletes made since, before their tombstones may be purged.
+    let grace_ms = match meta.tombstone_grace_ms {
+        0 => grace_ms,
+        recorded => recorded.min(grace_ms),
+    };
     let age_ms = now_ms.saturating_sub(meta.taken_at_ms);
-    if age_ms > grace_ms && !force {
+    if age_ms > grace_ms / 2 && !force {
         return Err(SnapshotError::TooOld {
             age_s: age_ms / 1000,
             grace_s: grace_ms / 1000,
         });
+    }
+    let tables = std::fs::read_dir(from.join("store"))
+        .map_err(io_err("listing", &from.join("store")))?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".sst"))
+        .count();
+    if tables != meta.tables {
+        return Err(SnapshotError::Invalid(format!(
+            "{} holds {tables} tables, its meta file says {}: an incomplete copy",
+            from.display(),
+            meta.tables
+        )));
     }
     std::fs::create_dir_all(data_dir).map_err(io_err("creating", data_dir))?;
     let files = NodeFiles::new(ringkv_storage::RealFs::shared(), data_dir);
@@ -324,6 +396,21 @@ pub fn restore(
         }
     }
     let store = data_dir.join("store");
+    // A running node holds its store's lock.
+    let _lock = if store.exists() {
+        Some(
+            ringkv_storage::RealFs::shared()
+                .lock_dir(&store)
+                .map_err(|_| {
+                    SnapshotError::Invalid(format!(
+                        "{} is in use: stop the node first",
+                        store.display()
+                    ))
+                })?,
+        )
+    } else {
+        None
+    };
     let previous = if store.exists() {
         let aside = data_dir.join(format!("store.before-restore-{now_ms}"));
         std::fs::rename(&store, &aside).map_err(io_err("moving aside", &store))?;
@@ -405,6 +492,7 @@ mod tests {
             node_id: 0xabc,
             epoch: 7,
             now_ms: 10_000,
+            grace_ms: 1_000,
         };
         let info = taker.take(Some("one"), None).expect("take");
         assert_eq!(
@@ -426,7 +514,17 @@ mod tests {
         let fresh = root.path().join("fresh");
         let old = restore(&fresh, &from, 10_000 + 5_000, 1_000, false);
         assert!(matches!(old, Err(SnapshotError::TooOld { .. })), "{old:?}");
-        let done = restore(&fresh, &from, 10_500, 1_000, false).expect("restore");
+        let old = restore(&fresh, &from, 10_600, 1_000, false);
+        assert!(
+            matches!(old, Err(SnapshotError::TooOld { .. })),
+            "past half the grace period"
+        );
+        let old = restore(&fresh, &from, 10_600, 60_000, false);
+        assert!(
+            matches!(old, Err(SnapshotError::TooOld { .. })),
+            "the recorded grace counts"
+        );
+        let done = restore(&fresh, &from, 10_400, 1_000, false).expect("restore");
         assert_eq!(
             done.epoch,
             7 + RESTORE_EPOCH_STEP,
@@ -440,7 +538,7 @@ mod tests {
         drop(copy);
         // Again over the restored directory: the data moves aside, the
         // kept epoch (already past the snapshot's) stays.
-        let again = restore(&fresh, &from, 10_600, 1_000, false).expect("again");
+        let again = restore(&fresh, &from, 10_450, 1_000, false).expect("again");
         assert!(again.previous.is_some());
         assert_eq!(again.epoch, 7 + RESTORE_EPOCH_STEP);
         // Another node's snapshot is refused.
@@ -449,8 +547,28 @@ mod tests {
             .save_node_id(0xdef)
             .expect("id");
         assert!(matches!(
-            restore(&other, &from, 10_600, 1_000, false),
+            restore(&other, &from, 10_450, 1_000, false),
             Err(SnapshotError::Invalid(_))
+        ));
+        // A running node's store is refused.
+        let running = store(&fresh);
+        assert!(matches!(
+            restore(&fresh, &from, 10_450, 1_000, true),
+            Err(SnapshotError::Invalid(m)) if m.contains("stop the node")
+        ));
+        drop(running);
+        // A copy missing a table is refused.
+        let partial = root.path().join("partial");
+        copy_tree(&from, &partial).expect("copy");
+        for e in std::fs::read_dir(partial.join("store")).expect("list") {
+            let p = e.expect("entry").path();
+            if p.extension().is_some_and(|x| x == "sst") {
+                std::fs::remove_file(p).expect("remove");
+            }
+        }
+        assert!(matches!(
+            restore(&fresh, &partial, 10_450, 1_000, true),
+            Err(SnapshotError::Invalid(m)) if m.contains("incomplete")
         ));
         assert_eq!(clear(&data, None).expect("clear"), vec!["one".to_string()]);
         assert!(list(&data).expect("list").is_empty());

@@ -92,6 +92,18 @@ pub fn request(
     request_with_header(addr, method, path, body, "").map(|(status, _, body)| (status, body))
 }
 
+/// [`request`] for an answer that takes long to come (a snapshot being
+/// copied): each read waits up to `wait`.
+pub fn request_slow(
+    addr: impl Display,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    wait: Duration,
+) -> anyhow::Result<(u16, Vec<u8>)> {
+    exchange(addr, method, path, body, "", wait).map(|(status, _, body)| (status, body))
+}
+
 /// [`request`], and the value of the answer's header `header` (if any).
 pub fn request_with_header(
     addr: impl Display,
@@ -99,6 +111,17 @@ pub fn request_with_header(
     path: &str,
     body: &[u8],
     header: &str,
+) -> anyhow::Result<(u16, Option<String>, Vec<u8>)> {
+    exchange(addr, method, path, body, header, HTTP_TIMEOUT)
+}
+
+fn exchange(
+    addr: impl Display,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    header: &str,
+    read_wait: Duration,
 ) -> anyhow::Result<(u16, Option<String>, Vec<u8>)> {
     let method = Method::from_bytes(method.as_bytes())
         .with_context(|| format!("{method:?} is not an HTTP method"))?;
@@ -121,6 +144,10 @@ pub fn request_with_header(
     let req = builder
         .body(body)
         .with_context(|| format!("{method} {uri}: not a valid request"))?;
+    let req = agent
+        .configure_request(req)
+        .timeout_per_read(Some(read_wait))
+        .build();
     let mut answer = agent
         .run(req)
         .with_context(|| format!("asking {addr} ({method} {path}): is a node running there?"))?;

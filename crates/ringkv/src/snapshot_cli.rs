@@ -14,7 +14,11 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
 use crate::cli::AdminArgs;
-use crate::http_client::{get_json, request};
+use crate::http_client::{get_json, request, request_slow};
+
+/// How long a snapshot may take to answer (flushing, and copying to the
+/// backup directory, happen before it does).
+const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -129,32 +133,53 @@ fn take(args: &TakeArgs) -> anyhow::Result<()> {
         (None, false) => None,
     };
     let body = serde_json::json!({ "tag": tag, "copy": args.copy });
+    // Every node is asked even when one fails; the failures are listed.
+    let mut failed = Vec::new();
     for addr in targets(&args.admin, args.all)? {
-        let (status, answer) =
-            request(&addr, "POST", "/v1/snapshots", body.to_string().as_bytes())?;
-        if status != 201 {
-            bail!(
-                "snapshot on {addr} answered {status}: {}",
-                String::from_utf8_lossy(&answer)
-            );
+        match take_one(&addr, &body, args.admin.json) {
+            Ok(()) => {}
+            Err(e) => {
+                eprintln!("{addr}: {e:#}");
+                failed.push(addr);
+            }
         }
-        let v: serde_json::Value = serde_json::from_slice(&answer).context("not JSON")?;
-        if args.admin.json {
-            println!("{v}");
-        } else {
-            println!(
-                "{addr}: snapshot {} of node {}: {} tables, {} bytes, in {}{}",
-                v["tag"].as_str().unwrap_or("?"),
-                v["node_id"].as_str().unwrap_or("?"),
-                v["tables"],
-                v["bytes"],
-                v["path"].as_str().unwrap_or("?"),
-                v["copied_to"]
-                    .as_str()
-                    .map(|c| format!(", copied to {c}"))
-                    .unwrap_or_default()
-            );
-        }
+    }
+    if !failed.is_empty() {
+        bail!("no snapshot on {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn take_one(addr: &str, body: &serde_json::Value, json: bool) -> anyhow::Result<()> {
+    let (status, answer) = request_slow(
+        addr,
+        "POST",
+        "/v1/snapshots",
+        body.to_string().as_bytes(),
+        SNAPSHOT_WAIT,
+    )?;
+    if status != 201 {
+        bail!(
+            "snapshot on {addr} answered {status}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&answer).context("not JSON")?;
+    if json {
+        println!("{v}");
+    } else {
+        println!(
+            "{addr}: snapshot {} of node {}: {} tables, {} bytes, in {}{}",
+            v["tag"].as_str().unwrap_or("?"),
+            v["node_id"].as_str().unwrap_or("?"),
+            v["tables"],
+            v["bytes"],
+            v["path"].as_str().unwrap_or("?"),
+            v["copied_to"]
+                .as_str()
+                .map(|c| format!(", copied to {c}"))
+                .unwrap_or_default()
+        );
     }
     Ok(())
 }

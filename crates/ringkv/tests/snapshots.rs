@@ -88,6 +88,14 @@ fn a_node_restored_from_its_snapshot_copy_has_every_earlier_write_and_rejoins() 
     }
     std::thread::sleep(Duration::from_millis(200));
 
+    // Node 2 coordinates a write too: its dot before the snapshot.
+    let () = redis::cmd("SET")
+        .arg("pre:100")
+        .arg("v100")
+        .query(&mut nodes[2].redis())
+        .expect("SET through node 2");
+    std::thread::sleep(Duration::from_millis(200));
+
     // A write load while the snapshot is taken; what was acknowledged
     // before the snapshot began must be in it.
     let stop = Arc::new(AtomicBool::new(false));
@@ -150,6 +158,7 @@ fn a_node_restored_from_its_snapshot_copy_has_every_earlier_write_and_rejoins() 
     }
     let target_id = common::self_id(target);
     let dot_before = dot_of(&nodes[0], "pre:100", &target_id);
+    assert!(dot_before > 0, "node 2's dot on pre:100");
 
     // The copy restored into a fresh directory, started cut off from the
     // cluster (a certificate of another CA: its peers refuse it), serves

@@ -145,8 +145,18 @@ impl Planner {
         level: Consistency,
         sloppy: bool,
     ) -> Result<(RingPlan, Vec<NodeId>), KvError> {
+        self.current_from(self.membership.preference_list(token), level, sloppy)
+    }
+
+    /// [`Planner::current`] for the preference list `prefs`.
+    fn current_from(
+        &self,
+        prefs: Vec<NodeId>,
+        level: Consistency,
+        sloppy: bool,
+    ) -> Result<(RingPlan, Vec<NodeId>), KvError> {
         let m = &self.membership;
-        let plan = self.ring_plan(m.preference_list(token), level)?;
+        let plan = self.ring_plan(prefs, level)?;
         let live: Vec<NodeId> = plan
             .prefs
             .iter()
@@ -206,26 +216,44 @@ impl Planner {
 
     /// [`Planner::read`] for the keys of `token`.
     pub fn read_at(&self, token: Token, level: Consistency) -> Result<Plan, KvError> {
-        let (current, mut live) = self.current_at(token, level, false)?;
+        let m = &self.membership;
+        self.read_with(
+            m.preference_list(token),
+            m.pending_ring_for_reads(),
+            token,
+            level,
+        )
+    }
+
+    /// A read plan for the keys of `token`, and the last token of the run
+    /// from `token` on it covers (see [`Placement::same_replicas_until`]),
+    /// both from one reading of the rings.
+    pub fn read_run(&self, token: Token, level: Consistency) -> Result<(Plan, Token), KvError> {
+        let m = &self.membership;
+        let current = m.current_ring();
+        let pending = m.pending_ring_for_reads();
+        let mut end = current.same_replicas_until(token);
+        if let Some(p) = &pending {
+            end = end.min(p.same_replicas_until(token));
+        }
+        let prefs = current.preference_list(token).to_vec();
+        Ok((self.read_with(prefs, pending, token, level)?, end))
+    }
+
+    fn read_with(
+        &self,
+        prefs: Vec<NodeId>,
+        pending: Option<Arc<Placement>>,
+        token: Token,
+        level: Consistency,
+    ) -> Result<Plan, KvError> {
+        let (current, mut live) = self.current_from(prefs, level, false)?;
         let local = current.need.local_dc(level).map(str::to_string);
         if let Some(dc) = &local {
             live.retain(|&id| current.in_dc(id, dc));
         }
-        let pending = self
-            .membership
-            .pending_ring_for_reads()
-            .and_then(|ring| self.in_ring(&ring, token, level));
+        let pending = pending.and_then(|ring| self.in_ring(&ring, token, level));
         Ok(self.combine(current, pending, live, local.as_deref()))
-    }
-
-    /// The last token of the run from `token` on that one read plan
-    /// covers: the same replicas in the current ring and, during a
-    /// handover, in the pending ring (see [`Placement::same_replicas_until`]).
-    pub fn read_run_end(&self, token: Token) -> Token {
-        let m = &self.membership;
-        let end = m.current_ring().same_replicas_until(token);
-        m.pending_ring_for_reads()
-            .map_or(end, |p| end.min(p.same_replicas_until(token)))
     }
 
     /// Adds the pending ring's replicas (of `local_dc` only, when given) to

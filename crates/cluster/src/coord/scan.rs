@@ -81,8 +81,7 @@ impl<S: LocalStore> Coordinator<S> {
         let mut keys: Vec<(Token, Bytes, SiblingSet)> = Vec::new();
         let mut at = cursor;
         for _ in 0..SCAN_RUNS_PER_PAGE {
-            let end = self.planner.read_run_end(at);
-            let plan = self.planner.read_at(at, level)?;
+            let (plan, end) = self.planner.read_run(at, level)?;
             let (found, read_to) = self.scan_run(&plan, at, end, budget, now).await?;
             keys.extend(found);
             let mut done_to = read_to;
@@ -120,9 +119,10 @@ impl<S: LocalStore> Coordinator<S> {
         if let Some(i) = order.iter().position(|&id| id == self.id()) {
             order.swap(0, i);
         }
-        // While a hand-over runs both rings must be met: ask every live
-        // replica. Otherwise as many as the level needs, more on failure.
-        let first = if plan.pending.is_some() {
+        // While a hand-over runs both rings must be met, and a level per
+        // data center needs replicas of each: ask every live replica.
+        // Otherwise as many as the level needs, more on failure.
+        let first = if plan.pending.is_some() || !plan.current.need.per_dc.is_empty() {
             order.len()
         } else {
             plan.required().min(order.len())

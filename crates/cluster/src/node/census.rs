@@ -1,10 +1,11 @@
 //! The key census: an exact count of this node's live keys, taken by a
 //! background pass over the store and kept until the next.
 //!
-//! Every figure called "keys" (INFO's keyspace line, `ringkv status`,
-//! `ringkv_keys` in `/metrics`, the load a node gossips) reads the last
-//! census, so they agree with each other and with `DBSIZE` as of the moment
-//! of the count. Table statistics cannot give this: an overwritten key lives
+//! Every figure called "keys" (INFO, `ringkv status`, `ringkv_keys` in
+//! `/metrics`, the load a node gossips) reads the last census, so they
+//! agree with each other as of the moment of the count; the cluster's keys
+//! (`DBSIZE`, INFO's keyspace line) are the censuses of the ring's nodes
+//! over the copies of each key ([`cluster_keys`]). Table statistics cannot give this: an overwritten key lives
 //! in several levels until compaction meets it.
 //!
 //! A pass reads the whole store, so passes are spaced by at least

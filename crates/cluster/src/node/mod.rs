@@ -240,7 +240,12 @@ impl<S: LocalStore> Kv for Node<S> {
     }
 
     async fn cluster_keys(&self) -> Result<crate::api::ClusterKeys, KvError> {
-        let own = self.inner.census.count(&self.inner.replica).await?.live;
+        // The last census, as INFO and the status show it (a count now only
+        // before the first one ends): DBSIZE stays cheap on a large store.
+        let own = match self.inner.census.last() {
+            Some(count) => count.live,
+            None => self.inner.census.count(&self.inner.replica).await?.live,
+        };
         Ok(census::cluster_keys(&self.inner.membership, own))
     }
 
@@ -307,6 +312,7 @@ impl<S: LocalStore> Kv for Node<S> {
                 node_id: inner.replica.id(),
                 epoch,
                 now_ms: inner.replica.now_ms(),
+                grace_ms: inner.config.tombstone_grace_ms,
             };
             let info = taker.take(tag.as_deref(), backup.as_deref())?;
             tracing::info!(tag = %info.meta.tag, tables = info.meta.tables, bytes = info.meta.bytes,

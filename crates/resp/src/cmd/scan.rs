@@ -13,7 +13,8 @@
 //!   past [`KEYS_MATCHED_MAX`] keys found or [`KEYS_SCANNED_MAX`] keys read
 //!   (use SCAN on a large keyspace).
 //! - `RANDOMKEY`: the first live key from a random place on the ring (keys
-//!   after a wide gap between tokens come up more often); nil when none.
+//!   after a wide gap between tokens come up more often); nil when no key
+//!   (the caller may see) turns up within [`RANDOMKEY_PAGES_MAX`] pages.
 //!
 //! A user restricted to key patterns sees only the keys it may access.
 //! Each is a cluster-wide answer given once by the node asked: a Redis
@@ -38,7 +39,7 @@ pub const KEYS_SCANNED_MAX: usize = 1_000_000;
 const PAGE: usize = 1_000;
 /// Pages `RANDOMKEY` reads before it answers nil (a keyspace that is empty,
 /// or as sparse as that, over a whole turn of the ring).
-const RANDOMKEY_PAGES_MAX: usize = 64;
+pub const RANDOMKEY_PAGES_MAX: usize = 64;
 /// `SCAN`'s page size without `COUNT`, as Redis's.
 const COUNT_DEFAULT: usize = 10;
 
@@ -102,8 +103,8 @@ impl Scan {
     }
 }
 
-/// A cursor as Redis reads one (`strtoull`): an unsigned 64-bit number, a
-/// negative one wrapping around.
+/// A cursor as Redis reads one (`strtoull`): an unsigned 64-bit number, with
+/// an optional `+`, a negative one wrapping around.
 fn parse_cursor(arg: &[u8]) -> Result<u64, CommandError> {
     let invalid = || CommandError::Invalid("invalid cursor".into());
     let text = std::str::from_utf8(arg).map_err(|_| invalid())?;
@@ -111,9 +112,7 @@ fn parse_cursor(arg: &[u8]) -> Result<u64, CommandError> {
         let n: u64 = neg.parse().map_err(|_| invalid())?;
         return Ok(n.wrapping_neg());
     }
-    if text.starts_with('+') {
-        return Err(invalid());
-    }
+    // `u64`'s parse takes one leading `+`, as `strtoull` does.
     text.parse().map_err(|_| invalid())
 }
 
@@ -194,7 +193,8 @@ mod tests {
         assert_eq!(parse_cursor(b"0"), Ok(0));
         assert_eq!(parse_cursor(b"18446744073709551615"), Ok(u64::MAX));
         assert_eq!(parse_cursor(b"-1"), Ok(u64::MAX));
-        for bad in [&b"abc"[..], b"18446744073709551616", b"", b"1.5", b"+1"] {
+        assert_eq!(parse_cursor(b"+1"), Ok(1));
+        for bad in [&b"abc"[..], b"18446744073709551616", b"", b"1.5", b"++1"] {
             assert_eq!(
                 parse_cursor(bad).map_err(|e| e.to_string()),
                 Err("ERR invalid cursor".to_string())

@@ -1,8 +1,9 @@
 //! Server commands: DBSIZE, INFO, CONFIG GET, TIME.
 //!
 //! - `DBSIZE`: the live keys of the whole cluster: the sum of every
-//!   node's key census (this node's counted afresh, the others' as they
-//!   last gossiped it) divided by the replicas each key has. Exact on a
+//!   node's last key census (the others' as they last gossiped it; a pass
+//!   runs every few seconds) divided by the replicas each key has, the same
+//!   figure as INFO's keyspace line and `ringkv status`. Exact on a
 //!   single node; on a cluster an estimate, exact once every replica holds
 //!   what it should and each census is newer than the last write (they run
 //!   every few seconds). A Redis Cluster client that sends it to every
