@@ -36,7 +36,6 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use ringkv_storage::Fs as _;
 use serde::{Deserialize, Serialize};
 
 use crate::id::NodeId;
