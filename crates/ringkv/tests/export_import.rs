@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::{NodeProc, start_joined, wait_until};
@@ -14,16 +13,7 @@ use common::{NodeProc, start_joined, wait_until};
 const CONFIG: &str = "[cluster]\ngossip_interval_ms = 100\nrequest_timeout_ms = 2000\n";
 
 fn ringkv(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ringkv"))
-        .args(args)
-        .output()
-        .expect("run ringkv");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    common::run_ringkv(args)
 }
 
 fn import(node: &NodeProc, file: &Path, extra: &[&str]) -> (bool, String) {
@@ -65,24 +55,7 @@ fn an_export_of_three_nodes_loads_into_five_with_another_replication_factor() {
             .query(&mut con)
             .expect("DEL");
     }
-    let () = redis::cmd("SET")
-        .arg("sib")
-        .arg("base")
-        .query(&mut con)
-        .expect("SET");
-    let (ctx, _): (Vec<u8>, Vec<Vec<u8>>) = redis::cmd("RINGKV.GETALL")
-        .arg("sib")
-        .query(&mut con)
-        .expect("GETALL");
-    for (n, v) in a[..2].iter().zip(["left", "right"]) {
-        let () = redis::cmd("RINGKV.PUT")
-            .arg("sib")
-            .arg(v)
-            .arg("CONTEXT")
-            .arg(&ctx)
-            .query(&mut n.redis())
-            .expect("PUT");
-    }
+    common::make_siblings("sib", &[&a[0], &a[1]], &["left".into(), "right".into()]);
     let pttl_before: i64 = redis::cmd("PTTL")
         .arg("k:20")
         .query(&mut con)

@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -25,16 +24,7 @@ fn config(backup: &Path) -> String {
 }
 
 fn ringkv(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ringkv"))
-        .args(args)
-        .output()
-        .expect("run ringkv");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    common::run_ringkv(args)
 }
 
 /// The largest dot counter among a key's replicas' siblings written by
@@ -68,24 +58,11 @@ fn a_node_restored_from_its_snapshot_copy_has_every_earlier_write_and_rejoins() 
     }
     // Two writes from the same causal context through two coordinators:
     // siblings.
-    let () = redis::cmd("SET")
-        .arg("sib")
-        .arg("base")
-        .query(&mut con)
-        .expect("SET");
-    let (ctx, _): (Vec<u8>, Vec<Vec<u8>>) = redis::cmd("RINGKV.GETALL")
-        .arg("sib")
-        .query(&mut con)
-        .expect("GETALL");
-    for n in &nodes[..2] {
-        let () = redis::cmd("RINGKV.PUT")
-            .arg("sib")
-            .arg(format!("from-{}", n.resp.port()))
-            .arg("CONTEXT")
-            .arg(&ctx)
-            .query(&mut n.redis())
-            .expect("RINGKV.PUT");
-    }
+    let values: Vec<String> = nodes[..2]
+        .iter()
+        .map(|n| format!("from-{}", n.resp.port()))
+        .collect();
+    common::make_siblings("sib", &[&nodes[0], &nodes[1]], &values);
     std::thread::sleep(Duration::from_millis(200));
 
     // Node 2 coordinates a write too: its dot before the snapshot.

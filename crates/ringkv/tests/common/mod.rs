@@ -355,3 +355,43 @@ pub fn password_hash(password: &str) -> String {
     assert!(out.status.success(), "{out:?}");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// Runs this `ringkv` binary with `args`: whether it succeeded, and its
+/// standard output then error.
+pub fn run_ringkv(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        .args(args)
+        .output()
+        .expect("run ringkv");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Makes `key` hold the siblings `values`: a first value, then one write of
+/// each value from the same causal context, each through its own node of
+/// `through` (so their coordinators differ).
+pub fn make_siblings(key: &str, through: &[&NodeProc], values: &[String]) {
+    let mut con = through[0].redis();
+    let () = redis::cmd("SET")
+        .arg(key)
+        .arg("base")
+        .query(&mut con)
+        .expect("SET");
+    let (ctx, _): (Vec<u8>, Vec<Vec<u8>>) = redis::cmd("RINGKV.GETALL")
+        .arg(key)
+        .query(&mut con)
+        .expect("GETALL");
+    for (node, value) in through.iter().zip(values) {
+        let () = redis::cmd("RINGKV.PUT")
+            .arg(key)
+            .arg(value)
+            .arg("CONTEXT")
+            .arg(&ctx)
+            .query(&mut node.redis())
+            .expect("RINGKV.PUT");
+    }
+}
