@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use ringkv_cluster::{Kv, ReadOptions};
 
 use crate::guard::Caller;
-use crate::{ApiError, AppState, level, percent_decode};
+use crate::{ApiError, AppState, level, percent_decode, percent_encode};
 
 /// Keys a page answers with when `limit` is not given.
 pub const KEYS_LIMIT_DEFAULT: usize = 100;
@@ -108,19 +108,6 @@ pub(crate) async fn list_keys<K: Kv>(
         "done": cursor == 0,
     }))
     .into_response())
-}
-
-/// A key as a path segment: unreserved bytes as they are, the rest `%XX`.
-pub fn percent_encode(key: &[u8]) -> String {
-    let mut out = String::with_capacity(key.len());
-    for &b in key {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -541,6 +541,20 @@ fn key_of(uri: &Uri) -> Result<Bytes, ApiError> {
     Ok(Bytes::from(key))
 }
 
+/// A key as a path segment (`/v1/kv/{key}`): unreserved bytes and `:` as
+/// they are, every other byte `%XX`; [`percent_decode`] reverses it.
+pub fn percent_encode(key: &[u8]) -> String {
+    let mut out = String::with_capacity(key.len());
+    for &b in key {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// The strict percent-decoding of a key in a path (`%` and two hex digits;
 /// anything else after a `%` is refused). Read before authentication (a
 /// key's pattern is checked with it): it must take any input.

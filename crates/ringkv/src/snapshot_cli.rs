@@ -124,12 +124,7 @@ fn take(args: &TakeArgs) -> anyhow::Result<()> {
     // One tag for every node of a cluster snapshot.
     let tag = match (&args.tag, args.all) {
         (Some(t), _) => Some(t.clone()),
-        (None, true) => Some(format!(
-            "t{}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis())
-        )),
+        (None, true) => Some(format!("t{}", ringkv_env::SystemClock::shared().now_ms())),
         (None, false) => None,
     };
     let body = serde_json::json!({ "tag": tag, "copy": args.copy });
@@ -241,9 +236,7 @@ fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
         }
         None => ringkv_cluster::NodeConfig::default().tombstone_grace_ms,
     };
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let now_ms = ringkv_env::SystemClock::shared().now_ms();
     let done = ringkv_cluster::snapshot::restore(
         &args.data_dir,
         &args.from,

@@ -451,16 +451,7 @@ pub fn explain(admin: &crate::cli::AdminArgs, key: &str) -> anyhow::Result<()> {
     if key.is_empty() {
         bail!("the key is empty");
     }
-    let encoded: String = key
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
+    let encoded = ringkv_http::percent_encode(key.as_bytes());
     let v = get_json(&admin.http, &format!("/v1/explain/{encoded}"))?;
     if admin.json {
         say_json(&v);

@@ -73,9 +73,7 @@ pub struct ImportArgs {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    ringkv_env::SystemClock::shared().now_ms()
 }
 
 /// A progress line on stderr at most once a second, and at the end.

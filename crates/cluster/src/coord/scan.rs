@@ -232,14 +232,12 @@ fn covered_to(entries: &[(Bytes, Bytes)]) -> Option<Token> {
 
 /// The key as a scan reports it, `None` when it has no live value.
 fn scanned(key: Bytes, set: &SiblingSet, now: u64) -> Option<ScannedKey> {
-    let mut live = set.live(now).peekable();
-    live.peek()?;
     let (mut siblings, mut value_bytes) = (0, 0);
-    for s in live {
+    for s in set.live(now) {
         siblings += 1;
         value_bytes = value_bytes.max(s.value.as_ref().map_or(0, Bytes::len));
     }
-    Some(ScannedKey {
+    (siblings > 0).then(|| ScannedKey {
         key,
         value_bytes,
         expires_at_ms: set.record_expiry(),

@@ -316,6 +316,11 @@ impl Membership {
         self.states.read().get(&id).cloned()
     }
 
+    /// The load node `id` last gossiped (no copy of its whole state).
+    pub fn load_of(&self, id: NodeId) -> Option<crate::net::message::Load> {
+        self.states.read().get(&id).map(|s| s.load)
+    }
+
     /// From now on, this node signs its own state with `auth`'s key, and
     /// takes a state about a node only signed by it (see `merge`).
     pub fn set_auth(&self, auth: StateAuth) {

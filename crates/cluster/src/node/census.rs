@@ -121,7 +121,7 @@ pub fn cluster_keys(membership: &Membership, own: u64) -> ClusterKeys {
         sum += if node.id == me {
             own
         } else {
-            membership.state(node.id).map_or(0, |s| s.load.keys)
+            membership.load_of(node.id).map_or(0, |l| l.keys)
         };
     }
     if nodes == 0 {
