@@ -73,6 +73,7 @@ pub mod slowlog;
 pub mod snapshot;
 pub mod store;
 pub mod testing;
+pub mod truncate;
 
 pub use api::{
     ClusterKeys, ClusterView, Condition, Consistency, Expiry, Explain, Kv, KvError, MoveCommand,

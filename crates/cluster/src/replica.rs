@@ -30,7 +30,7 @@ use parking_lot::Mutex;
 use ringkv_env::SharedClock;
 
 use crate::api::{Condition, Expiry, KeyCount, KvError, Sibling, WriteOptions, WriteOutcome};
-use crate::causality::{HlcState, SiblingSet, StoredSibling};
+use crate::causality::{Hlc, HlcState, SiblingSet, StoredSibling};
 use crate::store::{LocalStore, StoreError};
 
 /// Number of stripes in the per-key lock table.
@@ -70,6 +70,10 @@ pub struct LocalReplica<S> {
     dot_floor: AtomicU64,
     /// Version-vector pruning applied to merged records.
     pruner: parking_lot::RwLock<Option<crate::store::Pruner>>,
+    /// The cluster's truncation point as this node knows it (an HLC; 0:
+    /// never truncated): siblings written at or before it are dropped from
+    /// everything read or merged (see [`crate::truncate`]).
+    truncated_at: AtomicU64,
 }
 
 pub(crate) fn store_error(e: StoreError) -> KvError {
@@ -108,7 +112,70 @@ impl<S: LocalStore> LocalReplica<S> {
             siblings_dropped: AtomicU64::new(0),
             dot_floor: AtomicU64::new(0),
             pruner: parking_lot::RwLock::new(None),
+            truncated_at: AtomicU64::new(0),
         }
+    }
+
+    /// The truncation point this replica applies (0: none).
+    pub fn truncated_at(&self) -> Hlc {
+        self.truncated_at.load(Ordering::Acquire)
+    }
+
+    /// Raises the truncation point to `at`: from now on nothing written at
+    /// or before it is read, merged or kept by compaction here, and every
+    /// timestamp this node issues is above it. True when it rose.
+    pub fn set_truncated_at(&self, at: Hlc) -> bool {
+        self.hlc.lock().observe(at);
+        let rose = self.truncated_at.fetch_max(at, Ordering::AcqRel) < at;
+        if rose {
+            self.store.set_truncated_at(at);
+        }
+        rose
+    }
+
+    /// A fresh timestamp of this node's clock (what a truncation asks every
+    /// node for, to choose a point above every write acknowledged so far).
+    pub fn clock_now(&self) -> Hlc {
+        self.hlc.lock().next(self.clock.now_ms())
+    }
+
+    /// Drops what the truncation point hides from `set`; true when it did.
+    pub fn drop_truncated(&self, set: &mut SiblingSet) -> bool {
+        set.drop_truncated(self.truncated_at())
+    }
+
+    /// Removes from the store what the truncation point hides, for stores
+    /// that cannot leave it to their compaction: each record is read,
+    /// pruned of the hidden siblings, and written back or removed under its
+    /// key's lock. Returns the records removed.
+    pub fn purge_truncated(&self) -> Result<u64, KvError> {
+        let at = self.truncated_at();
+        if at == 0 {
+            return Ok(0);
+        }
+        let mut doomed: Vec<Vec<u8>> = Vec::new();
+        self.store
+            .for_each(&mut |key, bytes| {
+                if SiblingSet::decode(bytes).is_ok_and(|s| {
+                    s.siblings.is_empty() || s.siblings.iter().any(|s| s.hlc <= at)
+                }) {
+                    doomed.push(key.to_vec());
+                }
+                true
+            })
+            .map_err(store_error)?;
+        let mut removed = 0;
+        for key in doomed {
+            let _guard = self.lock(&key);
+            let set = self.read(&key)?;
+            if set.siblings.is_empty() {
+                self.store.remove(&key).map_err(store_error)?;
+                removed += 1;
+            } else {
+                self.store.put(&key, &set.encode()).map_err(store_error)?;
+            }
+        }
+        Ok(removed)
     }
 
     pub fn id(&self) -> u64 {
@@ -137,17 +204,46 @@ impl<S: LocalStore> LocalReplica<S> {
     }
 
     /// The stored record of `key` (empty when absent).
+    /// The stored record of `key` (empty when absent), without what the
+    /// truncation point hides.
     pub fn read(&self, key: &[u8]) -> Result<SiblingSet, KvError> {
         match self.store.get(key).map_err(store_error)? {
             None => Ok(SiblingSet::default()),
-            Some(bytes) => SiblingSet::decode(&bytes)
-                .map_err(|e| KvError::Storage(format!("record of a key failed to decode: {e}"))),
+            Some(bytes) => {
+                let mut set = SiblingSet::decode(&bytes).map_err(|e| {
+                    KvError::Storage(format!("record of a key failed to decode: {e}"))
+                })?;
+                self.drop_truncated(&mut set);
+                Ok(set)
+            }
         }
     }
 
-    /// The stored record's bytes, for sending to a peer.
+    /// The stored record's bytes, for sending to a peer (without what the
+    /// truncation point hides).
     pub fn read_raw(&self, key: &[u8]) -> Result<Option<Bytes>, KvError> {
-        self.store.get(key).map_err(store_error)
+        let raw = self.store.get(key).map_err(store_error)?;
+        Ok(raw.map(|bytes| self.visible_record(bytes)))
+    }
+
+    /// A stored record as a peer may see it: re-encoded without the
+    /// siblings the truncation point hides when it holds any (a record
+    /// that does not decode is passed on as it is, for the peer to refuse).
+    pub fn visible_record(&self, bytes: Bytes) -> Bytes {
+        let at = self.truncated_at();
+        if at == 0 {
+            return bytes;
+        }
+        match SiblingSet::decode(&bytes) {
+            Ok(mut set) => {
+                if set.drop_truncated(at) {
+                    Bytes::from(set.encode())
+                } else {
+                    bytes
+                }
+            }
+            Err(_) => bytes,
+        }
     }
 
     fn bound(&self, set: &mut SiblingSet) {
@@ -269,6 +365,16 @@ impl<S: LocalStore> LocalReplica<S> {
         incoming: &SiblingSet,
         log: LogWrite,
     ) -> Result<bool, KvError> {
+        let at = self.truncated_at();
+        let pruned;
+        let incoming = if incoming.siblings.iter().any(|s| s.hlc <= at) {
+            let mut kept = incoming.clone();
+            kept.drop_truncated(at);
+            pruned = kept;
+            &pruned
+        } else {
+            incoming
+        };
         self.hlc.lock().observe(incoming.max_hlc());
         let _guard = self.lock(key);
         let mut set = self.read(key)?;
@@ -278,6 +384,14 @@ impl<S: LocalStore> LocalReplica<S> {
         // replicas that prune at different times converge.
         if let Some(p) = self.pruner.read().as_ref() {
             p(crate::ring::token_of(key), &mut set);
+        }
+        if set.siblings.is_empty() && at > 0 {
+            // Only a vector of truncated events: no record is kept (a
+            // truncated read or merge leaves nothing for it to supersede).
+            if self.store.get(key).map_err(store_error)?.is_some() {
+                self.store.remove(key).map_err(store_error)?;
+            }
+            return Ok(false);
         }
         if set == before {
             return Ok(false);
@@ -343,14 +457,16 @@ impl<S: LocalStore> LocalReplica<S> {
         self.store
             .for_each(&mut |_, bytes| {
                 match SiblingSet::decode(bytes) {
-                    Ok(set) if !set.is_dead(now) => {
-                        count.live += 1;
-                        if let Some(at) = set.record_expiry() {
-                            count.expiring += 1;
-                            ttl_sum_ms += u128::from(at.saturating_sub(now));
+                    Ok(mut set) => {
+                        self.drop_truncated(&mut set);
+                        if !set.is_dead(now) {
+                            count.live += 1;
+                            if let Some(at) = set.record_expiry() {
+                                count.expiring += 1;
+                                ttl_sum_ms += u128::from(at.saturating_sub(now));
+                            }
                         }
                     }
-                    Ok(_) => {}
                     Err(_) => corrupt += 1,
                 }
                 !stop.load(Ordering::Relaxed)

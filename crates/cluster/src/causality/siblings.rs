@@ -170,6 +170,35 @@ impl SiblingSet {
         dropped
     }
 
+    /// Drops the siblings written at or before the truncation point `at`
+    /// (see [`crate::truncate`]); true when it dropped any. The vector is
+    /// kept: it only ever covers events this node's dots have passed.
+    /// `at == 0` (never truncated) drops nothing.
+    pub fn drop_truncated(&mut self, at: Hlc) -> bool {
+        if at == 0 || self.siblings.iter().all(|s| s.hlc > at) {
+            return false;
+        }
+        self.siblings.retain(|s| s.hlc > at);
+        true
+    }
+
+    /// Stamps the siblings written at or before the truncation point `at`
+    /// as written just after it (`at + 1`), keeping their dots, values and
+    /// expiries: what an import after a truncation does, so the keys it
+    /// loads come back (the same file imported twice stamps the same way,
+    /// so replicas agree). True when it changed any.
+    pub fn restamp_truncated(&mut self, at: Hlc) -> bool {
+        let mut changed = false;
+        if at == 0 {
+            return false;
+        }
+        for s in self.siblings.iter_mut().filter(|s| s.hlc <= at) {
+            s.hlc = at.saturating_add(1);
+            changed = true;
+        }
+        changed
+    }
+
     /// True when no sibling is live at `now_ms` (deleted or expired).
     pub fn is_dead(&self, now_ms: u64) -> bool {
         !self.siblings.iter().any(|s| s.is_live(now_ms))

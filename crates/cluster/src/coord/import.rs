@@ -7,6 +7,10 @@
 //! holds: siblings concurrent with the cluster's stay siblings, versions
 //! the cluster has superseded stay superseded. Replicas down get hints;
 //! the write's level must be met, as for a client write.
+//!
+//! After a truncation, siblings older than its point are stamped as written
+//! just after it, so the keys an export held before a truncation come back
+//! (see [`crate::truncate`]).
 
 use std::sync::Arc;
 
@@ -23,10 +27,11 @@ impl<S: LocalStore> Coordinator<S> {
     pub async fn merge_record(
         self: &Arc<Self>,
         key: Bytes,
-        set: SiblingSet,
+        mut set: SiblingSet,
         opts: WriteOptions,
     ) -> Result<(), KvError> {
         self.check_key(&key)?;
+        set.restamp_truncated(self.replica.truncated_at());
         let max = self.config.value_bytes_max;
         if let Some(len) = set
             .siblings

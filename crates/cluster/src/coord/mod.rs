@@ -92,6 +92,11 @@ pub struct Coordinator<S> {
 }
 
 impl<S: LocalStore> Coordinator<S> {
+    /// Calls to peers.
+    pub fn rpc(&self) -> &Rpc {
+        &self.rpc
+    }
+
     pub fn new(
         replica: Arc<LocalReplica<S>>,
         membership: Arc<Membership>,
@@ -210,7 +215,23 @@ impl<S: LocalStore> Coordinator<S> {
                 self.replica.read(&key).map_err(PeerError::from),
             ));
         }
-        Either::Right(self.rpc.read(id, key))
+        Either::Right(self.read_remote(id, key))
+    }
+
+    /// Another replica's record of `key`, without what this node's
+    /// truncation point hides (that replica may not have heard of it yet).
+    fn read_remote(
+        &self,
+        id: NodeId,
+        key: Bytes,
+    ) -> impl std::future::Future<Output = Result<SiblingSet, PeerError>> + Send + 'static {
+        let at = self.replica.truncated_at();
+        let read = self.rpc.read(id, key);
+        async move {
+            let mut set = read.await?;
+            set.drop_truncated(at);
+            Ok(set)
+        }
     }
 
     /// A key's token, preference list and each replica's version.

@@ -40,7 +40,7 @@ impl<S: LocalStore> Coordinator<S> {
                 let own = self.replica.read(&key).map_err(PeerError::from);
                 fanout.answered(Call::replica(id), own);
             } else {
-                fanout.push(Call::replica(id), self.rpc.read(id, key.clone()));
+                fanout.push(Call::replica(id), self.read_remote(id, key.clone()));
             }
         }
         if let Err(short) = fanout.wait(&plan, |_, _| None).await {

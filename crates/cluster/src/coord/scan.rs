@@ -158,6 +158,7 @@ impl<S: LocalStore> Coordinator<S> {
             }
         }
         let mut merged: BTreeMap<(Token, Bytes), SiblingSet> = BTreeMap::new();
+        let truncated_at = self.replica.truncated_at();
         for (call, (entries, _)) in answers {
             for (key, record) in entries {
                 let token = token_of(&key);
@@ -165,7 +166,10 @@ impl<S: LocalStore> Coordinator<S> {
                     continue;
                 }
                 match SiblingSet::decode(&record) {
-                    Ok(set) => merged.entry((token, key)).or_default().merge(&set),
+                    Ok(mut set) => {
+                        set.drop_truncated(truncated_at);
+                        merged.entry((token, key)).or_default().merge(&set);
+                    }
                     Err(e) => tracing::warn!(
                         replica = %crate::id::display(call.to),
                         error = %e,

@@ -51,6 +51,14 @@
 //!        or replayed message never versions the client's write twice.
 //! ```
 //!
+//! Truncation (see [`crate::truncate`]):
+//! ```text
+//! Request::TruncatePrepare -> Response::Truncation { clock, truncated_at }
+//! Request::Truncate { at }  -> Response::Truncation { clock, truncated_at }
+//!        `clock` is the responder's HLC now; `truncated_at` the point it
+//!        has recorded (0: none), after `at` when the request carried one.
+//! ```
+//!
 //! # Signed states
 //! ```text
 //! body       := postcard(Request::Gossip | Response::Gossip) signatures?
@@ -347,6 +355,17 @@ pub enum Request {
         generation: u64,
         heartbeat: u64,
     },
+    /// A truncation's first step: the receiver's clock now, above every
+    /// write it has coordinated (see [`crate::truncate`]). Answered
+    /// `Truncation`; a node of the version before answers an error.
+    TruncatePrepare,
+    /// Record the truncation point `at` (an HLC): durably, then applied
+    /// (nothing written at or before it is read, merged or kept). Answered
+    /// `Truncation` once recorded; also how a point travels to a node that
+    /// missed it.
+    Truncate {
+        at: u64,
+    },
 }
 
 /// The answer to a [`Request`].
@@ -388,6 +407,12 @@ pub enum Response {
         more: bool,
         crc: u32,
     },
+    /// The answer to `TruncatePrepare` and `Truncate`: the responder's
+    /// clock now and the truncation point it has recorded (0: none).
+    Truncation {
+        clock: u64,
+        truncated_at: u64,
+    },
 }
 
 impl Request {
@@ -406,6 +431,8 @@ impl Request {
             Self::StreamPush { .. } => "stream push",
             Self::CoordinateOnce { .. } => "coordinate once",
             Self::Goodbye { .. } => "goodbye",
+            Self::TruncatePrepare => "truncate prepare",
+            Self::Truncate { .. } => "truncate",
         }
     }
 }
@@ -432,6 +459,7 @@ impl Response {
             Self::MerkleNodes { .. } => "merkle nodes",
             Self::RangeDigests { .. } => "range digests",
             Self::StreamBatch { .. } => "stream batch",
+            Self::Truncation { .. } => "truncation",
         }
     }
 }

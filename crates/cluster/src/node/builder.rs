@@ -212,8 +212,14 @@ impl<S: LocalStore> NodeBuilder<S> {
             .files
             .peers()
             .map_err(files_err("reading known peers"))?;
+        let truncated_at = self
+            .files
+            .truncated_at()
+            .map_err(files_err("reading the truncation point"))?;
         let me = self.own_state(id, tokens.unwrap_or_default(), status);
         let node = self.assemble(me, epoch);
+        // What a truncation hid stays hidden across restarts.
+        node.replica().set_truncated_at(truncated_at);
         // The peers known before a restart shape the ring at once (as down
         // until heard from): a restarted node never serves from a ring of
         // itself alone. Every ring change is kept for the next start.
@@ -485,6 +491,14 @@ impl<S: LocalStore> Node<S> {
                     .clone()
                     .run(Arc::clone(&s.replica), stop(shutdown.clone())),
             ),
+            tokio::spawn({
+                let node = self.clone();
+                let every = Duration::from_millis(s.config.membership.gossip_interval_ms.max(1));
+                crate::exec::every(every, stop(shutdown.clone()), move || {
+                    let node = node.clone();
+                    async move { node.spread_truncation().await }
+                })
+            }),
             tokio::spawn({
                 let node = self.clone();
                 crate::exec::every(

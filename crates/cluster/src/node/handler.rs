@@ -146,6 +146,8 @@ impl<S: LocalStore> Node<S> {
                 s.membership.peer_stopped(from, generation, heartbeat);
                 Response::Pong
             }
+            Request::TruncatePrepare => self.answer_truncation(None).await,
+            Request::Truncate { at } => self.answer_truncation(Some(at)).await,
         }
     }
 }

@@ -147,6 +147,11 @@ impl<S: LocalStore> Node<S> {
         &self.inner.config
     }
 
+    /// This node's own files (id, epoch, tokens, truncation point, ...).
+    pub fn files(&self) -> &crate::node_files::NodeFiles {
+        &self.inner.files
+    }
+
     pub fn replica(&self) -> &Arc<LocalReplica<S>> {
         &self.inner.replica
     }
@@ -321,6 +326,10 @@ impl<S: LocalStore> Kv for Node<S> {
         })
         .await
         .map_err(|e| KvError::Storage(format!("snapshot task failed: {e}")))?
+    }
+
+    async fn truncate(&self) -> Result<crate::truncate::Truncated, KvError> {
+        self.truncate_cluster().await
     }
 
     fn snapshots(&self) -> Result<Vec<crate::snapshot::SnapshotInfo>, KvError> {

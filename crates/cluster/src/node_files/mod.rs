@@ -9,6 +9,7 @@
 //! | `TOKENS`  | its ring tokens, once it has joined                       |
 //! | `PEERS`   | every node state it knew when the ring last changed       |
 //! | `MOVE`    | the movement it drives of itself ([`MoveRecord`])         |
+//! | `TRUNCATED` | the cluster's truncation point it knows ([`crate::truncate`]) |
 //!
 //! # Format (on disk: do not change without bumping the version)
 //! ```text
@@ -19,6 +20,7 @@
 //! TOKENS  := magic "RKTK", version 1, body count:u32le token:u64le*
 //! PEERS   := magic "RKPR", version 1, body postcard(Vec<NodeState>)
 //! MOVE    := magic "RKMV", version 2, body postcard(MoveRecord)
+//! TRUNCATED := magic "RKTR", version 1, body at:u64le (an HLC)
 //! ```
 //! Every file is written whole: to `NAME.tmp`, synced, renamed over `NAME`,
 //! and the directory synced; a crash leaves the old file or the new one,
@@ -48,14 +50,16 @@ const EPOCH_FILE: &str = "EPOCH";
 const TOKENS_FILE: &str = "TOKENS";
 const PEERS_FILE: &str = "PEERS";
 const MOVE_FILE: &str = "MOVE";
+const TRUNCATED_FILE: &str = "TRUNCATED";
 
 const NODE_ID_MAGIC: &[u8; 4] = b"RKID";
 const EPOCH_MAGIC: &[u8; 4] = b"RKEP";
 const TOKENS_MAGIC: &[u8; 4] = b"RKTK";
 const PEERS_MAGIC: &[u8; 4] = b"RKPR";
 const MOVE_MAGIC: &[u8; 4] = b"RKMV";
+const TRUNCATED_MAGIC: &[u8; 4] = b"RKTR";
 
-/// Format version of `NODE_ID`, `EPOCH`, `TOKENS` and `PEERS`.
+/// Format version of `NODE_ID`, `EPOCH`, `TOKENS`, `PEERS` and `TRUNCATED`.
 const FILE_VERSION: u8 = 1;
 /// Format version of `MOVE` (1 was the unframed layout before it).
 const MOVE_VERSION: u8 = 2;
@@ -293,6 +297,25 @@ impl NodeFiles {
         self.write(
             EPOCH_FILE,
             &frame(EPOCH_MAGIC, FILE_VERSION, &epoch.to_le_bytes())?,
+        )
+    }
+
+    /// The cluster's truncation point this node recorded (0: none).
+    pub fn truncated_at(&self) -> io::Result<u64> {
+        let path = self.path(TRUNCATED_FILE);
+        match self.read_body(TRUNCATED_FILE, TRUNCATED_MAGIC, FILE_VERSION, &[])? {
+            None => Ok(0),
+            Some((body, Layout::Current)) => u64_body(&path, &body),
+            Some((_, Layout::Earlier)) => Err(invalid(&path, "not a truncation point file")),
+        }
+    }
+
+    /// Records the truncation point `at` durably (written whole and
+    /// synced, as every node file).
+    pub fn save_truncated_at(&self, at: u64) -> io::Result<()> {
+        self.write(
+            TRUNCATED_FILE,
+            &frame(TRUNCATED_MAGIC, FILE_VERSION, &at.to_le_bytes())?,
         )
     }
 

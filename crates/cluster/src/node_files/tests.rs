@@ -32,6 +32,15 @@ fn every_file_roundtrips_and_absent_files_read_as_nothing() {
     assert_eq!(f.tokens().expect("none"), None);
     assert!(f.peers().expect("none").is_empty());
     assert_eq!(f.move_record().expect("none"), None);
+    assert_eq!(f.truncated_at().expect("none"), 0);
+    f.save_truncated_at(u64::MAX - 1).expect("truncated");
+    assert_eq!(f.truncated_at().expect("read back"), u64::MAX - 1);
+    assert_eq!(&raw(&fs, "TRUNCATED")[..4], b"RKTR");
+    write_raw(&fs, "TRUNCATED", b"12345678");
+    assert!(
+        f.truncated_at().is_err(),
+        "a file without the magic is refused, never read as a point"
+    );
     let id = f.load_or_create_id().expect("id");
     assert_ne!(id, 0);
     assert_eq!(f.load_or_create_id().expect("again"), id, "stable");

@@ -29,6 +29,8 @@ struct GraceFilter {
     grace_ms: u64,
     synced_at: parking_lot::RwLock<Option<SyncedAt>>,
     pruner: parking_lot::RwLock<Option<Pruner>>,
+    /// The truncation point (0: none): siblings at or before it go.
+    truncated_at: std::sync::atomic::AtomicU64,
 }
 
 impl ringkv_storage::CompactionFilter for GraceFilter {
@@ -51,6 +53,14 @@ impl ringkv_storage::CompactionFilter for GraceFilter {
         else {
             return FilterDecision::Keep;
         };
+        let at = self
+            .truncated_at
+            .load(std::sync::atomic::Ordering::Acquire);
+        let truncated = set.drop_truncated(at);
+        if at > 0 && set.siblings.is_empty() {
+            // Nothing left but a vector of truncated events.
+            return FilterDecision::Remove;
+        }
         let synced_at = || self.synced_at.read().as_ref().and_then(|f| f(token));
         if crate::causality::purge::dead_set_purgeable(
             &set,
@@ -65,7 +75,7 @@ impl ringkv_storage::CompactionFilter for GraceFilter {
             .read()
             .as_ref()
             .is_some_and(|p| p(token, &mut set));
-        if pruned {
+        if pruned || truncated {
             FilterDecision::Replace(Bytes::from(set.encode()))
         } else {
             FilterDecision::Keep
@@ -94,6 +104,7 @@ impl EngineStore {
             grace_ms: tombstone_grace_ms,
             synced_at: parking_lot::RwLock::new(None),
             pruner: parking_lot::RwLock::new(None),
+            truncated_at: std::sync::atomic::AtomicU64::new(0),
         });
         engine.set_compaction_filter(filter.clone());
         Self {
@@ -320,6 +331,17 @@ impl LocalStore for EngineStore {
 
     fn set_synced_at(&self, synced_at: SyncedAt) {
         *self.filter.synced_at.write() = Some(synced_at);
+    }
+
+    fn set_truncated_at(&self, at: crate::causality::Hlc) {
+        self.filter
+            .truncated_at
+            .fetch_max(at, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    fn compact(&self) -> Result<bool, StoreError> {
+        self.engine.compact().map_err(engine_error)?;
+        Ok(true)
     }
 
     fn set_pruner(&self, pruner: Pruner) {

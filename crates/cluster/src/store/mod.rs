@@ -178,4 +178,19 @@ pub trait LocalStore: Send + Sync + 'static {
     fn set_pruner(&self, pruner: Pruner) {
         let _ = pruner;
     }
+
+    /// Sets the truncation point compaction applies (see
+    /// [`crate::truncate`]): siblings written at or before `at` go from the
+    /// records it rewrites, and records left with none go. Stores that
+    /// never compact ignore it (the replica purges them itself).
+    fn set_truncated_at(&self, at: crate::causality::Hlc) {
+        let _ = at;
+    }
+
+    /// Rewrites the whole store now, applying the truncation point and the
+    /// purge rules (a full compaction), and waits. False when this store
+    /// has no compaction: the caller purges record by record.
+    fn compact(&self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
 }

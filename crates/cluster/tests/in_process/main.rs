@@ -7,6 +7,7 @@ mod hints;
 mod movement;
 mod quorum;
 mod scan;
+mod truncate;
 
 use std::time::Duration;
 

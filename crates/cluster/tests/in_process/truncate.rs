@@ -1,0 +1,215 @@
+//! Truncation of the whole cluster: every node must be up; nothing written
+//! before the point comes back through a replica that missed it, a merge
+//! (hints, read repair, streams), anti-entropy or a read; an import after
+//! it brings its keys back.
+
+use super::*;
+use ringkv_cluster::net::message::{Request, Response};
+
+/// Waits (in simulated time) until `check` holds, for at most 10 s.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..1_000 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never: {what}");
+}
+
+async fn write_keys(c: &TestCluster, n: usize, level: Consistency) {
+    for i in 0..n {
+        c.nodes[i % c.nodes.len()]
+            .put(b(&format!("k{i}")), b("old"), w(level))
+            .await
+            .expect("write");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_truncation_empties_every_node_and_later_writes_stay() {
+    let c = cluster(3, 3);
+    write_keys(&c, 60, Consistency::All).await;
+    let done = c.nodes[1].truncate().await.expect("truncate");
+    assert_eq!(done.nodes.len(), 3);
+    for node in &c.nodes {
+        assert_eq!(node.replica().truncated_at(), done.at, "recorded everywhere");
+        assert_eq!(
+            node.files().truncated_at().expect("file"),
+            done.at,
+            "durably"
+        );
+    }
+    for i in 0..60 {
+        let key = format!("k{i}");
+        assert_eq!(read_one(&c.nodes[i % 3], &key, Consistency::All).await, None);
+    }
+    let page = c.nodes[0]
+        .scan(0, 1_000, at(Consistency::One))
+        .await
+        .expect("scan");
+    assert!(page.keys.is_empty(), "a scan finds nothing: {:?}", page.keys);
+    // The space goes: every store ends empty.
+    for i in 0..3 {
+        eventually("the stores are purged", || c.dump(i).is_empty()).await;
+    }
+    // Writes after the point are kept, whichever node coordinates them.
+    for i in 0..3 {
+        c.nodes[i]
+            .put(b(&format!("new{i}")), b("v"), w(Consistency::All))
+            .await
+            .expect("write after");
+    }
+    for i in 0..3 {
+        let key = format!("new{i}");
+        assert_eq!(
+            read_one(&c.nodes[(i + 1) % 3], &key, Consistency::All).await,
+            Some(b("v"))
+        );
+    }
+    // A second truncation with the same data gone is harmless.
+    let again = c.nodes[2].truncate().await.expect("again");
+    assert!(again.at > done.at);
+    assert_eq!(read_one(&c.nodes[0], "new0", Consistency::All).await, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_truncation_needs_every_node_up_and_names_the_one_down() {
+    let mut c = cluster(3, 3);
+    write_keys(&c, 20, Consistency::All).await;
+    let down = c.nodes[2].id();
+    c.kill(down);
+    c.pass(20_000).await;
+    let err = c.nodes[0].truncate().await.expect_err("a node is down");
+    let text = err.to_string();
+    assert!(
+        matches!(err, KvError::Unavailable { .. })
+            && text.contains(&ringkv_cluster::id::display(down))
+            && text.contains("nothing was truncated"),
+        "{text}"
+    );
+    for node in &c.nodes[..2] {
+        assert_eq!(node.replica().truncated_at(), 0, "nothing recorded");
+    }
+    assert_eq!(
+        read_one(&c.nodes[0], "k3", Consistency::Quorum).await,
+        Some(b("old"))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_that_missed_the_truncation_brings_nothing_back() {
+    let c = cluster(3, 3);
+    write_keys(&c, 40, Consistency::All).await;
+    let (a, b_, stale) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
+    // The kept record of k1, as the stale replica would send it.
+    let old_record = Bytes::from(stale.debug_local_record(b"k1").encode());
+    // Nodes a and b record the point; the third misses it.
+    let point = a.replica().clock_now();
+    a.truncate_locally(point).await.expect("a");
+    b_.truncate_locally(point).await.expect("b");
+    assert_eq!(stale.replica().truncated_at(), 0);
+    // A read through a node that knows the point hides the stale answer.
+    for i in 0..40 {
+        let key = format!("k{i}");
+        assert_eq!(read_one(a, &key, Consistency::All).await, None, "{key}");
+    }
+    // Its record merged into a (a hint replayed, a read repair, a stream
+    // or anti-entropy push all merge so) changes nothing visible.
+    let answer = a
+        .handler()
+        .handle(
+            stale.id(),
+            Request::Merge {
+                key: b("k1"),
+                record: old_record.clone(),
+            },
+        )
+        .await;
+    assert!(matches!(answer, Response::Merged), "{answer:?}");
+    assert!(a.debug_local_record(b"k1").siblings.is_empty());
+    // Anti-entropy run by the stale node brings nothing back either.
+    stale.anti_entropy().repair_once().await;
+    for i in 0..40 {
+        let key = format!("k{i}");
+        assert_eq!(own_value(&c, a.id(), &key), None, "{key} on a");
+        assert_eq!(own_value(&c, b_.id(), &key), None, "{key} on b");
+    }
+    // The stale node learns the point from the others' spreading.
+    for _ in 0..50 {
+        a.spread_truncation().await;
+        b_.spread_truncation().await;
+        if stale.replica().truncated_at() == point {
+            break;
+        }
+    }
+    assert_eq!(stale.replica().truncated_at(), point, "learned by spreading");
+    assert_eq!(stale.files().truncated_at().expect("file"), point);
+    assert_eq!(read_one(stale, "k1", Consistency::One).await, None);
+    eventually("the stale node purges", || c.dump(2).is_empty()).await;
+    // A write coordinated by it afterwards is above the point.
+    stale
+        .put(b("k1"), b("new"), w(Consistency::All))
+        .await
+        .expect("write");
+    assert_eq!(read_one(a, "k1", Consistency::All).await, Some(b("new")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_import_after_a_truncation_brings_its_keys_back() {
+    let c = cluster(3, 3);
+    write_keys(&c, 10, Consistency::All).await;
+    // Two siblings under k0 (concurrent writes without a context).
+    let ctx = c.nodes[0]
+        .get(b("k0"), at(Consistency::All))
+        .await
+        .expect("read")
+        .context;
+    for (node, v) in [(0, "x"), (1, "y")] {
+        let opts = WriteOptions {
+            context: Some(ctx.clone()),
+            ..w(Consistency::All)
+        };
+        c.nodes[node].put(b("k0"), b(v), opts).await.expect("sibling");
+    }
+    let (records, next) = c.nodes[2]
+        .export_page(0, 100, at(Consistency::All))
+        .await
+        .expect("export");
+    assert_eq!((records.len(), next), (10, 0));
+    c.nodes[0].truncate().await.expect("truncate");
+    assert_eq!(read_one(&c.nodes[1], "k5", Consistency::All).await, None);
+    for (key, record) in records.clone() {
+        c.nodes[1]
+            .import_record(key, record, w(Consistency::All))
+            .await
+            .expect("import");
+    }
+    // Imported twice: the replicas agree all the same.
+    for (key, record) in records {
+        c.nodes[2]
+            .import_record(key, record, w(Consistency::All))
+            .await
+            .expect("import again");
+    }
+    assert_eq!(
+        read_one(&c.nodes[2], "k5", Consistency::All).await,
+        Some(b("old"))
+    );
+    let k0 = c.nodes[0]
+        .get(b("k0"), at(Consistency::All))
+        .await
+        .expect("read");
+    let mut values: Vec<Bytes> = k0.siblings.iter().map(|s| s.value.clone()).collect();
+    values.sort();
+    assert_eq!(values, vec![b("x"), b("y")], "both siblings came back");
+    let records: Vec<_> = c
+        .nodes
+        .iter()
+        .map(|n| n.debug_local_record(b"k0"))
+        .collect();
+    assert!(
+        records.windows(2).all(|w| w[0] == w[1]),
+        "replicas hold the same record"
+    );
+}
