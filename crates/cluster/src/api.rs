@@ -840,9 +840,7 @@ pub trait Kv: Send + Sync + 'static {
     /// Empties the whole cluster (see [`crate::truncate`]): every node
     /// must be up; nothing written before the truncation point is read
     /// again anywhere.
-    fn truncate(
-        &self,
-    ) -> impl Future<Output = Result<crate::truncate::Truncated, KvError>> + Send {
+    fn truncate(&self) -> impl Future<Output = Result<crate::truncate::Truncated, KvError>> + Send {
         async {
             Err(KvError::InvalidArgument(
                 "truncation is not supported here".into(),

@@ -156,9 +156,9 @@ impl<S: LocalStore> LocalReplica<S> {
         let mut doomed: Vec<Vec<u8>> = Vec::new();
         self.store
             .for_each(&mut |key, bytes| {
-                if SiblingSet::decode(bytes).is_ok_and(|s| {
-                    s.siblings.is_empty() || s.siblings.iter().any(|s| s.hlc <= at)
-                }) {
+                if SiblingSet::decode(bytes)
+                    .is_ok_and(|s| s.siblings.is_empty() || s.siblings.iter().any(|s| s.hlc <= at))
+                {
                     doomed.push(key.to_vec());
                 }
                 true

@@ -128,7 +128,11 @@ impl<S: LocalStore> Node<S> {
         let replica = std::sync::Arc::clone(replica);
         tokio::spawn(async move {
             let reclaimed = crate::exec::blocking(move || {
-                if replica.store().compact().map_err(crate::replica::store_error)? {
+                if replica
+                    .store()
+                    .compact()
+                    .map_err(crate::replica::store_error)?
+                {
                     Ok(None)
                 } else {
                     replica.purge_truncated().map(Some)
@@ -136,8 +140,12 @@ impl<S: LocalStore> Node<S> {
             })
             .await;
             match reclaimed {
-                Ok(Ok(purged)) => tracing::info!(?purged, "space of the truncated records reclaimed"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "reclaiming truncated records failed; compaction drops them later"),
+                Ok(Ok(purged)) => {
+                    tracing::info!(?purged, "space of the truncated records reclaimed")
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "reclaiming truncated records failed; compaction drops them later")
+                }
                 Err(e) => tracing::warn!(error = %e, "reclaiming truncated records failed"),
             }
         });

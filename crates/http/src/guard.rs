@@ -75,6 +75,8 @@ fn needs(guard: &Guard, method: &Method, path: &str) -> Result<Need, ApiError> {
         || path == "/v1/import"
         || path == "/v1/snapshots"
         || path.starts_with("/v1/snapshots/")
+        // Empties the cluster.
+        || path == "/v1/truncate"
         // Other clients' keys and values.
         || path == "/v1/slowlog";
     Ok(Need::Role(if admin { Role::Admin } else { Role::Read }))

@@ -21,6 +21,10 @@
 //! - `/v1/snapshots` (admin): take (`POST`), list (`GET`) and clear
 //!   (`DELETE`, or `DELETE /v1/snapshots/{tag}`) this node's snapshots (see
 //!   `snapshots.rs`).
+//! - `POST /v1/truncate` (admin): empties the whole cluster, as `FLUSHALL`
+//!   (see `snapshots.rs` and `ringkv_cluster::truncate`): `200` with the
+//!   truncation point and the nodes that recorded it; `503` naming the
+//!   nodes down or that did not answer.
 //! - `GET /v1/status`: the node's own view, as JSON.
 //! - `GET /v1/cluster`: every node with its state, liveness, ownership share
 //!   and load, the replication factors, and the ring's tokens.
@@ -188,6 +192,7 @@ pub fn router<K: Kv>(kv: Arc<K>, metrics: MetricsRender, config: &HttpConfig) ->
             "/v1/snapshots/{tag}",
             axum::routing::delete(snapshots::clear_one::<K>),
         )
+        .route("/v1/truncate", post(snapshots::truncate::<K>))
         .route("/v1/status", get(status::<K>))
         .route("/v1/cluster", get(cluster::<K>))
         .route("/v1/explain/{*key}", get(explain::<K>))

@@ -5,6 +5,9 @@
 //!   directory.
 //! - `GET /v1/snapshots`: every snapshot of this node, oldest first.
 //! - `DELETE /v1/snapshots` (all) and `DELETE /v1/snapshots/{tag}`.
+//!
+//! And the truncation of the whole cluster (`POST /v1/truncate`, what
+//! `FLUSHALL` does; see `ringkv_cluster::truncate`).
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -55,4 +58,21 @@ pub(crate) async fn clear_one<K: Kv>(
 ) -> Result<Response, ApiError> {
     let cleared = state.kv.clear_snapshots(Some(tag))?;
     Ok(axum::Json(serde_json::json!({ "cleared": cleared })).into_response())
+}
+
+pub(crate) async fn truncate<K: Kv>(
+    State(state): State<AppState<K>>,
+) -> Result<Response, ApiError> {
+    let done = state.kv.truncate().await?;
+    let nodes: Vec<String> = done
+        .nodes
+        .iter()
+        .map(|&id| ringkv_cluster::id::display(id))
+        .collect();
+    Ok(axum::Json(serde_json::json!({
+        "truncated_at": done.at,
+        "truncated_at_ms": ringkv_cluster::causality::hlc_physical_ms(done.at),
+        "nodes": nodes,
+    }))
+    .into_response())
 }

@@ -493,9 +493,7 @@ async fn unknown_and_refused_commands() {
         text.starts_with("ERR INCR is not supported: ringkv is leaderless and cannot do an atomic read-modify-write"),
         "{text}"
     );
-    for name in [
-        "APPEND", "LPUSH", "HSET", "WATCH", "EVAL", "FLUSHALL", "MSETNX",
-    ] {
+    for name in ["APPEND", "LPUSH", "HSET", "WATCH", "EVAL", "MSETNX"] {
         let e = query::<Value>(&mut c, &[name, "k", "v"]).await.unwrap_err();
         assert!(
             err_text(e).starts_with(&format!("ERR {name} is not supported: ")),
@@ -504,6 +502,32 @@ async fn unknown_and_refused_commands() {
     }
     // The connection is still fine.
     let _: () = c.set("k", "v").await.unwrap();
+}
+
+#[tokio::test]
+async fn flushall_and_flushdb_empty_the_store_with_redis_syntax() {
+    let server = TestServer::start().await;
+    let mut c = server.redis().await;
+    for args in [
+        &["FLUSHALL", "k", "v"][..],
+        &["FLUSHALL", "now"],
+        &["FLUSHDB", "ASYNC", "SYNC"],
+    ] {
+        let e = query::<Value>(&mut c, args).await.unwrap_err();
+        assert_eq!(err_text(e), "ERR syntax error", "{args:?}");
+    }
+    let _: () = c.set("k", "v").await.unwrap();
+    for args in [
+        &["FLUSHALL"][..],
+        &["FLUSHALL", "async"],
+        &["FLUSHDB", "SYNC"],
+    ] {
+        let _: () = c.set("k", "v").await.unwrap();
+        let ok: String = query(&mut c, args).await.unwrap();
+        assert_eq!(ok, "OK", "{args:?}");
+        let n: i64 = query(&mut c, &["EXISTS", "k"]).await.unwrap();
+        assert_eq!(n, 0, "{args:?}");
+    }
 }
 
 #[tokio::test]

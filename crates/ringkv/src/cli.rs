@@ -49,6 +49,8 @@ pub enum Command {
     Import(crate::transfer_cli::ImportArgs),
     /// Snapshots of nodes' data: take (the default), list, clear, restore.
     Snapshot(crate::snapshot_cli::SnapshotArgs),
+    /// Empty the whole cluster (FLUSHALL): every node must be up.
+    Truncate(crate::snapshot_cli::TruncateArgs),
     /// Add and remove nodes as the load changes (a control loop).
     Autoscale(crate::autoscale::AutoscaleArgs),
     /// Certificates: a cluster CA and node certificates (mutual TLS).
@@ -300,6 +302,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Remove(args) => crate::status::remove(&args),
         Command::Cancel(args) => crate::status::movement(&args, "/v1/movement/cancel", true),
         Command::Snapshot(args) => crate::snapshot_cli::run(args),
+        Command::Truncate(args) => crate::snapshot_cli::truncate(&args),
         Command::Export(args) => crate::transfer_cli::export(&args),
         Command::Import(args) => crate::transfer_cli::import(&args),
         Command::Completions { shell } => {

@@ -266,3 +266,47 @@ fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `ringkv truncate`: empties the whole cluster.
+#[derive(Debug, Args)]
+pub struct TruncateArgs {
+    /// Confirms that every key of the cluster is to go (no undo but a
+    /// snapshot or an export taken before).
+    #[arg(long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub admin: crate::cli::AdminArgs,
+}
+
+/// How long a truncation may take to answer (two steps, each up to 10 s).
+const TRUNCATE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+pub fn truncate(args: &TruncateArgs) -> anyhow::Result<()> {
+    if !args.yes {
+        bail!(
+            "this empties the whole cluster; run it again with --yes (take a snapshot or an \
+             export first to keep a copy)"
+        );
+    }
+    let addr = &args.admin.http;
+    let (status, answer) = request_slow(addr, "POST", "/v1/truncate", b"", TRUNCATE_WAIT)?;
+    if status != 200 {
+        bail!(
+            "truncate through {addr} answered {status}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&answer).context("not JSON")?;
+    if args.admin.json {
+        println!("{v}");
+    } else {
+        println!(
+            "cluster truncated: {} nodes recorded the point {} (ms {}); nothing written \
+             before it is read again; space is reclaimed in the background",
+            v["nodes"].as_array().map_or(0, Vec::len),
+            v["truncated_at"],
+            v["truncated_at_ms"]
+        );
+    }
+    Ok(())
+}

@@ -2,6 +2,9 @@
 //! into five nodes with two copies per key: every key, every sibling and
 //! every expiry as before. A damaged or cut export is refused with its
 //! offset and loads nothing; `--resume` goes on from the recorded position.
+//! FLUSHALL empties the five nodes, the export brings every key back, and
+//! with one node stopped FLUSHALL and `ringkv truncate` are refused naming
+//! it.
 
 mod common;
 
@@ -158,5 +161,55 @@ fn an_export_of_three_nodes_loads_into_five_with_another_replication_factor() {
     wait_until("the census to count two copies of each key", 30, || {
         redis::cmd("DBSIZE").query::<u64>(&mut c).ok() == Some(391)
     });
+
+    // FLUSHALL empties the whole cluster, through any node.
+    let ok: String = redis::cmd("FLUSHALL")
+        .query(&mut b[0].redis())
+        .expect("FLUSHALL");
+    assert_eq!(ok, "OK");
+    assert!(keys(&b[3]).is_empty(), "no key after FLUSHALL");
+    let got: Option<String> = redis::cmd("GET").arg("k:20").query(&mut c).expect("GET");
+    assert_eq!(got, None);
+    wait_until("DBSIZE to fall to 0", 30, || {
+        redis::cmd("DBSIZE").query::<u64>(&mut c).ok() == Some(0)
+    });
+    // The export taken before brings every key back.
+    let (ok, out) = import(&b[1], &file, &[]);
+    assert!(ok, "{out}");
+    assert_eq!(keys(&b[2]), want, "the import after a truncation");
+    let (_, siblings): (Vec<u8>, Vec<Vec<u8>>) = redis::cmd("RINGKV.GETALL")
+        .arg("sib")
+        .query(&mut c)
+        .expect("GETALL");
+    assert_eq!(siblings.len(), 2, "both siblings back");
+
+    // A truncation needs every node: one stopped is named, nothing goes.
+    let mut b = b;
+    let gone = b.pop().expect("a node");
+    let gone_id = common::self_id(&gone);
+    let _ = gone.terminate();
+    wait_until("the stopped node to be seen down", 30, || {
+        common::alive(&b[0]) == 4
+    });
+    let err = redis::cmd("FLUSHALL")
+        .query::<String>(&mut b[0].redis())
+        .expect_err("a node is down");
+    let text = format!("{err}");
+    assert!(
+        text.contains(&gone_id) && text.contains("nothing was truncated"),
+        "{text}"
+    );
+    let (ok, out) = ringkv(&["truncate", "--http", &b[1].http.to_string()]);
+    assert!(!ok && out.contains("--yes"), "asks for confirmation: {out}");
+    let (ok, out) = ringkv(&["truncate", "--yes", "--http", &b[1].http.to_string()]);
+    assert!(!ok && out.contains(&gone_id), "{out}");
+    let mut one = b[2].redis();
+    let () = redis::cmd("RINGKV.CONSISTENCY")
+        .arg("ONE")
+        .query(&mut one)
+        .expect("level");
+    let mut left: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut one).expect("KEYS");
+    left.sort();
+    assert_eq!(left, want, "nothing truncated");
     std::thread::sleep(Duration::from_millis(10));
 }

@@ -1,7 +1,8 @@
 //! A cluster upgrades by rolling restart: nodes of this version run beside
 //! nodes built from the commit before the last change of a wire or on-disk
 //! format, serve each other's forwarded writes and errors (each kind of
-//! node refusing a write the other forwarded), a node of the new version
+//! node refusing a write the other forwarded), a truncation is refused
+//! while old nodes run (naming them; nothing goes), a node of the new version
 //! stopping says goodbye to old nodes without harm, and a node restarted on
 //! the new binary keeps its identity, tokens and data.
 //!
@@ -202,6 +203,21 @@ fn a_cluster_upgrades_by_rolling_restart() {
         assert_eq!(got, None, "{who}: the refused write was not applied");
         write_len(through, &key, SMALL_VALUE_MAX).unwrap_or_else(|e| panic!("{who}: {e}"));
     }
+
+    // FLUSHALL through a new node is refused while old nodes run, naming
+    // them (they cannot decode the truncation's first step): nothing goes.
+    let err = redis::cmd("FLUSHALL")
+        .query::<String>(&mut b.redis())
+        .expect_err("old nodes cannot truncate");
+    let text = err.to_string();
+    assert!(
+        text.contains(&ids[0])
+            && text.contains(&ids[2])
+            && text.contains("version without truncation")
+            && text.contains("nothing was truncated"),
+        "{text}"
+    );
+    check_reads(&[&a, &b, &c, &d], keys);
 
     // A node of this version stops: it says goodbye to every peer. The
     // old ones cannot decode it, answer an error and go on serving; the new

@@ -53,9 +53,7 @@ impl ringkv_storage::CompactionFilter for GraceFilter {
         else {
             return FilterDecision::Keep;
         };
-        let at = self
-            .truncated_at
-            .load(std::sync::atomic::Ordering::Acquire);
+        let at = self.truncated_at.load(std::sync::atomic::Ordering::Acquire);
         let truncated = set.drop_truncated(at);
         if at > 0 && set.siblings.is_empty() {
             // Nothing left but a vector of truncated events.

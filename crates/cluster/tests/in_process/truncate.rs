@@ -33,7 +33,11 @@ async fn a_truncation_empties_every_node_and_later_writes_stay() {
     let done = c.nodes[1].truncate().await.expect("truncate");
     assert_eq!(done.nodes.len(), 3);
     for node in &c.nodes {
-        assert_eq!(node.replica().truncated_at(), done.at, "recorded everywhere");
+        assert_eq!(
+            node.replica().truncated_at(),
+            done.at,
+            "recorded everywhere"
+        );
         assert_eq!(
             node.files().truncated_at().expect("file"),
             done.at,
@@ -42,13 +46,20 @@ async fn a_truncation_empties_every_node_and_later_writes_stay() {
     }
     for i in 0..60 {
         let key = format!("k{i}");
-        assert_eq!(read_one(&c.nodes[i % 3], &key, Consistency::All).await, None);
+        assert_eq!(
+            read_one(&c.nodes[i % 3], &key, Consistency::All).await,
+            None
+        );
     }
     let page = c.nodes[0]
         .scan(0, 1_000, at(Consistency::One))
         .await
         .expect("scan");
-    assert!(page.keys.is_empty(), "a scan finds nothing: {:?}", page.keys);
+    assert!(
+        page.keys.is_empty(),
+        "a scan finds nothing: {:?}",
+        page.keys
+    );
     // The space goes: every store ends empty.
     for i in 0..3 {
         eventually("the stores are purged", || c.dump(i).is_empty()).await;
@@ -143,7 +154,11 @@ async fn a_replica_that_missed_the_truncation_brings_nothing_back() {
             break;
         }
     }
-    assert_eq!(stale.replica().truncated_at(), point, "learned by spreading");
+    assert_eq!(
+        stale.replica().truncated_at(),
+        point,
+        "learned by spreading"
+    );
     assert_eq!(stale.files().truncated_at().expect("file"), point);
     assert_eq!(read_one(stale, "k1", Consistency::One).await, None);
     eventually("the stale node purges", || c.dump(2).is_empty()).await;
@@ -170,7 +185,10 @@ async fn an_import_after_a_truncation_brings_its_keys_back() {
             context: Some(ctx.clone()),
             ..w(Consistency::All)
         };
-        c.nodes[node].put(b("k0"), b(v), opts).await.expect("sibling");
+        c.nodes[node]
+            .put(b("k0"), b(v), opts)
+            .await
+            .expect("sibling");
     }
     let (records, next) = c.nodes[2]
         .export_page(0, 100, at(Consistency::All))

@@ -142,6 +142,10 @@ command_table! {
     Keys: "KEYS", 2, ["readonly"], (0, 0, 0), "generic",
         "Returns the cluster's keys matching a pattern (bounded; use SCAN on large keyspaces).";
     Randomkey: "RANDOMKEY", 1, ["readonly"], (0, 0, 0), "generic", "Returns a random live key.";
+    Flushall: "FLUSHALL", -1, ["write", "admin"], (0, 0, 0), "server",
+        "Empties the whole cluster (a truncation: every node must be up).";
+    Flushdb: "FLUSHDB", -1, ["write", "admin"], (0, 0, 0), "server",
+        "Empties the whole cluster (database 0 is the only one): as FLUSHALL.";
     Info: "INFO", -1, ["stale"], (0, 0, 0), "server", "Returns information about the node and the server.";
     Config: "CONFIG", -2, ["admin", "stale"], (0, 0, 0), "server", "Reads the server's settings (GET only).";
     Time: "TIME", 1, ["fast", "stale"], (0, 0, 0), "server", "Returns the node's clock.";
@@ -482,6 +486,7 @@ async fn dispatch<K: Kv>(
         Cmd::Strlen => get::Strlen::parse(a)?.apply(ctx).await,
         Cmd::Type => keys::Type::parse(a)?.apply(ctx).await,
         Cmd::Dbsize => server::dbsize(ctx).await,
+        Cmd::Flushall | Cmd::Flushdb => server::flushall(ctx, args).await,
         Cmd::Scan => scan::Scan::parse(a)?.apply(ctx).await,
         Cmd::Keys => scan::Keys::parse(a)?.apply(ctx).await,
         Cmd::Randomkey => scan::randomkey(ctx).await,

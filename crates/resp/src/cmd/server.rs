@@ -46,6 +46,25 @@ pub(crate) async fn dbsize<K: Kv>(ctx: &mut Ctx<'_, K>) -> Result<Frame, Command
     Ok(Frame::Integer(n.min(i64::MAX as u64) as i64))
 }
 
+/// `FLUSHALL [ASYNC|SYNC]` and `FLUSHDB [ASYNC|SYNC]`: a truncation of the
+/// whole cluster (see `ringkv_cluster::truncate`). Both modes answer once
+/// every node has recorded the truncation point (nothing older is read
+/// again from then on); the space is reclaimed in the background. A Redis
+/// Cluster client sends it to every primary, and this node names itself
+/// the only one: one truncation.
+pub(crate) async fn flushall<K: Kv>(
+    ctx: &mut Ctx<'_, K>,
+    args: &[Bytes],
+) -> Result<Frame, CommandError> {
+    match args.get(1..).unwrap_or_default() {
+        [] => {}
+        [mode] if is(mode, "ASYNC") || is(mode, "SYNC") => {}
+        _ => return Err(CommandError::Syntax),
+    }
+    ctx.kv.truncate().await?;
+    Ok(Frame::ok())
+}
+
 pub(crate) fn time<K: Kv>(ctx: &mut Ctx<'_, K>) -> Result<Frame, CommandError> {
     let now_ms = ctx.kv.now_ms();
     Ok(Frame::Array(vec![

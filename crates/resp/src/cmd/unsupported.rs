@@ -22,7 +22,6 @@ const SCRIPTS: &str = "ringkv runs no server-side scripts or transactions; keys 
 const TRANSACTION: &str = "ringkv has no transactions across keys; the commands up to EXEC or \
                            DISCARD are refused too. Send them as a plain pipeline instead \
                            (redis-py: pipeline(transaction=False))";
-const FLUSH: &str = "ringkv does not drop every key at once; delete keys one by one";
 const PUBSUB: &str = "ringkv is a key-value store without messaging";
 
 /// Every refused command and why. Names are upper case.
@@ -91,8 +90,6 @@ const REFUSED: &[(&str, &str)] = &[
     ("FCALL", SCRIPTS),
     ("SCRIPT", SCRIPTS),
     ("FUNCTION", SCRIPTS),
-    ("FLUSHDB", FLUSH),
-    ("FLUSHALL", FLUSH),
     ("SUBSCRIBE", PUBSUB),
     ("PSUBSCRIBE", PUBSUB),
     ("PUBLISH", PUBSUB),

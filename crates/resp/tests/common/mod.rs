@@ -222,6 +222,14 @@ fn to_sibling(s: &ringkv_cluster::causality::StoredSibling) -> Sibling {
 }
 
 impl Kv for MemKv {
+    async fn truncate(&self) -> Result<ringkv_cluster::truncate::Truncated, KvError> {
+        self.data.lock().clear();
+        Ok(ringkv_cluster::truncate::Truncated {
+            at: self.now_ms() << 16,
+            nodes: vec![ACTOR],
+        })
+    }
+
     fn release_writes(&self) -> Result<(), KvError> {
         self.flushes.fetch_add(1, Ordering::SeqCst);
         if self.fail_flush.load(Ordering::SeqCst) {
