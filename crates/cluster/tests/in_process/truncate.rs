@@ -231,3 +231,58 @@ async fn an_import_after_a_truncation_brings_its_keys_back() {
         "replicas hold the same record"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn hints_held_when_a_partition_heals_bring_nothing_back() {
+    let c = cluster(5, 3);
+    let key = "hinted";
+    let replicas = c.replicas(key.as_bytes());
+    let (coord, victim) = (replicas[0], replicas[1]);
+    let others: Vec<u64> = c
+        .nodes
+        .iter()
+        .map(|n| n.id())
+        .filter(|&id| id != victim)
+        .collect();
+    // The victim is cut off long enough to be seen down; writes to it are
+    // hinted, and the old value stays on the replicas that answered.
+    c.net.partition(&[victim], &others);
+    c.pass(3_000).await;
+    for v in ["old1", "old2"] {
+        c.node(coord)
+            .put(b(key), b(v), w(Consistency::Quorum))
+            .await
+            .expect("write with one replica cut off");
+    }
+    let held: u64 = c
+        .nodes
+        .iter()
+        .flat_map(pending_hints)
+        .filter(|(t, _, _)| *t == victim)
+        .map(|(_, count, _)| count)
+        .sum();
+    assert!(held >= 1, "hints held for the victim");
+    // The partition heals; before any hint is replayed, the cluster is
+    // truncated.
+    c.net.heal();
+    c.pass(3_000).await;
+    c.nodes[0].truncate().await.expect("every node up again");
+    // The hints are replayed: nothing comes back anywhere.
+    let mut delivered = 0;
+    for n in &c.nodes {
+        delivered += n.hints().replay_once().await;
+    }
+    assert!(delivered >= 1, "the held hints were replayed");
+    for n in &c.nodes {
+        assert_eq!(own_value(&c, n.id(), key), None, "on {}", n.id());
+    }
+    for n in &c.nodes {
+        assert_eq!(read_one(n, key, Consistency::All).await, None);
+    }
+    for n in &c.nodes {
+        n.anti_entropy().repair_once().await;
+    }
+    for n in &c.nodes {
+        assert_eq!(own_value(&c, n.id(), key), None, "after anti-entropy");
+    }
+}
