@@ -54,6 +54,8 @@
 
 use std::time::Duration;
 
+use ringkv_env::{Rng, SeededRng};
+
 use crate::api::KvError;
 use crate::causality::Hlc;
 use crate::id::{NodeId, display};
@@ -64,6 +66,12 @@ use crate::store::LocalStore;
 
 /// How long a truncation waits for each member at each step.
 pub const TRUNCATE_STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How far ahead of a node's wall clock a truncation point it is sent may
+/// lie. A point is the greatest clock of the nodes, so it is ahead of a
+/// node only by the clocks' skew; one far ahead (a broken clock, a member
+/// that lies) would drag this node's timestamps with it, and is refused.
+pub const TRUNCATE_AHEAD_MAX_MS: u64 = 5 * 60 * 1_000;
 
 /// A truncation recorded on every member.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +118,13 @@ impl<S: LocalStore> Node<S> {
         let replica = self.replica();
         if at <= replica.truncated_at() {
             return Ok(());
+        }
+        let ahead = crate::causality::hlc_physical_ms(at).saturating_sub(replica.now_ms());
+        if ahead > TRUNCATE_AHEAD_MAX_MS {
+            return Err(KvError::InvalidArgument(format!(
+                "the truncation point is {ahead} ms ahead of this node's clock (at most \
+                 {TRUNCATE_AHEAD_MAX_MS}): check the nodes' clocks"
+            )));
         }
         let files = self.files().clone();
         crate::exec::blocking(move || files.save_truncated_at(at))
@@ -264,7 +279,7 @@ impl<S: LocalStore> Node<S> {
         if at == 0 {
             return;
         }
-        let draw = rand::random::<u64>();
+        let draw = SeededRng::new(self.id() ^ self.replica().clock_now()).next_u64();
         let Some(peer) = self.membership().gossip_target(draw) else {
             return;
         };

@@ -39,12 +39,26 @@ pub struct ClusterBenchArgs {
 }
 
 /// Three nodes with their data under `root`: mutual TLS (certificates from
-/// a CA in `root/ca`), or plaintext when `insecure`.
-fn start_ringkv_cluster(root: &Path, insecure: bool) -> anyhow::Result<(Vec<Guard>, u16)> {
+/// a CA in `root/ca`), or plaintext when `insecure`. Returns the nodes and
+/// the first node's RESP port.
+pub(crate) fn start_ringkv_cluster(
+    root: &Path,
+    insecure: bool,
+) -> anyhow::Result<(Vec<Guard>, u16)> {
+    let (nodes, resp, _) = start_ringkv_cluster_with(root, insecure)?;
+    Ok((nodes, resp))
+}
+
+/// [`start_ringkv_cluster`], also returning every node's HTTP address.
+pub(crate) fn start_ringkv_cluster_with(
+    root: &Path,
+    insecure: bool,
+) -> anyhow::Result<(Vec<Guard>, u16, Vec<String>)> {
     let exe = std::env::current_exe().context("locating the ringkv binary")?;
     let mut nodes = Vec::new();
     let mut seed: Option<String> = None;
     let mut first_resp = 0;
+    let mut https = Vec::new();
     for i in 0..3 {
         let (resp, http, cluster) = (free_port()?, free_port()?, free_port()?);
         let dir = root.join(format!("node{i}"));
@@ -70,6 +84,7 @@ fn start_ringkv_cluster(root: &Path, insecure: bool) -> anyhow::Result<(Vec<Guar
             .spawn()
             .context("starting a ringkv node")?;
         nodes.push(Guard(child));
+        https.push(format!("127.0.0.1:{http}"));
         wait_for_port(resp, Duration::from_secs(60))?;
         if i == 0 {
             seed = Some(format!("127.0.0.1:{cluster}"));
@@ -99,7 +114,7 @@ fn start_ringkv_cluster(root: &Path, insecure: bool) -> anyhow::Result<(Vec<Guar
     }
     // Give gossip a few rounds so every node knows every other.
     std::thread::sleep(Duration::from_secs(3));
-    Ok((nodes, first_resp))
+    Ok((nodes, first_resp, https))
 }
 
 fn start_etcd(root: &Path) -> anyhow::Result<(Vec<Guard>, Vec<String>)> {

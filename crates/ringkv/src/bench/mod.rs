@@ -12,11 +12,15 @@
 //! `etcd-server`, driven by [`etcd`]'s HTTP client at the same value size and
 //! concurrency), and reports CPU time per operation of the server processes.
 //!
+//! `ringkv bench lifecycle` measures export, import and SCAN on a
+//! three-node cluster of about 1 GB, and what they do to a client's p99.
+//!
 //! `ringkv bench ring` times the placement rebuild for rings of growing
 //! size, in process.
 
 mod cluster;
 mod etcd;
+mod lifecycle;
 mod ring;
 mod tls;
 
@@ -42,6 +46,10 @@ pub enum BenchCommand {
     /// ringkv vs. Redis, plaintext and TLS (`redis-benchmark --tls`), with
     /// the same certificate: throughput and CPU per operation.
     Tls(RedisBenchArgs),
+    /// Export, SCAN, FLUSHALL and import on a three-node cluster of about
+    /// 1 GB, with a paced client load: MB/s, keys/s and its p99 against
+    /// the same load before.
+    Lifecycle(lifecycle::LifecycleBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -82,6 +90,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Cluster(args) => cluster::run(args),
         BenchCommand::Ring(args) => ring::run(args),
         BenchCommand::Tls(args) => tls::run(args),
+        BenchCommand::Lifecycle(args) => lifecycle::run(args),
     }
 }
 
