@@ -81,6 +81,10 @@ const COUNTERS: &[(&str, &str)] = &[
         "Anti-entropy range syncs that failed (retried)",
     ),
     (
+        "ringkv_truncations_total",
+        "Truncation points this node recorded (FLUSHALL, its own or spread by a peer)",
+    ),
+    (
         "ringkv_siblings_dropped_total",
         "Siblings dropped because a record reached siblings_max",
     ),
