@@ -171,15 +171,24 @@ impl SiblingSet {
     }
 
     /// Drops the siblings written at or before the truncation point `at`
-    /// (see [`crate::truncate`]); true when it dropped any. The vector is
-    /// kept: it only ever covers events this node's dots have passed.
-    /// `at == 0` (never truncated) drops nothing.
+    /// (see [`crate::truncate`]); true when it changed the set. A record
+    /// left with no sibling forgets its vector too: it is absent, so an
+    /// import of its old versions (stamped after the point, with their old
+    /// dots) is taken, not mistaken for events this replica has seen (no
+    /// older version can come back through the forgotten vector: every
+    /// merge drops what is at or before the point). `at == 0` (never
+    /// truncated) drops nothing.
     pub fn drop_truncated(&mut self, at: Hlc) -> bool {
-        if at == 0 || self.siblings.iter().all(|s| s.hlc > at) {
+        if at == 0 {
             return false;
         }
+        let before = self.siblings.len();
         self.siblings.retain(|s| s.hlc > at);
-        true
+        if self.siblings.is_empty() && !self.vv.is_empty() {
+            self.vv = VersionVector::default();
+            return true;
+        }
+        self.siblings.len() != before
     }
 
     /// Stamps the siblings written at or before the truncation point `at`
