@@ -219,29 +219,32 @@ impl<S: LocalStore> LocalReplica<S> {
     }
 
     /// The stored record's bytes, for sending to a peer (without what the
-    /// truncation point hides).
+    /// truncation point hides; `None` when it hides all of it).
     pub fn read_raw(&self, key: &[u8]) -> Result<Option<Bytes>, KvError> {
         let raw = self.store.get(key).map_err(store_error)?;
-        Ok(raw.map(|bytes| self.visible_record(bytes)))
+        Ok(raw.and_then(|bytes| self.visible_record(bytes)))
     }
 
     /// A stored record as a peer may see it: re-encoded without the
-    /// siblings the truncation point hides when it holds any (a record
-    /// that does not decode is passed on as it is, for the peer to refuse).
-    pub fn visible_record(&self, bytes: Bytes) -> Bytes {
+    /// siblings the truncation point hides when it holds any, `None` when
+    /// the point hides all of it (a record that does not decode is passed
+    /// on as it is, for the peer to refuse).
+    pub fn visible_record(&self, bytes: Bytes) -> Option<Bytes> {
         let at = self.truncated_at();
         if at == 0 {
-            return bytes;
+            return Some(bytes);
         }
         match SiblingSet::decode(&bytes) {
             Ok(mut set) => {
-                if set.drop_truncated(at) {
-                    Bytes::from(set.encode())
+                if !set.drop_truncated(at) {
+                    Some(bytes)
+                } else if set.siblings.is_empty() {
+                    None
                 } else {
-                    bytes
+                    Some(Bytes::from(set.encode()))
                 }
             }
-            Err(_) => bytes,
+            Err(_) => Some(bytes),
         }
     }
 

@@ -54,8 +54,10 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const RESTORE_EPOCH_STEP: u64 = 1 << 16;
 /// The longest tag.
 pub const TAG_BYTES_MAX: usize = 64;
-/// The node files a snapshot keeps.
-const NODE_FILES: [&str; 3] = ["NODE_ID", "TOKENS", "PEERS"];
+/// The node files a snapshot keeps (`TRUNCATED`: a snapshot taken after a
+/// truncation, before its compaction ran, holds hidden records, and a node
+/// restored from it onto an empty disk must hide them from its start).
+const NODE_FILES: [&str; 4] = ["NODE_ID", "TOKENS", "PEERS", "TRUNCATED"];
 
 /// A snapshot's meta file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -485,6 +487,9 @@ mod tests {
         let data = root.path().join("data");
         let s = store(&data);
         s.put(b"k", b"record").expect("put");
+        NodeFiles::new(ringkv_storage::RealFs::shared(), &data)
+            .save_truncated_at(42)
+            .expect("truncated");
         let taker = Taker {
             store: &s,
             data_dir: &data,
@@ -535,6 +540,13 @@ mod tests {
             Some(&b"record"[..])
         );
         drop(copy);
+        assert_eq!(
+            NodeFiles::new(ringkv_storage::RealFs::shared(), &fresh)
+                .truncated_at()
+                .expect("truncated"),
+            42,
+            "the truncation point comes back with the data"
+        );
         // Again over the restored directory: the data moves aside, the
         // kept epoch (already past the snapshot's) stays.
         let again = restore(&fresh, &from, 10_450, 1_000, false).expect("again");

@@ -34,7 +34,7 @@
 //!    does not answer (or runs a version without truncation) stops it here,
 //!    with nothing recorded;
 //! 3. sends `Truncate { at: T }` to every member, which records `T` (synced
-//!    to disk) before answering. Success when all answered; otherwise the
+//!    to disk) before answering, then to any node that joined meanwhile. Success when all answered; otherwise the
 //!    error names those that did not. Those that did already hide what is
 //!    older, and a node that missed `T` learns it from the others:
 //!    every node that knows a point sends it, once per gossip interval, to
@@ -66,6 +66,10 @@ use crate::store::LocalStore;
 
 /// How long a truncation waits for each member at each step.
 pub const TRUNCATE_STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many times a truncation asks the nodes that joined while it
+/// recorded its point.
+const TRUNCATE_JOIN_ROUNDS: usize = 3;
 
 /// How far ahead of a node's wall clock a truncation point it is sent may
 /// lie. A point is the greatest clock of the nodes, so it is ahead of a
@@ -116,6 +120,7 @@ impl<S: LocalStore> Node<S> {
     /// back), applies it, and starts reclaiming the space.
     pub async fn truncate_locally(&self, at: Hlc) -> Result<(), KvError> {
         let replica = self.replica();
+        let _one_at_a_time = self.truncating().lock().await;
         if at <= replica.truncated_at() {
             return Ok(());
         }
@@ -214,14 +219,37 @@ impl<S: LocalStore> Node<S> {
                 ),
             });
         }
-        // 2. Every member records it.
+        // 2. Every member records it, and so does any node that joined
+        //    meanwhile (asked until no new one appears, a bounded number
+        //    of times).
         let mut done = Vec::new();
-        for (id, answer) in self.ask_all(&members, Some(at)).await {
-            match answer {
-                Ok(_) => done.push(id),
-                Err(why) => failed.push((id, why)),
+        let mut asked = members;
+        let mut round = asked.clone();
+        for _ in 0..TRUNCATE_JOIN_ROUNDS {
+            for (id, answer) in self.ask_all(&round, Some(at)).await {
+                match answer {
+                    Ok(_) => done.push(id),
+                    Err(why) => failed.push((id, why)),
+                }
             }
+            round = membership
+                .states()
+                .into_iter()
+                .filter(|s| s.status != NodeStatus::Left && !asked.contains(&s.id))
+                .map(|s| s.id)
+                .collect();
+            if round.is_empty() {
+                break;
+            }
+            asked.extend(&round);
         }
+        // Still joining after the last round: not asked.
+        failed.extend(
+            round
+                .into_iter()
+                .map(|id| (id, "joined while the truncation ran".to_string())),
+        );
+        let total = asked.len();
         if !failed.is_empty() {
             return Err(KvError::Unavailable {
                 required: total,

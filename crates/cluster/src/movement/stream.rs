@@ -249,8 +249,12 @@ pub(crate) async fn read_replica_range<S: LocalStore>(
                     more = true;
                     return false;
                 }
+                // What the truncation point hides is never streamed.
+                let Some(record) = replica.visible_record(record.clone()) else {
+                    return true;
+                };
                 bytes += key.len() + record.len();
-                entries.push((Bytes::copy_from_slice(key), record.clone()));
+                entries.push((Bytes::copy_from_slice(key), record));
                 true
             })
             .map_err(crate::replica::store_error)?;

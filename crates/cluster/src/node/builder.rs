@@ -349,6 +349,7 @@ impl<S: LocalStore> NodeBuilder<S> {
                 history: crate::node::history::LoadHistory::default(),
                 config,
                 files: self.files,
+                truncating: tokio::sync::Mutex::new(()),
                 started_ms,
             }),
         }

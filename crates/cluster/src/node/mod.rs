@@ -131,6 +131,9 @@ struct Services<S> {
     history: history::LoadHistory,
     config: NodeConfig,
     files: crate::node_files::NodeFiles,
+    /// Held while a truncation point is recorded, so two points never
+    /// race to the `TRUNCATED` file (the greater one always stays).
+    truncating: tokio::sync::Mutex<()>,
     started_ms: u64,
 }
 
@@ -148,6 +151,11 @@ impl<S: LocalStore> Node<S> {
     }
 
     /// This node's own files (id, epoch, tokens, truncation point, ...).
+    /// The lock [`Node::truncate_locally`] holds.
+    pub(crate) fn truncating(&self) -> &tokio::sync::Mutex<()> {
+        &self.inner.truncating
+    }
+
     pub fn files(&self) -> &crate::node_files::NodeFiles {
         &self.inner.files
     }

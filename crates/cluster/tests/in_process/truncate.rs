@@ -4,6 +4,7 @@
 //! it brings its keys back.
 
 use super::*;
+use ringkv_cluster::causality::SiblingSet;
 use ringkv_cluster::net::message::{Request, Response};
 
 /// Waits (in simulated time) until `check` holds, for at most 10 s.
@@ -266,13 +267,27 @@ async fn hints_held_when_a_partition_heals_bring_nothing_back() {
     // truncated.
     c.net.heal();
     c.pass(3_000).await;
-    c.nodes[0].truncate().await.expect("every node up again");
+    let done = c.nodes[0].truncate().await.expect("every node up again");
+    let old_stored = |i: usize| {
+        c.dump(i).into_iter().any(|(_, bytes)| {
+            let set = SiblingSet::decode(&bytes).expect("decodes");
+            set.siblings.iter().any(|s| s.hlc <= done.at)
+        })
+    };
+    for i in 0..c.nodes.len() {
+        eventually("the old versions are purged", || !old_stored(i)).await;
+    }
     // The hints are replayed: nothing comes back anywhere.
     let mut delivered = 0;
     for n in &c.nodes {
         delivered += n.hints().replay_once().await;
     }
     assert!(delivered >= 1, "the held hints were replayed");
+    // Nothing older than the point was stored by the replay (the raw
+    // stores, not reads that hide it).
+    for i in 0..c.nodes.len() {
+        assert!(!old_stored(i), "node {i} stored an old version");
+    }
     for n in &c.nodes {
         assert_eq!(own_value(&c, n.id(), key), None, "on {}", n.id());
     }
@@ -284,6 +299,9 @@ async fn hints_held_when_a_partition_heals_bring_nothing_back() {
     }
     for n in &c.nodes {
         assert_eq!(own_value(&c, n.id(), key), None, "after anti-entropy");
+    }
+    for i in 0..c.nodes.len() {
+        assert!(!old_stored(i), "node {i} stored an old version");
     }
 }
 

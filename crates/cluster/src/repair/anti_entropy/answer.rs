@@ -21,13 +21,14 @@ impl<S: LocalStore> AntiEntropy<S> {
             let ae = &node.state;
             let now = ae.clock.now_ms();
             let grace = node.grace_ms;
+            let at = node.replica.truncated_at();
             let mut builder = RangeSummary::builder(range);
             let mut corrupt = 0;
             for (start, end, include_start) in range.scans() {
                 node.store()
                     .scan_tokens(start, end, include_start, &mut |key, record| {
                         if let Some(d) =
-                            tree_digest(&ae.ledger, key, record, now, grace, &mut corrupt)
+                            tree_digest(&ae.ledger, key, record, now, grace, at, &mut corrupt)
                         {
                             builder.add(token_of(key), key, d);
                         }
@@ -70,6 +71,7 @@ impl<S: LocalStore> AntiEntropy<S> {
         let ae = &self.state;
         let now = ae.clock.now_ms();
         let grace = self.grace_ms;
+        let at = self.replica.truncated_at();
         let mut out = Vec::with_capacity(ranges.len());
         let mut count = 0usize;
         let mut bytes = 0usize;
@@ -86,7 +88,7 @@ impl<S: LocalStore> AntiEntropy<S> {
                 self.store()
                     .scan_tokens(start, end, include_start, &mut |key, record| {
                         let Some(d) =
-                            tree_digest(&ae.ledger, key, record, now, grace, &mut corrupt)
+                            tree_digest(&ae.ledger, key, record, now, grace, at, &mut corrupt)
                         else {
                             return true;
                         };

@@ -82,6 +82,7 @@ use ringkv_env::SharedClock;
 use serde::Serialize;
 
 use crate::api::{KvError, RepairStatus};
+use crate::causality::Hlc;
 use crate::causality::SiblingSet;
 use crate::causality::purge::{dead_record_purgeable, dead_set_purgeable};
 use crate::det::HashSet;
@@ -260,16 +261,20 @@ impl Drop for OnDemandGuard {
 }
 
 /// A record as anti-entropy sees it: its digest, or `None` when it must be
-/// neither compared nor sent (it does not decode, or it may be purged).
+/// neither compared nor sent (it does not decode, it may be purged, or the
+/// truncation point `truncated_at` hides all of it). A record the point
+/// hides in part is digested as a peer would receive it, so replicas that
+/// have compacted the hidden siblings away and those that have not agree.
 fn tree_digest(
     ledger: &SyncLedger,
     key: &[u8],
     record: &Bytes,
     now_ms: u64,
     grace_ms: u64,
+    truncated_at: Hlc,
     corrupt: &mut u64,
 ) -> Option<u64> {
-    let set = match SiblingSet::decode(record) {
+    let mut set = match SiblingSet::decode(record) {
         Ok(set) => set,
         Err(e) => {
             *corrupt += 1;
@@ -280,6 +285,15 @@ fn tree_digest(
             return None;
         }
     };
+    if set.drop_truncated(truncated_at) {
+        if set.siblings.is_empty() {
+            return None;
+        }
+        if dead_set_purgeable(&set, now_ms, grace_ms, || ledger.synced_at(token_of(key))) {
+            return None;
+        }
+        return Some(merkle::record_digest(&set.encode()));
+    }
     if dead_set_purgeable(&set, now_ms, grace_ms, || ledger.synced_at(token_of(key))) {
         return None;
     }
