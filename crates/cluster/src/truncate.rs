@@ -13,7 +13,8 @@
 //!   has not heard of `T` yet bring nothing older back;
 //! - the replies it gathers as a coordinator (reads and scans), so a slow
 //!   replica that missed the truncation does not answer with its old data;
-//! - its key census (DBSIZE falls at once) and its compaction, which drops
+//! - its key census (DBSIZE and INFO fall to 0 at the next census, a few
+//!   seconds later) and its compaction, which drops
 //!   those siblings from the tables (and records left with none), so the
 //!   space is reclaimed: a full compaction starts as soon as `T` is
 //!   recorded.
@@ -44,13 +45,24 @@
 //! timestamp is above `T` do). A truncation never waits for the space: the
 //! compaction runs in the background.
 //!
+//! A node that missed `T` (step 3 failed for it; the error says so) stamps
+//! the writes it coordinates by its own clock until it learns `T`, within a
+//! few gossip intervals: those stamped at or before `T` are dropped by the
+//! replicas that know it, though acknowledged. Run the truncation again
+//! until it succeeds before writing through that node.
+//!
 //! # Imports after a truncation
 //! An export taken before a truncation holds records older than `T`. Its
 //! import stamps every such sibling as written just after it (`T + 1`),
 //! keeping its dot, value and expiry
 //! ([`crate::causality::SiblingSet::restamp_truncated`]),
 //! so the imported keys come back; importing the same file twice stamps the
-//! same way, so replicas agree.
+//! same way, so replicas agree. A record the point hides entirely forgets
+//! its version vector ([`crate::causality::SiblingSet::drop_truncated`]),
+//! so the import lands even before compaction removed the old record. A
+//! key written again since the truncation keeps that write over the
+//! import's versions of it when the same node coordinated both (its
+//! vector has seen their dots); otherwise they become siblings.
 
 use std::time::Duration;
 
