@@ -13,8 +13,8 @@
 //!   has not heard of `T` yet bring nothing older back;
 //! - the replies it gathers as a coordinator (reads and scans), so a slow
 //!   replica that missed the truncation does not answer with its old data;
-//! - its key census (DBSIZE and INFO fall to 0 at the next census, a few
-//!   seconds later) and its compaction, which drops
+//! - its key census (DBSIZE and INFO fall to 0 at once, see
+//!   [`crate::node::census`]) and its compaction, which drops
 //!   those siblings from the tables (and records left with none), so the
 //!   space is reclaimed: a full compaction starts as soon as `T` is
 //!   recorded.
@@ -157,6 +157,13 @@ impl<S: LocalStore> Node<S> {
             "cluster truncated: everything written before this point is dropped"
         );
         metrics::counter!("ringkv_truncations_total").increment(1);
+        // The key counts fall at once (see the census), here and in the
+        // load this node gossips next.
+        let membership = self.membership();
+        self.census().truncated(membership, replica.now_ms());
+        if let Some(load) = membership.load_of(self.id()) {
+            membership.set_load(crate::net::message::Load { keys: 0, ..load });
+        }
         let replica = std::sync::Arc::clone(replica);
         tokio::spawn(async move {
             let reclaimed = crate::exec::blocking(move || {

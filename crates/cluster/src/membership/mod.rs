@@ -316,6 +316,15 @@ impl Membership {
         self.states.read().get(&id).cloned()
     }
 
+    /// The gossip version `(generation, heartbeat)` of node `id`'s state as
+    /// known here (no copy of its whole state).
+    pub fn version_of(&self, id: NodeId) -> Option<(u64, u64)> {
+        self.states
+            .read()
+            .get(&id)
+            .map(|s| (s.generation, s.heartbeat))
+    }
+
     /// The load node `id` last gossiped (no copy of its whole state).
     pub fn load_of(&self, id: NodeId) -> Option<crate::net::message::Load> {
         self.states.read().get(&id).map(|s| s.load)

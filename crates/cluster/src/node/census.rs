@@ -5,14 +5,21 @@
 //! `/metrics`, the load a node gossips) reads the last census, so they
 //! agree with each other as of the moment of the count; the cluster's keys
 //! (`DBSIZE`, INFO's keyspace line) are the censuses of the ring's nodes
-//! over the copies of each key ([`cluster_keys`]). Table statistics cannot give this: an overwritten key lives
-//! in several levels until compaction meets it.
+//! over the copies of each key ([`cluster_keys`]). Table
+//! statistics cannot give this: an overwritten key lives in several levels
+//! until compaction meets it.
+//!
+//! A truncation ([`crate::truncate`]) sets the count to 0 at once
+//! ([`Census::truncated`]), and the counts peers gossiped before it are
+//! taken as 0 until they gossip again, so `DBSIZE` reads 0 right after
+//! `FLUSHALL`; the next pass counts the writes made since.
 //!
 //! A pass reads the whole store, so passes are spaced by at least
 //! [`CENSUS_INTERVAL_MIN`] and by [`CENSUS_SPACING`] times the last pass's
 //! duration: a pass never takes more than one part in that many of the
 //! node's time, however large the store.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -20,6 +27,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::api::{ClusterKeys, KeyCount, KvError};
+use crate::id::NodeId;
 use crate::membership::Membership;
 use crate::replica::LocalReplica;
 use crate::store::LocalStore;
@@ -32,12 +40,37 @@ pub const CENSUS_SPACING: u32 = 100;
 
 /// The last count, shared by the census loop and its readers.
 #[derive(Clone, Default)]
-pub struct Census(Arc<Mutex<Option<KeyCount>>>);
+pub struct Census {
+    last: Arc<Mutex<Option<KeyCount>>>,
+    /// Per peer, the gossip version `(generation, heartbeat)` up to which
+    /// its count predates the last truncation this node recorded.
+    truncated_before: Arc<Mutex<HashMap<NodeId, (u64, u64)>>>,
+}
 
 impl Census {
     /// The last count, `None` before the first pass ends.
     pub fn last(&self) -> Option<KeyCount> {
-        *self.0.lock()
+        *self.last.lock()
+    }
+
+    /// A truncation point was recorded at `now_ms`: this node's count is 0
+    /// from then (a pass begun before cannot replace it), and each peer's
+    /// count is taken as 0 until a state of it newer by two heartbeats
+    /// than the one known now (one may already be on its way) brings a
+    /// count from after the point.
+    pub fn truncated(&self, membership: &Membership, now_ms: u64) {
+        *self.last.lock() = Some(KeyCount {
+            counted_at_ms: now_ms,
+            ..KeyCount::default()
+        });
+        let me = membership.self_id();
+        let mut before = self.truncated_before.lock();
+        before.clear();
+        for s in membership.states() {
+            if s.id != me {
+                before.insert(s.id, (s.generation, s.heartbeat.saturating_add(1)));
+            }
+        }
     }
 
     /// Counts now (a full pass off the executor) and keeps the result,
@@ -62,7 +95,7 @@ impl Census {
             .await
             .map_err(|e| KvError::Storage(format!("counting keys: {e}")))??;
         if let Some(count) = count {
-            let mut last = self.0.lock();
+            let mut last = self.last.lock();
             if last.is_none_or(|l| l.counted_at_ms <= count.counted_at_ms) {
                 *last = Some(count);
             }
@@ -111,7 +144,10 @@ impl Census {
 /// and the last count every other member of the current ring gossiped
 /// (a node down counts with its last), summed and divided by the replicas
 /// each key has. Nodes still joining hold copies only, and are left out.
-pub fn cluster_keys(membership: &Membership, own: u64) -> ClusterKeys {
+/// A peer's count from before the last truncation counts 0
+/// ([`Census::truncated`]).
+pub fn cluster_keys(membership: &Membership, own: u64, census: &Census) -> ClusterKeys {
+    let before = census.truncated_before.lock().clone();
     let ring = membership.current_ring();
     let me = membership.self_id();
     let mut sum = 0u64;
@@ -121,7 +157,16 @@ pub fn cluster_keys(membership: &Membership, own: u64) -> ClusterKeys {
         sum += if node.id == me {
             own
         } else {
-            membership.load_of(node.id).map_or(0, |l| l.keys)
+            let stale = before.get(&node.id).is_some_and(|&version| {
+                membership
+                    .version_of(node.id)
+                    .is_some_and(|known| known <= version)
+            });
+            if stale {
+                0
+            } else {
+                membership.load_of(node.id).map_or(0, |l| l.keys)
+            }
         };
     }
     if nodes == 0 {

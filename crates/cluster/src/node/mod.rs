@@ -151,6 +151,10 @@ impl<S: LocalStore> Node<S> {
     }
 
     /// This node's own files (id, epoch, tokens, truncation point, ...).
+    pub(crate) fn census(&self) -> &census::Census {
+        &self.inner.census
+    }
+
     /// The lock [`Node::truncate_locally`] holds.
     pub(crate) fn truncating(&self) -> &tokio::sync::Mutex<()> {
         &self.inner.truncating
@@ -259,7 +263,11 @@ impl<S: LocalStore> Kv for Node<S> {
             Some(count) => count.live,
             None => self.inner.census.count(&self.inner.replica).await?.live,
         };
-        Ok(census::cluster_keys(&self.inner.membership, own))
+        Ok(census::cluster_keys(
+            &self.inner.membership,
+            own,
+            &self.inner.census,
+        ))
     }
 
     async fn scan(
@@ -365,7 +373,7 @@ impl<S: LocalStore> Kv for Node<S> {
                 .inner
                 .census
                 .last()
-                .map(|c| census::cluster_keys(&inner.membership, c.live)),
+                .map(|c| census::cluster_keys(&inner.membership, c.live, &inner.census)),
             storage: self.store().stats(),
         }
     }

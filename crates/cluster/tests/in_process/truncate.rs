@@ -31,7 +31,17 @@ async fn write_keys(c: &TestCluster, n: usize, level: Consistency) {
 async fn a_truncation_empties_every_node_and_later_writes_stay() {
     let c = cluster(3, 3);
     write_keys(&c, 60, Consistency::All).await;
+    // Each node counts, and gossips its count.
+    for node in &c.nodes {
+        node.cluster_keys().await.expect("count");
+    }
+    c.pass(1_000).await;
+    assert_eq!(c.nodes[0].cluster_keys().await.expect("count").keys, 60);
     let done = c.nodes[1].truncate().await.expect("truncate");
+    // DBSIZE falls at once on every node, before any gossip.
+    for node in &c.nodes {
+        assert_eq!(node.cluster_keys().await.expect("count").keys, 0);
+    }
     assert_eq!(done.nodes.len(), 3);
     for node in &c.nodes {
         assert_eq!(
