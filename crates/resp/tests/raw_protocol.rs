@@ -437,6 +437,20 @@ async fn authentication_when_users_are_set() {
         error("NOPERM this user has no permissions to run the 'acl|list' command")
     );
     assert_eq!(app.cmd(&[b"ACL", b"WHOAMI"]).await, bulk("app"));
+    // Emptying the cluster needs admin, though Redis flags it `write` only.
+    assert_eq!(
+        app.cmd(&[b"FLUSHALL"]).await,
+        error("NOPERM this user has no permissions to run the 'flushall' command")
+    );
+    assert_eq!(
+        app.cmd(&[b"FLUSHDB", b"ASYNC"]).await,
+        error("NOPERM this user has no permissions to run the 'flushdb' command")
+    );
+    assert_eq!(
+        app.cmd(&[b"GET", b"app:1"]).await,
+        bulk("1"),
+        "nothing emptied"
+    );
     // A read-only user.
     let mut reader = server.raw().await;
     assert_eq!(

@@ -142,9 +142,9 @@ command_table! {
     Keys: "KEYS", 2, ["readonly"], (0, 0, 0), "generic",
         "Returns the cluster's keys matching a pattern (bounded; use SCAN on large keyspaces).";
     Randomkey: "RANDOMKEY", 1, ["readonly"], (0, 0, 0), "generic", "Returns a random live key.";
-    Flushall: "FLUSHALL", -1, ["write", "admin"], (0, 0, 0), "server",
+    Flushall: "FLUSHALL", -1, ["write"], (0, 0, 0), "server",
         "Empties the whole cluster (a truncation: every node must be up).";
-    Flushdb: "FLUSHDB", -1, ["write", "admin"], (0, 0, 0), "server",
+    Flushdb: "FLUSHDB", -1, ["write"], (0, 0, 0), "server",
         "Empties the whole cluster (database 0 is the only one): as FLUSHALL.";
     Info: "INFO", -1, ["stale"], (0, 0, 0), "server", "Returns information about the node and the server.";
     Config: "CONFIG", -2, ["admin", "stale"], (0, 0, 0), "server", "Reads the server's settings (GET only).";
@@ -340,9 +340,14 @@ fn close_refused_transaction(session: &mut Session, args: &[Bytes]) -> Result<Fr
     }
 }
 
+/// Commands that need the admin role though Redis flags them only
+/// `write` (so `COMMAND INFO` answers as Redis does): they empty the
+/// whole cluster.
+const ADMIN_WITHOUT_FLAG: [&str; 2] = ["FLUSHALL", "FLUSHDB"];
+
 /// The user's roles against the command's flags (`readonly` needs read,
-/// `write` needs write, `admin` needs admin), and its key patterns against
-/// the keys the command names.
+/// `write` needs write, `admin` needs admin; and [`ADMIN_WITHOUT_FLAG`]),
+/// and its key patterns against the keys the command names.
 fn check_permissions(
     user: &ringkv_auth::User,
     spec: &Spec,
@@ -352,7 +357,7 @@ fn check_permissions(
     let needs = |flag: &str| spec.flags.contains(&flag);
     let denied = (needs("readonly") && !user.has(Role::Read))
         || (needs("write") && !user.has(Role::Write))
-        || (needs("admin") && !user.has(Role::Admin));
+        || ((needs("admin") || ADMIN_WITHOUT_FLAG.contains(&spec.name)) && !user.has(Role::Admin));
     if denied {
         // Redis names a container command with its subcommand.
         let mut name = spec.name.to_ascii_lowercase();

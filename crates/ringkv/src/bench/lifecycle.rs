@@ -19,7 +19,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::cluster::start_ringkv_cluster_with;
-use super::which;
+use super::{cpu_of, which};
 
 #[derive(Debug, Args)]
 pub struct LifecycleBenchArgs {
@@ -260,6 +260,55 @@ fn dir_mb(dir: &Path) -> f64 {
     walk(dir) as f64 / 1e6
 }
 
+/// The nodes' write stalls so far, summed: (stalls, seconds), from each
+/// node's `/metrics` (a node that does not answer counts 0).
+fn stalls(https: &[String]) -> (f64, f64) {
+    let mut out = (0.0, 0.0);
+    for http in https {
+        let Ok((200, body)) = crate::http_client::request(http, "GET", "/metrics", b"") else {
+            continue;
+        };
+        for line in String::from_utf8_lossy(&body).lines() {
+            let mut parts = line.split_whitespace();
+            let (Some(name), Some(value)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let value: f64 = value.parse().unwrap_or(0.0);
+            match name {
+                "ringkv_storage_write_stalls_total" => out.0 += value,
+                "ringkv_storage_write_stall_seconds_total" => out.1 += value,
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// What the servers did during one step: CPU seconds and write stalls.
+struct Server {
+    cpu: f64,
+    stalls: (f64, f64),
+}
+
+impl Server {
+    fn now(pids: &[u32], https: &[String]) -> Self {
+        Self {
+            cpu: cpu_of(pids),
+            stalls: stalls(https),
+        }
+    }
+
+    fn since(&self, pids: &[u32], https: &[String], secs: f64) -> String {
+        let now = Self::now(pids, https);
+        format!(
+            "servers {:.2} cores, {:.0} write stalls ({:.2} s)",
+            (now.cpu - self.cpu) / secs.max(1e-9),
+            now.stalls.0 - self.stalls.0,
+            now.stalls.1 - self.stalls.1
+        )
+    }
+}
+
 fn file_mb(path: &Path) -> anyhow::Result<f64> {
     Ok(std::fs::metadata(path)?.len() as f64 / 1e6)
 }
@@ -279,6 +328,7 @@ pub fn run(args: LifecycleBenchArgs) -> anyhow::Result<()> {
 fn measure(args: &LifecycleBenchArgs, root: &Path) -> anyhow::Result<()> {
     let (nodes, resp, https) = start_ringkv_cluster_with(&root.join("cluster"), args.insecure)?;
     let http = https.first().context("no node")?.clone();
+    let pids: Vec<u32> = nodes.iter().map(|g| g.0.id()).collect();
     let data_mb = args.keys as f64 * (args.value_size + 16) as f64 / 1e6;
     println!(
         "3 nodes N=3 ({}), {} keys x {} B ({data_mb:.0} MB of keys and values); paced load {} req/s over {} connections",
@@ -307,19 +357,26 @@ fn measure(args: &LifecycleBenchArgs, root: &Path) -> anyhow::Result<()> {
         let mut rows = Vec::new();
         std::thread::sleep(Duration::from_secs(2));
         set(Phase::Baseline);
+        let server = Server::now(&pids, &https);
         std::thread::sleep(Duration::from_secs(args.baseline_secs));
+        rows.push(format!(
+            "baseline: {}",
+            server.since(&pids, &https, args.baseline_secs as f64)
+        ));
 
         let file = root.join("all.rkx");
         let file_s = file.to_string_lossy().to_string();
         set(Phase::Export);
+        let server = Server::now(&pids, &https);
         let start = Instant::now();
         ringkv(&["export", "--http", &http, "--out", &file_s])?;
         let secs = start.elapsed().as_secs_f64();
         set(Phase::Idle);
         let mb = file_mb(&file)?;
         rows.push(format!(
-            "export: {mb:.0} MB in {secs:.1} s = {:.1} MB/s",
-            mb / secs
+            "export: {mb:.0} MB in {secs:.1} s = {:.1} MB/s; {}",
+            mb / secs,
+            server.since(&pids, &https, secs)
         ));
 
         std::thread::sleep(Duration::from_secs(2));
@@ -357,6 +414,7 @@ fn measure(args: &LifecycleBenchArgs, root: &Path) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_secs(2));
 
         set(Phase::Import);
+        let server = Server::now(&pids, &https);
         let start = Instant::now();
         let rate = args.import_rate_mb.to_string();
         ringkv(&[
@@ -371,8 +429,9 @@ fn measure(args: &LifecycleBenchArgs, root: &Path) -> anyhow::Result<()> {
         let secs = start.elapsed().as_secs_f64();
         set(Phase::Idle);
         rows.push(format!(
-            "import (--rate-mb {rate}): {mb:.0} MB in {secs:.1} s = {:.1} MB/s",
-            mb / secs
+            "import (--rate-mb {rate}): {mb:.0} MB in {secs:.1} s = {:.1} MB/s; {}",
+            mb / secs,
+            server.since(&pids, &https, secs)
         ));
         let back = check_sample(resp, args.keys, args.value_size, 1_000)?;
         rows.push(format!(
