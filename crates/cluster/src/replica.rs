@@ -35,6 +35,9 @@ use crate::store::{LocalStore, StoreError};
 
 /// Number of stripes in the per-key lock table.
 const KEY_LOCK_STRIPES: usize = 1024;
+/// Keys one pass of [`LocalReplica::purge_truncated`] collects before it
+/// mends them (and scans again).
+const PURGE_BATCH_KEYS: usize = 10_000;
 
 /// When a replica's write reaches the log: handed to the OS before the
 /// call returns (`Now`), or left in the log buffer until the store's next
@@ -153,29 +156,35 @@ impl<S: LocalStore> LocalReplica<S> {
         if at == 0 {
             return Ok(0);
         }
-        let mut doomed: Vec<Vec<u8>> = Vec::new();
-        self.store
-            .for_each(&mut |key, bytes| {
-                if SiblingSet::decode(bytes)
-                    .is_ok_and(|s| s.siblings.is_empty() || s.siblings.iter().any(|s| s.hlc <= at))
-                {
-                    doomed.push(key.to_vec());
-                }
-                true
-            })
-            .map_err(store_error)?;
         let mut removed = 0;
-        for key in doomed {
-            let _guard = self.lock(&key);
-            let set = self.read(&key)?;
-            if set.siblings.is_empty() {
-                self.store.remove(&key).map_err(store_error)?;
-                removed += 1;
-            } else {
-                self.store.put(&key, &set.encode()).map_err(store_error)?;
+        loop {
+            // At most PURGE_BATCH_KEYS keys a pass; a pass mends every key
+            // it finds, so the next finds only the rest.
+            let mut doomed: Vec<Vec<u8>> = Vec::new();
+            self.store
+                .for_each(&mut |key, bytes| {
+                    if SiblingSet::decode(bytes).is_ok_and(|s| {
+                        s.siblings.is_empty() || s.siblings.iter().any(|s| s.hlc <= at)
+                    }) {
+                        doomed.push(key.to_vec());
+                    }
+                    doomed.len() < PURGE_BATCH_KEYS
+                })
+                .map_err(store_error)?;
+            if doomed.is_empty() {
+                return Ok(removed);
+            }
+            for key in doomed {
+                let _guard = self.lock(&key);
+                let set = self.read(&key)?;
+                if set.siblings.is_empty() {
+                    self.store.remove(&key).map_err(store_error)?;
+                    removed += 1;
+                } else {
+                    self.store.put(&key, &set.encode()).map_err(store_error)?;
+                }
             }
         }
-        Ok(removed)
     }
 
     pub fn id(&self) -> u64 {
@@ -623,5 +632,42 @@ mod tests {
         assert!(back.siblings.iter().all(|s| s.hlc == at + 1));
         // Imported twice: nothing changes.
         assert!(!r.merge(b"k", &imported).expect("again"));
+    }
+
+    /// The purge goes through more keys than one pass collects.
+    #[test]
+    fn the_purge_mends_every_key_in_bounded_passes() {
+        let clock: SharedClock = std::sync::Arc::new(ringkv_env::ManualClock::new(10_000));
+        let r = LocalReplica::new(1, crate::store::MemStore::default(), clock, 64);
+        let n = PURGE_BATCH_KEYS * 2 + 7;
+        for i in 0..n {
+            let mut set = SiblingSet::default();
+            let hlc = if i % 10 == 0 {
+                9_000 << 16
+            } else {
+                1_000 << 16
+            };
+            set.update(
+                &VersionVector::new(),
+                2,
+                hlc,
+                Some(Bytes::from_static(b"v")),
+                None,
+            );
+            r.store()
+                .put(format!("k{i}").as_bytes(), &set.encode())
+                .expect("put");
+        }
+        r.set_truncated_at(5_000 << 16);
+        let kept = n.div_ceil(10);
+        assert_eq!(r.purge_truncated().expect("purge"), (n - kept) as u64);
+        let mut left = 0;
+        r.store()
+            .for_each(&mut |_, _| {
+                left += 1;
+                true
+            })
+            .expect("scan");
+        assert_eq!(left, kept, "the writes after the point stay");
     }
 }
