@@ -563,12 +563,17 @@ mod tests {
     use super::*;
     use crate::causality::VersionVector;
 
+    /// Replica 1 on an empty in-memory store, its clock at 10 s.
+    fn replica() -> LocalReplica<crate::store::MemStore> {
+        let clock: SharedClock = std::sync::Arc::new(ringkv_env::ManualClock::new(10_000));
+        LocalReplica::new(1, crate::store::MemStore::default(), clock, 64)
+    }
+
     /// A merge prunes what the rule allows, so a pruned replica that
     /// receives an unpruned copy stays pruned and reports no change.
     #[test]
     fn merges_prune_the_entries_of_departed_nodes() {
-        let clock: SharedClock = std::sync::Arc::new(ringkv_env::ManualClock::new(10_000));
-        let r = LocalReplica::new(1, crate::store::MemStore::default(), clock, 64);
+        let r = replica();
         r.set_pruner(Arc::new(|_, set| {
             crate::causality::purge::prune_departed(set, 10_000, 1_000, |a| a == 9, || Some(9_000))
         }));
@@ -598,8 +603,7 @@ mod tests {
     /// point with their old dots, are taken; a stale copy is not.
     #[test]
     fn an_import_lands_on_a_truncated_record_not_yet_purged() {
-        let clock: SharedClock = std::sync::Arc::new(ringkv_env::ManualClock::new(10_000));
-        let r = LocalReplica::new(1, crate::store::MemStore::default(), clock, 64);
+        let r = replica();
         let mut old = SiblingSet::default();
         old.update(
             &VersionVector::new(),
@@ -637,8 +641,7 @@ mod tests {
     /// The purge goes through more keys than one pass collects.
     #[test]
     fn the_purge_mends_every_key_in_bounded_passes() {
-        let clock: SharedClock = std::sync::Arc::new(ringkv_env::ManualClock::new(10_000));
-        let r = LocalReplica::new(1, crate::store::MemStore::default(), clock, 64);
+        let r = replica();
         let n = PURGE_BATCH_KEYS * 2 + 7;
         for i in 0..n {
             let mut set = SiblingSet::default();

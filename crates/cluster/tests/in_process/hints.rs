@@ -25,13 +25,7 @@ async fn sloppy_quorum_hints_a_down_replica_and_replays_when_it_returns() {
     // Two of three replicas down: W=2 still succeeds, a stand-in holds a
     // hint for one of them and stands in for it.
     let (_, victim) = hinted_write(&mut c, key).await;
-    let held: u64 = c
-        .nodes
-        .iter()
-        .flat_map(pending_hints)
-        .filter(|(t, _, _)| *t == victim)
-        .map(|(_, count, _)| count)
-        .sum();
+    let held = hints_held_for(&c, victim);
     assert_eq!(held, 1, "one hint held for the victim");
     assert_eq!(own_value(&c, victim, key), None);
     // The victim returns; replay delivers and deletes the hint.

@@ -54,6 +54,16 @@ fn pending_hints(node: &Node<MemStore>) -> Vec<(u64, u64, u64)> {
         .collect()
 }
 
+/// Hints held on every node for `target`.
+fn hints_held_for(c: &TestCluster, target: u64) -> u64 {
+    c.nodes
+        .iter()
+        .flat_map(pending_hints)
+        .filter(|(t, _, _)| *t == target)
+        .map(|(_, count, _)| count)
+        .sum()
+}
+
 fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }

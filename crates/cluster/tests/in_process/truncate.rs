@@ -265,13 +265,7 @@ async fn hints_held_when_a_partition_heals_bring_nothing_back() {
             .await
             .expect("write with one replica cut off");
     }
-    let held: u64 = c
-        .nodes
-        .iter()
-        .flat_map(pending_hints)
-        .filter(|(t, _, _)| *t == victim)
-        .map(|(_, count, _)| count)
-        .sum();
+    let held = hints_held_for(&c, victim);
     assert!(held >= 1, "hints held for the victim");
     // The partition heals; before any hint is replayed, the cluster is
     // truncated.
