@@ -25,7 +25,7 @@ use crate::{ApiError, AppState, level};
 
 /// Records of one import body merged at once (each a write at the
 /// requested level through the coordinator).
-const IMPORT_IN_FLIGHT: usize = 32;
+const IMPORT_IN_FLIGHT: usize = 16;
 
 /// The largest import body.
 pub const IMPORT_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;

@@ -30,7 +30,9 @@ use crate::http_client::{request, request_with_header};
 /// Records an export page asks for.
 const EXPORT_PAGE: usize = 200;
 /// The largest import batch sent at once (below the node's body limit).
-const IMPORT_BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Small, so the rate limit spreads the import evenly: a batch is merged
+/// as fast as the cluster can, and clients wait behind it meanwhile.
+const IMPORT_BATCH_BYTES_MAX: usize = 256 * 1024;
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
