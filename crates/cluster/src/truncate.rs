@@ -83,12 +83,6 @@ pub const TRUNCATE_STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// recorded its point.
 const TRUNCATE_JOIN_ROUNDS: usize = 3;
 
-/// How far ahead of a node's wall clock a truncation point it is sent may
-/// lie. A point is the greatest clock of the nodes, so it is ahead of a
-/// node only by the clocks' skew; one far ahead (a broken clock, a member
-/// that lies) would drag this node's timestamps with it, and is refused.
-pub const TRUNCATE_AHEAD_MAX_MS: u64 = 5 * 60 * 1_000;
-
 /// A truncation recorded on every member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Truncated {
@@ -135,13 +129,6 @@ impl<S: LocalStore> Node<S> {
         let _one_at_a_time = self.truncating().lock().await;
         if at <= replica.truncated_at() {
             return Ok(());
-        }
-        let ahead = crate::causality::hlc_physical_ms(at).saturating_sub(replica.now_ms());
-        if ahead > TRUNCATE_AHEAD_MAX_MS {
-            return Err(KvError::InvalidArgument(format!(
-                "the truncation point is {ahead} ms ahead of this node's clock (at most \
-                 {TRUNCATE_AHEAD_MAX_MS}): check the nodes' clocks"
-            )));
         }
         let files = self.files().clone();
         crate::exec::blocking(move || files.save_truncated_at(at))

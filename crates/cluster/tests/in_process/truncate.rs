@@ -308,29 +308,3 @@ async fn hints_held_when_a_partition_heals_bring_nothing_back() {
         assert!(!old_stored(i), "node {i} stored an old version");
     }
 }
-
-#[tokio::test(start_paused = true)]
-async fn a_point_far_ahead_of_the_clock_is_refused() {
-    let c = cluster(3, 3);
-    write_keys(&c, 10, Consistency::All).await;
-    let node = &c.nodes[0];
-    let now = node.replica().clock_now();
-    // An hour ahead: refused, nothing recorded, the data stays.
-    let far = now + ((3_600_000u64) << 16);
-    let err = node.truncate_locally(far).await.expect_err("far ahead");
-    assert!(
-        err.to_string().contains("ahead of this node's clock"),
-        "{err}"
-    );
-    assert_eq!(node.replica().truncated_at(), 0);
-    assert_eq!(node.files().truncated_at().expect("file"), 0);
-    assert!(
-        node.replica().clock_now() < far,
-        "the clock was not dragged"
-    );
-    assert_eq!(read_one(node, "k0", Consistency::One).await, Some(b("old")));
-    // A minute ahead (clock skew) is taken.
-    let near = now + ((60_000u64) << 16);
-    node.truncate_locally(near).await.expect("within the skew");
-    assert_eq!(node.replica().truncated_at(), near);
-}
