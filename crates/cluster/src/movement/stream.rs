@@ -237,6 +237,8 @@ pub(crate) async fn read_replica_range<S: LocalStore>(
         let mut entries = Vec::new();
         let mut bytes = 0usize;
         let mut more = false;
+        // The key of the last record read, when the truncation point hid it.
+        let mut last_hidden: Option<Bytes> = None;
         replica
             .store()
             .scan_tokens(start, hi, true, &mut |key, record| {
@@ -249,17 +251,82 @@ pub(crate) async fn read_replica_range<S: LocalStore>(
                     more = true;
                     return false;
                 }
-                // What the truncation point hides is never streamed.
-                let Some(record) = replica.visible_record(record.clone()) else {
+                // What the truncation point hides is never streamed, but
+                // counts against the budget (it was read).
+                let Some(visible) = replica.visible_record(record.clone()) else {
+                    bytes += key.len() + record.len();
+                    last_hidden = Some(Bytes::copy_from_slice(key));
                     return true;
                 };
-                bytes += key.len() + record.len();
-                entries.push((Bytes::copy_from_slice(key), record));
+                last_hidden = None;
+                bytes += key.len() + visible.len();
+                entries.push((Bytes::copy_from_slice(key), visible));
                 true
             })
             .map_err(crate::replica::store_error)?;
+        // A batch that ends on hidden records ends with an empty one in
+        // their place, so the next batch starts after them (an empty
+        // record merges as nothing and scans as a dead key).
+        if more && let Some(key) = last_hidden {
+            entries.push((key, Bytes::from(SiblingSet::default().encode())));
+        }
         Ok((entries, more))
     })
     .await
     .map_err(|e| KvError::Storage(format!("stream read task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::causality::VersionVector;
+    use crate::replica::LocalReplica;
+    use crate::store::MemStore;
+
+    /// Records the truncation point hides count against a batch's budget,
+    /// and a batch that ends on them moves the cursor past them.
+    #[tokio::test]
+    async fn hidden_records_are_read_within_the_budget_and_skipped() {
+        let clock: ringkv_env::SharedClock = Arc::new(ringkv_env::ManualClock::new(10_000));
+        let r = Arc::new(LocalReplica::new(1, MemStore::default(), clock, 64));
+        let n = 500;
+        for i in 0..n {
+            let mut set = SiblingSet::default();
+            // One in fifty written after the point.
+            let hlc = if i % 50 == 0 {
+                9_000 << 16
+            } else {
+                1_000 << 16
+            };
+            let value = Bytes::from(vec![b'v'; 100]);
+            set.update(&VersionVector::new(), 2, hlc, Some(value), None);
+            r.merge(format!("k{i}").as_bytes(), &set).expect("merge");
+        }
+        r.set_truncated_at(5_000 << 16);
+        let (mut after, mut visible, mut batches) = (None, 0, 0);
+        loop {
+            let (entries, more) = read_replica_range(&r, 0, u64::MAX, after.clone(), 1_000)
+                .await
+                .expect("read");
+            batches += 1;
+            assert!(!entries.is_empty() || !more, "every batch moves on");
+            for (key, record) in &entries {
+                let set = SiblingSet::decode(record).expect("decodes");
+                assert!(set.siblings.iter().all(|s| s.hlc > 5_000 << 16), "{key:?}");
+                visible += usize::from(!set.siblings.is_empty());
+            }
+            let Some((key, _)) = entries.last() else {
+                break;
+            };
+            after = Some((token_of(key), key.clone()));
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(visible, n / 50, "every visible record, once");
+        assert!(
+            batches > 10,
+            "hidden records used the budget: {batches} batches"
+        );
+    }
 }
