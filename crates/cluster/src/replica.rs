@@ -563,6 +563,17 @@ mod tests {
     use super::*;
     use crate::causality::VersionVector;
 
+    /// Adds a sibling `v` by `actor` at `ms`, concurrent with the others.
+    fn add(set: &mut SiblingSet, actor: u64, ms: u64, v: &'static [u8]) {
+        set.update(
+            &VersionVector::new(),
+            actor,
+            ms << 16,
+            Some(Bytes::from_static(v)),
+            None,
+        );
+    }
+
     /// Replica 1 on an empty in-memory store, its clock at 10 s.
     fn replica() -> LocalReplica<crate::store::MemStore> {
         let clock: SharedClock = std::sync::Arc::new(ringkv_env::ManualClock::new(10_000));
@@ -578,13 +589,7 @@ mod tests {
             crate::causality::purge::prune_departed(set, 10_000, 1_000, |a| a == 9, || Some(9_000))
         }));
         let mut old = SiblingSet::default();
-        old.update(
-            &VersionVector::new(),
-            9,
-            1_000 << 16,
-            Some(Bytes::from_static(b"a")),
-            None,
-        );
+        add(&mut old, 9, 1_000, b"a");
         let ctx = old.vv.clone();
         old.update(&ctx, 2, 2_000 << 16, Some(Bytes::from_static(b"b")), None);
         assert!(r.merge(b"k", &old).expect("merge"));
@@ -605,20 +610,8 @@ mod tests {
     fn an_import_lands_on_a_truncated_record_not_yet_purged() {
         let r = replica();
         let mut old = SiblingSet::default();
-        old.update(
-            &VersionVector::new(),
-            2,
-            1_000 << 16,
-            Some(Bytes::from_static(b"a")),
-            None,
-        );
-        old.update(
-            &VersionVector::new(),
-            3,
-            1_001 << 16,
-            Some(Bytes::from_static(b"b")),
-            None,
-        );
+        add(&mut old, 2, 1_000, b"a");
+        add(&mut old, 3, 1_001, b"b");
         assert!(r.merge(b"k", &old).expect("merge"));
         let at = 5_000 << 16;
         assert!(r.set_truncated_at(at));
@@ -646,18 +639,7 @@ mod tests {
         let n = PURGE_BATCH_KEYS * 2 + 7;
         for i in 0..n {
             let mut set = SiblingSet::default();
-            let hlc = if i % 10 == 0 {
-                9_000 << 16
-            } else {
-                1_000 << 16
-            };
-            set.update(
-                &VersionVector::new(),
-                2,
-                hlc,
-                Some(Bytes::from_static(b"v")),
-                None,
-            );
+            add(&mut set, 2, if i % 10 == 0 { 9_000 } else { 1_000 }, b"v");
             r.store()
                 .put(format!("k{i}").as_bytes(), &set.encode())
                 .expect("put");
