@@ -39,17 +39,21 @@
 //!    error names those that did not. Those that did already hide what is
 //!    older, and a node that missed `T` learns it from the others:
 //!    every node that knows a point sends it, once per gossip interval, to
-//!    one random live peer, and adopts a greater one from the answer.
+//!    one random live peer, and adopts a greater one from the answer; and a
+//!    node that receives a record with siblings at or before its point
+//!    sends the point back to the sender at once.
 //!
 //! Writes concurrent with a truncation may survive it or not (those whose
 //! timestamp is above `T` do). A truncation never waits for the space: the
 //! compaction runs in the background.
 //!
 //! A node that missed `T` (step 3 failed for it; the error says so) stamps
-//! the writes it coordinates by its own clock until it learns `T`, within a
-//! few gossip intervals: those stamped at or before `T` are dropped by the
-//! replicas that know it, though acknowledged. Run the truncation again
-//! until it succeeds before writing through that node.
+//! the writes it coordinates by its own clock until it learns `T`: from
+//! the first replica that knows `T` and receives one of those writes
+//! stamped at or before it, or by spreading within a few gossip intervals.
+//! Until then, such writes are dropped by the replicas that know `T`,
+//! though acknowledged. Run the truncation again until it succeeds before
+//! writing through that node.
 //!
 //! # Imports after a truncation
 //! An export taken before a truncation holds records older than `T`. Its
@@ -69,7 +73,7 @@ use std::time::Duration;
 use ringkv_env::{Rng, SeededRng};
 
 use crate::api::KvError;
-use crate::causality::Hlc;
+use crate::causality::{Hlc, SiblingSet};
 use crate::id::{NodeId, display};
 use crate::net::message::{NodeStatus, Request, Response};
 use crate::node::Node;
@@ -78,6 +82,12 @@ use crate::store::LocalStore;
 
 /// How long a truncation waits for each member at each step.
 pub const TRUNCATE_STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often a node sends its truncation point back to one peer whose
+/// records show it may not know it.
+pub const TRUNCATE_TELL_INTERVAL_MS: u64 = 1_000;
+/// Peers remembered as told (the memory is cleared when full).
+const TRUNCATE_TOLD_MAX: usize = 10_000;
 
 /// How many times a truncation asks the nodes that joined while it
 /// recorded its point.
@@ -320,10 +330,17 @@ impl<S: LocalStore> Node<S> {
         if !self.membership().is_alive(peer.id) {
             return;
         }
-        let rpc = self.coordinator().rpc();
-        let answer = rpc
+        self.send_truncation(peer.id, at).await;
+    }
+
+    /// Sends the point `at` to `peer`, and takes a greater one from its
+    /// answer.
+    async fn send_truncation(&self, peer: NodeId, at: Hlc) {
+        let answer = self
+            .coordinator()
+            .rpc()
             .call_for(
-                peer.id,
+                peer,
                 Request::Truncate { at },
                 TRUNCATE_STEP_TIMEOUT,
                 Response::into_truncation,
@@ -334,6 +351,38 @@ impl<S: LocalStore> Node<S> {
             && let Err(e) = self.truncate_locally(theirs).await
         {
             tracing::warn!(error = %e, "recording a peer's truncation point failed");
+        }
+    }
+
+    /// A peer sent a record holding siblings at or before this node's
+    /// truncation point: it may not know the point, and the writes it
+    /// coordinates meanwhile would be dropped though acknowledged, so the
+    /// point goes back to it at once (to each peer at most once per
+    /// [`TRUNCATE_TELL_INTERVAL_MS`]).
+    pub(crate) fn tell_if_stale(&self, from: NodeId, set: &SiblingSet) {
+        let at = self.replica().truncated_at();
+        if at == 0 || from == self.id() || set.siblings.iter().all(|s| s.hlc > at) {
+            return;
+        }
+        let now = self.replica().now_ms();
+        {
+            let mut told = self.truncation_told().lock();
+            if told
+                .get(&from)
+                .is_some_and(|&t| now < t.saturating_add(TRUNCATE_TELL_INTERVAL_MS))
+            {
+                return;
+            }
+            if told.len() >= TRUNCATE_TOLD_MAX {
+                told.clear();
+            }
+            told.insert(from, now);
+        }
+        // Called on the transport's tasks; outside a runtime (never, today)
+        // the spreading loop tells the peer instead.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let node = self.clone();
+            runtime.spawn(async move { node.send_truncation(from, at).await });
         }
     }
 }

@@ -350,6 +350,7 @@ impl<S: LocalStore> NodeBuilder<S> {
                 config,
                 files: self.files,
                 truncating: tokio::sync::Mutex::new(()),
+                truncation_told: Default::default(),
                 started_ms,
             }),
         }

@@ -56,23 +56,25 @@ impl<S: LocalStore> Node<S> {
     /// Answers the requests that need no waiting (a ping, a replica read,
     /// a buffered merge when writes do not block) on the spot, as
     /// [`Node::answer`] would; gives the others back.
-    fn answer_now(&self, req: Request) -> Handled {
+    fn answer_now(&self, from: NodeId, req: Request) -> Handled {
         Handled::Now(match req {
             Request::Ping => Response::Pong,
             Request::Read { key } => self.read_answer(&key),
             Request::Merge { key, record } if !self.store().blocking_writes() => {
-                match self.decode_merged(&key, &record) {
-                    // Buffered: the transport has the log buffer written
-                    // before the answer goes out (`Handler::before_reply`).
-                    Ok(set) => match self
-                        .inner
-                        .replica
-                        .merge_with(&key, &set, LogWrite::Buffered)
-                    {
-                        Ok(_) => Response::Merged,
-                        Err(e) => Response::from(&e),
-                    },
-                    Err(answer) => answer,
+                let set = match self.decode_merged(&key, &record) {
+                    Ok(set) => set,
+                    Err(answer) => return Handled::Now(answer),
+                };
+                self.tell_if_stale(from, &set);
+                // Buffered: the transport has the log buffer written before
+                // the answer goes out (`Handler::before_reply`).
+                match self
+                    .inner
+                    .replica
+                    .merge_with(&key, &set, LogWrite::Buffered)
+                {
+                    Ok(_) => Response::Merged,
+                    Err(e) => Response::from(&e),
                 }
             }
             other => return Handled::Later(other),
@@ -91,6 +93,7 @@ impl<S: LocalStore> Node<S> {
                     Ok(set) => set,
                     Err(answer) => return answer,
                 };
+                self.tell_if_stale(from, &set);
                 // Buffered: the transport has the log buffer written before
                 // the answer goes out (`Handler::before_reply`).
                 match s.replica.merge_in(key, set, LogWrite::Buffered).await {
@@ -186,7 +189,7 @@ impl<S: LocalStore> Handler for Node<S> {
         if let Some(refused) = self.refuse_departed(from, &req) {
             return Handled::Now(refused);
         }
-        self.answer_now(req)
+        self.answer_now(from, req)
     }
 
     fn before_reply(&self) -> Result<(), crate::api::KvError> {

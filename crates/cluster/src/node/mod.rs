@@ -134,6 +134,9 @@ struct Services<S> {
     /// Held while a truncation point is recorded, so two points never
     /// race to the `TRUNCATED` file (the greater one always stays).
     truncating: tokio::sync::Mutex<()>,
+    /// When this node last sent its truncation point back to each peer
+    /// (see [`Node::tell_if_stale`]).
+    truncation_told: parking_lot::Mutex<std::collections::HashMap<NodeId, u64>>,
     started_ms: u64,
 }
 
@@ -153,6 +156,12 @@ impl<S: LocalStore> Node<S> {
     /// This node's own files (id, epoch, tokens, truncation point, ...).
     pub(crate) fn census(&self) -> &census::Census {
         &self.inner.census
+    }
+
+    pub(crate) fn truncation_told(
+        &self,
+    ) -> &parking_lot::Mutex<std::collections::HashMap<NodeId, u64>> {
+        &self.inner.truncation_told
     }
 
     /// The lock [`Node::truncate_locally`] holds.

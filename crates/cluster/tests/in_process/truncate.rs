@@ -138,10 +138,12 @@ async fn a_replica_that_missed_the_truncation_brings_nothing_back() {
     }
     // Its record merged into a (a hint replayed, a read repair, a stream
     // or anti-entropy push all merge so) changes nothing visible.
+    // (Sent as from b, which knows the point: a record from the stale node
+    // itself would have the point sent back to it at once, see below.)
     let answer = a
         .handler()
         .handle(
-            stale.id(),
+            b_.id(),
             Request::Merge {
                 key: b("k1"),
                 record: old_record.clone(),
@@ -307,4 +309,33 @@ async fn hints_held_when_a_partition_heals_bring_nothing_back() {
     for i in 0..c.nodes.len() {
         assert!(!old_stored(i), "node {i} stored an old version");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_that_sends_old_records_is_told_the_point_at_once() {
+    let c = cluster(3, 3);
+    write_keys(&c, 10, Consistency::All).await;
+    let (a, b_, stale) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
+    let old_record = Bytes::from(stale.debug_local_record(b"k1").encode());
+    let point = a.replica().clock_now();
+    a.truncate_locally(point).await.expect("a");
+    b_.truncate_locally(point).await.expect("b");
+    // The stale node sends an old record (a write stamped before the
+    // point, a hint, a repair): a answers, and sends it the point.
+    let answer = a
+        .handler()
+        .handle(
+            stale.id(),
+            Request::Merge {
+                key: b("k1"),
+                record: old_record,
+            },
+        )
+        .await;
+    assert!(matches!(answer, Response::Merged), "{answer:?}");
+    eventually("the sender learns the point", || {
+        stale.replica().truncated_at() == point
+    })
+    .await;
+    assert_eq!(stale.files().truncated_at().expect("file"), point);
 }
