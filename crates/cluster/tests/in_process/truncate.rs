@@ -27,6 +27,32 @@ async fn write_keys(c: &TestCluster, n: usize, level: Consistency) {
     }
 }
 
+/// Nodes 0 and 1 record a truncation point, node 2 misses it. Returns the
+/// point and node 2's record of `k1`, as it would send it.
+async fn truncate_all_but_the_third(c: &TestCluster) -> (u64, Bytes) {
+    let old_record = Bytes::from(c.nodes[2].debug_local_record(b"k1").encode());
+    let point = c.nodes[0].replica().clock_now();
+    for node in &c.nodes[..2] {
+        node.truncate_locally(point).await.expect("truncate");
+    }
+    (point, old_record)
+}
+
+/// `node` merges `record` of `key` as sent by `from`, and says it did.
+async fn merge_from(node: &Node<MemStore>, from: u64, key: &str, record: Bytes) {
+    let answer = node
+        .handler()
+        .handle(
+            from,
+            Request::Merge {
+                key: b(key),
+                record,
+            },
+        )
+        .await;
+    assert!(matches!(answer, Response::Merged), "{answer:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_truncation_empties_every_node_and_later_writes_stay() {
     let c = cluster(3, 3);
@@ -124,12 +150,7 @@ async fn a_replica_that_missed_the_truncation_brings_nothing_back() {
     let c = cluster(3, 3);
     write_keys(&c, 40, Consistency::All).await;
     let (a, b_, stale) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
-    // The kept record of k1, as the stale replica would send it.
-    let old_record = Bytes::from(stale.debug_local_record(b"k1").encode());
-    // Nodes a and b record the point; the third misses it.
-    let point = a.replica().clock_now();
-    a.truncate_locally(point).await.expect("a");
-    b_.truncate_locally(point).await.expect("b");
+    let (point, old_record) = truncate_all_but_the_third(&c).await;
     assert_eq!(stale.replica().truncated_at(), 0);
     // A read through a node that knows the point hides the stale answer.
     for i in 0..40 {
@@ -140,17 +161,7 @@ async fn a_replica_that_missed_the_truncation_brings_nothing_back() {
     // or anti-entropy push all merge so) changes nothing visible.
     // (Sent as from b, which knows the point: a record from the stale node
     // itself would have the point sent back to it at once, see below.)
-    let answer = a
-        .handler()
-        .handle(
-            b_.id(),
-            Request::Merge {
-                key: b("k1"),
-                record: old_record.clone(),
-            },
-        )
-        .await;
-    assert!(matches!(answer, Response::Merged), "{answer:?}");
+    merge_from(a, b_.id(), "k1", old_record.clone()).await;
     assert!(a.debug_local_record(b"k1").siblings.is_empty());
     // Anti-entropy run by the stale node brings nothing back either.
     stale.anti_entropy().repair_once().await;
@@ -315,24 +326,11 @@ async fn hints_held_when_a_partition_heals_bring_nothing_back() {
 async fn a_node_that_sends_old_records_is_told_the_point_at_once() {
     let c = cluster(3, 3);
     write_keys(&c, 10, Consistency::All).await;
-    let (a, b_, stale) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
-    let old_record = Bytes::from(stale.debug_local_record(b"k1").encode());
-    let point = a.replica().clock_now();
-    a.truncate_locally(point).await.expect("a");
-    b_.truncate_locally(point).await.expect("b");
+    let (a, stale) = (&c.nodes[0], &c.nodes[2]);
+    let (point, old_record) = truncate_all_but_the_third(&c).await;
     // The stale node sends an old record (a write stamped before the
     // point, a hint, a repair): a answers, and sends it the point.
-    let answer = a
-        .handler()
-        .handle(
-            stale.id(),
-            Request::Merge {
-                key: b("k1"),
-                record: old_record,
-            },
-        )
-        .await;
-    assert!(matches!(answer, Response::Merged), "{answer:?}");
+    merge_from(a, stale.id(), "k1", old_record).await;
     eventually("the sender learns the point", || {
         stale.replica().truncated_at() == point
     })
