@@ -278,13 +278,41 @@ mod tests {
     use super::*;
 
     /// Every `ringkv_*` family recorded anywhere in the workspace's
-    /// sources (`counter!("...")`, `gauge!`, `histogram!`) gets HELP: a new
-    /// family without a description fails here, not in an operator's
-    /// `promtool`.
-    #[test]
-    fn every_family_in_the_sources_is_described() {
-        let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    /// sources (`counter!("...")`, `gauge!`, `histogram!`), with the macro
+    /// that records it.
+    fn source_families() -> BTreeSet<(&'static str, String)> {
         let mut names = BTreeSet::new();
+        for text in source_texts() {
+            // Names recorded in place, and names kept in constants (the
+            // autoscaler's): a constant counts as a gauge here.
+            for macro_name in ["counter!(", "gauge!(", "histogram!(", "&str = "] {
+                for (at, _) in text.match_indices(macro_name) {
+                    let rest = text[at + macro_name.len()..].trim_start();
+                    let Some(rest) = rest.strip_prefix("\"ringkv_") else {
+                        continue;
+                    };
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    let kind = match macro_name {
+                        "&str = " if name.ends_with("_total") => "counter!(",
+                        "&str = " => "gauge!(",
+                        other => other,
+                    };
+                    names.insert((kind, format!("ringkv_{name}")));
+                }
+            }
+        }
+        assert!(names.len() > 30, "found the families: {names:?}");
+        names
+    }
+
+    /// The text of every Rust source of the workspace's crates, tests
+    /// excepted.
+    fn source_texts() -> Vec<String> {
+        let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut texts = Vec::new();
         let mut dirs = vec![crates];
         while let Some(dir) = dirs.pop() {
             for entry in std::fs::read_dir(&dir).expect("read sources").flatten() {
@@ -294,24 +322,23 @@ mod tests {
                         dirs.push(path);
                     }
                 } else if path.extension().is_some_and(|e| e == "rs") {
-                    let text = std::fs::read_to_string(&path).expect("read source");
-                    for macro_name in ["counter!(", "gauge!(", "histogram!("] {
-                        for (at, _) in text.match_indices(macro_name) {
-                            let rest = text[at + macro_name.len()..].trim_start();
-                            let Some(rest) = rest.strip_prefix("\"ringkv_") else {
-                                continue;
-                            };
-                            let name: String = rest
-                                .chars()
-                                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                                .collect();
-                            names.insert((macro_name, format!("ringkv_{name}")));
-                        }
-                    }
+                    texts.push(std::fs::read_to_string(&path).expect("read source"));
                 }
             }
         }
-        assert!(names.len() > 30, "found the families: {names:?}");
+        texts
+    }
+
+    /// Every family recorded in the sources gets HELP: a new family
+    /// without a description fails here, not in an operator's `promtool`.
+    #[test]
+    fn every_family_in_the_sources_is_described() {
+        // The autoscaler's families live in its own process and recorder
+        // (described in autoscale.rs).
+        let names: BTreeSet<_> = source_families()
+            .into_iter()
+            .filter(|(_, n)| !n.starts_with("ringkv_autoscaler_"))
+            .collect();
         let handle = handle();
         for (macro_name, name) in &names {
             match *macro_name {
@@ -329,6 +356,49 @@ mod tests {
         assert!(
             undescribed.is_empty(),
             "families without HELP: {undescribed:?}"
+        );
+    }
+
+    /// docs/METRICS.md lists exactly the families a node can export: the
+    /// sources' families, the store's figures and the process's. A family
+    /// added, renamed or dropped without the document fails here (a rename
+    /// also belongs in its "Renamed" table).
+    #[test]
+    fn the_metrics_document_lists_every_family_and_no_other() {
+        let doc_path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/METRICS.md");
+        let doc = std::fs::read_to_string(&doc_path).expect("read docs/METRICS.md");
+        let table = doc.split("\n## ").next().expect("the families table");
+        let documented: BTreeSet<String> = table
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .map(str::to_string)
+            .collect();
+
+        let mut exported: BTreeSet<String> =
+            source_families().into_iter().map(|(_, n)| n).collect();
+        let dir = std::env::temp_dir().join(format!("ringkv-metrics-doc-{}", std::process::id()));
+        let engine = ringkv_storage::Engine::open(&dir, ringkv_storage::Options::default())
+            .expect("open a store");
+        let store = EngineStore::new(engine, ringkv_env::SystemClock::shared(), 1000, false);
+        let mut text = String::new();
+        storage_text(&ringkv_cluster::store::LocalStore::stats(&store), &mut text);
+        process_text(&mut text);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+        exported.extend(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("# TYPE "))
+                .filter_map(|l| l.split(' ').next())
+                .map(str::to_string),
+        );
+
+        let undocumented: Vec<_> = exported.difference(&documented).collect();
+        let gone: Vec<_> = documented.difference(&exported).collect();
+        assert!(
+            undocumented.is_empty() && gone.is_empty(),
+            "docs/METRICS.md misses {undocumented:?} and lists families no longer exported: {gone:?}"
         );
     }
 
