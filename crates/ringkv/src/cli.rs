@@ -277,6 +277,45 @@ impl NodeFlags {
     }
 }
 
+impl Command {
+    /// True when an admin verb was asked for JSON (`--json`): its errors
+    /// are then JSON too.
+    pub fn json(&self) -> bool {
+        use crate::snapshot_cli::SnapshotAction;
+        match self {
+            Command::Status(a) => a.admin.json,
+            Command::Ring(a) | Command::Cancel(a) => a.json,
+            Command::Explain(a) => a.admin.json,
+            Command::Repair(a) => a.admin.json,
+            Command::Decommission(a) => a.admin.json,
+            Command::Remove(a) => a.movement.admin.json,
+            Command::Export(a) => a.admin.json,
+            Command::Import(a) => a.admin.json,
+            Command::Truncate(a) => a.admin.json,
+            Command::Snapshot(a) => match &a.action {
+                None => a.take.admin.json,
+                Some(SnapshotAction::List { admin, .. } | SnapshotAction::Clear { admin, .. }) => {
+                    admin.json
+                }
+                Some(SnapshotAction::Restore(r)) => r.json,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// How a failed command reports: `ringkv: <cause>` on standard error, or,
+/// for an admin verb run with `--json`, `{"error": "<cause>"}` on standard
+/// output, so a script reading JSON always reads JSON (the exit status is
+/// 1 either way).
+pub fn report_error(json: bool, e: &anyhow::Error) {
+    if json {
+        println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+    } else {
+        eprintln!("ringkv: {e:#}");
+    }
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => {

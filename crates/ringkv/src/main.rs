@@ -39,10 +39,11 @@ fn main() -> std::process::ExitCode {
     #[cfg(target_os = "linux")]
     let _ = rustix::thread::disable_transparent_huge_pages(true);
     let cli = cli::Cli::parse();
+    let json = cli.command.json();
     match cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ringkv: {e:#}");
+            cli::report_error(json, &e);
             std::process::ExitCode::FAILURE
         }
     }

@@ -78,7 +78,9 @@ fn now_ms() -> u64 {
     ringkv_env::SystemClock::shared().now_ms()
 }
 
-/// A progress line on stderr at most once a second, and at the end.
+/// A progress line at most once a second, and at the end: text on
+/// standard error, or with `--json` one object per line on standard output
+/// (the last with `"done": true`).
 struct Progress {
     started: Instant,
     shown: Instant,
@@ -103,7 +105,7 @@ impl Progress {
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
         let rate = bytes as f64 / secs / 1e6;
         if self.json {
-            eprintln!(
+            println!(
                 "{}",
                 serde_json::json!({"op": what, "keys": keys, "total": total, "bytes": bytes,
                     "mb_per_sec": rate, "seconds": secs, "done": last})

@@ -2,7 +2,8 @@
 //! shell completions load; the systemd unit passes `systemd-analyze
 //! verify`; the container's runtime stage holds (the binary runs as an
 //! unprivileged user with only its data directory, serves, and stops
-//! cleanly). `docker build` needs a registry for its base images and is not
+//! cleanly); every admin verb answers JSON with `--json`, its errors
+//! included. `docker build` needs a registry for its base images and is not
 //! run (deploy/docker/README.md).
 
 mod common;
@@ -54,6 +55,10 @@ fn shell_completions_name_every_verb_and_load_in_bash() {
 #[test]
 fn the_systemd_unit_verifies() {
     if !common::have("systemd-analyze") {
+        assert!(
+            !common::tools_required(),
+            "systemd-analyze is required (Debian package systemd)"
+        );
         eprintln!("skipping: systemd-analyze not installed");
         return;
     }
@@ -93,6 +98,10 @@ fn the_container_runtime_stage_serves_as_an_unprivileged_user() {
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
     if !is_root || !common::have("setpriv") {
+        assert!(
+            !common::tools_required(),
+            "the unprivileged run needs root and setpriv (util-linux)"
+        );
         eprintln!("skipping the unprivileged run: needs root and setpriv");
         return;
     }
@@ -187,4 +196,54 @@ fn the_container_runtime_stage_serves_as_an_unprivileged_user() {
         outside.is_empty(),
         "files written outside the data directory: {outside:?}"
     );
+}
+
+/// `--json` on every admin verb: each line of standard output is a JSON
+/// object, for answers and for refusals (`{"error": ...}`, exit status 1).
+#[test]
+fn every_admin_verb_answers_json_with_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = common::NodeProc::start(&dir.path().join("n1"), &["--insecure"]);
+    let mut con = node.redis();
+    let () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut con)
+        .expect("SET");
+    let http = node.http.to_string();
+    let file = dir.path().join("export.rkx");
+    let file = file.to_str().expect("utf-8 path");
+    let verbs: &[(&[&str], bool)] = &[
+        (&["status"], true),
+        (&["status", "--ranges"], true),
+        (&["ring"], true),
+        (&["explain", "k"], true),
+        (&["repair"], true),
+        (&["snapshot", "--tag", "t1"], true),
+        (&["snapshot", "list"], true),
+        (&["snapshot", "clear", "--tag", "t1"], true),
+        (&["export", "--out", file], true),
+        (&["import", "--in", file], true),
+        (&["truncate", "--yes"], true),
+        (&["cancel"], false),
+        (&["decommission", "--no-wait"], false),
+        (&["remove", "00000000000000ff"], false),
+    ];
+    for (args, succeeds) in verbs {
+        let out = Command::new(EXE)
+            .args(*args)
+            .args(["--http", &http, "--json"])
+            .output()
+            .expect("run ringkv");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.success(), *succeeds, "{args:?}: {out:?}");
+        assert!(!stdout.trim().is_empty(), "{args:?} printed nothing");
+        for line in stdout.lines() {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{args:?} printed {line:?}: {e}"));
+            assert!(v.is_object(), "{args:?}: {line}");
+            assert_eq!(v.get("error").is_some(), !succeeds, "{args:?}: {line}");
+        }
+    }
+    node.terminate();
 }
