@@ -18,6 +18,16 @@ use anyhow::{Context, bail};
 
 use crate::cli::LocalClusterArgs;
 
+/// `println!` that ignores a closed standard output: whoever reads the
+/// cluster's lines may go away, and the supervisor must still stop its
+/// nodes.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Most nodes one local cluster may start.
 const LOCAL_NODES_MAX: usize = 64;
 /// The local cluster's CA, under its folder.
@@ -62,7 +72,7 @@ fn start(exe: &PathBuf, slot: &mut Slot) -> anyhow::Result<()> {
         }
         match lines.next() {
             Some(Ok(line)) if line.contains(" ready: ") => break Some(line),
-            Some(Ok(line)) => println!("{name}: {line}"),
+            Some(Ok(line)) => say!("{name}: {line}"),
             _ => break None,
         }
     };
@@ -73,7 +83,7 @@ fn start(exe: &PathBuf, slot: &mut Slot) -> anyhow::Result<()> {
     };
     std::thread::spawn(move || {
         for line in lines.map_while(Result::ok) {
-            println!("{name}: {line}");
+            say!("{name}: {line}");
         }
     });
     let field = |after: &str| {
@@ -119,9 +129,9 @@ fn stop_all(slots: &Slots) {
     let mut slots = slots.lock().unwrap_or_else(|e| e.into_inner());
     for slot in slots.iter_mut() {
         if slot.child.is_some() {
-            println!("stopping {}", slot.name);
+            say!("stopping {}", slot.name);
             stop(slot);
-            println!("{} stopped", slot.name);
+            say!("{} stopped", slot.name);
         }
     }
 }
@@ -173,6 +183,12 @@ pub fn run(args: LocalClusterArgs) -> anyhow::Result<()> {
         }
         let log = args.node.log.as_deref().unwrap_or("info");
         command.extend(["--log".into(), log.into()]);
+        // A supervisor that dies without stopping its nodes (SIGKILL) does
+        // not leave them running.
+        command.extend([
+            "--exit-with".into(),
+            std::process::id().to_string().into(),
+        ]);
         let mut slot = Slot {
             name: format!("node{}", i + 1),
             command,
@@ -199,24 +215,24 @@ pub fn run(args: LocalClusterArgs) -> anyhow::Result<()> {
 
 fn print_banner(slots: &Slots, args: &LocalClusterArgs, resp_port: u16) {
     let slots = slots.lock().unwrap_or_else(|e| e.into_inner());
-    println!(
+    say!(
         "ringkv local cluster: {} node(s), data in {}",
         slots.len(),
         args.dir.display()
     );
     print_nodes(&slots);
     let http = slots.first().map_or("?", |s| s.http.as_str());
-    println!();
-    println!("Connect (any node serves any key):");
-    println!("  redis-cli -p {resp_port} SET greeting hello");
-    println!("  redis-cli -p {resp_port} GET greeting");
-    println!("  curl http://{http}/v1/kv/greeting");
-    println!("  curl http://{http}/v1/cluster");
-    println!("  ringkv status --http {http}");
-    println!(
+    say!("");
+    say!("Connect (any node serves any key):");
+    say!("  redis-cli -p {resp_port} SET greeting hello");
+    say!("  redis-cli -p {resp_port} GET greeting");
+    say!("  curl http://{http}/v1/kv/greeting");
+    say!("  curl http://{http}/v1/cluster");
+    say!("  ringkv status --http {http}");
+    say!(
         "Type `stop N`, `start N` or `restart N` to stop or start node N; `nodes` lists them."
     );
-    println!(
+    say!(
         "Ctrl-C stops the cluster; data stays in {}.",
         args.dir.display()
     );
@@ -225,7 +241,7 @@ fn print_banner(slots: &Slots, args: &LocalClusterArgs, resp_port: u16) {
 fn print_nodes(slots: &[Slot]) {
     for s in slots {
         match &s.child {
-            Some(child) => println!(
+            Some(child) => say!(
                 "  {}  resp {}  http {}  cluster {}  pid {}",
                 s.name,
                 s.resp,
@@ -233,7 +249,7 @@ fn print_nodes(slots: &[Slot]) {
                 s.cluster,
                 child.id()
             ),
-            None => println!("  {}  stopped", s.name),
+            None => say!("  {}  stopped", s.name),
         }
     }
 }
@@ -251,7 +267,7 @@ fn watch(slots: Slots) {
                     .and_then(|c| c.try_wait().ok().flatten());
                 if let Some(status) = exited {
                     slot.child = None;
-                    println!(
+                    say!(
                         "{} exited ({status}); `start {}` starts it again",
                         slot.name,
                         slot.name.trim_start_matches("node")
@@ -306,31 +322,31 @@ fn read_commands(exe: PathBuf, slots: Slots) {
                 Ok(Some(t)) => t,
                 Ok(None) => continue,
                 Err(why) => {
-                    println!("{why}");
+                    say!("{why}");
                     continue;
                 }
             };
             match typed {
                 Typed::Nodes => print_nodes(&slots),
-                Typed::Help => println!(
+                Typed::Help => say!(
                     "stop N | start N | restart N | nodes | help  (Ctrl-C stops the cluster)"
                 ),
                 Typed::Stop(i) | Typed::Start(i) | Typed::Restart(i) => {
                     let slot = &mut slots[i];
                     if matches!(typed, Typed::Stop(_) | Typed::Restart(_)) {
                         if stop(slot) {
-                            println!("{} stopped", slot.name);
+                            say!("{} stopped", slot.name);
                         } else if matches!(typed, Typed::Stop(_)) {
-                            println!("{} is not running", slot.name);
+                            say!("{} is not running", slot.name);
                         }
                     }
                     if matches!(typed, Typed::Start(_) | Typed::Restart(_)) {
                         if slot.child.is_some() {
-                            println!("{} is already running", slot.name);
+                            say!("{} is already running", slot.name);
                         } else {
                             match start(&exe, slot) {
-                                Ok(()) => println!("{} started", slot.name),
-                                Err(e) => println!("{e:#}"),
+                                Ok(()) => say!("{} started", slot.name),
+                                Err(e) => say!("{e:#}"),
                             }
                         }
                     }

@@ -283,3 +283,159 @@ fn an_operator_sees_what_happened() {
         "the HTTP and the RESP write that missed ALL"
     );
 }
+
+/// Ports `base + 10*i + {0,1,2}` for `nodes` nodes, all free now.
+fn free_port_block(nodes: u16) -> u16 {
+    for _ in 0..50 {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let base = probe.local_addr().expect("addr").port();
+        drop(probe);
+        if base > 65_000 - 10 * nodes {
+            continue;
+        }
+        let all_free = (0..nodes)
+            .flat_map(|i| (0..3).map(move |o| base + 10 * i + o))
+            .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no free block of ports");
+}
+
+/// The lines a child prints, read on a thread, and waited for.
+struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    fn follow(out: impl std::io::Read + Send + 'static) -> Lines {
+        use std::io::BufRead;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (at most 120 s) for a line at index `from` or later that
+    /// `found` accepts; returns the index after it.
+    fn wait(&mut self, from: usize, what: &str, found: impl Fn(&str) -> bool) -> usize {
+        let deadline = Instant::now() + std::time::Duration::from_secs(120);
+        let mut at = from;
+        loop {
+            while at < self.seen.len() {
+                at += 1;
+                if found(&self.seen[at - 1]) {
+                    return at;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} in:\n{}",
+                self.seen.join("\n")
+            );
+            if let Ok(line) = self.rx.recv_timeout(std::time::Duration::from_millis(200)) {
+                self.seen.push(line);
+            }
+        }
+    }
+}
+
+/// Stops a child with SIGINT (its Ctrl-C) when dropped, so a failed test
+/// leaves no local cluster running.
+struct Interrupt(std::process::Child);
+
+impl Drop for Interrupt {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// `ringkv local-cluster` as an operator runs it: each node's lines come
+/// prefixed with its name (and no colour codes through a pipe), the join is
+/// logged, `restart 2` stops and starts node 2 (node 1 logs it down and up),
+/// and Ctrl-C stops every node.
+#[test]
+fn local_cluster_prefixes_each_nodes_lines_and_restarts_a_node() {
+    use std::io::Write;
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = free_port_block(2);
+    let mut child = Interrupt(
+        Command::new(env!("CARGO_BIN_EXE_ringkv"))
+            .args(["local-cluster", "--nodes", "2", "--log", "info"])
+            .arg("--dir")
+            .arg(dir.path().join("data"))
+            .args(["--base-port", &base.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn local-cluster"),
+    );
+    let mut lines = Lines::follow(child.0.stdout.take().expect("stdout"));
+    let banner = lines.wait(0, "banner", |l| l.contains("Ctrl-C stops the cluster"));
+    lines.wait(0, "join logged by node 1", |l| {
+        l.starts_with("node1: ") && l.contains("node joined the view")
+    });
+
+    // Node 2 has joined in node 1's view (and node 1 has seen it up).
+    lines.wait(0, "node 2 normal in node 1's view", |l| {
+        l.starts_with("node1: ") && l.contains("to=Normal")
+    });
+    let stdin = child.0.stdin.as_mut().expect("stdin");
+    writeln!(stdin, "restart 2").expect("type restart");
+    let stopped = lines.wait(banner, "node 2 stopped", |l| l == "node2 stopped");
+    lines.wait(stopped, "node 2 started", |l| l == "node2 started");
+    lines.wait(banner, "node 1 seeing node 2 down", |l| {
+        l.starts_with("node1: ") && l.contains("peer down")
+    });
+    lines.wait(stopped, "node 1 seeing node 2 up again", |l| {
+        l.starts_with("node1: ") && l.contains("peer up")
+    });
+    let all = lines.seen.join("\n");
+    assert!(all.lines().any(|l| l.starts_with("node2: ")), "{all}");
+    assert!(!all.contains('\u{1b}'), "colour codes through a pipe:\n{all}");
+
+    // Node 2 serves after its restart.
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", base + 10)).expect("client");
+    let mut con = client.get_connection().expect("connect to node 2");
+    let () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut con)
+        .expect("SET through node 2");
+
+    // Ctrl-C stops both nodes and the supervisor.
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &child.0.id().to_string()])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let end = lines.wait(stopped, "node 1 stopped", |l| l == "node1 stopped");
+    lines.wait(end, "node 2 stopped", |l| l == "node2 stopped");
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "local-cluster did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+}
