@@ -100,6 +100,16 @@ fn an_operator_sees_what_happened() {
     assert_eq!(dbsize, 40);
     assert_eq!(json(&a, "/v1/status")["keys"]["live"], 40);
 
+    // A write over a size limit is refused, and the refusal logged.
+    let refused: redis::RedisResult<()> = redis::cmd("SET")
+        .arg("k".repeat(1025))
+        .arg("v")
+        .query(&mut con);
+    assert!(refused.is_err(), "a key over key_bytes_max (1024)");
+    wait_until("a logs the refused write", 5, || {
+        logged(&a, &["write refused: over a size limit", "1025"])
+    });
+
     // A clean stop: the peers see it down within 2 s, and log it.
     let c_dir = c.data_dir.clone();
     let c_log = std::sync::Arc::clone(&c.log);

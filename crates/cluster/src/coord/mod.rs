@@ -186,17 +186,26 @@ impl<S: LocalStore> Coordinator<S> {
         Ok(())
     }
 
+    /// Refuses a write whose key or value is over its limit, and logs the
+    /// refusal (at most one line every 10 s, with how many were held back).
     fn check_write(&self, key: &[u8], change: &Change) -> Result<(), KvError> {
-        self.check_key(key)?;
-        if let Change::Put(v) = change
-            && v.len() > self.config.value_bytes_max
-        {
-            return Err(KvError::ValueTooLarge {
-                len: v.len(),
-                max: self.config.value_bytes_max,
-            });
+        let refused = self.check_key(key).and_then(|()| match change {
+            Change::Put(v) if v.len() > self.config.value_bytes_max => {
+                Err(KvError::ValueTooLarge {
+                    len: v.len(),
+                    max: self.config.value_bytes_max,
+                })
+            }
+            _ => Ok(()),
+        });
+        if let Err(e @ (KvError::KeyTooLarge { .. } | KvError::ValueTooLarge { .. })) = &refused {
+            static GATE: ringkv_env::log_every::LogEvery =
+                ringkv_env::log_every::LogEvery::new(10_000);
+            if let Some(held) = GATE.admit() {
+                tracing::warn!(error = %e, held_back = held, "write refused: over a size limit");
+            }
         }
-        Ok(())
+        refused
     }
 
     fn timeout(&self) -> Duration {
