@@ -82,6 +82,31 @@ fn redis_cli_drives_the_node() {
     assert!(err.starts_with("ERR unknown command"), "{err}");
     let info = redis_cli(&node, &["INFO", "keyspace"]);
     assert!(info.contains("db0:keys="), "{info}");
+    // `--stat` reads INFO: the keys and a real memory figure (it once
+    // showed `--9223372036854775808B`).
+    // (stdbuf: redis-cli buffers its lines when not writing to a terminal.)
+    let mut stat = Command::new("stdbuf")
+        .args(["-oL", "redis-cli", "-p", &node.resp.port().to_string()])
+        .args(["--stat", "-i", "0.1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("redis-cli --stat");
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let _ = stat.kill();
+    let out = stat.wait_with_output().expect("--stat output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .unwrap_or_else(|| panic!("no --stat row: {text}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row.first(), Some(&"2"), "keys: {text}");
+    let mem = row.get(1).copied().unwrap_or_default();
+    assert!(
+        mem.ends_with(['K', 'M', 'G', 'B']) && mem.starts_with(|c: char| c.is_ascii_digit()),
+        "memory {mem:?} in {text}"
+    );
     // The interactive mode's first requests (COMMAND DOCS) must not break it.
     let out = Command::new("redis-cli")
         .args(["-p", &node.resp.port().to_string()])
