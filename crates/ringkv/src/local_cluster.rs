@@ -185,10 +185,7 @@ pub fn run(args: LocalClusterArgs) -> anyhow::Result<()> {
         command.extend(["--log".into(), log.into()]);
         // A supervisor that dies without stopping its nodes (SIGKILL) does
         // not leave them running.
-        command.extend([
-            "--exit-with".into(),
-            std::process::id().to_string().into(),
-        ]);
+        command.extend(["--exit-with".into(), std::process::id().to_string().into()]);
         let mut slot = Slot {
             name: format!("node{}", i + 1),
             command,
@@ -229,9 +226,7 @@ fn print_banner(slots: &Slots, args: &LocalClusterArgs, resp_port: u16) {
     say!("  curl http://{http}/v1/kv/greeting");
     say!("  curl http://{http}/v1/cluster");
     say!("  ringkv status --http {http}");
-    say!(
-        "Type `stop N`, `start N` or `restart N` to stop or start node N; `nodes` lists them."
-    );
+    say!("Type `stop N`, `start N` or `restart N` to stop or start node N; `nodes` lists them.");
     say!(
         "Ctrl-C stops the cluster; data stays in {}.",
         args.dir.display()
@@ -328,9 +323,9 @@ fn read_commands(exe: PathBuf, slots: Slots) {
             };
             match typed {
                 Typed::Nodes => print_nodes(&slots),
-                Typed::Help => say!(
-                    "stop N | start N | restart N | nodes | help  (Ctrl-C stops the cluster)"
-                ),
+                Typed::Help => {
+                    say!("stop N | start N | restart N | nodes | help  (Ctrl-C stops the cluster)")
+                }
                 Typed::Stop(i) | Typed::Start(i) | Typed::Restart(i) => {
                     let slot = &mut slots[i];
                     if matches!(typed, Typed::Stop(_) | Typed::Restart(_)) {

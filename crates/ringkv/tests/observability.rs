@@ -418,7 +418,10 @@ fn local_cluster_prefixes_each_nodes_lines_and_restarts_a_node() {
     });
     let all = lines.seen.join("\n");
     assert!(all.lines().any(|l| l.starts_with("node2: ")), "{all}");
-    assert!(!all.contains('\u{1b}'), "colour codes through a pipe:\n{all}");
+    assert!(
+        !all.contains('\u{1b}'),
+        "colour codes through a pipe:\n{all}"
+    );
 
     // Node 2 serves after its restart.
     let client = redis::Client::open(format!("redis://127.0.0.1:{}/", base + 10)).expect("client");

@@ -506,3 +506,43 @@ async fn digest_pages_follow_each_other() {
         .expect("pages");
     assert_eq!(all.len(), DIGESTS_MAX * 2 + 10);
 }
+
+/// A replica that cannot be reached fails its ranges' syncs: each is
+/// counted (status and `ringkv_ae_sync_failures_total`, with a warning
+/// line), left out of the ranges in sync, and tried again by the next
+/// pass, which succeeds once the replica is back.
+#[tokio::test]
+async fn syncs_with_an_unreachable_replica_fail_counted_and_are_retried() {
+    let mut c = cluster(2, 2);
+    c.introduce();
+    let (a_id, b_id) = (c.nodes[0].id(), c.nodes[1].id());
+    let hlc = c.clock.now_ms() << 16;
+    seed(c.node(a_id), b"only-on-a", b"v", a_id, hlc).await;
+    c.kill(b_id);
+    let failed = c
+        .node(a_id)
+        .anti_entropy()
+        .repair_once()
+        .await
+        .expect("no pass running");
+    assert_eq!(failed.ranges_done, failed.ranges_total);
+    assert!(
+        failed.sync_failures >= failed.ranges_total as u64,
+        "every range failed: {failed:?}"
+    );
+    assert!(
+        failed.ranges_in_sync < failed.ranges_replicated,
+        "{failed:?}"
+    );
+
+    c.revive(b_id);
+    let healed = c
+        .node(a_id)
+        .anti_entropy()
+        .repair_once()
+        .await
+        .expect("no pass running");
+    assert_eq!(healed.sync_failures, failed.sync_failures, "no new failure");
+    assert_eq!(healed.ranges_in_sync, healed.ranges_replicated);
+    assert_eq!(c.dump(0), c.dump(1), "the retry repaired the replica");
+}
