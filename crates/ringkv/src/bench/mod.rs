@@ -1,11 +1,16 @@
 //! `ringkv bench`: measurements against peer systems, in one run on this
 //! machine.
 //!
-//! `ringkv bench redis` starts Debian's `redis-server` and a ringkv node (this
-//! binary, as a child process, commit log on with periodic sync) side by side
-//! and runs the same `redis-benchmark` against both, then prints ops/s,
-//! p50/p99 and the ringkv/Redis ratios. Each row is the median of `--runs`
-//! runs, alternating the two servers so both see the same machine load.
+//! `ringkv bench redis` starts Debian's `redis-server` twice (without
+//! persistence, and with `appendonly yes` / `appendfsync everysec`, the
+//! durability of ringkv's periodic sync) and a ringkv node (this binary, as
+//! a child process, commit log on with periodic sync) side by side, runs the
+//! same `redis-benchmark` against each, and prints ops/s, p99, each server's
+//! CPU per operation (from `/proc`, which other load on the machine cannot
+//! inflate) and the ringkv/Redis ratios against both. Each row is the median
+//! of `--runs` runs, alternating the servers so all see the same machine
+//! load. A run that does not finish in time is killed and reported (a
+//! server that hangs), never waited for.
 //!
 //! `ringkv bench cluster` does the same with a three-node ringkv cluster
 //! (N=3, R=W=2), a single Redis, and a three-node etcd cluster (Debian's
@@ -144,10 +149,11 @@ pub(crate) fn start_redis(dir: &Path, port: u16) -> anyhow::Result<Guard> {
 pub(crate) fn start_redis_with(dir: &Path, port: u16, extra: &[String]) -> anyhow::Result<Guard> {
     let child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(extra)
         .args(["--save", "", "--appendonly", "no"])
         .arg("--dir")
         .arg(dir)
+        // Later options win: `extra` may turn the append-only file on.
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -226,7 +232,10 @@ pub(crate) fn run_benchmark_tls(
     if args.threads > 0 {
         cmd.args(["--threads", &args.threads.to_string()]);
     }
-    let out = cmd.output().context("running redis-benchmark")?;
+    // Bounded: a server that hangs is reported, not waited for.
+    let within = benchmark_time_limit(args.requests);
+    let out = output_within(&mut cmd, within)
+        .with_context(|| format!("redis-benchmark -t {test} against port {port}"))?;
     if !out.status.success() {
         bail!(
             "redis-benchmark failed: {}",
@@ -234,6 +243,55 @@ pub(crate) fn run_benchmark_tls(
         );
     }
     parse_csv(&String::from_utf8_lossy(&out.stdout), test)
+}
+
+/// How long one redis-benchmark run may take: a generous 5,000 requests a
+/// second, and at least two minutes.
+pub(crate) fn benchmark_time_limit(requests: u64) -> Duration {
+    Duration::from_secs((requests / 5_000).max(120))
+}
+
+/// Runs `cmd` to completion like [`Command::output`], but kills it and
+/// fails when it runs longer than `within` (a peer that hangs).
+pub(crate) fn output_within(
+    cmd: &mut Command,
+    within: Duration,
+) -> anyhow::Result<std::process::Output> {
+    use std::io::Read;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting")?;
+    let mut stdout = child.stdout.take().context("stdout")?;
+    let mut stderr = child.stderr.take().context("stderr")?;
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("no answer within {within:?}: the server hangs (killed the client)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    })
 }
 
 /// Parses `redis-benchmark --csv`: a header line naming the columns, then
@@ -285,6 +343,10 @@ pub(crate) fn median(mut rows: Vec<Row>) -> Row {
     }
 }
 
+/// Redis with the durability ringkv's periodic sync gives: every write
+/// handed to the OS before its reply, the file synced every second.
+const REDIS_AOF: [&str; 4] = ["--appendonly", "yes", "--appendfsync", "everysec"];
+
 fn redis(args: RedisBenchArgs) -> anyhow::Result<()> {
     which("redis-server")?;
     which("redis-benchmark")?;
@@ -292,16 +354,24 @@ fn redis(args: RedisBenchArgs) -> anyhow::Result<()> {
         bail!("--runs must be at least 1");
     }
     let tmp = std::env::temp_dir().join(format!("ringkv-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp)?;
+    std::fs::create_dir_all(tmp.join("aof"))?;
     let redis_port = free_port()?;
+    let aof_port = free_port()?;
     let ringkv_port = free_port()?;
-    let _redis = start_redis(&tmp, redis_port)?;
-    let _ringkv = start_ringkv(
+    let redis = start_redis(&tmp, redis_port)?;
+    let aof_args: Vec<String> = REDIS_AOF.iter().map(|s| s.to_string()).collect();
+    let aof = start_redis_with(&tmp.join("aof"), aof_port, &aof_args)?;
+    let ringkv = start_ringkv(
         &tmp.join("ringkv"),
         ringkv_port,
         &args.sync,
         args.node_threads,
     )?;
+    let servers = [
+        (redis_port, redis.0.id()),
+        (aof_port, aof.0.id()),
+        (ringkv_port, ringkv.0.id()),
+    ];
 
     let rows = [
         ("SET", "set", 1),
@@ -310,7 +380,8 @@ fn redis(args: RedisBenchArgs) -> anyhow::Result<()> {
         ("GET", "get", args.pipeline),
     ];
     println!(
-        "redis-benchmark -n {} -r {} -d {} -c {} ; median of {} runs ; ringkv sync={} request threads={}",
+        "redis-benchmark -n {} -r {} -d {} -c {} ; median of {} runs, the servers alternated ; \
+         ringkv sync={} request threads={} ; redis+aof = appendonly yes, appendfsync everysec",
         args.requests,
         args.keyspace,
         args.data_size,
@@ -323,43 +394,65 @@ fn redis(args: RedisBenchArgs) -> anyhow::Result<()> {
         }
     );
     println!(
-        "{:<10} {:>4} | {:>12} {:>8} {:>8} | {:>12} {:>8} {:>8} | {:>7} {:>7}",
+        "{:<4} {:>3} | {:>9} {:>7} {:>6} | {:>9} {:>7} {:>6} | {:>9} {:>7} {:>6} | {:>7} {:>7} {:>7} {:>7}",
         "test",
         "P",
-        "redis ops/s",
-        "p50 ms",
+        "redis/s",
         "p99 ms",
-        "ringkv ops/s",
-        "p50 ms",
+        "cpu us",
+        "+aof/s",
         "p99 ms",
-        "ops x",
-        "p99 x"
+        "cpu us",
+        "ringkv/s",
+        "p99 ms",
+        "cpu us",
+        "x redis",
+        "x +aof",
+        "p99 x",
+        "cpu x"
     );
     for (name, test, pipeline) in rows {
-        let mut redis_rows = Vec::new();
-        let mut ringkv_rows = Vec::new();
+        // Runs alternate between the servers, so load on the machine that
+        // comes and goes spreads over all three.
+        let mut runs: [Vec<(Row, f64)>; 3] = Default::default();
         for _ in 0..args.runs {
-            redis_rows.push(run_benchmark(redis_port, test, &args, pipeline)?);
-            ringkv_rows.push(run_benchmark(ringkv_port, test, &args, pipeline)?);
+            for (i, &(port, pid)) in servers.iter().enumerate() {
+                let before = cpu_of(&[pid]);
+                let row = run_benchmark(port, test, &args, pipeline)?;
+                let cpu_us = (cpu_of(&[pid]) - before) * 1e6 / args.requests as f64;
+                runs[i].push((row, cpu_us));
+            }
         }
-        let r = median(redis_rows);
-        let k = median(ringkv_rows);
+        let [r, a, k] = runs.map(|v| {
+            let mut cpu: Vec<f64> = v.iter().map(|(_, c)| *c).collect();
+            cpu.sort_by(f64::total_cmp);
+            (
+                median(v.into_iter().map(|(row, _)| row).collect()),
+                cpu[cpu.len() / 2],
+            )
+        });
         println!(
-            "{:<10} {:>4} | {:>12.0} {:>8.3} {:>8.3} | {:>12.0} {:>8.3} {:>8.3} | {:>7.2} {:>7.2}",
+            "{:<4} {:>3} | {:>9.0} {:>7.3} {:>6.2} | {:>9.0} {:>7.3} {:>6.2} | {:>9.0} {:>7.3} {:>6.2} | {:>7.2} {:>7.2} {:>7.2} {:>7.2}",
             name,
             pipeline,
-            r.rps,
-            r.p50_ms,
-            r.p99_ms,
-            k.rps,
-            k.p50_ms,
-            k.p99_ms,
-            k.rps / r.rps,
-            k.p99_ms / r.p99_ms.max(f64::EPSILON)
+            r.0.rps,
+            r.0.p99_ms,
+            r.1,
+            a.0.rps,
+            a.0.p99_ms,
+            a.1,
+            k.0.rps,
+            k.0.p99_ms,
+            k.1,
+            k.0.rps / r.0.rps,
+            k.0.rps / a.0.rps,
+            k.0.p99_ms / r.0.p99_ms.max(f64::EPSILON),
+            k.1 / r.1.max(f64::EPSILON),
         );
     }
-    drop(_ringkv);
-    drop(_redis);
+    drop(ringkv);
+    drop(aof);
+    drop(redis);
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
 }
