@@ -65,6 +65,7 @@ pub mod movement;
 pub mod net;
 pub mod node;
 pub mod node_files;
+pub mod record_cache;
 pub mod repair;
 pub mod replica;
 pub mod ring;

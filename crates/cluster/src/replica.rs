@@ -31,6 +31,7 @@ use ringkv_env::SharedClock;
 
 use crate::api::{Condition, Expiry, KeyCount, KvError, Sibling, WriteOptions, WriteOutcome};
 use crate::causality::{Hlc, HlcState, SiblingSet, StoredSibling};
+use crate::record_cache::{Cached, RecordCache, RecordCacheStats};
 use crate::store::{LocalStore, StoreError};
 
 /// Number of stripes in the per-key lock table.
@@ -77,6 +78,13 @@ pub struct LocalReplica<S> {
     /// never truncated): siblings written at or before it are dropped from
     /// everything read or merged (see [`crate::truncate`]).
     truncated_at: AtomicU64,
+    /// The newest record of each key, in memory (see
+    /// [`crate::record_cache`]): every change of the store below goes
+    /// through this replica, which keeps it.
+    cache: RecordCache,
+    /// A weakness planted on purpose (the simulation shows the checkers
+    /// catch it): merges from peers leave the cache as it was.
+    stale_cache_plant: bool,
 }
 
 pub(crate) fn store_error(e: StoreError) -> KvError {
@@ -116,7 +124,105 @@ impl<S: LocalStore> LocalReplica<S> {
             dot_floor: AtomicU64::new(0),
             pruner: parking_lot::RwLock::new(None),
             truncated_at: AtomicU64::new(0),
+            cache: RecordCache::new(0),
+            stale_cache_plant: false,
         }
+    }
+
+    /// Keeps the newest records in a cache of at most `bytes_max` bytes
+    /// (0: none); fill it with [`LocalReplica::warm_cache`] before use.
+    pub fn with_record_cache(mut self, bytes_max: usize) -> Self {
+        self.cache = RecordCache::new(bytes_max);
+        self
+    }
+
+    /// Plants a stale cache: merges from peers do not update it (for the
+    /// simulation's proof that its checkers catch a stale index).
+    pub fn with_stale_cache_plant(mut self) -> Self {
+        self.stale_cache_plant = true;
+        self
+    }
+
+    /// Fills the record cache from the store (before the node serves);
+    /// logs how long it took. True when every record fit.
+    pub fn warm_cache(&self) -> Result<bool, KvError> {
+        let started = std::time::Instant::now();
+        let mut failed = None;
+        let complete = self.cache.warm(|visit| {
+            match self.store.for_each(&mut |key, record| visit(key, record)) {
+                Ok(()) => true,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            }
+        });
+        if let Some(e) = failed {
+            return Err(store_error(e));
+        }
+        let s = self.cache.stats();
+        if s.bytes_max > 0 {
+            tracing::info!(
+                entries = s.entries,
+                bytes = s.bytes,
+                complete,
+                ms = started.elapsed().as_millis() as u64,
+                "record cache filled from the store"
+            );
+        }
+        Ok(complete)
+    }
+
+    /// Figures of the record cache.
+    pub fn cache_stats(&self) -> RecordCacheStats {
+        self.cache.stats()
+    }
+
+    /// The stored record of `key`: from the cache, or from the store
+    /// (filling the cache).
+    fn get_record(&self, key: &[u8]) -> Result<Option<Bytes>, KvError> {
+        match self.cache.get(key) {
+            Cached::Record(bytes) => Ok(Some(bytes)),
+            Cached::Absent => Ok(None),
+            Cached::Unknown { shard_writes } => {
+                let stored = self.store.get(key).map_err(store_error)?;
+                self.cache.fill(key, stored.as_ref(), shard_writes);
+                Ok(stored)
+            }
+        }
+    }
+
+    /// Drops the record of `key` from this replica only: the store and
+    /// the cache (a range that moved away, see [`crate::movement`]).
+    pub fn remove_record(&self, key: &[u8]) -> Result<(), KvError> {
+        let result = self.store.remove(key).map_err(store_error);
+        self.cache.remove(key);
+        result
+    }
+
+    /// Stores `record` under `key`, and keeps it in the cache (unless
+    /// `cache` is false: the planted weakness). A failed store write
+    /// leaves the key out of the cache: what the store holds is unknown.
+    fn put_record(
+        &self,
+        key: &[u8],
+        record: Vec<u8>,
+        log: LogWrite,
+        cache: bool,
+    ) -> Result<(), KvError> {
+        let stored = match log {
+            LogWrite::Now => self.store.put(key, &record),
+            LogWrite::Buffered => self.store.put_buffered(key, &record),
+        };
+        match stored {
+            Ok(()) if cache => self.cache.put(key, Bytes::from(record)),
+            Ok(()) => {}
+            Err(e) => {
+                self.cache.remove(key);
+                return Err(store_error(e));
+            }
+        }
+        Ok(())
     }
 
     /// The truncation point this replica applies (0: none).
@@ -178,10 +284,10 @@ impl<S: LocalStore> LocalReplica<S> {
                 let _guard = self.lock(&key);
                 let set = self.read(&key)?;
                 if set.siblings.is_empty() {
-                    self.store.remove(&key).map_err(store_error)?;
+                    self.remove_record(&key)?;
                     removed += 1;
                 } else {
-                    self.store.put(&key, &set.encode()).map_err(store_error)?;
+                    self.put_record(&key, set.encode(), LogWrite::Now, true)?;
                 }
             }
         }
@@ -215,7 +321,7 @@ impl<S: LocalStore> LocalReplica<S> {
     /// The stored record of `key` (empty when absent), without what the
     /// truncation point hides.
     pub fn read(&self, key: &[u8]) -> Result<SiblingSet, KvError> {
-        match self.store.get(key).map_err(store_error)? {
+        match self.get_record(key)? {
             None => Ok(SiblingSet::default()),
             Some(bytes) => {
                 let mut set = SiblingSet::decode(&bytes).map_err(|e| {
@@ -230,7 +336,7 @@ impl<S: LocalStore> LocalReplica<S> {
     /// The stored record's bytes, for sending to a peer (without what the
     /// truncation point hides; `None` when it hides all of it).
     pub fn read_raw(&self, key: &[u8]) -> Result<Option<Bytes>, KvError> {
-        let raw = self.store.get(key).map_err(store_error)?;
+        let raw = self.get_record(key)?;
         Ok(raw.and_then(|bytes| self.visible_record(bytes)))
     }
 
@@ -273,12 +379,7 @@ impl<S: LocalStore> LocalReplica<S> {
         log: LogWrite,
     ) -> Result<(), KvError> {
         self.bound(set);
-        let record = set.encode();
-        match log {
-            LogWrite::Now => self.store.put(key, &record),
-            LogWrite::Buffered => self.store.put_buffered(key, &record),
-        }
-        .map_err(store_error)
+        self.put_record(key, set.encode(), log, true)
     }
 
     /// Installs the version-vector pruning merges apply (see
@@ -399,15 +500,16 @@ impl<S: LocalStore> LocalReplica<S> {
         if set.siblings.is_empty() && at > 0 {
             // Only a vector of truncated events: no record is kept (a
             // truncated read or merge leaves nothing for it to supersede).
-            if self.store.get(key).map_err(store_error)?.is_some() {
-                self.store.remove(key).map_err(store_error)?;
+            if self.get_record(key)?.is_some() {
+                self.remove_record(key)?;
             }
             return Ok(false);
         }
         if set == before {
             return Ok(false);
         }
-        self.bound_and_store(key, &mut set, log)?;
+        self.bound(&mut set);
+        self.put_record(key, set.encode(), log, !self.stale_cache_plant)?;
         Ok(true)
     }
 

@@ -136,3 +136,34 @@ fn the_checkers_catch_stale_reads_under_a_weak_quorum() {
         assert!(!r.passed(), "{}", r.summary());
     }
 }
+
+/// A record cache that merges from peers leave stale (the planted
+/// weakness): a coordinator's read before its write misses siblings a peer
+/// sent, its new version drops them (and reads answered from the stale
+/// cache go back in time): the checkers see lost writes or stale reads.
+#[test]
+fn the_checkers_catch_a_stale_record_cache() {
+    let config = SimConfig {
+        plant: Some(Plant::StaleRecordCache),
+        ..SimConfig::default()
+    };
+    let reports = sim::sweep(1, 6, 2, &config, &|_| {});
+    let caught = reports.iter().filter(|r| !r.passed()).count();
+    assert!(
+        caught >= 3,
+        "a stale record cache went unseen in {} of 6 runs: {}",
+        6 - caught,
+        reports
+            .iter()
+            .map(SimReport::summary)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    for r in reports.iter().filter(|r| !r.passed()) {
+        assert!(
+            r.set.lost + r.register.lost + r.register.stale > 0,
+            "{}",
+            r.summary()
+        );
+    }
+}

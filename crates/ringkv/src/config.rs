@@ -222,6 +222,9 @@ pub struct StorageSection {
     pub sync_interval_ms: u64,
     pub memtable_bytes_max: usize,
     pub block_cache_bytes: usize,
+    /// Memory for the newest record of each key (the read before every
+    /// write and hot reads skip the tables); 0 turns it off.
+    pub record_cache_bytes: usize,
     pub compression: Compression,
     pub bloom_bits_per_key: usize,
 }
@@ -238,6 +241,7 @@ impl Default for StorageSection {
             sync_interval_ms,
             memtable_bytes_max: o.memtable_bytes_max,
             block_cache_bytes: o.block_cache_bytes as usize,
+            record_cache_bytes: ringkv_cluster::node::RECORD_CACHE_BYTES_DEFAULT,
             compression: match o.compression {
                 ringkv_storage::Compression::None => Compression::None,
                 ringkv_storage::Compression::Lz4 => Compression::Lz4,

@@ -120,6 +120,8 @@ fn node_config(config: &Config) -> NodeConfig {
             cleanup_delay_ms: config.movement.cleanup_delay_ms,
         },
         backup_dir: config.backup.dir.clone(),
+        record_cache_bytes: config.storage.record_cache_bytes,
+        plant_stale_record_cache: false,
         slowlog: ringkv_cluster::slowlog::SlowLogConfig {
             slower_than_us: config.diagnostics.slowlog_slower_than_us,
             max_len: config.diagnostics.slowlog_max_len,

@@ -65,10 +65,7 @@ impl<S: LocalStore> Movements<S> {
                         })
                         .map_err(crate::replica::store_error)?;
                     for key in &keys {
-                        replica
-                            .store()
-                            .remove(key)
-                            .map_err(crate::replica::store_error)?;
+                        replica.remove_record(key)?;
                     }
                     dropped += keys.len() as u64;
                     if keys.len() < CLEANUP_BATCH_KEYS {

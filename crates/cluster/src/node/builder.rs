@@ -271,12 +271,18 @@ impl<S: LocalStore> NodeBuilder<S> {
         if let Some(auth) = self.auth {
             membership.set_auth(auth);
         }
-        let replica = Arc::new(LocalReplica::new(
-            id,
-            self.store,
-            clock.clone(),
-            config.siblings_max,
-        ));
+        let mut replica = LocalReplica::new(id, self.store, clock.clone(), config.siblings_max)
+            .with_record_cache(config.record_cache_bytes);
+        if config.plant_stale_record_cache {
+            replica = replica.with_stale_cache_plant();
+        }
+        // Before anything else can write: the cache starts equal to the
+        // store (a failed fill leaves it partial and incomplete: reads
+        // that miss ask the store).
+        if let Err(e) = replica.warm_cache() {
+            tracing::warn!(error = %e, "record cache not filled from the store");
+        }
+        let replica = Arc::new(replica);
         replica.set_epoch(epoch);
         let rpc = Rpc::new(
             Arc::clone(&self.transport),

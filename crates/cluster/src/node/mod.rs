@@ -40,10 +40,14 @@ use crate::net::Handler;
 use crate::repair::anti_entropy::{AntiEntropy, AntiEntropyConfig};
 use crate::repair::hints::{HintConfig, Hints};
 use crate::replica::{Change, LocalReplica, store_error};
-use crate::store::LocalStore;
+use crate::store::{LocalStore, StoreFigure};
 
 pub use builder::{BuildError, NodeBuilder, NodePlace};
 pub use storage::{NodeStorage, StorageCloser, StorageError};
+
+/// The record cache's default size: 512 MiB, about two million records
+/// of 100-byte values.
+pub const RECORD_CACHE_BYTES_DEFAULT: usize = 512 * 1024 * 1024;
 
 /// Settings of a node.
 #[derive(Debug, Clone)]
@@ -78,6 +82,12 @@ pub struct NodeConfig {
     /// Where snapshots are copied when a copy is asked for (another disk
     /// or mount); `None`: copies are refused.
     pub backup_dir: Option<std::path::PathBuf>,
+    /// Memory for the newest records of this node's keys (see
+    /// [`crate::record_cache`]); 0: none, every read searches the store.
+    pub record_cache_bytes: usize,
+    /// A weakness planted on purpose, for the simulation only: merges from
+    /// peers leave the record cache stale.
+    pub plant_stale_record_cache: bool,
 }
 
 impl Default for NodeConfig {
@@ -100,6 +110,8 @@ impl Default for NodeConfig {
             movement: MoveConfig::default(),
             slowlog: crate::slowlog::SlowLogConfig::default(),
             backup_dir: None,
+            record_cache_bytes: RECORD_CACHE_BYTES_DEFAULT,
+            plant_stale_record_cache: false,
         }
     }
 }
@@ -383,7 +395,11 @@ impl<S: LocalStore> Kv for Node<S> {
                 .census
                 .last()
                 .map(|c| census::cluster_keys(&inner.membership, c.live, &inner.census)),
-            storage: self.store().stats(),
+            storage: {
+                let mut figures = self.store().stats();
+                figures.extend(record_cache_figures(&inner.replica.cache_stats()));
+                figures
+            },
         }
     }
 
@@ -474,4 +490,46 @@ impl<S: LocalStore> Kv for Node<S> {
     async fn explain(&self, key: Bytes) -> Result<Explain, KvError> {
         self.inner.coord.explain(key).await
     }
+}
+
+/// The record cache's figures, beside the store's (`INFO`, `/v1/status`,
+/// `ringkv_storage_record_cache_*`).
+fn record_cache_figures(s: &crate::record_cache::RecordCacheStats) -> Vec<StoreFigure> {
+    vec![
+        StoreFigure::gauge(
+            "record_cache_entries",
+            s.entries as f64,
+            "Records held in the record cache",
+        ),
+        StoreFigure::gauge(
+            "record_cache_bytes",
+            s.bytes as f64,
+            "Bytes the record cache holds (records, keys and bookkeeping)",
+        ),
+        StoreFigure::gauge(
+            "record_cache_capacity_bytes",
+            s.bytes_max as f64,
+            "The record cache's capacity in bytes ([storage] record_cache_bytes)",
+        ),
+        StoreFigure::counter(
+            "record_cache_hits",
+            s.hits,
+            "Record reads answered by the record cache (a complete cache answers misses too)",
+        ),
+        StoreFigure::counter(
+            "record_cache_misses",
+            s.misses,
+            "Record reads the record cache passed to the store",
+        ),
+        StoreFigure::counter(
+            "record_cache_evictions",
+            s.evictions,
+            "Records evicted from the record cache to stay within its capacity",
+        ),
+        StoreFigure::gauge(
+            "record_cache_complete",
+            f64::from(u8::from(s.complete)),
+            "1 while the record cache holds every record of this node (a miss means absent)",
+        ),
+    ]
 }

@@ -82,6 +82,9 @@ pub enum Plant {
     /// Reads and writes at ONE with strict quorum checked: R + W <= N, so
     /// reads go stale.
     WeakQuorum,
+    /// Merges from peers leave each node's record cache stale: a write
+    /// read-modify-writes an old record and drops siblings it never saw.
+    StaleRecordCache,
 }
 
 /// What one run simulates.
@@ -342,6 +345,7 @@ impl Sim {
                 ..MoveConfig::default()
             },
             hints: HintConfig::default(),
+            plant_stale_record_cache: config.plant == Some(Plant::StaleRecordCache),
             ..NodeConfig::default()
         };
         let machine_config = MachineConfig {
