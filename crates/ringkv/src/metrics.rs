@@ -383,7 +383,11 @@ mod tests {
             .expect("open a store");
         let store = EngineStore::new(engine, ringkv_env::SystemClock::shared(), 1000, false);
         let mut text = String::new();
-        storage_text(&ringkv_cluster::store::LocalStore::stats(&store), &mut text);
+        let mut figures = ringkv_cluster::store::LocalStore::stats(&store);
+        figures.extend(ringkv_cluster::node::record_cache_figures(
+            &ringkv_cluster::record_cache::RecordCacheStats::default(),
+        ));
+        storage_text(&figures, &mut text);
         process_text(&mut text);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);

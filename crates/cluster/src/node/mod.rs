@@ -494,7 +494,7 @@ impl<S: LocalStore> Kv for Node<S> {
 
 /// The record cache's figures, beside the store's (`INFO`, `/v1/status`,
 /// `ringkv_storage_record_cache_*`).
-fn record_cache_figures(s: &crate::record_cache::RecordCacheStats) -> Vec<StoreFigure> {
+pub fn record_cache_figures(s: &crate::record_cache::RecordCacheStats) -> Vec<StoreFigure> {
     vec![
         StoreFigure::gauge(
             "record_cache_entries",
