@@ -299,7 +299,15 @@ impl Command {
                 }
                 Some(SnapshotAction::Restore(r)) => r.json,
             },
-            _ => false,
+            // No --json: their errors are text.
+            Command::Server(_)
+            | Command::LocalCluster(_)
+            | Command::Autoscale(_)
+            | Command::Cert(_)
+            | Command::User(_)
+            | Command::Completions { .. }
+            | Command::Bench(_)
+            | Command::Prove(_) => false,
         }
     }
 }
@@ -310,7 +318,7 @@ impl Command {
 /// 1 either way).
 pub fn report_error(json: bool, e: &anyhow::Error) {
     if json {
-        println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+        say!("{}", serde_json::json!({ "error": format!("{e:#}") }));
     } else {
         eprintln!("ringkv: {e:#}");
     }

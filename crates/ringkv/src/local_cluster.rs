@@ -18,16 +18,6 @@ use anyhow::{Context, bail};
 
 use crate::cli::LocalClusterArgs;
 
-/// `println!` that ignores a closed standard output: whoever reads the
-/// cluster's lines may go away, and the supervisor must still stop its
-/// nodes.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
-}
-
 /// Most nodes one local cluster may start.
 const LOCAL_NODES_MAX: usize = 64;
 /// The local cluster's CA, under its folder.

@@ -3,6 +3,15 @@
 //! It owns no logic of its own beyond configuration, process lifecycle and
 //! printing: storage, the coordinator and the front ends live in their crates.
 
+/// `println!` that ignores a closed standard output (`ringkv ... | head`,
+/// a supervisor's reader gone): what was being done still ends properly.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 mod autoscale;
 mod bench;
 mod cert;

@@ -359,8 +359,9 @@ mod tests {
         );
     }
 
-    /// docs/METRICS.md lists exactly the families a node can export: the
-    /// sources' families, the store's figures and the process's. A family
+    /// docs/METRICS.md lists exactly the families ringkv exports: the
+    /// sources' families (the autoscaler's among them), the store's and
+    /// the record cache's figures, and the process's. A family
     /// added, renamed or dropped without the document fails here (a rename
     /// also belongs in its "Renamed" table).
     #[test]
@@ -378,8 +379,8 @@ mod tests {
 
         let mut exported: BTreeSet<String> =
             source_families().into_iter().map(|(_, n)| n).collect();
-        let dir = std::env::temp_dir().join(format!("ringkv-metrics-doc-{}", std::process::id()));
-        let engine = ringkv_storage::Engine::open(&dir, ringkv_storage::Options::default())
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = ringkv_storage::Engine::open(dir.path(), ringkv_storage::Options::default())
             .expect("open a store");
         let store = EngineStore::new(engine, ringkv_env::SystemClock::shared(), 1000, false);
         let mut text = String::new();
@@ -390,7 +391,6 @@ mod tests {
         storage_text(&figures, &mut text);
         process_text(&mut text);
         drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
         exported.extend(
             text.lines()
                 .filter_map(|l| l.strip_prefix("# TYPE "))

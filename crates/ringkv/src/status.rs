@@ -4,14 +4,6 @@ use anyhow::bail;
 
 use crate::http_client::{get_json, request};
 
-/// Prints a line to stdout, ignoring a closed pipe (`ringkv status | head`).
-macro_rules! say {
-    ($($t:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($t)*);
-    }};
-}
-
 /// A request without a body to the node at `addr` (host:port): the status
 /// and the answer as text.
 fn ask(addr: &str, method: &str, path: &str) -> anyhow::Result<(u16, String)> {

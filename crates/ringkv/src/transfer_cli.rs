@@ -105,7 +105,7 @@ impl Progress {
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
         let rate = bytes as f64 / secs / 1e6;
         if self.json {
-            println!(
+            say!(
                 "{}",
                 serde_json::json!({"op": what, "keys": keys, "total": total, "bytes": bytes,
                     "mb_per_sec": rate, "seconds": secs, "done": last})

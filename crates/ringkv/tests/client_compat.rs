@@ -91,16 +91,37 @@ fn redis_cli_drives_the_node() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("redis-cli --stat");
-    std::thread::sleep(std::time::Duration::from_millis(800));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = stat.stdout.take().expect("--stat stdout");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut text = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let row = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no --stat row: {text}"
+        );
+        if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(100)) {
+            text.push_str(&line);
+            text.push('\n');
+            if line.starts_with(|c: char| c.is_ascii_digit()) {
+                break line;
+            }
+        }
+    };
     let _ = stat.kill();
-    let out = stat.wait_with_output().expect("--stat output");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let row: Vec<&str> = text
-        .lines()
-        .find(|l| l.starts_with(|c: char| c.is_ascii_digit()))
-        .unwrap_or_else(|| panic!("no --stat row: {text}"))
-        .split_whitespace()
-        .collect();
+    let _ = stat.wait();
+    let row: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(row.first(), Some(&"2"), "keys: {text}");
     let mem = row.get(1).copied().unwrap_or_default();
     assert!(

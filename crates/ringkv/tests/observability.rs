@@ -294,15 +294,15 @@ fn an_operator_sees_what_happened() {
     );
 }
 
-/// Ports `base + 10*i + {0,1,2}` for `nodes` nodes, all free now.
+/// Ports `base + 10*i + {0,1,2}` for `nodes` nodes, all free now, below
+/// the ephemeral range (so no outgoing connection takes one meanwhile).
 fn free_port_block(nodes: u16) -> u16 {
-    for _ in 0..50 {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let base = probe.local_addr().expect("addr").port();
-        drop(probe);
-        if base > 65_000 - 10 * nodes {
-            continue;
-        }
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        ^ std::process::id();
+    for attempt in 0..200u32 {
+        let base = 20_000 + ((seed.wrapping_add(attempt.wrapping_mul(7_919))) % 1_200) as u16 * 10;
         let all_free = (0..nodes)
             .flat_map(|i| (0..3).map(move |o| base + 10 * i + o))
             .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
@@ -353,8 +353,12 @@ impl Lines {
                 "no {what} in:\n{}",
                 self.seen.join("\n")
             );
-            if let Ok(line) = self.rx.recv_timeout(std::time::Duration::from_millis(200)) {
-                self.seen.push(line);
+            match self.rx.recv_timeout(std::time::Duration::from_millis(200)) {
+                Ok(line) => self.seen.push(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("output ended without {what}:\n{}", self.seen.join("\n"))
+                }
             }
         }
     }
@@ -366,6 +370,10 @@ struct Interrupt(std::process::Child);
 
 impl Drop for Interrupt {
     fn drop(&mut self) {
+        // Only a child still running: a reaped one's pid may be another's.
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return;
+        }
         let _ = Command::new("kill")
             .args(["-INT", &self.0.id().to_string()])
             .status();
@@ -402,22 +410,29 @@ fn local_cluster_prefixes_each_nodes_lines_and_restarts_a_node() {
         l.starts_with("node1: ") && l.contains("node joined the view")
     });
 
-    // Node 2 has joined in node 1's view (and node 1 has seen it up).
-    lines.wait(0, "node 2 normal in node 1's view", |l| {
+    // Node 2 has joined, in node 1's view and its own.
+    let normal = lines.wait(0, "node 2 normal in node 1's view", |l| {
         l.starts_with("node1: ") && l.contains("to=Normal")
+    });
+    lines.wait(0, "node 2's join finished", |l| {
+        l.starts_with("node2: ") && l.contains("movement finished")
     });
     let stdin = child.0.stdin.as_mut().expect("stdin");
     writeln!(stdin, "restart 2").expect("type restart");
     let stopped = lines.wait(banner, "node 2 stopped", |l| l == "node2 stopped");
     lines.wait(stopped, "node 2 started", |l| l == "node2 started");
-    lines.wait(banner, "node 1 seeing node 2 down", |l| {
+    lines.wait(normal, "node 1 seeing node 2 down", |l| {
         l.starts_with("node1: ") && l.contains("peer down")
     });
     lines.wait(stopped, "node 1 seeing node 2 up again", |l| {
         l.starts_with("node1: ") && l.contains("peer up")
     });
+    // And node 2, restarted, sees node 1 up (until then its writes find
+    // one replica alive).
+    lines.wait(stopped, "node 2 seeing node 1 up", |l| {
+        l.starts_with("node2: ") && l.contains("peer up")
+    });
     let all = lines.seen.join("\n");
-    assert!(all.lines().any(|l| l.starts_with("node2: ")), "{all}");
     assert!(
         !all.contains('\u{1b}'),
         "colour codes through a pipe:\n{all}"

@@ -30,17 +30,21 @@ impl<S: LocalStore> Coordinator<S> {
         mut set: SiblingSet,
         opts: WriteOptions,
     ) -> Result<(), KvError> {
-        self.check_key(&key)?;
-        set.restamp_truncated(self.replica.truncated_at());
         let max = self.config.value_bytes_max;
-        if let Some(len) = set
-            .siblings
-            .iter()
-            .filter_map(|s| s.value.as_ref().map(Bytes::len))
-            .find(|&len| len > max)
-        {
-            return Err(KvError::ValueTooLarge { len, max });
-        }
+        let refused = self.check_key(&key).and_then(|()| {
+            match set
+                .siblings
+                .iter()
+                .filter_map(|s| s.value.as_ref().map(Bytes::len))
+                .find(|&len| len > max)
+            {
+                Some(len) => Err(KvError::ValueTooLarge { len, max }),
+                None => Ok(()),
+            }
+        });
+        super::log_size_refusal(&refused);
+        refused?;
+        set.restamp_truncated(self.replica.truncated_at());
         let level = opts.consistency.unwrap_or(self.config.default_write);
         let strict = self.config.strict_quorum;
         let plan = self.planner.write(&key, level, !strict)?;

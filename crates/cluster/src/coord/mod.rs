@@ -198,13 +198,7 @@ impl<S: LocalStore> Coordinator<S> {
             }
             _ => Ok(()),
         });
-        if let Err(e @ (KvError::KeyTooLarge { .. } | KvError::ValueTooLarge { .. })) = &refused {
-            static GATE: ringkv_env::log_every::LogEvery =
-                ringkv_env::log_every::LogEvery::new(10_000);
-            if let Some(held) = GATE.admit() {
-                tracing::warn!(error = %e, held_back = held, "write refused: over a size limit");
-            }
-        }
+        log_size_refusal(&refused);
         refused
     }
 
@@ -310,5 +304,17 @@ impl<S: LocalStore> Coordinator<S> {
     /// Fan-outs of this coordinator still finishing in the background.
     pub fn background_fanouts(&self) -> usize {
         self.background.running()
+    }
+}
+
+/// Logs a write refused for a key or value over its limit: at most one
+/// line every 10 s (client writes and imports together), with how many
+/// were held back.
+fn log_size_refusal(result: &Result<(), KvError>) {
+    if let Err(e @ (KvError::KeyTooLarge { .. } | KvError::ValueTooLarge { .. })) = result {
+        static GATE: ringkv_env::log_every::LogEvery = ringkv_env::log_every::LogEvery::new(10_000);
+        if let Some(held) = GATE.admit() {
+            tracing::warn!(error = %e, held_back = held, "write refused: over a size limit");
+        }
     }
 }

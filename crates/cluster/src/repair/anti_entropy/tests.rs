@@ -508,9 +508,8 @@ async fn digest_pages_follow_each_other() {
 }
 
 /// A replica that cannot be reached fails its ranges' syncs: each is
-/// counted (status and `ringkv_ae_sync_failures_total`, with a warning
-/// line), left out of the ranges in sync, and tried again by the next
-/// pass, which succeeds once the replica is back.
+/// counted in the status, left out of the ranges in sync, and tried again
+/// by the next pass, which succeeds once the replica is back.
 #[tokio::test]
 async fn syncs_with_an_unreachable_replica_fail_counted_and_are_retried() {
     let mut c = cluster(2, 2);
