@@ -192,9 +192,16 @@ impl<S: LocalStore> LocalReplica<S> {
         }
     }
 
-    /// Drops the record of `key` from this replica only: the store and
-    /// the cache (a range that moved away, see [`crate::movement`]).
+    /// Drops the record of `key` from this replica only, under the key's
+    /// lock: the store and the cache (a range that moved away, see
+    /// [`crate::movement`]).
     pub fn remove_record(&self, key: &[u8]) -> Result<(), KvError> {
+        let _guard = self.lock(key);
+        self.remove_locked(key)
+    }
+
+    /// [`LocalReplica::remove_record`] for a caller holding the key's lock.
+    fn remove_locked(&self, key: &[u8]) -> Result<(), KvError> {
         let result = self.store.remove(key).map_err(store_error);
         self.cache.remove(key);
         result
@@ -284,7 +291,7 @@ impl<S: LocalStore> LocalReplica<S> {
                 let _guard = self.lock(&key);
                 let set = self.read(&key)?;
                 if set.siblings.is_empty() {
-                    self.remove_record(&key)?;
+                    self.remove_locked(&key)?;
                     removed += 1;
                 } else {
                     self.put_record(&key, set.encode(), LogWrite::Now, true)?;
@@ -501,7 +508,7 @@ impl<S: LocalStore> LocalReplica<S> {
             // Only a vector of truncated events: no record is kept (a
             // truncated read or merge leaves nothing for it to supersede).
             if self.get_record(key)?.is_some() {
-                self.remove_record(key)?;
+                self.remove_locked(key)?;
             }
             return Ok(false);
         }
@@ -680,6 +687,111 @@ mod tests {
     fn replica() -> LocalReplica<crate::store::MemStore> {
         let clock: SharedClock = std::sync::Arc::new(ringkv_env::ManualClock::new(10_000));
         LocalReplica::new(1, crate::store::MemStore::default(), clock, 64)
+    }
+
+    /// [`replica`] with a record cache filled from its (empty) store.
+    fn cached_replica(plant: bool) -> LocalReplica<crate::store::MemStore> {
+        let mut r = replica().with_record_cache(1 << 20);
+        if plant {
+            r = r.with_stale_cache_plant();
+        }
+        assert!(r.warm_cache().expect("warm"), "an empty store fits");
+        r
+    }
+
+    fn put(r: &LocalReplica<crate::store::MemStore>, key: &[u8], v: &'static [u8]) {
+        r.update_buffered(
+            key,
+            Change::Put(Bytes::from_static(v)),
+            &WriteOptions::default(),
+        )
+        .expect("write");
+    }
+
+    /// A client write reads, through the cache, the sibling a peer merged
+    /// in, and supersedes it; with the planted stale cache it does not (the
+    /// peer's version survives as a concurrent sibling: the history the
+    /// simulation's checkers catch).
+    #[test]
+    fn a_write_supersedes_what_a_peer_merged_through_the_cache() {
+        for plant in [false, true] {
+            let r = cached_replica(plant);
+            put(&r, b"k", b"mine");
+            let mut theirs = r.read(b"k").expect("read");
+            let ctx = theirs.vv.clone();
+            theirs.update(
+                &ctx,
+                2,
+                11_000 << 16,
+                Some(Bytes::from_static(b"theirs")),
+                None,
+            );
+            assert!(r.merge(b"k", &theirs).expect("merge"));
+            put(&r, b"k", b"after");
+            let stored = SiblingSet::decode(&r.store().get(b"k").expect("get").expect("stored"))
+                .expect("decode");
+            assert_eq!(stored.siblings.len(), 1);
+            // The peer sends its version again (anti-entropy).
+            r.merge(b"k", &theirs).expect("merge again");
+            let now = SiblingSet::decode(&r.store().get(b"k").expect("get").expect("stored"))
+                .expect("decode");
+            if plant {
+                assert_eq!(
+                    now.siblings.len(),
+                    2,
+                    "the stale cache lost a version: {now:?}"
+                );
+            } else {
+                assert_eq!(stored.vv.get(2), theirs.vv.get(2), "covers the peer's dot");
+                assert_eq!(now.siblings.len(), 1, "superseded: {now:?}");
+            }
+        }
+    }
+
+    /// After any mix of writes, merges, removals and a truncation purge,
+    /// the cache and the store hold the same record for every key.
+    #[test]
+    fn the_cache_and_the_store_agree_after_every_kind_of_change() {
+        let r = cached_replica(false);
+        let mut draw: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move |n: u64| {
+            draw ^= draw << 13;
+            draw ^= draw >> 7;
+            draw ^= draw << 17;
+            draw % n
+        };
+        let keys: Vec<Vec<u8>> = (0..40).map(|i| format!("key{i}").into_bytes()).collect();
+        for step in 0..3_000u64 {
+            let key = &keys[next(keys.len() as u64) as usize];
+            match next(5) {
+                0 | 1 => put(&r, key, b"v"),
+                2 => {
+                    let mut set = SiblingSet::default();
+                    add(&mut set, 2 + next(3), 1_000 + step, b"peer");
+                    r.merge(key, &set).expect("merge");
+                }
+                3 => {
+                    r.update_buffered(key, Change::Delete, &WriteOptions::default())
+                        .expect("delete");
+                }
+                _ => r.remove_record(key).expect("remove"),
+            }
+            if step == 2_000 {
+                r.set_truncated_at(1_500 << 16);
+                r.purge_truncated().expect("purge");
+            }
+        }
+        for key in &keys {
+            let cached = r.read(key).expect("read");
+            let mut stored = match r.store().get(key).expect("get") {
+                Some(bytes) => SiblingSet::decode(&bytes).expect("decode"),
+                None => SiblingSet::default(),
+            };
+            r.drop_truncated(&mut stored);
+            assert_eq!(cached, stored, "{}", String::from_utf8_lossy(key));
+        }
+        let stats = r.cache_stats();
+        assert!(stats.complete && stats.hits > 0, "{stats:?}");
     }
 
     /// A merge prunes what the rule allows, so a pruned replica that
