@@ -199,6 +199,19 @@ impl RecordCache {
         self.insert_locked(&mut shard, key, record);
     }
 
+    /// What the store holds for `key` is not known (a write to it failed:
+    /// it may hold the old record or the new one): the entry goes, and
+    /// misses are no longer answers, so reads ask the store.
+    pub fn forget(&self, key: &[u8]) {
+        if !self.enabled() {
+            return;
+        }
+        let mut shard = self.shard(key).lock();
+        shard.writes += 1;
+        self.remove_locked(&mut shard, key);
+        self.complete.store(false, Ordering::Release);
+    }
+
     /// The store holds no record of `key` any more.
     pub fn remove(&self, key: &[u8]) {
         if !self.enabled() {
@@ -385,6 +398,19 @@ mod tests {
         c.put(b"big", Bytes::from(vec![0u8; RECORD_BYTES_MAX + 1]));
         assert!(matches!(c.get(b"big"), Cached::Unknown { .. }));
         assert!(!c.stats().complete, "a miss is no longer an answer");
+    }
+
+    /// A write the store failed leaves the store's record unknown: the
+    /// cache must not answer "absent" for it.
+    #[test]
+    fn a_forgotten_key_is_asked_of_the_store() {
+        let c = RecordCache::new(1 << 20);
+        assert!(c.warm(|_| true));
+        c.put(b"k", b("v1"));
+        c.forget(b"k");
+        assert!(matches!(c.get(b"k"), Cached::Unknown { .. }));
+        assert!(matches!(c.get(b"other"), Cached::Unknown { .. }));
+        assert!(!c.stats().complete);
     }
 
     #[test]

@@ -202,14 +202,23 @@ impl<S: LocalStore> LocalReplica<S> {
 
     /// [`LocalReplica::remove_record`] for a caller holding the key's lock.
     fn remove_locked(&self, key: &[u8]) -> Result<(), KvError> {
-        let result = self.store.remove(key).map_err(store_error);
-        self.cache.remove(key);
-        result
+        match self.store.remove(key) {
+            Ok(()) => {
+                self.cache.remove(key);
+                Ok(())
+            }
+            Err(e) => {
+                // The store may still hold the record: never "absent".
+                self.cache.forget(key);
+                Err(store_error(e))
+            }
+        }
     }
 
     /// Stores `record` under `key`, and keeps it in the cache (unless
-    /// `cache` is false: the planted weakness). A failed store write
-    /// leaves the key out of the cache: what the store holds is unknown.
+    /// `cache` is false: the planted weakness). After a failed store write
+    /// the cache forgets the key (the store holds the old record or the
+    /// new one) and stops answering misses.
     fn put_record(
         &self,
         key: &[u8],
@@ -225,7 +234,7 @@ impl<S: LocalStore> LocalReplica<S> {
             Ok(()) if cache => self.cache.put(key, Bytes::from(record)),
             Ok(()) => {}
             Err(e) => {
-                self.cache.remove(key);
+                self.cache.forget(key);
                 return Err(store_error(e));
             }
         }
