@@ -203,13 +203,9 @@ impl RecordCache {
     /// it may hold the old record or the new one): the entry goes, and
     /// misses are no longer answers, so reads ask the store.
     pub fn forget(&self, key: &[u8]) {
-        if !self.enabled() {
-            return;
-        }
-        let mut shard = self.shard(key).lock();
-        shard.writes += 1;
-        self.remove_locked(&mut shard, key);
+        // Incomplete first: no reader may take the removal for "absent".
         self.complete.store(false, Ordering::Release);
+        self.remove(key);
     }
 
     /// The store holds no record of `key` any more.
