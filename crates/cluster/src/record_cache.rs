@@ -37,9 +37,13 @@ use parking_lot::Mutex;
 
 /// Shards (each with its own lock); a power of two.
 const SHARDS: usize = 64;
-/// Bookkeeping of one entry beyond its key and record bytes: the two
-/// `Bytes` handles, the index slot and hash, the table's spare room.
-pub const ENTRY_OVERHEAD_BYTES: usize = 112;
+/// Write counters per shard, so a fill is refused only by a write to a key
+/// of the same stripe (1/4096 of the keys), not of the whole shard.
+const WRITE_STRIPES: usize = 64;
+/// Bookkeeping of one entry beyond its key and record bytes: the map's
+/// entry (two `Bytes` handles and the hash), its index slot and the spare
+/// room of both, the key's allocation.
+pub const ENTRY_OVERHEAD_BYTES: usize = 160;
 /// Records larger than this are not cached (a few large values must not
 /// evict many small ones); reads of them search the store.
 pub const RECORD_BYTES_MAX: usize = 64 * 1024;
@@ -52,8 +56,9 @@ pub enum Cached {
     /// The cache is complete and the key is not in it: the store holds no
     /// record of it.
     Absent,
-    /// Not known here: ask the store (then [`RecordCache::fill`]).
-    Unknown { shard_writes: u64 },
+    /// Not known here: ask the store (then [`RecordCache::fill`] with
+    /// `writes`, the count of writes to the key's stripe until now).
+    Unknown { writes: u64 },
 }
 
 /// xxh3 of a key, for the shards' maps.
@@ -76,12 +81,11 @@ impl Hasher for KeyHasher {
 
 type Map = IndexMap<Bytes, Bytes, BuildHasherDefault<KeyHasher>>;
 
-#[derive(Default)]
 struct Shard {
     map: Map,
     bytes: usize,
-    /// Writes (puts and removes) that reached this shard.
-    writes: u64,
+    /// Writes (puts and removes) that reached each stripe of this shard.
+    writes: [u64; WRITE_STRIPES],
     /// State of the eviction's random draw (xorshift).
     draw: u64,
 }
@@ -122,8 +126,10 @@ impl RecordCache {
             shards: (0..SHARDS)
                 .map(|i| {
                     Mutex::new(Shard {
+                        map: Map::default(),
+                        bytes: 0,
+                        writes: [0; WRITE_STRIPES],
                         draw: 0x9e37_79b9_7f4a_7c15 ^ i as u64,
-                        ..Shard::default()
                     })
                 })
                 .collect(),
@@ -140,17 +146,21 @@ impl RecordCache {
         self.shard_bytes_max > 0
     }
 
-    fn shard(&self, key: &[u8]) -> &Mutex<Shard> {
-        let h = xxhash_rust::xxh3::xxh3_64(key);
-        &self.shards[(h >> 58) as usize % SHARDS]
+    /// The key's shard and write stripe: from the low bits of its hash
+    /// (the high bits are its ring token, which a node holds only ranges
+    /// of: shards by them would fill unevenly).
+    fn place(&self, key: &[u8]) -> (&Mutex<Shard>, usize) {
+        let h = xxhash_rust::xxh3::xxh3_64(key) as usize;
+        (&self.shards[h % SHARDS], (h / SHARDS) % WRITE_STRIPES)
     }
 
     /// What the cache knows of `key`.
     pub fn get(&self, key: &[u8]) -> Cached {
         if !self.enabled() {
-            return Cached::Unknown { shard_writes: 0 };
+            return Cached::Unknown { writes: 0 };
         }
-        let shard = self.shard(key).lock();
+        let (shard, stripe) = self.place(key);
+        let shard = shard.lock();
         if let Some(record) = shard.map.get(key) {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Cached::Record(record.clone());
@@ -161,22 +171,22 @@ impl RecordCache {
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         Cached::Unknown {
-            shard_writes: shard.writes,
+            writes: shard.writes[stripe],
         }
     }
 
     /// After a miss: keeps what the store answered, unless a write reached
-    /// the key's shard since the miss (`shard_writes` from
-    /// [`Cached::Unknown`]).
-    pub fn fill(&self, key: &[u8], record: Option<&Bytes>, shard_writes: u64) {
+    /// the key's stripe since the miss (`writes` from [`Cached::Unknown`]).
+    pub fn fill(&self, key: &[u8], record: Option<&Bytes>, writes: u64) {
         let Some(record) = record else {
             return;
         };
         if !self.enabled() || record.len() > RECORD_BYTES_MAX {
             return;
         }
-        let mut shard = self.shard(key).lock();
-        if shard.writes != shard_writes || shard.map.contains_key(key) {
+        let (shard, stripe) = self.place(key);
+        let mut shard = shard.lock();
+        if shard.writes[stripe] != writes || shard.map.contains_key(key) {
             return;
         }
         // A copy: the store's answer may be a slice of a whole table block.
@@ -188,8 +198,9 @@ impl RecordCache {
         if !self.enabled() {
             return;
         }
-        let mut shard = self.shard(key).lock();
-        shard.writes += 1;
+        let (shard, stripe) = self.place(key);
+        let mut shard = shard.lock();
+        shard.writes[stripe] += 1;
         if record.len() > RECORD_BYTES_MAX {
             self.remove_locked(&mut shard, key);
             // Not cached, so a miss is no longer an answer.
@@ -213,8 +224,9 @@ impl RecordCache {
         if !self.enabled() {
             return;
         }
-        let mut shard = self.shard(key).lock();
-        shard.writes += 1;
+        let (shard, stripe) = self.place(key);
+        let mut shard = shard.lock();
+        shard.writes[stripe] += 1;
         self.remove_locked(&mut shard, key);
     }
 
@@ -257,15 +269,23 @@ impl RecordCache {
             return false;
         }
         let mut all_fit = true;
+        // Once something did not fit, the walk goes on only to fill the
+        // other shards, and at most over twice the capacity in records.
+        let mut visited = 0usize;
         let walked = records(&mut |key, record| {
+            visited += entry_bytes(key, record);
+            if !all_fit && visited > self.bytes_max.saturating_mul(2) {
+                return false;
+            }
             if record.len() > RECORD_BYTES_MAX {
                 all_fit = false;
                 return true;
             }
-            let mut shard = self.shard(key).lock();
+            let (shard, _) = self.place(key);
+            let mut shard = shard.lock();
             if shard.bytes + entry_bytes(key, record) > self.shard_bytes_max {
                 all_fit = false;
-                return false;
+                return true;
             }
             if !shard.map.contains_key(key) {
                 self.insert_locked(&mut shard, key, Bytes::copy_from_slice(record));
@@ -275,6 +295,20 @@ impl RecordCache {
         let complete = walked && all_fit && self.evictions.load(Ordering::Acquire) == 0;
         self.complete.store(complete, Ordering::Release);
         complete
+    }
+
+    /// Drops every entry and ends completeness (the truncation point rose:
+    /// the records it hides go from memory; misses ask the store).
+    pub fn clear(&self) {
+        self.complete.store(false, Ordering::Release);
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            shard.map = Map::default();
+            shard.bytes = 0;
+            for w in shard.writes.iter_mut() {
+                *w += 1;
+            }
+        }
     }
 
     pub fn stats(&self) -> RecordCacheStats {
@@ -321,25 +355,25 @@ mod tests {
     #[test]
     fn a_fill_from_before_a_write_is_not_kept() {
         let c = RecordCache::new(1 << 20);
-        let Cached::Unknown { shard_writes } = c.get(b"k") else {
+        let Cached::Unknown { writes } = c.get(b"k") else {
             panic!("a miss")
         };
         // A write lands between the miss and the store's (older) answer.
         c.put(b"k", b("new"));
-        c.fill(b"k", Some(&b("old")), shard_writes);
+        c.fill(b"k", Some(&b("old")), writes);
         assert_eq!(c.get(b"k"), Cached::Record(b("new")));
         // Removed while a reader was at the store: its answer is dropped.
-        let Cached::Unknown { shard_writes } = c.get(b"x") else {
+        let Cached::Unknown { writes } = c.get(b"x") else {
             panic!("a miss")
         };
         c.remove(b"x");
-        c.fill(b"x", Some(&b("gone")), shard_writes);
+        c.fill(b"x", Some(&b("gone")), writes);
         assert!(matches!(c.get(b"x"), Cached::Unknown { .. }));
         // Nothing in between: kept.
-        let Cached::Unknown { shard_writes } = c.get(b"y") else {
+        let Cached::Unknown { writes } = c.get(b"y") else {
             panic!("a miss")
         };
-        c.fill(b"y", Some(&b("y1")), shard_writes);
+        c.fill(b"y", Some(&b("y1")), writes);
         assert_eq!(c.get(b"y"), Cached::Record(b("y1")));
     }
 
@@ -407,6 +441,31 @@ mod tests {
         assert!(matches!(c.get(b"k"), Cached::Unknown { .. }));
         assert!(matches!(c.get(b"other"), Cached::Unknown { .. }));
         assert!(!c.stats().complete);
+    }
+
+    /// A warm that meets a full shard goes on filling the others.
+    #[test]
+    fn a_warm_past_one_full_shard_fills_the_others() {
+        let c = RecordCache::new(64 * 4096);
+        let records: Vec<(Bytes, Bytes)> = (0..20_000)
+            .map(|i| (Bytes::from(format!("key{i}")), Bytes::from(vec![1u8; 100])))
+            .collect();
+        assert!(!c.warm(|visit| records.iter().all(|(k, v)| visit(k, v))));
+        let s = c.stats();
+        assert!(s.bytes * 10 >= s.bytes_max * 9, "filled: {s:?}");
+        assert_eq!(s.evictions, 0);
+    }
+
+    #[test]
+    fn a_cleared_cache_asks_the_store() {
+        let c = RecordCache::new(1 << 20);
+        assert!(c.warm(|_| true));
+        c.put(b"k", b("v"));
+        assert_eq!(c.get(b"other"), Cached::Absent);
+        c.clear();
+        assert!(matches!(c.get(b"k"), Cached::Unknown { .. }));
+        assert!(matches!(c.get(b"other"), Cached::Unknown { .. }));
+        assert_eq!(c.stats().entries, 0);
     }
 
     #[test]
