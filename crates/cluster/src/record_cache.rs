@@ -8,11 +8,12 @@
 //! then this cache under the key's lock. Reads that miss fill it from the
 //! store, guarded against racing writes (below).
 //!
-//! - **Memory.** Each entry costs its key, its record and
-//!   [`ENTRY_OVERHEAD_BYTES`] of bookkeeping; the whole cache at most
-//!   `bytes_max` (`[storage] record_cache_bytes`). Past it, random entries of
-//!   the shard are evicted: hot keys come back on their next read; a node
-//!   holding many times its memory keeps working from its tables.
+//! - **Memory.** Each entry costs its record and [`ENTRY_OVERHEAD_BYTES`]
+//!   of bookkeeping (a key is known by its 128-bit hash, not stored); the
+//!   whole cache at most `bytes_max` (`[storage] record_cache_bytes`). Past
+//!   it, random entries of the shard are evicted: hot keys come back on
+//!   their next read; a node holding many times its memory keeps working
+//!   from its tables.
 //! - **Complete.** At start the cache is filled from the store
 //!   ([`RecordCache::warm`]); when everything fit and nothing has been
 //!   evicted since, the cache holds every key, and a miss is an answer (the
@@ -28,11 +29,11 @@
 //!   supersedes more, never less; readers drop what the truncation point
 //!   hides from cached records as from stored ones.
 
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
-use indexmap::IndexMap;
 use parking_lot::Mutex;
 
 /// Shards (each with its own lock); a power of two.
@@ -40,10 +41,14 @@ const SHARDS: usize = 64;
 /// Write counters per shard, so a fill is refused only by a write to a key
 /// of the same stripe (1/4096 of the keys), not of the whole shard.
 const WRITE_STRIPES: usize = 64;
-/// Bookkeeping of one entry beyond its key and record bytes: the map's
-/// entry (two `Bytes` handles and the hash), its index slot and the spare
-/// room of both, the key's allocation.
-pub const ENTRY_OVERHEAD_BYTES: usize = 160;
+/// Bookkeeping of one entry beyond its record's bytes: the map's slot (the
+/// key's 128-bit id and the record's `Bytes` handle, stored inline, with
+/// the table's spare room) and the record's shared header.
+pub const ENTRY_OVERHEAD_BYTES: usize = 128;
+/// Of the shard's entries, about one in this many goes in an eviction
+/// pass (a pass is one walk of the shard, so its cost spreads over the
+/// inserts that refill it).
+const EVICT_ONE_IN: u64 = 8;
 /// Records larger than this are not cached (a few large values must not
 /// evict many small ones); reads of them search the store.
 pub const RECORD_BYTES_MAX: usize = 64 * 1024;
@@ -61,25 +66,40 @@ pub enum Cached {
     Unknown { writes: u64 },
 }
 
-/// xxh3 of a key, for the shards' maps.
-#[derive(Default)]
-struct KeyHasher(u64);
+/// A key's identity in the cache: its 128-bit xxh3. Keys are not stored
+/// (no allocation per key, one probe with no key bytes to compare); two
+/// keys share an id with a probability of about n^2 / 2^129 (1e-21 for a
+/// billion keys).
+type KeyId = u128;
 
-impl Hasher for KeyHasher {
+fn key_id(key: &[u8]) -> KeyId {
+    xxhash_rust::xxh3::xxh3_128(key)
+}
+
+/// The maps' hasher: the id is already uniform, its low half is the hash.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
         self.0
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+        // Only ids are hashed (write_u128); kept total for the trait.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
     }
 
-    fn write_usize(&mut self, n: usize) {
-        self.0 ^= n as u64;
+    fn write_u128(&mut self, id: u128) {
+        self.0 = id as u64;
     }
 }
 
-type Map = IndexMap<Bytes, Bytes, BuildHasherDefault<KeyHasher>>;
+type Map = HashMap<KeyId, Bytes, BuildHasherDefault<IdHasher>>;
 
 struct Shard {
     map: Map,
@@ -113,8 +133,8 @@ pub struct RecordCache {
     evictions: AtomicU64,
 }
 
-fn entry_bytes(key: &[u8], record: &[u8]) -> usize {
-    key.len() + record.len() + ENTRY_OVERHEAD_BYTES
+fn entry_bytes(record: &[u8]) -> usize {
+    record.len() + ENTRY_OVERHEAD_BYTES
 }
 
 impl RecordCache {
@@ -149,9 +169,11 @@ impl RecordCache {
     /// The key's shard and write stripe: from the low bits of its hash
     /// (the high bits are its ring token, which a node holds only ranges
     /// of: shards by them would fill unevenly).
-    fn place(&self, key: &[u8]) -> (&Mutex<Shard>, usize) {
-        let h = xxhash_rust::xxh3::xxh3_64(key) as usize;
-        (&self.shards[h % SHARDS], (h / SHARDS) % WRITE_STRIPES)
+    fn place(&self, key: &[u8]) -> (&Mutex<Shard>, usize, KeyId) {
+        let id = key_id(key);
+        // The id's high half: the map hashes by its low half.
+        let h = (id >> 64) as usize;
+        (&self.shards[h % SHARDS], (h / SHARDS) % WRITE_STRIPES, id)
     }
 
     /// What the cache knows of `key`.
@@ -159,9 +181,9 @@ impl RecordCache {
         if !self.enabled() {
             return Cached::Unknown { writes: 0 };
         }
-        let (shard, stripe) = self.place(key);
+        let (shard, stripe, id) = self.place(key);
         let shard = shard.lock();
-        if let Some(record) = shard.map.get(key) {
+        if let Some(record) = shard.map.get(&id) {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Cached::Record(record.clone());
         }
@@ -184,13 +206,13 @@ impl RecordCache {
         if !self.enabled() || record.len() > RECORD_BYTES_MAX {
             return;
         }
-        let (shard, stripe) = self.place(key);
+        let (shard, stripe, id) = self.place(key);
         let mut shard = shard.lock();
-        if shard.writes[stripe] != writes || shard.map.contains_key(key) {
+        if shard.writes[stripe] != writes || shard.map.contains_key(&id) {
             return;
         }
         // A copy: the store's answer may be a slice of a whole table block.
-        self.insert_locked(&mut shard, key, Bytes::copy_from_slice(record));
+        self.insert_locked(&mut shard, id, Bytes::copy_from_slice(record));
     }
 
     /// The record of `key` is now `record` (the store holds it).
@@ -198,16 +220,16 @@ impl RecordCache {
         if !self.enabled() {
             return;
         }
-        let (shard, stripe) = self.place(key);
+        let (shard, stripe, id) = self.place(key);
         let mut shard = shard.lock();
         shard.writes[stripe] += 1;
         if record.len() > RECORD_BYTES_MAX {
-            self.remove_locked(&mut shard, key);
+            self.remove_locked(&mut shard, id);
             // Not cached, so a miss is no longer an answer.
             self.complete.store(false, Ordering::Release);
             return;
         }
-        self.insert_locked(&mut shard, key, record);
+        self.insert_locked(&mut shard, id, record);
     }
 
     /// What the store holds for `key` is not known (a write to it failed:
@@ -224,37 +246,55 @@ impl RecordCache {
         if !self.enabled() {
             return;
         }
-        let (shard, stripe) = self.place(key);
+        let (shard, stripe, id) = self.place(key);
         let mut shard = shard.lock();
         shard.writes[stripe] += 1;
-        self.remove_locked(&mut shard, key);
+        self.remove_locked(&mut shard, id);
     }
 
-    fn remove_locked(&self, shard: &mut Shard, key: &[u8]) {
-        if let Some((k, v)) = shard.map.swap_remove_entry(key) {
-            shard.bytes -= entry_bytes(&k, &v);
+    fn remove_locked(&self, shard: &mut Shard, id: KeyId) {
+        if let Some(v) = shard.map.remove(&id) {
+            shard.bytes -= entry_bytes(&v);
         }
     }
 
-    fn insert_locked(&self, shard: &mut Shard, key: &[u8], record: Bytes) {
-        let added = entry_bytes(key, &record);
-        if let Some(slot) = shard.map.get_mut(key) {
-            shard.bytes = shard.bytes - (key.len() + slot.len()) + (key.len() + record.len());
-            *slot = record;
-        } else {
-            shard.map.insert(Bytes::copy_from_slice(key), record);
-            shard.bytes += added;
+    fn insert_locked(&self, shard: &mut Shard, id: KeyId, record: Bytes) {
+        let added = entry_bytes(&record);
+        if let Some(old) = shard.map.insert(id, record) {
+            shard.bytes -= entry_bytes(&old);
         }
-        while shard.bytes > self.shard_bytes_max && !shard.map.is_empty() {
-            shard.draw ^= shard.draw << 13;
-            shard.draw ^= shard.draw >> 7;
-            shard.draw ^= shard.draw << 17;
-            let victim = (shard.draw % shard.map.len() as u64) as usize;
-            if let Some((k, v)) = shard.map.swap_remove_index(victim) {
-                shard.bytes -= entry_bytes(&k, &v);
-                self.evictions.fetch_add(1, Ordering::Relaxed);
-                self.complete.store(false, Ordering::Release);
-            }
+        shard.bytes += added;
+        if shard.bytes > self.shard_bytes_max {
+            self.evict(shard, id);
+        }
+    }
+
+    /// Drops entries of the shard at random (about one in
+    /// [`EVICT_ONE_IN`] a pass, never `keep`, the entry just written)
+    /// until it is within its share of the capacity.
+    fn evict(&self, shard: &mut Shard, keep: KeyId) {
+        self.complete.store(false, Ordering::Release);
+        while shard.bytes > self.shard_bytes_max && shard.map.len() > 1 {
+            let (mut draw, mut freed, mut dropped) = (shard.draw, 0usize, 0u64);
+            shard.map.retain(|&id, record| {
+                draw ^= draw << 13;
+                draw ^= draw >> 7;
+                draw ^= draw << 17;
+                let go = id != keep && draw % EVICT_ONE_IN == 0;
+                if go {
+                    freed += entry_bytes(record);
+                    dropped += 1;
+                }
+                !go
+            });
+            shard.draw = draw;
+            shard.bytes -= freed;
+            self.evictions.fetch_add(dropped, Ordering::Relaxed);
+        }
+        if shard.bytes > self.shard_bytes_max {
+            // One record larger than the shard's share: not kept.
+            shard.map.clear();
+            shard.bytes = 0;
         }
     }
 
@@ -273,7 +313,7 @@ impl RecordCache {
         // other shards, and at most over twice the capacity in records.
         let mut visited = 0usize;
         let walked = records(&mut |key, record| {
-            visited += entry_bytes(key, record);
+            visited += entry_bytes(record);
             if !all_fit && visited > self.bytes_max.saturating_mul(2) {
                 return false;
             }
@@ -281,14 +321,14 @@ impl RecordCache {
                 all_fit = false;
                 return true;
             }
-            let (shard, _) = self.place(key);
+            let (shard, _, id) = self.place(key);
             let mut shard = shard.lock();
-            if shard.bytes + entry_bytes(key, record) > self.shard_bytes_max {
+            if shard.bytes + entry_bytes(record) > self.shard_bytes_max {
                 all_fit = false;
                 return true;
             }
-            if !shard.map.contains_key(key) {
-                self.insert_locked(&mut shard, key, Bytes::copy_from_slice(record));
+            if !shard.map.contains_key(&id) {
+                self.insert_locked(&mut shard, id, Bytes::copy_from_slice(record));
             }
             true
         });

@@ -45,7 +45,7 @@ use crate::store::{LocalStore, StoreFigure};
 pub use builder::{BuildError, NodeBuilder, NodePlace};
 pub use storage::{NodeStorage, StorageCloser, StorageError};
 
-/// The record cache's default size: 512 MiB, about 1.7 million records
+/// The record cache's default size: 512 MiB, about two million records
 /// of 100-byte values.
 pub const RECORD_CACHE_BYTES_DEFAULT: usize = 512 * 1024 * 1024;
 
