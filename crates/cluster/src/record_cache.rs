@@ -166,12 +166,12 @@ impl RecordCache {
         self.shard_bytes_max > 0
     }
 
-    /// The key's shard and write stripe: from the low bits of its hash
-    /// (the high bits are its ring token, which a node holds only ranges
-    /// of: shards by them would fill unevenly).
+    /// The key's shard, write stripe and id. The 128-bit hash is not the
+    /// ring token (`xxh3_64`), whose ranges a node holds only some of:
+    /// shards chosen by the token would fill unevenly.
     fn place(&self, key: &[u8]) -> (&Mutex<Shard>, usize, KeyId) {
         let id = key_id(key);
-        // The id's high half: the map hashes by its low half.
+        // The id's high half; the map hashes by its low half.
         let h = (id >> 64) as usize;
         (&self.shards[h % SHARDS], (h / SHARDS) % WRITE_STRIPES, id)
     }
