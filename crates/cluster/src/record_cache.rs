@@ -378,6 +378,13 @@ mod tests {
         Bytes::copy_from_slice(s.as_bytes())
     }
 
+    /// `n` stored records of 100 bytes, keys `key0`, `key1`, ...
+    fn records(n: usize) -> Vec<(Bytes, Bytes)> {
+        (0..n)
+            .map(|i| (Bytes::from(format!("key{i}")), Bytes::from(vec![1u8; 100])))
+            .collect()
+    }
+
     #[test]
     fn a_put_is_read_back_and_a_remove_forgets_it() {
         let c = RecordCache::new(1 << 20);
@@ -453,9 +460,7 @@ mod tests {
     #[test]
     fn a_warm_that_does_not_fit_leaves_it_incomplete() {
         let c = RecordCache::new(64 * 1024);
-        let big: Vec<(Bytes, Bytes)> = (0..5_000)
-            .map(|i| (Bytes::from(format!("key{i}")), Bytes::from(vec![1u8; 100])))
-            .collect();
+        let big = records(5_000);
         assert!(!c.warm(|visit| big.iter().all(|(k, v)| visit(k, v))));
         assert!(!c.stats().complete);
         assert!(c.stats().bytes <= 64 * 1024);
@@ -487,10 +492,8 @@ mod tests {
     #[test]
     fn a_warm_past_one_full_shard_fills_the_others() {
         let c = RecordCache::new(64 * 4096);
-        let records: Vec<(Bytes, Bytes)> = (0..20_000)
-            .map(|i| (Bytes::from(format!("key{i}")), Bytes::from(vec![1u8; 100])))
-            .collect();
-        assert!(!c.warm(|visit| records.iter().all(|(k, v)| visit(k, v))));
+        let stored = records(20_000);
+        assert!(!c.warm(|visit| stored.iter().all(|(k, v)| visit(k, v))));
         let s = c.stats();
         assert!(s.bytes * 10 >= s.bytes_max * 9, "filled: {s:?}");
         assert_eq!(s.evictions, 0);
