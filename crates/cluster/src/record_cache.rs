@@ -31,7 +31,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -53,11 +53,12 @@ const EVICT_ONE_IN: u64 = 8;
 /// evict many small ones); reads of them search the store.
 pub const RECORD_BYTES_MAX: usize = 64 * 1024;
 
-/// What the cache answers for a key.
+/// What the cache answers for a key: its record, or what a function made
+/// of it ([`RecordCache::get_with`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cached {
+pub enum Cached<R = Bytes> {
     /// The key's record.
-    Record(Bytes),
+    Record(R),
     /// The cache is complete and the key is not in it: the store holds no
     /// record of it.
     Absent,
@@ -108,6 +109,11 @@ struct Shard {
     writes: [u64; WRITE_STRIPES],
     /// State of the eviction's random draw (xorshift).
     draw: u64,
+    /// Counted under the shard's lock, not in shared atomics: two threads
+    /// reading keys of different shards never write the same cache line.
+    hits: u64,
+    misses: u64,
+    evictions: u64,
 }
 
 /// Figures of the cache, for `INFO`, `/v1/status` and the metrics.
@@ -128,9 +134,6 @@ pub struct RecordCache {
     shard_bytes_max: usize,
     bytes_max: usize,
     complete: AtomicBool,
-    hits: AtomicU64,
-    misses: AtomicU64,
-    evictions: AtomicU64,
 }
 
 fn entry_bytes(record: &[u8]) -> usize {
@@ -150,15 +153,15 @@ impl RecordCache {
                         bytes: 0,
                         writes: [0; WRITE_STRIPES],
                         draw: 0x9e37_79b9_7f4a_7c15 ^ i as u64,
+                        hits: 0,
+                        misses: 0,
+                        evictions: 0,
                     })
                 })
                 .collect(),
             shard_bytes_max: bytes_max / SHARDS,
             bytes_max,
             complete: AtomicBool::new(false),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            evictions: AtomicU64::new(0),
         }
     }
 
@@ -176,22 +179,34 @@ impl RecordCache {
         (&self.shards[h % SHARDS], (h / SHARDS) % WRITE_STRIPES, id)
     }
 
-    /// What the cache knows of `key`.
+    /// What the cache knows of `key` (the record shares its bytes with the
+    /// cache's copy).
     pub fn get(&self, key: &[u8]) -> Cached {
+        self.lookup(key, Bytes::clone)
+    }
+
+    /// What `read` makes of the record of `key`, called under its shard's
+    /// lock: no copy and no shared count taken. `read` must be short.
+    pub fn get_with<R>(&self, key: &[u8], read: impl FnOnce(&[u8]) -> R) -> Cached<R> {
+        self.lookup(key, |record| read(record))
+    }
+
+    fn lookup<R>(&self, key: &[u8], read: impl FnOnce(&Bytes) -> R) -> Cached<R> {
         if !self.enabled() {
             return Cached::Unknown { writes: 0 };
         }
         let (shard, stripe, id) = self.place(key);
-        let shard = shard.lock();
+        let mut shard = shard.lock();
         if let Some(record) = shard.map.get(&id) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return Cached::Record(record.clone());
+            let answer = read(record);
+            shard.hits += 1;
+            return Cached::Record(answer);
         }
         if self.complete.load(Ordering::Acquire) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
+            shard.hits += 1;
             return Cached::Absent;
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
+        shard.misses += 1;
         Cached::Unknown {
             writes: shard.writes[stripe],
         }
@@ -289,7 +304,7 @@ impl RecordCache {
             });
             shard.draw = draw;
             shard.bytes -= freed;
-            self.evictions.fetch_add(dropped, Ordering::Relaxed);
+            shard.evictions += dropped;
         }
         if shard.bytes > self.shard_bytes_max {
             // One record larger than the shard's share: not kept.
@@ -332,7 +347,8 @@ impl RecordCache {
             }
             true
         });
-        let complete = walked && all_fit && self.evictions.load(Ordering::Acquire) == 0;
+        let evicted = self.shards.iter().any(|s| s.lock().evictions > 0);
+        let complete = walked && all_fit && !evicted;
         self.complete.store(complete, Ordering::Release);
         complete
     }
@@ -352,21 +368,20 @@ impl RecordCache {
     }
 
     pub fn stats(&self) -> RecordCacheStats {
-        let (mut entries, mut bytes) = (0u64, 0u64);
+        let mut stats = RecordCacheStats {
+            bytes_max: self.bytes_max as u64,
+            ..RecordCacheStats::default()
+        };
         for s in self.shards.iter() {
             let s = s.lock();
-            entries += s.map.len() as u64;
-            bytes += s.bytes as u64;
+            stats.entries += s.map.len() as u64;
+            stats.bytes += s.bytes as u64;
+            stats.hits += s.hits;
+            stats.misses += s.misses;
+            stats.evictions += s.evictions;
         }
-        RecordCacheStats {
-            entries,
-            bytes,
-            bytes_max: self.bytes_max as u64,
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-            evictions: self.evictions.load(Ordering::Relaxed),
-            complete: self.complete.load(Ordering::Acquire),
-        }
+        stats.complete = self.complete.load(Ordering::Acquire);
+        stats
     }
 }
 

@@ -30,7 +30,7 @@ use parking_lot::Mutex;
 use ringkv_env::SharedClock;
 
 use crate::api::{Condition, Expiry, KeyCount, KvError, Sibling, WriteOptions, WriteOutcome};
-use crate::causality::{Hlc, HlcState, SiblingSet, StoredSibling};
+use crate::causality::{DecodeError, Hlc, HlcState, SiblingSet, StoredSibling};
 use crate::record_cache::{Cached, RecordCache, RecordCacheStats};
 use crate::store::{LocalStore, StoreError};
 
@@ -98,6 +98,16 @@ pub(crate) fn store_error(e: StoreError) -> KvError {
 pub fn to_sibling(s: &StoredSibling) -> Sibling {
     Sibling {
         value: s.value.clone().unwrap_or_default(),
+        hlc: s.hlc,
+        actor: s.dot.actor,
+        expires_at_ms: s.expires_at_ms,
+    }
+}
+
+/// [`to_sibling`] of a sibling no longer needed (its value moves).
+pub fn into_sibling(s: StoredSibling) -> Sibling {
+    Sibling {
+        value: s.value.unwrap_or_default(),
         hlc: s.hlc,
         actor: s.dot.actor,
         expires_at_ms: s.expires_at_ms,
@@ -336,19 +346,36 @@ impl<S: LocalStore> LocalReplica<S> {
         self.key_locks[h].lock()
     }
 
+    /// What `decode` makes of the stored record of `key` (`None` when
+    /// absent): from the cache, decoded under its lock without a copy of
+    /// the record, or from the store (filling the cache).
+    fn decode_record<R>(
+        &self,
+        key: &[u8],
+        decode: impl Fn(&[u8]) -> Result<R, DecodeError>,
+    ) -> Result<Option<R>, KvError> {
+        let decoded = match self.cache.get_with(key, &decode) {
+            Cached::Record(decoded) => Some(decoded),
+            Cached::Absent => None,
+            Cached::Unknown { writes } => {
+                let stored = self.store.get(key).map_err(store_error)?;
+                self.cache.fill(key, stored.as_ref(), writes);
+                stored.map(|bytes| decode(&bytes))
+            }
+        };
+        decoded
+            .transpose()
+            .map_err(|e| KvError::Storage(format!("record of a key failed to decode: {e}")))
+    }
+
     /// The stored record of `key` (empty when absent), without what the
     /// truncation point hides.
     pub fn read(&self, key: &[u8]) -> Result<SiblingSet, KvError> {
-        match self.get_record(key)? {
-            None => Ok(SiblingSet::default()),
-            Some(bytes) => {
-                let mut set = SiblingSet::decode(&bytes).map_err(|e| {
-                    KvError::Storage(format!("record of a key failed to decode: {e}"))
-                })?;
-                self.drop_truncated(&mut set);
-                Ok(set)
-            }
-        }
+        let mut set = self
+            .decode_record(key, SiblingSet::decode_copied)?
+            .unwrap_or_default();
+        self.drop_truncated(&mut set);
+        Ok(set)
     }
 
     /// The stored record's bytes, for sending to a peer (without what the
@@ -446,7 +473,17 @@ impl<S: LocalStore> LocalReplica<S> {
         store: bool,
     ) -> Result<(WriteOutcome, Option<SiblingSet>), KvError> {
         let _guard = self.lock(key);
-        let mut set = self.read(key)?;
+        let mut set = if supersedes_all(&change, opts) {
+            // Every sibling goes: only the record's vector is read.
+            SiblingSet {
+                vv: self
+                    .decode_record(key, SiblingSet::decode_vv)?
+                    .unwrap_or_default(),
+                siblings: Vec::new(),
+            }
+        } else {
+            self.read(key)?
+        };
         let now = self.clock.now_ms();
         let before = resolved(&set, now);
         let previous = if opts.return_previous {
@@ -615,6 +652,18 @@ impl<S: LocalStore> LocalReplica<S> {
         count.took_ms = self.clock.monotonic().saturating_sub(started).as_millis() as u64;
         Ok(Some(count))
     }
+}
+
+/// A write that needs nothing of the record it replaces but its version
+/// vector: a value put unconditionally, without keeping the old expiry or
+/// returning the old value, and without a client context (so the record's
+/// vector is the context, and it covers every sibling).
+fn supersedes_all(change: &Change, opts: &WriteOptions) -> bool {
+    matches!(change, Change::Put(_))
+        && matches!(opts.condition, Condition::Always)
+        && !matches!(opts.expiry, Expiry::Keep)
+        && !opts.return_previous
+        && opts.context.is_none()
 }
 
 /// The value and expiry of the sibling a write adds, given the live value

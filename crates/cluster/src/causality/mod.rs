@@ -251,11 +251,27 @@ mod tests {
             prop_assert_eq!(&aa, &a);
         }
 
+        /// A plain overwrite read only the record's vector (the replica's
+        /// fast path): it must leave what a write from the whole record
+        /// leaves.
+        #[test]
+        fn an_overwrite_from_the_vector_alone_matches_one_from_the_record(r in arb_replicas()) {
+            let full = r[2].clone();
+            let mut from_record = full.clone();
+            let context = full.vv.clone();
+            from_record.update_above(&context, 7, 3, 99, b("new"), None);
+            let mut from_vector = SiblingSet { vv: full.vv.clone(), siblings: Vec::new() };
+            from_vector.update_above(&context, 7, 3, 99, b("new"), None);
+            prop_assert_eq!(from_record, from_vector);
+        }
+
         #[test]
         fn record_and_context_roundtrip(r in arb_replicas()) {
             let set = r[1].clone();
             let enc = Bytes::from(set.encode());
             prop_assert_eq!(SiblingSet::decode(&enc), Ok(set.clone()));
+            prop_assert_eq!(SiblingSet::decode_copied(&enc), Ok(set.clone()));
+            prop_assert_eq!(SiblingSet::decode_vv(&enc), Ok(set.vv.clone()));
             let ctx = set.vv.encode_context();
             prop_assert_eq!(VersionVector::decode_context(&ctx), Ok(set.vv.clone()));
         }

@@ -282,7 +282,24 @@ impl SiblingSet {
     /// Decodes a stored record. Values are sliced out of `bytes` without
     /// copying.
     pub fn decode(bytes: &Bytes) -> Result<Self, DecodeError> {
+        Self::decode_with(bytes, |range| bytes.slice(range))
+    }
+
+    /// Decodes a stored record borrowed from elsewhere (the record cache),
+    /// copying the values out of it.
+    pub fn decode_copied(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Self::decode_with(bytes, |range| Bytes::copy_from_slice(&bytes[range]))
+    }
+
+    /// The version vector of a stored record, without its siblings: all a
+    /// write that supersedes every sibling needs of the record it replaces.
+    pub fn decode_vv(bytes: &[u8]) -> Result<VersionVector, DecodeError> {
         let mut r = Reader::new(bytes);
+        Self::decode_header(&mut r)?;
+        VersionVector::decode_from(&mut r)
+    }
+
+    fn decode_header(r: &mut Reader<'_>) -> Result<(), DecodeError> {
         if r.u8()? != RECORD_MAGIC {
             return Err(DecodeError::BadMagic);
         }
@@ -290,6 +307,15 @@ impl SiblingSet {
         if format != RECORD_FORMAT {
             return Err(DecodeError::UnknownFormat(format));
         }
+        Ok(())
+    }
+
+    fn decode_with(
+        bytes: &[u8],
+        value_at: impl Fn(std::ops::Range<usize>) -> Bytes,
+    ) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        Self::decode_header(&mut r)?;
         let vv = VersionVector::decode_from(&mut r)?;
         let count = r.varint()? as usize;
         if count > SIBLINGS_DECODE_MAX {
@@ -312,7 +338,7 @@ impl SiblingSet {
                 let len = r.varint()? as usize;
                 let start = r.pos;
                 r.skip(len)?;
-                Some(bytes.slice(start..start + len))
+                Some(value_at(start..start + len))
             };
             let dot = Dot { actor, counter };
             if siblings

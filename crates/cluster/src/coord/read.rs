@@ -9,7 +9,7 @@ use super::Coordinator;
 use crate::api::{KvError, ReadOptions, ReadResult};
 use crate::causality::SiblingSet;
 use crate::id::NodeId;
-use crate::replica::to_sibling;
+use crate::replica::{into_sibling, to_sibling};
 use crate::rpc::{Call, Fanout, PeerError};
 use crate::store::LocalStore;
 
@@ -31,7 +31,14 @@ impl<S: LocalStore> Coordinator<S> {
         };
         // One replica, and it is us: no fan-out, no repair.
         if plan.live == [self.id()] && plan.pending.is_none() {
-            return Ok(to_result(&self.replica.read(&key)?));
+            let set = self.replica.read(&key)?;
+            return Ok(ReadResult {
+                siblings: (set.siblings.into_iter())
+                    .filter(|s| s.is_live(now))
+                    .map(into_sibling)
+                    .collect(),
+                context: set.vv,
+            });
         }
         let mut fanout = Fanout::new();
         for &id in &plan.live {
