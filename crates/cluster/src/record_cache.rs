@@ -42,8 +42,9 @@ const SHARDS: usize = 64;
 /// of the same stripe (1/4096 of the keys), not of the whole shard.
 const WRITE_STRIPES: usize = 64;
 /// Bookkeeping of one entry beyond its record's bytes: the map's slot (the
-/// key's 128-bit id and the record's `Bytes` handle, stored inline, with
-/// the table's spare room) and the record's shared header.
+/// key's 128-bit id and the record's pointer and length, 32 bytes, with
+/// the table's spare room and control byte) and the allocator's rounding
+/// of the record's block.
 pub const ENTRY_OVERHEAD_BYTES: usize = 128;
 /// Of the shard's entries, about one in this many goes in an eviction
 /// pass (a pass is one walk of the shard, so its cost spreads over the
@@ -100,7 +101,9 @@ impl Hasher for IdHasher {
     }
 }
 
-type Map = HashMap<KeyId, Bytes, BuildHasherDefault<IdHasher>>;
+/// Records are boxed slices: a slot is 32 bytes (id and pointer), and a
+/// record carries no shared count to touch or free.
+type Map = HashMap<KeyId, Box<[u8]>, BuildHasherDefault<IdHasher>>;
 
 struct Shard {
     map: Map,
@@ -179,19 +182,14 @@ impl RecordCache {
         (&self.shards[h % SHARDS], (h / SHARDS) % WRITE_STRIPES, id)
     }
 
-    /// What the cache knows of `key` (the record shares its bytes with the
-    /// cache's copy).
+    /// What the cache knows of `key` (a copy of the record).
     pub fn get(&self, key: &[u8]) -> Cached {
-        self.lookup(key, Bytes::clone)
+        self.get_with(key, Bytes::copy_from_slice)
     }
 
     /// What `read` makes of the record of `key`, called under its shard's
     /// lock: no copy and no shared count taken. `read` must be short.
     pub fn get_with<R>(&self, key: &[u8], read: impl FnOnce(&[u8]) -> R) -> Cached<R> {
-        self.lookup(key, |record| read(record))
-    }
-
-    fn lookup<R>(&self, key: &[u8], read: impl FnOnce(&Bytes) -> R) -> Cached<R> {
         if !self.enabled() {
             return Cached::Unknown { writes: 0 };
         }
@@ -227,11 +225,12 @@ impl RecordCache {
             return;
         }
         // A copy: the store's answer may be a slice of a whole table block.
-        self.insert_locked(&mut shard, id, Bytes::copy_from_slice(record));
+        self.insert_locked(&mut shard, id, Box::from(&record[..]));
     }
 
-    /// The record of `key` is now `record` (the store holds it).
-    pub fn put(&self, key: &[u8], record: Bytes) {
+    /// The record of `key` is now `record` (the store holds it). A vector
+    /// whose capacity is its length is kept without a copy.
+    pub fn put(&self, key: &[u8], record: Vec<u8>) {
         if !self.enabled() {
             return;
         }
@@ -244,7 +243,7 @@ impl RecordCache {
             self.complete.store(false, Ordering::Release);
             return;
         }
-        self.insert_locked(&mut shard, id, record);
+        self.insert_locked(&mut shard, id, record.into_boxed_slice());
     }
 
     /// What the store holds for `key` is not known (a write to it failed:
@@ -273,7 +272,7 @@ impl RecordCache {
         }
     }
 
-    fn insert_locked(&self, shard: &mut Shard, id: KeyId, record: Bytes) {
+    fn insert_locked(&self, shard: &mut Shard, id: KeyId, record: Box<[u8]>) {
         let added = entry_bytes(&record);
         if let Some(old) = shard.map.insert(id, record) {
             shard.bytes -= entry_bytes(&old);
@@ -343,7 +342,7 @@ impl RecordCache {
                 return true;
             }
             if !shard.map.contains_key(&id) {
-                self.insert_locked(&mut shard, id, Bytes::copy_from_slice(record));
+                self.insert_locked(&mut shard, id, Box::from(&record[..]));
             }
             true
         });
@@ -404,9 +403,9 @@ mod tests {
     fn a_put_is_read_back_and_a_remove_forgets_it() {
         let c = RecordCache::new(1 << 20);
         assert!(matches!(c.get(b"k"), Cached::Unknown { .. }));
-        c.put(b"k", b("v1"));
+        c.put(b"k", b("v1").to_vec());
         assert_eq!(c.get(b"k"), Cached::Record(b("v1")));
-        c.put(b"k", b("v2"));
+        c.put(b"k", b("v2").to_vec());
         assert_eq!(c.get(b"k"), Cached::Record(b("v2")));
         c.remove(b"k");
         assert!(matches!(c.get(b"k"), Cached::Unknown { .. }));
@@ -421,7 +420,7 @@ mod tests {
             panic!("a miss")
         };
         // A write lands between the miss and the store's (older) answer.
-        c.put(b"k", b("new"));
+        c.put(b"k", b("new").to_vec());
         c.fill(b"k", Some(&b("old")), writes);
         assert_eq!(c.get(b"k"), Cached::Record(b("new")));
         // Removed while a reader was at the store: its answer is dropped.
@@ -447,7 +446,7 @@ mod tests {
         assert!(complete);
         assert_eq!(c.get(b"a"), Cached::Record(b("1")));
         assert_eq!(c.get(b"zz"), Cached::Absent);
-        c.put(b"new", b("3"));
+        c.put(b"new", b("3").to_vec());
         c.remove(b"a");
         assert_eq!(c.get(b"a"), Cached::Absent);
         assert_eq!(c.get(b"new"), Cached::Record(b("3")));
@@ -459,7 +458,7 @@ mod tests {
         let c = RecordCache::new(64 * 1024);
         assert!(c.warm(|_| true));
         for i in 0..10_000 {
-            c.put(format!("key{i}").as_bytes(), Bytes::from(vec![7u8; 100]));
+            c.put(format!("key{i}").as_bytes(), vec![7u8; 100]);
         }
         let s = c.stats();
         assert!(s.bytes <= s.bytes_max, "{s:?}");
@@ -485,7 +484,7 @@ mod tests {
     fn large_records_are_not_cached() {
         let c = RecordCache::new(1 << 30);
         assert!(c.warm(|_| true));
-        c.put(b"big", Bytes::from(vec![0u8; RECORD_BYTES_MAX + 1]));
+        c.put(b"big", vec![0u8; RECORD_BYTES_MAX + 1]);
         assert!(matches!(c.get(b"big"), Cached::Unknown { .. }));
         assert!(!c.stats().complete, "a miss is no longer an answer");
     }
@@ -496,7 +495,7 @@ mod tests {
     fn a_forgotten_key_is_asked_of_the_store() {
         let c = RecordCache::new(1 << 20);
         assert!(c.warm(|_| true));
-        c.put(b"k", b("v1"));
+        c.put(b"k", b("v1").to_vec());
         c.forget(b"k");
         assert!(matches!(c.get(b"k"), Cached::Unknown { .. }));
         assert!(matches!(c.get(b"other"), Cached::Unknown { .. }));
@@ -518,7 +517,7 @@ mod tests {
     fn a_cleared_cache_asks_the_store() {
         let c = RecordCache::new(1 << 20);
         assert!(c.warm(|_| true));
-        c.put(b"k", b("v"));
+        c.put(b"k", b("v").to_vec());
         assert_eq!(c.get(b"other"), Cached::Absent);
         c.clear();
         assert!(matches!(c.get(b"k"), Cached::Unknown { .. }));
@@ -530,7 +529,7 @@ mod tests {
     fn a_cache_of_zero_bytes_is_off() {
         let c = RecordCache::new(0);
         assert!(!c.warm(|_| true));
-        c.put(b"k", b("v"));
+        c.put(b"k", b("v").to_vec());
         assert!(matches!(c.get(b"k"), Cached::Unknown { .. }));
     }
 }

@@ -241,7 +241,7 @@ impl<S: LocalStore> LocalReplica<S> {
             LogWrite::Buffered => self.store.put_buffered(key, &record),
         };
         match stored {
-            Ok(()) if cache => self.cache.put(key, Bytes::from(record)),
+            Ok(()) if cache => self.cache.put(key, record),
             Ok(()) => {}
             Err(e) => {
                 self.cache.forget(key);

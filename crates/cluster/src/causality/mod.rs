@@ -157,6 +157,19 @@ mod tests {
     }
 
     #[test]
+    fn a_record_is_encoded_into_exactly_its_size() {
+        let mut set = SiblingSet::default();
+        set.update(&VersionVector::new(), 1, 1, b("x"), Some(5_000));
+        let mut other = SiblingSet::default();
+        other.update(&VersionVector::new(), 300, 2, None, None);
+        other.update(&VersionVector::new(), 300, 3, b(&"v".repeat(200)), None);
+        set.merge(&other);
+        let enc = set.encode();
+        assert_eq!(enc.len(), enc.capacity());
+        assert_eq!(SiblingSet::decode_copied(&enc), Ok(set));
+    }
+
+    #[test]
     fn decode_rejects_garbage() {
         assert_eq!(
             SiblingSet::decode(&Bytes::from_static(b"")),

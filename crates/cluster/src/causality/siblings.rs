@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::codec::{Reader, put_varint};
+use super::codec::{Reader, put_varint, varint_len};
 use super::{DecodeError, Dot, Hlc, VersionVector};
 
 /// A stored sibling: one concurrent version, or a tombstone.
@@ -246,12 +246,20 @@ impl SiblingSet {
     ///            [len:varint value:bytes]   unless flags & 1 (tombstone)
     /// ```
     pub fn encode(&self) -> Vec<u8> {
-        let payload: usize = self
-            .siblings
-            .iter()
-            .map(|s| s.value.as_ref().map_or(0, |v| v.len()) + 32)
+        // Exactly the record's size: a vector whose length is its capacity
+        // becomes a boxed slice or `Bytes` without another allocation.
+        let siblings: usize = (self.siblings.iter())
+            .map(|s| {
+                8 + varint_len(s.dot.counter)
+                    + 9
+                    + s.expires_at_ms.map_or(0, |_| 8)
+                    + s.value
+                        .as_ref()
+                        .map_or(0, |v| varint_len(v.len() as u64) + v.len())
+            })
             .sum();
-        let mut out = Vec::with_capacity(8 + self.vv.entries().len() * 12 + payload);
+        let size = 2 + self.vv.encoded_len() + varint_len(self.siblings.len() as u64) + siblings;
+        let mut out = Vec::with_capacity(size);
         out.push(RECORD_MAGIC);
         out.push(RECORD_FORMAT);
         self.vv.encode_into(&mut out);
@@ -276,6 +284,7 @@ impl SiblingSet {
                 out.extend_from_slice(v);
             }
         }
+        debug_assert_eq!(out.len(), size, "the record's size is computed exactly");
         out
     }
 

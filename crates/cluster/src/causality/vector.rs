@@ -1,7 +1,7 @@
 //! Dots and version vectors, the causal context clients hold, and the
 //! epoch floor of a node's dot counters.
 
-use super::codec::{Reader, put_varint};
+use super::codec::{Reader, put_varint, varint_len};
 
 /// One write event: the `counter`-th write coordinated by `actor` for a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -153,6 +153,14 @@ impl VersionVector {
         let vv = Self::decode_from(&mut r)?;
         r.finish()?;
         Ok(vv)
+    }
+
+    /// The bytes [`VersionVector::encode_into`] writes.
+    pub(super) fn encoded_len(&self) -> usize {
+        varint_len(self.entries.len() as u64)
+            + (self.entries.iter())
+                .map(|&(_, counter)| 8 + varint_len(counter))
+                .sum::<usize>()
     }
 
     pub(super) fn encode_into(&self, out: &mut Vec<u8>) {
