@@ -679,6 +679,11 @@ pub trait Kv: Send + Sync + 'static {
         Ok(())
     }
 
+    /// A hint that `keys` are about to be read or written (the keys of a
+    /// pipeline): their records may be brought into memory's fastest
+    /// levels together. Changes nothing; the default does nothing.
+    fn prefetch(&self, _keys: &[&[u8]]) {}
+
     /// True while writes wait for [`Kv::release_writes`] (cheap).
     fn writes_buffered(&self) -> bool {
         false

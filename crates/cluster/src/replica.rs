@@ -188,6 +188,12 @@ impl<S: LocalStore> LocalReplica<S> {
         self.cache.stats()
     }
 
+    /// Brings the cached records of `keys` into the processor's cache
+    /// ([`RecordCache::prefetch`]); a hint, changes nothing.
+    pub fn prefetch(&self, keys: &[&[u8]]) {
+        self.cache.prefetch(keys);
+    }
+
     /// The stored record of `key`: from the cache, or from the store
     /// (filling the cache).
     fn get_record(&self, key: &[u8]) -> Result<Option<Bytes>, KvError> {

@@ -18,6 +18,7 @@
 //! write that makes no progress for `idle_timeout_ms`, and shutdown (after
 //! the requests already buffered).
 
+use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +52,9 @@ const WRITE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(300);
 const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(5);
 /// Argument vectors larger than this are given back after use.
 const ARGS_RETAINED_MAX: usize = 1024;
+/// Requests parsed ahead of running them (see `execute_buffered`); also
+/// the most argument vectors kept for reuse.
+const PARSE_AHEAD_MAX: usize = 32;
 
 /// Why a connection ends.
 #[derive(Debug)]
@@ -91,7 +95,10 @@ struct Connection<K, S> {
     parser: RequestParser,
     input: BytesMut,
     output: BytesMut,
-    args: Vec<Bytes>,
+    /// Requests parsed and not yet run, in order.
+    ahead: VecDeque<Vec<Bytes>>,
+    /// Argument vectors to reuse.
+    spare: Vec<Vec<Bytes>>,
     batch: Batch,
     stop: CancellationToken,
 }
@@ -112,7 +119,8 @@ pub(crate) async fn serve<K: Kv, S: ClientStream>(
         shared,
         input: BytesMut::with_capacity(READ_CHUNK_BYTES),
         output: BytesMut::with_capacity(READ_CHUNK_BYTES),
-        args: Vec::with_capacity(8),
+        ahead: VecDeque::with_capacity(PARSE_AHEAD_MAX),
+        spare: Vec::new(),
         batch: Batch::default(),
         stop,
     };
@@ -225,59 +233,48 @@ impl<K: Kv, S: ClientStream> Connection<K, S> {
     }
 
     /// Executes every complete request in the input buffer; returns how many.
+    ///
+    /// Requests are parsed ahead, up to [`PARSE_AHEAD_MAX`] at a time, and
+    /// the keys of those that read or write one are handed to
+    /// [`Kv::prefetch`] before any runs: the records of a pipeline are
+    /// fetched from memory together rather than one miss after another.
+    /// They still run one by one, in order. A request that may change the
+    /// connection's limits (AUTH, HELLO, RESET) ends the parse-ahead, as
+    /// does not being authenticated: the requests behind it are parsed
+    /// under the limits it leaves.
     async fn execute_buffered(&mut self) -> Result<u64, Close> {
         let mut executed = 0;
         loop {
-            self.parser.set_limits(if self.session.authenticated {
-                self.shared.limits
-            } else {
-                self.shared.unauthenticated_limits
-            });
-            match self.parser.parse(&mut self.input, &mut self.args) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) => {
-                    record_error("protocol");
-                    self.batch.errors += 1;
-                    let reply = CommandError::Protocol(e.clone()).to_frame();
-                    if let Frame::Error(text) = &reply {
-                        self.shared.errors.add(text);
-                    }
-                    reply.encode(&mut self.output, self.session.protocol);
-                    // Send the reply before closing; a failed write changes
-                    // nothing, the connection is closing anyway.
-                    let _ = self.flush().await;
-                    return Err(Close::Protocol(e));
+            let protocol_error = self.parse_ahead();
+            if self.ahead.len() > 1 {
+                let keys: Vec<&[u8]> = self
+                    .ahead
+                    .iter()
+                    .filter_map(|args| cmd::prefetched_key(args))
+                    .collect();
+                if keys.len() > 1 {
+                    self.kv.prefetch(&keys);
                 }
             }
-            executed += 1;
-            self.batch.commands += 1;
-            let mut ctx = Ctx {
-                kv: &*self.kv,
-                session: &mut self.session,
-                shared: &self.shared,
-            };
-            let outcome = cmd::execute(&mut ctx, &self.args).await;
-            self.args.clear();
-            if self.args.capacity() > ARGS_RETAINED_MAX {
-                self.args = Vec::with_capacity(8);
+            if self.ahead.is_empty() && protocol_error.is_none() {
+                break;
             }
-            if let Some(kind) = outcome.error {
-                record_error(kind);
+            while let Some(args) = self.ahead.pop_front() {
+                executed += 1;
+                self.execute_one(args).await?;
+            }
+            if let Some(e) = protocol_error {
+                record_error("protocol");
                 self.batch.errors += 1;
-                if let Frame::Error(text) = &outcome.reply {
+                let reply = CommandError::Protocol(e.clone()).to_frame();
+                if let Frame::Error(text) = &reply {
                     self.shared.errors.add(text);
                 }
-            }
-            outcome
-                .reply
-                .encode(&mut self.output, self.session.protocol);
-            if self.session.closing {
+                reply.encode(&mut self.output, self.session.protocol);
+                // Send the reply before closing; a failed write changes
+                // nothing, the connection is closing anyway.
                 let _ = self.flush().await;
-                return Err(Close::Quit);
-            }
-            if self.output.len() >= self.shared.config.reply_flush_bytes_max {
-                self.flush().await.map_err(Close::Io)?;
+                return Err(Close::Protocol(e));
             }
         }
         // A request larger than the input buffer limit is refused by the
@@ -293,6 +290,76 @@ impl<K: Kv, S: ClientStream> Connection<K, S> {
             return Err(Close::Protocol(e));
         }
         Ok(executed)
+    }
+
+    /// Parses complete requests into `ahead` (see
+    /// [`Connection::execute_buffered`]); returns the protocol error that
+    /// stopped it, if one did (the requests before it still run).
+    fn parse_ahead(&mut self) -> Option<ProtocolError> {
+        let ahead_max = if self.session.authenticated {
+            PARSE_AHEAD_MAX
+        } else {
+            1
+        };
+        while self.ahead.len() < ahead_max {
+            self.parser.set_limits(if self.session.authenticated {
+                self.shared.limits
+            } else {
+                self.shared.unauthenticated_limits
+            });
+            let mut args = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(8));
+            match self.parser.parse(&mut self.input, &mut args) {
+                Ok(true) => {
+                    let last = cmd::changes_session(&args);
+                    self.ahead.push_back(args);
+                    if last {
+                        break;
+                    }
+                }
+                Ok(false) => {
+                    self.spare.push(args);
+                    break;
+                }
+                Err(e) => {
+                    self.spare.push(args);
+                    return Some(e);
+                }
+            }
+        }
+        None
+    }
+
+    /// Runs one parsed request and encodes its reply.
+    async fn execute_one(&mut self, mut args: Vec<Bytes>) -> Result<(), Close> {
+        self.batch.commands += 1;
+        let mut ctx = Ctx {
+            kv: &*self.kv,
+            session: &mut self.session,
+            shared: &self.shared,
+        };
+        let outcome = cmd::execute(&mut ctx, &args).await;
+        args.clear();
+        if args.capacity() <= ARGS_RETAINED_MAX && self.spare.len() < PARSE_AHEAD_MAX {
+            self.spare.push(args);
+        }
+        if let Some(kind) = outcome.error {
+            record_error(kind);
+            self.batch.errors += 1;
+            if let Frame::Error(text) = &outcome.reply {
+                self.shared.errors.add(text);
+            }
+        }
+        outcome
+            .reply
+            .encode(&mut self.output, self.session.protocol);
+        if self.session.closing {
+            let _ = self.flush().await;
+            return Err(Close::Quit);
+        }
+        if self.output.len() >= self.shared.config.reply_flush_bytes_max {
+            self.flush().await.map_err(Close::Io)?;
+        }
+        Ok(())
     }
 
     /// Writes the buffered replies: one non-blocking attempt first (the

@@ -105,10 +105,22 @@ async fn a_pipelined_batch_flushes_buffered_writes_once_before_its_replies() {
         let key = format!("p{i}");
         encode_request(&[b"SET", key.as_bytes(), b"v"], &mut batch);
     }
+    encode_request(&[&b"PING"[..]], &mut batch);
+    encode_request(&[&b"get"[..], b"p3"], &mut batch);
     let before = server.kv.flushes();
     c.send(&batch).await;
     for i in 0..16 {
         assert_eq!(c.read().await, Frame::ok(), "SET {i}");
+    }
+    assert_eq!(c.read().await, simple("PONG"));
+    assert_eq!(c.read().await, bulk("v"));
+    // The keys were handed over together before the batch ran (PING has
+    // none), in order: all at once when the write arrived in one read.
+    let prefetched = server.kv.prefetched();
+    let mut want: Vec<Bytes> = (0..16).map(|i| Bytes::from(format!("p{i}"))).collect();
+    want.push(Bytes::from_static(b"p3"));
+    if server.kv.flushes() - before == 1 {
+        assert_eq!(prefetched, vec![want]);
     }
     // One write of the 16 requests arrives in one read, almost always; a
     // split read makes it two batches.
@@ -541,6 +553,29 @@ async fn before_authentication_requests_are_small_and_time_is_short() {
     assert_eq!(c.cmd(&del).await, Frame::Integer(0));
     let big = vec![b'v'; 20_000];
     assert_eq!(c.cmd(&[b"SET", b"big", &big]).await, Frame::ok());
+    // In one write: the requests behind AUTH are parsed under the limits
+    // AUTH leaves, not those of before it; and after RESET (back to not
+    // authenticated) under the small ones again.
+    let mut c = server.raw().await;
+    let mut pipeline = BytesMut::new();
+    encode_request(&[&b"AUTH"[..], b"s3cret"], &mut pipeline);
+    encode_request(&[&b"SET"[..], b"big", &big], &mut pipeline);
+    encode_request(&[&b"GET"[..], b"big"], &mut pipeline);
+    c.send(&pipeline).await;
+    assert_eq!(c.read().await, Frame::ok());
+    assert_eq!(c.read().await, Frame::ok());
+    assert_eq!(c.read().await, Frame::Bulk(Bytes::from(big.clone())));
+    let mut pipeline = BytesMut::new();
+    encode_request(&[&b"RESET"[..]], &mut pipeline);
+    encode_request(&[&b"GET"[..], &big], &mut pipeline);
+    c.send(&pipeline).await;
+    assert_eq!(
+        c.read_until_closed().await,
+        vec![
+            simple("RESET"),
+            error("ERR Protocol error: unauthenticated bulk length")
+        ]
+    );
     // A connection that never authenticates is closed at the deadline.
     let started = std::time::Instant::now();
     let s = tokio::net::TcpStream::connect(server.addr)

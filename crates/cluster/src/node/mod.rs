@@ -246,6 +246,10 @@ impl<S: LocalStore> Kv for Node<S> {
         self.store().has_buffered()
     }
 
+    fn prefetch(&self, keys: &[&[u8]]) {
+        self.inner.replica.prefetch(keys);
+    }
+
     async fn get(&self, key: Bytes, opts: ReadOptions) -> Result<ReadResult, KvError> {
         self.inner.coord.get(key, opts).await
     }

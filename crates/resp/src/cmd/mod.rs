@@ -324,6 +324,31 @@ pub(crate) async fn execute<K: Kv>(ctx: &mut Ctx<'_, K>, args: &[Bytes]) -> Outc
     }
 }
 
+/// The key a request reads or writes, for the commands whose record a
+/// pipeline prefetches ([`Kv::prefetch`]): the single-key string reads and
+/// writes. Any other request: `None` (a hint only; nothing depends on it).
+pub(crate) fn prefetched_key(args: &[Bytes]) -> Option<&[u8]> {
+    const KEYED: [&[u8]; 8] = [
+        b"GET", b"SET", b"GETDEL", b"GETSET", b"SETNX", b"SETEX", b"PSETEX", b"STRLEN",
+    ];
+    let (name, key) = (args.first()?, args.get(1)?);
+    KEYED
+        .iter()
+        .any(|k| name.eq_ignore_ascii_case(k))
+        .then_some(&key[..])
+}
+
+/// Requests after which a connection's limits or identity may change
+/// (authentication), so the requests behind them are parsed only once they
+/// have run.
+pub(crate) fn changes_session(args: &[Bytes]) -> bool {
+    args.first().is_some_and(|name| {
+        [&b"AUTH"[..], b"HELLO", b"RESET"]
+            .iter()
+            .any(|k| name.eq_ignore_ascii_case(k))
+    })
+}
+
 /// Inside a refused MULTI: EXEC and DISCARD end it (EXEC with Redis'
 /// EXECABORT, so clients report the transaction as not run; DISCARD with
 /// `+OK`, nothing having run); anything else is refused.

@@ -61,6 +61,8 @@ pub struct MemKv {
     /// Calls of `release_writes`, and whether they fail.
     flushes: AtomicU64,
     fail_flush: AtomicBool,
+    /// The keys of each `prefetch` call, in order.
+    prefetched: Mutex<Vec<Vec<Bytes>>>,
     /// Requests over 50 ms are logged; spikes over 100 ms sampled.
     slow_log: Arc<ringkv_cluster::slowlog::SlowLog>,
 }
@@ -75,6 +77,7 @@ impl MemKv {
             slow_write_ms: AtomicU64::new(300),
             flushes: AtomicU64::new(0),
             fail_flush: AtomicBool::new(false),
+            prefetched: Mutex::new(Vec::new()),
             slow_log: Arc::new(ringkv_cluster::slowlog::SlowLog::new(
                 ringkv_cluster::slowlog::SlowLogConfig {
                     slower_than_us: 50_000,
@@ -83,6 +86,11 @@ impl MemKv {
                 },
             )),
         })
+    }
+
+    /// The keys of each prefetch the server asked for, in order.
+    pub fn prefetched(&self) -> Vec<Vec<Bytes>> {
+        self.prefetched.lock().clone()
     }
 
     /// How many times the server asked for buffered writes to be flushed.
@@ -228,6 +236,10 @@ impl Kv for MemKv {
             at: self.now_ms() << 16,
             nodes: vec![ACTOR],
         })
+    }
+
+    fn prefetch(&self, keys: &[&[u8]]) {
+        (self.prefetched.lock()).push(keys.iter().map(|k| Bytes::copy_from_slice(k)).collect());
     }
 
     fn release_writes(&self) -> Result<(), KvError> {
