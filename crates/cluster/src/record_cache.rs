@@ -22,6 +22,10 @@
 //! - **Racing fills.** A read that missed takes its shard's write count
 //!   before reading the store, and fills only if no write reached the shard
 //!   in between: a record read before a write is never put back over it.
+//! - **Pipelines.** [`RecordCache::prefetch`] looks up the keys of a
+//!   pipeline together before its requests run one by one: each lookup is
+//!   a few dependent memory reads, and taken back to back with no lock in
+//!   between, the processor overlaps those of different keys.
 //! - **What it may hold that the store no longer does**: a record the
 //!   store's compaction has purged (a tombstone past its grace period, an
 //!   expired value) or pruned (version-vector entries of departed nodes).

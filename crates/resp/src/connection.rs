@@ -1,7 +1,9 @@
 //! One client connection: read, parse, execute, reply, in a loop.
 //!
 //! The loop, top to bottom: execute every complete request already in the
-//! input buffer, in order, encoding each reply into the output buffer
+//! input buffer, in order (parsed a few dozen ahead, so the keys of a
+//! pipeline can be prefetched together: [`Kv::prefetch`]), encoding each
+//! reply into the output buffer
 //! (written early only past `reply_flush_bytes_max`); write the replies in
 //! one go; then wait for more bytes, the idle deadline, or shutdown. So a
 //! pipelined batch costs one read and one write, and a request's arguments
