@@ -1,0 +1,209 @@
+//! Tests of the replica: the record cache kept in step with the store,
+//! merges, pruning and the truncation purge.
+
+use super::*;
+use crate::causality::VersionVector;
+
+/// Adds a sibling `v` by `actor` at `ms`, concurrent with the others.
+fn add(set: &mut SiblingSet, actor: u64, ms: u64, v: &'static [u8]) {
+    set.update(
+        &VersionVector::new(),
+        actor,
+        ms << 16,
+        Some(Bytes::from_static(v)),
+        None,
+    );
+}
+
+/// Replica 1 on an empty in-memory store, its clock at 10 s.
+fn replica() -> LocalReplica<crate::store::MemStore> {
+    let clock: SharedClock = std::sync::Arc::new(ringkv_env::ManualClock::new(10_000));
+    LocalReplica::new(1, crate::store::MemStore::default(), clock, 64)
+}
+
+/// [`replica`] with a record cache filled from its (empty) store.
+fn cached_replica(plant: bool) -> LocalReplica<crate::store::MemStore> {
+    let mut r = replica().with_record_cache(1 << 20);
+    if plant {
+        r = r.with_stale_cache_plant();
+    }
+    assert!(r.warm_cache().expect("warm"), "an empty store fits");
+    r
+}
+
+fn put(r: &LocalReplica<crate::store::MemStore>, key: &[u8], v: &'static [u8]) {
+    r.update_buffered(
+        key,
+        Change::Put(Bytes::from_static(v)),
+        &WriteOptions::default(),
+    )
+    .expect("write");
+}
+
+/// A client write reads, through the cache, the sibling a peer merged
+/// in, and supersedes it; with the planted stale cache it does not (the
+/// peer's version survives as a concurrent sibling: the history the
+/// simulation's checkers catch).
+#[test]
+fn a_write_supersedes_what_a_peer_merged_through_the_cache() {
+    for plant in [false, true] {
+        let r = cached_replica(plant);
+        put(&r, b"k", b"mine");
+        let mut theirs = r.read(b"k").expect("read");
+        let ctx = theirs.vv.clone();
+        theirs.update(
+            &ctx,
+            2,
+            11_000 << 16,
+            Some(Bytes::from_static(b"theirs")),
+            None,
+        );
+        assert!(r.merge(b"k", &theirs).expect("merge"));
+        put(&r, b"k", b"after");
+        let stored = SiblingSet::decode(&r.store().get(b"k").expect("get").expect("stored"))
+            .expect("decode");
+        assert_eq!(stored.siblings.len(), 1);
+        // The peer sends its version again (anti-entropy).
+        r.merge(b"k", &theirs).expect("merge again");
+        let now = SiblingSet::decode(&r.store().get(b"k").expect("get").expect("stored"))
+            .expect("decode");
+        if plant {
+            assert_eq!(
+                now.siblings.len(),
+                2,
+                "the stale cache lost a version: {now:?}"
+            );
+        } else {
+            assert_eq!(stored.vv.get(2), theirs.vv.get(2), "covers the peer's dot");
+            assert_eq!(now.siblings.len(), 1, "superseded: {now:?}");
+        }
+    }
+}
+
+/// After any mix of writes, merges, removals and a truncation purge,
+/// the cache and the store hold the same record for every key.
+#[test]
+fn the_cache_and_the_store_agree_after_every_kind_of_change() {
+    let r = cached_replica(false);
+    let mut draw: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move |n: u64| {
+        draw ^= draw << 13;
+        draw ^= draw >> 7;
+        draw ^= draw << 17;
+        draw % n
+    };
+    let keys: Vec<Vec<u8>> = (0..40).map(|i| format!("key{i}").into_bytes()).collect();
+    for step in 0..3_000u64 {
+        let key = &keys[next(keys.len() as u64) as usize];
+        match next(5) {
+            0 | 1 => put(&r, key, b"v"),
+            2 => {
+                let mut set = SiblingSet::default();
+                add(&mut set, 2 + next(3), 1_000 + step, b"peer");
+                r.merge(key, &set).expect("merge");
+            }
+            3 => {
+                r.update_buffered(key, Change::Delete, &WriteOptions::default())
+                    .expect("delete");
+            }
+            _ => r.remove_record(key).expect("remove"),
+        }
+        if step == 2_000 {
+            r.set_truncated_at(1_500 << 16);
+            r.purge_truncated().expect("purge");
+        }
+    }
+    for key in &keys {
+        let cached = r.read(key).expect("read");
+        let mut stored = match r.store().get(key).expect("get") {
+            Some(bytes) => SiblingSet::decode(&bytes).expect("decode"),
+            None => SiblingSet::default(),
+        };
+        r.drop_truncated(&mut stored);
+        assert_eq!(cached, stored, "{}", String::from_utf8_lossy(key));
+    }
+    // The truncation emptied the cache and ended completeness; reads
+    // filled it again.
+    let stats = r.cache_stats();
+    assert!(
+        !stats.complete && stats.hits > 0 && stats.misses > 0,
+        "{stats:?}"
+    );
+}
+
+/// A merge prunes what the rule allows, so a pruned replica that
+/// receives an unpruned copy stays pruned and reports no change.
+#[test]
+fn merges_prune_the_entries_of_departed_nodes() {
+    let r = replica();
+    r.set_pruner(Arc::new(|_, set| {
+        crate::causality::purge::prune_departed(set, 10_000, 1_000, |a| a == 9, || Some(9_000))
+    }));
+    let mut old = SiblingSet::default();
+    add(&mut old, 9, 1_000, b"a");
+    let ctx = old.vv.clone();
+    old.update(&ctx, 2, 2_000 << 16, Some(Bytes::from_static(b"b")), None);
+    assert!(r.merge(b"k", &old).expect("merge"));
+    let stored = r.read(b"k").expect("read");
+    assert_eq!(stored.vv.get(9), 0, "pruned on the way in");
+    assert_eq!(stored.siblings, old.siblings);
+    assert!(
+        !r.merge(b"k", &old).expect("merge again"),
+        "an unpruned copy changes nothing"
+    );
+    assert_eq!(r.read(b"k").expect("read"), stored);
+}
+
+/// An import after a truncation lands while the old record is still
+/// stored (its compaction not run yet): its versions, stamped after the
+/// point with their old dots, are taken; a stale copy is not.
+#[test]
+fn an_import_lands_on_a_truncated_record_not_yet_purged() {
+    let r = replica();
+    let mut old = SiblingSet::default();
+    add(&mut old, 2, 1_000, b"a");
+    add(&mut old, 3, 1_001, b"b");
+    assert!(r.merge(b"k", &old).expect("merge"));
+    let at = 5_000 << 16;
+    assert!(r.set_truncated_at(at));
+    assert_eq!(r.read(b"k").expect("read"), SiblingSet::default());
+    // The import of the same versions, restamped, onto the old record
+    // still stored.
+    assert!(r.store().get(b"k").expect("get").is_some(), "still stored");
+    let mut imported = old.clone();
+    assert!(imported.restamp_truncated(at));
+    assert!(r.merge(b"k", &imported).expect("import"));
+    let back = r.read(b"k").expect("read");
+    assert_eq!(back.siblings.len(), 2, "both siblings back: {back:?}");
+    assert!(back.siblings.iter().all(|s| s.hlc == at + 1));
+    // Imported twice: nothing changes; the stale copy, as a replica
+    // that missed the point sends it, changes nothing either.
+    assert!(!r.merge(b"k", &imported).expect("again"));
+    assert!(!r.merge(b"k", &old).expect("stale merge"));
+    assert_eq!(r.read(b"k").expect("read"), back);
+}
+
+/// The purge goes through more keys than one pass collects.
+#[test]
+fn the_purge_mends_every_key_in_bounded_passes() {
+    let r = replica();
+    let n = PURGE_BATCH_KEYS * 2 + 7;
+    for i in 0..n {
+        let mut set = SiblingSet::default();
+        add(&mut set, 2, if i % 10 == 0 { 9_000 } else { 1_000 }, b"v");
+        r.store()
+            .put(format!("k{i}").as_bytes(), &set.encode())
+            .expect("put");
+    }
+    r.set_truncated_at(5_000 << 16);
+    let kept = n.div_ceil(10);
+    assert_eq!(r.purge_truncated().expect("purge"), (n - kept) as u64);
+    let mut left = 0;
+    r.store()
+        .for_each(&mut |_, _| {
+            left += 1;
+            true
+        })
+        .expect("scan");
+    assert_eq!(left, kept, "the writes after the point stay");
+}
