@@ -54,6 +54,13 @@ impl<'a> Reader<'a> {
         Err(DecodeError::VarintOverflow)
     }
 
+    /// The next `len` bytes.
+    pub(super) fn bytes(&mut self, len: usize) -> Result<&'a [u8], DecodeError> {
+        let start = self.pos;
+        self.skip(len)?;
+        Ok(&self.buf[start..self.pos])
+    }
+
     pub(super) fn skip(&mut self, len: usize) -> Result<(), DecodeError> {
         let end = self.pos.checked_add(len).ok_or(DecodeError::Truncated)?;
         if end > self.buf.len() {

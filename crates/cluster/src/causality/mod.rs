@@ -28,6 +28,7 @@ mod codec;
 mod hlc;
 pub mod purge;
 mod siblings;
+pub mod types;
 mod vector;
 
 pub use hlc::{Hlc, HlcState, hlc_physical_ms};

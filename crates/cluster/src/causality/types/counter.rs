@@ -1,0 +1,419 @@
+//! A PN-counter with per-epoch entries and reset-remove: the state of a
+//! counter key (docs/design/data-types.md, "Counter").
+//!
+//! Each entry is written by one owner only, `(actor, epoch)`: a node adds
+//! to its own entry of the epoch it is in, so the join (entry-wise maximum)
+//! never loses an increment another replica has seen. `DEL` copies every
+//! entry it observed into `removed` and clears the base; the value counts
+//! only what exceeds `removed`, so an increment concurrent with the `DEL`
+//! survives by exactly its own amount.
+//!
+//! ```text
+//! state   := base entries removed
+//! base    := value:i64le hlc:u64le actor:u64le
+//! entries := count:varint entry*       ascending by (actor, epoch)
+//! removed := count:varint entry*       ascending by (actor, epoch)
+//! entry   := actor:u64le epoch:varint p:varint n:varint
+//! ```
+
+use std::collections::BTreeMap;
+
+use super::super::DecodeError;
+use super::super::codec::{Reader, put_varint};
+use crate::causality::Hlc;
+
+/// The most entries (of `entries` and of `removed` each) a decoded counter
+/// may hold; writes are refused well before (`counter_entries_max`).
+pub const COUNTER_ENTRIES_DECODE_MAX: usize = 65_536;
+
+/// The owner of an entry: a node and the epoch it was in (or, for a
+/// stand-in's increment, `STAND_IN_EPOCH | dot counter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EntryId {
+    pub actor: u64,
+    pub epoch: u64,
+}
+
+/// Epochs at or above this mark an entry written once, by a stand-in
+/// coordinator, keyed by its write's dot counter.
+pub const STAND_IN_EPOCH: u64 = 1 << 63;
+
+/// Increments (`p`) and decrements (`n`) an entry has counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub p: u64,
+    pub n: u64,
+}
+
+impl Counts {
+    fn join(&mut self, other: Counts) {
+        self.p = self.p.max(other.p);
+        self.n = self.n.max(other.n);
+    }
+}
+
+/// The value a counter starts from (a string it superseded, `SET k 10`
+/// then `INCR k`): a register, the greater `(hlc, actor)` wins.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Base {
+    pub value: i64,
+    pub hlc: Hlc,
+    pub actor: u64,
+}
+
+/// Why an increment was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CounterError {
+    /// The result would leave the signed 64-bit range (Redis: "increment
+    /// or decrement would overflow").
+    #[error("increment or decrement would overflow")]
+    Overflow,
+    /// The counter already has as many entries as allowed.
+    #[error("the counter has {0} entries, the most allowed")]
+    TooManyEntries(usize),
+}
+
+/// See the module documentation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub base: Base,
+    entries: BTreeMap<EntryId, Counts>,
+    removed: BTreeMap<EntryId, Counts>,
+}
+
+impl Counter {
+    /// A counter starting from `base`.
+    pub fn with_base(base: Base) -> Self {
+        Self {
+            base,
+            ..Self::default()
+        }
+    }
+
+    /// The value: the base plus what every entry counted beyond what a
+    /// `DEL` observed. Wider than `i64`: concurrent increments that each
+    /// stayed in range may together leave it.
+    pub fn value(&self) -> i128 {
+        let counted: i128 = (self.entries.iter())
+            .map(|(id, c)| {
+                let r = self.removed.get(id).copied().unwrap_or_default();
+                i128::from(c.p.saturating_sub(r.p)) - i128::from(c.n.saturating_sub(r.n))
+            })
+            .sum();
+        i128::from(self.base.value) + counted
+    }
+
+    /// True when nothing is counted and no base is set: the key reads as
+    /// absent (every entry removed, or none yet).
+    pub fn is_empty(&self) -> bool {
+        self.base.value == 0
+            && self.entries.iter().all(|(id, c)| {
+                let r = self.removed.get(id).copied().unwrap_or_default();
+                c.p <= r.p && c.n <= r.n
+            })
+    }
+
+    /// Adds `delta` in the entry `id` (owned by the caller) and returns the
+    /// new value; refused, changing nothing, when the value would leave
+    /// `i64` or a new entry would pass `entries_max`.
+    pub fn increment(
+        &mut self,
+        id: EntryId,
+        delta: i64,
+        entries_max: usize,
+    ) -> Result<i64, CounterError> {
+        let value = self.value() + i128::from(delta);
+        let value = i64::try_from(value).map_err(|_| CounterError::Overflow)?;
+        if !self.entries.contains_key(&id) && self.entries.len() >= entries_max {
+            return Err(CounterError::TooManyEntries(self.entries.len()));
+        }
+        let entry = self.entries.entry(id).or_default();
+        let magnitude = delta.unsigned_abs();
+        let counted = if delta >= 0 {
+            &mut entry.p
+        } else {
+            &mut entry.n
+        };
+        *counted = counted
+            .checked_add(magnitude)
+            .ok_or(CounterError::Overflow)?;
+        Ok(value)
+    }
+
+    /// `DEL`: removes everything counted so far (the caller's view), and
+    /// the base (a register write at `hlc` by `actor`).
+    pub fn remove_observed(&mut self, hlc: Hlc, actor: u64) {
+        for (id, counts) in &self.entries {
+            self.removed.entry(*id).or_default().join(*counts);
+        }
+        self.base = Base {
+            value: 0,
+            hlc,
+            actor,
+        };
+    }
+
+    /// Joins another replica's state into this one (commutative,
+    /// associative, idempotent).
+    pub fn join(&mut self, other: &Counter) {
+        for (id, counts) in &other.entries {
+            self.entries.entry(*id).or_default().join(*counts);
+        }
+        for (id, counts) in &other.removed {
+            self.removed.entry(*id).or_default().join(*counts);
+        }
+        if (other.base.hlc, other.base.actor) > (self.base.hlc, self.base.actor) {
+            self.base = other.base;
+        }
+    }
+
+    /// Entries counted (not those only removed).
+    pub fn entry_count(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.base.value.to_le_bytes());
+        out.extend_from_slice(&self.base.hlc.to_le_bytes());
+        out.extend_from_slice(&self.base.actor.to_le_bytes());
+        for map in [&self.entries, &self.removed] {
+            put_varint(out, map.len() as u64);
+            for (id, c) in map {
+                out.extend_from_slice(&id.actor.to_le_bytes());
+                put_varint(out, id.epoch);
+                put_varint(out, c.p);
+                put_varint(out, c.n);
+            }
+        }
+    }
+
+    /// Decodes a state encoded by `encode_into`, all of `bytes`.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let state = Self::decode_from(&mut r)?;
+        r.finish()?;
+        Ok(state)
+    }
+
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let base = Base {
+            value: r.u64()? as i64,
+            hlc: r.u64()?,
+            actor: r.u64()?,
+        };
+        let mut maps = [BTreeMap::new(), BTreeMap::new()];
+        for map in &mut maps {
+            let count = r.varint()? as usize;
+            if count > COUNTER_ENTRIES_DECODE_MAX {
+                return Err(DecodeError::TooMany("counter entries", count));
+            }
+            let mut prev: Option<EntryId> = None;
+            for _ in 0..count {
+                let id = EntryId {
+                    actor: r.u64()?,
+                    epoch: r.varint()?,
+                };
+                let counts = Counts {
+                    p: r.varint()?,
+                    n: r.varint()?,
+                };
+                if prev.is_some_and(|p| p >= id) {
+                    return Err(DecodeError::NotCanonical);
+                }
+                prev = Some(id);
+                map.insert(id, counts);
+            }
+        }
+        let [entries, removed] = maps;
+        Ok(Self {
+            base,
+            entries,
+            removed,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MAX: usize = 1_000;
+
+    fn id(actor: u64, epoch: u64) -> EntryId {
+        EntryId { actor, epoch }
+    }
+
+    fn roundtrip(c: &Counter) -> Counter {
+        let mut out = Vec::new();
+        c.encode_into(&mut out);
+        Counter::decode(&out).expect("decodes")
+    }
+
+    #[test]
+    fn increments_count_and_overflow_is_refused_without_change() {
+        let mut c = Counter::default();
+        assert!(c.is_empty());
+        assert_eq!(c.increment(id(1, 1), 5, MAX), Ok(5));
+        assert_eq!(c.increment(id(1, 1), -7, MAX), Ok(-2));
+        assert_eq!(c.increment(id(2, 1), i64::MAX, MAX), Ok(i64::MAX - 2));
+        let before = c.clone();
+        assert_eq!(c.increment(id(2, 1), 3, MAX), Err(CounterError::Overflow));
+        assert_eq!(c, before);
+        assert_eq!(
+            c.increment(id(3, 1), 1, 2),
+            Err(CounterError::TooManyEntries(2))
+        );
+        assert_eq!(roundtrip(&c), c);
+    }
+
+    #[test]
+    fn a_del_removes_what_it_saw_and_a_concurrent_increment_survives() {
+        let mut a = Counter::with_base(Base {
+            value: 10,
+            hlc: 1,
+            actor: 1,
+        });
+        a.increment(id(1, 1), 4, MAX).expect("in range");
+        let mut b = a.clone();
+        // A deletes what it saw (14); B concurrently adds 3 on its entry.
+        a.remove_observed(5, 1);
+        assert!(a.is_empty());
+        b.increment(id(2, 1), 3, MAX).expect("in range");
+        a.join(&b);
+        assert_eq!(a.value(), 3);
+        b.join(&a);
+        assert_eq!(b, a);
+        assert_eq!(roundtrip(&a), a);
+    }
+
+    #[test]
+    fn decode_refuses_unsorted_entries() {
+        let mut c = Counter::default();
+        c.increment(id(1, 1), 1, MAX).expect("in range");
+        c.increment(id(2, 1), 1, MAX).expect("in range");
+        let mut out = Vec::new();
+        c.encode_into(&mut out);
+        // Swap the two entries' actors (8 bytes each, at known offsets).
+        let first = 24 + 1;
+        let second = first + 8 + 3;
+        let (x, y) = (out[first], out[second]);
+        out[first] = y;
+        out[second] = x;
+        assert_eq!(Counter::decode(&out), Err(DecodeError::NotCanonical));
+    }
+
+    /// One history: replicas increment their own entries, delete, merge,
+    /// make their state durable, and crash back to the durable state (a
+    /// power loss: the latest writes gone, a new epoch), at random.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Incr { replica: usize, delta: i64 },
+        Sync { replica: usize },
+        Crash { replica: usize },
+        Del { replica: usize },
+        Merge { from: usize, to: usize },
+    }
+
+    fn arb_ops() -> impl Strategy<Value = Vec<Op>> {
+        let op = prop_oneof![
+            4 => (0usize..3, -50i64..50).prop_map(|(replica, delta)| Op::Incr { replica, delta }),
+            1 => (0usize..3).prop_map(|replica| Op::Sync { replica }),
+            1 => (0usize..3).prop_map(|replica| Op::Crash { replica }),
+            1 => (0usize..3).prop_map(|replica| Op::Del { replica }),
+            3 => (0usize..3, 0usize..3).prop_map(|(from, to)| Op::Merge { from, to }),
+        ];
+        proptest::collection::vec(op, 0..40)
+    }
+
+    /// Runs `ops`; returns the replicas' states and the value they must
+    /// converge to: every increment some replica still holds, unless a DEL
+    /// some replica still holds observed it. (What a replica has seen, and
+    /// the increments its DELs observed, travel with its state: merged,
+    /// made durable, lost in a crash.)
+    fn run(ops: &[Op]) -> (Vec<Counter>, i128) {
+        type Seen = std::collections::BTreeSet<usize>;
+        #[derive(Clone, Default)]
+        struct Model {
+            state: Counter,
+            seen: Seen,
+            removed: Seen,
+        }
+        let mut replicas = vec![Model::default(); 3];
+        let mut durable = replicas.clone();
+        let mut epochs = [1u64; 3];
+        let mut increments: Vec<i64> = Vec::new();
+        for (hlc, op) in ops.iter().enumerate() {
+            match *op {
+                Op::Incr { replica, delta } => {
+                    let entry = id(replica as u64, epochs[replica]);
+                    let r = &mut replicas[replica];
+                    if r.state.increment(entry, delta, MAX).is_ok() {
+                        r.seen.insert(increments.len());
+                        increments.push(delta);
+                    }
+                }
+                Op::Sync { replica } => durable[replica] = replicas[replica].clone(),
+                Op::Crash { replica } => {
+                    replicas[replica] = durable[replica].clone();
+                    epochs[replica] += 1;
+                }
+                Op::Del { replica } => {
+                    let r = &mut replicas[replica];
+                    r.state.remove_observed(hlc as u64 + 1, replica as u64);
+                    let seen = r.seen.clone();
+                    r.removed.extend(seen);
+                }
+                Op::Merge { from, to } => {
+                    let other = replicas[from].clone();
+                    let r = &mut replicas[to];
+                    r.state.join(&other.state);
+                    r.seen.extend(other.seen);
+                    r.removed.extend(other.removed);
+                }
+            }
+        }
+        let held: Seen = replicas
+            .iter()
+            .flat_map(|r| r.seen.iter().copied())
+            .collect();
+        let removed: Seen = (replicas.iter())
+            .flat_map(|r| r.removed.iter().copied())
+            .collect();
+        let expected: i128 = (increments.iter().enumerate())
+            .filter(|(i, _)| held.contains(i) && !removed.contains(i))
+            .map(|(_, d)| i128::from(*d))
+            .sum();
+        (replicas.into_iter().map(|r| r.state).collect(), expected)
+    }
+
+    proptest! {
+        #[test]
+        fn join_is_commutative_associative_idempotent(ops in arb_ops()) {
+            let (r, _) = run(&ops);
+            let (a, b, c) = (&r[0], &r[1], &r[2]);
+            let mut ab = a.clone(); ab.join(b);
+            let mut ba = b.clone(); ba.join(a);
+            prop_assert_eq!(&ab, &ba);
+            let mut ab_c = ab.clone(); ab_c.join(c);
+            let mut bc = b.clone(); bc.join(c);
+            let mut a_bc = a.clone(); a_bc.join(&bc);
+            prop_assert_eq!(&ab_c, &a_bc);
+            let mut aa = a.clone(); aa.join(a);
+            prop_assert_eq!(&aa, a);
+            prop_assert_eq!(roundtrip(&ab_c), ab_c);
+        }
+
+        /// Once every replica has merged every other, the value is every
+        /// increment a replica holds that no DEL observed: none rolled
+        /// back by a crash elsewhere, none counted twice.
+        #[test]
+        fn no_increment_is_lost_or_counted_twice(ops in arb_ops()) {
+            let (r, expected) = run(&ops);
+            let mut all = r[0].clone();
+            all.join(&r[1]);
+            all.join(&r[2]);
+            prop_assert_eq!(all.value(), expected);
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! Convergent data types: the states of counter, set and hash keys, their
+//! joins and encodings (docs/design/data-types.md). Each join is
+//! commutative, associative and idempotent, so replicas that have seen the
+//! same operations hold the same state whatever the order of merges.
+//!
+//! Not yet wired into records or commands: this is the algebra, proven by
+//! its property tests, that record format 2 will carry.
+
+pub mod counter;
+pub mod orset;
+
+pub use counter::{Base, Counter, CounterError, Counts, EntryId, STAND_IN_EPOCH};
+pub use orset::OrSet;
