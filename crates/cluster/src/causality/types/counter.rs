@@ -195,7 +195,7 @@ impl Counter {
         Ok(state)
     }
 
-    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    pub(super) fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let base = Base {
             value: r.u64()? as i64,
             hlc: r.u64()?,

@@ -7,7 +7,9 @@
 //! its property tests, that record format 2 will carry.
 
 pub mod counter;
+pub mod map;
 pub mod orset;
 
 pub use counter::{Base, Counter, CounterError, Counts, EntryId, STAND_IN_EPOCH};
+pub use map::{Field, FieldValue, FieldWrite, Map};
 pub use orset::OrSet;
