@@ -35,7 +35,10 @@ pub struct SiblingSet {
 /// Magic byte opening a stored record. Do not change: on disk.
 const RECORD_MAGIC: u8 = 0xD7;
 /// Format version of the stored record. Do not change: on disk.
-const RECORD_FORMAT: u8 = 1;
+pub(super) const RECORD_FORMAT: u8 = 1;
+/// Format of a record that holds data-type components after its string
+/// siblings ([`super::types::record`]).
+pub(super) const RECORD_FORMAT_TYPED: u8 = 2;
 /// The largest number of siblings a decoded record may hold.
 pub const SIBLINGS_DECODE_MAX: usize = 65_536;
 
@@ -325,7 +328,32 @@ impl SiblingSet {
     ) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         Self::decode_header(&mut r)?;
-        let vv = VersionVector::decode_from(&mut r)?;
+        let set = Self::decode_body(&mut r, value_at)?;
+        r.finish()?;
+        Ok(set)
+    }
+
+    /// The first part of a record of format 1 or 2 (see
+    /// [`super::types::record`]): its format, and its vector and string
+    /// siblings (values copied); the reader is left after them.
+    pub(super) fn decode_prefix(r: &mut Reader<'_>) -> Result<(u8, Self), DecodeError> {
+        if r.u8()? != RECORD_MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        let format = r.u8()?;
+        if format != RECORD_FORMAT && format != RECORD_FORMAT_TYPED {
+            return Err(DecodeError::UnknownFormat(format));
+        }
+        let buf = r.whole();
+        let set = Self::decode_body(r, |range| Bytes::copy_from_slice(&buf[range]))?;
+        Ok((format, set))
+    }
+
+    fn decode_body(
+        r: &mut Reader<'_>,
+        value_at: impl Fn(std::ops::Range<usize>) -> Bytes,
+    ) -> Result<Self, DecodeError> {
+        let vv = VersionVector::decode_from(r)?;
         let count = r.varint()? as usize;
         if count > SIBLINGS_DECODE_MAX {
             return Err(DecodeError::TooMany("siblings", count));
@@ -363,7 +391,6 @@ impl SiblingSet {
                 value,
             });
         }
-        r.finish()?;
         Ok(Self { vv, siblings })
     }
 }

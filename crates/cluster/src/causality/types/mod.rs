@@ -9,7 +9,9 @@
 pub mod counter;
 pub mod map;
 pub mod orset;
+pub mod record;
 
 pub use counter::{Base, Counter, CounterError, Counts, EntryId, STAND_IN_EPOCH};
 pub use map::{Field, FieldValue, FieldWrite, Map};
 pub use orset::OrSet;
+pub use record::{Kind, Record, Typed};

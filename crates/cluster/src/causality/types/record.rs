@@ -1,0 +1,407 @@
+//! A record that may hold data types: the string siblings of today beside
+//! a counter, a set and a hash, one component per kind, each joined by its
+//! own rule (docs/design/data-types.md, "Kind conflicts"). The product of
+//! joins is a join, so records merge in any order to the same state; a
+//! read resolves the key's kind as the non-empty component written last.
+//!
+//! ```text
+//! record    := magic:u8=0xD7 format:u8 vv count:varint sibling*   (format 1)
+//!              [components]                                       (format 2)
+//! components:= count:u8 (kind:u8 hlc:u64le len:varint state)*     ascending by kind
+//!              kind 1 counter, 2 set, 3 hash (states: counter.rs, orset.rs, map.rs)
+//! ```
+//!
+//! A record with no typed component encodes as format 1, byte for byte what
+//! [`SiblingSet::encode`] writes, so string records do not change.
+
+use super::super::DecodeError;
+use super::super::codec::{Reader, put_varint};
+use super::super::siblings::RECORD_FORMAT_TYPED;
+use super::{Counter, Map, OrSet};
+use crate::causality::{Hlc, SiblingSet};
+
+/// The kinds a key can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    String,
+    Counter,
+    Set,
+    Hash,
+}
+
+/// A typed component and the greatest HLC of the writes that made it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Typed<T> {
+    pub state: T,
+    pub hlc: Hlc,
+}
+
+impl<T: Default + PartialEq> Typed<T> {
+    /// Written at some time (so encoded, even if now empty).
+    pub fn written(&self) -> bool {
+        self.hlc != 0 || self.state != T::default()
+    }
+}
+
+/// See the module documentation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Record {
+    /// The vector (every write of the key this replica has seen, of any
+    /// kind) and the string siblings.
+    pub strings: SiblingSet,
+    pub counter: Typed<Counter>,
+    pub set: Typed<OrSet>,
+    pub hash: Typed<Map>,
+}
+
+impl Record {
+    /// Merges another replica's record into this one (commutative,
+    /// associative, idempotent).
+    pub fn merge(&mut self, other: &Record) {
+        // The typed joins read both vectors before they are merged.
+        let (ours, theirs) = (&self.strings.vv, &other.strings.vv);
+        self.set.state.join(ours, &other.set.state, theirs);
+        self.hash.state.join(ours, &other.hash.state, theirs);
+        self.counter.state.join(&other.counter.state);
+        self.counter.hlc = self.counter.hlc.max(other.counter.hlc);
+        self.set.hlc = self.set.hlc.max(other.set.hlc);
+        self.hash.hlc = self.hash.hlc.max(other.hash.hlc);
+        self.strings.merge(&other.strings);
+    }
+
+    /// A write of `kind` at `hlc` supersedes what this replica holds of the
+    /// other kinds: the counter's counts are removed (reset-remove), the
+    /// set's members and the hash's fields it sees go. (Strings are
+    /// superseded by the write's own context, `SiblingSet::update`.)
+    pub fn supersede_other_kinds(&mut self, kind: Kind, hlc: Hlc, actor: u64) {
+        if kind != Kind::Counter && self.counter.state != Counter::default() {
+            self.counter.state.remove_observed(hlc, actor);
+        }
+        if kind != Kind::Set {
+            self.set.state.clear();
+        }
+        if kind != Kind::Hash {
+            let names: Vec<_> = self.hash.state.present().map(|(n, _)| n.clone()).collect();
+            for name in names {
+                self.hash.state.remove(&name, hlc, actor);
+            }
+        }
+    }
+
+    /// The key's kind at `now_ms`: the non-empty component written last
+    /// (string siblings by their greatest HLC among live ones), `None` when
+    /// every component is empty (the key is absent).
+    pub fn kind(&self, now_ms: u64) -> Option<Kind> {
+        let strings = self.strings.live(now_ms).map(|s| s.hlc).max();
+        [
+            (strings, Kind::String),
+            (
+                (!self.counter.state.is_empty()).then_some(self.counter.hlc),
+                Kind::Counter,
+            ),
+            (
+                (!self.set.state.is_empty()).then_some(self.set.hlc),
+                Kind::Set,
+            ),
+            (
+                (!self.hash.state.is_empty()).then_some(self.hash.hlc),
+                Kind::Hash,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(hlc, kind)| hlc.map(|h| (h, kind)))
+        .max()
+        .map(|(_, kind)| kind)
+    }
+
+    /// True when no typed component was ever written here. A component
+    /// once written is kept, even empty, with its HLC: dropping the HLC of
+    /// an emptied component would make the merge depend on its order
+    /// (the tombstone grace period purges whole records, not components).
+    fn strings_only(&self) -> bool {
+        !self.counter.written() && !self.set.written() && !self.hash.written()
+    }
+
+    /// Encodes the record: format 1 when it holds strings only.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.strings.encode();
+        if self.strings_only() {
+            return out;
+        }
+        out[1] = RECORD_FORMAT_TYPED;
+        let mut components: Vec<(u8, Hlc, Vec<u8>)> = Vec::with_capacity(3);
+        if self.counter.written() {
+            let mut state = Vec::new();
+            self.counter.state.encode_into(&mut state);
+            components.push((1, self.counter.hlc, state));
+        }
+        if self.set.written() {
+            let mut state = Vec::new();
+            self.set.state.encode_into(&mut state);
+            components.push((2, self.set.hlc, state));
+        }
+        if self.hash.written() {
+            let mut state = Vec::new();
+            self.hash.state.encode_into(&mut state);
+            components.push((3, self.hash.hlc, state));
+        }
+        out.push(components.len() as u8);
+        for (kind, hlc, state) in components {
+            out.push(kind);
+            out.extend_from_slice(&hlc.to_le_bytes());
+            put_varint(&mut out, state.len() as u64);
+            out.extend_from_slice(&state);
+        }
+        out
+    }
+
+    /// Decodes a record of format 1 or 2 (values copied).
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let (format, strings) = SiblingSet::decode_prefix(&mut r)?;
+        let mut record = Record {
+            strings,
+            ..Record::default()
+        };
+        if format == RECORD_FORMAT_TYPED {
+            let count = r.u8()?;
+            if count == 0 {
+                return Err(DecodeError::NotCanonical);
+            }
+            let mut prev = 0u8;
+            for _ in 0..count {
+                let kind = r.u8()?;
+                if kind <= prev {
+                    return Err(DecodeError::NotCanonical);
+                }
+                prev = kind;
+                let hlc = r.u64()?;
+                let len = r.varint()? as usize;
+                let state = r.bytes(len)?;
+                match kind {
+                    1 => {
+                        record.counter = Typed {
+                            state: Counter::decode(state)?,
+                            hlc,
+                        }
+                    }
+                    2 => {
+                        record.set = Typed {
+                            state: OrSet::decode(state)?,
+                            hlc,
+                        }
+                    }
+                    3 => {
+                        record.hash = Typed {
+                            state: Map::decode(state)?,
+                            hlc,
+                        }
+                    }
+                    _ => return Err(DecodeError::NotCanonical),
+                }
+            }
+            if record.strings_only() {
+                return Err(DecodeError::NotCanonical);
+            }
+        }
+        r.finish()?;
+        Ok(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    use super::super::EntryId;
+    use super::*;
+    use crate::causality::{Dot, VersionVector};
+
+    const MAX: usize = 1_000;
+
+    /// A write on one replica, as a coordinator would make it: a fresh dot
+    /// of `actor`, superseding what the replica holds.
+    fn next_dot(r: &Record, actor: u64) -> Dot {
+        Dot {
+            actor,
+            counter: r.strings.vv.get(actor) + 1,
+        }
+    }
+
+    fn set_string(r: &mut Record, actor: u64, hlc: Hlc, value: Option<&str>) {
+        r.supersede_other_kinds(Kind::String, hlc, actor);
+        let context = r.strings.vv.clone();
+        let value = value.map(|v| Bytes::copy_from_slice(v.as_bytes()));
+        r.strings.update(&context, actor, hlc, value, None);
+    }
+
+    /// Any typed write: supersedes the strings and other kinds it sees and
+    /// advances the vector by one dot.
+    fn typed_write(r: &mut Record, kind: Kind, actor: u64, hlc: Hlc) -> Dot {
+        r.supersede_other_kinds(kind, hlc, actor);
+        let dot = next_dot(r, actor);
+        // Strings the write saw are superseded: none survive a typed write.
+        r.strings.siblings.clear();
+        r.strings.vv.raise(actor, dot.counter);
+        dot
+    }
+
+    fn incr(r: &mut Record, actor: u64, hlc: Hlc, delta: i64) {
+        typed_write(r, Kind::Counter, actor, hlc);
+        let entry = EntryId { actor, epoch: 1 };
+        if r.counter.state.increment(entry, delta, MAX).is_ok() {
+            r.counter.hlc = r.counter.hlc.max(hlc);
+        }
+    }
+
+    fn sadd(r: &mut Record, actor: u64, hlc: Hlc, member: &str) {
+        let dot = typed_write(r, Kind::Set, actor, hlc);
+        r.set
+            .state
+            .add(Bytes::copy_from_slice(member.as_bytes()), dot);
+        r.set.hlc = r.set.hlc.max(hlc);
+    }
+
+    fn hset(r: &mut Record, actor: u64, hlc: Hlc, field: &str) {
+        let dot = typed_write(r, Kind::Hash, actor, hlc);
+        let v = Some(Bytes::copy_from_slice(field.as_bytes()));
+        r.hash
+            .state
+            .write(Bytes::copy_from_slice(field.as_bytes()), dot, hlc, v);
+        r.hash.hlc = r.hash.hlc.max(hlc);
+    }
+
+    #[test]
+    fn a_strings_only_record_is_format_1_byte_for_byte() {
+        let mut r = Record::default();
+        set_string(&mut r, 1, 5, Some("v"));
+        assert_eq!(r.encode(), r.strings.encode());
+        assert_eq!(Record::decode(&r.encode()), Ok(r.clone()));
+        // And a typed one is format 2, read back whole.
+        incr(&mut r, 2, 6, 3);
+        let enc = r.encode();
+        assert_eq!(enc[1], 2);
+        assert_eq!(Record::decode(&enc), Ok(r.clone()));
+        assert_eq!(
+            SiblingSet::decode(&Bytes::from(enc)),
+            Err(DecodeError::UnknownFormat(2)),
+            "a reader of strings only refuses it, as an older node does"
+        );
+    }
+
+    #[test]
+    fn concurrent_kinds_are_kept_and_the_later_is_read() {
+        let mut a = Record::default();
+        let mut b = Record::default();
+        set_string(&mut a, 1, 10, Some("text"));
+        incr(&mut b, 2, 11, 4);
+        let mut ab = a.clone();
+        ab.merge(&b);
+        let mut ba = b.clone();
+        ba.merge(&a);
+        assert_eq!(ab, ba);
+        assert_eq!(ab.kind(0), Some(Kind::Counter));
+        assert_eq!(ab.counter.state.value(), 4);
+        // A SET that saw both: the counter's counts are removed, the
+        // string is read.
+        set_string(&mut ab, 1, 12, Some("again"));
+        assert_eq!(ab.kind(0), Some(Kind::String));
+        assert!(ab.counter.state.is_empty());
+        // A DEL that saw everything leaves nothing to read.
+        set_string(&mut ab, 1, 13, None);
+        assert_eq!(ab.kind(0), None);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Set { replica: usize, value: Option<u8> },
+        Incr { replica: usize, delta: i64 },
+        Sadd { replica: usize, member: u8 },
+        Hset { replica: usize, field: u8 },
+        Merge { from: usize, to: usize },
+    }
+
+    fn arb_ops() -> impl Strategy<Value = Vec<Op>> {
+        let op = prop_oneof![
+            2 => (0usize..3, proptest::option::of(0u8..3))
+                .prop_map(|(replica, value)| Op::Set { replica, value }),
+            2 => (0usize..3, -9i64..9).prop_map(|(replica, delta)| Op::Incr { replica, delta }),
+            2 => (0usize..3, 0u8..3).prop_map(|(replica, member)| Op::Sadd { replica, member }),
+            2 => (0usize..3, 0u8..3).prop_map(|(replica, field)| Op::Hset { replica, field }),
+            4 => (0usize..3, 0usize..3).prop_map(|(from, to)| Op::Merge { from, to }),
+        ];
+        proptest::collection::vec(op, 0..40)
+    }
+
+    fn run(ops: &[Op]) -> Vec<Record> {
+        let mut replicas = vec![Record::default(); 3];
+        for (i, op) in ops.iter().enumerate() {
+            let hlc = i as Hlc + 1;
+            match *op {
+                Op::Set { replica, value } => {
+                    let v = value.map(|v| format!("v{v}"));
+                    set_string(&mut replicas[replica], replica as u64, hlc, v.as_deref());
+                }
+                Op::Incr { replica, delta } => {
+                    incr(&mut replicas[replica], replica as u64, hlc, delta)
+                }
+                Op::Sadd { replica, member } => {
+                    sadd(
+                        &mut replicas[replica],
+                        replica as u64,
+                        hlc,
+                        &format!("m{member}"),
+                    );
+                }
+                Op::Hset { replica, field } => {
+                    hset(
+                        &mut replicas[replica],
+                        replica as u64,
+                        hlc,
+                        &format!("f{field}"),
+                    );
+                }
+                Op::Merge { from, to } => {
+                    let other = replicas[from].clone();
+                    replicas[to].merge(&other);
+                }
+            }
+        }
+        replicas
+    }
+
+    proptest! {
+        #[test]
+        fn merge_is_commutative_associative_idempotent(ops in arb_ops()) {
+            let r = run(&ops);
+            let (a, b, c) = (&r[0], &r[1], &r[2]);
+            let mut ab = a.clone(); ab.merge(b);
+            let mut ba = b.clone(); ba.merge(a);
+            prop_assert_eq!(&ab, &ba);
+            let mut ab_c = ab.clone(); ab_c.merge(c);
+            let mut bc = b.clone(); bc.merge(c);
+            let mut a_bc = a.clone(); a_bc.merge(&bc);
+            prop_assert_eq!(&ab_c, &a_bc);
+            let mut aa = a.clone(); aa.merge(a);
+            prop_assert_eq!(&aa, a);
+            prop_assert_eq!(Record::decode(&ab_c.encode()), Ok(ab_c.clone()));
+            prop_assert_eq!(ab_c.kind(0), a_bc.kind(0));
+        }
+
+        /// The vector of a merged record covers every dot any component
+        /// holds: no write is outside the causal context.
+        #[test]
+        fn the_vector_covers_every_component(ops in arb_ops()) {
+            let r = run(&ops);
+            let mut all = r[0].clone();
+            all.merge(&r[1]);
+            all.merge(&r[2]);
+            let vv: &VersionVector = &all.strings.vv;
+            for s in &all.strings.siblings {
+                prop_assert!(vv.covers(s.dot));
+            }
+            prop_assert!(all.strings.well_formed());
+        }
+    }
+}
