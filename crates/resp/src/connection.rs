@@ -52,8 +52,10 @@ const WRITE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(300);
 /// Once shutdown has begun, how long a client that is not reading may hold
 /// it up.
 const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(5);
-/// Argument vectors larger than this are given back after use.
-const ARGS_RETAINED_MAX: usize = 1024;
+/// Argument vectors kept for reuse hold at most this many arguments (a
+/// larger one, from an MSET of many keys, is given back after use), so the
+/// spare vectors of an idle connection stay under 16 KiB.
+const SPARE_ARGS_MAX: usize = 16;
 /// Requests parsed ahead of running them (see `execute_buffered`); also
 /// the most argument vectors kept for reuse.
 const PARSE_AHEAD_MAX: usize = 32;
@@ -341,7 +343,7 @@ impl<K: Kv, S: ClientStream> Connection<K, S> {
         };
         let outcome = cmd::execute(&mut ctx, &args).await;
         args.clear();
-        if args.capacity() <= ARGS_RETAINED_MAX && self.spare.len() < PARSE_AHEAD_MAX {
+        if args.capacity() <= SPARE_ARGS_MAX && self.spare.len() < PARSE_AHEAD_MAX {
             self.spare.push(args);
         }
         if let Some(kind) = outcome.error {

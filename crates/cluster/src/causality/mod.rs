@@ -285,7 +285,13 @@ mod tests {
             let enc = Bytes::from(set.encode());
             prop_assert_eq!(SiblingSet::decode(&enc), Ok(set.clone()));
             prop_assert_eq!(SiblingSet::decode_copied(&enc), Ok(set.clone()));
-            prop_assert_eq!(SiblingSet::decode_vv(&enc), Ok(set.vv.clone()));
+            prop_assert_eq!(SiblingSet::decode_vv(&enc, 0), Ok(Some(set.vv.clone())));
+            // With a truncation point: the vector a full decode leaves.
+            for at in [1, 3, 50] {
+                let mut truncated = set.clone();
+                truncated.drop_truncated(at);
+                prop_assert_eq!(SiblingSet::decode_vv(&enc, at), Ok(Some(truncated.vv)));
+            }
             let ctx = set.vv.encode_context();
             prop_assert_eq!(VersionVector::decode_context(&ctx), Ok(set.vv.clone()));
         }

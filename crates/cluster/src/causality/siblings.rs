@@ -303,12 +303,52 @@ impl SiblingSet {
         Self::decode_with(bytes, |range| Bytes::copy_from_slice(&bytes[range]))
     }
 
-    /// The version vector of a stored record, without its siblings: all a
-    /// write that supersedes every sibling needs of the record it replaces.
-    pub fn decode_vv(bytes: &[u8]) -> Result<VersionVector, DecodeError> {
+    /// The version vector of a stored record as [`SiblingSet::decode`]
+    /// then [`SiblingSet::drop_truncated`]`(at)` would leave it, without
+    /// copying a value: all a write that supersedes every sibling needs of
+    /// the record it replaces. The siblings' headers are checked as a full
+    /// decode checks them (values skipped); `Ok(None)` when a sibling lies
+    /// outside the vector (a malformed peer record, whose sibling such a
+    /// write would not supersede: the caller decodes it all instead).
+    pub fn decode_vv(bytes: &[u8], at: Hlc) -> Result<Option<VersionVector>, DecodeError> {
         let mut r = Reader::new(bytes);
         Self::decode_header(&mut r)?;
-        VersionVector::decode_from(&mut r)
+        let vv = VersionVector::decode_from(&mut r)?;
+        let count = r.varint()? as usize;
+        if count > SIBLINGS_DECODE_MAX {
+            return Err(DecodeError::TooMany("siblings", count));
+        }
+        let (mut covered, mut after_point) = (true, false);
+        let mut prev: Option<Dot> = None;
+        for _ in 0..count {
+            let dot = Dot {
+                actor: r.u64()?,
+                counter: r.varint()?,
+            };
+            let hlc = r.u64()?;
+            let flags = r.u8()?;
+            if flags & FLAG_EXPIRES != 0 {
+                r.u64()?;
+            }
+            if flags & FLAG_TOMBSTONE == 0 {
+                let len = r.varint()? as usize;
+                r.skip(len)?;
+            }
+            if prev.is_some_and(|p| p >= dot) {
+                return Err(DecodeError::NotCanonical);
+            }
+            prev = Some(dot);
+            covered &= vv.covers(dot);
+            after_point |= hlc > at;
+        }
+        r.finish()?;
+        Ok(match (covered, at > 0 && !after_point) {
+            (false, _) => None,
+            // Every sibling is at or before the truncation point: the
+            // record forgets its vector (`drop_truncated`).
+            (true, true) => Some(VersionVector::default()),
+            (true, false) => Some(vv),
+        })
     }
 
     fn decode_header(r: &mut Reader<'_>) -> Result<(), DecodeError> {

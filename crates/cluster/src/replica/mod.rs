@@ -30,7 +30,7 @@ use parking_lot::Mutex;
 use ringkv_env::SharedClock;
 
 use crate::api::{Condition, Expiry, KeyCount, KvError, Sibling, WriteOptions, WriteOutcome};
-use crate::causality::{DecodeError, Hlc, HlcState, SiblingSet, StoredSibling};
+use crate::causality::{DecodeError, Hlc, HlcState, SiblingSet, StoredSibling, VersionVector};
 use crate::record_cache::{Cached, RecordCache, RecordCacheStats};
 use crate::store::{LocalStore, StoreError};
 
@@ -479,16 +479,23 @@ impl<S: LocalStore> LocalReplica<S> {
         store: bool,
     ) -> Result<(WriteOutcome, Option<SiblingSet>), KvError> {
         let _guard = self.lock(key);
-        let mut set = if supersedes_all(&change, opts) {
-            // Every sibling goes: only the record's vector is read.
-            SiblingSet {
-                vv: self
-                    .decode_record(key, SiblingSet::decode_vv)?
-                    .unwrap_or_default(),
-                siblings: Vec::new(),
+        let at = self.truncated_at();
+        let vv_only = if supersedes_all(&change, opts) {
+            // Every sibling goes: only the record's vector is read (as the
+            // truncation point leaves it).
+            match self.decode_record(key, |bytes| SiblingSet::decode_vv(bytes, at))? {
+                None => Some(VersionVector::default()),
+                Some(vv) => vv,
             }
         } else {
-            self.read(key)?
+            None
+        };
+        let mut set = match vv_only {
+            Some(vv) => SiblingSet {
+                vv,
+                siblings: Vec::new(),
+            },
+            None => self.read(key)?,
         };
         let now = self.clock.now_ms();
         let before = resolved(&set, now);
