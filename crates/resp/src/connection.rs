@@ -250,11 +250,17 @@ impl<K: Kv, S: ClientStream> Connection<K, S> {
         let mut executed = 0;
         loop {
             let protocol_error = self.parse_ahead();
-            if self.ahead.len() > 1 {
-                let keys: Vec<&[u8]> = self
-                    .ahead
-                    .iter()
-                    .filter_map(|args| cmd::prefetched_key(args))
+            // Worth it with two keys or more (one request alone, the usual
+            // case without pipelining, is checked without allocating).
+            let worth = match self.ahead.len() {
+                0 => false,
+                1 => (self.ahead.front())
+                    .is_some_and(|args| cmd::prefetched_keys(args).nth(1).is_some()),
+                _ => true,
+            };
+            if worth {
+                let keys: Vec<&[u8]> = (self.ahead.iter())
+                    .flat_map(|args| cmd::prefetched_keys(args))
                     .collect();
                 if keys.len() > 1 {
                     self.kv.prefetch(&keys);

@@ -107,6 +107,8 @@ async fn a_pipelined_batch_flushes_buffered_writes_once_before_its_replies() {
     }
     encode_request(&[&b"PING"[..]], &mut batch);
     encode_request(&[&b"get"[..], b"p3"], &mut batch);
+    encode_request(&[&b"MGET"[..], b"p4", b"p5"], &mut batch);
+    encode_request(&[&b"MSET"[..], b"p6", b"w", b"p7", b"w"], &mut batch);
     let before = server.kv.flushes();
     c.send(&batch).await;
     for i in 0..16 {
@@ -114,11 +116,15 @@ async fn a_pipelined_batch_flushes_buffered_writes_once_before_its_replies() {
     }
     assert_eq!(c.read().await, simple("PONG"));
     assert_eq!(c.read().await, bulk("v"));
+    assert_eq!(c.read().await, Frame::Array(vec![bulk("v"), bulk("v")]));
+    assert_eq!(c.read().await, Frame::ok());
     // The keys were handed over together before the batch ran (PING has
     // none), in order: all at once when the write arrived in one read.
     let prefetched = server.kv.prefetched();
     let mut want: Vec<Bytes> = (0..16).map(|i| Bytes::from(format!("p{i}"))).collect();
-    want.push(Bytes::from_static(b"p3"));
+    for key in ["p3", "p4", "p5", "p6", "p7"] {
+        want.push(Bytes::from_static(key.as_bytes()));
+    }
     if server.kv.flushes() - before == 1 {
         assert_eq!(prefetched, vec![want]);
     }

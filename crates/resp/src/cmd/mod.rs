@@ -324,18 +324,34 @@ pub(crate) async fn execute<K: Kv>(ctx: &mut Ctx<'_, K>, args: &[Bytes]) -> Outc
     }
 }
 
-/// The key a request reads or writes, for the commands whose record a
-/// pipeline prefetches ([`Kv::prefetch`]): the single-key string reads and
-/// writes. Any other request: `None` (a hint only; nothing depends on it).
-pub(crate) fn prefetched_key(args: &[Bytes]) -> Option<&[u8]> {
-    const KEYED: [&[u8]; 8] = [
+/// The keys a request reads or writes, for the commands whose records a
+/// pipeline prefetches ([`Kv::prefetch`]): the string reads and writes of
+/// one key, and MGET, MSET, DEL, UNLINK and EXISTS. Any other request:
+/// none (a hint only; nothing depends on it).
+pub(crate) fn prefetched_keys(args: &[Bytes]) -> impl Iterator<Item = &[u8]> {
+    const ONE_KEY: [&[u8]; 8] = [
         b"GET", b"SET", b"GETDEL", b"GETSET", b"SETNX", b"SETEX", b"PSETEX", b"STRLEN",
     ];
-    let (name, key) = (args.first()?, args.get(1)?);
-    KEYED
-        .iter()
-        .any(|k| name.eq_ignore_ascii_case(k))
-        .then_some(&key[..])
+    const EVERY_ARG: [&[u8]; 4] = [b"MGET", b"DEL", b"UNLINK", b"EXISTS"];
+    let is = |names: &[&[u8]]| {
+        args.first()
+            .is_some_and(|name| names.iter().any(|n| name.eq_ignore_ascii_case(n)))
+    };
+    // (first key, step between keys, how many)
+    let (step, count) = if is(&ONE_KEY) {
+        (1, 1)
+    } else if is(&EVERY_ARG) {
+        (1, args.len().saturating_sub(1))
+    } else if is(&[b"MSET"]) {
+        (2, args.len().saturating_sub(1) / 2)
+    } else {
+        (1, 0)
+    };
+    args.iter()
+        .skip(1)
+        .step_by(step)
+        .take(count)
+        .map(|k| &k[..])
 }
 
 /// Requests after which a connection's limits or identity may change
@@ -546,6 +562,33 @@ async fn dispatch<K: Kv>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_keys_a_pipeline_prefetches() {
+        let keys = |line: &str| {
+            let args: Vec<Bytes> = line
+                .split(' ')
+                .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+                .collect();
+            prefetched_keys(&args)
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        assert_eq!(keys("get k"), "k");
+        assert_eq!(keys("SET k v EX 10"), "k");
+        assert_eq!(keys("mget a b c"), "a,b,c");
+        assert_eq!(keys("EXISTS a b"), "a,b");
+        assert_eq!(keys("MSET a 1 b 2"), "a,b");
+        assert_eq!(
+            keys("MSET a 1 b"),
+            "a",
+            "a key without its value is not a pair"
+        );
+        assert_eq!(keys("PING"), "");
+        assert_eq!(keys("HGET h f"), "");
+        assert_eq!(keys("GET"), "");
+    }
 
     #[test]
     fn table_and_enum_agree() {
