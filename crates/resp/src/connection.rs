@@ -239,7 +239,7 @@ impl<K: Kv, S: ClientStream> Connection<K, S> {
     /// Executes every complete request in the input buffer; returns how many.
     ///
     /// Requests are parsed ahead, up to [`PARSE_AHEAD_MAX`] at a time, and
-    /// the keys of those that read or write one are handed to
+    /// the keys they read or write (`cmd::prefetched_keys`) are handed to
     /// [`Kv::prefetch`] before any runs: the records of a pipeline are
     /// fetched from memory together rather than one miss after another.
     /// They still run one by one, in order. A request that may change the
