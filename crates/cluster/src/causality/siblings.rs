@@ -32,6 +32,14 @@ pub struct SiblingSet {
     pub siblings: Vec<StoredSibling>,
 }
 
+/// A sibling's header as decoding meets it, with its value's position.
+struct SiblingAt {
+    dot: Dot,
+    hlc: Hlc,
+    expires_at_ms: Option<u64>,
+    value: Option<std::ops::Range<usize>>,
+}
+
 /// Magic byte opening a stored record. Do not change: on disk.
 const RECORD_MAGIC: u8 = 0xD7;
 /// Format version of the stored record. Do not change: on disk.
@@ -312,35 +320,13 @@ impl SiblingSet {
     /// write would not supersede: the caller decodes it all instead).
     pub fn decode_vv(bytes: &[u8], at: Hlc) -> Result<Option<VersionVector>, DecodeError> {
         let mut r = Reader::new(bytes);
-        Self::decode_header(&mut r)?;
+        Self::decode_header(&mut r, RECORD_FORMAT)?;
         let vv = VersionVector::decode_from(&mut r)?;
-        let count = r.varint()? as usize;
-        if count > SIBLINGS_DECODE_MAX {
-            return Err(DecodeError::TooMany("siblings", count));
-        }
         let (mut covered, mut after_point) = (true, false);
-        let mut prev: Option<Dot> = None;
-        for _ in 0..count {
-            let dot = Dot {
-                actor: r.u64()?,
-                counter: r.varint()?,
-            };
-            let hlc = r.u64()?;
-            let flags = r.u8()?;
-            if flags & FLAG_EXPIRES != 0 {
-                r.u64()?;
-            }
-            if flags & FLAG_TOMBSTONE == 0 {
-                let len = r.varint()? as usize;
-                r.skip(len)?;
-            }
-            if prev.is_some_and(|p| p >= dot) {
-                return Err(DecodeError::NotCanonical);
-            }
-            prev = Some(dot);
-            covered &= vv.covers(dot);
-            after_point |= hlc > at;
-        }
+        Self::each_sibling(&mut r, |s| {
+            covered &= vv.covers(s.dot);
+            after_point |= s.hlc > at;
+        })?;
         r.finish()?;
         Ok(match (covered, at > 0 && !after_point) {
             (false, _) => None,
@@ -351,15 +337,17 @@ impl SiblingSet {
         })
     }
 
-    fn decode_header(r: &mut Reader<'_>) -> Result<(), DecodeError> {
+    /// Reads the magic byte and the format, which must be 1 or at most
+    /// `newest`; returns the format.
+    fn decode_header(r: &mut Reader<'_>, newest: u8) -> Result<u8, DecodeError> {
         if r.u8()? != RECORD_MAGIC {
             return Err(DecodeError::BadMagic);
         }
         let format = r.u8()?;
-        if format != RECORD_FORMAT {
+        if !(RECORD_FORMAT..=newest).contains(&format) {
             return Err(DecodeError::UnknownFormat(format));
         }
-        Ok(())
+        Ok(format)
     }
 
     fn decode_with(
@@ -367,7 +355,7 @@ impl SiblingSet {
         value_at: impl Fn(std::ops::Range<usize>) -> Bytes,
     ) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
-        Self::decode_header(&mut r)?;
+        Self::decode_header(&mut r, RECORD_FORMAT)?;
         let set = Self::decode_body(&mut r, value_at)?;
         r.finish()?;
         Ok(set)
@@ -377,13 +365,7 @@ impl SiblingSet {
     /// [`super::types::record`]): its format, and its vector and string
     /// siblings (values copied); the reader is left after them.
     pub(super) fn decode_prefix(r: &mut Reader<'_>) -> Result<(u8, Self), DecodeError> {
-        if r.u8()? != RECORD_MAGIC {
-            return Err(DecodeError::BadMagic);
-        }
-        let format = r.u8()?;
-        if format != RECORD_FORMAT && format != RECORD_FORMAT_TYPED {
-            return Err(DecodeError::UnknownFormat(format));
-        }
+        let format = Self::decode_header(r, RECORD_FORMAT_TYPED)?;
         let buf = r.whole();
         let set = Self::decode_body(r, |range| Bytes::copy_from_slice(&buf[range]))?;
         Ok((format, set))
@@ -394,14 +376,35 @@ impl SiblingSet {
         value_at: impl Fn(std::ops::Range<usize>) -> Bytes,
     ) -> Result<Self, DecodeError> {
         let vv = VersionVector::decode_from(r)?;
+        let mut siblings = Vec::new();
+        Self::each_sibling(r, |s| {
+            siblings.push(StoredSibling {
+                dot: s.dot,
+                hlc: s.hlc,
+                expires_at_ms: s.expires_at_ms,
+                value: s.value.map(&value_at),
+            });
+        })?;
+        Ok(Self { vv, siblings })
+    }
+
+    /// Reads the sibling count and every sibling's header, checking the
+    /// count's limit and the dots' order, and hands each to `each` with its
+    /// value's position in the buffer (skipped, not copied).
+    fn each_sibling(
+        r: &mut Reader<'_>,
+        mut each: impl FnMut(SiblingAt),
+    ) -> Result<(), DecodeError> {
         let count = r.varint()? as usize;
         if count > SIBLINGS_DECODE_MAX {
             return Err(DecodeError::TooMany("siblings", count));
         }
-        let mut siblings = Vec::with_capacity(count.min(64));
+        let mut prev: Option<Dot> = None;
         for _ in 0..count {
-            let actor = r.u64()?;
-            let counter = r.varint()?;
+            let dot = Dot {
+                actor: r.u64()?,
+                counter: r.varint()?,
+            };
             let hlc = r.u64()?;
             let flags = r.u8()?;
             let expires_at_ms = if flags & FLAG_EXPIRES != 0 {
@@ -415,22 +418,19 @@ impl SiblingSet {
                 let len = r.varint()? as usize;
                 let start = r.pos;
                 r.skip(len)?;
-                Some(value_at(start..start + len))
+                Some(start..start + len)
             };
-            let dot = Dot { actor, counter };
-            if siblings
-                .last()
-                .is_some_and(|s: &StoredSibling| s.dot >= dot)
-            {
+            if prev.is_some_and(|p| p >= dot) {
                 return Err(DecodeError::NotCanonical);
             }
-            siblings.push(StoredSibling {
+            prev = Some(dot);
+            each(SiblingAt {
                 dot,
                 hlc,
                 expires_at_ms,
                 value,
             });
         }
-        Ok(Self { vv, siblings })
+        Ok(())
     }
 }

@@ -194,18 +194,31 @@ impl<S: LocalStore> LocalReplica<S> {
         self.cache.prefetch(keys);
     }
 
-    /// The stored record of `key`: from the cache, or from the store
-    /// (filling the cache).
+    /// The stored record of `key`: a copy from the cache, or from the
+    /// store (filling the cache).
     fn get_record(&self, key: &[u8]) -> Result<Option<Bytes>, KvError> {
-        match self.cache.get(key) {
-            Cached::Record(bytes) => Ok(Some(bytes)),
-            Cached::Absent => Ok(None),
+        self.lookup(key, Bytes::copy_from_slice, |bytes| bytes)
+    }
+
+    /// What `cached` makes of the record of `key` in the cache (under its
+    /// lock, no copy taken), or on a miss `stored` of the store's answer,
+    /// which fills the cache (a fill a racing write refuses); `None` when
+    /// the key has no record.
+    fn lookup<R>(
+        &self,
+        key: &[u8],
+        cached: impl FnOnce(&[u8]) -> R,
+        stored: impl FnOnce(Bytes) -> R,
+    ) -> Result<Option<R>, KvError> {
+        Ok(match self.cache.get_with(key, cached) {
+            Cached::Record(found) => Some(found),
+            Cached::Absent => None,
             Cached::Unknown { writes } => {
-                let stored = self.store.get(key).map_err(store_error)?;
-                self.cache.fill(key, stored.as_ref(), writes);
-                Ok(stored)
+                let record = self.store.get(key).map_err(store_error)?;
+                self.cache.fill(key, record.as_ref(), writes);
+                record.map(stored)
             }
-        }
+        })
     }
 
     /// Drops the record of `key` from this replica only, under the key's
@@ -360,16 +373,7 @@ impl<S: LocalStore> LocalReplica<S> {
         key: &[u8],
         decode: impl Fn(&[u8]) -> Result<R, DecodeError>,
     ) -> Result<Option<R>, KvError> {
-        let decoded = match self.cache.get_with(key, &decode) {
-            Cached::Record(decoded) => Some(decoded),
-            Cached::Absent => None,
-            Cached::Unknown { writes } => {
-                let stored = self.store.get(key).map_err(store_error)?;
-                self.cache.fill(key, stored.as_ref(), writes);
-                stored.map(|bytes| decode(&bytes))
-            }
-        };
-        decoded
+        self.lookup(key, &decode, |bytes| decode(&bytes))?
             .transpose()
             .map_err(|e| KvError::Storage(format!("record of a key failed to decode: {e}")))
     }
