@@ -173,6 +173,15 @@ pub struct WriteOutcome {
     pub previous: Option<Sibling>,
 }
 
+/// Why an import of a batch of records stopped (see [`Kv::import_records`]):
+/// the records before `merged` all met their level; the one at `merged`
+/// did not, for `error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportStopped {
+    pub merged: usize,
+    pub error: KvError,
+}
+
 /// A failed request, as every front end reports it.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
@@ -794,19 +803,21 @@ pub trait Kv: Send + Sync + 'static {
         }
     }
 
-    /// Merges a whole record into the replicas of `key` at the options'
-    /// level, versioning nothing anew (what `ringkv import` does per key).
-    fn import_record(
+    /// Merges whole records `(key, encoded record)` into the replicas of
+    /// their keys at the options' level, versioning nothing anew (what
+    /// `ringkv import` does). Stops at the first record refused or short of
+    /// its level; the records before it all met theirs.
+    fn import_records(
         &self,
-        key: Bytes,
-        record: Bytes,
+        records: Vec<(Bytes, Bytes)>,
         opts: WriteOptions,
-    ) -> impl Future<Output = Result<(), KvError>> + Send {
-        let _ = (key, record, opts);
+    ) -> impl Future<Output = Result<(), ImportStopped>> + Send {
+        let _ = (records, opts);
         async {
-            Err(KvError::InvalidArgument(
-                "import is not supported here".into(),
-            ))
+            Err(ImportStopped {
+                merged: 0,
+                error: KvError::InvalidArgument("import is not supported here".into()),
+            })
         }
     }
 

@@ -77,9 +77,9 @@ pub mod testing;
 pub mod truncate;
 
 pub use api::{
-    ClusterKeys, ClusterView, Condition, Consistency, Expiry, Explain, Kv, KvError, MoveCommand,
-    MovementStatus, NodeInfo, NodeView, RangeState, ReadOptions, ReadResult, RepairStatus,
-    ReplicaView, ScanPage, ScannedKey, Sibling, WriteOptions, WriteOutcome,
+    ClusterKeys, ClusterView, Condition, Consistency, Expiry, Explain, ImportStopped, Kv, KvError,
+    MoveCommand, MovementStatus, NodeInfo, NodeView, RangeState, ReadOptions, ReadResult,
+    RepairStatus, ReplicaView, ScanPage, ScannedKey, Sibling, WriteOptions, WriteOutcome,
 };
 pub use causality::{CausalContext, Hlc, SiblingSet, VersionVector};
 pub use id::NodeId;

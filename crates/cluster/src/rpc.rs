@@ -216,6 +216,20 @@ impl Rpc {
         self.call_for(to, req, timeout, Response::into_merged)
     }
 
+    /// Merges a batch of records (key, encoded sibling set) into a
+    /// replica's own, checksummed ([`Request::StreamPush`]: what streams
+    /// and imports send).
+    pub fn push_records(
+        &self,
+        to: NodeId,
+        entries: Vec<(Bytes, Bytes)>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), PeerError>> + Send + 'static {
+        let crc = crate::net::message::stream_crc(&entries);
+        let req = Request::StreamPush { entries, crc };
+        self.call_for(to, req, timeout, Response::into_merged)
+    }
+
     /// Asks `via` to hold `record` of `key` for `target` (hinted handoff).
     pub fn hint(
         &self,

@@ -5,7 +5,8 @@
 //!   next page's cursor (`0`: done), `x-ringkv-count` the items sent.
 //! - `POST /v1/import?w=`: items in the body (at most
 //!   [`IMPORT_BODY_BYTES_MAX`]), each merged into the cluster at level `w`,
-//!   [`IMPORT_IN_FLIGHT`] at a time. `200 {"imported": n}`; a body that
+//!   in runs of [`IMPORT_RUN_BYTES`] whose records travel to each replica
+//!   together, [`IMPORT_RUNS_IN_FLIGHT`] runs at a time. `200 {"imported": n}`; a body that
 //!   fails its checks is refused whole before anything is merged
 //!   (`400 bad_export` with the offset); a merge that fails stops there
 //!   (`imported` counts the records before it, all merged, so a client
@@ -23,9 +24,12 @@ use serde::Deserialize;
 
 use crate::{ApiError, AppState, level};
 
-/// Records of one import body merged at once (each a write at the
-/// requested level through the coordinator).
-const IMPORT_IN_FLIGHT: usize = 16;
+/// An import body is merged in runs of about this many bytes; a run's
+/// records travel to each of their replicas together.
+const IMPORT_RUN_BYTES: usize = 64 * 1024;
+
+/// Runs of one import body merged at once.
+const IMPORT_RUNS_IN_FLIGHT: usize = 4;
 
 /// The largest import body.
 pub const IMPORT_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
@@ -100,25 +104,45 @@ pub(crate) async fn import<K: Kv>(
         }
     }
     let total = records.len();
-    // Merged IMPORT_IN_FLIGHT at a time; results are taken in order, so
-    // `imported` on a failure counts the records before it, all merged.
+    // Merged in runs of IMPORT_RUN_BYTES, IMPORT_RUNS_IN_FLIGHT at a time
+    // (each run's records travel to each replica together); results are
+    // taken in order, so `imported` on a failure counts the records before
+    // it, all merged.
     let kv = &state.kv;
-    let mut merges = futures::stream::iter(records)
-        .map(|(key, record)| kv.import_record(key, record, opts.clone()))
-        .buffered(IMPORT_IN_FLIGHT);
-    let mut imported = 0usize;
+    let mut starts = Vec::new();
+    let mut runs = Vec::new();
+    let mut run = Vec::new();
+    let mut run_bytes = 0usize;
+    let mut start = 0usize;
+    for (i, (key, record)) in records.into_iter().enumerate() {
+        run_bytes += key.len() + record.len();
+        run.push((key, record));
+        if run_bytes >= IMPORT_RUN_BYTES {
+            starts.push(start);
+            runs.push(std::mem::take(&mut run));
+            (start, run_bytes) = (i + 1, 0);
+        }
+    }
+    if !run.is_empty() {
+        starts.push(start);
+        runs.push(run);
+    }
+    let mut merges = futures::stream::iter(runs)
+        .map(|run| kv.import_records(run, opts.clone()))
+        .buffered(IMPORT_RUNS_IN_FLIGHT);
+    let mut starts = starts.into_iter();
     while let Some(result) = merges.next().await {
-        if let Err(e) = result {
-            let api = ApiError::from(e);
+        let start = starts.next().unwrap_or(total);
+        if let Err(stopped) = result {
+            let api = ApiError::from(stopped.error);
             metrics::counter!("ringkv_http_errors_total", "code" => api.code).increment(1);
             let answer = serde_json::json!({
                 "code": api.code,
                 "message": api.message,
-                "imported": imported,
+                "imported": start + stopped.merged,
             });
             return Ok((api.status, axum::Json(answer)).into_response());
         }
-        imported += 1;
     }
     Ok(axum::Json(serde_json::json!({ "imported": total })).into_response())
 }

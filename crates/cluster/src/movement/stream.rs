@@ -133,14 +133,8 @@ impl<S: LocalStore> Movements<S> {
         if target == self.id() {
             return Ok(self.merge_local(entries).await?);
         }
-        let crc = stream_crc(&entries);
         self.rpc
-            .call_for(
-                target,
-                Request::StreamPush { entries, crc },
-                STREAM_CALL_TIMEOUT,
-                Response::into_merged,
-            )
+            .push_records(target, entries, STREAM_CALL_TIMEOUT)
             .await
             .map_err(|source| MovementError::Peer {
                 node: target,
@@ -148,7 +142,8 @@ impl<S: LocalStore> Movements<S> {
             })
     }
 
-    /// Answers a peer's stream request (`StreamRead`, `StreamPush`).
+    /// Answers a peer's `StreamRead` (a `StreamPush` is checked and
+    /// decoded by the node's handler, then given to [`Movements::merge_pushed`]).
     pub async fn answer(self: &Arc<Self>, req: Request) -> Response {
         match req {
             Request::StreamRead {
@@ -163,18 +158,6 @@ impl<S: LocalStore> Movements<S> {
                 }
                 Err(e) => Response::from(&e),
             },
-            Request::StreamPush { entries, crc } => {
-                if stream_crc(&entries) != crc {
-                    metrics::counter!("ringkv_stream_checksum_failures_total").increment(1);
-                    return Response::error(ErrorDetail::InvalidArgument(
-                        "streamed batch failed its checksum".into(),
-                    ));
-                }
-                match self.merge_local(entries).await {
-                    Ok(()) => Response::Merged,
-                    Err(e) => Response::from(&e),
-                }
-            }
             other => Response::error(ErrorDetail::InvalidArgument(format!(
                 "not a stream request: {}",
                 other.kind_name()
@@ -203,15 +186,19 @@ impl<S: LocalStore> Movements<S> {
             })?;
             sets.push((key, set));
         }
+        self.merge_pushed(sets).await
+    }
+
+    /// Merges a peer's batch of records into this replica (a
+    /// `StreamPush`, already checked and decoded).
+    pub async fn merge_pushed(
+        self: &Arc<Self>,
+        sets: Vec<(Bytes, SiblingSet)>,
+    ) -> Result<(), KvError> {
         let replica = Arc::clone(&self.replica);
-        crate::exec::blocking(move || {
-            for (key, set) in sets {
-                replica.merge(&key, &set)?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| KvError::Storage(format!("stream merge task failed: {e}")))?
+        crate::exec::blocking(move || replica.merge_batch(&sets))
+            .await
+            .map_err(|e| KvError::Storage(format!("stream merge task failed: {e}")))?
     }
 }
 

@@ -123,14 +123,23 @@ impl<S: LocalStore> Node<S> {
                 Err(answer) => answer,
             },
             Request::StreamPush { entries, crc } => {
-                for (key, record) in &entries {
-                    if let Err(answer) = self.decode_merged(key, record) {
-                        return answer;
+                if crate::net::message::stream_crc(&entries) != crc {
+                    metrics::counter!("ringkv_stream_checksum_failures_total").increment(1);
+                    return Response::error(ErrorDetail::InvalidArgument(
+                        "streamed batch failed its checksum".into(),
+                    ));
+                }
+                let mut sets = Vec::with_capacity(entries.len());
+                for (key, record) in entries {
+                    match self.decode_merged(&key, &record) {
+                        Ok(set) => sets.push((key, set)),
+                        Err(answer) => return answer,
                     }
                 }
-                s.movements
-                    .answer(Request::StreamPush { entries, crc })
-                    .await
+                match s.movements.merge_pushed(sets).await {
+                    Ok(()) => Response::Merged,
+                    Err(e) => Response::from(&e),
+                }
             }
             req @ Request::StreamRead { .. } => s.movements.answer(req).await,
             req @ (Request::MerkleNodes { .. } | Request::RangeDigests { .. }) => {

@@ -318,18 +318,26 @@ impl<S: LocalStore> Kv for Node<S> {
         Ok((records, next))
     }
 
-    async fn import_record(
+    async fn import_records(
         &self,
-        key: Bytes,
-        record: Bytes,
+        records: Vec<(Bytes, Bytes)>,
         opts: WriteOptions,
-    ) -> Result<(), KvError> {
-        let set = crate::causality::SiblingSet::decode(&record).map_err(|e| {
-            KvError::InvalidArgument(format!(
-                "the record of an imported key does not decode: {e}"
-            ))
-        })?;
-        self.inner.coord.merge_record(key, set, opts).await
+    ) -> Result<(), crate::api::ImportStopped> {
+        let mut sets = Vec::with_capacity(records.len());
+        for (i, (key, record)) in records.into_iter().enumerate() {
+            match crate::causality::SiblingSet::decode(&record) {
+                Ok(set) => sets.push((key, set)),
+                Err(e) => {
+                    let error = KvError::InvalidArgument(format!(
+                        "the record of an imported key does not decode: {e}"
+                    ));
+                    // The records before it go in first: they were valid.
+                    self.inner.coord.merge_records(sets, opts).await?;
+                    return Err(crate::api::ImportStopped { merged: i, error });
+                }
+            }
+        }
+        self.inner.coord.merge_records(sets, opts).await
     }
 
     async fn snapshot(

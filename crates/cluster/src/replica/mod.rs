@@ -585,6 +585,19 @@ impl<S: LocalStore> LocalReplica<S> {
         Ok(true)
     }
 
+    /// Merges a batch of peers' records (streams, imports): each like
+    /// [`LocalReplica::merge`], their log records handed to the OS together
+    /// once all are merged (one system call for the batch, not one per
+    /// record). Stops at the first failure, still handing over what was
+    /// merged before it. Blocking: call it off the executor.
+    pub fn merge_batch(&self, records: &[(Bytes, SiblingSet)]) -> Result<(), KvError> {
+        let merged = records
+            .iter()
+            .try_for_each(|(key, set)| self.merge_with(key, set, LogWrite::Buffered).map(|_| ()));
+        let released = self.store.release_buffered().map_err(store_error);
+        merged.and(released)
+    }
+
     /// [`LocalReplica::update_buffered`] off the executor when the store
     /// may wait for an fsync.
     pub async fn apply_write(

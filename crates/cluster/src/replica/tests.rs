@@ -265,3 +265,78 @@ fn an_overwrite_from_the_vector_alone_matches_one_from_the_whole_record() {
         );
     }
 }
+
+/// A store that counts how its writes reach the log.
+#[derive(Default)]
+struct CountingStore {
+    inner: crate::store::MemStore,
+    now: std::sync::atomic::AtomicU64,
+    buffered: std::sync::atomic::AtomicU64,
+    releases: std::sync::atomic::AtomicU64,
+}
+
+impl LocalStore for CountingStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
+        self.inner.get(key)
+    }
+    fn put(&self, key: &[u8], record: &[u8]) -> Result<(), StoreError> {
+        self.now.fetch_add(1, Ordering::Relaxed);
+        self.inner.put(key, record)
+    }
+    fn put_buffered(&self, key: &[u8], record: &[u8]) -> Result<(), StoreError> {
+        self.buffered.fetch_add(1, Ordering::Relaxed);
+        self.inner.put(key, record)
+    }
+    fn release_buffered(&self) -> Result<(), StoreError> {
+        self.releases.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+    fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.inner.remove(key)
+    }
+    fn scan_tokens(
+        &self,
+        start: u64,
+        end: u64,
+        include_start: bool,
+        visit: &mut dyn FnMut(&[u8], &Bytes) -> bool,
+    ) -> Result<(), StoreError> {
+        self.inner.scan_tokens(start, end, include_start, visit)
+    }
+    fn stats(&self) -> Vec<crate::store::StoreFigure> {
+        Vec::new()
+    }
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn blocking_writes(&self) -> bool {
+        false
+    }
+}
+
+/// A batch of merges (a stream's, an import's) reaches the log in one
+/// release.
+#[test]
+fn a_batch_of_merges_reaches_the_log_once() {
+    let clock: SharedClock = std::sync::Arc::new(ringkv_env::ManualClock::new(10_000));
+    let r = LocalReplica::new(1, CountingStore::default(), clock, 64);
+    let batch: Vec<(Bytes, SiblingSet)> = (0..20u64)
+        .map(|i| {
+            let mut set = SiblingSet::default();
+            add(&mut set, 2, 1_000 + i, b"v");
+            (Bytes::from(format!("k{i}")), set)
+        })
+        .collect();
+    r.merge_batch(&batch).expect("merge");
+    let store = r.store();
+    assert_eq!(store.buffered.load(Ordering::Relaxed), 20);
+    assert_eq!(store.now.load(Ordering::Relaxed), 0);
+    assert_eq!(store.releases.load(Ordering::Relaxed), 1);
+    for (key, set) in &batch {
+        assert_eq!(&r.read(key).expect("read"), set);
+    }
+    // The same again changes nothing: nothing is written, one release.
+    r.merge_batch(&batch).expect("merge again");
+    assert_eq!(store.buffered.load(Ordering::Relaxed), 20);
+    assert_eq!(store.releases.load(Ordering::Relaxed), 2);
+}

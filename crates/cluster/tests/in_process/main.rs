@@ -4,6 +4,7 @@
 
 mod forwarding;
 mod hints;
+mod import;
 mod movement;
 mod quorum;
 mod scan;

@@ -221,16 +221,14 @@ async fn an_import_after_a_truncation_brings_its_keys_back() {
     assert_eq!((records.len(), next), (10, 0));
     c.nodes[0].truncate().await.expect("truncate");
     assert_eq!(read_one(&c.nodes[1], "k5", Consistency::All).await, None);
-    for (key, record) in records.clone() {
-        c.nodes[1]
-            .import_record(key, record, w(Consistency::All))
-            .await
-            .expect("import");
-    }
-    // Imported twice: the replicas agree all the same.
-    for (key, record) in records {
+    c.nodes[1]
+        .import_records(records.clone(), w(Consistency::All))
+        .await
+        .expect("import");
+    // Imported twice, one record at a time: the replicas agree all the same.
+    for record in records {
         c.nodes[2]
-            .import_record(key, record, w(Consistency::All))
+            .import_records(vec![record], w(Consistency::All))
             .await
             .expect("import again");
     }
