@@ -6,6 +6,12 @@
 //! clock; work on another thread would finish at a moment the seed does not
 //! fix, so the simulation asks for blocking work to run inline, on the
 //! calling thread ([`run_blocking_inline`]).
+//!
+//! Bulk work that no client waits on (the merges of streamed and imported
+//! batches) runs on the bulk pool instead ([`bulk`]): [`BULK_THREADS`]
+//! threads of lower CPU priority (see [`ringkv_env::thread`]), so requests
+//! get the cores first while a node loads data; at most [`BULK_QUEUE_MAX`]
+//! jobs wait for them, and callers beyond that wait to be queued.
 
 use std::cell::Cell;
 use std::time::Duration;
@@ -39,6 +45,68 @@ where
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| BlockingError(e.to_string()))
+}
+
+/// Threads of the bulk pool.
+pub const BULK_THREADS: usize = 2;
+/// Jobs queued for the bulk pool at most.
+pub const BULK_QUEUE_MAX: usize = 64;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The bulk pool's queue; its threads start with the first job.
+fn bulk_queue() -> &'static std::sync::mpsc::SyncSender<Job> {
+    static QUEUE: std::sync::OnceLock<std::sync::mpsc::SyncSender<Job>> =
+        std::sync::OnceLock::new();
+    QUEUE.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(BULK_QUEUE_MAX);
+        let rx = std::sync::Arc::new(parking_lot::Mutex::new(rx));
+        for i in 0..BULK_THREADS {
+            let rx = std::sync::Arc::clone(&rx);
+            let spawned = std::thread::Builder::new()
+                .name(format!("ringkv-bulk-{i}"))
+                .spawn(move || {
+                    ringkv_env::thread::lower_priority(ringkv_env::thread::BACKGROUND_NICE);
+                    loop {
+                        let job = rx.lock().recv();
+                        let Ok(job) = job else { return };
+                        // A job that panics drops its answer (the caller
+                        // sees an error); the thread goes on.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "bulk thread not started");
+            }
+        }
+        tx
+    })
+}
+
+/// Runs `f` on the bulk pool (or inline, see [`run_blocking_inline`]).
+/// The caller waits on tokio's blocking pool, so the runtime knows work
+/// is under way (a paused test clock does not jump past it).
+pub(crate) async fn bulk<R, F>(f: F) -> Result<R, BlockingError>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    if INLINE.with(Cell::get) {
+        return Ok(f());
+    }
+    let waited = tokio::task::spawn_blocking(move || {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        bulk_queue()
+            .send(job)
+            .map_err(|_| BlockingError("the bulk pool is gone".into()))?;
+        rx.recv()
+            .map_err(|_| BlockingError("a bulk task panicked".into()))
+    })
+    .await;
+    waited.map_err(|e| BlockingError(e.to_string()))?
 }
 
 /// Runs `tick` every `interval` (a late tick waits, none is skipped) until
@@ -78,5 +146,27 @@ mod tests {
         let inline = blocking(move || std::thread::current().id()).await;
         run_blocking_inline(false);
         assert_eq!(inline.ok(), Some(here));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn bulk_work_runs_on_lower_priority_threads_and_survives_a_panic() {
+        let here = std::thread::current().id();
+        let (there, nice) = bulk(|| (std::thread::current().id(), ringkv_env::thread::priority()))
+            .await
+            .expect("bulk");
+        assert_ne!(there, here);
+        if cfg!(target_os = "linux") {
+            let mine = ringkv_env::thread::priority().expect("readable");
+            assert_eq!(nice, Some(mine.max(ringkv_env::thread::BACKGROUND_NICE)));
+        }
+        let panicked = bulk(|| -> u8 { panic!("a failing job") }).await;
+        assert!(panicked.is_err());
+        let all: Vec<_> =
+            futures::future::join_all((0..BULK_QUEUE_MAX * 2).map(|i| bulk(move || i)))
+                .await
+                .into_iter()
+                .map(|r| r.expect("bulk after a panic"))
+                .collect();
+        assert_eq!(all, (0..BULK_QUEUE_MAX * 2).collect::<Vec<_>>());
     }
 }

@@ -17,9 +17,12 @@
 //!   in floods.
 //! - [`process`]: this process's CPU time, memory and open files, as the
 //!   operating system reports them (for metrics and INFO).
+//! - [`thread`]: a thread's CPU priority (background work yields to
+//!   requests).
 
 pub mod log_every;
 pub mod process;
+pub mod thread;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};

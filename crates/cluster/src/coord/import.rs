@@ -27,7 +27,7 @@ use bytes::Bytes;
 
 use super::Coordinator;
 use super::plan::Plan;
-use crate::api::{ImportStopped, KvError, WriteOptions};
+use crate::api::{Consistency, ImportStopped, KvError, WriteOptions};
 use crate::causality::SiblingSet;
 use crate::id::NodeId;
 use crate::rpc::{Call, Fanout, PeerError, Requirement};
@@ -39,6 +39,14 @@ const IMPORT_BATCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most bytes of keys and records in one batch sent to one replica (a
 /// batch of more travels in several).
 pub const IMPORT_PUSH_BYTES_MAX: usize = 1024 * 1024;
+
+/// An import batch checked and planned: each record's key, sibling set
+/// (restamped) and plan, its encoding, and why the batch stopped early.
+struct Prepared {
+    planned: Vec<(Bytes, SiblingSet, Plan)>,
+    encoded: Vec<Bytes>,
+    refused: Option<ImportStopped>,
+}
 
 /// Records bound for one replica.
 enum Push {
@@ -102,32 +110,21 @@ impl<S: LocalStore> Coordinator<S> {
     /// its level; the records before it all met theirs.
     pub async fn merge_records(
         self: &Arc<Self>,
-        records: Vec<(Bytes, SiblingSet)>,
+        records: Vec<(Bytes, Bytes)>,
         opts: WriteOptions,
     ) -> Result<(), ImportStopped> {
         let level = opts.consistency.unwrap_or(self.config.default_write);
-        let sloppy = !self.config.strict_quorum;
-        let truncated_at = self.replica.truncated_at();
-        // Checked and planned in order; a refusal ends the batch there.
-        let mut refused = None;
-        let mut planned = Vec::with_capacity(records.len());
-        for (i, (key, mut set)) in records.into_iter().enumerate() {
-            let checked = self.check_import(&key, &set).and_then(|()| {
-                set.restamp_truncated(truncated_at);
-                self.planner.write(&key, level, sloppy)
-            });
-            match checked {
-                Ok(plan) => planned.push((key, set, plan)),
-                Err(error) => {
-                    refused = Some(ImportStopped { merged: i, error });
-                    break;
-                }
-            }
-        }
-        let encoded: Vec<Bytes> = planned
-            .iter()
-            .map(|(_, set, _)| Bytes::from(set.encode()))
-            .collect();
+        // Decoded, checked, planned and encoded on the bulk pool.
+        let me = Arc::clone(self);
+        let prepared = crate::exec::bulk(move || me.prepare_import(records, level)).await;
+        let Prepared {
+            planned,
+            encoded,
+            refused,
+        } = prepared.map_err(|e| ImportStopped {
+            merged: 0,
+            error: KvError::Storage(format!("import task failed: {e}")),
+        })?;
         // Per replica, the indexes of its records; records with a replica
         // down go one by one.
         let mut by_replica: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
@@ -219,13 +216,57 @@ impl<S: LocalStore> Coordinator<S> {
         refused.map_or(Ok(()), Err)
     }
 
-    /// Merges one batch into one replica: this node's directly (off the
-    /// executor), a peer's with one `StreamPush`.
+    /// Decodes, checks and plans `records` in order, up to the first one
+    /// refused; encodes each as restamped.
+    fn prepare_import(&self, records: Vec<(Bytes, Bytes)>, level: Consistency) -> Prepared {
+        let sloppy = !self.config.strict_quorum;
+        let truncated_at = self.replica.truncated_at();
+        let mut refused = None;
+        let mut planned = Vec::with_capacity(records.len());
+        let mut encoded = Vec::with_capacity(records.len());
+        for (i, (key, record)) in records.into_iter().enumerate() {
+            let checked = SiblingSet::decode(&record)
+                .map_err(|e| {
+                    KvError::InvalidArgument(format!(
+                        "the record of an imported key does not decode: {e}"
+                    ))
+                })
+                .and_then(|mut set| {
+                    self.check_import(&key, &set)?;
+                    let plan = self.planner.write(&key, level, sloppy)?;
+                    let restamped = set.restamp_truncated(truncated_at);
+                    Ok((set, plan, restamped))
+                });
+            match checked {
+                Ok((set, plan, restamped)) => {
+                    encoded.push(if restamped {
+                        Bytes::from(set.encode())
+                    } else {
+                        record
+                    });
+                    planned.push((key, set, plan));
+                }
+                Err(error) => {
+                    refused = Some(ImportStopped { merged: i, error });
+                    break;
+                }
+            }
+        }
+        Prepared {
+            planned,
+            encoded,
+            refused,
+        }
+    }
+
+    /// Merges one batch into one replica: this node's directly (on the
+    /// bulk pool, see [`crate::exec::bulk`]), a peer's with one
+    /// `StreamPush` (merged there on its bulk pool).
     async fn push(self: &Arc<Self>, push: Push) -> Result<(), String> {
         match push {
             Push::Here(sets) => {
                 let replica = Arc::clone(&self.replica);
-                crate::exec::blocking(move || replica.merge_batch(&sets))
+                crate::exec::bulk(move || replica.merge_batch(&sets))
                     .await
                     .map_err(|e| format!("import merge task failed: {e}"))?
                     .map_err(|e| e.to_string())

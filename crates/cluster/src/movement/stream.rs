@@ -179,26 +179,33 @@ impl<S: LocalStore> Movements<S> {
 
     /// Merges streamed records into this replica.
     async fn merge_local(self: &Arc<Self>, entries: Entries) -> Result<(), KvError> {
-        let mut sets = Vec::with_capacity(entries.len());
-        for (key, record) in entries {
-            let set = SiblingSet::decode(&record).map_err(|e| {
-                KvError::InvalidArgument(format!("streamed record does not decode: {e}"))
-            })?;
-            sets.push((key, set));
-        }
-        self.merge_pushed(sets).await
+        self.merge_pushed(entries, |_: &[u8], record: &Bytes| {
+            SiblingSet::decode(record).map_err(|e| e.to_string())
+        })
+        .await
     }
 
-    /// Merges a peer's batch of records into this replica (a
-    /// `StreamPush`, already checked and decoded).
+    /// Merges a batch of records into this replica (a peer's `StreamPush`,
+    /// its checksum checked), each decoded by `decode` first, all on the
+    /// bulk pool; a record `decode` refuses refuses the whole batch.
     pub async fn merge_pushed(
         self: &Arc<Self>,
-        sets: Vec<(Bytes, SiblingSet)>,
+        entries: Entries,
+        decode: impl Fn(&[u8], &Bytes) -> Result<SiblingSet, String> + Send + 'static,
     ) -> Result<(), KvError> {
         let replica = Arc::clone(&self.replica);
-        crate::exec::blocking(move || replica.merge_batch(&sets))
-            .await
-            .map_err(|e| KvError::Storage(format!("stream merge task failed: {e}")))?
+        crate::exec::bulk(move || {
+            let mut sets = Vec::with_capacity(entries.len());
+            for (key, record) in entries {
+                let set = decode(&key, &record).map_err(|why| {
+                    KvError::InvalidArgument(format!("streamed record refused: {why}"))
+                })?;
+                sets.push((key, set));
+            }
+            replica.merge_batch(&sets)
+        })
+        .await
+        .map_err(|e| KvError::Storage(format!("stream merge task failed: {e}")))?
     }
 }
 

@@ -24,33 +24,9 @@ impl<S: LocalStore> Node<S> {
     /// hint, or streams to it), held to the limits a client's write is:
     /// a peer cannot store what a client could not.
     fn decode_merged(&self, key: &[u8], record: &Bytes) -> Result<SiblingSet, Response> {
-        let refuse = |why: String| {
-            metrics::counter!("ringkv_peer_records_refused_total").increment(1);
-            Response::error(ErrorDetail::InvalidArgument(why))
-        };
         let config = &self.inner.config;
-        if key.is_empty() || key.len() > config.key_bytes_max {
-            return Err(refuse(format!(
-                "key of {} bytes (this node takes 1 to {})",
-                key.len(),
-                config.key_bytes_max
-            )));
-        }
-        let set = SiblingSet::decode(record)
-            .map_err(|e| refuse(format!("record does not decode: {e}")))?;
-        let longest = set
-            .siblings
-            .iter()
-            .filter_map(|s| s.value.as_ref().map(Bytes::len))
-            .max()
-            .unwrap_or(0);
-        if longest > config.value_bytes_max {
-            return Err(refuse(format!(
-                "value of {longest} bytes exceeds this node's value_bytes_max {}",
-                config.value_bytes_max
-            )));
-        }
-        Ok(set)
+        decode_peer_record(key, record, config.key_bytes_max, config.value_bytes_max)
+            .map_err(|why| Response::error(ErrorDetail::InvalidArgument(why)))
     }
 
     /// Answers the requests that need no waiting (a ping, a replica read,
@@ -129,14 +105,12 @@ impl<S: LocalStore> Node<S> {
                         "streamed batch failed its checksum".into(),
                     ));
                 }
-                let mut sets = Vec::with_capacity(entries.len());
-                for (key, record) in entries {
-                    match self.decode_merged(&key, &record) {
-                        Ok(set) => sets.push((key, set)),
-                        Err(answer) => return answer,
-                    }
-                }
-                match s.movements.merge_pushed(sets).await {
+                // Decoded with the merges, off the request threads.
+                let (key_max, value_max) = (s.config.key_bytes_max, s.config.value_bytes_max);
+                let decode = move |key: &[u8], record: &Bytes| {
+                    decode_peer_record(key, record, key_max, value_max)
+                };
+                match s.movements.merge_pushed(entries, decode).await {
                     Ok(()) => Response::Merged,
                     Err(e) => Response::from(&e),
                 }
@@ -204,4 +178,39 @@ impl<S: LocalStore> Handler for Node<S> {
     fn before_reply(&self) -> Result<(), crate::api::KvError> {
         self.release_buffered()
     }
+}
+
+/// A record a peer asks this node to merge (or to hold as a hint, or
+/// streams to it), held to the limits a client's write is: a peer cannot
+/// store what a client could not. Refusals are counted.
+pub(crate) fn decode_peer_record(
+    key: &[u8],
+    record: &Bytes,
+    key_bytes_max: usize,
+    value_bytes_max: usize,
+) -> Result<SiblingSet, String> {
+    let refuse = |why: String| {
+        metrics::counter!("ringkv_peer_records_refused_total").increment(1);
+        why
+    };
+    if key.is_empty() || key.len() > key_bytes_max {
+        return Err(refuse(format!(
+            "key of {} bytes (this node takes 1 to {key_bytes_max})",
+            key.len()
+        )));
+    }
+    let set =
+        SiblingSet::decode(record).map_err(|e| refuse(format!("record does not decode: {e}")))?;
+    let longest = set
+        .siblings
+        .iter()
+        .filter_map(|s| s.value.as_ref().map(Bytes::len))
+        .max()
+        .unwrap_or(0);
+    if longest > value_bytes_max {
+        return Err(refuse(format!(
+            "value of {longest} bytes exceeds this node's value_bytes_max {value_bytes_max}"
+        )));
+    }
+    Ok(set)
 }

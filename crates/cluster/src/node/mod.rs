@@ -323,21 +323,7 @@ impl<S: LocalStore> Kv for Node<S> {
         records: Vec<(Bytes, Bytes)>,
         opts: WriteOptions,
     ) -> Result<(), crate::api::ImportStopped> {
-        let mut sets = Vec::with_capacity(records.len());
-        for (i, (key, record)) in records.into_iter().enumerate() {
-            match crate::causality::SiblingSet::decode(&record) {
-                Ok(set) => sets.push((key, set)),
-                Err(e) => {
-                    let error = KvError::InvalidArgument(format!(
-                        "the record of an imported key does not decode: {e}"
-                    ));
-                    // The records before it go in first: they were valid.
-                    self.inner.coord.merge_records(sets, opts).await?;
-                    return Err(crate::api::ImportStopped { merged: i, error });
-                }
-            }
-        }
-        self.inner.coord.merge_records(sets, opts).await
+        self.inner.coord.merge_records(records, opts).await
     }
 
     async fn snapshot(

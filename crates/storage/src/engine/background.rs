@@ -327,7 +327,12 @@ pub(crate) fn install(
     Ok(())
 }
 
+/// Compacts while there is work. Its priority is lowered (see
+/// `ringkv_env::thread`): when the cores are busy, reads and writes go
+/// first; write stalls (level-0 tables) hold writers back if it falls too
+/// far behind.
 fn compaction_thread(core: Arc<Core>) {
+    ringkv_env::thread::lower_priority(ringkv_env::thread::BACKGROUND_NICE);
     loop {
         {
             let mut st = core.state.lock();
