@@ -265,6 +265,19 @@ mod tests {
             prop_assert_eq!(&aa, &a);
         }
 
+        /// A merge says whether it changed the set (a replica stores the
+        /// result only then).
+        #[test]
+        fn a_merge_says_whether_it_changed_the_set(r in arb_replicas()) {
+            for (x, y) in [(0, 1), (1, 0), (0, 2), (2, 2)] {
+                let mut merged = r[x].clone();
+                let changed = merged.merge(&r[y]);
+                prop_assert_eq!(changed, merged != r[x]);
+                let mut again = merged.clone();
+                prop_assert!(!again.merge(&r[y]), "a second merge changes nothing");
+            }
+        }
+
         /// A plain overwrite read only the record's vector (the replica's
         /// fast path): it must leave what a write from the whole record
         /// leaves.

@@ -107,10 +107,13 @@ impl SiblingSet {
     }
 
     /// Merges another replica's record into this one (commutative,
-    /// associative, idempotent).
-    pub fn merge(&mut self, other: &SiblingSet) {
+    /// associative, idempotent). True when this set changed.
+    pub fn merge(&mut self, other: &SiblingSet) -> bool {
         let inputs_well_formed =
             cfg!(debug_assertions) && self.well_formed() && other.well_formed();
+        // Whether the set changes: a sibling of ours dropped, one of
+        // theirs added, or their vector beyond ours.
+        let mut changed = !self.vv.descends(&other.vv);
         let mut out: Vec<StoredSibling> =
             Vec::with_capacity(self.siblings.len() + other.siblings.len());
         let mut a = self.siblings.iter().peekable();
@@ -124,7 +127,9 @@ impl SiblingSet {
                     b.next();
                 }
                 (Some(x), Some(y)) if x.dot < y.dot => {
-                    if !other.vv.covers(x.dot) {
+                    if other.vv.covers(x.dot) {
+                        changed = true;
+                    } else {
                         out.push((*x).clone());
                     }
                     a.next();
@@ -132,11 +137,14 @@ impl SiblingSet {
                 (Some(_), Some(y)) => {
                     if !self.vv.covers(y.dot) {
                         out.push((*y).clone());
+                        changed = true;
                     }
                     b.next();
                 }
                 (Some(x), None) => {
-                    if !other.vv.covers(x.dot) {
+                    if other.vv.covers(x.dot) {
+                        changed = true;
+                    } else {
                         out.push((*x).clone());
                     }
                     a.next();
@@ -144,18 +152,22 @@ impl SiblingSet {
                 (None, Some(y)) => {
                     if !self.vv.covers(y.dot) {
                         out.push((*y).clone());
+                        changed = true;
                     }
                     b.next();
                 }
                 (None, None) => break,
             }
         }
-        self.siblings = out;
-        self.vv.merge(&other.vv);
+        if changed {
+            self.siblings = out;
+            self.vv.merge(&other.vv);
+        }
         debug_assert!(
             !inputs_well_formed || self.well_formed(),
             "a merge keeps a set well formed"
         );
+        changed
     }
 
     /// The set's invariants: siblings in strictly ascending dot order, each

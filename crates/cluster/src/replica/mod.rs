@@ -562,12 +562,16 @@ impl<S: LocalStore> LocalReplica<S> {
         self.hlc.lock().observe(incoming.max_hlc());
         let _guard = self.lock(key);
         let mut set = self.read(key)?;
-        let before = set.clone();
-        set.merge(incoming);
+        let mut changed = set.merge(incoming);
         // A pruned record merged with an unpruned one is pruned again, so
         // replicas that prune at different times converge.
-        if let Some(p) = self.pruner.read().as_ref() {
-            p(crate::ring::token_of(key), &mut set);
+        if let Some(p) = self.pruner.read().as_ref()
+            && p(crate::ring::token_of(key), &mut set)
+        {
+            // Pruning may undo what the merge added (a departed node's
+            // entry): compare with the record as read (rare: only records
+            // older than the grace period are pruned).
+            changed = set != self.read(key)?;
         }
         if set.siblings.is_empty() && at > 0 {
             // Only a vector of truncated events: no record is kept (a
@@ -577,7 +581,7 @@ impl<S: LocalStore> LocalReplica<S> {
             }
             return Ok(false);
         }
-        if set == before {
+        if !changed {
             return Ok(false);
         }
         self.bound(&mut set);
