@@ -32,6 +32,22 @@ fn key_of(record: &(Bytes, Bytes)) -> String {
     String::from_utf8_lossy(&record.0).into_owned()
 }
 
+/// Checks that the cluster holds one hint for `target` per record it is a
+/// replica of (some), and returns their number.
+fn one_hint_per_record_of(c: &TestCluster, records: &[(Bytes, Bytes)], target: u64) -> u64 {
+    let of_target = records
+        .iter()
+        .filter(|r| c.replicas(&r.0).contains(&target))
+        .count() as u64;
+    assert!(of_target > 0, "some records for {target}");
+    assert_eq!(
+        hints_held_for(c, target),
+        of_target,
+        "a hint per record of {target}"
+    );
+    of_target
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_batch_reaches_every_replica_of_every_key() {
     let records = exported(40).await;
@@ -117,16 +133,7 @@ async fn a_replica_that_fails_its_batch_gets_hints() {
         "{stopped:?}"
     );
     // The cut node's records of the failed batch wait as hints.
-    let on_cut = records
-        .iter()
-        .filter(|r| c.replicas(&r.0).contains(&cut))
-        .count() as u64;
-    assert!(on_cut > 0);
-    assert_eq!(
-        hints_held_for(&c, cut),
-        on_cut,
-        "a hint per record of the cut node"
-    );
+    let on_cut = one_hint_per_record_of(&c, &records, cut);
     // At QUORUM the batch is in, and hints are held again.
     c.node(coord)
         .import_records(records.clone(), w(Consistency::Quorum))
@@ -156,16 +163,7 @@ async fn records_with_a_replica_down_go_through_stand_ins() {
         .import_records(records.clone(), w(Consistency::Quorum))
         .await
         .expect("import with a replica down");
-    let on_down = records
-        .iter()
-        .filter(|r| c.replicas(&r.0).contains(&down))
-        .count() as u64;
-    assert!(on_down > 0);
-    assert_eq!(
-        hints_held_for(&c, down),
-        on_down,
-        "a hint per record of the down node"
-    );
+    one_hint_per_record_of(&c, &records, down);
     for record in &records {
         let key = key_of(record);
         assert!(
