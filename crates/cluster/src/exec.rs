@@ -7,11 +7,14 @@
 //! fix, so the simulation asks for blocking work to run inline, on the
 //! calling thread ([`run_blocking_inline`]).
 //!
-//! Bulk work that no client waits on (the merges of streamed and imported
-//! batches) runs on the bulk pool instead ([`bulk`]): [`BULK_THREADS`]
-//! threads of lower CPU priority (see [`ringkv_env::thread`]), so requests
-//! get the cores first while a node loads data; at most [`BULK_QUEUE_MAX`]
-//! jobs wait for them, and callers beyond that wait to be queued.
+//! Bulk work that holds no lock a request waits on (decoding streamed and
+//! imported batches, planning an import) runs on the bulk pool instead
+//! (`bulk`): [`BULK_THREADS`] threads of lower CPU priority (see
+//! [`ringkv_env::thread`]), so requests get the cores first while a node
+//! loads data. At most [`BULK_WAITERS_MAX`] callers wait for it, each on a
+//! thread of tokio's blocking pool; callers beyond that wait, on the
+//! executor, for a turn. The merges themselves keep normal priority: they
+//! take the key's lock and the log's, which client writes wait on.
 
 use std::cell::Cell;
 use std::time::Duration;
@@ -51,6 +54,12 @@ where
 pub const BULK_THREADS: usize = 2;
 /// Jobs queued for the bulk pool at most.
 pub const BULK_QUEUE_MAX: usize = 64;
+/// Callers waiting for the bulk pool at most (each holds a thread of
+/// tokio's blocking pool while it waits).
+pub const BULK_WAITERS_MAX: usize = BULK_QUEUE_MAX + BULK_THREADS;
+
+/// Bulk threads that started (none: jobs run on the caller's thread).
+static BULK_STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -75,8 +84,11 @@ fn bulk_queue() -> &'static std::sync::mpsc::SyncSender<Job> {
                         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                     }
                 });
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "bulk thread not started");
+            match spawned {
+                Ok(_) => {
+                    BULK_STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(e) => tracing::error!(error = %e, "bulk thread not started"),
             }
         }
         tx
@@ -94,12 +106,22 @@ where
     if INLINE.with(Cell::get) {
         return Ok(f());
     }
+    static WAITERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(BULK_WAITERS_MAX);
+    let _turn = WAITERS
+        .acquire()
+        .await
+        .map_err(|_| BlockingError("the bulk pool is closed".into()))?;
     let waited = tokio::task::spawn_blocking(move || {
+        let queue = bulk_queue();
+        if BULK_STARTED.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            // No bulk thread: run here, at this thread's priority.
+            return Ok(f());
+        }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let job: Job = Box::new(move || {
             let _ = tx.send(f());
         });
-        bulk_queue()
+        queue
             .send(job)
             .map_err(|_| BlockingError("the bulk pool is gone".into()))?;
         rx.recv()

@@ -361,7 +361,18 @@ impl<S: LocalStore> Node<S> {
     /// [`TRUNCATE_TELL_INTERVAL_MS`]).
     pub(crate) fn tell_if_stale(&self, from: NodeId, set: &SiblingSet) {
         let at = self.replica().truncated_at();
-        if at == 0 || from == self.id() || set.siblings.iter().all(|s| s.hlc > at) {
+        if at == 0 || set.siblings.iter().all(|s| s.hlc > at) {
+            return;
+        }
+        self.tell_stale(from);
+    }
+
+    /// [`Node::tell_if_stale`] once a record from `from` was found to hold
+    /// siblings at or before the point (a streamed batch's records are
+    /// checked as they are decoded).
+    pub(crate) fn tell_stale(&self, from: NodeId) {
+        let at = self.replica().truncated_at();
+        if at == 0 || from == self.id() {
             return;
         }
         let now = self.replica().now_ms();

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 
 use super::Coordinator;
 use super::plan::Plan;
@@ -32,6 +33,9 @@ use crate::causality::SiblingSet;
 use crate::id::NodeId;
 use crate::rpc::{Call, Fanout, PeerError, Requirement};
 use crate::store::LocalStore;
+
+/// Records of a batch with a replica down merged one by one at once.
+const ONE_BY_ONE_IN_FLIGHT: usize = 16;
 
 /// Timeout of one batch of imported records sent to one replica.
 const IMPORT_BATCH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -104,7 +108,7 @@ impl<S: LocalStore> Coordinator<S> {
 
     /// Merges a batch of records, each as [`Coordinator::merge_record`]
     /// would, the records bound for one replica sent to it together, and
-    /// waits for every replica's answer (at most [`IMPORT_BATCH_TIMEOUT`]).
+    /// waits for every replica's answer (at most `IMPORT_BATCH_TIMEOUT`).
     /// A replica whose batch fails gets hints for its records, as a failed
     /// `Merge` does. Stops at the first record that is refused or misses
     /// its level; the records before it all met theirs.
@@ -166,10 +170,13 @@ impl<S: LocalStore> Coordinator<S> {
                 let push = std::mem::replace(push, Push::Here(Vec::new()));
                 self.push(push)
             })),
-            futures::future::join_all(one_by_one.iter().map(|&i| {
-                let (key, set, plan) = &planned[i];
-                self.merge_planned(key.clone(), set.clone(), plan)
-            })),
+            futures::stream::iter(one_by_one.iter().copied())
+                .map(|i: usize| {
+                    let (key, set, plan) = &planned[i];
+                    self.merge_planned(key.clone(), set.clone(), plan)
+                })
+                .buffered(ONE_BY_ONE_IN_FLIGHT)
+                .collect::<Vec<_>>(),
         )
         .await;
         // Which replicas took each record; the others get hints.
@@ -259,14 +266,15 @@ impl<S: LocalStore> Coordinator<S> {
         }
     }
 
-    /// Merges one batch into one replica: this node's directly (on the
-    /// bulk pool, see [`crate::exec::bulk`]), a peer's with one
-    /// `StreamPush` (merged there on its bulk pool).
+    /// Merges one batch into one replica: this node's directly (off the
+    /// executor), a peer's with one `StreamPush`.
     async fn push(self: &Arc<Self>, push: Push) -> Result<(), String> {
         match push {
             Push::Here(sets) => {
                 let replica = Arc::clone(&self.replica);
-                crate::exec::bulk(move || replica.merge_batch(&sets))
+                // Normal priority: the merges take locks client writes
+                // wait on.
+                crate::exec::blocking(move || replica.merge_batch(&sets))
                     .await
                     .map_err(|e| format!("import merge task failed: {e}"))?
                     .map_err(|e| e.to_string())

@@ -186,15 +186,17 @@ impl<S: LocalStore> Movements<S> {
     }
 
     /// Merges a batch of records into this replica (a peer's `StreamPush`,
-    /// its checksum checked), each decoded by `decode` first, all on the
-    /// bulk pool; a record `decode` refuses refuses the whole batch.
+    /// its checksum checked), each decoded by `decode` first on the bulk
+    /// pool; a record `decode` refuses refuses the whole batch.
     pub async fn merge_pushed(
         self: &Arc<Self>,
         entries: Entries,
         decode: impl Fn(&[u8], &Bytes) -> Result<SiblingSet, String> + Send + 'static,
     ) -> Result<(), KvError> {
-        let replica = Arc::clone(&self.replica);
-        crate::exec::bulk(move || {
+        let failed = |e: crate::exec::BlockingError| {
+            KvError::Storage(format!("stream merge task failed: {e}"))
+        };
+        let sets = crate::exec::bulk(move || {
             let mut sets = Vec::with_capacity(entries.len());
             for (key, record) in entries {
                 let set = decode(&key, &record).map_err(|why| {
@@ -202,10 +204,16 @@ impl<S: LocalStore> Movements<S> {
                 })?;
                 sets.push((key, set));
             }
-            replica.merge_batch(&sets)
+            Ok::<_, KvError>(sets)
         })
         .await
-        .map_err(|e| KvError::Storage(format!("stream merge task failed: {e}")))?
+        .map_err(failed)??;
+        // Merged at normal priority: the merges take locks (the key's, the
+        // log's) that client writes wait on.
+        let replica = Arc::clone(&self.replica);
+        crate::exec::blocking(move || replica.merge_batch(&sets))
+            .await
+            .map_err(failed)?
     }
 }
 

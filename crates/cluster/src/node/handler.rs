@@ -105,12 +105,25 @@ impl<S: LocalStore> Node<S> {
                         "streamed batch failed its checksum".into(),
                     ));
                 }
-                // Decoded with the merges, off the request threads.
+                // Decoded off the request threads; a batch holding siblings
+                // from before this node's truncation point tells the sender
+                // the point, as a merge does.
                 let (key_max, value_max) = (s.config.key_bytes_max, s.config.value_bytes_max);
+                let at = s.replica.truncated_at();
+                let stale = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let seen = std::sync::Arc::clone(&stale);
                 let decode = move |key: &[u8], record: &Bytes| {
-                    decode_peer_record(key, record, key_max, value_max)
+                    let set = decode_peer_record(key, record, key_max, value_max)?;
+                    if at > 0 && set.siblings.iter().any(|s| s.hlc <= at) {
+                        seen.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok(set)
                 };
-                match s.movements.merge_pushed(entries, decode).await {
+                let merged = s.movements.merge_pushed(entries, decode).await;
+                if stale.load(std::sync::atomic::Ordering::Relaxed) {
+                    self.tell_stale(from);
+                }
+                match merged {
                     Ok(()) => Response::Merged,
                     Err(e) => Response::from(&e),
                 }

@@ -592,7 +592,7 @@ impl<S: LocalStore> LocalReplica<S> {
     /// Merges a batch of peers' records (streams, imports): each like
     /// [`LocalReplica::merge`], their log records handed to the OS together
     /// once all are merged (one system call for the batch, not one per
-    /// record). Stops at the first failure, still handing over what was
+    /// record, where the store buffers: with periodic sync). Stops at the first failure, still handing over what was
     /// merged before it. Blocking: call it off the executor.
     pub fn merge_batch(&self, records: &[(Bytes, SiblingSet)]) -> Result<(), KvError> {
         let merged = records

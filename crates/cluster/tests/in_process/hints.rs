@@ -312,7 +312,7 @@ async fn peer_writes_are_held_to_client_limits_and_hints_to_members() {
         },
         Request::StreamPush {
             entries: vec![(long_key.clone(), record.clone())],
-            crc: 0,
+            crc: ringkv_cluster::net::message::stream_crc(&[(long_key.clone(), record.clone())]),
         },
         Request::Hint {
             target: 0xdead_beef,

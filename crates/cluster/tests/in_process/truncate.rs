@@ -335,3 +335,24 @@ async fn a_node_that_sends_old_records_is_told_the_point_at_once() {
     .await;
     assert_eq!(stale.files().truncated_at().expect("file"), point);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_node_that_streams_old_records_is_told_the_point_at_once() {
+    let c = cluster(3, 3);
+    write_keys(&c, 10, Consistency::All).await;
+    let (a, stale) = (&c.nodes[0], &c.nodes[2]);
+    let (point, old_record) = truncate_all_but_the_third(&c).await;
+    // The stale node streams (or imports through) an old record: a takes
+    // the batch, and sends it the point.
+    let entries = vec![(b("k1"), old_record)];
+    let crc = ringkv_cluster::net::message::stream_crc(&entries);
+    let answer = a
+        .handler()
+        .handle(stale.id(), Request::StreamPush { entries, crc })
+        .await;
+    assert!(matches!(answer, Response::Merged), "{answer:?}");
+    eventually("the sender learns the point", || {
+        stale.replica().truncated_at() == point
+    })
+    .await;
+}
