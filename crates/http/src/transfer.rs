@@ -109,24 +109,7 @@ pub(crate) async fn import<K: Kv>(
     // taken in order, so `imported` on a failure counts the records before
     // it, all merged.
     let kv = &state.kv;
-    let mut starts = Vec::new();
-    let mut runs = Vec::new();
-    let mut run = Vec::new();
-    let mut run_bytes = 0usize;
-    let mut start = 0usize;
-    for (i, (key, record)) in records.into_iter().enumerate() {
-        run_bytes += key.len() + record.len();
-        run.push((key, record));
-        if run_bytes >= IMPORT_RUN_BYTES {
-            starts.push(start);
-            runs.push(std::mem::take(&mut run));
-            (start, run_bytes) = (i + 1, 0);
-        }
-    }
-    if !run.is_empty() {
-        starts.push(start);
-        runs.push(run);
-    }
+    let (starts, runs): (Vec<usize>, Vec<_>) = runs(records, IMPORT_RUN_BYTES).into_iter().unzip();
     let mut merges = futures::stream::iter(runs)
         .map(|run| kv.import_records(run, opts.clone()))
         .buffered(IMPORT_RUNS_IN_FLIGHT);
@@ -145,4 +128,48 @@ pub(crate) async fn import<K: Kv>(
         }
     }
     Ok(axum::Json(serde_json::json!({ "imported": total })).into_response())
+}
+
+/// Splits `records` into runs of at least `run_bytes` bytes of keys and
+/// records (the last may be smaller), each with the index of its first
+/// record: a run's failure at its record `merged` is the body's record
+/// `start + merged`.
+fn runs(records: Vec<(Bytes, Bytes)>, run_bytes: usize) -> Vec<(usize, Vec<(Bytes, Bytes)>)> {
+    let mut runs = Vec::new();
+    let mut run = Vec::new();
+    let (mut start, mut bytes) = (0usize, 0usize);
+    for (i, (key, record)) in records.into_iter().enumerate() {
+        bytes += key.len() + record.len();
+        run.push((key, record));
+        if bytes >= run_bytes {
+            runs.push((start, std::mem::take(&mut run)));
+            (start, bytes) = (i + 1, 0);
+        }
+    }
+    if !run.is_empty() {
+        runs.push((start, run));
+    }
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_cover_the_body_in_order_and_name_their_first_record() {
+        let records: Vec<(Bytes, Bytes)> = (0..10u8)
+            .map(|i| (Bytes::from(vec![i]), Bytes::from(vec![0u8; 9])))
+            .collect();
+        // 10 bytes a record, runs of at least 25: 3, 3, 3, then 1.
+        let split = runs(records.clone(), 25);
+        let starts: Vec<usize> = split.iter().map(|(s, _)| *s).collect();
+        assert_eq!(starts, vec![0, 3, 6, 9]);
+        let joined: Vec<(Bytes, Bytes)> = split.into_iter().flat_map(|(_, r)| r).collect();
+        assert_eq!(joined, records);
+        // A run stopped at its record 2 is the body's record 5.
+        let (start, run) = &runs(records, 25)[1];
+        assert_eq!(run[2].0, Bytes::from(vec![(start + 2) as u8]));
+        assert!(runs(Vec::new(), 25).is_empty());
+    }
 }
