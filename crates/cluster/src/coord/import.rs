@@ -12,7 +12,7 @@
 //! replica together: one `StreamPush` per replica (and
 //! [`IMPORT_PUSH_BYTES_MAX`]), merged there with one log write, instead of
 //! one `Merge` per record and replica. Records some of whose replicas are
-//! down go one by one ([`Coordinator::merge_record`]), through stand-ins
+//! down go one by one (one `Merge` per live replica), through stand-ins
 //! and hints.
 //!
 //! After a truncation, siblings older than its point are stamped as written
@@ -59,31 +59,15 @@ enum Push {
 }
 
 impl<S: LocalStore> Coordinator<S> {
-    /// Merges `set` into the replicas of `key` at the options' level.
-    pub async fn merge_record(
-        self: &Arc<Self>,
-        key: Bytes,
-        mut set: SiblingSet,
-        opts: WriteOptions,
-    ) -> Result<(), KvError> {
-        self.check_import(&key, &set)?;
-        set.restamp_truncated(self.replica.truncated_at());
-        let level = opts.consistency.unwrap_or(self.config.default_write);
-        let plan = self
-            .planner
-            .write(&key, level, !self.config.strict_quorum)?;
-        self.merge_planned(key, set, &plan).await
-    }
-
-    /// [`Coordinator::merge_record`] once checked and planned: one `Merge`
-    /// per live replica, stand-ins and hints for the others.
+    /// One record (`set`, encoded as `record`), checked and planned: one
+    /// `Merge` per live replica, stand-ins and hints for the others.
     async fn merge_planned(
         self: &Arc<Self>,
         key: Bytes,
         set: SiblingSet,
+        record: Bytes,
         plan: &Plan,
     ) -> Result<(), KvError> {
-        let record = Bytes::from(set.encode());
         let mut fanout = Fanout::new();
         if plan.live.contains(&self.id()) {
             let merged = self
@@ -106,7 +90,7 @@ impl<S: LocalStore> Coordinator<S> {
         met.map_err(|short| self.write_unavailable(short, plan, self.config.strict_quorum))
     }
 
-    /// Merges a batch of records, each as [`Coordinator::merge_record`]
+    /// Merges a batch of records, each as a client write's record would be
     /// would, the records bound for one replica sent to it together, and
     /// waits for every replica's answer (at most `IMPORT_BATCH_TIMEOUT`).
     /// A replica whose batch fails gets hints for its records, as a failed
@@ -173,7 +157,7 @@ impl<S: LocalStore> Coordinator<S> {
             futures::stream::iter(one_by_one.iter().copied())
                 .map(|i: usize| {
                     let (key, set, plan) = &planned[i];
-                    self.merge_planned(key.clone(), set.clone(), plan)
+                    self.merge_planned(key.clone(), set.clone(), encoded[i].clone(), plan)
                 })
                 .buffered(ONE_BY_ONE_IN_FLIGHT)
                 .collect::<Vec<_>>(),
