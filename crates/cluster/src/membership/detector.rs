@@ -15,6 +15,9 @@ pub struct PhiDetector {
     /// The peer announced it stops, its state then being this `(generation,
     /// heartbeat)`: down until a newer state of it arrives.
     stopped_at: Option<(u64, u64)>,
+    /// The peer's newest `(generation, pulse)` seen, by whatever path (its
+    /// state, or a digest's pulse).
+    seen: (u64, u64),
 }
 
 impl PhiDetector {
@@ -25,7 +28,27 @@ impl PhiDetector {
             intervals_max: intervals_max.max(1),
             mean_floor_ms: expected_interval_ms,
             stopped_at: None,
+            seen: (0, 0),
         }
+    }
+
+    /// The peer's newest `(generation, pulse)` seen.
+    pub fn seen(&self) -> (u64, u64) {
+        self.seen
+    }
+
+    /// A pulse of the peer at `freshness` arrived at `now`: a heartbeat
+    /// when it is newer than every one seen (and newer than its goodbye's).
+    /// True when it was newer.
+    pub fn observe(&mut self, freshness: (u64, u64), now: Duration) -> bool {
+        if freshness <= self.seen {
+            return false;
+        }
+        self.seen = freshness;
+        if self.alive_after_stop(freshness) {
+            self.heartbeat(now);
+        }
+        true
     }
 
     /// The peer said it stops with its state at `freshness`.
@@ -110,5 +133,19 @@ mod tests {
         );
         d.heartbeat(t(61));
         assert!(d.phi(t(62)) < 1.0, "{}", d.phi(t(62)));
+    }
+
+    #[test]
+    fn only_newer_pulses_are_heartbeats() {
+        let mut d = PhiDetector::new(10, 100.0);
+        let t = Duration::from_millis;
+        assert!(d.observe((5, 10), t(0)));
+        assert!(!d.observe((5, 10), t(50)), "the same pulse again");
+        assert!(!d.observe((5, 9), t(60)), "an older one");
+        assert_eq!(d.last_heartbeat(), Some(t(0)));
+        assert!(d.observe((5, 11), t(100)));
+        assert!(d.observe((6, 0), t(200)), "a new life");
+        assert_eq!(d.seen(), (6, 0));
+        assert_eq!(d.last_heartbeat(), Some(t(200)));
     }
 }

@@ -1,23 +1,42 @@
 //! Gossip: the rounds that spread node states, and the pushes that tell
 //! every peer of a change at once.
 //!
-//! Every `gossip_interval_ms` a node bumps its heartbeat and does a
-//! push-pull exchange of every state it knows with one random live peer
-//! (sometimes a down one, so recoveries are seen; every tenth round a seed).
-//! Every fifth round it first puts its load figures in its own state.
+//! Every `gossip_interval_ms` a node raises its pulse and does a push-pull
+//! exchange with one random live peer (sometimes a down one, so recoveries
+//! are seen; every tenth round a seed). Every [`PUBLISH_ROUNDS`]th round it
+//! first publishes its state anew, with its load figures.
+//!
+//! An exchange is three messages (as Cassandra's SYN, ACK, ACK2; formats
+//! in [`crate::net::message`]): the initiator's digest of every member, a
+//! few bytes each; the peer's digest, with the states it holds newer and
+//! the ids it wants; then the states wanted, answered with any the
+//! initiator asked for. Pulses travel in the digests and feed the failure
+//! detectors; whole states travel only when a member publishes a new one.
+//! In a steady cluster an exchange is two digests. A peer of the version
+//! before (which cannot decode a digest) is gossiped with the old way,
+//! every state whole, for [`OLD_PEER_MEMORY`]; while it knows such a peer,
+//! a node publishes its state every round, so that old nodes, which see
+//! heartbeats only in states, see its heartbeat every round.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use ringkv_env::{Rng, SeededRng};
 
-use super::Membership;
+use parking_lot::Mutex;
+
+use super::{DigestDiff, GOSSIP_STATES_PER_MESSAGE_MAX, Membership, PUBLISH_ROUNDS};
+use crate::det::HashMap;
 use crate::id::NodeId;
-use crate::net::message::{Load, NodeState, NodeStatus, Request, Response};
+use crate::net::message::{GossipDigest, Load, NodeState, NodeStatus, Request, Response};
 use crate::net::{Peer, Transport};
 
-/// Gossip rounds between two load reports.
-const LOAD_REPORT_ROUNDS: u64 = 5;
+/// How long a peer that answered a digest with an error (a node of the
+/// version before) is gossiped with the old way before a digest is tried
+/// again.
+pub const OLD_PEER_MEMORY: Duration = Duration::from_secs(3_600);
+/// Addresses of such peers remembered at most.
+const OLD_PEERS_MAX: usize = 1_024;
 /// Attempts to reach each peer when pushing a change.
 const PUSH_ATTEMPTS: usize = 3;
 /// How long a stopping node waits for its peers to take its goodbye.
@@ -32,6 +51,9 @@ pub struct Gossip {
     membership: Arc<Membership>,
     transport: Arc<dyn Transport>,
     load: LoadSource,
+    /// Peers of the version before, by address: when each answered a
+    /// digest with an error.
+    old_peers: Arc<Mutex<HashMap<String, Duration>>>,
 }
 
 impl Gossip {
@@ -44,6 +66,31 @@ impl Gossip {
             membership,
             transport,
             load,
+            old_peers: Arc::default(),
+        }
+    }
+
+    /// True while `addr` is remembered as a peer of the version before.
+    fn speaks_old(&self, addr: &str) -> bool {
+        let now = self.membership.monotonic();
+        self.old_peers
+            .lock()
+            .get(addr)
+            .is_some_and(|&since| now.saturating_sub(since) < OLD_PEER_MEMORY)
+    }
+
+    /// True while any peer of the version before is remembered.
+    fn knows_old_peers(&self) -> bool {
+        let now = self.membership.monotonic();
+        let mut old = self.old_peers.lock();
+        old.retain(|_, since| now.saturating_sub(*since) < OLD_PEER_MEMORY);
+        !old.is_empty()
+    }
+
+    fn remember_old(&self, addr: &str) {
+        let mut old = self.old_peers.lock();
+        if old.len() < OLD_PEERS_MAX || old.contains_key(addr) {
+            old.insert(addr.to_string(), self.membership.monotonic());
         }
     }
 
@@ -68,10 +115,13 @@ impl Gossip {
     /// One gossip round. Public so tests and simulations can drive it.
     pub async fn round(&self, seeds: &[String], round: u64) {
         let m = &self.membership;
-        if round.is_multiple_of(LOAD_REPORT_ROUNDS) {
+        if round.is_multiple_of(PUBLISH_ROUNDS) {
             m.set_load((self.load)());
+        } else if self.knows_old_peers() {
+            m.tick();
+        } else {
+            m.beat();
         }
-        m.tick();
         m.note_liveness();
         let draw = SeededRng::new(self.self_id() ^ round).next_u64();
         let own_addr = m.state(m.self_id()).map(|me| me.cluster_addr);
@@ -100,9 +150,12 @@ impl Gossip {
         let Some(me) = m.state(m.self_id()) else {
             return;
         };
+        let Some((generation, heartbeat)) = m.pulse_of(me.id) else {
+            return;
+        };
         let req = Request::Goodbye {
-            generation: me.generation,
-            heartbeat: me.heartbeat,
+            generation,
+            heartbeat,
         };
         let calls = m
             .states()
@@ -123,11 +176,119 @@ impl Gossip {
         tracing::info!(peers = ok, "told peers this node stops");
     }
 
-    /// One push-pull exchange with `peer`; true when it answered.
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.membership.config().gossip_interval_ms.max(500))
+    }
+
+    /// One push-pull exchange with `peer`, by digests (or whole states with
+    /// a peer of the version before); true when it answered.
     pub async fn exchange(&self, peer: &Peer) -> bool {
+        if self.speaks_old(&peer.addr) {
+            return self.exchange_whole(peer).await;
+        }
+        let m = &self.membership;
+        let syn = Request::GossipDigest {
+            digest: m.digest(false),
+        };
+        let (digest, states, want) = match self.transport.call(peer, syn, self.timeout()).await {
+            Ok(Response::GossipDelta {
+                digest,
+                states,
+                want,
+            }) => (digest, states, want),
+            // A departed node is answered whole states (see the handler).
+            Ok(Response::Gossip { states }) => {
+                self.merge(states).await;
+                return true;
+            }
+            Ok(Response::Error { code, message, .. }) if code == "invalid_argument" => {
+                tracing::info!(
+                    peer = %peer.addr,
+                    %message,
+                    "peer does not take gossip digests (an older version): gossiping whole \
+                     states with it"
+                );
+                self.remember_old(&peer.addr);
+                return self.exchange_whole(peer).await;
+            }
+            Ok(other) => {
+                tracing::debug!(answer = other.kind_name(), "unexpected gossip answer");
+                return false;
+            }
+            Err(e) => {
+                tracing::debug!(peer = %peer.addr, error = %e, "gossip failed");
+                return false;
+            }
+        };
+        self.merge(states).await;
+        // Read after the states it came with are in: what differs still.
+        let Some(diff) = m.take_digest(&digest) else {
+            return true;
+        };
+        let DigestDiff {
+            mut newer_here,
+            newer_there,
+        } = diff;
+        newer_here.extend(want);
+        newer_here.sort_unstable();
+        newer_here.dedup();
+        if newer_here.is_empty() && newer_there.is_empty() {
+            return true;
+        }
+        let req = Request::GossipStates {
+            states: m.states_of(&newer_here),
+            want: bounded(newer_there),
+        };
+        match self.transport.call(peer, req, self.timeout()).await {
+            Ok(Response::Gossip { states }) => {
+                self.merge(states).await;
+                true
+            }
+            Ok(other) => {
+                tracing::debug!(answer = other.kind_name(), "unexpected gossip answer");
+                false
+            }
+            Err(e) => {
+                tracing::debug!(peer = %peer.addr, error = %e, "gossip failed");
+                false
+            }
+        }
+    }
+
+    /// A peer's digest (SYN): answered with this node's digest, the states
+    /// it holds newer and the ids it wants; or, when the digest names
+    /// another member list, with this node's explicit digest alone.
+    pub async fn answer_digest(&self, digest: GossipDigest) -> Response {
+        let m = &self.membership;
+        match m.take_digest(&digest) {
+            Some(diff) => Response::GossipDelta {
+                digest: m.digest(false),
+                states: m.states_of(&diff.newer_here),
+                want: bounded(diff.newer_there),
+            },
+            None => Response::GossipDelta {
+                digest: m.digest(true),
+                states: Vec::new(),
+                want: Vec::new(),
+            },
+        }
+    }
+
+    /// A peer's states and wants (ACK2): folds the states in, answers the
+    /// states wanted.
+    pub async fn answer_states(&self, states: Vec<NodeState>, want: Vec<NodeId>) -> Response {
+        self.merge(states).await;
+        Response::Gossip {
+            states: self.membership.states_of(&want),
+        }
+    }
+
+    /// One exchange of whole states with `peer` (a node of the version
+    /// before); true when it answered.
+    async fn exchange_whole(&self, peer: &Peer) -> bool {
         let m = &self.membership;
         let req = Request::Gossip { states: m.states() };
-        let timeout = Duration::from_millis(m.config().gossip_interval_ms.max(500));
+        let timeout = self.timeout();
         match self
             .transport
             .call(peer, req, timeout)
@@ -149,8 +310,9 @@ impl Gossip {
         }
     }
 
-    /// A peer's side of an exchange: folds in its states and answers with
-    /// this node's view.
+    /// A peer's side of an exchange of whole states (`Request::Gossip`, as
+    /// nodes of the version before send): folds in its states and answers
+    /// with this node's view.
     pub async fn answer(&self, states: Vec<NodeState>) -> Response {
         self.merge(states).await;
         Response::Gossip {
@@ -220,4 +382,11 @@ impl Gossip {
             .flatten()
             .collect()
     }
+}
+
+/// The first [`GOSSIP_STATES_PER_MESSAGE_MAX`] of `ids`: what one message
+/// may ask for.
+fn bounded(mut ids: Vec<NodeId>) -> Vec<NodeId> {
+    ids.truncate(GOSSIP_STATES_PER_MESSAGE_MAX);
+    ids
 }

@@ -20,6 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod detector;
+#[cfg(test)]
+mod digest_tests;
 pub mod gossip;
 #[cfg(test)]
 mod signed_tests;
@@ -34,7 +36,8 @@ pub use validate::{MEMBERS_MAX, WEIGHT_MAX, check_addr, check_state};
 use crate::id::NodeId;
 use crate::net::Peer;
 use crate::net::message::{
-    NodeState, NodeStatus, REMOVAL_STATUSES, RemovalGrant, removal_grant_bytes,
+    DigestEntries, DigestEntry, GossipDigest, NodeState, NodeStatus, REMOVAL_STATUSES,
+    RemovalGrant, members_hash, removal_grant_bytes,
 };
 use crate::net::tls::{Signer, check_signature};
 use crate::ring::{Placement, Replication, Ring, RingNode, Token};
@@ -108,6 +111,33 @@ pub struct Membership {
     /// Removal grants of nodes this node removes, by node: what it signs
     /// their states with as it changes their status.
     grants: Mutex<HashMap<NodeId, Vec<RemovalGrant>>>,
+    /// This node's pulse: its heartbeat, raised every round; its state
+    /// carries the pulse it was last published at.
+    own_pulse: std::sync::atomic::AtomicU64,
+}
+
+/// Gossip rounds between two publications of a node's state (with its
+/// load and a fresh signature): between them only its pulse advances, and
+/// travels in digests.
+pub const PUBLISH_ROUNDS: u64 = 10;
+/// How far past a member's state known here a pulse heard in a digest is
+/// believed: a digest's pulses are not signed, so a peer could keep a dead
+/// member looking alive with them; this bounds that to a few publications
+/// (the member's own publications raise the bound as they arrive).
+pub const PULSE_AHEAD_MAX: u64 = 4 * PUBLISH_ROUNDS;
+/// States in one gossip message at most (the rest follow in later
+/// rounds).
+pub const GOSSIP_STATES_PER_MESSAGE_MAX: usize = 256;
+
+/// What a peer's digest showed (see [`Membership::take_digest`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DigestDiff {
+    /// Members whose state here is newer than the peer's (or unknown to
+    /// it): to send.
+    pub newer_here: Vec<NodeId>,
+    /// Members whose state the peer holds newer (or that are unknown
+    /// here): to ask for.
+    pub newer_there: Vec<NodeId>,
 }
 
 /// How far a state carried by an admin's grant may move a node's
@@ -156,7 +186,9 @@ impl Membership {
         config: MembershipConfig,
     ) -> Self {
         let self_id = me.id;
+        let own_pulse = std::sync::atomic::AtomicU64::new(me.heartbeat);
         let m = Self {
+            own_pulse,
             self_id,
             clock: clock.clone(),
             placement: RwLock::new(Arc::new(Placement::new(
@@ -189,6 +221,11 @@ impl Membership {
 
     pub fn config(&self) -> &MembershipConfig {
         &self.config
+    }
+
+    /// Monotonic time now, by this node's clock.
+    pub fn monotonic(&self) -> Duration {
+        self.clock.monotonic()
     }
 
     pub fn replication(&self) -> &Replication {
@@ -495,27 +532,211 @@ impl Membership {
             let mut states = self.states.write();
             if let Some(me) = states.get_mut(&self.self_id) {
                 f(me);
-                me.heartbeat += 1;
-                self.sign(me);
+                self.publish(me);
             }
         }
         self.rebuild_ring();
     }
 
-    /// Replaces this node's load figures (spread with the next round).
+    /// Raises this node's pulse and puts it in its state, signed anew: a
+    /// new version of the state, which gossip spreads whole.
+    fn publish(&self, me: &mut NodeState) {
+        let pulse = self
+            .own_pulse
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        me.heartbeat = pulse.max(me.heartbeat.saturating_add(1));
+        self.own_pulse
+            .fetch_max(me.heartbeat, std::sync::atomic::Ordering::Relaxed);
+        self.sign(me);
+    }
+
+    /// Replaces this node's load figures and publishes its state.
     pub fn set_load(&self, load: crate::net::message::Load) {
         if let Some(me) = self.states.write().get_mut(&self.self_id) {
             me.load = load;
-            self.sign(me);
+            self.publish(me);
         }
     }
 
-    /// One gossip round's own bump.
+    /// Publishes this node's state with a new pulse (see
+    /// [`PUBLISH_ROUNDS`]).
     pub fn tick(&self) {
         if let Some(me) = self.states.write().get_mut(&self.self_id) {
-            me.heartbeat += 1;
-            self.sign(me);
+            self.publish(me);
         }
+    }
+
+    /// One gossip round's own bump between publications: the pulse alone,
+    /// which digests carry.
+    pub fn beat(&self) {
+        self.own_pulse
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The newest `(generation, pulse)` of node `id` known here: its
+    /// state's, or a later pulse heard in a digest.
+    pub fn pulse_of(&self, id: NodeId) -> Option<(u64, u64)> {
+        let states = self.states.read();
+        let s = states.get(&id)?;
+        Some(self.pulse_in(s, &self.detectors.lock()))
+    }
+
+    /// `s`'s `(generation, pulse)` with the detectors' pulses.
+    fn pulse_in(&self, s: &NodeState, detectors: &HashMap<NodeId, PhiDetector>) -> (u64, u64) {
+        if s.id == self.self_id {
+            let own = self.own_pulse.load(std::sync::atomic::Ordering::Relaxed);
+            return (s.generation, own.max(s.heartbeat));
+        }
+        let seen = detectors.get(&s.id).map_or((0, 0), PhiDetector::seen);
+        if seen.0 == s.generation {
+            (s.generation, seen.1.max(s.heartbeat))
+        } else {
+            s.freshness()
+        }
+    }
+
+    /// This node's digest of every member it knows (see "Digest gossip"
+    /// in [`crate::net::message`]): positional, or explicit.
+    pub fn digest(&self, explicit: bool) -> GossipDigest {
+        let states = self.states.read();
+        let detectors = self.detectors.lock();
+        let mut members: Vec<&NodeState> = states.values().collect();
+        members.sort_unstable_by_key(|s| s.id);
+        let hash = members_hash(members.iter().map(|s| (s.id, s.generation)));
+        let pulses = members.iter().map(|s| (*s, self.pulse_in(s, &detectors).1));
+        let entries = if explicit {
+            DigestEntries::Explicit(
+                pulses
+                    .map(|(s, pulse)| DigestEntry {
+                        id: s.id,
+                        generation: s.generation,
+                        version: s.heartbeat,
+                        ahead: pulse - s.heartbeat,
+                    })
+                    .collect(),
+            )
+        } else {
+            DigestEntries::Positional(
+                pulses
+                    .map(|(s, pulse)| (s.heartbeat, pulse - s.heartbeat))
+                    .collect(),
+            )
+        };
+        GossipDigest {
+            count: members.len() as u32,
+            members: hash,
+            entries,
+        }
+    }
+
+    /// Reads a peer's digest: takes the pulses it carries (each at most
+    /// [`PULSE_AHEAD_MAX`] past the member's state known here) and says
+    /// which states differ. `None` when the digest is positional and names
+    /// another member list than this node's (or is malformed): the peer
+    /// must send it explicit.
+    pub fn take_digest(&self, digest: &GossipDigest) -> Option<DigestDiff> {
+        if digest.entries.len() > MEMBERS_MAX || digest.count as usize != digest.entries.len() {
+            metrics::counter!("ringkv_gossip_states_refused_total").increment(1);
+            tracing::warn!(
+                entries = digest.entries.len(),
+                count = digest.count,
+                "refused a gossip digest: too many entries, or not as many as it says"
+            );
+            return None;
+        }
+        let now = self.clock.monotonic();
+        let mut diff = DigestDiff::default();
+        let states = self.states.read();
+        let mut detectors = self.detectors.lock();
+        let mut mine: Vec<&NodeState> = states.values().collect();
+        mine.sort_unstable_by_key(|s| s.id);
+        // (their entry, my state) pairs of the members both know.
+        let mut pairs: Vec<(DigestEntry, &NodeState)> = Vec::with_capacity(mine.len());
+        match &digest.entries {
+            DigestEntries::Positional(entries) => {
+                if entries.len() != mine.len()
+                    || digest.members != members_hash(mine.iter().map(|s| (s.id, s.generation)))
+                {
+                    return None;
+                }
+                for (&(version, ahead), s) in entries.iter().zip(&mine) {
+                    let entry = DigestEntry {
+                        id: s.id,
+                        generation: s.generation,
+                        version,
+                        ahead,
+                    };
+                    pairs.push((entry, *s));
+                }
+            }
+            DigestEntries::Explicit(entries) => {
+                if entries.windows(2).any(|w| w[0].id >= w[1].id) {
+                    tracing::warn!("refused a gossip digest: ids out of order");
+                    return None;
+                }
+                let (mut i, mut j) = (0, 0);
+                while i < entries.len() || j < mine.len() {
+                    match (entries.get(i), mine.get(j)) {
+                        (Some(e), Some(s)) if e.id == s.id => {
+                            pairs.push((*e, *s));
+                            i += 1;
+                            j += 1;
+                        }
+                        (Some(e), s) if s.is_none_or(|s| e.id < s.id) => {
+                            diff.newer_there.push(e.id);
+                            i += 1;
+                        }
+                        (_, Some(s)) => {
+                            diff.newer_here.push(s.id);
+                            j += 1;
+                        }
+                        (_, None) => break,
+                    }
+                }
+            }
+        }
+        for (e, s) in pairs {
+            let theirs = (e.generation, e.version);
+            let here = s.freshness();
+            if theirs > here {
+                diff.newer_there.push(s.id);
+            } else if theirs < here {
+                diff.newer_here.push(s.id);
+            }
+            // A pulse is news of the member itself, for the detector:
+            // only of the life known here, and not of a node that left.
+            if s.id == self.self_id || e.generation != s.generation || s.status == NodeStatus::Left
+            {
+                continue;
+            }
+            let pulse = e
+                .version
+                .saturating_add(e.ahead)
+                .min(s.heartbeat.saturating_add(PULSE_AHEAD_MAX));
+            detectors
+                .entry(s.id)
+                .or_insert_with(|| {
+                    PhiDetector::new(
+                        self.config.intervals_max,
+                        self.config.gossip_interval_ms as f64,
+                    )
+                })
+                .observe((s.generation, pulse), now);
+        }
+        diff.newer_here.sort_unstable();
+        diff.newer_there.sort_unstable();
+        Some(diff)
+    }
+
+    /// The states of `ids` known here, at most
+    /// [`GOSSIP_STATES_PER_MESSAGE_MAX`].
+    pub fn states_of(&self, ids: &[NodeId]) -> Vec<NodeState> {
+        let states = self.states.read();
+        ids.iter()
+            .filter_map(|id| states.get(id).cloned())
+            .take(GOSSIP_STATES_PER_MESSAGE_MAX)
+            .collect()
     }
 
     /// Folds in states heard from a peer; returns true if anything changed.
@@ -583,8 +804,8 @@ impl Membership {
                 let by_itself = s.signature.as_ref().is_none_or(|sig| {
                     crate::net::tls::cert_node_id(&sig.cert).is_ok_and(|signer| signer == s.id)
                 });
-                if by_itself && detector.alive_after_stop(s.freshness()) {
-                    detector.heartbeat(now);
+                if by_itself {
+                    detector.observe(s.freshness(), now);
                 }
                 if let Some(old) = old
                     && old.status != s.status
@@ -733,8 +954,7 @@ impl Membership {
     /// heartbeat)`: it is down from now until a newer state of it arrives.
     /// A stale announcement (of an earlier generation) changes nothing.
     pub fn peer_stopped(&self, from: NodeId, generation: u64, heartbeat: u64) {
-        let known = self.states.read().get(&from).map(NodeState::freshness);
-        let Some((gen_known, hb_known)) = known else {
+        let Some((gen_known, hb_known)) = self.pulse_of(from) else {
             return;
         };
         if from == self.self_id || generation != gen_known {

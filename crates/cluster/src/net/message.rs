@@ -59,9 +59,33 @@
 //!        has recorded (0: none), after `at` when the request carried one.
 //! ```
 //!
+//! Digest gossip (see [`crate::membership::gossip`]):
+//! ```text
+//! Request::GossipDigest { digest }                      SYN
+//!     -> Response::GossipDelta { digest, states, want } ACK
+//! Request::GossipStates { states, want }                ACK2
+//!     -> Response::Gossip { states }
+//! GossipDigest := { count: u32, members: u64, entries }
+//! entries      := Positional([(version, ahead)]) | Explicit([(id, generation, version, ahead)])
+//! ```
+//! A digest lists every member the sender knows, in ascending id order:
+//! its state's version (the heartbeat the member last published its state
+//! at) and how far the member's pulse (its latest heartbeat, which the
+//! failure detector follows) is ahead of it. `members` is
+//! [`members_hash`] of the sender's `(id, generation)` list: when the
+//! receiver's list hashes the same, the positional form is read against
+//! its own list; otherwise it answers with its explicit digest and
+//! nothing else, and the sender works out from that what to send and what
+//! to ask for. States travel whole, signed as in `Gossip`, only when their
+//! versions differ; a state message holds at most
+//! `GOSSIP_STATES_PER_MESSAGE_MAX` states. A node of the version before
+//! cannot decode `GossipDigest` and answers an error: the sender then uses
+//! `Gossip` with that peer.
+//!
 //! # Signed states
 //! ```text
-//! body       := postcard(Request::Gossip | Response::Gossip) signatures?
+//! body       := postcard(Request::Gossip | Request::GossipStates | Response::Gossip
+//!                        | Response::GossipDelta) signatures?
 //! signatures := version:u8=1 postcard([Option<StateSignature>])  one per state, in order
 //! StateSignature := { cert: DER bytes, scheme: u16 (TLS SignatureScheme), sig: bytes }
 //! signed     := "ringkv node state v1\0" postcard(NodeState)
@@ -366,6 +390,19 @@ pub enum Request {
     Truncate {
         at: u64,
     },
+    /// Digest gossip, first message (SYN): the sender's digest of every
+    /// member it knows. Answered [`Response::GossipDelta`] (see "Digest
+    /// gossip" above); a node of the version before answers an error.
+    GossipDigest {
+        digest: GossipDigest,
+    },
+    /// Digest gossip, third message (ACK2): states the receiver lacks, and
+    /// the ids of states the sender wants. Answered [`Response::Gossip`]
+    /// with the states wanted.
+    GossipStates {
+        states: Vec<NodeState>,
+        want: Vec<NodeId>,
+    },
 }
 
 /// The answer to a [`Request`].
@@ -413,6 +450,70 @@ pub enum Response {
         clock: u64,
         truncated_at: u64,
     },
+    /// Digest gossip, second message (ACK): the responder's digest, the
+    /// states it holds newer than the sender's digest showed, and the ids
+    /// of the states it wants. When the sender's positional digest named
+    /// another member list, `digest` is explicit and the rest empty.
+    GossipDelta {
+        digest: GossipDigest,
+        states: Vec<NodeState>,
+        want: Vec<NodeId>,
+    },
+}
+
+/// Member-list hash, positions and entries of a gossip digest: see
+/// "Digest gossip" in the module documentation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipDigest {
+    /// Members the sender knows.
+    pub count: u32,
+    /// [`members_hash`] of the sender's members.
+    pub members: u64,
+    pub entries: DigestEntries,
+}
+
+/// The entries of a digest, one per member in ascending id order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DigestEntries {
+    /// `(version, ahead)` by position in the member list the hash names.
+    Positional(Vec<(u64, u64)>),
+    /// Each member named.
+    Explicit(Vec<DigestEntry>),
+}
+
+impl DigestEntries {
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Positional(v) => v.len(),
+            Self::Explicit(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One member of an explicit digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestEntry {
+    pub id: NodeId,
+    pub generation: u64,
+    /// The heartbeat of the member's state as the sender holds it.
+    pub version: u64,
+    /// How far the member's pulse known to the sender is past `version`.
+    pub ahead: u64,
+}
+
+/// The hash a positional digest names its member list by: xxh3-64 of each
+/// member's id and generation (u64 little-endian each), ascending id.
+pub fn members_hash(members: impl Iterator<Item = (NodeId, u64)>) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for (id, generation) in members {
+        h.update(&id.to_le_bytes());
+        h.update(&generation.to_le_bytes());
+    }
+    h.digest()
 }
 
 impl Request {
@@ -433,6 +534,8 @@ impl Request {
             Self::Goodbye { .. } => "goodbye",
             Self::TruncatePrepare => "truncate prepare",
             Self::Truncate { .. } => "truncate",
+            Self::GossipDigest { .. } => "gossip digest",
+            Self::GossipStates { .. } => "gossip states",
         }
     }
 }
@@ -460,6 +563,7 @@ impl Response {
             Self::RangeDigests { .. } => "range digests",
             Self::StreamBatch { .. } => "stream batch",
             Self::Truncation { .. } => "truncation",
+            Self::GossipDelta { .. } => "gossip delta",
         }
     }
 }
@@ -682,7 +786,9 @@ fn take_signatures(states: &mut [NodeState], rest: &[u8]) {
 pub fn encode_request(id: u64, req: &Request) -> Result<Bytes, WireError> {
     let frame = encode(Kind::Request, id, req)?;
     match req {
-        Request::Gossip { states } => append_signatures(frame, states),
+        Request::Gossip { states } | Request::GossipStates { states, .. } => {
+            append_signatures(frame, states)
+        }
         _ => Ok(frame),
     }
 }
@@ -691,7 +797,7 @@ pub fn encode_request(id: u64, req: &Request) -> Result<Bytes, WireError> {
 pub fn decode_request(body: &[u8]) -> Result<Request, WireError> {
     let (mut req, rest) =
         postcard::take_from_bytes::<Request>(body).map_err(|e| WireError::Body(e.to_string()))?;
-    if let Request::Gossip { states } = &mut req {
+    if let Request::Gossip { states } | Request::GossipStates { states, .. } = &mut req {
         take_signatures(states, rest);
     }
     Ok(req)
@@ -701,7 +807,7 @@ pub fn decode_request(body: &[u8]) -> Result<Request, WireError> {
 /// signatures of a gossip answer) after its body.
 pub fn encode_response(id: u64, resp: &Response) -> Result<Bytes, WireError> {
     let frame = encode(Kind::Response, id, resp)?;
-    if let Response::Gossip { states } = resp {
+    if let Response::Gossip { states } | Response::GossipDelta { states, .. } = resp {
         return append_signatures(frame, states);
     }
     let Response::Error {
@@ -728,7 +834,7 @@ pub fn decode_response(body: &[u8]) -> Result<Response, WireError> {
     {
         *detail = postcard::from_bytes(bytes).ok();
     }
-    if let Response::Gossip { states } = &mut resp {
+    if let Response::Gossip { states } | Response::GossipDelta { states, .. } = &mut resp {
         take_signatures(states, rest);
     }
     Ok(resp)

@@ -112,6 +112,9 @@ struct State {
     stats: NetStats,
     /// The harness's events (faults, boots) with their times, for reports.
     log: Vec<(Duration, String)>,
+    /// Bytes each node sent and received (frames with their 4-byte length
+    /// prefix, as on TCP), by node id.
+    bytes: BTreeMap<u64, u64>,
 }
 
 /// Most harness events kept in the log.
@@ -146,6 +149,7 @@ impl SimNet {
                 trace: Trace::default(),
                 stats: NetStats::default(),
                 log: Vec::new(),
+                bytes: BTreeMap::new(),
             }),
         })
     }
@@ -171,6 +175,12 @@ impl SimNet {
 
     pub fn trace(&self) -> Trace {
         self.state.lock().trace
+    }
+
+    /// Bytes each node has sent and received so far (delivered frames
+    /// with their length prefix), by node id.
+    pub fn bytes(&self) -> BTreeMap<u64, u64> {
+        self.state.lock().bytes.clone()
     }
 
     pub fn stats(&self) -> NetStats {
@@ -338,6 +348,9 @@ impl SimNet {
             event.extend_from_slice(&frame);
             st.trace.fold(at, &event);
             st.stats.delivered += 1;
+            let len = frame.len() as u64 + 4;
+            *st.bytes.entry(from.0).or_default() += len;
+            *st.bytes.entry(fate.to).or_default() += len;
         }
         let decode = |frame: bytes::Bytes| -> Result<Request, TransportError> {
             message::decode_request_payload(frame)
@@ -377,6 +390,12 @@ impl SimNet {
         }
         let frame = message::encode_response(1, &resp)
             .map_err(|e| TransportError::Protocol(e.to_string()))?;
+        {
+            let len = frame.len() as u64 + 4;
+            let mut st = self.state.lock();
+            *st.bytes.entry(from.0).or_default() += len;
+            *st.bytes.entry(fate.to).or_default() += len;
+        }
         tokio::time::sleep(fate.back).await;
         message::decode_response_payload(frame).map_err(|e| TransportError::Protocol(e.to_string()))
     }

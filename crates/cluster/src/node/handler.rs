@@ -63,6 +63,8 @@ impl<S: LocalStore> Node<S> {
         match req {
             Request::Ping => Response::Pong,
             Request::Gossip { states } => s.gossip.answer(states).await,
+            Request::GossipDigest { digest } => s.gossip.answer_digest(digest).await,
+            Request::GossipStates { states, want } => s.gossip.answer_states(states, want).await,
             Request::Read { key } => self.read_answer(&key),
             Request::Merge { key, record } => {
                 let set = match self.decode_merged(&key, &record) {
@@ -161,7 +163,9 @@ impl<S: LocalStore> Node<S> {
         }
         metrics::counter!("ringkv_departed_requests_refused_total").increment(1);
         Some(match req {
-            Request::Gossip { .. } => Response::Gossip {
+            Request::Gossip { .. }
+            | Request::GossipDigest { .. }
+            | Request::GossipStates { .. } => Response::Gossip {
                 states: self.inner.membership.states(),
             },
             _ => Response::error(ErrorDetail::InvalidArgument(format!(

@@ -57,11 +57,12 @@ async fn merge_from(node: &Node<MemStore>, from: u64, key: &str, record: Bytes) 
 async fn a_truncation_empties_every_node_and_later_writes_stay() {
     let c = cluster(3, 3);
     write_keys(&c, 60, Consistency::All).await;
-    // Each node counts, and gossips its count.
+    // Each node counts, and gossips its count with its next publication
+    // (every PUBLISH_ROUNDS rounds of 100 ms).
     for node in &c.nodes {
         node.cluster_keys().await.expect("count");
     }
-    c.pass(1_000).await;
+    c.pass(2_000).await;
     assert_eq!(c.nodes[0].cluster_keys().await.expect("count").keys, 60);
     let done = c.nodes[1].truncate().await.expect("truncate");
     // DBSIZE falls at once on every node, before any gossip.

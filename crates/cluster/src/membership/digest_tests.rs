@@ -1,0 +1,389 @@
+//! Digest gossip: positional and explicit digests, pulses and their bound,
+//! the size of a digest at a thousand members, convergence of membership-only
+//! nodes on the simulated network, and a peer of the version before.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ringkv_env::{ManualClock, Rng};
+
+use super::gossip::{Gossip, LoadSource};
+use super::tests::state;
+use super::*;
+use crate::net::message::{self, ErrorDetail, Load, Request, Response};
+use crate::net::sim::{SimNet, test_addr};
+use crate::net::{BoxFut, Handler, Transport};
+
+/// Node `id` with 16 tokens, gossiping every 100 ms.
+fn member(id: u64, clock: &Arc<ManualClock>) -> Membership {
+    let mut me = state(id, (0..16).map(|t| id * 1_000_000 + t * 1_000).collect());
+    me.cluster_addr = test_addr(id);
+    Membership::new(
+        me,
+        Replication::simple("dc1", 3),
+        clock.clone(),
+        MembershipConfig {
+            gossip_interval_ms: 100,
+            ..MembershipConfig::default()
+        },
+    )
+}
+
+/// Membership `a` and `b`, each knowing the other's state.
+fn pair(clock: &Arc<ManualClock>) -> (Membership, Membership) {
+    let (a, b) = (member(1, clock), member(2, clock));
+    b.merge(a.states());
+    a.merge(b.states());
+    (a, b)
+}
+
+#[test]
+fn the_same_members_read_by_position_and_pulses_feed_the_detector() {
+    let clock = Arc::new(ManualClock::new(0));
+    let (a, b) = pair(&clock);
+    let version = a.state(1).expect("a").heartbeat;
+    for _ in 0..3 {
+        a.beat();
+    }
+    clock.advance(Duration::from_millis(5_000));
+    assert!(!b.is_alive(1), "silent for 50 rounds: down");
+    let digest = a.digest(false);
+    assert!(matches!(digest.entries, DigestEntries::Positional(_)));
+    let diff = b.take_digest(&digest).expect("the same members");
+    assert_eq!(diff, DigestDiff::default(), "no state differs");
+    assert_eq!(b.pulse_of(1), Some((1, version + 3)));
+    assert!(b.is_alive(1), "a newer pulse is a heartbeat");
+    assert_eq!(
+        b.state(1).expect("a").heartbeat,
+        version,
+        "the state itself is unchanged"
+    );
+    // The same pulse again is no heartbeat (the silence is long against
+    // the one 5 s interval the detector has seen).
+    clock.advance(Duration::from_millis(120_000));
+    b.take_digest(&a.digest(false));
+    assert!(!b.is_alive(1));
+}
+
+#[test]
+fn a_published_state_is_asked_for_and_sent() {
+    let clock = Arc::new(ManualClock::new(0));
+    let (a, b) = pair(&clock);
+    a.set_load(Load {
+        keys: 42,
+        ..Load::default()
+    });
+    let diff = b.take_digest(&a.digest(false)).expect("same members");
+    assert_eq!(diff.newer_there, vec![1], "b wants a's new state");
+    assert!(diff.newer_here.is_empty());
+    let diff = a.take_digest(&b.digest(false)).expect("same members");
+    assert_eq!(diff.newer_here, vec![1], "a sends it");
+    assert!(b.merge(a.states_of(&diff.newer_here)));
+    assert_eq!(b.load_of(1).map(|l| l.keys), Some(42));
+    assert_eq!(
+        b.take_digest(&a.digest(false)).expect("same"),
+        DigestDiff::default()
+    );
+}
+
+#[test]
+fn another_member_list_needs_the_explicit_form() {
+    let clock = Arc::new(ManualClock::new(0));
+    let (a, b) = pair(&clock);
+    let c = member(3, &clock);
+    a.merge(c.states());
+    let d = member(4, &clock);
+    b.merge(d.states());
+    assert_eq!(b.take_digest(&a.digest(false)), None, "lists differ");
+    let diff = b.take_digest(&a.digest(true)).expect("explicit");
+    assert_eq!(diff.newer_there, vec![3], "b lacks 3");
+    assert_eq!(diff.newer_here, vec![4], "a lacks 4");
+    // A restart (a new generation) changes the list too; the newer life
+    // is asked for.
+    let mut reborn = state(2, (0..16).map(|t| 2_000_000 + t * 1_000).collect());
+    reborn.cluster_addr = test_addr(2);
+    reborn.generation = 2;
+    let b2 = Membership::new(
+        reborn,
+        Replication::simple("dc1", 3),
+        clock.clone(),
+        MembershipConfig::default(),
+    );
+    assert_eq!(a.take_digest(&b2.digest(false)), None);
+    let diff = a.take_digest(&b2.digest(true)).expect("explicit");
+    assert_eq!(diff.newer_there, vec![2]);
+    assert_eq!(diff.newer_here, vec![1, 3], "all a knows but 2");
+}
+
+#[test]
+fn a_pulse_beyond_the_bound_is_believed_only_up_to_it() {
+    let clock = Arc::new(ManualClock::new(0));
+    let (a, b) = pair(&clock);
+    let version = a.state(1).expect("a").heartbeat;
+    let mut digest = a.digest(false);
+    // Node 1 is first in id order; a forger claims it far ahead.
+    let claim = |digest: &mut GossipDigest, ahead: u64| {
+        let DigestEntries::Positional(entries) = &mut digest.entries else {
+            panic!("positional");
+        };
+        entries[0].1 = ahead;
+    };
+    claim(&mut digest, 1_000_000);
+    b.take_digest(&digest).expect("same members");
+    assert_eq!(b.pulse_of(1), Some((1, version + PULSE_AHEAD_MAX)));
+    // Nothing past the bound counts as a heartbeat until node 1 publishes
+    // a newer state: a dead node is seen down after all.
+    clock.advance(Duration::from_millis(10_000));
+    claim(&mut digest, 2_000_000);
+    b.take_digest(&digest).expect("same members");
+    assert!(!b.is_alive(1));
+}
+
+#[test]
+fn malformed_digests_are_refused() {
+    let clock = Arc::new(ManualClock::new(0));
+    let (a, b) = pair(&clock);
+    let mut short = a.digest(false);
+    short.count += 1;
+    assert_eq!(b.take_digest(&short), None, "count and entries disagree");
+    let mut unordered = a.digest(true);
+    let DigestEntries::Explicit(entries) = &mut unordered.entries else {
+        panic!("explicit");
+    };
+    entries.reverse();
+    assert_eq!(b.take_digest(&unordered), None, "ids out of order");
+    let huge = GossipDigest {
+        count: (MEMBERS_MAX + 1) as u32,
+        members: 0,
+        entries: DigestEntries::Positional(vec![(0, 0); MEMBERS_MAX + 1]),
+    };
+    assert_eq!(b.take_digest(&huge), None, "more than MEMBERS_MAX");
+}
+
+/// The digest of a thousand members, with heartbeats of a node up for
+/// weeks, against the whole states the exchange of the version before sent.
+#[test]
+fn a_digest_of_a_thousand_members_is_a_few_kilobytes() {
+    let clock = Arc::new(ManualClock::new(0));
+    let a = member(1, &clock);
+    let states: Vec<NodeState> = (2..=1_000u64)
+        .map(|id| {
+            let mut s = state(
+                id,
+                (0..64)
+                    .map(|t| ringkv_env::SeededRng::new(id * 64 + t).next_u64())
+                    .collect(),
+            );
+            s.generation = 1_700_000_000_000 + id;
+            s.heartbeat = 2_000_000;
+            s
+        })
+        .collect();
+    a.merge(states);
+    for _ in 0..7 {
+        a.beat();
+    }
+    let digest = message::encode_request(
+        1,
+        &Request::GossipDigest {
+            digest: a.digest(false),
+        },
+    )
+    .expect("encode")
+    .len();
+    let explicit = message::encode_request(
+        1,
+        &Request::GossipDigest {
+            digest: a.digest(true),
+        },
+    )
+    .expect("encode")
+    .len();
+    let whole = message::encode_request(1, &Request::Gossip { states: a.states() })
+        .expect("encode")
+        .len();
+    eprintln!("1,000 members: positional {digest} B, explicit {explicit} B, whole {whole} B");
+    assert!(digest <= 5 * 1_000 + 64, "positional digest {digest} B");
+    assert!(explicit <= 25 * 1_000, "explicit digest {explicit} B");
+    assert!(whole > 100 * digest, "whole states {whole} B");
+}
+
+/// A membership-only node on the simulated network: its membership, its
+/// gossip, and (when `old`) the behaviour of a node of the version before:
+/// digests answered with the error its decoder gives, whole states sent
+/// and a new state published every round.
+struct Lone {
+    membership: Arc<Membership>,
+    gossip: Gossip,
+    old: bool,
+}
+
+impl Handler for Lone {
+    fn handle(&self, _from: NodeId, req: Request) -> BoxFut<Response> {
+        let gossip = self.gossip.clone();
+        let old = self.old;
+        Box::pin(async move {
+            match req {
+                Request::Gossip { states } => gossip.answer(states).await,
+                Request::GossipDigest { .. } | Request::GossipStates { .. } if old => {
+                    Response::error(ErrorDetail::InvalidArgument(
+                        "body does not decode: Found an enum discriminant that was not in the \
+                         valid range"
+                            .into(),
+                    ))
+                }
+                Request::GossipDigest { digest } => gossip.answer_digest(digest).await,
+                Request::GossipStates { states, want } => gossip.answer_states(states, want).await,
+                other => Response::error(ErrorDetail::InvalidArgument(format!(
+                    "unexpected {}",
+                    other.kind_name()
+                ))),
+            }
+        })
+    }
+}
+
+struct Cluster {
+    net: Arc<SimNet>,
+    clock: Arc<ManualClock>,
+    nodes: Vec<Arc<Lone>>,
+    round: u64,
+}
+
+impl Cluster {
+    /// `n` nodes, the first `old` of the version before, each knowing
+    /// node 1 as its seed.
+    fn new(n: u64, old: u64) -> Self {
+        let net = SimNet::quiet(7);
+        let clock = Arc::new(ManualClock::new(0));
+        let load: LoadSource = Arc::new(Load::default);
+        let nodes = (1..=n)
+            .map(|id| {
+                let membership = Arc::new(member(id, &clock));
+                let transport = Arc::new(net.test_transport(id));
+                let gossip = Gossip::new(Arc::clone(&membership), transport, Arc::clone(&load));
+                let node = Arc::new(Lone {
+                    membership,
+                    gossip,
+                    old: id <= old,
+                });
+                net.register(id, node.clone());
+                node
+            })
+            .collect();
+        Self {
+            net,
+            clock,
+            nodes,
+            round: 0,
+        }
+    }
+
+    /// One round of every node (old ones the old way), then 100 ms.
+    async fn round(&mut self) {
+        self.round += 1;
+        let seeds = vec![test_addr(1)];
+        for node in &self.nodes {
+            if node.old {
+                let m = &node.membership;
+                m.tick();
+                let draw = ringkv_env::SeededRng::new(m.self_id() ^ self.round).next_u64();
+                let peer = m.gossip_target(draw).unwrap_or(crate::net::Peer {
+                    id: 1,
+                    addr: test_addr(1),
+                });
+                let answer = self
+                    .net
+                    .test_transport(m.self_id())
+                    .call(
+                        &peer,
+                        Request::Gossip { states: m.states() },
+                        Duration::from_secs(1),
+                    )
+                    .await;
+                if let Ok(Response::Gossip { states }) = answer {
+                    m.merge(states);
+                }
+            } else {
+                node.gossip.round(&seeds, self.round).await;
+            }
+        }
+        self.clock.advance(Duration::from_millis(100));
+        tokio::time::advance(Duration::from_millis(100)).await;
+    }
+
+    /// True when every node knows every other one, alive, at a state
+    /// version at most two publications behind its own.
+    fn converged(&self) -> bool {
+        let n = self.nodes.len();
+        self.nodes.iter().all(|a| {
+            let m = &a.membership;
+            m.states().len() == n
+                && self.nodes.iter().all(|b| {
+                    let id = b.membership.self_id();
+                    let own = b.membership.version_of(id).map_or(0, |v| v.1);
+                    m.is_alive(id)
+                        && m.version_of(id)
+                            .is_some_and(|v| v.1 + 2 * PUBLISH_ROUNDS >= own)
+                })
+        })
+    }
+
+    /// Rounds until converged, then the bytes a node sent and received a
+    /// round over `rounds` more rounds (which must keep it converged).
+    async fn steady(&mut self, rounds: u64) -> (u64, u64) {
+        let mut converge = 0;
+        while !self.converged() {
+            self.round().await;
+            converge += 1;
+            assert!(converge < 300, "not converged after {converge} rounds");
+        }
+        let before: u64 = self.net.bytes().values().sum();
+        for _ in 0..rounds {
+            self.round().await;
+            assert!(self.converged(), "a node looks down, or its state lags");
+        }
+        let after: u64 = self.net.bytes().values().sum();
+        (
+            converge,
+            (after - before) / self.nodes.len() as u64 / rounds,
+        )
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn membership_only_nodes_converge_by_digests_with_a_fraction_of_the_traffic() {
+    let mut whole = Cluster::new(20, 20);
+    let (_, whole_bytes) = whole.steady(100).await;
+    let mut c = Cluster::new(20, 0);
+    let (rounds, digest_bytes) = c.steady(100).await;
+    eprintln!(
+        "20 nodes: converged in {rounds} rounds; a node's bytes a round: {digest_bytes} by \
+         digests, {whole_bytes} by whole states"
+    );
+    assert!(
+        digest_bytes * 10 < whole_bytes,
+        "{digest_bytes} B by digests, {whole_bytes} B by whole states"
+    );
+    // A node that stops is seen down by every other within a few seconds.
+    c.net.detach(20);
+    c.nodes.pop();
+    let mut rounds = 0;
+    while c.nodes.iter().any(|n| n.membership.is_alive(20)) {
+        c.round().await;
+        rounds += 1;
+        assert!(rounds < 100, "node 20 still alive somewhere after {rounds}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_of_the_version_before_is_gossiped_with_whole_states() {
+    let mut c = Cluster::new(4, 2);
+    c.steady(100).await;
+    // The new nodes publish every round while they know an old peer, so
+    // the old ones, which see heartbeats only in states, see theirs.
+    let new = Arc::clone(&c.nodes[3].membership);
+    let v = new.version_of(4).expect("own").1;
+    c.round().await;
+    assert_eq!(new.version_of(4).expect("own").1, v + 1);
+}
