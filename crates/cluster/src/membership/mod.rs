@@ -1,17 +1,20 @@
 //! Membership: who is in the cluster, what they own, and who is alive.
 //!
 //! Every node gossips about once per `gossip_interval_ms` with one random
-//! peer (push-pull: each side sends every state it knows and keeps, per node,
-//! the state with the greater `(generation, heartbeat)`). A node bumps its own
-//! heartbeat every round; a restart starts a new generation that outranks its
-//! previous life. The ring is rebuilt, deterministically, from the states of
+//! peer, by digests (see [`gossip`]): each side learns the other's state
+//! version and pulse of every member, and the states one side holds newer
+//! travel whole; each keeps, per node, the state with the greater
+//! `(generation, heartbeat)`. A node raises its pulse every round and
+//! publishes its state (heartbeat set to the pulse) every
+//! [`PUBLISH_ROUNDS`] rounds and on every change; a restart starts a new
+//! generation that outranks its previous life. The ring is rebuilt, deterministically, from the states of
 //! the nodes that own tokens, so every node that has heard the same states
 //! computes the same ring.
 //!
 //! Failure detection is phi-accrual (Hayashibara et al., as in Cassandra): for
-//! each peer we keep the intervals between heartbeat increases seen through
-//! gossip, and `phi = elapsed / mean_interval * log10(e)`; a peer is down while
-//! `phi >= phi_convict`. That is evidence, not a guess: a peer is marked down
+//! each peer we keep the intervals between pulse increases seen through
+//! gossip (in digests or states), and `phi = elapsed / mean_interval *
+//! log10(e)`; a peer is down while `phi >= phi_convict`. That is evidence, not a guess: a peer is marked down
 //! only when its heartbeats stop arriving for many times their usual
 //! interval, and up again as soon as a newer heartbeat is seen.
 
