@@ -10,7 +10,9 @@ use ringkv_env::{ManualClock, Rng};
 use super::gossip::{Gossip, LoadSource};
 use super::tests::state;
 use super::*;
-use crate::net::message::{self, ErrorDetail, Load, Request, Response};
+use crate::net::message::{
+    self, ErrorDetail, Load, Request, Response, StateRefresh, endpoint_hash,
+};
 use crate::net::sim::{SimNet, test_addr};
 use crate::net::{BoxFut, Handler, Transport};
 
@@ -84,6 +86,60 @@ fn a_published_state_is_asked_for_and_sent() {
         b.take_digest(&a.digest(false)).expect("same"),
         DigestDiff::default()
     );
+}
+
+#[test]
+fn a_publication_travels_as_a_refresh_and_an_endpoint_change_whole() {
+    let clock = Arc::new(ManualClock::new(0));
+    let (a, b) = pair(&clock);
+    a.set_load(Load {
+        keys: 42,
+        ..Load::default()
+    });
+    let diff = a.take_digest(&b.digest(false)).expect("same members");
+    let (whole, refreshes) = a.updates(&diff.newer_here, &diff.theirs);
+    assert!(whole.is_empty());
+    assert_eq!(refreshes.len(), 1);
+    assert!(b.take_refreshes(refreshes.clone()));
+    assert_eq!(b.state(1), a.state(1), "rebuilt whole");
+    assert!(!b.take_refreshes(refreshes), "the same refresh again");
+
+    // A change of tokens (the endpoint) goes whole to a peer that has not
+    // seen it.
+    a.update_self(|s| s.tokens.push(999));
+    let diff = a.take_digest(&b.digest(false)).expect("same members");
+    let (whole, refreshes) = a.updates(&diff.newer_here, &diff.theirs);
+    assert!(refreshes.is_empty());
+    assert_eq!(whole, vec![a.state(1).expect("a")]);
+
+    // A refresh that does not fit the state held here (another endpoint)
+    // is not applied; the state is asked for whole at the next digest.
+    let c = member(3, &clock);
+    b.merge(c.states());
+    a.merge(c.states());
+    c.update_self(|s| s.tokens.push(7));
+    a.merge(c.states());
+    c.set_load(Load::default());
+    let mut refresh = StateRefresh {
+        id: 3,
+        generation: 1,
+        heartbeat: c.state(3).expect("c").heartbeat,
+        load: Load::default(),
+        endpoint: endpoint_hash(&c.state(3).expect("c")),
+        signature: None,
+    };
+    assert!(
+        !b.take_refreshes(vec![refresh.clone()]),
+        "b holds c's old tokens"
+    );
+    a.merge(b.states());
+    let diff = b.take_digest(&a.digest(false)).expect("same members");
+    assert!(diff.newer_there.contains(&3), "{diff:?}");
+    // An unknown member's refresh is asked for whole as well.
+    refresh.id = 99;
+    assert!(!b.take_refreshes(vec![refresh]));
+    let diff = b.take_digest(&a.digest(true)).expect("explicit");
+    assert!(diff.newer_there.contains(&99), "{diff:?}");
 }
 
 #[test]
@@ -233,7 +289,11 @@ impl Handler for Lone {
                     ))
                 }
                 Request::GossipDigest { digest } => gossip.answer_digest(digest).await,
-                Request::GossipStates { states, want } => gossip.answer_states(states, want).await,
+                Request::GossipStates {
+                    states,
+                    refreshes,
+                    want,
+                } => gossip.answer_states(states, refreshes, want).await,
                 other => Response::error(ErrorDetail::InvalidArgument(format!(
                     "unexpected {}",
                     other.kind_name()

@@ -25,10 +25,12 @@ use ringkv_env::{Rng, SeededRng};
 
 use parking_lot::Mutex;
 
-use super::{DigestDiff, GOSSIP_STATES_PER_MESSAGE_MAX, Membership, PUBLISH_ROUNDS};
+use super::{GOSSIP_STATES_PER_MESSAGE_MAX, Membership, PUBLISH_ROUNDS};
 use crate::det::HashMap;
 use crate::id::NodeId;
-use crate::net::message::{GossipDigest, Load, NodeState, NodeStatus, Request, Response};
+use crate::net::message::{
+    GossipDigest, Load, NodeState, NodeStatus, Request, Response, StateRefresh,
+};
 use crate::net::{Peer, Transport};
 
 /// How long a peer that answered a digest with an error (a node of the
@@ -190,58 +192,65 @@ impl Gossip {
         let syn = Request::GossipDigest {
             digest: m.digest(false),
         };
-        let (digest, states, want) = match self.transport.call(peer, syn, self.timeout()).await {
-            Ok(Response::GossipDelta {
-                digest,
-                states,
-                want,
-            }) => (digest, states, want),
-            // A departed node is answered whole states (see the handler).
-            Ok(Response::Gossip { states }) => {
-                self.merge(states).await;
-                return true;
-            }
-            Ok(Response::Error { code, message, .. }) if code == "invalid_argument" => {
-                tracing::info!(
-                    peer = %peer.addr,
-                    %message,
-                    "peer does not take gossip digests (an older version): gossiping whole \
-                     states with it"
-                );
-                self.remember_old(&peer.addr);
-                return self.exchange_whole(peer).await;
-            }
-            Ok(other) => {
-                tracing::debug!(answer = other.kind_name(), "unexpected gossip answer");
-                return false;
-            }
-            Err(e) => {
-                tracing::debug!(peer = %peer.addr, error = %e, "gossip failed");
-                return false;
-            }
-        };
-        self.merge(states).await;
-        // Read after the states it came with are in: what differs still.
+        let (digest, states, refreshes, want) =
+            match self.transport.call(peer, syn, self.timeout()).await {
+                Ok(Response::GossipDelta {
+                    digest,
+                    states,
+                    refreshes,
+                    want,
+                }) => (digest, states, refreshes, want),
+                // A departed node is answered whole states (see the handler).
+                Ok(Response::Gossip { states }) => {
+                    self.merge(states, Vec::new()).await;
+                    return true;
+                }
+                Ok(Response::Error { code, message, .. }) if code == "invalid_argument" => {
+                    tracing::info!(
+                        peer = %peer.addr,
+                        %message,
+                        "peer does not take gossip digests (an older version): gossiping whole \
+                         states with it"
+                    );
+                    self.remember_old(&peer.addr);
+                    return self.exchange_whole(peer).await;
+                }
+                Ok(other) => {
+                    tracing::debug!(answer = other.kind_name(), "unexpected gossip answer");
+                    return false;
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %peer.addr, error = %e, "gossip failed");
+                    return false;
+                }
+            };
+        self.merge(states, refreshes).await;
+        // Read after the states it came with are in: what differs still
+        // (and the refreshes that could not be rebuilt, asked for whole).
         let Some(diff) = m.take_digest(&digest) else {
             return true;
         };
-        let DigestDiff {
-            mut newer_here,
-            newer_there,
-        } = diff;
-        newer_here.extend(want);
-        newer_here.sort_unstable();
-        newer_here.dedup();
-        if newer_here.is_empty() && newer_there.is_empty() {
+        if diff.newer_here.is_empty() && diff.newer_there.is_empty() && want.is_empty() {
             return true;
         }
+        // Wanted states go whole; the rest as refreshes where they can.
+        let newer: Vec<NodeId> = diff
+            .newer_here
+            .iter()
+            .copied()
+            .filter(|id| want.binary_search(id).is_err())
+            .collect();
+        let (mut states, refreshes) = m.updates(&newer, &diff.theirs);
+        let room = GOSSIP_STATES_PER_MESSAGE_MAX.saturating_sub(states.len() + refreshes.len());
+        states.extend(m.states_of(&want).into_iter().take(room));
         let req = Request::GossipStates {
-            states: m.states_of(&newer_here),
-            want: bounded(newer_there),
+            states,
+            refreshes,
+            want: bounded(diff.newer_there),
         };
         match self.transport.call(peer, req, self.timeout()).await {
             Ok(Response::Gossip { states }) => {
-                self.merge(states).await;
+                self.merge(states, Vec::new()).await;
                 true
             }
             Ok(other) => {
@@ -256,28 +265,39 @@ impl Gossip {
     }
 
     /// A peer's digest (SYN): answered with this node's digest, the states
-    /// it holds newer and the ids it wants; or, when the digest names
-    /// another member list, with this node's explicit digest alone.
+    /// it holds newer (as refreshes where it can) and the ids it wants; or,
+    /// when the digest names another member list, with this node's explicit
+    /// digest alone.
     pub async fn answer_digest(&self, digest: GossipDigest) -> Response {
         let m = &self.membership;
         match m.take_digest(&digest) {
-            Some(diff) => Response::GossipDelta {
-                digest: m.digest(false),
-                states: m.states_of(&diff.newer_here),
-                want: bounded(diff.newer_there),
-            },
+            Some(diff) => {
+                let (states, refreshes) = m.updates(&diff.newer_here, &diff.theirs);
+                Response::GossipDelta {
+                    digest: m.digest(false),
+                    states,
+                    refreshes,
+                    want: bounded(diff.newer_there),
+                }
+            }
             None => Response::GossipDelta {
                 digest: m.digest(true),
                 states: Vec::new(),
+                refreshes: Vec::new(),
                 want: Vec::new(),
             },
         }
     }
 
-    /// A peer's states and wants (ACK2): folds the states in, answers the
-    /// states wanted.
-    pub async fn answer_states(&self, states: Vec<NodeState>, want: Vec<NodeId>) -> Response {
-        self.merge(states).await;
+    /// A peer's states, refreshes and wants (ACK2): folds the states in,
+    /// answers the states wanted, whole.
+    pub async fn answer_states(
+        &self,
+        states: Vec<NodeState>,
+        refreshes: Vec<StateRefresh>,
+        want: Vec<NodeId>,
+    ) -> Response {
+        self.merge(states, refreshes).await;
         Response::Gossip {
             states: self.membership.states_of(&want),
         }
@@ -296,7 +316,7 @@ impl Gossip {
             .map(Response::into_gossip)
         {
             Ok(Ok(states)) => {
-                self.merge(states).await;
+                self.merge(states, Vec::new()).await;
                 true
             }
             Ok(Err(other)) => {
@@ -314,7 +334,7 @@ impl Gossip {
     /// nodes of the version before send): folds in its states and answers
     /// with this node's view.
     pub async fn answer(&self, states: Vec<NodeState>) -> Response {
-        self.merge(states).await;
+        self.merge(states, Vec::new()).await;
         Response::Gossip {
             states: self.membership.states(),
         }
@@ -323,9 +343,16 @@ impl Gossip {
     /// Folds in states heard from a peer, off the executor: a state that
     /// changes the ring rebuilds the placement and saves `PEERS`, work that
     /// grows with the ring (see `bench ring`).
-    async fn merge(&self, states: Vec<NodeState>) {
+    async fn merge(&self, states: Vec<NodeState>, refreshes: Vec<StateRefresh>) {
+        if states.is_empty() && refreshes.is_empty() {
+            return;
+        }
         let m = Arc::clone(&self.membership);
-        if let Err(e) = crate::exec::blocking(move || m.merge(states)).await {
+        let merged = crate::exec::blocking(move || {
+            m.merge(states);
+            m.take_refreshes(refreshes)
+        });
+        if let Err(e) = merged.await {
             tracing::warn!(error = %e, "merging gossiped states failed");
         }
     }

@@ -40,7 +40,8 @@ use crate::id::NodeId;
 use crate::net::Peer;
 use crate::net::message::{
     DigestEntries, DigestEntry, GossipDigest, NodeState, NodeStatus, REMOVAL_STATUSES,
-    RemovalGrant, members_hash, removal_grant_bytes,
+    RemovalGrant, StateRefresh, StateSignature, endpoint_hash, endpoint_of, members_hash,
+    removal_grant_bytes,
 };
 use crate::net::tls::{Signer, check_signature};
 use crate::ring::{Placement, Replication, Ring, RingNode, Token};
@@ -117,6 +118,13 @@ pub struct Membership {
     /// This node's pulse: its heartbeat, raised every round; its state
     /// carries the pulse it was last published at.
     own_pulse: std::sync::atomic::AtomicU64,
+    /// Per member, the version since which the endpoint held here (the
+    /// state but heartbeat, load and signature) has been known: a peer at
+    /// or after it can take a refresh.
+    endpoint_since: Mutex<HashMap<NodeId, u64>>,
+    /// Members whose refresh could not be rebuilt here: asked for whole at
+    /// the next digest.
+    want_whole: Mutex<HashSet<NodeId>>,
 }
 
 /// Gossip rounds between two publications of a node's state (with its
@@ -138,6 +146,8 @@ pub struct DigestDiff {
     /// Members whose state here is newer than the peer's (or unknown to
     /// it): to send.
     pub newer_here: Vec<NodeId>,
+    /// The peer's `(generation, version)` of those it knows.
+    pub theirs: HashMap<NodeId, (u64, u64)>,
     /// Members whose state the peer holds newer (or that are unknown
     /// here): to ask for.
     pub newer_there: Vec<NodeId>,
@@ -167,6 +177,12 @@ fn check_grant(
         .map_err(|e| format!("removal grant: {e}"))
 }
 
+/// True when `a` and `b` differ in nothing but heartbeat, load and
+/// signature.
+fn same_endpoint(a: &NodeState, b: &NodeState) -> bool {
+    endpoint_of(a) == endpoint_of(b)
+}
+
 /// How a node signs its own state and checks others' (see
 /// [`Membership::set_auth`]).
 #[derive(Clone)]
@@ -190,8 +206,11 @@ impl Membership {
     ) -> Self {
         let self_id = me.id;
         let own_pulse = std::sync::atomic::AtomicU64::new(me.heartbeat);
+        let endpoint_since = Mutex::new([(self_id, me.heartbeat)].into_iter().collect());
         let m = Self {
             own_pulse,
+            endpoint_since,
+            want_whole: Mutex::new(HashSet::default()),
             self_id,
             clock: clock.clone(),
             placement: RwLock::new(Arc::new(Placement::new(
@@ -291,6 +310,7 @@ impl Membership {
             };
             f(s);
             s.heartbeat = s.heartbeat.saturating_add(1);
+            self.endpoint_since.lock().insert(id, s.heartbeat);
             // An admin's grant for this status, else this node's own
             // signature (which peers take only without TLS).
             let grant = self.grants.lock().get(&id).and_then(|grants| {
@@ -536,6 +556,9 @@ impl Membership {
             if let Some(me) = states.get_mut(&self.self_id) {
                 f(me);
                 self.publish(me);
+                self.endpoint_since
+                    .lock()
+                    .insert(self.self_id, me.heartbeat);
             }
         }
         self.rebuild_ring();
@@ -706,6 +729,7 @@ impl Membership {
                 diff.newer_there.push(s.id);
             } else if theirs < here {
                 diff.newer_here.push(s.id);
+                diff.theirs.insert(s.id, theirs);
             }
             // A pulse is news of the member itself, for the detector:
             // only of the life known here, and not of a node that left.
@@ -727,9 +751,108 @@ impl Membership {
                 })
                 .observe((s.generation, pulse), now);
         }
+        diff.newer_there.extend(self.want_whole.lock().drain());
         diff.newer_here.sort_unstable();
         diff.newer_there.sort_unstable();
+        diff.newer_there.dedup();
         Some(diff)
+    }
+
+    /// What to send a peer of `ids` (newer here than the peer's versions
+    /// `theirs`): a refresh where the peer holds the member's current
+    /// endpoint and the member signed its state itself, the whole state
+    /// otherwise; at most [`GOSSIP_STATES_PER_MESSAGE_MAX`] in all.
+    pub fn updates(
+        &self,
+        ids: &[NodeId],
+        theirs: &HashMap<NodeId, (u64, u64)>,
+    ) -> (Vec<NodeState>, Vec<StateRefresh>) {
+        let states = self.states.read();
+        let since = self.endpoint_since.lock();
+        let mut whole = Vec::new();
+        let mut refreshes = Vec::new();
+        for id in ids.iter().take(GOSSIP_STATES_PER_MESSAGE_MAX) {
+            let Some(s) = states.get(id) else {
+                continue;
+            };
+            let by_itself = s.signature.as_ref().is_none_or(|sig| {
+                crate::net::tls::cert_node_id(&sig.cert).is_ok_and(|signer| signer == s.id)
+            });
+            let refreshable = by_itself
+                && theirs.get(id).is_some_and(|&(generation, version)| {
+                    generation == s.generation
+                        && since.get(id).is_some_and(|&since| version >= since)
+                });
+            if refreshable {
+                refreshes.push(StateRefresh {
+                    id: s.id,
+                    generation: s.generation,
+                    heartbeat: s.heartbeat,
+                    load: s.load,
+                    endpoint: endpoint_hash(s),
+                    signature: s
+                        .signature
+                        .as_ref()
+                        .map(|sig| (sig.scheme, sig.sig.clone())),
+                });
+            } else {
+                whole.push(s.clone());
+            }
+        }
+        (whole, refreshes)
+    }
+
+    /// Folds in a peer's refreshes: each rebuilt from the state held here
+    /// (same generation, same endpoint, the certificate of its signature)
+    /// and merged as any state; those that cannot be rebuilt are asked for
+    /// whole at the next digest. True when anything changed.
+    pub fn take_refreshes(&self, refreshes: Vec<StateRefresh>) -> bool {
+        let mut rebuilt = Vec::with_capacity(refreshes.len());
+        {
+            let states = self.states.read();
+            let mut want = self.want_whole.lock();
+            for r in refreshes.into_iter().take(GOSSIP_STATES_PER_MESSAGE_MAX) {
+                if r.id == self.self_id {
+                    continue;
+                }
+                let Some(old) = states.get(&r.id) else {
+                    want.insert(r.id);
+                    continue;
+                };
+                if (r.generation, r.heartbeat) <= old.freshness() || old.status == NodeStatus::Left
+                {
+                    continue;
+                }
+                if r.generation != old.generation || endpoint_hash(old) != r.endpoint {
+                    want.insert(r.id);
+                    continue;
+                }
+                let signature = match (r.signature, &old.signature) {
+                    (None, _) => None,
+                    (Some((scheme, sig)), Some(held))
+                        if crate::net::tls::cert_node_id(&held.cert)
+                            .is_ok_and(|signer| signer == r.id) =>
+                    {
+                        Some(StateSignature {
+                            cert: held.cert.clone(),
+                            scheme,
+                            sig,
+                        })
+                    }
+                    (Some(_), _) => {
+                        want.insert(r.id);
+                        continue;
+                    }
+                };
+                rebuilt.push(NodeState {
+                    heartbeat: r.heartbeat,
+                    load: r.load,
+                    signature,
+                    ..old.clone()
+                });
+            }
+        }
+        !rebuilt.is_empty() && self.merge(rebuilt)
     }
 
     /// The states of `ids` known here, at most
@@ -795,6 +918,9 @@ impl Membership {
                 let old = states.get(&s.id);
                 if old.is_none_or(|o| o.tokens != s.tokens || o.status != s.status) {
                     ring_changed = true;
+                }
+                if old.is_none_or(|o| !same_endpoint(o, &s)) {
+                    self.endpoint_since.lock().insert(s.id, s.heartbeat);
                 }
                 let detector = detectors.entry(s.id).or_insert_with(|| {
                     PhiDetector::new(

@@ -10,7 +10,7 @@ use ringkv_env::ManualClock;
 
 use super::*;
 use crate::net::certs;
-use crate::net::message::{self, Request};
+use crate::net::message::{self, Load, Request};
 use crate::net::message::{REMOVAL_STATUSES, RemovalGrant, removal_grant_bytes};
 use crate::net::tls::{AdminCredential, NodeTls, TlsPaths};
 
@@ -316,4 +316,53 @@ fn signatures_are_ignored_by_decoders_that_predate_them() {
     };
     assert_eq!(states[0].signature, None);
     assert_eq!(states[0].tokens, own(&a).tokens);
+}
+
+/// A publication travels as a refresh (no certificate, no endpoint) and is
+/// checked as the whole state would be: a refresh with its load changed
+/// on the way is refused and counts for nothing.
+#[test]
+fn signed_refreshes_are_rebuilt_and_checked() {
+    let f = Fixture::new();
+    let clock = Arc::new(ManualClock::new(0));
+    let (a, b) = (f.node(1, &clock), f.node(2, &clock));
+    a.tick();
+    assert!(b.merge(vec![own(&a)]));
+    assert!(a.merge(vec![own(&b)]));
+    a.set_load(Load {
+        keys: 7,
+        ..Load::default()
+    });
+    let diff = a.take_digest(&b.digest(false)).expect("same members");
+    assert_eq!(diff.newer_here, vec![1]);
+    let (whole, refreshes) = a.updates(&diff.newer_here, &diff.theirs);
+    assert!(whole.is_empty(), "a refresh, not the whole state");
+    let size = postcard::to_allocvec(&refreshes).expect("encode").len();
+    let whole_size = message::encode_request(
+        1,
+        &Request::Gossip {
+            states: vec![own(&a)],
+        },
+    )
+    .expect("encode")
+    .len();
+    assert!(
+        size * 4 < whole_size,
+        "refresh {size} B, whole {whole_size} B"
+    );
+
+    let mut tampered = refreshes.clone();
+    tampered[0].load.keys = 1_000_000;
+    assert!(
+        !b.take_refreshes(tampered),
+        "a changed load breaks the signature"
+    );
+    assert_ne!(b.load_of(1).map(|l| l.keys), Some(1_000_000));
+
+    assert!(b.take_refreshes(refreshes));
+    assert_eq!(
+        b.state(1),
+        Some(own(&a)),
+        "the same state, signature and all"
+    );
 }

@@ -61,10 +61,12 @@
 //!
 //! Digest gossip (see [`crate::membership::gossip`]):
 //! ```text
-//! Request::GossipDigest { digest }                      SYN
-//!     -> Response::GossipDelta { digest, states, want } ACK
-//! Request::GossipStates { states, want }                ACK2
+//! Request::GossipDigest { digest }                                 SYN
+//!     -> Response::GossipDelta { digest, states, refreshes, want } ACK
+//! Request::GossipStates { states, refreshes, want }                ACK2
 //!     -> Response::Gossip { states }
+//! StateRefresh := { id, generation, heartbeat, load, endpoint: u64,
+//!                   signature: Option<(scheme: u16, sig: bytes)> }
 //! GossipDigest := { count: u32, members: u64, entries }
 //! entries      := Positional([(version, ahead)]) | Explicit([(id, generation, version, ahead)])
 //! ```
@@ -76,9 +78,15 @@
 //! receiver's list hashes the same, the positional form is read against
 //! its own list; otherwise it answers with its explicit digest and
 //! nothing else, and the sender works out from that what to send and what
-//! to ask for. States travel whole, signed as in `Gossip`, only when their
-//! versions differ; a state message holds at most
-//! `GOSSIP_STATES_PER_MESSAGE_MAX` states. A node of the version before
+//! to ask for. States travel only when their versions differ: as a
+//! refresh when the receiver's version is at or after the point its sender
+//! has held the member's endpoint (everything but heartbeat, load and
+//! signature) since, and the member signed it itself; otherwise whole,
+//! signed as in `Gossip`. A receiver rebuilds a refreshed state from its
+//! own (same generation, same [`endpoint_hash`], the certificate of its
+//! signature) and checks it as any state; one it cannot rebuild it asks for
+//! whole (`want`, always answered whole). A message holds at most
+//! `GOSSIP_STATES_PER_MESSAGE_MAX` states and refreshes. A node of the version before
 //! cannot decode `GossipDigest` and answers an error: the sender then uses
 //! `Gossip` with that peer.
 //!
@@ -401,6 +409,7 @@ pub enum Request {
     /// with the states wanted.
     GossipStates {
         states: Vec<NodeState>,
+        refreshes: Vec<StateRefresh>,
         want: Vec<NodeId>,
     },
 }
@@ -457,8 +466,46 @@ pub enum Response {
     GossipDelta {
         digest: GossipDigest,
         states: Vec<NodeState>,
+        refreshes: Vec<StateRefresh>,
         want: Vec<NodeId>,
     },
+}
+
+/// A member's new publication that changed nothing but its heartbeat and
+/// load, for a receiver that holds the member's state of the same endpoint:
+/// it rebuilds the new state from its own (see "Digest gossip" above).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateRefresh {
+    pub id: NodeId,
+    pub generation: u64,
+    pub heartbeat: u64,
+    pub load: Load,
+    /// [`endpoint_hash`] of the state: a receiver whose state of the member
+    /// hashes otherwise asks for the whole state instead.
+    pub endpoint: u64,
+    /// The member's signature over the new state, `(scheme, signature)`,
+    /// by the certificate of the state the receiver holds.
+    pub signature: Option<(u16, Bytes)>,
+}
+
+/// What a refresh keeps of a state: `s` with heartbeat, load and
+/// signature zeroed.
+pub fn endpoint_of(s: &NodeState) -> NodeState {
+    NodeState {
+        heartbeat: 0,
+        load: Load::default(),
+        signature: None,
+        ..s.clone()
+    }
+}
+
+/// The hash of what a refresh keeps of a state: every field but the
+/// heartbeat, the load and the signature (xxh3-64 of the postcard body
+/// with those zeroed).
+pub fn endpoint_hash(s: &NodeState) -> u64 {
+    // Strings, integers and a vector: postcard cannot fail on them.
+    let body = postcard::to_allocvec(&endpoint_of(s)).unwrap_or_default();
+    xxhash_rust::xxh3::xxh3_64(&body)
 }
 
 /// Member-list hash, positions and entries of a gossip digest: see

@@ -64,7 +64,11 @@ impl<S: LocalStore> Node<S> {
             Request::Ping => Response::Pong,
             Request::Gossip { states } => s.gossip.answer(states).await,
             Request::GossipDigest { digest } => s.gossip.answer_digest(digest).await,
-            Request::GossipStates { states, want } => s.gossip.answer_states(states, want).await,
+            Request::GossipStates {
+                states,
+                refreshes,
+                want,
+            } => s.gossip.answer_states(states, refreshes, want).await,
             Request::Read { key } => self.read_answer(&key),
             Request::Merge { key, record } => {
                 let set = match self.decode_merged(&key, &record) {
