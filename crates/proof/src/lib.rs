@@ -9,10 +9,14 @@
 //! - [`sim`]: the deterministic simulation: the real node code of a whole
 //!   cluster in one thread, over a simulated network, clock and disk, all
 //!   driven by one seed.
+//! - [`scale`]: the scale simulation: the membership of a thousand nodes
+//!   and more (gossip, failure detection, rings, token allocation) on the
+//!   simulated network, with its costs measured.
 //!
 //! The Jepsen-style runs and the crash loop on real processes live in the
 //! binary (`ringkv prove`) and share the history and the checkers.
 
 pub mod checker;
 pub mod history;
+pub mod scale;
 pub mod sim;

@@ -3,10 +3,16 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+/// The most heartbeats one arrival stands for (a member back after a cut
+/// jumps by many: its outage is no interval).
+const PULSES_PER_ARRIVAL_MAX: u64 = 10;
+
 /// Phi-accrual failure detector for one peer.
 #[derive(Debug, Clone)]
 pub struct PhiDetector {
-    intervals_ms: VecDeque<f64>,
+    /// The last arrivals: (milliseconds since the one before, heartbeats
+    /// it brought).
+    intervals_ms: VecDeque<(f64, u64)>,
     last: Option<Duration>,
     intervals_max: usize,
     /// Floor on the mean interval so a burst of quick heartbeats does not
@@ -44,9 +50,18 @@ impl PhiDetector {
         if freshness <= self.seen {
             return false;
         }
+        // Pulses relayed by gossip arrive in jumps (several rounds' worth
+        // at once, after a gap): the mean interval is the time the window
+        // spans over the pulses it brought, so the detector follows the
+        // member's own rate and not the relay's jitter.
+        let pulses = if freshness.0 == self.seen.0 {
+            (freshness.1 - self.seen.1).clamp(1, PULSES_PER_ARRIVAL_MAX)
+        } else {
+            1
+        };
         self.seen = freshness;
         if self.alive_after_stop(freshness) {
-            self.heartbeat(now);
+            self.heartbeat_of(now, pulses);
         }
         true
     }
@@ -74,12 +89,17 @@ impl PhiDetector {
 
     /// Records a heartbeat arrival at monotonic time `now`.
     pub fn heartbeat(&mut self, now: Duration) {
+        self.heartbeat_of(now, 1);
+    }
+
+    /// Records an arrival at `now` of `pulses` heartbeats at once.
+    fn heartbeat_of(&mut self, now: Duration, pulses: u64) {
         if let Some(last) = self.last {
             let ms = now.saturating_sub(last).as_secs_f64() * 1000.0;
             if self.intervals_ms.len() == self.intervals_max {
                 self.intervals_ms.pop_front();
             }
-            self.intervals_ms.push_back(ms);
+            self.intervals_ms.push_back((ms, pulses.max(1)));
         }
         self.last = Some(now);
     }
@@ -100,8 +120,11 @@ impl PhiDetector {
         let mean = if self.intervals_ms.is_empty() {
             self.mean_floor_ms
         } else {
-            (self.intervals_ms.iter().sum::<f64>() / self.intervals_ms.len() as f64)
-                .max(self.mean_floor_ms)
+            let (ms, pulses) = self
+                .intervals_ms
+                .iter()
+                .fold((0.0, 0u64), |(ms, n), &(m, p)| (ms + m, n + p));
+            (ms / pulses.max(1) as f64).max(self.mean_floor_ms)
         };
         let elapsed = now.saturating_sub(last).as_secs_f64() * 1000.0;
         elapsed / mean * std::f64::consts::LOG10_E
@@ -147,5 +170,19 @@ mod tests {
         assert!(d.observe((6, 0), t(200)), "a new life");
         assert_eq!(d.seen(), (6, 0));
         assert_eq!(d.last_heartbeat(), Some(t(200)));
+    }
+
+    #[test]
+    fn a_jump_of_pulses_counts_as_as_many_intervals() {
+        let mut d = PhiDetector::new(10, 100.0);
+        let t = Duration::from_millis;
+        d.observe((1, 0), t(0));
+        // Pulses arrive every 1,000 ms, four at a time: 250 ms each.
+        for i in 1..=5u64 {
+            d.observe((1, 4 * i), t(1_000 * i));
+        }
+        // phi = elapsed / 250 ms * log10(e): 8 after about 4.6 s of silence.
+        assert!(d.phi(t(5_000 + 4_000)) < 8.0);
+        assert!(d.phi(t(5_000 + 5_000)) >= 8.0);
     }
 }

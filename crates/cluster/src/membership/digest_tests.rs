@@ -92,6 +92,13 @@ fn a_published_state_is_asked_for_and_sent() {
 fn a_publication_travels_as_a_refresh_and_an_endpoint_change_whole() {
     let clock = Arc::new(ManualClock::new(0));
     let (a, b) = pair(&clock);
+    // A peer at version 0 (the state a node starts with) gets it whole.
+    a.tick();
+    let diff = a.take_digest(&b.digest(false)).expect("same members");
+    let (whole, refreshes) = a.updates(&diff.newer_here, &diff.theirs);
+    assert_eq!((whole.len(), refreshes.len()), (1, 0));
+    assert!(b.merge(whole));
+    // A publication (new load) goes as a refresh.
     a.set_load(Load {
         keys: 42,
         ..Load::default()
@@ -113,7 +120,8 @@ fn a_publication_travels_as_a_refresh_and_an_endpoint_change_whole() {
     assert_eq!(whole, vec![a.state(1).expect("a")]);
 
     // A refresh that does not fit the state held here (another endpoint)
-    // is not applied; the state is asked for whole at the next digest.
+    // is not applied; the member shows version 0 in this node's digest
+    // until it comes whole.
     let c = member(3, &clock);
     b.merge(c.states());
     a.merge(c.states());
@@ -133,13 +141,19 @@ fn a_publication_travels_as_a_refresh_and_an_endpoint_change_whole() {
         "b holds c's old tokens"
     );
     a.merge(b.states());
-    let diff = b.take_digest(&a.digest(false)).expect("same members");
-    assert!(diff.newer_there.contains(&3), "{diff:?}");
-    // An unknown member's refresh is asked for whole as well.
+    let diff = a.take_digest(&b.digest(false)).expect("same members");
+    assert!(diff.newer_here.contains(&3), "{diff:?}");
+    let (whole, refreshes) = a.updates(&[3], &diff.theirs);
+    assert!(refreshes.is_empty());
+    assert_eq!(whole, vec![a.state(3).expect("c")]);
+    assert!(b.merge(whole));
+    assert_eq!(b.state(3), a.state(3));
+    let diff = a.take_digest(&b.digest(false)).expect("same members");
+    assert!(!diff.newer_here.contains(&3), "{diff:?}");
+    // An unknown member's refresh changes nothing.
     refresh.id = 99;
     assert!(!b.take_refreshes(vec![refresh]));
-    let diff = b.take_digest(&a.digest(true)).expect("explicit");
-    assert!(diff.newer_there.contains(&99), "{diff:?}");
+    assert_eq!(b.state(99), None);
 }
 
 #[test]

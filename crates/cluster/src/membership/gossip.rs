@@ -3,7 +3,9 @@
 //!
 //! Every `gossip_interval_ms` a node raises its pulse and does a push-pull
 //! exchange with one random live peer (sometimes a down one, so recoveries
-//! are seen; every tenth round a seed). Every [`PUBLISH_ROUNDS`]th round it
+//! are seen; now and then a seed: with probability seeds / members, at most
+//! one round in ten, so that in a large cluster the seeds carry no more than
+//! any node). Every [`PUBLISH_ROUNDS`]th round it
 //! first publishes its state anew, with its load figures.
 //!
 //! An exchange is three messages (as Cassandra's SYN, ACK, ACK2; formats
@@ -37,6 +39,9 @@ use crate::net::{Peer, Transport};
 /// version before) is gossiped with the old way before a digest is tried
 /// again.
 pub const OLD_PEER_MEMORY: Duration = Duration::from_secs(3_600);
+/// A round goes to a seed with probability seeds / members, and at most
+/// one in this many.
+const SEED_ODDS_MIN: usize = 10;
 /// Addresses of such peers remembered at most.
 const OLD_PEERS_MAX: usize = 1_024;
 /// Attempts to reach each peer when pushing a change.
@@ -127,8 +132,13 @@ impl Gossip {
         m.note_liveness();
         let draw = SeededRng::new(self.self_id() ^ round).next_u64();
         let own_addr = m.state(m.self_id()).map(|me| me.cluster_addr);
+        // A seed now and then, to heal a split view: with probability
+        // seeds / members (at most one round in ten), so that in a large
+        // cluster the seeds are not every node's peer.
+        let seed_round = !seeds.is_empty()
+            && (draw >> 40) % (m.member_count().max(SEED_ODDS_MIN) as u64) < seeds.len() as u64;
         let target = match m.gossip_target(draw) {
-            Some(p) if !round.is_multiple_of(10) || seeds.is_empty() => Some(p),
+            Some(p) if !seed_round => Some(p),
             other => seeds
                 .get((draw as usize) % seeds.len().max(1))
                 .map(|addr| Peer {
@@ -225,24 +235,20 @@ impl Gossip {
                 }
             };
         self.merge(states, refreshes).await;
-        // Read after the states it came with are in: what differs still
-        // (and the refreshes that could not be rebuilt, asked for whole).
+        // Read after the states it came with are in: what differs still.
         let Some(diff) = m.take_digest(&digest) else {
             return true;
         };
         if diff.newer_here.is_empty() && diff.newer_there.is_empty() && want.is_empty() {
             return true;
         }
-        // Wanted states go whole; the rest as refreshes where they can.
-        let newer: Vec<NodeId> = diff
-            .newer_here
-            .iter()
-            .copied()
-            .filter(|id| want.binary_search(id).is_err())
-            .collect();
-        let (mut states, refreshes) = m.updates(&newer, &diff.theirs);
-        let room = GOSSIP_STATES_PER_MESSAGE_MAX.saturating_sub(states.len() + refreshes.len());
-        states.extend(m.states_of(&want).into_iter().take(room));
+        // What the peer holds older, and what it asked for: as refreshes
+        // where its digest shows it can rebuild them.
+        let mut send = diff.newer_here.clone();
+        send.extend(want);
+        send.sort_unstable();
+        send.dedup();
+        let (states, refreshes) = m.updates(&send, &diff.theirs);
         let req = Request::GossipStates {
             states,
             refreshes,

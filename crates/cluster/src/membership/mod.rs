@@ -122,9 +122,36 @@ pub struct Membership {
     /// state but heartbeat, load and signature) has been known: a peer at
     /// or after it can take a refresh.
     endpoint_since: Mutex<HashMap<NodeId, u64>>,
-    /// Members whose refresh could not be rebuilt here: asked for whole at
-    /// the next digest.
+    /// Members whose refresh could not be rebuilt here: shown at version 0
+    /// in this node's digests until a whole state of them arrives.
     want_whole: Mutex<HashSet<NodeId>>,
+    /// Rings shared with other nodes of one process (a simulation).
+    ring_memo: RwLock<Option<Arc<RingMemo>>>,
+}
+
+/// Placements already worked out, shared by the nodes of one process that
+/// see the same states (the scale simulation runs a thousand nodes whose
+/// views mostly agree): keyed by an xxh3-128 of the nodes a ring holds
+/// (id, data center, rack, weight, tokens) and the replication. Only the
+/// [`RING_MEMO_MAX`] latest are kept.
+#[derive(Default)]
+pub struct RingMemo {
+    entries: Mutex<std::collections::VecDeque<(u128, Arc<Placement>)>>,
+    hits: std::sync::atomic::AtomicU64,
+    builds: std::sync::atomic::AtomicU64,
+}
+
+/// Placements a [`RingMemo`] keeps.
+pub const RING_MEMO_MAX: usize = 16;
+
+impl RingMemo {
+    /// `(hits, builds)` so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.hits.load(std::sync::atomic::Ordering::Relaxed),
+            self.builds.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
 }
 
 /// Gossip rounds between two publications of a node's state (with its
@@ -211,6 +238,7 @@ impl Membership {
             own_pulse,
             endpoint_since,
             want_whole: Mutex::new(HashSet::default()),
+            ring_memo: RwLock::new(None),
             self_id,
             clock: clock.clone(),
             placement: RwLock::new(Arc::new(Placement::new(
@@ -370,6 +398,11 @@ impl Membership {
         let mut v: Vec<NodeState> = self.states.read().values().cloned().collect();
         v.sort_by_key(|s| s.id);
         v
+    }
+
+    /// Members known (this node included).
+    pub fn member_count(&self) -> usize {
+        self.states.read().len()
     }
 
     pub fn state(&self, id: NodeId) -> Option<NodeState> {
@@ -630,22 +663,31 @@ impl Membership {
         let mut members: Vec<&NodeState> = states.values().collect();
         members.sort_unstable_by_key(|s| s.id);
         let hash = members_hash(members.iter().map(|s| (s.id, s.generation)));
-        let pulses = members.iter().map(|s| (*s, self.pulse_in(s, &detectors).1));
+        // A member whose refresh could not be rebuilt here shows version 0
+        // (and no pulse): peers send its state whole.
+        let want_whole = self.want_whole.lock();
+        let pulses = members.iter().map(|s| {
+            if want_whole.contains(&s.id) {
+                (*s, 0, 0)
+            } else {
+                (*s, s.heartbeat, self.pulse_in(s, &detectors).1)
+            }
+        });
         let entries = if explicit {
             DigestEntries::Explicit(
                 pulses
-                    .map(|(s, pulse)| DigestEntry {
+                    .map(|(s, version, pulse)| DigestEntry {
                         id: s.id,
                         generation: s.generation,
-                        version: s.heartbeat,
-                        ahead: pulse - s.heartbeat,
+                        version,
+                        ahead: pulse - version,
                     })
                     .collect(),
             )
         } else {
             DigestEntries::Positional(
                 pulses
-                    .map(|(s, pulse)| (s.heartbeat, pulse - s.heartbeat))
+                    .map(|(_, version, pulse)| (version, pulse - version))
                     .collect(),
             )
         };
@@ -751,7 +793,6 @@ impl Membership {
                 })
                 .observe((s.generation, pulse), now);
         }
-        diff.newer_there.extend(self.want_whole.lock().drain());
         diff.newer_here.sort_unstable();
         diff.newer_there.sort_unstable();
         diff.newer_there.dedup();
@@ -781,6 +822,7 @@ impl Membership {
             let refreshable = by_itself
                 && theirs.get(id).is_some_and(|&(generation, version)| {
                     generation == s.generation
+                        && version > 0
                         && since.get(id).is_some_and(|&since| version >= since)
                 });
             if refreshable {
@@ -804,8 +846,9 @@ impl Membership {
 
     /// Folds in a peer's refreshes: each rebuilt from the state held here
     /// (same generation, same endpoint, the certificate of its signature)
-    /// and merged as any state; those that cannot be rebuilt are asked for
-    /// whole at the next digest. True when anything changed.
+    /// and merged as any state; those that cannot be rebuilt are shown at
+    /// version 0 in this node's digests, so peers send them whole. True
+    /// when anything changed.
     pub fn take_refreshes(&self, refreshes: Vec<StateRefresh>) -> bool {
         let mut rebuilt = Vec::with_capacity(refreshes.len());
         {
@@ -815,8 +858,9 @@ impl Membership {
                 if r.id == self.self_id {
                     continue;
                 }
+                // An unknown member comes whole with the explicit digest its
+                // new member list brings.
                 let Some(old) = states.get(&r.id) else {
-                    want.insert(r.id);
                     continue;
                 };
                 if (r.generation, r.heartbeat) <= old.freshness() || old.status == NodeStatus::Left
@@ -919,8 +963,18 @@ impl Membership {
                 if old.is_none_or(|o| o.tokens != s.tokens || o.status != s.status) {
                     ring_changed = true;
                 }
-                if old.is_none_or(|o| !same_endpoint(o, &s)) {
-                    self.endpoint_since.lock().insert(s.id, s.heartbeat);
+                match old {
+                    // The endpoint known since the state it replaces, at
+                    // least.
+                    Some(o) if same_endpoint(o, &s) => {
+                        self.endpoint_since
+                            .lock()
+                            .entry(s.id)
+                            .or_insert(o.heartbeat);
+                    }
+                    _ => {
+                        self.endpoint_since.lock().insert(s.id, s.heartbeat);
+                    }
                 }
                 let detector = detectors.entry(s.id).or_insert_with(|| {
                     PhiDetector::new(
@@ -953,6 +1007,7 @@ impl Membership {
                         "node joined the view"
                     );
                 }
+                self.want_whole.lock().remove(&s.id);
                 states.insert(s.id, s);
                 changed = true;
             }
@@ -984,6 +1039,7 @@ impl Membership {
                     tracing::warn!(node = %crate::id::display(s.id), %why, "dropped a saved node state");
                     continue;
                 }
+                self.endpoint_since.lock().insert(s.id, s.heartbeat);
                 states.insert(s.id, s);
             }
         }
@@ -1000,14 +1056,14 @@ impl Membership {
     fn rebuild_placement(&self) {
         let _one = self.rebuilding.lock();
         let states = self.states.read().clone();
-        let current = self.ring_of(&states, |s| s == NodeStatus::Normal || s.is_leaving());
+        let current = self.placement_of(&states, |s| s == NodeStatus::Normal || s.is_leaving());
         let moving = |s: &NodeState| {
             s.status.is_leaving() || (s.status.is_joining() && !s.tokens.is_empty())
         };
-        let pending = states.values().any(moving).then(|| {
-            let future = self.ring_of(&states, |s| s == NodeStatus::Normal || s.is_joining());
-            Arc::new(Placement::new(future, self.replication.clone()))
-        });
+        let pending = states
+            .values()
+            .any(moving)
+            .then(|| self.placement_of(&states, |s| s == NodeStatus::Normal || s.is_joining()));
         // Reads ask both rings during a hand-over, and for a whole episode
         // of movement (from a pending ring appearing to none left) in which
         // more than one node moved: once one of them is done, the current
@@ -1033,11 +1089,73 @@ impl Membership {
                     || states.values().any(|s| moving(s) && s.status.is_handover())
             }
         };
-        *self.placement.write() = Arc::new(Placement::new(current, self.replication.clone()));
+        *self.placement.write() = current;
         *self.pending.write() = pending;
         self.reads_use_pending
             .store(handover, std::sync::atomic::Ordering::Relaxed);
         *self.ring_changed_at.lock() = self.clock.monotonic();
+    }
+
+    /// Shares rings with the other nodes that hold `memo` (see
+    /// [`RingMemo`]; every one must have this node's replication).
+    pub fn set_ring_memo(&self, memo: Arc<RingMemo>) {
+        *self.ring_memo.write() = Some(memo);
+    }
+
+    /// The placement of the nodes whose status passes `include`: from the
+    /// memo when one is set and holds it.
+    fn placement_of(
+        &self,
+        states: &HashMap<NodeId, NodeState>,
+        include: impl Fn(NodeStatus) -> bool + Copy,
+    ) -> Arc<Placement> {
+        let build = || {
+            Arc::new(Placement::new(
+                self.ring_of(states, include),
+                self.replication.clone(),
+            ))
+        };
+        let Some(memo) = self.ring_memo.read().clone() else {
+            return build();
+        };
+        let mut ids: Vec<NodeId> = states.keys().copied().collect();
+        ids.sort_unstable();
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for (dc, n) in &self.replication.per_dc {
+            h.update(dc.as_bytes());
+            h.update(&[0]);
+            h.update(&(*n as u64).to_le_bytes());
+        }
+        for id in ids {
+            let s = &states[&id];
+            if !include(s.status) || s.tokens.is_empty() {
+                continue;
+            }
+            h.update(&id.to_le_bytes());
+            h.update(s.dc.as_bytes());
+            h.update(&[0]);
+            h.update(s.rack.as_bytes());
+            h.update(&[0]);
+            h.update(&s.weight.to_le_bytes());
+            h.update(&(s.tokens.len() as u64).to_le_bytes());
+            for t in &s.tokens {
+                h.update(&t.to_le_bytes());
+            }
+        }
+        let key = h.digest128();
+        if let Some((_, p)) = memo.entries.lock().iter().find(|(k, _)| *k == key) {
+            memo.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Arc::clone(p);
+        }
+        let placement = build();
+        memo.builds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut entries = memo.entries.lock();
+        if entries.len() >= RING_MEMO_MAX {
+            entries.pop_front();
+        }
+        entries.push_back((key, Arc::clone(&placement)));
+        placement
     }
 
     /// The ring of the nodes whose status passes `include`.

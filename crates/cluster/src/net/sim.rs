@@ -115,6 +115,8 @@ struct State {
     /// Bytes each node sent and received (frames with their 4-byte length
     /// prefix, as on TCP), by node id.
     bytes: BTreeMap<u64, u64>,
+    /// Bytes of each kind of request, with their answers.
+    bytes_by_kind: BTreeMap<&'static str, u64>,
 }
 
 /// Most harness events kept in the log.
@@ -150,6 +152,7 @@ impl SimNet {
                 stats: NetStats::default(),
                 log: Vec::new(),
                 bytes: BTreeMap::new(),
+                bytes_by_kind: BTreeMap::new(),
             }),
         })
     }
@@ -181,6 +184,11 @@ impl SimNet {
     /// with their length prefix), by node id.
     pub fn bytes(&self) -> BTreeMap<u64, u64> {
         self.state.lock().bytes.clone()
+    }
+
+    /// Bytes of each kind of request delivered so far, with their answers.
+    pub fn bytes_by_kind(&self) -> BTreeMap<&'static str, u64> {
+        self.state.lock().bytes_by_kind.clone()
     }
 
     pub fn stats(&self) -> NetStats {
@@ -325,6 +333,7 @@ impl SimNet {
                 fate.to
             )));
         };
+        let kind = req.kind_name();
         let frame = message::encode_request(1, &req)
             .map_err(|e| TransportError::Protocol(e.to_string()))?;
         tokio::time::sleep(fate.there).await;
@@ -351,6 +360,7 @@ impl SimNet {
             let len = frame.len() as u64 + 4;
             *st.bytes.entry(from.0).or_default() += len;
             *st.bytes.entry(fate.to).or_default() += len;
+            *st.bytes_by_kind.entry(kind).or_default() += len;
         }
         let decode = |frame: bytes::Bytes| -> Result<Request, TransportError> {
             message::decode_request_payload(frame)
@@ -395,6 +405,7 @@ impl SimNet {
             let mut st = self.state.lock();
             *st.bytes.entry(from.0).or_default() += len;
             *st.bytes.entry(fate.to).or_default() += len;
+            *st.bytes_by_kind.entry(kind).or_default() += len;
         }
         tokio::time::sleep(fate.back).await;
         message::decode_response_payload(frame).map_err(|e| TransportError::Protocol(e.to_string()))

@@ -18,6 +18,8 @@
 //!   SIGKILL over and over.
 //! - [`sim`]: `ringkv prove sim`, the deterministic simulation of
 //!   `ringkv-proof` replayed for one seed or swept over many.
+//! - [`scale`]: `ringkv prove scale`, the scale simulation of the
+//!   membership of large clusters, checked against the targets.
 //!
 //! The harness talks to nodes only through their public interfaces (RESP,
 //! HTTP) and the opt-in `/v1/debug/*` routes (`[debug] fault_injection`).
@@ -26,6 +28,7 @@ mod crashloop;
 mod jepsen;
 mod nemesis;
 mod procs;
+mod scale;
 mod sim;
 mod workload;
 
@@ -47,6 +50,11 @@ pub enum ProveCommand {
     /// seeded network, clock and disk. Replays one seed or sweeps many.
     /// Exits non-zero when a seed fails.
     Sim(sim::SimArgs),
+    /// The scale simulation: the membership (gossip, failure detection,
+    /// rings, token allocation) of clusters of hundreds to thousands of
+    /// nodes, with gossip bytes, convergence, detection and ring build
+    /// figures. Exits non-zero when a size misses a target.
+    Scale(scale::ScaleArgs),
     /// The long versions of every proof, one after another: a sweep of
     /// simulation seeds, four Jepsen-style runs (strict and sloppy, register
     /// and set, every fault) and a crash loop. Prints each one's figures and
@@ -160,6 +168,7 @@ pub fn run(cmd: ProveCommand) -> anyhow::Result<()> {
         ProveCommand::Jepsen(args) => jepsen::run(args),
         ProveCommand::Crashloop(args) => crashloop::run(args),
         ProveCommand::Sim(args) => sim::run(args),
+        ProveCommand::Scale(args) => scale::run(args),
         ProveCommand::All(args) => run_all(args),
     }
 }

@@ -1,0 +1,624 @@
+//! The scale simulation: the membership of a large cluster (a thousand
+//! nodes and more) in one thread, on the simulated network.
+//!
+//! # What runs for real
+//! Each simulated node is its real [`Membership`] (states, signatures off,
+//! validation, phi detectors, rings) and its real [`Gossip`] (rounds,
+//! digests, refreshes, pushes), answering the gossip requests of its peers
+//! over [`SimNet`] (every message through the codec, delays, rare losses,
+//! every byte counted). Storage, coordination and anti-entropy are not
+//! started: a membership-only node. Nodes whose views hold the same ring
+//! share its computation through a [`RingMemo`]; each node's membership code
+//! still runs in full. Joining nodes choose their tokens with the real
+//! allocator ([`Ring::add_node`]) on their own view.
+//!
+//! # What a run does (simulated time; one gossip round a second)
+//! 1. Starts `nodes` nodes spread over data centers and racks, each
+//!    knowing every other's state (as after a restart from `PEERS`: the
+//!    ring is whole, every peer down until heard from), with random tokens;
+//!    runs until every node sees every other alive.
+//! 2. Steady state for `steady_secs` (after two publications of every
+//!    node): bytes sent and received per node per second, and false
+//!    suspicions (a live node seen down), sampled.
+//! 3. A token change of one node: rounds until every node holds it.
+//! 4. A join wave: `joins` new nodes at once, each knowing one seed; each
+//!    learns the cluster, picks its tokens, announces them (JOINING), and
+//!    turns NORMAL; seconds until every node holds every new node NORMAL.
+//! 5. A rack fails (its nodes stop): seconds until every live node sees
+//!    each of them down, and false suspicions meanwhile.
+//! 6. A data center is cut off for `cut_secs`, then healed: seconds until
+//!    every node sees every live node alive again.
+//!
+//! The run is deterministic for a seed (one current-thread runtime with a
+//! paused clock, as the cluster simulation); the wall-clock figures (the
+//! run's length, one ring build) are this machine's.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringkv_cluster::membership::gossip::{Gossip, LoadSource};
+use ringkv_cluster::membership::{Membership, MembershipConfig, PUBLISH_ROUNDS, RingMemo};
+use ringkv_cluster::net::message::{ErrorDetail, Load, NodeState, NodeStatus, Request, Response};
+use ringkv_cluster::net::sim::{NetFaults, SimNet, test_addr};
+use ringkv_cluster::net::{BoxFut, Handler};
+use ringkv_cluster::ring::{Placement, Replication, Ring, RingNode};
+use ringkv_env::{Rng, SeededRng};
+use tokio::sync::watch;
+
+use crate::sim::SimClock;
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct ScaleConfig {
+    pub nodes: usize,
+    pub seed: u64,
+    pub dcs: usize,
+    pub racks_per_dc: usize,
+    /// Replicas per data center.
+    pub rf: usize,
+    pub steady_secs: u64,
+    /// Nodes joining at once in the join wave (0: no wave).
+    pub joins: usize,
+    /// How long the data center stays cut off (0: no cut).
+    pub cut_secs: u64,
+    /// Message loss, duplication and delays of the simulated network (off:
+    /// next to no delay, nothing lost).
+    pub net_faults: bool,
+}
+
+impl ScaleConfig {
+    /// `nodes` nodes in 3 data centers of 10 racks, RF 3 each, a minute of
+    /// steady state, a wave of 20 joins, a 30 s cut.
+    pub fn new(nodes: usize, seed: u64) -> Self {
+        Self {
+            nodes,
+            seed,
+            dcs: 3,
+            racks_per_dc: 10,
+            rf: 3,
+            steady_secs: 60,
+            joins: 20,
+            cut_secs: 30,
+            net_faults: true,
+        }
+    }
+}
+
+/// What a run measured. Times are simulated unless said otherwise; `None`
+/// where a step did not finish within its bound.
+#[derive(Debug, Clone, Default)]
+pub struct ScaleReport {
+    pub nodes: usize,
+    /// Seconds until every node saw every other alive, from the start.
+    pub start_secs: Option<u64>,
+    /// Steady state: bytes sent plus received per node per second, mean,
+    /// 99th percentile and greatest over nodes.
+    pub bytes_mean: u64,
+    pub bytes_p99: u64,
+    pub bytes_max: u64,
+    /// The mean split by kind of request (with its answer; counted once
+    /// per message, where the per-node figures count sender and receiver).
+    pub bytes_by_kind: Vec<(String, u64)>,
+    /// Rounds until every node held one node's changed tokens.
+    pub token_rounds: Option<u64>,
+    /// Seconds until every node held every joining node NORMAL.
+    pub join_secs: Option<u64>,
+    /// Nodes of the failed rack, and seconds until every live node saw each
+    /// of them down.
+    pub rack_nodes: usize,
+    pub detect_secs: Option<u64>,
+    /// Seconds, after a cut data center is healed, until every node saw
+    /// every live node alive.
+    pub heal_secs: Option<u64>,
+    /// (observer, live node) pairs seen down, summed over the samples of
+    /// the steady state and of the rack failure.
+    pub false_suspicions: u64,
+    /// Wall-clock milliseconds of one ring and placement build of the
+    /// whole cluster (what every node does when the ring changes).
+    pub ring_build_ms: f64,
+    /// Ring builds the memo saved, and those it did.
+    pub ring_memo: (u64, u64),
+    /// Encoded bytes of the states one node holds.
+    pub state_bytes_per_node: u64,
+    /// Wall-clock seconds of the whole run.
+    pub wall_secs: f64,
+}
+
+impl ScaleReport {
+    /// The header of [`ScaleReport::row`].
+    pub const HEADER: &'static str = "| nodes | start s | bytes/node/s mean | p99 | max | token change rounds | join wave s | rack down (nodes) s | DC heal s | false suspicions | ring build ms | state KB/node | wall s |";
+
+    /// One table row (Markdown).
+    pub fn row(&self) -> String {
+        let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+        format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} | {:.1} | {} | {:.0} |",
+            self.nodes,
+            opt(self.start_secs),
+            self.bytes_mean,
+            self.bytes_p99,
+            self.bytes_max,
+            opt(self.token_rounds),
+            opt(self.join_secs),
+            opt(self.detect_secs),
+            self.rack_nodes,
+            opt(self.heal_secs),
+            self.false_suspicions,
+            self.ring_build_ms,
+            self.state_bytes_per_node / 1024,
+            self.wall_secs,
+        )
+    }
+}
+
+/// A membership-only node: its membership, its gossip, and the gossip
+/// requests of its peers answered.
+struct Member {
+    membership: Arc<Membership>,
+    gossip: Gossip,
+    stop: watch::Sender<bool>,
+}
+
+impl Handler for Member {
+    fn handle(&self, _from: u64, req: Request) -> BoxFut<Response> {
+        let gossip = self.gossip.clone();
+        Box::pin(async move {
+            match req {
+                Request::Gossip { states } => gossip.answer(states).await,
+                Request::GossipDigest { digest } => gossip.answer_digest(digest).await,
+                Request::GossipStates {
+                    states,
+                    refreshes,
+                    want,
+                } => gossip.answer_states(states, refreshes, want).await,
+                Request::Goodbye { .. } | Request::Ping => Response::Pong,
+                other => Response::error(ErrorDetail::InvalidArgument(format!(
+                    "a membership-only node does not answer {}",
+                    other.kind_name()
+                ))),
+            }
+        })
+    }
+}
+
+/// Bound on each step's wait, simulated seconds.
+const STEP_SECS_MAX: u64 = 300;
+/// Tokens per node.
+const TOKENS: usize = 64;
+
+struct Scale {
+    config: ScaleConfig,
+    net: Arc<SimNet>,
+    clock: Arc<SimClock>,
+    memo: Arc<RingMemo>,
+    replication: Replication,
+    rng: SeededRng,
+    members: BTreeMap<u64, Arc<Member>>,
+    /// Nodes stopped (a failed rack).
+    stopped: Vec<u64>,
+    seeds: Vec<String>,
+    false_suspicions: u64,
+}
+
+/// Runs the scale simulation. Builds its own runtime, so it must not be
+/// called from inside one.
+pub fn run(config: &ScaleConfig) -> Result<ScaleReport, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .map_err(|e| format!("building the runtime: {e}"))?;
+    ringkv_cluster::exec::run_blocking_inline(true);
+    let started = Instant::now();
+    // A thousand nodes log every peer they see go down: not wanted here.
+    let report =
+        tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::new(), || {
+            rt.block_on(async { Scale::new(config.clone()).run().await })
+        });
+    drop(rt);
+    ringkv_cluster::exec::run_blocking_inline(false);
+    let mut report = report;
+    report.wall_secs = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+impl Scale {
+    fn new(config: ScaleConfig) -> Self {
+        let origin = tokio::time::Instant::now();
+        let faults = if config.net_faults {
+            NetFaults {
+                dup_ppm: 0,
+                ..NetFaults::default()
+            }
+        } else {
+            NetFaults::none()
+        };
+        let replication = Replication {
+            per_dc: (0..config.dcs.max(1))
+                .map(|dc| (format!("dc{dc}"), config.rf))
+                .collect(),
+        };
+        Self {
+            net: SimNet::new(config.seed, origin, faults),
+            clock: Arc::new(SimClock::new(origin)),
+            memo: Arc::new(RingMemo::default()),
+            replication,
+            rng: SeededRng::new(config.seed ^ 0x5ca1e),
+            members: BTreeMap::new(),
+            stopped: Vec::new(),
+            seeds: Vec::new(),
+            false_suspicions: 0,
+            config,
+        }
+    }
+
+    /// The state of a new node `id`, the `i`th started.
+    fn state(&self, id: u64, i: usize, tokens: Vec<u64>, status: NodeStatus) -> NodeState {
+        let dcs = self.config.dcs.max(1);
+        let racks = self.config.racks_per_dc.max(1);
+        NodeState {
+            id,
+            generation: 1,
+            heartbeat: 0,
+            cluster_addr: test_addr(id),
+            resp_addr: String::new(),
+            http_addr: String::new(),
+            dc: format!("dc{}", i % dcs),
+            rack: format!("r{}", (i / dcs) % racks),
+            weight: 1,
+            tokens,
+            status,
+            load: Load::default(),
+            signature: None,
+        }
+    }
+
+    /// Starts node `me` gossiping (after `offset`, so rounds spread over
+    /// the second).
+    fn start(&mut self, me: NodeState, known: Vec<NodeState>, offset: Duration) -> Arc<Member> {
+        let id = me.id;
+        let membership = Arc::new(Membership::new(
+            me,
+            self.replication.clone(),
+            self.clock.clone(),
+            MembershipConfig::default(),
+        ));
+        membership.set_ring_memo(Arc::clone(&self.memo));
+        membership.restore(known);
+        let load: LoadSource = Arc::new(Load::default);
+        let gossip = Gossip::new(
+            Arc::clone(&membership),
+            Arc::new(self.net.test_transport(id)),
+            load,
+        );
+        let (stop, mut stopped) = watch::channel(false);
+        let member = Arc::new(Member {
+            membership,
+            gossip: gossip.clone(),
+            stop,
+        });
+        self.net.register(id, member.clone());
+        let seeds = self.seeds.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(offset).await;
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            gossip.run(seeds, shutdown).await;
+        });
+        self.members.insert(id, Arc::clone(&member));
+        member
+    }
+
+    fn live(&self) -> impl Iterator<Item = &Arc<Member>> {
+        self.members
+            .iter()
+            .filter(|(id, _)| !self.stopped.contains(id))
+            .map(|(_, m)| m)
+    }
+
+    /// (observer, live node) pairs where the observer sees the node down.
+    fn suspicions(&self) -> u64 {
+        let live: Vec<u64> = self.live().map(|m| m.membership.self_id()).collect();
+        self.live()
+            .map(|m| {
+                live.iter()
+                    .filter(|&&id| !m.membership.is_alive(id))
+                    .count() as u64
+            })
+            .sum()
+    }
+
+    /// Waits (in steps of `step` simulated seconds) until `done`; the
+    /// seconds it took, or `None` after [`STEP_SECS_MAX`].
+    async fn until(&self, step: u64, done: impl Fn(&Self) -> bool) -> Option<u64> {
+        let mut waited = 0;
+        while !done(self) {
+            if waited >= STEP_SECS_MAX {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_secs(step)).await;
+            waited += step;
+        }
+        Some(waited)
+    }
+
+    /// Seconds between two samples of an O(N^2) check.
+    fn sample_secs(&self) -> u64 {
+        (self.members.len() as u64 / 500).max(1)
+    }
+
+    async fn run(mut self) -> ScaleReport {
+        let n = self.config.nodes.max(2);
+        let mut report = ScaleReport {
+            nodes: n,
+            ..ScaleReport::default()
+        };
+        // 1. The cluster, every node knowing every state.
+        let ids: Vec<u64> = (0..n).map(|_| self.rng.next_u64() | 1).collect();
+        let states: Vec<NodeState> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| {
+                let tokens = (0..TOKENS).map(|_| self.rng.next_u64()).collect();
+                self.state(id, i, tokens, NodeStatus::Normal)
+            })
+            .collect();
+        self.seeds = ids.iter().take(3).map(|&id| test_addr(id)).collect();
+        report.ring_build_ms = ring_build_ms(&states, &self.replication);
+        for (i, s) in states.iter().enumerate() {
+            let offset = Duration::from_millis(self.rng.next_u64() % 1_000);
+            let known: Vec<NodeState> = states.iter().filter(|o| o.id != s.id).cloned().collect();
+            self.start(s.clone(), known, offset);
+            if i == 0 {
+                report.state_bytes_per_node =
+                    states.iter().map(|s| postcard_len(s) as u64).sum::<u64>();
+            }
+        }
+        let step = self.sample_secs();
+        report.start_secs = self.until(step, |s| s.suspicions() == 0).await;
+
+        // 2. Steady state, after every node has published twice (the
+        // first publication after a start goes whole).
+        tokio::time::sleep(Duration::from_secs(2 * PUBLISH_ROUNDS)).await;
+        let before = self.net.bytes();
+        let kinds_before = self.net.bytes_by_kind();
+        let mut waited = 0;
+        while waited < self.config.steady_secs {
+            tokio::time::sleep(Duration::from_secs(step)).await;
+            waited += step;
+            self.false_suspicions += self.suspicions();
+        }
+        let after = self.net.bytes();
+        let kinds_after = self.net.bytes_by_kind();
+        report.bytes_by_kind = kinds_after
+            .iter()
+            .map(|(k, v)| {
+                let before = kinds_before.get(k).copied().unwrap_or(0);
+                (
+                    k.to_string(),
+                    (v - before) / self.config.steady_secs.max(1) / n as u64,
+                )
+            })
+            .filter(|(_, v)| *v > 0)
+            .collect();
+        let mut rates: Vec<u64> = ids
+            .iter()
+            .map(|id| {
+                let bytes =
+                    after.get(id).copied().unwrap_or(0) - before.get(id).copied().unwrap_or(0);
+                bytes / self.config.steady_secs.max(1)
+            })
+            .collect();
+        rates.sort_unstable();
+        report.bytes_mean = rates.iter().sum::<u64>() / rates.len().max(1) as u64;
+        report.bytes_p99 = rates[(rates.len() - 1) * 99 / 100];
+        report.bytes_max = rates.last().copied().unwrap_or(0);
+
+        // 3. One node moves one of its tokens.
+        let mover = ids[n / 2];
+        let moved = {
+            let m = &self.members[&mover].membership;
+            m.update_self(|s| s.tokens[0] = s.tokens[0].wrapping_add(1));
+            m.state(mover).map(|s| s.tokens).unwrap_or_default()
+        };
+        report.token_rounds = self
+            .until(1, |s| {
+                s.live().all(|m| {
+                    m.membership
+                        .state(mover)
+                        .is_some_and(|st| st.tokens == moved)
+                })
+            })
+            .await;
+
+        // 4. A join wave.
+        if self.config.joins > 0 {
+            report.join_secs = self.join_wave(n).await;
+        }
+
+        // 5. A rack fails.
+        let rack: Vec<u64> = states
+            .iter()
+            .filter(|s| s.dc == "dc0" && s.rack == "r0")
+            .map(|s| s.id)
+            .collect();
+        report.rack_nodes = rack.len();
+        for id in &rack {
+            if let Some(m) = self.members.get(id) {
+                let _ = m.stop.send(true);
+            }
+            self.net.detach(*id);
+            self.stopped.push(*id);
+        }
+        report.detect_secs = self
+            .until(1, |s| {
+                s.live()
+                    .all(|m| rack.iter().all(|&id| !m.membership.is_alive(id)))
+            })
+            .await;
+        self.false_suspicions += self.suspicions();
+
+        // 6. A data center cut off, then healed.
+        if self.config.cut_secs > 0 && self.config.dcs > 1 {
+            let (cut, rest): (Vec<u64>, Vec<u64>) =
+                self.live().map(|m| m.membership.self_id()).partition(|id| {
+                    self.members[id]
+                        .membership
+                        .dc_of(*id)
+                        .is_some_and(|dc| dc == "dc1")
+                });
+            self.net.partition(&cut, &rest);
+            tokio::time::sleep(Duration::from_secs(self.config.cut_secs)).await;
+            self.net.heal();
+            report.heal_secs = self.until(1, |s| s.suspicions() == 0).await;
+        }
+        report.false_suspicions = self.false_suspicions;
+        report.ring_memo = self.memo.counts();
+        for m in self.members.values() {
+            let _ = m.stop.send(true);
+        }
+        report
+    }
+
+    /// `joins` nodes join at once through one seed each: each learns the
+    /// cluster, picks its tokens on its view with the real allocator,
+    /// announces them JOINING, and turns NORMAL five seconds later. The
+    /// seconds until every node holds every joiner NORMAL.
+    async fn join_wave(&mut self, n: usize) -> Option<u64> {
+        let joiners: Vec<(u64, usize)> = (0..self.config.joins)
+            .map(|j| (self.rng.next_u64() | 1, n + j))
+            .collect();
+        for &(id, i) in &joiners {
+            let me = self.state(id, i, Vec::new(), NodeStatus::Joining);
+            let offset = Duration::from_millis(self.rng.next_u64() % 1_000);
+            self.start(me, Vec::new(), offset);
+        }
+        let everyone = self.members.len();
+        let mut pending: Vec<(u64, usize)> = joiners.clone();
+        let mut normal_at: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut secs = 0;
+        loop {
+            if secs >= STEP_SECS_MAX {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            secs += 1;
+            // Joiners that know the whole cluster pick their tokens.
+            let mut still = Vec::new();
+            for (id, i) in pending {
+                let m = &self.members[&id].membership;
+                if m.states().len() < everyone {
+                    still.push((id, i));
+                    continue;
+                }
+                let mut ring: Ring = m.ring();
+                let me = m.state(id);
+                let node = RingNode {
+                    id,
+                    dc: me.as_ref().map(|s| s.dc.clone()).unwrap_or_default(),
+                    rack: me.map(|s| s.rack).unwrap_or_default(),
+                    weight: 1,
+                };
+                let rf = self.config.rf;
+                let tokens = ring.add_node(node, rf).unwrap_or_default();
+                m.update_self(|s| s.tokens = tokens);
+                normal_at.insert(id, secs + 5);
+            }
+            pending = still;
+            for (&id, &at) in &normal_at {
+                if at == secs {
+                    self.members[&id]
+                        .membership
+                        .update_self(|s| s.status = NodeStatus::Normal);
+                }
+            }
+            let all_normal = pending.is_empty()
+                && self.live().all(|m| {
+                    joiners
+                        .iter()
+                        .all(|&(id, _)| m.membership.status(id) == Some(NodeStatus::Normal))
+                });
+            if all_normal {
+                return Some(secs);
+            }
+        }
+    }
+}
+
+/// The encoded size of a state.
+fn postcard_len(s: &NodeState) -> usize {
+    ringkv_cluster::net::message::encode(
+        ringkv_cluster::net::message::Kind::Request,
+        0,
+        &Request::Gossip {
+            states: vec![s.clone()],
+        },
+    )
+    .map_or(0, |b| b.len())
+}
+
+/// Wall-clock milliseconds of one build of the ring and placement of
+/// `states` (median of three).
+fn ring_build_ms(states: &[NodeState], replication: &Replication) -> f64 {
+    let mut times: Vec<f64> = (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            let mut ring = Ring::new(TOKENS);
+            let mut sorted: Vec<&NodeState> = states.iter().collect();
+            sorted.sort_unstable_by_key(|s| s.id);
+            for s in sorted {
+                let node = RingNode {
+                    id: s.id,
+                    dc: s.dc.clone(),
+                    rack: s.rack.clone(),
+                    weight: s.weight,
+                };
+                let _ = ring.insert_with_tokens(node, &s.tokens);
+            }
+            let placement = Placement::new(ring, replication.clone());
+            std::hint::black_box(&placement);
+            started.elapsed().as_secs_f64() * 1_000.0
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small cluster through every step, with the targets scaled: it
+    /// starts, stays quiet, spreads a token change in a few rounds, takes
+    /// a join wave, sees a failed rack down, and heals a cut.
+    #[test]
+    fn a_small_cluster_goes_through_every_step() {
+        let config = ScaleConfig {
+            steady_secs: 30,
+            joins: 5,
+            cut_secs: 20,
+            ..ScaleConfig::new(60, 1)
+        };
+        let r = run(&config).expect("run");
+        eprintln!(
+            "{}\n{}\n{:?}",
+            ScaleReport::HEADER,
+            r.row(),
+            r.bytes_by_kind
+        );
+        assert!(r.start_secs.is_some(), "{r:?}");
+        assert!(r.token_rounds.is_some_and(|t| t <= 10), "{r:?}");
+        assert!(r.join_secs.is_some(), "{r:?}");
+        assert!(
+            r.rack_nodes >= 1 && r.detect_secs.is_some_and(|s| s <= 30),
+            "{r:?}"
+        );
+        assert!(r.heal_secs.is_some(), "{r:?}");
+        assert_eq!(r.false_suspicions, 0, "{r:?}");
+        assert!(r.bytes_mean > 0 && r.bytes_mean < 16_000, "{r:?}");
+        let (hits, builds) = r.ring_memo;
+        assert!(hits > builds, "{r:?}");
+    }
+}
