@@ -103,8 +103,9 @@ pub struct Membership {
     /// decommissioned): its id may not serve again.
     left_by_peers: std::sync::atomic::AtomicBool,
     replication: Replication,
-    /// Called with every known state whenever the ring changes, so the
-    /// node can keep them on disk (see [`Membership::restore`]).
+    /// Called with every known state whenever the ring or a node's
+    /// endpoint (addresses, rack, data center) changes, so the node can
+    /// keep them on disk (see [`Membership::restore`]).
     on_ring_change: RwLock<Option<RingChangeHook>>,
     /// Held by the one rebuild of the placement under way: rebuilds are
     /// published in the order they read the states, and the states
@@ -918,6 +919,9 @@ impl Membership {
         let now = self.clock.monotonic();
         let mut changed = false;
         let mut ring_changed = false;
+        // An address, rack or data center changed (a restart on other
+        // ports): kept on disk too, so a restart finds its peers.
+        let mut endpoint_changed = false;
         {
             let mut states = self.states.write();
             let mut detectors = self.detectors.lock();
@@ -974,6 +978,7 @@ impl Membership {
                     }
                     _ => {
                         self.endpoint_since.lock().insert(s.id, s.heartbeat);
+                        endpoint_changed = true;
                     }
                 }
                 let detector = detectors.entry(s.id).or_insert_with(|| {
@@ -1014,11 +1019,14 @@ impl Membership {
         }
         if ring_changed {
             self.rebuild_ring();
+        } else if endpoint_changed {
+            self.tell_hook();
         }
         changed
     }
 
-    /// Installs the hook told of every ring change.
+    /// Installs the hook told of every change of the ring or of a node's
+    /// endpoint.
     pub fn set_on_ring_change(&self, hook: RingChangeHook) {
         *self.on_ring_change.write() = Some(hook);
     }
@@ -1048,6 +1056,11 @@ impl Membership {
 
     fn rebuild_ring(&self) {
         self.rebuild_placement();
+        self.tell_hook();
+    }
+
+    /// Gives the hook of [`Membership::set_on_ring_change`] every state.
+    fn tell_hook(&self) {
         if let Some(hook) = self.on_ring_change.read().as_ref() {
             hook(&self.states());
         }
@@ -1441,6 +1454,36 @@ mod tests {
         reborn.generation = 2;
         assert!(m.merge(vec![reborn]));
         assert_eq!(m.ring().tokens_of(2), vec![21]);
+    }
+
+    /// A peer restarted on other ports is kept on disk with its new
+    /// address (a restart of this node must find it), a new load is not.
+    #[test]
+    fn an_address_change_is_saved_and_a_load_change_is_not() {
+        let m = node_one_of_rf3();
+        let saved = Arc::new(Mutex::new(Vec::new()));
+        let s = Arc::clone(&saved);
+        m.set_on_ring_change(Box::new(move |states| {
+            s.lock().push(
+                states
+                    .iter()
+                    .map(|s| s.cluster_addr.clone())
+                    .collect::<Vec<_>>(),
+            )
+        }));
+        let mut s2 = state(2, vec![20]);
+        assert!(m.merge(vec![s2.clone()]));
+        assert_eq!(saved.lock().len(), 1);
+        s2.heartbeat += 1;
+        s2.load.keys = 10;
+        assert!(m.merge(vec![s2.clone()]));
+        assert_eq!(saved.lock().len(), 1, "a load change is not saved");
+        s2.heartbeat += 1;
+        s2.cluster_addr = "127.0.0.1:9".into();
+        assert!(m.merge(vec![s2]));
+        let saved = saved.lock();
+        assert_eq!(saved.len(), 2);
+        assert!(saved[1].contains(&"127.0.0.1:9".to_string()), "{saved:?}");
     }
 
     #[test]
