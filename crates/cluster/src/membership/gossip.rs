@@ -252,11 +252,11 @@ impl Gossip {
         let req = Request::GossipStates {
             states,
             refreshes,
-            want: bounded(diff.newer_there),
+            want: m.held(&bounded(diff.newer_there)),
         };
         match self.transport.call(peer, req, self.timeout()).await {
-            Ok(Response::Gossip { states }) => {
-                self.merge(states, Vec::new()).await;
+            Ok(Response::GossipUpdates { states, refreshes }) => {
+                self.merge(states, refreshes).await;
                 true
             }
             Ok(other) => {
@@ -296,17 +296,23 @@ impl Gossip {
     }
 
     /// A peer's states, refreshes and wants (ACK2): folds the states in,
-    /// answers the states wanted, whole.
+    /// answers the states wanted (as refreshes where the versions the peer
+    /// holds allow).
     pub async fn answer_states(
         &self,
         states: Vec<NodeState>,
         refreshes: Vec<StateRefresh>,
-        want: Vec<NodeId>,
+        want: Vec<(NodeId, u64, u64)>,
     ) -> Response {
         self.merge(states, refreshes).await;
-        Response::Gossip {
-            states: self.membership.states_of(&want),
-        }
+        let ids: Vec<NodeId> = want.iter().map(|&(id, _, _)| id).collect();
+        let theirs = want
+            .into_iter()
+            .filter(|&(_, generation, _)| generation > 0)
+            .map(|(id, generation, version)| (id, (generation, version)))
+            .collect();
+        let (states, refreshes) = self.membership.updates(&ids, &theirs);
+        Response::GossipUpdates { states, refreshes }
     }
 
     /// One exchange of whole states with `peer` (a node of the version

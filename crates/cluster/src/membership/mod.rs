@@ -900,6 +900,20 @@ impl Membership {
         !rebuilt.is_empty() && self.merge(rebuilt)
     }
 
+    /// `(id, generation, version)` of each of `ids` as held here, as this
+    /// node's digest shows them (`(id, 0, 0)` for one unknown).
+    pub fn held(&self, ids: &[NodeId]) -> Vec<(NodeId, u64, u64)> {
+        let states = self.states.read();
+        let want_whole = self.want_whole.lock();
+        ids.iter()
+            .map(|&id| match states.get(&id) {
+                Some(s) if !want_whole.contains(&id) => (id, s.generation, s.heartbeat),
+                Some(s) => (id, s.generation, 0),
+                None => (id, 0, 0),
+            })
+            .collect()
+    }
+
     /// The states of `ids` known here, at most
     /// [`GOSSIP_STATES_PER_MESSAGE_MAX`].
     pub fn states_of(&self, ids: &[NodeId]) -> Vec<NodeState> {

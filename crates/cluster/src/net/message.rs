@@ -63,8 +63,8 @@
 //! ```text
 //! Request::GossipDigest { digest }                                 SYN
 //!     -> Response::GossipDelta { digest, states, refreshes, want } ACK
-//! Request::GossipStates { states, refreshes, want }                ACK2
-//!     -> Response::Gossip { states }
+//! Request::GossipStates { states, refreshes, want: [(id, generation, version)] }  ACK2
+//!     -> Response::GossipUpdates { states, refreshes }
 //! StateRefresh := { id, generation, heartbeat, load, endpoint: u64,
 //!                   signature: Option<(scheme: u16, sig: bytes)> }
 //! GossipDigest := { count: u32, members: u64, entries }
@@ -93,7 +93,7 @@
 //! # Signed states
 //! ```text
 //! body       := postcard(Request::Gossip | Request::GossipStates | Response::Gossip
-//!                        | Response::GossipDelta) signatures?
+//!                        | Response::GossipDelta | Response::GossipUpdates) signatures?
 //! signatures := version:u8=1 postcard([Option<StateSignature>])  one per state, in order
 //! StateSignature := { cert: DER bytes, scheme: u16 (TLS SignatureScheme), sig: bytes }
 //! signed     := "ringkv node state v1\0" postcard(NodeState)
@@ -405,12 +405,13 @@ pub enum Request {
         digest: GossipDigest,
     },
     /// Digest gossip, third message (ACK2): states the receiver lacks, and
-    /// the ids of states the sender wants. Answered [`Response::Gossip`]
+    /// the states the sender wants, each with the `(generation, version)`
+    /// it holds (`(0, 0)`: none). Answered [`Response::GossipUpdates`]
     /// with the states wanted.
     GossipStates {
         states: Vec<NodeState>,
         refreshes: Vec<StateRefresh>,
-        want: Vec<NodeId>,
+        want: Vec<(NodeId, u64, u64)>,
     },
 }
 
@@ -468,6 +469,12 @@ pub enum Response {
         states: Vec<NodeState>,
         refreshes: Vec<StateRefresh>,
         want: Vec<NodeId>,
+    },
+    /// The states a [`Request::GossipStates`] wanted: whole, or as
+    /// refreshes where the version it said it holds allows.
+    GossipUpdates {
+        states: Vec<NodeState>,
+        refreshes: Vec<StateRefresh>,
     },
 }
 
@@ -611,6 +618,7 @@ impl Response {
             Self::StreamBatch { .. } => "stream batch",
             Self::Truncation { .. } => "truncation",
             Self::GossipDelta { .. } => "gossip delta",
+            Self::GossipUpdates { .. } => "gossip updates",
         }
     }
 }
@@ -854,7 +862,10 @@ pub fn decode_request(body: &[u8]) -> Result<Request, WireError> {
 /// signatures of a gossip answer) after its body.
 pub fn encode_response(id: u64, resp: &Response) -> Result<Bytes, WireError> {
     let frame = encode(Kind::Response, id, resp)?;
-    if let Response::Gossip { states } | Response::GossipDelta { states, .. } = resp {
+    if let Response::Gossip { states }
+    | Response::GossipDelta { states, .. }
+    | Response::GossipUpdates { states, .. } = resp
+    {
         return append_signatures(frame, states);
     }
     let Response::Error {
@@ -881,7 +892,10 @@ pub fn decode_response(body: &[u8]) -> Result<Response, WireError> {
     {
         *detail = postcard::from_bytes(bytes).ok();
     }
-    if let Response::Gossip { states } | Response::GossipDelta { states, .. } = &mut resp {
+    if let Response::Gossip { states }
+    | Response::GossipDelta { states, .. }
+    | Response::GossipUpdates { states, .. } = &mut resp
+    {
         take_signatures(states, rest);
     }
     Ok(resp)
