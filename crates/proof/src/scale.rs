@@ -164,16 +164,10 @@ impl Handler for Member {
     fn handle(&self, _from: u64, req: Request) -> BoxFut<Response> {
         let gossip = self.gossip.clone();
         Box::pin(async move {
-            match req {
-                Request::Gossip { states } => gossip.answer(states).await,
-                Request::GossipDigest { digest } => gossip.answer_digest(digest).await,
-                Request::GossipStates {
-                    states,
-                    refreshes,
-                    want,
-                } => gossip.answer_states(states, refreshes, want).await,
-                Request::Goodbye { .. } | Request::Ping => Response::Pong,
-                other => Response::error(ErrorDetail::InvalidArgument(format!(
+            match gossip.answer_request(req).await {
+                Ok(answer) => answer,
+                Err(Request::Goodbye { .. } | Request::Ping) => Response::Pong,
+                Err(other) => Response::error(ErrorDetail::InvalidArgument(format!(
                     "a membership-only node does not answer {}",
                     other.kind_name()
                 ))),

@@ -293,26 +293,24 @@ impl Handler for Lone {
         let gossip = self.gossip.clone();
         let old = self.old;
         Box::pin(async move {
-            match req {
-                Request::Gossip { states } => gossip.answer(states).await,
-                Request::GossipDigest { .. } | Request::GossipStates { .. } if old => {
-                    Response::error(ErrorDetail::InvalidArgument(
-                        "body does not decode: Found an enum discriminant that was not in the \
-                         valid range"
-                            .into(),
-                    ))
-                }
-                Request::GossipDigest { digest } => gossip.answer_digest(digest).await,
-                Request::GossipStates {
-                    states,
-                    refreshes,
-                    want,
-                } => gossip.answer_states(states, refreshes, want).await,
-                other => Response::error(ErrorDetail::InvalidArgument(format!(
+            if old
+                && matches!(
+                    req,
+                    Request::GossipDigest { .. } | Request::GossipStates { .. }
+                )
+            {
+                return Response::error(ErrorDetail::InvalidArgument(
+                    "body does not decode: Found an enum discriminant that was not in the valid \
+                     range"
+                        .into(),
+                ));
+            }
+            gossip.answer_request(req).await.unwrap_or_else(|other| {
+                Response::error(ErrorDetail::InvalidArgument(format!(
                     "unexpected {}",
                     other.kind_name()
-                ))),
-            }
+                )))
+            })
         })
     }
 }

@@ -270,6 +270,21 @@ impl Gossip {
         }
     }
 
+    /// Answers a gossip request of a peer (`Gossip`, `GossipDigest`,
+    /// `GossipStates`); gives any other request back.
+    pub async fn answer_request(&self, req: Request) -> Result<Response, Request> {
+        Ok(match req {
+            Request::Gossip { states } => self.answer(states).await,
+            Request::GossipDigest { digest } => self.answer_digest(digest).await,
+            Request::GossipStates {
+                states,
+                refreshes,
+                want,
+            } => self.answer_states(states, refreshes, want).await,
+            other => return Err(other),
+        })
+    }
+
     /// A peer's digest (SYN): answered with this node's digest, the states
     /// it holds newer (as refreshes where it can) and the ids it wants; or,
     /// when the digest names another member list, with this node's explicit

@@ -62,13 +62,15 @@ impl<S: LocalStore> Node<S> {
         let s = &self.inner;
         match req {
             Request::Ping => Response::Pong,
-            Request::Gossip { states } => s.gossip.answer(states).await,
-            Request::GossipDigest { digest } => s.gossip.answer_digest(digest).await,
-            Request::GossipStates {
-                states,
-                refreshes,
-                want,
-            } => s.gossip.answer_states(states, refreshes, want).await,
+            req @ (Request::Gossip { .. }
+            | Request::GossipDigest { .. }
+            | Request::GossipStates { .. }) => match s.gossip.answer_request(req).await {
+                Ok(answer) => answer,
+                Err(other) => Response::error(ErrorDetail::InvalidArgument(format!(
+                    "unexpected {}",
+                    other.kind_name()
+                ))),
+            },
             Request::Read { key } => self.read_answer(&key),
             Request::Merge { key, record } => {
                 let set = match self.decode_merged(&key, &record) {
