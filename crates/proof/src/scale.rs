@@ -161,10 +161,10 @@ struct Member {
 }
 
 impl Handler for Member {
-    fn handle(&self, _from: u64, req: Request) -> BoxFut<Response> {
+    fn handle(&self, from: u64, req: Request) -> BoxFut<Response> {
         let gossip = self.gossip.clone();
         Box::pin(async move {
-            match gossip.answer_request(req).await {
+            match gossip.answer_request(from, req).await {
                 Ok(answer) => answer,
                 Err(Request::Goodbye { .. } | Request::Ping) => Response::Pong,
                 Err(other) => Response::error(ErrorDetail::InvalidArgument(format!(

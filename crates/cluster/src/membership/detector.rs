@@ -24,6 +24,10 @@ pub struct PhiDetector {
     /// The peer's newest `(generation, pulse)` seen, by whatever path (its
     /// state, or a digest's pulse).
     seen: (u64, u64),
+    /// The newest `(generation, heartbeat)` of its states, and when it
+    /// arrived.
+    state_seen: (u64, u64),
+    state_at: Option<Duration>,
 }
 
 impl PhiDetector {
@@ -35,6 +39,8 @@ impl PhiDetector {
             mean_floor_ms: expected_interval_ms,
             stopped_at: None,
             seen: (0, 0),
+            state_seen: (0, 0),
+            state_at: None,
         }
     }
 
@@ -43,27 +49,56 @@ impl PhiDetector {
         self.seen
     }
 
-    /// A pulse of the peer at `freshness` arrived at `now`: a heartbeat
-    /// when it is newer than every one seen (and newer than its goodbye's).
-    /// True when it was newer.
-    pub fn observe(&mut self, freshness: (u64, u64), now: Duration) -> bool {
-        if freshness <= self.seen {
+    /// A state of the peer at `freshness` arrived at `now` (signed by it
+    /// where states are signed): a heartbeat when it is newer than the
+    /// last state, whatever pulses digests claimed. True when newer.
+    pub fn observe_state(&mut self, freshness: (u64, u64), now: Duration) -> bool {
+        if freshness <= self.state_seen {
             return false;
         }
-        // Pulses relayed by gossip arrive in jumps (several rounds' worth
-        // at once, after a gap): the mean interval is the time the window
-        // spans over the pulses it brought, so the detector follows the
-        // member's own rate and not the relay's jitter.
-        let pulses = if freshness.0 == self.seen.0 {
-            (freshness.1 - self.seen.1).clamp(1, PULSES_PER_ARRIVAL_MAX)
-        } else {
-            1
-        };
-        self.seen = freshness;
+        self.state_seen = freshness;
+        self.state_at = Some(now);
+        let pulses = self.pulses_to(freshness);
+        self.seen = self.seen.max(freshness);
         if self.alive_after_stop(freshness) {
-            self.heartbeat_of(now, pulses);
+            self.heartbeat_of(now, pulses.max(1));
         }
         true
+    }
+
+    /// A pulse of the peer at `freshness`, from a digest (unsigned),
+    /// arrived at `now`: a heartbeat when it is newer than every pulse
+    /// seen, and a state of the peer arrived within `trust` (so a forger
+    /// can keep a dead peer alive that long at most). True when taken.
+    pub fn observe_pulse(&mut self, freshness: (u64, u64), now: Duration, trust: Duration) -> bool {
+        let trusted = self
+            .state_at
+            .is_some_and(|at| now.saturating_sub(at) <= trust);
+        if !trusted || freshness <= self.seen {
+            return false;
+        }
+        let pulses = self.pulses_to(freshness);
+        self.seen = freshness;
+        if self.alive_after_stop(freshness) {
+            self.heartbeat_of(now, pulses.max(1));
+        }
+        true
+    }
+
+    /// The pulses from the newest seen to `freshness` (1 across lives),
+    /// at most [`PULSES_PER_ARRIVAL_MAX`]; 0 when not newer. Pulses
+    /// relayed by gossip arrive in jumps (several rounds' worth at once,
+    /// after a gap): the mean interval is the time the window spans over
+    /// the pulses it brought, so the detector follows the member's rate
+    /// and not the relay's jitter.
+    fn pulses_to(&self, freshness: (u64, u64)) -> u64 {
+        if freshness <= self.seen {
+            0
+        } else if freshness.0 == self.seen.0 {
+            (freshness.1 - self.seen.1).min(PULSES_PER_ARRIVAL_MAX)
+        } else {
+            1
+        }
     }
 
     /// The peer said it stops with its state at `freshness`.
@@ -162,24 +197,54 @@ mod tests {
     fn only_newer_pulses_are_heartbeats() {
         let mut d = PhiDetector::new(10, 100.0);
         let t = Duration::from_millis;
-        assert!(d.observe((5, 10), t(0)));
-        assert!(!d.observe((5, 10), t(50)), "the same pulse again");
-        assert!(!d.observe((5, 9), t(60)), "an older one");
+        let trust = Duration::from_secs(4);
+        assert!(
+            !d.observe_pulse((5, 1), t(0), trust),
+            "no state yet: not believed"
+        );
+        assert!(d.observe_state((5, 0), t(0)));
+        assert!(d.observe_pulse((5, 10), t(0), trust));
+        assert!(
+            !d.observe_pulse((5, 10), t(50), trust),
+            "the same pulse again"
+        );
+        assert!(!d.observe_pulse((5, 9), t(60), trust), "an older one");
         assert_eq!(d.last_heartbeat(), Some(t(0)));
-        assert!(d.observe((5, 11), t(100)));
-        assert!(d.observe((6, 0), t(200)), "a new life");
+        assert!(d.observe_pulse((5, 11), t(100), trust));
+        assert!(
+            !d.observe_pulse((5, 12), t(5_000), trust),
+            "no state for longer than the trust: pulses are not believed"
+        );
+        assert!(d.observe_state((6, 0), t(5_100)), "a new life");
         assert_eq!(d.seen(), (6, 0));
-        assert_eq!(d.last_heartbeat(), Some(t(200)));
+        assert_eq!(d.last_heartbeat(), Some(t(5_100)));
+    }
+
+    /// A forged pulse far ahead does not stop the peer's own states from
+    /// counting: it stays alive.
+    #[test]
+    fn a_forged_pulse_ahead_does_not_silence_the_peers_states() {
+        let mut d = PhiDetector::new(10, 1_000.0);
+        let t = Duration::from_secs;
+        let trust = Duration::from_secs(40);
+        d.observe_state((1, 0), t(0));
+        assert!(d.observe_pulse((1, 40), t(1), trust), "a forger's pulse");
+        for i in 1..=10 {
+            // The peer's real publications, every 10 s, below the forgery.
+            assert!(d.observe_state((1, 10 * i), t(1 + 10 * i)));
+            assert!(d.phi(t(1 + 10 * i)) < 1.0);
+        }
     }
 
     #[test]
     fn a_jump_of_pulses_counts_as_as_many_intervals() {
         let mut d = PhiDetector::new(10, 100.0);
         let t = Duration::from_millis;
-        d.observe((1, 0), t(0));
+        let trust = Duration::from_secs(60);
+        d.observe_state((1, 0), t(0));
         // Pulses arrive every 1,000 ms, four at a time: 250 ms each.
         for i in 1..=5u64 {
-            d.observe((1, 4 * i), t(1_000 * i));
+            d.observe_pulse((1, 4 * i), t(1_000 * i), trust);
         }
         // phi = elapsed / 250 ms * log10(e): 8 after about 4.6 s of silence.
         assert!(d.phi(t(5_000 + 4_000)) < 8.0);

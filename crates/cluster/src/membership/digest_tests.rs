@@ -47,8 +47,8 @@ fn the_same_members_read_by_position_and_pulses_feed_the_detector() {
     for _ in 0..3 {
         a.beat();
     }
-    clock.advance(Duration::from_millis(5_000));
-    assert!(!b.is_alive(1), "silent for 50 rounds: down");
+    clock.advance(Duration::from_millis(3_000));
+    assert!(!b.is_alive(1), "silent for 30 rounds: down");
     let digest = a.digest(false);
     assert!(matches!(digest.entries, DigestEntries::Positional(_)));
     let diff = b.take_digest(&digest).expect("the same members");
@@ -61,10 +61,21 @@ fn the_same_members_read_by_position_and_pulses_feed_the_detector() {
         "the state itself is unchanged"
     );
     // The same pulse again is no heartbeat (the silence is long against
-    // the one 5 s interval the detector has seen).
+    // the one 3 s interval the detector has seen).
     clock.advance(Duration::from_millis(120_000));
     b.take_digest(&a.digest(false));
     assert!(!b.is_alive(1));
+    // Nor is a newer pulse, PULSE_AHEAD_MAX rounds after a's last state
+    // arrived: only a state (a publication) brings a back.
+    a.beat();
+    b.take_digest(&a.digest(false));
+    assert!(
+        !b.is_alive(1),
+        "pulses long after the last state are not believed"
+    );
+    a.tick();
+    b.merge(a.states());
+    assert!(b.is_alive(1));
 }
 
 #[test]
@@ -289,7 +300,7 @@ struct Lone {
 }
 
 impl Handler for Lone {
-    fn handle(&self, _from: NodeId, req: Request) -> BoxFut<Response> {
+    fn handle(&self, from: NodeId, req: Request) -> BoxFut<Response> {
         let gossip = self.gossip.clone();
         let old = self.old;
         Box::pin(async move {
@@ -305,12 +316,15 @@ impl Handler for Lone {
                         .into(),
                 ));
             }
-            gossip.answer_request(req).await.unwrap_or_else(|other| {
-                Response::error(ErrorDetail::InvalidArgument(format!(
-                    "unexpected {}",
-                    other.kind_name()
-                )))
-            })
+            gossip
+                .answer_request(from, req)
+                .await
+                .unwrap_or_else(|other| {
+                    Response::error(ErrorDetail::InvalidArgument(format!(
+                        "unexpected {}",
+                        other.kind_name()
+                    )))
+                })
         })
     }
 }

@@ -27,7 +27,7 @@ use ringkv_env::{Rng, SeededRng};
 
 use parking_lot::Mutex;
 
-use super::{GOSSIP_STATES_PER_MESSAGE_MAX, Membership, PUBLISH_ROUNDS};
+use super::{GOSSIP_STATES_PER_MESSAGE_MAX, Membership, PUBLISH_ROUNDS, rotated};
 use crate::det::HashMap;
 use crate::id::NodeId;
 use crate::net::message::{
@@ -135,8 +135,9 @@ impl Gossip {
         // A seed now and then, to heal a split view: with probability
         // seeds / members (at most one round in ten), so that in a large
         // cluster the seeds are not every node's peer.
-        let seed_round = !seeds.is_empty()
-            && (draw >> 40) % (m.member_count().max(SEED_ODDS_MIN) as u64) < seeds.len() as u64;
+        let members = m.member_count().max(SEED_ODDS_MIN) as u64;
+        let odds = (seeds.len() as u64).min(members / SEED_ODDS_MIN as u64);
+        let seed_round = !seeds.is_empty() && (draw >> 40) % members < odds;
         let target = match m.gossip_target(draw) {
             Some(p) if !seed_round => Some(p),
             other => seeds
@@ -252,7 +253,7 @@ impl Gossip {
         let req = Request::GossipStates {
             states,
             refreshes,
-            want: m.held(&bounded(diff.newer_there)),
+            want: m.held(&bounded(diff.newer_there, m.rotation())),
         };
         match self.transport.call(peer, req, self.timeout()).await {
             Ok(Response::GossipUpdates { states, refreshes }) => {
@@ -270,12 +271,25 @@ impl Gossip {
         }
     }
 
-    /// Answers a gossip request of a peer (`Gossip`, `GossipDigest`,
+    /// Answers a gossip request of peer `from` (`Gossip`, `GossipDigest`,
     /// `GossipStates`); gives any other request back.
-    pub async fn answer_request(&self, req: Request) -> Result<Response, Request> {
+    /// `from` (when known) sending whole states is of the version before;
+    /// sending a digest, of this one.
+    pub async fn answer_request(&self, from: NodeId, req: Request) -> Result<Response, Request> {
+        let addr = self.membership.peer(from).map(|p| p.addr);
         Ok(match req {
-            Request::Gossip { states } => self.answer(states).await,
-            Request::GossipDigest { digest } => self.answer_digest(digest).await,
+            Request::Gossip { states } => {
+                if let Some(addr) = &addr {
+                    self.remember_old(addr);
+                }
+                self.answer(states).await
+            }
+            Request::GossipDigest { digest } => {
+                if let Some(addr) = &addr {
+                    self.old_peers.lock().remove(addr);
+                }
+                self.answer_digest(digest).await
+            }
             Request::GossipStates {
                 states,
                 refreshes,
@@ -298,7 +312,7 @@ impl Gossip {
                     digest: m.digest(false),
                     states,
                     refreshes,
-                    want: bounded(diff.newer_there),
+                    want: bounded(diff.newer_there, m.rotation()),
                 }
             }
             None => Response::GossipDelta {
@@ -320,6 +334,8 @@ impl Gossip {
         want: Vec<(NodeId, u64, u64)>,
     ) -> Response {
         self.merge(states, refreshes).await;
+        let mut want = want;
+        want.truncate(GOSSIP_STATES_PER_MESSAGE_MAX);
         let ids: Vec<NodeId> = want.iter().map(|&(id, _, _)| id).collect();
         let theirs = want
             .into_iter()
@@ -438,9 +454,14 @@ impl Gossip {
     }
 }
 
-/// The first [`GOSSIP_STATES_PER_MESSAGE_MAX`] of `ids`: what one message
-/// may ask for.
-fn bounded(mut ids: Vec<NodeId>) -> Vec<NodeId> {
-    ids.truncate(GOSSIP_STATES_PER_MESSAGE_MAX);
-    ids
+/// [`GOSSIP_STATES_PER_MESSAGE_MAX`] of `ids`, from `start` on (see
+/// [`rotated`]): what one message may ask for.
+fn bounded(ids: Vec<NodeId>, start: usize) -> Vec<NodeId> {
+    if ids.len() <= GOSSIP_STATES_PER_MESSAGE_MAX {
+        return ids;
+    }
+    rotated(&ids, start)
+        .take(GOSSIP_STATES_PER_MESSAGE_MAX)
+        .copied()
+        .collect()
 }

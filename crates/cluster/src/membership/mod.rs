@@ -160,9 +160,10 @@ impl RingMemo {
 /// travels in digests.
 pub const PUBLISH_ROUNDS: u64 = 10;
 /// How far past a member's state known here a pulse heard in a digest is
-/// believed: a digest's pulses are not signed, so a peer could keep a dead
-/// member looking alive with them; this bounds that to a few publications
-/// (the member's own publications raise the bound as they arrive).
+/// believed, in rounds; and for how many rounds after the member's last
+/// state arrived: a digest's pulses are not signed, so a peer could keep a
+/// dead member looking alive with them; this bounds that to a few
+/// publications' time (the member's own publications renew it).
 pub const PULSE_AHEAD_MAX: u64 = 4 * PUBLISH_ROUNDS;
 /// States in one gossip message at most (the rest follow in later
 /// rounds).
@@ -205,10 +206,19 @@ fn check_grant(
         .map_err(|e| format!("removal grant: {e}"))
 }
 
+/// `ids` from position `start` (modulo their count) round to the one
+/// before: a list cut to a bound starts somewhere else each round, so no
+/// member waits for ever behind the lower ids.
+pub fn rotated<T>(ids: &[T], start: usize) -> impl Iterator<Item = &T> {
+    let at = if ids.is_empty() { 0 } else { start % ids.len() };
+    ids[at..].iter().chain(&ids[..at])
+}
+
 /// True when `a` and `b` differ in nothing but heartbeat, load and
-/// signature.
+/// signature (the certificate of which is the same).
 fn same_endpoint(a: &NodeState, b: &NodeState) -> bool {
-    endpoint_of(a) == endpoint_of(b)
+    let cert = |s: &NodeState| s.signature.as_ref().map(|sig| sig.cert.clone());
+    endpoint_of(a) == endpoint_of(b) && cert(a) == cert(b)
 }
 
 /// How a node signs its own state and checks others' (see
@@ -429,7 +439,7 @@ impl Membership {
     pub fn set_auth(&self, auth: StateAuth) {
         *self.auth.write() = Some(auth);
         if let Some(me) = self.states.write().get_mut(&self.self_id) {
-            self.sign(me);
+            self.publish(me);
         }
     }
 
@@ -608,7 +618,15 @@ impl Membership {
         me.heartbeat = pulse.max(me.heartbeat.saturating_add(1));
         self.own_pulse
             .fetch_max(me.heartbeat, std::sync::atomic::Ordering::Relaxed);
+        let cert = me.signature.as_ref().map(|sig| sig.cert.clone());
         self.sign(me);
+        // A new certificate (a reload) is a new endpoint: refreshes would
+        // be checked against the old one.
+        if me.signature.as_ref().map(|sig| &sig.cert) != cert.as_ref() {
+            self.endpoint_since
+                .lock()
+                .insert(self.self_id, me.heartbeat);
+        }
     }
 
     /// Replaces this node's load figures and publishes its state.
@@ -715,6 +733,11 @@ impl Membership {
             return None;
         }
         let now = self.clock.monotonic();
+        let pulse_trust = Duration::from_millis(
+            self.config
+                .gossip_interval_ms
+                .saturating_mul(PULSE_AHEAD_MAX),
+        );
         let mut diff = DigestDiff::default();
         let states = self.states.read();
         let mut detectors = self.detectors.lock();
@@ -792,7 +815,7 @@ impl Membership {
                         self.config.gossip_interval_ms as f64,
                     )
                 })
-                .observe((s.generation, pulse), now);
+                .observe_pulse((s.generation, pulse), now, pulse_trust);
         }
         diff.newer_here.sort_unstable();
         diff.newer_there.sort_unstable();
@@ -813,7 +836,7 @@ impl Membership {
         let since = self.endpoint_since.lock();
         let mut whole = Vec::new();
         let mut refreshes = Vec::new();
-        for id in ids.iter().take(GOSSIP_STATES_PER_MESSAGE_MAX) {
+        for id in rotated(ids, self.rotation()).take(GOSSIP_STATES_PER_MESSAGE_MAX) {
             let Some(s) = states.get(id) else {
                 continue;
             };
@@ -897,7 +920,22 @@ impl Membership {
                 });
             }
         }
-        !rebuilt.is_empty() && self.merge(rebuilt)
+        if rebuilt.is_empty() {
+            return false;
+        }
+        let versions: Vec<(NodeId, u64)> = rebuilt.iter().map(|s| (s.id, s.heartbeat)).collect();
+        let changed = self.merge(rebuilt);
+        // A rebuilt state refused (its signature does not check against
+        // the state held: an endpoint that changed meanwhile) is asked for
+        // whole.
+        let states = self.states.read();
+        let mut want = self.want_whole.lock();
+        for (id, heartbeat) in versions {
+            if states.get(&id).is_some_and(|s| s.heartbeat < heartbeat) {
+                want.insert(id);
+            }
+        }
+        changed
     }
 
     /// `(id, generation, version)` of each of `ids` as held here, as this
@@ -912,6 +950,12 @@ impl Membership {
                 None => (id, 0, 0),
             })
             .collect()
+    }
+
+    /// Where this round's bounded lists start (see [`rotated`]): the pulse,
+    /// which moves every round.
+    pub fn rotation(&self) -> usize {
+        self.own_pulse.load(std::sync::atomic::Ordering::Relaxed) as usize
     }
 
     /// The states of `ids` known here, at most
@@ -975,6 +1019,10 @@ impl Membership {
                     Some(old) => s.freshness() > old.freshness(),
                 };
                 if !newer {
+                    // The state held, whole: no longer wanted so.
+                    if states.get(&s.id) == Some(&s) {
+                        self.want_whole.lock().remove(&s.id);
+                    }
                     continue;
                 }
                 let old = states.get(&s.id);
@@ -1007,7 +1055,7 @@ impl Membership {
                     crate::net::tls::cert_node_id(&sig.cert).is_ok_and(|signer| signer == s.id)
                 });
                 if by_itself {
-                    detector.observe(s.freshness(), now);
+                    detector.observe_state(s.freshness(), now);
                 }
                 if let Some(old) = old
                     && old.status != s.status
@@ -1237,7 +1285,10 @@ impl Membership {
         // A goodbye names the sender's last heartbeat, at most a few rounds
         // past the one known here: a forged one cannot keep it down for
         // longer than those rounds.
-        let last = heartbeat.clamp(hb_known, hb_known + GOODBYE_HEARTBEAT_AHEAD_MAX);
+        let last = heartbeat.clamp(
+            hb_known,
+            hb_known.saturating_add(GOODBYE_HEARTBEAT_AHEAD_MAX),
+        );
         if let Some(d) = self.detectors.lock().get_mut(&from) {
             d.stopped((generation, last));
         }

@@ -366,3 +366,26 @@ fn signed_refreshes_are_rebuilt_and_checked() {
         "the same state, signature and all"
     );
 }
+
+/// A node that reloads its certificate sends its next state whole: a
+/// refresh would be checked against the old certificate.
+#[test]
+fn a_new_certificate_goes_whole() {
+    let f = Fixture::new();
+    let clock = Arc::new(ManualClock::new(0));
+    let (a, b) = (f.node(1, &clock), f.node(2, &clock));
+    a.tick();
+    assert!(b.merge(vec![own(&a)]));
+    assert!(a.merge(vec![own(&b)]));
+    a.set_auth(StateAuth {
+        tls: f.tls(&f.ca, 1),
+        required: true,
+    });
+    a.tick();
+    let diff = a.take_digest(&b.digest(false)).expect("same members");
+    let (whole, refreshes) = a.updates(&diff.newer_here, &diff.theirs);
+    assert!(refreshes.is_empty(), "{refreshes:?}");
+    assert_eq!(whole.len(), 1);
+    assert!(b.merge(whole));
+    assert_eq!(b.state(1), Some(own(&a)));
+}

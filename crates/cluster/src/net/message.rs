@@ -85,7 +85,9 @@
 //! signed as in `Gossip`. A receiver rebuilds a refreshed state from its
 //! own (same generation, same [`endpoint_hash`], the certificate of its
 //! signature) and checks it as any state; one it cannot rebuild it asks for
-//! whole (`want`, always answered whole). A message holds at most
+//! whole (it shows the member at version 0 in its digests until one comes;
+//! a `want` names the version the sender holds, and is answered with
+//! refreshes where that allows). A message holds at most
 //! `GOSSIP_STATES_PER_MESSAGE_MAX` states and refreshes. A node of the version before
 //! cannot decode `GossipDigest` and answers an error: the sender then uses
 //! `Gossip` with that peer.
@@ -507,11 +509,17 @@ pub fn endpoint_of(s: &NodeState) -> NodeState {
 }
 
 /// The hash of what a refresh keeps of a state: every field but the
-/// heartbeat, the load and the signature (xxh3-64 of the postcard body
-/// with those zeroed).
+/// heartbeat, the load and the signature, and the signature's certificate
+/// (xxh3-64 of the postcard body with those zeroed, then the certificate's
+/// DER).
 pub fn endpoint_hash(s: &NodeState) -> u64 {
     // Strings, integers and a vector: postcard cannot fail on them.
-    let body = postcard::to_allocvec(&endpoint_of(s)).unwrap_or_default();
+    let mut body = postcard::to_allocvec(&endpoint_of(s)).unwrap_or_default();
+    // The certificate a refresh's signature is checked with: a node that
+    // reloads its certificate sends its next state whole.
+    if let Some(sig) = &s.signature {
+        body.extend_from_slice(&sig.cert);
+    }
     xxhash_rust::xxh3::xxh3_64(&body)
 }
 

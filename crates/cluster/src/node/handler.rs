@@ -64,7 +64,7 @@ impl<S: LocalStore> Node<S> {
             Request::Ping => Response::Pong,
             req @ (Request::Gossip { .. }
             | Request::GossipDigest { .. }
-            | Request::GossipStates { .. }) => match s.gossip.answer_request(req).await {
+            | Request::GossipStates { .. }) => match s.gossip.answer_request(from, req).await {
                 Ok(answer) => answer,
                 Err(other) => Response::error(ErrorDetail::InvalidArgument(format!(
                     "unexpected {}",
