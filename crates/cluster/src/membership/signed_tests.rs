@@ -318,17 +318,23 @@ fn signatures_are_ignored_by_decoders_that_predate_them() {
     assert_eq!(states[0].tokens, own(&a).tokens);
 }
 
+/// Nodes 1 and 2 of `f`, each holding the other's signed state.
+fn signed_pair(f: &Fixture) -> (Membership, Membership) {
+    let clock = Arc::new(ManualClock::new(0));
+    let (a, b) = (f.node(1, &clock), f.node(2, &clock));
+    a.tick();
+    assert!(b.merge(vec![own(&a)]));
+    assert!(a.merge(vec![own(&b)]));
+    (a, b)
+}
+
 /// A publication travels as a refresh (no certificate, no endpoint) and is
 /// checked as the whole state would be: a refresh with its load changed
 /// on the way is refused and counts for nothing.
 #[test]
 fn signed_refreshes_are_rebuilt_and_checked() {
     let f = Fixture::new();
-    let clock = Arc::new(ManualClock::new(0));
-    let (a, b) = (f.node(1, &clock), f.node(2, &clock));
-    a.tick();
-    assert!(b.merge(vec![own(&a)]));
-    assert!(a.merge(vec![own(&b)]));
+    let (a, b) = signed_pair(&f);
     a.set_load(Load {
         keys: 7,
         ..Load::default()
@@ -372,11 +378,7 @@ fn signed_refreshes_are_rebuilt_and_checked() {
 #[test]
 fn a_new_certificate_goes_whole() {
     let f = Fixture::new();
-    let clock = Arc::new(ManualClock::new(0));
-    let (a, b) = (f.node(1, &clock), f.node(2, &clock));
-    a.tick();
-    assert!(b.merge(vec![own(&a)]));
-    assert!(a.merge(vec![own(&b)]));
+    let (a, b) = signed_pair(&f);
     a.set_auth(StateAuth {
         tls: f.tls(&f.ca, 1),
         required: true,
