@@ -17,6 +17,7 @@
 pub mod certs;
 pub mod client_tls;
 mod der;
+pub mod digest;
 pub mod fault;
 pub mod message;
 pub mod sim;
