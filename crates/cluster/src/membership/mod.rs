@@ -1131,14 +1131,24 @@ impl Membership {
     fn rebuild_placement(&self) {
         let _one = self.rebuilding.lock();
         let states = self.states.read().clone();
-        let current = self.placement_of(&states, |s| s == NodeStatus::Normal || s.is_leaving());
+        // The rings before this change: each new one keeps what the change
+        // did not reach (`Placement::updated`).
+        let was = self.placement.read().clone();
+        let was_pending = self
+            .pending
+            .read()
+            .clone()
+            .unwrap_or_else(|| Arc::clone(&was));
+        let current =
+            self.placement_of(&states, &was, |s| s == NodeStatus::Normal || s.is_leaving());
         let moving = |s: &NodeState| {
             s.status.is_leaving() || (s.status.is_joining() && !s.tokens.is_empty())
         };
-        let pending = states
-            .values()
-            .any(moving)
-            .then(|| self.placement_of(&states, |s| s == NodeStatus::Normal || s.is_joining()));
+        let pending = states.values().any(moving).then(|| {
+            self.placement_of(&states, &was_pending, |s| {
+                s == NodeStatus::Normal || s.is_joining()
+            })
+        });
         // Reads ask both rings during a hand-over, and for a whole episode
         // of movement (from a pending ring appearing to none left) in which
         // more than one node moved: once one of them is done, the current
@@ -1178,14 +1188,16 @@ impl Membership {
     }
 
     /// The placement of the nodes whose status passes `include`: from the
-    /// memo when one is set and holds it.
+    /// memo when one is set and holds it, else updated from `base`.
     fn placement_of(
         &self,
         states: &HashMap<NodeId, NodeState>,
+        base: &Placement,
         include: impl Fn(NodeStatus) -> bool + Copy,
     ) -> Arc<Placement> {
         let build = || {
-            Arc::new(Placement::new(
+            Arc::new(Placement::updated(
+                base,
                 self.ring_of(states, include),
                 self.replication.clone(),
             ))

@@ -24,6 +24,9 @@
 //! skipped nodes fill the remaining places in ring order.
 
 pub mod alloc;
+mod placement;
+
+pub use placement::Placement;
 
 use std::collections::BTreeMap;
 
@@ -311,6 +314,7 @@ impl Ring {
 
 /// What placement needs to know of each data center, worked out once per
 /// ring: how many racks it has, and how many nodes own a token in it.
+#[derive(PartialEq, Eq)]
 struct DcShape<'a> {
     racks: HashMap<&'a str, usize>,
     owners: HashMap<&'a str, usize>,
@@ -412,89 +416,6 @@ fn place(
     }
     chosen.sort_unstable_by_key(|&(pos, _)| pos);
     chosen.into_iter().map(|(_, id)| id).collect()
-}
-
-/// A ring with every vnode's preference list worked out once, so the request
-/// path does a binary search instead of a ring walk.
-#[derive(Debug, Clone)]
-pub struct Placement {
-    ring: Ring,
-    replication: Replication,
-    /// Tokens in ring order, and the preference list of each one's range.
-    tokens: Vec<Token>,
-    lists: Vec<Vec<u64>>,
-}
-
-impl Placement {
-    /// Works out every vnode's preference list: `O(T log T)` for `T`
-    /// tokens, each list walking only as far as it needs.
-    pub fn new(ring: Ring, replication: Replication) -> Self {
-        Self::counted(ring, replication).0
-    }
-
-    /// [`Placement::new`], and the ring-walk steps it took (the work a
-    /// test can bound).
-    pub fn counted(ring: Ring, replication: Replication) -> (Self, usize) {
-        let owners: Vec<(Token, u64)> = ring.tokens().collect();
-        let tokens: Vec<Token> = owners.iter().map(|&(t, _)| t).collect();
-        let mut steps = 0;
-        let lists = {
-            let shape = DcShape::of(&ring);
-            (0..owners.len())
-                .map(|i| {
-                    let walk = owners[i..].iter().chain(&owners[..i]).map(|&(_, n)| n);
-                    place(walk, &ring.nodes, &replication, &shape, &mut steps)
-                })
-                .collect()
-        };
-        let placement = Self {
-            ring,
-            replication,
-            tokens,
-            lists,
-        };
-        (placement, steps)
-    }
-
-    pub fn ring(&self) -> &Ring {
-        &self.ring
-    }
-
-    pub fn replication(&self) -> &Replication {
-        &self.replication
-    }
-
-    /// The preference list of `token` (the list of the vnode owning it).
-    pub fn preference_list(&self, token: Token) -> &[u64] {
-        if self.tokens.is_empty() {
-            return &[];
-        }
-        let i = self.tokens.partition_point(|&t| t < token);
-        let i = if i == self.tokens.len() { 0 } else { i };
-        &self.lists[i]
-    }
-
-    /// The last token of the run of vnode ranges, from `token` on, whose
-    /// preference lists hold the same replicas as `token`'s (in any order),
-    /// in plain token order (a run never wraps past `Token::MAX`): one set
-    /// of replicas serves a key scan of `[token, end]`.
-    pub fn same_replicas_until(&self, token: Token) -> Token {
-        let mut i = self.tokens.partition_point(|&t| t < token);
-        if i == self.tokens.len() {
-            // Past the last token: the range that wraps, up to the end.
-            return Token::MAX;
-        }
-        let same = |a: &[u64], b: &[u64]| a.len() == b.len() && a.iter().all(|x| b.contains(x));
-        let first = &self.lists[i];
-        while i + 1 < self.tokens.len() && same(&self.lists[i + 1], first) {
-            i += 1;
-        }
-        if i + 1 == self.tokens.len() && same(&self.lists[0], first) {
-            // The wrapping range's tokens after the last one: same replicas.
-            return Token::MAX;
-        }
-        self.tokens[i]
-    }
 }
 
 #[cfg(test)]
@@ -724,7 +645,7 @@ mod tests {
                 ring.insert_with_tokens(n, &tokens).expect("add");
             }
             let (p, steps) = Placement::counted(ring, Replication::simple("dc1", 3));
-            (steps as f64 / p.tokens.len() as f64, steps)
+            (steps as f64 / p.vnodes() as f64, steps)
         };
         let (per_token_small, small) = build(100);
         let (per_token_large, large) = build(2_000);
