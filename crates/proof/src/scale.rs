@@ -24,9 +24,14 @@
 //! 4. A join wave: `joins` new nodes at once, each knowing one seed; each
 //!    learns the cluster, picks its tokens, announces them (JOINING), and
 //!    turns NORMAL; seconds until every node holds every new node NORMAL.
-//! 5. A rack fails (its nodes stop): seconds until every live node sees
+//! 5. Decommissions: `decommissions` nodes leave at once as a
+//!    decommission takes them (LEAVING, LEAVE_HANDOVER five seconds later,
+//!    LEFT five seconds after that, pushed to every peer, then stopped);
+//!    seconds from LEFT until every live node holds each of them LEFT and
+//!    out of its ring.
+//! 6. A rack fails (its nodes stop): seconds until every live node sees
 //!    each of them down, and false suspicions meanwhile.
-//! 6. A data center is cut off for `cut_secs`, then healed: seconds until
+//! 7. A data center is cut off for `cut_secs`, then healed: seconds until
 //!    every node sees every live node alive again.
 //!
 //! The run is deterministic for a seed (one current-thread runtime with a
@@ -60,6 +65,8 @@ pub struct ScaleConfig {
     pub steady_secs: u64,
     /// Nodes joining at once in the join wave (0: no wave).
     pub joins: usize,
+    /// Nodes decommissioned at once (0: none).
+    pub decommissions: usize,
     /// How long the data center stays cut off (0: no cut).
     pub cut_secs: u64,
     /// Message loss, duplication and delays of the simulated network (off:
@@ -79,6 +86,7 @@ impl ScaleConfig {
             rf: 3,
             steady_secs: 60,
             joins: 20,
+            decommissions: 10,
             cut_secs: 30,
             net_faults: true,
         }
@@ -104,6 +112,9 @@ pub struct ScaleReport {
     pub token_rounds: Option<u64>,
     /// Seconds until every node held every joining node NORMAL.
     pub join_secs: Option<u64>,
+    /// Seconds from the decommissioned nodes' LEFT until every live node
+    /// held each of them LEFT, outside its ring.
+    pub leave_secs: Option<u64>,
     /// Nodes of the failed rack, and seconds until every live node saw each
     /// of them down.
     pub rack_nodes: usize,
@@ -117,23 +128,32 @@ pub struct ScaleReport {
     /// Wall-clock milliseconds of one ring and placement build of the
     /// whole cluster (what every node does when the ring changes).
     pub ring_build_ms: f64,
+    /// Wall-clock milliseconds of one update of that placement after one
+    /// node joins (the lists the join cannot reach kept).
+    pub ring_update_ms: f64,
     /// Ring builds the memo saved, and those it did.
     pub ring_memo: (u64, u64),
     /// Encoded bytes of the states one node holds.
     pub state_bytes_per_node: u64,
+    /// The process's resident memory after the start, divided by the
+    /// nodes (each node's states, detectors and gossip; rings shared by
+    /// equal views counted once), and at its peak over the run (the join
+    /// wave's views differ, each ring its own).
+    pub memory_per_node: u64,
+    pub memory_peak_per_node: u64,
     /// Wall-clock seconds of the whole run.
     pub wall_secs: f64,
 }
 
 impl ScaleReport {
     /// The header of [`ScaleReport::row`].
-    pub const HEADER: &'static str = "| nodes | start s | bytes/node/s mean | p99 | max | token change rounds | join wave s | rack down (nodes) s | DC heal s | false suspicions | ring build ms | state KB/node | wall s |";
+    pub const HEADER: &'static str = "| nodes | start s | bytes/node/s mean | p99 | max | token change rounds | join wave s | decommission s | rack down (nodes) s | DC heal s | false suspicions | ring build (update) ms | state KB/node | memory KB/node (peak) | wall s |";
 
     /// One table row (Markdown).
     pub fn row(&self) -> String {
         let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
         format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} | {:.1} | {} | {:.0} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} | {:.1} ({:.1}) | {} | {} ({}) | {:.0} |",
             self.nodes,
             opt(self.start_secs),
             self.bytes_mean,
@@ -141,12 +161,16 @@ impl ScaleReport {
             self.bytes_max,
             opt(self.token_rounds),
             opt(self.join_secs),
+            opt(self.leave_secs),
             opt(self.detect_secs),
             self.rack_nodes,
             opt(self.heal_secs),
             self.false_suspicions,
             self.ring_build_ms,
+            self.ring_update_ms,
             self.state_bytes_per_node / 1024,
+            self.memory_per_node / 1024,
+            self.memory_peak_per_node / 1024,
             self.wall_secs,
         )
     }
@@ -350,6 +374,8 @@ impl Scale {
             ..ScaleReport::default()
         };
         // 1. The cluster, every node knowing every state.
+        reset_peak_rss();
+        let baseline = rss("VmRSS:");
         let ids: Vec<u64> = (0..n).map(|_| self.rng.next_u64() | 1).collect();
         let states: Vec<NodeState> = ids
             .iter()
@@ -360,7 +386,7 @@ impl Scale {
             })
             .collect();
         self.seeds = ids.iter().take(3).map(|&id| test_addr(id)).collect();
-        report.ring_build_ms = ring_build_ms(&states, &self.replication);
+        (report.ring_build_ms, report.ring_update_ms) = ring_build_ms(&states, &self.replication);
         for (i, s) in states.iter().enumerate() {
             let offset = Duration::from_millis(self.rng.next_u64() % 1_000);
             let known: Vec<NodeState> = states.iter().filter(|o| o.id != s.id).cloned().collect();
@@ -372,6 +398,7 @@ impl Scale {
         }
         let step = self.sample_secs();
         report.start_secs = self.until(step, |s| s.suspicions() == 0).await;
+        report.memory_per_node = rss("VmRSS:").saturating_sub(baseline) / n as u64;
 
         // 2. Steady state, after every node has published twice (the
         // first publication after a start goes whole).
@@ -432,12 +459,21 @@ impl Scale {
             report.join_secs = self.join_wave(n).await;
         }
 
-        // 5. A rack fails.
-        let rack: Vec<u64> = states
-            .iter()
-            .filter(|s| s.dc == "dc0" && s.rack == "r0")
-            .map(|s| s.id)
-            .collect();
+        // 5. Decommissions (none of the rack that fails next).
+        let in_rack = |s: &&NodeState| s.dc == "dc0" && s.rack == "r0";
+        if let Some(every) = n.checked_div(self.config.decommissions) {
+            let leavers: Vec<u64> = states
+                .iter()
+                .filter(|s| !in_rack(s) && s.id != mover)
+                .step_by(every.max(1))
+                .take(self.config.decommissions)
+                .map(|s| s.id)
+                .collect();
+            report.leave_secs = self.decommission(&leavers).await;
+        }
+
+        // 6. A rack fails.
+        let rack: Vec<u64> = states.iter().filter(in_rack).map(|s| s.id).collect();
         report.rack_nodes = rack.len();
         for id in &rack {
             if let Some(m) = self.members.get(id) {
@@ -454,7 +490,7 @@ impl Scale {
             .await;
         self.false_suspicions += self.suspicions();
 
-        // 6. A data center cut off, then healed.
+        // 7. A data center cut off, then healed.
         if self.config.cut_secs > 0 && self.config.dcs > 1 {
             let (cut, rest): (Vec<u64>, Vec<u64>) =
                 self.live().map(|m| m.membership.self_id()).partition(|id| {
@@ -470,10 +506,57 @@ impl Scale {
         }
         report.false_suspicions = self.false_suspicions;
         report.ring_memo = self.memo.counts();
+        report.memory_peak_per_node = peak_rss().saturating_sub(baseline) / n as u64;
         for m in self.members.values() {
             let _ = m.stop.send(true);
         }
         report
+    }
+
+    /// Decommissions `leavers` at once, as the movement drive takes a node
+    /// out: LEAVING, LEAVE_HANDOVER five seconds later, LEFT five seconds
+    /// after that, pushed to every peer, then stopped. The seconds from
+    /// LEFT until every live node holds each of them LEFT, outside its
+    /// ring.
+    async fn decommission(&mut self, leavers: &[u64]) -> Option<u64> {
+        for status in [NodeStatus::Leaving, NodeStatus::LeaveHandover] {
+            for id in leavers {
+                self.members[id]
+                    .membership
+                    .update_self(|s| s.status = status);
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        let mut pushes = Vec::new();
+        for id in leavers {
+            let member = Arc::clone(&self.members[id]);
+            member
+                .membership
+                .update_self(|s| s.status = NodeStatus::Left);
+            pushes.push(tokio::spawn(async move {
+                member.gossip.push_to_all(&[]).await;
+                let _ = member.stop.send(true);
+            }));
+        }
+        self.stopped.extend_from_slice(leavers);
+        let secs = self
+            .until(1, |s| {
+                s.live().all(|m| {
+                    let ring = m.membership.current_ring();
+                    leavers.iter().all(|&id| {
+                        m.membership.status(id) == Some(NodeStatus::Left)
+                            && ring.ring().node(id).is_none()
+                    })
+                })
+            })
+            .await;
+        for push in pushes {
+            let _ = push.await;
+        }
+        for id in leavers {
+            self.net.detach(*id);
+        }
+        secs
     }
 
     /// `joins` nodes join at once through one seed each: each learns the
@@ -541,6 +624,35 @@ impl Scale {
     }
 }
 
+/// A figure of this process's `/proc/self/status` in bytes (`VmRSS:`
+/// resident now, `VmHWM:` its peak); 0 where there is none.
+fn rss(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with(field))?;
+            let kb: u64 = line[field.len()..]
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()?;
+            Some(kb * 1024)
+        })
+        .unwrap_or(0)
+}
+
+/// The process's peak resident memory since [`reset_peak_rss`].
+fn peak_rss() -> u64 {
+    rss("VmHWM:")
+}
+
+/// Resets the peak of resident memory to what is resident now (Linux's
+/// `clear_refs` 5; where it cannot, the peak stays the process's).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 /// The encoded size of a state.
 fn postcard_len(s: &NodeState) -> usize {
     ringkv_cluster::net::message::encode(
@@ -554,30 +666,56 @@ fn postcard_len(s: &NodeState) -> usize {
 }
 
 /// Wall-clock milliseconds of one build of the ring and placement of
-/// `states` (median of three).
-fn ring_build_ms(states: &[NodeState], replication: &Replication) -> f64 {
-    let mut times: Vec<f64> = (0..3)
-        .map(|_| {
-            let started = Instant::now();
-            let mut ring = Ring::new(TOKENS);
-            let mut sorted: Vec<&NodeState> = states.iter().collect();
-            sorted.sort_unstable_by_key(|s| s.id);
-            for s in sorted {
-                let node = RingNode {
-                    id: s.id,
-                    dc: s.dc.clone(),
-                    rack: s.rack.clone(),
-                    weight: s.weight,
-                };
-                let _ = ring.insert_with_tokens(node, &s.tokens);
-            }
-            let placement = Placement::new(ring, replication.clone());
-            std::hint::black_box(&placement);
-            started.elapsed().as_secs_f64() * 1_000.0
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[1]
+/// `states`, and of one update of that placement after a node joins
+/// (`Placement::updated`; medians of three).
+fn ring_build_ms(states: &[NodeState], replication: &Replication) -> (f64, f64) {
+    let ring = {
+        let mut ring = Ring::new(TOKENS);
+        let mut sorted: Vec<&NodeState> = states.iter().collect();
+        sorted.sort_unstable_by_key(|s| s.id);
+        for s in sorted {
+            let node = RingNode {
+                id: s.id,
+                dc: s.dc.clone(),
+                rack: s.rack.clone(),
+                weight: s.weight,
+            };
+            let _ = ring.insert_with_tokens(node, &s.tokens);
+        }
+        ring
+    };
+    let median = |mut times: Vec<f64>| {
+        times.sort_by(f64::total_cmp);
+        times[times.len() / 2]
+    };
+    let timed = |f: &dyn Fn() -> Placement| {
+        let started = Instant::now();
+        std::hint::black_box(f());
+        started.elapsed().as_secs_f64() * 1_000.0
+    };
+    let build = median(
+        (0..3)
+            .map(|_| timed(&|| Placement::new(ring.clone(), replication.clone())))
+            .collect(),
+    );
+    let base = Placement::new(ring.clone(), replication.clone());
+    let mut joined = ring.clone();
+    let newcomer = states.first().map(|s| RingNode {
+        id: 0,
+        dc: s.dc.clone(),
+        rack: s.rack.clone(),
+        weight: 1,
+    });
+    if let Some(node) = newcomer {
+        let rf = replication.in_dc(&node.dc);
+        let _ = joined.add_node(node, rf);
+    }
+    let update = median(
+        (0..3)
+            .map(|_| timed(&|| Placement::updated(&base, joined.clone(), replication.clone())))
+            .collect(),
+    );
+    (build, update)
 }
 
 #[cfg(test)]
@@ -592,6 +730,7 @@ mod tests {
         let config = ScaleConfig {
             steady_secs: 30,
             joins: 5,
+            decommissions: 3,
             cut_secs: 20,
             ..ScaleConfig::new(60, 1)
         };
@@ -605,6 +744,7 @@ mod tests {
         assert!(r.start_secs.is_some(), "{r:?}");
         assert!(r.token_rounds.is_some_and(|t| t <= 10), "{r:?}");
         assert!(r.join_secs.is_some(), "{r:?}");
+        assert!(r.leave_secs.is_some_and(|s| s <= 10), "{r:?}");
         assert!(
             r.rack_nodes >= 1 && r.detect_secs.is_some_and(|s| s <= 30),
             "{r:?}"
@@ -612,6 +752,7 @@ mod tests {
         assert!(r.heal_secs.is_some(), "{r:?}");
         assert_eq!(r.false_suspicions, 0, "{r:?}");
         assert!(r.bytes_mean > 0 && r.bytes_mean < 16_000, "{r:?}");
+        assert!(r.memory_per_node > 0, "{r:?}");
         let (hits, builds) = r.ring_memo;
         assert!(hits > builds, "{r:?}");
     }

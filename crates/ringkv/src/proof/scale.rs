@@ -19,6 +19,9 @@ pub struct ScaleArgs {
     /// Nodes joining at once in the join wave.
     #[arg(long, default_value_t = 20)]
     pub joins: usize,
+    /// Nodes decommissioned at once.
+    #[arg(long, default_value_t = 10)]
+    pub decommissions: usize,
     /// Simulated seconds a data center stays cut off.
     #[arg(long, default_value_t = 30)]
     pub cut_secs: u64,
@@ -68,6 +71,7 @@ fn misses(r: &ScaleReport, a: &ScaleArgs) -> Vec<String> {
     for (what, v, ran) in [
         ("start", r.start_secs, true),
         ("join wave", r.join_secs, a.joins > 0),
+        ("decommission", r.leave_secs, a.decommissions > 0),
         ("heal", r.heal_secs, a.cut_secs > 0),
     ] {
         if ran && v.is_none() {
@@ -88,6 +92,7 @@ pub fn run(a: ScaleArgs) -> anyhow::Result<()> {
         let config = ScaleConfig {
             steady_secs: a.steady_secs,
             joins: a.joins,
+            decommissions: a.decommissions,
             cut_secs: a.cut_secs,
             net_faults: !a.no_net_faults,
             ..ScaleConfig::new(nodes, a.seed)
