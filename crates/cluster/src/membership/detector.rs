@@ -7,12 +7,19 @@ use std::time::Duration;
 /// jumps by many: its outage is no interval).
 const PULSES_PER_ARRIVAL_MAX: u64 = 10;
 
+/// The longest interval counted, microseconds (an hour: a longer silence
+/// says nothing more of the peer's rate, and the sums cannot overflow).
+const INTERVAL_US_MAX: u64 = 3_600_000_000;
+
 /// Phi-accrual failure detector for one peer.
 #[derive(Debug, Clone)]
 pub struct PhiDetector {
-    /// The last arrivals: (milliseconds since the one before, heartbeats
-    /// it brought).
-    intervals_ms: VecDeque<(f64, u64)>,
+    /// The last arrivals: (microseconds since the one before, heartbeats
+    /// it brought), and their sums (kept as they change: `phi` is asked of
+    /// every member every round, and must not walk the window).
+    intervals: VecDeque<(u64, u64)>,
+    sum_us: u64,
+    sum_pulses: u64,
     last: Option<Duration>,
     intervals_max: usize,
     /// Floor on the mean interval so a burst of quick heartbeats does not
@@ -33,7 +40,9 @@ pub struct PhiDetector {
 impl PhiDetector {
     pub fn new(intervals_max: usize, expected_interval_ms: f64) -> Self {
         Self {
-            intervals_ms: VecDeque::with_capacity(intervals_max),
+            intervals: VecDeque::with_capacity(intervals_max),
+            sum_us: 0,
+            sum_pulses: 0,
             last: None,
             intervals_max: intervals_max.max(1),
             mean_floor_ms: expected_interval_ms,
@@ -114,7 +123,9 @@ impl PhiDetector {
             Some(_) => {
                 // Back: its outage is not a heartbeat interval.
                 self.stopped_at = None;
-                self.intervals_ms.clear();
+                self.intervals.clear();
+                self.sum_us = 0;
+                self.sum_pulses = 0;
                 self.last = None;
                 true
             }
@@ -130,11 +141,19 @@ impl PhiDetector {
     /// Records an arrival at `now` of `pulses` heartbeats at once.
     fn heartbeat_of(&mut self, now: Duration, pulses: u64) {
         if let Some(last) = self.last {
-            let ms = now.saturating_sub(last).as_secs_f64() * 1000.0;
-            if self.intervals_ms.len() == self.intervals_max {
-                self.intervals_ms.pop_front();
+            let us = u64::try_from(now.saturating_sub(last).as_micros())
+                .unwrap_or(INTERVAL_US_MAX)
+                .min(INTERVAL_US_MAX);
+            let pulses = pulses.max(1);
+            if self.intervals.len() == self.intervals_max
+                && let Some((old_us, old_pulses)) = self.intervals.pop_front()
+            {
+                self.sum_us -= old_us;
+                self.sum_pulses -= old_pulses;
             }
-            self.intervals_ms.push_back((ms, pulses.max(1)));
+            self.intervals.push_back((us, pulses));
+            self.sum_us += us;
+            self.sum_pulses += pulses;
         }
         self.last = Some(now);
     }
@@ -152,14 +171,10 @@ impl PhiDetector {
         if self.stopped_at.is_some() {
             return f64::INFINITY;
         }
-        let mean = if self.intervals_ms.is_empty() {
+        let mean = if self.intervals.is_empty() {
             self.mean_floor_ms
         } else {
-            let (ms, pulses) = self
-                .intervals_ms
-                .iter()
-                .fold((0.0, 0u64), |(ms, n), &(m, p)| (ms + m, n + p));
-            (ms / pulses.max(1) as f64).max(self.mean_floor_ms)
+            (self.sum_us as f64 / 1000.0 / self.sum_pulses.max(1) as f64).max(self.mean_floor_ms)
         };
         let elapsed = now.saturating_sub(last).as_secs_f64() * 1000.0;
         elapsed / mean * std::f64::consts::LOG10_E
