@@ -76,7 +76,7 @@ pub struct ScaleConfig {
 
 impl ScaleConfig {
     /// `nodes` nodes in 3 data centers of 10 racks, RF 3 each, a minute of
-    /// steady state, a wave of 20 joins, a 30 s cut.
+    /// steady state, a wave of 40 joins, 20 decommissions, a 30 s cut.
     pub fn new(nodes: usize, seed: u64) -> Self {
         Self {
             nodes,
@@ -85,8 +85,8 @@ impl ScaleConfig {
             racks_per_dc: 10,
             rf: 3,
             steady_secs: 60,
-            joins: 20,
-            decommissions: 10,
+            joins: 40,
+            decommissions: 20,
             cut_secs: 30,
             net_faults: true,
         }

@@ -17,10 +17,10 @@ pub struct ScaleArgs {
     #[arg(long, default_value_t = 60)]
     pub steady_secs: u64,
     /// Nodes joining at once in the join wave.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 40)]
     pub joins: usize,
     /// Nodes decommissioned at once.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 20)]
     pub decommissions: usize,
     /// Simulated seconds a data center stays cut off.
     #[arg(long, default_value_t = 30)]
