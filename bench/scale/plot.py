@@ -13,18 +13,24 @@ dependencies beyond Python's standard library.
 import sys
 
 rows = []
+header = None
 for line in sys.stdin:
     cells = [c.strip() for c in line.strip().strip("|").split("|")]
-    if len(cells) < 13 or not cells[0].isdigit():
+    if cells and cells[0] == "nodes":
+        # Columns by name: the table gains columns over time.
+        header = {name: i for i, name in enumerate(cells)}
         continue
-    num = lambda c: float(c.split()[0]) if c.split() and c.split()[0] != "-" else None
+    if header is None or len(cells) < len(header) or not cells[0].replace(",", "").isdigit():
+        continue
+    num = lambda c: float(c.split()[0].replace(",", "")) if c.split() and c.split()[0] not in ("-", "not") else None
+    col = lambda name: num(cells[header[name]]) if name in header else None
     rows.append(
         {
-            "n": int(cells[0]),
-            "mean": num(cells[2]),
-            "p99": num(cells[3]),
-            "token": num(cells[5]),
-            "detect": num(cells[7]),
+            "n": int(cells[0].replace(",", "")),
+            "mean": col("bytes/node/s mean"),
+            "p99": col("p99"),
+            "token": col("token change rounds"),
+            "detect": col("rack down (nodes) s"),
         }
     )
 rows.sort(key=lambda r: r["n"])

@@ -67,6 +67,9 @@ pub struct ScaleConfig {
     pub joins: usize,
     /// Nodes decommissioned at once (0: none).
     pub decommissions: usize,
+    /// Tokens a node (64 by default, as a node of weight 1; fewer make
+    /// each state, and the simulation's memory, smaller).
+    pub tokens: usize,
     /// How long the data center stays cut off (0: no cut).
     pub cut_secs: u64,
     /// Message loss, duplication and delays of the simulated network (off:
@@ -87,6 +90,7 @@ impl ScaleConfig {
             steady_secs: 60,
             joins: 40,
             decommissions: 20,
+            tokens: 64,
             cut_secs: 30,
             net_faults: true,
         }
@@ -202,8 +206,6 @@ impl Handler for Member {
 
 /// Bound on each step's wait, simulated seconds.
 const STEP_SECS_MAX: u64 = 300;
-/// Tokens per node.
-const TOKENS: usize = 64;
 
 struct Scale {
     config: ScaleConfig,
@@ -300,7 +302,10 @@ impl Scale {
             me,
             self.replication.clone(),
             self.clock.clone(),
-            MembershipConfig::default(),
+            MembershipConfig {
+                tokens_per_weight: self.config.tokens.max(1),
+                ..MembershipConfig::default()
+            },
         ));
         membership.set_ring_memo(Arc::clone(&self.memo));
         membership.restore(known);
@@ -381,12 +386,15 @@ impl Scale {
             .iter()
             .enumerate()
             .map(|(i, &id)| {
-                let tokens = (0..TOKENS).map(|_| self.rng.next_u64()).collect();
+                let tokens = (0..self.config.tokens)
+                    .map(|_| self.rng.next_u64())
+                    .collect();
                 self.state(id, i, tokens, NodeStatus::Normal)
             })
             .collect();
         self.seeds = ids.iter().take(3).map(|&id| test_addr(id)).collect();
-        (report.ring_build_ms, report.ring_update_ms) = ring_build_ms(&states, &self.replication);
+        (report.ring_build_ms, report.ring_update_ms) =
+            ring_build_ms(&states, &self.replication, self.config.tokens);
         for (i, s) in states.iter().enumerate() {
             let offset = Duration::from_millis(self.rng.next_u64() % 1_000);
             let known: Vec<NodeState> = states.iter().filter(|o| o.id != s.id).cloned().collect();
@@ -668,9 +676,9 @@ fn postcard_len(s: &NodeState) -> usize {
 /// Wall-clock milliseconds of one build of the ring and placement of
 /// `states`, and of one update of that placement after a node joins
 /// (`Placement::updated`; medians of three).
-fn ring_build_ms(states: &[NodeState], replication: &Replication) -> (f64, f64) {
+fn ring_build_ms(states: &[NodeState], replication: &Replication, tokens: usize) -> (f64, f64) {
     let ring = {
-        let mut ring = Ring::new(TOKENS);
+        let mut ring = Ring::new(tokens);
         let mut sorted: Vec<&NodeState> = states.iter().collect();
         sorted.sort_unstable_by_key(|s| s.id);
         for s in sorted {

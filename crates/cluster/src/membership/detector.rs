@@ -8,16 +8,17 @@ use std::time::Duration;
 const PULSES_PER_ARRIVAL_MAX: u64 = 10;
 
 /// The longest interval counted, microseconds (an hour: a longer silence
-/// says nothing more of the peer's rate, and the sums cannot overflow).
-const INTERVAL_US_MAX: u64 = 3_600_000_000;
+/// says nothing more of the peer's rate; it fits a `u32`).
+const INTERVAL_US_MAX: u32 = 3_600_000_000;
 
 /// Phi-accrual failure detector for one peer.
 #[derive(Debug, Clone)]
 pub struct PhiDetector {
     /// The last arrivals: (microseconds since the one before, heartbeats
-    /// it brought), and their sums (kept as they change: `phi` is asked of
-    /// every member every round, and must not walk the window).
-    intervals: VecDeque<(u64, u64)>,
+    /// it brought; 8 bytes an arrival, a detector per member per node),
+    /// and their sums (kept as they change: `phi` is asked of every member
+    /// every round, and must not walk the window).
+    intervals: VecDeque<(u32, u16)>,
     sum_us: u64,
     sum_pulses: u64,
     last: Option<Duration>,
@@ -40,7 +41,8 @@ pub struct PhiDetector {
 impl PhiDetector {
     pub fn new(intervals_max: usize, expected_interval_ms: f64) -> Self {
         Self {
-            intervals: VecDeque::with_capacity(intervals_max),
+            // Grown as arrivals come: a member heard once costs nothing.
+            intervals: VecDeque::new(),
             sum_us: 0,
             sum_pulses: 0,
             last: None,
@@ -141,19 +143,19 @@ impl PhiDetector {
     /// Records an arrival at `now` of `pulses` heartbeats at once.
     fn heartbeat_of(&mut self, now: Duration, pulses: u64) {
         if let Some(last) = self.last {
-            let us = u64::try_from(now.saturating_sub(last).as_micros())
+            let us = u32::try_from(now.saturating_sub(last).as_micros())
                 .unwrap_or(INTERVAL_US_MAX)
                 .min(INTERVAL_US_MAX);
-            let pulses = pulses.max(1);
+            let pulses = pulses.clamp(1, PULSES_PER_ARRIVAL_MAX) as u16;
             if self.intervals.len() == self.intervals_max
                 && let Some((old_us, old_pulses)) = self.intervals.pop_front()
             {
-                self.sum_us -= old_us;
-                self.sum_pulses -= old_pulses;
+                self.sum_us -= u64::from(old_us);
+                self.sum_pulses -= u64::from(old_pulses);
             }
             self.intervals.push_back((us, pulses));
-            self.sum_us += us;
-            self.sum_pulses += pulses;
+            self.sum_us += u64::from(us);
+            self.sum_pulses += u64::from(pulses);
         }
         self.last = Some(now);
     }
