@@ -418,6 +418,26 @@ fn place(
     chosen.into_iter().map(|(_, id)| id).collect()
 }
 
+/// A ring of `nodes` nodes (ids from 1, placed by `node_of`) of 64 tokens
+/// each, drawn by xorshift from `seed`.
+#[cfg(test)]
+fn xorshift_ring(nodes: u64, seed: u64, node_of: impl Fn(u64) -> RingNode) -> Ring {
+    let mut ring = Ring::new(64);
+    let mut draw = seed;
+    for id in 1..=nodes {
+        let tokens: Vec<u64> = (0..64)
+            .map(|_| {
+                draw ^= draw << 13;
+                draw ^= draw >> 7;
+                draw ^= draw << 17;
+                draw
+            })
+            .collect();
+        let _ = ring.insert_with_tokens(node_of(id), &tokens);
+    }
+    ring
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -630,20 +650,9 @@ mod tests {
         // 64 tokens a node, three racks, N=3: the average list walks a few
         // tokens, whatever the ring's size, so the rebuild is O(T log T).
         let build = |nodes: u64| {
-            let mut ring = Ring::new(64);
-            let mut draw = 0x9e37_79b9_7f4a_7c15u64;
-            for id in 1..=nodes {
-                let tokens: Vec<u64> = (0..64)
-                    .map(|_| {
-                        draw ^= draw << 13;
-                        draw ^= draw >> 7;
-                        draw ^= draw << 17;
-                        draw
-                    })
-                    .collect();
-                let n = node(id, "dc1", &format!("r{}", id % 3));
-                ring.insert_with_tokens(n, &tokens).expect("add");
-            }
+            let ring = xorshift_ring(nodes, 0x9e37_79b9_7f4a_7c15, |id| {
+                node(id, "dc1", &format!("r{}", id % 3))
+            });
             let (p, steps) = Placement::counted(ring, Replication::simple("dc1", 3));
             (steps as f64 / p.vnodes() as f64, steps)
         };

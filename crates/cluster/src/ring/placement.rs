@@ -332,22 +332,10 @@ mod tests {
         }
     }
 
-    fn thousand(nodes: u64) -> Ring {
-        let mut ring = Ring::new(64);
-        let mut draw = 0x2545_f491_4f6c_dd1du64;
-        for id in 1..=nodes {
-            let tokens: Vec<u64> = (0..64)
-                .map(|_| {
-                    draw ^= draw << 13;
-                    draw ^= draw >> 7;
-                    draw ^= draw << 17;
-                    draw
-                })
-                .collect();
-            let n = node(id, (id % 3) as u8, (id / 3 % 10) as u8);
-            ring.insert_with_tokens(n, &tokens).expect("add");
-        }
-        ring
+    fn three_dc_ring(nodes: u64) -> Ring {
+        super::super::xorshift_ring(nodes, 0x2545_f491_4f6c_dd1d, |id| {
+            node(id, (id % 3) as u8, (id / 3 % 10) as u8)
+        })
     }
 
     fn three_dcs() -> Replication {
@@ -358,7 +346,7 @@ mod tests {
 
     #[test]
     fn a_join_among_hundreds_walks_a_few_vnodes_again() {
-        let before = thousand(300);
+        let before = three_dc_ring(300);
         let rep = three_dcs();
         let (base, whole) = Placement::counted(before.clone(), rep.clone());
         let mut after = before.clone();
@@ -374,7 +362,7 @@ mod tests {
 
     #[test]
     fn a_new_rack_or_replication_rebuilds_everything() {
-        let before = thousand(60);
+        let before = three_dc_ring(60);
         let rep = three_dcs();
         let (base, whole) = Placement::counted(before.clone(), rep.clone());
         let mut after = before.clone();
