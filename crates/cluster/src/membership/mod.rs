@@ -121,13 +121,39 @@ pub struct Membership {
     own_pulse: std::sync::atomic::AtomicU64,
     /// Per member, the version since which the endpoint held here (the
     /// state but heartbeat, load and signature) has been known: a peer at
-    /// or after it can take a refresh.
-    endpoint_since: Mutex<HashMap<NodeId, u64>>,
+    /// or after it can take a refresh. Every change of a member's endpoint
+    /// replaces its entry.
+    endpoint_since: Mutex<HashMap<NodeId, Endpoint>>,
     /// Members whose refresh could not be rebuilt here: shown at version 0
     /// in this node's digests until a whole state of them arrives.
     want_whole: Mutex<HashSet<NodeId>>,
     /// Rings shared with other nodes of one process (a simulation).
     ring_memo: RwLock<Option<Arc<RingMemo>>>,
+}
+
+/// What [`Membership`] knows of a member's endpoint: the version since
+/// which it has held it, and its [`endpoint_hash`] once asked (every
+/// refresh sent or taken needs it; it changes only with the endpoint,
+/// which replaces the entry).
+#[derive(Debug, Clone, Copy)]
+struct Endpoint {
+    since: u64,
+    hash: Option<u64>,
+}
+
+impl Endpoint {
+    fn since(since: u64) -> Self {
+        Self { since, hash: None }
+    }
+
+    /// The endpoint hash of `s`, the state held of its member, from the
+    /// entry of `map` (computed once per endpoint).
+    fn hash_of(map: &mut HashMap<NodeId, Endpoint>, s: &NodeState) -> u64 {
+        match map.get_mut(&s.id) {
+            Some(e) => *e.hash.get_or_insert_with(|| endpoint_hash(s)),
+            None => endpoint_hash(s),
+        }
+    }
 }
 
 /// Placements already worked out, shared by the nodes of one process that
@@ -244,7 +270,11 @@ impl Membership {
     ) -> Self {
         let self_id = me.id;
         let own_pulse = std::sync::atomic::AtomicU64::new(me.heartbeat);
-        let endpoint_since = Mutex::new([(self_id, me.heartbeat)].into_iter().collect());
+        let endpoint_since = Mutex::new(
+            [(self_id, Endpoint::since(me.heartbeat))]
+                .into_iter()
+                .collect(),
+        );
         let m = Self {
             own_pulse,
             endpoint_since,
@@ -349,7 +379,9 @@ impl Membership {
             };
             f(s);
             s.heartbeat = s.heartbeat.saturating_add(1);
-            self.endpoint_since.lock().insert(id, s.heartbeat);
+            self.endpoint_since
+                .lock()
+                .insert(id, Endpoint::since(s.heartbeat));
             // An admin's grant for this status, else this node's own
             // signature (which peers take only without TLS).
             let grant = self.grants.lock().get(&id).and_then(|grants| {
@@ -602,7 +634,7 @@ impl Membership {
                 self.publish(me);
                 self.endpoint_since
                     .lock()
-                    .insert(self.self_id, me.heartbeat);
+                    .insert(self.self_id, Endpoint::since(me.heartbeat));
             }
         }
         self.rebuild_ring();
@@ -625,7 +657,7 @@ impl Membership {
         if me.signature.as_ref().map(|sig| &sig.cert) != cert.as_ref() {
             self.endpoint_since
                 .lock()
-                .insert(self.self_id, me.heartbeat);
+                .insert(self.self_id, Endpoint::since(me.heartbeat));
         }
     }
 
@@ -833,7 +865,7 @@ impl Membership {
         theirs: &HashMap<NodeId, (u64, u64)>,
     ) -> (Vec<NodeState>, Vec<StateRefresh>) {
         let states = self.states.read();
-        let since = self.endpoint_since.lock();
+        let mut since = self.endpoint_since.lock();
         let mut whole = Vec::new();
         let mut refreshes = Vec::new();
         for id in rotated(ids, self.rotation()).take(GOSSIP_STATES_PER_MESSAGE_MAX) {
@@ -847,7 +879,7 @@ impl Membership {
                 && theirs.get(id).is_some_and(|&(generation, version)| {
                     generation == s.generation
                         && version > 0
-                        && since.get(id).is_some_and(|&since| version >= since)
+                        && since.get(id).is_some_and(|e| version >= e.since)
                 });
             if refreshable {
                 refreshes.push(StateRefresh {
@@ -855,7 +887,7 @@ impl Membership {
                     generation: s.generation,
                     heartbeat: s.heartbeat,
                     load: s.load,
-                    endpoint: endpoint_hash(s),
+                    endpoint: Endpoint::hash_of(&mut since, s),
                     signature: s
                         .signature
                         .as_ref()
@@ -878,6 +910,7 @@ impl Membership {
         {
             let states = self.states.read();
             let mut want = self.want_whole.lock();
+            let mut since = self.endpoint_since.lock();
             for r in refreshes.into_iter().take(GOSSIP_STATES_PER_MESSAGE_MAX) {
                 if r.id == self.self_id {
                     continue;
@@ -891,7 +924,9 @@ impl Membership {
                 {
                     continue;
                 }
-                if r.generation != old.generation || endpoint_hash(old) != r.endpoint {
+                if r.generation != old.generation
+                    || Endpoint::hash_of(&mut since, old) != r.endpoint
+                {
                     want.insert(r.id);
                     continue;
                 }
@@ -1036,10 +1071,12 @@ impl Membership {
                         self.endpoint_since
                             .lock()
                             .entry(s.id)
-                            .or_insert(o.heartbeat);
+                            .or_insert(Endpoint::since(o.heartbeat));
                     }
                     _ => {
-                        self.endpoint_since.lock().insert(s.id, s.heartbeat);
+                        self.endpoint_since
+                            .lock()
+                            .insert(s.id, Endpoint::since(s.heartbeat));
                         endpoint_changed = true;
                     }
                 }
@@ -1109,7 +1146,9 @@ impl Membership {
                     tracing::warn!(node = %crate::id::display(s.id), %why, "dropped a saved node state");
                     continue;
                 }
-                self.endpoint_since.lock().insert(s.id, s.heartbeat);
+                self.endpoint_since
+                    .lock()
+                    .insert(s.id, Endpoint::since(s.heartbeat));
                 states.insert(s.id, s);
             }
         }
