@@ -2,7 +2,10 @@
 //! ring from every node's tokens, then every vnode's preference list) when
 //! a state that changes the ring arrives, for rings of growing size. The
 //! work should grow as `T log T` in the number of tokens `T`: ten times the
-//! nodes, about ten times the time.
+//! nodes, about ten times the time. Beside it, the update membership does
+//! instead (`Placement::updated`): the ring after one more node joins,
+//! from the placement before, walking again only the vnodes the join
+//! reaches.
 
 use std::time::{Duration, Instant};
 
@@ -56,17 +59,59 @@ fn states(nodes: usize, tokens: usize, racks: usize) -> Vec<(RingNode, Vec<u64>)
         .collect()
 }
 
-/// One rebuild, as membership does it: the ring, then the placement.
-fn rebuild(states: &[(RingNode, Vec<u64>)], tokens: usize, rf: usize) -> (Duration, usize) {
-    let started = Instant::now();
+/// The ring of `states`.
+fn ring_of(states: &[(RingNode, Vec<u64>)], tokens: usize) -> Ring {
     let mut ring = Ring::new(tokens);
     for (node, tokens) in states {
         let _ = ring.insert_with_tokens(node.clone(), tokens);
     }
+    ring
+}
+
+/// One rebuild, as membership does it: the ring, then the placement.
+fn rebuild(states: &[(RingNode, Vec<u64>)], tokens: usize, rf: usize) -> (Duration, usize) {
+    let started = Instant::now();
+    let ring = ring_of(states, tokens);
     let (placement, steps) = Placement::counted(ring, Replication::simple("dc1", rf));
     let took = started.elapsed();
     drop(placement);
     (took, steps)
+}
+
+/// One update after a join, as membership does it: the ring with the
+/// newcomer (its tokens as gossip hands them over), then the placement
+/// from the one before.
+fn update(
+    base: &Placement,
+    joined: &[(RingNode, Vec<u64>)],
+    tokens: usize,
+    rf: usize,
+) -> (Duration, usize) {
+    let started = Instant::now();
+    let ring = ring_of(joined, tokens);
+    let (placement, steps) = Placement::updated_counted(base, ring, Replication::simple("dc1", rf));
+    let took = started.elapsed();
+    drop(placement);
+    (took, steps)
+}
+
+/// `states` and one more node, its tokens picked by the allocator.
+fn with_newcomer(
+    states: &[(RingNode, Vec<u64>)],
+    tokens: usize,
+    rf: usize,
+) -> Vec<(RingNode, Vec<u64>)> {
+    let newcomer = RingNode {
+        id: u64::MAX,
+        dc: "dc1".into(),
+        rack: "r0".into(),
+        weight: 1,
+    };
+    let mut joined = states.to_vec();
+    if let Ok(picked) = ring_of(states, tokens).add_node(newcomer.clone(), rf) {
+        joined.push((newcomer, picked));
+    }
+    joined
 }
 
 pub fn run(args: RingBenchArgs) -> anyhow::Result<()> {
@@ -75,8 +120,14 @@ pub fn run(args: RingBenchArgs) -> anyhow::Result<()> {
         args.tokens, args.racks, args.rf, args.runs
     );
     println!(
-        "{:>8} {:>10} {:>12} {:>14} {:>16}",
-        "nodes", "tokens", "rebuild ms", "walk steps", "ns per token"
+        "{:>8} {:>10} {:>12} {:>14} {:>16} {:>18} {:>14}",
+        "nodes",
+        "tokens",
+        "rebuild ms",
+        "walk steps",
+        "ns per token",
+        "join update ms",
+        "walk steps"
     );
     for &n in &args.nodes {
         let states = states(n, args.tokens, args.racks);
@@ -89,14 +140,29 @@ pub fn run(args: RingBenchArgs) -> anyhow::Result<()> {
         }
         times.sort();
         let median = times[times.len() / 2];
+        let base = Placement::new(
+            ring_of(&states, args.tokens),
+            Replication::simple("dc1", args.rf),
+        );
+        let joined = with_newcomer(&states, args.tokens, args.rf);
+        let mut updates = Vec::new();
+        let mut update_steps = 0;
+        for _ in 0..args.runs.max(1) {
+            let (took, s) = update(&base, &joined, args.tokens, args.rf);
+            updates.push(took);
+            update_steps = s;
+        }
+        updates.sort();
         let total = n * args.tokens;
         println!(
-            "{:>8} {:>10} {:>12.1} {:>14} {:>16.0}",
+            "{:>8} {:>10} {:>12.1} {:>14} {:>16.0} {:>18.1} {:>14}",
             n,
             total,
             median.as_secs_f64() * 1e3,
             steps,
-            median.as_nanos() as f64 / total.max(1) as f64
+            median.as_nanos() as f64 / total.max(1) as f64,
+            updates[updates.len() / 2].as_secs_f64() * 1e3,
+            update_steps
         );
     }
     Ok(())
