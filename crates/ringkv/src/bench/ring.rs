@@ -95,22 +95,17 @@ fn update(
     (took, steps)
 }
 
-/// `states` and one more node, its tokens picked by the allocator.
-fn with_newcomer(
-    states: &[(RingNode, Vec<u64>)],
-    tokens: usize,
-    rf: usize,
-) -> Vec<(RingNode, Vec<u64>)> {
+/// `states` and one more node with random tokens, as the others have.
+fn with_newcomer(states: &[(RingNode, Vec<u64>)], tokens: usize) -> Vec<(RingNode, Vec<u64>)> {
     let newcomer = RingNode {
         id: u64::MAX,
         dc: "dc1".into(),
         rack: "r0".into(),
         weight: 1,
     };
+    let mut draw = Draw(0x2545_f491_4f6c_dd1d);
     let mut joined = states.to_vec();
-    if let Ok(picked) = ring_of(states, tokens).add_node(newcomer.clone(), rf) {
-        joined.push((newcomer, picked));
-    }
+    joined.push((newcomer, (0..tokens).map(|_| draw.next()).collect()));
     joined
 }
 
@@ -144,7 +139,7 @@ pub fn run(args: RingBenchArgs) -> anyhow::Result<()> {
             ring_of(&states, args.tokens),
             Replication::simple("dc1", args.rf),
         );
-        let joined = with_newcomer(&states, args.tokens, args.rf);
+        let joined = with_newcomer(&states, args.tokens);
         let mut updates = Vec::new();
         let mut update_steps = 0;
         for _ in 0..args.runs.max(1) {
