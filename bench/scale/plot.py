@@ -2,6 +2,7 @@
 """Draws docs/gossip-scale.svg from the rows `ringkv prove scale` prints.
 
 Usage: ringkv prove scale --nodes 100,250,500,1000 | python3 bench/scale/plot.py > docs/gossip-scale.svg
+(rows of several runs may be concatenated, each with its header)
 
 Two panels against the cluster size: gossip bytes a node sends and receives
 a second (mean and p99 over nodes; the whole-state exchange of the version
