@@ -40,8 +40,8 @@ use crate::id::NodeId;
 use crate::net::Peer;
 use crate::net::message::{
     DigestEntries, DigestEntry, GossipDigest, NodeState, NodeStatus, REMOVAL_STATUSES,
-    RemovalGrant, StateRefresh, StateSignature, endpoint_hash, endpoint_of, members_hash,
-    removal_grant_bytes,
+    RemovalGrant, StateRefresh, StateSignature, endpoint_hash, members_hash, removal_grant_bytes,
+    same_endpoint,
 };
 use crate::net::tls::{Signer, check_signature};
 use crate::ring::{Placement, Replication, Ring, RingNode, Token};
@@ -238,13 +238,6 @@ fn check_grant(
 pub fn rotated<T>(ids: &[T], start: usize) -> impl Iterator<Item = &T> {
     let at = if ids.is_empty() { 0 } else { start % ids.len() };
     ids[at..].iter().chain(&ids[..at])
-}
-
-/// True when `a` and `b` differ in nothing but heartbeat, load and
-/// signature (the certificate of which is the same).
-fn same_endpoint(a: &NodeState, b: &NodeState) -> bool {
-    let cert = |s: &NodeState| s.signature.as_ref().map(|sig| sig.cert.clone());
-    endpoint_of(a) == endpoint_of(b) && cert(a) == cert(b)
 }
 
 /// How a node signs its own state and checks others' (see

@@ -41,20 +41,6 @@ pub fn endpoint_of(s: &NodeState) -> NodeState {
 /// (xxh3-64 of the postcard body with those zeroed, then the certificate's
 /// DER). Streamed into the hasher: no copy of the state, no buffer.
 pub fn endpoint_hash(s: &NodeState) -> u64 {
-    let view = EndpointView {
-        id: s.id,
-        generation: s.generation,
-        heartbeat: 0,
-        cluster_addr: &s.cluster_addr,
-        resp_addr: &s.resp_addr,
-        http_addr: &s.http_addr,
-        dc: &s.dc,
-        rack: &s.rack,
-        weight: s.weight,
-        tokens: &s.tokens,
-        status: s.status,
-        load: Load::default(),
-    };
     // The certificate a refresh's signature is checked with: a node that
     // reloads its certificate sends its next state whole.
     let hasher = Hasher {
@@ -62,13 +48,23 @@ pub fn endpoint_hash(s: &NodeState) -> u64 {
         tail: s.signature.as_ref().map(|sig| &sig.cert[..]),
     };
     // Strings, integers and a slice into a hasher: cannot fail.
-    postcard::serialize_with_flavor(&view, hasher).unwrap_or_default()
+    postcard::serialize_with_flavor(&EndpointView::of(s), hasher).unwrap_or_default()
+}
+
+/// True when `a` and `b` differ in nothing but heartbeat, load and
+/// signature, the certificate of which is the same: what
+/// [`endpoint_hash`] covers, compared without copying either state.
+pub fn same_endpoint(a: &NodeState, b: &NodeState) -> bool {
+    fn cert(s: &NodeState) -> Option<&Bytes> {
+        s.signature.as_ref().map(|sig| &sig.cert)
+    }
+    EndpointView::of(a) == EndpointView::of(b) && cert(a) == cert(b)
 }
 
 /// [`NodeState`]'s postcard layout, borrowed (the signature is not part of
 /// the body). A field added to the state must be added here: the test
 /// against [`endpoint_of`]'s encoding says so.
-#[derive(Serialize)]
+#[derive(Serialize, PartialEq)]
 struct EndpointView<'a> {
     id: NodeId,
     generation: u64,
@@ -82,6 +78,25 @@ struct EndpointView<'a> {
     tokens: &'a [u64],
     status: super::message::NodeStatus,
     load: Load,
+}
+
+impl<'a> EndpointView<'a> {
+    fn of(s: &'a NodeState) -> Self {
+        Self {
+            id: s.id,
+            generation: s.generation,
+            heartbeat: 0,
+            cluster_addr: &s.cluster_addr,
+            resp_addr: &s.resp_addr,
+            http_addr: &s.http_addr,
+            dc: &s.dc,
+            rack: &s.rack,
+            weight: s.weight,
+            tokens: &s.tokens,
+            status: s.status,
+            load: Load::default(),
+        }
+    }
 }
 
 /// A postcard output that hashes the bytes as they come, then `tail`.

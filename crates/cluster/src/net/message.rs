@@ -482,7 +482,7 @@ pub enum Response {
 
 pub use super::digest::{
     DigestEntries, DigestEntry, GossipDigest, StateRefresh, endpoint_hash, endpoint_of,
-    members_hash,
+    members_hash, same_endpoint,
 };
 
 impl Request {
