@@ -54,12 +54,6 @@ impl<'a> Reader<'a> {
         Err(DecodeError::VarintOverflow)
     }
 
-    /// The whole buffer, for slicing values by the positions the reader
-    /// reports.
-    pub(super) fn whole(&self) -> &'a [u8] {
-        self.buf
-    }
-
     /// The next `len` bytes.
     pub(super) fn bytes(&mut self, len: usize) -> Result<&'a [u8], DecodeError> {
         let start = self.pos;

@@ -375,11 +375,14 @@ impl SiblingSet {
 
     /// The first part of a record of format 1 or 2 (see
     /// [`super::types::record`]): its format, and its vector and string
-    /// siblings (values copied); the reader is left after them.
-    pub(super) fn decode_prefix(r: &mut Reader<'_>) -> Result<(u8, Self), DecodeError> {
+    /// siblings (values made by `value_at` of their positions in the
+    /// reader's whole buffer); the reader is left after them.
+    pub(super) fn decode_prefix(
+        r: &mut Reader<'_>,
+        value_at: impl Fn(std::ops::Range<usize>) -> Bytes,
+    ) -> Result<(u8, Self), DecodeError> {
         let format = Self::decode_header(r, RECORD_FORMAT_TYPED)?;
-        let buf = r.whole();
-        let set = Self::decode_body(r, |range| Bytes::copy_from_slice(&buf[range]))?;
+        let set = Self::decode_body(r, value_at)?;
         Ok((format, set))
     }
 

@@ -8,12 +8,20 @@
 //! only what exceeds `removed`, so an increment concurrent with the `DEL`
 //! survives by exactly its own amount.
 //!
+//! Each entry carries the greatest HLC of the increments it counts, so a
+//! truncation point can drop the entries it lies after
+//! ([`Counter::drop_truncated`]). That is sound because an owner starts a
+//! new epoch, so new entries, when it answers a truncation's prepare and
+//! again when it takes the point: no entry counts increments from both
+//! before the prepare and after the point (docs/design/data-types.md,
+//! "Truncation").
+//!
 //! ```text
 //! state   := base entries removed
 //! base    := value:i64le hlc:u64le actor:u64le
 //! entries := count:varint entry*       ascending by (actor, epoch)
 //! removed := count:varint entry*       ascending by (actor, epoch)
-//! entry   := actor:u64le epoch:varint p:varint n:varint
+//! entry   := actor:u64le epoch:varint p:varint n:varint hlc:u64le
 //! ```
 
 use std::collections::BTreeMap;
@@ -38,22 +46,33 @@ pub struct EntryId {
 /// coordinator, keyed by its write's dot counter.
 pub const STAND_IN_EPOCH: u64 = 1 << 63;
 
-/// Increments (`p`) and decrements (`n`) an entry has counted.
+/// Increments (`p`) and decrements (`n`) an entry has counted, and the
+/// greatest HLC among them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
     pub p: u64,
     pub n: u64,
+    pub hlc: Hlc,
+}
+
+impl Base {
+    /// What the join orders bases by.
+    fn order(&self) -> (Hlc, u64, i64) {
+        (self.hlc, self.actor, self.value)
+    }
 }
 
 impl Counts {
     fn join(&mut self, other: Counts) {
         self.p = self.p.max(other.p);
         self.n = self.n.max(other.n);
+        self.hlc = self.hlc.max(other.hlc);
     }
 }
 
 /// The value a counter starts from (a string it superseded, `SET k 10`
-/// then `INCR k`): a register, the greater `(hlc, actor)` wins.
+/// then `INCR k`, or an import after a truncation): a register, the
+/// greater `(hlc, actor, value)` wins.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Base {
     pub value: i64,
@@ -113,13 +132,14 @@ impl Counter {
             })
     }
 
-    /// Adds `delta` in the entry `id` (owned by the caller) and returns the
-    /// new value; refused, changing nothing, when the value would leave
-    /// `i64` or a new entry would pass `entries_max`.
+    /// Adds `delta` in the entry `id` (owned by the caller) at `hlc` and
+    /// returns the new value; refused, changing nothing, when the value
+    /// would leave `i64` or a new entry would pass `entries_max`.
     pub fn increment(
         &mut self,
         id: EntryId,
         delta: i64,
+        hlc: Hlc,
         entries_max: usize,
     ) -> Result<i64, CounterError> {
         let value = self.value() + i128::from(delta);
@@ -137,6 +157,7 @@ impl Counter {
         *counted = counted
             .checked_add(magnitude)
             .ok_or(CounterError::Overflow)?;
+        entry.hlc = entry.hlc.max(hlc);
         Ok(value)
     }
 
@@ -162,9 +183,63 @@ impl Counter {
         for (id, counts) in &other.removed {
             self.removed.entry(*id).or_default().join(*counts);
         }
-        if (other.base.hlc, other.base.actor) > (self.base.hlc, self.base.actor) {
+        if other.base.order() > self.base.order() {
             self.base = other.base;
         }
+    }
+
+    /// Applies the truncation point `at` (an HLC; 0: none): entries (and
+    /// removals) whose increments all lie at or before it are dropped, and
+    /// so is a base set at or before it. Their owners never count in them
+    /// again (see the module documentation), so a replica that missed the
+    /// point cannot bring them back to one that knows it. True when the
+    /// state changed.
+    pub fn drop_truncated(&mut self, at: Hlc) -> bool {
+        if at == 0 {
+            return false;
+        }
+        let before = self.entries.len() + self.removed.len();
+        self.entries.retain(|_, c| c.hlc > at);
+        self.removed.retain(|_, c| c.hlc > at);
+        let mut changed = self.entries.len() + self.removed.len() != before;
+        if self.base != Base::default() && self.base.hlc <= at {
+            self.base = Base::default();
+            changed = true;
+        }
+        changed
+    }
+
+    /// What an import after the truncation point `at` loads: a counter
+    /// holding anything at or before `at` becomes a base of its value,
+    /// stamped just after the point (`at + 1`, actor 0: the same value
+    /// imported twice is the same base). True when it changed.
+    pub fn restamp_truncated(&mut self, at: Hlc) -> bool {
+        if at == 0 {
+            return false;
+        }
+        let old = (self.entries.values().chain(self.removed.values())).any(|c| c.hlc <= at)
+            || (self.base != Base::default() && self.base.hlc <= at);
+        if !old {
+            return false;
+        }
+        let value = self
+            .value()
+            .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+        *self = Counter::with_base(Base {
+            value,
+            hlc: at.saturating_add(1),
+            actor: 0,
+        });
+        true
+    }
+
+    /// The greatest HLC of anything in the state (0 when empty).
+    pub fn max_hlc(&self) -> Hlc {
+        (self.entries.values().chain(self.removed.values()))
+            .map(|c| c.hlc)
+            .max()
+            .unwrap_or(0)
+            .max(self.base.hlc)
     }
 
     /// Entries counted (not those only removed).
@@ -183,6 +258,7 @@ impl Counter {
                 put_varint(out, id.epoch);
                 put_varint(out, c.p);
                 put_varint(out, c.n);
+                out.extend_from_slice(&c.hlc.to_le_bytes());
             }
         }
     }
@@ -216,6 +292,7 @@ impl Counter {
                 let counts = Counts {
                     p: r.varint()?,
                     n: r.varint()?,
+                    hlc: r.u64()?,
                 };
                 if prev.is_some_and(|p| p >= id) {
                     return Err(DecodeError::NotCanonical);
@@ -254,14 +331,17 @@ mod tests {
     fn increments_count_and_overflow_is_refused_without_change() {
         let mut c = Counter::default();
         assert!(c.is_empty());
-        assert_eq!(c.increment(id(1, 1), 5, MAX), Ok(5));
-        assert_eq!(c.increment(id(1, 1), -7, MAX), Ok(-2));
-        assert_eq!(c.increment(id(2, 1), i64::MAX, MAX), Ok(i64::MAX - 2));
+        assert_eq!(c.increment(id(1, 1), 5, 1, MAX), Ok(5));
+        assert_eq!(c.increment(id(1, 1), -7, 2, MAX), Ok(-2));
+        assert_eq!(c.increment(id(2, 1), i64::MAX, 3, MAX), Ok(i64::MAX - 2));
         let before = c.clone();
-        assert_eq!(c.increment(id(2, 1), 3, MAX), Err(CounterError::Overflow));
+        assert_eq!(
+            c.increment(id(2, 1), 3, 4, MAX),
+            Err(CounterError::Overflow)
+        );
         assert_eq!(c, before);
         assert_eq!(
-            c.increment(id(3, 1), 1, 2),
+            c.increment(id(3, 1), 1, 5, 2),
             Err(CounterError::TooManyEntries(2))
         );
         assert_eq!(roundtrip(&c), c);
@@ -274,12 +354,12 @@ mod tests {
             hlc: 1,
             actor: 1,
         });
-        a.increment(id(1, 1), 4, MAX).expect("in range");
+        a.increment(id(1, 1), 4, 2, MAX).expect("in range");
         let mut b = a.clone();
         // A deletes what it saw (14); B concurrently adds 3 on its entry.
         a.remove_observed(5, 1);
         assert!(a.is_empty());
-        b.increment(id(2, 1), 3, MAX).expect("in range");
+        b.increment(id(2, 1), 3, 6, MAX).expect("in range");
         a.join(&b);
         assert_eq!(a.value(), 3);
         b.join(&a);
@@ -290,13 +370,13 @@ mod tests {
     #[test]
     fn decode_refuses_unsorted_entries() {
         let mut c = Counter::default();
-        c.increment(id(1, 1), 1, MAX).expect("in range");
-        c.increment(id(2, 1), 1, MAX).expect("in range");
+        c.increment(id(1, 1), 1, 1, MAX).expect("in range");
+        c.increment(id(2, 1), 1, 2, MAX).expect("in range");
         let mut out = Vec::new();
         c.encode_into(&mut out);
         // Swap the two entries' actors (8 bytes each, at known offsets).
         let first = 24 + 1;
-        let second = first + 8 + 3;
+        let second = first + 8 + 3 + 8;
         let (x, y) = (out[first], out[second]);
         out[first] = y;
         out[second] = x;
@@ -348,7 +428,7 @@ mod tests {
                 Op::Incr { replica, delta } => {
                     let entry = id(replica as u64, epochs[replica]);
                     let r = &mut replicas[replica];
-                    if r.state.increment(entry, delta, MAX).is_ok() {
+                    if r.state.increment(entry, delta, hlc as u64 + 1, MAX).is_ok() {
                         r.seen.insert(increments.len());
                         increments.push(delta);
                     }
@@ -387,7 +467,221 @@ mod tests {
         (replicas.into_iter().map(|r| r.state).collect(), expected)
     }
 
+    /// A history around a truncation: increments and merges, then the
+    /// prepare, then increments, merges and each replica learning the
+    /// point at its own moment (after which it applies it to all it reads
+    /// and merges, as the replica does).
+    #[derive(Debug, Clone)]
+    enum TruncOp {
+        Incr { replica: usize, delta: i64 },
+        Merge { from: usize, to: usize },
+        Learn { replica: usize },
+    }
+
+    fn arb_trunc_ops(deltas: std::ops::Range<i64>) -> impl Strategy<Value = Vec<TruncOp>> {
+        let op = prop_oneof![
+            4 => (0usize..3, deltas).prop_map(|(replica, delta)| TruncOp::Incr { replica, delta }),
+            3 => (0usize..3, 0usize..3).prop_map(|(from, to)| TruncOp::Merge { from, to }),
+            1 => (0usize..3).prop_map(|replica| TruncOp::Learn { replica }),
+        ];
+        proptest::collection::vec(op, 0..30)
+    }
+
+    /// How a run of [`run_truncation`] went.
+    struct Truncation {
+        replicas: Vec<Counter>,
+        /// Counted by a replica after it took the point: must all count.
+        after_point: i128,
+        /// Counted after the prepare by a replica that had not taken the
+        /// point yet (concurrent with the truncation): may count or not.
+        window: i128,
+    }
+
+    /// Runs `before`, the prepare (the point is `lead` ticks past the
+    /// clock then, as when another node's clock is ahead), then `after`;
+    /// every replica then takes the point and all merge. A replica takes a
+    /// new epoch at the prepare and when it takes the point, unless
+    /// `epochs` says otherwise (the planted weaknesses).
+    fn run_truncation(
+        before: &[TruncOp],
+        after: &[TruncOp],
+        lead: u64,
+        epochs: (bool, bool),
+    ) -> Truncation {
+        let mut replicas = vec![Counter::default(); 3];
+        let mut knows = [false; 3];
+        let mut epoch = [1u64; 3];
+        let mut hlc = 0u64;
+        let mut point = 0;
+        let (mut after_point, mut window) = (0i128, 0i128);
+        let take = |r: &mut Counter, knows: &mut bool, epoch: &mut u64, hlc: &mut u64, point| {
+            if !*knows {
+                *knows = true;
+                *hlc = (*hlc).max(point);
+                if epochs.1 {
+                    *epoch += 1;
+                }
+            }
+            r.drop_truncated(point);
+        };
+        for (phase, ops) in [before, after].into_iter().enumerate() {
+            if phase == 1 {
+                point = hlc + lead;
+                if epochs.0 {
+                    epoch.iter_mut().for_each(|e| *e += 1);
+                }
+            }
+            for op in ops {
+                hlc += 1;
+                match *op {
+                    TruncOp::Incr { replica, delta } => {
+                        let r = &mut replicas[replica];
+                        if knows[replica] {
+                            r.drop_truncated(point);
+                        }
+                        let entry = id(replica as u64, epoch[replica]);
+                        if r.increment(entry, delta, hlc, MAX).is_ok() && phase == 1 {
+                            if knows[replica] {
+                                after_point += i128::from(delta);
+                            } else {
+                                window += i128::from(delta);
+                            }
+                        }
+                    }
+                    TruncOp::Merge { from, to } => {
+                        let other = replicas[from].clone();
+                        replicas[to].join(&other);
+                        if knows[to] {
+                            replicas[to].drop_truncated(point);
+                        }
+                    }
+                    TruncOp::Learn { replica } if phase == 1 => {
+                        let r = &mut replicas[replica];
+                        take(r, &mut knows[replica], &mut epoch[replica], &mut hlc, point);
+                    }
+                    TruncOp::Learn { .. } => {}
+                }
+            }
+        }
+        for (i, r) in replicas.iter_mut().enumerate() {
+            take(r, &mut knows[i], &mut epoch[i], &mut hlc, point);
+        }
+        for _ in 0..2 {
+            for (from, to) in [(0, 1), (1, 2), (2, 0)] {
+                let other = replicas[from].clone();
+                replicas[to].join(&other);
+                replicas[to].drop_truncated(point);
+            }
+        }
+        Truncation {
+            replicas,
+            after_point,
+            window,
+        }
+    }
+
+    #[test]
+    fn without_the_new_epochs_counts_come_back_or_go_missing() {
+        use TruncOp::*;
+        // Counted before the prepare, then after it on the same entry by
+        // a replica that has not taken the point: without the prepare's
+        // epoch the old 5 comes back.
+        let before = [Incr {
+            replica: 0,
+            delta: 5,
+        }];
+        let after = [Incr {
+            replica: 0,
+            delta: 1,
+        }];
+        let t = run_truncation(&before, &after, 0, (true, true));
+        assert_eq!((t.replicas[0].value(), t.window), (1, 1));
+        let t = run_truncation(&before, &after, 0, (false, true));
+        assert_eq!(t.replicas[0].value(), 6, "the planted weakness shows");
+        // A window count at or before the point (a clock ahead chose it)
+        // reaches replica 1; replica 0 takes the point and counts 1 more:
+        // without the point's epoch, replica 1 joins 1 with its 2 to 2 and
+        // keeps it (an increment after the point lost).
+        let after = [
+            Incr {
+                replica: 0,
+                delta: 2,
+            },
+            Merge { from: 0, to: 1 },
+            Learn { replica: 0 },
+            Incr {
+                replica: 0,
+                delta: 1,
+            },
+            Merge { from: 0, to: 1 },
+        ];
+        let t = run_truncation(&[], &after, 10, (true, true));
+        assert_eq!((t.replicas[1].value(), t.after_point), (1, 1));
+        let t = run_truncation(&[], &after, 10, (true, false));
+        assert_eq!(t.replicas[1].value(), 2, "the planted weakness shows");
+    }
+
+    #[test]
+    fn truncation_drops_what_it_lies_after_and_keeps_what_follows() {
+        let mut c = Counter::with_base(Base {
+            value: 7,
+            hlc: 3,
+            actor: 1,
+        });
+        c.increment(id(1, 1), 5, 4, MAX).expect("in range");
+        c.increment(id(2, 1), 2, 9, MAX).expect("in range");
+        assert!(c.drop_truncated(5));
+        assert_eq!(c.value(), 2, "the base (3) and entry 1 (4) are before 5");
+        assert!(!c.drop_truncated(5), "idempotent");
+        assert_eq!(roundtrip(&c), c);
+        // An import loads a counter from before the point as a base.
+        let mut old = Counter::default();
+        old.increment(id(3, 1), 4, 2, MAX).expect("in range");
+        let mut again = old.clone();
+        assert!(old.restamp_truncated(5));
+        assert_eq!(old.value(), 4);
+        assert_eq!(old.max_hlc(), 6);
+        assert!(again.restamp_truncated(5));
+        assert_eq!(
+            old, again,
+            "the same counter imported twice is the same base"
+        );
+        assert!(!old.restamp_truncated(5));
+    }
+
     proptest! {
+        /// Whatever order the replicas take the point and merge in, they
+        /// converge; with the point at the prepare's clock they count
+        /// exactly what followed the prepare (nothing from before it comes
+        /// back through a replica that took the point late; nothing after
+        /// is lost).
+        #[test]
+        fn a_truncation_keeps_exactly_what_follows_the_prepare(
+            before in arb_trunc_ops(-50..50),
+            after in arb_trunc_ops(-50..50),
+        ) {
+            let t = run_truncation(&before, &after, 0, (true, true));
+            prop_assert_eq!(&t.replicas[0], &t.replicas[1]);
+            prop_assert_eq!(&t.replicas[1], &t.replicas[2]);
+            prop_assert_eq!(t.replicas[0].value(), t.after_point + t.window);
+        }
+
+        /// With the point ahead of the prepare's clock, the counts after
+        /// the prepare but at or before the point may go: every count
+        /// after the point stays, nothing from before the prepare counts.
+        #[test]
+        fn a_point_ahead_of_the_prepare_keeps_every_count_after_it(
+            before in arb_trunc_ops(0..50),
+            after in arb_trunc_ops(0..50),
+            lead in 0u64..8,
+        ) {
+            let t = run_truncation(&before, &after, lead, (true, true));
+            prop_assert_eq!(&t.replicas[0], &t.replicas[1]);
+            prop_assert_eq!(&t.replicas[1], &t.replicas[2]);
+            let value = t.replicas[0].value();
+            prop_assert!(t.after_point <= value && value <= t.after_point + t.window);
+        }
+
         #[test]
         fn join_is_commutative_associative_idempotent(ops in arb_ops()) {
             let (r, _) = run(&ops);

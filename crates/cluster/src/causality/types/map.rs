@@ -169,6 +169,51 @@ impl Map {
         }
     }
 
+    /// Applies the truncation point `at` (0: none): field writes at or
+    /// before it are dropped, the fields' counters reset-remove what it
+    /// lies after ([`Counter::drop_truncated`]); a field left void goes.
+    /// True when the state changed.
+    pub fn drop_truncated(&mut self, at: Hlc) -> bool {
+        if at == 0 {
+            return false;
+        }
+        let mut changed = false;
+        self.fields.retain(|_, f| {
+            let before = f.writes.len();
+            f.writes.retain(|w| w.hlc > at);
+            changed |= f.writes.len() != before;
+            changed |= f.counter.drop_truncated(at);
+            !f.is_void()
+        });
+        changed
+    }
+
+    /// What an import after the truncation point `at` loads: writes at or
+    /// before it stamped `at + 1` (dots and values kept), counters as
+    /// [`Counter::restamp_truncated`]. True when it changed.
+    pub fn restamp_truncated(&mut self, at: Hlc) -> bool {
+        if at == 0 {
+            return false;
+        }
+        let mut changed = false;
+        for f in self.fields.values_mut() {
+            for w in f.writes.iter_mut().filter(|w| w.hlc <= at) {
+                w.hlc = at.saturating_add(1);
+                changed = true;
+            }
+            changed |= f.counter.restamp_truncated(at);
+        }
+        changed
+    }
+
+    /// The greatest HLC of anything in the state (0 when empty).
+    pub fn max_hlc(&self) -> Hlc {
+        (self.fields.values())
+            .flat_map(|f| f.writes.iter().map(|w| w.hlc).chain([f.counter.max_hlc()]))
+            .max()
+            .unwrap_or(0)
+    }
+
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         put_varint(out, self.fields.len() as u64);
         for (name, f) in &self.fields {
@@ -285,7 +330,7 @@ mod tests {
             let name = Bytes::copy_from_slice(field.as_bytes());
             let entry = EntryId { actor, epoch: 1 };
             let counted = (self.map.field_mut(name.clone()).counter_mut())
-                .increment(entry, delta, MAX)
+                .increment(entry, delta, hlc, MAX)
                 .is_ok();
             if counted {
                 let dot = self.dot(actor);

@@ -8,9 +8,12 @@
 //! joins this state drops them too, while an add the remover had not seen
 //! (a dot its vector does not cover) survives. Add wins.
 //!
+//! Each dot carries its add's HLC, so a truncation point drops the adds
+//! it lies after ([`OrSet::drop_truncated`]).
+//!
 //! ```text
 //! state  := count:varint member*      ascending by bytes
-//! member := len:varint bytes dots:varint (actor:u64le counter:varint)*
+//! member := len:varint bytes dots:varint (actor:u64le counter:varint hlc:u64le)*
 //! ```
 
 use std::collections::BTreeMap;
@@ -19,7 +22,7 @@ use bytes::Bytes;
 
 use super::super::DecodeError;
 use super::super::codec::{Reader, put_varint};
-use crate::causality::{Dot, VersionVector};
+use crate::causality::{Dot, Hlc, VersionVector};
 
 /// The most members a decoded set may hold; writes are refused well before
 /// (`set_members_max`).
@@ -28,18 +31,28 @@ pub const SET_MEMBERS_DECODE_MAX: usize = 1 << 20;
 /// add; a well-formed state has at most one per actor).
 const MEMBER_DOTS_DECODE_MAX: usize = 4_096;
 
+/// An add's dot and HLC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Added {
+    dot: Dot,
+    hlc: Hlc,
+}
+
 /// See the module documentation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OrSet {
-    /// Each member's dots, sorted, never empty.
-    members: BTreeMap<Bytes, Vec<Dot>>,
+    /// Each member's adds, sorted by dot, never empty.
+    members: BTreeMap<Bytes, Vec<Added>>,
 }
 
 impl OrSet {
-    /// Adds `member` with the fresh `dot` of this write, superseding the
-    /// dots of it this replica has seen. Returns whether it was absent.
-    pub fn add(&mut self, member: Bytes, dot: Dot) -> bool {
-        self.members.insert(member, vec![dot]).is_none()
+    /// Adds `member` with the fresh `dot` of this write at `hlc`,
+    /// superseding the dots of it this replica has seen. Returns whether
+    /// it was absent.
+    pub fn add(&mut self, member: Bytes, dot: Dot, hlc: Hlc) -> bool {
+        self.members
+            .insert(member, vec![Added { dot, hlc }])
+            .is_none()
     }
 
     /// Removes `member` as this replica sees it. Returns whether it was
@@ -77,26 +90,68 @@ impl OrSet {
     pub fn join(&mut self, ours: &VersionVector, other: &OrSet, theirs: &VersionVector) {
         let mut joined = BTreeMap::new();
         let mut mine = std::mem::take(&mut self.members);
-        for (member, their_dots) in &other.members {
-            let my_dots = mine.remove(member).unwrap_or_default();
-            let mut dots: Vec<Dot> = (my_dots.iter())
-                .filter(|d| their_dots.contains(d) || !theirs.covers(**d))
+        let holds = |adds: &[Added], a: &Added| adds.iter().any(|b| b.dot == a.dot);
+        for (member, their_adds) in &other.members {
+            let my_adds = mine.remove(member).unwrap_or_default();
+            let mut adds: Vec<Added> = (my_adds.iter())
+                .filter(|a| holds(their_adds, a) || !theirs.covers(a.dot))
                 .copied()
                 .collect();
-            dots.extend((their_dots.iter()).filter(|d| !my_dots.contains(d) && !ours.covers(**d)));
-            if !dots.is_empty() {
-                dots.sort_unstable();
-                joined.insert(member.clone(), dots);
+            adds.extend((their_adds.iter()).filter(|a| !holds(&my_adds, a) && !ours.covers(a.dot)));
+            if !adds.is_empty() {
+                adds.sort_unstable();
+                joined.insert(member.clone(), adds);
             }
         }
         // Members only this side holds: kept unless the other side saw them.
-        for (member, my_dots) in mine {
-            let dots: Vec<Dot> = my_dots.into_iter().filter(|d| !theirs.covers(*d)).collect();
-            if !dots.is_empty() {
-                joined.insert(member, dots);
+        for (member, my_adds) in mine {
+            let adds: Vec<Added> = (my_adds.into_iter())
+                .filter(|a| !theirs.covers(a.dot))
+                .collect();
+            if !adds.is_empty() {
+                joined.insert(member, adds);
             }
         }
         self.members = joined;
+    }
+
+    /// Applies the truncation point `at` (0: none): adds at or before it
+    /// are dropped, and members left with none go. True when it changed.
+    pub fn drop_truncated(&mut self, at: Hlc) -> bool {
+        if at == 0 {
+            return false;
+        }
+        let before = self.members.len();
+        let mut changed = false;
+        self.members.retain(|_, adds| {
+            let n = adds.len();
+            adds.retain(|a| a.hlc > at);
+            changed |= adds.len() != n;
+            !adds.is_empty()
+        });
+        changed || self.members.len() != before
+    }
+
+    /// What an import after the truncation point `at` loads: adds at or
+    /// before it stamped `at + 1`, dots kept. True when it changed any.
+    pub fn restamp_truncated(&mut self, at: Hlc) -> bool {
+        if at == 0 {
+            return false;
+        }
+        let mut changed = false;
+        for a in self.members.values_mut().flatten().filter(|a| a.hlc <= at) {
+            a.hlc = at.saturating_add(1);
+            changed = true;
+        }
+        changed
+    }
+
+    /// The greatest HLC of any add (0 when empty).
+    pub fn max_hlc(&self) -> Hlc {
+        (self.members.values().flatten())
+            .map(|a| a.hlc)
+            .max()
+            .unwrap_or(0)
     }
 
     pub fn encode_into(&self, out: &mut Vec<u8>) {
@@ -105,9 +160,10 @@ impl OrSet {
             put_varint(out, member.len() as u64);
             out.extend_from_slice(member);
             put_varint(out, dots.len() as u64);
-            for d in dots {
-                out.extend_from_slice(&d.actor.to_le_bytes());
-                put_varint(out, d.counter);
+            for a in dots {
+                out.extend_from_slice(&a.dot.actor.to_le_bytes());
+                put_varint(out, a.dot.counter);
+                out.extend_from_slice(&a.hlc.to_le_bytes());
             }
         }
     }
@@ -144,10 +200,11 @@ impl OrSet {
                     actor: r.u64()?,
                     counter: r.varint()?,
                 };
-                if dots.last().is_some_and(|last: &Dot| *last >= dot) {
+                let hlc = r.u64()?;
+                if dots.last().is_some_and(|last: &Added| last.dot >= dot) {
                     return Err(DecodeError::NotCanonical);
                 }
-                dots.push(dot);
+                dots.push(Added { dot, hlc });
             }
             if prev.as_ref().is_some_and(|p| *p >= member) {
                 return Err(DecodeError::NotCanonical);
@@ -186,7 +243,8 @@ mod tests {
                 counter: self.vv.get(actor) + 1,
             };
             self.vv.raise(actor, dot.counter);
-            self.set.add(Bytes::copy_from_slice(member.as_bytes()), dot);
+            self.set
+                .add(Bytes::copy_from_slice(member.as_bytes()), dot, dot.counter);
             dot
         }
 
@@ -230,6 +288,7 @@ mod tests {
                 actor: 1,
                 counter: 1,
             },
+            1,
         );
         s.add(
             Bytes::from_static(b"b"),
@@ -237,11 +296,12 @@ mod tests {
                 actor: 1,
                 counter: 2,
             },
+            2,
         );
         let mut out = Vec::new();
         s.encode_into(&mut out);
         // Swap the two one-byte members: "b" before "a".
-        let (first, second) = (2, 2 + 1 + 1 + 8 + 1 + 1);
+        let (first, second) = (2, 2 + 1 + 1 + 8 + 1 + 8 + 1);
         out.swap(first, second);
         assert_eq!(OrSet::decode(&out), Err(DecodeError::NotCanonical));
     }

@@ -14,6 +14,8 @@
 //! A record with no typed component encodes as format 1, byte for byte what
 //! [`SiblingSet::encode`] writes, so string records do not change.
 
+use bytes::Bytes;
+
 use super::super::DecodeError;
 use super::super::codec::{Reader, put_varint};
 use super::super::siblings::RECORD_FORMAT_TYPED;
@@ -41,6 +43,41 @@ impl<T: Default + PartialEq> Typed<T> {
     pub fn written(&self) -> bool {
         self.hlc != 0 || self.state != T::default()
     }
+}
+
+/// [`Record::drop_truncated`] of one component: gone whole when written
+/// only at or before `at`, else `drop` of its state.
+fn truncate_component<T: Default + PartialEq>(
+    c: &mut Typed<T>,
+    at: Hlc,
+    drop: impl FnOnce(&mut T, Hlc) -> bool,
+) -> bool {
+    if !c.written() {
+        false
+    } else if c.hlc <= at {
+        *c = Typed::default();
+        true
+    } else {
+        drop(&mut c.state, at)
+    }
+}
+
+/// [`Record::restamp_truncated`] of one component: its state's parts at
+/// or before `at`, and its own HLC, stamped `at + 1`.
+fn restamp_component<T: Default + PartialEq>(
+    c: &mut Typed<T>,
+    at: Hlc,
+    restamp: impl FnOnce(&mut T, Hlc) -> bool,
+) -> bool {
+    if !c.written() {
+        return false;
+    }
+    let mut changed = restamp(&mut c.state, at);
+    if c.hlc <= at {
+        c.hlc = at.saturating_add(1);
+        changed = true;
+    }
+    changed
 }
 
 /// See the module documentation.
@@ -114,6 +151,75 @@ impl Record {
         .map(|(_, kind)| kind)
     }
 
+    /// True when no sibling is live at `now_ms` and every typed component
+    /// is empty: the key is absent (deleted, expired, or never written).
+    pub fn is_dead(&self, now_ms: u64) -> bool {
+        self.strings.is_dead(now_ms) && self.typed_empty()
+    }
+
+    /// True when every typed component is empty (reads as absent).
+    fn typed_empty(&self) -> bool {
+        self.counter.state.is_empty() && self.set.state.is_empty() && self.hash.state.is_empty()
+    }
+
+    /// The greatest HLC of any write the record holds (0 when none).
+    pub fn max_hlc(&self) -> Hlc {
+        self.strings
+            .max_hlc()
+            .max(self.counter.hlc)
+            .max(self.set.hlc)
+            .max(self.hash.hlc)
+    }
+
+    /// The expiry the storage engine may apply to the whole record:
+    /// [`SiblingSet::record_expiry`] when it holds strings only; typed
+    /// components do not expire yet (docs/design/data-types.md, "Expiry").
+    pub fn record_expiry(&self) -> Option<u64> {
+        if self.strings_only() {
+            self.strings.record_expiry()
+        } else {
+            None
+        }
+    }
+
+    /// Applies the truncation point `at` (0: none; see `crate::truncate`
+    /// and docs/design/data-types.md, "Truncation"): string siblings,
+    /// set adds, field writes and counter entries at or before it go; a
+    /// component written only at or before it goes whole. A record left
+    /// with nothing forgets its vector, as [`SiblingSet::drop_truncated`]
+    /// does. True when it changed.
+    pub fn drop_truncated(&mut self, at: Hlc) -> bool {
+        if at == 0 {
+            return false;
+        }
+        let before = self.strings.siblings.len();
+        self.strings.siblings.retain(|s| s.hlc > at);
+        let mut changed = self.strings.siblings.len() != before;
+        changed |= truncate_component(&mut self.counter, at, Counter::drop_truncated);
+        changed |= truncate_component(&mut self.set, at, OrSet::drop_truncated);
+        changed |= truncate_component(&mut self.hash, at, Map::drop_truncated);
+        if self.strings.siblings.is_empty() && self.strings_only() && !self.strings.vv.is_empty() {
+            self.strings.vv = Default::default();
+            changed = true;
+        }
+        changed
+    }
+
+    /// What an import after the truncation point `at` loads: everything at
+    /// or before it stamped as written just after it (string siblings,
+    /// set adds and field writes keep their dots; a counter becomes a base
+    /// of its value), so the import's keys come back. True when it changed.
+    pub fn restamp_truncated(&mut self, at: Hlc) -> bool {
+        if at == 0 {
+            return false;
+        }
+        let mut changed = self.strings.restamp_truncated(at);
+        changed |= restamp_component(&mut self.counter, at, Counter::restamp_truncated);
+        changed |= restamp_component(&mut self.set, at, OrSet::restamp_truncated);
+        changed |= restamp_component(&mut self.hash, at, Map::restamp_truncated);
+        changed
+    }
+
     /// True when no typed component was ever written here. A component
     /// once written is kept, even empty, with its HLC: dropping the HLC of
     /// an emptied component would make the merge depend on its order
@@ -155,10 +261,24 @@ impl Record {
         out
     }
 
-    /// Decodes a record of format 1 or 2 (values copied).
-    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+    /// Decodes a record of format 1 or 2; string values are sliced out of
+    /// `bytes` without copying.
+    pub fn decode(bytes: &Bytes) -> Result<Self, DecodeError> {
+        Self::decode_with(bytes, |range| bytes.slice(range))
+    }
+
+    /// Decodes a record borrowed from elsewhere (the record cache), copying
+    /// the values out of it.
+    pub fn decode_copied(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Self::decode_with(bytes, |range| Bytes::copy_from_slice(&bytes[range]))
+    }
+
+    fn decode_with(
+        bytes: &[u8],
+        value_at: impl Fn(std::ops::Range<usize>) -> Bytes,
+    ) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
-        let (format, strings) = SiblingSet::decode_prefix(&mut r)?;
+        let (format, strings) = SiblingSet::decode_prefix(&mut r, value_at)?;
         let mut record = Record {
             strings,
             ..Record::default()
@@ -248,9 +368,13 @@ mod tests {
     }
 
     fn incr(r: &mut Record, actor: u64, hlc: Hlc, delta: i64) {
+        incr_in(r, actor, 1, hlc, delta)
+    }
+
+    fn incr_in(r: &mut Record, actor: u64, epoch: u64, hlc: Hlc, delta: i64) {
         typed_write(r, Kind::Counter, actor, hlc);
-        let entry = EntryId { actor, epoch: 1 };
-        if r.counter.state.increment(entry, delta, MAX).is_ok() {
+        let entry = EntryId { actor, epoch };
+        if r.counter.state.increment(entry, delta, hlc, MAX).is_ok() {
             r.counter.hlc = r.counter.hlc.max(hlc);
         }
     }
@@ -259,7 +383,7 @@ mod tests {
         let dot = typed_write(r, Kind::Set, actor, hlc);
         r.set
             .state
-            .add(Bytes::copy_from_slice(member.as_bytes()), dot);
+            .add(Bytes::copy_from_slice(member.as_bytes()), dot, hlc);
         r.set.hlc = r.set.hlc.max(hlc);
     }
 
@@ -277,12 +401,12 @@ mod tests {
         let mut r = Record::default();
         set_string(&mut r, 1, 5, Some("v"));
         assert_eq!(r.encode(), r.strings.encode());
-        assert_eq!(Record::decode(&r.encode()), Ok(r.clone()));
+        assert_eq!(Record::decode(&Bytes::from(r.encode())), Ok(r.clone()));
         // And a typed one is format 2, read back whole.
         incr(&mut r, 2, 6, 3);
         let enc = r.encode();
         assert_eq!(enc[1], 2);
-        assert_eq!(Record::decode(&enc), Ok(r.clone()));
+        assert_eq!(Record::decode_copied(&enc), Ok(r.clone()));
         assert_eq!(
             SiblingSet::decode(&Bytes::from(enc)),
             Err(DecodeError::UnknownFormat(2)),
@@ -337,14 +461,21 @@ mod tests {
     fn run(ops: &[Op]) -> Vec<Record> {
         let mut replicas = vec![Record::default(); 3];
         for (i, op) in ops.iter().enumerate() {
-            let hlc = i as Hlc + 1;
+            apply(&mut replicas, op, i as Hlc + 1, 1);
+        }
+        replicas
+    }
+
+    /// Runs `op` at `hlc`, counters counting in `epoch`.
+    fn apply(replicas: &mut [Record], op: &Op, hlc: Hlc, epoch: u64) {
+        {
             match *op {
                 Op::Set { replica, value } => {
                     let v = value.map(|v| format!("v{v}"));
                     set_string(&mut replicas[replica], replica as u64, hlc, v.as_deref());
                 }
                 Op::Incr { replica, delta } => {
-                    incr(&mut replicas[replica], replica as u64, hlc, delta)
+                    incr_in(&mut replicas[replica], replica as u64, epoch, hlc, delta)
                 }
                 Op::Sadd { replica, member } => {
                     sadd(
@@ -368,7 +499,69 @@ mod tests {
                 }
             }
         }
-        replicas
+    }
+
+    /// Runs `before`, a truncation at the clock then (every replica in a
+    /// new epoch), then `after` where replica `i` takes the point before
+    /// the op `learn[i]` (applying it to what it holds after every op, as
+    /// the replica does to what it reads and merges); then all take it
+    /// and merge. Returns the replicas and the point.
+    fn run_truncation(before: &[Op], after: &[Op], learn: [usize; 3]) -> (Vec<Record>, Hlc) {
+        let mut replicas = run(before);
+        let point = before.len() as Hlc;
+        for (i, op) in after.iter().enumerate() {
+            let hlc = point + 1 + i as Hlc;
+            apply(&mut replicas, op, hlc, 2);
+            for (r, &at) in replicas.iter_mut().zip(&learn) {
+                if at <= i {
+                    r.drop_truncated(point);
+                }
+            }
+        }
+        for _ in 0..2 {
+            for (from, to) in [(0, 1), (1, 2), (2, 0)] {
+                let other = replicas[from].clone();
+                replicas[to].merge(&other);
+                replicas[to].drop_truncated(point);
+            }
+        }
+        (replicas, point)
+    }
+
+    #[test]
+    fn a_truncation_leaves_what_follows_it_and_forgets_an_emptied_vector() {
+        let mut r = Record::default();
+        set_string(&mut r, 1, 1, Some("old"));
+        sadd(&mut r, 1, 2, "m");
+        hset(&mut r, 1, 3, "f");
+        incr(&mut r, 1, 4, 5);
+        let old = r.clone();
+        let mut gone = r.clone();
+        assert!(gone.drop_truncated(4));
+        assert_eq!(gone, Record::default(), "all of it at or before the point");
+        assert_eq!(gone.encode(), SiblingSet::default().encode());
+        // After the point: a new member beside the old one; the old goes,
+        // the vector (which the set's adds need) stays.
+        sadd(&mut r, 2, 6, "n");
+        let mut kept = r.clone();
+        assert!(kept.drop_truncated(4));
+        assert_eq!(
+            kept.set.state.members().collect::<Vec<_>>(),
+            [&Bytes::from_static(b"n")]
+        );
+        assert!(kept.counter.state.is_empty() && kept.hash.state.is_empty());
+        assert_eq!(kept.strings.vv, r.strings.vv);
+        assert!(!kept.drop_truncated(4), "idempotent");
+        // An import after the point brings the old parts back as of T + 1.
+        let mut imported = old;
+        assert!(imported.restamp_truncated(4));
+        assert!(!imported.clone().drop_truncated(4));
+        assert_eq!(imported.counter.state.value(), 5);
+        assert_eq!(imported.max_hlc(), 5);
+    }
+
+    fn arb_learn(len: usize) -> impl Strategy<Value = [usize; 3]> {
+        [0..=len, 0..=len, 0..=len]
     }
 
     proptest! {
@@ -376,7 +569,35 @@ mod tests {
         fn merge_is_commutative_associative_idempotent(ops in arb_ops()) {
             let r = run(&ops);
             let ab_c = super::super::check_join_laws(&r[0], &r[1], &r[2], Record::merge)?;
-            prop_assert_eq!(Record::decode(&ab_c.encode()), Ok(ab_c.clone()));
+            prop_assert_eq!(Record::decode(&Bytes::from(ab_c.encode())), Ok(ab_c.clone()));
+        }
+
+        /// Replicas that take a truncation point at different moments, and
+        /// merge with those that have not, converge, and nothing written
+        /// at or before the point is left.
+        #[test]
+        fn a_truncation_converges_and_leaves_nothing_before_its_point(
+            (before, after, learn) in (arb_ops(), arb_ops())
+                .prop_flat_map(|(b, a)| {
+                    let n = a.len();
+                    (Just(b), Just(a), arb_learn(n))
+                })
+        ) {
+            let (r, point) = run_truncation(&before, &after, learn);
+            prop_assert_eq!(&r[0], &r[1]);
+            prop_assert_eq!(&r[1], &r[2]);
+            let mut again = r[0].clone();
+            prop_assert!(!again.drop_truncated(point), "idempotent");
+            prop_assert!(r[0].strings.siblings.iter().all(|s| s.hlc > point));
+            for (written, hlc) in [
+                (r[0].counter.written(), r[0].counter.hlc),
+                (r[0].set.written(), r[0].set.hlc),
+                (r[0].hash.written(), r[0].hash.hlc),
+            ] {
+                prop_assert!(!written || hlc > point);
+            }
+            prop_assert!(r[0].counter.state.max_hlc() == 0 || r[0].counter.state.max_hlc() > point);
+            prop_assert!(r[0].set.state.max_hlc() == 0 || r[0].set.state.max_hlc() > point);
         }
 
         /// The vector of a merged record covers every dot any component
