@@ -296,13 +296,20 @@ fn a_digest_of_a_thousand_members_is_a_few_kilobytes() {
 struct Lone {
     membership: Arc<Membership>,
     gossip: Gossip,
-    old: bool,
+    /// Of the version before (until upgraded in place).
+    old: std::sync::atomic::AtomicBool,
+}
+
+impl Lone {
+    fn is_old(&self) -> bool {
+        self.old.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl Handler for Lone {
     fn handle(&self, from: NodeId, req: Request) -> BoxFut<Response> {
         let gossip = self.gossip.clone();
-        let old = self.old;
+        let old = self.is_old();
         Box::pin(async move {
             if old
                 && matches!(
@@ -351,7 +358,7 @@ impl Cluster {
                 let node = Arc::new(Lone {
                     membership,
                     gossip,
-                    old: id <= old,
+                    old: (id <= old).into(),
                 });
                 net.register(id, node.clone());
                 node
@@ -370,7 +377,7 @@ impl Cluster {
         self.round += 1;
         let seeds = vec![test_addr(1)];
         for node in &self.nodes {
-            if node.old {
+            if node.is_old() {
                 let m = &node.membership;
                 m.tick();
                 let draw = ringkv_env::SeededRng::new(m.self_id() ^ self.round).next_u64();
@@ -472,4 +479,49 @@ async fn a_peer_of_the_version_before_is_gossiped_with_whole_states() {
     let v = new.version_of(4).expect("own").1;
     c.round().await;
     assert_eq!(new.version_of(4).expect("own").1, v + 1);
+}
+
+/// The old nodes are upgraded in place (same addresses): the peers that
+/// took them for old try digests again, and once no old node is left the
+/// whole cluster gossips by digests, at the traffic of a cluster that never
+/// had an old node (no node keeps the others sending whole states).
+#[tokio::test(start_paused = true)]
+async fn nodes_upgraded_in_place_are_gossiped_with_by_digests_again() {
+    let mut fresh = Cluster::new(6, 0);
+    let (_, digest_bytes) = fresh.steady(50).await;
+    let mut c = Cluster::new(6, 3);
+    let (_, mixed_bytes) = c.steady(50).await;
+    for node in &c.nodes {
+        node.old.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+    // OLD_PEER_MEMORY, then some: 100 ms a round.
+    let rounds = (super::gossip::OLD_PEER_MEMORY.as_millis() / 100) as u64 + 100;
+    for _ in 0..rounds {
+        c.round().await;
+    }
+    let (_, upgraded_bytes) = c.steady(50).await;
+    eprintln!(
+        "6 nodes, a node's bytes a round: {mixed_bytes} with 3 old, {upgraded_bytes} after the \
+         upgrade, {digest_bytes} never mixed"
+    );
+    assert!(
+        upgraded_bytes * 2 < mixed_bytes && upgraded_bytes < digest_bytes * 3 / 2,
+        "{upgraded_bytes} B a round after the upgrade ({mixed_bytes} mixed, {digest_bytes} never)"
+    );
+    let own = |n: &Lone| {
+        n.membership
+            .version_of(n.membership.self_id())
+            .expect("own")
+            .1
+    };
+    let before: Vec<u64> = c.nodes.iter().map(|n| own(n)).collect();
+    c.round().await;
+    c.round().await;
+    for (n, v) in c.nodes.iter().zip(before) {
+        assert!(
+            own(n) <= v + 1,
+            "node {} publishes every round",
+            n.membership.self_id()
+        );
+    }
 }

@@ -14,11 +14,17 @@
 //! the ids it wants; then the states wanted, answered with any the
 //! initiator asked for. Pulses travel in the digests and feed the failure
 //! detectors; whole states travel only when a member publishes a new one.
-//! In a steady cluster an exchange is two digests. A peer of the version
-//! before (which cannot decode a digest) is gossiped with the old way,
-//! every state whole, for [`OLD_PEER_MEMORY`]; while it knows such a peer,
-//! a node publishes its state every round, so that old nodes, which see
-//! heartbeats only in states, see its heartbeat every round.
+//! In a steady cluster an exchange is two digests. A peer that answers a
+//! digest with an error (a node of the version before, which cannot decode
+//! one) is gossiped with the old way, every state whole, and tried with a
+//! digest again after [`OLD_PEER_RETRY`] (or at once when it sends a
+//! digest: it was upgraded). For [`OLD_PEER_MEMORY`] after an old peer
+//! last showed itself (that error, or whole states it sent), a node
+//! publishes its state every round, so that old nodes, which see
+//! heartbeats only in states, see its heartbeat every round. Receiving
+//! whole states never makes a node send whole states: an upgraded node
+//! that a peer still took for old answers that peer's whole states and
+//! sends it digests, which end the mistake.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,8 +43,11 @@ use crate::net::{Peer, Transport};
 
 /// How long a peer that answered a digest with an error (a node of the
 /// version before) is gossiped with the old way before a digest is tried
-/// again.
-pub const OLD_PEER_MEMORY: Duration = Duration::from_secs(3_600);
+/// again (the cost of a try is one error answer).
+pub const OLD_PEER_RETRY: Duration = Duration::from_secs(300);
+/// How long after a peer of the version before last showed itself a node
+/// publishes its state every round.
+pub const OLD_PEER_MEMORY: Duration = Duration::from_secs(600);
 /// A round goes to a seed with probability seeds / members, and at most
 /// one in this many.
 const SEED_ODDS_MIN: usize = 10;
@@ -61,6 +70,9 @@ pub struct Gossip {
     /// Peers of the version before, by address: when each answered a
     /// digest with an error.
     old_peers: Arc<Mutex<HashMap<String, Duration>>>,
+    /// When a peer of the version before last showed itself (an error
+    /// answer to a digest, or whole states it sent).
+    old_seen: Arc<Mutex<Option<Duration>>>,
 }
 
 impl Gossip {
@@ -74,27 +86,37 @@ impl Gossip {
             transport,
             load,
             old_peers: Arc::default(),
+            old_seen: Arc::default(),
         }
     }
 
-    /// True while `addr` is remembered as a peer of the version before.
+    /// True while `addr` is gossiped with whole states: it answered a
+    /// digest with an error less than [`OLD_PEER_RETRY`] ago.
     fn speaks_old(&self, addr: &str) -> bool {
         let now = self.membership.monotonic();
-        self.old_peers
-            .lock()
-            .get(addr)
-            .is_some_and(|&since| now.saturating_sub(since) < OLD_PEER_MEMORY)
+        let mut old = self.old_peers.lock();
+        old.retain(|_, since| now.saturating_sub(*since) < OLD_PEER_RETRY);
+        old.contains_key(addr)
     }
 
-    /// True while any peer of the version before is remembered.
+    /// True while a peer of the version before showed itself less than
+    /// [`OLD_PEER_MEMORY`] ago.
     fn knows_old_peers(&self) -> bool {
         let now = self.membership.monotonic();
-        let mut old = self.old_peers.lock();
-        old.retain(|_, since| now.saturating_sub(*since) < OLD_PEER_MEMORY);
-        !old.is_empty()
+        self.old_seen
+            .lock()
+            .is_some_and(|at| now.saturating_sub(at) < OLD_PEER_MEMORY)
     }
 
+    /// A peer of the version before showed itself (whole states it sent).
+    fn saw_old(&self) {
+        *self.old_seen.lock() = Some(self.membership.monotonic());
+    }
+
+    /// `addr` answered a digest with an error: gossiped with whole states
+    /// for [`OLD_PEER_RETRY`].
     fn remember_old(&self, addr: &str) {
+        self.saw_old();
         let mut old = self.old_peers.lock();
         if old.len() < OLD_PEERS_MAX || old.contains_key(addr) {
             old.insert(addr.to_string(), self.membership.monotonic());
@@ -273,20 +295,19 @@ impl Gossip {
 
     /// Answers a gossip request of peer `from` (`Gossip`, `GossipDigest`,
     /// `GossipStates`); gives any other request back.
-    /// `from` (when known) sending whole states is of the version before;
-    /// sending a digest, of this one.
+    /// `from` (when known) sending a digest is of this version: it is sent
+    /// digests again. Whole states may come from a node of this version
+    /// that takes this one for old: they make this node publish every
+    /// round for a while, never send whole states.
     pub async fn answer_request(&self, from: NodeId, req: Request) -> Result<Response, Request> {
-        let addr = self.membership.peer(from).map(|p| p.addr);
         Ok(match req {
             Request::Gossip { states } => {
-                if let Some(addr) = &addr {
-                    self.remember_old(addr);
-                }
+                self.saw_old();
                 self.answer(states).await
             }
             Request::GossipDigest { digest } => {
-                if let Some(addr) = &addr {
-                    self.old_peers.lock().remove(addr);
+                if let Some(p) = self.membership.peer(from) {
+                    self.old_peers.lock().remove(&p.addr);
                 }
                 self.answer_digest(digest).await
             }
