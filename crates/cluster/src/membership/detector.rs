@@ -1,6 +1,5 @@
 //! The phi-accrual failure detector (Hayashibara et al., as in Cassandra).
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 /// The most heartbeats one arrival stands for (a member back after a cut
@@ -8,21 +7,32 @@ use std::time::Duration;
 const PULSES_PER_ARRIVAL_MAX: u64 = 10;
 
 /// The longest interval counted, microseconds (an hour: a longer silence
-/// says nothing more of the peer's rate; it fits a `u32`).
-const INTERVAL_US_MAX: u32 = 3_600_000_000;
+/// says nothing more of the peer's rate).
+const INTERVAL_US_MAX: u64 = 3_600_000_000;
+
+/// How far the newest pulse seen may lie past a newer state of the peer
+/// when that state arrives: beyond it the pulse was forged (a digest's
+/// pulse is unsigned; an honest one is at most a publication interval and
+/// a relay's delay ahead of the state), and is forgotten.
+const PULSE_LEAD_MAX: u64 = 2 * PULSES_PER_ARRIVAL_MAX;
 
 /// Phi-accrual failure detector for one peer.
+///
+/// The mean interval between heartbeats is the ratio of two sums over the
+/// last `intervals_max` arrivals or so: the microseconds between arrivals
+/// and the heartbeats they brought, each decayed by `1 / intervals_max` as
+/// an arrival comes once that many have (an exponentially weighted window,
+/// a sliding window's mean without its memory: a node keeps a detector for
+/// every member, so at a thousand members a window of 100 arrivals would
+/// cost 800 KB a node, these sums 16 bytes a member).
 #[derive(Debug, Clone)]
 pub struct PhiDetector {
-    /// The last arrivals: (microseconds since the one before, heartbeats
-    /// it brought; 8 bytes an arrival, a detector per member per node),
-    /// and their sums (kept as they change: `phi` is asked of every member
-    /// every round, and must not walk the window).
-    intervals: VecDeque<(u32, u16)>,
-    sum_us: u64,
-    sum_pulses: u64,
+    sum_us: f64,
+    sum_pulses: f64,
+    /// Arrivals counted, up to `intervals_max`.
+    arrivals: u32,
     last: Option<Duration>,
-    intervals_max: usize,
+    intervals_max: u32,
     /// Floor on the mean interval so a burst of quick heartbeats does not
     /// make the detector twitchy.
     mean_floor_ms: f64,
@@ -41,12 +51,11 @@ pub struct PhiDetector {
 impl PhiDetector {
     pub fn new(intervals_max: usize, expected_interval_ms: f64) -> Self {
         Self {
-            // Grown as arrivals come: a member heard once costs nothing.
-            intervals: VecDeque::new(),
-            sum_us: 0,
-            sum_pulses: 0,
+            sum_us: 0.0,
+            sum_pulses: 0.0,
+            arrivals: 0,
             last: None,
-            intervals_max: intervals_max.max(1),
+            intervals_max: u32::try_from(intervals_max).unwrap_or(u32::MAX).max(1),
             mean_floor_ms: expected_interval_ms,
             stopped_at: None,
             seen: (0, 0),
@@ -62,13 +71,25 @@ impl PhiDetector {
 
     /// A state of the peer at `freshness` arrived at `now` (signed by it
     /// where states are signed): a heartbeat when it is newer than the
-    /// last state, whatever pulses digests claimed. True when newer.
+    /// last state, whatever pulses digests claimed. A pulse seen more than
+    /// [`PULSE_LEAD_MAX`] past it was forged: it is forgotten, and this
+    /// state brings the pulses since the last state (so a forged pulse far
+    /// ahead, relayed by honest peers, neither hides the peer's own pulses
+    /// for long nor makes its states look rare). True when newer.
     pub fn observe_state(&mut self, freshness: (u64, u64), now: Duration) -> bool {
         if freshness <= self.state_seen {
             return false;
         }
+        let previous = self.state_seen;
         self.state_seen = freshness;
         self.state_at = Some(now);
+        if self.seen.0 == freshness.0 && self.seen.1 > freshness.1.saturating_add(PULSE_LEAD_MAX) {
+            self.seen = if previous.0 == freshness.0 {
+                previous
+            } else {
+                (freshness.0, freshness.1.saturating_sub(1))
+            };
+        }
         let pulses = self.pulses_to(freshness);
         self.seen = self.seen.max(freshness);
         if self.alive_after_stop(freshness) {
@@ -125,9 +146,9 @@ impl PhiDetector {
             Some(_) => {
                 // Back: its outage is not a heartbeat interval.
                 self.stopped_at = None;
-                self.intervals.clear();
-                self.sum_us = 0;
-                self.sum_pulses = 0;
+                self.sum_us = 0.0;
+                self.sum_pulses = 0.0;
+                self.arrivals = 0;
                 self.last = None;
                 true
             }
@@ -143,19 +164,19 @@ impl PhiDetector {
     /// Records an arrival at `now` of `pulses` heartbeats at once.
     fn heartbeat_of(&mut self, now: Duration, pulses: u64) {
         if let Some(last) = self.last {
-            let us = u32::try_from(now.saturating_sub(last).as_micros())
+            let us = u64::try_from(now.saturating_sub(last).as_micros())
                 .unwrap_or(INTERVAL_US_MAX)
                 .min(INTERVAL_US_MAX);
-            let pulses = pulses.clamp(1, PULSES_PER_ARRIVAL_MAX) as u16;
-            if self.intervals.len() == self.intervals_max
-                && let Some((old_us, old_pulses)) = self.intervals.pop_front()
-            {
-                self.sum_us -= u64::from(old_us);
-                self.sum_pulses -= u64::from(old_pulses);
+            let pulses = pulses.clamp(1, PULSES_PER_ARRIVAL_MAX);
+            if self.arrivals == self.intervals_max {
+                let keep = 1.0 - 1.0 / f64::from(self.intervals_max);
+                self.sum_us *= keep;
+                self.sum_pulses *= keep;
+            } else {
+                self.arrivals += 1;
             }
-            self.intervals.push_back((us, pulses));
-            self.sum_us += u64::from(us);
-            self.sum_pulses += u64::from(pulses);
+            self.sum_us += us as f64;
+            self.sum_pulses += pulses as f64;
         }
         self.last = Some(now);
     }
@@ -173,10 +194,10 @@ impl PhiDetector {
         if self.stopped_at.is_some() {
             return f64::INFINITY;
         }
-        let mean = if self.intervals.is_empty() {
+        let mean = if self.arrivals == 0 {
             self.mean_floor_ms
         } else {
-            (self.sum_us as f64 / 1000.0 / self.sum_pulses.max(1) as f64).max(self.mean_floor_ms)
+            (self.sum_us / 1000.0 / self.sum_pulses.max(1.0)).max(self.mean_floor_ms)
         };
         let elapsed = now.saturating_sub(last).as_secs_f64() * 1000.0;
         elapsed / mean * std::f64::consts::LOG10_E
@@ -251,6 +272,78 @@ mod tests {
             assert!(d.observe_state((1, 10 * i), t(1 + 10 * i)));
             assert!(d.phi(t(1 + 10 * i)) < 1.0);
         }
+    }
+
+    /// A pulse forged far ahead (within what the digest check lets by)
+    /// and relayed: the peer's real pulses are ignored only until its next
+    /// state, and its death is seen about as soon as without the forgery.
+    #[test]
+    fn a_forged_pulse_ahead_does_not_slow_the_detection_of_a_death() {
+        let t = Duration::from_millis;
+        let trust = Duration::from_secs(40);
+        let run = |forge: bool| {
+            let mut d = PhiDetector::new(100, 1_000.0);
+            d.observe_state((1, 0), t(0));
+            for s in 1..=300u64 {
+                if forge && s % 10 == 1 {
+                    // A forger claims the newest state's heartbeat + 40.
+                    d.observe_pulse((1, (s / 10) * 10 + 40), t(1_000 * s - 500), trust);
+                }
+                // A state every 10 s, a pulse every second between.
+                if s % 10 == 0 {
+                    d.observe_state((1, s), t(1_000 * s));
+                } else {
+                    d.observe_pulse((1, s), t(1_000 * s), trust);
+                }
+            }
+            // Dead after 300 s: when does phi pass 8?
+            (301..2_000u64)
+                .find(|&s| d.phi(t(1_000 * s)) >= 8.0)
+                .map(|s| s - 300)
+        };
+        let honest = run(false).expect("seen down");
+        let forged = run(true).expect("seen down");
+        assert!((15..=25).contains(&honest), "{honest} s");
+        assert!(
+            forged <= honest * 2,
+            "{forged} s with the forgery, {honest} s without"
+        );
+        // One forgery: the peer's own pulses count again from its next
+        // state on (not only once they pass the forged one).
+        let mut d = PhiDetector::new(100, 1_000.0);
+        d.observe_state((1, 0), t(0));
+        assert!(d.observe_pulse((1, 40), t(500), trust), "the forgery");
+        assert!(!d.observe_pulse((1, 1), t(1_000), trust));
+        assert!(d.observe_state((1, 10), t(10_000)));
+        assert!(
+            d.observe_pulse((1, 11), t(11_000), trust),
+            "a real pulse again"
+        );
+        assert_eq!(d.last_heartbeat(), Some(t(11_000)));
+    }
+
+    /// The decayed sums follow a change of rate within about a window of
+    /// arrivals, and cost the same whatever the window.
+    #[test]
+    fn the_mean_follows_the_rate_in_a_window_and_the_detector_is_small() {
+        let mut d = PhiDetector::new(100, 10.0);
+        let t = Duration::from_millis;
+        for i in 0..=300u64 {
+            d.heartbeat(t(1_000 * i));
+        }
+        // phi = elapsed / mean * log10(e): 1 s of silence at a 1 s mean.
+        let at_1s = d.phi(t(301_000));
+        assert!((at_1s - std::f64::consts::LOG10_E).abs() < 1e-9, "{at_1s}");
+        for i in 1..=300u64 {
+            d.heartbeat(t(300_000 + 2_000 * i));
+        }
+        let mean_ms = 1_000.0 * std::f64::consts::LOG10_E / d.phi(t(900_000 + 1_000));
+        assert!((1_900.0..=2_000.0).contains(&mean_ms), "{mean_ms} ms");
+        assert!(
+            std::mem::size_of::<PhiDetector>() <= 160,
+            "{} bytes",
+            std::mem::size_of::<PhiDetector>()
+        );
     }
 
     #[test]
