@@ -141,8 +141,10 @@ pub struct GossipDigest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DigestEntries {
     /// `(version, ahead)` by position in the member list the hash names.
+    #[serde(deserialize_with = "super::bounded::vec::<{ crate::membership::MEMBERS_MAX }, _, _>")]
     Positional(Vec<(u64, u64)>),
     /// Each member named.
+    #[serde(deserialize_with = "super::bounded::vec::<{ crate::membership::MEMBERS_MAX }, _, _>")]
     Explicit(Vec<DigestEntry>),
 }
 

@@ -88,7 +88,11 @@
 //! whole (it shows the member at version 0 in its digests until one comes;
 //! a `want` names the version the sender holds, and is answered with
 //! refreshes where that allows). A message holds at most
-//! `GOSSIP_STATES_PER_MESSAGE_MAX` states and refreshes. A node of the version before
+//! `GOSSIP_STATES_PER_MESSAGE_MAX` states, as many refreshes and as many
+//! wants; a digest at most `MEMBERS_MAX` entries, as does `Gossip`'s list
+//! of states; a state at most `TOKENS_PER_NODE_MAX` tokens. A receiver
+//! refuses a longer list as soon as it reads its length, before decoding
+//! or allocating its elements (`net/bounded.rs`). A node of the version before
 //! cannot decode `GossipDigest` and answers an error: the sender then uses
 //! `Gossip` with that peer.
 //!
@@ -183,6 +187,9 @@ pub struct NodeState {
     pub dc: String,
     pub rack: String,
     pub weight: u32,
+    #[serde(
+        deserialize_with = "super::bounded::vec::<{ crate::ring::TOKENS_PER_NODE_MAX }, _, _>"
+    )]
     pub tokens: Vec<u64>,
     pub status: NodeStatus,
     pub load: Load,
@@ -321,6 +328,9 @@ pub enum Request {
     Ping,
     /// Push-pull gossip: the sender's view; the answer is the receiver's.
     Gossip {
+        #[serde(
+            deserialize_with = "super::bounded::vec::<{ crate::membership::MEMBERS_MAX }, _, _>"
+        )]
         states: Vec<NodeState>,
     },
     /// Read this replica's record of a key.
@@ -411,8 +421,17 @@ pub enum Request {
     /// it holds (`(0, 0)`: none). Answered [`Response::GossipUpdates`]
     /// with the states wanted.
     GossipStates {
+        #[serde(
+            deserialize_with = "super::bounded::vec::<{ crate::membership::GOSSIP_STATES_PER_MESSAGE_MAX }, _, _>"
+        )]
         states: Vec<NodeState>,
+        #[serde(
+            deserialize_with = "super::bounded::vec::<{ crate::membership::GOSSIP_STATES_PER_MESSAGE_MAX }, _, _>"
+        )]
         refreshes: Vec<StateRefresh>,
+        #[serde(
+            deserialize_with = "super::bounded::vec::<{ crate::membership::GOSSIP_STATES_PER_MESSAGE_MAX }, _, _>"
+        )]
         want: Vec<(NodeId, u64, u64)>,
     },
 }
@@ -422,6 +441,9 @@ pub enum Request {
 pub enum Response {
     Pong,
     Gossip {
+        #[serde(
+            deserialize_with = "super::bounded::vec::<{ crate::membership::MEMBERS_MAX }, _, _>"
+        )]
         states: Vec<NodeState>,
     },
     /// The replica's record, if it has one.
@@ -468,14 +490,29 @@ pub enum Response {
     /// another member list, `digest` is explicit and the rest empty.
     GossipDelta {
         digest: GossipDigest,
+        #[serde(
+            deserialize_with = "super::bounded::vec::<{ crate::membership::GOSSIP_STATES_PER_MESSAGE_MAX }, _, _>"
+        )]
         states: Vec<NodeState>,
+        #[serde(
+            deserialize_with = "super::bounded::vec::<{ crate::membership::GOSSIP_STATES_PER_MESSAGE_MAX }, _, _>"
+        )]
         refreshes: Vec<StateRefresh>,
+        #[serde(
+            deserialize_with = "super::bounded::vec::<{ crate::membership::GOSSIP_STATES_PER_MESSAGE_MAX }, _, _>"
+        )]
         want: Vec<NodeId>,
     },
     /// The states a [`Request::GossipStates`] wanted: whole, or as
     /// refreshes where the version it said it holds allows.
     GossipUpdates {
+        #[serde(
+            deserialize_with = "super::bounded::vec::<{ crate::membership::GOSSIP_STATES_PER_MESSAGE_MAX }, _, _>"
+        )]
         states: Vec<NodeState>,
+        #[serde(
+            deserialize_with = "super::bounded::vec::<{ crate::membership::GOSSIP_STATES_PER_MESSAGE_MAX }, _, _>"
+        )]
         refreshes: Vec<StateRefresh>,
     },
 }

@@ -14,6 +14,7 @@
 //!   mutual TLS of the cluster port.
 //! - [`fault`]: the partition hooks of fault injection on real processes.
 
+mod bounded;
 pub mod certs;
 pub mod client_tls;
 mod der;

@@ -1,0 +1,80 @@
+//! Bounded lists on the wire: a list longer than its limit is refused as
+//! soon as its length is read (postcard writes the length first), before
+//! any element is decoded or any room is taken for them. Used for the
+//! lists of the gossip messages, whose limits are the senders' own (so
+//! honest peers never meet them): a peer's message cannot make a node
+//! allocate more than the limit's worth, whatever the frame's size.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{Deserialize, Deserializer, Error, SeqAccess, Visitor};
+
+/// Room taken ahead for a list, at most (the rest grows as elements come).
+const PREALLOCATE_MAX: usize = 1_024;
+
+/// Deserializes a `Vec<T>` of at most `MAX` elements (for
+/// `#[serde(deserialize_with = "bounded::vec::<N, _, _>")]`).
+pub fn vec<'de, const MAX: usize, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    d.deserialize_seq(Bounded::<MAX, T>(PhantomData))
+}
+
+struct Bounded<const MAX: usize, T>(PhantomData<T>);
+
+impl<'de, const MAX: usize, T: Deserialize<'de>> Visitor<'de> for Bounded<MAX, T> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a list of at most {MAX} elements")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        let hint = seq.size_hint().unwrap_or(0);
+        if hint > MAX {
+            return Err(A::Error::invalid_length(hint, &self));
+        }
+        let mut out = Vec::with_capacity(hint.min(PREALLOCATE_MAX));
+        while let Some(x) = seq.next_element()? {
+            if out.len() == MAX {
+                return Err(A::Error::invalid_length(MAX + 1, &self));
+            }
+            out.push(x);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Three {
+        #[serde(deserialize_with = "super::vec::<3, _, _>")]
+        list: Vec<u64>,
+        tail: u8,
+    }
+
+    #[test]
+    fn a_list_past_its_limit_is_refused_before_its_elements() {
+        let ok = Three {
+            list: vec![1, 2, 3],
+            tail: 9,
+        };
+        let bytes = postcard::to_allocvec(&ok).expect("encode");
+        assert_eq!(postcard::from_bytes::<Three>(&bytes).expect("decode"), ok);
+        let long = Three {
+            list: vec![1, 2, 3, 4],
+            tail: 9,
+        };
+        let bytes = postcard::to_allocvec(&long).expect("encode");
+        assert!(postcard::from_bytes::<Three>(&bytes).is_err());
+        // A length of a billion with nothing after it: refused at once.
+        let bytes = [0x80, 0x94, 0xeb, 0xdc, 0x03];
+        assert!(postcard::from_bytes::<Three>(&bytes).is_err());
+    }
+}
