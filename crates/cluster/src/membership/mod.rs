@@ -980,10 +980,13 @@ impl Membership {
             .collect()
     }
 
-    /// Where this round's bounded lists start (see [`rotated`]): the pulse,
-    /// which moves every round.
+    /// Where this round's bounded lists start (see [`rotated`]): a bound's
+    /// worth further each round (the pulse moves one a round), so a list
+    /// cut to the bound is sent whole over consecutive rounds, and members
+    /// refused again and again at its front hold back no others.
     pub fn rotation(&self) -> usize {
-        self.own_pulse.load(std::sync::atomic::Ordering::Relaxed) as usize
+        let pulse = self.own_pulse.load(std::sync::atomic::Ordering::Relaxed) as usize;
+        pulse.wrapping_mul(GOSSIP_STATES_PER_MESSAGE_MAX)
     }
 
     /// The states of `ids` known here, at most
