@@ -124,3 +124,74 @@ pub fn run(a: ScaleArgs) -> anyhow::Result<()> {
     anyhow::ensure!(failed.is_empty(), "targets missed at {failed:?} nodes");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(joins: usize, tokens: usize) -> ScaleArgs {
+        ScaleArgs {
+            nodes: vec![],
+            seed: 1,
+            steady_secs: 60,
+            joins,
+            decommissions: 0,
+            tokens,
+            cut_secs: 0,
+            no_net_faults: false,
+        }
+    }
+
+    fn met(nodes: usize) -> ScaleReport {
+        ScaleReport {
+            nodes,
+            start_secs: Some(10),
+            bytes_mean: 14_000,
+            token_rounds: Some(7),
+            join_secs: Some(20),
+            detect_secs: Some(26),
+            ring_build_ms: 150.0,
+            ..ScaleReport::default()
+        }
+    }
+
+    #[test]
+    fn the_targets_scale_with_the_size_and_the_tokens() {
+        let a = args(40, 64);
+        assert_eq!(misses(&met(1000), &a), Vec::<String>::new());
+        // 64 KB at 1,000 nodes, four times that at 4,000.
+        let r = ScaleReport {
+            bytes_mean: 70_000,
+            ..met(1000)
+        };
+        assert_eq!(misses(&r, &a).len(), 1, "{:?}", misses(&r, &a));
+        let r = ScaleReport {
+            bytes_mean: 4 * 64 * 1024,
+            ring_build_ms: 790.0,
+            ..met(4000)
+        };
+        assert_eq!(misses(&r, &a), Vec::<String>::new());
+        let r = ScaleReport {
+            bytes_mean: 4 * 64 * 1024 + 1,
+            ..met(4000)
+        };
+        assert_eq!(misses(&r, &a).len(), 1);
+        // Ring build: 200 ms at 1,000 nodes and 64 tokens.
+        let r = ScaleReport {
+            ring_build_ms: 244.4,
+            ..met(1000)
+        };
+        assert_eq!(misses(&r, &a).len(), 1);
+        // Every other target, and a step that did not finish.
+        let r = ScaleReport {
+            token_rounds: Some(16),
+            detect_secs: Some(31),
+            false_suspicions: 1,
+            join_secs: None,
+            ..met(1000)
+        };
+        assert_eq!(misses(&r, &a).len(), 4, "{:?}", misses(&r, &a));
+        // A step the run skipped is not a miss.
+        assert_eq!(misses(&r, &args(0, 64)).len(), 3);
+    }
+}
