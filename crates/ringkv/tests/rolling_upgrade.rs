@@ -3,8 +3,10 @@
 //! format, serve each other's forwarded writes and errors (each kind of
 //! node refusing a write the other forwarded), a truncation is refused
 //! while old nodes run (naming them; nothing goes), a node of the new version
-//! stopping says goodbye to old nodes without harm, and a node restarted on
-//! the new binary keeps its identity, tokens and data.
+//! stopping says goodbye to old nodes without harm, gossip across the
+//! versions (whole states with old nodes, digests between new ones) never
+//! shows a node down, and a node restarted on the new binary keeps its
+//! identity, tokens and data.
 //!
 //! The previous binary is `RINGKV_PREVIOUS_BIN` when set; otherwise this
 //! test builds [`PREVIOUS_COMMIT`] from the repository's history (a few
@@ -122,6 +124,27 @@ fn start(exe: &Path, root: &Path, i: usize, limits: &str, seed: Option<&NodeProc
     NodeProc::start_with(exe, &root.join(format!("n{i}")), &args)
 }
 
+/// Every node sees every node alive at every look over `secs` seconds
+/// (many gossip rounds): old nodes, which see heartbeats only in whole
+/// states, must see new nodes' every round, and new nodes the old ones'.
+fn stay_alive(nodes: &[&NodeProc], secs: u64) {
+    let ids: Vec<String> = nodes.iter().map(|n| self_id(n)).collect();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < until {
+        for node in nodes {
+            let view = json(node, "/v1/cluster")["nodes"].clone();
+            for id in &ids {
+                let alive = view.as_array().is_some_and(|l| {
+                    l.iter()
+                        .any(|x| x["id"] == id.as_str() && x["alive"] == true)
+                });
+                assert!(alive, "{} sees {id} down: {view}", node.resp);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// Every key reads its value through every node.
 fn check_reads(nodes: &[&NodeProc], keys: usize) {
     for node in nodes {
@@ -162,6 +185,9 @@ fn a_cluster_upgrades_by_rolling_restart() {
     let c = start(&previous, root, 2, "small", Some(&a));
     let d = start(&current, root, 3, "big", Some(&a));
     all_normal(&[&a, &b, &c, &d], 4);
+    // Gossip across versions: whole states with the old nodes, digests
+    // between the new ones; no node is ever taken for down.
+    stay_alive(&[&a, &b, &c, &d], 5);
     let keys = 300;
     for i in 0..keys {
         let node = [&a, &b, &c, &d][i % 4];
@@ -282,4 +308,7 @@ fn a_cluster_upgrades_by_rolling_restart() {
         assert_eq!(&tokens[..4], b"RKTK", "TOKENS rewritten with a header");
         check_reads(&refs, keys);
     }
+    // All on this version: digests between every pair, no node down.
+    let refs: Vec<&NodeProc> = nodes.iter().collect();
+    stay_alive(&refs, 5);
 }
