@@ -73,7 +73,8 @@ use std::time::Duration;
 use ringkv_env::{Rng, SeededRng};
 
 use crate::api::KvError;
-use crate::causality::{Hlc, SiblingSet};
+use crate::causality::Hlc;
+use crate::causality::types::Record;
 use crate::id::{NodeId, display};
 use crate::net::message::{NodeStatus, Request, Response};
 use crate::node::Node;
@@ -359,12 +360,10 @@ impl<S: LocalStore> Node<S> {
     /// coordinates meanwhile would be dropped though acknowledged, so the
     /// point goes back to it at once (to each peer at most once per
     /// [`TRUNCATE_TELL_INTERVAL_MS`]).
-    pub(crate) fn tell_if_stale(&self, from: NodeId, set: &SiblingSet) {
-        let at = self.replica().truncated_at();
-        if at == 0 || set.siblings.iter().all(|s| s.hlc > at) {
-            return;
+    pub(crate) fn tell_if_stale(&self, from: NodeId, record: &Record) {
+        if record.touched_by(self.replica().truncated_at()) {
+            self.tell_stale(from);
         }
-        self.tell_stale(from);
     }
 
     /// [`Node::tell_if_stale`] once a record from `from` was found to hold

@@ -11,7 +11,8 @@
 
 use bytes::Bytes;
 
-use super::{SiblingSet, hlc_physical_ms};
+use super::types::Record;
+use super::{Hlc, SiblingSet, hlc_physical_ms};
 use crate::id::NodeId;
 
 /// True when compaction may drop this stored record: every sibling is
@@ -37,10 +38,29 @@ pub(crate) fn dead_set_purgeable(
     grace_ms: u64,
     synced_at: impl FnOnce() -> Option<u64>,
 ) -> bool {
-    if !set.is_dead(now_ms) {
-        return false;
-    }
-    let written_ms = hlc_physical_ms(set.max_hlc());
+    set.is_dead(now_ms) && dead_purgeable(set.max_hlc(), now_ms, grace_ms, synced_at)
+}
+
+/// [`dead_set_purgeable`] of a record that may hold data types: dead when
+/// no sibling is live and every typed component is empty (a record of
+/// emptied components is a tombstone, docs/design/data-types.md).
+pub(crate) fn dead_record_with_types_purgeable(
+    record: &Record,
+    now_ms: u64,
+    grace_ms: u64,
+    synced_at: impl FnOnce() -> Option<u64>,
+) -> bool {
+    record.is_dead(now_ms) && dead_purgeable(record.max_hlc(), now_ms, grace_ms, synced_at)
+}
+
+/// The tombstone rule for a dead record whose newest write is at `newest`.
+fn dead_purgeable(
+    newest: Hlc,
+    now_ms: u64,
+    grace_ms: u64,
+    synced_at: impl FnOnce() -> Option<u64>,
+) -> bool {
+    let written_ms = hlc_physical_ms(newest);
     written_ms.saturating_add(grace_ms) < now_ms && synced_at().is_some_and(|t| t > written_ms)
 }
 

@@ -29,7 +29,7 @@ use futures::StreamExt;
 use super::Coordinator;
 use super::plan::Plan;
 use crate::api::{Consistency, ImportStopped, KvError, WriteOptions};
-use crate::causality::SiblingSet;
+use crate::causality::types::Record;
 use crate::id::NodeId;
 use crate::rpc::{Call, Fanout, PeerError, Requirement};
 use crate::store::LocalStore;
@@ -47,14 +47,14 @@ pub const IMPORT_PUSH_BYTES_MAX: usize = 1024 * 1024;
 /// An import batch checked and planned: each record's key, sibling set
 /// (restamped) and plan, its encoding, and why the batch stopped early.
 struct Prepared {
-    planned: Vec<(Bytes, SiblingSet, Plan)>,
+    planned: Vec<(Bytes, Record, Plan)>,
     encoded: Vec<Bytes>,
     refused: Option<ImportStopped>,
 }
 
 /// Records bound for one replica.
 enum Push {
-    Here(Vec<(Bytes, SiblingSet)>),
+    Here(Vec<(Bytes, Record)>),
     Peer(NodeId, Vec<(Bytes, Bytes)>),
 }
 
@@ -64,7 +64,7 @@ impl<S: LocalStore> Coordinator<S> {
     async fn merge_planned(
         self: &Arc<Self>,
         key: Bytes,
-        set: SiblingSet,
+        set: Record,
         record: Bytes,
         plan: &Plan,
     ) -> Result<(), KvError> {
@@ -216,7 +216,7 @@ impl<S: LocalStore> Coordinator<S> {
         let mut planned = Vec::with_capacity(records.len());
         let mut encoded = Vec::with_capacity(records.len());
         for (i, (key, record)) in records.into_iter().enumerate() {
-            let checked = SiblingSet::decode(&record)
+            let checked = Record::decode(&record)
                 .map_err(|e| {
                     KvError::InvalidArgument(format!(
                         "the record of an imported key does not decode: {e}"
@@ -272,10 +272,11 @@ impl<S: LocalStore> Coordinator<S> {
     }
 
     /// The checks of an imported record: its key's and values' sizes.
-    fn check_import(&self, key: &[u8], set: &SiblingSet) -> Result<(), KvError> {
+    fn check_import(&self, key: &[u8], set: &Record) -> Result<(), KvError> {
         let max = self.config.value_bytes_max;
         let refused = self.check_key(key).and_then(|()| {
             match set
+                .strings
                 .siblings
                 .iter()
                 .filter_map(|s| s.value.as_ref().map(Bytes::len))

@@ -111,7 +111,11 @@ impl<S: LocalStore> Coordinator<S> {
         for id in stale {
             metrics::counter!("ringkv_read_repairs_total").increment(1);
             if id == self.id() {
-                if let Err(e) = self.replica.merge_now(key.clone(), merged.clone()).await {
+                if let Err(e) = self
+                    .replica
+                    .merge_now(key.clone(), merged.clone().into())
+                    .await
+                {
                     tracing::warn!(error = %e, "local read repair failed");
                 }
             } else if let Err(e) = self.rpc.merge(id, key.clone(), record.clone()).await {

@@ -12,6 +12,7 @@ use super::plan::Transfer;
 use super::{Drive, MovementError, Movements};
 use crate::api::KvError;
 use crate::causality::SiblingSet;
+use crate::causality::types::Record;
 use crate::id::{NodeId, display};
 use crate::net::message::{ErrorDetail, Request, Response, stream_crc};
 use crate::ring::{Token, token_of};
@@ -180,7 +181,7 @@ impl<S: LocalStore> Movements<S> {
     /// Merges streamed records into this replica.
     async fn merge_local(self: &Arc<Self>, entries: Entries) -> Result<(), KvError> {
         self.merge_pushed(entries, |_: &[u8], record: &Bytes| {
-            SiblingSet::decode(record).map_err(|e| e.to_string())
+            Record::decode(record).map_err(|e| e.to_string())
         })
         .await
     }
@@ -191,7 +192,7 @@ impl<S: LocalStore> Movements<S> {
     pub async fn merge_pushed(
         self: &Arc<Self>,
         entries: Entries,
-        decode: impl Fn(&[u8], &Bytes) -> Result<SiblingSet, String> + Send + 'static,
+        decode: impl Fn(&[u8], &Bytes) -> Result<Record, String> + Send + 'static,
     ) -> Result<(), KvError> {
         let failed = |e: crate::exec::BlockingError| {
             KvError::Storage(format!("stream merge task failed: {e}"))
@@ -302,7 +303,8 @@ mod tests {
             };
             let value = Bytes::from(vec![b'v'; 100]);
             set.update(&VersionVector::new(), 2, hlc, Some(value), None);
-            r.merge(format!("k{i}").as_bytes(), &set).expect("merge");
+            r.merge(format!("k{i}").as_bytes(), &Record::from(set.clone()))
+                .expect("merge");
         }
         r.set_truncated_at(5_000 << 16);
         let (mut after, mut visible, mut batches) = (None, 0, 0);

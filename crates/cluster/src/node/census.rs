@@ -189,6 +189,7 @@ pub fn cluster_keys(membership: &Membership, own: u64, census: &Census) -> Clust
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::causality::types::Record;
     use crate::causality::{SiblingSet, VersionVector};
     use crate::store::MemStore;
     use bytes::Bytes;
@@ -209,12 +210,12 @@ mod tests {
             let expiry = (i < 4).then_some(now + 100_000);
             let key = format!("k{i}");
             replica
-                .merge(key.as_bytes(), &record(expiry))
+                .merge(key.as_bytes(), &Record::from(record(expiry)))
                 .expect("write");
         }
         // Expired already: not counted.
         replica
-            .merge(b"gone", &record(Some(now - 1)))
+            .merge(b"gone", &Record::from(record(Some(now - 1))))
             .expect("write");
         let census = Census::default();
         assert_eq!(census.last(), None);
@@ -229,7 +230,9 @@ mod tests {
         assert_eq!(first.counted_at_ms, now);
         for i in 0..2u32 {
             let key = format!("new{i}");
-            replica.merge(key.as_bytes(), &record(None)).expect("write");
+            replica
+                .merge(key.as_bytes(), &Record::from(record(None)))
+                .expect("write");
         }
         assert_eq!(
             census.last().map(|c| c.live),

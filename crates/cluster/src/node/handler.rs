@@ -4,7 +4,11 @@
 use bytes::Bytes;
 
 use super::Node;
-use crate::causality::SiblingSet;
+use crate::causality::types::Record;
+
+/// What a record's vector, dots and headers may add to its values' bytes,
+/// at most, for the limit on records with data types.
+const RECORD_OVERHEAD_MAX: usize = 64 * 1024;
 use crate::id::NodeId;
 use crate::net::message::{ErrorDetail, NodeStatus, Request, Response};
 use crate::net::{BoxFut, Handled, Handler};
@@ -23,7 +27,7 @@ impl<S: LocalStore> Node<S> {
     /// The record a peer asks this replica to merge (or to hold as a
     /// hint, or streams to it), held to the limits a client's write is:
     /// a peer cannot store what a client could not.
-    fn decode_merged(&self, key: &[u8], record: &Bytes) -> Result<SiblingSet, Response> {
+    fn decode_merged(&self, key: &[u8], record: &Bytes) -> Result<Record, Response> {
         let config = &self.inner.config;
         decode_peer_record(key, record, config.key_bytes_max, config.value_bytes_max)
             .map_err(|why| Response::error(ErrorDetail::InvalidArgument(why)))
@@ -122,7 +126,7 @@ impl<S: LocalStore> Node<S> {
                 let seen = std::sync::Arc::clone(&stale);
                 let decode = move |key: &[u8], record: &Bytes| {
                     let set = decode_peer_record(key, record, key_max, value_max)?;
-                    if at > 0 && set.siblings.iter().any(|s| s.hlc <= at) {
+                    if set.touched_by(at) {
                         seen.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
                     Ok(set)
@@ -211,7 +215,7 @@ pub(crate) fn decode_peer_record(
     record: &Bytes,
     key_bytes_max: usize,
     value_bytes_max: usize,
-) -> Result<SiblingSet, String> {
+) -> Result<Record, String> {
     let refuse = |why: String| {
         metrics::counter!("ringkv_peer_records_refused_total").increment(1);
         why
@@ -222,9 +226,21 @@ pub(crate) fn decode_peer_record(
             key.len()
         )));
     }
-    let set =
-        SiblingSet::decode(record).map_err(|e| refuse(format!("record does not decode: {e}")))?;
+    let set = Record::decode(record).map_err(|e| refuse(format!("record does not decode: {e}")))?;
+    // A record with data types is held to twice the limit whole (a merge
+    // of two records each under it).
+    let typed_max = value_bytes_max
+        .saturating_mul(2)
+        .saturating_add(RECORD_OVERHEAD_MAX);
+    if !set.strings_only() && record.len() > typed_max {
+        return Err(refuse(format!(
+            "record of {} bytes with data types exceeds {typed_max} (twice this node's \
+             value_bytes_max {value_bytes_max})",
+            record.len()
+        )));
+    }
     let longest = set
+        .strings
         .siblings
         .iter()
         .filter_map(|s| s.value.as_ref().map(Bytes::len))

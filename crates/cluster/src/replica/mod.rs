@@ -30,6 +30,7 @@ use parking_lot::Mutex;
 use ringkv_env::SharedClock;
 
 use crate::api::{Condition, Expiry, KeyCount, KvError, Sibling, WriteOptions, WriteOutcome};
+use crate::causality::types::Record;
 use crate::causality::{DecodeError, Hlc, HlcState, SiblingSet, StoredSibling, VersionVector};
 use crate::record_cache::{Cached, RecordCache, RecordCacheStats};
 use crate::store::{LocalStore, StoreError};
@@ -316,9 +317,7 @@ impl<S: LocalStore> LocalReplica<S> {
             let mut doomed: Vec<Vec<u8>> = Vec::new();
             self.store
                 .for_each(&mut |key, bytes| {
-                    if SiblingSet::decode(bytes).is_ok_and(|s| {
-                        s.siblings.is_empty() || s.siblings.iter().any(|s| s.hlc <= at)
-                    }) {
+                    if Record::decode_copied(bytes).is_ok_and(|r| r.is_void() || r.touched_by(at)) {
                         doomed.push(key.to_vec());
                     }
                     doomed.len() < PURGE_BATCH_KEYS
@@ -329,12 +328,12 @@ impl<S: LocalStore> LocalReplica<S> {
             }
             for key in doomed {
                 let _guard = self.lock(&key);
-                let set = self.read(&key)?;
-                if set.siblings.is_empty() {
+                let record = self.read_record(&key)?;
+                if record.is_void() {
                     self.remove_locked(&key)?;
                     removed += 1;
                 } else {
-                    self.put_record(&key, set.encode(), LogWrite::Now, true)?;
+                    self.put_record(&key, record.encode(), LogWrite::Now, true)?;
                 }
             }
         }
@@ -388,6 +387,16 @@ impl<S: LocalStore> LocalReplica<S> {
         Ok(set)
     }
 
+    /// The stored record of `key` with its data-type components (empty when
+    /// absent), without what the truncation point hides.
+    pub fn read_record(&self, key: &[u8]) -> Result<Record, KvError> {
+        let mut record = self
+            .decode_record(key, Record::decode_copied)?
+            .unwrap_or_default();
+        record.drop_truncated(self.truncated_at());
+        Ok(record)
+    }
+
     /// The stored record's bytes, for sending to a peer (without what the
     /// truncation point hides; `None` when it hides all of it).
     pub fn read_raw(&self, key: &[u8]) -> Result<Option<Bytes>, KvError> {
@@ -404,14 +413,14 @@ impl<S: LocalStore> LocalReplica<S> {
         if at == 0 {
             return Some(bytes);
         }
-        match SiblingSet::decode(&bytes) {
-            Ok(mut set) => {
-                if !set.drop_truncated(at) {
+        match Record::decode(&bytes) {
+            Ok(mut record) => {
+                if !record.drop_truncated(at) {
                     Some(bytes)
-                } else if set.siblings.is_empty() {
+                } else if record.is_void() {
                     None
                 } else {
-                    Some(Bytes::from(set.encode()))
+                    Some(Bytes::from(record.encode()))
                 }
             }
             Err(_) => Some(bytes),
@@ -538,20 +547,22 @@ impl<S: LocalStore> LocalReplica<S> {
 
     /// Merges a peer's record of `key` into ours. Returns true when ours
     /// changed.
-    pub fn merge(&self, key: &[u8], incoming: &SiblingSet) -> Result<bool, KvError> {
+    pub fn merge(&self, key: &[u8], incoming: &Record) -> Result<bool, KvError> {
         self.merge_with(key, incoming, LogWrite::Now)
     }
 
     /// [`LocalReplica::merge`], choosing when the write reaches the log.
+    /// Records with data-type components (format 2) merge by
+    /// [`Record::merge`]; string records as before.
     pub fn merge_with(
         &self,
         key: &[u8],
-        incoming: &SiblingSet,
+        incoming: &Record,
         log: LogWrite,
     ) -> Result<bool, KvError> {
         let at = self.truncated_at();
         let pruned;
-        let incoming = if incoming.siblings.iter().any(|s| s.hlc <= at) {
+        let incoming = if incoming.touched_by(at) {
             let mut kept = incoming.clone();
             kept.drop_truncated(at);
             pruned = kept;
@@ -561,19 +572,22 @@ impl<S: LocalStore> LocalReplica<S> {
         };
         self.hlc.lock().observe(incoming.max_hlc());
         let _guard = self.lock(key);
-        let mut set = self.read(key)?;
-        let mut changed = set.merge(incoming);
+        let mut record = self.read_record(key)?;
+        let mut changed = record.merge_changed(incoming);
         // A pruned record merged with an unpruned one is pruned again, so
-        // replicas that prune at different times converge.
-        if let Some(p) = self.pruner.read().as_ref()
-            && p(crate::ring::token_of(key), &mut set)
+        // replicas that prune at different times converge. (Records with
+        // data types are not pruned: their set and hash components read
+        // the vector.)
+        if record.strings_only()
+            && let Some(p) = self.pruner.read().as_ref()
+            && p(crate::ring::token_of(key), &mut record.strings)
         {
             // Pruning may undo what the merge added (a departed node's
             // entry): compare with the record as read (rare: only records
             // older than the grace period are pruned).
-            changed = set != self.read(key)?;
+            changed = record != self.read_record(key)?;
         }
-        if set.siblings.is_empty() && at > 0 {
+        if record.is_void() && at > 0 {
             // Only a vector of truncated events: no record is kept (a
             // truncated read or merge leaves nothing for it to supersede).
             if self.get_record(key)?.is_some() {
@@ -584,8 +598,8 @@ impl<S: LocalStore> LocalReplica<S> {
         if !changed {
             return Ok(false);
         }
-        self.bound(&mut set);
-        self.put_record(key, set.encode(), log, !self.stale_cache_plant)?;
+        self.bound(&mut record.strings);
+        self.put_record(key, record.encode(), log, !self.stale_cache_plant)?;
         Ok(true)
     }
 
@@ -594,7 +608,7 @@ impl<S: LocalStore> LocalReplica<S> {
     /// once all are merged (one system call for the batch, not one per
     /// record, where the store buffers: with periodic sync). Stops at the first failure, still handing over what was
     /// merged before it. Blocking: call it off the executor.
-    pub fn merge_batch(&self, records: &[(Bytes, SiblingSet)]) -> Result<(), KvError> {
+    pub fn merge_batch(&self, records: &[(Bytes, Record)]) -> Result<(), KvError> {
         let merged = records
             .iter()
             .try_for_each(|(key, set)| self.merge_with(key, set, LogWrite::Buffered).map(|_| ()));
@@ -624,7 +638,7 @@ impl<S: LocalStore> LocalReplica<S> {
     pub async fn merge_in(
         self: &Arc<Self>,
         key: Bytes,
-        set: SiblingSet,
+        set: Record,
         log: LogWrite,
     ) -> Result<bool, KvError> {
         if !self.store.blocking_writes() {
@@ -637,7 +651,7 @@ impl<S: LocalStore> LocalReplica<S> {
     }
 
     /// [`LocalReplica::merge_in`], written to the log now (background work).
-    pub async fn merge_now(self: &Arc<Self>, key: Bytes, set: SiblingSet) -> Result<bool, KvError> {
+    pub async fn merge_now(self: &Arc<Self>, key: Bytes, set: Record) -> Result<bool, KvError> {
         self.merge_in(key, set, LogWrite::Now).await
     }
 
@@ -658,12 +672,12 @@ impl<S: LocalStore> LocalReplica<S> {
         let mut corrupt = 0u64;
         self.store
             .for_each(&mut |_, bytes| {
-                match SiblingSet::decode(bytes) {
-                    Ok(mut set) => {
-                        self.drop_truncated(&mut set);
-                        if !set.is_dead(now) {
+                match Record::decode_copied(bytes) {
+                    Ok(mut record) => {
+                        record.drop_truncated(self.truncated_at());
+                        if !record.is_dead(now) {
                             count.live += 1;
-                            if let Some(at) = set.record_expiry() {
+                            if let Some(at) = record.record_expiry() {
                                 count.expiring += 1;
                                 ttl_sum_ms += u128::from(at.saturating_sub(now));
                             }

@@ -58,13 +58,14 @@ fn a_write_supersedes_what_a_peer_merged_through_the_cache() {
             Some(Bytes::from_static(b"theirs")),
             None,
         );
-        assert!(r.merge(b"k", &theirs).expect("merge"));
+        assert!(r.merge(b"k", &Record::from(theirs.clone())).expect("merge"));
         put(&r, b"k", b"after");
         let stored = SiblingSet::decode(&r.store().get(b"k").expect("get").expect("stored"))
             .expect("decode");
         assert_eq!(stored.siblings.len(), 1);
         // The peer sends its version again (anti-entropy).
-        r.merge(b"k", &theirs).expect("merge again");
+        r.merge(b"k", &Record::from(theirs.clone()))
+            .expect("merge again");
         let now = SiblingSet::decode(&r.store().get(b"k").expect("get").expect("stored"))
             .expect("decode");
         if plant {
@@ -100,7 +101,7 @@ fn the_cache_and_the_store_agree_after_every_kind_of_change() {
             2 => {
                 let mut set = SiblingSet::default();
                 add(&mut set, 2 + next(3), 1_000 + step, b"peer");
-                r.merge(key, &set).expect("merge");
+                r.merge(key, &Record::from(set.clone())).expect("merge");
             }
             3 => {
                 r.update_buffered(key, Change::Delete, &WriteOptions::default())
@@ -143,12 +144,13 @@ fn merges_prune_the_entries_of_departed_nodes() {
     add(&mut old, 9, 1_000, b"a");
     let ctx = old.vv.clone();
     old.update(&ctx, 2, 2_000 << 16, Some(Bytes::from_static(b"b")), None);
-    assert!(r.merge(b"k", &old).expect("merge"));
+    assert!(r.merge(b"k", &Record::from(old.clone())).expect("merge"));
     let stored = r.read(b"k").expect("read");
     assert_eq!(stored.vv.get(9), 0, "pruned on the way in");
     assert_eq!(stored.siblings, old.siblings);
     assert!(
-        !r.merge(b"k", &old).expect("merge again"),
+        !r.merge(b"k", &Record::from(old.clone()))
+            .expect("merge again"),
         "an unpruned copy changes nothing"
     );
     assert_eq!(r.read(b"k").expect("read"), stored);
@@ -163,7 +165,7 @@ fn an_import_lands_on_a_truncated_record_not_yet_purged() {
     let mut old = SiblingSet::default();
     add(&mut old, 2, 1_000, b"a");
     add(&mut old, 3, 1_001, b"b");
-    assert!(r.merge(b"k", &old).expect("merge"));
+    assert!(r.merge(b"k", &Record::from(old.clone())).expect("merge"));
     let at = 5_000 << 16;
     assert!(r.set_truncated_at(at));
     assert_eq!(r.read(b"k").expect("read"), SiblingSet::default());
@@ -172,14 +174,23 @@ fn an_import_lands_on_a_truncated_record_not_yet_purged() {
     assert!(r.store().get(b"k").expect("get").is_some(), "still stored");
     let mut imported = old.clone();
     assert!(imported.restamp_truncated(at));
-    assert!(r.merge(b"k", &imported).expect("import"));
+    assert!(
+        r.merge(b"k", &Record::from(imported.clone()))
+            .expect("import")
+    );
     let back = r.read(b"k").expect("read");
     assert_eq!(back.siblings.len(), 2, "both siblings back: {back:?}");
     assert!(back.siblings.iter().all(|s| s.hlc == at + 1));
     // Imported twice: nothing changes; the stale copy, as a replica
     // that missed the point sends it, changes nothing either.
-    assert!(!r.merge(b"k", &imported).expect("again"));
-    assert!(!r.merge(b"k", &old).expect("stale merge"));
+    assert!(
+        !r.merge(b"k", &Record::from(imported.clone()))
+            .expect("again")
+    );
+    assert!(
+        !r.merge(b"k", &Record::from(old.clone()))
+            .expect("stale merge")
+    );
     assert_eq!(r.read(b"k").expect("read"), back);
 }
 
@@ -224,7 +235,7 @@ fn an_overwrite_from_the_vector_alone_matches_one_from_the_whole_record() {
             let mut old = SiblingSet::default();
             add(&mut old, 2, 1_000, b"a");
             add(&mut old, 3, 1_001, b"b");
-            assert!(r.merge(b"k", &old).expect("merge"));
+            assert!(r.merge(b"k", &Record::from(old.clone())).expect("merge"));
             if truncate {
                 assert!(r.set_truncated_at(5_000 << 16));
             }
@@ -251,8 +262,10 @@ fn an_overwrite_from_the_vector_alone_matches_one_from_the_whole_record() {
         if truncate {
             imported.restamp_truncated(5_000 << 16);
         }
-        fast.merge(b"k", &imported).expect("import");
-        slow.merge(b"k", &imported).expect("import");
+        fast.merge(b"k", &Record::from(imported.clone()))
+            .expect("import");
+        slow.merge(b"k", &Record::from(imported.clone()))
+            .expect("import");
         let (f, s) = (
             fast.read(b"k").expect("read"),
             slow.read(b"k").expect("read"),
@@ -320,11 +333,11 @@ impl LocalStore for CountingStore {
 fn a_batch_of_merges_reaches_the_log_once() {
     let clock: SharedClock = std::sync::Arc::new(ringkv_env::ManualClock::new(10_000));
     let r = LocalReplica::new(1, CountingStore::default(), clock, 64);
-    let batch: Vec<(Bytes, SiblingSet)> = (0..20u64)
+    let batch: Vec<(Bytes, Record)> = (0..20u64)
         .map(|i| {
             let mut set = SiblingSet::default();
             add(&mut set, 2, 1_000 + i, b"v");
-            (Bytes::from(format!("k{i}")), set)
+            (Bytes::from(format!("k{i}")), set.into())
         })
         .collect();
     r.merge_batch(&batch).expect("merge");
@@ -333,10 +346,76 @@ fn a_batch_of_merges_reaches_the_log_once() {
     assert_eq!(store.now.load(Ordering::Relaxed), 0);
     assert_eq!(store.releases.load(Ordering::Relaxed), 1);
     for (key, set) in &batch {
-        assert_eq!(&r.read(key).expect("read"), set);
+        assert_eq!(&r.read(key).expect("read"), &set.strings);
     }
     // The same again changes nothing: nothing is written, one release.
     r.merge_batch(&batch).expect("merge again");
     assert_eq!(store.buffered.load(Ordering::Relaxed), 20);
     assert_eq!(store.releases.load(Ordering::Relaxed), 2);
+}
+
+/// Records with data types (format 2) merge into a replica by their own
+/// joins, keep their format, and meet the truncation point; a replica that
+/// holds one answers it whole to peers and counts it in the census.
+#[test]
+fn records_with_data_types_merge_and_meet_the_truncation_point() {
+    use crate::causality::Dot;
+    use crate::causality::types::{EntryId, Kind};
+    let at_ms = |ms: u64| ms << 16;
+    for cached in [false, true] {
+        let r = if cached {
+            cached_replica(false)
+        } else {
+            replica()
+        };
+        // Two replicas' counters of one key, and a set beside a string.
+        let counter = |actor: u64, ms: u64, delta: i64| {
+            let mut rec = Record::default();
+            rec.supersede_other_kinds(Kind::Counter, at_ms(ms), actor);
+            let entry = EntryId { actor, epoch: 1 };
+            (rec.counter.state)
+                .increment(entry, delta, at_ms(ms), 100)
+                .expect("in range");
+            rec.counter.hlc = at_ms(ms);
+            rec
+        };
+        assert!(r.merge(b"c", &counter(2, 1_000, 5)).expect("merge"));
+        assert!(r.merge(b"c", &counter(3, 2_000, 7)).expect("merge"));
+        assert!(!r.merge(b"c", &counter(3, 2_000, 7)).expect("again"));
+        let stored = r.store().get(b"c").expect("get").expect("stored");
+        assert_eq!(stored[1], 2, "format 2");
+        assert_eq!(r.read_record(b"c").expect("read").counter.state.value(), 12);
+        let mut set = Record::default();
+        let dot = Dot {
+            actor: 2,
+            counter: 1,
+        };
+        set.strings.vv.raise(2, 1);
+        set.set
+            .state
+            .add(Bytes::from_static(b"m"), dot, at_ms(3_000));
+        set.set.hlc = at_ms(3_000);
+        assert!(r.merge(b"s", &set).expect("merge"));
+        let raw = r.read_raw(b"s").expect("read").expect("present");
+        assert_eq!(Record::decode(&raw).expect("decode"), set);
+        // The census counts both keys.
+        let count = r
+            .count_keys_until(&std::sync::atomic::AtomicBool::new(false))
+            .expect("count")
+            .expect("finished");
+        assert_eq!(count.live, 2);
+        // A truncation after the first counter's increment and before the
+        // second's: only the second counts; one before everything hides
+        // the set, and the key is gone from what peers are sent.
+        r.set_truncated_at(at_ms(1_500));
+        assert_eq!(r.read_record(b"c").expect("read").counter.state.value(), 7);
+        r.set_truncated_at(at_ms(3_500));
+        assert!(r.read_record(b"s").expect("read").is_void());
+        assert_eq!(r.read_raw(b"s").expect("read"), None);
+        assert_eq!(r.purge_truncated().expect("purge"), 2, "both keys removed");
+        // The old counter sent again by a peer that missed the point
+        // brings nothing back.
+        assert!(!r.merge(b"c", &counter(2, 1_000, 5)).expect("merge"));
+        assert_eq!(r.store().get(b"c").expect("get"), None);
+    }
 }

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 
 use super::{LocalStore, Pruner, StoreError, StoreFigure, SyncedAt};
+use crate::causality::types::Record;
 
 /// [`LocalStore`] over ringkv's LSM engine.
 ///
@@ -43,8 +44,7 @@ impl ringkv_storage::CompactionFilter for GraceFilter {
         use ringkv_storage::FilterDecision;
         // Records that do not decode are never purged nor rewritten: they
         // are reported, not destroyed.
-        let Ok(mut set) = crate::causality::SiblingSet::decode(&Bytes::copy_from_slice(value))
-        else {
+        let Ok(mut record) = Record::decode(&Bytes::copy_from_slice(value)) else {
             return FilterDecision::Keep;
         };
         let Some(token) = key
@@ -54,27 +54,30 @@ impl ringkv_storage::CompactionFilter for GraceFilter {
             return FilterDecision::Keep;
         };
         let at = self.truncated_at.load(std::sync::atomic::Ordering::Acquire);
-        let truncated = set.drop_truncated(at);
-        if at > 0 && set.siblings.is_empty() {
+        let truncated = record.drop_truncated(at);
+        if at > 0 && record.is_void() {
             // Nothing left but a vector of truncated events.
             return FilterDecision::Remove;
         }
         let synced_at = || self.synced_at.read().as_ref().and_then(|f| f(token));
-        if crate::causality::purge::dead_set_purgeable(
-            &set,
+        if crate::causality::purge::dead_record_with_types_purgeable(
+            &record,
             self.clock.now_ms(),
             self.grace_ms,
             synced_at,
         ) {
             return FilterDecision::Remove;
         }
-        let pruned = self
-            .pruner
-            .read()
-            .as_ref()
-            .is_some_and(|p| p(token, &mut set));
+        // Records with data types keep their vector whole (their set and
+        // hash components read it).
+        let pruned = record.strings_only()
+            && self
+                .pruner
+                .read()
+                .as_ref()
+                .is_some_and(|p| p(token, &mut record.strings));
         if pruned || truncated {
-            FilterDecision::Replace(Bytes::from(set.encode()))
+            FilterDecision::Replace(Bytes::from(record.encode()))
         } else {
             FilterDecision::Keep
         }
@@ -382,6 +385,31 @@ mod tests {
             back, set,
             "the record (and its version) survives compaction"
         );
+    }
+
+    /// Compaction applies the truncation point to records with data
+    /// types too: one written before it goes, one written after it stays.
+    #[test]
+    fn compaction_truncates_records_with_data_types() {
+        use crate::causality::types::{EntryId, Record};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(dir.path());
+        let counter = |ms: u64| {
+            let mut rec = Record::default();
+            (rec.counter.state)
+                .increment(EntryId { actor: 1, epoch: 1 }, 3, ms << 16, 100)
+                .expect("in range");
+            rec.counter.hlc = ms << 16;
+            rec
+        };
+        s.put(b"old", &counter(1_000).encode()).expect("put");
+        s.put(b"new", &counter(3_000).encode()).expect("put");
+        s.set_truncated_at(2_000 << 16);
+        s.engine().flush().expect("flush");
+        s.engine().compact().expect("compact");
+        assert_eq!(s.get(b"old").expect("get"), None);
+        let new = s.get(b"new").expect("get").expect("kept");
+        assert_eq!(Record::decode(&new).expect("decode"), counter(3_000));
     }
 
     /// Compaction rewrites a quiet, synced record without the entry of a

@@ -165,7 +165,10 @@ async fn cleanup_drops_foreign_records_and_looks_again_later() {
     let plant = |key: String| async move {
         let mut set = SiblingSet::default();
         set.update(&VersionVector::new(), 1, 1 << 16, Some(b("stray")), None);
-        a.replica().merge_now(b(&key), set).await.expect("merge");
+        a.replica()
+            .merge_now(b(&key), set.into())
+            .await
+            .expect("merge");
     };
     for k in foreign[..5].iter().chain([&own]) {
         plant(k.clone()).await;

@@ -80,6 +80,15 @@ fn restamp_component<T: Default + PartialEq>(
     changed
 }
 
+impl From<SiblingSet> for Record {
+    fn from(strings: SiblingSet) -> Self {
+        Record {
+            strings,
+            ..Record::default()
+        }
+    }
+}
+
 /// See the module documentation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Record {
@@ -220,11 +229,41 @@ impl Record {
         changed
     }
 
+    /// [`Record::merge`], and whether it changed this record (cheaply
+    /// when both hold strings only, the common case).
+    pub fn merge_changed(&mut self, other: &Record) -> bool {
+        if self.strings_only() && other.strings_only() {
+            return self.strings.merge(&other.strings);
+        }
+        let before = self.clone();
+        self.merge(other);
+        *self != before
+    }
+
+    /// True when the truncation point `at` hides anything of this record
+    /// (what [`Record::drop_truncated`] would change).
+    pub fn touched_by(&self, at: Hlc) -> bool {
+        if at == 0 {
+            return false;
+        }
+        if self.strings_only() {
+            return self.strings.siblings.iter().any(|s| s.hlc <= at)
+                || (self.strings.siblings.is_empty() && !self.strings.vv.is_empty());
+        }
+        self.clone().drop_truncated(at)
+    }
+
+    /// True when the record holds nothing but (perhaps) a vector: no
+    /// sibling, no typed component written.
+    pub fn is_void(&self) -> bool {
+        self.strings.siblings.is_empty() && self.strings_only()
+    }
+
     /// True when no typed component was ever written here. A component
     /// once written is kept, even empty, with its HLC: dropping the HLC of
     /// an emptied component would make the merge depend on its order
     /// (the tombstone grace period purges whole records, not components).
-    fn strings_only(&self) -> bool {
+    pub fn strings_only(&self) -> bool {
         !self.counter.written() && !self.set.written() && !self.hash.written()
     }
 

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::*;
+use crate::causality::types::Record;
 use crate::net::Peer;
 use crate::net::message::{Request, Response};
 use crate::repair::merkle::FANOUT;
@@ -292,7 +293,7 @@ impl<S: LocalStore> AntiEntropy<S> {
                 .ae_call_raw(peer, req, Response::into_record, bytes)
                 .await?;
             if let Some(record) = theirs {
-                let set = SiblingSet::decode(&record)
+                let set = Record::decode(&record)
                     .map_err(|e| SyncError::Protocol(format!("record does not decode: {e}")))?;
                 theirs_now = Some(merkle::record_digest(&record));
                 changed |= self.replica.merge_now(key.clone(), set).await?;
@@ -306,7 +307,7 @@ impl<S: LocalStore> AntiEntropy<S> {
             return Ok(changed);
         }
         // Never send what does not decode.
-        if SiblingSet::decode(&record).is_err() {
+        if Record::decode(&record).is_err() {
             self.state.count_corrupt(1);
             return Ok(changed);
         }

@@ -76,7 +76,7 @@ async fn seed<S: LocalStore>(node: &Node<S>, key: &[u8], value: &[u8], actor: u6
         None,
     );
     node.replica()
-        .merge_now(Bytes::copy_from_slice(key), set)
+        .merge_now(Bytes::copy_from_slice(key), set.into())
         .await
         .expect("merge");
 }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::{DropReason, HintStore};
 use crate::api::KvError;
-use crate::causality::SiblingSet;
+use crate::causality::types::Record;
 use crate::id::{NodeId, display};
 use crate::membership::Membership;
 use crate::net::message::{ErrorDetail, NodeStatus, Response};
@@ -67,7 +67,7 @@ impl<S: LocalStore> Hints<S> {
     /// Holds a hint a coordinator sent (`Request::Hint`): answered `Merged`
     /// once stored.
     pub fn accept(&self, target: NodeId, key: &[u8], record: &Bytes) -> Response {
-        if SiblingSet::decode(record).is_err() {
+        if Record::decode(record).is_err() {
             return Response::error(ErrorDetail::InvalidArgument(
                 "hinted record does not decode".into(),
             ));
@@ -192,7 +192,7 @@ impl<S: LocalStore> Hints<S> {
         let mut fanout = Fanout::new();
         for &id in &replicas {
             if id == self.replica.id() {
-                let set = SiblingSet::decode(&record).map_err(PeerError::from)?;
+                let set = Record::decode(&record).map_err(PeerError::from)?;
                 let merged = self
                     .replica
                     .merge_now(key.clone(), set)
