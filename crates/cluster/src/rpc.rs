@@ -27,7 +27,8 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::api::KvError;
-use crate::causality::{DecodeError, SiblingSet};
+use crate::causality::DecodeError;
+use crate::causality::types::Record;
 use crate::id::{NodeId, display};
 use crate::membership::Membership;
 use crate::net::message::{
@@ -174,12 +175,12 @@ impl Rpc {
         &self,
         to: NodeId,
         key: Bytes,
-    ) -> impl Future<Output = Result<SiblingSet, PeerError>> + Send + 'static {
+    ) -> impl Future<Output = Result<Record, PeerError>> + Send + 'static {
         let raw = self.read_raw(to, key, self.timeout);
         async move {
             match raw.await? {
-                None => Ok(SiblingSet::default()),
-                Some(bytes) => Ok(SiblingSet::decode(&bytes)?),
+                None => Ok(Record::default()),
+                Some(bytes) => Ok(Record::decode(&bytes)?),
             }
         }
     }

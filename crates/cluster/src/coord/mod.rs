@@ -50,7 +50,8 @@ use crate::api::{
     Consistency, Expiry, Explain, KvError, ReadOptions, ReadResult, ReplicaView, SiblingView,
     WriteOptions,
 };
-use crate::causality::{Dot, SiblingSet};
+use crate::causality::Dot;
+use crate::causality::types::Record;
 use crate::id::NodeId;
 use crate::membership::Membership;
 use crate::repair::hints::HintStore;
@@ -211,11 +212,11 @@ impl<S: LocalStore> Coordinator<S> {
         &self,
         id: NodeId,
         key: Bytes,
-    ) -> impl std::future::Future<Output = Result<SiblingSet, PeerError>> + Send + 'static {
+    ) -> impl std::future::Future<Output = Result<Record, PeerError>> + Send + 'static {
         use futures::future::Either;
         if id == self.id() {
             return Either::Left(std::future::ready(
-                self.replica.read(&key).map_err(PeerError::from),
+                self.replica.read_record(&key).map_err(PeerError::from),
             ));
         }
         Either::Right(self.read_remote(id, key))
@@ -227,13 +228,13 @@ impl<S: LocalStore> Coordinator<S> {
         &self,
         id: NodeId,
         key: Bytes,
-    ) -> impl std::future::Future<Output = Result<SiblingSet, PeerError>> + Send + 'static {
+    ) -> impl std::future::Future<Output = Result<Record, PeerError>> + Send + 'static {
         let at = self.replica.truncated_at();
         let read = self.rpc.read(id, key);
         async move {
-            let mut set = read.await?;
-            set.drop_truncated(at);
-            Ok(set)
+            let mut record = read.await?;
+            record.drop_truncated(at);
+            Ok(record)
         }
     }
 
@@ -251,7 +252,7 @@ impl<S: LocalStore> Coordinator<S> {
             .zip(answers)
             .map(|(&id, answer)| {
                 let (version, siblings, tombstones, expired) = match answer {
-                    Ok(set) => (
+                    Ok(Record { strings: set, .. }) => (
                         Ok(set
                             .vv
                             .entries()

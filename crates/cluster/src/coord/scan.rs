@@ -26,7 +26,7 @@ use bytes::Bytes;
 
 use super::Coordinator;
 use crate::api::{KvError, ReadOptions, ScanPage, ScannedKey};
-use crate::causality::SiblingSet;
+use crate::causality::types::Record;
 use crate::id::NodeId;
 use crate::movement::stream::{STREAM_BATCH_BYTES_MAX, read_replica_range};
 use crate::net::BoxFut;
@@ -73,12 +73,12 @@ impl<S: LocalStore> Coordinator<S> {
         cursor: u64,
         count: usize,
         opts: ReadOptions,
-    ) -> Result<(Vec<(Token, Bytes, SiblingSet)>, Token), KvError> {
+    ) -> Result<(Vec<(Token, Bytes, Record)>, Token), KvError> {
         let count = count.clamp(1, SCAN_COUNT_MAX);
         let level = opts.consistency.unwrap_or(self.config.default_read);
         let budget = (count * SCAN_BYTES_PER_KEY).clamp(SCAN_BYTES_MIN, STREAM_BATCH_BYTES_MAX);
         let now = self.replica.now_ms();
-        let mut keys: Vec<(Token, Bytes, SiblingSet)> = Vec::new();
+        let mut keys: Vec<(Token, Bytes, Record)> = Vec::new();
         let mut at = cursor;
         for _ in 0..SCAN_RUNS_PER_PAGE {
             let (plan, end) = self.planner.read_run(at, level)?;
@@ -112,7 +112,7 @@ impl<S: LocalStore> Coordinator<S> {
         end: Token,
         budget: usize,
         now: u64,
-    ) -> Result<(Vec<(Token, Bytes, SiblingSet)>, Token), KvError> {
+    ) -> Result<(Vec<(Token, Bytes, Record)>, Token), KvError> {
         let bytes_max = u32::try_from(budget).unwrap_or(u32::MAX);
         let mut order: Vec<NodeId> = plan.live.clone();
         // This node's copy first: no network.
@@ -157,7 +157,7 @@ impl<S: LocalStore> Coordinator<S> {
                 read_to = read_to.min(covered);
             }
         }
-        let mut merged: BTreeMap<(Token, Bytes), SiblingSet> = BTreeMap::new();
+        let mut merged: BTreeMap<(Token, Bytes), Record> = BTreeMap::new();
         let truncated_at = self.replica.truncated_at();
         for (call, (entries, _)) in answers {
             for (key, record) in entries {
@@ -165,10 +165,10 @@ impl<S: LocalStore> Coordinator<S> {
                 if token > read_to {
                     continue;
                 }
-                match SiblingSet::decode(&record) {
+                match Record::decode(&record) {
                     Ok(mut set) => {
                         set.drop_truncated(truncated_at);
-                        merged.entry((token, key)).or_default().merge(&set);
+                        merged.entry((token, key)).or_default().merge_changed(&set);
                     }
                     Err(e) => tracing::warn!(
                         replica = %crate::id::display(call.to),
@@ -234,17 +234,21 @@ fn covered_to(entries: &[(Bytes, Bytes)]) -> Option<Token> {
     Some(if first < last { last - 1 } else { last })
 }
 
-/// The key as a scan reports it, `None` when it has no live value.
-fn scanned(key: Bytes, set: &SiblingSet, now: u64) -> Option<ScannedKey> {
+/// The key as a scan reports it, `None` when it has no live value. A key
+/// of a data type is one value the size of its record.
+fn scanned(key: Bytes, record: &Record, now: u64) -> Option<ScannedKey> {
     let (mut siblings, mut value_bytes) = (0, 0);
-    for s in set.live(now) {
+    for s in record.strings.live(now) {
         siblings += 1;
         value_bytes = value_bytes.max(s.value.as_ref().map_or(0, Bytes::len));
+    }
+    if siblings == 0 && !record.is_dead(now) {
+        (siblings, value_bytes) = (1, record.encode().len());
     }
     (siblings > 0).then(|| ScannedKey {
         key,
         value_bytes,
-        expires_at_ms: set.record_expiry(),
+        expires_at_ms: record.record_expiry(),
         siblings,
     })
 }
