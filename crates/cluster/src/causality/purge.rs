@@ -26,24 +26,15 @@ pub fn dead_record_purgeable(
     grace_ms: u64,
     synced_at: impl FnOnce() -> Option<u64>,
 ) -> bool {
-    match SiblingSet::decode(record) {
-        Ok(set) => dead_set_purgeable(&set, now_ms, grace_ms, synced_at),
+    match Record::decode(record) {
+        Ok(r) => dead_record_with_types_purgeable(&r, now_ms, grace_ms, synced_at),
         Err(_) => false,
     }
 }
 
-pub(crate) fn dead_set_purgeable(
-    set: &SiblingSet,
-    now_ms: u64,
-    grace_ms: u64,
-    synced_at: impl FnOnce() -> Option<u64>,
-) -> bool {
-    set.is_dead(now_ms) && dead_purgeable(set.max_hlc(), now_ms, grace_ms, synced_at)
-}
-
-/// [`dead_set_purgeable`] of a record that may hold data types: dead when
-/// no sibling is live and every typed component is empty (a record of
-/// emptied components is a tombstone, docs/design/data-types.md).
+/// The tombstone rule of [`dead_record_purgeable`] on a decoded record:
+/// dead when no sibling is live and every typed component is empty (a
+/// record of emptied components is a tombstone, docs/design/data-types.md).
 pub(crate) fn dead_record_with_types_purgeable(
     record: &Record,
     now_ms: u64,

@@ -273,6 +273,13 @@ impl<S: LocalStore> Coordinator<S> {
 
     /// The checks of an imported record: its key's and values' sizes.
     fn check_import(&self, key: &[u8], set: &Record) -> Result<(), KvError> {
+        if !set.strings_only() {
+            return Err(KvError::InvalidArgument(
+                "the record of an imported key holds data types, which this cluster does not \
+                 take yet"
+                    .into(),
+            ));
+        }
         let max = self.config.value_bytes_max;
         let refused = self.check_key(key).and_then(|()| {
             match set

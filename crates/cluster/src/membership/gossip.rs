@@ -46,8 +46,10 @@ use crate::net::{Peer, Transport};
 /// again (the cost of a try is one error answer).
 pub const OLD_PEER_RETRY: Duration = Duration::from_secs(300);
 /// How long after a peer of the version before last showed itself a node
-/// publishes its state every round.
-pub const OLD_PEER_MEMORY: Duration = Duration::from_secs(600);
+/// publishes its state every round. Long: in a large cluster a node may go
+/// many minutes without an exchange with the one old node left, and old
+/// nodes must see its heartbeat every round meanwhile.
+pub const OLD_PEER_MEMORY: Duration = Duration::from_secs(3_600);
 /// A round goes to a seed with probability seeds / members, and at most
 /// one in this many.
 const SEED_ODDS_MIN: usize = 10;

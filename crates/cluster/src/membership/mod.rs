@@ -642,6 +642,10 @@ impl Membership {
                     tracing::warn!(node = %crate::id::display(s.id), %why, "dropped a saved node state");
                     continue;
                 }
+                if !states.contains_key(&s.id) && states.len() >= MEMBERS_MAX {
+                    tracing::warn!(node = %crate::id::display(s.id), "dropped a saved node state: more than {MEMBERS_MAX} members");
+                    continue;
+                }
                 self.endpoint_since
                     .lock()
                     .insert(s.id, Endpoint::since(s.heartbeat));

@@ -6,9 +6,6 @@ use bytes::Bytes;
 use super::Node;
 use crate::causality::types::Record;
 
-/// What a record's vector, dots and headers may add to its values' bytes,
-/// at most, for the limit on records with data types.
-const RECORD_OVERHEAD_MAX: usize = 64 * 1024;
 use crate::id::NodeId;
 use crate::net::message::{ErrorDetail, NodeStatus, Request, Response};
 use crate::net::{BoxFut, Handled, Handler};
@@ -227,18 +224,6 @@ pub(crate) fn decode_peer_record(
         )));
     }
     let set = Record::decode(record).map_err(|e| refuse(format!("record does not decode: {e}")))?;
-    // A record with data types is held to twice the limit whole (a merge
-    // of two records each under it).
-    let typed_max = value_bytes_max
-        .saturating_mul(2)
-        .saturating_add(RECORD_OVERHEAD_MAX);
-    if !set.strings_only() && record.len() > typed_max {
-        return Err(refuse(format!(
-            "record of {} bytes with data types exceeds {typed_max} (twice this node's \
-             value_bytes_max {value_bytes_max})",
-            record.len()
-        )));
-    }
     let longest = set
         .strings
         .siblings

@@ -317,7 +317,7 @@ impl<S: LocalStore> LocalReplica<S> {
             let mut doomed: Vec<Vec<u8>> = Vec::new();
             self.store
                 .for_each(&mut |key, bytes| {
-                    if Record::decode_copied(bytes).is_ok_and(|r| r.is_void() || r.touched_by(at)) {
+                    if Record::decode(bytes).is_ok_and(|r| r.is_void() || r.touched_by(at)) {
                         doomed.push(key.to_vec());
                     }
                     doomed.len() < PURGE_BATCH_KEYS
@@ -672,7 +672,7 @@ impl<S: LocalStore> LocalReplica<S> {
         let mut corrupt = 0u64;
         self.store
             .for_each(&mut |_, bytes| {
-                match Record::decode_copied(bytes) {
+                match Record::decode(bytes) {
                     Ok(mut record) => {
                         record.drop_truncated(self.truncated_at());
                         if !record.is_dead(now) {

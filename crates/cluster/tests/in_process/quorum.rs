@@ -217,7 +217,15 @@ async fn a_record_with_data_types_travels_by_read_repair() {
     assert_eq!(read_one(coord, key, Consistency::All).await, None);
     tokio::time::sleep(Duration::from_millis(50)).await;
     for &id in &replicas {
-        let held = c.node(id).replica().read_record(key.as_bytes()).expect("read");
-        assert_eq!(held.counter.state.value(), 5, "replica {id:x} holds the counter");
+        let held = c
+            .node(id)
+            .replica()
+            .read_record(key.as_bytes())
+            .expect("read");
+        assert_eq!(
+            held.counter.state.value(),
+            5,
+            "replica {id:x} holds the counter"
+        );
     }
 }

@@ -83,8 +83,8 @@ use serde::Serialize;
 
 use crate::api::{KvError, RepairStatus};
 use crate::causality::Hlc;
-use crate::causality::SiblingSet;
-use crate::causality::purge::{dead_record_purgeable, dead_set_purgeable};
+use crate::causality::purge::{dead_record_purgeable, dead_record_with_types_purgeable};
+use crate::causality::types::Record;
 use crate::det::HashSet;
 use crate::id::NodeId;
 use crate::membership::Membership;
@@ -274,7 +274,7 @@ fn tree_digest(
     truncated_at: Hlc,
     corrupt: &mut u64,
 ) -> Option<u64> {
-    let mut set = match SiblingSet::decode(record) {
+    let mut set = match Record::decode(record) {
         Ok(set) => set,
         Err(e) => {
             *corrupt += 1;
@@ -285,16 +285,17 @@ fn tree_digest(
             return None;
         }
     };
+    let synced_at = || ledger.synced_at(token_of(key));
     if set.drop_truncated(truncated_at) {
-        if set.siblings.is_empty() {
+        if set.is_void() {
             return None;
         }
-        if dead_set_purgeable(&set, now_ms, grace_ms, || ledger.synced_at(token_of(key))) {
+        if dead_record_with_types_purgeable(&set, now_ms, grace_ms, synced_at) {
             return None;
         }
         return Some(merkle::record_digest(&set.encode()));
     }
-    if dead_set_purgeable(&set, now_ms, grace_ms, || ledger.synced_at(token_of(key))) {
+    if dead_record_with_types_purgeable(&set, now_ms, grace_ms, synced_at) {
         return None;
     }
     Some(merkle::record_digest(record))

@@ -1,5 +1,6 @@
 use super::*;
 use crate::api::{Consistency, Kv, ReadOptions, WriteOptions};
+use crate::causality::SiblingSet;
 use crate::causality::VersionVector;
 use crate::net::message::{NodeState, Request, Response};
 use crate::node::{Node, NodeConfig};
