@@ -636,8 +636,13 @@ mod tests {
         assert_eq!(imported.max_hlc(), 5);
     }
 
-    fn arb_learn(len: usize) -> impl Strategy<Value = [usize; 3]> {
-        [0..=len, 0..=len, 0..=len]
+    /// A history before a truncation, one after, and when each replica
+    /// takes the point (an index into the second; past its end: never).
+    fn arb_truncation() -> impl Strategy<Value = (Vec<Op>, Vec<Op>, [usize; 3])> {
+        (arb_ops(), arb_ops()).prop_flat_map(|(b, a)| {
+            let n = a.len();
+            (Just(b), Just(a), [0..=n, 0..=n, 0..=n])
+        })
     }
 
     proptest! {
@@ -653,11 +658,7 @@ mod tests {
         /// at or before the point is left.
         #[test]
         fn a_truncation_converges_and_leaves_nothing_before_its_point(
-            (before, after, learn) in (arb_ops(), arb_ops())
-                .prop_flat_map(|(b, a)| {
-                    let n = a.len();
-                    (Just(b), Just(a), arb_learn(n))
-                })
+            (before, after, learn) in arb_truncation()
         ) {
             let (r, point) = run_truncation(&before, &after, learn);
             prop_assert_eq!(&r[0], &r[1]);
@@ -683,11 +684,7 @@ mod tests {
         /// (but for the vector, see below).
         #[test]
         fn taking_the_point_commutes_with_merging(
-            (before, after, learn) in (arb_ops(), arb_ops())
-                .prop_flat_map(|(b, a)| {
-                    let n = a.len();
-                    (Just(b), Just(a), arb_learn(n))
-                })
+            (before, after, learn) in arb_truncation()
         ) {
             let (r, point) = run_to_learning(&before, &after, learn);
             for (x, y) in [(0, 1), (1, 2), (2, 0)] {
