@@ -247,6 +247,11 @@ impl Counter {
         self.entries.len()
     }
 
+    /// Entries of removals.
+    pub fn removed_count(&self) -> usize {
+        self.removed.len()
+    }
+
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.base.value.to_le_bytes());
         out.extend_from_slice(&self.base.hlc.to_le_bytes());

@@ -127,6 +127,12 @@ impl Map {
         (self.fields.iter()).filter_map(|(name, f)| f.read().map(|v| (name, v)))
     }
 
+    /// Fields held, present or not (a field whose writes are all removed
+    /// keeps its counter's removals).
+    pub fn field_count(&self) -> usize {
+        self.fields.len()
+    }
+
     /// The number of present fields.
     pub fn len(&self) -> usize {
         self.present().count()

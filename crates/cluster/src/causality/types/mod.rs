@@ -14,7 +14,7 @@ pub mod record;
 pub use counter::{Base, Counter, CounterError, Counts, EntryId, STAND_IN_EPOCH};
 pub use map::{Field, FieldValue, FieldWrite, Map};
 pub use orset::OrSet;
-pub use record::{Kind, Record, Typed};
+pub use record::{Component, Kind, Record, Typed};
 
 /// For the property tests: the three laws of a join, checked on three
 /// states of one history; returns `a ⊔ b ⊔ c`.

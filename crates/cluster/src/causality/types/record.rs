@@ -38,10 +38,35 @@ pub struct Typed<T> {
     pub hlc: Hlc,
 }
 
-impl<T: Default + PartialEq> Typed<T> {
+/// A typed component's state: whether it is the default (a check that
+/// builds no default to compare with: it runs several times a merge, on
+/// the string writes' path too).
+pub trait Component: Default {
+    fn is_default(&self) -> bool;
+}
+
+impl Component for Counter {
+    fn is_default(&self) -> bool {
+        self.base == super::Base::default() && self.entry_count() == 0 && self.removed_count() == 0
+    }
+}
+
+impl Component for OrSet {
+    fn is_default(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl Component for Map {
+    fn is_default(&self) -> bool {
+        self.field_count() == 0
+    }
+}
+
+impl<T: Component> Typed<T> {
     /// Written at some time (so encoded, even if now empty).
     pub fn written(&self) -> bool {
-        self.hlc != 0 || self.state != T::default()
+        self.hlc != 0 || !self.state.is_default()
     }
 }
 
@@ -49,7 +74,7 @@ impl<T: Default + PartialEq> Typed<T> {
 /// every part of its state (`newest`: a removal stamps parts with the
 /// remover's HLC, not the component) lie at or before `at`, else `drop` of
 /// its state.
-fn truncate_component<T: Default + PartialEq>(
+fn truncate_component<T: Component>(
     c: &mut Typed<T>,
     at: Hlc,
     newest: impl FnOnce(&T) -> Hlc,
@@ -74,7 +99,7 @@ fn truncate_component<T: Default + PartialEq>(
 
 /// [`Record::restamp_truncated`] of one component: its state's parts at
 /// or before `at`, and its own HLC, stamped `at + 1`.
-fn restamp_component<T: Default + PartialEq>(
+fn restamp_component<T: Component>(
     c: &mut Typed<T>,
     at: Hlc,
     restamp: impl FnOnce(&mut T, Hlc) -> bool,
