@@ -77,7 +77,7 @@ impl PhiDetector {
     /// A state of the peer at `freshness` arrived at `now` (signed by it
     /// where states are signed): a heartbeat when it is newer than the
     /// last state, whatever pulses digests claimed. A pulse seen more than
-    /// [`PULSE_LEAD_MAX`] past it was forged: it is forgotten, and this
+    /// `PULSE_LEAD_MAX` past it was forged: it is forgotten, and this
     /// state brings the pulses since the last state (so a forged pulse far
     /// ahead, relayed by honest peers, neither hides the peer's own pulses
     /// for long nor makes its states look rare). True when newer.
