@@ -90,9 +90,10 @@
 //! refreshes where that allows). A message holds at most
 //! `GOSSIP_STATES_PER_MESSAGE_MAX` states, as many refreshes and as many
 //! wants; a digest at most `MEMBERS_MAX` entries, as does `Gossip`'s list
-//! of states; a state at most `TOKENS_PER_NODE_MAX` tokens. A receiver
-//! refuses a longer list as soon as it reads its length, before decoding
-//! or allocating its elements (`net/bounded.rs`). A node of the version before
+//! of states. A receiver refuses a longer list as soon as it reads its
+//! length, before decoding or allocating its elements (`net/bounded.rs`);
+//! a state with more than `TOKENS_PER_NODE_MAX` tokens is refused alone,
+//! once decoded. A node of the version before
 //! cannot decode `GossipDigest` and answers an error: the sender then uses
 //! `Gossip` with that peer.
 //!
@@ -187,9 +188,8 @@ pub struct NodeState {
     pub dc: String,
     pub rack: String,
     pub weight: u32,
-    #[serde(
-        deserialize_with = "super::bounded::vec::<{ crate::ring::TOKENS_PER_NODE_MAX }, _, _>"
-    )]
+    /// At most `TOKENS_PER_NODE_MAX`, checked once decoded (a state with
+    /// more is refused alone and counted).
     pub tokens: Vec<u64>,
     pub status: NodeStatus,
     pub load: Load,
