@@ -10,6 +10,13 @@ const PULSES_PER_ARRIVAL_MAX: u64 = 10;
 /// says nothing more of the peer's rate).
 const INTERVAL_US_MAX: u64 = 3_600_000_000;
 
+/// A silence longer than this many mean intervals (phi 8.7, past the
+/// conviction threshold in use, 8) was an outage, not the peer's rate: it
+/// is not counted as an interval (once a rate is measured), so a peer back from a cut or a pause is
+/// seen down again at its usual pace (Cassandra ignores intervals past
+/// its `fd_max_interval_ms` alike).
+const OUTAGE_MEANS: f64 = 20.0;
+
 /// How far the newest pulse seen may lie past a newer state of the peer
 /// when that state arrives: beyond it the pulse was forged, and is
 /// forgotten. A digest's pulse is unsigned and taken up to
@@ -182,6 +189,10 @@ impl PhiDetector {
             let us = u64::try_from(now.saturating_sub(last).as_micros())
                 .unwrap_or(INTERVAL_US_MAX)
                 .min(INTERVAL_US_MAX);
+            if self.arrivals > 0 && us as f64 > OUTAGE_MEANS * self.mean_ms() * 1000.0 {
+                self.last = Some(now);
+                return;
+            }
             let pulses = pulses.clamp(1, PULSES_PER_ARRIVAL_MAX);
             if self.arrivals == self.intervals_max {
                 let keep = 1.0 - 1.0 / f64::from(self.intervals_max);
@@ -209,13 +220,18 @@ impl PhiDetector {
         if self.stopped_at.is_some() {
             return f64::INFINITY;
         }
-        let mean = if self.arrivals == 0 {
+        let elapsed = now.saturating_sub(last).as_secs_f64() * 1000.0;
+        elapsed / self.mean_ms() * std::f64::consts::LOG10_E
+    }
+
+    /// The mean interval between heartbeats, ms (the floor until one is
+    /// measured).
+    fn mean_ms(&self) -> f64 {
+        if self.arrivals == 0 {
             self.mean_floor_ms
         } else {
             (self.sum_us / 1000.0 / self.sum_pulses.max(1.0)).max(self.mean_floor_ms)
-        };
-        let elapsed = now.saturating_sub(last).as_secs_f64() * 1000.0;
-        elapsed / mean * std::f64::consts::LOG10_E
+        }
     }
 }
 
@@ -320,6 +336,38 @@ mod tests {
         d.observe_state((2, 0), t(700));
         d.observe_state((2, 1), t(701));
         assert!(d.phi(t(721)) >= 8.0, "{}", d.phi(t(721)));
+    }
+
+    /// A peer back after an outage (same life, its heartbeat on by one or
+    /// by many pulses): the outage is no interval, so its next silence is
+    /// seen at the usual pace, and gaps of a few means still teach the
+    /// rate.
+    #[test]
+    fn an_outage_is_not_taken_for_the_rate() {
+        for jump in [1, 600] {
+            let mut d = PhiDetector::new(100, 100.0);
+            let t = Duration::from_millis;
+            for i in 0..50u64 {
+                d.observe_state((1, i), t(1_000 * i));
+            }
+            // Down for ten minutes, then back.
+            d.observe_state((1, 49 + jump), t(49_000 + 600_000));
+            for i in 1..=5u64 {
+                d.observe_state((1, 49 + jump + i), t(649_000 + 1_000 * i));
+            }
+            let phi = d.phi(t(654_000 + 20_000));
+            assert!(phi >= 8.0, "jump {jump}: phi {phi} after 20 s");
+        }
+        // A slower rate (gaps of 5 means) is learnt.
+        let mut d = PhiDetector::new(10, 100.0);
+        let t = Duration::from_millis;
+        for i in 0..=10u64 {
+            d.heartbeat(t(1_000 * i));
+        }
+        for i in 1..=10u64 {
+            d.heartbeat(t(10_000 + 5_000 * i));
+        }
+        assert!(d.mean_ms() > 3_000.0, "{}", d.mean_ms());
     }
 
     /// The decayed sums follow a change of rate within about a window of

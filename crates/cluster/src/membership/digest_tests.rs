@@ -234,11 +234,72 @@ fn malformed_digests_are_refused() {
     entries.reverse();
     assert_eq!(b.take_digest(&unordered), None, "ids out of order");
     let huge = GossipDigest {
-        count: (MEMBERS_MAX + 1) as u32,
+        count: (KNOWN_MAX + 1) as u32,
         members: 0,
-        entries: DigestEntries::Positional(vec![(0, 0); MEMBERS_MAX + 1]),
+        entries: DigestEntries::Positional(vec![(0, 0); KNOWN_MAX + 1]),
     };
-    assert_eq!(b.take_digest(&huge), None, "more than MEMBERS_MAX");
+    assert_eq!(b.take_digest(&huge), None, "more than KNOWN_MAX");
+}
+
+/// Members that left are final: positional digests skip them (their hash
+/// covers them), so a cluster's history does not grow its gossip; a node
+/// that still holds one as a member reads the digest as another list and
+/// learns the LEFT state through explicit digests; their number is
+/// bounded apart from the members'.
+#[test]
+fn departed_members_are_not_listed_in_positional_digests() {
+    let clock = Arc::new(ManualClock::new(0));
+    let (a, b) = pair(&clock);
+    let departed: Vec<NodeState> = (100..600u64)
+        .map(|id| {
+            let mut s = state(id, vec![id * 1_000]);
+            s.cluster_addr = test_addr(id);
+            s.status = NodeStatus::Left;
+            s.heartbeat = 5;
+            s
+        })
+        .collect();
+    let c = member(3, &clock);
+    for m in [&a, &b] {
+        m.merge(departed.clone());
+        m.merge(c.states());
+    }
+    let digest = a.digest(false);
+    assert_eq!(digest.entries.len(), 3, "a, b and c; not the 500 departed");
+    let bytes = postcard::to_allocvec(&digest).expect("encode").len();
+    assert!(bytes < 64, "{bytes} bytes");
+    assert_eq!(b.take_digest(&digest), Some(DigestDiff::default()));
+    // c, one of the departed still a member to d: the lists differ (the
+    // hash covers LEFT and not), and the explicit digest shows a's LEFT
+    // state newer than d's.
+    let d = member(4, &clock);
+    let mut was = departed[0].clone();
+    was.status = NodeStatus::Normal;
+    was.heartbeat -= 1;
+    d.merge(vec![was]);
+    d.merge(a.states().into_iter().filter(|s| s.id != 100).collect());
+    assert_eq!(d.status(100), Some(NodeStatus::Normal));
+    assert_eq!(a.take_digest(&d.digest(false)), None, "another member list");
+    let diff = a.take_digest(&d.digest(true)).expect("explicit");
+    assert!(diff.newer_here.contains(&100), "{diff:?}");
+    let (whole, _) = a.updates(&diff.newer_here, &diff.theirs);
+    d.merge(whole);
+    assert_eq!(d.status(100), Some(NodeStatus::Left));
+    // Once each knows the other, their lists are the same again.
+    a.merge(d.states());
+    assert_eq!(a.take_digest(&d.digest(false)).map(|_| ()), Some(()));
+    // Room: members and departed members each have their own bound.
+    let mut left = state(9, vec![9]);
+    left.status = NodeStatus::Left;
+    let member_state = state(9, vec![9]);
+    let full_of_departed = std::iter::repeat_n(&left, DEPARTED_MAX);
+    assert!(validate::room_for(&left, full_of_departed.clone()).is_err());
+    assert!(validate::room_for(&member_state, full_of_departed).is_ok());
+    let full_of_members = std::iter::repeat_n(&member_state, MEMBERS_MAX);
+    assert!(validate::room_for(&member_state, full_of_members.clone()).is_err());
+    assert!(validate::room_for(&left, full_of_members).is_ok());
+    let below = std::iter::repeat_n(&left, DEPARTED_MAX - 1);
+    assert!(validate::room_for(&left, below).is_ok());
 }
 
 /// The digest of a thousand members, with heartbeats of a node up for

@@ -66,14 +66,16 @@ impl Membership {
                     .collect(),
             )
         } else {
+            // LEFT states are final: the hash covers them, the list not.
             DigestEntries::Positional(
                 pulses
+                    .filter(|(s, _, _)| s.status != NodeStatus::Left)
                     .map(|(_, version, pulse)| (version, pulse - version))
                     .collect(),
             )
         };
         GossipDigest {
-            count: members.len() as u32,
+            count: entries.len() as u32,
             members: hash,
             entries,
         }
@@ -85,7 +87,7 @@ impl Membership {
     /// another member list than this node's (or is malformed): the peer
     /// must send it explicit.
     pub fn take_digest(&self, digest: &GossipDigest) -> Option<DigestDiff> {
-        if digest.entries.len() > MEMBERS_MAX || digest.count as usize != digest.entries.len() {
+        if digest.entries.len() > KNOWN_MAX || digest.count as usize != digest.entries.len() {
             metrics::counter!("ringkv_gossip_states_refused_total").increment(1);
             tracing::warn!(
                 entries = digest.entries.len(),
@@ -109,12 +111,13 @@ impl Membership {
         let mut pairs: Vec<(DigestEntry, &NodeState)> = Vec::with_capacity(mine.len());
         match &digest.entries {
             DigestEntries::Positional(entries) => {
-                if entries.len() != mine.len()
+                let listed = mine.iter().filter(|s| s.status != NodeStatus::Left);
+                if entries.len() != listed.clone().count()
                     || digest.members != members_hash(mine.iter().map(|s| (s.id, s.generation)))
                 {
                     return None;
                 }
-                for (&(version, ahead), s) in entries.iter().zip(&mine) {
+                for (&(version, ahead), s) in entries.iter().zip(listed) {
                     let entry = DigestEntry {
                         id: s.id,
                         generation: s.generation,

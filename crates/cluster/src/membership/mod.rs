@@ -39,7 +39,7 @@ pub use detector::PhiDetector;
 pub use digests::DigestDiff;
 use ringkv_env::SharedClock;
 pub use rings::{RING_MEMO_MAX, RingMemo};
-pub use validate::{MEMBERS_MAX, WEIGHT_MAX, check_addr, check_state};
+pub use validate::{DEPARTED_MAX, KNOWN_MAX, MEMBERS_MAX, WEIGHT_MAX, check_addr, check_state};
 
 use crate::id::NodeId;
 use crate::net::Peer;
@@ -90,7 +90,7 @@ pub struct Membership {
     detectors: Mutex<HashMap<NodeId, PhiDetector>>,
     /// Each peer's liveness when last logged (see
     /// [`Membership::note_liveness`]).
-    liveness_seen: Mutex<HashMap<NodeId, bool>>,
+    liveness_seen: Mutex<HashMap<NodeId, Liveness>>,
     placement: RwLock<Arc<Placement>>,
     /// The ring once every JOINING node has joined and every LEAVING node
     /// has left; `None` while no node is moving.
@@ -219,6 +219,14 @@ pub struct StateAuth {
 
 /// What [`Membership::set_on_ring_change`] takes.
 pub type RingChangeHook = Box<dyn Fn(&[NodeState]) + Send + Sync>;
+
+/// What [`Membership::note_liveness`] last saw of a peer, and how many
+/// times it saw it go down.
+#[derive(Debug, Clone, Copy, Default)]
+struct Liveness {
+    alive: bool,
+    downs: u32,
+}
 
 impl Membership {
     /// Starts from this node's own state.
@@ -530,8 +538,9 @@ impl Membership {
                 let refused = check_state(&s, self.config.tokens_per_weight)
                     .err()
                     .or_else(|| {
-                        (!states.contains_key(&s.id) && states.len() >= MEMBERS_MAX)
-                            .then(|| format!("more than {MEMBERS_MAX} members"))
+                        (!states.contains_key(&s.id))
+                            .then(|| validate::room_for(&s, states.values()).err())
+                            .flatten()
                     });
                 if let Some(why) = refused {
                     metrics::counter!("ringkv_gossip_states_refused_total").increment(1);
@@ -642,8 +651,8 @@ impl Membership {
                     tracing::warn!(node = %crate::id::display(s.id), %why, "dropped a saved node state");
                     continue;
                 }
-                if !states.contains_key(&s.id) && states.len() >= MEMBERS_MAX {
-                    tracing::warn!(node = %crate::id::display(s.id), "dropped a saved node state: more than {MEMBERS_MAX} members");
+                if let Err(why) = validate::room_for(&s, states.values()) {
+                    tracing::warn!(node = %crate::id::display(s.id), %why, "dropped a saved node state");
                     continue;
                 }
                 self.endpoint_since
@@ -704,14 +713,19 @@ impl Membership {
         let mut seen = self.liveness_seen.lock();
         for id in ids {
             let alive = self.is_alive(id);
-            let before = seen.insert(id, alive);
+            let before = seen.get(&id).map(|l| l.alive);
+            let noted = seen.entry(id).or_default();
+            noted.alive = alive;
             match (before, alive) {
-                (Some(true), false) => tracing::warn!(
+                (Some(true), false) => {
+                    noted.downs = noted.downs.saturating_add(1);
+                    tracing::warn!(
                     peer = %crate::id::display(id),
                     phi = format_args!("{:.1}", self.phi(id)),
                     silent_ms = self.silent_for(id).map_or(0, |d| d.as_millis() as u64),
                     "peer down"
-                ),
+                    )
+                }
                 (Some(false), true) => tracing::info!(
                     peer = %crate::id::display(id),
                     phi = format_args!("{:.1}", self.phi(id)),
@@ -720,6 +734,17 @@ impl Membership {
                 _ => {}
             }
         }
+    }
+
+    /// The peers this node has seen go from up to down, and how many times
+    /// (each gossip round's [`Membership::note_liveness`] looks): what the
+    /// scale simulation counts false suspicions by, every round rather
+    /// than at its samples.
+    pub fn downs_seen(&self) -> Vec<(NodeId, u32)> {
+        (self.liveness_seen.lock().iter())
+            .filter(|(_, l)| l.downs > 0)
+            .map(|(&id, l)| (id, l.downs))
+            .collect()
     }
 
     /// How long since a heartbeat of `id` was last seen (`None`: never

@@ -115,6 +115,45 @@ fn newer_states_win_and_peers_go_down_on_silence_and_up_on_heartbeat() {
     assert_eq!(m.ring().tokens_of(2), vec![21]);
 }
 
+/// Each round's look at its peers counts every time one goes from up to
+/// down (what the scale simulation counts false suspicions by): a peer
+/// down twice is counted twice, one never seen up is not counted.
+#[test]
+fn every_fall_of_a_peer_is_counted() {
+    let clock = Arc::new(ManualClock::new(0));
+    let m = Membership::new(
+        state(1, vec![10]),
+        Replication::simple("dc1", 2),
+        clock.clone(),
+        MembershipConfig {
+            gossip_interval_ms: 100,
+            ..MembershipConfig::default()
+        },
+    );
+    let mut s2 = state(2, vec![20]);
+    m.merge(vec![s2.clone()]);
+    m.note_liveness();
+    assert_eq!(m.downs_seen(), vec![]);
+    for fall in 1..=2 {
+        for _ in 0..5 {
+            clock.advance(Duration::from_millis(100));
+            s2.heartbeat += 1;
+            m.merge(vec![s2.clone()]);
+            m.note_liveness();
+        }
+        // Long enough a silence whatever the rate learnt.
+        clock.advance(Duration::from_secs(600));
+        assert!(!m.is_alive(2), "fall {fall}: phi {}", m.phi(2));
+        m.note_liveness();
+        m.note_liveness();
+        assert_eq!(m.downs_seen(), vec![(2, fall)], "down once more, seen once");
+        s2.heartbeat += 1;
+        m.merge(vec![s2.clone()]);
+        m.note_liveness();
+        assert!(m.is_alive(2));
+    }
+}
+
 /// A peer restarted on other ports is kept on disk with its new
 /// address (a restart of this node must find it), a new load is not.
 #[test]

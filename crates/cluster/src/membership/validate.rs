@@ -9,9 +9,34 @@
 use crate::net::message::NodeState;
 use crate::ring::TOKENS_PER_NODE_MAX;
 
-/// Most members a node keeps states of; states of further unknown nodes
-/// are refused.
+/// Most members a node keeps states of (LEFT ones aside); states of
+/// further unknown nodes are refused.
 pub const MEMBERS_MAX: usize = 10_000;
+/// Most members that have LEFT a node keeps states of: LEFT is final for
+/// an id, so they are kept (and answered to a peer that still lists one),
+/// but not listed in positional digests. Beyond it, states of further
+/// unknown LEFT nodes are refused.
+pub const DEPARTED_MAX: usize = 10_000;
+/// Most states a node knows: what a whole-state message or an explicit
+/// digest may list.
+pub const KNOWN_MAX: usize = MEMBERS_MAX + DEPARTED_MAX;
+
+/// Why the state `s` of an id not known yet cannot join `states`: no
+/// room left among the members of its kind (LEFT or not).
+pub fn room_for<'a>(
+    s: &NodeState,
+    states: impl Iterator<Item = &'a NodeState>,
+) -> Result<(), String> {
+    use crate::net::message::NodeStatus;
+    let left = s.status == NodeStatus::Left;
+    let max = if left { DEPARTED_MAX } else { MEMBERS_MAX };
+    let mut same_kind = states.filter(|o| (o.status == NodeStatus::Left) == left);
+    if same_kind.nth(max - 1).is_some() {
+        let kind = if left { "departed members" } else { "members" };
+        return Err(format!("more than {max} {kind}"));
+    }
+    Ok(())
+}
 /// Highest weight a node may have (config validation says the same).
 pub const WEIGHT_MAX: u32 = 64;
 /// Longest address, data center or rack name.

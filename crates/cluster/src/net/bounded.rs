@@ -1,9 +1,17 @@
 //! Bounded lists on the wire: a list longer than its limit is refused as
-//! soon as its length is read (postcard writes the length first), before
-//! any element is decoded or any room is taken for them. Used for the
+//! soon as its length is read when the bytes left could hold it (postcard
+//! writes the length first, and gives it as the list's size only then),
+//! before any element is decoded; otherwise at its element one past the
+//! limit, or at the end of the bytes. Either way a list never holds more
+//! than its limit, and no room is taken ahead beyond it. Used for the
 //! lists of the gossip messages, whose limits are the senders' own (so
 //! honest peers never meet them): a peer's message cannot make a node
 //! allocate more than the limit's worth, whatever the frame's size.
+//!
+//! A list whose excess must be refused alone, not with the message that
+//! holds it (a gossiped state's tokens), is decoded by [`kept`]: at most
+//! `KEEP` elements are kept and the rest decoded and dropped, so the
+//! receiver still sees that it was too long, at a bounded cost.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -24,6 +32,39 @@ where
 }
 
 struct Bounded<const MAX: usize, T>(PhantomData<T>);
+
+/// Deserializes a `Vec<T>` keeping its first `KEEP` elements; the others
+/// are decoded and dropped (for
+/// `#[serde(deserialize_with = "bounded::kept::<N, _, _>")]`, `N` one past
+/// the most the receiver accepts, so that a longer list is seen as such).
+pub fn kept<'de, const KEEP: usize, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    d.deserialize_seq(Kept::<KEEP, T>(PhantomData))
+}
+
+struct Kept<const KEEP: usize, T>(PhantomData<T>);
+
+impl<'de, const KEEP: usize, T: Deserialize<'de>> Visitor<'de> for Kept<KEEP, T> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a list (its first {KEEP} elements kept)")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        let hint = seq.size_hint().unwrap_or(0);
+        let mut out = Vec::with_capacity(hint.min(KEEP).min(PREALLOCATE_MAX));
+        while let Some(x) = seq.next_element()? {
+            if out.len() < KEEP {
+                out.push(x);
+            }
+        }
+        Ok(out)
+    }
+}
 
 impl<'de, const MAX: usize, T: Deserialize<'de>> Visitor<'de> for Bounded<MAX, T> {
     type Value = Vec<T>;
@@ -78,8 +119,41 @@ mod tests {
             postcard::from_bytes::<Three>(&bytes).err(),
             Some(postcard::Error::SerdeDeCustom)
         );
+        // A length past the limit and past the bytes left: read element
+        // by element, and refused at the one past the limit (never more
+        // than the limit held), or at the end of the bytes.
+        assert_eq!(
+            postcard::from_bytes::<Three>(&[100, 1, 2, 3, 4, 5]).err(),
+            Some(postcard::Error::SerdeDeCustom)
+        );
+        assert_eq!(
+            postcard::from_bytes::<Three>(&[100, 1, 2]).err(),
+            Some(postcard::Error::DeserializeUnexpectedEnd)
+        );
         // A length past the bytes left: postcard itself refuses it.
         let bytes = [0x80, 0x94, 0xeb, 0xdc, 0x03];
         assert!(postcard::from_bytes::<Three>(&bytes).is_err());
+    }
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct KeepTwo {
+        #[serde(deserialize_with = "super::kept::<2, _, _>")]
+        list: Vec<u64>,
+        tail: u8,
+    }
+
+    #[test]
+    fn a_kept_list_keeps_its_first_elements_and_decodes_past_the_rest() {
+        for n in 0..5u64 {
+            let whole = KeepTwo {
+                list: (1..=n).collect(),
+                tail: 9,
+            };
+            let bytes = postcard::to_allocvec(&whole).expect("encode");
+            let decoded = postcard::from_bytes::<KeepTwo>(&bytes).expect("decode");
+            assert_eq!(decoded.list, (1..=n.min(2)).collect::<Vec<_>>());
+            // What follows the list is read where it is.
+            assert_eq!(decoded.tail, 9);
+        }
     }
 }

@@ -140,11 +140,13 @@ pub struct GossipDigest {
 /// The entries of a digest, one per member in ascending id order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DigestEntries {
-    /// `(version, ahead)` by position in the member list the hash names.
+    /// `(version, ahead)` by position in the member list the hash names,
+    /// LEFT members skipped (their states are final: the hash, which
+    /// covers them, says both sides hold the same ones).
     #[serde(deserialize_with = "super::bounded::vec::<{ crate::membership::MEMBERS_MAX }, _, _>")]
     Positional(Vec<(u64, u64)>),
-    /// Each member named.
-    #[serde(deserialize_with = "super::bounded::vec::<{ crate::membership::MEMBERS_MAX }, _, _>")]
+    /// Each member named, LEFT ones too.
+    #[serde(deserialize_with = "super::bounded::vec::<{ crate::membership::KNOWN_MAX }, _, _>")]
     Explicit(Vec<DigestEntry>),
 }
 

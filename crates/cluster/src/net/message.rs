@@ -89,11 +89,14 @@
 //! a `want` names the version the sender holds, and is answered with
 //! refreshes where that allows). A message holds at most
 //! `GOSSIP_STATES_PER_MESSAGE_MAX` states, as many refreshes and as many
-//! wants; a digest at most `MEMBERS_MAX` entries, as does `Gossip`'s list
-//! of states. A receiver refuses a longer list as soon as it reads its
-//! length, before decoding or allocating its elements (`net/bounded.rs`);
-//! a state with more than `TOKENS_PER_NODE_MAX` tokens is refused alone,
-//! once decoded. A node of the version before
+//! wants; a positional digest at most `MEMBERS_MAX` entries (LEFT members
+//! are not listed in it, only covered by its hash), an explicit one at
+//! most `KNOWN_MAX` (members and departed members), as does `Gossip`'s
+//! list of states. A receiver never holds a longer list: it is refused as
+//! soon as its length is read, or at its element one past the bound
+//! (`net/bounded.rs`); a state with more than `TOKENS_PER_NODE_MAX`
+//! tokens is refused alone, once decoded (it keeps one past the bound at
+//! most). A node of the version before
 //! cannot decode `GossipDigest` and answers an error: the sender then uses
 //! `Gossip` with that peer.
 //!
@@ -189,7 +192,11 @@ pub struct NodeState {
     pub rack: String,
     pub weight: u32,
     /// At most `TOKENS_PER_NODE_MAX`, checked once decoded (a state with
-    /// more is refused alone and counted).
+    /// more is refused alone and counted); a decoded state keeps one more
+    /// than that at most, so a peer cannot make a node hold more.
+    #[serde(
+        deserialize_with = "super::bounded::kept::<{ crate::ring::TOKENS_PER_NODE_MAX + 1 }, _, _>"
+    )]
     pub tokens: Vec<u64>,
     pub status: NodeStatus,
     pub load: Load,
@@ -329,7 +336,7 @@ pub enum Request {
     /// Push-pull gossip: the sender's view; the answer is the receiver's.
     Gossip {
         #[serde(
-            deserialize_with = "super::bounded::vec::<{ crate::membership::MEMBERS_MAX }, _, _>"
+            deserialize_with = "super::bounded::vec::<{ crate::membership::KNOWN_MAX }, _, _>"
         )]
         states: Vec<NodeState>,
     },
@@ -442,7 +449,7 @@ pub enum Response {
     Pong,
     Gossip {
         #[serde(
-            deserialize_with = "super::bounded::vec::<{ crate::membership::MEMBERS_MAX }, _, _>"
+            deserialize_with = "super::bounded::vec::<{ crate::membership::KNOWN_MAX }, _, _>"
         )]
         states: Vec<NodeState>,
     },
@@ -779,6 +786,11 @@ fn take_signatures(states: &mut [NodeState], rest: &[u8]) {
     let Some((&SIGNATURES_VERSION, bytes)) = rest.split_first() else {
         return;
     };
+    // One per state, or none is taken: the count is read first, so a
+    // trailer cannot make this node decode more signatures than states.
+    if !matches!(postcard::take_from_bytes::<usize>(bytes), Ok((n, _)) if n == states.len()) {
+        return;
+    }
     if let Ok(sigs) = postcard::from_bytes::<Vec<Option<StateSignature>>>(bytes)
         && sigs.len() == states.len()
     {
@@ -915,6 +927,154 @@ mod tests {
             status: NodeStatus::Normal,
             load: Load::default(),
             signature: None,
+        }
+    }
+
+    /// A length as postcard writes it.
+    fn varint(n: usize) -> Vec<u8> {
+        postcard::to_allocvec(&n).expect("encode")
+    }
+
+    /// Each bounded list of the gossip messages is refused for its length
+    /// as it is read: the message is encoded with its lists empty, then
+    /// one list's length is replaced by one past its bound, followed by as
+    /// many zero bytes (the list's length fits the bytes left, so it is
+    /// known before any element is decoded; at the bound, elements are
+    /// decoded and the list is not refused for its length).
+    #[test]
+    fn gossip_lists_past_their_bounds_are_refused_for_their_length() {
+        use crate::membership::{GOSSIP_STATES_PER_MESSAGE_MAX as PER, KNOWN_MAX, MEMBERS_MAX};
+        let digest = |entries| GossipDigest {
+            count: 0,
+            members: 0,
+            entries,
+        };
+        let req = |r: Request| encode_request(0, &r).expect("encode")[HEADER_BYTES..].to_vec();
+        let resp = |r: Response| encode_response(0, &r).expect("encode")[HEADER_BYTES..].to_vec();
+        // (body with its lists empty, empty lists at its end, the list made
+        // too long (counted among them), its bound, a request)
+        let cases = [
+            (
+                req(Request::Gossip { states: vec![] }),
+                1,
+                0,
+                KNOWN_MAX,
+                true,
+            ),
+            (
+                req(Request::GossipDigest {
+                    digest: digest(DigestEntries::Positional(vec![])),
+                }),
+                1,
+                0,
+                MEMBERS_MAX,
+                true,
+            ),
+            (
+                req(Request::GossipDigest {
+                    digest: digest(DigestEntries::Explicit(vec![])),
+                }),
+                1,
+                0,
+                KNOWN_MAX,
+                true,
+            ),
+            (
+                resp(Response::Gossip { states: vec![] }),
+                1,
+                0,
+                KNOWN_MAX,
+                false,
+            ),
+        ]
+        .into_iter()
+        .chain((0..3).map(|which| {
+            let body = req(Request::GossipStates {
+                states: vec![],
+                refreshes: vec![],
+                want: vec![],
+            });
+            (body, 3, which, PER, true)
+        }))
+        .chain((0..3).map(|which| {
+            let body = resp(Response::GossipDelta {
+                digest: digest(DigestEntries::Explicit(vec![])),
+                states: vec![],
+                refreshes: vec![],
+                want: vec![],
+            });
+            (body, 3, which, PER, false)
+        }))
+        .chain((0..2).map(|which| {
+            let body = resp(Response::GossipUpdates {
+                states: vec![],
+                refreshes: vec![],
+            });
+            (body, 2, which, PER, false)
+        }));
+        let refused = WireError::Body(postcard::Error::SerdeDeCustom.to_string());
+        for (i, (body, lists, which, bound, is_request)) in cases.enumerate() {
+            assert!(
+                body.ends_with(&vec![0; lists]),
+                "case {i}: lists at the end"
+            );
+            let decode = |b: &[u8]| {
+                if is_request {
+                    decode_request(b).map(|_| ())
+                } else {
+                    decode_response(b).map(|_| ())
+                }
+            };
+            assert_eq!(decode(&body), Ok(()), "case {i}: as encoded");
+            let mut at_bound = body[..body.len() - lists + which].to_vec();
+            at_bound.extend(varint(bound));
+            at_bound.resize(at_bound.len() + bound, 0);
+            assert_ne!(
+                decode(&at_bound),
+                Err(refused.clone()),
+                "case {i}: a list at its bound is read on"
+            );
+            let mut past = body[..body.len() - lists + which].to_vec();
+            past.extend(varint(bound + 1));
+            past.resize(past.len() + bound + 1, 0);
+            assert_eq!(decode(&past), Err(refused.clone()), "case {i}");
+        }
+    }
+
+    /// A state's tokens past the bound are decoded and dropped (one past
+    /// it is kept, so the state is still refused alone); a signature
+    /// trailer is read only when it holds one per state.
+    #[test]
+    fn a_peer_cannot_make_a_node_hold_more_tokens_or_signatures_than_states() {
+        use crate::ring::TOKENS_PER_NODE_MAX;
+        let mut big = state();
+        big.tokens = (0..TOKENS_PER_NODE_MAX as u64 + 500).collect();
+        let frame = encode_request(
+            0,
+            &Request::Gossip {
+                states: vec![big, state()],
+            },
+        )
+        .expect("encode");
+        let Ok(Request::Gossip { states }) = decode_request(&frame[HEADER_BYTES..]) else {
+            panic!("decodes");
+        };
+        assert_eq!(states[0].tokens.len(), TOKENS_PER_NODE_MAX + 1);
+        assert_eq!(states[1], state());
+        // A trailer announcing a million signatures for one state, and
+        // one announcing the right count: only the second is read.
+        let sig = StateSignature {
+            cert: Bytes::from_static(b"cert"),
+            scheme: 7,
+            sig: Bytes::from_static(b"sig"),
+        };
+        for (count, taken) in [(1_000_000, false), (1, true)] {
+            let mut states = vec![state()];
+            let mut trailer = vec![SIGNATURES_VERSION];
+            trailer.extend(varint(count));
+            trailer.extend(postcard::to_allocvec(&Some(&sig)).expect("encode"));
+            take_signatures(&mut states, &trailer);
+            assert_eq!(states[0].signature.is_some(), taken, "{count} announced");
         }
     }
 

@@ -85,6 +85,31 @@ fn misses(r: &ScaleReport, a: &ScaleArgs) -> Vec<String> {
     out
 }
 
+/// Steady-state gossip grows at most linearly with the cluster: between
+/// two sizes of one run (same tokens, same simulated time), bytes a node a
+/// second grow at most by the ratio of the sizes (4x from 1,000 nodes to
+/// 4,000).
+fn growth_misses(reports: &[ScaleReport]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, a) in reports.iter().enumerate() {
+        for b in &reports[i + 1..] {
+            let (small, large) = if a.nodes <= b.nodes { (a, b) } else { (b, a) };
+            if small.nodes == large.nodes || small.bytes_mean == 0 {
+                continue;
+            }
+            let sizes = large.nodes as f64 / small.nodes as f64;
+            let bytes = large.bytes_mean as f64 / small.bytes_mean as f64;
+            if bytes > sizes {
+                out.push(format!(
+                    "gossip grew {bytes:.2}x from {} to {} nodes (at most {sizes:.2}x)",
+                    small.nodes, large.nodes
+                ));
+            }
+        }
+    }
+    out
+}
+
 pub fn run(a: ScaleArgs) -> anyhow::Result<()> {
     println!("{}", ScaleReport::HEADER);
     println!(
@@ -92,6 +117,7 @@ pub fn run(a: ScaleArgs) -> anyhow::Result<()> {
         "---|".repeat(ScaleReport::HEADER.matches('|').count() - 1)
     );
     let mut failed = Vec::new();
+    let mut reports = Vec::new();
     for &nodes in &a.nodes {
         let config = ScaleConfig {
             steady_secs: a.steady_secs,
@@ -120,8 +146,14 @@ pub fn run(a: ScaleArgs) -> anyhow::Result<()> {
             println!("    MISSED: {}", missed.join("; "));
             failed.push(nodes);
         }
+        reports.push(r);
+    }
+    let growth = growth_misses(&reports);
+    for missed in &growth {
+        println!("MISSED: {missed}");
     }
     anyhow::ensure!(failed.is_empty(), "targets missed at {failed:?} nodes");
+    anyhow::ensure!(growth.is_empty(), "{}", growth.join("; "));
     Ok(())
 }
 
@@ -193,5 +225,25 @@ mod tests {
         assert_eq!(misses(&r, &a).len(), 4, "{:?}", misses(&r, &a));
         // A step the run skipped is not a miss.
         assert_eq!(misses(&r, &args(0, 64)).len(), 3);
+    }
+
+    #[test]
+    fn gossip_may_grow_at_most_as_the_cluster_does() {
+        let at = |nodes, bytes_mean| ScaleReport {
+            bytes_mean,
+            ..met(nodes)
+        };
+        // 4x from 1,000 to 4,000 nodes, in either order of the run.
+        assert!(growth_misses(&[at(1000, 14_000), at(4000, 56_000)]).is_empty());
+        assert!(growth_misses(&[at(4000, 56_000), at(1000, 14_000)]).is_empty());
+        let over = growth_misses(&[at(1000, 14_000), at(4000, 56_001)]);
+        assert_eq!(over.len(), 1, "{over:?}");
+        assert!(over[0].contains("from 1000 to 4000 nodes"), "{over:?}");
+        // Every pair of sizes is compared (here 1,000 to 2,000 grew 2.14x;
+        // the other pairs are within); a size alone is not.
+        let over = growth_misses(&[at(1000, 14_000), at(2000, 30_000), at(4000, 56_000)]);
+        assert_eq!(over.len(), 1, "{over:?}");
+        assert!(over[0].contains("from 1000 to 2000 nodes"), "{over:?}");
+        assert!(growth_misses(&[at(1000, 14_000)]).is_empty());
     }
 }
