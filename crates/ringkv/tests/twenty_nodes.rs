@@ -35,9 +35,13 @@ const NODES: usize = 20;
 const FIRST: usize = 5;
 const WAVE: usize = 5;
 
-/// Each node's view of the ring: per node id, its status and ownership.
-fn view(node: &NodeProc) -> BTreeMap<String, (String, String)> {
-    json(node, "/v1/cluster")["nodes"]
+/// Each node's view of the ring: per node id, its status and ownership;
+/// and every token of the ring with its owner.
+type RingView = (BTreeMap<String, (String, String)>, String);
+
+fn view(node: &NodeProc) -> RingView {
+    let cluster = json(node, "/v1/cluster");
+    let nodes = cluster["nodes"]
         .as_array()
         .map(|l| {
             l.iter()
@@ -49,7 +53,8 @@ fn view(node: &NodeProc) -> BTreeMap<String, (String, String)> {
                 })
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    (nodes, cluster["tokens"].to_string())
 }
 
 /// A client writing `w{i}` through the nodes in turn until stopped; the
@@ -167,7 +172,8 @@ fn twenty_nodes_join_in_waves_and_restart_in_turn_losing_nothing() {
         });
     }
     let first = view(&nodes[0]);
-    assert_eq!(first.len(), NODES, "{first:?}");
+    assert_eq!(first.0.len(), NODES, "{first:?}");
+    assert!(first.1.len() > 2, "the ring's tokens: {}", first.1);
     for node in &nodes[1..] {
         wait_until("the same ring everywhere", 60, || view(node) == first);
     }
