@@ -171,6 +171,10 @@ pub struct WriteOutcome {
     pub applied: bool,
     /// The resolved value before the write, when asked for.
     pub previous: Option<Sibling>,
+    /// A data type's write: its integer reply (`INCR`: the value after
+    /// it; `SADD`, `SREM`, `HSET`, `HDEL`: how many members or fields it
+    /// added or removed; `HSETNX`: 1 when it set the field).
+    pub integer: Option<i64>,
 }
 
 /// Why an import of a batch of records stopped (see [`Kv::import_records`]):
@@ -231,6 +235,21 @@ pub enum KvError {
         missing: Box<[NodeId]>,
         why: String,
     },
+    /// A command of one data type on a key that holds another (Redis's
+    /// `WRONGTYPE`).
+    #[error("Operation against a key holding the wrong kind of value")]
+    WrongType,
+    /// An increment of a value that is not a 64-bit integer (Redis's texts:
+    /// the key's value, or, `hash`, a field's).
+    #[error("{}", if *.hash { "hash value is not an integer" } else { "value is not an integer or out of range" })]
+    NotAnInteger { hash: bool },
+    /// An increment that would leave the signed 64-bit range.
+    #[error("increment or decrement would overflow")]
+    Overflow,
+    /// A write that would make a data type hold more than its limit (the
+    /// message names it).
+    #[error("{0}")]
+    TooManyElements(String),
 }
 
 /// `prefix` and the ids, comma-separated, or nothing when there are none.
@@ -256,6 +275,10 @@ impl KvError {
             Self::Storage(_) => "storage",
             Self::ShuttingDown => "shutting_down",
             Self::Incomplete { .. } => "incomplete",
+            Self::WrongType => "wrong_type",
+            Self::NotAnInteger { .. } => "not_an_integer",
+            Self::Overflow => "overflow",
+            Self::TooManyElements(_) => "too_many_elements",
         }
     }
 }

@@ -31,9 +31,7 @@ use crate::causality::DecodeError;
 use crate::causality::types::Record;
 use crate::id::{NodeId, display};
 use crate::membership::Membership;
-use crate::net::message::{
-    CoordinatedOutcome, DigestList, ErrorDetail, NodeState, Request, Response,
-};
+use crate::net::message::{DigestList, ErrorDetail, NodeState, Request, Response};
 use crate::net::{BoxFut, Peer, Transport, TransportError};
 
 /// Why a call to a peer gave no usable answer.
@@ -303,9 +301,26 @@ impl Response {
         }
     }
 
-    pub fn into_coordinated(self) -> Result<CoordinatedOutcome, Self> {
+    /// The outcome of a forwarded write.
+    pub fn into_coordinated(self) -> Result<crate::api::WriteOutcome, Self> {
         match self {
-            Self::Coordinated(out) => Ok(out),
+            Self::Coordinated(out) => Ok(crate::api::WriteOutcome {
+                applied: out.applied,
+                previous: out.previous.map(|(value, hlc, actor, expires_at_ms)| {
+                    crate::api::Sibling {
+                        value,
+                        hlc,
+                        actor,
+                        expires_at_ms,
+                    }
+                }),
+                integer: None,
+            }),
+            Self::CoordinatedTyped { applied, integer } => Ok(crate::api::WriteOutcome {
+                applied,
+                previous: None,
+                integer: Some(integer),
+            }),
             other => Err(other),
         }
     }

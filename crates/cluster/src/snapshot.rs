@@ -50,7 +50,8 @@ pub const META_FILE: &str = "SNAPSHOT";
 pub const FORMAT: &str = "ringkv-snapshot";
 pub const FORMAT_VERSION: u32 = 1;
 /// How far a restore raises the epoch of a node whose `EPOCH` was lost:
-/// more starts than a node makes between a snapshot and its restore.
+/// more epochs than a node starts between a snapshot and its restore (one
+/// a start, two a truncation).
 pub const RESTORE_EPOCH_STEP: u64 = 1 << 16;
 /// The longest tag.
 pub const TAG_BYTES_MAX: usize = 64;

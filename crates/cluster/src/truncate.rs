@@ -23,7 +23,12 @@
 //! HLC observes `T`), so writes after the truncation are never hidden. Dots
 //! need nothing: a node's dot counters rise across all keys for its whole
 //! life and every start is a new epoch, so a dot issued after the
-//! truncation is new even for a key whose record was dropped.
+//! truncation is new even for a key whose record was dropped. Counters do:
+//! a node's increments go to its entry of its epoch, updated in place, so a
+//! node starts a new epoch, durably, when it answers `TruncatePrepare` and
+//! again when it records `T`; no entry then counts increments from both
+//! before the prepare and after the point, and dropping the entries at or
+//! before `T` is sound (docs/design/data-types.md, "Truncation").
 //!
 //! # Protocol
 //! The coordinating node (the one a client asked):
@@ -120,9 +125,12 @@ impl<S: LocalStore> Node<S> {
     /// This node's answer to a truncation request: `at` (when given)
     /// recorded durably, then applied; its clock and point now.
     pub(crate) async fn answer_truncation(&self, at: Option<Hlc>) -> Response {
-        if let Some(at) = at
-            && let Err(e) = self.truncate_locally(at).await
-        {
+        let done = match at {
+            Some(at) => self.truncate_locally(at).await,
+            // The prepare: increments from here on go to new entries.
+            None => self.new_epoch().await.map(|_| ()),
+        };
+        if let Err(e) = done {
             return Response::from(&e);
         }
         let replica = self.replica();
@@ -146,6 +154,7 @@ impl<S: LocalStore> Node<S> {
             .await
             .map_err(|e| KvError::Storage(format!("recording the truncation point: {e}")))?
             .map_err(|e| KvError::Storage(format!("recording the truncation point: {e}")))?;
+        self.new_epoch().await?;
         if !replica.set_truncated_at(at) {
             return Ok(());
         }
@@ -187,6 +196,19 @@ impl<S: LocalStore> Node<S> {
             }
         });
         Ok(())
+    }
+
+    /// Starts a new epoch, durable before it is used: this node's counter
+    /// increments go to new entries from here on, and its dots count from
+    /// the epoch's floor (see the module documentation).
+    async fn new_epoch(&self) -> Result<u64, KvError> {
+        let files = self.files().clone();
+        let epoch = crate::exec::blocking(move || files.bump_epoch())
+            .await
+            .map_err(|e| KvError::Storage(format!("starting a new epoch: {e}")))?
+            .map_err(|e| KvError::Storage(format!("starting a new epoch: {e}")))?;
+        self.replica().set_epoch(epoch);
+        Ok(epoch)
     }
 
     /// Truncates the whole cluster (see the module documentation).

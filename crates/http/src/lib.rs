@@ -460,6 +460,9 @@ impl From<KvError> for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             KvError::ReadOnly(_) | KvError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            KvError::WrongType => StatusCode::CONFLICT,
+            KvError::NotAnInteger { .. } | KvError::Overflow => StatusCode::BAD_REQUEST,
+            KvError::TooManyElements(_) => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self {

@@ -75,6 +75,7 @@ fn kv_wire(e: &KvError) -> String {
         KvError::Incomplete { .. } => format!("INCOMPLETE {e}"),
         KvError::ReadOnly(_) => format!("READONLY {e}"),
         KvError::ShuttingDown => format!("SHUTDOWN {e}"),
+        KvError::WrongType => format!("WRONGTYPE {e}"),
         _ => format!("ERR {e}"),
     }
 }

@@ -168,6 +168,13 @@ pub struct LimitsSection {
     pub cluster_reserved_handshakes_max: usize,
     /// Cluster port: time for the TLS handshake and the hello together.
     pub cluster_handshake_timeout_ms: u64,
+    /// Most members of one set a client write may make.
+    pub set_members_max: usize,
+    /// Most fields of one hash a client write may make.
+    pub hash_fields_max: usize,
+    /// Most entries of one counter (nodes times epochs, and stand-ins'
+    /// increments) a client write may make.
+    pub counter_entries_max: usize,
 }
 
 // Every default comes from the library that uses the setting: one source
@@ -193,6 +200,9 @@ impl Default for LimitsSection {
             cluster_handshakes_max: transport.handshakes_max,
             cluster_reserved_handshakes_max: transport.reserved_handshakes_max,
             cluster_handshake_timeout_ms: transport.hello_timeout_ms,
+            set_members_max: node.type_limits.set_members_max,
+            hash_fields_max: node.type_limits.hash_fields_max,
+            counter_entries_max: node.type_limits.counter_entries_max,
         }
     }
 }
@@ -546,6 +556,13 @@ impl Config {
         if l.input_buffer_bytes_max < l.bulk_bytes_max {
             bail!("limits.input_buffer_bytes_max must be at least limits.bulk_bytes_max");
         }
+        ringkv_cluster::replica::TypeLimits {
+            set_members_max: l.set_members_max,
+            hash_fields_max: l.hash_fields_max,
+            counter_entries_max: l.counter_entries_max,
+        }
+        .check()
+        .map_err(anyhow::Error::msg)?;
         if l.http_connections_max == 0
             || l.http_header_timeout_ms == 0
             || l.http_request_timeout_ms == 0
@@ -628,6 +645,22 @@ mod tests {
         assert!(c.node.resp_addr.ip().is_loopback());
         assert!(c.node.http_addr.ip().is_loopback());
         assert!(c.node.cluster_addr.ip().is_loopback());
+    }
+
+    #[test]
+    fn data_type_limits_are_bounded_by_what_records_decode() {
+        for (setting, ok) in [
+            ("set_members_max = 0", false),
+            ("set_members_max = 1", true),
+            ("set_members_max = 524288", true),
+            ("set_members_max = 524289", false),
+            ("hash_fields_max = 0", false),
+            ("counter_entries_max = 32768", true),
+            ("counter_entries_max = 32769", false),
+        ] {
+            let c: Config = toml::from_str(&format!("[limits]\n{setting}\n")).expect("parse");
+            assert_eq!(c.validate().is_ok(), ok, "{setting}");
+        }
     }
 
     #[test]

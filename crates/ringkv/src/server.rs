@@ -122,6 +122,11 @@ fn node_config(config: &Config) -> NodeConfig {
         backup_dir: config.backup.dir.clone(),
         record_cache_bytes: config.storage.record_cache_bytes,
         plant_stale_record_cache: false,
+        type_limits: ringkv_cluster::replica::TypeLimits {
+            set_members_max: config.limits.set_members_max,
+            hash_fields_max: config.limits.hash_fields_max,
+            counter_entries_max: config.limits.counter_entries_max,
+        },
         slowlog: ringkv_cluster::slowlog::SlowLogConfig {
             slower_than_us: config.diagnostics.slowlog_slower_than_us,
             max_len: config.diagnostics.slowlog_max_len,

@@ -84,6 +84,27 @@ impl SiblingSet {
         // The counter must exceed anything either side has seen for this
         // actor, so the new dot is unique. Decoded counters stay below
         // `COUNTER_MAX`, so this cannot overflow.
+        let dot = self.advance_above(context, actor, floor);
+        let new = StoredSibling {
+            dot,
+            hlc,
+            expires_at_ms,
+            value,
+        };
+        let pos = self.siblings.partition_point(|s| s.dot < dot);
+        self.siblings.insert(pos, new);
+        debug_assert!(self.vv.covers(dot), "the new dot is covered by the vector");
+        dot
+    }
+
+    /// The causal part of a write coordinated by `actor`: the siblings
+    /// `context` covers are superseded, and the vector takes the context
+    /// and a fresh dot above `floor`, which it returns. A data type's
+    /// write ([`super::types::Record`]) tags its change with the dot.
+    pub fn advance_above(&mut self, context: &VersionVector, actor: u64, floor: u64) -> Dot {
+        // The counter must exceed anything either side has seen for this
+        // actor, so the new dot is unique. Decoded counters stay below
+        // `COUNTER_MAX`, so this cannot overflow.
         let counter = self
             .vv
             .get(actor)
@@ -94,15 +115,6 @@ impl SiblingSet {
         self.siblings.retain(|s| !context.covers(s.dot));
         self.vv.merge(context);
         self.vv.raise(actor, counter);
-        let new = StoredSibling {
-            dot,
-            hlc,
-            expires_at_ms,
-            value,
-        };
-        let pos = self.siblings.partition_point(|s| s.dot < dot);
-        self.siblings.insert(pos, new);
-        debug_assert!(self.vv.covers(dot), "the new dot is covered by the vector");
         dot
     }
 
@@ -329,10 +341,14 @@ impl SiblingSet {
     /// the record it replaces. The siblings' headers are checked as a full
     /// decode checks them (values skipped); `Ok(None)` when a sibling lies
     /// outside the vector (a malformed peer record, whose sibling such a
-    /// write would not supersede: the caller decodes it all instead).
+    /// write would not supersede), or when the record holds data types
+    /// (format 2, whose components the write supersedes): the caller
+    /// decodes it all instead.
     pub fn decode_vv(bytes: &[u8], at: Hlc) -> Result<Option<VersionVector>, DecodeError> {
         let mut r = Reader::new(bytes);
-        Self::decode_header(&mut r, RECORD_FORMAT)?;
+        if Self::decode_header(&mut r, RECORD_FORMAT_TYPED)? == RECORD_FORMAT_TYPED {
+            return Ok(None);
+        }
         let vv = VersionVector::decode_from(&mut r)?;
         let (mut covered, mut after_point) = (true, false);
         Self::each_sibling(&mut r, |s| {

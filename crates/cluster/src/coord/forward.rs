@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 
 use super::Coordinator;
 use super::plan::Plan;
-use crate::api::{Expiry, KvError, Sibling, WriteOptions, WriteOutcome};
+use crate::api::{Expiry, KvError, WriteOptions, WriteOutcome};
 use crate::det::HashSet;
 use crate::id::{NodeId, display};
 use crate::net::message::{
@@ -136,7 +136,7 @@ impl<S: LocalStore> Coordinator<S> {
                 .await;
             crate::slowlog::note_replica_answer(id, answer.is_ok());
             match answer {
-                Ok(out) => return Forwarded::Answered(Ok(outcome_from_wire(out))),
+                Ok(out) => return Forwarded::Answered(Ok(out)),
                 // Declined (nothing was applied there), or not reached at
                 // all: the next replica may take it.
                 Err(e) if e.code() == Some(NOT_A_REPLICA) || e.not_delivered() => {
@@ -213,6 +213,11 @@ impl<S: LocalStore> Coordinator<S> {
             Err(e) => return Response::from(&e),
         }
         match self.write(fw.key, change, opts).await {
+            Ok(WriteOutcome {
+                applied,
+                integer: Some(integer),
+                ..
+            }) => Response::CoordinatedTyped { applied, integer },
             Ok(out) => Response::Coordinated(CoordinatedOutcome {
                 applied: out.applied,
                 previous: out
@@ -232,6 +237,7 @@ fn forwarded_write(key: &Bytes, change: &Change, opts: &WriteOptions) -> Forward
         },
         Change::Delete => WriteOp::Delete,
         Change::Expiry(e) => WriteOp::SetExpiry { expiry: *e },
+        Change::Typed(t) => WriteOp::Typed(t.clone()),
     };
     ForwardedWrite {
         key: key.clone(),
@@ -255,6 +261,7 @@ fn write_from_wire(fw: &ForwardedWrite) -> Result<(Change, WriteOptions), KvErro
         WriteOp::Put { value, expiry } => (Change::Put(value.clone()), *expiry),
         WriteOp::Delete => (Change::Delete, Expiry::Never),
         WriteOp::SetExpiry { expiry } => (Change::Expiry(*expiry), Expiry::Never),
+        WriteOp::Typed(t) => (Change::Typed(t.clone()), Expiry::Never),
     };
     let opts = WriteOptions {
         consistency: fw.consistency,
@@ -264,20 +271,6 @@ fn write_from_wire(fw: &ForwardedWrite) -> Result<(Change, WriteOptions), KvErro
         return_previous: fw.return_previous,
     };
     Ok((change, opts))
-}
-
-fn outcome_from_wire(out: CoordinatedOutcome) -> WriteOutcome {
-    WriteOutcome {
-        applied: out.applied,
-        previous: out
-            .previous
-            .map(|(value, hlc, actor, expires_at_ms)| Sibling {
-                value,
-                hlc,
-                actor,
-                expires_at_ms,
-            }),
-    }
 }
 
 /// The client's error for a write the coordinator `id` refused: the
@@ -344,6 +337,10 @@ pub(crate) fn kv_error(detail: ErrorDetail) -> KvError {
             missing: d.missing,
             why: d.why,
         },
+        ErrorDetail::WrongType => KvError::WrongType,
+        ErrorDetail::NotAnInteger { hash } => KvError::NotAnInteger { hash },
+        ErrorDetail::Overflow => KvError::Overflow,
+        ErrorDetail::TooManyElements(m) => KvError::TooManyElements(m),
         other @ (ErrorDetail::NotAReplica | ErrorDetail::Duplicate) => {
             KvError::Storage(other.to_string())
         }

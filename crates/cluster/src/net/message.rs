@@ -324,9 +324,16 @@ pub struct ForwardedWrite {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WriteOp {
-    Put { value: Bytes, expiry: Expiry },
+    Put {
+        value: Bytes,
+        expiry: Expiry,
+    },
     Delete,
-    SetExpiry { expiry: Expiry },
+    SetExpiry {
+        expiry: Expiry,
+    },
+    /// A data type's write (only between nodes that read data types).
+    Typed(crate::replica::TypedChange),
 }
 
 /// A request from one node to another.
@@ -522,6 +529,13 @@ pub enum Response {
         )]
         refreshes: Vec<StateRefresh>,
     },
+    /// The outcome of a coordinated write of a data type: whether it
+    /// applied, and its integer reply. (Only between nodes that read data
+    /// types.)
+    CoordinatedTyped {
+        applied: bool,
+        integer: i64,
+    },
 }
 
 pub use super::digest::{
@@ -578,6 +592,7 @@ impl Response {
             Self::Truncation { .. } => "truncation",
             Self::GossipDelta { .. } => "gossip delta",
             Self::GossipUpdates { .. } => "gossip updates",
+            Self::CoordinatedTyped { .. } => "coordinated (data type)",
         }
     }
 }
@@ -619,6 +634,19 @@ pub enum ErrorDetail {
     /// detail and keep the code and message.)
     #[error("outcome unknown: {} required, {} acknowledged", .0.required, .0.acked.len())]
     Incomplete(Box<IncompleteDetail>),
+    /// [`crate::KvError::WrongType`] (data types: only between nodes that
+    /// read them, so never met by a node of the version before).
+    #[error("Operation against a key holding the wrong kind of value")]
+    WrongType,
+    /// [`crate::KvError::NotAnInteger`].
+    #[error("not an integer")]
+    NotAnInteger { hash: bool },
+    /// [`crate::KvError::Overflow`].
+    #[error("increment or decrement would overflow")]
+    Overflow,
+    /// [`crate::KvError::TooManyElements`].
+    #[error("{0}")]
+    TooManyElements(String),
 }
 
 /// The data of [`ErrorDetail::Incomplete`] (boxed: error answers stay small).
@@ -654,6 +682,10 @@ impl ErrorDetail {
             Self::NotAReplica => NOT_A_REPLICA,
             Self::Duplicate => DUPLICATE,
             Self::Incomplete(_) => "incomplete",
+            Self::WrongType => "wrong_type",
+            Self::NotAnInteger { .. } => "not_an_integer",
+            Self::Overflow => "overflow",
+            Self::TooManyElements(_) => "too_many_elements",
         }
     }
 }
@@ -696,6 +728,10 @@ impl From<&KvError> for ErrorDetail {
                 missing,
                 why,
             })),
+            KvError::WrongType => Self::WrongType,
+            KvError::NotAnInteger { hash } => Self::NotAnInteger { hash },
+            KvError::Overflow => Self::Overflow,
+            KvError::TooManyElements(m) => Self::TooManyElements(m),
         }
     }
 }

@@ -272,7 +272,8 @@ impl<S: LocalStore> NodeBuilder<S> {
             membership.set_auth(auth);
         }
         let mut replica = LocalReplica::new(id, self.store, clock.clone(), config.siblings_max)
-            .with_record_cache(config.record_cache_bytes);
+            .with_record_cache(config.record_cache_bytes)
+            .with_type_limits(config.type_limits);
         if config.plant_stale_record_cache {
             replica = replica.with_stale_cache_plant();
         }

@@ -88,6 +88,9 @@ pub struct NodeConfig {
     /// A weakness planted on purpose, for the simulation only: merges from
     /// peers leave the record cache stale.
     pub plant_stale_record_cache: bool,
+    /// What a client write may make a data type (a set, a hash, a
+    /// counter) hold.
+    pub type_limits: crate::replica::TypeLimits,
 }
 
 impl Default for NodeConfig {
@@ -112,6 +115,7 @@ impl Default for NodeConfig {
             backup_dir: None,
             record_cache_bytes: RECORD_CACHE_BYTES_DEFAULT,
             plant_stale_record_cache: false,
+            type_limits: crate::replica::TypeLimits::default(),
         }
     }
 }

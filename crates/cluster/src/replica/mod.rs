@@ -30,10 +30,14 @@ use parking_lot::Mutex;
 use ringkv_env::SharedClock;
 
 use crate::api::{Condition, Expiry, KeyCount, KvError, Sibling, WriteOptions, WriteOutcome};
-use crate::causality::types::Record;
+use crate::causality::types::{Kind, Record};
 use crate::causality::{DecodeError, Hlc, HlcState, SiblingSet, StoredSibling, VersionVector};
 use crate::record_cache::{Cached, RecordCache, RecordCacheStats};
 use crate::store::{LocalStore, StoreError};
+
+mod typed;
+
+pub use typed::{TypeLimits, TypedChange, parse_integer};
 
 /// Number of stripes in the per-key lock table.
 const KEY_LOCK_STRIPES: usize = 1024;
@@ -59,6 +63,8 @@ pub enum Change {
     Delete,
     /// Change only the expiry of the live value.
     Expiry(Expiry),
+    /// A write of a data type (a counter, a set, a hash).
+    Typed(TypedChange),
 }
 
 /// This node's copy of the keys it holds.
@@ -73,6 +79,10 @@ pub struct LocalReplica<S> {
     /// Dot counters of this node's writes start above it (its epoch's
     /// floor, see [`crate::causality::epoch_floor`]).
     dot_floor: AtomicU64,
+    /// This node's epoch: the counter entry its increments go to.
+    epoch: AtomicU64,
+    /// What a client write may make a data type hold.
+    type_limits: TypeLimits,
     /// Version-vector pruning applied to merged records.
     pruner: parking_lot::RwLock<Option<crate::store::Pruner>>,
     /// The cluster's truncation point as this node knows it (an HLC; 0:
@@ -133,6 +143,8 @@ impl<S: LocalStore> LocalReplica<S> {
             siblings_max,
             siblings_dropped: AtomicU64::new(0),
             dot_floor: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
+            type_limits: TypeLimits::default(),
             pruner: parking_lot::RwLock::new(None),
             truncated_at: AtomicU64::new(0),
             cache: RecordCache::new(0),
@@ -144,6 +156,12 @@ impl<S: LocalStore> LocalReplica<S> {
     /// (0: none); fill it with [`LocalReplica::warm_cache`] before use.
     pub fn with_record_cache(mut self, bytes_max: usize) -> Self {
         self.cache = RecordCache::new(bytes_max);
+        self
+    }
+
+    /// Bounds what a client write may make a data type hold.
+    pub fn with_type_limits(mut self, limits: TypeLimits) -> Self {
+        self.type_limits = limits;
         self
     }
 
@@ -436,16 +454,6 @@ impl<S: LocalStore> LocalReplica<S> {
         }
     }
 
-    fn bound_and_store(
-        &self,
-        key: &[u8],
-        set: &mut SiblingSet,
-        log: LogWrite,
-    ) -> Result<(), KvError> {
-        self.bound(set);
-        self.put_record(key, set.encode(), log, true)
-    }
-
     /// Installs the version-vector pruning merges apply (see
     /// [`crate::causality::purge::prune_departed`]).
     pub fn set_pruner(&self, pruner: crate::store::Pruner) {
@@ -457,6 +465,12 @@ impl<S: LocalStore> LocalReplica<S> {
     pub fn set_epoch(&self, epoch: u64) {
         self.dot_floor
             .fetch_max(crate::causality::epoch_floor(epoch), Ordering::Relaxed);
+        self.epoch.fetch_max(epoch, Ordering::Relaxed);
+    }
+
+    /// This node's epoch as the replica knows it.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
     }
 
     /// Applies a client write coordinated by this node. Returns the outcome
@@ -468,7 +482,7 @@ impl<S: LocalStore> LocalReplica<S> {
         key: &[u8],
         change: Change,
         opts: &WriteOptions,
-    ) -> Result<(WriteOutcome, Option<SiblingSet>), KvError> {
+    ) -> Result<(WriteOutcome, Option<Record>), KvError> {
         self.apply(key, change, opts, true)
     }
 
@@ -480,7 +494,7 @@ impl<S: LocalStore> LocalReplica<S> {
         key: &[u8],
         change: Change,
         opts: &WriteOptions,
-    ) -> Result<(WriteOutcome, Option<SiblingSet>), KvError> {
+    ) -> Result<(WriteOutcome, Option<Record>), KvError> {
         self.apply(key, change, opts, false)
     }
 
@@ -490,12 +504,12 @@ impl<S: LocalStore> LocalReplica<S> {
         change: Change,
         opts: &WriteOptions,
         store: bool,
-    ) -> Result<(WriteOutcome, Option<SiblingSet>), KvError> {
+    ) -> Result<(WriteOutcome, Option<Record>), KvError> {
         let _guard = self.lock(key);
         let at = self.truncated_at();
         let vv_only = if supersedes_all(&change, opts) {
             // Every sibling goes: only the record's vector is read (as the
-            // truncation point leaves it).
+            // truncation point leaves it), unless it holds data types.
             match self.decode_record(key, |bytes| SiblingSet::decode_vv(bytes, at))? {
                 None => Some(VersionVector::default()),
                 Some(vv) => vv,
@@ -503,15 +517,29 @@ impl<S: LocalStore> LocalReplica<S> {
         } else {
             None
         };
-        let mut set = match vv_only {
-            Some(vv) => SiblingSet {
+        let mut record = match vv_only {
+            Some(vv) => Record::from(SiblingSet {
                 vv,
                 siblings: Vec::new(),
-            },
-            None => self.read(key)?,
+            }),
+            None => self.read_record(key)?,
         };
         let now = self.clock.now_ms();
-        let before = resolved(&set, now);
+        let change = match change {
+            Change::Typed(typed) => return self.apply_typed(key, record, typed, now, store),
+            string => string,
+        };
+        // A key of a data type meets a string write as its value (a
+        // counter's, as Redis's counters are strings) or as "present".
+        let held = if record.strings_only() {
+            None
+        } else {
+            record.kind(now).filter(|k| *k != Kind::String)
+        };
+        let before = match held {
+            None => resolved(&record.strings, now),
+            Some(kind) => Some(typed_before(&record, kind, &change, opts)?),
+        };
         let previous = if opts.return_previous {
             before.clone()
         } else {
@@ -519,30 +547,81 @@ impl<S: LocalStore> LocalReplica<S> {
         };
         let (value, expires_at_ms) = match new_sibling(change, opts, before.as_ref(), now) {
             Ok(written) => written,
-            Err(applied) => return Ok((WriteOutcome { applied, previous }, None)),
+            Err(applied) => {
+                let outcome = WriteOutcome {
+                    applied,
+                    previous,
+                    integer: None,
+                };
+                return Ok((outcome, None));
+            }
         };
         let deleted = value.is_none();
-        let context = opts.context.clone().unwrap_or_else(|| set.vv.clone());
+        let context = opts
+            .context
+            .clone()
+            .unwrap_or_else(|| record.strings.vv.clone());
         let hlc = self.hlc.lock().next(now);
         // Counters rise across all keys within an epoch, so a dot is new
         // even for a key whose record this node does not hold (a stand-in)
         // or no longer holds.
         let floor = self.dot_floor.load(Ordering::Relaxed);
-        let dot = set.update_above(&context, self.id, floor, hlc, value, expires_at_ms);
+        let dot =
+            (record.strings).update_above(&context, self.id, floor, hlc, value, expires_at_ms);
         debug_assert!(dot.counter > floor, "a dot above the floor");
         self.dot_floor.fetch_max(dot.counter, Ordering::Relaxed);
-        if store {
-            self.bound_and_store(key, &mut set, LogWrite::Buffered)?;
-        } else {
-            self.bound(&mut set);
+        if !record.strings_only() {
+            // The string write supersedes what it sees of the data types.
+            record.supersede_other_kinds(Kind::String, hlc, self.id);
         }
-        Ok((
-            WriteOutcome {
-                applied: !deleted || before.is_some(),
-                previous,
-            },
-            Some(set),
-        ))
+        self.finish(key, &mut record, store)?;
+        let outcome = WriteOutcome {
+            applied: !deleted || before.is_some(),
+            previous,
+            integer: None,
+        };
+        Ok((outcome, Some(record)))
+    }
+
+    /// A write of a data type (see [`typed`]).
+    fn apply_typed(
+        &self,
+        key: &[u8],
+        mut record: Record,
+        change: TypedChange,
+        now: u64,
+        store: bool,
+    ) -> Result<(WriteOutcome, Option<Record>), KvError> {
+        let writer = typed::Writer {
+            actor: self.id,
+            epoch: self.epoch(),
+            hlc: self.hlc.lock().next(now),
+            floor: self.dot_floor.load(Ordering::Relaxed),
+            stores: store,
+        };
+        let applied = typed::apply(&mut record, change, &writer, now, &self.type_limits)?;
+        let outcome = WriteOutcome {
+            applied: applied.changed,
+            previous: None,
+            integer: Some(applied.integer),
+        };
+        if !applied.changed {
+            return Ok((outcome, None));
+        }
+        self.dot_floor
+            .fetch_max(record.strings.vv.get(self.id), Ordering::Relaxed);
+        self.finish(key, &mut record, store)?;
+        Ok((outcome, Some(record)))
+    }
+
+    /// Bounds a record a client write made and stores it (when this node
+    /// holds the key).
+    fn finish(&self, key: &[u8], record: &mut Record, store: bool) -> Result<(), KvError> {
+        self.bound(&mut record.strings);
+        if store {
+            self.put_record(key, record.encode(), LogWrite::Buffered, true)?;
+        }
+        Ok(())
     }
 
     /// Merges a peer's record of `key` into ours. Returns true when ours
@@ -623,7 +702,7 @@ impl<S: LocalStore> LocalReplica<S> {
         key: Bytes,
         change: Change,
         opts: WriteOptions,
-    ) -> Result<(WriteOutcome, Option<SiblingSet>), KvError> {
+    ) -> Result<(WriteOutcome, Option<Record>), KvError> {
         if !self.store.blocking_writes() {
             return self.update_buffered(&key, change, &opts);
         }
@@ -714,6 +793,39 @@ fn supersedes_all(change: &Change, opts: &WriteOptions) -> bool {
         && opts.context.is_none()
 }
 
+/// What a string write sees of a key that holds the data type `kind`:
+/// a counter's value (a counter is a string to Redis), or, for a set or a
+/// hash, a key that exists with no value a string write can return or
+/// keep (`SET ... GET` on it is Redis's `WRONGTYPE`). A data type does
+/// not expire yet, so `EXPIRE` and `PERSIST` of one are refused.
+fn typed_before(
+    record: &Record,
+    kind: Kind,
+    change: &Change,
+    opts: &WriteOptions,
+) -> Result<Sibling, KvError> {
+    if matches!(change, Change::Expiry(_)) {
+        return Err(KvError::InvalidArgument(
+            "keys of data types (counters, sets, hashes) do not expire yet".into(),
+        ));
+    }
+    let (value, hlc) = match kind {
+        Kind::Counter => (
+            Bytes::from(record.counter.state.value().to_string()),
+            record.counter.hlc,
+        ),
+        _ if opts.return_previous => return Err(KvError::WrongType),
+        Kind::Set => (Bytes::new(), record.set.hlc),
+        _ => (Bytes::new(), record.hash.hlc),
+    };
+    Ok(Sibling {
+        value,
+        hlc,
+        actor: 0,
+        expires_at_ms: None,
+    })
+}
+
 /// The value and expiry of the sibling a write adds, given the live value
 /// it replaces (`before`, as the resolver picks it), or `Err(applied)` when
 /// the write adds nothing (a condition not met, nothing to delete, an expiry
@@ -749,6 +861,8 @@ fn new_sibling(
             }
             Ok((None, None))
         }
+        // Applied by `apply_typed`, never here.
+        Change::Typed(_) => Err(false),
         Change::Expiry(expiry) => {
             let Some(current) = before else {
                 return Err(false);
@@ -777,3 +891,5 @@ fn fnv1a(key: &[u8]) -> u64 {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod typed_tests;

@@ -252,7 +252,8 @@ fn an_overwrite_from_the_vector_alone_matches_one_from_the_whole_record() {
         };
         let (slow_outcome, slow_set) = slow.update_buffered(b"k", put(), &keep).expect("slow");
         assert_eq!(fast_outcome, slow_outcome);
-        let strip_hlc = |set: Option<SiblingSet>| set.map(|s| (s.vv, s.siblings.len()));
+        let strip_hlc =
+            |record: Option<Record>| record.map(|r| (r.strings.vv, r.strings.siblings.len()));
         assert_eq!(
             strip_hlc(fast_set),
             strip_hlc(slow_set),

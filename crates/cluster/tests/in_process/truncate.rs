@@ -64,7 +64,14 @@ async fn a_truncation_empties_every_node_and_later_writes_stay() {
     }
     c.pass(2_000).await;
     assert_eq!(c.nodes[0].cluster_keys().await.expect("count").keys, 60);
+    let epochs: Vec<u64> = c.nodes.iter().map(|n| n.replica().epoch()).collect();
     let done = c.nodes[1].truncate().await.expect("truncate");
+    // Every node started two epochs, durably: at the prepare and at the
+    // point (a counter's entries never span the truncation).
+    for (node, before) in c.nodes.iter().zip(&epochs) {
+        assert_eq!(node.replica().epoch(), before + 2);
+        assert_eq!(node.files().epoch().expect("file"), before + 2);
+    }
     // DBSIZE falls at once on every node, before any gossip.
     for node in &c.nodes {
         assert_eq!(node.cluster_keys().await.expect("count").keys, 0);

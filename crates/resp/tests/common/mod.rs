@@ -193,6 +193,7 @@ impl MemKv {
             return Ok(WriteOutcome {
                 applied: false,
                 previous,
+                integer: None,
             });
         }
         let expires_at_ms = match (value.is_some(), opts.expiry) {
@@ -209,6 +210,7 @@ impl MemKv {
         Ok(WriteOutcome {
             applied: !deleted || before.is_some(),
             previous,
+            integer: None,
         })
     }
 

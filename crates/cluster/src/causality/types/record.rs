@@ -155,7 +155,7 @@ impl Record {
     /// set's members and the hash's fields it sees go. (Strings are
     /// superseded by the write's own context, `SiblingSet::update`.)
     pub fn supersede_other_kinds(&mut self, kind: Kind, hlc: Hlc, actor: u64) {
-        if kind != Kind::Counter && self.counter.state != Counter::default() {
+        if kind != Kind::Counter && !self.counter.state.is_empty() {
             self.counter.state.remove_observed(hlc, actor);
         }
         if kind != Kind::Set {
