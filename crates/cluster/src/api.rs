@@ -691,6 +691,25 @@ pub trait Kv: Send + Sync + 'static {
         opts: WriteOptions,
     ) -> impl Future<Output = Result<WriteOutcome, KvError>> + Send;
 
+    /// A write of a data type (`INCR`, `SADD`, `HSET`, ...; see
+    /// [`crate::replica::TypedChange`]), answered with its integer reply in
+    /// [`WriteOutcome::integer`]. Refused while a member of the cluster
+    /// cannot read records of data types (a rolling upgrade, see
+    /// [`crate::formats`]); the default refuses it always.
+    fn write_typed(
+        &self,
+        key: Bytes,
+        change: crate::replica::TypedChange,
+        opts: WriteOptions,
+    ) -> impl Future<Output = Result<WriteOutcome, KvError>> + Send {
+        let _ = (key, change, opts);
+        async {
+            Err(KvError::InvalidArgument(
+                "data types are not served here".into(),
+            ))
+        }
+    }
+
     /// Changes the expiry of a live key without changing its value; false when
     /// the key has no live value. `Expiry::Keep` is a no-op that reports
     /// existence.

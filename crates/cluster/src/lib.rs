@@ -58,6 +58,7 @@ pub mod det {
 }
 pub mod exec;
 pub mod export;
+pub mod formats;
 pub mod id;
 pub mod membership;
 pub mod metrics;

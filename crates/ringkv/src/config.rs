@@ -560,6 +560,7 @@ impl Config {
             set_members_max: l.set_members_max,
             hash_fields_max: l.hash_fields_max,
             counter_entries_max: l.counter_entries_max,
+            record_bytes_max: l.value_bytes_max,
         }
         .check()
         .map_err(anyhow::Error::msg)?;

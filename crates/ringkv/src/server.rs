@@ -126,6 +126,7 @@ fn node_config(config: &Config) -> NodeConfig {
             set_members_max: config.limits.set_members_max,
             hash_fields_max: config.limits.hash_fields_max,
             counter_entries_max: config.limits.counter_entries_max,
+            record_bytes_max: config.limits.value_bytes_max,
         },
         slowlog: ringkv_cluster::slowlog::SlowLogConfig {
             slower_than_us: config.diagnostics.slowlog_slower_than_us,

@@ -96,15 +96,19 @@ impl<S: LocalStore> Coordinator<S> {
     /// A replica whose batch fails gets hints for its records, as a failed
     /// `Merge` does. Stops at the first record that is refused or misses
     /// its level; the records before it all met theirs.
+    /// `data_types`: whether records holding data types may be imported
+    /// (every member reads them, see [`crate::formats`]).
     pub async fn merge_records(
         self: &Arc<Self>,
         records: Vec<(Bytes, Bytes)>,
         opts: WriteOptions,
+        data_types: bool,
     ) -> Result<(), ImportStopped> {
         let level = opts.consistency.unwrap_or(self.config.default_write);
         // Decoded, checked, planned and encoded on the bulk pool.
         let me = Arc::clone(self);
-        let prepared = crate::exec::bulk(move || me.prepare_import(records, level)).await;
+        let prepared =
+            crate::exec::bulk(move || me.prepare_import(records, level, data_types)).await;
         let Prepared {
             planned,
             encoded,
@@ -209,7 +213,12 @@ impl<S: LocalStore> Coordinator<S> {
 
     /// Decodes, checks and plans `records` in order, up to the first one
     /// refused; encodes each as restamped.
-    fn prepare_import(&self, records: Vec<(Bytes, Bytes)>, level: Consistency) -> Prepared {
+    fn prepare_import(
+        &self,
+        records: Vec<(Bytes, Bytes)>,
+        level: Consistency,
+        data_types: bool,
+    ) -> Prepared {
         let sloppy = !self.config.strict_quorum;
         let truncated_at = self.replica.truncated_at();
         let mut refused = None;
@@ -223,7 +232,7 @@ impl<S: LocalStore> Coordinator<S> {
                     ))
                 })
                 .and_then(|mut set| {
-                    self.check_import(&key, &set)?;
+                    self.check_import(&key, &set, record.len(), data_types)?;
                     let plan = self.planner.write(&key, level, sloppy)?;
                     let restamped = set.restamp_truncated(truncated_at);
                     Ok((set, plan, restamped))
@@ -271,16 +280,29 @@ impl<S: LocalStore> Coordinator<S> {
         }
     }
 
-    /// The checks of an imported record: its key's and values' sizes.
-    fn check_import(&self, key: &[u8], set: &Record) -> Result<(), KvError> {
-        if !set.strings_only() {
-            return Err(KvError::InvalidArgument(
-                "the record of an imported key holds data types, which this cluster does not \
-                 take yet"
-                    .into(),
-            ));
-        }
+    /// The checks of an imported record: its key's and values' sizes; a
+    /// record of a data type (`len` bytes encoded) only while every
+    /// member reads them (`data_types`), and no larger than a value.
+    fn check_import(
+        &self,
+        key: &[u8],
+        set: &Record,
+        len: usize,
+        data_types: bool,
+    ) -> Result<(), KvError> {
         let max = self.config.value_bytes_max;
+        if !set.strings_only() {
+            if !data_types {
+                return Err(KvError::InvalidArgument(
+                    "the record of an imported key holds data types, which wait for every node \
+                     to read them (rolling upgrade in progress)"
+                        .into(),
+                ));
+            }
+            if len > max {
+                return Err(KvError::ValueTooLarge { len, max });
+            }
+        }
         let refused = self.check_key(key).and_then(|()| {
             match set
                 .strings

@@ -448,6 +448,10 @@ pub enum Request {
         )]
         want: Vec<(NodeId, u64, u64)>,
     },
+    /// Which record formats the receiver reads (see [`crate::formats`]):
+    /// answered [`Response::RecordFormats`]. A node of the version before
+    /// cannot decode it and answers an error: it reads format 1.
+    RecordFormats,
 }
 
 /// The answer to a [`Request`].
@@ -536,6 +540,10 @@ pub enum Response {
         applied: bool,
         integer: i64,
     },
+    /// The newest record format the responder reads.
+    RecordFormats {
+        newest: u8,
+    },
 }
 
 pub use super::digest::{
@@ -563,6 +571,7 @@ impl Request {
             Self::Truncate { .. } => "truncate",
             Self::GossipDigest { .. } => "gossip digest",
             Self::GossipStates { .. } => "gossip states",
+            Self::RecordFormats => "record formats",
         }
     }
 }
@@ -593,6 +602,7 @@ impl Response {
             Self::GossipDelta { .. } => "gossip delta",
             Self::GossipUpdates { .. } => "gossip updates",
             Self::CoordinatedTyped { .. } => "coordinated (data type)",
+            Self::RecordFormats { .. } => "record formats",
         }
     }
 }

@@ -273,7 +273,10 @@ impl<S: LocalStore> NodeBuilder<S> {
         }
         let mut replica = LocalReplica::new(id, self.store, clock.clone(), config.siblings_max)
             .with_record_cache(config.record_cache_bytes)
-            .with_type_limits(config.type_limits);
+            .with_type_limits(crate::replica::TypeLimits {
+                record_bytes_max: config.value_bytes_max,
+                ..config.type_limits
+            });
         if config.plant_stale_record_cache {
             replica = replica.with_stale_cache_plant();
         }
@@ -358,6 +361,7 @@ impl<S: LocalStore> NodeBuilder<S> {
                 files: self.files,
                 truncating: tokio::sync::Mutex::new(()),
                 truncation_told: Default::default(),
+                formats: Default::default(),
                 started_ms,
             }),
         }
@@ -506,6 +510,14 @@ impl<S: LocalStore> Node<S> {
                 crate::exec::every(every, stop(shutdown.clone()), move || {
                     let node = node.clone();
                     async move { node.spread_truncation().await }
+                })
+            }),
+            tokio::spawn({
+                let node = self.clone();
+                let every = Duration::from_millis(s.config.membership.gossip_interval_ms.max(1));
+                crate::exec::every(every, stop(shutdown.clone()), move || {
+                    let node = node.clone();
+                    async move { node.ask_record_formats().await }
                 })
             }),
             tokio::spawn({

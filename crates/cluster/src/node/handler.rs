@@ -156,6 +156,9 @@ impl<S: LocalStore> Node<S> {
             }
             Request::TruncatePrepare => self.answer_truncation(None).await,
             Request::Truncate { at } => self.answer_truncation(Some(at)).await,
+            Request::RecordFormats => Response::RecordFormats {
+                newest: crate::formats::RECORD_FORMAT_NEWEST,
+            },
         }
     }
 }

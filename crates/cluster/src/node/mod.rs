@@ -153,6 +153,8 @@ struct Services<S> {
     /// When this node last sent its truncation point back to each peer
     /// (see [`Node::tell_if_stale`]).
     truncation_told: parking_lot::Mutex<std::collections::HashMap<NodeId, u64>>,
+    /// Which record formats each member reads (the data types' gate).
+    formats: crate::formats::RecordFormats,
     started_ms: u64,
 }
 
@@ -181,6 +183,11 @@ impl<S: LocalStore> Node<S> {
     }
 
     /// The lock [`Node::truncate_locally`] holds.
+    /// Which record formats each member reads (see [`crate::formats`]).
+    pub(crate) fn record_formats(&self) -> &crate::formats::RecordFormats {
+        &self.inner.formats
+    }
+
     pub(crate) fn truncating(&self) -> &tokio::sync::Mutex<()> {
         &self.inner.truncating
     }
@@ -271,6 +278,16 @@ impl<S: LocalStore> Kv for Node<S> {
         self.inner.coord.put(key, Change::Delete, opts).await
     }
 
+    async fn write_typed(
+        &self,
+        key: Bytes,
+        change: crate::replica::TypedChange,
+        opts: WriteOptions,
+    ) -> Result<WriteOutcome, KvError> {
+        self.data_types_gate()?;
+        self.inner.coord.put(key, Change::Typed(change), opts).await
+    }
+
     async fn set_expiry(
         &self,
         key: Bytes,
@@ -327,7 +344,11 @@ impl<S: LocalStore> Kv for Node<S> {
         records: Vec<(Bytes, Bytes)>,
         opts: WriteOptions,
     ) -> Result<(), crate::api::ImportStopped> {
-        self.inner.coord.merge_records(records, opts).await
+        let data_types = self.data_types_gate().is_ok();
+        self.inner
+            .coord
+            .merge_records(records, opts, data_types)
+            .await
     }
 
     async fn snapshot(

@@ -610,7 +610,18 @@ impl<S: LocalStore> LocalReplica<S> {
         }
         self.dot_floor
             .fetch_max(record.strings.vv.get(self.id), Ordering::Relaxed);
-        self.finish(key, &mut record, store)?;
+        self.bound(&mut record.strings);
+        let encoded = record.encode();
+        let max = self.type_limits.record_bytes_max;
+        if encoded.len() > max {
+            return Err(KvError::ValueTooLarge {
+                len: encoded.len(),
+                max,
+            });
+        }
+        if store {
+            self.put_record(key, encoded, LogWrite::Buffered, true)?;
+        }
         Ok((outcome, Some(record)))
     }
 

@@ -31,6 +31,9 @@ pub struct TypeLimits {
     /// Entries of one counter (owners times epochs, plus stand-ins'
     /// entries).
     pub counter_entries_max: usize,
+    /// The encoded record of a key of a data type, bytes (the node's
+    /// `value_bytes_max`: what a string value may be).
+    pub record_bytes_max: usize,
 }
 
 impl TypeLimits {
@@ -57,6 +60,8 @@ impl TypeLimits {
                 self.counter_entries_max,
                 COUNTER_ENTRIES_DECODE_MAX,
             ),
+            // Halved below like the others: any size fits.
+            ("record_bytes_max", self.record_bytes_max, usize::MAX),
         ] {
             if value == 0 || value > decoded / 2 {
                 return Err(format!(
@@ -75,6 +80,7 @@ impl Default for TypeLimits {
             set_members_max: 100_000,
             hash_fields_max: 100_000,
             counter_entries_max: 4_096,
+            record_bytes_max: 1024 * 1024,
         }
     }
 }

@@ -15,6 +15,7 @@ fn replica(id: u64) -> Replica {
             set_members_max: 4,
             hash_fields_max: 3,
             counter_entries_max: 8,
+            record_bytes_max: 1_000,
         },
     );
     r.set_epoch(1);
@@ -190,6 +191,14 @@ fn sets_add_and_remove_members_with_redis_replies() {
     let over = add(&["f"]);
     assert!(matches!(over, Err(KvError::TooManyElements(_))), "{over:?}");
     assert_eq!(members(&r, "s"), bs(&["b", "c", "d", "e"]));
+    // The record's size is bounded too (1,000 bytes here).
+    let big = typed(
+        &r,
+        "big",
+        TypedChange::SetAdd(vec![Bytes::from(vec![b'x'; 1_100])]),
+    );
+    assert!(matches!(big, Err(KvError::ValueTooLarge { .. })), "{big:?}");
+    assert_eq!(kind(&r, "big"), None, "nothing written");
     // The last member removed: the key is gone.
     assert_eq!(rem(&["b", "c", "d", "e"]), Ok((4, true)));
     assert_eq!(kind(&r, "s"), None);

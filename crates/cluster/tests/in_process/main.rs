@@ -2,6 +2,7 @@
 //! builder on the in-memory network, a manual clock, and stores in memory
 //! (see `ringkv_cluster::testing`).
 
+mod formats;
 mod forwarding;
 mod hints;
 mod import;
