@@ -675,6 +675,22 @@ pub trait Kv: Send + Sync + 'static {
         opts: ReadOptions,
     ) -> impl Future<Output = Result<ReadResult, KvError>> + Send;
 
+    /// Reads `key`'s whole record, its data types included (the reads of
+    /// sets, hashes and counters: see
+    /// [`crate::causality::types::Record::kind`]); the default refuses.
+    fn get_record(
+        &self,
+        key: Bytes,
+        opts: ReadOptions,
+    ) -> impl Future<Output = Result<crate::causality::types::Record, KvError>> + Send {
+        let _ = (key, opts);
+        async {
+            Err(KvError::InvalidArgument(
+                "data types are not served here".into(),
+            ))
+        }
+    }
+
     /// Writes `value` under `key`.
     fn put(
         &self,

@@ -136,6 +136,19 @@ impl<S: LocalStore> Coordinator<S> {
         out
     }
 
+    /// Reads `key`'s whole record, data types included, at the options'
+    /// level (the reads of sets, hashes and counters).
+    pub async fn get_record(
+        self: &Arc<Self>,
+        key: Bytes,
+        opts: ReadOptions,
+    ) -> Result<crate::causality::types::Record, KvError> {
+        let started = self.replica.clock().monotonic();
+        let out = self.read_record(key, opts).await;
+        self.record(OpKind::Get, started);
+        out
+    }
+
     /// Writes `change` to `key` at the options' level.
     pub async fn put(
         self: &Arc<Self>,

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::Coordinator;
-use crate::api::{KvError, ReadOptions, ReadResult};
-use crate::causality::types::Record;
+use crate::api::{KvError, ReadOptions, ReadResult, Sibling};
+use crate::causality::types::{Kind, Record};
 use crate::id::NodeId;
-use crate::replica::{into_sibling, to_sibling};
+use crate::replica::into_sibling;
 use crate::rpc::{Call, Fanout, PeerError};
 use crate::store::LocalStore;
 
@@ -19,28 +19,53 @@ impl<S: LocalStore> Coordinator<S> {
         key: Bytes,
         opts: ReadOptions,
     ) -> Result<ReadResult, KvError> {
+        let record = self.read_record(key, opts).await?;
+        let now = self.replica.now_ms();
+        // A key of a data type: a counter reads as its value (a string, as
+        // in Redis); a set or a hash is the wrong kind for a string read.
+        if !record.strings_only() {
+            match record.kind(now) {
+                Some(Kind::Counter) => {
+                    return Ok(ReadResult {
+                        siblings: vec![Sibling {
+                            value: Bytes::from(record.counter.state.value().to_string()),
+                            hlc: record.counter.hlc,
+                            actor: record.counter.state.base.actor,
+                            expires_at_ms: None,
+                        }],
+                        context: record.strings.vv,
+                    });
+                }
+                Some(Kind::Set | Kind::Hash) => return Err(KvError::WrongType),
+                Some(Kind::String) | None => {}
+            }
+        }
+        let set = record.strings;
+        Ok(ReadResult {
+            siblings: (set.siblings.into_iter())
+                .filter(|s| s.is_live(now))
+                .map(into_sibling)
+                .collect(),
+            context: set.vv,
+        })
+    }
+
+    /// The merge of the records of `key` of the replicas that meet the
+    /// level, data types included; the stale replicas are repaired in the
+    /// background.
+    pub(super) async fn read_record(
+        self: &Arc<Self>,
+        key: Bytes,
+        opts: ReadOptions,
+    ) -> Result<Record, KvError> {
         self.check_key(&key)?;
         let level = opts.consistency.unwrap_or(self.config.default_read);
         // While a movement hands over, the pending ring's replicas are
         // asked too and must meet the level as well.
         let plan = self.planner.read(&key, level)?;
-        let now = self.replica.now_ms();
-        // The string siblings (typed components are not read by this path
-        // yet: docs/design/data-types.md, "Order of work").
-        let to_result = |record: &Record| ReadResult {
-            siblings: record.strings.live(now).map(to_sibling).collect(),
-            context: record.strings.vv.clone(),
-        };
         // One replica, and it is us: no fan-out, no repair.
         if plan.live == [self.id()] && plan.pending.is_none() {
-            let set = self.replica.read_record(&key)?.strings;
-            return Ok(ReadResult {
-                siblings: (set.siblings.into_iter())
-                    .filter(|s| s.is_live(now))
-                    .map(into_sibling)
-                    .collect(),
-                context: set.vv,
-            });
+            return self.replica.read_record(&key);
         }
         let mut fanout = Fanout::new();
         for &id in &plan.live {
@@ -69,7 +94,7 @@ impl<S: LocalStore> Coordinator<S> {
         for (_, set) in &records {
             merged.merge_changed(set);
         }
-        let result = to_result(&merged);
+        let result = merged.clone();
         // The rest answer in the background; every stale replica of the
         // current ring gets the merge (read repair). A replica of the
         // pending ring only is left to the stream: it holds little yet, and

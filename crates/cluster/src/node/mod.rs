@@ -265,6 +265,14 @@ impl<S: LocalStore> Kv for Node<S> {
         self.inner.coord.get(key, opts).await
     }
 
+    async fn get_record(
+        &self,
+        key: Bytes,
+        opts: ReadOptions,
+    ) -> Result<crate::causality::types::Record, KvError> {
+        self.inner.coord.get_record(key, opts).await
+    }
+
     async fn put(
         &self,
         key: Bytes,

@@ -99,6 +99,37 @@ async fn typed_writes_are_coordinated_forwarded_and_replicated() {
         let record = c.node(*id).replica().read_record(&key).expect("read");
         assert_eq!(record.counter.state.value(), i128::from(expected));
     }
+    // A string read of a counter is its value, through any node.
+    for node in &c.nodes {
+        let got = node.get(key.clone(), at(Consistency::Quorum)).await;
+        let values: Vec<Bytes> = got
+            .expect("get")
+            .siblings
+            .into_iter()
+            .map(|s| s.value)
+            .collect();
+        assert_eq!(values, vec![b(&expected.to_string())]);
+    }
+    // A set: its members through the record read; a string read of it is
+    // the wrong kind.
+    outsider
+        .write_typed(
+            b("tags"),
+            TypedChange::SetAdd(vec![b("x"), b("y")]),
+            w(Consistency::Quorum),
+        )
+        .await
+        .expect("sadd");
+    let record = c.nodes[0]
+        .get_record(b("tags"), at(Consistency::Quorum))
+        .await
+        .expect("read");
+    let members: Vec<Bytes> = record.set.state.members().cloned().collect();
+    assert_eq!(members, vec![b("x"), b("y")]);
+    assert_eq!(
+        c.nodes[1].get(b("tags"), at(Consistency::Quorum)).await,
+        Err(KvError::WrongType)
+    );
     // A set command on the counter: WRONGTYPE, through the forward too.
     let wrong = outsider
         .write_typed(
