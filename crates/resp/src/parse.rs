@@ -100,5 +100,16 @@ mod tests {
         assert_eq!(args.bytes(), Err(CommandError::Syntax));
         assert_eq!(args.finish(), Ok(()));
         assert!(is(b"ex", "EX") && !is(b"exx", "EX"));
+        // The whole range, as Redis reads it.
+        assert_eq!(to_int(b"-9223372036854775808"), Ok(i64::MIN));
+        assert_eq!(to_int(b"9223372036854775807"), Ok(i64::MAX));
+        assert_eq!(
+            to_int(b"9223372036854775808"),
+            Err(CommandError::NotInteger)
+        );
+        assert_eq!(
+            to_int(b"-9223372036854775809"),
+            Err(CommandError::NotInteger)
+        );
     }
 }

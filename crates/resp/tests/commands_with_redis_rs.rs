@@ -485,15 +485,20 @@ async fn unknown_and_refused_commands() {
         err_text(e).trim_end(),
         "ERR unknown command 'FOO', with args beginning with: 'a' 'b'"
     );
-    let e = query::<i64>(&mut c, &["INCR", "counter"])
+    let e = query::<String>(&mut c, &["APPEND", "k", "v"])
         .await
         .unwrap_err();
     let text = err_text(e);
     assert!(
-        text.starts_with("ERR INCR is not supported: ringkv is leaderless and cannot do an atomic read-modify-write"),
+        text.starts_with("ERR APPEND is not supported: ringkv is leaderless and cannot do an atomic read-modify-write"),
         "{text}"
     );
-    for name in ["APPEND", "LPUSH", "HSET", "WATCH", "EVAL", "MSETNX"] {
+    // A store without data types (this test's) says so.
+    let e = query::<i64>(&mut c, &["INCR", "counter"])
+        .await
+        .unwrap_err();
+    assert_eq!(err_text(e).trim_end(), "ERR data types are not served here");
+    for name in ["APPEND", "LPUSH", "INCRBYFLOAT", "WATCH", "EVAL", "MSETNX"] {
         let e = query::<Value>(&mut c, &[name, "k", "v"]).await.unwrap_err();
         assert!(
             err_text(e).starts_with(&format!("ERR {name} is not supported: ")),

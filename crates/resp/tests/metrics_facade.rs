@@ -109,7 +109,7 @@ async fn commands_errors_and_connections_are_counted() {
     }
     c.cmd(&[b"GET", b"k"]).await;
     c.cmd(&[b"NOPE"]).await;
-    c.cmd(&[b"INCR", b"k"]).await;
+    c.cmd(&[b"APPEND", b"k", b"v"]).await;
     c.cmd(&[b"GET"]).await;
     assert_eq!(recorder.value("ringkv_resp_commands_total{cmd=set}"), 3);
     assert_eq!(recorder.value("ringkv_resp_commands_total{cmd=get}"), 1);

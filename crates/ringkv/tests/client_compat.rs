@@ -76,8 +76,16 @@ fn redis_cli_drives_the_node() {
     common::wait_until("DBSIZE to count the two keys", 15, || {
         redis_cli(&node, &["DBSIZE"]) == "2"
     });
-    let err = redis_cli(&node, &["INCR", "b"]);
-    assert!(err.contains("ERR") && err.contains("INCR"), "{err}");
+    // Counters, sets and hashes (b holds "2": a counter starts from it).
+    assert_eq!(redis_cli(&node, &["INCR", "b"]), "3");
+    assert_eq!(redis_cli(&node, &["SADD", "cli:s", "x", "y"]), "2");
+    assert_eq!(redis_cli(&node, &["SMEMBERS", "cli:s"]), "x\ny");
+    assert_eq!(redis_cli(&node, &["HSET", "cli:h", "f", "v"]), "1");
+    assert_eq!(redis_cli(&node, &["HGETALL", "cli:h"]), "f\nv");
+    let err = redis_cli(&node, &["INCR", "cli:s"]);
+    assert!(err.starts_with("WRONGTYPE"), "{err}");
+    let err = redis_cli(&node, &["INCRBYFLOAT", "b", "1"]);
+    assert!(err.contains("ERR") && err.contains("INCRBYFLOAT"), "{err}");
     let err = redis_cli(&node, &["NOSUCHCMD", "x"]);
     assert!(err.starts_with("ERR unknown command"), "{err}");
     let info = redis_cli(&node, &["INFO", "keyspace"]);
@@ -166,11 +174,24 @@ for i in range(100):
     p.set(f"py:p{i}", i)
 assert all(p.execute())
 assert r.get("py:p99") == b"99"
+assert r.incr("py:p1") == 2
+r.delete("py:c", "py:s", "py:h")
+assert r.incrby("py:c", 5) == 5 and r.decr("py:c") == 4
+assert r.get("py:c") == b"4"
+assert r.sadd("py:s", "a", "b", "c") == 3 and r.srem("py:s", "c") == 1
+assert r.smembers("py:s") == {b"a", b"b"}, r.smembers("py:s")
+assert r.sismember("py:s", "a") and r.scard("py:s") == 2
+assert r.smismember("py:s", ["a", "z"]) == [1, 0]
+assert r.hset("py:h", mapping={"f1": "v1", "f2": "v2"}) == 2
+assert r.hgetall("py:h") == {b"f1": b"v1", b"f2": b"v2"}, r.hgetall("py:h")
+assert r.hincrby("py:h", "n", 3) == 3 and r.hget("py:h", "n") == b"3"
+assert r.hdel("py:h", "f2") == 1 and r.hlen("py:h") == 2
+assert r.type("py:s") == b"set" and r.type("py:h") == b"hash" and r.type("py:c") == b"string"
 try:
-    r.incr("py:p1")
-    raise SystemExit("INCR must be refused")
+    r.incr("py:s")
+    raise SystemExit("INCR of a set must be refused")
 except redis.ResponseError as e:
-    assert "INCR" in str(e), e
+    assert str(e).startswith("WRONGTYPE"), e
 info = r.info("server")
 assert "redis_version" in info or "ringkv_version" in info, info
 print("python ok")

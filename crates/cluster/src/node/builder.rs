@@ -261,6 +261,7 @@ impl<S: LocalStore> NodeBuilder<S> {
             .replication
             .unwrap_or_else(|| Replication::simple(&me.dc, config.replication_factor));
         let id = me.id;
+        let me_generation = me.generation;
         let clock = self.clock;
         let membership = Arc::new(Membership::new(
             me,
@@ -361,7 +362,13 @@ impl<S: LocalStore> NodeBuilder<S> {
                 files: self.files,
                 truncating: tokio::sync::Mutex::new(()),
                 truncation_told: Default::default(),
-                formats: Default::default(),
+                // This node answers for itself at once: a node alone
+                // takes data types from its start.
+                formats: {
+                    let formats = crate::formats::RecordFormats::default();
+                    formats.note(id, me_generation, crate::formats::RECORD_FORMAT_NEWEST);
+                    formats
+                },
                 started_ms,
             }),
         }

@@ -15,7 +15,7 @@
 //! - `PERSIST key`: 1 when an expiry was removed, else 0.
 
 use bytes::Bytes;
-use ringkv_cluster::{Expiry, Kv};
+use ringkv_cluster::{Expiry, Kv, KvError};
 
 use crate::cmd::Ctx;
 use crate::error::CommandError;
@@ -175,7 +175,11 @@ impl Ttl {
     }
 
     pub(crate) async fn apply<K: Kv>(self, ctx: &mut Ctx<'_, K>) -> Result<Frame, CommandError> {
-        let read = ctx.kv.get(self.key, ctx.session.read_options()).await?;
+        let read = match ctx.kv.get(self.key, ctx.session.read_options()).await {
+            // A set or a hash: present, and data types do not expire yet.
+            Err(KvError::WrongType) => return Ok(Frame::Integer(-1)),
+            read => read?,
+        };
         let Some(current) = read.resolved() else {
             return Ok(Frame::Integer(-2));
         };
@@ -205,10 +209,15 @@ impl Persist {
     }
 
     pub(crate) async fn apply<K: Kv>(self, ctx: &mut Ctx<'_, K>) -> Result<Frame, CommandError> {
-        let read = ctx
+        let read = match ctx
             .kv
             .get(self.key.clone(), ctx.session.read_options())
-            .await?;
+            .await
+        {
+            // A set or a hash: no expiry to remove.
+            Err(KvError::WrongType) => return Ok(Frame::Integer(0)),
+            read => read?,
+        };
         let has_expiry = read.resolved().is_some_and(|s| s.expires_at_ms.is_some());
         if !has_expiry {
             return Ok(Frame::Integer(0));

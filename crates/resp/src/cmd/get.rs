@@ -13,7 +13,7 @@
 //! - `STRLEN key`: the length of the value, 0 when missing.
 
 use bytes::Bytes;
-use ringkv_cluster::{Kv, ReadResult};
+use ringkv_cluster::{Kv, KvError, ReadResult};
 
 use crate::cmd::Ctx;
 use crate::error::CommandError;
@@ -63,7 +63,11 @@ impl<'a> Mget<'a> {
             )
             .await;
             for read in reads {
-                let value = resolved_value(&read?);
+                // A set or a hash reads as nil, as in Redis.
+                let value = match read {
+                    Err(KvError::WrongType) => None,
+                    read => resolved_value(&read?),
+                };
                 reply_bytes += value.as_ref().map_or(0, |v| v.len()) + 16;
                 if reply_bytes > reply_bytes_max {
                     return Err(CommandError::Invalid(format!(

@@ -2,15 +2,17 @@
 //!
 //! - `DEL key [key ...]` (and `UNLINK`, the same here): writes a versioned
 //!   tombstone for each key with a live value; answers how many there were.
-//! - `EXISTS key [key ...]`: how many of the keys have a live value (a key
-//!   named twice counts twice, as in Redis).
-//! - `TYPE key`: `string`, or `none` when missing.
+//! - `EXISTS key [key ...]`: how many of the keys exist (a live value, or
+//!   a counter, set or hash; a key named twice counts twice, as in Redis).
+//! - `TYPE key`: `string` (a counter too, as in Redis), `set`, `hash`, or
+//!   `none` when missing.
 //!
 //! Multi-key commands work key by key (no atomicity across keys), at most
 //! `key_fanout_max` keys at a time.
 
 use bytes::Bytes;
-use ringkv_cluster::Kv;
+use ringkv_cluster::causality::types::Kind;
+use ringkv_cluster::{Kv, KvError};
 
 use crate::cmd::{Ctx, fan_out};
 use crate::error::CommandError;
@@ -51,10 +53,17 @@ impl<'a> Exists<'a> {
         let kv = ctx.kv;
         let opts = ctx.session.read_options();
         let reads = fan_out(self.keys, ctx.shared.config.key_fanout_max, |key| {
-            kv.get(key.clone(), opts.clone())
+            let read = kv.get(key.clone(), opts.clone());
+            async move {
+                match read.await {
+                    // A set or a hash: present.
+                    Err(KvError::WrongType) => Ok(true),
+                    read => read.map(|r| !r.is_empty()),
+                }
+            }
         })
         .await?;
-        let found = reads.iter().filter(|r| !r.is_empty()).count() as i64;
+        let found = reads.iter().filter(|&&found| found).count() as i64;
         Ok(Frame::Integer(found))
     }
 }
@@ -71,11 +80,22 @@ impl Type {
     }
 
     pub(crate) async fn apply<K: Kv>(self, ctx: &mut Ctx<'_, K>) -> Result<Frame, CommandError> {
-        let read = ctx.kv.get(self.key, ctx.session.read_options()).await?;
-        Ok(Frame::simple_static(if read.is_empty() {
-            "none"
-        } else {
-            "string"
-        }))
+        let opts = ctx.session.read_options();
+        let name = match ctx.kv.get(self.key.clone(), opts.clone()).await {
+            Ok(read) if read.is_empty() => "none",
+            // A string, or a counter (a string to Redis).
+            Ok(_) => "string",
+            Err(KvError::WrongType) => {
+                let record = ctx.kv.get_record(self.key, opts).await?;
+                match record.kind(ctx.kv.now_ms()) {
+                    Some(Kind::Set) => "set",
+                    Some(Kind::Hash) => "hash",
+                    Some(Kind::String | Kind::Counter) => "string",
+                    None => "none",
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Frame::simple_static(name))
     }
 }

@@ -21,6 +21,10 @@
 //! - [`server`]: DBSIZE, INFO, CONFIG GET, TIME.
 //! - [`command`]: COMMAND, COMMAND COUNT / INFO / LIST / DOCS.
 //! - [`ringkv`]: RINGKV.CONSISTENCY, RINGKV.GETALL, RINGKV.PUT, RINGKV.DEL.
+//! - [`types`]: counters (INCR, INCRBY, DECR, DECRBY), sets (SADD, SREM,
+//!   SMEMBERS, SISMEMBER, SMISMEMBER, SCARD, SRANDMEMBER) and hashes (HSET,
+//!   HMSET, HSETNX, HGET, HMGET, HDEL, HGETALL, HLEN, HEXISTS, HKEYS, HVALS,
+//!   HSTRLEN, HINCRBY).
 //! - [`unsupported`]: commands refused with the reason (INCR, APPEND, lists,
 //!   transactions, ...).
 
@@ -47,6 +51,7 @@ pub mod ringkv;
 pub mod scan;
 pub mod server;
 pub mod set;
+pub mod types;
 pub mod unsupported;
 
 /// What the server knows about one command: the facts `COMMAND` reports.
@@ -181,6 +186,35 @@ command_table! {
         "Writes a key, superseding what the given causal context saw.";
     RingkvDel: "RINGKV.DEL", -2, ["write"], (1, 1, 1), "ringkv",
         "Deletes a key, superseding what the given causal context saw.";
+    Incr: "INCR", 2, ["write", "denyoom", "fast"], (1, 1, 1), "string",
+        "Adds 1 to a counter (every acknowledged increment counts once).";
+    Incrby: "INCRBY", 3, ["write", "denyoom", "fast"], (1, 1, 1), "string", "Adds to a counter.";
+    Decr: "DECR", 2, ["write", "denyoom", "fast"], (1, 1, 1), "string", "Subtracts 1 from a counter.";
+    Decrby: "DECRBY", 3, ["write", "denyoom", "fast"], (1, 1, 1), "string", "Subtracts from a counter.";
+    Sadd: "SADD", -3, ["write", "denyoom", "fast"], (1, 1, 1), "set",
+        "Adds members to a set (an add wins over a concurrent remove).";
+    Srem: "SREM", -3, ["write", "fast"], (1, 1, 1), "set", "Removes the members of a set it sees.";
+    Smembers: "SMEMBERS", 2, ["readonly"], (1, 1, 1), "set", "Returns the members of a set.";
+    Sismember: "SISMEMBER", 3, ["readonly", "fast"], (1, 1, 1), "set", "Says whether a member is in a set.";
+    Smismember: "SMISMEMBER", -3, ["readonly", "fast"], (1, 1, 1), "set",
+        "Says whether each member is in a set.";
+    Scard: "SCARD", 2, ["readonly", "fast"], (1, 1, 1), "set", "Counts the members of a set.";
+    Srandmember: "SRANDMEMBER", -2, ["readonly"], (1, 1, 1), "set", "Returns random members of a set.";
+    Hset: "HSET", -4, ["write", "denyoom", "fast"], (1, 1, 1), "hash", "Sets fields of a hash.";
+    Hmset: "HMSET", -4, ["write", "denyoom", "fast"], (1, 1, 1), "hash", "Sets fields of a hash (+OK).";
+    Hsetnx: "HSETNX", 4, ["write", "denyoom", "fast"], (1, 1, 1), "hash",
+        "Sets a field of a hash when the coordinator sees it absent.";
+    Hget: "HGET", 3, ["readonly", "fast"], (1, 1, 1), "hash", "Returns a field of a hash.";
+    Hmget: "HMGET", -3, ["readonly", "fast"], (1, 1, 1), "hash", "Returns fields of a hash.";
+    Hdel: "HDEL", -3, ["write", "fast"], (1, 1, 1), "hash", "Removes the fields of a hash it sees.";
+    Hgetall: "HGETALL", 2, ["readonly"], (1, 1, 1), "hash", "Returns every field of a hash and its value.";
+    Hlen: "HLEN", 2, ["readonly", "fast"], (1, 1, 1), "hash", "Counts the fields of a hash.";
+    Hexists: "HEXISTS", 3, ["readonly", "fast"], (1, 1, 1), "hash", "Says whether a field is in a hash.";
+    Hkeys: "HKEYS", 2, ["readonly"], (1, 1, 1), "hash", "Returns the fields of a hash.";
+    Hvals: "HVALS", 2, ["readonly"], (1, 1, 1), "hash", "Returns the values of a hash.";
+    Hstrlen: "HSTRLEN", 3, ["readonly", "fast"], (1, 1, 1), "hash", "Returns the length of a field's value.";
+    Hincrby: "HINCRBY", 4, ["write", "denyoom", "fast"], (1, 1, 1), "hash",
+        "Adds to a field of a hash counted as a counter.";
 }
 
 impl Cmd {
@@ -477,6 +511,28 @@ async fn dispatch<K: Kv>(
     let a = Args::new(args, 1);
     match cmd {
         Cmd::Get => get::Get::parse(a)?.apply(ctx).await,
+        Cmd::Incr => types::Incr::parse(a, 1, false)?.apply(ctx).await,
+        Cmd::Incrby => types::Incr::parse(a, 1, true)?.apply(ctx).await,
+        Cmd::Decr => types::Incr::parse(a, -1, false)?.apply(ctx).await,
+        Cmd::Decrby => types::Incr::parse(a, -1, true)?.apply(ctx).await,
+        Cmd::Sadd => types::SetChange::parse(a, true)?.apply(ctx).await,
+        Cmd::Srem => types::SetChange::parse(a, false)?.apply(ctx).await,
+        Cmd::Smembers | Cmd::Sismember | Cmd::Smismember | Cmd::Scard | Cmd::Srandmember => {
+            types::SetRead::parse(a, cmd.spec().name)?.apply(ctx).await
+        }
+        Cmd::Hset | Cmd::Hmset | Cmd::Hsetnx => {
+            types::HashSet::parse(a, cmd.spec().name)?.apply(ctx).await
+        }
+        Cmd::Hdel => types::HashDelete::parse(a)?.apply(ctx).await,
+        Cmd::Hincrby => types::HashIncr::parse(a)?.apply(ctx).await,
+        Cmd::Hget
+        | Cmd::Hmget
+        | Cmd::Hgetall
+        | Cmd::Hlen
+        | Cmd::Hexists
+        | Cmd::Hkeys
+        | Cmd::Hvals
+        | Cmd::Hstrlen => types::HashRead::parse(a, cmd.spec().name)?.apply(ctx).await,
         Cmd::Set => set::Set::parse(a)?.apply(ctx).await,
         Cmd::Ping => connection::ping(a),
         Cmd::Del | Cmd::Unlink => keys::Del::parse(a)?.apply(ctx).await,

@@ -1,8 +1,10 @@
 //! Redis commands ringkv refuses, each with the reason, so a client gets an
 //! honest error instead of `unknown command` or, worse, a wrong answer.
 //!
-//! The main family is read-modify-write: INCR, APPEND, list pushes and the
-//! like must read a value, change it and write it back as one atomic step.
+//! The main family is read-modify-write: APPEND, list pushes and the
+//! like must read a value, change it and write it back as one atomic step
+//! (counters, sets and hashes are convergent data types instead, see
+//! [`super::types`]).
 //! ringkv is leaderless: replicas accept writes independently and concurrent
 //! writes become siblings, so no node can make such a step atomic. Clients
 //! read (with `RINGKV.GETALL`), compute, and write with the causal context
@@ -15,8 +17,12 @@ use crate::error::CommandError;
 const RMW: &str = "ringkv is leaderless and cannot do an atomic read-modify-write across \
                    replicas; read with RINGKV.GETALL, compute, and write with RINGKV.PUT ... \
                    CONTEXT instead";
-const TYPES: &str = "ringkv stores opaque byte strings; data structures need an atomic \
+const TYPES: &str = "ringkv has strings, counters, sets and hashes; this type needs an atomic \
                      read-modify-write across replicas, which a leaderless store cannot do";
+const FLOAT: &str = "a float counter cannot be exact under merges (addition of floats does \
+                     not commute bit for bit); use INCRBY with integers";
+const POP: &str = "two partitioned replicas would each pop a member and both report it; \
+                   use SRANDMEMBER, then SREM";
 const MULTI_KEY: &str = "ringkv has no atomicity across keys; write the keys one by one";
 const SCRIPTS: &str = "ringkv runs no server-side scripts or transactions; keys are independent";
 const TRANSACTION: &str = "ringkv has no transactions across keys; the commands up to EXEC or \
@@ -26,11 +32,7 @@ const PUBSUB: &str = "ringkv is a key-value store without messaging";
 
 /// Every refused command and why. Names are upper case.
 const REFUSED: &[(&str, &str)] = &[
-    ("INCR", RMW),
-    ("INCRBY", RMW),
-    ("INCRBYFLOAT", RMW),
-    ("DECR", RMW),
-    ("DECRBY", RMW),
+    ("INCRBYFLOAT", FLOAT),
     ("APPEND", RMW),
     ("SETRANGE", RMW),
     ("SETBIT", RMW),
@@ -51,19 +53,9 @@ const REFUSED: &[(&str, &str)] = &[
     ("RPOPLPUSH", TYPES),
     ("LRANGE", TYPES),
     ("LLEN", TYPES),
-    ("SADD", TYPES),
-    ("SREM", TYPES),
-    ("SPOP", TYPES),
+    ("SPOP", POP),
     ("SMOVE", TYPES),
-    ("SMEMBERS", TYPES),
-    ("HSET", TYPES),
-    ("HSETNX", TYPES),
-    ("HMSET", TYPES),
-    ("HDEL", TYPES),
-    ("HGET", TYPES),
-    ("HGETALL", TYPES),
-    ("HINCRBY", TYPES),
-    ("HINCRBYFLOAT", TYPES),
+    ("HINCRBYFLOAT", FLOAT),
     ("ZADD", TYPES),
     ("ZINCRBY", TYPES),
     ("ZREM", TYPES),
@@ -118,16 +110,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn incr_explains_why() {
-        let e = refusal(b"incr").expect("refused");
+    fn refusals_explain_why() {
+        let e = refusal(b"append").expect("refused");
         assert_eq!(
             e.to_string(),
-            "ERR INCR is not supported: ringkv is leaderless and cannot do an atomic \
+            "ERR APPEND is not supported: ringkv is leaderless and cannot do an atomic \
              read-modify-write across replicas; read with RINGKV.GETALL, compute, and write \
              with RINGKV.PUT ... CONTEXT instead"
         );
         assert!(refusal(b"GET").is_none());
+        assert!(refusal(b"incr").is_none(), "a counter");
         assert!(refusal(b"lpush").is_some());
+        assert!(refusal(b"incrbyfloat").is_some_and(|e| e.to_string().contains("float")));
+        assert!(refusal(b"spop").is_some_and(|e| e.to_string().contains("SRANDMEMBER")));
     }
 
     #[test]

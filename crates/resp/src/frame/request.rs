@@ -255,14 +255,21 @@ pub(crate) fn parse_i64(text: &[u8]) -> Option<i64> {
     if digits.is_empty() || digits.len() > 19 {
         return None;
     }
+    // Accumulated with the sign, so that i64::MIN reads too.
     let mut value: i64 = 0;
     for &d in digits {
         if !d.is_ascii_digit() {
             return None;
         }
-        value = value.checked_mul(10)?.checked_add(i64::from(d - b'0'))?;
+        let d = i64::from(d - b'0');
+        value = value.checked_mul(10)?;
+        value = if negative {
+            value.checked_sub(d)?
+        } else {
+            value.checked_add(d)?
+        };
     }
-    Some(if negative { -value } else { value })
+    Some(value)
 }
 
 /// Splits an inline line (`frame[..line_end]`) into arguments the way
