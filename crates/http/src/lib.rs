@@ -10,6 +10,10 @@
 //!   writes left siblings (as Riak does). `?resolve=lww` answers the
 //!   last-writer-wins value instead. `?r=LEVEL` sets the read consistency.
 //!   The causal context comes back in the `X-Ringkv-Context` header (base64url).
+//!   A set or a hash answers its JSON view (`{"type": "set", "members":
+//!   [...]}`, `{"type": "hash", "fields": {...}}`), and `?view=type` gives
+//!   the JSON view of any key (`{"type": "counter", "value": 6}`,
+//!   `{"type": "string", "value": ...}`).
 //! - `PUT /v1/kv/{key}`: stores the body (binary-safe). `?ttl=SECONDS`,
 //!   `?w=LEVEL`; an `X-Ringkv-Context` header makes the write supersede exactly
 //!   what that read saw. Answers `204`.
@@ -520,6 +524,8 @@ struct KeyParams {
     w: Option<String>,
     ttl: Option<u64>,
     resolve: Option<String>,
+    /// `type`: the JSON view of the key, whatever it holds.
+    view: Option<String>,
 }
 
 fn level(text: Option<&str>) -> Result<Option<Consistency>, ApiError> {
@@ -613,7 +619,14 @@ async fn get_key<K: Kv>(
     let opts = ReadOptions {
         consistency: level(params.r.as_deref())?,
     };
-    let result = state.kv.get(key, opts).await?;
+    if params.view.as_deref() == Some("type") {
+        return typed_view(&state, key, opts).await;
+    }
+    let result = match state.kv.get(key.clone(), opts.clone()).await {
+        // A set or a hash: its JSON view.
+        Err(KvError::WrongType) => return typed_view(&state, key, opts).await,
+        result => result?,
+    };
     // What the read returned reaches the OS before the answer leaves.
     state.kv.release_writes()?;
     let mut headers = HeaderMap::new();
@@ -636,6 +649,65 @@ async fn get_key<K: Kv>(
         },
         _ => Ok(multiple_choices(&result.siblings, headers)),
     }
+}
+
+/// The JSON view of a key, whatever it holds: `{"type": "string",
+/// "value": ...}` (the resolved value), `{"type": "counter", "value": 6}`,
+/// `{"type": "set", "members": [...]}`, `{"type": "hash", "fields":
+/// {...}}`; `404` when absent. Values and members that are not UTF-8 show
+/// as `{"base64": "..."}`; a field name that is not UTF-8, lossily (JSON
+/// names are text).
+async fn typed_view<K: Kv>(
+    state: &AppState<K>,
+    key: Bytes,
+    opts: ReadOptions,
+) -> Result<Response, ApiError> {
+    use ringkv_cluster::causality::types::{FieldValue, Kind};
+    let record = state.kv.get_record(key, opts).await?;
+    state.kv.release_writes()?;
+    let now = state.kv.now_ms();
+    let text = |b: &[u8]| match std::str::from_utf8(b) {
+        Ok(s) => serde_json::Value::from(s),
+        Err(_) => {
+            serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(b) })
+        }
+    };
+    let view = match record.kind(now) {
+        None => {
+            return Err(ApiError {
+                status: StatusCode::NOT_FOUND,
+                code: "not_found",
+                message: "key not found".into(),
+            });
+        }
+        Some(Kind::String) => {
+            let value = ringkv_cluster::replica::resolved(&record.strings, now);
+            serde_json::json!({ "type": "string", "value": value.map(|s| text(&s.value)) })
+        }
+        Some(Kind::Counter) => serde_json::json!({
+            "type": "counter",
+            "value": i64::try_from(record.counter.state.value()).unwrap_or_default(),
+        }),
+        Some(Kind::Set) => serde_json::json!({
+            "type": "set",
+            "members": record.set.state.members().map(|m| text(m)).collect::<Vec<_>>(),
+        }),
+        Some(Kind::Hash) => {
+            let fields: serde_json::Map<String, serde_json::Value> = (record.hash.state.present())
+                .map(|(name, v)| {
+                    let value = match v {
+                        FieldValue::Value(b) => text(b),
+                        FieldValue::Counter(c) => {
+                            serde_json::Value::from(i64::try_from(c.value()).unwrap_or_default())
+                        }
+                    };
+                    (String::from_utf8_lossy(name).into_owned(), value)
+                })
+                .collect();
+            serde_json::json!({ "type": "hash", "fields": fields })
+        }
+    };
+    Ok(axum::Json(view).into_response())
 }
 
 fn value_response(s: &ringkv_cluster::Sibling, mut headers: HeaderMap) -> Response {

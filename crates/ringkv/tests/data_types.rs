@@ -276,8 +276,36 @@ fn counters_sets_and_hashes_answer_as_redis_does() {
             differ.join("\n")
         );
     }
-    // What ringkv refuses, and says why.
+    // The HTTP views of each kind.
     let mut con = Raw::connect(node.resp);
+    for cmd in [
+        "SADD web:s b a",
+        "HSET web:h f v",
+        "HINCRBY web:h n 2",
+        "INCRBY web:c 6",
+        "SET web:str hi",
+    ] {
+        let args: Vec<&str> = cmd.split(' ').collect();
+        con.send(&args);
+    }
+    let view = |path: &str| common::json(&node, path);
+    assert_eq!(
+        view("/v1/kv/web:s"),
+        serde_json::json!({"type": "set", "members": ["a", "b"]})
+    );
+    assert_eq!(
+        view("/v1/kv/web:h"),
+        serde_json::json!({"type": "hash", "fields": {"f": "v", "n": 2}})
+    );
+    assert_eq!(
+        view("/v1/kv/web:c?view=type"),
+        serde_json::json!({"type": "counter", "value": 6})
+    );
+    assert_eq!(
+        view("/v1/kv/web:str?view=type"),
+        serde_json::json!({"type": "string", "value": "hi"})
+    );
+    // What ringkv refuses, and says why.
     for cmd in ["INCRBYFLOAT c 1.5", "SPOP st"] {
         let args: Vec<&str> = cmd.split(' ').collect();
         let Reply::Line(line) = con.send(&args) else {
