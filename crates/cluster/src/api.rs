@@ -637,6 +637,9 @@ pub struct ScannedKey {
     pub expires_at_ms: Option<u64>,
     /// Live siblings (more than one: concurrent writes not yet resolved).
     pub siblings: usize,
+    /// Its type as Redis names it: `string` (a counter too), `set`,
+    /// `hash`.
+    pub kind: &'static str,
 }
 
 /// One page of a scan of the whole keyspace, in token order.

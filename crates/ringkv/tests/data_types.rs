@@ -305,6 +305,17 @@ fn counters_sets_and_hashes_answer_as_redis_does() {
         view("/v1/kv/web:str?view=type"),
         serde_json::json!({"type": "string", "value": "hi"})
     );
+    // SCAN by type.
+    let Reply::Many(_, page) = con.send(&["SCAN", "0", "COUNT", "1000", "TYPE", "set"]) else {
+        panic!("a scan page");
+    };
+    assert_eq!(
+        page.get(1),
+        Some(&Reply::Many(
+            b"*1\r\n".to_vec(),
+            vec![Reply::Line(b"$5\r\nweb:s\r\n".to_vec())]
+        ))
+    );
     // What ringkv refuses, and says why.
     for cmd in ["INCRBYFLOAT c 1.5", "SPOP st"] {
         let args: Vec<&str> = cmd.split(' ').collect();

@@ -26,7 +26,7 @@ use bytes::Bytes;
 
 use super::Coordinator;
 use crate::api::{KvError, ReadOptions, ScanPage, ScannedKey};
-use crate::causality::types::Record;
+use crate::causality::types::{Kind, Record};
 use crate::id::NodeId;
 use crate::movement::stream::{STREAM_BATCH_BYTES_MAX, read_replica_range};
 use crate::net::BoxFut;
@@ -245,11 +245,17 @@ fn scanned(key: Bytes, record: &Record, now: u64) -> Option<ScannedKey> {
     if siblings == 0 && !record.is_dead(now) {
         (siblings, value_bytes) = (1, record.encode().len());
     }
+    let kind = match record.kind(now) {
+        Some(Kind::Set) => "set",
+        Some(Kind::Hash) => "hash",
+        _ => "string",
+    };
     (siblings > 0).then(|| ScannedKey {
         key,
         value_bytes,
         expires_at_ms: record.record_expiry(),
         siblings,
+        kind,
     })
 }
 

@@ -7,8 +7,8 @@
 //!   connection's read level and merged across replicas (see
 //!   `ringkv_cluster::coord::scan`). `MATCH` filters a page after it is
 //!   read, so a page may hold fewer keys than `COUNT`, or none, with a
-//!   cursor that is not 0 (as in Redis). Every key is a `string`, so
-//!   `TYPE string` keeps them all and any other type none.
+//!   cursor that is not 0 (as in Redis). `TYPE` keeps the keys of one
+//!   type: `string` (counters too, as in Redis), `set` or `hash`.
 //! - `KEYS pattern`: every matching key, by a scan on the server, refused
 //!   past [`KEYS_MATCHED_MAX`] keys found or [`KEYS_SCANNED_MAX`] keys read
 //!   (use SCAN on a large keyspace).
@@ -47,8 +47,8 @@ pub(crate) struct Scan {
     cursor: u64,
     pattern: Option<Bytes>,
     count: usize,
-    /// False when `TYPE` names a type no key has.
-    type_ok: bool,
+    /// `TYPE`: only keys of this type (as Redis names it, lower case).
+    kind: Option<String>,
 }
 
 impl Scan {
@@ -58,7 +58,7 @@ impl Scan {
             cursor,
             pattern: None,
             count: COUNT_DEFAULT,
-            type_ok: true,
+            kind: None,
         };
         while let Some(word) = args.next() {
             if is(word, "MATCH") {
@@ -70,7 +70,7 @@ impl Scan {
                 }
                 scan.count = usize::try_from(n).unwrap_or(usize::MAX);
             } else if is(word, "TYPE") {
-                scan.type_ok = is(&args.bytes()?, "string");
+                scan.kind = Some(String::from_utf8_lossy(&args.bytes()?).to_ascii_lowercase());
             } else {
                 return Err(CommandError::Syntax);
             }
@@ -83,19 +83,17 @@ impl Scan {
             .kv
             .scan(self.cursor, self.count, ctx.session.read_options())
             .await?;
-        let keys = if self.type_ok {
-            keys.into_iter()
-                .filter(|k| {
-                    self.pattern
-                        .as_ref()
-                        .is_none_or(|p| crate::glob::matches(p, &k.key, false))
-                        && ctx.session.user.may_access(&k.key)
-                })
-                .map(|k| Frame::Bulk(k.key))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let keys = keys
+            .into_iter()
+            .filter(|k| {
+                self.pattern
+                    .as_ref()
+                    .is_none_or(|p| crate::glob::matches(p, &k.key, false))
+                    && self.kind.as_ref().is_none_or(|t| t == k.kind)
+                    && ctx.session.user.may_access(&k.key)
+            })
+            .map(|k| Frame::Bulk(k.key))
+            .collect();
         Ok(Frame::Array(vec![
             Frame::bulk_string(next.to_string()),
             Frame::Array(keys),

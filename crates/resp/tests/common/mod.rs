@@ -334,6 +334,7 @@ impl Kv for MemKv {
             keys: live
                 .into_iter()
                 .map(|(_, key)| ringkv_cluster::ScannedKey {
+                    kind: "string",
                     key,
                     value_bytes: 1,
                     expires_at_ms: None,
