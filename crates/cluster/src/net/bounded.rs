@@ -28,10 +28,8 @@ where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
 {
-    d.deserialize_seq(Bounded::<MAX, T>(PhantomData))
+    d.deserialize_seq(Bounded::<MAX, true, T>(PhantomData))
 }
-
-struct Bounded<const MAX: usize, T>(PhantomData<T>);
 
 /// Deserializes a `Vec<T>` keeping its first `KEEP` elements; the others
 /// are decoded and dropped (for
@@ -42,48 +40,38 @@ where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
 {
-    d.deserialize_seq(Kept::<KEEP, T>(PhantomData))
+    d.deserialize_seq(Bounded::<KEEP, false, T>(PhantomData))
 }
 
-struct Kept<const KEEP: usize, T>(PhantomData<T>);
+/// A list of at most `MAX` elements; one past them refuses the list
+/// (`REFUSE`) or is decoded and dropped.
+struct Bounded<const MAX: usize, const REFUSE: bool, T>(PhantomData<T>);
 
-impl<'de, const KEEP: usize, T: Deserialize<'de>> Visitor<'de> for Kept<KEEP, T> {
+impl<'de, const MAX: usize, const REFUSE: bool, T: Deserialize<'de>> Visitor<'de>
+    for Bounded<MAX, REFUSE, T>
+{
     type Value = Vec<T>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "a list (its first {KEEP} elements kept)")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
-        let hint = seq.size_hint().unwrap_or(0);
-        let mut out = Vec::with_capacity(hint.min(KEEP).min(PREALLOCATE_MAX));
-        while let Some(x) = seq.next_element()? {
-            if out.len() < KEEP {
-                out.push(x);
-            }
+        if REFUSE {
+            write!(f, "a list of at most {MAX} elements")
+        } else {
+            write!(f, "a list (its first {MAX} elements kept)")
         }
-        Ok(out)
-    }
-}
-
-impl<'de, const MAX: usize, T: Deserialize<'de>> Visitor<'de> for Bounded<MAX, T> {
-    type Value = Vec<T>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "a list of at most {MAX} elements")
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
         let hint = seq.size_hint().unwrap_or(0);
-        if hint > MAX {
+        if REFUSE && hint > MAX {
             return Err(A::Error::invalid_length(hint, &self));
         }
-        let mut out = Vec::with_capacity(hint.min(PREALLOCATE_MAX));
+        let mut out = Vec::with_capacity(hint.min(MAX).min(PREALLOCATE_MAX));
         while let Some(x) = seq.next_element()? {
-            if out.len() == MAX {
+            if out.len() < MAX {
+                out.push(x);
+            } else if REFUSE {
                 return Err(A::Error::invalid_length(MAX + 1, &self));
             }
-            out.push(x);
         }
         Ok(out)
     }
