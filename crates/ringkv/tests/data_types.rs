@@ -316,6 +316,18 @@ fn counters_sets_and_hashes_answer_as_redis_does() {
             vec![Reply::Line(b"$5\r\nweb:s\r\n".to_vec())]
         ))
     );
+    // A reply of repeated random members is bounded by reply_bytes_max
+    // (64 MiB): 100,000 copies of a 1 KiB member are refused.
+    let big = "m".repeat(1024);
+    con.send(&["SADD", "web:big", &big]);
+    let Reply::Line(line) = con.send(&["SRANDMEMBER", "web:big", "-100000"]) else {
+        panic!("an error line");
+    };
+    assert!(
+        line.starts_with(b"-ERR SRANDMEMBER reply exceeds"),
+        "{}",
+        String::from_utf8_lossy(&line)
+    );
     // What ringkv refuses, and says why.
     for cmd in ["INCRBYFLOAT c 1.5", "SPOP st"] {
         let args: Vec<&str> = cmd.split(' ').collect();

@@ -157,15 +157,22 @@ impl SetRead {
                     .map(|m| Frame::Integer(i64::from(has(m))))
                     .collect(),
             ),
-            SetQuery::Random(count) => random_members(members(), count),
+            SetQuery::Random(count) => {
+                random_members(members(), count, ctx.shared.config.reply_bytes_max)?
+            }
         })
     }
 }
 
 /// `SRANDMEMBER`'s reply: one member (or nil) without a count; with a
 /// positive count, that many distinct members at most; with a negative
-/// one, that many members, repeats allowed.
-fn random_members(members: Vec<Bytes>, count: Option<i64>) -> Frame {
+/// one, that many members, repeats allowed (refused past
+/// `reply_bytes_max`, as an `MGET` is: repeats could make it any size).
+fn random_members(
+    members: Vec<Bytes>,
+    count: Option<i64>,
+    reply_bytes_max: usize,
+) -> Result<Frame, CommandError> {
     use ringkv_env::Rng;
     let mut rng = ringkv_env::SeededRng::new(
         std::time::SystemTime::now()
@@ -173,7 +180,7 @@ fn random_members(members: Vec<Bytes>, count: Option<i64>) -> Frame {
             .map_or(0, |d| d.as_nanos() as u64),
     );
     let mut pick = |n: usize| (rng.next_u64() % n.max(1) as u64) as usize;
-    match count {
+    Ok(match count {
         None => {
             Frame::bulk_or_null((!members.is_empty()).then(|| members[pick(members.len())].clone()))
         }
@@ -189,18 +196,27 @@ fn random_members(members: Vec<Bytes>, count: Option<i64>) -> Frame {
             Frame::Array(out)
         }
         Some(c) => {
-            // Bounded as Redis bounds it: by the reply the client asked.
             let n = c.unsigned_abs().min(RANDOM_MEMBERS_MAX as u64) as usize;
-            Frame::Array(
-                (0..n)
-                    .map(|_| Frame::Bulk(members[pick(members.len())].clone()))
-                    .collect(),
-            )
+            let mut bytes = 0usize;
+            let mut out = Vec::with_capacity(n.min(1024));
+            for _ in 0..n {
+                let m = members[pick(members.len())].clone();
+                bytes += m.len() + 16;
+                if bytes > reply_bytes_max {
+                    return Err(CommandError::Invalid(format!(
+                        "SRANDMEMBER reply exceeds {reply_bytes_max} bytes (reply_bytes_max); \
+                         ask for fewer members"
+                    )));
+                }
+                out.push(Frame::Bulk(m));
+            }
+            Frame::Array(out)
         }
-    }
+    })
 }
 
-/// The most members one `SRANDMEMBER` with a negative count returns.
+/// The most members one `SRANDMEMBER` with a negative count returns (and
+/// at most `reply_bytes_max` bytes of them).
 pub const RANDOM_MEMBERS_MAX: usize = 100_000;
 
 /// `HSET`, `HMSET`, `HSETNX`.
