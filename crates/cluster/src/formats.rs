@@ -22,11 +22,11 @@ use crate::node::Node;
 use crate::rpc::PeerError;
 use crate::store::LocalStore;
 
+pub use crate::causality::RECORD_FORMAT_TYPED;
+
 /// The newest record format this node reads (format 2: records with data
 /// types, `causality::types::record`).
-pub const RECORD_FORMAT_NEWEST: u8 = 2;
-/// The record format of data types.
-pub const RECORD_FORMAT_TYPED: u8 = 2;
+pub const RECORD_FORMAT_NEWEST: u8 = RECORD_FORMAT_TYPED;
 /// Members asked at once, at most, each pass.
 pub const PROBES_PER_PASS_MAX: usize = 16;
 
@@ -127,8 +127,12 @@ impl<S: LocalStore> Node<S> {
         for (id, generation, answer) in futures::future::join_all(asks).await {
             match answer {
                 Ok(Response::RecordFormats { newest }) => formats.note(id, generation, newest),
-                // A node of a version before cannot decode the request.
-                Err(PeerError::Refused(r)) if r.code == "invalid_argument" => {
+                // A node of a version before cannot decode the request
+                // (its transport's answer; any other refusal is asked
+                // again).
+                Err(PeerError::Refused(r))
+                    if r.code == "invalid_argument" && r.message.contains("decode") =>
+                {
                     formats.note(id, generation, 1);
                 }
                 _ => {}

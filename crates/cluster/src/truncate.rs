@@ -128,7 +128,10 @@ impl<S: LocalStore> Node<S> {
         let done = match at {
             Some(at) => self.truncate_locally(at).await,
             // The prepare: increments from here on go to new entries.
-            None => self.new_epoch().await.map(|_| ()),
+            None => {
+                let _one_at_a_time = self.truncating().lock().await;
+                self.switch_epoch(None).await.map(|_| ())
+            }
         };
         if let Err(e) = done {
             return Response::from(&e);
@@ -154,8 +157,7 @@ impl<S: LocalStore> Node<S> {
             .await
             .map_err(|e| KvError::Storage(format!("recording the truncation point: {e}")))?
             .map_err(|e| KvError::Storage(format!("recording the truncation point: {e}")))?;
-        self.new_epoch().await?;
-        if !replica.set_truncated_at(at) {
+        if !self.switch_epoch(Some(at)).await? {
             return Ok(());
         }
         tracing::warn!(
@@ -198,17 +200,17 @@ impl<S: LocalStore> Node<S> {
         Ok(())
     }
 
-    /// Starts a new epoch, durable before it is used: this node's counter
+    /// Starts a new epoch, durable before it is used (this node's counter
     /// increments go to new entries from here on, and its dots count from
-    /// the epoch's floor (see the module documentation).
-    async fn new_epoch(&self) -> Result<u64, KvError> {
+    /// the epoch's floor), then takes the point `at` when given: both at
+    /// once for the writes (see the module documentation). True when the
+    /// point rose. The caller holds `truncating()`.
+    async fn switch_epoch(&self, at: Option<Hlc>) -> Result<bool, KvError> {
         let files = self.files().clone();
-        let epoch = crate::exec::blocking(move || files.bump_epoch())
+        let replica = std::sync::Arc::clone(self.replica());
+        crate::exec::blocking(move || replica.switch_epoch(at, || files.bump_epoch()))
             .await
             .map_err(|e| KvError::Storage(format!("starting a new epoch: {e}")))?
-            .map_err(|e| KvError::Storage(format!("starting a new epoch: {e}")))?;
-        self.replica().set_epoch(epoch);
-        Ok(epoch)
     }
 
     /// Truncates the whole cluster (see the module documentation).

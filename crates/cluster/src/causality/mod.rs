@@ -32,7 +32,7 @@ pub mod types;
 mod vector;
 
 pub use hlc::{Hlc, HlcState, hlc_physical_ms};
-pub use siblings::{SIBLINGS_DECODE_MAX, SiblingSet, StoredSibling};
+pub use siblings::{RECORD_FORMAT_TYPED, SIBLINGS_DECODE_MAX, SiblingSet, StoredSibling};
 pub use vector::{
     COUNTER_MAX, CausalContext, DecodeError, Dot, EPOCH_SHIFT, VV_ENTRIES_MAX, VersionVector,
     epoch_floor,

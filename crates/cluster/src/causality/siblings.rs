@@ -46,7 +46,7 @@ const RECORD_MAGIC: u8 = 0xD7;
 pub(super) const RECORD_FORMAT: u8 = 1;
 /// Format of a record that holds data-type components after its string
 /// siblings ([`super::types::record`]).
-pub(super) const RECORD_FORMAT_TYPED: u8 = 2;
+pub const RECORD_FORMAT_TYPED: u8 = 2;
 /// The largest number of siblings a decoded record may hold.
 pub const SIBLINGS_DECODE_MAX: usize = 65_536;
 

@@ -298,7 +298,13 @@ impl<S: LocalStore> LocalReplica<S> {
     /// or before it is read, merged or kept by compaction here, and every
     /// timestamp this node issues is above it. True when it rose.
     pub fn set_truncated_at(&self, at: Hlc) -> bool {
-        self.hlc.lock().observe(at);
+        let mut hlc = self.hlc.lock();
+        self.take_point(&mut hlc, at)
+    }
+
+    /// [`LocalReplica::set_truncated_at`] under the clock's lock.
+    fn take_point(&self, hlc: &mut HlcState, at: Hlc) -> bool {
+        hlc.observe(at);
         let rose = self.truncated_at.fetch_max(at, Ordering::AcqRel) < at;
         if rose {
             self.store.set_truncated_at(at);
@@ -473,6 +479,23 @@ impl<S: LocalStore> LocalReplica<S> {
         self.epoch.load(Ordering::Relaxed)
     }
 
+    /// Starts the epoch `bump` makes durable and returns, and then takes
+    /// the truncation point `at` when given (true when it rose), both
+    /// under the clock's lock. A data type's write takes its timestamp and
+    /// its epoch under the same lock, so no increment lands in an entry of
+    /// the old epoch stamped after the switch, nor in one of the new epoch
+    /// stamped before it (docs/design/data-types.md, "Truncation").
+    pub fn switch_epoch(
+        &self,
+        at: Option<Hlc>,
+        bump: impl FnOnce() -> std::io::Result<u64>,
+    ) -> Result<bool, KvError> {
+        let mut hlc = self.hlc.lock();
+        let epoch = bump().map_err(|e| KvError::Storage(format!("starting a new epoch: {e}")))?;
+        self.set_epoch(epoch);
+        Ok(at.is_some_and(|at| self.take_point(&mut hlc, at)))
+    }
+
     /// Applies a client write coordinated by this node. Returns the outcome
     /// and, when something was written, the new record to replicate. The
     /// write is buffered ([`LogWrite::Buffered`]): the caller releases the
@@ -592,12 +615,16 @@ impl<S: LocalStore> LocalReplica<S> {
         now: u64,
         store: bool,
     ) -> Result<(WriteOutcome, Option<Record>), KvError> {
-        let writer = typed::Writer {
-            actor: self.id,
-            epoch: self.epoch(),
-            hlc: self.hlc.lock().next(now),
-            floor: self.dot_floor.load(Ordering::Relaxed),
-            stores: store,
+        // The timestamp and the epoch together (see `switch_epoch`).
+        let writer = {
+            let mut hlc = self.hlc.lock();
+            typed::Writer {
+                actor: self.id,
+                epoch: self.epoch(),
+                hlc: hlc.next(now),
+                floor: self.dot_floor.load(Ordering::Relaxed),
+                stores: store,
+            }
         };
         let applied = typed::apply(&mut record, change, &writer, now, &self.type_limits)?;
         let outcome = WriteOutcome {

@@ -6,9 +6,13 @@
 //! the record under the key's lock: it takes a fresh dot (its context is
 //! the record's whole vector, so it supersedes the string siblings it
 //! sees), supersedes what it sees of the other kinds, and changes its own
-//! kind's state with the dot and its HLC. A counter increment adds to the
-//! entry this node owns in its current epoch, or, for a stand-in that
-//! cannot read its own entry back, to an entry keyed by the write's dot.
+//! kind's state with the dot and its HLC. A counter's increments by this
+//! node go to an entry keyed by a dot of this node (`STAND_IN_EPOCH | dot
+//! counter`): the one it opened in its current epoch when its record of the
+//! key holds it, otherwise a new one keyed by the write's own dot. So an
+//! entry is never written again once its owner's copy may be behind another
+//! replica's: after a restart, a truncation step (new epochs), a purge of
+//! the dead record, or by a stand-in (which never reads its own entry back).
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -167,10 +171,33 @@ pub(super) fn apply(
             changed: false,
         });
     }
+    if from_string.is_some() && expiring(record, now_ms) {
+        return Err(KvError::InvalidArgument(
+            "a key with a time to live cannot become a counter yet (data types do not expire \
+             yet); INCR it once it has no expiry"
+                .into(),
+        ));
+    }
+    // An increment by 0 changes nothing (and must not make a counter of
+    // the value 0, which would read as absent).
+    if let TypedChange::Increment(0) = change {
+        let value = match (from_string, held) {
+            (Some(v), _) => v,
+            (None, Some(Kind::Counter)) => {
+                i64::try_from(record.counter.state.value()).map_err(|_| KvError::Overflow)?
+            }
+            _ => 0,
+        };
+        return Ok(Applied {
+            integer: value,
+            changed: false,
+        });
+    }
     // Nothing to do for adds and removals that change no member or field:
     // no dot is taken and nothing is written (Redis replies 0).
+    // (An add of members all present is written: its fresh dot makes the
+    // add win over a removal concurrent with it.)
     let noop = match &change {
-        TypedChange::SetAdd(members) => members.iter().all(|m| record.set.state.contains(m)),
         TypedChange::SetRemove(members) => !members.iter().any(|m| record.set.state.contains(m)),
         TypedChange::HashDelete(fields) => !fields.iter().any(|f| field_present(record, f)),
         TypedChange::HashSet {
@@ -190,13 +217,15 @@ pub(super) fn apply(
     let context = record.strings.vv.clone();
     let dot = record.strings.advance_above(&context, w.actor, w.floor);
     record.supersede_other_kinds(kind, w.hlc, w.actor);
-    let entry = EntryId {
-        actor: w.actor,
-        epoch: if w.stores {
-            w.epoch
-        } else {
-            STAND_IN_EPOCH | dot.counter
-        },
+    let epoch_floor = crate::causality::epoch_floor(w.epoch);
+    let own_entry = |counter: &Counter| {
+        (w.stores)
+            .then(|| counter.entry_above(w.actor, epoch_floor))
+            .flatten()
+            .unwrap_or(EntryId {
+                actor: w.actor,
+                epoch: STAND_IN_EPOCH | dot.counter,
+            })
     };
     let integer = match change {
         TypedChange::Increment(delta) => {
@@ -205,6 +234,7 @@ pub(super) fn apply(
                 restart(&mut counter.state, value, w);
             }
             counter.hlc = counter.hlc.max(w.hlc);
+            let entry = own_entry(&counter.state);
             increment(&mut counter.state, entry, delta, w.hlc, limits)?
         }
         TypedChange::SetAdd(members) => {
@@ -212,8 +242,7 @@ pub(super) fn apply(
             set.hlc = set.hlc.max(w.hlc);
             let mut added = 0;
             for m in members {
-                if !set.state.contains(&m) {
-                    set.state.add(m, dot, w.hlc);
+                if set.state.add(m, dot, w.hlc) {
                     added += 1;
                 }
             }
@@ -237,7 +266,7 @@ pub(super) fn apply(
                 }
                 hash.state.write(name, dot, w.hlc, Some(value));
             }
-            if hash.state.len() > limits.hash_fields_max {
+            if hash.state.field_count() > limits.hash_fields_max {
                 return Err(too_many("hash", limits.hash_fields_max, "fields"));
             }
             added
@@ -265,9 +294,10 @@ pub(super) fn apply(
             if let Some(value) = start {
                 restart(counter, value, w);
             }
+            let entry = own_entry(counter);
             let value = increment(counter, entry, delta, w.hlc, limits)?;
             hash.state.write(field, dot, w.hlc, None);
-            if hash.state.len() > limits.hash_fields_max {
+            if hash.state.field_count() > limits.hash_fields_max {
                 return Err(too_many("hash", limits.hash_fields_max, "fields"));
             }
             value
@@ -311,6 +341,11 @@ fn too_many(what: &'static str, max: usize, of: &'static str) -> KvError {
     KvError::TooManyElements(format!(
         "the {what} would hold more than {max} {of} (limits.{what}_{of}_max)"
     ))
+}
+
+/// True when the key's string (its resolved sibling) has an expiry.
+fn expiring(record: &Record, now_ms: u64) -> bool {
+    super::resolved(&record.strings, now_ms).is_some_and(|s| s.expires_at_ms.is_some())
 }
 
 fn field_present(record: &Record, name: &[u8]) -> bool {

@@ -182,7 +182,7 @@ fn sets_add_and_remove_members_with_redis_replies() {
     assert_eq!(rem(&["a"]), Ok((0, false)), "SREM of an absent key");
     assert_eq!(add(&["a", "b"]), Ok((2, true)));
     assert_eq!(add(&["b", "c", "c"]), Ok((1, true)));
-    assert_eq!(add(&["a"]), Ok((0, false)), "nothing new: nothing written");
+    assert_eq!(add(&["a"]), Ok((0, true)), "nothing new, but a fresh add");
     assert_eq!(rem(&["a", "zz"]), Ok((1, true)));
     assert_eq!(rem(&["zz"]), Ok((0, false)));
     assert_eq!(members(&r, "s"), bs(&["b", "c"]));
@@ -318,13 +318,18 @@ fn concurrent_writes_on_two_replicas_merge_without_losing_any() {
     assert_eq!(incr(&a, "c", 5), Ok(38));
     exchange(&a, &b2, "c");
     assert_eq!((counter(&a, "c"), counter(&b2, "c")), (5, 5));
-    // Sets: a removes m (seen), b adds m again concurrently: add wins.
+    // Sets: a removes m and n (seen), b adds m again concurrently (m is
+    // present there: the add still takes a fresh dot) and o: add wins.
     typed(&a, "s", TypedChange::SetAdd(bs(&["m", "n"]))).expect("sadd");
     exchange(&a, &b2, "s");
     typed(&a, "s", TypedChange::SetRemove(bs(&["m", "n"]))).expect("srem");
-    typed(&b2, "s", TypedChange::SetAdd(bs(&["o"]))).expect("sadd");
+    assert_eq!(
+        typed(&b2, "s", TypedChange::SetAdd(bs(&["m", "o"]))),
+        Ok((1, true)),
+        "one new member; m added again"
+    );
     exchange(&a, &b2, "s");
-    assert_eq!(members(&a, "s"), bs(&["o"]));
+    assert_eq!(members(&a, "s"), bs(&["m", "o"]));
     assert_eq!(members(&a, "s"), members(&b2, "s"));
     // A stand-in (nothing stored) counts each of its increments in an
     // entry of its own: two of them, merged into a replica, both count.
@@ -362,4 +367,97 @@ fn integers_parse_as_redis_reads_them() {
     ] {
         assert_eq!(parse_integer(s.as_bytes()), v, "{s:?}");
     }
+}
+
+/// A counter's entry is written again only while its owner's copy is the
+/// newest: after the dead record is purged here (a replica elsewhere still
+/// holding it), or after an epoch switch, increments go to a new entry,
+/// and none is lost.
+#[test]
+fn increments_never_reuse_an_entry_another_replica_may_hold_ahead() {
+    let (a, b2) = (replica(1), replica(2));
+    for _ in 0..5 {
+        incr(&a, "c", 1).expect("incr");
+    }
+    a.update_buffered(b"c", Change::Delete, &WriteOptions::default())
+        .expect("del");
+    // b holds the dead record (5 counted, 5 removed); a purges it.
+    let dead = a.read_record(b"c").expect("read");
+    b2.merge(b"c", &dead).expect("merge");
+    a.remove_record(b"c").expect("purge");
+    assert_eq!(incr(&a, "c", 1), Ok(1));
+    let fresh = a.read_record(b"c").expect("read");
+    b2.merge(b"c", &fresh).expect("merge");
+    a.merge(b"c", &b2.read_record(b"c").expect("read"))
+        .expect("merge");
+    assert_eq!((counter(&a, "c"), counter(&b2, "c")), (1, 1));
+    // An epoch switch (a truncation's step) opens a new entry too.
+    let entries = |r: &Replica| {
+        r.read_record(b"c")
+            .expect("read")
+            .counter
+            .state
+            .entry_count()
+    };
+    let before = entries(&a);
+    incr(&a, "c", 1).expect("incr");
+    assert_eq!(entries(&a), before, "the same entry within an epoch");
+    a.switch_epoch(None, || Ok(2)).expect("switch");
+    incr(&a, "c", 1).expect("incr");
+    assert_eq!(entries(&a), before + 1, "a new entry after the switch");
+    assert_eq!(counter(&a, "c"), 3);
+}
+
+/// Redis's edge cases of a counter: an increment by 0 changes nothing (a
+/// new key stays absent, a string "0" stays a string); a key with a time
+/// to live does not silently lose it by becoming a counter.
+#[test]
+fn a_zero_increment_changes_nothing_and_a_ttl_is_not_dropped() {
+    let r = replica(1);
+    assert_eq!(typed(&r, "z", TypedChange::Increment(0)), Ok((0, false)));
+    assert_eq!(kind(&r, "z"), None);
+    set_string(&r, "s0", "0", &WriteOptions::default());
+    assert_eq!(typed(&r, "s0", TypedChange::Increment(0)), Ok((0, false)));
+    assert_eq!(kind(&r, "s0"), Some(Kind::String));
+    incr(&r, "c", 7).expect("incr");
+    assert_eq!(typed(&r, "c", TypedChange::Increment(0)), Ok((7, false)));
+    let ttl = WriteOptions {
+        expiry: Expiry::At(60_000),
+        ..WriteOptions::default()
+    };
+    set_string(&r, "limited", "1", &ttl);
+    let refused = incr(&r, "limited", 1);
+    assert!(
+        matches!(refused, Err(KvError::InvalidArgument(_))),
+        "{refused:?}"
+    );
+    assert_eq!(kind(&r, "limited"), Some(Kind::String));
+}
+
+/// Fields kept only for a removed counter's removals count against the
+/// hash's limit (3 here): a hash cannot grow past it by HINCRBY and HDEL.
+#[test]
+fn removed_counted_fields_count_against_the_limit() {
+    let r = replica(1);
+    for f in ["a", "b", "c"] {
+        typed(
+            &r,
+            "h",
+            TypedChange::HashIncrement {
+                field: b(f),
+                delta: 1,
+            },
+        )
+        .expect("hincrby");
+        typed(&r, "h", TypedChange::HashDelete(bs(&[f]))).expect("hdel");
+    }
+    let over = typed(
+        &r,
+        "h",
+        TypedChange::HashIncrement {
+            field: b("d"),
+            delta: 1,
+        },
+    );
+    assert!(matches!(over, Err(KvError::TooManyElements(_))), "{over:?}");
 }

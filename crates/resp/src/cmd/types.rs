@@ -196,7 +196,12 @@ fn random_members(
             Frame::Array(out)
         }
         Some(c) => {
-            let n = c.unsigned_abs().min(RANDOM_MEMBERS_MAX as u64) as usize;
+            if c.unsigned_abs() > RANDOM_MEMBERS_MAX as u64 {
+                return Err(CommandError::Invalid(format!(
+                    "SRANDMEMBER count is past {RANDOM_MEMBERS_MAX} members; ask for fewer"
+                )));
+            }
+            let n = c.unsigned_abs() as usize;
             let mut bytes = 0usize;
             let mut out = Vec::with_capacity(n.min(1024));
             for _ in 0..n {

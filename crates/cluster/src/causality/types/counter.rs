@@ -161,6 +161,21 @@ impl Counter {
         Ok(value)
     }
 
+    /// The entry of `actor` opened in its current epoch, whose entries'
+    /// dots lie above `floor` (the epoch's floor), when this state holds
+    /// one.
+    pub fn entry_above(&self, actor: u64, floor: u64) -> Option<EntryId> {
+        let from = EntryId {
+            actor,
+            epoch: STAND_IN_EPOCH | floor.saturating_add(1),
+        };
+        let to = EntryId {
+            actor,
+            epoch: u64::MAX,
+        };
+        self.entries.range(from..=to).next_back().map(|(id, _)| *id)
+    }
+
     /// `DEL`: removes everything counted so far (the caller's view), and
     /// the base (a register write at `hlc` by `actor`).
     pub fn remove_observed(&mut self, hlc: Hlc, actor: u64) {
