@@ -1,9 +1,11 @@
 //! A PN-counter with per-epoch entries and reset-remove: the state of a
 //! counter key (docs/design/data-types.md, "Counter").
 //!
-//! Each entry is written by one owner only, `(actor, epoch)`: a node adds
-//! to its own entry of the epoch it is in, so the join (entry-wise maximum)
-//! never loses an increment another replica has seen. `DEL` copies every
+//! Each entry is written by one owner only: a node adds to its own entry,
+//! keyed by one of its dots (`STAND_IN_EPOCH | dot counter`), opened anew
+//! in each epoch and whenever its record of the key no longer holds it
+//! (see `replica::typed`), so the join (entry-wise maximum) never loses an
+//! increment another replica has seen. `DEL` copies every
 //! entry it observed into `removed` and clears the base; the value counts
 //! only what exceeds `removed`, so an increment concurrent with the `DEL`
 //! survives by exactly its own amount.
