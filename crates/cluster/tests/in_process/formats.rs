@@ -9,18 +9,30 @@ use ringkv_cluster::net::message::{ErrorDetail, Request, Response};
 use ringkv_cluster::net::{BoxFut, Handler};
 
 /// A node of the version before, as its peers see it: it answers the
-/// request it cannot decode with the error its transport gives, and
-/// everything else as the node does.
-struct Older(Arc<dyn Handler>);
+/// request it cannot decode with the error its transport gives, refuses a
+/// record of format 2 as it would (and counts those it was sent), and
+/// answers everything else as the node does.
+struct Older(Arc<dyn Handler>, Arc<std::sync::atomic::AtomicUsize>);
 
 impl Handler for Older {
     fn handle(&self, from: u64, req: Request) -> BoxFut<Response> {
-        if matches!(req, Request::RecordFormats) {
-            return Box::pin(async {
+        let undecodable = || -> BoxFut<Response> {
+            Box::pin(async {
                 Response::error(ErrorDetail::InvalidArgument(
                     "body does not decode: Found an enum discriminant that was not expected".into(),
                 ))
-            });
+            })
+        };
+        let typed = |record: &Bytes| record.get(1) == Some(&2);
+        let sent_typed = match &req {
+            Request::RecordFormats => return undecodable(),
+            Request::Merge { record, .. } | Request::Hint { record, .. } => typed(record),
+            Request::StreamPush { entries, .. } => entries.iter().any(|(_, r)| typed(r)),
+            _ => false,
+        };
+        if sent_typed {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return undecodable();
         }
         self.0.handle(from, req)
     }
@@ -34,10 +46,31 @@ async fn data_types_wait_until_every_member_reads_their_records() {
     }
     // Node 2 runs the version before.
     let old = c.nodes[2].id();
-    c.net.register(old, Arc::new(Older(c.nodes[2].handler())));
+    let sent_typed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    c.net.register(
+        old,
+        Arc::new(Older(c.nodes[2].handler(), Arc::clone(&sent_typed))),
+    );
     for node in &c.nodes {
         node.ask_record_formats().await;
     }
+    // Typed writes are refused everywhere, and no record of a data type
+    // reaches the older node.
+    for node in &c.nodes[..2] {
+        let refused = node
+            .write_typed(
+                b("k"),
+                ringkv_cluster::replica::TypedChange::Increment(1),
+                w(Consistency::One),
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(KvError::InvalidArgument(_))),
+            "{refused:?}"
+        );
+    }
+    c.pass(2_000).await;
+    assert_eq!(sent_typed.load(std::sync::atomic::Ordering::Relaxed), 0);
     let closed = c.nodes[0].data_types_gate();
     assert!(
         matches!(&closed, Err(KvError::InvalidArgument(m))
