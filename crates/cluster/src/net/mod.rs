@@ -19,6 +19,7 @@ pub mod certs;
 pub mod client_tls;
 mod der;
 pub mod digest;
+mod error_detail;
 pub mod fault;
 pub mod message;
 pub mod sim;

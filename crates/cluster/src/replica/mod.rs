@@ -561,7 +561,7 @@ impl<S: LocalStore> LocalReplica<S> {
         };
         let before = match held {
             None => resolved(&record.strings, now),
-            Some(kind) => Some(typed_before(&record, kind, &change, opts)?),
+            Some(kind) => Some(typed::typed_before(&record, kind, &change, opts)?),
         };
         let previous = if opts.return_previous {
             before.clone()
@@ -603,52 +603,6 @@ impl<S: LocalStore> LocalReplica<S> {
             previous,
             integer: None,
         };
-        Ok((outcome, Some(record)))
-    }
-
-    /// A write of a data type (see [`typed`]).
-    fn apply_typed(
-        &self,
-        key: &[u8],
-        mut record: Record,
-        change: TypedChange,
-        now: u64,
-        store: bool,
-    ) -> Result<(WriteOutcome, Option<Record>), KvError> {
-        // The timestamp and the epoch together (see `switch_epoch`).
-        let writer = {
-            let mut hlc = self.hlc.lock();
-            typed::Writer {
-                actor: self.id,
-                epoch: self.epoch(),
-                hlc: hlc.next(now),
-                floor: self.dot_floor.load(Ordering::Relaxed),
-                stores: store,
-            }
-        };
-        let applied = typed::apply(&mut record, change, &writer, now, &self.type_limits)?;
-        let outcome = WriteOutcome {
-            applied: applied.changed,
-            previous: None,
-            integer: Some(applied.integer),
-        };
-        if !applied.changed {
-            return Ok((outcome, None));
-        }
-        self.dot_floor
-            .fetch_max(record.strings.vv.get(self.id), Ordering::Relaxed);
-        self.bound(&mut record.strings);
-        let encoded = record.encode();
-        let max = self.type_limits.record_bytes_max;
-        if encoded.len() > max {
-            return Err(KvError::ValueTooLarge {
-                len: encoded.len(),
-                max,
-            });
-        }
-        if store {
-            self.put_record(key, encoded, LogWrite::Buffered, true)?;
-        }
         Ok((outcome, Some(record)))
     }
 
@@ -829,39 +783,6 @@ fn supersedes_all(change: &Change, opts: &WriteOptions) -> bool {
         && !matches!(opts.expiry, Expiry::Keep)
         && !opts.return_previous
         && opts.context.is_none()
-}
-
-/// What a string write sees of a key that holds the data type `kind`:
-/// a counter's value (a counter is a string to Redis), or, for a set or a
-/// hash, a key that exists with no value a string write can return or
-/// keep (`SET ... GET` on it is Redis's `WRONGTYPE`). A data type does
-/// not expire yet, so `EXPIRE` and `PERSIST` of one are refused.
-fn typed_before(
-    record: &Record,
-    kind: Kind,
-    change: &Change,
-    opts: &WriteOptions,
-) -> Result<Sibling, KvError> {
-    if matches!(change, Change::Expiry(_)) {
-        return Err(KvError::InvalidArgument(
-            "keys of data types (counters, sets, hashes) do not expire yet".into(),
-        ));
-    }
-    let (value, hlc) = match kind {
-        Kind::Counter => (
-            Bytes::from(record.counter.state.value().to_string()),
-            record.counter.hlc,
-        ),
-        _ if opts.return_previous => return Err(KvError::WrongType),
-        Kind::Set => (Bytes::new(), record.set.hlc),
-        _ => (Bytes::new(), record.hash.hlc),
-    };
-    Ok(Sibling {
-        value,
-        hlc,
-        actor: 0,
-        expires_at_ms: None,
-    })
 }
 
 /// The value and expiry of the sibling a write adds, given the live value
