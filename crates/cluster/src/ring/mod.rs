@@ -24,6 +24,7 @@
 //! skipped nodes fill the remaining places in ring order.
 
 pub mod alloc;
+mod dense;
 mod placement;
 
 pub use placement::Placement;

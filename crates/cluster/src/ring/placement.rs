@@ -19,7 +19,8 @@
 //! (property-tested below); a join of one node among a thousand walks
 //! about 1% of the vnodes again.
 
-use super::{DcShape, Replication, Ring, Token, place};
+use super::dense::DensePlacer;
+use super::{DcShape, Replication, Ring, Token};
 
 /// A ring with every vnode's preference list worked out once, so the request
 /// path does a binary search instead of a ring walk.
@@ -81,6 +82,7 @@ impl Placement {
         let mut lists = Vec::with_capacity(count * replication.total().max(1));
         let mut reach = Vec::with_capacity(count);
         let mut steps = 0;
+        let (mut placer, by_number) = DensePlacer::new(&ring.nodes, &owners, &replication, &shape);
         for i in 0..count {
             starts.push(u32_of(lists.len()));
             let reuse = match (&kept, base) {
@@ -92,9 +94,9 @@ impl Placement {
                 reach.push(b.reach[j]);
                 continue;
             }
-            let walk = owners[i..].iter().chain(&owners[..i]).copied();
+            let walk = by_number[i..].iter().chain(&by_number[..i]).copied();
             let before = steps;
-            lists.extend(place(walk, &ring.nodes, &replication, &shape, &mut steps));
+            placer.place_into(walk, &mut lists, &mut steps);
             reach.push(u32_of(steps - before));
         }
         starts.push(u32_of(lists.len()));
@@ -422,6 +424,40 @@ mod tests {
             let _ = ring.insert_with_tokens(node(*id, *dc, *rack), tokens);
         }
         ring
+    }
+
+    proptest! {
+        /// Every vnode's list and reach equal the reference walk's
+        /// ([`super::super::place`] over ids and strings): data centers with
+        /// fewer racks than replicas, nodes owning no token, a factor of 0,
+        /// a data center named in the replication that has no node.
+        #[test]
+        fn the_dense_walk_places_as_the_reference_walk_does(
+            layout in proptest::collection::vec(
+                (0u64..60, 0u8..4, 0u8..4, proptest::collection::vec(0u64..2048, 1..6)),
+                1..60,
+            ),
+            rf in proptest::collection::vec(0usize..6, 4),
+            absent_rf in 0usize..3,
+        ) {
+            let ring = ring_from(&layout);
+            let mut per_dc: std::collections::BTreeMap<String, usize> = rf
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| (format!("dc{i}"), n))
+                .collect();
+            per_dc.insert("nowhere".into(), absent_rf);
+            let rep = Replication { per_dc };
+            let placement = Placement::new(ring.clone(), rep.clone());
+            let shape = super::super::DcShape::of(&ring);
+            for i in 0..placement.tokens.len() {
+                let walk = placement.owners[i..].iter().chain(&placement.owners[..i]).copied();
+                let mut steps = 0;
+                let list = super::super::place(walk, &ring.nodes, &rep, &shape, &mut steps);
+                prop_assert_eq!(placement.list_at(i), &list[..]);
+                prop_assert_eq!(placement.reach[i] as usize, steps);
+            }
+        }
     }
 
     /// An update (nodes added, removed, tokens moved) places as a whole
