@@ -109,6 +109,19 @@ pub fn describe() {
         "Hints dropped, by reason (window: the replica was down too long; full; expired; error)"
     );
     describe_counter!(
+        "ringkv_gossip_exchanges_total",
+        "Gossip exchanges this node started that were answered, by way (digest; whole: \
+         with a node of the version before digests)"
+    );
+    describe_counter!(
+        "ringkv_gossip_received_total",
+        "Node states received by gossip, by what (state: whole; refresh: heartbeat and load only)"
+    );
+    describe_counter!(
+        "ringkv_gossip_received_stale_total",
+        "Node states received by gossip that were no news (as new as the one held), by what"
+    );
+    describe_counter!(
         "ringkv_cluster_connections_refused_total",
         "Connections to the cluster port refused, by reason"
     );

@@ -43,7 +43,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringkv_cluster::membership::gossip::{Gossip, LoadSource};
-use ringkv_cluster::membership::{Membership, MembershipConfig, PUBLISH_ROUNDS, RingMemo};
+use ringkv_cluster::membership::{
+    Membership, MembershipConfig, ReceivedCounts, RingMemo, publish_rounds,
+};
 use ringkv_cluster::net::message::{ErrorDetail, Load, NodeState, NodeStatus, Request, Response};
 use ringkv_cluster::net::sim::{NetFaults, SimNet, test_addr};
 use ringkv_cluster::net::{BoxFut, Handler};
@@ -112,6 +114,9 @@ pub struct ScaleReport {
     /// The mean split by kind of request (with its answer; counted once
     /// per message, where the per-node figures count sender and receiver).
     pub bytes_by_kind: Vec<(String, u64)>,
+    /// Steady state, per node per second: whole states received, those
+    /// that were no news, refreshes received, those that were no news.
+    pub received: [f64; 4],
     /// Rounds until every node held one node's changed tokens.
     pub token_rounds: Option<u64>,
     /// Seconds until every node held every joining node NORMAL.
@@ -361,6 +366,19 @@ impl Scale {
     }
 
     /// (observer, live node) pairs where the observer sees the node down.
+    /// The states and refreshes every live node received by gossip, summed.
+    fn received(&self) -> ReceivedCounts {
+        self.live().fold(ReceivedCounts::default(), |sum, m| {
+            let r = m.membership.gossip_received();
+            ReceivedCounts {
+                states: sum.states + r.states,
+                states_stale: sum.states_stale + r.states_stale,
+                refreshes: sum.refreshes + r.refreshes,
+                refreshes_stale: sum.refreshes_stale + r.refreshes_stale,
+            }
+        })
+    }
+
     fn suspicions(&self) -> u64 {
         let live: Vec<u64> = self.live().map(|m| m.membership.self_id()).collect();
         self.live()
@@ -430,13 +448,27 @@ impl Scale {
         // 2. Steady state, after every node has published twice (the
         // first publication after a start goes whole). From here on, a
         // live node seen going down by another is a false suspicion.
-        tokio::time::sleep(Duration::from_secs(2 * PUBLISH_ROUNDS)).await;
+        tokio::time::sleep(Duration::from_secs(2 * publish_rounds(n))).await;
         let downs_before = self.downs();
         let before = self.net.bytes();
         let kinds_before = self.net.bytes_by_kind();
+        let received_before = self.received();
         tokio::time::sleep(Duration::from_secs(self.config.steady_secs)).await;
         let after = self.net.bytes();
         let kinds_after = self.net.bytes_by_kind();
+        let received_after = self.received();
+        let per_node_sec = |after: u64, before: u64| {
+            after.saturating_sub(before) as f64 / self.config.steady_secs.max(1) as f64 / n as f64
+        };
+        report.received = [
+            per_node_sec(received_after.states, received_before.states),
+            per_node_sec(received_after.states_stale, received_before.states_stale),
+            per_node_sec(received_after.refreshes, received_before.refreshes),
+            per_node_sec(
+                received_after.refreshes_stale,
+                received_before.refreshes_stale,
+            ),
+        ];
         report.bytes_by_kind = kinds_after
             .iter()
             .map(|(k, v)| {

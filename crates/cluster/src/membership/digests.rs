@@ -3,6 +3,7 @@
 //! refreshes taken in (the exchange itself is [`super::gossip`]).
 
 use super::*;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// What a peer's digest showed (see [`Membership::take_digest`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -97,13 +98,11 @@ impl Membership {
             return None;
         }
         let now = self.clock.monotonic();
-        let pulse_trust = Duration::from_millis(
-            self.config
-                .gossip_interval_ms
-                .saturating_mul(PULSE_AHEAD_MAX),
-        );
         let mut diff = DigestDiff::default();
         let states = self.states.read();
+        let ahead_max = pulse_ahead_max(states.len());
+        let pulse_trust =
+            Duration::from_millis(self.config.gossip_interval_ms.saturating_mul(ahead_max));
         let mut detectors = self.detectors.lock();
         let mut mine: Vec<&NodeState> = states.values().collect();
         mine.sort_unstable_by_key(|s| s.id);
@@ -171,7 +170,7 @@ impl Membership {
             let pulse = e
                 .version
                 .saturating_add(e.ahead)
-                .min(s.heartbeat.saturating_add(PULSE_AHEAD_MAX));
+                .min(s.heartbeat.saturating_add(ahead_max));
             detectors
                 .entry(s.id)
                 .or_insert_with(|| {
@@ -240,6 +239,8 @@ impl Membership {
     /// when anything changed.
     pub fn take_refreshes(&self, refreshes: Vec<StateRefresh>) -> bool {
         let mut rebuilt = Vec::with_capacity(refreshes.len());
+        let mut stale = 0;
+        let received = refreshes.len() as u64;
         {
             let states = self.states.read();
             let mut want = self.want_whole.lock();
@@ -255,6 +256,7 @@ impl Membership {
                 };
                 if (r.generation, r.heartbeat) <= old.freshness() || old.status == NodeStatus::Left
                 {
+                    stale += 1;
                     continue;
                 }
                 if r.generation != old.generation
@@ -288,6 +290,12 @@ impl Membership {
                 });
             }
         }
+        let r = &self.received;
+        r.refreshes.fetch_add(received, Relaxed);
+        r.refreshes_stale.fetch_add(stale, Relaxed);
+        metrics::counter!("ringkv_gossip_received_total", "what" => "refresh").increment(received);
+        metrics::counter!("ringkv_gossip_received_stale_total", "what" => "refresh")
+            .increment(stale);
         if rebuilt.is_empty() {
             return false;
         }
@@ -304,6 +312,40 @@ impl Membership {
             }
         }
         changed
+    }
+
+    /// Counts whole states received by gossip, and those no newer than
+    /// the one held here (before they are merged).
+    pub fn note_states_received(&self, incoming: &[NodeState]) {
+        let states = self.states.read();
+        let stale = incoming
+            .iter()
+            .filter(|s| {
+                states
+                    .get(&s.id)
+                    .is_some_and(|held| s.freshness() <= held.freshness())
+            })
+            .count();
+        let r = &self.received;
+        r.states.fetch_add(incoming.len() as u64, Relaxed);
+        r.states_stale.fetch_add(stale as u64, Relaxed);
+        metrics::counter!("ringkv_gossip_received_total", "what" => "state")
+            .increment(incoming.len() as u64);
+        metrics::counter!("ringkv_gossip_received_stale_total", "what" => "state")
+            .increment(stale as u64);
+    }
+
+    /// The states and refreshes received by gossip since the start, and
+    /// how many of each were no news (the member's state held here was as
+    /// new): the cost of gossip sent in vain.
+    pub fn gossip_received(&self) -> ReceivedCounts {
+        let r = &self.received;
+        ReceivedCounts {
+            states: r.states.load(Relaxed),
+            states_stale: r.states_stale.load(Relaxed),
+            refreshes: r.refreshes.load(Relaxed),
+            refreshes_stale: r.refreshes_stale.load(Relaxed),
+        }
     }
 
     /// `(id, generation, version)` of each of `ids` as held here, as this

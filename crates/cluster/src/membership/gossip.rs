@@ -5,14 +5,15 @@
 //! exchange with one random live peer (sometimes a down one, so recoveries
 //! are seen; now and then a seed: with probability seeds / members, at most
 //! one round in ten, so that in a large cluster the seeds carry no more than
-//! any node). Every [`PUBLISH_ROUNDS`]th round it
-//! first publishes its state anew, with its load figures.
+//! any node). Every [`publish_rounds`]th round (10 up to 2,000 members,
+//! more beyond: flow control) it first publishes its state anew, with its
+//! load figures.
 //!
 //! An exchange is three messages (as Cassandra's SYN, ACK, ACK2; formats
 //! in [`crate::net::message`]): the initiator's digest of every member, a
-//! few bytes each; the peer's digest, with the states it holds newer and
-//! the ids it wants; then the states wanted, answered with any the
-//! initiator asked for. Pulses travel in the digests and feed the failure
+//! few bytes each; the peer's digest, with the states it holds newer; then
+//! the states the peer's digest shows it lacks, with the ids the initiator
+//! still wants, answered with those. Pulses travel in the digests and feed the failure
 //! detectors; whole states travel only when a member publishes a new one.
 //! In a steady cluster an exchange is two digests. A peer that answers a
 //! digest with an error (a node of the version before, which cannot decode
@@ -33,7 +34,7 @@ use ringkv_env::{Rng, SeededRng};
 
 use parking_lot::Mutex;
 
-use super::{GOSSIP_STATES_PER_MESSAGE_MAX, Membership, PUBLISH_ROUNDS, rotated};
+use super::{GOSSIP_STATES_PER_MESSAGE_MAX, Membership, publish_rounds, rotated};
 use crate::det::HashMap;
 use crate::id::NodeId;
 use crate::net::message::{
@@ -146,7 +147,7 @@ impl Gossip {
     /// One gossip round. Public so tests and simulations can drive it.
     pub async fn round(&self, seeds: &[String], round: u64) {
         let m = &self.membership;
-        if round.is_multiple_of(PUBLISH_ROUNDS) {
+        if round.is_multiple_of(publish_rounds(m.member_count())) {
             m.set_load((self.load)());
         } else if self.knows_old_peers() {
             m.tick();
@@ -259,6 +260,7 @@ impl Gossip {
                     return false;
                 }
             };
+        metrics::counter!("ringkv_gossip_exchanges_total", "way" => "digest").increment(1);
         self.merge(states, refreshes).await;
         // Read after the states it came with are in: what differs still.
         let Some(diff) = m.take_digest(&digest) else {
@@ -329,13 +331,16 @@ impl Gossip {
     pub async fn answer_digest(&self, digest: GossipDigest) -> Response {
         let m = &self.membership;
         match m.take_digest(&digest) {
+            // No wants: the initiator reads what this node lacks from the
+            // digest it is sent (nodes of the version before sent the
+            // members the initiator held newer; still taken).
             Some(diff) => {
                 let (states, refreshes) = m.updates(&diff.newer_here, &diff.theirs);
                 Response::GossipDelta {
                     digest: m.digest(false),
                     states,
                     refreshes,
-                    want: bounded(diff.newer_there, m.rotation()),
+                    want: Vec::new(),
                 }
             }
             None => Response::GossipDelta {
@@ -382,6 +387,7 @@ impl Gossip {
             .map(Response::into_gossip)
         {
             Ok(Ok(states)) => {
+                metrics::counter!("ringkv_gossip_exchanges_total", "way" => "whole").increment(1);
                 self.merge(states, Vec::new()).await;
                 true
             }
@@ -415,6 +421,7 @@ impl Gossip {
         }
         let m = Arc::clone(&self.membership);
         let merged = crate::exec::blocking(move || {
+            m.note_states_received(&states);
             m.merge(states);
             m.take_refreshes(refreshes)
         });

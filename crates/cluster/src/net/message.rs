@@ -508,8 +508,10 @@ pub enum Response {
     },
     /// Digest gossip, second message (ACK): the responder's digest, the
     /// states it holds newer than the sender's digest showed, and the ids
-    /// of the states it wants. When the sender's positional digest named
-    /// another member list, `digest` is explicit and the rest empty.
+    /// of the states it wants (sent empty since the sender reads them from
+    /// `digest`; taken when a node of an earlier version sends them). When
+    /// the sender's positional digest named another member list, `digest`
+    /// is explicit and the rest empty.
     GossipDelta {
         digest: GossipDigest,
         #[serde(

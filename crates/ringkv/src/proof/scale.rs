@@ -141,6 +141,11 @@ pub fn run(a: ScaleArgs) -> anyhow::Result<()> {
             r.ring_memo.0,
             r.ring_memo.1
         );
+        let [states, states_stale, refreshes, refreshes_stale] = r.received;
+        println!(
+            "    received a node a second: {states:.1} states ({states_stale:.1} no news), \
+             {refreshes:.1} refreshes ({refreshes_stale:.1} no news)"
+        );
         let missed = misses(&r, &a);
         if !missed.is_empty() {
             println!("    MISSED: {}", missed.join("; "));
