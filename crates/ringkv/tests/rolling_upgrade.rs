@@ -1,12 +1,12 @@
 //! A cluster upgrades by rolling restart: nodes of this version run beside
 //! nodes built from the commit before the last change of a wire or on-disk
-//! format, serve each other's forwarded writes and errors (each kind of
-//! node refusing a write the other forwarded), a truncation is refused
-//! while old nodes run (naming them; nothing goes), a node of the new version
-//! stopping says goodbye to old nodes without harm, gossip across the
-//! versions (whole states with old nodes, digests between new ones) never
-//! shows a node down, and a node restarted on the new binary keeps its
-//! identity, tokens and data.
+//! format, serve each other's forwarded writes and errors, gossip across
+//! the versions (whole states with old nodes, digests between new ones)
+//! without ever showing a node down, refuse the data types cleanly while an
+//! old node runs (nothing written), say goodbye without harm, and a node
+//! restarted on the new binary keeps its identity, tokens and data; once
+//! every node runs this version, gossip is digests only and the data types
+//! work through every node.
 //!
 //! The previous binary is `RINGKV_PREVIOUS_BIN` when set; otherwise this
 //! test builds [`PREVIOUS_COMMIT`] from the repository's history (a few
@@ -22,9 +22,10 @@ use std::process::Command;
 use common::{NodeProc, all_normal, json, self_id};
 use redis::Commands;
 
-/// The last commit before the node files gained their headers and error
-/// answers their typed detail.
-const PREVIOUS_COMMIT: &str = "477fd2b5bbb75317d467b554cc03d5f9af14325b";
+/// The last commit before gossip by digests (`GossipDigest`,
+/// `GossipStates`) and the data types (record format 2, typed writes,
+/// `RecordFormats`).
+const PREVIOUS_COMMIT: &str = "ad258771ab59f8dc8b7b32a1f5a53173d56b102e";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -112,11 +113,7 @@ fn start(exe: &Path, root: &Path, i: usize, limits: &str, seed: Option<&NodeProc
         .join(format!("{limits}.toml"))
         .to_string_lossy()
         .into_owned();
-    let mut args = vec!["--config".to_string(), cfg];
-    // The previous version's cluster port is plaintext.
-    if exe == Path::new(env!("CARGO_BIN_EXE_ringkv")) {
-        args.push("--insecure".into());
-    }
+    let mut args = vec!["--config".to_string(), cfg, "--insecure".to_string()];
     if let Some(seed) = seed {
         args.extend(["--seeds".to_string(), seed.cluster.to_string()]);
     }
@@ -145,6 +142,18 @@ fn stay_alive(nodes: &[&NodeProc], secs: u64) {
     }
 }
 
+/// Writes `k{i}` = `v{i}` for every `i` below `keys`, through each node in
+/// turn.
+fn write_keys(nodes: &[&NodeProc], keys: usize) {
+    for i in 0..keys {
+        let node = nodes[i % nodes.len()];
+        let mut con = node.redis();
+        let _: () = con
+            .set(format!("k{i}"), format!("v{i}"))
+            .unwrap_or_else(|e| panic!("write of k{i} through {}: {e}", node.resp));
+    }
+}
+
 /// Every key reads its value through every node.
 fn check_reads(nodes: &[&NodeProc], keys: usize) {
     for node in nodes {
@@ -167,6 +176,43 @@ fn write_len(node: &NodeProc, key: &str, len: usize) -> Result<(), String> {
 /// The value limit of the nodes started with `small.toml`.
 const SMALL_VALUE_MAX: usize = 1000;
 
+/// The node's gossip exchanges answered so far, by way (`digest`, or
+/// `whole` with a node of the version before digests), from its metrics.
+fn exchanges(node: &NodeProc, way: &str) -> u64 {
+    let (_, _, body) = common::http(node.http, "GET", "/metrics", &[], b"");
+    let line = format!("ringkv_gossip_exchanges_total{{way=\"{way}\"}} ");
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The exchanges of each way every node of `nodes` answered over `secs`
+/// seconds: `(digest, whole)` per node.
+fn exchanges_over(nodes: &[&NodeProc], secs: u64) -> Vec<(u64, u64)> {
+    let before: Vec<(u64, u64)> = nodes
+        .iter()
+        .map(|n| (exchanges(n, "digest"), exchanges(n, "whole")))
+        .collect();
+    std::thread::sleep(std::time::Duration::from_secs(secs));
+    nodes
+        .iter()
+        .zip(before)
+        .map(|(n, (d, w))| (exchanges(n, "digest") - d, exchanges(n, "whole") - w))
+        .collect()
+}
+
+/// Counter, set and hash writes through `node`, or the first error's text.
+fn write_types(node: &NodeProc, tag: &str) -> Result<(), String> {
+    let mut con = node.redis();
+    let err = |e: redis::RedisError| e.to_string();
+    let _: i64 = con.incr(format!("count-{tag}"), 5).map_err(err)?;
+    let _: i64 = con.sadd(format!("set-{tag}"), "m").map_err(err)?;
+    let _: i64 = con.hset(format!("hash-{tag}"), "f", tag).map_err(err)?;
+    Ok(())
+}
+
 #[test]
 fn a_cluster_upgrades_by_rolling_restart() {
     let Some(previous) = previous_binary() else {
@@ -188,22 +234,21 @@ fn a_cluster_upgrades_by_rolling_restart() {
     // Gossip across versions: whole states with the old nodes, digests
     // between the new ones; no node is ever taken for down.
     stay_alive(&[&a, &b, &c, &d], 5);
-    let keys = 300;
-    for i in 0..keys {
-        let node = [&a, &b, &c, &d][i % 4];
-        let mut con = node.redis();
-        let _: () = con
-            .set(format!("k{i}"), format!("v{i}"))
-            .unwrap_or_else(|e| panic!("write of k{i} through {}: {e}", node.resp));
+    for (node, (digest, whole)) in [&b, &d].iter().zip(exchanges_over(&[&b, &d], 3)) {
+        assert!(
+            digest > 0 && whole > 0,
+            "{}: {digest} digest and {whole} whole-state exchanges in a mixed cluster",
+            node.resp
+        );
     }
+    let keys = 300;
+    write_keys(&[&a, &b, &c, &d], keys);
     check_reads(&[&a, &b, &c, &d], keys);
 
     // Errors of forwarded writes cross in both directions. A value too
     // large for a small node, written through a big node that is no
     // replica of its key, is forwarded to the key's first replica, which
-    // refuses it: D (new) hears C's refusal (code and message only, which
-    // it quotes), A (old) hears B's (with the typed detail, which A does
-    // not know and skips).
+    // refuses it: D (new) hears C's refusal, A (old) hears B's.
     let ids: Vec<String> = [&a, &b, &c, &d].iter().map(|n| self_id(n)).collect();
     let key_led_by = |leader: &str, not: &str| {
         (0..10_000)
@@ -216,55 +261,66 @@ fn a_cluster_upgrades_by_rolling_restart() {
     };
     let too_large = SMALL_VALUE_MAX * 2;
     let limit = format!("value is {too_large} bytes, the limit is {SMALL_VALUE_MAX}");
-    for (through, leader, quoted, who) in [
-        (&d, 2, true, "old refusal read by new"),
-        (&a, 1, false, "new refusal read by old"),
+    for (through, leader, who) in [
+        (&d, 2, "old refusal read by new"),
+        (&a, 1, "new refusal read by old"),
     ] {
         let key = key_led_by(&ids[leader], &self_id(through));
         let err = write_len(through, &key, too_large).expect_err("a value over the limit");
         assert!(err.contains(&limit), "{who}: {err}");
-        let from = format!("coordinator {}", ids[leader]);
-        assert_eq!(err.contains(&from), quoted, "{who}: {err}");
         let got: Option<String> = through.redis().get(&key).expect("get");
         assert_eq!(got, None, "{who}: the refused write was not applied");
         write_len(through, &key, SMALL_VALUE_MAX).unwrap_or_else(|e| panic!("{who}: {e}"));
     }
 
-    // FLUSHALL through a new node is refused while old nodes run, naming
-    // them (they cannot decode the truncation's first step): nothing goes.
-    let err = redis::cmd("FLUSHALL")
-        .query::<String>(&mut b.redis())
-        .expect_err("old nodes cannot truncate");
-    let text = err.to_string();
-    assert!(
-        text.contains(&ids[0])
-            && text.contains(&ids[2])
-            && text.contains("version without truncation")
-            && text.contains("nothing was truncated"),
-        "{text}"
-    );
+    // The data types wait for every node to read them: refused through a
+    // new node while old ones run (naming how many), nothing written; an
+    // old node refuses them as it always did.
+    for node in [&b, &d] {
+        let err = write_types(node, "mixed").expect_err("data types with old nodes");
+        assert!(
+            err.contains("2 node(s) of an older version"),
+            "{}: {err}",
+            node.resp
+        );
+    }
+    write_types(&a, "mixed").expect_err("an old node has no data types");
+    for node in [&a, &b, &c, &d] {
+        let got: Option<String> = node.redis().get("count-mixed").expect("get");
+        assert_eq!(got, None, "nothing written through {}", node.resp);
+    }
+
+    // A truncation spans both versions (its messages are the same): every
+    // key goes from every node, and the keys written again read back.
+    let ok: String = redis::cmd("FLUSHALL")
+        .query(&mut b.redis())
+        .expect("FLUSHALL in a mixed cluster");
+    assert_eq!(ok, "OK");
+    for node in [&a, &b, &c, &d] {
+        let size: i64 = redis::cmd("DBSIZE")
+            .query(&mut node.redis())
+            .expect("DBSIZE");
+        assert_eq!(size, 0, "keys left after FLUSHALL through {}", node.resp);
+        let got: Option<String> = node.redis().get("k0").expect("get");
+        assert_eq!(got, None, "k0 through {}", node.resp);
+    }
+    write_keys(&[&a, &b, &c, &d], keys);
     check_reads(&[&a, &b, &c, &d], keys);
 
-    // A node of this version stops: it says goodbye to every peer. The
-    // old ones cannot decode it, answer an error and go on serving; the new
-    // one sees it down at once. It comes back on the same data.
+    // A node of this version stops: it says goodbye to every peer, which
+    // see it down at once. It comes back on the same data.
     let d_dir = d.data_dir.clone();
     let d_id = self_id(&d);
     assert!(d.terminate().success());
-    common::wait_until("the new peer sees the stopped node down at once", 2, || {
-        json(&b, "/v1/cluster")["nodes"]
-            .as_array()
-            .is_some_and(|l| {
-                l.iter()
-                    .any(|n| n["id"] == d_id.as_str() && n["alive"] == false)
-            })
-    });
-    for old in [&a, &c] {
-        let mut con = old.redis();
-        let pong: String = redis::cmd("PING")
-            .query(&mut con)
-            .expect("the old node serves");
-        assert_eq!(pong, "PONG");
+    for peer in [&a, &b, &c] {
+        common::wait_until("a peer sees the stopped node down at once", 2, || {
+            json(peer, "/v1/cluster")["nodes"]
+                .as_array()
+                .is_some_and(|l| {
+                    l.iter()
+                        .any(|n| n["id"] == d_id.as_str() && n["alive"] == false)
+                })
+        });
     }
     let d = NodeProc::start_with(
         &current,
@@ -279,7 +335,7 @@ fn a_cluster_upgrades_by_rolling_restart() {
     check_reads(&[&a, &b, &c, &d], keys);
 
     // The rolling restart: A, then C, on this version, each keeping its id,
-    // its tokens and its data; their files come back in the new layout.
+    // its tokens and its data (files with their headers).
     let mut nodes = vec![a, b, c, d];
     for (i, limits) in [(0usize, "big"), (2, "small")] {
         let before = self_id(&nodes[i]);
@@ -303,12 +359,37 @@ fn a_cluster_upgrades_by_rolling_restart() {
             "the ring is unchanged"
         );
         let node_id = std::fs::read(data_dir.join("NODE_ID")).expect("NODE_ID");
-        assert_eq!(&node_id[..4], b"RKID", "NODE_ID rewritten with a header");
+        assert_eq!(&node_id[..4], b"RKID", "NODE_ID keeps its header");
         let tokens = std::fs::read(data_dir.join("TOKENS")).expect("TOKENS");
-        assert_eq!(&tokens[..4], b"RKTK", "TOKENS rewritten with a header");
+        assert_eq!(&tokens[..4], b"RKTK", "TOKENS keeps its header");
         check_reads(&refs, keys);
     }
-    // All on this version: digests between every pair, no node down.
+    // All on this version: no node down, digests only between every pair
+    // (a restarted node's first digest tells each peer it was upgraded).
     let refs: Vec<&NodeProc> = nodes.iter().collect();
-    stay_alive(&refs, 5);
+    stay_alive(&refs, 3);
+    let mut last = Vec::new();
+    common::wait_until("gossip by digests only", 20, || {
+        last = exchanges_over(&refs, 2);
+        last.iter().all(|&(digest, whole)| digest > 0 && whole == 0)
+    });
+    // The data types open once every node answers that it reads them.
+    common::wait_until("the data types open", 20, || {
+        write_types(refs[0], "new").is_ok()
+    });
+    for (i, node) in refs.iter().enumerate() {
+        write_types(node, &format!("n{i}")).unwrap_or_else(|e| panic!("{}: {e}", node.resp));
+    }
+    for node in &refs {
+        let mut con = node.redis();
+        for i in 0..refs.len() {
+            let count: i64 = con.get(format!("count-n{i}")).expect("get a counter");
+            assert_eq!(count, 5, "count-n{i} through {}", node.resp);
+            let member: bool = con.sismember(format!("set-n{i}"), "m").expect("sismember");
+            assert!(member, "set-n{i} through {}", node.resp);
+            let field: String = con.hget(format!("hash-n{i}"), "f").expect("hget");
+            assert_eq!(field, format!("n{i}"), "hash-n{i} through {}", node.resp);
+        }
+    }
+    check_reads(&refs, keys);
 }
