@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use ringkv_cluster::membership::gossip::{Gossip, LoadSource};
 use ringkv_cluster::membership::{
-    Membership, MembershipConfig, ReceivedCounts, RingMemo, publish_rounds,
+    Membership, MembershipConfig, PUBLISH_ROUNDS, ReceivedCounts, RingMemo,
 };
 use ringkv_cluster::net::message::{ErrorDetail, Load, NodeState, NodeStatus, Request, Response};
 use ringkv_cluster::net::sim::{NetFaults, SimNet, test_addr};
@@ -305,6 +305,13 @@ impl Scale {
         }
     }
 
+    fn membership_config(&self) -> MembershipConfig {
+        MembershipConfig {
+            tokens_per_weight: self.config.tokens.max(1),
+            ..MembershipConfig::default()
+        }
+    }
+
     /// Starts node `me` gossiping (after `offset`, so rounds spread over
     /// the second).
     fn start(&mut self, me: NodeState, known: Vec<NodeState>, offset: Duration) -> Arc<Member> {
@@ -313,10 +320,7 @@ impl Scale {
             me,
             self.replication.clone(),
             self.clock.clone(),
-            MembershipConfig {
-                tokens_per_weight: self.config.tokens.max(1),
-                ..MembershipConfig::default()
-            },
+            self.membership_config(),
         ));
         membership.set_ring_memo(Arc::clone(&self.memo));
         membership.restore(known);
@@ -365,7 +369,6 @@ impl Scale {
         out
     }
 
-    /// (observer, live node) pairs where the observer sees the node down.
     /// The states and refreshes every live node received by gossip, summed.
     fn received(&self) -> ReceivedCounts {
         self.live().fold(ReceivedCounts::default(), |sum, m| {
@@ -379,6 +382,7 @@ impl Scale {
         })
     }
 
+    /// (observer, live node) pairs where the observer sees the node down.
     fn suspicions(&self) -> u64 {
         let live: Vec<u64> = self.live().map(|m| m.membership.self_id()).collect();
         self.live()
@@ -448,7 +452,7 @@ impl Scale {
         // 2. Steady state, after every node has published twice (the
         // first publication after a start goes whole). From here on, a
         // live node seen going down by another is a false suspicion.
-        tokio::time::sleep(Duration::from_secs(2 * publish_rounds(n))).await;
+        tokio::time::sleep(Duration::from_secs(2 * PUBLISH_ROUNDS)).await;
         let downs_before = self.downs();
         let before = self.net.bytes();
         let kinds_before = self.net.bytes_by_kind();

@@ -3,10 +3,10 @@
 //! format, serve each other's forwarded writes and errors, gossip across
 //! the versions (whole states with old nodes, digests between new ones)
 //! without ever showing a node down, refuse the data types cleanly while an
-//! old node runs (nothing written), say goodbye without harm, and a node
-//! restarted on the new binary keeps its identity, tokens and data; once
-//! every node runs this version, gossip is digests only and the data types
-//! work through every node.
+//! old node runs (nothing written), truncate across both versions, say
+//! goodbye without harm, and a node restarted on the new binary keeps its
+//! identity, tokens and data; once every node runs this version, gossip is
+//! digests only and the data types work through every node.
 //!
 //! The previous binary is `RINGKV_PREVIOUS_BIN` when set; otherwise this
 //! test builds [`PREVIOUS_COMMIT`] from the repository's history (a few

@@ -603,3 +603,132 @@ async fn nodes_upgraded_in_place_are_gossiped_with_by_digests_again() {
         "publications in 20 rounds: {changes:?}"
     );
 }
+
+/// The ACK lists no wants: what its sender lacks, the initiator reads from
+/// the digest it carries, and sends it in the ACK2.
+#[tokio::test(start_paused = true)]
+async fn the_answer_to_a_digest_lists_no_wants_and_its_digest_shows_them() {
+    let clock = Arc::new(ManualClock::new(0));
+    let (a, b) = pair(&clock);
+    let b = Arc::new(b);
+    let net = SimNet::quiet(3);
+    let load: LoadSource = Arc::new(Load::default);
+    let gossip = Gossip::new(Arc::clone(&b), Arc::new(net.test_transport(2)), load);
+    a.set_load(Load {
+        keys: 7,
+        ..Load::default()
+    });
+    let Response::GossipDelta { digest, want, .. } = gossip.answer_digest(a.digest(false)).await
+    else {
+        panic!("a digest is answered by a delta");
+    };
+    assert!(want.is_empty(), "no wants: {want:?}");
+    let diff = a.take_digest(&digest).expect("same members");
+    assert_eq!(diff.newer_here, vec![1], "a reads that b lacks its state");
+    let (states, refreshes) = a.updates(&diff.newer_here, &diff.theirs);
+    assert_eq!(states.len() + refreshes.len(), 1, "sent in the ACK2");
+    let _ = gossip.answer_states(states, refreshes, Vec::new()).await;
+    assert_eq!(b.load_of(1).map(|l| l.keys), Some(7));
+}
+
+/// Nodes started together publish at phases of their own: over ten
+/// rounds each publishes once, and no round carries most of them.
+#[tokio::test(start_paused = true)]
+async fn nodes_publish_at_phases_of_their_own() {
+    let mut c = Cluster::new(20, 0);
+    let _ = c.steady(50).await;
+    let own = |n: &Lone| {
+        n.membership
+            .version_of(n.membership.self_id())
+            .expect("own")
+            .1
+    };
+    let mut last: Vec<u64> = c.nodes.iter().map(|n| own(n)).collect();
+    let mut per_node = vec![0; c.nodes.len()];
+    let mut per_round = Vec::new();
+    for _ in 0..PUBLISH_ROUNDS {
+        c.round().await;
+        let mut published = 0;
+        for (i, n) in c.nodes.iter().enumerate() {
+            let v = own(n);
+            if v != last[i] {
+                per_node[i] += 1;
+                published += 1;
+            }
+            last[i] = v;
+        }
+        per_round.push(published);
+    }
+    assert!(per_node.iter().all(|&k| k == 1), "{per_node:?}");
+    assert!(per_round.iter().all(|&k| k <= 8), "{per_round:?}");
+}
+
+/// A peer of the version before the ACK dropped its wants still lists
+/// them: the initiator sends the states named, even where the digest
+/// alone shows nothing to send.
+#[tokio::test(start_paused = true)]
+async fn wants_in_an_answer_are_still_sent() {
+    struct Wanting {
+        initiator: Arc<Membership>,
+        asked: parking_lot::Mutex<Vec<Request>>,
+    }
+    impl Handler for Wanting {
+        fn handle(&self, _from: NodeId, req: Request) -> BoxFut<Response> {
+            let answer = match &req {
+                // Its digest equals the initiator's: only the want asks.
+                Request::GossipDigest { .. } => Response::GossipDelta {
+                    digest: self.initiator.digest(false),
+                    states: Vec::new(),
+                    refreshes: Vec::new(),
+                    want: vec![1],
+                },
+                _ => Response::GossipUpdates {
+                    states: Vec::new(),
+                    refreshes: Vec::new(),
+                },
+            };
+            self.asked.lock().push(req);
+            Box::pin(async move { answer })
+        }
+    }
+    let clock = Arc::new(ManualClock::new(0));
+    let (a, b) = pair(&clock);
+    let a = Arc::new(a);
+    let net = SimNet::quiet(5);
+    let peer = Arc::new(Wanting {
+        initiator: Arc::clone(&a),
+        asked: parking_lot::Mutex::default(),
+    });
+    net.register(2, peer.clone());
+    // The initiator is a host of the network too (its answers unused).
+    net.register(
+        1,
+        Arc::new(Wanting {
+            initiator: Arc::clone(&a),
+            asked: parking_lot::Mutex::default(),
+        }),
+    );
+    let load: LoadSource = Arc::new(Load::default);
+    let gossip = Gossip::new(Arc::clone(&a), Arc::new(net.test_transport(1)), load);
+    let to = b.peer(2).expect("b's address");
+    let answered = gossip.exchange(&to).await;
+    assert!(answered, "answered: {:?}", peer.asked.lock());
+    let asked = peer.asked.lock();
+    let sent: Vec<NodeId> = asked
+        .iter()
+        .filter_map(|r| match r {
+            Request::GossipStates {
+                states, refreshes, ..
+            } => Some(
+                states
+                    .iter()
+                    .map(|s| s.id)
+                    .chain(refreshes.iter().map(|r| r.id))
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(sent, vec![1], "{asked:?}");
+}

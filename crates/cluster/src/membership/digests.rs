@@ -100,9 +100,11 @@ impl Membership {
         let now = self.clock.monotonic();
         let mut diff = DigestDiff::default();
         let states = self.states.read();
-        let ahead_max = pulse_ahead_max(states.len());
-        let pulse_trust =
-            Duration::from_millis(self.config.gossip_interval_ms.saturating_mul(ahead_max));
+        let pulse_trust = Duration::from_millis(
+            self.config
+                .gossip_interval_ms
+                .saturating_mul(PULSE_AHEAD_MAX),
+        );
         let mut detectors = self.detectors.lock();
         let mut mine: Vec<&NodeState> = states.values().collect();
         mine.sort_unstable_by_key(|s| s.id);
@@ -170,7 +172,7 @@ impl Membership {
             let pulse = e
                 .version
                 .saturating_add(e.ahead)
-                .min(s.heartbeat.saturating_add(ahead_max));
+                .min(s.heartbeat.saturating_add(PULSE_AHEAD_MAX));
             detectors
                 .entry(s.id)
                 .or_insert_with(|| {

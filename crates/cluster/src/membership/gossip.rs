@@ -5,9 +5,8 @@
 //! exchange with one random live peer (sometimes a down one, so recoveries
 //! are seen; now and then a seed: with probability seeds / members, at most
 //! one round in ten, so that in a large cluster the seeds carry no more than
-//! any node). Every [`publish_rounds`]th round (10 up to 2,000 members,
-//! more beyond: flow control) it first publishes its state anew, with its
-//! load figures.
+//! any node). Every [`PUBLISH_ROUNDS`]th round, at a phase of its own (by
+//! its id), it first publishes its state anew, with its load figures.
 //!
 //! An exchange is three messages (as Cassandra's SYN, ACK, ACK2; formats
 //! in [`crate::net::message`]): the initiator's digest of every member, a
@@ -34,7 +33,7 @@ use ringkv_env::{Rng, SeededRng};
 
 use parking_lot::Mutex;
 
-use super::{GOSSIP_STATES_PER_MESSAGE_MAX, Membership, publish_rounds, rotated};
+use super::{GOSSIP_STATES_PER_MESSAGE_MAX, Membership, PUBLISH_ROUNDS, rotated};
 use crate::det::HashMap;
 use crate::id::NodeId;
 use crate::net::message::{
@@ -147,7 +146,12 @@ impl Gossip {
     /// One gossip round. Public so tests and simulations can drive it.
     pub async fn round(&self, seeds: &[String], round: u64) {
         let m = &self.membership;
-        if round.is_multiple_of(publish_rounds(m.member_count())) {
+        // Each node at its own phase of the interval (by its id): nodes
+        // started together do not all publish in one round.
+        if round
+            .wrapping_add(self.self_id())
+            .is_multiple_of(PUBLISH_ROUNDS)
+        {
             m.set_load((self.load)());
         } else if self.knows_old_peers() {
             m.tick();
@@ -324,8 +328,8 @@ impl Gossip {
         })
     }
 
-    /// A peer's digest (SYN): answered with this node's digest, the states
-    /// it holds newer (as refreshes where it can) and the ids it wants; or,
+    /// A peer's digest (SYN): answered with this node's digest and the
+    /// states it holds newer (as refreshes where it can); or,
     /// when the digest names another member list, with this node's explicit
     /// digest alone.
     pub async fn answer_digest(&self, digest: GossipDigest) -> Response {

@@ -184,39 +184,18 @@ impl Endpoint {
 }
 
 /// Gossip rounds between two publications of a node's state (with its
-/// load and a fresh signature) in a cluster of up to
-/// [`PUBLICATIONS_PER_ROUND_MAX`] times as many members: between them only
-/// its pulse advances, and travels in digests. See [`publish_rounds`].
+/// load and a fresh signature): between them only its pulse advances, and
+/// travels in digests. Each node publishes at its own phase of the
+/// interval (by its id), so nodes started together do not all publish in
+/// one round.
 pub const PUBLISH_ROUNDS: u64 = 10;
-/// Publications a gossip round the whole cluster makes at most (flow
-/// control, as in Scuttlebutt's): beyond 2,000 members a node publishes
-/// less often ([`publish_rounds`]), so the states two nodes hold at
-/// different versions stay under what one message carries
-/// ([`GOSSIP_STATES_PER_MESSAGE_MAX`]) and a node's cost in publications
-/// stops growing with the cluster; heartbeats still travel every round, in
-/// digests.
-pub const PUBLICATIONS_PER_ROUND_MAX: u64 = 200;
 /// How far past a member's state known here a pulse heard in a digest is
-/// believed, in rounds, in a cluster of up to 2,000 members; and for how
-/// many rounds after the member's last state arrived: a digest's pulses
-/// are not signed, so a peer could keep a dead member looking alive with
-/// them; this bounds that to four publications' time (the member's own
-/// publications renew it). See [`pulse_ahead_max`].
+/// believed, in rounds; and for how many rounds after the member's last
+/// state arrived: a digest's pulses are not signed, so a peer could keep a
+/// dead member looking alive with them; this bounds that to a few
+/// publications' time (the member's own publications renew it).
 pub const PULSE_AHEAD_MAX: u64 = 4 * PUBLISH_ROUNDS;
 
-/// Rounds between two publications of a node's state in a cluster of
-/// `members`: [`PUBLISH_ROUNDS`], or as many as keep the cluster's
-/// publications at [`PUBLICATIONS_PER_ROUND_MAX`] a round (20 at 4,000
-/// members).
-pub fn publish_rounds(members: usize) -> u64 {
-    PUBLISH_ROUNDS.max((members as u64).div_ceil(PUBLICATIONS_PER_ROUND_MAX))
-}
-
-/// [`PULSE_AHEAD_MAX`] in a cluster of `members`: four publications'
-/// time, whatever the publication interval ([`publish_rounds`]).
-pub fn pulse_ahead_max(members: usize) -> u64 {
-    4 * publish_rounds(members)
-}
 /// States in one gossip message at most (the rest follow in later
 /// rounds).
 pub const GOSSIP_STATES_PER_MESSAGE_MAX: usize = 256;

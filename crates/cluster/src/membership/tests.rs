@@ -226,16 +226,3 @@ fn same_states_give_the_same_ring_everywhere() {
     // The contested token 5 goes to the lower id.
     assert_eq!(a.ring().tokens().find(|&(t, _)| t == 5), Some((5, 1)));
 }
-
-/// Up to 2,000 members a node publishes every 10 rounds; beyond, the
-/// cluster's publications stay at 200 a round, and a digest's pulse is
-/// believed four publications' time.
-#[test]
-fn publications_slow_down_beyond_two_thousand_members() {
-    for (members, rounds) in [(1, 10), (1_000, 10), (2_000, 10), (2_001, 11), (4_000, 20)] {
-        assert_eq!(publish_rounds(members), rounds, "{members} members");
-        assert_eq!(pulse_ahead_max(members), 4 * rounds, "{members} members");
-        assert!(members as u64 / publish_rounds(members) <= PUBLICATIONS_PER_ROUND_MAX);
-    }
-    assert_eq!(pulse_ahead_max(100), PULSE_AHEAD_MAX);
-}

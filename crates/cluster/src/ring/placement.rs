@@ -82,7 +82,8 @@ impl Placement {
         let mut lists = Vec::with_capacity(count * replication.total().max(1));
         let mut reach = Vec::with_capacity(count);
         let mut steps = 0;
-        let (mut placer, by_number) = DensePlacer::new(&ring.nodes, &owners, &replication, &shape);
+        // Numbered on the first walk (an update may reuse every list).
+        let mut dense: Option<(DensePlacer, Vec<u32>)> = None;
         for i in 0..count {
             starts.push(u32_of(lists.len()));
             let reuse = match (&kept, base) {
@@ -94,6 +95,9 @@ impl Placement {
                 reach.push(b.reach[j]);
                 continue;
             }
+            let (placer, by_number) = dense.get_or_insert_with(|| {
+                DensePlacer::new(&ring.nodes, &owners, &replication, &shape)
+            });
             let walk = by_number[i..].iter().chain(&by_number[..i]).copied();
             let before = steps;
             placer.place_into(walk, &mut lists, &mut steps);
